@@ -1,0 +1,74 @@
+//! The closed result of decoding one frame: a TCP control segment, or the
+//! reason the frame carries none.
+
+use std::net::IpAddr;
+
+/// What a TCP segment does to a handshake. Flags are reduced to this so that
+/// the rest of the pipeline matches exhaustively instead of testing bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Control {
+    /// SYN without ACK: a connection attempt (other flags may ride along).
+    Syn,
+    /// SYN with ACK: the listener accepted.
+    SynAck,
+    /// RST (without SYN): refusal, or an abort of an open connection.
+    Rst,
+    /// FIN (without SYN or RST): an orderly close.
+    Fin,
+}
+
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Syn => "syn",
+            Control::SynAck => "syn_ack",
+            Control::Rst => "rst",
+            Control::Fin => "fin",
+        }
+    }
+}
+
+/// A TCP control segment with the facts the tracker needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub control: Control,
+    /// The raw TCP flags byte (CWR..FIN), kept for the event log.
+    pub flags: u8,
+}
+
+/// A well-formed frame that carries no TCP control segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    NotIp,
+    /// IP, but not TCP (UDP, ICMP, tunnels we do not open, ...).
+    NotTcp,
+    /// TCP without SYN, RST or FIN: data and pure ACKs.
+    NotControl,
+    /// An IP fragment with a non-zero offset: no TCP header in it.
+    Fragment,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 4] = [Skip::NotIp, Skip::NotTcp, Skip::NotControl, Skip::Fragment];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NotIp => "not_ip",
+            Skip::NotTcp => "not_tcp",
+            Skip::NotControl => "not_control",
+            Skip::Fragment => "fragment",
+        }
+    }
+}
+
+/// The outcome of decoding a frame that did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Control(Segment),
+    Skipped(Skip),
+}

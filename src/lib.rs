@@ -1,0 +1,17 @@
+//! portwatch: passive compliance monitoring of TCP control packets against a
+//! product's port model and a site's inventory.
+//!
+//! ```text
+//! source (pcap/pcapng files, libpcap live)  ── Frame ──▶
+//! decode (pure: link, VLAN, IPv4/IPv6, TCP) ── Segment ──▶
+//! classify (pure: model + site → Verdict)   ──▶
+//! state (pure: handshake table, required-edge clocks, tallies; time passed in) ──▶
+//! report / export (audit report, Prometheus, event log)
+//! ```
+//!
+//! Only `source`, `export` and `app` touch the operating system.
+#![forbid(unsafe_code)]
+
+pub mod decode;
+pub mod source;
+pub mod time;

@@ -1,0 +1,1 @@
+//! pcap and pcapng savefiles, read with large buffered reads.
