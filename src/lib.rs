@@ -12,6 +12,13 @@
 //! Only `source`, `export` and `app` touch the operating system.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
+pub mod config;
 pub mod decode;
+pub mod model;
+pub mod policy;
+pub mod run;
+pub mod site;
 pub mod source;
 pub mod time;

@@ -32,7 +32,7 @@ impl Timestamp {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
         Timestamp(
             self.0
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
@@ -99,7 +99,7 @@ mod tests {
     fn arithmetic_saturates() {
         assert_eq!(Timestamp(5).saturating_sub(Timestamp(9)), Duration::ZERO);
         assert_eq!(
-            Timestamp(u64::MAX).add(Duration::from_secs(1)),
+            Timestamp(u64::MAX).saturating_add(Duration::from_secs(1)),
             Timestamp(u64::MAX)
         );
     }

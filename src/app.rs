@@ -1,0 +1,82 @@
+//! Wiring: turns a parsed command line into work and an exit status.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, Format, SiteArgs};
+use crate::config::{load_policy, LoadError, Loaded};
+use crate::policy::Expectation;
+
+/// Exit statuses, as documented in `--help`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FINDINGS: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const TRUNCATED: u8 = 3;
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Check(site) => check(&site),
+        Command::Expect { site, format } => expect(&site, format),
+        Command::Replay(args) => crate::run::replay(args),
+        Command::Watch(args) => crate::run::watch(args),
+    };
+    ExitCode::from(code)
+}
+
+/// Load the policy or print why not.
+pub fn load(site: &SiteArgs) -> Result<Loaded, u8> {
+    load_policy(&site.site, site.rules.as_deref()).map_err(|e| {
+        report_load_error(&e);
+        exit::BAD_INPUT
+    })
+}
+
+pub fn report_load_error(e: &LoadError) {
+    match e {
+        LoadError::Config(c) => {
+            let n = c.diagnostics.len();
+            for d in &c.diagnostics {
+                eprintln!("error: {d}");
+            }
+            eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+fn check(site: &SiteArgs) -> u8 {
+    match load(site) {
+        Ok(l) => {
+            let p = &l.policy;
+            let required = p.edges.iter().filter(|e| e.required).count();
+            println!(
+                "{}: site `{}` is valid against model `{}`: {} nodes, {} expected edges ({} required)",
+                l.site_path.display(),
+                p.site.name,
+                p.model.id,
+                p.site.nodes.len(),
+                p.edges.len(),
+                required
+            );
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+fn expect(site: &SiteArgs, format: Format) -> u8 {
+    let loaded = match load(site) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let e = Expectation::of(&loaded.policy);
+    match format {
+        Format::Table => print!("{}", e.to_table()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&e).expect("serializable")
+        ),
+    }
+    exit::OK
+}

@@ -1,0 +1,125 @@
+//! Command line: clap's raw arguments. Validation into settings happens in
+//! `app`, where the files are read.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  no findings (check: the files are valid)
+  1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
+  2  bad input: unreadable or invalid rules, site or capture file, bad arguments
+  3  a capture file is truncated or corrupt: the report covers what was read";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portwatch",
+    version,
+    about = "Passive TCP compliance monitor: checks observed connections against a product's port model",
+    long_about = "portwatch watches TCP control packets (SYN, SYN-ACK, RST, FIN) live or in pcap/pcapng \
+files, classifies every new connection against a port model (bundled: Qlik Sense Enterprise) and a \
+site inventory, and reports unexpected flows, local-only ports reached from other hosts, unknown hosts, \
+blocked expected flows and missing required edges.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a site file (and rules file): every problem, with file, line and field.
+    #[command(after_help = EXIT_CODES)]
+    Check(SiteArgs),
+    /// Print the ports each node needs open and every expected edge.
+    Expect {
+        #[command(flatten)]
+        site: SiteArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Audit pcap/pcapng files against the site: a report, and an exit status for CI.
+    #[command(after_help = EXIT_CODES)]
+    Replay(ReplayArgs),
+    /// Capture live on interfaces and print findings as they happen, until Ctrl-C.
+    #[command(after_help = EXIT_CODES)]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SiteArgs {
+    /// Site inventory: a YAML file, or the name of a bundled example site
+    /// (single-node, multi-node, dmz-proxy, proxy-engine, ha-proxy-engine,
+    /// ha-proxy-engine-scheduler, ha-engine, scale-out).
+    #[arg(long, value_name = "FILE")]
+    pub site: PathBuf,
+    /// Port model file; default: the bundled model the site names.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrackArgs {
+    /// Most connection attempts tracked at once; the oldest is evicted beyond it.
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    pub max_flows: usize,
+    /// How long a SYN waits for an answer before the attempt counts as unanswered.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub syn_timeout: std::time::Duration,
+    /// How long an established connection is kept without a control packet.
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Capture files (pcap or pcapng), merged in timestamp order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub site: SiteArgs,
+    #[command(flatten)]
+    pub track: TrackArgs,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Also write one JSON event per line (connections, outcomes, findings) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Interface to capture on; repeat for several, or `any`.
+    #[arg(short = 'i', long = "interface", required = true, value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+    #[command(flatten)]
+    pub site: SiteArgs,
+    #[command(flatten)]
+    pub track: TrackArgs,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Also write one JSON event per line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::diag::parse_duration(s)
+}

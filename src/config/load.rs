@@ -1,0 +1,137 @@
+//! Find, read and check the rules and site files that make a [`Policy`].
+
+use std::path::{Path, PathBuf};
+
+use super::diag::ConfigError;
+use crate::model::{load_model, BUNDLED_MODELS};
+use crate::policy::Policy;
+use crate::site::{load_site, model_id_of};
+
+/// The example sites built into the binary: (name, path, text).
+pub const BUNDLED_SITES: &[(&str, &str, &str)] = &[
+    (
+        "single-node",
+        "deploy/sites/single-node.yaml",
+        include_str!("../../deploy/sites/single-node.yaml"),
+    ),
+    (
+        "multi-node",
+        "deploy/sites/multi-node.yaml",
+        include_str!("../../deploy/sites/multi-node.yaml"),
+    ),
+    (
+        "dmz-proxy",
+        "deploy/sites/dmz-proxy.yaml",
+        include_str!("../../deploy/sites/dmz-proxy.yaml"),
+    ),
+    (
+        "proxy-engine",
+        "deploy/sites/proxy-engine.yaml",
+        include_str!("../../deploy/sites/proxy-engine.yaml"),
+    ),
+    (
+        "ha-proxy-engine",
+        "deploy/sites/ha-proxy-engine.yaml",
+        include_str!("../../deploy/sites/ha-proxy-engine.yaml"),
+    ),
+    (
+        "ha-proxy-engine-scheduler",
+        "deploy/sites/ha-proxy-engine-scheduler.yaml",
+        include_str!("../../deploy/sites/ha-proxy-engine-scheduler.yaml"),
+    ),
+    (
+        "ha-engine",
+        "deploy/sites/ha-engine.yaml",
+        include_str!("../../deploy/sites/ha-engine.yaml"),
+    ),
+    (
+        "scale-out",
+        "deploy/sites/scale-out.yaml",
+        include_str!("../../deploy/sites/scale-out.yaml"),
+    ),
+];
+
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RulesSource {
+    Bundled(&'static str),
+    File(PathBuf),
+}
+
+/// A checked policy and where its parts were read from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub site_path: PathBuf,
+    pub rules: RulesSource,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{path}: no bundled model `{id}`; bundled: {known} (or pass --rules FILE)")]
+    UnknownModel {
+        path: String,
+        id: String,
+        known: String,
+    },
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Load a site (a file, or the name of a bundled example site) and its
+/// model (`rules`, or the bundled model the site names).
+pub fn load_policy(site: &Path, rules: Option<&Path>) -> Result<Loaded, LoadError> {
+    let (site_path, site_text) = match (site.exists(), bundled_site(site)) {
+        (false, Some((path, text))) => (PathBuf::from(path), text.to_string()),
+        _ => (site.to_path_buf(), read(site)?),
+    };
+    let (model, source) = match rules {
+        Some(r) => (
+            load_model(r, &read(r)?)?,
+            RulesSource::File(r.to_path_buf()),
+        ),
+        None => {
+            let id = model_id_of(&site_text).unwrap_or_else(|| "qlik-sense-enterprise".into());
+            let (id, file, text) = BUNDLED_MODELS
+                .iter()
+                .find(|(m, _, _)| *m == id)
+                .ok_or_else(|| LoadError::UnknownModel {
+                    path: site_path.display().to_string(),
+                    id: id.clone(),
+                    known: BUNDLED_MODELS
+                        .iter()
+                        .map(|m| m.0)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            (load_model(Path::new(file), text)?, RulesSource::Bundled(id))
+        }
+    };
+    let site = load_site(&site_path, &site_text, &model)?;
+    let policy = Policy::compile(model, site, &site_path)?;
+    Ok(Loaded {
+        policy,
+        site_path,
+        rules: source,
+    })
+}
+
+fn bundled_site(name: &Path) -> Option<(&'static str, &'static str)> {
+    let n = name.to_str()?;
+    BUNDLED_SITES
+        .iter()
+        .find(|(s, p, _)| *s == n || *p == n)
+        .map(|(_, p, t)| (*p, *t))
+}

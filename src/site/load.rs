@@ -1,0 +1,334 @@
+//! Site file → [`Site`], checked against the model, every problem at once.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde_saphyr::Spanned;
+
+use super::raw::{RawEdgeSpec, RawSite};
+use super::{EdgeSpec, External, Node, Pos, Site, UserNetwork};
+use crate::config::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
+use crate::model::Model;
+
+/// Names an endpoint may not take: they are labels portwatch uses itself.
+pub const RESERVED_NAMES: &[&str] = &["unknown", "localhost", "other"];
+
+/// Which bundled model a site file asks for, read before the full load so
+/// that the model can be chosen. Errors are left to [`load_site`].
+pub fn model_id_of(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        model: Option<String>,
+    }
+    serde_saphyr::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::from_value::<Head>(v).ok())
+        .and_then(|h| h.model)
+}
+
+pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigError> {
+    let raw: RawSite = parse_yaml(file, text)?;
+    let mut d = Diagnostics::new(file);
+
+    if let Some(m) = &raw.model {
+        if m.value != model.id {
+            d.on(
+                m,
+                "model",
+                format!(
+                    "site asks for model `{}` but `{}` is loaded",
+                    m.value, model.id
+                ),
+            );
+        }
+    }
+
+    // Every name, in one namespace: nodes, user networks and externals are
+    // all `src`/`dst` label values.
+    let mut names: BTreeMap<String, &'static str> = BTreeMap::new();
+    fn claim_name(
+        names: &mut BTreeMap<String, &'static str>,
+        d: &mut Diagnostics,
+        n: &Spanned<String>,
+        field: String,
+        kind: &'static str,
+    ) {
+        if RESERVED_NAMES.contains(&n.value.as_str()) || n.value.is_empty() {
+            d.on(
+                n,
+                field,
+                format!("`{}` is reserved; choose another name", n.value),
+            );
+        } else if let Some(prev) = names.insert(n.value.clone(), kind) {
+            d.on(
+                n,
+                field,
+                format!("duplicate name `{}` (already a {prev})", n.value),
+            );
+        }
+    }
+
+    let known_roles = model
+        .roles
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let known_services = model
+        .services
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
+
+    let mut nodes = Vec::new();
+    for (i, n) in raw.nodes.iter().enumerate() {
+        claim_name(
+            &mut names,
+            &mut d,
+            &n.name,
+            format!("nodes[{i}].name"),
+            "node",
+        );
+        let mut addresses = Vec::new();
+        if n.addresses.is_empty() {
+            d.on(
+                &n.name,
+                format!("nodes[{i}].addresses"),
+                "a node needs at least one address",
+            );
+        }
+        for (j, a) in n.addresses.iter().enumerate() {
+            let field = format!("nodes[{i}].addresses[{j}]");
+            match a.value.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    if let Some(prev) = owners.insert(ip, n.name.value.clone()) {
+                        d.on(
+                            a,
+                            field,
+                            format!("address {ip} is already claimed by node `{prev}`"),
+                        );
+                    }
+                    addresses.push(ip);
+                }
+                Err(_) => d.on(
+                    a,
+                    field,
+                    format!("`{}` is not an IPv4 or IPv6 address", a.value),
+                ),
+            }
+        }
+        for (j, r) in n.roles.iter().enumerate() {
+            if model.role(&r.value).is_none() {
+                d.on(
+                    r,
+                    format!("nodes[{i}].roles[{j}]"),
+                    format!("unknown role `{}`; known: {known_roles}", r.value),
+                );
+            }
+        }
+        let explicit: Vec<String> = match &n.services {
+            Some(list) => {
+                for (j, s) in list.iter().enumerate() {
+                    if model.service(&s.value).is_none() {
+                        d.on(
+                            s,
+                            format!("nodes[{i}].services[{j}]"),
+                            format!("unknown service `{}`; known: {known_services}", s.value),
+                        );
+                    }
+                }
+                list.iter().map(|s| s.value.clone()).collect()
+            }
+            None => Vec::new(),
+        };
+        if n.roles.is_empty() && explicit.is_empty() {
+            d.on(
+                &n.name,
+                format!("nodes[{i}].roles"),
+                "a node needs roles or services",
+            );
+        }
+        let roles: Vec<String> = n.roles.iter().map(|r| r.value.clone()).collect();
+        let services = if n.services.is_some() {
+            model.expand_services([], &explicit)
+        } else {
+            model.expand_services(roles.iter().map(String::as_str), &[])
+        };
+        nodes.push(Node {
+            name: n.name.value.clone(),
+            addresses,
+            roles,
+            services,
+        });
+    }
+    if raw.nodes.is_empty() {
+        d.on(&raw.site, "nodes", "a site needs at least one node");
+    }
+
+    let mut user_networks = Vec::new();
+    for (i, u) in raw.user_networks.iter().enumerate() {
+        claim_name(
+            &mut names,
+            &mut d,
+            &u.name,
+            format!("user_networks[{i}].name"),
+            "user network",
+        );
+        let mut cidrs = Vec::new();
+        for (j, c) in u.cidrs.iter().enumerate() {
+            match parse_net(&c.value) {
+                Ok(n) => cidrs.push(n),
+                Err(e) => d.on(c, format!("user_networks[{i}].cidrs[{j}]"), e),
+            }
+        }
+        user_networks.push(UserNetwork {
+            name: u.name.value.clone(),
+            cidrs,
+        });
+    }
+    let user_networks_declared = !user_networks.is_empty();
+    if !user_networks_declared {
+        if names.contains_key("users") {
+            d.on(
+                &raw.site,
+                "user_networks",
+                "`users` names an endpoint, so the implicit user network needs declaring",
+            );
+        }
+        user_networks.push(UserNetwork {
+            name: "users".into(),
+            cidrs: Vec::new(),
+        });
+    }
+
+    let mut externals = Vec::new();
+    for (i, x) in raw.externals.iter().enumerate() {
+        claim_name(
+            &mut names,
+            &mut d,
+            &x.name,
+            format!("externals[{i}].name"),
+            "external endpoint",
+        );
+        let mut nets = Vec::new();
+        for (j, a) in x.addresses.iter().enumerate() {
+            let field = format!("externals[{i}].addresses[{j}]");
+            match parse_net(&a.value) {
+                Ok(n) => {
+                    if let Some(owner) = owners.iter().find(|(ip, _)| n.contains(*ip)) {
+                        d.on(
+                            a,
+                            field,
+                            format!("{n} covers {} of node `{}`", owner.0, owner.1),
+                        );
+                    } else {
+                        nets.push(n)
+                    }
+                }
+                Err(e) => d.on(a, field, e),
+            }
+        }
+        for (j, s) in x.services.iter().enumerate() {
+            if model.service(&s.value).is_none() {
+                d.on(
+                    s,
+                    format!("externals[{i}].services[{j}]"),
+                    format!("unknown service `{}`; known: {known_services}", s.value),
+                );
+            }
+        }
+        externals.push(External {
+            name: x.name.value.clone(),
+            nets,
+            services: x.services.iter().map(|s| s.value.clone()).collect(),
+            description: x.description.clone(),
+        });
+    }
+
+    let specs = |d: &mut Diagnostics, list: &[RawEdgeSpec], what: &str| -> Vec<EdgeSpec> {
+        let mut out = Vec::new();
+        for (i, e) in list.iter().enumerate() {
+            let at = |f: &str| format!("{what}[{i}].{f}");
+            for (end, f) in [(&e.from, "from"), (&e.to, "to")] {
+                let implicit_users = end.value == "users" && !user_networks_declared;
+                if !implicit_users && !names.contains_key(&end.value) {
+                    d.on(
+                        end,
+                        at(f),
+                        format!(
+                            "`{}` names no node, user network or external endpoint",
+                            end.value
+                        ),
+                    );
+                }
+            }
+            let port = parse_port(e.port.value).unwrap_or_else(|m| {
+                d.on(&e.port, at("port"), m);
+                0
+            });
+            let window = e.window.as_ref().and_then(|w| {
+                parse_duration(&w.value)
+                    .map_err(|m| d.on(w, at("window"), m))
+                    .ok()
+            });
+            if let Some(s) = &e.service {
+                if model.service(&s.value).is_none() {
+                    d.on(
+                        s,
+                        at("service"),
+                        format!("unknown service `{}`; known: {known_services}", s.value),
+                    );
+                }
+            }
+            out.push(EdgeSpec {
+                from: e.from.value.clone(),
+                to: e.to.value.clone(),
+                port,
+                service: e.service.as_ref().map(|s| s.value.clone()),
+                required: e.required,
+                window,
+                reason: e.reason.clone(),
+                pos: Pos {
+                    line: e.from.referenced.line(),
+                    column: e.from.referenced.column(),
+                },
+                index: i,
+            });
+        }
+        out
+    };
+    let allow = specs(&mut d, &raw.allow, "allow");
+    let overrides = specs(&mut d, &raw.overrides, "overrides");
+
+    d.finish(Site {
+        name: raw.site.value,
+        model: model.id.clone(),
+        description: raw.description,
+        nodes,
+        user_networks,
+        user_networks_declared,
+        externals,
+        allow,
+        overrides,
+    })
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        if n.trunc() != n {
+            return Err(format!(
+                "`{s}` has host bits set; did you mean {}?",
+                n.trunc()
+            ));
+        }
+        return Ok(n);
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is not a CIDR block (e.g. 198.51.100.0/24) or an address"))
+}

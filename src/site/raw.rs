@@ -1,0 +1,68 @@
+//! serde mirror of a site file.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub site: Spanned<String>,
+    /// Bundled model id; default `qlik-sense-enterprise`.
+    pub model: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: String,
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub user_networks: Vec<RawUserNetwork>,
+    #[serde(default)]
+    pub externals: Vec<RawExternal>,
+    /// Site-specific edges beyond the model.
+    #[serde(default)]
+    pub allow: Vec<RawEdgeSpec>,
+    /// Changes to model edges: required or not, window.
+    #[serde(default)]
+    pub overrides: Vec<RawEdgeSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: Spanned<String>,
+    pub addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub roles: Vec<Spanned<String>>,
+    /// When given, exactly these services (plus what they start) run here.
+    pub services: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserNetwork {
+    pub name: Spanned<String>,
+    pub cidrs: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExternal {
+    pub name: Spanned<String>,
+    /// Addresses or CIDR blocks.
+    pub addresses: Vec<Spanned<String>>,
+    pub services: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgeSpec {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+    pub port: Spanned<i64>,
+    /// Label for an allowance's service; default: the model's service on that port.
+    pub service: Option<Spanned<String>>,
+    pub required: Option<bool>,
+    pub window: Option<Spanned<String>>,
+    #[serde(default)]
+    pub reason: String,
+}
