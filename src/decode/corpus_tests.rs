@@ -26,8 +26,6 @@ const EXPLAINED: &[(&str, &str)] = &[
     ("tcpdump__ipoib.pcap", IPOIB),
     ("zeek__erspan.pcap", TUNNEL),
     ("zeek__mixed-vlan-mpls.pcap", MPLS),
-    ("zeek__pppoe-over-qinq.pcap", "PPPoE is not decoded"),
-    ("zeek__snap-tcp.pcap", "802.3 LLC/SNAP is not decoded"),
     ("zeek__tunnels__4in6.pcap", TUNNEL),
     ("zeek__tunnels__gre-sample.pcap", TUNNEL),
     ("zeek__tunnels__vxlan-encapsulated-http.pcap", TUNNEL),

@@ -1,7 +1,7 @@
-//! Link layers: strip the link header (and any VLAN tags) and say which
-//! network protocol follows. Invariant: the returned slice starts at the
-//! network header; nothing past the link header has been looked at, except
-//! the version nibble for raw-IP link types.
+//! Link layers: strip the link header (and any VLAN tags, PPPoE session
+//! header or 802.3 LLC/SNAP header) and say which network protocol follows.
+//! Invariant: the returned slice starts at the network header; nothing past
+//! it has been looked at, except the version nibble for raw-IP link types.
 
 use super::bytes::{be16, u8_at};
 use super::error::{DecodeError, Layer};
@@ -16,6 +16,17 @@ pub(super) const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// Pre-standard QinQ outer tags.
 const ETHERTYPE_QINQ_9100: u16 = 0x9100;
 const ETHERTYPE_QINQ_9200: u16 = 0x9200;
+
+/// PPPoE session stage, followed by a PPP protocol number.
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const PPPOE_LEN: usize = 6;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+/// Type/length values up to this are an 802.3 length, not an Ethernet type.
+const MAX_8023_LENGTH: u16 = 1500;
+/// LLC (DSAP, SSAP, control) announcing SNAP, then the OUI and Ethernet type.
+const LLC_SNAP: &[u8] = &[0xaa, 0xaa, 0x03];
+const SNAP_LEN: usize = 8;
 
 pub(super) const ETHERNET_LEN: usize = 14;
 pub(super) const VLAN_TAG_LEN: usize = 4;
@@ -42,10 +53,7 @@ pub(super) enum Network<'a> {
 
 pub(super) fn network(linktype: LinkType, data: &[u8]) -> Result<Network<'_>, DecodeError> {
     match linktype {
-        LinkType::ETHERNET => {
-            let ethertype = be16(data, 12).ok_or(truncated(ETHERNET_LEN, data))?;
-            ethertype_payload(ethertype, rest(data, ETHERNET_LEN))
-        }
+        LinkType::ETHERNET => ethernet(data),
         LinkType::LINUX_SLL => {
             let protocol = be16(data, 14).ok_or(truncated(SLL_LEN, data))?;
             ethertype_payload(protocol, rest(data, SLL_LEN))
@@ -96,7 +104,8 @@ pub(super) fn network(linktype: LinkType, data: &[u8]) -> Result<Network<'_>, De
     }
 }
 
-/// Dispatch on an Ethernet type, skipping up to [`MAX_VLAN_TAGS`] tags.
+/// Dispatch on an Ethernet type, skipping up to [`MAX_VLAN_TAGS`] tags
+/// and a PPPoE session header.
 fn ethertype_payload(mut ethertype: u16, mut data: &[u8]) -> Result<Network<'_>, DecodeError> {
     let mut tags = 0;
     while is_vlan(ethertype) {
@@ -114,8 +123,40 @@ fn ethertype_payload(mut ethertype: u16, mut data: &[u8]) -> Result<Network<'_>,
     Ok(match ethertype {
         ETHERTYPE_IPV4 => Network::Ipv4(data),
         ETHERTYPE_IPV6 => Network::Ipv6(data),
+        ETHERTYPE_PPPOE_SESSION => {
+            let protocol = be16(data, PPPOE_LEN).ok_or(truncated(PPPOE_LEN + 2, data))?;
+            let ip = rest(data, PPPOE_LEN + 2);
+            match protocol {
+                PPP_IPV4 => Network::Ipv4(ip),
+                PPP_IPV6 => Network::Ipv6(ip),
+                _ => Network::Other,
+            }
+        }
         _ => Network::Other,
     })
+}
+
+/// An Ethernet frame: Ethernet II, or 802.3 with an LLC/SNAP header that
+/// carries an Ethernet type (other 802.3 LLC frames are not IP).
+fn ethernet(data: &[u8]) -> Result<Network<'_>, DecodeError> {
+    let ethertype = be16(data, 12).ok_or(truncated(ETHERNET_LEN, data))?;
+    let payload = rest(data, ETHERNET_LEN);
+    if ethertype > MAX_8023_LENGTH {
+        return ethertype_payload(ethertype, payload);
+    }
+    match payload.get(..3) {
+        Some(LLC_SNAP) => {}
+        Some(_) => return Ok(Network::Other),
+        None => return Err(truncated(ETHERNET_LEN + SNAP_LEN, data)),
+    }
+    let snap =
+        super::bytes::array::<5>(payload, 3).ok_or(truncated(ETHERNET_LEN + SNAP_LEN, data))?;
+    match snap {
+        [0, 0, 0, hi, lo] => {
+            ethertype_payload(u16::from_be_bytes([hi, lo]), rest(payload, SNAP_LEN))
+        }
+        _ => Ok(Network::Other),
+    }
 }
 
 pub(super) fn is_vlan(ethertype: u16) -> bool {

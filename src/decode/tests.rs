@@ -523,6 +523,65 @@ fn ipv6_extension_headers() {
     );
 }
 
+fn pppoe(ppp_protocol: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x11, 0, 0x0f, 0x07];
+    p.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    p.extend_from_slice(&ppp_protocol.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn snap(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xaa, 0xaa, 0x03, 0, 0, 0];
+    p.extend_from_slice(&ethertype.to_be_bytes());
+    p.extend_from_slice(payload);
+    ethernet(p.len() as u16, &p)
+}
+
+#[test]
+fn pppoe_and_snap_are_opened() {
+    let qinq_pppoe = [
+        vec![0, 1, 0x81, 0x00, 0, 2, 0x88, 0x64],
+        pppoe(0x0021, &v4(TCP_SYN)),
+    ]
+    .concat();
+    let frame = ethernet(0x88a8, &qinq_pppoe);
+    assert_eq!(
+        decode(LinkType::ETHERNET, &frame),
+        Ok(seg_v4(Control::Syn, TCP_SYN))
+    );
+    let frame = ethernet(0x8864, &pppoe(0x0057, &v6(TCP_SYN)));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &frame),
+        Ok(seg_v6(Control::Syn, TCP_SYN))
+    );
+    let lcp = ethernet(0x8864, &pppoe(0xc021, &[1, 2, 3, 4]));
+    assert_eq!(decode(LinkType::ETHERNET, &lcp), skipped(Skip::NotIp));
+    let frame = snap(0x0800, &v4(TCP_SYN));
+    assert_eq!(
+        decode(LinkType::ETHERNET, &frame),
+        Ok(seg_v4(Control::Syn, TCP_SYN))
+    );
+    let stp = ethernet(38, &[0x42, 0x42, 0x03, 0, 0, 0]);
+    assert_eq!(decode(LinkType::ETHERNET, &stp), skipped(Skip::NotIp));
+    let mut other_oui = snap(0x0800, &v4(TCP_SYN));
+    other_oui[17] = 0x0c;
+    assert_eq!(decode(LinkType::ETHERNET, &other_oui), skipped(Skip::NotIp));
+    use Layer::*;
+    let frame = ethernet(0x8864, &pppoe(0x0021, &v4(TCP_SYN)));
+    assert_truncations(
+        LinkType::ETHERNET,
+        &frame,
+        &[(22, Link), (42, Ipv4), (62, Tcp)],
+    );
+    let frame = snap(0x86dd, &v6(TCP_SYN));
+    assert_truncations(
+        LinkType::ETHERNET,
+        &frame,
+        &[(22, Link), (62, Ipv6), (82, Tcp)],
+    );
+}
+
 #[test]
 fn non_ip_and_non_tcp_are_skipped() {
     let arp = ethernet(0x0806, &[0; 28]);
