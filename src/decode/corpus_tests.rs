@@ -82,7 +82,8 @@ fn decode_file(path: &Path) -> (Counts, BTreeMap<&'static str, u64>) {
     let Ok(mut cap) = pcap::Capture::from_file(path) else {
         return (counts, outcomes);
     };
-    let linktype = LinkType(u16::try_from(cap.get_datalink().0).unwrap_or(u16::MAX));
+    // The upper bits may carry FCS information (0x30000001): mask them.
+    let linktype = LinkType(u16::try_from(cap.get_datalink().0 & 0xffff).unwrap_or(u16::MAX));
     while let Ok(packet) = cap.next_packet() {
         let label = match decode(linktype, packet.data) {
             Ok(Decoded::Control(s)) => {

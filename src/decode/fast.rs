@@ -1,8 +1,8 @@
 //! The pre-check: most captured TCP segments are data or pure ACKs, and the
 //! pipeline only wants control segments. For the common layouts (Ethernet
-//! with at most one 802.1Q tag, Linux SLL/SLL2, raw IP; IPv4 without options
-//! constraints or fragments; IPv6 with TCP directly next) this reads the TCP
-//! flags at a computed offset with a few bounds-checked reads.
+//! with at most one 802.1Q tag, Linux SLL/SLL2, raw IP; unfragmented IPv4,
+//! options allowed; IPv6 with TCP as the next header) it reads the TCP flags
+//! at a computed offset with a few bounds-checked reads.
 //!
 //! Invariant (tested by proptest): [`is_not_control`] returns `true` only
 //! when the full decode would return `Ok(Skipped(NotControl))`; for anything
