@@ -1,0 +1,118 @@
+//! Properties: decode is total (never panics) on any bytes for any link
+//! type, and the fast pre-check agrees with the full decode.
+
+use proptest::prelude::*;
+
+use super::tests::{ethernet, ipv4_packet, ipv6_packet, tcp_header};
+use super::*;
+
+const LINKTYPES: [LinkType; 11] = [
+    LinkType::NULL,
+    LinkType::ETHERNET,
+    LinkType::RAW,
+    LinkType::LOOP,
+    LinkType::LINUX_SLL,
+    LinkType::IPV4,
+    LinkType::IPV6,
+    LinkType::LINUX_SLL2,
+    LinkType::RAW_BSD,
+    LinkType::RAW_OPENBSD,
+    LinkType(147),
+];
+
+fn linktype() -> impl Strategy<Value = LinkType> {
+    prop_oneof![
+        proptest::sample::select(LINKTYPES.to_vec()),
+        any::<u16>().prop_map(LinkType),
+    ]
+}
+
+/// Valid frames of the layouts the fast path knows and some it does not,
+/// mostly non-control, so that mutations land near its decisions.
+fn base_frame() -> impl Strategy<Value = (LinkType, Vec<u8>)> {
+    let flags = prop_oneof![
+        Just(0x10u8),
+        Just(0x18),
+        Just(0x02),
+        Just(0x11),
+        any::<u8>()
+    ];
+    let words = 0usize..4;
+    (flags, words, 0usize..4).prop_map(|(flags, words, layout)| {
+        let tcp = [tcp_header(flags), vec![0xab; 16]].concat();
+        let v4 = ipv4_packet(6, 0, &vec![1; words * 4], &tcp);
+        let v6 = ipv6_packet(6, &tcp);
+        match layout {
+            0 => (LinkType::ETHERNET, ethernet(0x0800, &v4)),
+            1 => (LinkType::ETHERNET, ethernet(0x86dd, &v6)),
+            2 => {
+                let mut tagged = vec![0, 5, 0x08, 0x00];
+                tagged.extend_from_slice(&v4);
+                (LinkType::ETHERNET, ethernet(0x8100, &tagged))
+            }
+            _ => (LinkType::RAW, v6),
+        }
+    })
+}
+
+/// A base frame with a few bytes overwritten and maybe truncated, read as
+/// its own link type or (sometimes) another one.
+fn mutated_frame() -> impl Strategy<Value = (LinkType, Vec<u8>)> {
+    (
+        base_frame(),
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        linktype(),
+    )
+        .prop_map(|((own, mut frame), edits, cut, truncate, other)| {
+            for (at, byte) in edits {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            if truncate {
+                frame.truncate(cut.index(frame.len() + 1));
+            }
+            (
+                if truncate && frame.len() % 5 == 0 {
+                    other
+                } else {
+                    own
+                },
+                frame,
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn decode_never_panics(linktype in linktype(), data in proptest::collection::vec(any::<u8>(), 0..160)) {
+        let _ = decode(linktype, &data);
+        for len in 0..data.len() {
+            let _ = decode(linktype, &data[..len]);
+        }
+    }
+
+    #[test]
+    fn mutated_frames_never_panic((linktype, frame) in mutated_frame()) {
+        for lt in LINKTYPES {
+            let _ = decode(lt, &frame);
+        }
+        let _ = decode(linktype, &frame);
+    }
+
+    #[test]
+    fn fast_path_defers_or_agrees((linktype, frame) in mutated_frame()) {
+        if fast::is_not_control(linktype, &frame) {
+            prop_assert_eq!(decode_full(linktype, &frame), Ok(Decoded::Skipped(Skip::NotControl)));
+        }
+        prop_assert_eq!(decode(linktype, &frame), decode_full(linktype, &frame));
+    }
+
+    #[test]
+    fn fast_path_agrees_on_random_bytes(linktype in linktype(), data in proptest::collection::vec(any::<u8>(), 0..100)) {
+        prop_assert_eq!(decode(linktype, &data), decode_full(linktype, &data));
+    }
+}
