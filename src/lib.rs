@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod decode;

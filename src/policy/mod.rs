@@ -372,19 +372,33 @@ impl Policy {
         matches!(p, Peer::Endpoint(id) if self.endpoint(id).kind == EndpointKind::Node)
     }
 
-    /// Is `port` a same-host-only port of a service on this peer?
-    pub fn is_local_port(&self, dst: Peer, port: u16) -> bool {
+    /// The local-scope rule that keeps `port` on the host, when `dst` is a
+    /// node running that rule's service and no rule of another scope makes
+    /// the port reachable on `dst` (4747 on an engine is reachable from
+    /// proxies, so a user reaching it is unexpected, not local-only).
+    pub fn local_rule(&self, dst: Peer, port: u16) -> Option<RuleId> {
         let Peer::Endpoint(id) = dst else {
-            return false;
+            return None;
         };
         let e = self.endpoint(id);
         if e.kind != EndpointKind::Node {
-            return false;
+            return None;
         }
         let n = &self.site.nodes[e.index];
-        self.model.rules.iter().any(|r| {
-            r.scope == Scope::Local && r.port == port && r.to.matches(&n.roles, &n.services)
-        })
+        let listens =
+            |r: &&crate::model::PortRule| r.port == port && r.to.matches(&n.roles, &n.services);
+        let rules = &self.model.rules;
+        if rules
+            .iter()
+            .filter(listens)
+            .any(|r| r.scope != Scope::Local)
+        {
+            return None;
+        }
+        rules
+            .iter()
+            .position(|r| r.scope == Scope::Local && listens(&r))
+            .map(RuleId)
     }
 
     /// The service label for a port on a peer: the model's listener on that
@@ -404,9 +418,16 @@ impl Policy {
         let on_port = || self.model.rules.iter().filter(|r| r.port == port);
         on_port()
             .find(|r| services.contains(&r.to.service))
-            .or_else(|| on_port().next())
+            .or_else(|| on_port().find(|_| self.hosts_services(dst)))
             .map(|r| r.service())
             .unwrap_or("other")
+    }
+
+    /// Nodes and the sensor's own host run the model's services; a port the
+    /// model knows is labelled with its service there even if this node does
+    /// not run it. User networks and unknown hosts run none.
+    fn hosts_services(&self, p: Peer) -> bool {
+        p == Peer::Localhost || self.is_node(p)
     }
 
     /// The port label: the number when the model or site names the port,

@@ -1,0 +1,188 @@
+//! Pure classification of a new connection: (policy, addresses, port) →
+//! [`Verdict`]. No I/O, no clock, no state: the same inputs always give the
+//! same answer.
+
+use std::net::IpAddr;
+
+use crate::model::RuleId;
+use crate::policy::{EdgeId, Origin, Peer, Policy};
+
+/// What the model says of a connection attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// An edge the model (or a site allowance) expects between these endpoints.
+    Expected,
+    /// Both ends are known, but no rule allows it.
+    Unexpected,
+    /// A same-host-only port reached from another host.
+    LocalOnly,
+    /// An end outside the inventory, the user networks and the externals.
+    UnknownHost,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Expected,
+        Verdict::Unexpected,
+        Verdict::LocalOnly,
+        Verdict::UnknownHost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Expected => "expected",
+            Verdict::Unexpected => "unexpected",
+            Verdict::LocalOnly => "local_only",
+            Verdict::UnknownHost => "unknown_host",
+        }
+    }
+}
+
+/// Why a verdict was reached: what the explanation of a finding cites.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// The expected edge that allows it.
+    Edge(EdgeId),
+    /// Both ends are the same host and the model knows the port.
+    SameHost,
+    /// The local-scope rule that keeps the port on its host.
+    LocalRule(RuleId),
+    /// No rule: nothing to cite but the absence.
+    NoRule,
+    /// Which end is unknown.
+    Unknown { src: bool, dst: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub verdict: Verdict,
+    pub src: Peer,
+    pub dst: Peer,
+    pub port: u16,
+    /// The model's service on that port (or `other`).
+    pub service: String,
+    pub basis: Basis,
+}
+
+impl Classification {
+    pub fn edge(&self) -> Option<EdgeId> {
+        match self.basis {
+            Basis::Edge(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Judge a connection attempt from `src` to `dst:port`.
+pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classification {
+    let (s, d) = (p.peer_of(src), p.peer_of(dst));
+    let service = |basis: &Basis| match basis {
+        Basis::Edge(e) => p.edge(*e).service.clone(),
+        _ => p.service_for(d, port).to_string(),
+    };
+    let basis = judge(p, src == dst, s, d, port);
+    let verdict = match basis {
+        Basis::Edge(_) | Basis::SameHost => Verdict::Expected,
+        Basis::LocalRule(_) => Verdict::LocalOnly,
+        Basis::NoRule => Verdict::Unexpected,
+        Basis::Unknown { .. } => Verdict::UnknownHost,
+    };
+    Classification {
+        verdict,
+        src: s,
+        dst: d,
+        port,
+        service: service(&basis),
+        basis,
+    }
+}
+
+fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {
+    if s == Peer::Unknown || d == Peer::Unknown {
+        return Basis::Unknown {
+            src: s == Peer::Unknown,
+            dst: d == Peer::Unknown,
+        };
+    }
+    let same_host =
+        same_addr || (s == d && p.is_node(s)) || (s == Peer::Localhost && d == Peer::Localhost);
+    if same_host {
+        return if p.model.knows_port(port) {
+            Basis::SameHost
+        } else {
+            Basis::NoRule
+        };
+    }
+    if let Some(e) = p.find_edge(s, d, port) {
+        return Basis::Edge(e);
+    }
+    match p.local_rule(d, port) {
+        Some(r) => Basis::LocalRule(r),
+        None => Basis::NoRule,
+    }
+}
+
+/// A one-line explanation of a verdict, citing the rule where there is one.
+pub fn explain(p: &Policy, c: &Classification) -> String {
+    let (src, dst) = (p.peer_name(c.src), p.peer_name(c.dst));
+    match &c.basis {
+        Basis::Edge(e) => {
+            let edge = p.edge(*e);
+            match edge.origins.first() {
+                Some(Origin::Rule(r)) => {
+                    let rule = p.model.rule(*r);
+                    format!(
+                        "{src} -> {dst}:{} is expected: {} ({})",
+                        c.port, rule.purpose, rule.cite
+                    )
+                }
+                Some(Origin::Allowance(i)) => {
+                    format!(
+                        "{src} -> {dst}:{} is allowed by the site (allow[{i}])",
+                        c.port
+                    )
+                }
+                None => format!("{src} -> {dst}:{} is expected", c.port),
+            }
+        }
+        Basis::SameHost => format!(
+            "{src} -> {dst}:{}: same host, port known to the model",
+            c.port
+        ),
+        Basis::LocalRule(r) => {
+            let rule = p.model.rule(*r);
+            format!(
+                "port {} ({}) is local to its host, reached from {src}: {} ({})",
+                c.port, rule.to.service, rule.purpose, rule.cite
+            )
+        }
+        Basis::NoRule => {
+            if p.model.knows_port(c.port) {
+                format!(
+                    "no rule of {} lets {src} open port {} ({}) on {dst}",
+                    p.model.id, c.port, c.service
+                )
+            } else {
+                format!(
+                    "port {} is not in model {}; {src} -> {dst}",
+                    c.port, p.model.id
+                )
+            }
+        }
+        Basis::Unknown { src: us, dst: ud } => {
+            let which = match (us, ud) {
+                (true, true) => "neither end is",
+                (true, false) => "the source is not",
+                _ => "the destination is not",
+            };
+            format!(
+                "{which} a node, user network or declared external of site {}",
+                p.site.name
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

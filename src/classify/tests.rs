@@ -1,0 +1,248 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::load_policy;
+
+fn policy(site: &str) -> Policy {
+    load_policy(Path::new(site), None).unwrap().policy
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn verdict_table_multi_node() {
+    let p = policy("multi-node");
+    // (src, dst, port, verdict, src label, dst label, service)
+    let cases = [
+        (
+            "198.51.100.7",
+            "192.0.2.11",
+            443,
+            Verdict::Expected,
+            "corp-users",
+            "proxy",
+            "qps",
+        ),
+        (
+            "192.0.2.11",
+            "192.0.2.21",
+            4747,
+            Verdict::Expected,
+            "proxy",
+            "engine1",
+            "qes",
+        ),
+        (
+            "192.0.2.31",
+            "192.0.2.10",
+            5050,
+            Verdict::Expected,
+            "scheduler",
+            "central",
+            "qss-manager",
+        ),
+        (
+            "192.0.2.10",
+            "192.0.2.31",
+            5151,
+            Verdict::Expected,
+            "central",
+            "scheduler",
+            "qss-worker",
+        ),
+        (
+            "192.0.2.21",
+            "192.0.2.10",
+            4432,
+            Verdict::Expected,
+            "engine1",
+            "central",
+            "qrd",
+        ),
+        (
+            "192.0.2.10",
+            "203.0.113.20",
+            445,
+            Verdict::Expected,
+            "central",
+            "fileshare",
+            "smb",
+        ),
+        // A user reaching an engine directly.
+        (
+            "198.51.100.7",
+            "192.0.2.21",
+            4747,
+            Verdict::Unexpected,
+            "corp-users",
+            "engine1",
+            "qes",
+        ),
+        // An engine opening the proxy's REST API.
+        (
+            "192.0.2.21",
+            "192.0.2.11",
+            4243,
+            Verdict::Unexpected,
+            "engine1",
+            "proxy",
+            "qps",
+        ),
+        // Scheduler direction reversed.
+        (
+            "192.0.2.10",
+            "192.0.2.31",
+            5050,
+            Verdict::Unexpected,
+            "central",
+            "scheduler",
+            "qss-manager",
+        ),
+        // A port the model does not know.
+        (
+            "192.0.2.11",
+            "192.0.2.10",
+            3389,
+            Verdict::Unexpected,
+            "proxy",
+            "central",
+            "other",
+        ),
+        // Local-only ports reached from another host.
+        (
+            "192.0.2.11",
+            "192.0.2.10",
+            4570,
+            Verdict::LocalOnly,
+            "proxy",
+            "central",
+            "qrs",
+        ),
+        (
+            "192.0.2.21",
+            "192.0.2.10",
+            4444,
+            Verdict::LocalOnly,
+            "engine1",
+            "central",
+            "qrs",
+        ),
+        (
+            "198.51.100.9",
+            "192.0.2.21",
+            9032,
+            Verdict::LocalOnly,
+            "corp-users",
+            "engine1",
+            "about",
+        ),
+        // 4444 is site-reachable on rim nodes only from the central QRS.
+        (
+            "192.0.2.10",
+            "192.0.2.21",
+            4444,
+            Verdict::Expected,
+            "central",
+            "engine1",
+            "qrs",
+        ),
+        (
+            "192.0.2.11",
+            "192.0.2.21",
+            4444,
+            Verdict::Unexpected,
+            "proxy",
+            "engine1",
+            "qrs",
+        ),
+        // Same host.
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            4444,
+            Verdict::Expected,
+            "localhost",
+            "localhost",
+            "qrs",
+        ),
+        (
+            "192.0.2.10",
+            "192.0.2.10",
+            4570,
+            Verdict::Expected,
+            "central",
+            "central",
+            "qrs",
+        ),
+        // Outside every declared network.
+        (
+            "10.9.9.9",
+            "192.0.2.11",
+            443,
+            Verdict::UnknownHost,
+            "unknown",
+            "proxy",
+            "qps",
+        ),
+        (
+            "192.0.2.21",
+            "8.8.8.8",
+            443,
+            Verdict::UnknownHost,
+            "engine1",
+            "unknown",
+            "other",
+        ),
+        // IPv6 address of the central node.
+        (
+            "2001:db8:100::5",
+            "2001:db8::10",
+            443,
+            Verdict::Expected,
+            "corp-users",
+            "central",
+            "qps",
+        ),
+    ];
+    for (s, d, port, verdict, sl, dl, svc) in cases {
+        let c = classify(&p, ip(s), ip(d), port);
+        assert_eq!(
+            (
+                c.verdict,
+                p.peer_name(c.src),
+                p.peer_name(c.dst),
+                c.service.as_str()
+            ),
+            (verdict, sl, dl, svc),
+            "{s} -> {d}:{port}"
+        );
+        assert!(!explain(&p, &c).is_empty());
+    }
+}
+
+#[test]
+fn implicit_users_network_makes_undeclared_hosts_users() {
+    // single-node declares no user networks: anything not a node is a user,
+    // so a node reaching an undeclared host is unexpected, not unknown.
+    let p = policy("single-node");
+    let c = classify(&p, ip("192.0.2.10"), ip("203.0.113.99"), 443);
+    assert_eq!(c.verdict, Verdict::Unexpected);
+    assert_eq!(p.peer_name(c.dst), "users");
+    let c = classify(&p, ip("203.0.113.99"), ip("192.0.2.10"), 443);
+    assert_eq!(c.verdict, Verdict::Expected);
+}
+
+#[test]
+fn explanations_cite_the_rule() {
+    let p = policy("multi-node");
+    let c = classify(&p, ip("192.0.2.11"), ip("192.0.2.10"), 4570);
+    let text = explain(&p, &c);
+    assert!(
+        text.contains("Ports used internally within a node"),
+        "{text}"
+    );
+    let c = classify(&p, ip("10.9.9.9"), ip("192.0.2.11"), 443);
+    assert!(explain(&p, &c).contains("the source is not"));
+}
