@@ -22,4 +22,5 @@ pub mod policy;
 pub mod run;
 pub mod site;
 pub mod source;
+pub mod state;
 pub mod time;

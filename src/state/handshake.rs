@@ -1,0 +1,403 @@
+//! The bounded handshake table: one entry per connection attempt (a SYN on a
+//! new 4-tuple), followed until its outcome is known. All expiry is driven
+//! by the timestamps passed in, so a replay answers the same on every run.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::decode::{Control, Segment};
+use crate::time::Timestamp;
+
+/// Limits of the table. Defaults suit a node sensor; see `--help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackConfig {
+    /// Most entries at once; the oldest attempt is evicted beyond it.
+    pub capacity: usize,
+    /// How long a SYN waits for SYN-ACK or RST before it is judged.
+    pub syn_timeout: Duration,
+    /// How long an open connection is kept without a control packet.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TrackConfig {
+    fn default() -> Self {
+        TrackConfig {
+            capacity: 65_536,
+            syn_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// A connection's direction: the client sent the SYN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+}
+
+impl FlowKey {
+    /// The key of a segment sent by the client.
+    pub fn from_client(s: &Segment) -> FlowKey {
+        FlowKey {
+            client: s.src,
+            client_port: s.src_port,
+            server: s.dst,
+            server_port: s.dst_port,
+        }
+    }
+
+    /// The key of a segment sent by the server.
+    pub fn from_server(s: &Segment) -> FlowKey {
+        FlowKey {
+            client: s.dst,
+            client_port: s.dst_port,
+            server: s.src,
+            server_port: s.src_port,
+        }
+    }
+}
+
+/// How a connection attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The listener answered with SYN-ACK.
+    Established,
+    /// The listener (or a firewall for it) answered with RST.
+    Refused,
+    /// No answer within the timeout, and the evidence says one would have
+    /// been seen: the client retransmitted, or replies are visible here.
+    Unanswered,
+    /// No answer, but nothing shows one was due: the capture ended, the
+    /// client gave up, the entry was evicted, or this capture sees no replies.
+    Unknown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Established,
+        Outcome::Refused,
+        Outcome::Unanswered,
+        Outcome::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Established => "established",
+            Outcome::Refused => "refused",
+            Outcome::Unanswered => "unanswered",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why an entry left the table other than by its own close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Eviction {
+    /// The table was full.
+    Capacity,
+    /// An open connection went quiet for `idle_timeout`.
+    Idle,
+}
+
+impl Eviction {
+    pub const ALL: [Eviction; 2] = [Eviction::Capacity, Eviction::Idle];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Capacity => "capacity",
+            Eviction::Idle => "idle",
+        }
+    }
+}
+
+/// What one segment or one expiry pass did; `T` is the caller's tag for
+/// the attempt (its aggregate row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableEvent<T> {
+    /// A new attempt; the tag was just made for it.
+    Attempt { tag: T, key: FlowKey },
+    /// The client sent its SYN again.
+    Retransmission { tag: T },
+    /// The attempt's outcome is now known (once per attempt).
+    Resolved {
+        tag: T,
+        key: FlowKey,
+        outcome: Outcome,
+    },
+    /// FIN or RST on an open connection: evidence that the edge is in use.
+    Activity { tag: T },
+    /// A control segment of a connection this table never saw open (it was
+    /// open before the capture started, or its SYN was missed).
+    Untracked { segment: Segment },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    SynSent,
+    Open,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry<T> {
+    tag: T,
+    phase: Phase,
+    syns: u32,
+    last_syn: Timestamp,
+    last_activity: Timestamp,
+    /// Matches the eviction queue's record for this entry.
+    generation: u64,
+}
+
+pub struct HandshakeTable<T> {
+    config: TrackConfig,
+    entries: HashMap<FlowKey, Entry<T>>,
+    /// Creation order, for evicting the oldest attempt; stale records (of
+    /// entries already gone) are skipped and compacted away.
+    order: VecDeque<(FlowKey, u64)>,
+    next_generation: u64,
+    /// A SYN-ACK has been seen: this capture sees the reply direction.
+    replies_visible: bool,
+    evictions: [u64; 2],
+    peak: usize,
+}
+
+impl<T: Copy> HandshakeTable<T> {
+    pub fn new(config: TrackConfig) -> Self {
+        HandshakeTable {
+            config,
+            entries: HashMap::with_capacity(config.capacity.min(1 << 16)),
+            order: VecDeque::new(),
+            next_generation: 0,
+            replies_visible: false,
+            evictions: [0; 2],
+            peak: 0,
+        }
+    }
+
+    pub fn config(&self) -> TrackConfig {
+        self.config
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
+    pub fn evictions(&self, why: Eviction) -> u64 {
+        self.evictions[why as usize]
+    }
+
+    pub fn replies_visible(&self) -> bool {
+        self.replies_visible
+    }
+
+    /// Apply one control segment. `new_tag` is called once for a new
+    /// attempt, to make the caller's tag for it.
+    pub fn observe(
+        &mut self,
+        ts: Timestamp,
+        seg: &Segment,
+        new_tag: impl FnOnce(&FlowKey) -> T,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        match seg.control {
+            Control::Syn => self.on_syn(ts, seg, new_tag, sink),
+            Control::SynAck => {
+                self.replies_visible = true;
+                let key = FlowKey::from_server(seg);
+                match self.entries.get_mut(&key) {
+                    Some(e) if e.phase == Phase::SynSent => {
+                        e.phase = Phase::Open;
+                        e.last_activity = ts;
+                        sink(TableEvent::Resolved {
+                            tag: e.tag,
+                            key,
+                            outcome: Outcome::Established,
+                        });
+                    }
+                    Some(e) => e.last_activity = ts, // a retransmitted SYN-ACK
+                    None => sink(TableEvent::Untracked { segment: *seg }),
+                }
+            }
+            Control::Rst | Control::Fin => self.on_close(ts, seg, sink),
+        }
+    }
+
+    fn on_syn(
+        &mut self,
+        ts: Timestamp,
+        seg: &Segment,
+        new_tag: impl FnOnce(&FlowKey) -> T,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        let key = FlowKey::from_client(seg);
+        if let Some(e) = self.entries.get_mut(&key) {
+            if e.phase == Phase::SynSent {
+                e.syns += 1;
+                e.last_syn = ts;
+                e.last_activity = ts;
+                sink(TableEvent::Retransmission { tag: e.tag });
+                return;
+            }
+            // The 4-tuple is reused after a close: a new attempt.
+            self.entries.remove(&key);
+        }
+        if self.entries.len() >= self.config.capacity.max(1) {
+            self.evict_oldest(sink);
+        }
+        let tag = new_tag(&key);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.entries.insert(
+            key,
+            Entry {
+                tag,
+                phase: Phase::SynSent,
+                syns: 1,
+                last_syn: ts,
+                last_activity: ts,
+                generation,
+            },
+        );
+        self.order.push_back((key, generation));
+        if self.order.len() > 2 * self.config.capacity.max(16) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+        self.peak = self.peak.max(self.entries.len());
+        sink(TableEvent::Attempt { tag, key });
+    }
+
+    fn on_close(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
+        // The sender may be either end.
+        let from_server = FlowKey::from_server(seg);
+        let (key, by_server) = if self.entries.contains_key(&from_server) {
+            (from_server, true)
+        } else {
+            (FlowKey::from_client(seg), false)
+        };
+        let Some(e) = self.entries.get_mut(&key) else {
+            sink(TableEvent::Untracked { segment: *seg });
+            return;
+        };
+        e.last_activity = ts;
+        match (e.phase, seg.control) {
+            (Phase::SynSent, Control::Rst) => {
+                e.phase = Phase::Closed;
+                // A RST from the listener refuses; one from the client gives up.
+                let outcome = if by_server {
+                    Outcome::Refused
+                } else {
+                    Outcome::Unknown
+                };
+                sink(TableEvent::Resolved {
+                    tag: e.tag,
+                    key,
+                    outcome,
+                });
+            }
+            (Phase::Open, _) => {
+                if seg.control == Control::Rst {
+                    e.phase = Phase::Closed;
+                }
+                sink(TableEvent::Activity { tag: e.tag });
+            }
+            // FIN before an answer, or anything after the close: nothing new.
+            _ => {}
+        }
+    }
+
+    fn evict_oldest(&mut self, sink: &mut impl FnMut(TableEvent<T>)) {
+        while let Some((key, generation)) = self.order.pop_front() {
+            match self.entries.get(&key) {
+                Some(e) if e.generation == generation => {
+                    let e = self.entries.remove(&key).expect("present");
+                    self.evictions[Eviction::Capacity as usize] += 1;
+                    if e.phase == Phase::SynSent {
+                        sink(TableEvent::Resolved {
+                            tag: e.tag,
+                            key,
+                            outcome: Outcome::Unknown,
+                        });
+                    }
+                    return;
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Judge attempts whose SYN timed out and drop quiet entries, as of `now`.
+    /// Outcomes are emitted in attempt order, whatever the map's order.
+    pub fn expire(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
+        let cfg = self.config;
+        let replies_visible = self.replies_visible;
+        let mut idle = 0;
+        let mut resolved = Vec::new();
+        self.entries.retain(|key, e| match e.phase {
+            Phase::SynSent if now.saturating_sub(e.last_syn) >= cfg.syn_timeout => {
+                let outcome = if e.syns > 1 || replies_visible {
+                    Outcome::Unanswered
+                } else {
+                    Outcome::Unknown
+                };
+                resolved.push((e.generation, e.tag, *key, outcome));
+                false
+            }
+            Phase::Open if now.saturating_sub(e.last_activity) >= cfg.idle_timeout => {
+                idle += 1;
+                false
+            }
+            // Closed entries linger one SYN timeout to absorb retransmitted FIN/RST.
+            Phase::Closed => now.saturating_sub(e.last_activity) < cfg.syn_timeout,
+            _ => true,
+        });
+        self.evictions[Eviction::Idle as usize] += idle;
+        emit_in_order(resolved, sink);
+    }
+
+    /// The capture ended at `end`: judge what timed out, and give every
+    /// attempt still waiting the outcome `unknown`.
+    pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
+        self.expire(end, sink);
+        let waiting = self
+            .entries
+            .drain()
+            .filter(|(_, e)| e.phase == Phase::SynSent)
+            .map(|(key, e)| (e.generation, e.tag, key, Outcome::Unknown))
+            .collect();
+        emit_in_order(waiting, sink);
+        self.order.clear();
+    }
+}
+
+fn emit_in_order<T>(
+    mut resolved: Vec<(u64, T, FlowKey, Outcome)>,
+    sink: &mut impl FnMut(TableEvent<T>),
+) {
+    resolved.sort_by_key(|r| r.0);
+    for (_, tag, key, outcome) in resolved {
+        sink(TableEvent::Resolved { tag, key, outcome });
+    }
+}
+
+#[cfg(test)]
+mod tests;

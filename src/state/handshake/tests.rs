@@ -1,0 +1,242 @@
+use super::*;
+
+const C: &str = "192.0.2.11";
+const S: &str = "192.0.2.10";
+
+fn seg(src: &str, sport: u16, dst: &str, dport: u16, control: Control) -> Segment {
+    Segment {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        src_port: sport,
+        dst_port: dport,
+        control,
+        flags: 0,
+    }
+}
+
+fn syn(sport: u16) -> Segment {
+    seg(C, sport, S, 4242, Control::Syn)
+}
+
+fn reply(sport: u16, control: Control) -> Segment {
+    seg(S, 4242, C, sport, control)
+}
+
+fn ms(n: u64) -> Timestamp {
+    Timestamp(n * 1_000_000)
+}
+
+/// Feed (time in ms, segment) pairs, then finish at `end`; return events
+/// with tags numbered in attempt order.
+fn run(
+    cfg: TrackConfig,
+    input: &[(u64, Segment)],
+    end: u64,
+) -> (Vec<TableEvent<u32>>, HandshakeTable<u32>) {
+    let mut t = HandshakeTable::new(cfg);
+    let mut events = Vec::new();
+    let mut next = 0;
+    for (at, s) in input {
+        t.expire(ms(*at), &mut |e| events.push(e));
+        t.observe(
+            ms(*at),
+            s,
+            |_| {
+                next += 1;
+                next - 1
+            },
+            &mut |e| events.push(e),
+        );
+    }
+    t.finish(ms(end), &mut |e| events.push(e));
+    (events, t)
+}
+
+fn outcomes(events: &[TableEvent<u32>]) -> Vec<(u32, Outcome)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TableEvent::Resolved { tag, outcome, .. } => Some((*tag, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn syn_ack_establishes_and_fin_is_activity() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(50000)),
+            (1, reply(50000, Control::SynAck)),
+            (90, syn_fin(50000)),
+        ],
+        10_000,
+    );
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Established)]);
+    assert!(ev.contains(&TableEvent::Activity { tag: 0 }));
+}
+
+fn syn_fin(sport: u16) -> Segment {
+    seg(C, sport, S, 4242, Control::Fin)
+}
+
+#[test]
+fn rst_from_listener_refuses_rst_from_client_is_unknown() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(50000)),
+            (1, reply(50000, Control::Rst)),
+            (2, syn(50001)),
+            (3, seg(C, 50001, S, 4242, Control::Rst)),
+        ],
+        10_000,
+    );
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Refused), (1, Outcome::Unknown)]
+    );
+}
+
+#[test]
+fn retransmitted_syn_without_answer_is_unanswered_even_one_way() {
+    let (ev, t) = run(
+        TrackConfig::default(),
+        &[(0, syn(50000)), (1000, syn(50000))],
+        60_000,
+    );
+    assert!(!t.replies_visible());
+    assert!(ev.contains(&TableEvent::Retransmission { tag: 0 }));
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Unanswered)]);
+}
+
+#[test]
+fn single_syn_is_unknown_without_replies_and_unanswered_with_them() {
+    let (ev, _) = run(TrackConfig::default(), &[(0, syn(50000))], 60_000);
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Unknown)]);
+
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(50001)),
+            (1, reply(50001, Control::SynAck)),
+            (10, syn(50000)),
+        ],
+        60_000,
+    );
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Unanswered)]
+    );
+}
+
+#[test]
+fn capture_ending_before_the_timeout_is_unknown() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(50001)),
+            (1, reply(50001, Control::SynAck)),
+            (10, syn(50000)),
+            (1010, syn(50000)),
+        ],
+        1500,
+    );
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Unknown)]
+    );
+}
+
+#[test]
+fn capacity_evicts_the_oldest_attempt_and_counts_it() {
+    let cfg = TrackConfig {
+        capacity: 2,
+        ..TrackConfig::default()
+    };
+    let (ev, t) = run(
+        cfg,
+        &[
+            (0, syn(1)),
+            (1, syn(2)),
+            (2, syn(3)),
+            (3, reply(2, Control::SynAck)),
+        ],
+        10,
+    );
+    assert_eq!(t.evictions(Eviction::Capacity), 1);
+    assert_eq!(outcomes(&ev)[0], (0, Outcome::Unknown));
+    assert!(outcomes(&ev).contains(&(1, Outcome::Established)));
+    assert_eq!(t.peak(), 2);
+}
+
+#[test]
+fn idle_open_connections_are_evicted_by_packet_time() {
+    let cfg = TrackConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..TrackConfig::default()
+    };
+    let (_, t) = run(
+        cfg,
+        &[
+            (0, syn(1)),
+            (1, reply(1, Control::SynAck)),
+            (61_000, syn(2)),
+        ],
+        61_500,
+    );
+    assert_eq!(t.evictions(Eviction::Idle), 1);
+}
+
+#[test]
+fn fin_without_a_tracked_connection_is_untracked() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[(0, reply(50000, Control::Fin))],
+        10,
+    );
+    assert!(matches!(ev[0], TableEvent::Untracked { .. }));
+}
+
+#[test]
+fn reused_tuple_after_close_is_a_new_attempt() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(7)),
+            (1, reply(7, Control::SynAck)),
+            (2, reply(7, Control::Rst)),
+            (3, syn(7)),
+            (4, reply(7, Control::SynAck)),
+        ],
+        10,
+    );
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Established)]
+    );
+}
+
+#[test]
+fn same_input_same_events() {
+    let input: Vec<(u64, Segment)> = (0..500u16)
+        .map(|i| {
+            (
+                u64::from(i) * 7,
+                if i % 3 == 0 {
+                    reply(i / 3, Control::SynAck)
+                } else {
+                    syn(i)
+                },
+            )
+        })
+        .collect();
+    let cfg = TrackConfig {
+        capacity: 64,
+        ..TrackConfig::default()
+    };
+    let a = run(cfg, &input, 100_000).0;
+    let b = run(cfg, &input, 100_000).0;
+    assert_eq!(a, b);
+}

@@ -1,0 +1,8 @@
+//! Pure state: the handshake table, the required-edge clocks and the
+//! aggregates a report is made from. Time always comes in as an argument.
+
+pub mod edges;
+pub mod handshake;
+
+pub use edges::{EdgeClock, EdgeState};
+pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
