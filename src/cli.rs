@@ -85,9 +85,13 @@ pub struct ReplayArgs {
     pub site: SiteArgs,
     #[command(flatten)]
     pub track: TrackArgs,
+    /// The node(s) this capture was taken on: only required edges touching
+    /// them are judged. Default: the capture sees the whole site (a SPAN).
+    #[arg(long = "sensor", value_name = "NODE")]
+    pub sensors: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write one JSON event per line (connections, outcomes, findings) to this file.
+    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 }
@@ -101,6 +105,11 @@ pub struct WatchArgs {
     pub site: SiteArgs,
     #[command(flatten)]
     pub track: TrackArgs,
+    /// The node(s) being watched: only required edges touching them are
+    /// judged. Default: the interfaces see the whole site.
+    #[arg(long = "sensor", value_name = "NODE")]
+    pub sensors: Vec<String>,
+    /// Format of the closing summary.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Also write one JSON event per line to this file.

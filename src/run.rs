@@ -1,16 +1,369 @@
 //! The replay and watch commands: sources into the pipeline, reports out.
 
-use crate::app::exit;
-use crate::cli::{ReplayArgs, WatchArgs};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-pub fn replay(args: ReplayArgs) -> u8 {
-    let _ = args;
-    eprintln!("replay: not built yet");
-    exit::BAD_INPUT
+use crate::app::{exit, load};
+use crate::cli::{Format, ReplayArgs, TrackArgs, WatchArgs};
+use crate::export::events::write_event;
+use crate::pipeline::{Event, Pipeline};
+use crate::policy::Policy;
+use crate::report::{Report, SourceFacts, Stopped, Visibility};
+use crate::source::file::{FileFacts, MergedFiles};
+#[cfg(any())]
+use crate::source::live::{LiveOptions, LiveSource};
+use crate::source::{Poll, Source};
+use crate::state::tally::FindingKind;
+use crate::state::TrackConfig;
+use crate::time::Timestamp;
+
+impl From<&TrackArgs> for TrackConfig {
+    fn from(a: &TrackArgs) -> Self {
+        TrackConfig {
+            capacity: a.max_flows.max(1),
+            syn_timeout: a.syn_timeout,
+            idle_timeout: a.idle_timeout,
+        }
+    }
 }
 
+/// Check `--sensor` names against the site's nodes.
+fn visibility(p: &Policy, sensors: &[String]) -> Result<Visibility, u8> {
+    for s in sensors {
+        if p.site.node(s).is_none() {
+            let nodes: Vec<&str> = p.site.nodes.iter().map(|n| n.name.as_str()).collect();
+            eprintln!(
+                "error: --sensor {s}: no such node in site `{}`; nodes: {}",
+                p.site.name,
+                nodes.join(", ")
+            );
+            return Err(exit::BAD_INPUT);
+        }
+    }
+    Ok(Visibility {
+        nodes: sensors.to_vec(),
+    })
+}
+
+fn open_events(path: Option<&Path>) -> Result<Option<BufWriter<File>>, u8> {
+    path.map(|p| {
+        File::create(p).map(BufWriter::new).map_err(|e| {
+            eprintln!("error: {}: {e}", p.display());
+            exit::BAD_INPUT
+        })
+    })
+    .transpose()
+}
+
+fn write_events(out: &mut Option<BufWriter<File>>, p: &Policy, events: &[Event]) {
+    if let Some(w) = out {
+        for e in events {
+            if let Err(err) = write_event(w, p, e) {
+                tracing::warn!(error = %err, "event log write failed; event log disabled");
+                *out = None;
+                return;
+            }
+        }
+    }
+}
+
+fn source_facts(f: FileFacts) -> SourceFacts {
+    SourceFacts {
+        path: f.path,
+        format: f.format.name().into(),
+        link_types: f
+            .linktypes
+            .iter()
+            .map(|l| format!("{}({})", l.name(), l.0))
+            .collect(),
+        packets: f.records,
+        stopped: f.stopped.map(|s| Stopped {
+            offset: s.offset,
+            reason: s.reason,
+        }),
+    }
+}
+
+fn print_report(r: &Report, format: Format) {
+    match format {
+        Format::Table => print!("{}", r.to_table()),
+        Format::Json => println!("{}", r.to_json()),
+    }
+}
+
+fn status(r: &Report) -> u8 {
+    if r.capture.truncated {
+        exit::TRUNCATED
+    } else if r.has_findings() {
+        exit::FINDINGS
+    } else {
+        exit::OK
+    }
+}
+
+pub fn replay(args: ReplayArgs) -> u8 {
+    let loaded = match load(&args.site) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let policy = Arc::new(loaded.policy);
+    let vis = match visibility(&policy, &args.sensors) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let mut files = match MergedFiles::open(&args.files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let mut events = match open_events(args.events.as_deref()) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
+    pl.record_events(events.is_some());
+    loop {
+        let poll = files.poll(&mut |f| pl.ingest(f));
+        write_events(&mut events, &policy, &pl.drain_events());
+        match poll {
+            Ok(Poll::End) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    let span = pl.span();
+    if let Some((_, end)) = span {
+        pl.finish(end);
+    }
+    write_events(&mut events, &policy, &pl.drain_events());
+    if let Some(mut w) = events {
+        let _ = w.flush();
+    }
+    let facts: Vec<SourceFacts> = files.facts().into_iter().map(source_facts).collect();
+    for f in &facts {
+        if let Some(s) = &f.stopped {
+            eprintln!(
+                "warning: {}: stopped at byte {} after {} packets: {}; the report covers what was read",
+                f.path, s.offset, f.packets, s.reason
+            );
+        }
+    }
+    let report = Report::build(&pl, facts, span, &vis);
+    print_report(&report, args.format);
+    status(&report)
+}
+
+/// Set by Ctrl-C or SIGTERM.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(_) => return,
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).ok();
+                let term = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+/// Prints each finding once per (kind, src, dst, port), then again when its
+/// count reaches 10, 100, 1000…; the map is capped like every other.
+struct LivePrinter {
+    seen: std::collections::HashMap<(FindingKind, String, String, u16), u64>,
+}
+
+const MAX_PRINTED_KEYS: usize = 10_000;
+
+impl LivePrinter {
+    fn print(&mut self, p: &Policy, e: &Event) {
+        let (kind, class, key, ts) = match e {
+            Event::Connection { ts, class, key } => match FindingKind::of(class.verdict) {
+                Some(k) => (k, class, key, ts),
+                None => return,
+            },
+            Event::Outcome {
+                ts,
+                class,
+                key,
+                outcome,
+            } if class.verdict == crate::classify::Verdict::Expected
+                && matches!(
+                    outcome,
+                    crate::state::Outcome::Refused | crate::state::Outcome::Unanswered
+                ) =>
+            {
+                (FindingKind::Blocked, class, key, ts)
+            }
+            _ => return,
+        };
+        let id = (
+            kind,
+            p.peer_name(class.src).to_string(),
+            p.peer_name(class.dst).to_string(),
+            class.port,
+        );
+        let full = self.seen.len() >= MAX_PRINTED_KEYS;
+        let n = match self.seen.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None if full => return,
+            None => {
+                self.seen.insert(id, 1);
+                1
+            }
+        };
+        if n == 1 || (n >= 10 && n.is_power_of_ten()) {
+            let what = match e {
+                Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
+                _ => String::new(),
+            };
+            println!(
+                "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",
+                ts,
+                kind.as_str(),
+                p.peer_name(class.src),
+                key.client,
+                p.peer_name(class.dst),
+                key.server,
+                key.server_port,
+                class.service,
+                what,
+                crate::classify::explain(p, class)
+            );
+        }
+    }
+}
+
+trait PowerOfTen {
+    fn is_power_of_ten(self) -> bool;
+}
+
+impl PowerOfTen for u64 {
+    fn is_power_of_ten(self) -> bool {
+        let mut n = self;
+        while n >= 10 && n % 10 == 0 {
+            n /= 10;
+        }
+        n == 1
+    }
+}
+
+#[cfg(any())]
 pub fn watch(args: WatchArgs) -> u8 {
-    let _ = args;
-    eprintln!("watch: not built yet");
-    exit::BAD_INPUT
+    let loaded = match load(&args.site) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let policy = Arc::new(loaded.policy);
+    let vis = match visibility(&policy, &args.sensors) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let mut live = match LiveSource::open(&args.interfaces, &LiveOptions::default()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let mut events = match open_events(args.events.as_deref()) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let stop = stop_flag();
+    let started = Timestamp::now();
+    let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
+    pl.record_events(true);
+    let mut printer = LivePrinter {
+        seen: Default::default(),
+    };
+    tracing::info!(interfaces = ?args.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
+    while !stop.load(Ordering::SeqCst) {
+        match live.poll(&mut |f| pl.ingest(f)) {
+            Ok(Poll::Idle) => pl.advance(Timestamp::now()),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::BAD_INPUT;
+            }
+        }
+        let batch = pl.drain_events();
+        for e in &batch {
+            printer.print(&policy, e);
+        }
+        write_events(&mut events, &policy, &batch);
+        let _ = std::io::stdout().flush();
+    }
+    let now = Timestamp::now();
+    pl.finish(now);
+    let batch = pl.drain_events();
+    write_events(&mut events, &policy, &batch);
+    if let Some(mut w) = events {
+        let _ = w.flush();
+    }
+    let sources = live_facts(&mut live);
+    let report = Report::build(&pl, sources, Some((started, now)), &vis);
+    eprintln!();
+    match args.format {
+        Format::Table => eprint!("{}", report.to_table()),
+        Format::Json => eprintln!("{}", report.to_json()),
+    }
+    status(&report)
+}
+
+#[cfg(any())]
+fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
+    let stats = live.stats().unwrap_or_default();
+    live.interfaces()
+        .iter()
+        .zip(live.linktypes())
+        .enumerate()
+        .map(|(i, (name, lt))| SourceFacts {
+            path: name.clone(),
+            format: "live".into(),
+            link_types: vec![format!("{}({})", lt.name(), lt.0)],
+            packets: stats.get(i).map(|s| s.received).unwrap_or(0),
+            stopped: None,
+        })
+        .collect()
+}
+
+#[cfg(all())]
+pub fn watch(_: WatchArgs) -> u8 {
+    unimplemented!()
 }

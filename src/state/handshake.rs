@@ -208,6 +208,14 @@ impl<T: Copy> HandshakeTable<T> {
         self.replies_visible
     }
 
+    /// Replace the tag of an entry (the caller makes its row after the
+    /// attempt is known to be new).
+    pub fn set_tag(&mut self, key: &FlowKey, tag: T) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.tag = tag;
+        }
+    }
+
     /// Apply one control segment. `new_tag` is called once for a new
     /// attempt, to make the caller's tag for it.
     pub fn observe(

@@ -3,6 +3,7 @@
 
 pub mod edges;
 pub mod handshake;
+pub mod tally;
 
 pub use edges::{EdgeClock, EdgeState};
 pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};

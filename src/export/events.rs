@@ -1,0 +1,60 @@
+//! One JSON object per line for SIEMs: every connection attempt with its
+//! verdict, and every outcome. Field names are stable (see README.md).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::classify::explain;
+use crate::pipeline::Event;
+use crate::policy::Policy;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    timestamp: String,
+    event: &'static str,
+    site: &'a str,
+    verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    src: &'a str,
+    src_addr: String,
+    src_port: u16,
+    dst: &'a str,
+    dst_addr: String,
+    dst_port: u16,
+    service: &'a str,
+    explanation: String,
+}
+
+/// Write `e` as one line; evidence events are not logged (the connection
+/// line already carries them).
+pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Result<()> {
+    let (ts, class, key, event, outcome) = match e {
+        Event::Connection { ts, class, key } => (ts, class, key, "connection", None),
+        Event::Outcome {
+            ts,
+            class,
+            key,
+            outcome,
+        } => (ts, class, key, "outcome", Some(outcome.as_str())),
+        Event::Evidence { .. } => return Ok(()),
+    };
+    let line = Line {
+        timestamp: ts.rfc3339(),
+        event,
+        site: &p.site.name,
+        verdict: class.verdict.as_str(),
+        outcome,
+        src: p.peer_name(class.src),
+        src_addr: key.client.to_string(),
+        src_port: key.client_port,
+        dst: p.peer_name(class.dst),
+        dst_addr: key.server.to_string(),
+        dst_port: key.server_port,
+        service: &class.service,
+        explanation: explain(p, class),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}

@@ -1,0 +1,397 @@
+//! The audit report of a replay (and the closing summary of `watch`): what
+//! was read, counts by verdict, per-flow rows, required-edge states, and
+//! findings with an explanation citing the rule. The JSON shape is a public
+//! contract, documented in README.md.
+
+mod table;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::classify::{explain, Classification, Verdict};
+use crate::decode::{Control, Skip};
+use crate::pipeline::Pipeline;
+use crate::policy::{EndpointKind, Peer, Policy};
+use crate::state::tally::FindingKind;
+use crate::state::{EdgeState, Eviction, Outcome};
+use crate::time::Timestamp;
+
+/// What the caller knows of its sources.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SourceFacts {
+    pub path: String,
+    /// `pcap`, `pcapng`, or `live`.
+    pub format: String,
+    pub link_types: Vec<String>,
+    pub packets: u64,
+    /// Where and why reading stopped early, if it did.
+    pub stopped: Option<Stopped>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Stopped {
+    pub offset: u64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub capture: Capture,
+    pub summary: Summary,
+    pub flows: Vec<FlowEntry>,
+    pub edges: Vec<EdgeEntry>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Capture {
+    pub sources: Vec<SourceFacts>,
+    pub packets: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub duration_seconds: f64,
+    pub control_packets: BTreeMap<&'static str, u64>,
+    pub skipped_packets: BTreeMap<&'static str, u64>,
+    pub decode_errors: BTreeMap<&'static str, u64>,
+    /// A SYN-ACK was seen: replies are visible, so silence means unanswered.
+    pub replies_visible: bool,
+    pub flow_table: FlowTable,
+    /// Rows or findings refused because their caps were reached.
+    pub flow_rows_refused: u64,
+    pub findings_refused: u64,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FlowTable {
+    pub capacity: usize,
+    pub peak_entries: usize,
+    pub evictions: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub site: String,
+    pub model: String,
+    pub connections: BTreeMap<&'static str, u64>,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub syn_retransmissions: u64,
+    pub required_edges: BTreeMap<&'static str, u64>,
+    pub findings: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub service: String,
+    pub verdict: Verdict,
+    pub attempts: u64,
+    pub syn_retransmissions: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EdgeEntry {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub service: String,
+    pub window_seconds: u64,
+    pub state: EdgeState,
+    pub evidence: u64,
+    pub last_seen: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub src: String,
+    pub src_addr: Option<String>,
+    pub dst: String,
+    pub dst_addr: Option<String>,
+    pub port: u16,
+    pub service: String,
+    pub count: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub explanation: String,
+}
+
+/// Which required edges a sensor can see: all, or those touching its nodes.
+#[derive(Clone, Debug, Default)]
+pub struct Visibility {
+    pub nodes: Vec<String>,
+}
+
+impl Visibility {
+    pub fn sees(&self, p: &Policy, src: Peer, dst: Peer) -> bool {
+        self.nodes.is_empty()
+            || [src, dst]
+                .iter()
+                .any(|e| self.nodes.iter().any(|n| p.peer_name(*e) == n))
+    }
+}
+
+impl Report {
+    /// Build the report. `window` is the observation period the edge states
+    /// are judged over (capture span for a replay, wall clock for live).
+    pub fn build(
+        pl: &Pipeline,
+        sources: Vec<SourceFacts>,
+        window: Option<(Timestamp, Timestamp)>,
+        vis: &Visibility,
+    ) -> Report {
+        let p: &Policy = pl.policy();
+        let tally = pl.tally();
+        let stats = pl.stats();
+        let span = pl.span();
+        let ts = |t: Timestamp| t.rfc3339();
+        let outcomes = |o: &[u64; 4]| {
+            Outcome::ALL
+                .iter()
+                .map(|x| (x.as_str(), o[x.index()]))
+                .collect()
+        };
+
+        let mut flows: Vec<FlowEntry> = tally
+            .rows()
+            .iter()
+            .map(|r| FlowEntry {
+                src: p.peer_name(r.key.src).to_string(),
+                dst: p.peer_name(r.key.dst).to_string(),
+                port: r.key.port,
+                service: r.service.clone(),
+                verdict: r.key.verdict,
+                attempts: r.attempts,
+                syn_retransmissions: r.retransmissions,
+                outcomes: outcomes(&r.outcomes),
+                first_seen: ts(r.first),
+                last_seen: ts(r.last),
+            })
+            .collect();
+        flows.sort_by(|a, b| {
+            (&a.src, &a.dst, a.port, a.verdict).cmp(&(&b.src, &b.dst, b.port, b.verdict))
+        });
+
+        let mut findings: Vec<Finding> = tally
+            .findings()
+            .iter()
+            .map(|f| {
+                let c = Classification {
+                    verdict: match f.key.kind {
+                        FindingKind::LocalOnly => Verdict::LocalOnly,
+                        FindingKind::UnknownHost => Verdict::UnknownHost,
+                        FindingKind::Unexpected => Verdict::Unexpected,
+                        _ => Verdict::Expected,
+                    },
+                    src: f.key.src,
+                    dst: f.key.dst,
+                    port: f.key.port,
+                    service: f.service.clone(),
+                    basis: f.basis.clone(),
+                };
+                let mut explanation = explain(p, &c);
+                if f.key.kind == FindingKind::Blocked {
+                    explanation = blocked_text(&f.outcomes, &explanation);
+                }
+                Finding {
+                    kind: f.key.kind,
+                    src: p.peer_name(f.key.src).to_string(),
+                    src_addr: Some(f.key.src_addr.to_string()),
+                    dst: p.peer_name(f.key.dst).to_string(),
+                    dst_addr: Some(f.key.dst_addr.to_string()),
+                    port: f.key.port,
+                    service: f.service.clone(),
+                    count: f.count,
+                    outcomes: outcomes(&f.outcomes),
+                    first_seen: Some(ts(f.first)),
+                    last_seen: Some(ts(f.last)),
+                    explanation,
+                }
+            })
+            .collect();
+
+        let mut edges = Vec::new();
+        if let Some((since, now)) = window {
+            for (i, e) in p.edges.iter().enumerate() {
+                let id = crate::policy::EdgeId(i as u32);
+                if !e.required || !vis.sees(p, Peer::Endpoint(e.src), Peer::Endpoint(e.dst)) {
+                    continue;
+                }
+                let state = pl.clock().state(id, e.window, since, now);
+                let last = pl.clock().first_last(id).map(|(_, l)| l);
+                let entry = EdgeEntry {
+                    src: p.endpoint(e.src).name.clone(),
+                    dst: p.endpoint(e.dst).name.clone(),
+                    port: e.port,
+                    service: e.service.clone(),
+                    window_seconds: e.window.as_secs(),
+                    state,
+                    evidence: pl.clock().count(id),
+                    last_seen: last.map(ts),
+                };
+                if state == EdgeState::Missing {
+                    findings.push(Finding {
+                        kind: FindingKind::Missing,
+                        src: entry.src.clone(),
+                        src_addr: first_addr(p, Peer::Endpoint(e.src)),
+                        dst: entry.dst.clone(),
+                        dst_addr: first_addr(p, Peer::Endpoint(e.dst)),
+                        port: e.port,
+                        service: e.service.clone(),
+                        count: 0,
+                        outcomes: outcomes(&[0; 4]),
+                        first_seen: None,
+                        last_seen: entry.last_seen.clone(),
+                        explanation: missing_text(p, e, last),
+                    });
+                }
+                edges.push(entry);
+            }
+        }
+        edges.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));
+        findings.sort_by(|a, b| {
+            (a.kind, &a.src, &a.dst, a.port, &a.src_addr, &a.dst_addr).cmp(&(
+                b.kind,
+                &b.src,
+                &b.dst,
+                b.port,
+                &b.src_addr,
+                &b.dst_addr,
+            ))
+        });
+
+        let count_findings = FindingKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.as_str(),
+                    findings.iter().filter(|f| f.kind == *k).count() as u64,
+                )
+            })
+            .collect();
+        let edge_states = [EdgeState::Seen, EdgeState::Missing, EdgeState::NotObserved]
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str(),
+                    edges.iter().filter(|e| e.state == *s).count() as u64,
+                )
+            })
+            .collect();
+        let truncated = sources.iter().any(|s| s.stopped.is_some());
+        let (first, last) = match span {
+            Some((a, b)) => (Some(ts(a)), Some(ts(b))),
+            None => (None, None),
+        };
+        Report {
+            capture: Capture {
+                sources,
+                packets: stats.frames,
+                first_seen: first,
+                last_seen: last,
+                duration_seconds: span
+                    .map(|(a, b)| b.saturating_sub(a).as_secs_f64())
+                    .unwrap_or(0.0),
+                control_packets: [Control::Syn, Control::SynAck, Control::Rst, Control::Fin]
+                    .iter()
+                    .map(|c| (c.as_str(), stats.control(*c)))
+                    .collect(),
+                skipped_packets: Skip::ALL
+                    .iter()
+                    .map(|s| (s.as_str(), stats.skipped(*s)))
+                    .collect(),
+                decode_errors: stats.errors.clone(),
+                replies_visible: pl.table().replies_visible(),
+                flow_table: FlowTable {
+                    capacity: pl.table().config().capacity,
+                    peak_entries: pl.table().peak(),
+                    evictions: Eviction::ALL
+                        .iter()
+                        .map(|e| (e.as_str(), pl.table().evictions(*e)))
+                        .collect(),
+                },
+                flow_rows_refused: tally.rows_refused,
+                findings_refused: tally.findings_refused,
+                truncated,
+            },
+            summary: Summary {
+                site: p.site.name.clone(),
+                model: p.model.id.clone(),
+                connections: Verdict::ALL
+                    .iter()
+                    .map(|v| (v.as_str(), tally.by_verdict[*v as usize]))
+                    .collect(),
+                outcomes: outcomes(&tally.by_outcome),
+                syn_retransmissions: tally.retransmissions,
+                required_edges: edge_states,
+                findings: count_findings,
+            },
+            flows,
+            edges,
+            findings,
+        }
+    }
+
+    pub fn has_findings(&self) -> bool {
+        !self.findings.is_empty()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes")
+    }
+}
+
+fn first_addr(p: &Policy, peer: Peer) -> Option<String> {
+    let Peer::Endpoint(id) = peer else {
+        return None;
+    };
+    let e = p.endpoint(id);
+    match e.kind {
+        EndpointKind::Node => p.site.nodes[e.index]
+            .addresses
+            .first()
+            .map(|a| a.to_string()),
+        EndpointKind::External => p.site.externals[e.index]
+            .nets
+            .first()
+            .map(|n| n.to_string()),
+        EndpointKind::UserNetwork => None,
+    }
+}
+
+fn blocked_text(outcomes: &[u64; 4], expected: &str) -> String {
+    let (refused, unanswered) = (
+        outcomes[Outcome::Refused.index()],
+        outcomes[Outcome::Unanswered.index()],
+    );
+    let how = match (refused, unanswered) {
+        (r, 0) => format!("refused by RST {r}x"),
+        (0, u) => format!("unanswered {u}x (a firewall dropping it?)"),
+        (r, u) => format!("refused {r}x, unanswered {u}x"),
+    };
+    format!("blocked: {how}; {expected}")
+}
+
+fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) -> String {
+    let window = humantime::format_duration(e.window);
+    let cite = e
+        .origins
+        .iter()
+        .find_map(|o| match o {
+            crate::policy::Origin::Rule(r) => Some(p.model.rule(*r).cite.clone()),
+            crate::policy::Origin::Allowance(i) => Some(format!("site allow[{i}]")),
+        })
+        .unwrap_or_default();
+    let seen = match last {
+        Some(t) => format!("last evidence {t}"),
+        None => "no evidence at all".into(),
+    };
+    format!("required edge not seen within {window} ({seen}); {cite}")
+}

@@ -1,0 +1,173 @@
+//! The report as text for a terminal: findings first, then edges and flows.
+
+use std::fmt::Write;
+
+use super::Report;
+
+/// Render rows as columns two spaces apart, the header first.
+fn columns(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            let _ = write!(s, "{c:<width$}  ", width = w[i]);
+        }
+        let _ = writeln!(out, "  {}", s.trim_end());
+    };
+    line(out, &mut header.iter().copied());
+    for r in rows {
+        line(out, &mut r.iter().map(String::as_str));
+    }
+}
+
+fn counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    m.iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Report {
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let c = &self.capture;
+        let _ = writeln!(s, "CAPTURE");
+        for src in &c.sources {
+            let _ = writeln!(
+                s,
+                "  {} ({}, {}): {} packets",
+                src.path,
+                src.format,
+                src.link_types.join(", "),
+                src.packets
+            );
+            if let Some(stop) = &src.stopped {
+                let _ = writeln!(s, "    STOPPED at byte {}: {}", stop.offset, stop.reason);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {} packets, {} to {} ({:.1} s)",
+            c.packets,
+            c.first_seen.as_deref().unwrap_or("-"),
+            c.last_seen.as_deref().unwrap_or("-"),
+            c.duration_seconds
+        );
+        let _ = writeln!(
+            s,
+            "  control packets: {}",
+            or_none(counts(&c.control_packets))
+        );
+        let _ = writeln!(s, "  decode errors: {}", or_none(counts(&c.decode_errors)));
+        if !c.replies_visible {
+            let _ = writeln!(
+                s,
+                "  no SYN-ACK seen: unanswered SYNs count as unknown unless retransmitted"
+            );
+        }
+        let sm = &self.summary;
+        let _ = writeln!(s, "\nSUMMARY (site {}, model {})", sm.site, sm.model);
+        let _ = writeln!(s, "  connections: {}", or_none(counts(&sm.connections)));
+        let _ = writeln!(s, "  outcomes: {}", or_none(counts(&sm.outcomes)));
+        let _ = writeln!(
+            s,
+            "  required edges: {}",
+            or_none(counts(&sm.required_edges))
+        );
+        let _ = writeln!(s, "  findings: {}", or_none(counts(&sm.findings)));
+        if c.packets == 0 {
+            let _ = writeln!(s, "  the capture holds no packets: nothing was checked");
+        }
+
+        let _ = writeln!(s, "\nFINDINGS ({})", self.findings.len());
+        if self.findings.is_empty() {
+            let _ = writeln!(s, "  none");
+        }
+        for f in &self.findings {
+            let _ = writeln!(
+                s,
+                "  {:<12} {} ({}) -> {} ({}) port {} [{}] x{}  {}",
+                f.kind.as_str(),
+                f.src,
+                f.src_addr.as_deref().unwrap_or("-"),
+                f.dst,
+                f.dst_addr.as_deref().unwrap_or("-"),
+                f.port,
+                f.service,
+                f.count,
+                f.last_seen.as_deref().unwrap_or("never seen")
+            );
+            let _ = writeln!(s, "               {}", f.explanation);
+        }
+
+        let _ = writeln!(s, "\nREQUIRED EDGES ({})", self.edges.len());
+        let rows: Vec<Vec<String>> = self
+            .edges
+            .iter()
+            .map(|e| {
+                vec![
+                    e.src.clone(),
+                    e.dst.clone(),
+                    e.port.to_string(),
+                    e.service.clone(),
+                    e.state.as_str().into(),
+                    humantime::format_duration(std::time::Duration::from_secs(e.window_seconds))
+                        .to_string(),
+                    e.last_seen.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        columns(
+            &mut s,
+            &[
+                "SRC",
+                "DST",
+                "PORT",
+                "SERVICE",
+                "STATE",
+                "WINDOW",
+                "LAST SEEN",
+            ],
+            &rows,
+        );
+
+        let _ = writeln!(s, "\nFLOWS ({})", self.flows.len());
+        let rows: Vec<Vec<String>> = self
+            .flows
+            .iter()
+            .map(|f| {
+                vec![
+                    f.src.clone(),
+                    f.dst.clone(),
+                    f.port.to_string(),
+                    f.service.clone(),
+                    f.verdict.as_str().into(),
+                    f.attempts.to_string(),
+                    or_none(counts(&f.outcomes)),
+                ]
+            })
+            .collect();
+        columns(
+            &mut s,
+            &[
+                "SRC", "DST", "PORT", "SERVICE", "VERDICT", "ATTEMPTS", "OUTCOMES",
+            ],
+            &rows,
+        );
+        s
+    }
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s
+    }
+}
