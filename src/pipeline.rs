@@ -163,7 +163,6 @@ impl Pipeline {
             None
         };
         table.observe(ts, seg, new_tag, &mut sink);
-        drop(sink);
         if let Some((c, key)) = made {
             let row = tally.attempt(ts, &c, key.client, key.server);
             table.set_tag(&key, row);

@@ -13,7 +13,6 @@ use crate::pipeline::{Event, Pipeline};
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Stopped, Visibility};
 use crate::source::file::{FileFacts, MergedFiles};
-#[cfg(any())]
 use crate::source::live::{LiveOptions, LiveSource};
 use crate::source::{Poll, Source};
 use crate::state::tally::FindingKind;
@@ -247,7 +246,7 @@ impl LivePrinter {
                 1
             }
         };
-        if n == 1 || (n >= 10 && n.is_power_of_ten()) {
+        if n == 1 || (n >= 10 && is_power_of_ten(n)) {
             let what = match e {
                 Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
                 _ => String::new(),
@@ -269,21 +268,13 @@ impl LivePrinter {
     }
 }
 
-trait PowerOfTen {
-    fn is_power_of_ten(self) -> bool;
-}
-
-impl PowerOfTen for u64 {
-    fn is_power_of_ten(self) -> bool {
-        let mut n = self;
-        while n >= 10 && n % 10 == 0 {
-            n /= 10;
-        }
-        n == 1
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
     }
+    n == 1
 }
 
-#[cfg(any())]
 pub fn watch(args: WatchArgs) -> u8 {
     let loaded = match load(&args.site) {
         Ok(l) => l,
@@ -346,7 +337,6 @@ pub fn watch(args: WatchArgs) -> u8 {
     status(&report)
 }
 
-#[cfg(any())]
 fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
     let stats = live.stats().unwrap_or_default();
     live.interfaces()
@@ -357,13 +347,8 @@ fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
             path: name.clone(),
             format: "live".into(),
             link_types: vec![format!("{}({})", lt.name(), lt.0)],
-            packets: stats.get(i).map(|s| s.received).unwrap_or(0),
+            packets: stats.get(i).map(|s| u64::from(s.received)).unwrap_or(0),
             stopped: None,
         })
         .collect()
-}
-
-#[cfg(all())]
-pub fn watch(_: WatchArgs) -> u8 {
-    unimplemented!()
 }

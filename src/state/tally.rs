@@ -220,7 +220,9 @@ impl Tally {
             self.rows[id as usize].outcomes[o.index()] += 1;
         }
         match (FindingKind::of(c.verdict), o) {
-            (None, Outcome::Refused | Outcome::Unanswered) => {
+            // Only site edges are blocked; a refused same-host port is a
+            // stopped service, not a firewall.
+            (None, Outcome::Refused | Outcome::Unanswered) if c.edge().is_some() => {
                 self.finding(FindingKind::Blocked, ts, c, src, dst, Some(o))
             }
             (None, _) => {}
