@@ -218,7 +218,7 @@ impl LivePrinter {
                 class,
                 key,
                 outcome,
-            } if class.verdict == crate::classify::Verdict::Expected
+            } if class.edge().is_some()
                 && matches!(
                     outcome,
                     crate::state::Outcome::Refused | crate::state::Outcome::Unanswered
