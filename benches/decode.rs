@@ -1,6 +1,6 @@
 //! Decode throughput on a replay-like mix (95% non-control TCP).
-//! Stable Rust has no `#[bench]`, so this is a test that prints rates:
-//! `cargo test --release --bench decode -- --nocapture`.
+//! Stable Rust has no `#[bench]`: a plain program that prints the rate.
+//! `cargo bench --bench decode`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -35,8 +35,7 @@ fn frames() -> Vec<Vec<u8>> {
     out
 }
 
-#[test]
-fn decode_throughput() {
+fn main() {
     let frames = frames();
     let rounds = 50_000;
     let start = Instant::now();
