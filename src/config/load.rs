@@ -75,9 +75,13 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("{path}: no bundled model `{id}`; bundled: {known} (or pass --rules FILE)")]
+    #[error(
+        "{path}:{line}:{column}: model: no bundled model `{id}`; bundled: {known} (or pass --rules FILE)"
+    )]
     UnknownModel {
         path: String,
+        line: u64,
+        column: u64,
         id: String,
         known: String,
     },
@@ -103,12 +107,15 @@ pub fn load_policy(site: &Path, rules: Option<&Path>) -> Result<Loaded, LoadErro
             RulesSource::File(r.to_path_buf()),
         ),
         None => {
-            let id = model_id_of(&site_text).unwrap_or_else(|| "qlik-sense-enterprise".into());
+            let (id, line, column) =
+                model_id_of(&site_text).unwrap_or_else(|| ("qlik-sense-enterprise".into(), 0, 0));
             let (id, file, text) = BUNDLED_MODELS
                 .iter()
                 .find(|(m, _, _)| *m == id)
                 .ok_or_else(|| LoadError::UnknownModel {
                     path: site_path.display().to_string(),
+                    line,
+                    column,
                     id: id.clone(),
                     known: BUNDLED_MODELS
                         .iter()
@@ -134,4 +141,24 @@ fn bundled_site(name: &Path) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(s, p, _)| *s == n || *p == n)
         .map(|(_, p, t)| (*p, *t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown `model:` is located like every other site problem:
+    /// file, line, column and field.
+    #[test]
+    fn unknown_model_names_line_column_and_field() {
+        let dir = std::env::temp_dir().join(format!("portwatch-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("unknown-model.yaml");
+        std::fs::write(&f, "site: t\nmodel: nope\nnodes: []\n").unwrap();
+        let e = load_policy(&f, None).unwrap_err();
+        let _ = std::fs::remove_file(&f);
+        let text = e.to_string();
+        let want = format!("{}:2:8: model: no bundled model `nope`", f.display());
+        assert!(text.starts_with(&want), "{text}");
+    }
 }

@@ -15,17 +15,18 @@ use crate::model::Model;
 /// Names an endpoint may not take: they are labels portwatch uses itself.
 pub const RESERVED_NAMES: &[&str] = &["unknown", "localhost", "other"];
 
-/// Which bundled model a site file asks for, read before the full load so
-/// that the model can be chosen. Errors are left to [`load_site`].
-pub fn model_id_of(text: &str) -> Option<String> {
+/// Which bundled model a site file asks for, with the line and column of the
+/// `model` value, read before the full load so that the model can be chosen.
+/// Errors are left to [`load_site`].
+pub fn model_id_of(text: &str) -> Option<(String, u64, u64)> {
     #[derive(serde::Deserialize)]
     struct Head {
-        model: Option<String>,
+        model: Option<Spanned<String>>,
     }
-    serde_saphyr::from_str::<serde_json::Value>(text)
+    serde_saphyr::from_str::<Head>(text)
         .ok()
-        .and_then(|v| serde_json::from_value::<Head>(v).ok())
         .and_then(|h| h.model)
+        .map(|m| (m.value, m.referenced.line(), m.referenced.column()))
 }
 
 pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigError> {
