@@ -72,7 +72,7 @@ fn unknown_field_lists_valid_names() {
         &f,
         6,
         5,
-        "colour",
+        "nodes[0].colour",
         "unknown field `colour`, expected one of name, addresses, roles, services",
     );
 }

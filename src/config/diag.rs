@@ -150,15 +150,62 @@ fn schema_message(rendered: &str) -> String {
     }
 }
 
-/// The key on the given line, to name the field of a schema error.
+/// The field path of the key on `line` (e.g. `nodes[0].colour`), rebuilt
+/// from block-style indentation, since the parser stops without a path.
+/// Flow-style or odd layouts fall back to the bare key.
 fn field_at(text: &str, line: u64) -> String {
-    let Some(l) = text.lines().nth(line.saturating_sub(1) as usize) else {
-        return "(document)".into();
+    // (indent, segment, is_list_item)
+    let mut stack: Vec<(usize, String, bool)> = Vec::new();
+    let mut items: std::collections::HashMap<(usize, String), usize> = Default::default();
+    let path = |stack: &[(usize, String, bool)]| {
+        let mut p = String::new();
+        for (_, seg, item) in stack {
+            if !p.is_empty() && !item {
+                p.push('.');
+            }
+            p.push_str(seg);
+        }
+        p
     };
-    let t = l.trim_start().trim_start_matches("- ");
-    match t.split_once(':') {
-        Some((k, _)) if !k.is_empty() && !k.contains(' ') => k.to_string(),
-        _ => "(value)".into(),
+    let mut last_key = None;
+    for raw in text.lines().take(line as usize) {
+        let content = raw.split(" #").next().unwrap_or("");
+        if content.trim().is_empty() || content.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut indent = content.len() - content.trim_start().len();
+        let mut rest = content.trim_start();
+        while let Some(after) = rest
+            .strip_prefix("- ")
+            .or_else(|| (rest == "-").then_some(""))
+        {
+            while stack
+                .last()
+                .is_some_and(|(i, _, item)| *i > indent || (*i == indent && *item))
+            {
+                stack.pop();
+            }
+            let parent = path(&stack);
+            let n = items.entry((indent, parent)).or_default();
+            stack.push((indent, format!("[{n}]"), true));
+            *n += 1;
+            indent += rest.len() - after.len();
+            rest = after;
+        }
+        last_key = match rest.split_once(':') {
+            Some((k, _)) if !k.is_empty() && !k.contains(' ') => {
+                while stack.last().is_some_and(|(i, _, _)| *i >= indent) {
+                    stack.pop();
+                }
+                stack.push((indent, k.to_string(), false));
+                Some(k.to_string())
+            }
+            _ => None,
+        };
+    }
+    match last_key {
+        Some(_) => path(&stack),
+        None => "(value)".into(),
     }
 }
 
@@ -204,6 +251,16 @@ mod tests {
             d.message
         );
         assert!(e.to_string().starts_with("x.yaml:2:1: nmae: "));
+    }
+
+    #[test]
+    fn field_paths_follow_block_indentation() {
+        let yaml = "site: s\nnodes:\n  - name: a\n    roles: [x]\n  - name: b\n    # note\n    colour: red\nallow:\n- from: a\n  prot: 1\n";
+        assert_eq!(field_at(yaml, 7), "nodes[1].colour");
+        assert_eq!(field_at(yaml, 3), "nodes[0].name");
+        assert_eq!(field_at(yaml, 10), "allow[0].prot");
+        assert_eq!(field_at(yaml, 1), "site");
+        assert_eq!(field_at("a: [1,\n 2]\n", 2), "(value)");
     }
 
     #[test]
