@@ -14,6 +14,20 @@ pub mod exit {
     pub const TRUNCATED: u8 = 3;
 }
 
+/// Write to standard output. A closed pipe (`| head`) ends the program
+/// quietly, as for other Unix tools, instead of panicking.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(exit::BAD_INPUT.into());
+    }
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Check(site) => check(&site),
@@ -50,15 +64,15 @@ fn check(site: &SiteArgs) -> u8 {
         Ok(l) => {
             let p = &l.policy;
             let required = p.edges.iter().filter(|e| e.required).count();
-            println!(
-                "{}: site `{}` is valid against model `{}`: {} nodes, {} expected edges ({} required)",
+            out(&format!(
+                "{}: site `{}` is valid against model `{}`: {} nodes, {} expected edges ({} required)\n",
                 l.site_path.display(),
                 p.site.name,
                 p.model.id,
                 p.site.nodes.len(),
                 p.edges.len(),
                 required
-            );
+            ));
             exit::OK
         }
         Err(code) => code,
@@ -72,11 +86,11 @@ fn expect(site: &SiteArgs, format: Format) -> u8 {
     };
     let e = Expectation::of(&loaded.policy);
     match format {
-        Format::Table => print!("{}", e.to_table()),
-        Format::Json => println!(
-            "{}",
+        Format::Table => out(&e.to_table()),
+        Format::Json => out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&e).expect("serializable")
-        ),
+        )),
     }
     exit::OK
 }

@@ -40,6 +40,7 @@ pub enum Command {
     Expect {
         #[command(flatten)]
         site: SiteArgs,
+        /// Output format: an aligned table, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -89,6 +90,7 @@ pub struct ReplayArgs {
     /// them are judged. Default: the capture sees the whole site (a SPAN).
     #[arg(long = "sensor", value_name = "NODE")]
     pub sensors: Vec<String>,
+    /// Report format: an aligned table, or JSON (the documented report shape).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Also write one JSON event per line (connection attempts and outcomes) to this file.

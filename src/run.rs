@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::app::{exit, load};
+use crate::app::{exit, load, out};
 use crate::cli::{Format, ReplayArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
 use crate::pipeline::{Event, Pipeline};
@@ -88,8 +88,8 @@ fn source_facts(f: FileFacts) -> SourceFacts {
 
 fn print_report(r: &Report, format: Format) {
     match format {
-        Format::Table => print!("{}", r.to_table()),
-        Format::Json => println!("{}", r.to_json()),
+        Format::Table => out(&r.to_table()),
+        Format::Json => out(&format!("{}\n", r.to_json())),
     }
 }
 
@@ -251,8 +251,8 @@ impl LivePrinter {
                 Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
                 _ => String::new(),
             };
-            println!(
-                "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",
+            out(&format!(
+                "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}\n",
                 ts,
                 kind.as_str(),
                 p.peer_name(class.src),
@@ -263,7 +263,7 @@ impl LivePrinter {
                 class.service,
                 what,
                 crate::classify::explain(p, class)
-            );
+            ));
         }
     }
 }
@@ -318,7 +318,6 @@ pub fn watch(args: WatchArgs) -> u8 {
             printer.print(&policy, e);
         }
         write_events(&mut events, &policy, &batch);
-        let _ = std::io::stdout().flush();
     }
     let now = Timestamp::now();
     pl.finish(now);
