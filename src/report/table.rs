@@ -39,9 +39,14 @@ impl Report {
         let c = &self.capture;
         let _ = writeln!(s, "CAPTURE");
         for src in &c.sources {
+            let what = if src.format == "live" {
+                "packets received by the kernel"
+            } else {
+                "packets"
+            };
             let _ = writeln!(
                 s,
-                "  {} ({}, {}): {} packets",
+                "  {} ({}, {}): {} {what}",
                 src.path,
                 src.format,
                 src.link_types.join(", "),
