@@ -2,6 +2,9 @@
 //!
 //! - `examples`: the bundled sites against the vendor page's "Ports examples".
 //! - `validation`: the `check` command on bad site and rules files.
+//! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
+//!   queries against a real Prometheus, and the systemd unit.
 
+mod deploy;
 mod examples;
 mod validation;
