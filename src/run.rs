@@ -3,12 +3,15 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+#[cfg(any())]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::{exit, load};
 use crate::cli::{Format, ReplayArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
+#[cfg(any())]
+use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Stopped, Visibility};
@@ -16,8 +19,8 @@ use crate::source::file::{FileFacts, MergedFiles};
 #[cfg(any())]
 use crate::source::live::{LiveOptions, LiveSource};
 use crate::source::{Poll, Source};
-use crate::state::tally::FindingKind;
 use crate::state::TrackConfig;
+#[cfg(any())]
 use crate::time::Timestamp;
 
 impl From<&TrackArgs> for TrackConfig {
@@ -70,7 +73,7 @@ fn write_events(out: &mut Option<BufWriter<File>>, p: &Policy, events: &[Event])
     }
 }
 
-fn source_facts(f: FileFacts) -> SourceFacts {
+pub(crate) fn source_facts(f: FileFacts) -> SourceFacts {
     SourceFacts {
         path: f.path,
         format: f.format.name().into(),
@@ -128,7 +131,9 @@ pub fn replay(args: ReplayArgs) -> u8 {
     let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
     pl.record_events(events.is_some());
     loop {
-        let poll = files.poll(&mut |f| pl.ingest(f));
+        let poll = files.poll(&mut |f| {
+            pl.ingest(f);
+        });
         write_events(&mut events, &policy, &pl.drain_events());
         match poll {
             Ok(Poll::End) => break,
@@ -162,6 +167,7 @@ pub fn replay(args: ReplayArgs) -> u8 {
 }
 
 /// Set by Ctrl-C or SIGTERM.
+#[cfg(any())]
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -199,90 +205,6 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// Prints each finding once per (kind, src, dst, port), then again when its
-/// count reaches 10, 100, 1000…; the map is capped like every other.
-struct LivePrinter {
-    seen: std::collections::HashMap<(FindingKind, String, String, u16), u64>,
-}
-
-const MAX_PRINTED_KEYS: usize = 10_000;
-
-impl LivePrinter {
-    fn print(&mut self, p: &Policy, e: &Event) {
-        let (kind, class, key, ts) = match e {
-            Event::Connection { ts, class, key } => match FindingKind::of(class.verdict) {
-                Some(k) => (k, class, key, ts),
-                None => return,
-            },
-            Event::Outcome {
-                ts,
-                class,
-                key,
-                outcome,
-            } if class.verdict == crate::classify::Verdict::Expected
-                && matches!(
-                    outcome,
-                    crate::state::Outcome::Refused | crate::state::Outcome::Unanswered
-                ) =>
-            {
-                (FindingKind::Blocked, class, key, ts)
-            }
-            _ => return,
-        };
-        let id = (
-            kind,
-            p.peer_name(class.src).to_string(),
-            p.peer_name(class.dst).to_string(),
-            class.port,
-        );
-        let full = self.seen.len() >= MAX_PRINTED_KEYS;
-        let n = match self.seen.get_mut(&id) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None if full => return,
-            None => {
-                self.seen.insert(id, 1);
-                1
-            }
-        };
-        if n == 1 || (n >= 10 && n.is_power_of_ten()) {
-            let what = match e {
-                Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
-                _ => String::new(),
-            };
-            println!(
-                "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",
-                ts,
-                kind.as_str(),
-                p.peer_name(class.src),
-                key.client,
-                p.peer_name(class.dst),
-                key.server,
-                key.server_port,
-                class.service,
-                what,
-                crate::classify::explain(p, class)
-            );
-        }
-    }
-}
-
-trait PowerOfTen {
-    fn is_power_of_ten(self) -> bool;
-}
-
-impl PowerOfTen for u64 {
-    fn is_power_of_ten(self) -> bool {
-        let mut n = self;
-        while n >= 10 && n % 10 == 0 {
-            n /= 10;
-        }
-        n == 1
-    }
-}
-
 #[cfg(any())]
 pub fn watch(args: WatchArgs) -> u8 {
     let loaded = match load(&args.site) {
@@ -309,9 +231,7 @@ pub fn watch(args: WatchArgs) -> u8 {
     let started = Timestamp::now();
     let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
     pl.record_events(true);
-    let mut printer = LivePrinter {
-        seen: Default::default(),
-    };
+    let mut printer = FindingPrinter::default();
     tracing::info!(interfaces = ?args.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
     while !stop.load(Ordering::SeqCst) {
         match live.poll(&mut |f| pl.ingest(f)) {
@@ -363,7 +283,7 @@ fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
         .collect()
 }
 
-#[cfg(all())]
+#[cfg(not(any()))]
 pub fn watch(_: WatchArgs) -> u8 {
     unimplemented!()
 }

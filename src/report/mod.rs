@@ -384,10 +384,11 @@ fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) ->
     let cite = e
         .origins
         .iter()
-        .find_map(|o| match o {
-            crate::policy::Origin::Rule(r) => Some(p.model.rule(*r).cite.clone()),
-            crate::policy::Origin::Allowance(i) => Some(format!("site allow[{i}]")),
+        .map(|o| match o {
+            crate::policy::Origin::Rule(r) => p.model.rule(*r).cite.clone(),
+            crate::policy::Origin::Allowance(i) => format!("site allow[{i}]"),
         })
+        .next()
         .unwrap_or_default();
     let seen = match last {
         Some(t) => format!("last evidence {t}"),

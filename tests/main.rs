@@ -1,0 +1,4 @@
+//! Integration tests: one binary (see STYLE.md §5), modules by topic.
+
+mod daemon;
+mod util;
