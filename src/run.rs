@@ -267,7 +267,7 @@ pub fn watch(args: WatchArgs) -> u8 {
 }
 
 #[cfg(any())]
-fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
+pub(crate) fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
     let stats = live.stats().unwrap_or_default();
     live.interfaces()
         .iter()
