@@ -34,6 +34,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Expect { site, format } => expect(&site, format),
         Command::Replay(args) => crate::run::replay(args),
         Command::Watch(args) => crate::run::watch(args),
+        Command::Run(args) => crate::daemon::run(args),
+        Command::Demo(args) => crate::daemon::demo(args),
     };
     ExitCode::from(code)
 }

@@ -9,13 +9,16 @@
 //! report / export (audit report, Prometheus, event log)
 //! ```
 //!
-//! Only `source`, `export` and `app` touch the operating system.
+//! Only `source`, `export`, `app`, `run` and `daemon` touch the operating
+//! system. `daemon` (`portwatch run`/`demo`) keeps the hot path on one
+//! capture thread; tokio only serves HTTP and handles signals.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod export;
 pub mod model;

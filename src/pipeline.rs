@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification, Verdict};
 use crate::decode::{decode, Control, Decoded, Segment, Skip};
-use crate::policy::{EdgeId, Policy};
+use crate::policy::{EdgeId, Peer, Policy};
 use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
 use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
@@ -60,6 +60,15 @@ pub enum Event {
     },
     /// Evidence that a required edge is in use.
     Evidence { ts: Timestamp, edge: EdgeId },
+}
+
+/// What [`Pipeline::ingest`] made of one frame: a closed set, so per-packet
+/// metrics can keep one counter handle per value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    Control(Control),
+    Skipped(Skip),
+    Malformed,
 }
 
 pub struct Pipeline {
@@ -122,24 +131,54 @@ impl Pipeline {
         self.span
     }
 
-    /// Decode one frame and apply it.
-    pub fn ingest(&mut self, frame: &Frame<'_>) {
+    /// Decode one frame and apply it; says what the frame was.
+    pub fn ingest(&mut self, frame: &Frame<'_>) -> Ingested {
         self.stats.frames += 1;
         let ts = frame.ts;
         self.span = Some(match self.span {
             None => (ts, ts),
             Some((a, b)) => (a.min(ts), b.max(ts)),
         });
-        match decode(frame.linktype, frame.data) {
+        let what = match decode(frame.linktype, frame.data) {
             Ok(Decoded::Control(seg)) => {
                 self.stats.controls[seg.control as usize] += 1;
                 self.process(ts, &seg);
+                Ingested::Control(seg.control)
             }
-            Ok(Decoded::Skipped(s)) => self.stats.skipped[s as usize] += 1,
-            Err(e) => *self.stats.errors.entry(e.reason()).or_default() += 1,
-        }
+            Ok(Decoded::Skipped(s)) => {
+                self.stats.skipped[s as usize] += 1;
+                Ingested::Skipped(s)
+            }
+            Err(e) => {
+                *self.stats.errors.entry(e.reason()).or_default() += 1;
+                Ingested::Malformed
+            }
+        };
         if ts >= self.next_expiry {
             self.advance(ts);
+        }
+        what
+    }
+
+    /// Take over the required-edge evidence of `old` (a pipeline on the
+    /// previous policy), matching edges by endpoint names and port, so a
+    /// reload does not make every edge look unseen.
+    pub fn carry_evidence(&mut self, old: &Pipeline) {
+        let (new_p, old_p) = (&self.policy, &old.policy);
+        for (i, e) in new_p.edges.iter().enumerate() {
+            let id = |p: &Policy, name: &str| p.endpoint_id(name).map(Peer::Endpoint);
+            let src = id(old_p, &new_p.endpoint(e.src).name);
+            let dst = id(old_p, &new_p.endpoint(e.dst).name);
+            let Some(was) = src
+                .zip(dst)
+                .and_then(|(s, d)| old_p.find_edge(s, d, e.port))
+            else {
+                continue;
+            };
+            if let Some((first, last)) = old.clock.first_last(was) {
+                self.clock
+                    .restore(EdgeId(i as u32), first, last, old.clock.count(was));
+            }
         }
     }
 
@@ -154,15 +193,18 @@ impl Pipeline {
             ..
         } = self;
         let policy: &Policy = policy;
-        let mut sink = |e: TableEvent<RowId>| on_table_event(policy, tally, clock, events, ts, e);
         // The tag is made inside `observe` for a new attempt only.
         let mut made: Option<(Classification, FlowKey)> = None;
-        let new_tag = |key: &FlowKey| {
-            let c = classify(policy, key.client, key.server, key.server_port);
-            made = Some((c, *key));
-            None
-        };
-        table.observe(ts, seg, new_tag, &mut sink);
+        {
+            let mut sink =
+                |e: TableEvent<RowId>| on_table_event(policy, tally, clock, events, ts, e);
+            let new_tag = |key: &FlowKey| {
+                let c = classify(policy, key.client, key.server, key.server_port);
+                made = Some((c, *key));
+                None
+            };
+            table.observe(ts, seg, new_tag, &mut sink);
+        }
         if let Some((c, key)) = made {
             let row = tally.attempt(ts, &c, key.client, key.server);
             table.set_tag(&key, row);

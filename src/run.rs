@@ -9,13 +9,13 @@ use std::sync::Arc;
 use crate::app::{exit, load, out};
 use crate::cli::{Format, ReplayArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
+use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Stopped, Visibility};
 use crate::source::file::{FileFacts, MergedFiles};
 use crate::source::live::{LiveOptions, LiveSource};
 use crate::source::{Poll, Source};
-use crate::state::tally::FindingKind;
 use crate::state::TrackConfig;
 use crate::time::Timestamp;
 
@@ -69,7 +69,7 @@ fn write_events(out: &mut Option<BufWriter<File>>, p: &Policy, events: &[Event])
     }
 }
 
-fn source_facts(f: FileFacts) -> SourceFacts {
+pub(crate) fn source_facts(f: FileFacts) -> SourceFacts {
     SourceFacts {
         path: f.path,
         format: f.format.name().into(),
@@ -127,7 +127,9 @@ pub fn replay(args: ReplayArgs) -> u8 {
     let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
     pl.record_events(events.is_some());
     loop {
-        let poll = files.poll(&mut |f| pl.ingest(f));
+        let poll = files.poll(&mut |f| {
+            pl.ingest(f);
+        });
         write_events(&mut events, &policy, &pl.drain_events());
         match poll {
             Ok(Poll::End) => break,
@@ -198,83 +200,6 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// Prints each finding once per (kind, src, dst, port), then again when its
-/// count reaches 10, 100, 1000…; the map is capped like every other.
-struct LivePrinter {
-    seen: std::collections::HashMap<(FindingKind, String, String, u16), u64>,
-}
-
-const MAX_PRINTED_KEYS: usize = 10_000;
-
-impl LivePrinter {
-    fn print(&mut self, p: &Policy, e: &Event) {
-        let (kind, class, key, ts) = match e {
-            Event::Connection { ts, class, key } => match FindingKind::of(class.verdict) {
-                Some(k) => (k, class, key, ts),
-                None => return,
-            },
-            Event::Outcome {
-                ts,
-                class,
-                key,
-                outcome,
-            } if class.edge().is_some()
-                && matches!(
-                    outcome,
-                    crate::state::Outcome::Refused | crate::state::Outcome::Unanswered
-                ) =>
-            {
-                (FindingKind::Blocked, class, key, ts)
-            }
-            _ => return,
-        };
-        let id = (
-            kind,
-            p.peer_name(class.src).to_string(),
-            p.peer_name(class.dst).to_string(),
-            class.port,
-        );
-        let full = self.seen.len() >= MAX_PRINTED_KEYS;
-        let n = match self.seen.get_mut(&id) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None if full => return,
-            None => {
-                self.seen.insert(id, 1);
-                1
-            }
-        };
-        if n == 1 || (n >= 10 && is_power_of_ten(n)) {
-            let what = match e {
-                Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
-                _ => String::new(),
-            };
-            out(&format!(
-                "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}\n",
-                ts,
-                kind.as_str(),
-                p.peer_name(class.src),
-                key.client,
-                p.peer_name(class.dst),
-                key.server,
-                key.server_port,
-                class.service,
-                what,
-                crate::classify::explain(p, class)
-            ));
-        }
-    }
-}
-
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
-        n /= 10;
-    }
-    n == 1
-}
-
 pub fn watch(args: WatchArgs) -> u8 {
     let loaded = match load(&args.site) {
         Ok(l) => l,
@@ -300,12 +225,12 @@ pub fn watch(args: WatchArgs) -> u8 {
     let started = Timestamp::now();
     let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
     pl.record_events(true);
-    let mut printer = LivePrinter {
-        seen: Default::default(),
-    };
+    let mut printer = FindingPrinter::default();
     tracing::info!(interfaces = ?args.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
     while !stop.load(Ordering::SeqCst) {
-        match live.poll(&mut |f| pl.ingest(f)) {
+        match live.poll(&mut |f| {
+            pl.ingest(f);
+        }) {
             Ok(Poll::Idle) => pl.advance(Timestamp::now()),
             Ok(_) => {}
             Err(e) => {
@@ -318,6 +243,7 @@ pub fn watch(args: WatchArgs) -> u8 {
             printer.print(&policy, e);
         }
         write_events(&mut events, &policy, &batch);
+        let _ = std::io::stdout().flush();
     }
     let now = Timestamp::now();
     pl.finish(now);
@@ -336,7 +262,7 @@ pub fn watch(args: WatchArgs) -> u8 {
     status(&report)
 }
 
-fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
+pub(crate) fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
     let stats = live.stats().unwrap_or_default();
     live.interfaces()
         .iter()

@@ -4,7 +4,11 @@
 //! - `validation`: the `check` command on bad site and rules files.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
+//!   real scrape.
 
+mod daemon;
 mod deploy;
 mod examples;
+mod util;
 mod validation;

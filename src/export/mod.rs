@@ -1,3 +1,7 @@
-//! I/O out: the JSON event log (and, in `run`, the Prometheus exporter).
+//! I/O out: the JSON event log, findings printed as they happen, and the
+//! Prometheus exporter (every metric in `metrics`, served by `http`).
 
 pub mod events;
+pub mod findings;
+pub mod http;
+pub mod metrics;

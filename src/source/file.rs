@@ -863,6 +863,18 @@ impl MergedFiles {
 
 impl Source for MergedFiles {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        Ok(self.poll_until(None, sink))
+    }
+}
+
+impl MergedFiles {
+    /// The timestamp of the next frame, or `None` at the end of all files.
+    pub fn next_ts(&mut self) -> Option<Timestamp> {
+        self.prime();
+        self.heap.peek().map(|Reverse((ts, _))| *ts)
+    }
+
+    fn prime(&mut self) {
         if !self.primed {
             self.primed = true;
             for (i, f) in self.files.iter_mut().enumerate() {
@@ -873,11 +885,24 @@ impl Source for MergedFiles {
                 }
             }
         }
+    }
+
+    /// Deliver up to a batch of frames, stopping before the first one later
+    /// than `until` (if given): [`Poll::Idle`] when that frame is not due yet.
+    pub fn poll_until(
+        &mut self,
+        until: Option<Timestamp>,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> Poll {
+        self.prime();
         let mut n = 0;
         while n < BATCH_FRAMES {
             let Some(mut top) = self.heap.peek_mut() else {
                 break;
             };
+            if until.is_some_and(|u| top.0 .0 > u) {
+                return if n == 0 { Poll::Idle } else { Poll::Frames(n) };
+            }
             let i = top.0 .1;
             let file = &mut self.files[i];
             if let Some(frame) = file.current_frame() {
@@ -891,7 +916,11 @@ impl Source for MergedFiles {
                 }
             }
         }
-        Ok(if n == 0 { Poll::End } else { Poll::Frames(n) })
+        if n == 0 {
+            Poll::End
+        } else {
+            Poll::Frames(n)
+        }
     }
 }
 

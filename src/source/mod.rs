@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod live;
+pub mod replay;
 
 use crate::time::Timestamp;
 

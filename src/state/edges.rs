@@ -56,6 +56,15 @@ impl EdgeClock {
         }
     }
 
+    /// Set an edge's evidence wholesale (carried over a policy reload).
+    pub fn restore(&mut self, edge: EdgeId, first: Timestamp, last: Timestamp, count: u64) {
+        let i = edge.0 as usize;
+        if let Some(slot) = self.evidence.get_mut(i) {
+            *slot = Some((first, last));
+            self.counts[i] = count;
+        }
+    }
+
     pub fn first_last(&self, edge: EdgeId) -> Option<(Timestamp, Timestamp)> {
         self.evidence.get(edge.0 as usize).copied().flatten()
     }

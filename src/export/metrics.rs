@@ -1,0 +1,512 @@
+//! Every Prometheus metric portwatch exports is defined here (the list, with
+//! meanings, is docs/metrics.md; names and labels are a public contract).
+//!
+//! Two halves:
+//! * [`Metrics`]: the registry and the metric families. Cheap to clone (the
+//!   `prometheus` handles are atomics behind `Arc`s), shared with the HTTP
+//!   side, which only renders it.
+//! * [`Recorder`]: owned by the capture thread. It resolves each label set
+//!   once (per flow key, per edge, per interface) and keeps the counter
+//!   handle, so the hot path increments an atomic and never hashes label
+//!   strings. Its caches are per policy: [`Recorder::set_policy`] drops them
+//!   on reload and the next event re-resolves its labels against the new
+//!   site.
+//!
+//! Label values come only from the model and the site: endpoint names,
+//! `localhost` and `unknown` for `src`/`dst`; ports the model or site names,
+//! else `other`; closed enums for `verdict`, `outcome`, `result`, `where`
+//! and `reason`. So the number of series is bounded by the policy, never by
+//! traffic: a port scan from thousands of addresses adds none beyond that.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::classify::{Basis, Classification, Verdict};
+use crate::decode::Skip;
+use crate::pipeline::{Event, Ingested, Pipeline};
+use crate::policy::{EdgeId, Peer, Policy};
+use crate::report::Visibility;
+use crate::state::{EdgeState, Eviction, Outcome};
+use crate::time::Timestamp;
+
+/// The `result` label of `portwatch_packets_total`: what decoding made of
+/// a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PacketResult {
+    /// A TCP SYN, SYN-ACK, RST or FIN.
+    Control,
+    NotIp,
+    NotTcp,
+    /// TCP data or pure ACK.
+    NotControl,
+    /// A non-first IP fragment.
+    Fragment,
+    /// Failed to decode (truncated, invalid, unsupported link type).
+    Malformed,
+}
+
+impl PacketResult {
+    pub const ALL: [PacketResult; 6] = [
+        PacketResult::Control,
+        PacketResult::NotIp,
+        PacketResult::NotTcp,
+        PacketResult::NotControl,
+        PacketResult::Fragment,
+        PacketResult::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PacketResult::Control => "control",
+            PacketResult::NotIp => "not_ip",
+            PacketResult::NotTcp => "not_tcp",
+            PacketResult::NotControl => "not_control",
+            PacketResult::Fragment => "fragment",
+            PacketResult::Malformed => "malformed",
+        }
+    }
+
+    pub fn of(i: Ingested) -> PacketResult {
+        match i {
+            Ingested::Control(_) => PacketResult::Control,
+            Ingested::Skipped(Skip::NotIp) => PacketResult::NotIp,
+            Ingested::Skipped(Skip::NotTcp) => PacketResult::NotTcp,
+            Ingested::Skipped(Skip::NotControl) => PacketResult::NotControl,
+            Ingested::Skipped(Skip::Fragment) => PacketResult::Fragment,
+            Ingested::Malformed => PacketResult::Malformed,
+        }
+    }
+}
+
+/// The `where` label of `portwatch_capture_dropped_packets_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropSite {
+    /// libpcap `ps_drop`: no room in the kernel buffer.
+    Kernel,
+    /// libpcap `ps_ifdrop`: dropped by the interface or its driver.
+    Interface,
+}
+
+impl DropSite {
+    pub const ALL: [DropSite; 2] = [DropSite::Kernel, DropSite::Interface];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropSite::Kernel => "kernel",
+            DropSite::Interface => "interface",
+        }
+    }
+}
+
+/// The registry and every metric family. Clones share the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    connections: IntCounterVec,
+    handshakes: IntCounterVec,
+    edge_last_seen: GaugeVec,
+    edge_window: GaugeVec,
+    edge_missing: IntGaugeVec,
+    packets: IntCounterVec,
+    dropped: IntCounterVec,
+    capture_up: IntGaugeVec,
+    flow_entries: IntGauge,
+    evictions: IntCounterVec,
+    build_info: IntGaugeVec,
+    site_info: IntGaugeVec,
+    node_info: IntGaugeVec,
+    reload_success: IntGauge,
+    last_reload: Gauge,
+    reload_failures: IntCounter,
+}
+
+const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            // Names are fixed and distinct: registration cannot fail.
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let m = Metrics {
+            connections: counter_vec(
+                "portwatch_connections_total",
+                "New TCP connection attempts (SYNs of new flows), by site endpoints, port and verdict.",
+                &["src", "dst", "port", "service", "verdict"],
+            ),
+            handshakes: counter_vec(
+                "portwatch_handshakes_total",
+                "Connection attempts whose outcome is known, by outcome.",
+                &["src", "dst", "port", "service", "outcome"],
+            ),
+            edge_last_seen: gauge_vec(
+                "portwatch_edge_last_seen_timestamp_seconds",
+                "Last evidence of use of a required edge (capture time for replays); 0 if none yet.",
+                EDGE_LABELS,
+            ),
+            edge_window: gauge_vec(
+                "portwatch_edge_window_seconds",
+                "How long a required edge may go without evidence before it counts as missing.",
+                EDGE_LABELS,
+            ),
+            edge_missing: int_gauge_vec(
+                "portwatch_edge_missing",
+                "1 when a required edge has had no evidence for a whole window, else 0.",
+                EDGE_LABELS,
+            ),
+            packets: counter_vec(
+                "portwatch_packets_total",
+                "Frames read from the capture, by what decoding made of them.",
+                &["interface", "result"],
+            ),
+            dropped: counter_vec(
+                "portwatch_capture_dropped_packets_total",
+                "Packets the capture lost before portwatch saw them (libpcap statistics).",
+                &["interface", "where"],
+            ),
+            capture_up: int_gauge_vec(
+                "portwatch_capture_up",
+                "1 while the capture on an interface (or replay) is delivering, 0 once it stopped.",
+                &["interface"],
+            ),
+            flow_entries: reg(
+                &registry,
+                IntGauge::new(
+                    "portwatch_flow_table_entries",
+                    "Connection attempts and open connections currently tracked.",
+                )
+                .expect("valid metric"),
+            ),
+            evictions: counter_vec(
+                "portwatch_flow_table_evictions_total",
+                "Tracked connections dropped before they closed, by reason.",
+                &["reason"],
+            ),
+            build_info: int_gauge_vec(
+                "portwatch_build_info",
+                "Always 1; the portwatch version as a label.",
+                &["version"],
+            ),
+            site_info: int_gauge_vec(
+                "portwatch_site_info",
+                "Always 1; the loaded site and its port model as labels.",
+                &["site", "model"],
+            ),
+            node_info: int_gauge_vec(
+                "portwatch_node_info",
+                "Always 1; one series per node of the loaded site, with its roles.",
+                &["node", "roles"],
+            ),
+            reload_success: reg(
+                &registry,
+                IntGauge::new(
+                    "portwatch_config_reload_success",
+                    "1 if the last configuration load (start or SIGHUP) succeeded, 0 if it failed.",
+                )
+                .expect("valid metric"),
+            ),
+            last_reload: reg(
+                &registry,
+                Gauge::new(
+                    "portwatch_config_last_reload_timestamp_seconds",
+                    "Wall-clock time of the last successful configuration load.",
+                )
+                .expect("valid metric"),
+            ),
+            reload_failures: reg(
+                &registry,
+                IntCounter::new(
+                    "portwatch_config_reload_failures_total",
+                    "SIGHUP reloads rejected because the new configuration was invalid.",
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        };
+        for why in Eviction::ALL {
+            m.evictions.with_label_values(&[why.as_str()]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+
+    /// A configuration was loaded (at start, or by a reload) at `now`.
+    pub fn config_loaded(&self, p: &Policy, now: Timestamp) {
+        self.site_info.reset();
+        self.site_info
+            .with_label_values(&[p.site.name.as_str(), p.model.id.as_str()])
+            .set(1);
+        self.node_info.reset();
+        for n in &p.site.nodes {
+            let roles = n.roles.join(",");
+            self.node_info
+                .with_label_values(&[n.name.as_str(), roles.as_str()])
+                .set(1);
+        }
+        self.reload_success.set(1);
+        self.last_reload.set(now.as_secs_f64());
+    }
+
+    /// A reload was refused; the previous configuration stays in force.
+    pub fn config_rejected(&self) {
+        self.reload_success.set(0);
+        self.reload_failures.inc();
+    }
+}
+
+/// What a connection's labels are a function of: the two endpoints, the
+/// port label, the verdict, and the edge whose service names it (else the
+/// service comes from the destination and port).
+type FlowLabels = (Peer, Peer, Option<u16>, Verdict, Option<EdgeId>);
+
+struct EdgeSeries {
+    last_seen: Gauge,
+    missing: IntGauge,
+    window: Duration,
+}
+
+/// The capture thread's side: cached handles, fed with pipeline events.
+pub struct Recorder {
+    m: Metrics,
+    packets: Vec<[IntCounter; 6]>,
+    dropped: Vec<[IntCounter; 2]>,
+    dropped_seen: Vec<[u64; 2]>,
+    up: Vec<IntGauge>,
+    evictions: [IntCounter; 2],
+    evictions_seen: [u64; 2],
+    // Per policy:
+    connections: HashMap<FlowLabels, IntCounter>,
+    handshakes: HashMap<(FlowLabels, Outcome), IntCounter>,
+    edges: Vec<Option<EdgeSeries>>,
+}
+
+impl Recorder {
+    /// `interfaces` names the capture's interfaces (`replay` for files);
+    /// frames are counted by their position in it.
+    pub fn new(m: &Metrics, interfaces: &[String]) -> Recorder {
+        let names: Vec<&str> = match interfaces.is_empty() {
+            true => vec!["unknown"],
+            false => interfaces.iter().map(String::as_str).collect(),
+        };
+        let packets = (names.iter())
+            .map(|i| PacketResult::ALL.map(|r| m.packets.with_label_values(&[*i, r.as_str()])))
+            .collect();
+        let dropped = (names.iter())
+            .map(|i| DropSite::ALL.map(|w| m.dropped.with_label_values(&[*i, w.as_str()])))
+            .collect();
+        let up = (names.iter())
+            .map(|i| m.capture_up.with_label_values(&[*i]))
+            .collect();
+        Recorder {
+            evictions: Eviction::ALL.map(|w| m.evictions.with_label_values(&[w.as_str()])),
+            evictions_seen: [0; 2],
+            m: m.clone(),
+            packets,
+            dropped,
+            dropped_seen: vec![[0; 2]; names.len()],
+            up,
+            connections: HashMap::new(),
+            handshakes: HashMap::new(),
+            edges: Vec::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.m
+    }
+
+    /// Start recording against `p` (at start and after a reload, before the
+    /// new pipeline sees a frame): label caches are dropped and the
+    /// required-edge series rebuilt. Connection counters keep their series.
+    pub fn set_policy(&mut self, p: &Policy, vis: &Visibility) {
+        self.connections.clear();
+        self.handshakes.clear();
+        self.evictions_seen = [0; 2];
+        self.m.edge_last_seen.reset();
+        self.m.edge_window.reset();
+        self.m.edge_missing.reset();
+        self.edges = (p.edges.iter())
+            .map(|e| {
+                let (src, dst) = (Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
+                if !e.required || !vis.sees(p, src, dst) {
+                    return None;
+                }
+                let port = e.port.to_string();
+                let labels = [
+                    p.peer_name(src),
+                    p.peer_name(dst),
+                    port.as_str(),
+                    e.service.as_str(),
+                ];
+                self.m
+                    .edge_window
+                    .with_label_values(&labels)
+                    .set(e.window.as_secs_f64());
+                Some(EdgeSeries {
+                    last_seen: self.m.edge_last_seen.with_label_values(&labels),
+                    missing: self.m.edge_missing.with_label_values(&labels),
+                    window: e.window,
+                })
+            })
+            .collect();
+    }
+
+    /// One frame from interface `slot` (its position in `interfaces`).
+    #[inline]
+    pub fn packet(&self, slot: usize, what: Ingested) {
+        let slot = slot.min(self.packets.len() - 1);
+        self.packets[slot][PacketResult::of(what) as usize].inc();
+    }
+
+    pub fn capture_up(&self, slot: usize, up: bool) {
+        if let Some(g) = self.up.get(slot) {
+            g.set(i64::from(up));
+        }
+    }
+
+    /// libpcap's cumulative drop counts for interface `slot`.
+    pub fn capture_drops(&mut self, slot: usize, kernel: u64, interface: u64) {
+        let (Some(c), Some(seen)) = (self.dropped.get(slot), self.dropped_seen.get_mut(slot))
+        else {
+            return;
+        };
+        for (i, now) in [kernel, interface].into_iter().enumerate() {
+            // libpcap's counters are 32-bit and wrap: count a wrap as a restart.
+            let delta = now.checked_sub(seen[i]).unwrap_or(now);
+            c[i].inc_by(delta);
+            seen[i] = now;
+        }
+    }
+
+    /// Count one pipeline event. `p` is the pipeline's policy.
+    pub fn observe(&mut self, p: &Policy, e: &Event) {
+        match e {
+            Event::Connection { class, .. } => {
+                let key = flow_labels(p, class);
+                self.connections
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let port = port_label(p, class.port);
+                        self.m.connections.with_label_values(&[
+                            p.peer_name(class.src),
+                            p.peer_name(class.dst),
+                            port.as_str(),
+                            class.service.as_str(),
+                            class.verdict.as_str(),
+                        ])
+                    })
+                    .inc();
+            }
+            Event::Outcome { class, outcome, .. } => {
+                let key = (flow_labels(p, class), *outcome);
+                self.handshakes
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let port = port_label(p, class.port);
+                        self.m.handshakes.with_label_values(&[
+                            p.peer_name(class.src),
+                            p.peer_name(class.dst),
+                            port.as_str(),
+                            class.service.as_str(),
+                            outcome.as_str(),
+                        ])
+                    })
+                    .inc();
+            }
+            Event::Evidence { ts, edge } => {
+                if let Some(Some(s)) = self.edges.get(edge.0 as usize) {
+                    if ts.as_secs_f64() > s.last_seen.get() {
+                        s.last_seen.set(ts.as_secs_f64());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Periodic gauges: flow table, evictions, and which required edges are
+    /// missing at `now`, having observed since `since` (capture time for a
+    /// replay, the wall clock for live capture).
+    pub fn tick(&mut self, pl: &Pipeline, since: Timestamp, now: Timestamp) {
+        let table = pl.table();
+        self.m.flow_entries.set(table.len() as i64);
+        for (i, why) in Eviction::ALL.into_iter().enumerate() {
+            let total = table.evictions(why);
+            self.evictions[i].inc_by(total.saturating_sub(self.evictions_seen[i]));
+            self.evictions_seen[i] = total;
+        }
+        let clock = pl.clock();
+        for (i, s) in self.edges.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let edge = EdgeId(i as u32);
+            if let Some((_, last)) = clock.first_last(edge) {
+                if last.as_secs_f64() > s.last_seen.get() {
+                    s.last_seen.set(last.as_secs_f64());
+                }
+            }
+            let missing = clock.state(edge, s.window, since, now) == EdgeState::Missing;
+            s.missing.set(i64::from(missing));
+        }
+    }
+}
+
+fn flow_labels(p: &Policy, c: &Classification) -> FlowLabels {
+    let edge = match c.basis {
+        Basis::Edge(e) => Some(e),
+        _ => None,
+    };
+    (c.src, c.dst, p.port_label(c.port), c.verdict, edge)
+}
+
+fn port_label(p: &Policy, port: u16) -> String {
+    match p.port_label(port) {
+        Some(n) => n.to_string(),
+        None => "other".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::load_policy;
+use crate::decode::{Control, Segment};
+use crate::state::TrackConfig;
+
+fn multi_node() -> Arc<Policy> {
+    Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy)
+}
+
+fn series(m: &Metrics) -> Vec<String> {
+    m.render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+fn seg(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, control: Control) -> Segment {
+    Segment {
+        src,
+        dst,
+        src_port: sport,
+        dst_port: dport,
+        control,
+        flags: match control {
+            Control::Syn => 0x02,
+            Control::SynAck => 0x12,
+            Control::Rst => 0x14,
+            Control::Fin => 0x11,
+        },
+    }
+}
+
+/// Every source probes the same 40 ports (some the model names, most
+/// not), spread over three nodes; every other probe is refused, the rest go
+/// unanswered. A quarter of the sources are in the user network, the rest
+/// unknown; every source address is new.
+fn scan(pl: &mut Pipeline, rec: &mut Recorder, sources: std::ops::Range<u32>, ts: &mut Timestamp) {
+    let nodes: Vec<IpAddr> = ["192.0.2.11", "192.0.2.21", "192.0.2.10"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let named = [443u16, 4242, 4747, 4244, 5050, 22, 3389];
+    let ports: Vec<u16> = (0..40u16)
+        .map(|k| match named.get(k as usize) {
+            Some(p) => *p,
+            None => 1 + ((k as u32 * 1637) % 65_535) as u16,
+        })
+        .collect();
+    let p = pl.policy().clone();
+    for i in sources {
+        let src = match i % 4 {
+            0 => IpAddr::V4(Ipv4Addr::from(0xC633_6400 | (i & 0xff))), // 198.51.100.x: corp-users
+            _ => IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i)),          // 10.x: unknown
+        };
+        for (k, &port) in ports.iter().enumerate() {
+            let dst = nodes[k % nodes.len()];
+            *ts = ts.saturating_add(Duration::from_micros(100));
+            let sport = 1024 + (i as u16 % 1000) * 40 + k as u16;
+            pl.process(*ts, &seg(src, sport, dst, port, Control::Syn));
+            rec.packet(0, Ingested::Control(Control::Syn));
+            if k % 2 == 0 {
+                pl.process(*ts, &seg(dst, port, src, sport, Control::Rst));
+                rec.packet(0, Ingested::Control(Control::Rst));
+            }
+        }
+        for e in pl.drain_events() {
+            rec.observe(&p, &e);
+        }
+    }
+}
+
+/// A port scan from thousands of addresses over many ports adds no series
+/// beyond what the policy bounds: no address or unnamed port becomes a label.
+#[test]
+fn scan_keeps_series_bounded() {
+    let p = multi_node();
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["eth0".to_string()]);
+    rec.set_policy(&p, &Visibility::default());
+    let mut pl = Pipeline::new(
+        p.clone(),
+        TrackConfig {
+            capacity: 4096,
+            ..TrackConfig::default()
+        },
+    );
+    pl.record_events(true);
+    let start = Timestamp::from_secs_nanos(1_700_000_000, 0);
+    let mut ts = start;
+    scan(&mut pl, &mut rec, 0..1_000, &mut ts);
+    rec.tick(&pl, start, ts);
+    let after_1k = series(&m).len();
+    scan(&mut pl, &mut rec, 1_000..5_000, &mut ts);
+    pl.finish(ts);
+    for e in pl.drain_events() {
+        rec.observe(&p, &e);
+    }
+    rec.tick(&pl, start, ts);
+    let all = series(&m);
+    // 5,000 sources x 40 ports = 200,000 SYNs.
+    let syns: f64 = all
+        .iter()
+        .filter(|l| l.starts_with("portwatch_connections_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(syns, 200_000.0);
+    // 4,000 more addresses, 160,000 more probes: not one more series.
+    assert_eq!(all.len(), after_1k, "series grew with sources");
+    assert!(all.len() < 150, "{} series:\n{}", all.len(), all.join("\n"));
+    for l in &all {
+        assert!(!l.contains("\"10.") && !l.contains("198.51.100."), "{l}");
+    }
+    let flows: Vec<&String> = all
+        .iter()
+        .filter(|l| l.starts_with("portwatch_connections_total{"))
+        .collect();
+    assert!(flows.iter().any(|l| l.contains("port=\"other\"")));
+    assert!(flows.iter().any(|l| l.contains("src=\"unknown\"")));
+    assert!(all.iter().any(|l| l
+        .starts_with("portwatch_flow_table_evictions_total{reason=\"capacity\"}")
+        && !l.ends_with(" 0")));
+}
+
+#[test]
+fn connection_outcome_and_edge_series() {
+    let p = multi_node();
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["replay".to_string()]);
+    rec.set_policy(&p, &Visibility::default());
+    m.config_loaded(&p, Timestamp::from_secs_nanos(5, 0));
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    let proxy: IpAddr = "192.0.2.11".parse().unwrap();
+    let central: IpAddr = "192.0.2.10".parse().unwrap();
+    let t = Timestamp::from_secs_nanos(1_700_000_000, 0);
+    // proxy -> central:4242 (QRS) is a required edge of the model.
+    pl.process(t, &seg(proxy, 50000, central, 4242, Control::Syn));
+    pl.process(t, &seg(central, 4242, proxy, 50000, Control::SynAck));
+    for e in pl.drain_events() {
+        rec.observe(&p, &e);
+    }
+    rec.tick(&pl, t, t);
+    let text = m.render();
+    assert!(text.contains(
+        "portwatch_connections_total{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\",verdict=\"expected\"} 1"
+    ), "{text}");
+    assert!(text.contains(
+        "portwatch_handshakes_total{dst=\"central\",outcome=\"established\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1"
+    ), "{text}");
+    assert!(text.contains(
+        "portwatch_edge_last_seen_timestamp_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1700000000"
+    ), "{text}");
+    assert!(
+        text.contains("portwatch_site_info{model=\"qlik-sense-enterprise\",site=\"multi-node\"} 1")
+    );
+    assert!(text.contains("portwatch_node_info{node=\"engine1\",roles=\"engine\"} 1"));
+    assert!(text.contains("portwatch_config_reload_success 1"));
+    assert!(text.contains(&format!(
+        "portwatch_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    // Within the default window (15 min) nothing is missing; after two
+    // hours without evidence, every required edge is, the one seen too.
+    let missing = |m: &Metrics| {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("portwatch_edge_missing{") && l.ends_with(" 1"))
+            .count()
+    };
+    rec.tick(&pl, t, t.saturating_add(Duration::from_secs(60)));
+    assert_eq!(missing(&m), 0);
+    rec.tick(&pl, t, t.saturating_add(Duration::from_secs(7200)));
+    let edges = m
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("portwatch_edge_missing{"))
+        .count();
+    assert!(edges > 0);
+    assert_eq!(missing(&m), edges);
+}
+
+#[test]
+fn reload_rejected_keeps_site_and_counts() {
+    let p = multi_node();
+    let m = Metrics::new();
+    m.config_loaded(&p, Timestamp::from_secs_nanos(5, 0));
+    m.config_rejected();
+    let text = m.render();
+    assert!(text.contains("portwatch_config_reload_success 0"));
+    assert!(text.contains("portwatch_config_reload_failures_total 1"));
+    assert!(text.contains("site=\"multi-node\""));
+}
+
+#[test]
+fn drops_follow_libpcap_totals() {
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["eth0".to_string()]);
+    rec.capture_drops(0, 5, 1);
+    rec.capture_drops(0, 7, 1);
+    let text = m.render();
+    assert!(text.contains(
+        "portwatch_capture_dropped_packets_total{interface=\"eth0\",where=\"kernel\"} 7"
+    ));
+    assert!(text.contains(
+        "portwatch_capture_dropped_packets_total{interface=\"eth0\",where=\"interface\"} 1"
+    ));
+}

@@ -1,0 +1,308 @@
+//! `portwatch run` and `portwatch demo` as a user runs them: the binary,
+//! real sockets on loopback, real signals. Every wait has a deadline.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{fixture, sample, Daemon, TempDir};
+
+fn demo_pcap() -> String {
+    fixture("demo.pcap").display().to_string()
+}
+
+fn promtool() -> Option<&'static str> {
+    let ok = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some("promtool")
+}
+
+/// A real scrape of a running daemon passes `promtool check metrics` with
+/// no complaint at all (lint included).
+#[test]
+fn promtool_accepts_a_live_scrape() {
+    let Some(promtool) = promtool() else {
+        eprintln!("SKIPPED promtool_accepts_a_live_scrape: promtool not installed (apt-get install prometheus)");
+        return;
+    };
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "100",
+    ]);
+    let m = d.wait_metrics("findings and handshakes", |m| {
+        m.contains("verdict=\"unexpected\"")
+            && m.contains("outcome=\"refused\"")
+            && m.contains("portwatch_edge_last_seen_timestamp_seconds{")
+    });
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool failed: {said}\n{m}");
+    assert_eq!(said.trim(), "", "promtool complained:\n{said}");
+}
+
+/// The endpoints over a real socket, and the contract's label values.
+#[test]
+fn run_replay_serves_endpoints_and_contract_labels() {
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "100",
+    ]);
+    d.wait_ready();
+    assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
+    let m = d.wait_metrics("all verdicts", |m| {
+        ["unexpected", "local_only", "unknown_host", "expected"]
+            .iter()
+            .all(|v| m.contains(&format!("verdict=\"{v}\"")))
+    });
+    for needle in [
+        // 3389 is outside the model: labelled `other`, never the number.
+        "portwatch_connections_total{dst=\"engine1\",port=\"other\",service=\"other\",src=\"engine2\",verdict=\"unexpected\"}",
+        "src=\"unknown\"",
+        "portwatch_handshakes_total{dst=\"central\",outcome=\"refused\",port=\"4242\",service=\"qrs\",src=\"scheduler\"}",
+        "portwatch_packets_total{interface=\"replay\",result=\"control\"}",
+        "portwatch_capture_up{interface=\"replay\"} 1",
+        "portwatch_edge_window_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"scheduler\"} 900",
+        "portwatch_site_info{model=\"qlik-sense-enterprise\",site=\"multi-node\"} 1",
+        "portwatch_node_info{node=\"central\",roles=\"central\"} 1",
+        "portwatch_flow_table_entries",
+        "portwatch_flow_table_evictions_total{reason=\"capacity\"}",
+        "portwatch_capture_dropped_packets_total{interface=\"replay\",where=\"kernel\"} 0",
+        "portwatch_config_reload_success 1",
+        "portwatch_config_last_reload_timestamp_seconds",
+        "portwatch_build_info{version=",
+    ] {
+        assert!(m.contains(needle), "missing {needle}:\n{m}");
+    }
+    assert!(!m.contains("port=\"3389\""), "{m}");
+}
+
+/// Looping shifts time forward: the last-seen timestamps keep increasing
+/// past the end of the file.
+#[test]
+fn loop_keeps_capture_time_increasing() {
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "200",
+    ]);
+    let key = "portwatch_edge_last_seen_timestamp_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"}";
+    // The demo capture spans 2026-01-01T00:00:00Z + 300 s.
+    let end_of_file = 1_767_225_600.0 + 300.0;
+    d.wait_metrics("a second loop", |m| {
+        sample(m, key).is_some_and(|v| v > end_of_file)
+    });
+}
+
+/// Without --loop the replay ends, capture_up drops to 0, and the daemon
+/// keeps serving what it counted.
+#[test]
+fn replay_without_loop_ends_and_keeps_serving() {
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--speed",
+        "1000",
+    ]);
+    let m = d.wait_metrics("end of replay", |m| {
+        m.contains("portwatch_capture_up{interface=\"replay\"} 0")
+    });
+    assert!(sample(
+        &m,
+        "portwatch_packets_total{interface=\"replay\",result=\"control\"}"
+    )
+    .is_some_and(|v| v > 100.0));
+    assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
+}
+
+/// SIGHUP with a broken site keeps the old configuration (counted), a fixed
+/// one is loaded.
+#[test]
+fn sighup_reload_keeps_old_config_on_error() {
+    let dir = TempDir::new("sighup");
+    let site = dir.0.join("site.yaml");
+    let good = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sites/multi-node.yaml"),
+    )
+    .unwrap();
+    std::fs::write(&site, &good).unwrap();
+    let pcap = demo_pcap();
+    let site_arg = site.display().to_string();
+    let mut d = Daemon::start(&[
+        "run", "--site", &site_arg, "--replay", &pcap, "--loop", "--speed", "50",
+    ]);
+    d.wait_ready();
+    let before = "portwatch_site_info{model=\"qlik-sense-enterprise\",site=\"multi-node\"} 1";
+    d.wait_metrics("site info", |m| m.contains(before));
+
+    std::fs::write(
+        &site,
+        "site: multi-node\nnodes: [ {name: x, addresses: [not-an-ip]} ]\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    let m = d.wait_metrics("failed reload", |m| {
+        m.contains("portwatch_config_reload_success 0")
+    });
+    assert!(m.contains(before), "old site dropped:\n{m}");
+    assert_eq!(
+        sample(&m, "portwatch_config_reload_failures_total"),
+        Some(1.0)
+    );
+    assert_eq!(d.get("/-/ready").map(|r| r.0), Some(200));
+    // Still capturing under the old policy.
+    let packets = |m: &str| {
+        sample(
+            m,
+            "portwatch_packets_total{interface=\"replay\",result=\"control\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let n = packets(&m);
+    d.wait_metrics("more packets after the failed reload", |m| packets(m) > n);
+
+    std::fs::write(
+        &site,
+        good.replace("site: multi-node", "site: multi-node-renamed"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let m = d.wait_metrics("successful reload", |m| {
+        m.contains("portwatch_config_reload_success 1") && m.contains("site=\"multi-node-renamed\"")
+    });
+    assert!(!m.contains(before), "old site_info series kept:\n{m}");
+    let n = packets(&m);
+    d.wait_metrics("packets under the new policy", |m| packets(m) > n);
+}
+
+/// SIGTERM: clean exit 0 with the summary on stderr.
+#[test]
+fn sigterm_stops_cleanly_with_summary() {
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "100",
+    ]);
+    d.wait_ready();
+    d.wait_metrics("some traffic", |m| m.contains("verdict=\"expected\""));
+    d.signal("TERM");
+    let (status, _out, err) = d.wait_exit();
+    assert!(status.success(), "exit {status}; stderr:\n{err}");
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(
+        err.contains("SUMMARY (site multi-node"),
+        "no summary on stderr:\n{err}"
+    );
+}
+
+/// A bad site or an address in use is refused up front with exit 2.
+#[test]
+fn run_refuses_bad_input() {
+    let pcap = demo_pcap();
+    let out = Command::new(crate::util::bin())
+        .args(["run", "--site", "/nonexistent/site.yaml", "--replay", &pcap])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(crate::util::bin())
+        .args([
+            "run",
+            "--site",
+            "multi-node",
+            "--replay",
+            &pcap,
+            "--listen",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let out = Command::new(crate::util::bin())
+        .args([
+            "run",
+            "--site",
+            "multi-node",
+            "--speed",
+            "0",
+            "--replay",
+            &pcap,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `demo` prints findings as they happen and serves metrics.
+#[test]
+fn demo_prints_findings_and_serves_metrics() {
+    let mut d = Daemon::start(&["demo", "--speed", "100"]);
+    let stdout = d.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|l: &String| l.contains("unexpected"))
+        && seen.iter().any(|l| l.contains("blocked")))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no findings printed within 30 s:\n{}", seen.join("\n")),
+        }
+    }
+    d.wait_metrics("demo metrics", |m| m.contains("site=\"multi-node\""));
+}
