@@ -1,5 +1,5 @@
 //! Every Prometheus metric portwatch exports is defined here (the list, with
-//! meanings, is docs/metrics.md; names and labels are a public contract).
+//! meanings, is README.md "Metrics"; names and labels are a public contract).
 //!
 //! Two halves:
 //! * [`Metrics`]: the registry and the metric families. Cheap to clone (the
