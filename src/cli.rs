@@ -63,7 +63,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 const RUN_HELP: &str = "\
 HTTP endpoints (default 127.0.0.1:9477):
-  /metrics   Prometheus text format; metric reference in README.md, "Metrics"
+  /metrics   Prometheus text format; metric reference in README.md (Metrics)
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
 
