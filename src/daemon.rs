@@ -125,19 +125,6 @@ pub fn demo(args: DemoArgs) -> u8 {
     code
 }
 
-/// Check `--sensor` names against the site.
-fn visibility(p: &Policy, sensors: &[String]) -> Result<Visibility, String> {
-    match sensors.iter().find(|s| p.site.node(s.as_str()).is_none()) {
-        Some(s) => Err(format!(
-            "--sensor {s}: no such node in site `{}`",
-            p.site.name
-        )),
-        None => Ok(Visibility {
-            nodes: sensors.to_vec(),
-        }),
-    }
-}
-
 /// Messages from the tokio side to the capture thread.
 enum Command {
     Reload(Arc<Policy>, Visibility),
@@ -149,7 +136,7 @@ fn serve(s: Settings) -> u8 {
         Ok(l) => Arc::new(l.policy),
         Err(code) => return code,
     };
-    let vis = match visibility(&policy, &s.sensors) {
+    let vis = match Visibility::for_site(&policy, &s.sensors) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -289,7 +276,7 @@ async fn reload(s: &Settings, metrics: &Metrics, tx: &Sender<Command>) {
     let sensors = s.sensors.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let l = load_policy(&site, rules.as_deref()).map_err(|e| describe_load_error(&e))?;
-        let vis = visibility(&l.policy, &sensors)?;
+        let vis = Visibility::for_site(&l.policy, &sensors)?;
         Ok::<_, String>((l.policy, vis))
     })
     .await;

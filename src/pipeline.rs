@@ -219,22 +219,21 @@ impl Pipeline {
     /// Move time forward to `now` (capture time, or the wall clock for a
     /// quiet live capture): judge timed-out attempts, drop idle entries.
     pub fn advance(&mut self, now: Timestamp) {
-        let Pipeline {
-            policy,
-            table,
-            tally,
-            clock,
-            events,
-            ..
-        } = self;
-        table.expire(now, &mut |e| {
-            on_table_event(policy, tally, clock, events, now, e)
-        });
+        self.drive(now, |table, mut sink| table.expire(now, &mut sink));
         self.next_expiry = now.saturating_add(EXPIRY_INTERVAL);
     }
 
     /// The capture ended at `end`: every pending attempt gets its outcome.
     pub fn finish(&mut self, end: Timestamp) {
+        self.drive(end, |table, mut sink| table.finish(end, &mut sink));
+    }
+
+    /// Run `f` on the table with a sink that applies its events at `at`.
+    fn drive(
+        &mut self,
+        at: Timestamp,
+        f: impl FnOnce(&mut HandshakeTable<RowId>, &mut dyn FnMut(TableEvent<RowId>)),
+    ) {
         let Pipeline {
             policy,
             table,
@@ -243,8 +242,8 @@ impl Pipeline {
             events,
             ..
         } = self;
-        table.finish(end, &mut |e| {
-            on_table_event(policy, tally, clock, events, end, e)
+        f(table, &mut |e| {
+            on_table_event(policy, tally, clock, events, at, e)
         });
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::{exit, load, out};
-use crate::cli::{Format, ReplayArgs, TrackArgs, WatchArgs};
+use crate::cli::{Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
 use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
@@ -29,22 +29,14 @@ impl From<&TrackArgs> for TrackConfig {
     }
 }
 
-/// Check `--sensor` names against the site's nodes.
-fn visibility(p: &Policy, sensors: &[String]) -> Result<Visibility, u8> {
-    for s in sensors {
-        if p.site.node(s).is_none() {
-            let nodes: Vec<&str> = p.site.nodes.iter().map(|n| n.name.as_str()).collect();
-            eprintln!(
-                "error: --sensor {s}: no such node in site `{}`; nodes: {}",
-                p.site.name,
-                nodes.join(", ")
-            );
-            return Err(exit::BAD_INPUT);
-        }
-    }
-    Ok(Visibility {
-        nodes: sensors.to_vec(),
-    })
+/// Load the site (and rules) and check `--sensor` against it.
+fn prepare(site: &SiteArgs, sensors: &[String]) -> Result<(Arc<Policy>, Visibility), u8> {
+    let policy = Arc::new(load(site)?.policy);
+    let vis = Visibility::for_site(&policy, sensors).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::BAD_INPUT
+    })?;
+    Ok((policy, vis))
 }
 
 fn open_events(path: Option<&Path>) -> Result<Option<BufWriter<File>>, u8> {
@@ -104,13 +96,8 @@ fn status(r: &Report) -> u8 {
 }
 
 pub fn replay(args: ReplayArgs) -> u8 {
-    let loaded = match load(&args.site) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let policy = Arc::new(loaded.policy);
-    let vis = match visibility(&policy, &args.sensors) {
-        Ok(v) => v,
+    let (policy, vis) = match prepare(&args.site, &args.sensors) {
+        Ok(p) => p,
         Err(code) => return code,
     };
     let mut files = match MergedFiles::open(&args.files) {
@@ -201,13 +188,8 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 pub fn watch(args: WatchArgs) -> u8 {
-    let loaded = match load(&args.site) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let policy = Arc::new(loaded.policy);
-    let vis = match visibility(&policy, &args.sensors) {
-        Ok(v) => v,
+    let (policy, vis) = match prepare(&args.site, &args.sensors) {
+        Ok(p) => p,
         Err(code) => return code,
     };
     let mut live = match LiveSource::open(&args.interfaces, &LiveOptions::default()) {

@@ -130,6 +130,23 @@ pub struct Visibility {
 }
 
 impl Visibility {
+    /// Check `--sensor` names against the site's nodes.
+    pub fn for_site(p: &Policy, sensors: &[String]) -> Result<Visibility, String> {
+        match sensors.iter().find(|s| p.site.node(s.as_str()).is_none()) {
+            Some(s) => {
+                let nodes: Vec<&str> = p.site.nodes.iter().map(|n| n.name.as_str()).collect();
+                Err(format!(
+                    "--sensor {s}: no such node in site `{}`; nodes: {}",
+                    p.site.name,
+                    nodes.join(", ")
+                ))
+            }
+            None => Ok(Visibility {
+                nodes: sensors.to_vec(),
+            }),
+        }
+    }
+
     pub fn sees(&self, p: &Policy, src: Peer, dst: Peer) -> bool {
         self.nodes.is_empty()
             || [src, dst]
