@@ -2,13 +2,20 @@
 //!
 //! - `examples`: the bundled sites against the vendor page's "Ports examples".
 //! - `validation`: the `check` command on bad site and rules files.
-//! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
-//!   queries against a real Prometheus, and the systemd unit.
+//! - `golden`, `scenarios`: every fixture replayed and compared with its
+//!   golden report, plus what each scenario must show.
+//!   `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites the goldens.
+//! - `corpus`: third-party captures from `../shared/pcaps/corpus/`.
 //! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
 //!   real scrape.
+//! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
+//!   queries against a real Prometheus, and the systemd unit.
 
+mod corpus;
 mod daemon;
 mod deploy;
 mod examples;
+mod golden;
+mod scenarios;
 mod util;
 mod validation;
