@@ -151,6 +151,9 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         pcap(Link::Ethernet, &one_way(&mut Rng::new(SEED ^ 0x500))),
     )?;
 
+    let demo = demo(&mut Rng::new(SEED ^ 0x600));
+    add("demo.pcap", mn, 1, pcap(Link::Ethernet, &demo))?;
+
     let mut tsv = String::from("# file\tsite\texit  (written by examples/make_fixtures.rs)\n");
     for f in &out {
         tsv.push_str(&format!("{}\t{}\t{}\n", f.file, f.site, f.exit));
@@ -612,6 +615,40 @@ fn blocked_unanswered(rng: &mut Rng) -> Vec<Pkt> {
     later.length = secs(5);
     cap.session(rng, later);
     cap.into_packets()
+}
+
+/// The capture `portwatch demo` replays (built into the binary): the
+/// multi-node site's normal traffic with findings among it, every few
+/// minutes: a refused required edge (scheduler → central:4242), a user
+/// reaching engine1:4747 directly and engine2 → engine1:3389 (unexpected), a
+/// user reaching central:4244 (local-only), and 192.0.2.99 → proxy:22
+/// (unknown host).
+fn demo(rng: &mut Rng) -> Vec<Pkt> {
+    let p = policy("multi-node");
+    let mut pkts = site_traffic(&p, rng, None);
+    let mut cap = Capture::new(rng);
+    let findings = [
+        (ip([192, 0, 2, 31]), ip(CENTRAL), 4242, Answer::Rst),
+        (v4(198, 51, 100, 77), ip(ENGINE1), 4747, Answer::SynAck),
+        (ip(ENGINE2), ip(ENGINE1), 3389, Answer::Rst),
+        (v4(198, 51, 100, 50), ip(CENTRAL), 4244, Answer::Rst),
+        (v4(192, 0, 2, 99), ip(PROXY), 22, Answer::Rst),
+    ];
+    for round in 0..5 {
+        for (i, (client, server, port, answer)) in findings.iter().enumerate() {
+            let mut s = Session::new(
+                *client,
+                *server,
+                *port,
+                secs(30 + 240 * round + 7 * i as u64),
+            );
+            s.answer = *answer;
+            cap.session(rng, s);
+        }
+    }
+    pkts.extend(cap.into_packets());
+    pkts.sort_by_key(|p| p.t);
+    pkts
 }
 
 /// Users on the central node's QPS (443 and 80), one SYN retransmission:

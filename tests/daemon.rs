@@ -122,8 +122,11 @@ fn loop_keeps_capture_time_increasing() {
         "200",
     ]);
     let key = "portwatch_edge_last_seen_timestamp_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"}";
-    // The demo capture spans 2026-01-01T00:00:00Z + 300 s.
-    let end_of_file = 1_767_225_600.0 + 300.0;
+    let end_of_file = {
+        let mut f = portwatch::source::file::FileSource::open(&pcap).unwrap();
+        while f.next_frame().is_some() {}
+        f.facts().last_ts.unwrap().as_secs_f64()
+    };
     d.wait_metrics("a second loop", |m| {
         sample(m, key).is_some_and(|v| v > end_of_file)
     });
