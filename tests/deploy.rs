@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn deploy(rel: &str) -> PathBuf {
+pub(crate) fn deploy(rel: &str) -> PathBuf {
     repo().join("deploy").join(rel)
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -46,7 +46,7 @@ pub fn promtool_bin() -> Option<PathBuf> {
 }
 
 /// Returns the binary, or says on stderr why the calling test is skipped.
-fn need(bin: Option<PathBuf>, name: &str) -> Option<PathBuf> {
+pub(crate) fn need(bin: Option<PathBuf>, name: &str) -> Option<PathBuf> {
     if bin.is_none() {
         eprintln!("SKIP: {name} not installed (apt-get install prometheus); deploy checks not run");
     }
@@ -221,7 +221,7 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-fn assert_success(port: u16, what: &str, expr: &str) {
+pub(crate) fn assert_success(port: u16, what: &str, expr: &str) {
     let v = query(port, expr);
     assert_eq!(
         v["status"], "success",
@@ -233,13 +233,13 @@ fn assert_success(port: u16, what: &str, expr: &str) {
 // ---------------------------------------------------------------------------
 // The files.
 
-fn yaml(path: &Path) -> Value {
+pub(crate) fn yaml(path: &Path) -> Value {
     serde_saphyr::from_str::<Value>(&read(path))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// (name, expr, rule) for every rule of portwatch.rules.yml.
-fn rules() -> Vec<(String, String, Value)> {
+pub(crate) fn rules() -> Vec<(String, String, Value)> {
     let doc = yaml(&deploy("prometheus/portwatch.rules.yml"));
     let mut out = Vec::new();
     for g in doc["groups"].as_array().expect("groups") {
@@ -263,13 +263,13 @@ fn alerts() -> Vec<(String, Value)> {
         .collect()
 }
 
-fn dashboard() -> Value {
+pub(crate) fn dashboard() -> Value {
     let path = deploy("grafana/portwatch-dashboard.json");
     serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(dash: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dash: &Value) -> Vec<&Value> {
     fn walk<'a>(ps: &'a Value, out: &mut Vec<&'a Value>) {
         for p in ps.as_array().into_iter().flatten() {
             out.push(p);
@@ -282,7 +282,7 @@ fn panels(dash: &Value) -> Vec<&Value> {
 }
 
 /// Grafana's variables replaced by values Prometheus accepts.
-fn substitute(expr: &str) -> String {
+pub(crate) fn substitute(expr: &str) -> String {
     let mut s = expr.to_string();
     for (var, val) in [
         ("${site}", ".*"),
@@ -301,7 +301,7 @@ fn substitute(expr: &str) -> String {
 }
 
 /// (panel title, expr) for every query of the dashboard.
-fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
+pub(crate) fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(dash) {
         for t in p["targets"].as_array().into_iter().flatten() {

@@ -6,9 +6,12 @@
 //!   queries against a real Prometheus, and the systemd unit.
 //! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
 //!   real scrape.
+//! - `e2e`: a real Prometheus scraping `run --replay` of the demo capture;
+//!   every dashboard query, recording rule and alert against live data.
 
 mod daemon;
 mod deploy;
+mod e2e;
 mod examples;
 mod util;
 mod validation;
