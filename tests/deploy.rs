@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn deploy(rel: &str) -> PathBuf {
+pub(crate) fn deploy(rel: &str) -> PathBuf {
     repo().join("deploy").join(rel)
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -46,7 +46,7 @@ pub fn promtool_bin() -> Option<PathBuf> {
 }
 
 /// Returns the binary, or says on stderr why the calling test is skipped.
-fn need(bin: Option<PathBuf>, name: &str) -> Option<PathBuf> {
+pub(crate) fn need(bin: Option<PathBuf>, name: &str) -> Option<PathBuf> {
     if bin.is_none() {
         eprintln!("SKIP: {name} not installed (apt-get install prometheus); deploy checks not run");
     }
@@ -221,7 +221,7 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-fn assert_success(port: u16, what: &str, expr: &str) {
+pub(crate) fn assert_success(port: u16, what: &str, expr: &str) {
     let v = query(port, expr);
     assert_eq!(
         v["status"], "success",
@@ -233,13 +233,13 @@ fn assert_success(port: u16, what: &str, expr: &str) {
 // ---------------------------------------------------------------------------
 // The files.
 
-fn yaml(path: &Path) -> Value {
+pub(crate) fn yaml(path: &Path) -> Value {
     serde_saphyr::from_str::<Value>(&read(path))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// (name, expr, rule) for every rule of portwatch.rules.yml.
-fn rules() -> Vec<(String, String, Value)> {
+pub(crate) fn rules() -> Vec<(String, String, Value)> {
     let doc = yaml(&deploy("prometheus/portwatch.rules.yml"));
     let mut out = Vec::new();
     for g in doc["groups"].as_array().expect("groups") {
@@ -263,13 +263,13 @@ fn alerts() -> Vec<(String, Value)> {
         .collect()
 }
 
-fn dashboard() -> Value {
+pub(crate) fn dashboard() -> Value {
     let path = deploy("grafana/portwatch-dashboard.json");
     serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(dash: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dash: &Value) -> Vec<&Value> {
     fn walk<'a>(ps: &'a Value, out: &mut Vec<&'a Value>) {
         for p in ps.as_array().into_iter().flatten() {
             out.push(p);
@@ -282,7 +282,7 @@ fn panels(dash: &Value) -> Vec<&Value> {
 }
 
 /// Grafana's variables replaced by values Prometheus accepts.
-fn substitute(expr: &str) -> String {
+pub(crate) fn substitute(expr: &str) -> String {
     let mut s = expr.to_string();
     for (var, val) in [
         ("${site}", ".*"),
@@ -301,7 +301,7 @@ fn substitute(expr: &str) -> String {
 }
 
 /// (panel title, expr) for every query of the dashboard.
-fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
+pub(crate) fn dashboard_exprs(dash: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(dash) {
         for t in p["targets"].as_array().into_iter().flatten() {
@@ -565,6 +565,96 @@ fn query_reports_invalid_promql() {
     let v = query(prom.port, "sum by (a) (rate(x[5m])");
     assert_eq!(v["status"], "error", "{v}");
     assert_eq!(v["errorType"], "bad_data");
+}
+
+// ---------------------------------------------------------------------------
+// Grafana provisioning, without Grafana: the files point where the README
+// says to put the dashboard.
+
+/// The text after `lead` up to the next backtick, in `text` with its
+/// whitespace collapsed (the README wraps lines).
+fn quoted_after(text: &str, lead: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = flat
+        .find(lead)
+        .unwrap_or_else(|| panic!("deploy/README.md no longer says {lead:?}"));
+    let rest = &flat[at + lead.len()..];
+    rest[..rest.find('`').expect("closing backtick")].to_string()
+}
+
+#[test]
+fn grafana_provisioning_points_at_the_documented_dashboard_dir() {
+    let readme = read(&deploy("README.md"));
+    // Where the README puts the JSON (the directory Grafana must read).
+    let documented = quoted_after(&readme, "Put `grafana/portwatch-dashboard.json` in `");
+    let prov = yaml(&deploy("grafana/provisioning/dashboards/portwatch.yml"));
+    assert_eq!(prov["apiVersion"], 1);
+    let providers = prov["providers"].as_array().expect("providers");
+    assert_eq!(providers.len(), 1, "one provider");
+    let p = &providers[0];
+    assert_eq!(p["type"], "file");
+    let path = p["options"]["path"].as_str().expect("options.path");
+    assert!(path.starts_with('/'), "absolute path: {path}");
+    assert_eq!(
+        path.trim_end_matches('/'),
+        documented.trim_end_matches('/'),
+        "provider path vs deploy/README.md"
+    );
+
+    // Lay the files out as the README says, under a scratch root, and let
+    // the provider's path find the dashboard there.
+    let scratch = crate::util::TempDir::new("grafana");
+    let root = &scratch.0;
+    let install = |from: &str, to: &str| {
+        let dst = root.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(deploy(from), &dst).unwrap_or_else(|e| panic!("{from}: {e}"));
+    };
+    for kind in ["datasources", "dashboards"] {
+        let file = format!("grafana/provisioning/{kind}/portwatch.yml");
+        assert!(readme.contains(&format!("`{file}`")), "README names {file}");
+        install(
+            &file,
+            &format!("/etc/grafana/provisioning/{kind}/portwatch.yml"),
+        );
+    }
+    install(
+        "grafana/portwatch-dashboard.json",
+        &format!("{documented}/portwatch-dashboard.json"),
+    );
+    let installed = root.join("etc/grafana/provisioning/dashboards/portwatch.yml");
+    let prov = yaml(&installed);
+    let dir = root.join(
+        prov["providers"][0]["options"]["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/'),
+    );
+    let found: Vec<Value> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_str(&read(&p)).unwrap())
+        .collect();
+    assert_eq!(found.len(), 1, "one dashboard JSON in {documented}");
+    let dash = &found[0];
+    assert_eq!(dash, &dashboard());
+    assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()), "uid");
+    assert!(
+        dash["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "title"
+    );
+
+    // The datasource the dashboard's `datasource` variable can pick, with
+    // the scrape interval the example config uses ($__rate_interval).
+    let ds = yaml(&deploy("grafana/provisioning/datasources/portwatch.yml"));
+    let ds = &ds["datasources"][0];
+    assert_eq!(ds["type"], "prometheus");
+    let scrape = yaml(&deploy("prometheus/prometheus.yml"));
+    let interval = scrape["scrape_configs"][0]["scrape_interval"]
+        .as_str()
+        .or(scrape["global"]["scrape_interval"].as_str());
+    assert_eq!(ds["jsonData"]["timeInterval"].as_str(), interval);
 }
 
 // ---------------------------------------------------------------------------

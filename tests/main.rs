@@ -10,10 +10,13 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
+//!   dashboard and rule query, and the series the demo capture implies.
 
 mod corpus;
 mod daemon;
 mod deploy;
+mod e2e;
 mod examples;
 mod golden;
 mod scenarios;

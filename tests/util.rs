@@ -53,6 +53,17 @@ pub struct Daemon {
 impl Daemon {
     /// Start `portwatch <args> --listen <free port>`; stdout and stderr piped.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::spawn(args, Stdio::piped(), Stdio::piped())
+    }
+
+    /// Like `start`, but stdout and stderr go to `log` (a long run never
+    /// blocks on a full pipe, and the log can be shown on failure).
+    pub fn start_logged(args: &[&str], log: &Path) -> Daemon {
+        let f = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        Daemon::spawn(args, f.try_clone().unwrap().into(), f.into())
+    }
+
+    fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
         let addr = free_addr();
         let child = Command::new(bin())
             .args(args)
@@ -60,8 +71,8 @@ impl Daemon {
             .arg(addr.to_string())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Daemon { child, addr }
