@@ -70,6 +70,9 @@ for round in $(seq "$ROUNDS"); do
         '{ printf "round %d  %-9s %6.3f s  %10.0f packets/s  %6d KB peak RSS\n", r, $1, $2, n / $2, $3 }'
 done
 run portwatch-2x "$PORTWATCH" replay --site multi-node "$TWO" --format json
+# With a flow table that fills early, 1x and 2x both run at the cap.
+run small-table-1x "$PORTWATCH" replay --site multi-node --max-flows 4096 "$ONE" --format json
+run small-table-2x "$PORTWATCH" replay --site multi-node --max-flows 4096 "$TWO" --format json
 
 echo
 echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ); load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -82,10 +85,13 @@ awk -v n="$PACKETS" '
     $1 == "portwatch" { p++; pw[p] = $2; if ($3 > rss1) rss1 = $3 }
     $1 == "tcpdump" { t++; td[t] = $2; if ($3 > rsstd) rsstd = $3 }
     $1 == "portwatch-2x" { rss2 = $3; secs2 = $2 }
+    $1 == "small-table-1x" { small1 = $3 }
+    $1 == "small-table-2x" { small2 = $3 }
     END {
         for (i = 1; i <= p; i++) ratio[i] = td[i] / pw[i]
         printf "portwatch: median %10.0f packets/s  peak RSS %d KB\n", n / median(pw, p), rss1
         printf "tcpdump:   median %10.0f packets/s  peak RSS %d KB\n", n / median(td, t), rsstd
         printf "ratio portwatch/tcpdump (median of %d alternating rounds): %.2fx\n", p, median(ratio, p)
         printf "peak RSS of portwatch: %d KB on 1x, %d KB on 2x (%d packets, %.0f packets/s)\n", rss1, rss2, 2 * n, 2 * n / secs2
+        printf "peak RSS with --max-flows 4096: %d KB on 1x, %d KB on 2x\n", small1, small2
     }' "$TMP/runs"
