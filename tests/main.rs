@@ -6,6 +6,8 @@
 //!   golden report, plus what each scenario must show.
 //!   `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites the goldens.
 //! - `corpus`: third-party captures from `../shared/pcaps/corpus/`.
+//! - `live`: `watch` on a veth pair in a network namespace the test creates,
+//!   fed by tcpreplay, gives the verdicts `replay` gives (root only).
 //! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
@@ -19,6 +21,7 @@ mod deploy;
 mod e2e;
 mod examples;
 mod golden;
+mod live;
 mod scenarios;
 mod util;
 mod validation;

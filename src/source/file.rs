@@ -1,8 +1,9 @@
 //! pcap and pcapng savefiles, read with large buffered reads.
 //!
 //! This is a pure-Rust reader (libpcap is only used for live capture): one
-//! [`BufReader`] of [`READ_BUFFER_BYTES`] per file and one record buffer that
-//! is reused for every record, so reading allocates nothing per packet.
+//! buffer of [`READ_BUFFER_BYTES`] per file, filled with large reads, and
+//! records are parsed and lent out where they lie in it, so reading copies
+//! each byte once (kernel to buffer) and allocates nothing per packet.
 //!
 //! Invariants:
 //! * Hostile bytes never panic and never make us allocate more than
@@ -43,14 +44,15 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
+use std::ops::Range;
 use std::path::Path;
 
 use super::{Frame, LinkType, Poll, Source, SourceError};
 use crate::time::Timestamp;
 
 /// Size of each file's read buffer. Large reads keep replay I/O-cheap.
-pub const READ_BUFFER_BYTES: usize = 1 << 20;
+pub const READ_BUFFER_BYTES: usize = 128 << 10;
 /// A pcap record claiming more captured bytes than this stops the file.
 /// It is libpcap's own limit (`MAXIMUM_SNAPLEN`, 262144).
 pub const MAX_PCAP_CAPLEN: u32 = 256 * 1024;
@@ -260,11 +262,10 @@ enum Step {
 #[derive(Debug)]
 pub struct FileSource {
     path: String,
-    reader: BufReader<File>,
+    win: Window,
     /// Bytes consumed so far.
     offset: u64,
     kind: Kind,
-    buf: Vec<u8>,
     current: Option<Current>,
     records: u64,
     first_ts: Option<Timestamp>,
@@ -276,23 +277,68 @@ pub struct FileSource {
     interface_base: u32,
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+/// A file read through one large buffer. [`Window::take`] consumes bytes
+/// and says where they lie in `buf`, so records are parsed in place.
+#[derive(Debug)]
+struct Window {
+    file: File,
+    buf: Vec<u8>,
+    /// `buf[..pos]` is consumed, `buf[pos..len]` read but not yet consumed.
+    pos: usize,
+    len: usize,
 }
 
-fn grow(buf: &mut Vec<u8>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0);
+impl Window {
+    fn new(file: File) -> Self {
+        Window {
+            file,
+            buf: vec![0; READ_BUFFER_BYTES],
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    /// Consumes up to `n` bytes and returns their place in `buf`, valid
+    /// until the next call; shorter than `n` only at the end of the file.
+    #[inline]
+    fn take(&mut self, n: usize) -> io::Result<Range<usize>> {
+        if self.len - self.pos < n {
+            self.refill(n)?;
+        }
+        let start = self.pos;
+        let end = start + n.min(self.len - start);
+        self.pos = end;
+        Ok(start..end)
+    }
+
+    /// Moves the unconsumed bytes to the front and reads until at least `n`
+    /// are there or the file ends. The buffer grows only for a record
+    /// larger than it (up to [`MAX_PCAPNG_BLOCK`]).
+    #[cold]
+    fn refill(&mut self, n: usize) -> io::Result<()> {
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.pos = 0;
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        while self.len < n {
+            match self.file.read(&mut self.buf[self.len..]) {
+                Ok(0) => break,
+                Ok(k) => self.len += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes up to `N` bytes and copies them out; returns how many.
+    fn read_array<const N: usize>(&mut self) -> io::Result<([u8; N], usize)> {
+        let r = self.take(N)?;
+        let mut out = [0u8; N];
+        out[..r.len()].copy_from_slice(&self.buf[r.clone()]);
+        Ok((out, r.len()))
     }
 }
 
@@ -318,22 +364,20 @@ impl FileSource {
             source,
         };
         let file = File::open(path_ref).map_err(io_err)?;
-        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-        let mut magic = [0u8; 4];
-        let n = fill(&mut reader, &mut magic).map_err(io_err)?;
+        let mut win = Window::new(file);
+        let (magic, n) = win.read_array::<4>().map_err(io_err)?;
         if n < 4 {
             return Err(not_a_capture(&path, format!("file is only {n} bytes long")));
         }
         let mut src = FileSource {
             path,
-            reader,
+            win,
             offset: 4,
             kind: Kind::PcapNg(PcapNgState {
                 endian: Endian::Little,
                 interfaces: Vec::new(),
                 seen: 0,
             }),
-            buf: Vec::with_capacity(64 * 1024),
             current: None,
             records: 0,
             first_ts: None,
@@ -345,8 +389,7 @@ impl FileSource {
             interface_base: 0,
         };
         if u32::from_le_bytes(magic) == PCAPNG_SHB {
-            let mut head = [0u8; 8];
-            let n = fill(&mut src.reader, &mut head).map_err(|e| src.io_error(e))?;
+            let (head, n) = src.win.read_array::<8>().map_err(|e| src.io_error(e))?;
             if n < head.len() {
                 return Err(not_a_capture(&src.path, "truncated section header block"));
             }
@@ -375,8 +418,7 @@ impl FileSource {
                 ))
             }
         };
-        let mut rest = [0u8; 20];
-        let n = fill(&mut self.reader, &mut rest).map_err(|e| self.io_error(e))?;
+        let (rest, n) = self.win.read_array::<20>().map_err(|e| self.io_error(e))?;
         if n < rest.len() {
             return Err(not_a_capture(&self.path, "truncated pcap file header"));
         }
@@ -429,15 +471,15 @@ impl FileSource {
             return Ok(Err(format!("section header block length {total} invalid")));
         }
         let rest = total as usize - 12;
-        grow(&mut self.buf, rest);
-        let n = fill(&mut self.reader, &mut self.buf[..rest])?;
+        let r = self.win.take(rest)?;
+        let n = r.len();
         if n < rest {
             return Ok(Err(format!(
                 "truncated section header block: {} of {total} bytes",
                 n + 12
             )));
         }
-        let body = &self.buf[..rest];
+        let body = &self.win.buf[r];
         let trailer = endian.u32(&body[rest - 4..]);
         if trailer != total {
             return Ok(Err(format!(
@@ -505,7 +547,7 @@ impl FileSource {
             ts: c.ts,
             linktype: c.linktype,
             wire_len: c.wire_len,
-            data: &self.buf[c.start..c.end],
+            data: &self.win.buf[c.start..c.end],
             interface: c.interface,
         })
     }
@@ -573,8 +615,8 @@ impl FileSource {
         };
         let at = self.offset;
         let hl = st.record_header_len;
-        let mut hdr = [0u8; 24];
-        let n = fill(&mut self.reader, &mut hdr[..hl])?;
+        let r = self.win.take(hl)?;
+        let n = r.len();
         if n == 0 {
             return Ok(Step::End);
         }
@@ -585,6 +627,7 @@ impl FileSource {
             });
         }
         let e = st.endian;
+        let hdr = &self.win.buf[r];
         let secs = e.u32(&hdr[0..4]);
         let frac = e.u32(&hdr[4..8]);
         let (mut caplen, mut len) = (e.u32(&hdr[8..12]), e.u32(&hdr[12..16]));
@@ -607,8 +650,8 @@ impl FileSource {
         );
         let linktype = st.linktype;
         let cl = caplen as usize;
-        grow(&mut self.buf, cl);
-        let got = fill(&mut self.reader, &mut self.buf[..cl])?;
+        let data = self.win.take(cl)?;
+        let got = data.len();
         if got < cl {
             return Ok(Step::Stop {
                 offset: at,
@@ -620,16 +663,15 @@ impl FileSource {
             ts,
             linktype,
             wire_len: len,
-            start: 0,
-            end: cl,
+            start: data.start,
+            end: data.end,
             interface: self.interface_base,
         }))
     }
 
     fn read_pcapng_block(&mut self) -> io::Result<Step> {
         let at = self.offset;
-        let mut hdr = [0u8; 8];
-        let n = fill(&mut self.reader, &mut hdr)?;
+        let (hdr, n) = self.win.read_array::<8>()?;
         if n == 0 {
             return Ok(Step::End);
         }
@@ -663,15 +705,16 @@ impl FileSource {
             });
         }
         let rest = total as usize - 8;
-        grow(&mut self.buf, rest);
-        let got = fill(&mut self.reader, &mut self.buf[..rest])?;
+        let r = self.win.take(rest)?;
+        let got = r.len();
         if got < rest {
             return Ok(Step::Stop {
                 offset: at,
                 reason: format!("truncated block type {btype}: {} of {total} bytes", got + 8),
             });
         }
-        let trailer = e.u32(&self.buf[rest - 4..rest]);
+        let block = &self.win.buf[r.clone()];
+        let trailer = e.u32(&block[rest - 4..rest]);
         if trailer != total {
             return Ok(Step::Stop {
                 offset: at,
@@ -685,7 +728,8 @@ impl FileSource {
         let Kind::PcapNg(st) = &mut self.kind else {
             return Ok(Step::End);
         };
-        let body = &self.buf[..body_len];
+        let body = &self.win.buf[r.start..r.start + body_len];
+        let base = r.start;
         let stop = |reason: String| Ok(Step::Stop { offset: at, reason });
         match btype {
             PCAPNG_IDB => {
@@ -744,8 +788,8 @@ impl FileSource {
                     ts: iface.timestamp(ticks),
                     linktype: iface.linktype,
                     wire_len,
-                    start: 20,
-                    end: 20 + caplen as usize,
+                    start: base + 20,
+                    end: base + 20 + caplen as usize,
                     interface: self.interface_base + iface.seq,
                 }))
             }
@@ -766,8 +810,8 @@ impl FileSource {
                     ts: self.last_ts.unwrap_or(Timestamp::ZERO),
                     linktype: iface.linktype,
                     wire_len,
-                    start: 4,
-                    end: 4 + caplen,
+                    start: base + 4,
+                    end: base + 4 + caplen,
                     interface: self.interface_base + iface.seq,
                 }))
             }
@@ -777,8 +821,7 @@ impl FileSource {
 
     /// A new section starts at `at`; `len` are its (raw) length bytes.
     fn read_next_shb(&mut self, at: u64, len: [u8; 4]) -> io::Result<Step> {
-        let mut bom = [0u8; 4];
-        let n = fill(&mut self.reader, &mut bom)?;
+        let (bom, n) = self.win.read_array::<4>()?;
         if n < 4 {
             return Ok(Step::Stop {
                 offset: at,
@@ -863,6 +906,10 @@ impl MergedFiles {
 
 impl Source for MergedFiles {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        // One file needs no merge heap (the common replay): read it directly.
+        if let (false, [file]) = (self.primed, self.files.as_mut_slice()) {
+            return file.poll(sink);
+        }
         Ok(self.poll_until(None, sink))
     }
 }

@@ -2,7 +2,8 @@
 //! new 4-tuple), followed until its outcome is known. All expiry is driven
 //! by the timestamps passed in, so a replay answers the same on every run.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -156,6 +157,103 @@ struct Entry<T> {
     last_activity: Timestamp,
     /// Matches the eviction queue's record for this entry.
     generation: u64,
+    /// When the entry is next looked at by `expire`: never later than the
+    /// time it becomes due, and the time of one of its [`Due`] records.
+    check_at: Timestamp,
+}
+
+impl<T> Entry<T> {
+    /// The earliest time at which [`Entry::judge`] can remove the entry.
+    fn due_at(&self, cfg: &TrackConfig) -> Timestamp {
+        let (since, after) = match self.phase {
+            Phase::SynSent => (self.last_syn, cfg.syn_timeout),
+            Phase::Open => (self.last_activity, cfg.idle_timeout),
+            Phase::Closed => (self.last_activity, cfg.syn_timeout),
+        };
+        if after.is_zero() {
+            // Due whatever the clock says, even for an earlier `now`.
+            Timestamp::ZERO
+        } else {
+            since.saturating_add(after)
+        }
+    }
+
+    /// Whether the entry leaves the table at `now`, and why.
+    fn judge(&self, now: Timestamp, cfg: &TrackConfig, replies_visible: bool) -> Option<Removal> {
+        match self.phase {
+            Phase::SynSent if now.saturating_sub(self.last_syn) >= cfg.syn_timeout => {
+                Some(Removal::Resolved(if self.syns > 1 || replies_visible {
+                    Outcome::Unanswered
+                } else {
+                    Outcome::Unknown
+                }))
+            }
+            Phase::Open if now.saturating_sub(self.last_activity) >= cfg.idle_timeout => {
+                Some(Removal::Idle)
+            }
+            // Closed entries linger one SYN timeout to absorb retransmitted FIN/RST.
+            Phase::Closed if now.saturating_sub(self.last_activity) >= cfg.syn_timeout => {
+                Some(Removal::Lingered)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why `expire` removes an entry.
+#[derive(Clone, Copy, Debug)]
+enum Removal {
+    Resolved(Outcome),
+    Idle,
+    Lingered,
+}
+
+/// A reminder to look at an entry at `at`. Records of entries that are
+/// gone, or that were rescheduled, are skipped when they come up.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    at: Timestamp,
+    generation: u64,
+    key: FlowKey,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.generation).cmp(&(other.at, other.generation))
+    }
+}
+
+/// Makes sure `e` is looked at no later than it becomes due, after a change
+/// to its phase or times.
+fn reschedule<T>(
+    due: &mut BinaryHeap<Reverse<Due>>,
+    cfg: &TrackConfig,
+    key: FlowKey,
+    e: &mut Entry<T>,
+) {
+    let at = e.due_at(cfg);
+    if at < e.check_at {
+        e.check_at = at;
+        due.push(Reverse(Due {
+            at,
+            generation: e.generation,
+            key,
+        }));
+    }
 }
 
 pub struct HandshakeTable<T> {
@@ -164,6 +262,10 @@ pub struct HandshakeTable<T> {
     /// Creation order, for evicting the oldest attempt; stale records (of
     /// entries already gone) are skipped and compacted away.
     order: VecDeque<(FlowKey, u64)>,
+    /// When to look at which entry: `expire` visits only the entries that
+    /// may be due instead of sweeping the whole map. Stale records are
+    /// compacted away like `order`'s.
+    due: BinaryHeap<Reverse<Due>>,
     next_generation: u64,
     /// A SYN-ACK has been seen: this capture sees the reply direction.
     replies_visible: bool,
@@ -177,6 +279,7 @@ impl<T: Copy> HandshakeTable<T> {
             config,
             entries: HashMap::with_capacity(config.capacity.min(1 << 16)),
             order: VecDeque::new(),
+            due: BinaryHeap::new(),
             next_generation: 0,
             replies_visible: false,
             evictions: [0; 2],
@@ -234,13 +337,18 @@ impl<T: Copy> HandshakeTable<T> {
                     Some(e) if e.phase == Phase::SynSent => {
                         e.phase = Phase::Open;
                         e.last_activity = ts;
+                        reschedule(&mut self.due, &self.config, key, e);
                         sink(TableEvent::Resolved {
                             tag: e.tag,
                             key,
                             outcome: Outcome::Established,
                         });
                     }
-                    Some(e) => e.last_activity = ts, // a retransmitted SYN-ACK
+                    Some(e) => {
+                        // A retransmitted SYN-ACK.
+                        e.last_activity = ts;
+                        reschedule(&mut self.due, &self.config, key, e);
+                    }
                     None => sink(TableEvent::Untracked { segment: *seg }),
                 }
             }
@@ -261,6 +369,7 @@ impl<T: Copy> HandshakeTable<T> {
                 e.syns += 1;
                 e.last_syn = ts;
                 e.last_activity = ts;
+                reschedule(&mut self.due, &self.config, key, e);
                 sink(TableEvent::Retransmission { tag: e.tag });
                 return;
             }
@@ -273,22 +382,41 @@ impl<T: Copy> HandshakeTable<T> {
         let tag = new_tag(&key);
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.entries.insert(
+        let mut entry = Entry {
+            tag,
+            phase: Phase::SynSent,
+            syns: 1,
+            last_syn: ts,
+            last_activity: ts,
+            generation,
+            check_at: Timestamp::ZERO,
+        };
+        entry.check_at = entry.due_at(&self.config);
+        self.due.push(Reverse(Due {
+            at: entry.check_at,
+            generation,
             key,
-            Entry {
-                tag,
-                phase: Phase::SynSent,
-                syns: 1,
-                last_syn: ts,
-                last_activity: ts,
-                generation,
-            },
-        );
+        }));
+        self.entries.insert(key, entry);
         self.order.push_back((key, generation));
-        if self.order.len() > 2 * self.config.capacity.max(16) {
+        let limit = 2 * self.config.capacity.max(16);
+        if self.order.len() > limit {
             let entries = &self.entries;
             self.order
                 .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+        if self.due.len() > limit {
+            self.due = self
+                .entries
+                .iter()
+                .map(|(key, e)| {
+                    Reverse(Due {
+                        at: e.check_at,
+                        generation: e.generation,
+                        key: *key,
+                    })
+                })
+                .collect();
         }
         self.peak = self.peak.max(self.entries.len());
         sink(TableEvent::Attempt { tag, key });
@@ -331,6 +459,7 @@ impl<T: Copy> HandshakeTable<T> {
             // FIN before an answer, or anything after the close: nothing new.
             _ => {}
         }
+        reschedule(&mut self.due, &self.config, key, e);
     }
 
     fn evict_oldest(&mut self, sink: &mut impl FnMut(TableEvent<T>)) {
@@ -360,24 +489,68 @@ impl<T: Copy> HandshakeTable<T> {
         let replies_visible = self.replies_visible;
         let mut idle = 0;
         let mut resolved = Vec::new();
-        self.entries.retain(|key, e| match e.phase {
-            Phase::SynSent if now.saturating_sub(e.last_syn) >= cfg.syn_timeout => {
-                let outcome = if e.syns > 1 || replies_visible {
-                    Outcome::Unanswered
-                } else {
-                    Outcome::Unknown
-                };
-                resolved.push((e.generation, e.tag, *key, outcome));
-                false
+        // Entries looked at but not due: rescheduled after the loop, so a
+        // record due again at `now` cannot loop.
+        let mut later = Vec::new();
+        while let Some(Reverse(d)) = self.due.peek().copied() {
+            if d.at > now {
+                break;
             }
-            Phase::Open if now.saturating_sub(e.last_activity) >= cfg.idle_timeout => {
-                idle += 1;
-                false
+            self.due.pop();
+            let Some(e) = self.entries.get_mut(&d.key) else {
+                continue;
+            };
+            if e.generation != d.generation || e.check_at != d.at {
+                continue; // a stale record: the entry was replaced or rescheduled
             }
-            // Closed entries linger one SYN timeout to absorb retransmitted FIN/RST.
-            Phase::Closed => now.saturating_sub(e.last_activity) < cfg.syn_timeout,
-            _ => true,
-        });
+            match e.judge(now, &cfg, replies_visible) {
+                Some(why) => {
+                    if let Some(e) = self.entries.remove(&d.key) {
+                        match why {
+                            Removal::Resolved(outcome) => {
+                                resolved.push((e.generation, e.tag, d.key, outcome))
+                            }
+                            Removal::Idle => idle += 1,
+                            Removal::Lingered => {}
+                        }
+                    }
+                }
+                None => {
+                    e.check_at = e.due_at(&cfg);
+                    later.push(Reverse(Due {
+                        at: e.check_at,
+                        generation: e.generation,
+                        key: d.key,
+                    }));
+                }
+            }
+        }
+        self.due.extend(later);
+        self.evictions[Eviction::Idle as usize] += idle;
+        emit_in_order(resolved, sink);
+    }
+
+    /// The expiry pass as a sweep over every entry: the definition
+    /// [`HandshakeTable::expire`] must agree with (tested).
+    #[cfg(test)]
+    fn expire_by_sweep(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
+        let cfg = self.config;
+        let replies_visible = self.replies_visible;
+        let mut idle = 0;
+        let mut resolved = Vec::new();
+        self.entries
+            .retain(|key, e| match e.judge(now, &cfg, replies_visible) {
+                Some(Removal::Resolved(outcome)) => {
+                    resolved.push((e.generation, e.tag, *key, outcome));
+                    false
+                }
+                Some(Removal::Idle) => {
+                    idle += 1;
+                    false
+                }
+                Some(Removal::Lingered) => false,
+                None => true,
+            });
         self.evictions[Eviction::Idle as usize] += idle;
         emit_in_order(resolved, sink);
     }
@@ -394,6 +567,7 @@ impl<T: Copy> HandshakeTable<T> {
             .collect();
         emit_in_order(waiting, sink);
         self.order.clear();
+        self.due.clear();
     }
 }
 

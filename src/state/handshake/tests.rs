@@ -240,3 +240,73 @@ fn same_input_same_events() {
     let b = run(cfg, &input, 100_000).0;
     assert_eq!(a, b);
 }
+
+mod scheduled_expiry {
+    //! `expire` visits only entries that may be due; it must remove and
+    //! report exactly what a sweep over every entry would, in the same
+    //! order, whatever the timestamps do (backwards jumps included).
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Segment { at: u64, port: u16, control: u8 },
+        Expire { at: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..20_000, 0u16..12, 0u8..6).prop_map(|(at, port, control)| Op::Segment { at, port, control }),
+            1 => (0u64..20_000).prop_map(|at| Op::Expire { at }),
+        ]
+    }
+
+    fn segment(port: u16, control: u8) -> Segment {
+        let sport = 40_000 + port;
+        match control {
+            0 => syn(sport),
+            1 => reply(sport, Control::SynAck),
+            2 => reply(sport, Control::Rst),
+            3 => seg(C, sport, S, 4242, Control::Rst),
+            4 => reply(sport, Control::Fin),
+            _ => seg(C, sport, S, 4242, Control::Fin),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn expire_agrees_with_a_full_sweep(
+            ops in proptest::collection::vec(op(), 1..200),
+            capacity in 1usize..8,
+            syn_ms in prop_oneof![Just(0u64), 1u64..5_000],
+            idle_ms in prop_oneof![Just(0u64), 1u64..10_000],
+        ) {
+            let cfg = TrackConfig {
+                capacity,
+                syn_timeout: Duration::from_millis(syn_ms),
+                idle_timeout: Duration::from_millis(idle_ms),
+            };
+            let mut fast: HandshakeTable<u32> = HandshakeTable::new(cfg);
+            let mut slow: HandshakeTable<u32> = HandshakeTable::new(cfg);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut na, mut nb) = (0, 0);
+            for op in &ops {
+                match *op {
+                    Op::Segment { at, port, control } => {
+                        let s = segment(port, control);
+                        fast.observe(ms(at), &s, |_| { na += 1; na }, &mut |e| a.push(e));
+                        slow.observe(ms(at), &s, |_| { nb += 1; nb }, &mut |e| b.push(e));
+                    }
+                    Op::Expire { at } => {
+                        fast.expire(ms(at), &mut |e| a.push(e));
+                        slow.expire_by_sweep(ms(at), &mut |e| b.push(e));
+                    }
+                }
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!(fast.len(), slow.len());
+                prop_assert_eq!(fast.evictions(Eviction::Idle), slow.evictions(Eviction::Idle));
+                prop_assert!(fast.due.len() <= 2 * capacity.max(16) + 1);
+            }
+        }
+    }
+}

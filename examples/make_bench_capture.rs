@@ -1,0 +1,383 @@
+//! Writes a large, deterministic pcap for `benches/replay_vs_tcpdump.sh`.
+//!
+//! ```text
+//! cargo run --release --example make_bench_capture -- OUT.pcap PACKETS [SEED]
+//! cargo run --release --example make_bench_capture -- --print-filter
+//! ```
+//!
+//! The traffic is that of the bundled `multi-node` site: about 500 TCP
+//! connections open at a time between its nodes and its user network (IPv4
+//! and some IPv6, about one connection in eight VLAN-tagged), each a SYN,
+//! SYN-ACK, 40 to 110 data/ACK segments and two FINs, so about 5% of the
+//! packets are control packets. A few connections break the port model
+//! (unexpected flows, a refused required edge, a local-only port, an unknown
+//! host), and about 1% of the packets are UDP and 0.2% ARP.
+//!
+//! Frames have realistic wire lengths (1514-byte data segments, 66-byte
+//! ACKs, 74-byte SYNs) but, as a sensor with `snaplen 128` would, the file
+//! stores at most 128 bytes of each: the record's `len` is the wire length,
+//! `caplen` what was kept. Timestamps advance 1 to 39 µs per packet.
+//!
+//! `--print-filter` prints the libpcap filter `portwatch watch` installs
+//! (`source::live::control_filter`), so tcpdump can be given the same one.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+
+const SNAPLEN: usize = 128;
+const ACTIVE: usize = 512;
+const START_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+const PROXY: [u8; 4] = [192, 0, 2, 11];
+const ENGINE1: [u8; 4] = [192, 0, 2, 21];
+const ENGINE2: [u8; 4] = [192, 0, 2, 22];
+const CENTRAL: [u8; 4] = [192, 0, 2, 10];
+const SCHEDULER: [u8; 4] = [192, 0, 2, 31];
+const UNKNOWN_HOST: [u8; 4] = [203, 0, 113, 77];
+const CENTRAL_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// xorshift64*: deterministic and fast.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    Syn,
+    SynAck,
+    Data(u32),
+    ClientFin,
+    ServerFin,
+    Rst,
+    Done,
+}
+
+struct Conn {
+    client: Addr,
+    server: Addr,
+    cport: u16,
+    sport: u16,
+    vlan: Option<u16>,
+    stage: Stage,
+    /// SYN answered by RST.
+    refused: bool,
+    cseq: u32,
+    sseq: u32,
+}
+
+fn user_v4(rng: &mut Rng) -> Addr {
+    Addr::V4([198, 51, 100, 1 + rng.below(200) as u8])
+}
+
+fn node(rng: &mut Rng) -> [u8; 4] {
+    [PROXY, ENGINE1, ENGINE2, SCHEDULER][rng.below(4) as usize]
+}
+
+fn new_conn(rng: &mut Rng, serial: u64) -> Conn {
+    let v4 = Addr::V4;
+    let pick = rng.below(1000);
+    let (client, server, sport, refused) = match pick {
+        0..=399 => (user_v4(rng), v4(PROXY), 443, false),
+        400..=499 => (user_v4(rng), v4(CENTRAL), 443, false),
+        500..=579 => {
+            let mut a = [
+                0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
+            a[15] = 1 + rng.below(50) as u8;
+            (Addr::V6(a), Addr::V6(CENTRAL_V6), 443, false)
+        }
+        580..=729 => {
+            let e = if rng.below(2) == 0 { ENGINE1 } else { ENGINE2 };
+            (v4(PROXY), v4(e), 4747, false)
+        }
+        730..=829 => (v4(node(rng)), v4(CENTRAL), 4242, false),
+        830..=879 => (v4(CENTRAL), v4(node(rng)), 4242, false),
+        880..=899 => (v4(CENTRAL), v4(node(rng)), 4444, false),
+        900..=929 => (v4(node(rng)), v4(CENTRAL), 4432, false),
+        // Findings: an unexpected flow, a refused required edge, a
+        // local-only port reached from the network, an unknown host.
+        930..=949 => (user_v4(rng), v4(ENGINE1), 4747, false),
+        950..=969 => (v4(PROXY), v4(ENGINE2), 4239, true),
+        970..=984 => (user_v4(rng), v4(PROXY), 4244, false),
+        _ => (v4(UNKNOWN_HOST), v4(PROXY), 443, false),
+    };
+    Conn {
+        client,
+        server,
+        cport: 32768 + (serial % 28000) as u16,
+        sport,
+        vlan: (serial % 8 == 0).then_some(100),
+        stage: Stage::Syn,
+        refused,
+        cseq: rng.next() as u32,
+        sseq: rng.next() as u32,
+    }
+}
+
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const FIN: u8 = 0x01;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// One frame: headers written into `buf`, the wire length returned; the
+/// payload after the headers is zeros up to the snaplen.
+struct Writer {
+    out: BufWriter<File>,
+    frame: Vec<u8>,
+}
+
+impl Writer {
+    fn record(&mut self, ts_us: u64, wire_len: usize) -> std::io::Result<()> {
+        let cap = wire_len.min(SNAPLEN);
+        self.frame.resize(cap.max(self.frame.len()), 0);
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+        hdr[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        hdr[8..12].copy_from_slice(&(cap as u32).to_le_bytes());
+        hdr[12..16].copy_from_slice(&(wire_len as u32).to_le_bytes());
+        self.out.write_all(&hdr)?;
+        self.out.write_all(&self.frame[..cap])
+    }
+}
+
+fn ethernet(f: &mut Vec<u8>, vlan: Option<u16>, ethertype: u16) {
+    f.clear();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+    if let Some(v) = vlan {
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+}
+
+fn ipv4_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Appends an IP header for `l4_len` bytes of `proto` payload.
+fn ip(f: &mut Vec<u8>, src: Addr, dst: Addr, proto: u8, l4_len: usize) {
+    match (src, dst) {
+        (Addr::V4(s), Addr::V4(d)) => {
+            let start = f.len();
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            f.extend_from_slice(&s);
+            f.extend_from_slice(&d);
+            let c = ipv4_checksum(&f[start..]);
+            f[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        (Addr::V6(s), Addr::V6(d)) => {
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s);
+            f.extend_from_slice(&d);
+        }
+        _ => unreachable!("mixed address families"),
+    }
+}
+
+/// Writes one TCP segment of `conn` from the client (`from_client`) or the
+/// server, with `payload` bytes of data; returns the wire length.
+fn tcp(f: &mut Vec<u8>, c: &Conn, from_client: bool, flags: u8, payload: usize) -> usize {
+    let (src, dst, sp, dp, seq, ack) = if from_client {
+        (c.client, c.server, c.cport, c.sport, c.cseq, c.sseq)
+    } else {
+        (c.server, c.client, c.sport, c.cport, c.sseq, c.cseq)
+    };
+    let ethertype = match src {
+        Addr::V4(_) => 0x0800,
+        Addr::V6(_) => 0x86dd,
+    };
+    // SYNs carry MSS, SACK-permitted, timestamps and window scale; the
+    // rest carry timestamps.
+    let opts: &[u8] = if flags & SYN != 0 {
+        &[
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]
+    } else {
+        &[1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 1]
+    };
+    let tcp_len = 20 + opts.len();
+    ethernet(f, c.vlan, ethertype);
+    ip(f, src, dst, 6, tcp_len + payload);
+    f.extend_from_slice(&sp.to_be_bytes());
+    f.extend_from_slice(&dp.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&if flags & ACK != 0 { ack } else { 0 }.to_be_bytes());
+    f.extend_from_slice(&[((tcp_len / 4) as u8) << 4, flags]);
+    f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, checksum (unset), urgent
+    f.extend_from_slice(opts);
+    f.len() + payload
+}
+
+fn udp(f: &mut Vec<u8>, rng: &mut Rng) -> usize {
+    let payload = 40;
+    ethernet(f, None, 0x0800);
+    ip(f, Addr::V4(node(rng)), Addr::V4(CENTRAL), 17, 8 + payload);
+    f.extend_from_slice(&(50_000 + rng.below(10_000) as u16).to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.len() + payload
+}
+
+fn arp(f: &mut Vec<u8>, rng: &mut Rng) -> usize {
+    ethernet(f, None, 0x0806);
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&node(rng));
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&CENTRAL);
+    60 // padded to the Ethernet minimum
+}
+
+/// Emits the next segment of `c` and moves it on; returns the wire length.
+fn step(f: &mut Vec<u8>, c: &mut Conn, rng: &mut Rng) -> usize {
+    match c.stage {
+        Stage::Syn => {
+            c.stage = if c.refused { Stage::Rst } else { Stage::SynAck };
+            tcp(f, c, true, SYN, 0)
+        }
+        Stage::SynAck => {
+            c.cseq = c.cseq.wrapping_add(1);
+            c.stage = Stage::Data(40 + rng.below(71) as u32);
+            tcp(f, c, false, SYN | ACK, 0)
+        }
+        Stage::Rst => {
+            c.cseq = c.cseq.wrapping_add(1);
+            c.stage = Stage::Done;
+            tcp(f, c, false, RST | ACK, 0)
+        }
+        Stage::Data(n) => {
+            c.stage = if n <= 1 {
+                Stage::ClientFin
+            } else {
+                Stage::Data(n - 1)
+            };
+            if n % 2 == 0 {
+                // Server sends a full segment; the client ACKs it next.
+                let len = 1448;
+                let w = tcp(f, c, false, ACK | PSH, len);
+                c.sseq = c.sseq.wrapping_add(len as u32);
+                w
+            } else if n % 7 == 3 {
+                // A short client request.
+                let len = 200 + rng.below(300) as usize;
+                let w = tcp(f, c, true, ACK | PSH, len);
+                c.cseq = c.cseq.wrapping_add(len as u32);
+                w
+            } else {
+                tcp(f, c, true, ACK, 0)
+            }
+        }
+        Stage::ClientFin => {
+            c.stage = Stage::ServerFin;
+            let w = tcp(f, c, true, FIN | ACK, 0);
+            c.cseq = c.cseq.wrapping_add(1);
+            w
+        }
+        Stage::ServerFin => {
+            c.stage = Stage::Done;
+            tcp(f, c, false, FIN | ACK, 0)
+        }
+        Stage::Done => unreachable!("finished connections are replaced"),
+    }
+}
+
+fn run(path: &str, packets: u64, seed: u64) -> std::io::Result<()> {
+    let file = File::create(path)?;
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, file),
+        frame: Vec::with_capacity(256),
+    };
+    // pcap header: µs, version 2.4, snaplen 128, Ethernet.
+    let mut head = Vec::with_capacity(24);
+    head.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
+    head.extend_from_slice(&2u16.to_le_bytes());
+    head.extend_from_slice(&4u16.to_le_bytes());
+    head.extend_from_slice(&[0; 8]);
+    head.extend_from_slice(&(SNAPLEN as u32).to_le_bytes());
+    head.extend_from_slice(&1u32.to_le_bytes());
+    w.out.write_all(&head)?;
+
+    let mut rng = Rng(seed | 1);
+    let mut serial = 0u64;
+    let mut conns: Vec<Conn> = (0..ACTIVE)
+        .map(|_| {
+            serial += 1;
+            new_conn(&mut rng, serial)
+        })
+        .collect();
+    let mut ts_us = START_SECS * 1_000_000;
+    for _ in 0..packets {
+        ts_us += 1 + rng.below(39);
+        let pick = rng.below(1000);
+        let wire = if pick < 10 {
+            udp(&mut w.frame, &mut rng)
+        } else if pick < 12 {
+            arp(&mut w.frame, &mut rng)
+        } else {
+            let i = rng.below(ACTIVE as u64) as usize;
+            let wire = step(&mut w.frame, &mut conns[i], &mut rng);
+            if conns[i].stage == Stage::Done {
+                serial += 1;
+                conns[i] = new_conn(&mut rng, serial);
+            }
+            wire
+        };
+        w.record(ts_us, wire)?;
+    }
+    w.out.flush()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--print-filter") {
+        println!("{}", portwatch::source::live::control_filter());
+        return ExitCode::SUCCESS;
+    }
+    let (Some(path), Some(Ok(packets))) = (args.first(), args.get(1).map(|n| n.parse::<u64>()))
+    else {
+        eprintln!("usage: make_bench_capture OUT.pcap PACKETS [SEED] | --print-filter");
+        return ExitCode::from(2);
+    };
+    let seed = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(42);
+    match run(path, packets, seed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {path}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Live capture against replay: the same frames, sent over a veth pair with
+//! tcpreplay and watched by `portwatch watch`, give the same verdicts as
+//! `portwatch replay` of the file they came from.
+//!
+//! Needs root (network namespaces, raw sockets), `ip` and `tcpreplay`;
+//! without them it prints why and passes. Everything happens inside a
+//! network namespace of its own (`pwtest-<pid>`) holding both ends of the
+//! veth pair: the pair is not bridged or routed anywhere, so the frames
+//! (documentation addresses only) reach the capture and nothing else. The
+//! namespace, and with it the pair, is deleted on drop, even on failure.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use etherparse::PacketBuilder;
+use serde_json::Value;
+
+const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
+const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+fn sh(cmd: &[&str]) {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", cmd[0]));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The namespace, the veth pair in it and the watcher: all removed on drop.
+struct Netns {
+    name: String,
+    watcher: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let pid = std::process::id();
+        let ns = Netns {
+            name: format!("pwtest-{pid}"),
+            watcher: None,
+            dir: std::env::temp_dir().join(format!("portwatch-live-{pid}")),
+        };
+        std::fs::create_dir_all(&ns.dir).unwrap();
+        sh(&["ip", "netns", "add", &ns.name]);
+        // Both ends are created inside the namespace: nothing on the host
+        // side, no bridge, no route out.
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "link",
+            "add",
+            &ns.capture_if(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.send_if(),
+        ]);
+        for dev in [ns.capture_if(), ns.send_if(), "lo".to_string()] {
+            sh(&["ip", "-n", &ns.name, "link", "set", &dev, "up"]);
+        }
+        // Frames are addressed to MACs the veth does not own.
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "link",
+            "set",
+            &ns.capture_if(),
+            "promisc",
+            "on",
+        ]);
+        ns
+    }
+
+    fn capture_if(&self) -> String {
+        format!("pwa{}", std::process::id())
+    }
+
+    fn send_if(&self) -> String {
+        format!("pwb{}", std::process::id())
+    }
+
+    /// A command run inside the namespace.
+    fn exec(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.watcher.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Deleting the namespace deletes the veth pair in it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One TCP segment from `src` to `dst`, as an Ethernet frame.
+#[derive(Clone, Copy)]
+enum Flags {
+    Syn,
+    SynAck,
+    Ack,
+    Data,
+    Fin,
+    RstAck,
+}
+
+fn frame(src: (&str, u16), dst: (&str, u16), flags: Flags, vlan: Option<u16>) -> Vec<u8> {
+    let (s, d): (std::net::IpAddr, std::net::IpAddr) =
+        (src.0.parse().unwrap(), dst.0.parse().unwrap());
+    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER);
+    let ip = match (vlan, s, d) {
+        (None, std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), 64)
+        }
+        (None, std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), 64)
+        }
+        (Some(v), std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth
+            .single_vlan(v.try_into().unwrap())
+            .ipv4(s.octets(), d.octets(), 64),
+        _ => unreachable!("no tagged IPv6 in this test"),
+    };
+    let tcp = ip.tcp(src.1, dst.1, 1000, 65535);
+    let (tcp, payload): (_, &[u8]) = match flags {
+        Flags::Syn => (tcp.syn(), b""),
+        Flags::SynAck => (tcp.syn().ack(1001), b""),
+        Flags::Ack => (tcp.ack(1001), b""),
+        Flags::Data => (tcp.ack(1001).psh(), b"GET / HTTP/1.1\r\n\r\n"),
+        Flags::Fin => (tcp.fin().ack(1001), b""),
+        Flags::RstAck => (tcp.rst().ack(1001), b""),
+    };
+    let mut v = Vec::new();
+    tcp.write(&mut v, payload).unwrap();
+    v
+}
+
+/// A complete connection: handshake, some data, both FINs.
+fn connection(out: &mut Vec<Vec<u8>>, c: (&str, u16), s: (&str, u16), vlan: Option<u16>) {
+    out.push(frame(c, s, Flags::Syn, vlan));
+    out.push(frame(s, c, Flags::SynAck, vlan));
+    out.push(frame(c, s, Flags::Ack, vlan));
+    out.push(frame(c, s, Flags::Data, vlan));
+    out.push(frame(s, c, Flags::Data, vlan));
+    out.push(frame(c, s, Flags::Ack, vlan));
+    out.push(frame(c, s, Flags::Fin, vlan));
+    out.push(frame(s, c, Flags::Fin, vlan));
+}
+
+/// The test capture (multi-node site): every SYN is answered, so no
+/// outcome depends on the SYN timeout, which live capture judges on the
+/// wall clock.
+fn test_frames() -> Vec<Vec<u8>> {
+    let mut f = Vec::new();
+    // Expected: users to the proxy, proxy to engines, rim to central.
+    connection(&mut f, ("198.51.100.7", 40001), ("192.0.2.11", 443), None);
+    connection(&mut f, ("198.51.100.7", 40002), ("192.0.2.11", 443), None);
+    connection(&mut f, ("192.0.2.11", 40003), ("192.0.2.21", 4747), None);
+    connection(&mut f, ("192.0.2.21", 40004), ("192.0.2.10", 4242), None);
+    connection(
+        &mut f,
+        ("192.0.2.10", 40005),
+        ("192.0.2.22", 4444),
+        Some(100),
+    );
+    connection(
+        &mut f,
+        ("2001:db8:100::5", 40006),
+        ("2001:db8::10", 443),
+        None,
+    );
+    // Unexpected: a user straight to an engine.
+    connection(&mut f, ("198.51.100.8", 40007), ("192.0.2.22", 4747), None);
+    // Local-only port reached from the network.
+    connection(&mut f, ("198.51.100.9", 40008), ("192.0.2.11", 4244), None);
+    // A refused expected edge, twice.
+    for port in [40009, 40010] {
+        f.push(frame(
+            ("192.0.2.11", port),
+            ("192.0.2.22", 4239),
+            Flags::Syn,
+            None,
+        ));
+        f.push(frame(
+            ("192.0.2.22", 4239),
+            ("192.0.2.11", port),
+            Flags::RstAck,
+            None,
+        ));
+    }
+    f
+}
+
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        let us = 1_000 * i as u32;
+        v.extend_from_slice(&1_767_225_600u32.to_le_bytes());
+        v.extend_from_slice(&us.to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    std::fs::write(path, v).unwrap();
+}
+
+/// The fields of a report that do not depend on timing: flows, findings,
+/// connection counts.
+fn verdicts(report: &Value) -> (Vec<String>, Vec<String>, String) {
+    let pick = |v: &Value, fields: &[&str]| -> String {
+        fields
+            .iter()
+            .map(|f| format!("{f}={}", v[f]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let list = |key: &str, fields: &[&str]| -> Vec<String> {
+        let mut out: Vec<String> = report[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `{key}` array in {report}"))
+            .iter()
+            .map(|v| pick(v, fields))
+            .collect();
+        out.sort();
+        out
+    };
+    (
+        list(
+            "flows",
+            &[
+                "src", "dst", "port", "service", "verdict", "attempts", "outcomes",
+            ],
+        ),
+        list("findings", &["kind", "src", "dst", "port", "count"]),
+        report["summary"]["connections"].to_string(),
+    )
+}
+
+/// Reads `stderr` lines into a channel from a thread.
+fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`, keeping every line read.
+fn wait_for(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn live_capture_over_veth_matches_replay() {
+    if !is_root() {
+        eprintln!("skipping live test: needs root (network namespace and veth pair)");
+        return;
+    }
+    for tool in ["ip", "tcpreplay"] {
+        if !have(tool) {
+            eprintln!("skipping live test: `{tool}` is not installed");
+            return;
+        }
+    }
+    let mut ns = Netns::create();
+    let pcap = ns.dir.join("live.pcap");
+    let frames = test_frames();
+    write_pcap(&pcap, &frames);
+
+    // What a replay of the file says.
+    let replay = Command::new(PORTWATCH)
+        .args(["replay", "--site", "multi-node", "--format", "json"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "replay: findings expected\n{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let expected_findings = replayed["findings"].as_array().unwrap().len();
+    assert!(expected_findings >= 3, "{replayed:#}");
+
+    // Watch the capture end of the pair.
+    let mut child = ns
+        .exec(PORTWATCH)
+        .args(["watch", "-i", &ns.capture_if()])
+        .args(["--site", "multi-node", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let pid = child.id();
+    ns.watcher = Some(child);
+    let mut err_lines = Vec::new();
+    assert!(
+        wait_for(&err, &mut err_lines, "capturing", Duration::from_secs(10)),
+        "watch did not start capturing:\n{}",
+        err_lines.join("\n")
+    );
+
+    let sent = ns
+        .exec("tcpreplay")
+        .args(["-q", "--topspeed", "-i", &ns.send_if()])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+
+    // Each finding is printed live once; when all are, the frames have
+    // been through the pipeline. Then a little more for the last FINs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut printed = Vec::new();
+    while printed.len() < expected_findings {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        match out.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        printed.len(),
+        expected_findings,
+        "live findings printed:\n{}",
+        printed.join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    sh(&["kill", "-INT", &pid.to_string()]);
+    let mut child = ns.watcher.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watch did not stop within 10 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The report is the last JSON object on stderr.
+    while let Ok(line) = err.recv_timeout(Duration::from_secs(5)) {
+        err_lines.push(line);
+    }
+    assert_eq!(status.code(), Some(1), "{}", err_lines.join("\n"));
+    let start = err_lines
+        .iter()
+        .rposition(|l| l == "{")
+        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", err_lines.join("\n")));
+    let live: Value = serde_json::from_str(&err_lines[start..].join("\n"))
+        .unwrap_or_else(|e| panic!("{e}: {}", err_lines.join("\n")));
+
+    let (live_flows, live_findings, live_conns) = verdicts(&live);
+    let (flows, findings, conns) = verdicts(&replayed);
+    assert_eq!(live_flows, flows, "flows differ");
+    assert_eq!(live_findings, findings, "findings differ");
+    assert_eq!(live_conns, conns, "summary.connections differ");
+    // The kernel counted the control packets only (the filter), and none
+    // was dropped.
+    let controls: u64 = live["capture"]["control_packets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let replay_controls: u64 = replayed["capture"]["control_packets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(controls, replay_controls, "{live:#}");
+}
