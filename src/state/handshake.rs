@@ -157,10 +157,17 @@ struct Entry<T> {
     last_activity: Timestamp,
     /// Matches the eviction queue's record for this entry.
     generation: u64,
+    /// Which ends have sent a FIN ([`FIN_CLIENT`], [`FIN_SERVER`]); both
+    /// close the entry, so finished connections do not wait out the idle
+    /// timeout in the table.
+    fins: u8,
     /// When the entry is next looked at by `expire`: never later than the
     /// time it becomes due, and the time of one of its [`Due`] records.
     check_at: Timestamp,
 }
+
+const FIN_CLIENT: u8 = 1;
+const FIN_SERVER: u8 = 2;
 
 impl<T> Entry<T> {
     /// The earliest time at which [`Entry::judge`] can remove the entry.
@@ -389,6 +396,7 @@ impl<T: Copy> HandshakeTable<T> {
             last_syn: ts,
             last_activity: ts,
             generation,
+            fins: 0,
             check_at: Timestamp::ZERO,
         };
         entry.check_at = entry.due_at(&self.config);
@@ -451,7 +459,10 @@ impl<T: Copy> HandshakeTable<T> {
                 });
             }
             (Phase::Open, _) => {
-                if seg.control == Control::Rst {
+                if seg.control == Control::Fin {
+                    e.fins |= if by_server { FIN_SERVER } else { FIN_CLIENT };
+                }
+                if seg.control == Control::Rst || e.fins == FIN_CLIENT | FIN_SERVER {
                     e.phase = Phase::Closed;
                 }
                 sink(TableEvent::Activity { tag: e.tag });

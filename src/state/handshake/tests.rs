@@ -310,3 +310,33 @@ mod scheduled_expiry {
         }
     }
 }
+
+#[test]
+fn fin_from_both_ends_closes_the_entry() {
+    let cfg = TrackConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..TrackConfig::default()
+    };
+    let (ev, t) = run(
+        cfg,
+        &[
+            (0, syn(1)),
+            (1, reply(1, Control::SynAck)),
+            (10, seg(C, 1, S, 4242, Control::Fin)),
+            (11, reply(1, Control::Fin)),
+            // A retransmitted FIN after the close is not new activity.
+            (12, reply(1, Control::Fin)),
+            (10_000, syn(2)),
+            (10_001, reply(2, Control::SynAck)),
+        ],
+        200_000,
+    );
+    let activity = ev
+        .iter()
+        .filter(|e| matches!(e, TableEvent::Activity { tag: 0 }))
+        .count();
+    assert_eq!(activity, 2);
+    // Closed, so it lingered and left instead of being evicted as idle;
+    // only connection 2 (never closed) idles out.
+    assert_eq!(t.evictions(Eviction::Idle), 1);
+}
