@@ -18,7 +18,6 @@
 //! and `reason`. So the number of series is bounded by the policy, never by
 //! traffic: a port scan from thousands of addresses adds none beyond that.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus::{
@@ -30,7 +29,7 @@ use crate::decode::Skip;
 use crate::pipeline::{Event, Ingested, Pipeline};
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::report::Visibility;
-use crate::state::{EdgeState, Eviction, Outcome};
+use crate::state::{EdgeState, Eviction, FastMap, Outcome};
 use crate::time::Timestamp;
 
 /// The `result` label of `portwatch_packets_total`: what decoding made of
@@ -319,8 +318,8 @@ pub struct Recorder {
     evictions: [IntCounter; 2],
     evictions_seen: [u64; 2],
     // Per policy:
-    connections: HashMap<FlowLabels, IntCounter>,
-    handshakes: HashMap<(FlowLabels, Outcome), IntCounter>,
+    connections: FastMap<FlowLabels, IntCounter>,
+    handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
     edges: Vec<Option<EdgeSeries>>,
 }
 
@@ -349,8 +348,8 @@ impl Recorder {
             dropped,
             dropped_seen: vec![[0; 2]; names.len()],
             up,
-            connections: HashMap::new(),
-            handshakes: HashMap::new(),
+            connections: FastMap::default(),
+            handshakes: FastMap::default(),
             edges: Vec::new(),
         }
     }

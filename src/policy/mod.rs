@@ -6,7 +6,6 @@ mod expect;
 
 pub use expect::{Expectation, ExpectedEdge, NodePorts};
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use ipnet::IpNet;
 use crate::config::diag::{ConfigError, Diagnostics};
 use crate::model::{Client, Model, RuleId, Scope, Selector};
 use crate::site::{EdgeSpec, Site};
+use crate::state::FastMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointKind {
@@ -85,11 +85,11 @@ pub struct Policy {
     pub site: Site,
     pub endpoints: Vec<Endpoint>,
     pub edges: Vec<Edge>,
-    node_addrs: HashMap<IpAddr, EndpointId>,
+    node_addrs: FastMap<IpAddr, EndpointId>,
     /// Externals then declared user networks, most specific prefix first.
     nets: Vec<(IpNet, EndpointId)>,
     implicit_users: Option<EndpointId>,
-    edge_index: HashMap<(EndpointId, EndpointId, u16), EdgeId>,
+    edge_index: FastMap<(EndpointId, EndpointId, u16), EdgeId>,
 }
 
 impl Policy {
@@ -115,7 +115,7 @@ impl Policy {
             .map(|(i, x)| push(&x.name, EndpointKind::External, i))
             .collect();
 
-        let mut node_addrs = HashMap::new();
+        let mut node_addrs = FastMap::default();
         for (n, id) in site.nodes.iter().zip(&node_ids) {
             for a in &n.addresses {
                 node_addrs.insert(*a, *id);
@@ -144,7 +144,7 @@ impl Policy {
             node_addrs,
             nets,
             implicit_users,
-            edge_index: HashMap::new(),
+            edge_index: FastMap::default(),
         };
         p.derive_edges(&node_ids, &user_ids, &ext_ids);
         let mut d = Diagnostics::new(site_file);

@@ -3,11 +3,12 @@
 //! by the timestamps passed in, so a replay answers the same on every run.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::decode::{Control, Segment};
+use crate::state::FastMap;
 use crate::time::Timestamp;
 
 /// Limits of the table. Defaults suit a node sensor; see `--help`.
@@ -265,7 +266,7 @@ fn reschedule<T>(
 
 pub struct HandshakeTable<T> {
     config: TrackConfig,
-    entries: HashMap<FlowKey, Entry<T>>,
+    entries: FastMap<FlowKey, Entry<T>>,
     /// Creation order, for evicting the oldest attempt; stale records (of
     /// entries already gone) are skipped and compacted away.
     order: VecDeque<(FlowKey, u64)>,
@@ -284,7 +285,9 @@ impl<T: Copy> HandshakeTable<T> {
     pub fn new(config: TrackConfig) -> Self {
         HandshakeTable {
             config,
-            entries: HashMap::with_capacity(config.capacity.min(1 << 16)),
+            // Grows with what is open: a table sized for the cap would spread a
+            // few hundred live entries over megabytes and miss the cache.
+            entries: FastMap::default(),
             order: VecDeque::new(),
             due: BinaryHeap::new(),
             next_generation: 0,

@@ -2,12 +2,11 @@
 //! verdict) and findings (per address pair). Both are capped: past the cap
 //! new keys are refused and counted, so a scan cannot grow memory.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::policy::Peer;
-use crate::state::Outcome;
+use crate::state::{FastMap, Outcome};
 use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.
@@ -103,9 +102,9 @@ pub type RowId = Option<u32>;
 #[derive(Debug)]
 pub struct Tally {
     rows: Vec<FlowRow>,
-    row_index: HashMap<FlowRowKey, u32>,
+    row_index: FastMap<FlowRowKey, u32>,
     findings: Vec<FindingRow>,
-    finding_index: HashMap<FindingKey, u32>,
+    finding_index: FastMap<FindingKey, u32>,
     max_rows: usize,
     max_findings: usize,
     pub rows_refused: u64,
@@ -125,9 +124,9 @@ impl Tally {
     pub fn new(max_rows: usize, max_findings: usize) -> Self {
         Tally {
             rows: Vec::new(),
-            row_index: HashMap::new(),
+            row_index: FastMap::default(),
             findings: Vec::new(),
-            finding_index: HashMap::new(),
+            finding_index: FastMap::default(),
             max_rows,
             max_findings,
             rows_refused: 0,
