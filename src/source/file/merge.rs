@@ -1,0 +1,121 @@
+//! Several capture files read as one, in timestamp order.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::Path;
+
+use super::{not_a_capture, FileFacts, FileSource, BATCH_FRAMES, MAX_INTERFACES_PER_FILE};
+use crate::source::{Frame, Poll, Source, SourceError};
+use crate::time::Timestamp;
+
+/// Several savefiles read as one, in timestamp order: a k-way merge over
+/// one [`FileSource`] per file. Frames with equal timestamps come in the
+/// order of the paths given. A file that stops early on damage is recorded
+/// in its [`FileFacts`] and the others go on.
+///
+/// `Frame::interface` is `file index * MAX_INTERFACES_PER_FILE` plus the
+/// interface number within the file.
+#[derive(Debug)]
+pub struct MergedFiles {
+    files: Vec<FileSource>,
+    /// Files whose current record is loaded, keyed by that record's time.
+    heap: BinaryHeap<Reverse<(Timestamp, usize)>>,
+    primed: bool,
+}
+
+impl MergedFiles {
+    /// Opens every file; the first that cannot be opened is the error (it
+    /// names the file).
+    pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<MergedFiles, SourceError> {
+        let mut files = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            let mut f = FileSource::open(p)?;
+            f.interface_base = u32::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_mul(MAX_INTERFACES_PER_FILE))
+                .ok_or_else(|| not_a_capture(f.path(), "too many files"))?;
+            files.push(f);
+        }
+        Ok(MergedFiles {
+            heap: BinaryHeap::with_capacity(files.len()),
+            files,
+            primed: false,
+        })
+    }
+
+    pub fn files(&self) -> &[FileSource] {
+        &self.files
+    }
+
+    /// Facts about each file, in the order the paths were given.
+    pub fn facts(&self) -> Vec<FileFacts> {
+        self.files.iter().map(FileSource::facts).collect()
+    }
+}
+
+impl Source for MergedFiles {
+    fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        // One file needs no merge heap (the common replay): read it directly.
+        if let (false, [file]) = (self.primed, self.files.as_mut_slice()) {
+            return file.poll(sink);
+        }
+        Ok(self.poll_until(None, sink))
+    }
+}
+
+impl MergedFiles {
+    /// The timestamp of the next frame, or `None` at the end of all files.
+    pub fn next_ts(&mut self) -> Option<Timestamp> {
+        self.prime();
+        self.heap.peek().map(|Reverse((ts, _))| *ts)
+    }
+
+    fn prime(&mut self) {
+        if !self.primed {
+            self.primed = true;
+            for (i, f) in self.files.iter_mut().enumerate() {
+                if f.advance() {
+                    if let Some(c) = f.current {
+                        self.heap.push(Reverse((c.ts, i)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deliver up to a batch of frames, stopping before the first one later
+    /// than `until` (if given): [`Poll::Idle`] when that frame is not due yet.
+    pub fn poll_until(
+        &mut self,
+        until: Option<Timestamp>,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> Poll {
+        self.prime();
+        let mut n = 0;
+        while n < BATCH_FRAMES {
+            let Some(mut top) = self.heap.peek_mut() else {
+                break;
+            };
+            if until.is_some_and(|u| top.0 .0 > u) {
+                return if n == 0 { Poll::Idle } else { Poll::Frames(n) };
+            }
+            let i = top.0 .1;
+            let file = &mut self.files[i];
+            if let Some(frame) = file.current_frame() {
+                sink(&frame);
+                n += 1;
+            }
+            match file.advance().then_some(file.current).flatten() {
+                Some(c) => top.0 = (c.ts, i),
+                None => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
+            }
+        }
+        if n == 0 {
+            Poll::End
+        } else {
+            Poll::Frames(n)
+        }
+    }
+}
