@@ -334,8 +334,8 @@ impl Report {
                         .map(|e| (e.as_str(), pl.table().evictions(*e)))
                         .collect(),
                 },
-                flow_rows_refused: tally.rows_refused,
-                findings_refused: tally.findings_refused,
+                flow_rows_refused: tally.rows_refused(),
+                findings_refused: tally.findings_refused(),
                 truncated,
             },
             summary: Summary {

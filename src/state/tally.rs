@@ -99,16 +99,54 @@ pub struct FindingRow {
 /// Index of a flow row; `None` when the row cap refused it.
 pub type RowId = Option<u32>;
 
+/// Rows in first-seen order with an index by key, capped: past `max`, new
+/// keys are refused and counted (keeping the first-seen rows is what an
+/// audit wants; evicting them would hide the oldest findings).
+#[derive(Debug)]
+struct Capped<K, V> {
+    rows: Vec<V>,
+    index: FastMap<K, u32>,
+    max: usize,
+    refused: u64,
+}
+
+impl<K: std::hash::Hash + Eq, V> Capped<K, V> {
+    fn new(max: usize) -> Self {
+        Capped {
+            rows: Vec::new(),
+            index: FastMap::default(),
+            max,
+            refused: 0,
+        }
+    }
+
+    /// The row of `key`, made by `make` if new; `None` when refused.
+    fn upsert(&mut self, key: K, make: impl FnOnce() -> V) -> Option<&mut V> {
+        let id = match self.index.get(&key) {
+            Some(id) => *id,
+            None if self.rows.len() >= self.max => {
+                self.refused += 1;
+                return None;
+            }
+            None => {
+                let id = self.rows.len() as u32;
+                self.rows.push(make());
+                self.index.insert(key, id);
+                id
+            }
+        };
+        Some(&mut self.rows[id as usize])
+    }
+
+    fn id(&self, key: &K) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+}
+
 #[derive(Debug)]
 pub struct Tally {
-    rows: Vec<FlowRow>,
-    row_index: FastMap<FlowRowKey, u32>,
-    findings: Vec<FindingRow>,
-    finding_index: FastMap<FindingKey, u32>,
-    max_rows: usize,
-    max_findings: usize,
-    pub rows_refused: u64,
-    pub findings_refused: u64,
+    rows: Capped<FlowRowKey, FlowRow>,
+    findings: Capped<FindingKey, FindingRow>,
     pub by_verdict: [u64; 4],
     pub by_outcome: [u64; 4],
     pub retransmissions: u64,
@@ -123,14 +161,8 @@ impl Default for Tally {
 impl Tally {
     pub fn new(max_rows: usize, max_findings: usize) -> Self {
         Tally {
-            rows: Vec::new(),
-            row_index: FastMap::default(),
-            findings: Vec::new(),
-            finding_index: FastMap::default(),
-            max_rows,
-            max_findings,
-            rows_refused: 0,
-            findings_refused: 0,
+            rows: Capped::new(max_rows),
+            findings: Capped::new(max_findings),
             by_verdict: [0; 4],
             by_outcome: [0; 4],
             retransmissions: 0,
@@ -138,15 +170,25 @@ impl Tally {
     }
 
     pub fn rows(&self) -> &[FlowRow] {
-        &self.rows
+        &self.rows.rows
     }
 
     pub fn findings(&self) -> &[FindingRow] {
-        &self.findings
+        &self.findings.rows
     }
 
     pub fn row(&self, id: u32) -> &FlowRow {
-        &self.rows[id as usize]
+        &self.rows.rows[id as usize]
+    }
+
+    /// Flow rows refused because the cap was reached.
+    pub fn rows_refused(&self) -> u64 {
+        self.rows.refused
+    }
+
+    /// Findings refused because the cap was reached.
+    pub fn findings_refused(&self) -> u64 {
+        self.findings.refused
     }
 
     /// A new connection attempt; returns its row for later outcomes.
@@ -167,39 +209,28 @@ impl Tally {
             port: c.port,
             verdict: c.verdict,
         };
-        let id = match self.row_index.get(&key) {
-            Some(id) => *id,
-            None if self.rows.len() >= self.max_rows => {
-                self.rows_refused += 1;
-                return None;
-            }
-            None => {
-                let id = self.rows.len() as u32;
-                self.rows.push(FlowRow {
-                    key,
-                    service: c.service.clone(),
-                    basis: c.basis.clone(),
-                    attempts: 0,
-                    retransmissions: 0,
-                    outcomes: [0; 4],
-                    first: ts,
-                    last: ts,
-                });
-                self.row_index.insert(key, id);
-                id
-            }
+        let Some(r) = self.rows.upsert(key, || FlowRow {
+            key,
+            service: c.service.clone(),
+            basis: c.basis.clone(),
+            attempts: 0,
+            retransmissions: 0,
+            outcomes: [0; 4],
+            first: ts,
+            last: ts,
+        }) else {
+            return None;
         };
-        let r = &mut self.rows[id as usize];
         r.attempts += 1;
         r.first = r.first.min(ts);
         r.last = r.last.max(ts);
-        Some(id)
+        self.rows.id(&key)
     }
 
     pub fn retransmission(&mut self, row: RowId) {
         self.retransmissions += 1;
         if let Some(id) = row {
-            self.rows[id as usize].retransmissions += 1;
+            self.rows.rows[id as usize].retransmissions += 1;
         }
     }
 
@@ -216,7 +247,7 @@ impl Tally {
     ) {
         self.by_outcome[o.index()] += 1;
         if let Some(id) = row {
-            self.rows[id as usize].outcomes[o.index()] += 1;
+            self.rows.rows[id as usize].outcomes[o.index()] += 1;
         }
         match (FindingKind::of(c.verdict), o) {
             // Only site edges are blocked; a refused same-host port is a
@@ -227,8 +258,8 @@ impl Tally {
             (None, _) => {}
             (Some(kind), _) => {
                 let key = finding_key(kind, c, src, dst);
-                if let Some(id) = self.finding_index.get(&key) {
-                    self.findings[*id as usize].outcomes[o.index()] += 1;
+                if let Some(id) = self.findings.id(&key) {
+                    self.findings.rows[id as usize].outcomes[o.index()] += 1;
                 }
             }
         }
@@ -244,28 +275,17 @@ impl Tally {
         o: Option<Outcome>,
     ) {
         let key = finding_key(kind, c, src, dst);
-        let id = match self.finding_index.get(&key) {
-            Some(id) => *id,
-            None if self.findings.len() >= self.max_findings => {
-                self.findings_refused += 1;
-                return;
-            }
-            None => {
-                let id = self.findings.len() as u32;
-                self.findings.push(FindingRow {
-                    key,
-                    service: c.service.clone(),
-                    basis: c.basis.clone(),
-                    count: 0,
-                    outcomes: [0; 4],
-                    first: ts,
-                    last: ts,
-                });
-                self.finding_index.insert(key, id);
-                id
-            }
+        let Some(f) = self.findings.upsert(key, || FindingRow {
+            key,
+            service: c.service.clone(),
+            basis: c.basis.clone(),
+            count: 0,
+            outcomes: [0; 4],
+            first: ts,
+            last: ts,
+        }) else {
+            return;
         };
-        let f = &mut self.findings[id as usize];
         f.count += 1;
         f.first = f.first.min(ts);
         f.last = f.last.max(ts);
@@ -283,5 +303,41 @@ fn finding_key(kind: FindingKind, c: &Classification, src: IpAddr, dst: IpAddr) 
         dst: c.dst,
         dst_addr: dst,
         port: c.port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use crate::config::load_policy;
+
+    #[test]
+    fn caps_refuse_new_keys_and_count_them() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut t = Tally::new(2, 1);
+        let user = ip("198.51.100.7");
+        // Three distinct flows, two of them findings (users may not reach engines).
+        for (dst, port) in [
+            ("192.0.2.11", 443),
+            ("192.0.2.21", 4747),
+            ("192.0.2.22", 4747),
+        ] {
+            let c = classify(&p, user, ip(dst), port);
+            t.attempt(Timestamp(1), &c, user, ip(dst));
+        }
+        assert_eq!(t.rows().len(), 2);
+        assert_eq!(t.rows_refused(), 1);
+        assert_eq!(t.findings().len(), 1);
+        assert_eq!(t.findings_refused(), 1);
+        // Counts by verdict stay exact whatever the caps refuse.
+        assert_eq!(t.by_verdict, [1, 2, 0, 0]);
+        // A known key still counts after the cap is reached.
+        let c = classify(&p, user, ip("192.0.2.11"), 443);
+        let row = t.attempt(Timestamp(2), &c, user, ip("192.0.2.11"));
+        assert_eq!(t.row(row.unwrap()).attempts, 2);
     }
 }
