@@ -209,7 +209,7 @@ impl Tally {
             port: c.port,
             verdict: c.verdict,
         };
-        let Some(r) = self.rows.upsert(key, || FlowRow {
+        let r = self.rows.upsert(key, || FlowRow {
             key,
             service: c.service.clone(),
             basis: c.basis.clone(),
@@ -218,9 +218,7 @@ impl Tally {
             outcomes: [0; 4],
             first: ts,
             last: ts,
-        }) else {
-            return None;
-        };
+        })?;
         r.attempts += 1;
         r.first = r.first.min(ts);
         r.last = r.last.max(ts);
