@@ -26,6 +26,7 @@ use crate::export::metrics::{Metrics, Recorder};
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Visibility};
+use crate::source::file::Savefile;
 use crate::source::live::{LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Poll, Source};
@@ -43,7 +44,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// What the daemon captures from.
 enum InputSpec {
     Replay {
-        paths: Vec<PathBuf>,
+        savefiles: Vec<Savefile>,
         opts: ReplayOptions,
     },
     Live {
@@ -69,7 +70,7 @@ pub fn run(args: RunArgs) -> u8 {
         }
     } else {
         InputSpec::Replay {
-            paths: args.replay,
+            savefiles: args.replay.into_iter().map(Savefile::Path).collect(),
             opts: ReplayOptions {
                 speed: args.speed,
                 looping: args.looping,
@@ -88,24 +89,20 @@ pub fn run(args: RunArgs) -> u8 {
 }
 
 pub fn demo(args: DemoArgs) -> u8 {
-    // The file reader wants a path: the embedded capture goes to a
-    // per-process temporary file, removed on the way out.
-    let path = std::env::temp_dir().join(format!("portwatch-demo-{}.pcap", std::process::id()));
-    if let Err(e) = std::fs::write(&path, DEMO_PCAP) {
-        eprintln!("error: {}: {e}", path.display());
-        return exit::BAD_INPUT;
-    }
     println!(
         "portwatch demo: site `{DEMO_SITE}`, bundled capture looped at {}x; metrics on http://{}/metrics; Ctrl-C to stop",
         args.speed, args.listen
     );
-    let code = serve(Settings {
+    serve(Settings {
         site: SiteArgs {
             site: PathBuf::from(DEMO_SITE),
             rules: None,
         },
         input: InputSpec::Replay {
-            paths: vec![path.clone()],
+            savefiles: vec![Savefile::Embedded {
+                name: "demo.pcap",
+                bytes: DEMO_PCAP,
+            }],
             opts: ReplayOptions {
                 speed: args.speed,
                 looping: true,
@@ -120,9 +117,7 @@ pub fn demo(args: DemoArgs) -> u8 {
         sensors: Vec::new(),
         print: true,
         format: Format::Table,
-    });
-    let _ = std::fs::remove_file(&path);
-    code
+    })
 }
 
 /// Messages from the tokio side to the capture thread.
@@ -360,7 +355,7 @@ enum Input {
 impl Input {
     fn open(spec: &InputSpec) -> Result<Input, String> {
         match spec {
-            InputSpec::Replay { paths, opts } => Replay::open(paths, opts.clone())
+            InputSpec::Replay { savefiles, opts } => Replay::open(savefiles, opts.clone())
                 .map(Input::Replay)
                 .map_err(|e| e.to_string()),
             InputSpec::Live { interfaces } => LiveSource::open(interfaces, &LiveOptions::default())

@@ -5,7 +5,7 @@
 //! delivered when the wall clock reaches them: a replay exercises the same
 //! timeouts and windows as a live capture, on capture time.
 
-use std::path::PathBuf;
+use crate::source::file::Savefile;
 use std::time::{Duration, Instant};
 
 use super::file::{FileFacts, MergedFiles};
@@ -37,7 +37,7 @@ impl Default for ReplayOptions {
 }
 
 pub struct Replay {
-    paths: Vec<PathBuf>,
+    savefiles: Vec<Savefile>,
     opts: ReplayOptions,
     files: MergedFiles,
     /// Added to every frame timestamp of the current loop.
@@ -54,10 +54,10 @@ pub struct Replay {
 impl Replay {
     /// Opens every file now, so a bad path is reported before the daemon
     /// starts. `opts.speed` must be positive.
-    pub fn open(paths: &[PathBuf], opts: ReplayOptions) -> Result<Replay, SourceError> {
-        let files = MergedFiles::open(paths)?;
+    pub fn open(savefiles: &[Savefile], opts: ReplayOptions) -> Result<Replay, SourceError> {
+        let files = MergedFiles::open_savefiles(savefiles)?;
         Ok(Replay {
-            paths: paths.to_vec(),
+            savefiles: savefiles.to_vec(),
             opts,
             files,
             shift: Duration::ZERO,
@@ -92,7 +92,7 @@ impl Replay {
         let Some((first, last)) = self.span.take() else {
             return Ok(false); // an empty capture: nothing to loop over
         };
-        self.files = MergedFiles::open(&self.paths)?;
+        self.files = MergedFiles::open_savefiles(&self.savefiles)?;
         self.shift += last.saturating_sub(first) + LOOP_GAP;
         self.loops += 1;
         Ok(true)
@@ -165,7 +165,7 @@ mod tests {
             speed: 50.0,
             looping: true,
         };
-        let mut r = Replay::open(&[path], opts).unwrap();
+        let mut r = Replay::open(&[Savefile::Path(path)], opts).unwrap();
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while seen.len() < 6 && Instant::now() < deadline {
@@ -184,7 +184,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("one.pcap");
         std::fs::write(&path, pcap_at(&[7])).unwrap();
-        let mut r = Replay::open(&[path], ReplayOptions::default()).unwrap();
+        let mut r = Replay::open(&[Savefile::Path(path)], ReplayOptions::default()).unwrap();
         let mut n = 0;
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::End);

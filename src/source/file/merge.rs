@@ -4,7 +4,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::Path;
 
-use super::{not_a_capture, FileFacts, FileSource, BATCH_FRAMES, MAX_INTERFACES_PER_FILE};
+use super::{
+    not_a_capture, FileFacts, FileSource, Savefile, BATCH_FRAMES, MAX_INTERFACES_PER_FILE,
+};
 use crate::source::{Frame, Poll, Source, SourceError};
 use crate::time::Timestamp;
 
@@ -27,9 +29,18 @@ impl MergedFiles {
     /// Opens every file; the first that cannot be opened is the error (it
     /// names the file).
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<MergedFiles, SourceError> {
-        let mut files = Vec::with_capacity(paths.len());
-        for (i, p) in paths.iter().enumerate() {
-            let mut f = FileSource::open(p)?;
+        let savefiles: Vec<Savefile> = paths
+            .iter()
+            .map(|p| Savefile::Path(p.as_ref().to_path_buf()))
+            .collect();
+        Self::open_savefiles(&savefiles)
+    }
+
+    /// As [`MergedFiles::open`], for paths or built-in captures.
+    pub fn open_savefiles(savefiles: &[Savefile]) -> Result<MergedFiles, SourceError> {
+        let mut files = Vec::with_capacity(savefiles.len());
+        for (i, p) in savefiles.iter().enumerate() {
+            let mut f = FileSource::open_savefile(p)?;
             f.interface_base = u32::try_from(i)
                 .ok()
                 .and_then(|i| i.checked_mul(MAX_INTERFACES_PER_FILE))

@@ -217,17 +217,25 @@ pub struct FileSource {
 
 /// A file read through one large buffer. [`Window::take`] consumes bytes
 /// and says where they lie in `buf`, so records are parsed in place.
-#[derive(Debug)]
 struct Window {
-    file: File,
+    file: Box<dyn Read + Send>,
     buf: Vec<u8>,
     /// `buf[..pos]` is consumed, `buf[pos..len]` read but not yet consumed.
     pos: usize,
     len: usize,
 }
 
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("pos", &self.pos)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Window {
-    fn new(file: File) -> Self {
+    fn new(file: Box<dyn Read + Send>) -> Self {
         Window {
             file,
             buf: vec![0; READ_BUFFER_BYTES],
@@ -287,6 +295,26 @@ fn not_a_capture(path: &str, what: impl Into<String>) -> SourceError {
     }
 }
 
+/// Where a savefile's bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Savefile {
+    Path(std::path::PathBuf),
+    /// Bytes built into the binary (the demo capture), under a display name.
+    Embedded {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
+}
+
+impl std::fmt::Display for Savefile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Savefile::Path(p) => p.display().fmt(f),
+            Savefile::Embedded { name, .. } => write!(f, "{name} (built in)"),
+        }
+    }
+}
+
 fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
@@ -295,13 +323,20 @@ impl FileSource {
     /// Opens a savefile and reads its file header (pcap) or first section
     /// header block (pcapng).
     pub fn open(path: impl AsRef<Path>) -> Result<FileSource, SourceError> {
-        let path_ref = path.as_ref();
-        let path = path_ref.display().to_string();
+        Self::open_savefile(&Savefile::Path(path.as_ref().to_path_buf()))
+    }
+
+    /// Opens a savefile from a path or from bytes built into the binary.
+    pub fn open_savefile(savefile: &Savefile) -> Result<FileSource, SourceError> {
+        let path = savefile.to_string();
         let io_err = |source| SourceError::Io {
             path: path.clone(),
             source,
         };
-        let file = File::open(path_ref).map_err(io_err)?;
+        let file: Box<dyn Read + Send> = match savefile {
+            Savefile::Path(p) => Box::new(File::open(p).map_err(io_err)?),
+            Savefile::Embedded { bytes, .. } => Box::new(io::Cursor::new(*bytes)),
+        };
         let mut win = Window::new(file);
         let (magic, n) = win.read_array::<4>().map_err(io_err)?;
         if n < 4 {
