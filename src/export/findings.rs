@@ -11,10 +11,14 @@ use crate::state::tally::FindingKind;
 use crate::state::Outcome;
 
 /// Prints each finding once per (kind, src, dst, port), then again when its
-/// count reaches 10, 100, 1000…; the map is capped like every other.
+/// count reaches 10, 100, 1000…; the map is capped like every other: past
+/// the cap new keys are not printed, and one line says so (the report and
+/// the metrics still count them).
 #[derive(Default)]
 pub struct FindingPrinter {
     seen: HashMap<(FindingKind, String, String, u16), u64>,
+    /// Findings not printed because the cap was reached.
+    pub refused: u64,
 }
 
 const MAX_PRINTED_KEYS: usize = 10_000;
@@ -58,7 +62,15 @@ impl FindingPrinter {
                 *n += 1;
                 *n
             }
-            None if full => return None,
+            None if full => {
+                self.refused += 1;
+                return (self.refused == 1).then(|| {
+                    format!(
+                        "(more than {MAX_PRINTED_KEYS} distinct findings: new ones are no longer printed; \
+                         the summary and the metrics still count them)"
+                    )
+                });
+            }
             None => {
                 self.seen.insert(id, 1);
                 1
@@ -92,4 +104,55 @@ fn power_of_ten(mut n: u64) -> bool {
         n /= 10;
     }
     n == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use crate::config::load_policy;
+    use crate::state::FlowKey;
+    use crate::time::Timestamp;
+
+    fn connection(p: &Policy, port: u16) -> Event {
+        let (src, dst) = (
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.21".parse().unwrap(),
+        );
+        Event::Connection {
+            ts: Timestamp(0),
+            class: classify(p, src, dst, port),
+            key: FlowKey {
+                client: src,
+                client_port: 50_000,
+                server: dst,
+                server_port: port,
+            },
+        }
+    }
+
+    #[test]
+    fn prints_first_then_powers_of_ten_and_caps_keys() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let mut pr = FindingPrinter::default();
+        let printed: Vec<usize> = (1..=120)
+            .filter(|_| pr.line(&p, &connection(&p, 4747)).is_some())
+            .collect();
+        // The 1st, 10th and 100th occurrence of one finding.
+        assert_eq!(printed, [1, 10, 100]);
+
+        // One key is taken by 4747: fill the rest.
+        for port in 1..MAX_PRINTED_KEYS as u16 {
+            pr.line(&p, &connection(&p, 10_000 + port));
+        }
+        assert_eq!(pr.seen.len(), MAX_PRINTED_KEYS);
+        let note = pr
+            .line(&p, &connection(&p, 3))
+            .expect("one note when the cap is hit");
+        assert!(note.contains("no longer printed"), "{note}");
+        assert_eq!(pr.line(&p, &connection(&p, 4)), None);
+        assert_eq!(pr.refused, 2);
+    }
 }
