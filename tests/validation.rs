@@ -328,16 +328,12 @@ fn missing_file() {
     assert!(err.contains(&f.display().to_string()), "{err}");
 }
 
-const SITES: &[&str] = &[
-    "single-node",
-    "multi-node",
-    "dmz-proxy",
-    "proxy-engine",
-    "ha-proxy-engine",
-    "ha-proxy-engine-scheduler",
-    "ha-engine",
-    "scale-out",
-];
+/// The bundled example sites, by name.
+fn sites() -> impl Iterator<Item = &'static str> {
+    portwatch::config::BUNDLED_SITES
+        .iter()
+        .map(|(name, _, _)| *name)
+}
 
 fn site_path(site: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("deploy/sites/{site}.yaml"))
@@ -345,7 +341,7 @@ fn site_path(site: &str) -> PathBuf {
 
 #[test]
 fn every_bundled_site_checks_clean() {
-    for site in SITES {
+    for site in sites() {
         let o = check(&site_path(site), None);
         assert_eq!(o.status.code(), Some(0), "{site}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("is valid"));
@@ -354,7 +350,7 @@ fn every_bundled_site_checks_clean() {
 
 #[test]
 fn expect_json_has_the_documented_shape() {
-    for site in SITES {
+    for site in sites() {
         let path = site_path(site);
         let o = portwatch(&[
             "expect",

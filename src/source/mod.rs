@@ -28,6 +28,20 @@ impl LinkType {
     pub const RAW_BSD: LinkType = LinkType(12);
     pub const RAW_OPENBSD: LinkType = LinkType(14);
 
+    /// Every link type `decode` opens (the fuzz target and proptests walk it).
+    pub const SUPPORTED: [LinkType; 10] = [
+        LinkType::NULL,
+        LinkType::ETHERNET,
+        LinkType::RAW,
+        LinkType::LOOP,
+        LinkType::LINUX_SLL,
+        LinkType::IPV4,
+        LinkType::IPV6,
+        LinkType::LINUX_SLL2,
+        LinkType::RAW_BSD,
+        LinkType::RAW_OPENBSD,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             LinkType::NULL => "NULL",
