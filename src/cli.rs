@@ -172,16 +172,8 @@ pub struct ReplayArgs {
     pub site: SiteArgs,
     #[command(flatten)]
     pub track: TrackArgs,
-    /// The node(s) this capture was taken on: only required edges touching
-    /// them are judged. Default: the capture sees the whole site (a SPAN).
-    #[arg(long = "sensor", value_name = "NODE")]
-    pub sensors: Vec<String>,
-    /// Report format: an aligned table, or JSON (the documented report shape).
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -193,14 +185,22 @@ pub struct WatchArgs {
     pub site: SiteArgs,
     #[command(flatten)]
     pub track: TrackArgs,
-    /// The node(s) being watched: only required edges touching them are
-    /// judged. Default: the interfaces see the whole site.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// What `replay` and `watch` report, and for which sensor.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The node(s) the capture is taken on: only required edges touching
+    /// them are judged. Default: the capture sees the whole site (a SPAN).
     #[arg(long = "sensor", value_name = "NODE")]
     pub sensors: Vec<String>,
-    /// Format of the closing summary.
+    /// Report format: an aligned table, or JSON (the documented report
+    /// shape). `watch` prints it to stderr when stopped.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write one JSON event per line to this file.
+    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 }

@@ -96,7 +96,7 @@ fn status(r: &Report) -> u8 {
 }
 
 pub fn replay(args: ReplayArgs) -> u8 {
-    let (policy, vis) = match prepare(&args.site, &args.sensors) {
+    let (policy, vis) = match prepare(&args.site, &args.report.sensors) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -107,7 +107,7 @@ pub fn replay(args: ReplayArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let mut events = match open_events(args.events.as_deref()) {
+    let mut events = match open_events(args.report.events.as_deref()) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -145,7 +145,7 @@ pub fn replay(args: ReplayArgs) -> u8 {
         }
     }
     let report = Report::build(&pl, facts, span, &vis);
-    print_report(&report, args.format);
+    print_report(&report, args.report.format);
     status(&report)
 }
 
@@ -188,7 +188,7 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 pub fn watch(args: WatchArgs) -> u8 {
-    let (policy, vis) = match prepare(&args.site, &args.sensors) {
+    let (policy, vis) = match prepare(&args.site, &args.report.sensors) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -199,7 +199,7 @@ pub fn watch(args: WatchArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let mut events = match open_events(args.events.as_deref()) {
+    let mut events = match open_events(args.report.events.as_deref()) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -237,7 +237,7 @@ pub fn watch(args: WatchArgs) -> u8 {
     let sources = live_facts(&mut live);
     let report = Report::build(&pl, sources, Some((started, now)), &vis);
     eprintln!();
-    match args.format {
+    match args.report.format {
         Format::Table => eprint!("{}", report.to_table()),
         Format::Json => eprintln!("{}", report.to_json()),
     }
