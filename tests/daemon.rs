@@ -11,6 +11,21 @@ fn demo_pcap() -> String {
     fixture("demo.pcap").display().to_string()
 }
 
+/// `run` on the multi-node site, replaying the demo capture in a loop at 100x.
+fn demo_loop() -> Daemon {
+    let pcap = demo_pcap();
+    Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "100",
+    ])
+}
+
 fn promtool() -> Option<&'static str> {
     let ok = Command::new("promtool")
         .arg("--version")
@@ -29,17 +44,7 @@ fn promtool_accepts_a_live_scrape() {
         eprintln!("SKIPPED promtool_accepts_a_live_scrape: promtool not installed (apt-get install prometheus)");
         return;
     };
-    let pcap = demo_pcap();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "100",
-    ]);
+    let mut d = demo_loop();
     let m = d.wait_metrics("findings and handshakes", |m| {
         m.contains("verdict=\"unexpected\"")
             && m.contains("outcome=\"refused\"")
@@ -66,17 +71,7 @@ fn promtool_accepts_a_live_scrape() {
 /// The endpoints over a real socket, and the contract's label values.
 #[test]
 fn run_replay_serves_endpoints_and_contract_labels() {
-    let pcap = demo_pcap();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "100",
-    ]);
+    let mut d = demo_loop();
     d.wait_ready();
     assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
     let m = d.wait_metrics("all verdicts", |m| {
@@ -220,17 +215,7 @@ fn sighup_reload_keeps_old_config_on_error() {
 /// SIGTERM: clean exit 0 with the summary on stderr.
 #[test]
 fn sigterm_stops_cleanly_with_summary() {
-    let pcap = demo_pcap();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "100",
-    ]);
+    let mut d = demo_loop();
     d.wait_ready();
     d.wait_metrics("some traffic", |m| m.contains("verdict=\"expected\""));
     d.signal("TERM");
