@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => crate::run::watch(args),
         Command::Run(args) => crate::daemon::run(args),
         Command::Demo(args) => crate::daemon::demo(args),
+        Command::Firewall(args) => firewall(&args),
     };
     ExitCode::from(code)
 }
@@ -94,5 +95,31 @@ fn expect(site: &SiteArgs, format: Format) -> u8 {
             serde_json::to_string_pretty(&e).expect("serializable")
         )),
     }
+    exit::OK
+}
+
+fn firewall(args: &crate::cli::FirewallArgs) -> u8 {
+    use crate::cli::{FirewallDirection, FirewallFormat};
+    use crate::firewall::{nftables, powershell, Direction, Plan};
+    let loaded = match load(&args.site) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let direction = match args.direction {
+        FirewallDirection::In => Direction::In,
+        FirewallDirection::Out => Direction::Out,
+        FirewallDirection::Both => Direction::Both,
+    };
+    let plan = match Plan::derive(&loaded.policy, &args.node, direction) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    out(&match args.format {
+        FirewallFormat::Nftables => nftables::render(&plan),
+        FirewallFormat::Powershell => powershell::render(&plan),
+    });
     exit::OK
 }

@@ -56,6 +56,48 @@ pub enum Command {
     /// Try it out: the bundled multi-node site and capture, replayed in a loop, with metrics.
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
+    /// Print the host firewall rules the model implies for one node (nftables or PowerShell).
+    #[command(after_help = FIREWALL_HELP)]
+    Firewall(FirewallArgs),
+}
+
+const FIREWALL_HELP: &str = "\
+Inbound: allow every expected edge into the node from the addresses that may open it,
+keep the model's local-only ports closed to other hosts, drop (and log) everything
+else on the ports the model knows. Other ports are left alone. Every rule cites the
+model rule and the vendor page section.
+
+  nftables    one table, `table inet portwatch`: load with `nft -f FILE`
+              (replaces only that table), check with `nft -c -f FILE`
+  powershell  New-NetFirewallRule commands in the group \"portwatch <site>\";
+              remove with Remove-NetFirewallRule -Group \"portwatch <site>\"";
+
+#[derive(Debug, Args)]
+pub struct FirewallArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// The node whose firewall to write.
+    #[arg(long, value_name = "NODE")]
+    pub node: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FirewallFormat::Nftables)]
+    pub format: FirewallFormat,
+    /// Which traffic of the node to filter.
+    #[arg(long, value_enum, default_value_t = FirewallDirection::In)]
+    pub direction: FirewallDirection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallFormat {
+    Nftables,
+    Powershell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallDirection {
+    In,
+    Out,
+    Both,
 }
 
 /// Where `run` and `demo` serve HTTP unless told otherwise.

@@ -20,6 +20,7 @@ mod daemon;
 mod deploy;
 mod e2e;
 mod examples;
+mod firewall;
 mod golden;
 mod live;
 mod scenarios;

@@ -1,0 +1,359 @@
+//! From audit to action: the host firewall policy of one node that the model
+//! and the site imply. Pure: a [`Plan`] is derived from a compiled
+//! [`Policy`]; `nftables` and `powershell` only render it.
+//!
+//! Inbound, the plan allows every expected edge into the node (from the
+//! addresses of the endpoints that may open it), keeps the model's
+//! local-scope ports closed to every other host, and drops everything else
+//! on the ports the model (or a site allowance) knows. Ports the model does
+//! not know are left alone: they are not the model's to decide. Outbound
+//! (optional) is the mirror image for edges the node opens.
+
+pub mod nftables;
+pub mod powershell;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::Scope;
+use crate::policy::{EndpointId, EndpointKind, Origin, Policy};
+
+/// Which traffic of the node the plan covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+impl Direction {
+    fn covers(self, way: Way) -> bool {
+        matches!(
+            (self, way),
+            (Direction::Both, _) | (Direction::In, Way::Inbound) | (Direction::Out, Way::Outbound)
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Both => "both",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Way {
+    Inbound,
+    Outbound,
+}
+
+/// The other end of a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// Any address (the implicit `users` network, or a drop for everyone).
+    Any,
+    /// These networks (a node's addresses are host networks).
+    Nets(Vec<IpNet>),
+    /// Any address except these: the implicit `users` network is every
+    /// host that is not a node or an external endpoint.
+    AllBut(Vec<IpNet>),
+}
+
+/// Why a port is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropKind {
+    /// A local-scope port: only the host itself may open it.
+    LocalOnly,
+    /// A port the model knows, from any host no edge allows.
+    NotExpected,
+}
+
+impl DropKind {
+    /// Log prefix tag; the same words as the report's finding kinds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropKind::LocalOnly => "local_only",
+            DropKind::NotExpected => "unexpected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Drop(DropKind),
+}
+
+/// One rule: for an allow, one expected edge; for a drop, a set of ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub way: Way,
+    pub action: Action,
+    pub ports: Vec<u16>,
+    pub remote: Remote,
+    /// One line saying what the rule does, e.g. `allow proxy -> central 4242/tcp (qrs)`.
+    pub summary: String,
+    /// What the rule rests on: model rules with their vendor page section,
+    /// or site allowances.
+    pub cites: Vec<Cite>,
+}
+
+/// A reference to the model or the site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cite {
+    /// `qlik-sense-enterprise ports[12]` or `site allow[0]`.
+    pub rule: String,
+    /// The vendor page section and table (the rule's `cite`), or the
+    /// allowance's reason.
+    pub text: String,
+}
+
+impl Cite {
+    /// The vendor page section: the cite up to its first `:`.
+    pub fn section(&self) -> &str {
+        self.text.split(':').next().unwrap_or("").trim()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub site: String,
+    pub model: String,
+    pub model_source: String,
+    pub node: String,
+    pub addresses: Vec<IpAddr>,
+    pub direction: Direction,
+    pub rules: Vec<Rule>,
+}
+
+/// `--node` names no node of the site.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--node {node}: no such node in site `{site}`; nodes: {nodes}")]
+pub struct NoSuchNode {
+    pub node: String,
+    pub site: String,
+    pub nodes: String,
+}
+
+impl Plan {
+    pub fn derive(p: &Policy, node: &str, direction: Direction) -> Result<Plan, NoSuchNode> {
+        let (id, n) = p
+            .endpoint_id(node)
+            .filter(|id| p.endpoint(*id).kind == EndpointKind::Node)
+            .map(|id| (id, &p.site.nodes[p.endpoint(id).index]))
+            .ok_or_else(|| NoSuchNode {
+                node: node.to_string(),
+                site: p.site.name.clone(),
+                nodes: (p.site.nodes.iter().map(|n| n.name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let mut rules = Vec::new();
+        for way in [Way::Inbound, Way::Outbound] {
+            if direction.covers(way) {
+                rules.extend(rules_for(p, id, way));
+            }
+        }
+        Ok(Plan {
+            site: p.site.name.clone(),
+            model: p.model.id.clone(),
+            model_source: p.model.source.clone(),
+            node: n.name.clone(),
+            addresses: n.addresses.clone(),
+            direction,
+            rules,
+        })
+    }
+
+    /// The command that produces this plan, for the files' headers.
+    pub fn command(&self, format: &str) -> String {
+        format!(
+            "portwatch firewall --site {} --node {} --format {format} --direction {}",
+            self.site,
+            self.node,
+            self.direction.as_str()
+        )
+    }
+}
+
+/// Every port the model or the site's allowances name.
+fn known_ports(p: &Policy) -> BTreeSet<u16> {
+    (p.model.rules.iter().map(|r| r.port))
+        .chain(p.site.allow.iter().map(|a| a.port))
+        .collect()
+}
+
+fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
+    let prep = match way {
+        Way::Inbound => "to",
+        Way::Outbound => "from",
+    };
+    let mut edges: Vec<_> = (p.edges.iter())
+        .filter(|e| match way {
+            Way::Inbound => e.dst == node,
+            Way::Outbound => e.src == node,
+        })
+        .collect();
+    edges.sort_by(|a, b| {
+        let name = |id| &p.endpoint(id).name;
+        (a.port, name(a.src), name(a.dst)).cmp(&(b.port, name(b.src), name(b.dst)))
+    });
+    let mut out: Vec<Rule> = edges
+        .iter()
+        .map(|e| {
+            let other = if way == Way::Inbound { e.src } else { e.dst };
+            Rule {
+                way,
+                action: Action::Allow,
+                ports: vec![e.port],
+                remote: remote_of(p, other),
+                summary: format!(
+                    "allow {} -> {} {}/tcp ({})",
+                    p.endpoint(e.src).name,
+                    p.endpoint(e.dst).name,
+                    e.port,
+                    e.service
+                ),
+                cites: e.origins.iter().map(|o| cite(p, o)).collect(),
+            }
+        })
+        .collect();
+    let allowed: BTreeSet<u16> = edges.iter().map(|e| e.port).collect();
+    let name = &p.endpoint(node).name;
+
+    // Local-scope ports of the node's services that no edge opens to
+    // another host. Outbound, the node's own loopback covers them.
+    let mut local: BTreeMap<u16, Vec<Cite>> = BTreeMap::new();
+    if way == Way::Inbound {
+        let n = &p.site.nodes[p.endpoint(node).index];
+        for (i, r) in p.model.rules.iter().enumerate() {
+            if r.scope == Scope::Local
+                && r.to.matches(&n.roles, &n.services)
+                && !allowed.contains(&r.port)
+            {
+                local.entry(r.port).or_default().push(Cite {
+                    rule: format!("{} ports[{i}] ({} {})", p.model.id, r.to, r.scope.as_str()),
+                    text: r.cite.clone(),
+                });
+            }
+        }
+    }
+    if !local.is_empty() {
+        let mut cites: Vec<Cite> = local.values().flatten().cloned().collect();
+        cites.dedup();
+        out.push(Rule {
+            way,
+            action: Action::Drop(DropKind::LocalOnly),
+            ports: local.keys().copied().collect(),
+            remote: Remote::Any,
+            summary: format!("drop other hosts on the local-only ports of {name}"),
+            cites,
+        });
+    }
+    let rest: Vec<u16> = known_ports(p)
+        .into_iter()
+        .filter(|port| !local.contains_key(port))
+        .collect();
+    if !rest.is_empty() {
+        let summary = match way {
+            Way::Inbound => {
+                format!("drop what no edge allows {prep} {name} on ports the model knows")
+            }
+            Way::Outbound => {
+                format!("drop what no edge allows {prep} {name} to ports the model knows")
+            }
+        };
+        out.push(Rule {
+            way,
+            action: Action::Drop(DropKind::NotExpected),
+            ports: rest,
+            remote: Remote::Any,
+            summary,
+            cites: vec![Cite {
+                rule: format!("{} (no rule)", p.model.id),
+                text: format!("{}: only the edges allowed above", p.model.source),
+            }],
+        });
+    }
+    out
+}
+
+fn cite(p: &Policy, o: &Origin) -> Cite {
+    match o {
+        Origin::Rule(r) => {
+            let rule = p.model.rule(*r);
+            Cite {
+                rule: format!(
+                    "{} ports[{}] ({} {})",
+                    p.model.id,
+                    r.0,
+                    rule.to,
+                    rule.scope.as_str()
+                ),
+                text: rule.cite.clone(),
+            }
+        }
+        Origin::Allowance(i) => Cite {
+            rule: format!("site {} allow[{i}]", p.site.name),
+            text: p.site.allow[*i].reason.clone(),
+        },
+    }
+}
+
+/// The addresses of an endpoint, as networks.
+fn remote_of(p: &Policy, id: EndpointId) -> Remote {
+    let e = p.endpoint(id);
+    match e.kind {
+        EndpointKind::Node => Remote::Nets(
+            p.site.nodes[e.index]
+                .addresses
+                .iter()
+                .map(|a| IpNet::from(*a))
+                .collect(),
+        ),
+        EndpointKind::External => Remote::Nets(p.site.externals[e.index].nets.clone()),
+        EndpointKind::UserNetwork => {
+            let u = &p.site.user_networks[e.index];
+            if u.cidrs.is_empty() {
+                let nodes =
+                    (p.site.nodes.iter()).flat_map(|n| n.addresses.iter().map(|a| IpNet::from(*a)));
+                let exts = p.site.externals.iter().flat_map(|x| x.nets.iter().copied());
+                Remote::AllBut(nodes.chain(exts).collect())
+            } else {
+                Remote::Nets(u.cidrs.clone())
+            }
+        }
+    }
+}
+
+/// Text for a comment: one line, no quotes or backslashes (nft strings and
+/// PowerShell single-quoted strings both take it as is).
+pub(crate) fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, '"' | '\'' | '`' | '$'))
+        .map(|c| match c {
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// At most `max` bytes, cut at a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests;

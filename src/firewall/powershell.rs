@@ -1,0 +1,267 @@
+//! A [`Plan`] as `New-NetFirewallRule` commands for Windows Defender
+//! Firewall, all in the group `portwatch <site>` so they can be listed and
+//! removed together.
+//!
+//! Windows applies block rules before allow rules, whatever their order, so
+//! "drop everyone else on this port" cannot be a block rule for any address:
+//! it would block the allowed hosts too. Each block rule therefore lists the
+//! complement of the addresses allowed on its ports, as address ranges.
+//! Windows does not filter loopback traffic, so local-only ports blocked for
+//! every remote address stay open to the host itself.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use super::{clean, Action, Plan, Remote, Rule, Way};
+
+/// The `New-NetFirewallRule` parameters this renderer writes; the test
+/// checks each against Microsoft's documented list.
+pub const PARAMETERS: &[&str] = &[
+    "DisplayName",
+    "Group",
+    "Direction",
+    "Action",
+    "Protocol",
+    "LocalPort",
+    "RemotePort",
+    "RemoteAddress",
+    "Profile",
+    "Description",
+];
+
+pub fn group(plan: &Plan) -> String {
+    format!("portwatch {}", clean(&plan.site))
+}
+
+pub fn render(plan: &Plan) -> String {
+    let g = group(plan);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# portwatch host firewall: node {} of site {} (model {}), direction {}.\n\
+         # Written by: {}\n\
+         # Run in an elevated PowerShell on {}. Every rule is in the group '{g}'.\n\
+         # List them:   Get-NetFirewallRule -Group '{g}'\n\
+         # Remove them: Remove-NetFirewallRule -Group '{g}'\n\
+         #\n\
+         # Block rules win over allow rules in Windows Defender Firewall, so each\n\
+         # block rule lists every address its ports are NOT allowed from (the\n\
+         # complement of the allow rules). Loopback traffic is not filtered.\n\
+         # To log dropped connections: Set-NetFirewallProfile -LogBlocked True\n\
+         \n\
+         # Replace an earlier version of these rules.\n\
+         Remove-NetFirewallRule -Group '{g}' -ErrorAction SilentlyContinue",
+        plan.node,
+        plan.site,
+        plan.model,
+        plan.direction.as_str(),
+        plan.command("powershell"),
+        plan.node,
+    );
+    // Allowed address spans per (way, port): what each block rule leaves out.
+    let mut allowed: BTreeMap<(Way, u16), Vec<Span>> = BTreeMap::new();
+    for r in plan.rules.iter().filter(|r| r.action == Action::Allow) {
+        for p in &r.ports {
+            allowed
+                .entry((r.way, *p))
+                .or_default()
+                .extend(spans(&r.remote));
+        }
+    }
+    for r in &plan.rules {
+        match r.action {
+            Action::Allow => command(&mut s, &g, r, &r.ports, &address_list(&r.remote)),
+            Action::Drop(_) => {
+                // Ports with the same allowed set share one block rule.
+                let mut by_set: BTreeMap<Vec<String>, Vec<u16>> = BTreeMap::new();
+                for p in &r.ports {
+                    let ranges = match allowed.get(&(r.way, *p)) {
+                        None => Vec::new(),
+                        Some(spans) => match show(&complement(spans.clone())) {
+                            v if v.is_empty() => continue, // allowed from anywhere
+                            v => v,
+                        },
+                    };
+                    by_set.entry(ranges).or_default().push(*p);
+                }
+                for (ranges, ports) in by_set {
+                    let addrs = if ranges.is_empty() {
+                        "Any".to_string()
+                    } else {
+                        quoted(ranges.iter())
+                    };
+                    command(&mut s, &g, r, &ports, &addrs);
+                }
+            }
+        }
+    }
+    s
+}
+
+fn address_list(r: &Remote) -> String {
+    match r {
+        Remote::Any => "Any".into(),
+        Remote::Nets(nets) => quoted(nets.iter().map(|n| {
+            if n.prefix_len() == n.max_prefix_len() {
+                n.addr().to_string()
+            } else {
+                n.trunc().to_string()
+            }
+        })),
+        Remote::AllBut(_) => quoted(show(&spans(r)).iter()),
+    }
+}
+
+/// A PowerShell array of single-quoted strings: `'a','b'`.
+fn quoted<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    items
+        .map(|s| format!("'{}'", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn command(s: &mut String, group: &str, r: &Rule, ports: &[u16], addrs: &str) {
+    let (direction, port_param) = match r.way {
+        Way::Inbound => ("Inbound", "LocalPort"),
+        Way::Outbound => ("Outbound", "RemotePort"),
+    };
+    let action = match r.action {
+        Action::Allow => "Allow",
+        Action::Drop(_) => "Block",
+    };
+    let summary = clean(&r.summary);
+    let description = r
+        .cites
+        .iter()
+        .map(|c| format!("{}: {}", clean(&c.rule), clean(&c.text)))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let summary = match r.action {
+        Action::Allow => summary,
+        Action::Drop(_) => format!("{summary} ({ports}/tcp)"),
+    };
+    let _ = writeln!(s, "\n# {summary}");
+    for c in &r.cites {
+        let _ = writeln!(s, "#   {}: {}", clean(&c.rule), clean(&c.text));
+    }
+    let _ = writeln!(
+        s,
+        "New-NetFirewallRule -DisplayName '{group}: {summary}' -Group '{group}' \
+         -Direction {direction} -Action {action} -Protocol TCP -{port_param} {ports} \
+         -RemoteAddress {addrs} -Profile Any -Description '{description}' | Out-Null"
+    );
+}
+
+/// A span of addresses of one family: (is IPv4, first, last).
+type Span = (bool, u128, u128);
+
+fn net_span(n: &IpNet) -> Span {
+    (
+        n.addr().is_ipv4(),
+        to_u128(n.network()),
+        to_u128(n.broadcast()),
+    )
+}
+
+/// The addresses a remote covers.
+fn spans(r: &Remote) -> Vec<Span> {
+    match r {
+        Remote::Any => vec![(true, 0, u32::MAX as u128), (false, 0, u128::MAX)],
+        Remote::Nets(nets) => nets.iter().map(net_span).collect(),
+        Remote::AllBut(nets) => complement(nets.iter().map(net_span).collect()),
+    }
+}
+
+/// The spans of both families not covered by `spans`.
+fn complement(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort();
+    let mut out = Vec::new();
+    for (v4, max) in [(true, u32::MAX as u128), (false, u128::MAX)] {
+        let mut next = Some(0u128); // first address not yet covered or emitted
+        for (_, lo, hi) in spans.iter().filter(|s| s.0 == v4) {
+            if let Some(n) = next {
+                if *lo > n {
+                    out.push((v4, n, lo - 1));
+                }
+                if *hi >= n {
+                    next = hi.checked_add(1).filter(|x| *x <= max);
+                }
+            }
+        }
+        if let Some(n) = next {
+            out.push((v4, n, max));
+        }
+    }
+    out
+}
+
+/// Spans as `first-last`, or a single address.
+fn show(spans: &[Span]) -> Vec<String> {
+    let addr = |v4: bool, x: u128| -> String {
+        if v4 {
+            Ipv4Addr::from(x as u32).to_string()
+        } else {
+            Ipv6Addr::from(x).to_string()
+        }
+    };
+    spans
+        .iter()
+        .map(|(v4, lo, hi)| {
+            if lo == hi {
+                addr(*v4, *lo)
+            } else {
+                format!("{}-{}", addr(*v4, *lo), addr(*v4, *hi))
+            }
+        })
+        .collect()
+}
+
+fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complement_leaves_out_the_allowed_hosts() {
+        let nets: Vec<IpNet> = ["192.0.2.11/32", "192.0.2.10/32", "2001:db8::10/128"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            show(&complement(nets.iter().map(net_span).collect())),
+            vec![
+                "0.0.0.0-192.0.2.9",
+                "192.0.2.12-255.255.255.255",
+                "::-2001:db8::f",
+                "2001:db8::11-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ]
+        );
+    }
+
+    #[test]
+    fn complement_of_everything_is_empty_and_of_nothing_is_everything() {
+        let all: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        assert!(complement(all.iter().map(net_span).collect()).is_empty());
+        assert_eq!(
+            show(&complement(Vec::new())),
+            vec![
+                "0.0.0.0-255.255.255.255",
+                "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            ]
+        );
+    }
+}

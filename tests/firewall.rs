@@ -1,0 +1,688 @@
+//! `portwatch firewall`: golden files for every node of every bundled site,
+//! nftables accepting and loading them, PowerShell parameters Microsoft
+//! documents, and the proof by traffic.
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test main firewall` rewrites
+//! `fixtures/firewall/<site>.<node>.{nft,ps1}`; review the diff.
+//!
+//! The traffic test (root, `ip`, `nft`, `tcpdump`) builds, per bundled site,
+//! three network namespaces of its own (`pwfw<pid>s<i>{n,a,b}`): node N and
+//! two peers with the site's addresses, joined to N by veth pairs and routed
+//! nowhere else. It loads N's nftables rules in N's namespace, listens on
+//! every port the model knows (and one it does not), connects from both
+//! peers, captures in N's namespace and replays the capture.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portwatch::config::{load_policy, BUNDLED_SITES};
+use portwatch::policy::{EndpointKind, Peer, Policy};
+use serde_json::Value;
+
+const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
+
+/// A port outside the model: the firewall leaves it alone.
+const OUTSIDE_PORT: u16 = 3389;
+
+/// Microsoft's documented parameters of `New-NetFirewallRule`
+/// (learn.microsoft.com/powershell/module/netsecurity/new-netfirewallrule).
+const NEW_NETFIREWALLRULE_PARAMETERS: &[&str] = &[
+    "Action",
+    "AllowWatchKey",
+    "AsJob",
+    "Authentication",
+    "CimSession",
+    "Description",
+    "Direction",
+    "DisplayName",
+    "DynamicTarget",
+    "EdgeTraversalPolicy",
+    "Enabled",
+    "Encryption",
+    "GPOSession",
+    "Group",
+    "IcmpType",
+    "InterfaceAlias",
+    "InterfaceType",
+    "LocalAddress",
+    "LocalOnlyMapping",
+    "LocalPort",
+    "LocalUser",
+    "LooseSourceMapping",
+    "Name",
+    "OverrideBlockRules",
+    "Owner",
+    "Package",
+    "Platform",
+    "PolicyStore",
+    "Profile",
+    "Program",
+    "Protocol",
+    "RemoteAddress",
+    "RemoteDynamicKeywordAddresses",
+    "RemoteMachine",
+    "RemotePort",
+    "RemoteUser",
+    "Service",
+    "ThrottleLimit",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn policy(site: &str) -> Policy {
+    load_policy(Path::new(site), None).unwrap().policy
+}
+
+fn firewall(args: &[&str]) -> String {
+    let out = Command::new(PORTWATCH)
+        .arg("firewall")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "firewall {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every (site, node) of the bundled sites.
+fn site_nodes() -> Vec<(String, String)> {
+    BUNDLED_SITES
+        .iter()
+        .flat_map(|(site, _, _)| {
+            policy(site)
+                .site
+                .nodes
+                .iter()
+                .map(|n| (site.to_string(), n.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn golden(site: &str, node: &str, ext: &str) -> PathBuf {
+    root().join(format!("fixtures/firewall/{site}.{node}.{ext}"))
+}
+
+#[test]
+fn firewall_goldens_for_every_node_of_every_bundled_site() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut stale = Vec::new();
+    for (site, node) in site_nodes() {
+        for (format, ext) in [("nftables", "nft"), ("powershell", "ps1")] {
+            let text = firewall(&["--site", &site, "--node", &node, "--format", format]);
+            let path = golden(&site, &node, ext);
+            if update {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "differ from the output (UPDATE_GOLDEN=1 cargo test --test main firewall, then review): {stale:#?}"
+    );
+}
+
+#[test]
+fn firewall_rejects_a_name_that_is_no_node() {
+    let out = Command::new(PORTWATCH)
+        .args(["firewall", "--site", "multi-node", "--node", "corp-users"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--node corp-users: no such node"), "{err}");
+}
+
+#[test]
+fn firewall_powershell_uses_only_documented_parameters_and_one_group() {
+    let mut used = BTreeSet::new();
+    for (site, node) in site_nodes() {
+        for direction in ["in", "both"] {
+            let text = firewall(&[
+                "--site",
+                &site,
+                "--node",
+                &node,
+                "--format",
+                "powershell",
+                "--direction",
+                direction,
+            ]);
+            let group = format!("-Group 'portwatch {site}'");
+            assert!(text.contains(&format!("Remove-NetFirewallRule {group}")));
+            let rules: Vec<&str> = (text.lines())
+                .filter(|l| l.starts_with("New-NetFirewallRule "))
+                .collect();
+            assert!(!rules.is_empty(), "{site} {node}");
+            for line in rules {
+                assert!(line.contains(&group), "{line}");
+                assert!(line.contains("-Description '"), "{line}");
+                for p in parameters(line) {
+                    used.insert(p);
+                }
+            }
+        }
+    }
+    let undocumented: Vec<_> = (used.iter())
+        .filter(|p| !NEW_NETFIREWALLRULE_PARAMETERS.contains(&p.as_str()))
+        .collect();
+    assert!(undocumented.is_empty(), "{undocumented:?}");
+    // The renderer's own list matches what it writes.
+    let declared: BTreeSet<String> = (portwatch::firewall::powershell::PARAMETERS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(used, declared);
+}
+
+/// The `-Name` parameters of a command line, skipping quoted strings.
+fn parameters(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut quoted = false;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        if c == '\'' {
+            quoted = !quoted;
+        } else if !quoted && c == '-' && prev == ' ' {
+            let name: String = line[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+                out.push(name);
+            }
+        }
+        prev = c;
+    }
+    out
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the test can run; on a laptop without root or the tools it is
+/// skipped, but under `CI=true` a missing prerequisite fails.
+fn prerequisites(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<String> = (!is_root())
+        .then(|| "root".to_string())
+        .into_iter()
+        .chain(tools.iter().filter(|t| !have(t)).map(|t| t.to_string()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI must have {missing:?}"
+    );
+    eprintln!("skipping {test}: needs {missing:?}");
+    false
+}
+
+fn sh(cmd: &[&str]) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces created by this test: deleted on drop (with the veth
+/// pairs in them), and the processes started in them killed.
+struct Lab {
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let dir = std::env::temp_dir().join(format!("portwatch-fw-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab {
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    fn netns(&mut self, name: String) -> String {
+        sh(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn firewall_nftables_goldens_check_and_load_in_a_namespace() {
+    if !prerequisites("nftables load test", &["ip", "nft"]) {
+        return;
+    }
+    let mut lab = Lab::new("load");
+    let ns = lab.netns(format!("pwfw{}l", std::process::id()));
+    for (site, node) in site_nodes() {
+        for direction in ["in", "both"] {
+            let text = firewall(&["--site", &site, "--node", &node, "--direction", direction]);
+            let file = lab.dir.join(format!("{site}.{node}.{direction}.nft"));
+            std::fs::write(&file, &text).unwrap();
+            let f = file.to_str().unwrap();
+            sh(&["ip", "netns", "exec", &ns, "nft", "-c", "-f", f]);
+            // Loaded twice: the file replaces its table, nothing piles up.
+            sh(&["ip", "netns", "exec", &ns, "nft", "-f", f]);
+            sh(&["ip", "netns", "exec", &ns, "nft", "-f", f]);
+            let listed = Command::new("ip")
+                .args(["netns", "exec", &ns, "nft", "list", "tables"])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&listed.stdout).trim(),
+                "table inet portwatch"
+            );
+        }
+    }
+}
+
+/// Move the calling thread into a network namespace; sockets it creates
+/// afterwards live there.
+fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: setns on a valid namespace fd only changes this thread's
+    // network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Run `f` on a thread inside namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A peer of node N in the test: a site endpoint and the address it uses.
+#[derive(Clone, Debug)]
+struct PeerHost {
+    name: String,
+    addr: Ipv4Addr,
+}
+
+fn v4(addrs: impl IntoIterator<Item = IpAddr>) -> Option<Ipv4Addr> {
+    addrs.into_iter().find_map(|a| match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// N: the node with the most expected inbound edges. Peers: the endpoint
+/// with the most edges into N, and one of another kind (a user network or
+/// an external), so both allowed and refused attempts come from each side.
+fn choose(p: &Policy) -> (String, Ipv4Addr, Vec<PeerHost>) {
+    let inbound = |name: &str| {
+        let id = p.endpoint_id(name).unwrap();
+        p.edges.iter().filter(|e| e.dst == id).count()
+    };
+    let n = (p.site.nodes.iter())
+        .max_by_key(|n| (inbound(&n.name), std::cmp::Reverse(n.name.clone())))
+        .unwrap();
+    let nid = p.endpoint_id(&n.name).unwrap();
+    let addr_of = |id: portwatch::policy::EndpointId| -> Ipv4Addr {
+        let e = p.endpoint(id);
+        match e.kind {
+            EndpointKind::Node => v4(p.site.nodes[e.index].addresses.iter().copied()).unwrap(),
+            EndpointKind::External => {
+                v4(p.site.externals[e.index].nets.iter().map(|n| n.addr())).unwrap()
+            }
+            EndpointKind::UserNetwork => {
+                let u = &p.site.user_networks[e.index];
+                let net = (u.cidrs.iter())
+                    .find_map(|c| match c {
+                        ipnet::IpNet::V4(n) => Some(*n),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "198.51.100.0/24".parse().unwrap());
+                Ipv4Addr::from(u32::from(net.network()) + 77)
+            }
+        }
+    };
+    let mut candidates: Vec<_> = (0..p.endpoints.len())
+        .map(|i| portwatch::policy::EndpointId(i as u16))
+        .filter(|id| *id != nid)
+        .map(|id| {
+            let edges = p
+                .edges
+                .iter()
+                .filter(|e| e.src == id && e.dst == nid)
+                .count();
+            (edges, id)
+        })
+        .collect();
+    candidates.sort_by_key(|(edges, id)| (std::cmp::Reverse(*edges), *id));
+    let first = candidates[0].1;
+    // Another kind of endpoint, else another endpoint, else a second host
+    // of the same one (a site of one node and its users).
+    let second = (candidates.iter().map(|(_, id)| *id))
+        .find(|id| p.endpoint(*id).kind != p.endpoint(first).kind)
+        .or_else(|| candidates.get(1).map(|(_, id)| *id));
+    let mut peers: Vec<PeerHost> = [Some(first), second]
+        .into_iter()
+        .flatten()
+        .map(|id| PeerHost {
+            name: p.endpoint(id).name.clone(),
+            addr: addr_of(id),
+        })
+        .collect();
+    if peers.len() == 1 {
+        peers.push(PeerHost {
+            name: peers[0].name.clone(),
+            addr: Ipv4Addr::from(u32::from(peers[0].addr) + 1),
+        });
+    }
+    for peer in &peers {
+        let id = p.endpoint_id(&peer.name).unwrap();
+        assert_eq!(p.peer_of(peer.addr.into()), Peer::Endpoint(id), "{peer:?}");
+    }
+    (
+        n.name.clone(),
+        v4(n.addresses.iter().copied()).unwrap(),
+        peers,
+    )
+}
+
+/// Start tcpdump in `ns` and wait until it listens.
+fn start_capture(ns: &str, file: &Path) -> Child {
+    let mut c = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "tcpdump",
+            "-i",
+            "any",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "128",
+        ])
+        .arg("-w")
+        .arg(file)
+        .arg("tcp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    assert!(line.contains("listening on"), "tcpdump did not start");
+    // Keep draining stderr so tcpdump never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    c
+}
+
+#[test]
+fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees() {
+    if !prerequisites("firewall traffic test", &["ip", "nft", "tcpdump"]) {
+        return;
+    }
+    let pid = std::process::id();
+    let sites: BTreeSet<String> = std::fs::read_to_string(root().join("fixtures/fixtures.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
+        .collect();
+    for (i, (site, _, _)) in BUNDLED_SITES.iter().enumerate() {
+        if !sites.contains(*site) {
+            continue;
+        }
+        let p = policy(site);
+        let (node, naddr, peers) = choose(&p);
+        let mut lab = Lab::new(site);
+        let nns = lab.netns(format!("pwfw{pid}s{i}n"));
+        for (j, peer) in peers.iter().enumerate() {
+            let pns = lab.netns(format!("pwfw{pid}s{i}{}", ["a", "b"][j]));
+            let (here, there) = (format!("fw{pid}{j}n"), format!("fw{pid}{j}p"));
+            sh(&[
+                "ip", "-n", &nns, "link", "add", &here, "type", "veth", "peer", "name", &there,
+                "netns", &pns,
+            ]);
+            for (ns, dev, own, other) in [
+                (&nns, &here, naddr, peer.addr),
+                (&pns, &there, peer.addr, naddr),
+            ] {
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{own}/32"),
+                    "dev",
+                    dev,
+                ]);
+                sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &format!("{other}/32"),
+                    "dev",
+                    dev,
+                ]);
+            }
+        }
+        let rules = lab.dir.join("rules.nft");
+        std::fs::write(&rules, firewall(&["--site", site, "--node", &node])).unwrap();
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &nns,
+            "nft",
+            "-f",
+            rules.to_str().unwrap(),
+        ]);
+
+        // Listeners on every port the model knows, and one it does not.
+        let mut ports: BTreeSet<u16> = p.model.rules.iter().map(|r| r.port).collect();
+        ports.insert(OUTSIDE_PORT);
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let listeners: Vec<TcpListener> = {
+            let ports = ports.clone();
+            in_ns(&nns, move || {
+                ports
+                    .iter()
+                    .map(|port| TcpListener::bind(("0.0.0.0", *port)).unwrap())
+                    .collect()
+            })
+        };
+        let pcap = lab.dir.join("n.pcap");
+        let capture = start_capture(&nns, &pcap);
+        lab.children.push(capture);
+
+        // Every peer tries every port at once.
+        let mut attempts = Vec::new();
+        for (j, peer) in peers.iter().enumerate() {
+            for port in &ports {
+                let (pns, port) = (format!("pwfw{pid}s{i}{}", ["a", "b"][j]), *port);
+                attempts.push((
+                    peer.clone(),
+                    port,
+                    std::thread::spawn(move || {
+                        enter(&pns);
+                        let to = SocketAddr::from((naddr, port));
+                        TcpStream::connect_timeout(&to, Duration::from_millis(1500)).is_ok()
+                    }),
+                ));
+            }
+        }
+        let results: Vec<(PeerHost, u16, bool)> = attempts
+            .into_iter()
+            .map(|(peer, port, t)| (peer, port, t.join().unwrap()))
+            .collect();
+        // Capture time moves past the SYN timeout of the replay below (2s
+        // after the last SYN, retransmitted at 1s; not 1s, which races
+        // with that retransmission).
+        std::thread::sleep(Duration::from_millis(2000));
+        let last = results.iter().find(|r| r.2).expect("some attempt connects");
+        let (pns, to) = (
+            format!(
+                "pwfw{pid}s{i}{}",
+                if last.0.addr == peers[0].addr {
+                    "a"
+                } else {
+                    "b"
+                }
+            ),
+            SocketAddr::from((naddr, last.1)),
+        );
+        assert!(in_ns(&pns, move || TcpStream::connect_timeout(
+            &to,
+            Duration::from_secs(1)
+        )
+        .is_ok()));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut capture = lab.children.pop().unwrap();
+        sh(&["kill", "-INT", &capture.id().to_string()]);
+        let _ = capture.wait();
+        drop(listeners);
+
+        if let Some(dir) = std::env::var_os("PORTWATCH_KEEP_CAPTURES") {
+            std::fs::copy(&pcap, Path::new(&dir).join(format!("firewall-{site}.pcap"))).unwrap();
+        }
+        // What the firewall let through is exactly what the model expects.
+        let nid = p.endpoint_id(&node).unwrap();
+        let expected = |peer: &PeerHost, port: u16| {
+            let src = p.endpoint_id(&peer.name).unwrap();
+            p.edges
+                .iter()
+                .any(|e| e.src == src && e.dst == nid && e.port == port)
+        };
+        let mut allowed = 0;
+        for (peer, port, connected) in &results {
+            let want = *port == OUTSIDE_PORT || expected(peer, *port);
+            assert_eq!(
+                *connected, want,
+                "{site}: {} -> {node}:{port} connected={connected}, expected edge={want}",
+                peer.name
+            );
+            allowed += usize::from(want && *port != OUTSIDE_PORT);
+        }
+        assert!(allowed > 0, "{site}: no expected edge tried");
+
+        // The replay of that traffic agrees.
+        let out = Command::new(PORTWATCH)
+            .args([
+                "replay", "--site", site, "--sensor", &node, "--format", "json",
+            ])
+            .args(["--syn-timeout", "2s"])
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{site}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let findings = report["findings"].as_array().unwrap();
+        assert!(
+            !findings.iter().any(|f| f["kind"] == "blocked"),
+            "{site}: an expected edge is blocked: {findings:#?}"
+        );
+        let finding = |peer: &PeerHost, port: u16| {
+            findings.iter().find(|f| {
+                f["src"] == peer.name.as_str()
+                    && f["src_addr"] == peer.addr.to_string().as_str()
+                    && f["dst"] == node.as_str()
+                    && f["port"] == port
+            })
+        };
+        for (peer, port, connected) in &results {
+            let f = finding(peer, *port);
+            if *port == OUTSIDE_PORT {
+                let f = f.unwrap_or_else(|| panic!("{site}: {} -> {port}", peer.name));
+                assert_eq!(f["kind"], "unexpected");
+                assert!(f["outcomes"]["established"].as_u64() >= Some(1));
+            } else if *connected {
+                assert!(f.is_none(), "{site}: finding for an expected edge: {f:?}");
+                let flow = report["flows"].as_array().unwrap().iter().find(|r| {
+                    r["src"] == peer.name.as_str()
+                        && r["dst"] == node.as_str()
+                        && r["port"] == *port
+                });
+                let flow =
+                    flow.unwrap_or_else(|| panic!("{site}: no flow {} -> {port}", peer.name));
+                assert_eq!(flow["verdict"], "expected");
+                assert!(flow["outcomes"]["established"].as_u64() >= Some(1));
+            } else {
+                let f = f.unwrap_or_else(|| {
+                    panic!(
+                        "{site}: failed {} -> {node}:{port} is no finding",
+                        peer.name
+                    )
+                });
+                let kind = f["kind"].as_str().unwrap();
+                assert!(kind == "unexpected" || kind == "local_only", "{f}");
+                let o = &f["outcomes"];
+                assert_eq!(o["established"], 0, "{f}");
+                assert_eq!(
+                    o["refused"].as_u64().unwrap() + o["unanswered"].as_u64().unwrap(),
+                    f["count"].as_u64().unwrap(),
+                    "{site}: {f}"
+                );
+            }
+        }
+        eprintln!(
+            "{site}: node {node}, peers {}: {allowed} expected edges connected, {} attempts dropped",
+            peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" and "),
+            results.iter().filter(|r| !r.2).count()
+        );
+    }
+}
