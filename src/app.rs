@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, Format, SiteArgs};
+use crate::cli::{Cli, Command, SiteArgs};
 use crate::config::{load_policy, LoadError, Loaded};
 use crate::policy::Expectation;
 
@@ -82,7 +82,8 @@ fn check(site: &SiteArgs) -> u8 {
     }
 }
 
-fn expect(site: &SiteArgs, format: Format) -> u8 {
+fn expect(site: &SiteArgs, format: crate::cli::ExpectFormat) -> u8 {
+    use crate::cli::ExpectFormat as Format;
     let loaded = match load(site) {
         Ok(l) => l,
         Err(code) => return code,
@@ -94,6 +95,7 @@ fn expect(site: &SiteArgs, format: Format) -> u8 {
             "{}\n",
             serde_json::to_string_pretty(&e).expect("serializable")
         )),
+        Format::Dot => out(&crate::report::diagram::Diagram::expected(&loaded.policy).to_dot()),
     }
     exit::OK
 }

@@ -40,9 +40,10 @@ pub enum Command {
     Expect {
         #[command(flatten)]
         site: SiteArgs,
-        /// Output format: an aligned table, or JSON for scripts.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        /// Output format: an aligned table, JSON for scripts, or a Graphviz
+        /// graph (`| dot -Tsvg > site.svg`).
+        #[arg(long, value_enum, default_value_t = ExpectFormat::Table)]
+        format: ExpectFormat,
     },
     /// Audit pcap/pcapng files against the site: a report, and an exit status for CI.
     #[command(after_help = EXIT_CODES)]
@@ -238,10 +239,15 @@ pub struct ReportArgs {
     /// them are judged. Default: the capture sees the whole site (a SPAN).
     #[arg(long = "sensor", value_name = "NODE")]
     pub sensors: Vec<String>,
-    /// Report format: an aligned table, or JSON (the documented report
-    /// shape). `watch` prints it to stderr when stopped.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Report format: an aligned table, JSON (the documented report
+    /// shape), or one self-contained HTML page with the site diagram.
+    /// `watch` prints it to stderr when stopped.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// How the HTML report's diagram is laid out: Graphviz `dot` when it is
+    /// installed, else portwatch's own layered layout (auto); or either.
+    #[arg(long, value_enum, default_value_t = DiagramLayout::Auto)]
+    pub layout: DiagramLayout,
     /// Also write one JSON event per line (connection attempts and outcomes) to this file.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -251,6 +257,27 @@ pub struct ReportArgs {
 pub enum Format {
     Table,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExpectFormat {
+    Table,
+    Json,
+    Dot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiagramLayout {
+    Auto,
+    Dot,
+    Builtin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -23,6 +23,7 @@ pub mod decode;
 pub mod export;
 pub mod firewall;
 pub mod model;
+pub mod page;
 pub mod pipeline;
 pub mod policy;
 pub mod report;

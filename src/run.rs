@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::{exit, load, out};
-use crate::cli::{Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
+use crate::cli::{Format, ReplayArgs, ReportFormat, SiteArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
 use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
@@ -145,7 +145,27 @@ pub fn replay(args: ReplayArgs) -> u8 {
         }
     }
     let report = Report::build(&pl, facts, span, &vis);
-    print_report(&report, args.report.format);
+    match args.report.format {
+        ReportFormat::Html => {
+            let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+            match crate::page::report_page(
+                &policy,
+                &report,
+                args.report.layout,
+                format!("replay of {}", files.join(", ")),
+                None,
+                Vec::new(),
+            ) {
+                Ok(page) => out(&page),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::BAD_INPUT;
+                }
+            }
+        }
+        ReportFormat::Table => print_report(&report, Format::Table),
+        ReportFormat::Json => print_report(&report, Format::Json),
+    }
     status(&report)
 }
 
@@ -238,8 +258,19 @@ pub fn watch(args: WatchArgs) -> u8 {
     let report = Report::build(&pl, sources, Some((started, now)), &vis);
     eprintln!();
     match args.report.format {
-        Format::Table => eprint!("{}", report.to_table()),
-        Format::Json => eprintln!("{}", report.to_json()),
+        ReportFormat::Table => eprint!("{}", report.to_table()),
+        ReportFormat::Json => eprintln!("{}", report.to_json()),
+        ReportFormat::Html => match crate::page::report_page(
+            &policy,
+            &report,
+            args.report.layout,
+            format!("live capture on {}", args.interfaces.join(", ")),
+            None,
+            Vec::new(),
+        ) {
+            Ok(page) => eprint!("{page}"),
+            Err(e) => eprintln!("error: {e}"),
+        },
     }
     status(&report)
 }

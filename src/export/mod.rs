@@ -3,5 +3,6 @@
 
 pub mod events;
 pub mod findings;
+pub mod graphviz;
 pub mod http;
 pub mod metrics;

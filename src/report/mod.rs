@@ -3,6 +3,8 @@
 //! findings with an explanation citing the rule. The JSON shape is a public
 //! contract, documented in README.md.
 
+pub mod diagram;
+pub mod html;
 mod table;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,583 @@
+//! The site drawn: endpoints grouped by role with their addresses, the
+//! expected edges, and what a capture showed on them. Pure: a [`Diagram`]
+//! is built from the policy (and a report), then written as Graphviz DOT
+//! (laid out by `dot` when the caller has it) or laid out here as SVG by a
+//! simple layered layout.
+//!
+//! Element ids are the same in both: `node:<name>` for an endpoint,
+//! `edge:<src>:<dst>:<port>` for an expected edge, `flow:<kind>:<src>:<dst>`
+//! for the findings between two endpoints, so a page (and its tests) can
+//! find every one.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::Report;
+use crate::policy::{EndpointKind, Policy};
+use crate::state::tally::FindingKind;
+use crate::state::EdgeState;
+
+/// One endpoint box.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    /// Addresses or networks, one per line.
+    pub addresses: Vec<String>,
+    /// Index into [`Diagram::groups`].
+    pub group: usize,
+}
+
+/// Endpoints drawn together: a role (or set of roles), the user networks,
+/// the externals, hosts outside the inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub label: String,
+    pub kind: GroupKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupKind {
+    Users,
+    Roles,
+    Externals,
+    Unknown,
+}
+
+/// How a line is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Style {
+    /// An expected edge in the plain site graph (`expect --format dot`).
+    Expected { required: bool },
+    /// A required edge in an audit, by its state.
+    Required(EdgeState),
+    /// A required edge whose handshakes were refused or unanswered.
+    Blocked,
+    /// Findings between two endpoints.
+    Finding(FindingKind),
+}
+
+impl Style {
+    /// CSS class (and DOT `class`): the state or finding kind.
+    pub fn class(self) -> &'static str {
+        match self {
+            Style::Expected { required: true } => "expected required",
+            Style::Expected { required: false } => "expected",
+            Style::Required(s) => s.as_str(),
+            Style::Blocked => "blocked",
+            Style::Finding(k) => k.as_str(),
+        }
+    }
+
+    pub fn color(self) -> &'static str {
+        match self {
+            Style::Expected { required: true } => "#263238",
+            Style::Expected { required: false } => "#90a4ae",
+            Style::Required(EdgeState::Seen) => "#2e7d32",
+            Style::Required(EdgeState::Missing) => "#c62828",
+            Style::Required(EdgeState::NotObserved) => "#9e9e9e",
+            Style::Blocked => "#ef6c00",
+            Style::Finding(FindingKind::LocalOnly) => "#ad1457",
+            Style::Finding(FindingKind::UnknownHost) => "#5d4037",
+            Style::Finding(_) => "#6a1b9a",
+        }
+    }
+
+    fn dashed(self) -> bool {
+        matches!(
+            self,
+            Style::Finding(_) | Style::Required(EdgeState::NotObserved)
+        )
+    }
+
+    fn bold(self) -> bool {
+        matches!(
+            self,
+            Style::Expected { required: true }
+                | Style::Required(EdgeState::Missing)
+                | Style::Blocked
+                | Style::Finding(_)
+        )
+    }
+}
+
+/// One line from `src` to `dst` (indexes into [`Diagram::endpoints`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub id: String,
+    pub src: usize,
+    pub dst: usize,
+    pub label: String,
+    pub style: Style,
+    /// Hover text: what the line stands for.
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagram {
+    pub title: String,
+    pub groups: Vec<Group>,
+    pub endpoints: Vec<Endpoint>,
+    pub lines: Vec<Line>,
+}
+
+/// The name of the box for hosts outside the inventory.
+pub const UNKNOWN: &str = "unknown";
+
+impl Diagram {
+    /// Every endpoint of the site, grouped.
+    fn endpoints_of(p: &Policy) -> Diagram {
+        let mut d = Diagram {
+            title: format!("site {} (model {})", p.site.name, p.model.id),
+            groups: Vec::new(),
+            endpoints: Vec::new(),
+            lines: Vec::new(),
+        };
+        let group_of = |d: &mut Diagram, label: String, kind| match d
+            .groups
+            .iter()
+            .position(|g| g.label == label && g.kind == kind)
+        {
+            Some(i) => i,
+            None => {
+                d.groups.push(Group { label, kind });
+                d.groups.len() - 1
+            }
+        };
+        for e in &p.endpoints {
+            let (group, addresses) = match e.kind {
+                EndpointKind::Node => {
+                    let n = &p.site.nodes[e.index];
+                    let label = if n.roles.is_empty() {
+                        "no role".to_string()
+                    } else {
+                        n.roles.join(" + ")
+                    };
+                    (
+                        group_of(&mut d, label, GroupKind::Roles),
+                        n.addresses.iter().map(|a| a.to_string()).collect(),
+                    )
+                }
+                EndpointKind::UserNetwork => {
+                    let u = &p.site.user_networks[e.index];
+                    let nets = if u.cidrs.is_empty() {
+                        vec!["any other address".to_string()]
+                    } else {
+                        u.cidrs.iter().map(|c| c.to_string()).collect()
+                    };
+                    (group_of(&mut d, "users".into(), GroupKind::Users), nets)
+                }
+                EndpointKind::External => {
+                    let x = &p.site.externals[e.index];
+                    (
+                        group_of(&mut d, "externals".into(), GroupKind::Externals),
+                        x.nets.iter().map(|c| c.to_string()).collect(),
+                    )
+                }
+            };
+            d.endpoints.push(Endpoint {
+                name: e.name.clone(),
+                addresses,
+                group,
+            });
+        }
+        d
+    }
+
+    /// The site's expected graph: every expected edge, required ones bold.
+    pub fn expected(p: &Policy) -> Diagram {
+        let mut d = Diagram::endpoints_of(p);
+        for e in &p.edges {
+            let (src, dst) = (&p.endpoint(e.src).name, &p.endpoint(e.dst).name);
+            d.lines.push(Line {
+                id: format!("edge:{src}:{dst}:{}", e.port),
+                src: e.src.0 as usize,
+                dst: e.dst.0 as usize,
+                label: e.port.to_string(),
+                style: Style::Expected {
+                    required: e.required,
+                },
+                title: format!(
+                    "{src} -> {dst}:{} {}{}",
+                    e.port,
+                    e.service,
+                    if e.required { " (required)" } else { "" }
+                ),
+            });
+        }
+        d
+    }
+
+    /// An audit: every required edge of the report coloured by its state
+    /// (blocked when its handshakes failed), and the findings' flows with
+    /// their counts.
+    pub fn audit(p: &Policy, r: &Report) -> Diagram {
+        let mut d = Diagram::endpoints_of(p);
+        let index = |d: &mut Diagram, name: &str| -> usize {
+            if let Some(i) = d.endpoints.iter().position(|e| e.name == name) {
+                return i;
+            }
+            let group = d.groups.len();
+            d.groups.push(Group {
+                label: "outside the inventory".into(),
+                kind: GroupKind::Unknown,
+            });
+            d.endpoints.push(Endpoint {
+                name: name.to_string(),
+                addresses: Vec::new(),
+                group,
+            });
+            d.endpoints.len() - 1
+        };
+        for e in &r.edges {
+            let blocked = r.findings.iter().find(|f| {
+                f.kind == FindingKind::Blocked
+                    && f.src == e.src
+                    && f.dst == e.dst
+                    && f.port == e.port
+            });
+            let (style, note) = match blocked {
+                Some(f) => (Style::Blocked, format!(", blocked x{}", f.count)),
+                None => (Style::Required(e.state), String::new()),
+            };
+            let (src, dst) = (index(&mut d, &e.src), index(&mut d, &e.dst));
+            d.lines.push(Line {
+                id: format!("edge:{}:{}:{}", e.src, e.dst, e.port),
+                src,
+                dst,
+                label: e.port.to_string(),
+                style,
+                title: format!(
+                    "{} -> {}:{} {}: {}{note}",
+                    e.src,
+                    e.dst,
+                    e.port,
+                    e.service,
+                    e.state.as_str()
+                ),
+            });
+        }
+        // Other findings: one line per (kind, src, dst), ports with counts.
+        let mut flows: BTreeMap<(FindingKind, &str, &str), Vec<(u16, u64)>> = BTreeMap::new();
+        for f in &r.findings {
+            let drawn = matches!(f.kind, FindingKind::Missing)
+                || (f.kind == FindingKind::Blocked
+                    && r.edges
+                        .iter()
+                        .any(|e| e.src == f.src && e.dst == f.dst && e.port == f.port));
+            if !drawn {
+                let ports = flows.entry((f.kind, &f.src, &f.dst)).or_default();
+                match ports.iter_mut().find(|(p, _)| *p == f.port) {
+                    Some((_, n)) => *n += f.count,
+                    None => ports.push((f.port, f.count)),
+                }
+            }
+        }
+        for ((kind, src, dst), ports) in flows {
+            let label = ports
+                .iter()
+                .map(|(p, n)| format!("{p} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (s, t) = (index(&mut d, src), index(&mut d, dst));
+            d.lines.push(Line {
+                id: format!("flow:{}:{src}:{dst}", kind.as_str()),
+                src: s,
+                dst: t,
+                title: format!("{}: {src} -> {dst} port {label}", kind.as_str()),
+                label,
+                style: Style::Finding(kind),
+            });
+        }
+        d
+    }
+
+    /// Graphviz DOT, with the same ids and classes as [`Diagram::to_svg`].
+    pub fn to_dot(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "digraph {} {{\n  graph [rankdir=TB, fontname=\"Helvetica\", fontsize=12, nodesep=0.4, \
+             ranksep=0.8, newrank=true, bgcolor=\"transparent\", label={}, labelloc=t];\n  \
+             node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", color=\"#546e7a\", \
+             fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=9, arrowsize=0.7];",
+            q(&self.title),
+            q(&self.title)
+        );
+        for (gi, g) in self.groups.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  subgraph {} {{\n    label={}; style=\"rounded,filled\"; fillcolor={}; color=\"#b0bec5\"; id={};",
+                q(&format!("cluster_{gi}")),
+                q(&g.label),
+                q(group_fill(g.kind)),
+                q(&format!("group:{}", g.label))
+            );
+            for e in self.endpoints.iter().filter(|e| e.group == gi) {
+                let mut label = e.name.clone();
+                for a in &e.addresses {
+                    label.push('\n');
+                    label.push_str(a);
+                }
+                let _ = writeln!(
+                    s,
+                    "    {} [id={}, class=\"endpoint\", label={}];",
+                    q(&e.name),
+                    q(&format!("node:{}", e.name)),
+                    q(&label)
+                );
+            }
+            s.push_str("  }\n");
+        }
+        // Sources on top, externals at the bottom, as the vendor page draws it.
+        for (rank, kinds) in [
+            ("min", &[GroupKind::Users, GroupKind::Unknown][..]),
+            ("max", &[GroupKind::Externals][..]),
+        ] {
+            let names: Vec<String> = (self.endpoints.iter())
+                .filter(|e| kinds.contains(&self.groups[e.group].kind))
+                .map(|e| q(&e.name))
+                .collect();
+            if !names.is_empty() {
+                let _ = writeln!(s, "  {{ rank={rank}; {}; }}", names.join("; "));
+            }
+        }
+        // rank=max alone leaves endpoints without lines on top: invisible
+        // edges hang the externals below the nodes.
+        if let Some(x) =
+            (self.endpoints.iter()).find(|e| self.groups[e.group].kind == GroupKind::Externals)
+        {
+            for e in
+                (self.endpoints.iter()).filter(|e| self.groups[e.group].kind == GroupKind::Roles)
+            {
+                let _ = writeln!(
+                    s,
+                    "  {} -> {} [style=invis, weight=0];",
+                    q(&e.name),
+                    q(&x.name)
+                );
+            }
+        }
+        for l in &self.lines {
+            let style = match (l.style.dashed(), l.style.bold()) {
+                (true, true) => "dashed,bold",
+                (true, false) => "dashed",
+                (false, true) => "bold",
+                (false, false) => "solid",
+            };
+            let _ = writeln!(
+                s,
+                "  {} -> {} [id={}, class={}, color={}, fontcolor={}, style={}, label={}, tooltip={}];",
+                q(&self.endpoints[l.src].name),
+                q(&self.endpoints[l.dst].name),
+                q(&l.id),
+                q(l.style.class()),
+                q(l.style.color()),
+                q(l.style.color()),
+                q(style),
+                q(&l.label),
+                q(&l.title)
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// A simple layered layout of its own, for when Graphviz is absent:
+    /// users on top, then one row per role group in the site's order,
+    /// externals and unknown hosts at the bottom; lines are curves between
+    /// box edges, parallel lines spread apart.
+    pub fn to_svg(&self) -> String {
+        const W: f64 = 150.0;
+        const GAP: f64 = 30.0;
+        const ROW: f64 = 150.0;
+        const LINE: f64 = 14.0;
+        // Rows of groups: sources (users, unknown hosts) on top, the role
+        // groups side by side (wrapped at MAX_ROW boxes), externals last.
+        const MAX_ROW: usize = 6;
+        let members = |g: usize| -> Vec<usize> {
+            (0..self.endpoints.len())
+                .filter(|i| self.endpoints[*i].group == g)
+                .collect()
+        };
+        let mut rows: Vec<Vec<usize>> = Vec::new();
+        for band in [
+            &[GroupKind::Users, GroupKind::Unknown][..],
+            &[GroupKind::Roles][..],
+            &[GroupKind::Externals][..],
+        ] {
+            let mut row: Vec<usize> = Vec::new();
+            let mut boxes = 0;
+            for g in (0..self.groups.len()).filter(|g| band.contains(&self.groups[*g].kind)) {
+                let n = members(g).len();
+                if n == 0 {
+                    continue;
+                }
+                if boxes > 0 && boxes + n > MAX_ROW {
+                    rows.push(std::mem::take(&mut row));
+                    boxes = 0;
+                }
+                row.push(g);
+                boxes += n;
+            }
+            if !row.is_empty() {
+                rows.push(row);
+            }
+        }
+        let height = |e: &Endpoint| 22.0 + LINE * e.addresses.len() as f64;
+        let row_width = |row: &[usize]| -> f64 {
+            row.iter()
+                .map(|g| members(*g).len() as f64 * (W + GAP) - GAP + 24.0)
+                .sum::<f64>()
+                + GAP * (row.len() as f64 - 1.0)
+        };
+        let width = rows.iter().map(|r| row_width(r)).fold(500.0, f64::max) + 2.0 * GAP;
+        let mut pos = vec![(0.0, 0.0, 0.0); self.endpoints.len()]; // x, y, h
+        let mut svg_rows = String::new();
+        for (r, row) in rows.iter().enumerate() {
+            let y = 50.0 + r as f64 * ROW;
+            let mut x = (width - row_width(row)) / 2.0;
+            for g in row {
+                let m = members(*g);
+                let span = m.len() as f64 * (W + GAP) - GAP;
+                let _ = writeln!(
+                    svg_rows,
+                    "<g class=\"group\" id=\"{}\"><rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"8\" fill=\"{}\" stroke=\"#b0bec5\"/>\
+                     <text x=\"{:.1}\" y=\"{:.1}\" class=\"group-label\">{}</text></g>",
+                    esc(&format!("group:{}", self.groups[*g].label)),
+                    x,
+                    y - 24.0,
+                    span + 24.0,
+                    ROW - 60.0,
+                    group_fill(self.groups[*g].kind),
+                    x + 6.0,
+                    y - 10.0,
+                    esc(&self.groups[*g].label)
+                );
+                for (k, i) in m.iter().enumerate() {
+                    pos[*i] = (
+                        x + 12.0 + k as f64 * (W + GAP),
+                        y,
+                        height(&self.endpoints[*i]),
+                    );
+                }
+                x += span + 24.0 + GAP;
+            }
+        }
+        let total_h = 50.0 + rows.len() as f64 * ROW;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {total_h:.0}\" width=\"{width:.0}\" height=\"{total_h:.0}\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\
+             \n<title>{}</title>\n<defs>",
+            esc(&self.title)
+        );
+        let mut styles: Vec<Style> = self.lines.iter().map(|l| l.style).collect();
+        styles.sort();
+        styles.dedup();
+        for st in &styles {
+            let _ = writeln!(
+                s,
+                "<marker id=\"arrow-{}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{}\"/></marker>",
+                st.class().replace(' ', "-"),
+                st.color()
+            );
+        }
+        s.push_str("</defs>\n");
+        s.push_str(&svg_rows);
+        // Parallel lines between the same two boxes fan out.
+        let mut seen: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        for l in &self.lines {
+            let pair = (l.src.min(l.dst), l.src.max(l.dst));
+            let k = *seen.entry(pair).and_modify(|n| *n += 1).or_insert(0);
+            let (sx, sy, sh) = pos[l.src];
+            let (dx, dy, dh) = pos[l.dst];
+            let (x1, x2) = (sx + W / 2.0, dx + W / 2.0);
+            let (y1, y2, bend) = if (sy - dy).abs() < 1.0 {
+                // Same row: arc below the boxes.
+                (sy + sh, dy + dh, 40.0 + 18.0 * k as f64)
+            } else if sy < dy {
+                (sy + sh, dy, 0.0)
+            } else {
+                (sy, dy + dh, 0.0)
+            };
+            let spread = (k as f64 - 0.0) * 16.0 * if l.src < l.dst { 1.0 } else { -1.0 };
+            let (cx, cy) = ((x1 + x2) / 2.0 + spread, (y1 + y2) / 2.0 + bend);
+            let (lx, ly) = ((x1 + 2.0 * cx + x2) / 4.0, (y1 + 2.0 * cy + y2) / 4.0);
+            let _ = writeln!(
+                s,
+                "<g id=\"{}\" class=\"line {}\"><title>{}</title>\
+                 <path d=\"M{x1:.1},{y1:.1} Q{cx:.1},{cy:.1} {x2:.1},{y2:.1}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{} marker-end=\"url(#arrow-{})\"/>\
+                 <text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{}\" class=\"line-label\">{}</text></g>",
+                esc(&l.id),
+                l.style.class(),
+                esc(&l.title),
+                l.style.color(),
+                if l.style.bold() { 2.2 } else { 1.2 },
+                if l.style.dashed() { " stroke-dasharray=\"6 4\"" } else { "" },
+                l.style.class().replace(' ', "-"),
+                l.style.color(),
+                esc(&l.label)
+            );
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let (x, y, h) = pos[i];
+            let _ = write!(
+                s,
+                "<g id=\"{}\" class=\"endpoint\"><title>{}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{W}\" height=\"{h:.1}\" rx=\"6\" fill=\"#ffffff\" stroke=\"#546e7a\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
+                esc(&format!("node:{}", e.name)),
+                esc(&e.name),
+                x + W / 2.0,
+                y + 15.0,
+                esc(&e.name)
+            );
+            for (j, a) in e.addresses.iter().enumerate() {
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#455a64\">{}</text>",
+                    x + W / 2.0,
+                    y + 15.0 + LINE * (j + 1) as f64,
+                    esc(a)
+                );
+            }
+            s.push_str("</g>\n");
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn group_fill(kind: GroupKind) -> &'static str {
+    match kind {
+        GroupKind::Users => "#e3f2fd",
+        GroupKind::Roles => "#eceff1",
+        GroupKind::Externals => "#f1f8e9",
+        GroupKind::Unknown => "#fff3e0",
+    }
+}
+
+/// A DOT quoted string.
+fn q(s: &str) -> String {
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    )
+}
+
+/// Text for HTML and SVG.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,330 @@
+//! The report as one self-contained HTML page: no scripts, styles, fonts or
+//! images from anywhere else, so it can be attached to a ticket and opened
+//! offline. The site diagram comes in as SVG (laid out by the caller); the
+//! rest is the report's own data. The same page is served live by `run`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::diagram::esc;
+use super::{Finding, Report};
+use crate::state::tally::FindingKind;
+
+/// What surrounds the report on the page.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// The diagram, an `<svg>` element.
+    pub svg: String,
+    /// How the diagram was laid out, and why that way.
+    pub layout: String,
+    /// For the live page: reload every this many seconds.
+    pub refresh_seconds: Option<u32>,
+    /// Links shown in the header: (href, text).
+    pub links: Vec<(String, String)>,
+    /// What the page covers, e.g. "replay of fixtures/demo.pcap".
+    pub subtitle: String,
+}
+
+const STYLE: &str = "
+body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#263238;background:#fafafa}
+header{background:#263238;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:#cfd8dc}header nav a{color:#80cbc4;margin-right:14px}
+main{padding:12px 24px}section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;margin:14px 0;padding:12px 16px}
+h2{font-size:16px;margin:0 0 10px}.tiles{display:flex;flex-wrap:wrap;gap:10px}
+.tile{border:1px solid #e0e0e0;border-radius:6px;padding:6px 12px;min-width:90px}.tile b{display:block;font-size:20px}
+.tile.bad b{color:#c62828}.tile small{color:#607d8b}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff1;vertical-align:top}
+th{background:#f5f5f5;cursor:pointer;user-select:none}tbody.group th{background:#fff;cursor:default;font-size:13px;padding-top:10px}
+.kind{font-weight:bold;white-space:nowrap}.unexpected{color:#6a1b9a}.local_only{color:#ad1457}.unknown_host{color:#5d4037}
+.blocked{color:#ef6c00}.missing{color:#c62828}.seen{color:#2e7d32}.not_observed{color:#757575}
+.diagram{overflow:auto;text-align:center}.diagram svg{max-width:100%;height:auto}
+.legend span{margin-right:14px;white-space:nowrap}.legend i{display:inline-block;width:22px;height:0;border-top:3px solid;vertical-align:middle;margin-right:4px}
+.legend i.dash{border-top-style:dashed}.note{color:#607d8b;font-size:12px}
+svg .group-label{font-weight:bold;fill:#546e7a}svg .line-label{font-size:10px;paint-order:stroke;stroke:#fff;stroke-width:3px}
+";
+
+/// Sort a table's rows (within each tbody) by the clicked column.
+const SCRIPT: &str = "
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('thead th').forEach(function(th,i){
+    th.addEventListener('click',function(){
+      var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+      t.querySelectorAll('tbody').forEach(function(b){
+        var rows=Array.prototype.slice.call(b.querySelectorAll('tr.row'));
+        rows.sort(function(x,y){
+          var a=x.children[i].dataset.v||x.children[i].textContent,c=y.children[i].dataset.v||y.children[i].textContent;
+          var n=parseFloat(a)-parseFloat(c);var r=isNaN(n)?a.localeCompare(c):n;return asc?r:-r;});
+        rows.forEach(function(r){b.appendChild(r);});});});});});
+";
+
+pub fn render(r: &Report, page: &Page) -> String {
+    let mut s = String::new();
+    let title = format!("portwatch audit: site {}", r.summary.site);
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{}\
+         <title>{}</title><style>{STYLE}</style></head>\n<body>\n<header><h1>{}</h1><p>model {} · {}</p>",
+        page.refresh_seconds
+            .map(|n| format!("<meta http-equiv=\"refresh\" content=\"{n}\">"))
+            .unwrap_or_default(),
+        esc(&title),
+        esc(&title),
+        esc(&r.summary.model),
+        esc(&page.subtitle),
+    );
+    if !page.links.is_empty() {
+        s.push_str("<nav>");
+        for (href, text) in &page.links {
+            let _ = write!(s, "<a href=\"{}\">{}</a>", esc(href), esc(text));
+        }
+        s.push_str("</nav>");
+    }
+    s.push_str("</header>\n<main>\n");
+    summary(&mut s, r);
+    diagram(&mut s, page);
+    findings(&mut s, &r.findings);
+    edges(&mut s, r);
+    capture(&mut s, r);
+    let _ = write!(s, "</main>\n<script>{SCRIPT}</script>\n</body></html>\n");
+    s
+}
+
+fn tile(s: &mut String, label: &str, n: u64, bad: bool) {
+    let _ = write!(
+        s,
+        "<div class=\"tile{}\" data-count=\"{}\"><b>{n}</b><small>{}</small></div>",
+        if bad && n > 0 { " bad" } else { "" },
+        esc(label),
+        esc(label)
+    );
+}
+
+fn summary(s: &mut String, r: &Report) {
+    s.push_str("<section id=\"summary\"><h2>Summary</h2><div class=\"tiles\">");
+    let total: u64 = r.summary.findings.values().sum();
+    tile(s, "findings", total, true);
+    for (k, n) in &r.summary.findings {
+        tile(s, k, *n, true);
+    }
+    s.push_str("</div><h2 style=\"margin-top:12px\">Connections and required edges</h2><div class=\"tiles\">");
+    for (k, n) in &r.summary.connections {
+        tile(s, &format!("{k} connections"), *n, *k != "expected");
+    }
+    for (k, n) in &r.summary.outcomes {
+        tile(s, k, *n, *k == "refused" || *k == "unanswered");
+    }
+    for (k, n) in &r.summary.required_edges {
+        tile(s, &format!("required {k}"), *n, *k == "missing");
+    }
+    s.push_str("</div></section>\n");
+}
+
+fn diagram(s: &mut String, page: &Page) {
+    s.push_str("<section id=\"diagram\"><h2>Site diagram</h2><div class=\"legend\">");
+    for (class, text, dash) in [
+        ("seen", "required edge seen", false),
+        ("missing", "required edge missing", false),
+        ("not_observed", "required edge not observed yet", true),
+        (
+            "blocked",
+            "expected edge blocked (refused/unanswered)",
+            false,
+        ),
+        ("unexpected", "unexpected flow (count)", true),
+        ("local_only", "local-only port reached", true),
+        ("unknown_host", "host outside the inventory", true),
+    ] {
+        let _ = write!(
+            s,
+            "<span class=\"{class}\"><i class=\"{}\"></i>{text}</span>",
+            if dash { "dash" } else { "" }
+        );
+    }
+    let _ = write!(
+        s,
+        "</div><div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>\n",
+        page.svg,
+        esc(&page.layout)
+    );
+}
+
+fn findings(s: &mut String, fs: &[Finding]) {
+    let _ = write!(
+        s,
+        "<section id=\"findings\"><h2>Findings ({})</h2>",
+        fs.len()
+    );
+    if fs.is_empty() {
+        s.push_str("<p>None: every connection matched the model and every required edge was seen.</p></section>\n");
+        return;
+    }
+    s.push_str(
+        "<table class=\"sortable\"><thead><tr><th>kind</th><th>source</th><th>destination</th><th>port</th>\
+         <th>service</th><th>count</th><th>outcomes</th><th>first seen</th><th>last seen</th><th>explanation</th></tr></thead>",
+    );
+    let mut by_kind: BTreeMap<FindingKind, Vec<&Finding>> = BTreeMap::new();
+    for f in fs {
+        by_kind.entry(f.kind).or_default().push(f);
+    }
+    for (kind, list) in by_kind {
+        let _ = write!(
+            s,
+            "<tbody class=\"group\"><tr><th colspan=\"10\" class=\"{k}\">{k} ({})</th></tr></tbody><tbody data-kind=\"{k}\">",
+            list.len(),
+            k = kind.as_str()
+        );
+        for f in list {
+            let end = |name: &str, addr: &Option<String>| match addr {
+                Some(a) => format!("{} <span class=\"note\">{}</span>", esc(name), esc(a)),
+                None => esc(name),
+            };
+            let outcomes = f
+                .outcomes
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = write!(
+                s,
+                "<tr class=\"row finding\" data-finding=\"{}:{}:{}:{}\"><td class=\"kind {k}\">{k}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                kind.as_str(),
+                esc(&f.src),
+                esc(&f.dst),
+                f.port,
+                end(&f.src, &f.src_addr),
+                end(&f.dst, &f.dst_addr),
+                f.port,
+                esc(&f.service),
+                f.count,
+                esc(&outcomes),
+                esc(f.first_seen.as_deref().unwrap_or("-")),
+                esc(f.last_seen.as_deref().unwrap_or("-")),
+                esc(&f.explanation),
+                k = kind.as_str(),
+            );
+        }
+        s.push_str("</tbody>");
+    }
+    s.push_str("</table></section>\n");
+}
+
+fn edges(s: &mut String, r: &Report) {
+    let _ = write!(
+        s,
+        "<section id=\"edges\"><h2>Required edges ({})</h2>",
+        r.edges.len()
+    );
+    if r.edges.is_empty() {
+        s.push_str("<p>None judged: the site has none, the sensor sees none, or nothing was read.</p></section>\n");
+        return;
+    }
+    s.push_str(
+        "<table class=\"sortable\"><thead><tr><th>source</th><th>destination</th><th>port</th><th>service</th>\
+         <th>state</th><th>window</th><th>evidence</th><th>last seen</th></tr></thead><tbody>",
+    );
+    for e in &r.edges {
+        let blocked = r.findings.iter().any(|f| {
+            f.kind == FindingKind::Blocked && f.src == e.src && f.dst == e.dst && f.port == e.port
+        });
+        let _ = write!(
+            s,
+            "<tr class=\"row edge\" data-edge=\"{}:{}:{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"{st}\">{st}{}</td><td data-v=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.src),
+            esc(&e.dst),
+            e.port,
+            esc(&e.src),
+            esc(&e.dst),
+            e.port,
+            esc(&e.service),
+            if blocked { " <span class=\"blocked\">(blocked)</span>" } else { "" },
+            e.window_seconds,
+            humantime::format_duration(std::time::Duration::from_secs(e.window_seconds)),
+            e.evidence,
+            esc(e.last_seen.as_deref().unwrap_or("-")),
+            st = e.state.as_str(),
+        );
+    }
+    s.push_str("</tbody></table></section>\n");
+}
+
+fn capture(s: &mut String, r: &Report) {
+    let c = &r.capture;
+    let nonzero = |m: &BTreeMap<&'static str, u64>| {
+        let v: Vec<String> = m
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    s.push_str("<section id=\"capture\"><h2>Capture</h2><table><tbody>");
+    let mut row = |k: &str, v: String| {
+        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    };
+    for src in &c.sources {
+        let stopped = match &src.stopped {
+            Some(st) => format!("; stopped at byte {}: {}", st.offset, st.reason),
+            None => String::new(),
+        };
+        row(
+            "source",
+            format!(
+                "{} ({}, {}): {} packets{stopped}",
+                src.path,
+                src.format,
+                src.link_types.join(", "),
+                src.packets
+            ),
+        );
+    }
+    row(
+        "span",
+        format!(
+            "{} to {} ({:.1} s)",
+            c.first_seen.as_deref().unwrap_or("-"),
+            c.last_seen.as_deref().unwrap_or("-"),
+            c.duration_seconds
+        ),
+    );
+    row("packets", c.packets.to_string());
+    row("control packets", nonzero(&c.control_packets));
+    row("skipped packets", nonzero(&c.skipped_packets));
+    row("decode errors", nonzero(&c.decode_errors));
+    row(
+        "replies visible",
+        if c.replies_visible {
+            "yes: silence after a SYN means unanswered".into()
+        } else {
+            "no SYN-ACK seen: one-way capture, silence is unknown".into()
+        },
+    );
+    row(
+        "flow table",
+        format!(
+            "capacity {}, peak {}, evictions: {}",
+            c.flow_table.capacity,
+            c.flow_table.peak_entries,
+            nonzero(&c.flow_table.evictions)
+        ),
+    );
+    row(
+        "refused at caps",
+        format!(
+            "{} flow rows, {} findings",
+            c.flow_rows_refused, c.findings_refused
+        ),
+    );
+    row(
+        "truncated",
+        if c.truncated { "yes" } else { "no" }.to_string(),
+    );
+    s.push_str("</tbody></table></section>\n");
+}
