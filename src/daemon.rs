@@ -178,6 +178,7 @@ fn serve(s: Settings) -> u8 {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let capture = Capture::new(input, policy.clone(), vis, &s, &metrics);
+    let snapshot = capture.snapshot.clone();
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
         .name("capture".into())
@@ -197,6 +198,7 @@ fn serve(s: Settings) -> u8 {
     let state = HttpState {
         metrics: metrics.clone(),
         readiness,
+        index: Some(live_page(snapshot, &s)),
     };
     let code = rt.block_on(supervise(listener, state, &s, tx, done_rx));
     let outcome = thread.join();
@@ -439,6 +441,51 @@ struct Capture {
     /// its last frame.
     ended: bool,
     end_ts: Option<Timestamp>,
+    /// The report as of the last tick, for the live page.
+    snapshot: Snapshot,
+}
+
+/// The latest report and the policy it was judged under.
+type Snapshot = Arc<std::sync::Mutex<Option<(Arc<Policy>, Report)>>>;
+
+/// How often the live page reloads itself.
+const PAGE_REFRESH_SECONDS: u32 = 5;
+
+/// The live report page at `/`: the HTML report of what was seen so far,
+/// with the other endpoints linked.
+fn live_page(snapshot: Snapshot, s: &Settings) -> crate::export::http::IndexPage {
+    let subtitle = match &s.input {
+        InputSpec::Replay { savefiles, opts } => format!(
+            "live: replay of {} at {}x{}",
+            savefiles
+                .iter()
+                .map(|f| match f {
+                    Savefile::Path(p) => p.display().to_string(),
+                    Savefile::Embedded { name, .. } => name.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            opts.speed,
+            if opts.looping { ", looping" } else { "" }
+        ),
+        InputSpec::Live { interfaces } => format!("live capture on {}", interfaces.join(", ")),
+    };
+    let links: Vec<(String, String)> = crate::export::http::LINKS
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+    Arc::new(move || {
+        let (policy, report) = snapshot.lock().ok()?.clone()?;
+        let page = crate::page::report_page(
+            &policy,
+            &report,
+            crate::cli::DiagramLayout::Auto,
+            subtitle.clone(),
+            Some(PAGE_REFRESH_SECONDS),
+            links.clone(),
+        );
+        page.ok()
+    })
 }
 
 impl Capture {
@@ -463,6 +510,7 @@ impl Capture {
             printer: s.print.then(FindingPrinter::default),
             ended: false,
             end_ts: None,
+            snapshot: Arc::default(),
         }
     }
 
@@ -580,6 +628,15 @@ impl Capture {
         self.input.sync_drops(&mut self.rec);
         if let (Some(since), Some(now)) = (self.since, self.now()) {
             self.rec.tick(&self.pl, since, now.max(since));
+            let report = Report::build(
+                &self.pl,
+                self.input.facts(),
+                Some((since, now.max(since))),
+                &self.vis,
+            );
+            if let Ok(mut s) = self.snapshot.lock() {
+                *s = Some((self.pl.policy().clone(), report));
+            }
         }
     }
 

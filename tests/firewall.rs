@@ -25,6 +25,8 @@ use portwatch::config::{load_policy, BUNDLED_SITES};
 use portwatch::policy::{EndpointKind, Peer, Policy};
 use serde_json::Value;
 
+use crate::prereq::prerequisites;
+
 const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
 
 /// A port outside the model: the firewall leaves it alone.
@@ -208,42 +210,6 @@ fn parameters(line: &str) -> Vec<String> {
         prev = c;
     }
     out
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the test can run; on a laptop without root or the tools it is
-/// skipped, but under `CI=true` a missing prerequisite fails.
-fn prerequisites(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<String> = (!is_root())
-        .then(|| "root".to_string())
-        .into_iter()
-        .chain(tools.iter().filter(|t| !have(t)).map(|t| t.to_string()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI must have {missing:?}"
-    );
-    eprintln!("skipping {test}: needs {missing:?}");
-    false
 }
 
 fn sh(cmd: &[&str]) {

@@ -15,6 +15,7 @@
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
+mod browser;
 mod corpus;
 mod daemon;
 mod deploy;
@@ -23,6 +24,7 @@ mod examples;
 mod firewall;
 mod golden;
 mod live;
+mod prereq;
 mod scenarios;
 mod util;
 mod validation;

@@ -38,12 +38,24 @@ impl Readiness {
     }
 }
 
+/// Renders the page served at `/` (the live report), when there is one.
+pub type IndexPage = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// Shared with every handler.
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
+    /// The live report page; without it `/` lists the endpoints.
+    pub index: Option<IndexPage>,
 }
+
+/// The links every page at `/` carries: (path, text).
+pub const LINKS: &[(&str, &str)] = &[
+    ("/metrics", "/metrics (Prometheus)"),
+    ("/healthz", "/healthz"),
+    ("/-/ready", "/-/ready"),
+];
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -76,8 +88,22 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn index() -> &'static str {
-    "portwatch: /metrics /healthz /-/ready\n"
+async fn index(State(s): State<HttpState>) -> axum::response::Response {
+    let page = match s.index {
+        // Rendering may run Graphviz: off the async workers.
+        Some(f) => tokio::task::spawn_blocking(move || f())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    match page {
+        Some(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        None => {
+            let links: Vec<&str> = LINKS.iter().map(|(p, _)| *p).collect();
+            format!("portwatch: {}\n", links.join(" ")).into_response()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +119,7 @@ mod tests {
         HttpState {
             metrics: Metrics::new(),
             readiness: Arc::new(Readiness::default()),
+            index: None,
         }
     }
 
@@ -135,6 +162,24 @@ mod tests {
         assert_eq!(get(&s, "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         s.readiness.set_capture_started();
         assert_eq!(get(&s, "/-/ready").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn index_serves_the_page_as_html_or_lists_the_endpoints() {
+        let (status, _, body) = get(&state(), "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("/metrics") && body.contains("/-/ready"),
+            "{body}"
+        );
+        let mut s = state();
+        s.index = Some(Arc::new(|| {
+            Some("<!DOCTYPE html><p>report</p>".to_string())
+        }));
+        let (status, ctype, body) = get(&s, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ctype.as_deref(), Some("text/html; charset=utf-8"));
+        assert!(body.contains("<p>report</p>"));
     }
 
     #[tokio::test]

@@ -257,7 +257,9 @@ impl Diagram {
             });
         }
         // Other findings: one line per (kind, src, dst), ports with counts.
-        let mut flows: BTreeMap<(FindingKind, &str, &str), Vec<(u16, u64)>> = BTreeMap::new();
+        // (kind, src, dst) -> [(port, count)]
+        type Flows<'a> = BTreeMap<(FindingKind, &'a str, &'a str), Vec<(u16, u64)>>;
+        let mut flows: Flows = BTreeMap::new();
         for f in &r.findings {
             let drawn = matches!(f.kind, FindingKind::Missing)
                 || (f.kind == FindingKind::Blocked
@@ -580,4 +582,57 @@ pub fn esc(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::load_policy;
+
+    fn policy() -> Policy {
+        load_policy(Path::new("multi-node"), None).unwrap().policy
+    }
+
+    #[test]
+    fn expected_graph_groups_nodes_by_role_and_draws_every_edge() {
+        let p = policy();
+        let d = Diagram::expected(&p);
+        assert_eq!(d.lines.len(), p.edges.len());
+        assert_eq!(d.endpoints.len(), p.endpoints.len());
+        let engine = d.groups.iter().position(|g| g.label == "engine").unwrap();
+        let in_engine: Vec<&str> = (d.endpoints.iter())
+            .filter(|e| e.group == engine)
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(in_engine, ["engine1", "engine2"]);
+        let required = d
+            .lines
+            .iter()
+            .filter(|l| l.style == Style::Expected { required: true });
+        assert_eq!(
+            required.count(),
+            p.edges.iter().filter(|e| e.required).count()
+        );
+    }
+
+    #[test]
+    fn dot_and_own_svg_carry_the_same_ids() {
+        let d = Diagram::expected(&policy());
+        let (dot, svg) = (d.to_dot(), d.to_svg());
+        for id in ["node:central", "node:corp-users", "edge:proxy:central:4242"] {
+            assert!(dot.contains(&format!("id=\"{id}\"")), "dot: {id}");
+            assert!(svg.contains(&format!("id=\"{id}\"")), "svg: {id}");
+        }
+        // Externals hang below the nodes; users sit on top.
+        assert!(dot.contains("rank=min; \"corp-users\""));
+        assert!(dot.contains("\"central\" -> \"license-backend\" [style=invis"));
+    }
+
+    #[test]
+    fn text_is_escaped_for_html_and_dot() {
+        assert_eq!(esc("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+        assert_eq!(q("say \"hi\"\nthere"), "\"say \\\"hi\\\"\\nthere\"");
+    }
 }

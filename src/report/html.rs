@@ -141,9 +141,9 @@ fn diagram(s: &mut String, page: &Page) {
             if dash { "dash" } else { "" }
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "</div><div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>\n",
+        "</div><div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>",
         page.svg,
         esc(&page.layout)
     );

@@ -1,0 +1,326 @@
+//! The HTML report in a real browser: headless Chromium loads the report of
+//! the demo fixture (both diagram layouts) and the live page of
+//! `run --replay … --loop`; the screenshot is not blank, and the DOM holds
+//! every node, every required edge and every finding of the fixture's
+//! golden report. Chromium only ever loads a file:// page or 127.0.0.1.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::prereq::needs;
+use crate::util::{fixture, http_get, Daemon, TempDir};
+
+const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
+
+/// Chromium with a fresh profile and nothing that reaches the network.
+fn chromium(dir: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let profile = dir.join(format!(
+        "profile-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let out = Command::new("timeout")
+        .args(["120", "chromium"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium {args:?} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn dump_dom(dir: &Path, url: &str) -> String {
+    String::from_utf8(chromium(dir, &["--dump-dom"], url).stdout).unwrap()
+}
+
+/// Take a screenshot and check it is not blank: enough of it differs from
+/// its most common colour, in enough different colours.
+fn screenshot_not_blank(dir: &Path, url: &str, name: &str) {
+    let png = dir.join(name);
+    chromium(dir, &[&format!("--screenshot={}", png.display())], url);
+    let decoder = png::Decoder::new(std::fs::File::open(&png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let mut counts = std::collections::HashMap::<&[u8], usize>::new();
+    for p in buf[..info.buffer_size()].chunks(px) {
+        *counts.entry(&p[..3]).or_default() += 1;
+    }
+    let total = (info.width * info.height) as usize;
+    let background = counts.values().max().copied().unwrap_or(0);
+    let other = total - background;
+    assert!(
+        other * 100 / total >= 5 && counts.len() >= 50,
+        "{name} looks blank: {other} of {total} pixels differ from the background, {} colours",
+        counts.len()
+    );
+}
+
+fn golden(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every node, required edge and finding of the golden report is in the DOM.
+/// The static report has exactly the golden findings; the live page may
+/// have more (a looping replay keeps judging windows).
+fn assert_dom_holds(dom: &str, golden: &Value, what: &str, exact: bool) {
+    let mut nodes: Vec<String> = portwatch::config::load_policy(Path::new("multi-node"), None)
+        .unwrap()
+        .policy
+        .endpoints
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    for f in golden["findings"].as_array().unwrap() {
+        for end in ["src", "dst"] {
+            nodes.push(f[end].as_str().unwrap().to_string());
+        }
+    }
+    for n in &nodes {
+        assert!(
+            dom.contains(&format!("id=\"node:{n}\"")),
+            "{what}: no node {n}"
+        );
+    }
+    let edges = golden["edges"].as_array().unwrap();
+    assert!(!edges.is_empty());
+    for e in edges {
+        let key = format!(
+            "{}:{}:{}",
+            e["src"].as_str().unwrap(),
+            e["dst"].as_str().unwrap(),
+            e["port"]
+        );
+        assert!(
+            dom.contains(&format!("id=\"edge:{key}\"")),
+            "{what}: edge {key} not drawn"
+        );
+        assert!(
+            dom.contains(&format!("data-edge=\"{key}\"")),
+            "{what}: edge {key} not listed"
+        );
+    }
+    let findings = golden["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    for f in findings {
+        let key = format!(
+            "{}:{}:{}:{}",
+            f["kind"].as_str().unwrap(),
+            f["src"].as_str().unwrap(),
+            f["dst"].as_str().unwrap(),
+            f["port"]
+        );
+        assert!(
+            dom.contains(&format!("data-finding=\"{key}\"")),
+            "{what}: finding {key} missing"
+        );
+        // Unexpected, local-only and unknown-host flows are drawn too.
+        if ["unexpected", "local_only", "unknown_host"].contains(&f["kind"].as_str().unwrap()) {
+            let line = format!(
+                "id=\"flow:{}:{}:{}\"",
+                f["kind"].as_str().unwrap(),
+                f["src"].as_str().unwrap(),
+                f["dst"].as_str().unwrap()
+            );
+            assert!(dom.contains(&line), "{what}: {line} not drawn");
+        }
+    }
+    let rows = dom.matches("class=\"row finding\"").count();
+    if exact {
+        assert_eq!(rows, findings.len(), "{what}: finding rows");
+    } else {
+        assert!(rows >= findings.len(), "{what}: finding rows");
+    }
+}
+
+/// Nothing on the page is fetched from anywhere.
+fn assert_self_contained(html: &str) {
+    for bad in [
+        "<script src",
+        "<link",
+        "<img",
+        "<iframe",
+        "@import",
+        "src=\"http",
+        "href=\"http",
+    ] {
+        assert!(!html.contains(bad), "the page references `{bad}`");
+    }
+    for (i, _) in html.match_indices("url(") {
+        assert!(
+            html[i..].starts_with("url(#"),
+            "external url(): {}",
+            &html[i..i + 40]
+        );
+    }
+}
+
+#[test]
+fn browser_html_report_of_the_demo_fixture_holds_every_node_edge_and_finding() {
+    if !needs(
+        "browser report test",
+        false,
+        &["chromium", "dot", "timeout"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("browser-report");
+    let golden = golden("demo.expected.json");
+    for layout in ["dot", "builtin"] {
+        let out = Command::new(PORTWATCH)
+            .args([
+                "replay",
+                "--site",
+                "multi-node",
+                "--format",
+                "html",
+                "--layout",
+                layout,
+            ])
+            .arg(fixture("demo.pcap"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "findings: exit 1");
+        let html = String::from_utf8(out.stdout).unwrap();
+        assert_self_contained(&html);
+        let want = if layout == "dot" {
+            "Layout: Graphviz dot"
+        } else {
+            "Layout: portwatch"
+        };
+        assert!(
+            html.contains(want),
+            "{layout}: the page says how it was laid out"
+        );
+        let file = dir.0.join(format!("report-{layout}.html"));
+        std::fs::write(&file, &html).unwrap();
+        let url = format!("file://{}", file.display());
+        let dom = dump_dom(&dir.0, &url);
+        assert!(dom.contains("<svg"), "{layout}: no diagram");
+        assert_dom_holds(&dom, &golden, layout, true);
+        screenshot_not_blank(&dir.0, &url, &format!("report-{layout}.png"));
+    }
+}
+
+#[test]
+fn browser_live_page_of_run_holds_every_node_edge_and_finding() {
+    if !needs("browser live page test", false, &["chromium", "timeout"]) {
+        return;
+    }
+    let dir = TempDir::new("browser-live");
+    let golden = golden("demo.expected.json");
+    let demo = fixture("demo.pcap");
+    let d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        demo.to_str().unwrap(),
+        "--loop",
+        "--speed",
+        "200",
+    ]);
+    // Wait until a whole pass of the capture is on the page.
+    let findings = golden["findings"].as_array().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = http_get(d.addr, "/").map(|(_, b)| b).unwrap_or_default();
+        if body.matches("class=\"row finding\"").count() >= findings {
+            assert!(
+                body.contains("http-equiv=\"refresh\""),
+                "the live page refreshes itself"
+            );
+            for link in [
+                "href=\"/metrics\"",
+                "href=\"/healthz\"",
+                "href=\"/-/ready\"",
+            ] {
+                assert!(body.contains(link), "{link}");
+            }
+            assert_self_contained(&body);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live page never showed every finding:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let url = format!("http://{}/", d.addr);
+    let dom = dump_dom(&dir.0, &url);
+    assert_dom_holds(&dom, &golden, "live page", false);
+    screenshot_not_blank(&dir.0, &url, "live.png");
+}
+
+#[test]
+fn expect_format_dot_is_graphviz_with_every_expected_edge() {
+    let out = Command::new(PORTWATCH)
+        .args(["expect", "--site", "multi-node", "--format", "dot"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dot = String::from_utf8(out.stdout).unwrap();
+    let json = Command::new(PORTWATCH)
+        .args(["expect", "--site", "multi-node", "--format", "json"])
+        .output()
+        .unwrap();
+    let exp: Value = serde_json::from_slice(&json.stdout).unwrap();
+    for e in exp["edges"].as_array().unwrap() {
+        let id = format!(
+            "id=\"edge:{}:{}:{}\"",
+            e["src"].as_str().unwrap(),
+            e["dst"].as_str().unwrap(),
+            e["port"]
+        );
+        assert!(dot.contains(&id), "{id}");
+    }
+    if !needs("expect --format dot through Graphviz", false, &["dot"]) {
+        return;
+    }
+    use std::io::Write;
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dot.as_bytes())
+        .unwrap();
+    let svg = child.wait_with_output().unwrap();
+    assert!(
+        svg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&svg.stderr)
+    );
+    let svg = String::from_utf8(svg.stdout).unwrap();
+    assert!(svg.contains("id=\"node:central\"") && svg.contains("id=\"edge:proxy:central:4242\""));
+}
