@@ -21,6 +21,7 @@ mod deploy;
 mod e2e;
 mod examples;
 mod golden;
+mod layering;
 mod live;
 mod scenarios;
 mod util;
