@@ -24,5 +24,6 @@ mod golden;
 mod layering;
 mod live;
 mod scenarios;
+mod stdout;
 mod util;
 mod validation;
