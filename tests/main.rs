@@ -12,6 +12,10 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `layering`: no module of `src/` imports one above it in the layer list
+//!   of `src/lib.rs`.
+//! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
+//!   and only silences `run --print`.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
