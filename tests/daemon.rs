@@ -41,7 +41,10 @@ fn promtool() -> Option<&'static str> {
 #[test]
 fn promtool_accepts_a_live_scrape() {
     let Some(promtool) = promtool() else {
-        eprintln!("SKIPPED promtool_accepts_a_live_scrape: promtool not installed (apt-get install prometheus)");
+        crate::util::skip(
+            "promtool_accepts_a_live_scrape",
+            "promtool not installed (apt-get install prometheus)",
+        );
         return;
     };
     let mut d = demo_loop();
