@@ -317,3 +317,6 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
         Control::Syn => None,
     }
 }
+
+#[cfg(test)]
+mod tests;
