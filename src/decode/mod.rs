@@ -18,8 +18,6 @@ mod segment;
 mod tcp;
 
 #[cfg(test)]
-mod corpus_tests;
-#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
