@@ -4,6 +4,8 @@
 //! - `validation`: the `check` command on bad site and rules files.
 //! - `golden`, `scenarios`: every fixture replayed and compared with its
 //!   golden report, plus what each scenario must show.
+//! - `golden_metrics`: `/metrics` of the demo capture replayed through the
+//!   library, against `fixtures/demo.expected.prom`.
 //!   `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites the goldens.
 //! - `corpus`: third-party captures from `../shared/pcaps/corpus/`.
 //! - `live`: `watch` on a veth pair in a network namespace the test creates,
@@ -25,6 +27,7 @@ mod deploy;
 mod e2e;
 mod examples;
 mod golden;
+mod golden_metrics;
 mod layering;
 mod live;
 mod scenarios;
