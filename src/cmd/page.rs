@@ -1,16 +1,30 @@
 //! The HTML report page: the diagram laid out (Graphviz `dot` or the
 //! report's own layout) and the report around it. Shared by `replay
-//! --format html` and the live page `run` serves at `/`.
+//! --format html`, `watch --format html` and the live page `run` serves
+//! at `/` (from the report the capture thread leaves at each tick).
+
+use std::sync::{Arc, Mutex};
 
 use crate::cli::DiagramLayout;
 use crate::export::graphviz;
+use crate::export::http::{IndexPage, LINKS};
 use crate::policy::Policy;
 use crate::report::diagram::Diagram;
 use crate::report::html::{render, Page};
 use crate::report::Report;
 
+/// The latest report and the policy it was judged under, left by the
+/// capture thread for the live page.
+pub(super) type Snapshot = Arc<Mutex<Option<(Arc<Policy>, Report)>>>;
+
+/// How often the live page reloads itself.
+const PAGE_REFRESH_SECONDS: u32 = 5;
+
 /// The diagram as SVG, and a sentence on how it was laid out and why.
-pub fn diagram_svg(d: &Diagram, layout: DiagramLayout) -> Result<(String, String), String> {
+pub(super) fn diagram_svg(
+    d: &Diagram,
+    layout: DiagramLayout,
+) -> Result<(String, String), graphviz::GraphvizError> {
     let own = || d.to_svg();
     match layout {
         DiagramLayout::Builtin => Ok((
@@ -29,20 +43,20 @@ pub fn diagram_svg(d: &Diagram, layout: DiagramLayout) -> Result<(String, String
                 own(),
                 format!("portwatch's own layered layout (users, then one row per role group, then externals), because {e}"),
             )),
-            Err(e) => Err(format!("--layout dot: {e}")),
+            Err(e) => Err(e),
         },
     }
 }
 
 /// The whole page.
-pub fn report_page(
+pub(super) fn report_page(
     p: &Policy,
     r: &Report,
     layout: DiagramLayout,
     subtitle: String,
     refresh_seconds: Option<u32>,
     links: Vec<(String, String)>,
-) -> Result<String, String> {
+) -> Result<String, graphviz::GraphvizError> {
     let (svg, layout) = diagram_svg(&Diagram::audit(p, r), layout)?;
     Ok(render(
         r,
@@ -54,4 +68,25 @@ pub fn report_page(
             subtitle,
         },
     ))
+}
+
+/// The live page at `/`: the HTML report of what was seen so far, with the
+/// other endpoints linked. `None` until the first report.
+pub(super) fn live_page(snapshot: Snapshot, subtitle: String) -> IndexPage {
+    let links: Vec<(String, String)> = LINKS
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+    Arc::new(move || {
+        let (policy, report) = snapshot.lock().ok()?.clone()?;
+        report_page(
+            &policy,
+            &report,
+            DiagramLayout::Auto,
+            subtitle.clone(),
+            Some(PAGE_REFRESH_SECONDS),
+            links.clone(),
+        )
+        .ok()
+    })
 }

@@ -1,0 +1,21 @@
+//! `portwatch firewall`: the host firewall rules the model implies for one
+//! node, as nftables or PowerShell (see [`crate::firewall`]).
+
+use super::{load, print, Error, Status};
+use crate::cli::{FirewallArgs, FirewallDirection, FirewallFormat};
+use crate::firewall::{nftables, powershell, Direction, Plan};
+
+pub fn firewall(args: &FirewallArgs) -> Result<Status, Error> {
+    let loaded = load(&args.site)?;
+    let direction = match args.direction {
+        FirewallDirection::In => Direction::In,
+        FirewallDirection::Out => Direction::Out,
+        FirewallDirection::Both => Direction::Both,
+    };
+    let plan = Plan::derive(&loaded.policy, &args.node, direction)?;
+    print(&match args.format {
+        FirewallFormat::Nftables => nftables::render(&plan),
+        FirewallFormat::Powershell => powershell::render(&plan),
+    })?;
+    Ok(Status::Clean)
+}

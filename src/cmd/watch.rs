@@ -1,0 +1,41 @@
+//! `portwatch watch`: the capture driver on live interfaces, findings
+//! printed as they happen, the closing report on stderr at Ctrl-C.
+
+use super::capture::{Driver, OnPrintError};
+use super::eventlog::EventLog;
+use super::input::{Input, InputSpec};
+use super::page::report_page;
+use super::settings::WatchSettings;
+use super::{prepare, print_summary, signals, Error, Status};
+use crate::cli::{Format, ReportFormat};
+
+pub fn watch(s: WatchSettings) -> Result<Status, Error> {
+    let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
+    let input = Input::open(&InputSpec::Live {
+        interfaces: s.interfaces.clone(),
+    })?;
+    let events = EventLog::open(s.report.events.as_deref())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    signals::stop_on_signal(tx);
+    tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
+    let report = Driver::new(input, policy.clone(), vis, s.track)
+        .with_printer(OnPrintError::Stop)
+        .with_events(events)
+        .run(&rx, None)?;
+    match s.report.format {
+        ReportFormat::Table => print_summary(&report, Format::Table),
+        ReportFormat::Json => print_summary(&report, Format::Json),
+        ReportFormat::Html => eprint!(
+            "{}",
+            report_page(
+                &policy,
+                &report,
+                s.report.layout,
+                format!("live capture on {}", s.interfaces.join(", ")),
+                None,
+                Vec::new(),
+            )?
+        ),
+    }
+    Ok(Status::of(&report))
+}
