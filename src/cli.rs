@@ -109,6 +109,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 const RUN_HELP: &str = "\
 HTTP endpoints (default 127.0.0.1:9477):
+  /          the HTML report of what was seen so far (as replay --format html),
+             reloading itself every 5 s
   /metrics   Prometheus text format; metric reference in README.md (Metrics)
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
@@ -151,7 +153,7 @@ pub struct RunArgs {
     /// Replay the files again and again; timestamps keep increasing.
     #[arg(long = "loop", requires = "replay")]
     pub looping: bool,
-    /// Address to serve /metrics, /healthz and /-/ready on.
+    /// Address to serve the live report (/), /metrics, /healthz and /-/ready on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
@@ -170,7 +172,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Address to serve /metrics, /healthz and /-/ready on.
+    /// Address to serve the live report (/), /metrics, /healthz and /-/ready on.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
     /// Replay N times faster than captured.
