@@ -179,6 +179,64 @@ fn assert_self_contained(html: &str) {
     }
 }
 
+fn replay_html(layout: &str, path: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(PORTWATCH);
+    c.args([
+        "replay",
+        "--site",
+        "multi-node",
+        "--format",
+        "html",
+        "--layout",
+        layout,
+    ])
+    .arg(fixture("demo.pcap"));
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn html_report_is_self_contained_and_holds_the_golden_report_without_a_browser() {
+    let golden = golden("demo.expected.json");
+    // An empty PATH: no Graphviz, so `auto` falls back to the own layout
+    // and says why; `dot` refuses.
+    let out = replay_html("auto", Some(""));
+    assert_eq!(out.status.code(), Some(1));
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert_self_contained(&html);
+    assert!(
+        html.contains("Layout: portwatch&#39;s own layered layout")
+            && html.contains("`dot` is not installed"),
+        "the page says which layout and why"
+    );
+    assert_dom_holds(&html, &golden, "html text", true);
+    for section in [
+        "id=\"summary\"",
+        "id=\"diagram\"",
+        "id=\"findings\"",
+        "id=\"edges\"",
+        "id=\"capture\"",
+    ] {
+        assert!(html.contains(section), "{section}");
+    }
+    // Findings are grouped by kind, in the report's order.
+    let kinds: Vec<&str> = html
+        .match_indices("<tbody data-kind=\"")
+        .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["unexpected", "local_only", "unknown_host", "blocked"]
+    );
+    assert!(html.contains("fixtures/demo.pcap (pcap, EN10MB(1)): 1008 packets"));
+
+    let out = replay_html("dot", Some(""));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--layout dot: `dot` is not installed"));
+}
+
 #[test]
 fn browser_html_report_of_the_demo_fixture_holds_every_node_edge_and_finding() {
     if !needs(

@@ -8,9 +8,10 @@
 //! The traffic test (root, `ip`, `nft`, `tcpdump`) builds, per bundled site,
 //! three network namespaces of its own (`pwfw<pid>s<i>{n,a,b}`): node N and
 //! two peers with the site's addresses, joined to N by veth pairs and routed
-//! nowhere else. It loads N's nftables rules in N's namespace, listens on
-//! every port the model knows (and one it does not), connects from both
-//! peers, captures in N's namespace and replays the capture.
+//! nowhere else. It loads N's nftables rules (both directions) in N's
+//! namespace, listens on every port the model knows (and one it does not)
+//! in all three, connects from both peers to N and from N to both peers,
+//! captures in N's namespace and replays the capture.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -487,9 +488,11 @@ fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees
                 ]);
             }
         }
+        // Both directions: N's inbound edges, and the edges N opens.
         let rules = lab.dir.join("rules.nft");
-        std::fs::write(&rules, firewall(&["--site", site, "--node", &node])).unwrap();
-        sh(&[
+        let text = firewall(&["--site", site, "--node", &node, "--direction", "both"]);
+        std::fs::write(&rules, text).unwrap();
+        let load = [
             "ip",
             "netns",
             "exec",
@@ -497,66 +500,57 @@ fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees
             "nft",
             "-f",
             rules.to_str().unwrap(),
-        ]);
+        ];
+        sh(&load);
 
-        // Listeners on every port the model knows, and one it does not.
+        // Listeners on every port the model knows, and one it does not, on
+        // N and on both peers.
         let mut ports: BTreeSet<u16> = p.model.rules.iter().map(|r| r.port).collect();
         ports.insert(OUTSIDE_PORT);
         let ports: Vec<u16> = ports.into_iter().collect();
-        let listeners: Vec<TcpListener> = {
+        let peer_ns: Vec<String> = (0..peers.len())
+            .map(|j| format!("pwfw{pid}s{i}{}", ["a", "b"][j]))
+            .collect();
+        let mut listeners: Vec<TcpListener> = Vec::new();
+        for ns in std::iter::once(&nns).chain(&peer_ns) {
             let ports = ports.clone();
-            in_ns(&nns, move || {
+            listeners.extend(in_ns(ns, move || {
                 ports
                     .iter()
                     .map(|port| TcpListener::bind(("0.0.0.0", *port)).unwrap())
-                    .collect()
-            })
-        };
+                    .collect::<Vec<_>>()
+            }));
+        }
         let pcap = lab.dir.join("n.pcap");
         let capture = start_capture(&nns, &pcap);
         lab.children.push(capture);
 
-        // Every peer tries every port at once.
-        let mut attempts = Vec::new();
-        for (j, peer) in peers.iter().enumerate() {
+        // Every peer tries every port of N, and N every port of every peer,
+        // all at once.
+        let me = PeerHost {
+            name: node.clone(),
+            addr: naddr,
+        };
+        let mut tries: Vec<Attempt> = Vec::new();
+        for (peer, pns) in peers.iter().zip(&peer_ns) {
             for port in &ports {
-                let (pns, port) = (format!("pwfw{pid}s{i}{}", ["a", "b"][j]), *port);
-                attempts.push((
-                    peer.clone(),
-                    port,
-                    std::thread::spawn(move || {
-                        enter(&pns);
-                        let to = SocketAddr::from((naddr, port));
-                        TcpStream::connect_timeout(&to, Duration::from_millis(1500)).is_ok()
-                    }),
-                ));
+                tries.push(Attempt::new(pns, peer, &me, *port));
+                tries.push(Attempt::new(&nns, &me, peer, *port));
             }
         }
-        let results: Vec<(PeerHost, u16, bool)> = attempts
-            .into_iter()
-            .map(|(peer, port, t)| (peer, port, t.join().unwrap()))
-            .collect();
+        let results: Vec<(Attempt, bool)> = tries.into_iter().map(Attempt::join).collect();
         // Capture time moves past the SYN timeout of the replay below (2s
         // after the last SYN, retransmitted at 1s; not 1s, which races
         // with that retransmission).
         std::thread::sleep(Duration::from_millis(2000));
-        let last = results.iter().find(|r| r.2).expect("some attempt connects");
-        let (pns, to) = (
-            format!(
-                "pwfw{pid}s{i}{}",
-                if last.0.addr == peers[0].addr {
-                    "a"
-                } else {
-                    "b"
-                }
-            ),
-            SocketAddr::from((naddr, last.1)),
+        let (last, _) = results.iter().find(|r| r.1).expect("some attempt connects");
+        let (ns, to) = (
+            last.ns.clone(),
+            SocketAddr::from((last.dst.addr, last.port)),
         );
-        assert!(in_ns(&pns, move || TcpStream::connect_timeout(
-            &to,
-            Duration::from_secs(1)
-        )
-        .is_ok()));
+        assert!(in_ns(&ns, move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok()
+        }));
         std::thread::sleep(Duration::from_millis(300));
         let mut capture = lab.children.pop().unwrap();
         sh(&["kill", "-INT", &capture.id().to_string()]);
@@ -567,24 +561,26 @@ fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees
             std::fs::copy(&pcap, Path::new(&dir).join(format!("firewall-{site}.pcap"))).unwrap();
         }
         // What the firewall let through is exactly what the model expects.
-        let nid = p.endpoint_id(&node).unwrap();
-        let expected = |peer: &PeerHost, port: u16| {
-            let src = p.endpoint_id(&peer.name).unwrap();
+        let expected = |a: &Attempt| {
+            let (src, dst) = (p.endpoint_id(&a.src.name), p.endpoint_id(&a.dst.name));
             p.edges
                 .iter()
-                .any(|e| e.src == src && e.dst == nid && e.port == port)
+                .any(|e| Some(e.src) == src && Some(e.dst) == dst && e.port == a.port)
         };
-        let mut allowed = 0;
-        for (peer, port, connected) in &results {
-            let want = *port == OUTSIDE_PORT || expected(peer, *port);
+        let (mut allowed, mut dropped) = ([0, 0], [0, 0]);
+        for (a, connected) in &results {
+            let want = a.port == OUTSIDE_PORT || expected(a);
             assert_eq!(
                 *connected, want,
-                "{site}: {} -> {node}:{port} connected={connected}, expected edge={want}",
-                peer.name
+                "{site}: {a} connected={connected}, expected edge={want}"
             );
-            allowed += usize::from(want && *port != OUTSIDE_PORT);
+            let way = usize::from(a.src.name == node);
+            if a.port != OUTSIDE_PORT {
+                allowed[way] += usize::from(want);
+                dropped[way] += usize::from(!want);
+            }
         }
-        assert!(allowed > 0, "{site}: no expected edge tried");
+        assert!(allowed[0] > 0, "{site}: no expected inbound edge tried");
 
         // The replay of that traffic agrees.
         let out = Command::new(PORTWATCH)
@@ -602,38 +598,38 @@ fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees
             !findings.iter().any(|f| f["kind"] == "blocked"),
             "{site}: an expected edge is blocked: {findings:#?}"
         );
-        let finding = |peer: &PeerHost, port: u16| {
-            findings.iter().find(|f| {
-                f["src"] == peer.name.as_str()
-                    && f["src_addr"] == peer.addr.to_string().as_str()
-                    && f["dst"] == node.as_str()
-                    && f["port"] == port
-            })
+        let same = |f: &Value, a: &Attempt| {
+            f["src"] == a.src.name.as_str()
+                && f["dst"] == a.dst.name.as_str()
+                && f["port"] == a.port
         };
-        for (peer, port, connected) in &results {
-            let f = finding(peer, *port);
-            if *port == OUTSIDE_PORT {
-                let f = f.unwrap_or_else(|| panic!("{site}: {} -> {port}", peer.name));
+        let addrs = |f: &Value, a: &Attempt| {
+            f["src_addr"] == a.src.addr.to_string().as_str()
+                && f["dst_addr"] == a.dst.addr.to_string().as_str()
+        };
+        for (a, connected) in &results {
+            let f = findings.iter().find(|f| same(f, a) && addrs(f, a));
+            if a.port == OUTSIDE_PORT {
+                let f = f.unwrap_or_else(|| panic!("{site}: {a}: no finding"));
                 assert_eq!(f["kind"], "unexpected");
                 assert!(f["outcomes"]["established"].as_u64() >= Some(1));
             } else if *connected {
                 assert!(f.is_none(), "{site}: finding for an expected edge: {f:?}");
-                let flow = report["flows"].as_array().unwrap().iter().find(|r| {
-                    r["src"] == peer.name.as_str()
-                        && r["dst"] == node.as_str()
-                        && r["port"] == *port
-                });
-                let flow =
-                    flow.unwrap_or_else(|| panic!("{site}: no flow {} -> {port}", peer.name));
+                let flows = report["flows"].as_array().unwrap();
+                let flow = flows.iter().find(|r| same(r, a));
+                let flow = flow.unwrap_or_else(|| panic!("{site}: no flow {a}"));
                 assert_eq!(flow["verdict"], "expected");
                 assert!(flow["outcomes"]["established"].as_u64() >= Some(1));
+            } else if a.src.name == node {
+                // Dropped by N's output chain before any capture point: the
+                // sensor on N never sees these attempts.
+                let flows = report["flows"].as_array().unwrap();
+                assert!(
+                    f.is_none() && !flows.iter().any(|r| same(r, a)),
+                    "{site}: {a} seen"
+                );
             } else {
-                let f = f.unwrap_or_else(|| {
-                    panic!(
-                        "{site}: failed {} -> {node}:{port} is no finding",
-                        peer.name
-                    )
-                });
+                let f = f.unwrap_or_else(|| panic!("{site}: failed {a} is no finding"));
                 let kind = f["kind"].as_str().unwrap();
                 assert!(kind == "unexpected" || kind == "local_only", "{f}");
                 let o = &f["outcomes"];
@@ -646,9 +642,54 @@ fn firewall_traffic_in_namespaces_connects_expected_edges_only_and_replay_agrees
             }
         }
         eprintln!(
-            "{site}: node {node}, peers {}: {allowed} expected edges connected, {} attempts dropped",
+            "{site}: node {node}, peers {}: inbound {} expected edges connected, {} attempts dropped; \
+             outbound {} connected, {} dropped",
             peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" and "),
-            results.iter().filter(|r| !r.2).count()
+            allowed[0],
+            dropped[0],
+            allowed[1],
+            dropped[1]
         );
+    }
+}
+
+/// One connection attempt from a namespace, running on its own thread.
+struct Attempt {
+    ns: String,
+    src: PeerHost,
+    dst: PeerHost,
+    port: u16,
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Attempt {
+    fn new(ns: &str, src: &PeerHost, dst: &PeerHost, port: u16) -> Attempt {
+        let (ns2, to) = (ns.to_string(), SocketAddr::from((dst.addr, port)));
+        Attempt {
+            ns: ns.to_string(),
+            src: src.clone(),
+            dst: dst.clone(),
+            port,
+            thread: Some(std::thread::spawn(move || {
+                enter(&ns2);
+                TcpStream::connect_timeout(&to, Duration::from_millis(1500)).is_ok()
+            })),
+        }
+    }
+
+    /// Whether it connected.
+    fn join(mut self) -> (Attempt, bool) {
+        let ok = self.thread.take().unwrap().join().unwrap();
+        (self, ok)
+    }
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}) -> {} ({}):{}",
+            self.src.name, self.src.addr, self.dst.name, self.dst.addr, self.port
+        )
     }
 }
