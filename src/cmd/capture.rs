@@ -69,7 +69,7 @@ pub(super) struct Driver {
     /// Stdout was closed under an [`OnPrintError::Stop`] printer.
     stdout_closed: bool,
     /// Where each tick leaves the report so far (the live page).
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 impl Driver {
@@ -92,8 +92,8 @@ impl Driver {
         }
     }
 
-    /// Leave the report so far in `snapshot` at every tick.
-    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Driver {
+    /// Leave the report so far in `snapshot` at the ticks it is wanted.
+    pub fn with_snapshot(mut self, snapshot: Arc<Snapshot>) -> Driver {
         self.snapshot = Some(snapshot);
         self
     }
@@ -280,10 +280,10 @@ impl Driver {
             }
         }
         if let (Some(snapshot), Some(since), Some(now)) = (&self.snapshot, self.since, now) {
-            let window = Some((since, now.max(since)));
-            let report = Report::build(&self.pl, self.input.facts(), window, &self.vis);
-            if let Ok(mut s) = snapshot.lock() {
-                *s = Some((self.pl.policy().clone(), report));
+            if snapshot.wanted() {
+                let window = Some((since, now.max(since)));
+                let report = Report::build(&self.pl, self.input.facts(), window, &self.vis);
+                snapshot.put(self.pl.policy().clone(), report);
             }
         }
     }

@@ -1,9 +1,12 @@
 //! The HTML report page: the diagram laid out (Graphviz `dot` or the
 //! report's own layout) and the report around it. Shared by `replay
 //! --format html`, `watch --format html` and the live page `run` serves
-//! at `/` (from the report the capture thread leaves at each tick).
+//! at `/` (from the report the capture thread leaves at its ticks while
+//! someone is looking).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::cli::DiagramLayout;
 use crate::export::graphviz;
@@ -14,8 +17,57 @@ use crate::report::html::{render, Page};
 use crate::report::Report;
 
 /// The latest report and the policy it was judged under, left by the
-/// capture thread for the live page.
-pub(super) type Snapshot = Arc<Mutex<Option<(Arc<Policy>, Report)>>>;
+/// capture thread for the live page. The capture thread only builds one
+/// while the page is being looked at: nobody watching costs nothing.
+#[derive(Default)]
+pub(super) struct Snapshot {
+    latest: Mutex<Option<(Arc<Policy>, Report)>>,
+    /// When the page was last asked for.
+    asked: Mutex<Option<Instant>>,
+    /// A report is wanted at the next tick.
+    wanted: AtomicBool,
+}
+
+/// How long after the last request the capture thread keeps reporting.
+const VIEWER_GRACE: Duration = Duration::from_secs(60);
+
+impl Snapshot {
+    /// For the capture thread: should it build a report at this tick?
+    pub(super) fn wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::SeqCst)
+            || self
+                .asked
+                .lock()
+                .ok()
+                .and_then(|a| *a)
+                .is_some_and(|t| t.elapsed() < VIEWER_GRACE)
+    }
+
+    pub(super) fn put(&self, policy: Arc<Policy>, report: Report) {
+        if let Ok(mut l) = self.latest.lock() {
+            *l = Some((policy, report));
+        }
+    }
+
+    /// For the HTTP side: the latest report, waiting up to `wait` for the
+    /// first one.
+    fn get(&self, wait: Duration) -> Option<(Arc<Policy>, Report)> {
+        if let Ok(mut a) = self.asked.lock() {
+            *a = Some(Instant::now());
+        }
+        self.wanted.store(true, Ordering::SeqCst);
+        let until = Instant::now() + wait;
+        loop {
+            if let Some(r) = self.latest.lock().ok()?.clone() {
+                return Some(r);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 /// How often the live page reloads itself.
 const PAGE_REFRESH_SECONDS: u32 = 5;
@@ -72,13 +124,14 @@ pub(super) fn report_page(
 
 /// The live page at `/`: the HTML report of what was seen so far, with the
 /// other endpoints linked. `None` until the first report.
-pub(super) fn live_page(snapshot: Snapshot, subtitle: String) -> IndexPage {
+pub(super) fn live_page(snapshot: Arc<Snapshot>, subtitle: String) -> IndexPage {
     let links: Vec<(String, String)> = LINKS
         .iter()
         .map(|(p, t)| (p.to_string(), t.to_string()))
         .collect();
     Arc::new(move || {
-        let (policy, report) = snapshot.lock().ok()?.clone()?;
+        // The first request waits for the capture thread's next tick.
+        let (policy, report) = snapshot.get(Duration::from_secs(3))?;
         report_page(
             &policy,
             &report,

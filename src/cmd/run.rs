@@ -70,7 +70,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     if s.print {
         driver = driver.with_printer(OnPrintError::Silence);
     }
-    let snapshot = Snapshot::default();
+    let snapshot = Arc::new(Snapshot::default());
     driver = driver.with_snapshot(snapshot.clone());
     let subtitle = live_subtitle(&s.input);
     let ready = readiness.clone();

@@ -11,6 +11,9 @@ use std::fmt::Write;
 
 use super::{clean, truncate, Action, Plan, Remote, Rule, Way};
 
+/// How many dropped packets per rule are logged, at most.
+const LOG_RATE: &str = "10/second burst 20 packets";
+
 /// nftables' limit on a rule comment (NFTNL_UDATA_COMMENT_MAXLEN).
 const COMMENT_MAX: usize = 127;
 
@@ -23,7 +26,7 @@ pub fn render(plan: &Plan) -> String {
          # Written by: {}\n\
          # Load with `nft -f FILE`: replaces table inet portwatch, leaves other tables alone.\n\
          # Remove with `nft delete table inet portwatch`.\n\
-         # Dropped attempts are logged with the prefix \"portwatch <kind>: \".",
+         # Dropped attempts are logged (at most 10/s per rule) with the prefix \"portwatch <kind>: \".",
         plan.node,
         plan.site,
         plan.model,
@@ -71,9 +74,17 @@ fn rule(s: &mut String, r: &Rule) {
             ps.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
         ),
     };
-    let verdict = match r.action {
-        Action::Allow => "accept".to_string(),
-        Action::Drop(k) => format!("log prefix \"portwatch {}: \" drop", k.as_str()),
+    // A drop is logged by a rule of its own before it: rate-limited, so a
+    // scan cannot flood the kernel log, and the drop holds past the limit.
+    let (log, verdict) = match r.action {
+        Action::Allow => (None, "accept"),
+        Action::Drop(k) => (
+            Some(format!(
+                "limit rate {LOG_RATE} log prefix \"portwatch {}: \"",
+                k.as_str()
+            )),
+            "drop",
+        ),
     };
     let comment = comment(r);
     let set = |ns: &[&ipnet::IpNet]| {
@@ -107,6 +118,9 @@ fn rule(s: &mut String, r: &Rule) {
         }
     };
     for m in matches {
+        if let Some(log) = &log {
+            let _ = writeln!(s, "        {m}tcp dport {ports} {log}");
+        }
         let _ = writeln!(
             s,
             "        {m}tcp dport {ports} {verdict} comment \"{comment}\""
