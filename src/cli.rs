@@ -132,9 +132,11 @@ A closed stdout stops --print (logged once); capture and /metrics go on.";
 const DEMO_HELP: &str = "\
 The demo site is the bundled `multi-node` example; the capture holds a few minutes of
 its traffic with some findings (an unexpected flow, a refused expected edge). Findings
-are printed as they happen; metrics are served as by `portwatch run`. Ctrl-C to stop.
+are printed as they happen; the live report (/) and metrics are served as by
+`portwatch run`. Ctrl-C to stop.
 
-Try: curl -s 127.0.0.1:9477/metrics | grep ^portwatch_connections_total";
+Try: open http://127.0.0.1:9477/ in a browser, or
+     curl -s 127.0.0.1:9477/metrics | grep ^portwatch_connections_total";
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["interfaces", "replay"])))]

@@ -107,8 +107,8 @@ impl Task {
             }),
             Command::Demo(a) => Task::Run(RunSettings {
                 banner: Some(format!(
-                    "portwatch demo: site `{DEMO_SITE}`, bundled capture looped at {}x; metrics on http://{}/metrics; Ctrl-C to stop",
-                    a.speed, a.listen
+                    "portwatch demo: site `{DEMO_SITE}`, bundled capture looped at {}x; report on http://{}/, metrics on http://{}/metrics; Ctrl-C to stop",
+                    a.speed, a.listen, a.listen
                 )),
                 site: SiteArgs {
                     site: Path::new(DEMO_SITE).to_path_buf(),
