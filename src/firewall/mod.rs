@@ -123,7 +123,6 @@ impl Cite {
 pub struct Plan {
     pub site: String,
     pub model: String,
-    pub model_source: String,
     pub node: String,
     pub addresses: Vec<IpAddr>,
     pub direction: Direction,
@@ -161,12 +160,18 @@ impl Plan {
         Ok(Plan {
             site: p.site.name.clone(),
             model: p.model.id.clone(),
-            model_source: p.model.source.clone(),
             node: n.name.clone(),
             addresses: n.addresses.clone(),
             direction,
             rules,
         })
+    }
+
+    /// The node's addresses, for the files' headers.
+    pub fn addresses(&self) -> String {
+        (self.addresses.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The command that produces this plan, for the files' headers.

@@ -22,12 +22,13 @@ pub fn render(plan: &Plan) -> String {
     let _ = writeln!(
         s,
         "#!/usr/sbin/nft -f\n\
-         # portwatch host firewall: node {} of site {} (model {}), direction {}.\n\
+         # portwatch host firewall: node {} ({}) of site {} (model {}), direction {}.\n\
          # Written by: {}\n\
          # Load with `nft -f FILE`: replaces table inet portwatch, leaves other tables alone.\n\
          # Remove with `nft delete table inet portwatch`.\n\
          # Dropped attempts are logged (at most 10/s per rule) with the prefix \"portwatch <kind>: \".",
         plan.node,
+        plan.addresses(),
         plan.site,
         plan.model,
         plan.direction.as_str(),

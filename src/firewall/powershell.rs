@@ -41,7 +41,7 @@ pub fn render(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# portwatch host firewall: node {} of site {} (model {}), direction {}.\n\
+        "# portwatch host firewall: node {} ({}) of site {} (model {}), direction {}.\n\
          # Written by: {}\n\
          # Run in an elevated PowerShell on {}. Every rule is in the group '{g}'.\n\
          # List them:   Get-NetFirewallRule -Group '{g}'\n\
@@ -55,6 +55,7 @@ pub fn render(plan: &Plan) -> String {
          # Replace an earlier version of these rules.\n\
          Remove-NetFirewallRule -Group '{g}' -ErrorAction SilentlyContinue",
         plan.node,
+        plan.addresses(),
         plan.site,
         plan.model,
         plan.direction.as_str(),
