@@ -173,6 +173,11 @@ fn firewall_powershell_uses_only_documented_parameters_and_one_group() {
             assert!(!rules.is_empty(), "{site} {node}");
             for line in rules {
                 assert!(line.contains(&group), "{line}");
+                assert_eq!(
+                    line.matches('\'').count() % 2,
+                    0,
+                    "unbalanced quotes: {line}"
+                );
                 assert!(line.contains("-Description '"), "{line}");
                 for p in parameters(line) {
                     used.insert(p);

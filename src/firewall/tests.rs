@@ -132,3 +132,39 @@ fn comments_fit_nftables_and_quote_nothing() {
     }
     assert!(text.contains("table inet portwatch {"));
 }
+
+#[test]
+fn a_site_allowance_is_allowed_and_cited_in_both_formats() {
+    let dir = std::env::temp_dir().join(format!("portwatch-fw-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.yaml");
+    let base = include_str!("../../deploy/sites/multi-node.yaml");
+    let site = format!(
+        "{base}allow:\n  - from: corp-users\n    to: central\n    port: 5252\n    \
+         reason: \"the monitoring team's \\\"probe\\\" polls the scheduler API\"\n"
+    );
+    std::fs::write(&path, site).unwrap();
+    let p = load_policy(&path, None).unwrap().policy;
+    let _ = std::fs::remove_dir_all(&dir);
+    let plan = Plan::derive(&p, "central", Direction::In).unwrap();
+    let r = (plan.rules.iter())
+        .find(|r| {
+            r.summary
+                .starts_with("allow corp-users -> central 5252/tcp")
+        })
+        .unwrap();
+    assert_eq!(r.cites[0].rule, "site multi-node allow[0]");
+    // 5252 is local on central, but the allowance opens it: not local-only.
+    assert!(plan
+        .rules
+        .iter()
+        .all(|r| r.action != Action::Drop(DropKind::LocalOnly) || !r.ports.contains(&5252)));
+    for text in [nftables::render(&plan), powershell::render(&plan)] {
+        let line = text
+            .lines()
+            .find(|l| l.contains("site multi-node allow[0]: the monitoring"))
+            .unwrap_or_else(|| panic!("allowance not cited:\n{text}"));
+        // Quotes from the site file never reach a rule's strings.
+        assert!(line.contains("the monitoring teams probe polls"), "{line}");
+    }
+}
