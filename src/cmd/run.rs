@@ -61,7 +61,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     let rec = Recorder::new(&metrics, &driver.interfaces());
     driver = driver.with_recorder(rec);
     if s.print {
-        driver = driver.with_printer(OnPrintError::Silence);
+        driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));
     }
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
