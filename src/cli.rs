@@ -12,8 +12,10 @@ Exit status:
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
-  4  runtime failure: the capture failed, writing to stdout failed
-A closed stdout (`| head`) is no failure: the command stops quietly with the status above.";
+  4  runtime failure: the capture failed, or writing to stdout failed
+
+A closed stdout (`| head`) is not a failure: the command stops quietly, with
+the status its work earned (replay: the report's).";
 
 #[derive(Debug, Parser)]
 #[command(
