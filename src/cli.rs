@@ -114,6 +114,14 @@ pub struct RunArgs {
     /// Print findings to stdout as they happen.
     #[arg(long)]
     pub print: bool,
+    /// Write one JSON event per line (connection attempts, outcomes,
+    /// findings) to this file, appended, flushed every second, reopened on
+    /// SIGHUP; `-` for standard output.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
+    pub events_format: EventsFormat,
     /// Format of the closing summary (on stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -200,9 +208,28 @@ pub struct ReportArgs {
     /// shape). `watch` prints it to stderr when stopped.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
+    /// Also write one JSON event per line (connection attempts, outcomes,
+    /// findings) to this file, appended; `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
+    pub events_format: EventsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    Ecs,
+    Flat,
+}
+
+impl From<EventsFormat> for crate::export::eventlog::EventsFormat {
+    fn from(f: EventsFormat) -> Self {
+        match f {
+            EventsFormat::Ecs => Self::Ecs,
+            EventsFormat::Flat => Self::Flat,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

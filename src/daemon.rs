@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{exit, load};
-use crate::cli::{DemoArgs, Format, RunArgs, SiteArgs, TrackArgs};
+use crate::cli::{DemoArgs, EventsFormat, Format, RunArgs, SiteArgs, TrackArgs};
 use crate::config::{load_policy, LoadError};
+use crate::export::eventlog::EventLog;
 use crate::export::findings::FindingPrinter;
 use crate::export::http::{router, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
@@ -61,6 +62,8 @@ struct Settings {
     sensors: Vec<String>,
     print: bool,
     format: Format,
+    events: Option<PathBuf>,
+    events_format: EventsFormat,
 }
 
 pub fn run(args: RunArgs) -> u8 {
@@ -85,6 +88,8 @@ pub fn run(args: RunArgs) -> u8 {
         sensors: args.sensors,
         print: args.print,
         format: args.format,
+        events: args.events,
+        events_format: args.events_format,
     })
 }
 
@@ -117,12 +122,16 @@ pub fn demo(args: DemoArgs) -> u8 {
         sensors: Vec::new(),
         print: true,
         format: Format::Table,
+        events: None,
+        events_format: EventsFormat::Ecs,
     })
 }
 
 /// Messages from the tokio side to the capture thread.
 enum Command {
     Reload(Arc<Policy>, Visibility),
+    /// SIGHUP: reopen the event log (logrotate).
+    Reopen,
     Stop,
 }
 
@@ -145,6 +154,11 @@ fn serve(s: Settings) -> u8 {
             return exit::BAD_INPUT;
         }
     };
+    let events =
+        match crate::run::open_events(s.events.as_deref(), s.events_format, &s.sensors, &s.track) {
+            Ok(e) => e,
+            Err(code) => return code,
+        };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -177,7 +191,7 @@ fn serve(s: Settings) -> u8 {
 
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let capture = Capture::new(input, policy.clone(), vis, &s, &metrics);
+    let capture = Capture::new(input, policy.clone(), vis, &s, &metrics, events);
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
         .name("capture".into())
@@ -250,7 +264,10 @@ async fn supervise(
                     tracing::info!(signal = name, "shutting down");
                     break exit::OK;
                 }
-                Signal::Reload => reload(s, &metrics, &tx).await,
+                Signal::Reload => {
+                    let _ = tx.send(Command::Reopen);
+                    reload(s, &metrics, &tx).await
+                }
             },
             _ = &mut capture_done => {
                 // The capture thread only ends by itself on a source error.
@@ -433,6 +450,7 @@ struct Capture {
     vis: Visibility,
     track: TrackConfig,
     printer: Option<FindingPrinter>,
+    events: Option<EventLog>,
     /// Start of observation: first frame of a replay, start time live.
     since: Option<Timestamp>,
     /// The source ended (a replay without --loop): time stands still at
@@ -448,6 +466,7 @@ impl Capture {
         vis: Visibility,
         s: &Settings,
         metrics: &Metrics,
+        events: Option<EventLog>,
     ) -> Capture {
         let mut rec = Recorder::new(metrics, &input.interfaces());
         rec.set_policy(&policy, &vis);
@@ -461,6 +480,7 @@ impl Capture {
             vis,
             track: s.track,
             printer: s.print.then(FindingPrinter::default),
+            events,
             ended: false,
             end_ts: None,
         }
@@ -498,6 +518,11 @@ impl Capture {
             match cmd {
                 Some(Command::Stop) => break,
                 Some(Command::Reload(p, vis)) => self.reload(p, vis),
+                Some(Command::Reopen) => {
+                    if let Some(w) = &mut self.events {
+                        w.reopen();
+                    }
+                }
                 None => {}
             }
             if !self.ended {
@@ -574,12 +599,21 @@ impl Capture {
             use std::io::Write;
             let _ = std::io::stdout().flush();
         }
+        if let Some(w) = &mut self.events {
+            w.write(&policy, &events);
+        }
     }
 
     fn tick(&mut self) {
         self.input.sync_drops(&mut self.rec);
         if let (Some(since), Some(now)) = (self.since, self.now()) {
             self.rec.tick(&self.pl, since, now.max(since));
+            if let Some(w) = &mut self.events {
+                w.judge_edges(&self.pl, &self.vis, since, now.max(since));
+            }
+        }
+        if let Some(w) = &mut self.events {
+            w.flush();
         }
     }
 
@@ -597,6 +631,9 @@ impl Capture {
         self.pl = pl;
         self.vis = vis;
         self.rec.set_policy(&policy, &self.vis);
+        if let Some(w) = &mut self.events {
+            w.set_policy(&policy);
+        }
         self.tick();
     }
 }

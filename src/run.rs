@@ -1,14 +1,14 @@
 //! The replay and watch commands: sources into the pipeline, reports out.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::{exit, load, out};
-use crate::cli::{Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
-use crate::export::events::write_event;
+use crate::cli::{EventsFormat, Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
+use crate::export::ecs::Observer;
+use crate::export::eventlog::EventLog;
 use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::Policy;
@@ -39,25 +39,25 @@ fn prepare(site: &SiteArgs, sensors: &[String]) -> Result<(Arc<Policy>, Visibili
     Ok((policy, vis))
 }
 
-fn open_events(path: Option<&Path>) -> Result<Option<BufWriter<File>>, u8> {
+/// Open `--events` (appended; `-` is standard output), or say why not.
+pub(crate) fn open_events(
+    path: Option<&Path>,
+    format: EventsFormat,
+    sensors: &[String],
+    track: &TrackConfig,
+) -> Result<Option<EventLog>, u8> {
     path.map(|p| {
-        File::create(p).map(BufWriter::new).map_err(|e| {
-            eprintln!("error: {}: {e}", p.display());
+        EventLog::open(p, format.into(), Observer::local(sensors), track.capacity).map_err(|e| {
+            eprintln!("error: {e}");
             exit::BAD_INPUT
         })
     })
     .transpose()
 }
 
-fn write_events(out: &mut Option<BufWriter<File>>, p: &Policy, events: &[Event]) {
+fn write_events(out: &mut Option<EventLog>, p: &Policy, events: &[Event]) {
     if let Some(w) = out {
-        for e in events {
-            if let Err(err) = write_event(w, p, e) {
-                tracing::warn!(error = %err, "event log write failed; event log disabled");
-                *out = None;
-                return;
-            }
-        }
+        w.write(p, events);
     }
 }
 
@@ -107,11 +107,13 @@ pub fn replay(args: ReplayArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let mut events = match open_events(args.report.events.as_deref()) {
+    let track = TrackConfig::from(&args.track);
+    let r = &args.report;
+    let mut events = match open_events(r.events.as_deref(), r.events_format, &r.sensors, &track) {
         Ok(e) => e,
         Err(code) => return code,
     };
-    let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
+    let mut pl = Pipeline::new(policy.clone(), track);
     pl.record_events(events.is_some());
     loop {
         let poll = files.poll(&mut |f| {
@@ -132,9 +134,10 @@ pub fn replay(args: ReplayArgs) -> u8 {
         pl.finish(end);
     }
     write_events(&mut events, &policy, &pl.drain_events());
-    if let Some(mut w) = events {
-        let _ = w.flush();
+    if let (Some(w), Some((start, end))) = (&mut events, span) {
+        w.judge_edges(&pl, &vis, start, end);
     }
+    drop(events);
     let facts: Vec<SourceFacts> = files.facts().into_iter().map(source_facts).collect();
     for f in &facts {
         if let Some(s) = &f.stopped {
@@ -147,6 +150,15 @@ pub fn replay(args: ReplayArgs) -> u8 {
     let report = Report::build(&pl, facts, span, &vis);
     print_report(&report, args.report.format);
     status(&report)
+}
+
+/// Set by SIGHUP (logrotate): reopen the event log.
+fn hangup_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone()) {
+        tracing::warn!(error = %e, "cannot handle SIGHUP: the event log will not be reopened");
+    }
+    flag
 }
 
 /// Set by Ctrl-C or SIGTERM.
@@ -199,13 +211,16 @@ pub fn watch(args: WatchArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let mut events = match open_events(args.report.events.as_deref()) {
+    let track = TrackConfig::from(&args.track);
+    let r = &args.report;
+    let mut events = match open_events(r.events.as_deref(), r.events_format, &r.sensors, &track) {
         Ok(e) => e,
         Err(code) => return code,
     };
     let stop = stop_flag();
+    let hup = hangup_flag();
     let started = Timestamp::now();
-    let mut pl = Pipeline::new(policy.clone(), TrackConfig::from(&args.track));
+    let mut pl = Pipeline::new(policy.clone(), track);
     pl.record_events(true);
     let mut printer = FindingPrinter::default();
     tracing::info!(interfaces = ?args.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
@@ -225,15 +240,24 @@ pub fn watch(args: WatchArgs) -> u8 {
             printer.print(&policy, e);
         }
         write_events(&mut events, &policy, &batch);
+        if let Some(w) = &mut events {
+            if hup.swap(false, Ordering::SeqCst) {
+                w.reopen();
+            }
+            if w.tick() {
+                w.judge_edges(&pl, &vis, started, Timestamp::now());
+            }
+        }
         let _ = std::io::stdout().flush();
     }
     let now = Timestamp::now();
     pl.finish(now);
     let batch = pl.drain_events();
     write_events(&mut events, &policy, &batch);
-    if let Some(mut w) = events {
-        let _ = w.flush();
+    if let Some(w) = &mut events {
+        w.judge_edges(&pl, &vis, started, now);
     }
+    drop(events);
     let sources = live_facts(&mut live);
     let report = Report::build(&pl, sources, Some((started, now)), &vis);
     eprintln!();

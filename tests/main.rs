@@ -12,6 +12,8 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `events`: the event log against ECS's field list and allowed values,
+//!   Community IDs, flow ids, findings as alerts, append/flush/SIGHUP reopen.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -19,6 +21,7 @@ mod corpus;
 mod daemon;
 mod deploy;
 mod e2e;
+mod events;
 mod examples;
 mod golden;
 mod live;
