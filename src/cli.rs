@@ -62,8 +62,9 @@ pub enum Command {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 const RUN_HELP: &str = "\
-HTTP endpoints (default 127.0.0.1:9477):
-  /metrics   Prometheus text format; metric reference in README.md (Metrics)
+HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.file):
+  /          a page linking the endpoints
+  /metrics   Prometheus text format (--web.telemetry-path); metric reference in README.md
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
 
@@ -102,9 +103,8 @@ pub struct RunArgs {
     /// Replay the files again and again; timestamps keep increasing.
     #[arg(long = "loop", requires = "replay")]
     pub looping: bool,
-    /// Address to serve /metrics, /healthz and /-/ready on.
-    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
-    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub web: WebArgs,
     #[command(flatten)]
     pub track: TrackArgs,
     /// The node(s) being watched: only required edges touching them are
@@ -125,6 +125,35 @@ pub struct RunArgs {
     /// Format of the closing summary (on stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// The HTTP side of `run`, with the flag names Prometheus exporters share.
+#[derive(Debug, Args, Clone)]
+pub struct WebArgs {
+    /// Address to serve the endpoints on; repeat for several.
+    #[arg(
+        long = "web.listen-address",
+        visible_alias = "listen",
+        default_value = DEFAULT_LISTEN,
+        value_name = "ADDR"
+    )]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// TLS and basic authentication (exporter-toolkit's web configuration YAML).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Path under which to expose the metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    let reserved = ["/", "/healthz", "/-/ready"];
+    match s.starts_with('/') && !reserved.contains(&s) && !s.contains(['{', '}', '*', ' ']) {
+        true => Ok(s.to_string()),
+        false => Err(format!(
+            "`{s}`: expected a path starting with `/`, other than / /healthz /-/ready, without {{ }} * or spaces"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

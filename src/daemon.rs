@@ -22,8 +22,9 @@ use crate::cli::{DemoArgs, EventsFormat, Format, RunArgs, SiteArgs, TrackArgs};
 use crate::config::{load_policy, LoadError};
 use crate::export::eventlog::EventLog;
 use crate::export::findings::FindingPrinter;
-use crate::export::http::{router, HttpState, Readiness};
+use crate::export::http::{router_at, serve_all, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
+use crate::export::webconfig::{protect, WebConfig};
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Visibility};
@@ -57,7 +58,9 @@ enum InputSpec {
 struct Settings {
     site: SiteArgs,
     input: InputSpec,
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
+    web_config: Option<PathBuf>,
+    telemetry_path: String,
     track: TrackConfig,
     sensors: Vec<String>,
     print: bool,
@@ -83,7 +86,9 @@ pub fn run(args: RunArgs) -> u8 {
     serve(Settings {
         site: args.site,
         input,
-        listen: args.listen,
+        listen: args.web.listen,
+        web_config: args.web.config_file,
+        telemetry_path: args.web.telemetry_path,
         track: TrackConfig::from(&args.track),
         sensors: args.sensors,
         print: args.print,
@@ -113,7 +118,9 @@ pub fn demo(args: DemoArgs) -> u8 {
                 looping: true,
             },
         },
-        listen: args.listen,
+        listen: vec![args.listen],
+        web_config: None,
+        telemetry_path: crate::export::http::DEFAULT_TELEMETRY_PATH.into(),
         track: TrackConfig::from(&TrackArgs {
             max_flows: 65_536,
             syn_timeout: Duration::from_secs(3),
@@ -125,6 +132,20 @@ pub fn demo(args: DemoArgs) -> u8 {
         events: None,
         events_format: EventsFormat::Ecs,
     })
+}
+
+/// Bind every `--web.listen-address` (all or nothing).
+fn bind_all(
+    rt: &tokio::runtime::Runtime,
+    addrs: &[SocketAddr],
+) -> Result<Vec<tokio::net::TcpListener>, String> {
+    addrs
+        .iter()
+        .map(|a| {
+            rt.block_on(tokio::net::TcpListener::bind(a))
+                .map_err(|e| format!("cannot listen on {a}: {e}"))
+        })
+        .collect()
 }
 
 /// Messages from the tokio side to the capture thread.
@@ -154,6 +175,15 @@ fn serve(s: Settings) -> u8 {
             return exit::BAD_INPUT;
         }
     };
+    let web = match s.web_config.as_deref().map(WebConfig::load).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("error: {d}");
+            }
+            return exit::BAD_INPUT;
+        }
+    };
     let events =
         match crate::run::open_events(s.events.as_deref(), s.events_format, &s.sensors, &s.track) {
             Ok(e) => e,
@@ -170,10 +200,10 @@ fn serve(s: Settings) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let listener = match rt.block_on(tokio::net::TcpListener::bind(s.listen)) {
+    let listeners = match bind_all(&rt, &s.listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", s.listen);
+            eprintln!("error: {e}");
             return exit::BAD_INPUT;
         }
     };
@@ -185,8 +215,11 @@ fn serve(s: Settings) -> u8 {
         site = %policy.site.name,
         model = %policy.model.id,
         input = %input.describe(),
-        listen = %s.listen,
-        "portwatch running; /metrics, /healthz, /-/ready"
+        listen = ?s.listen,
+        tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
+        basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+        "portwatch running; {}, /healthz, /-/ready",
+        s.telemetry_path
     );
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -212,7 +245,7 @@ fn serve(s: Settings) -> u8 {
         metrics: metrics.clone(),
         readiness,
     };
-    let code = rt.block_on(supervise(listener, state, &s, tx, done_rx));
+    let code = rt.block_on(supervise(listeners, web, state, &s, tx, done_rx));
     let outcome = thread.join();
     rt.shutdown_timeout(Duration::from_secs(1));
     match outcome {
@@ -237,25 +270,21 @@ fn serve(s: Settings) -> u8 {
 
 /// Serve HTTP and handle signals until SIGINT/SIGTERM or the capture dies.
 async fn supervise(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
+    web: Option<WebConfig>,
     state: HttpState,
     s: &Settings,
     tx: Sender<Command>,
     mut capture_done: tokio::sync::oneshot::Receiver<()>,
 ) -> u8 {
     let metrics = state.metrics.clone();
-    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let (stop_http, stopped) = tokio::sync::watch::channel(());
+    let (tls, auth) = match web {
+        Some(w) => (w.tls, w.auth),
+        None => (None, None),
+    };
+    let app = protect(router_at(state, &s.telemetry_path), auth);
+    let server = tokio::spawn(serve_all(listeners, app, tls, stopped));
     let mut signals = Signals::new();
     let code = loop {
         tokio::select! {

@@ -14,6 +14,8 @@
 //!   queries against a real Prometheus, and the systemd unit.
 //! - `events`: the event log against ECS's field list and allowed values,
 //!   Community IDs, flow ids, findings as alerts, append/flush/SIGHUP reopen.
+//! - `webconfig`: `--web.config.file` TLS + basic auth with a certificate made
+//!   in the test, curl and a real Prometheus; other `--web.*` flags.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -28,3 +30,4 @@ mod live;
 mod scenarios;
 mod util;
 mod validation;
+mod webconfig;

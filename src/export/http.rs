@@ -45,13 +45,77 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
 }
 
+/// Where `/metrics` is served unless `--web.telemetry-path` says otherwise.
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+
 pub fn router(state: HttpState) -> Router {
+    router_at(state, DEFAULT_TELEMETRY_PATH)
+}
+
+/// The endpoints, with the metrics at `telemetry_path`.
+pub fn router_at(state: HttpState, telemetry_path: &str) -> Router {
+    let page = landing_page(telemetry_path);
     Router::new()
-        .route("/metrics", get(metrics))
+        .route(telemetry_path, get(metrics))
         .route("/healthz", get(healthz))
         .route("/-/ready", get(ready))
-        .route("/", get(index))
+        .route("/", get(move || async move { axum::response::Html(page) }))
         .with_state(state)
+}
+
+/// A minimal page linking the endpoints.
+fn landing_page(telemetry_path: &str) -> String {
+    let path = telemetry_path
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;");
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>portwatch</title></head>\n\
+<body><h1>portwatch</h1><ul>\n\
+<li><a href=\"{path}\">Metrics</a></li>\n\
+<li><a href=\"/healthz\">Health</a></li>\n\
+<li><a href=\"/-/ready\">Readiness</a></li>\n\
+</ul><p>portwatch {}</p></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Serve `app` on every listener (TLS when `tls` is set) until `stop`
+/// changes or is dropped.
+pub async fn serve_all(
+    listeners: Vec<tokio::net::TcpListener>,
+    app: Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stop: tokio::sync::watch::Receiver<()>,
+) {
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        let app = app.clone();
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        match &tls {
+            Some(config) => match super::tls::TlsListener::new(l, config.clone()) {
+                Ok(l) => {
+                    servers.spawn(async move {
+                        axum::serve(l, app).with_graceful_shutdown(shutdown).await
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "TLS listener failed"),
+            },
+            None => {
+                servers.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+        }
+    }
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -74,10 +138,6 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, &'static str) {
             "not ready: configuration not loaded or capture not started\n",
         )
     }
-}
-
-async fn index() -> &'static str {
-    "portwatch: /metrics /healthz /-/ready\n"
 }
 
 #[cfg(test)]
