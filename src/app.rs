@@ -36,6 +36,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => crate::run::watch(args),
         Command::Run(args) => crate::daemon::run(args),
         Command::Demo(args) => crate::daemon::demo(args),
+        Command::Completions { shell } => crate::manual::completions(shell),
+        Command::Man { dir } => crate::manual::man(&dir),
     };
     ExitCode::from(code)
 }

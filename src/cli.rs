@@ -15,7 +15,7 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(
     name = "portwatch",
-    version,
+    version = VERSION,
     about = "Passive TCP compliance monitor: checks observed connections against a product's port model",
     long_about = "portwatch watches TCP control packets (SYN, SYN-ACK, RST, FIN) live or in pcap/pcapng \
 files, classifies every new connection against a port model (bundled: Qlik Sense Enterprise) and a \
@@ -29,6 +29,30 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Least severe log messages shown on stderr [default: info, or RUST_LOG when set].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +80,26 @@ pub enum Command {
     /// Try it out: the bundled multi-node site and capture, replayed in a loop, with metrics.
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `portwatch completions bash > /etc/bash_completion.d/portwatch`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (for packaging).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
+
+/// `--version`: the version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("PORTWATCH_REVISION"),
+    ")"
+);
 
 /// Where `run` and `demo` serve HTTP unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";

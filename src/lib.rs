@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod export;
+pub mod manual;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

@@ -709,10 +709,13 @@ fn systemd_unit_is_least_privilege() {
     assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     let exec = one("ExecStart");
     assert!(
-        exec.contains(" run ") && exec.contains("/etc/portwatch/"),
+        exec.contains(" run --site ${PORTWATCH_SITE} $PORTWATCH_OPTS"),
         "{exec}"
     );
-    assert!(exec.contains("--listen 127.0.0.1:9477"), "{exec}");
+    let env = one("Environment");
+    assert!(env.contains("PORTWATCH_SITE=/etc/portwatch/"), "{env}");
+    assert!(env.contains("--listen 127.0.0.1:9477"), "{env}");
+    assert_eq!(one("EnvironmentFile"), "-/etc/default/portwatch");
 }
 
 /// `systemd-analyze verify`, where systemd is installed, with ExecStart

@@ -16,6 +16,8 @@
 //!   Community IDs, flow ids, findings as alerts, append/flush/SIGHUP reopen.
 //! - `webconfig`: `--web.config.file` TLS + basic auth with a certificate made
 //!   in the test, curl and a real Prometheus; other `--web.*` flags.
+//! - `package`: the .deb built by cargo-deb, installed, checked and removed
+//!   (root, cargo-deb, man-db, systemd-analyze).
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -27,6 +29,7 @@ mod events;
 mod examples;
 mod golden;
 mod live;
+mod package;
 mod scenarios;
 mod util;
 mod validation;
