@@ -157,6 +157,11 @@ pub struct RunArgs {
     /// Print findings to stdout as they happen.
     #[arg(long)]
     pub print: bool,
+    /// Started as root: once the capture and sockets are open, run as this
+    /// user, keeping only CAP_NET_RAW and CAP_NET_ADMIN (none for --replay).
+    /// `root` keeps root.
+    #[arg(long, default_value = crate::privileges::DEFAULT_USER, value_name = "USER")]
+    pub user: String,
     /// Write one JSON event per line (connection attempts, outcomes,
     /// findings) to this file, appended, flushed every second, reopened on
     /// SIGHUP; `-` for standard output.
@@ -261,6 +266,10 @@ pub struct WatchArgs {
     /// Interface to capture on; repeat for several, or `any`.
     #[arg(short = 'i', long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
+    /// Started as root: once the capture is open, run as this user, keeping
+    /// only CAP_NET_RAW and CAP_NET_ADMIN. `root` keeps root.
+    #[arg(long, default_value = crate::privileges::DEFAULT_USER, value_name = "USER")]
+    pub user: String,
     #[command(flatten)]
     pub site: SiteArgs,
     #[command(flatten)]

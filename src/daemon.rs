@@ -67,6 +67,8 @@ struct Settings {
     format: Format,
     events: Option<PathBuf>,
     events_format: EventsFormat,
+    /// Switch to this user when started as root (`run --user`).
+    user: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> u8 {
@@ -95,6 +97,7 @@ pub fn run(args: RunArgs) -> u8 {
         format: args.format,
         events: args.events,
         events_format: args.events_format,
+        user: Some(args.user),
     })
 }
 
@@ -131,18 +134,17 @@ pub fn demo(args: DemoArgs) -> u8 {
         format: Format::Table,
         events: None,
         events_format: EventsFormat::Ecs,
+        user: None,
     })
 }
 
 /// Bind every `--web.listen-address` (all or nothing).
-fn bind_all(
-    rt: &tokio::runtime::Runtime,
-    addrs: &[SocketAddr],
-) -> Result<Vec<tokio::net::TcpListener>, String> {
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, String> {
     addrs
         .iter()
         .map(|a| {
-            rt.block_on(tokio::net::TcpListener::bind(a))
+            std::net::TcpListener::bind(a)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|e| format!("cannot listen on {a}: {e}"))
         })
         .collect()
@@ -189,6 +191,24 @@ fn serve(s: Settings) -> u8 {
             Ok(e) => e,
             Err(code) => return code,
         };
+    // Bound before dropping root (a port below 1024 needs it), and before
+    // any thread starts (capabilities are per thread).
+    let listeners = match bind_all(&s.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Some(user) = &s.user {
+        let keep = match input.is_live() {
+            true => crate::privileges::LIVE_CAPS,
+            false => &[],
+        };
+        if let Err(code) = crate::privileges::drop_or_report(user, keep) {
+            return code;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -200,11 +220,18 @@ fn serve(s: Settings) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let listeners = match bind_all(&rt, &s.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::BAD_INPUT;
+    let listeners = {
+        let _in_runtime = rt.enter();
+        match listeners
+            .into_iter()
+            .map(tokio::net::TcpListener::from_std)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::BAD_INPUT;
+            }
         }
     };
     let metrics = Metrics::new();

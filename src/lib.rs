@@ -25,6 +25,7 @@ pub mod manual;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod privileges;
 pub mod report;
 pub mod run;
 pub mod site;

@@ -217,6 +217,9 @@ pub fn watch(args: WatchArgs) -> u8 {
         Ok(e) => e,
         Err(code) => return code,
     };
+    if let Err(code) = crate::privileges::drop_or_report(&args.user, crate::privileges::LIVE_CAPS) {
+        return code;
+    }
     let stop = stop_flag();
     let hup = hangup_flag();
     let started = Timestamp::now();

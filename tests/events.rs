@@ -368,6 +368,9 @@ fn count_lines(p: &Path) -> usize {
 #[test]
 fn run_events_file_appends_flushes_and_reopens_on_sighup() {
     let dir = TempDir::new("events-hup");
+    // Started as root, `run` continues as `nobody` (--user): like
+    // /var/log/portwatch, the directory must let that user make the new file.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let log = dir.0.join("events.jsonl");
     std::fs::write(&log, "{\"kept\":true}\n").unwrap();
     let pcap = fixture("demo.pcap").display().to_string();

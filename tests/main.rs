@@ -18,6 +18,8 @@
 //!   in the test, curl and a real Prometheus; other `--web.*` flags.
 //! - `package`: the .deb built by cargo-deb, installed, checked and removed
 //!   (root, cargo-deb, man-db, systemd-analyze).
+//! - `privileges`: root-started `run`/`watch` continue as `nobody` with only
+//!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -30,6 +32,7 @@ mod examples;
 mod golden;
 mod live;
 mod package;
+mod privileges;
 mod scenarios;
 mod util;
 mod validation;
