@@ -177,7 +177,21 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(ctype.as_deref(), Some(METRICS_CONTENT_TYPE));
         assert!(body.contains("# TYPE portwatch_build_info gauge"), "{body}");
-        assert!(body.contains("portwatch_config_reload_success"));
+        assert!(body.contains("portwatch_config_last_reload_successful"));
+        assert!(body.contains(&format!(
+            "portwatch_build_info{{revision=\"{}\",rustversion=\"{}\",version=\"{}\"}} 1",
+            env!("PORTWATCH_REVISION"),
+            env!("PORTWATCH_RUSTVERSION"),
+            env!("CARGO_PKG_VERSION")
+        )));
+        #[cfg(target_os = "linux")]
+        for m in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(body.contains(&format!("# TYPE {m} ")), "{m} missing");
+        }
     }
 
     #[tokio::test]
@@ -200,5 +214,28 @@ mod tests {
     #[tokio::test]
     async fn unknown_path_is_404() {
         assert_eq!(get(&state(), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn telemetry_path_moves_the_metrics_and_the_page_links_it() {
+        let resp = router_at(state(), "/probe")
+            .oneshot(Request::get("/probe").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let (status, ctype, page) = {
+            let resp = router_at(state(), "/probe")
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(status, StatusCode::OK);
+        assert!(ctype.unwrap().to_str().unwrap().starts_with("text/html"));
+        assert!(page.contains("href=\"/probe\""), "{page}");
+        assert_eq!(get(&state(), "/probe").await.0, StatusCode::NOT_FOUND);
     }
 }

@@ -214,8 +214,8 @@ impl Metrics {
             ),
             build_info: int_gauge_vec(
                 "portwatch_build_info",
-                "Always 1; the portwatch version as a label.",
-                &["version"],
+                "Always 1; the version, git revision and Rust compiler portwatch was built from.",
+                &["version", "revision", "rustversion"],
             ),
             site_info: int_gauge_vec(
                 "portwatch_site_info",
@@ -230,7 +230,7 @@ impl Metrics {
             reload_success: reg(
                 &registry,
                 IntGauge::new(
-                    "portwatch_config_reload_success",
+                    "portwatch_config_last_reload_successful",
                     "1 if the last configuration load (start or SIGHUP) succeeded, 0 if it failed.",
                 )
                 .expect("valid metric"),
@@ -238,7 +238,7 @@ impl Metrics {
             last_reload: reg(
                 &registry,
                 Gauge::new(
-                    "portwatch_config_last_reload_timestamp_seconds",
+                    "portwatch_config_last_reload_success_timestamp_seconds",
                     "Wall-clock time of the last successful configuration load.",
                 )
                 .expect("valid metric"),
@@ -257,8 +257,20 @@ impl Metrics {
             m.evictions.with_label_values(&[why.as_str()]);
         }
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("PORTWATCH_REVISION"),
+                env!("PORTWATCH_RUSTVERSION"),
+            ])
             .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, …: the names every exporter uses.
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are unique");
         m
     }
 
