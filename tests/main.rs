@@ -4,6 +4,8 @@
 //! - `validation`: the `check` command on bad site and rules files.
 //! - `golden`, `scenarios`: every fixture replayed and compared with its
 //!   golden report, plus what each scenario must show.
+//! - `golden_metrics`: `/metrics` of the demo capture replayed through the
+//!   library, against `fixtures/demo.expected.prom`.
 //!   `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites the goldens.
 //! - `corpus`: third-party captures from `../shared/pcaps/corpus/`.
 //! - `live`: `watch` on a veth pair in a network namespace the test creates,
@@ -12,6 +14,10 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `layering`: no module of `src/` imports one above it in the layer list
+//!   of `src/lib.rs`.
+//! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
+//!   and only silences `run --print`.
 //! - `events`: the event log against ECS's field list and allowed values,
 //!   Community IDs, flow ids, findings as alerts, append/flush/SIGHUP reopen.
 //! - `webconfig`: `--web.config.file` TLS + basic auth with a certificate made
@@ -30,10 +36,13 @@ mod e2e;
 mod events;
 mod examples;
 mod golden;
+mod golden_metrics;
+mod layering;
 mod live;
 mod package;
 mod privileges;
 mod scenarios;
+mod stdout;
 mod util;
 mod validation;
 mod webconfig;

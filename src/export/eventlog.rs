@@ -13,8 +13,7 @@ use serde_json::Value;
 use super::ecs::{EcsFormatter, Observer};
 use super::events::write_event;
 use crate::pipeline::{Event, Pipeline};
-use crate::policy::{EdgeId, Peer, Policy};
-use crate::report::Visibility;
+use crate::policy::{EdgeId, Peer, Policy, Visibility};
 use crate::time::Timestamp;
 
 /// How often buffered lines reach the file at the latest.

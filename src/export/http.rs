@@ -151,7 +151,7 @@ mod tests {
 
     fn state() -> HttpState {
         HttpState {
-            metrics: Metrics::new(),
+            metrics: Metrics::new().with_process_metrics(),
             readiness: Arc::new(Readiness::default()),
         }
     }

@@ -26,10 +26,11 @@ use prometheus::{
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::decode::Skip;
+use crate::map::FastMap;
 use crate::pipeline::{Event, Ingested, Pipeline};
+use crate::policy::Visibility;
 use crate::policy::{EdgeId, Peer, Policy};
-use crate::report::Visibility;
-use crate::state::{EdgeState, Eviction, FastMap, Outcome};
+use crate::state::{EdgeState, Eviction, Outcome};
 use crate::time::Timestamp;
 
 /// The `result` label of `portwatch_packets_total`: what decoding made of
@@ -263,15 +264,20 @@ impl Metrics {
                 env!("PORTWATCH_RUSTVERSION"),
             ])
             .set(1);
-        // process_cpu_seconds_total, process_resident_memory_bytes,
-        // process_open_fds, …: the names every exporter uses.
+        m
+    }
+
+    /// Also export this process's `process_*` metrics (CPU seconds,
+    /// resident memory, open file descriptors, …: the names every exporter
+    /// uses). Linux only; the daemon's registry, not a replay's golden.
+    pub fn with_process_metrics(self) -> Metrics {
         #[cfg(target_os = "linux")]
-        m.registry
+        self.registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metric names are unique");
-        m
+        self
     }
 
     pub fn registry(&self) -> &Registry {

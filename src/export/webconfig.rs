@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha1::{Digest, Sha1};
 
-use crate::config::diag::{parse_yaml, ConfigError, Diagnostics};
+use crate::diag::{parse_yaml, ConfigError, Diagnostics};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +77,7 @@ impl WebConfig {
     /// Read and check `path`: every problem with its line and field.
     pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            diagnostics: vec![crate::config::diag::Diagnostic {
+            diagnostics: vec![crate::diag::Diagnostic {
                 file: path.to_path_buf(),
                 line: 0,
                 column: 0,

@@ -12,9 +12,6 @@ use std::collections::HashSet;
 use caps::{CapSet, Capability};
 use nix::unistd::{Uid, User};
 
-/// The user `--user` names by default.
-pub const DEFAULT_USER: &str = "nobody";
-
 /// What a capture keeps after the switch.
 pub const LIVE_CAPS: &[Capability] = &[Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN];
 
@@ -92,22 +89,15 @@ fn fail(
     }
 }
 
-/// Drop, log what happened, or say why not (the caller exits 2).
-pub fn drop_or_report(user: &str, keep: &[Capability]) -> Result<(), u8> {
-    match drop_to(user, keep) {
-        Ok(Dropped::To { user, uid, gid }) => {
+/// Drop and log what happened.
+pub fn drop_and_log(user: &str, keep: &[Capability]) -> Result<(), PrivilegeError> {
+    match drop_to(user, keep)? {
+        Dropped::To { user, uid, gid } => {
             let caps: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
             tracing::info!(%user, uid, gid, capabilities = ?caps, "dropped root privileges");
-            Ok(())
         }
-        Ok(Dropped::StayedRoot) => {
-            tracing::warn!("--user root: running with full root privileges");
-            Ok(())
-        }
-        Ok(Dropped::NotRoot) => Ok(()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(crate::app::exit::BAD_INPUT)
-        }
+        Dropped::StayedRoot => tracing::warn!("--user root: running with full root privileges"),
+        Dropped::NotRoot => {}
     }
+    Ok(())
 }

@@ -1,0 +1,84 @@
+//! The `--events` file of `replay`, `watch` and `run`: opened up front (an
+//! unwritable path is bad input); lines, flushing, SIGHUP reopening and
+//! write errors are `export::eventlog`'s.
+
+use std::path::Path;
+
+use super::Error;
+use crate::cli::EventsFormat;
+use crate::export::ecs::Observer;
+use crate::export::eventlog;
+use crate::pipeline::{Event, Pipeline};
+use crate::policy::{Policy, Visibility};
+use crate::time::Timestamp;
+
+pub(super) struct EventLog(Option<eventlog::EventLog>);
+
+impl EventLog {
+    /// Open `path` for appending (`-`: stdout). The sensor named first in
+    /// `sensors` (else the host) is the lines' observer; `capacity` bounds
+    /// the flow ids awaiting an outcome.
+    pub fn open(
+        path: Option<&Path>,
+        format: EventsFormat,
+        sensors: &[String],
+        capacity: usize,
+    ) -> Result<EventLog, Error> {
+        let w = path
+            .map(|p| {
+                eventlog::EventLog::open(p, format.into(), Observer::local(sensors), capacity)
+                    .map_err(|e| Error::Events {
+                        path: p.to_path_buf(),
+                        source: e,
+                    })
+            })
+            .transpose()?;
+        Ok(EventLog(w))
+    }
+
+    /// No event log.
+    pub fn off() -> EventLog {
+        EventLog(None)
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn write(&mut self, p: &Policy, events: &[Event]) {
+        if let Some(w) = &mut self.0 {
+            w.write(p, events);
+        }
+    }
+
+    /// A `missing` alert for each judged required edge that just turned missing.
+    pub fn judge_edges(
+        &mut self,
+        pl: &Pipeline,
+        vis: &Visibility,
+        since: Timestamp,
+        now: Timestamp,
+    ) {
+        if let Some(w) = &mut self.0 {
+            w.judge_edges(pl, vis, since, now);
+        }
+    }
+
+    pub fn set_policy(&mut self, p: &Policy) {
+        if let Some(w) = &mut self.0 {
+            w.set_policy(p);
+        }
+    }
+
+    pub fn reopen(&mut self) {
+        if let Some(w) = &mut self.0 {
+            w.reopen();
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.0 {
+            w.flush();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `portwatch run` and `portwatch demo`: the monitor as a service.
+//!
+//! The capture driver ([`super::capture`]) runs on its own thread with the
+//! metrics [`Recorder`]; the main thread runs tokio: the HTTP server
+//! (`export::http`) and the signals. SIGHUP loads and checks the new
+//! configuration on the tokio side and hands the capture thread a ready
+//! [`Policy`]; an invalid one never reaches it.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::capture::{Command, Driver, OnPrintError};
+use super::eventlog::EventLog;
+use super::input::Input;
+use super::privileges;
+use super::settings::RunSettings;
+use super::signals::{Signal, Signals};
+use super::{load, print, print_summary, Error, Status};
+use crate::export::http::{router_at, serve_all, HttpState, Readiness};
+use crate::export::metrics::{Metrics, Recorder};
+use crate::export::webconfig::{protect, WebConfig};
+use crate::policy::Visibility;
+use crate::time::Timestamp;
+
+/// The demo capture (see fixtures/README.md), built into the binary.
+pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
+/// The bundled site the demo capture was made for.
+pub const DEMO_SITE: &str = "multi-node";
+
+pub fn run(s: RunSettings) -> Result<Status, Error> {
+    if let Some(banner) = &s.banner {
+        if let Err(e) = print(&format!("{banner}\n")) {
+            tracing::warn!(error = %e, "cannot print to stdout");
+        }
+    }
+    let policy = Arc::new(load(&s.site)?.policy);
+    let vis = Visibility::for_site(&policy, &s.sensors)?;
+    let web = s
+        .web_config
+        .as_deref()
+        .map(WebConfig::load)
+        .transpose()
+        .map_err(Error::WebConfig)?;
+    let input = Input::open(&s.input)?;
+    let events = EventLog::open(
+        s.events.as_deref(),
+        s.events_format,
+        &s.sensors,
+        s.track.capacity,
+    )?;
+    // Bound before dropping root (a port below 1024 needs it), and before
+    // any thread starts (capabilities are per thread).
+    let listeners = bind_all(&s.listen)?;
+    if let Some(user) = &s.user {
+        let keep = match input.is_live() {
+            true => privileges::LIVE_CAPS,
+            false => &[],
+        };
+        privileges::drop_and_log(user, keep)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Start {
+            what: "starting the HTTP runtime",
+            source: e,
+        })?;
+    let listeners = {
+        let _in_runtime = rt.enter();
+        listeners
+            .into_iter()
+            .map(|(addr, l)| {
+                tokio::net::TcpListener::from_std(l).map_err(|e| Error::Listen { addr, source: e })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let metrics = Metrics::new().with_process_metrics();
+    let readiness = Arc::new(Readiness::default());
+    metrics.config_loaded(&policy, Timestamp::now());
+    readiness.set_config_loaded();
+    tracing::info!(
+        site = %policy.site.name,
+        model = %policy.model.id,
+        input = %input.describe(),
+        listen = ?s.listen,
+        tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
+        basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+        "portwatch running; {}, /healthz, /-/ready",
+        s.telemetry_path
+    );
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut driver = Driver::new(input, policy, vis, s.track);
+    let rec = Recorder::new(&metrics, &driver.interfaces());
+    driver = driver.with_recorder(rec).with_events(events);
+    if s.print {
+        driver = driver.with_printer(OnPrintError::Silence);
+    }
+    let ready = readiness.clone();
+    let thread = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let r = driver.run(&rx, Some(&ready));
+            let _ = done_tx.send(());
+            r
+        })
+        .map_err(|e| Error::Start {
+            what: "starting the capture thread",
+            source: e,
+        })?;
+
+    let state = HttpState {
+        metrics: metrics.clone(),
+        readiness,
+    };
+    rt.block_on(supervise(listeners, web, state, &s, tx, done_rx));
+    let outcome = thread.join();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let report = outcome.map_err(|_| Error::CapturePanicked)??;
+    print_summary(&report, s.format);
+    Ok(Status::Clean)
+}
+
+/// Bind every `--web.listen-address` (all or nothing).
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, Error> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| (addr, l)))
+                .map_err(|e| Error::Listen { addr, source: e })
+        })
+        .collect()
+}
+
+/// Serve HTTP and handle signals until SIGINT/SIGTERM or the capture dies.
+async fn supervise(
+    listeners: Vec<tokio::net::TcpListener>,
+    web: Option<WebConfig>,
+    state: HttpState,
+    s: &RunSettings,
+    tx: Sender<Command>,
+    mut capture_done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let metrics = state.metrics.clone();
+    let (stop_http, stopped) = tokio::sync::watch::channel(());
+    let (tls, auth) = match web {
+        Some(w) => (w.tls, w.auth),
+        None => (None, None),
+    };
+    let app = protect(router_at(state, &s.telemetry_path), auth);
+    let server = tokio::spawn(serve_all(listeners, app, tls, stopped));
+    let mut signals = Signals::new(true);
+    loop {
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Signal::Stop(name) => {
+                    tracing::info!(signal = name, "shutting down");
+                    break;
+                }
+                Signal::Reload => {
+                    let _ = tx.send(Command::Reopen);
+                    reload(s, &metrics, &tx).await
+                }
+            },
+            // The capture thread only ends by itself on an error, which
+            // its result carries.
+            _ = &mut capture_done => break,
+        }
+    }
+    let _ = tx.send(Command::Stop);
+    let _ = stop_http.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+/// SIGHUP: load and check the files; only a valid policy reaches the
+/// capture thread.
+async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>) {
+    let site = s.site.clone();
+    let sensors = s.sensors.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let l = load(&site)?;
+        let vis = Visibility::for_site(&l.policy, &sensors)?;
+        Ok::<_, Error>((l.policy, vis))
+    })
+    .await;
+    let error = match loaded {
+        Ok(Ok((policy, vis))) => {
+            let policy = Arc::new(policy);
+            metrics.config_loaded(&policy, Timestamp::now());
+            tracing::info!(site = %policy.site.name, model = %policy.model.id, "configuration reloaded");
+            let _ = tx.send(Command::Reload(policy, vis));
+            return;
+        }
+        Ok(Err(e)) => e.one_line(),
+        Err(e) => e.to_string(),
+    };
+    metrics.config_rejected();
+    tracing::error!(error = %error, "reload failed; keeping the previous configuration");
+}
