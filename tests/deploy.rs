@@ -379,6 +379,7 @@ fn promtool_check_config() {
 #[test]
 fn every_alert_has_severity_and_runbook_annotations() {
     let alerts = alerts();
+    let readme = read(&deploy("README.md"));
     assert!(alerts.len() >= 10, "only {} alerts", alerts.len());
     for (name, r) in &alerts {
         assert!(
@@ -393,11 +394,28 @@ fn every_alert_has_severity_and_runbook_annotations() {
         let summary = r["annotations"]["summary"].as_str().unwrap_or("");
         let description = r["annotations"]["description"].as_str().unwrap_or("");
         assert!(!summary.is_empty(), "{name}: no summary");
+        assert!(!summary.contains("{{"), "{name}: the summary is static");
+        assert!(description.contains("{{"), "{name}: the description is templated");
         assert!(
             description.contains("What to do"),
             "{name}: the description must say what to do"
         );
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or("");
+        let anchor = url
+            .strip_prefix("https://github.com/portwatch/portwatch/blob/main/deploy/README.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not deploy/README.md#…"));
+        assert_eq!(anchor, name.to_lowercase(), "{name}: anchor");
+        assert!(
+            readme.lines().any(|l| l == format!("### {name}")),
+            "{name}: no `### {name}` section in deploy/README.md for its runbook_url"
+        );
     }
+    // The scrape job is named once, in the `portwatch:up` recording rule.
+    let rules = read(&deploy("prometheus/portwatch.rules.yml"));
+    let code: Vec<&str> = rules.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    let named: Vec<&&str> = code.iter().filter(|l| l.contains("job=")).collect();
+    assert_eq!(named.len(), 1, "the job is named more than once: {named:?}");
+    assert!(named[0].contains("up{job=\"portwatch\"}"), "{named:?}");
 }
 
 /// Every alert has a case where it fires and one where it does not in
