@@ -260,7 +260,8 @@ pub struct TrackArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng), merged in timestamp order.
+    /// Capture files (pcap or pcapng), merged in timestamp order; `-` reads
+    /// standard input (`tcpdump -w - | portwatch replay - …`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]

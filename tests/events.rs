@@ -411,3 +411,45 @@ fn run_events_file_appends_flushes_and_reopens_on_sighup() {
     }
     assert!(err.contains("event log reopened"), "{err}");
 }
+
+/// `tcpdump -w - | portwatch replay -`: standard input as a capture gives
+/// the report the file gives.
+#[test]
+fn replay_reads_a_capture_from_stdin() {
+    if Command::new("tcpdump").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tcpdump is not installed"
+        );
+        eprintln!("SKIP: tcpdump not installed");
+        return;
+    }
+    let pcap = fixture("demo.pcap");
+    let direct = Command::new(bin())
+        .args(["replay", "--site", "multi-node", "--format", "json"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let shell = format!(
+        "tcpdump -r '{}' -w - 2>/dev/null | '{}' replay - --site multi-node --format json",
+        pcap.display(),
+        bin()
+    );
+    let piped = Command::new("sh").args(["-c", &shell]).output().unwrap();
+    assert_eq!(
+        piped.status.code(),
+        direct.status.code(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let strip = |out: &[u8]| {
+        let mut v: Value = serde_json::from_slice(out).unwrap();
+        for s in v["capture"]["sources"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("path");
+        }
+        v
+    };
+    let (a, b) = (strip(&direct.stdout), strip(&piped.stdout));
+    assert_eq!(a, b);
+    assert!(a["findings"].as_array().is_some_and(|f| !f.is_empty()));
+}

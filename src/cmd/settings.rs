@@ -92,6 +92,11 @@ impl Task {
                 report: a.report,
                 user: a.user,
             }),
+            Command::Run(a) if a.looping && a.replay.iter().any(|p| p.as_os_str() == "-") => {
+                return Err(Error::Usage(
+                    "--loop cannot replay standard input (`-`) again".into(),
+                ))
+            }
             Command::Run(a) => Task::Run(RunSettings {
                 track: track(&a.track)?,
                 input: if a.replay.is_empty() {
