@@ -418,6 +418,10 @@ fn edge_rule(p: &Policy, id: EdgeId) -> (RuleRef, String) {
                 format!("{} ({})", rule.purpose, rule.cite),
             )
         }
+        Some(Origin::Monitoring) => (
+            RuleRef::Site("monitoring".into()),
+            "a scraper of the portwatch sensors (site monitoring list)".into(),
+        ),
         Some(Origin::Allowance(i)) => (
             RuleRef::Site(format!("allow[{i}]")),
             format!("allowed by the site (allow[{i}])"),
