@@ -26,6 +26,8 @@
 //!   (root, cargo-deb, man-db, systemd-analyze).
 //! - `privileges`: root-started `run`/`watch` continue as `nobody` with only
 //!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
+//! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
+//!   site verdict per required edge.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -35,6 +37,7 @@ mod deploy;
 mod e2e;
 mod events;
 mod examples;
+mod fleet;
 mod golden;
 mod golden_metrics;
 mod layering;
