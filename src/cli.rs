@@ -120,7 +120,8 @@ HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.fil
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
   SIGHUP           reload the site and rules files; if the new files are invalid the
-                   old configuration keeps running (portwatch_config_last_reload_successful 0)
+                   old configuration keeps running (portwatch_config_last_reload_successful 0);
+                   the --events file is reopened (logrotate)
 
 Time: required-edge windows run on capture time for --replay, on the wall clock live.
 

@@ -453,3 +453,48 @@ fn replay_reads_a_capture_from_stdin() {
     assert_eq!(a, b);
     assert!(a["findings"].as_array().is_some_and(|f| !f.is_empty()));
 }
+
+/// A full disk (`/dev/full`): the lost lines are logged and counted in a
+/// metric, and capture and the exporter go on.
+#[test]
+fn event_log_write_errors_are_counted_and_capture_goes_on() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("SKIP: no /dev/full");
+        return;
+    }
+    let pcap = fixture("demo.pcap").display().to_string();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "100",
+        "--events",
+        "/dev/full",
+    ]);
+    let m = d.wait_metrics("event log write errors", |m| {
+        crate::util::sample(m, "portwatch_event_log_write_errors_total").is_some_and(|v| v > 0.0)
+    });
+    let packets = |m: &str| {
+        crate::util::sample(
+            m,
+            "portwatch_packets_total{interface=\"replay\",result=\"control\"}",
+        )
+    };
+    let before = packets(&m).unwrap();
+    d.wait_metrics("capture going on", |m| {
+        packets(m).is_some_and(|p| p > before)
+    });
+    assert_eq!(d.get("/-/ready").map(|r| r.0), Some(200));
+    d.signal("TERM");
+    let (status, _, err) = d.wait_exit();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        err.matches("writing the event log failed").count(),
+        1,
+        "logged once: {err}"
+    );
+}

@@ -277,6 +277,9 @@ impl Driver {
                 .judge_edges(&self.pl, &self.vis, since, now.max(since));
         }
         self.events.flush();
+        if let Some(rec) = &self.rec {
+            rec.metrics().event_log_errors(self.events.write_errors());
+        }
     }
 
     /// Switch to a new policy. Attempts still pending are judged under the

@@ -76,6 +76,11 @@ impl EventLog {
         }
     }
 
+    /// Lines that could not be written so far.
+    pub fn write_errors(&self) -> u64 {
+        self.0.as_ref().map_or(0, |w| w.write_errors())
+    }
+
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.0 {
             w.flush();

@@ -41,6 +41,8 @@ pub struct EventLog {
     last_flush: Instant,
     failing: bool,
     write_errors: u64,
+    /// Lines in the buffer since the last successful flush.
+    pending: u64,
     line: Vec<u8>,
 }
 
@@ -66,6 +68,7 @@ impl EventLog {
             last_flush: Instant::now(),
             failing: false,
             write_errors: 0,
+            pending: 0,
             line: Vec::with_capacity(1024),
         })
     }
@@ -148,11 +151,17 @@ impl EventLog {
 
     pub fn flush(&mut self) {
         self.last_flush = Instant::now();
-        let r = match &mut self.out {
-            Some(w) => w.flush(),
-            None => return,
+        let Some(w) = self.out.take() else {
+            return;
         };
-        self.result(r, 0);
+        let (w, r) = match flush_or_discard(w) {
+            Ok(w) => (w, Ok(())),
+            Err((w, e)) => (w, Err(e)),
+        };
+        self.out = Some(w);
+        // A failed flush loses the buffered lines: count them.
+        let lost = std::mem::take(&mut self.pending);
+        self.result(r, lost);
     }
 
     /// SIGHUP: flush, close and open the path again (a new file if
@@ -190,7 +199,11 @@ impl EventLog {
             Some(w) => w.write_all(&self.line),
             None => Err(io::Error::other("the event log is not open")),
         };
-        self.result(r, 1);
+        // Only a flush says the lines reached the file.
+        match r {
+            Ok(()) => self.pending += 1,
+            Err(e) => self.result(Err(e), 1),
+        }
     }
 
     fn result(&mut self, r: io::Result<()>, lines: u64) {
@@ -213,12 +226,28 @@ impl Drop for EventLog {
     }
 }
 
+type Writer = BufWriter<Box<dyn Write + Send>>;
+
+/// Flush `w`; on failure drop what it buffered (a full disk would
+/// otherwise hold it, and every later line, forever).
+fn flush_or_discard(mut w: Writer) -> Result<Writer, (Writer, io::Error)> {
+    match w.flush() {
+        Ok(()) => Ok(w),
+        Err(e) => {
+            let (inner, _lost) = w.into_parts();
+            Err((BufWriter::with_capacity(BUFFER, inner), e))
+        }
+    }
+}
+
+const BUFFER: usize = 64 * 1024;
+
 fn open_target(t: &Target) -> io::Result<BufWriter<Box<dyn Write + Send>>> {
     let w: Box<dyn Write + Send> = match t {
         Target::Stdout => Box::new(io::stdout()),
         Target::File(p) => Box::new(append(p)?),
     };
-    Ok(BufWriter::with_capacity(64 * 1024, w))
+    Ok(BufWriter::with_capacity(BUFFER, w))
 }
 
 fn append(p: &Path) -> io::Result<File> {

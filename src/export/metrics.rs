@@ -122,6 +122,7 @@ pub struct Metrics {
     reload_success: IntGauge,
     last_reload: Gauge,
     reload_failures: IntCounter,
+    event_log_errors: IntCounter,
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
@@ -252,6 +253,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            event_log_errors: reg(
+                &registry,
+                IntCounter::new(
+                    "portwatch_event_log_write_errors_total",
+                    "Event log lines (--events) that could not be written; capture goes on.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
         for why in Eviction::ALL {
@@ -312,6 +321,12 @@ impl Metrics {
     pub fn config_rejected(&self) {
         self.reload_success.set(0);
         self.reload_failures.inc();
+    }
+
+    /// The event log's write errors so far (a running total).
+    pub fn event_log_errors(&self, total: u64) {
+        let seen = self.event_log_errors.get();
+        self.event_log_errors.inc_by(total.saturating_sub(seen));
     }
 }
 
