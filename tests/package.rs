@@ -159,3 +159,53 @@ fn deb_installs_runs_and_its_unit_verifies() {
         "still installed after purge"
     );
 }
+
+/// Without root or cargo-deb: the completion scripts parse in their shells
+/// and the man pages are roff that `man` renders.
+#[test]
+fn completions_and_man_pages_are_valid() {
+    let bin = env!("CARGO_BIN_EXE_portwatch");
+    for (shell, check) in [("bash", "bash"), ("zsh", "zsh"), ("fish", "fish")] {
+        let script = run(Command::new(bin).args(["completions", shell]));
+        assert!(script.contains("portwatch"), "{shell}: {script:.200}");
+        if !has(check, "--version") {
+            eprintln!("SKIP: {check} not installed; {shell} completion not parsed");
+            continue;
+        }
+        let tmp = TempDir::new(&format!("completion-{shell}"));
+        let f = tmp.0.join("completion");
+        std::fs::write(&f, &script).unwrap();
+        let arg = if shell == "fish" {
+            "--no-execute"
+        } else {
+            "-n"
+        };
+        run(Command::new(check).arg(arg).arg(&f));
+    }
+    let tmp = TempDir::new("man");
+    run(Command::new(bin).arg("man").arg(&tmp.0));
+    for page in [
+        "portwatch.1",
+        "portwatch-run.1",
+        "portwatch-replay.1",
+        "portwatch-completions.1",
+    ] {
+        let text = std::fs::read_to_string(tmp.0.join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: not roff"
+        );
+    }
+    let run_page = std::fs::read_to_string(tmp.0.join("portwatch-run.1")).unwrap();
+    assert!(
+        run_page.contains("web.config.file"),
+        "the run page documents its flags"
+    );
+    if has("man", "--version") {
+        let out = run(Command::new("man")
+            .arg("-l")
+            .arg(tmp.0.join("portwatch.1"))
+            .env("MANPAGER", "cat"));
+        assert!(out.contains("portwatch"), "{out:.300}");
+    }
+}
