@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Messages to the capture thread.
 pub(super) enum Command {
     Reload(Arc<Policy>, Visibility),
+    /// SIGHUP: reopen the event log (logrotate).
+    Reopen,
     Stop,
 }
 
@@ -155,6 +157,7 @@ impl Driver {
             match cmd {
                 Some(Command::Stop) => break,
                 Some(Command::Reload(p, vis)) => self.reload(p, vis)?,
+                Some(Command::Reopen) => self.events.reopen(),
                 None => {}
             }
             if !self.ended {
@@ -177,7 +180,6 @@ impl Driver {
         let end = self.now().unwrap_or_else(Timestamp::now);
         self.pl.finish(end);
         self.drain()?;
-        self.events.flush();
         self.tick();
         let facts = self.input.facts();
         let window = self.since.map(|s| (s, end.max(s)));
@@ -262,6 +264,7 @@ impl Driver {
         Ok(())
     }
 
+    /// Once a second: gauges, missing-edge alerts, the event log flushed.
     fn tick(&mut self) {
         let now = self.now();
         if let Some(rec) = &mut self.rec {
@@ -269,6 +272,14 @@ impl Driver {
             if let (Some(since), Some(now)) = (self.since, now) {
                 rec.tick(&self.pl, since, now.max(since));
             }
+        }
+        if let (Some(since), Some(now)) = (self.since, now) {
+            self.events
+                .judge_edges(&self.pl, &self.vis, since, now.max(since));
+        }
+        self.events.flush();
+        if let Some(rec) = &self.rec {
+            rec.metrics().event_log_errors(self.events.write_errors());
         }
     }
 
@@ -288,6 +299,7 @@ impl Driver {
         if let Some(rec) = &mut self.rec {
             rec.set_policy(&policy, &self.vis);
         }
+        self.events.set_policy(&policy);
         self.tick();
         Ok(())
     }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::exit;
+use super::privileges::PrivilegeError;
 use crate::config::LoadError;
+use crate::diag::ConfigError;
 use crate::policy::UnknownSensor;
 use crate::source::SourceError;
 
@@ -38,6 +40,14 @@ pub enum Error {
     Capture(#[source] SourceError),
     #[error("the capture thread panicked")]
     CapturePanicked,
+    /// `--web.config.file`: every problem, located.
+    #[error(transparent)]
+    WebConfig(ConfigError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    /// A file or directory the command writes (`man DIR`).
+    #[error("{}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
 }
 
 impl Error {
@@ -48,7 +58,10 @@ impl Error {
             | Error::Load(_)
             | Error::Sensor(_)
             | Error::Source(_)
-            | Error::Events { .. } => exit::BAD_INPUT,
+            | Error::Events { .. }
+            | Error::WebConfig(_)
+            | Error::Privileges(_)
+            | Error::Output { .. } => exit::BAD_INPUT,
             Error::Stdout(_)
             | Error::Listen { .. }
             | Error::Start { .. }
@@ -60,7 +73,7 @@ impl Error {
     /// Say what went wrong on stderr: every problem of a bad file.
     pub fn report(&self) {
         match self {
-            Error::Load(LoadError::Config(c)) => {
+            Error::Load(LoadError::Config(c)) | Error::WebConfig(c) => {
                 let n = c.diagnostics.len();
                 for d in &c.diagnostics {
                     eprintln!("error: {d}");
