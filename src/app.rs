@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => crate::run::watch(args),
         Command::Run(args) => crate::daemon::run(args),
         Command::Demo(args) => crate::daemon::demo(args),
+        Command::Propose(args) => crate::propose_cmd::propose(args),
     };
     ExitCode::from(code)
 }

@@ -24,6 +24,8 @@ pub mod export;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod propose;
+pub mod propose_cmd;
 pub mod report;
 pub mod run;
 pub mod site;
