@@ -12,6 +12,8 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `propose`: sites and patches inferred from traffic, applied and
+//!   replayed: the bundled sites round trip, a removed node, extra traffic.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -22,6 +24,7 @@ mod e2e;
 mod examples;
 mod golden;
 mod live;
+mod propose;
 mod scenarios;
 mod util;
 mod validation;

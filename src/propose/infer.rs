@@ -188,11 +188,21 @@ pub fn infer(p: &Policy, flows: &BTreeMap<FlowId, FlowStats>, mode: Mode) -> Inf
             .flat_map(|port| rules_of(model, Scope::External).filter(move |r| r.port == *port))
             .map(|r| r.to.service.clone())
             .collect();
+        let mut ev = accepted_lines(ports, &is_node);
+        ev.push(if services.is_empty() {
+            "no port of a model role: an external endpoint, reached under `allow`".to_string()
+        } else {
+            format!(
+                "the model's port{} of external service {}",
+                if ports.len() == 1 { "" } else { "s" },
+                join(services.iter())
+            )
+        });
         by_service
             .entry(services.into_iter().collect())
             .or_default()
             .push(*ip);
-        ext_evidence.insert(*ip, accepted_lines(ports, &is_node));
+        ext_evidence.insert(*ip, ev);
     }
     let mut externals: Vec<ExternalDraft> = Vec::new();
     for (services, ips) in by_service {
