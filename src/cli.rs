@@ -249,20 +249,15 @@ pub struct ProposeArgs {
     #[arg(long, value_name = "FILE")]
     pub site: Option<PathBuf>,
     /// Port model file for --site; default: the bundled model the site names.
-    #[arg(long, value_name = "FILE", requires = "site")]
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub rules: Option<PathBuf>,
     /// No site yet: infer a whole site for this model (a bundled model's id,
     /// e.g. qlik-sense-enterprise, or a rules file).
     #[arg(long, value_name = "MODEL", conflicts_with = "site")]
     pub model: Option<String>,
-    /// Name of the inferred site (with --model).
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "proposed",
-        requires = "model"
-    )]
-    pub name: String,
+    /// Name of the inferred site (with --model; default `proposed`).
+    #[arg(long, value_name = "NAME", conflicts_with = "site")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub track: TrackArgs,
     /// Output: YAML with the evidence in comments, or JSON with the document

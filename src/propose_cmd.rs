@@ -138,7 +138,8 @@ fn build(args: &ProposeArgs) -> Result<(Proposal, bool), u8> {
         }
         (None, Some(m)) => {
             let model = model_named(m).map_err(fail)?;
-            let site = propose::empty_site(&args.name, &model);
+            let name = args.name.as_deref().unwrap_or("proposed");
+            let site = propose::empty_site(name, &model);
             (propose::compile(&model, site).map_err(fail)?, Mode::Model)
         }
         _ => {
@@ -164,6 +165,12 @@ fn build(args: &ProposeArgs) -> Result<(Proposal, bool), u8> {
 
     let flows = first.observer.flows();
     let mut inferred: Inferred = propose::infer(first.pipeline.policy(), flows, mode);
+    if mode == Mode::Model && inferred.nodes.is_empty() {
+        return Err(fail(
+            "no address accepted a connection on a port of the model's roles \
+             (such as 4242 for QRS or 443 for QPS): nothing to make a node of",
+        ));
+    }
     if first.observer.dropped() > 0 {
         inferred.notes.push(format!(
             "{} connection attempts were not kept (more than {} distinct client/server/port \

@@ -147,8 +147,8 @@ pub fn infer(p: &Policy, flows: &BTreeMap<FlowId, FlowStats>, mode: Mode) -> Inf
         {
             nodes[0].1 = c;
             nodes[0].2.push(
-                "the only node seen: every site has a central node, and traffic from users alone \
-                 cannot tell the central node from a proxy"
+                "the only node seen: every site has a central node, and what this node accepted \
+                 does not tell the central node from other roles (from users alone: a proxy)"
                     .into(),
             );
         }
@@ -383,15 +383,18 @@ struct Choice {
 
 impl Choice {
     fn explain(&self) -> String {
-        let mut s = format!(
-            "roles {} explain {}",
-            self.roles.join(", "),
-            if self.explained.is_empty() {
-                "-".to_string()
-            } else {
+        let mut s = if self.explained.is_empty() {
+            format!(
+                "roles {}: none of their services was reached",
+                self.roles.join(", ")
+            )
+        } else {
+            format!(
+                "roles {} explain {}",
+                self.roles.join(", "),
                 self.explained.join(", ")
-            }
-        );
+            )
+        };
         if !self.unused.is_empty() {
             s.push_str(&format!(
                 "; they also run {} but nothing reached {} here",

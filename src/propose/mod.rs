@@ -386,3 +386,109 @@ impl Proposal {
         render::json(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_policy;
+
+    fn policy(site: &str) -> Policy {
+        load_policy(Path::new(site), None).unwrap().policy
+    }
+
+    fn flow(
+        flows: &mut BTreeMap<FlowId, FlowStats>,
+        client: &str,
+        server: &str,
+        port: u16,
+        established: u64,
+        attempts: u64,
+    ) {
+        let at = Timestamp::from_secs_nanos(1_767_603_600, 0);
+        flows.insert(
+            FlowId {
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+                port,
+            },
+            FlowStats {
+                attempts,
+                outcomes: [established, attempts - established, 0, 0],
+                first: at,
+                last: at,
+            },
+        );
+    }
+
+    /// One entry per (source endpoint, destination, port); never for
+    /// local-only ports or flows that were never established.
+    #[test]
+    fn allowances_group_by_endpoint_and_skip_what_is_not_legitimate() {
+        let p = policy("multi-node");
+        let mut f = BTreeMap::new();
+        flow(&mut f, "198.51.100.7", "192.0.2.21", 4747, 1, 1);
+        flow(&mut f, "198.51.100.8", "192.0.2.21", 4747, 2, 3);
+        flow(&mut f, "192.0.2.21", "192.0.2.11", 3389, 0, 2); // refused
+        flow(&mut f, "192.0.2.11", "192.0.2.10", 4570, 1, 1); // local-only
+        flow(&mut f, "192.0.2.11", "192.0.2.21", 4747, 1, 1); // expected
+        let (allow, ev) = allow_entries(&p, &f);
+        let got: Vec<(&str, &str, u16)> = allow
+            .iter()
+            .map(|a| (a.entry.from.as_str(), a.entry.to.as_str(), a.entry.port))
+            .collect();
+        assert_eq!(got, [("corp-users", "engine1", 4747)]);
+        assert_eq!(
+            (ev[0].attempts, ev[0].established, ev[0].source_addresses),
+            (4, 3, 2)
+        );
+    }
+
+    /// A site on the implicit `users` network gets no user network (that
+    /// would turn every other address unknown); a server nodes reach on a
+    /// port no role listens on becomes an external, and the allowance to it
+    /// follows once the patch is applied.
+    #[test]
+    fn implicit_users_site_gets_externals_not_user_networks() {
+        let p = policy("single-node");
+        let mut f = BTreeMap::new();
+        flow(&mut f, "10.9.8.7", "192.0.2.10", 443, 1, 1);
+        flow(&mut f, "192.0.2.10", "10.1.1.1", 389, 2, 2);
+        let inf = infer(&p, &f, Mode::Site);
+        assert!(inf.user_networks.is_empty() && inf.nodes.is_empty());
+        let names: Vec<&str> = inf
+            .externals
+            .iter()
+            .map(|x| x.entry.name.as_str())
+            .collect();
+        assert_eq!(names, ["host-10-1-1-1"]);
+        let patched = compile(&p.model, patched_site(&p.site, &p.model, &inf, &[])).unwrap();
+        let (allow, _) = allow_entries(&patched, &f);
+        assert_eq!(allow.len(), 1);
+        assert_eq!(
+            (allow[0].entry.from.as_str(), allow[0].entry.to.as_str()),
+            ("central", "host-10-1-1-1")
+        );
+    }
+
+    /// An address that accepts a node-to-node listener port from the site's
+    /// nodes is proposed as a node with the role those listeners imply.
+    #[test]
+    fn unknown_listener_becomes_a_node() {
+        let p = policy("multi-node");
+        let mut f = BTreeMap::new();
+        flow(&mut f, "192.0.2.10", "192.0.2.33", 5151, 1, 1);
+        flow(&mut f, "192.0.2.10", "192.0.2.33", 4242, 1, 1);
+        let inf = infer(&p, &f, Mode::Site);
+        assert_eq!(inf.nodes.len(), 1);
+        let n = &inf.nodes[0].entry;
+        assert_eq!(
+            (n.roles.clone(), n.addresses.clone()),
+            (
+                vec!["scheduler".to_string()],
+                vec!["192.0.2.33".to_string()]
+            )
+        );
+        // `scheduler` is taken in multi-node.
+        assert_eq!(n.name, "scheduler1");
+    }
+}
