@@ -209,6 +209,11 @@ fn build(args: &ProposeArgs) -> Result<(Proposal, bool), u8> {
             },
             site: base.name.clone(),
             model: model.id.clone(),
+            source: propose::SourceSummary::of(
+                first.facts.iter().map(|f| f.path.clone()).collect(),
+                first.pipeline.span(),
+                flows,
+            ),
             nodes: inferred.nodes,
             user_networks: inferred.user_networks,
             externals: inferred.externals,

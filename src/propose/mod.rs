@@ -105,6 +105,32 @@ pub struct LeftOut {
     pub why: String,
 }
 
+/// The captures a proposal was drawn from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceSummary {
+    pub captures: Vec<String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub attempts: u64,
+    pub established: u64,
+}
+
+impl SourceSummary {
+    pub fn of(
+        captures: Vec<String>,
+        span: Option<(Timestamp, Timestamp)>,
+        flows: &BTreeMap<FlowId, FlowStats>,
+    ) -> Self {
+        SourceSummary {
+            captures,
+            first_seen: span.map(|s| s.0.rfc3339()),
+            last_seen: span.map(|s| s.1.rfc3339()),
+            attempts: flows.values().map(|f| f.attempts).sum(),
+            established: flows.values().map(FlowStats::established).sum(),
+        }
+    }
+}
+
 /// Site file or patch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +145,8 @@ pub struct Proposal {
     /// The site patched, or the name given to the inferred site.
     pub site: String,
     pub model: String,
+    /// What it was drawn from.
+    pub source: SourceSummary,
     pub nodes: Vec<Proposed<NodeEntry>>,
     pub user_networks: Vec<Proposed<NetworkEntry>>,
     pub externals: Vec<Proposed<ExternalEntry>>,

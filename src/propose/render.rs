@@ -43,6 +43,15 @@ fn section<T>(
 
 pub fn yaml(p: &Proposal) -> String {
     let mut out = String::new();
+    let src = &p.source;
+    let drawn = format!(
+        "# Drawn from {} ({} to {}): {} connection attempts, {} established.\n",
+        src.captures.join(", "),
+        src.first_seen.as_deref().unwrap_or("-"),
+        src.last_seen.as_deref().unwrap_or("-"),
+        src.attempts,
+        src.established
+    );
     match p.kind {
         Kind::Patch => {
             out.push_str(&format!(
@@ -51,12 +60,14 @@ pub fn yaml(p: &Proposal) -> String {
                  # same name (add the key if the site has none), then `portwatch check`.\n",
                 p.site
             ));
+            out.push_str(&drawn);
         }
         Kind::Site => {
             out.push_str(
                 "# portwatch propose: a site file inferred from traffic, for review.\n\
                  # Check the roles, rename the nodes, then `portwatch check --site FILE`.\n",
             );
+            out.push_str(&drawn);
             out.push_str(&format!("site: {}\n", q(&p.site)));
             out.push_str(&format!("model: {}\n", q(&p.model)));
             out.push_str(&format!(
@@ -177,6 +188,7 @@ pub fn json(p: &Proposal) -> String {
         "kind": p.kind,
         "site": p.site,
         "model": p.model,
+        "source": p.source,
         "document": doc,
         "evidence": evidence,
         "allow_evidence": p.allow_evidence,
