@@ -431,11 +431,7 @@ fn visible_services(model: &Model, roles: &[String]) -> BTreeSet<String> {
 fn best_roles(model: &Model, seen: &BTreeSet<String>, must: Option<&str>) -> Choice {
     let ids: Vec<&str> = model.roles.iter().map(|r| r.id.as_str()).collect();
     let mut best: Option<(u32, Vec<usize>, BTreeSet<String>)> = None;
-    for mask in 1u32..(1 << ids.len().min(16)) {
-        let set: Vec<usize> = (0..ids.len()).filter(|i| mask & (1 << i) != 0).collect();
-        if set.len() > MAX_ROLES {
-            continue;
-        }
+    for set in role_sets(ids.len(), MAX_ROLES) {
         let roles: Vec<String> = set.iter().map(|i| ids[*i].to_string()).collect();
         if must.is_some_and(|m| !roles.iter().any(|r| r == m)) {
             continue;
@@ -471,6 +467,27 @@ fn best_roles(model: &Model, seen: &BTreeSet<String>, must: Option<&str>) -> Cho
         beyond,
         roles,
     }
+}
+
+/// Every set of 1 to `max` indices below `n`, each in increasing order:
+/// O(n^max), so a model with many roles stays cheap.
+fn role_sets(n: usize, max: usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    let mut frontier = out.clone();
+    for _ in 1..max {
+        let mut next = Vec::new();
+        for set in &frontier {
+            let last = *set.last().expect("non-empty");
+            for i in last + 1..n {
+                let mut s = set.clone();
+                s.push(i);
+                next.push(s);
+            }
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+    }
+    out
 }
 
 fn has(roles: &[String], r: &str) -> bool {
@@ -588,6 +605,14 @@ mod tests {
             got,
             ["10.1.2.3/32", "198.51.100.16/28", "2001:db8:100::17/128"]
         );
+    }
+
+    #[test]
+    fn role_sets_are_every_small_combination() {
+        let sets = role_sets(5, 3);
+        assert_eq!(sets.len(), 5 + 10 + 10);
+        assert!(sets.contains(&vec![0, 2, 4]));
+        assert!(sets.iter().all(|s| s.windows(2).all(|w| w[0] < w[1])));
     }
 
     #[test]
