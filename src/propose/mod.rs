@@ -23,13 +23,37 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::classify::{classify, Verdict};
-use crate::config::diag::ConfigError;
+use crate::diag::ConfigError;
 use crate::model::Model;
 use crate::policy::Policy;
 use crate::report::Finding;
 use crate::site::{EdgeSpec, External, Node, Pos, Site, UserNetwork};
 use crate::state::tally::FindingKind;
 use crate::time::Timestamp;
+
+/// Why a capture holds too little to infer from: what is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Shortfall {
+    #[error(
+        "no connection attempts (TCP SYN) in {frames} frames: nothing to infer from; the \
+         capture needs the start of connections"
+    )]
+    NoSyn { frames: u64 },
+    #[error(
+        "{syns} SYNs but no SYN-ACKs seen: a one-way capture (only clients' packets) cannot \
+         show which addresses accept connections; capture both directions"
+    )]
+    NoSynAck { syns: u64 },
+    #[error(
+        "no connection attempt was answered with SYN-ACK: no established connection to infer from"
+    )]
+    NoEstablished,
+    #[error(
+        "no address accepted a connection on a port of the model's roles (such as 4242 for \
+         QRS or 443 for QPS): nothing to make a node of"
+    )]
+    NoNode,
+}
 
 /// An entry and the evidence for it (YAML comments; a list in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize)]
