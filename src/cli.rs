@@ -243,7 +243,8 @@ traffic are needed (SYN-ACKs show who listens).
 Exit status:
   0  a proposal was printed
   2  bad input, or too little in the capture to infer from (the error says what)
-  3  a capture file is truncated or corrupt: the proposal covers what was read";
+  3  a capture file is truncated or corrupt: the proposal covers what was read
+  4  runtime failure: writing to stdout failed";
 
 /// `propose`: captures in, a site file or patch out.
 #[derive(Debug, Args)]
