@@ -57,246 +57,338 @@ const ROLE: u32 = 1;
 const MAX_ROLES: usize = 3;
 
 pub fn infer(p: &Policy, flows: &BTreeMap<FlowId, FlowStats>, mode: Mode) -> Inferred {
-    let model = &p.model;
-    let known = |ip: IpAddr| -> Known {
-        match p.peer_of(ip) {
+    let ports = Ports::of(&p.model);
+    let mut t = Traffic::of(p, flows);
+    t.nodes = t.find_nodes(&ports);
+    let mut taken: BTreeSet<String> = match mode {
+        Mode::Site => p.endpoints.iter().map(|e| e.name.clone()).collect(),
+        Mode::Model => BTreeSet::new(),
+    };
+    let mut out = Inferred::default();
+    out.nodes = t.propose_nodes(mode, &mut taken, &mut out.notes);
+    let mut externals = t.server_externals();
+    let (users, others) = t.clients(mode, &ports, &externals);
+    if let Some(u) = users {
+        out.user_networks.push(u.named(mode, &mut taken));
+    }
+    externals.extend(others);
+    out.externals = externals.into_iter().map(|d| d.named(&mut taken)).collect();
+    out
+}
+
+/// Listener ports of the model, by who may reach them.
+struct Ports {
+    /// Node-to-node listeners, minus ports an external service also uses
+    /// (443 is QPS between nodes but also the licensing backend).
+    node: BTreeSet<u16>,
+    /// Listeners users reach (QPS on 443 and 80).
+    user: BTreeSet<u16>,
+}
+
+impl Ports {
+    fn of(model: &Model) -> Ports {
+        let ext: BTreeSet<u16> = rules_of(model, Scope::External).map(|r| r.port).collect();
+        Ports {
+            node: listener_rules(model, Scope::Site)
+                .map(|r| r.port)
+                .filter(|port| !ext.contains(port))
+                .collect(),
+            user: listener_rules(model, Scope::Users)
+                .map(|r| r.port)
+                .collect(),
+        }
+    }
+}
+
+/// The established connections, as the site saw them before the proposal.
+struct Traffic<'a> {
+    p: &'a Policy,
+    established: Vec<(FlowId, FlowStats)>,
+    /// Servers the site does not name as a node or external, by port.
+    servers: BTreeMap<IpAddr, BTreeMap<u16, Accepted>>,
+    /// Servers proposed as nodes.
+    nodes: BTreeSet<IpAddr>,
+}
+
+impl<'a> Traffic<'a> {
+    fn of(p: &'a Policy, flows: &BTreeMap<FlowId, FlowStats>) -> Self {
+        let mut t = Traffic {
+            p,
+            established: Vec::new(),
+            servers: BTreeMap::new(),
+            nodes: BTreeSet::new(),
+        };
+        t.established = flows
+            .iter()
+            .filter(|(f, s)| {
+                s.established() > 0
+                    && f.client != f.server
+                    && t.known(f.client) != Known::Loopback
+                    && t.known(f.server) != Known::Loopback
+            })
+            .map(|(f, s)| (*f, *s))
+            .collect();
+        for (f, s) in &t.established {
+            if matches!(t.known(f.server), Known::Users | Known::Unknown) {
+                let a = t
+                    .servers
+                    .entry(f.server)
+                    .or_default()
+                    .entry(f.port)
+                    .or_default();
+                a.clients.insert(f.client);
+                a.attempts += s.attempts;
+            }
+        }
+        t
+    }
+
+    fn known(&self, ip: IpAddr) -> Known {
+        match self.p.peer_of(ip) {
             Peer::Localhost => Known::Loopback,
             Peer::Unknown => Known::Unknown,
-            Peer::Endpoint(id) => match p.endpoint(id).kind {
+            Peer::Endpoint(id) => match self.p.endpoint(id).kind {
                 EndpointKind::Node => Known::Node,
                 EndpointKind::External => Known::External,
                 EndpointKind::UserNetwork => Known::Users,
             },
         }
-    };
-    let established: Vec<(FlowId, FlowStats)> = flows
-        .iter()
-        .filter(|(f, s)| {
-            s.established() > 0
-                && f.client != f.server
-                && known(f.client) != Known::Loopback
-                && known(f.server) != Known::Loopback
-        })
-        .map(|(f, s)| (*f, *s))
-        .collect();
-
-    // Servers the site does not name as a node or external.
-    let mut servers: BTreeMap<IpAddr, BTreeMap<u16, Accepted>> = BTreeMap::new();
-    for (f, s) in &established {
-        if matches!(known(f.server), Known::Users | Known::Unknown) {
-            let a = servers
-                .entry(f.server)
-                .or_default()
-                .entry(f.port)
-                .or_default();
-            a.clients.insert(f.client);
-            a.attempts += s.attempts;
-        }
     }
 
-    let ext_ports: BTreeSet<u16> = rules_of(model, Scope::External).map(|r| r.port).collect();
-    let node_ports: BTreeSet<u16> = listener_rules(model, Scope::Site)
-        .map(|r| r.port)
-        .filter(|port| !ext_ports.contains(port))
-        .collect();
-    let user_ports: BTreeSet<u16> = listener_rules(model, Scope::Users)
-        .map(|r| r.port)
-        .collect();
+    fn is_node(&self, ip: &IpAddr) -> bool {
+        self.known(*ip) == Known::Node || self.nodes.contains(ip)
+    }
 
-    // Nodes: first what accepts a node-to-node listener port, then what
-    // serves a user-facing port to clients that are not nodes.
-    let mut new_nodes: BTreeSet<IpAddr> = servers
-        .iter()
-        .filter(|(_, ports)| ports.keys().any(|port| node_ports.contains(port)))
-        .map(|(ip, _)| *ip)
-        .collect();
-    let is_node0 = |ip: &IpAddr| known(*ip) == Known::Node || new_nodes.contains(ip);
-    let user_facing: Vec<IpAddr> = servers
-        .iter()
-        .filter(|(ip, _)| !new_nodes.contains(ip))
-        .filter(|(_, ports)| {
-            ports.iter().any(|(port, a)| {
-                user_ports.contains(port) && a.clients.iter().any(|c| !is_node0(c))
+    /// Nodes: servers that accept a node-to-node listener port, then those
+    /// that serve a user-facing port to clients that are not nodes.
+    fn find_nodes(&self, ports: &Ports) -> BTreeSet<IpAddr> {
+        let mut nodes: BTreeSet<IpAddr> = self
+            .servers
+            .iter()
+            .filter(|(_, by_port)| by_port.keys().any(|port| ports.node.contains(port)))
+            .map(|(ip, _)| *ip)
+            .collect();
+        let node_so_far = |ip: &IpAddr| self.known(*ip) == Known::Node || nodes.contains(ip);
+        let user_facing: Vec<IpAddr> = self
+            .servers
+            .iter()
+            .filter(|(ip, _)| !nodes.contains(ip))
+            .filter(|(_, by_port)| {
+                by_port.iter().any(|(port, a)| {
+                    ports.user.contains(port) && a.clients.iter().any(|c| !node_so_far(c))
+                })
             })
-        })
-        .map(|(ip, _)| *ip)
-        .collect();
-    new_nodes.extend(user_facing);
-    let is_node = |ip: &IpAddr| known(*ip) == Known::Node || new_nodes.contains(ip);
-
-    let mut out = Inferred::default();
-    let mut taken: BTreeSet<String> = p.endpoints.iter().map(|e| e.name.clone()).collect();
-    if mode == Mode::Model {
-        taken.clear();
+            .map(|(ip, _)| *ip)
+            .collect();
+        nodes.extend(user_facing);
+        nodes
     }
 
-    // Roles of each new node.
-    let mut nodes: Vec<(IpAddr, Choice, Vec<String>)> = Vec::new();
-    for ip in &new_nodes {
-        let ports = &servers[ip];
-        let (seen, evidence) = observed_services(model, ports, &is_node);
-        let choice = best_roles(model, &seen, None);
-        nodes.push((*ip, choice, evidence));
-    }
-    if mode == Mode::Model && nodes.len() == 1 && !nodes[0].1.roles.iter().any(|r| r == "central") {
-        let ports = &servers[&nodes[0].0];
-        let (seen, _) = observed_services(model, ports, &is_node);
-        if let Some(c) = model
-            .role("central")
-            .map(|_| best_roles(model, &seen, Some("central")))
-        {
-            nodes[0].1 = c;
-            nodes[0].2.push(
-                "the only node seen: every site has a central node, and what this node accepted \
-                 does not tell the central node from other roles (from users alone: a proxy)"
+    /// Each node with the role set that best explains what it accepted.
+    fn propose_nodes(
+        &self,
+        mode: Mode,
+        taken: &mut BTreeSet<String>,
+        notes: &mut Vec<String>,
+    ) -> Vec<Proposed<NodeEntry>> {
+        let model = &self.p.model;
+        let is_node = |ip: &IpAddr| self.is_node(ip);
+        let mut nodes: Vec<(IpAddr, Choice, Vec<String>)> = Vec::new();
+        for ip in &self.nodes {
+            let (seen, evidence) = observed_services(model, &self.servers[ip], &is_node);
+            nodes.push((*ip, best_roles(model, &seen, None), evidence));
+        }
+        let central = |c: &Choice| has(&c.roles, "central");
+        if mode == Mode::Model && nodes.len() == 1 && !central(&nodes[0].1) {
+            let (seen, _) = observed_services(model, &self.servers[&nodes[0].0], &is_node);
+            if model.role("central").is_some() {
+                nodes[0].1 = best_roles(model, &seen, Some("central"));
+                nodes[0].2.push(
+                    "the only node seen: every site has a central node, and what this node \
+                     accepted does not tell the central node from other roles (from users \
+                     alone: a proxy)"
+                        .into(),
+                );
+            }
+        }
+        if mode == Mode::Model && !nodes.is_empty() && !nodes.iter().any(|n| central(&n.1)) {
+            notes.push(
+                "no node shows the central node's listeners (4432 repository database, 5050 \
+                 scheduler manager): check the roles before use"
                     .into(),
             );
         }
-    }
-    if mode == Mode::Model && !nodes.is_empty() && !nodes.iter().any(|n| has(&n.1.roles, "central"))
-    {
-        out.notes.push(
-            "no node shows the central node's listeners (4432 repository database, 5050 scheduler \
-             manager): check the roles before use"
-                .into(),
-        );
-    }
-    let names = name_nodes(
-        &nodes.iter().map(|n| n.1.roles.clone()).collect::<Vec<_>>(),
-        &mut taken,
-    );
-    for ((ip, choice, mut evidence), name) in nodes.into_iter().zip(names) {
-        evidence.push(choice.explain());
-        out.nodes.push(Proposed {
-            entry: NodeEntry {
-                name,
-                addresses: vec![ip.to_string()],
-                roles: choice.roles.clone(),
-                services: choice.services.clone(),
-            },
-            evidence,
-        });
+        let roles: Vec<Vec<String>> = nodes.iter().map(|n| n.1.roles.clone()).collect();
+        let names = name_nodes(&roles, taken);
+        nodes
+            .into_iter()
+            .zip(names)
+            .map(|((ip, choice, mut evidence), name)| {
+                evidence.push(choice.explain());
+                Proposed {
+                    entry: NodeEntry {
+                        name,
+                        addresses: vec![ip.to_string()],
+                        roles: choice.roles,
+                        services: choice.services,
+                    },
+                    evidence,
+                }
+            })
+            .collect()
     }
 
-    // Externals: servers that are not nodes; named by the model's external
-    // service on the port when there is one, else by address.
-    let mut by_service: BTreeMap<Vec<String>, Vec<IpAddr>> = BTreeMap::new();
-    let mut ext_evidence: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
-    for (ip, ports) in servers.iter().filter(|(ip, _)| !new_nodes.contains(ip)) {
-        let services: BTreeSet<String> = ports
-            .keys()
-            .flat_map(|port| rules_of(model, Scope::External).filter(move |r| r.port == *port))
-            .map(|r| r.to.service.clone())
-            .collect();
-        let mut ev = accepted_lines(ports, &is_node);
-        ev.push(if services.is_empty() {
-            "no port of a model role: an external endpoint, reached under `allow`".to_string()
-        } else {
-            format!(
-                "the model's port{} of external service {}",
-                if ports.len() == 1 { "" } else { "s" },
-                join(services.iter())
-            )
-        });
-        by_service
-            .entry(services.into_iter().collect())
-            .or_default()
-            .push(*ip);
-        ext_evidence.insert(*ip, ev);
-    }
-    let mut externals: Vec<ExternalDraft> = Vec::new();
-    for (services, ips) in by_service {
-        if services.is_empty() {
-            for ip in ips {
-                let ev = ext_evidence.remove(&ip).unwrap_or_default();
-                externals.push((host_name(ip), vec![ip], services.clone(), ev));
-            }
-        } else {
-            let ev = ips
-                .iter()
-                .flat_map(|ip| ext_evidence.remove(ip).unwrap_or_default())
+    /// Servers that are not nodes: one external per model external service
+    /// they serve (named after it), else one per address.
+    fn server_externals(&self) -> Vec<ExternalDraft> {
+        let model = &self.p.model;
+        let is_node = |ip: &IpAddr| self.is_node(ip);
+        let mut by_service: BTreeMap<Vec<String>, Vec<(IpAddr, Vec<String>)>> = BTreeMap::new();
+        for (ip, ports) in self
+            .servers
+            .iter()
+            .filter(|(ip, _)| !self.nodes.contains(ip))
+        {
+            let services: BTreeSet<String> = ports
+                .keys()
+                .flat_map(|port| rules_of(model, Scope::External).filter(move |r| r.port == *port))
+                .map(|r| r.to.service.clone())
                 .collect();
-            externals.push((services.join("-"), ips, services, ev));
+            let mut ev = accepted_lines(ports, &is_node);
+            ev.push(if services.is_empty() {
+                "no port of a model role: an external endpoint, reached under `allow`".to_string()
+            } else {
+                format!(
+                    "the model's port{} of external service {}",
+                    if ports.len() == 1 { "" } else { "s" },
+                    join(services.iter())
+                )
+            });
+            by_service
+                .entry(services.into_iter().collect())
+                .or_default()
+                .push((*ip, ev));
         }
+        let mut out = Vec::new();
+        for (services, hosts) in by_service {
+            if services.is_empty() {
+                out.extend(hosts.into_iter().map(|(ip, evidence)| ExternalDraft {
+                    base: host_name(ip),
+                    addresses: vec![ip],
+                    services: Vec::new(),
+                    evidence,
+                }));
+            } else {
+                out.push(ExternalDraft {
+                    base: services.join("-"),
+                    addresses: hosts.iter().map(|h| h.0).collect(),
+                    evidence: hosts.into_iter().flat_map(|h| h.1).collect(),
+                    services,
+                });
+            }
+        }
+        out
     }
 
-    // Clients: user networks from clients of user-facing ports; the rest
-    // (clients the site cannot place) become externals by address.
-    let placeable = |ip: &IpAddr| match mode {
-        Mode::Model => !is_node(ip),
-        Mode::Site => known(*ip) == Known::Unknown && !new_nodes.contains(ip),
-    };
-    let ext_addrs: BTreeSet<IpAddr> = externals.iter().flat_map(|e| e.1.clone()).collect();
-    let mut user_clients: BTreeSet<IpAddr> = BTreeSet::new();
-    let mut other_clients: BTreeMap<IpAddr, u64> = BTreeMap::new();
-    for (f, s) in &established {
-        if !placeable(&f.client) || ext_addrs.contains(&f.client) {
-            continue;
+    /// Clients the site cannot place: those of user-facing ports make a user
+    /// network; the others (they only connect out) become externals.
+    fn clients(
+        &self,
+        mode: Mode,
+        ports: &Ports,
+        externals: &[ExternalDraft],
+    ) -> (Option<NetworkDraft>, Vec<ExternalDraft>) {
+        let placeable = |ip: &IpAddr| match mode {
+            Mode::Model => !self.is_node(ip),
+            Mode::Site => self.known(*ip) == Known::Unknown && !self.nodes.contains(ip),
+        };
+        let taken: BTreeSet<IpAddr> = externals.iter().flat_map(|e| e.addresses.clone()).collect();
+        let mut users: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut user_ports: BTreeSet<u16> = BTreeSet::new();
+        let mut others: BTreeMap<IpAddr, u64> = BTreeMap::new();
+        for (f, s) in &self.established {
+            if !placeable(&f.client) || taken.contains(&f.client) {
+                continue;
+            }
+            if ports.user.contains(&f.port) && self.is_node(&f.server) {
+                users.insert(f.client);
+                user_ports.insert(f.port);
+            } else {
+                *others.entry(f.client).or_default() += s.attempts;
+            }
         }
-        if user_ports.contains(&f.port) && is_node(&f.server) {
-            user_clients.insert(f.client);
-        } else {
-            *other_clients.entry(f.client).or_default() += s.attempts;
-        }
+        let network = (!users.is_empty()).then(|| NetworkDraft {
+            evidence: format!(
+                "{} client address{} of user-facing port{} {} on nodes; smallest block per /24 \
+                 (IPv4) or /64 (IPv6)",
+                users.len(),
+                if users.len() == 1 { "" } else { "es" },
+                if user_ports.len() == 1 { "" } else { "s" },
+                join(user_ports.iter())
+            ),
+            cidrs: covering_cidrs(&users),
+        });
+        let externals = others
+            .into_iter()
+            .filter(|(ip, _)| !users.contains(ip))
+            .map(|(ip, attempts)| ExternalDraft {
+                base: host_name(ip),
+                addresses: vec![ip],
+                services: Vec::new(),
+                evidence: vec![format!(
+                    "only connects out: {attempts} established attempt{} to the site, none on a \
+                     user-facing port",
+                    if attempts == 1 { "" } else { "s" }
+                )],
+            })
+            .collect();
+        (network, externals)
     }
-    if !user_clients.is_empty() {
-        let cidrs = covering_cidrs(&user_clients);
+}
+
+/// A proposed user network before it is named.
+struct NetworkDraft {
+    cidrs: Vec<IpNet>,
+    evidence: String,
+}
+
+impl NetworkDraft {
+    fn named(self, mode: Mode, taken: &mut BTreeSet<String>) -> Proposed<NetworkEntry> {
         let base = match mode {
             Mode::Model => "users",
             Mode::Site => "proposed-users",
         };
-        let name = unique(base, &mut taken);
-        let ports: BTreeSet<u16> = established
-            .iter()
-            .filter(|(f, _)| user_clients.contains(&f.client) && user_ports.contains(&f.port))
-            .map(|(f, _)| f.port)
-            .collect();
-        out.user_networks.push(Proposed {
+        Proposed {
             entry: NetworkEntry {
-                name,
-                cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+                name: unique(base, taken),
+                cidrs: self.cidrs.iter().map(|c| c.to_string()).collect(),
             },
-            evidence: vec![format!(
-                "{} client address{} of user-facing port{} {} on nodes; smallest block per /24 (IPv4) or /64 (IPv6)",
-                user_clients.len(),
-                if user_clients.len() == 1 { "" } else { "es" },
-                if ports.len() == 1 { "" } else { "s" },
-                join(ports.iter())
-            )],
-        });
+            evidence: vec![self.evidence],
+        }
     }
-    for (ip, attempts) in other_clients
-        .into_iter()
-        .filter(|(ip, _)| !user_clients.contains(ip))
-    {
-        externals.push((
-            host_name(ip),
-            vec![ip],
-            Vec::new(),
-            vec![format!(
-                "only connects out: {attempts} established attempt{} to the site, none on a user-facing port",
-                if attempts == 1 { "" } else { "s" }
-            )],
-        ));
-    }
-    for (base, ips, services, evidence) in externals {
-        let name = unique(&base, &mut taken);
-        out.externals.push(Proposed {
-            entry: ExternalEntry {
-                name,
-                addresses: ips.iter().map(|i| i.to_string()).collect(),
-                services,
-                description: "proposed from traffic".into(),
-            },
-            evidence,
-        });
-    }
-    out
 }
 
-/// An external before its name is made unique: base name, addresses,
-/// services, evidence.
-type ExternalDraft = (String, Vec<IpAddr>, Vec<String>, Vec<String>);
+/// A proposed external before its name is made unique.
+struct ExternalDraft {
+    base: String,
+    addresses: Vec<IpAddr>,
+    services: Vec<String>,
+    evidence: Vec<String>,
+}
+
+impl ExternalDraft {
+    fn named(self, taken: &mut BTreeSet<String>) -> Proposed<ExternalEntry> {
+        Proposed {
+            entry: ExternalEntry {
+                name: unique(&self.base, taken),
+                addresses: self.addresses.iter().map(|i| i.to_string()).collect(),
+                services: self.services,
+                description: "proposed from traffic".into(),
+            },
+            evidence: self.evidence,
+        }
+    }
+}
 
 /// Rules of a scope.
 fn rules_of(model: &Model, scope: Scope) -> impl Iterator<Item = &crate::model::PortRule> {
