@@ -319,3 +319,51 @@ fn one_way_capture_is_refused_naming_what_is_missing() {
     );
     assert!(Path::new("fixtures/plain.pcap").exists());
 }
+
+/// Required edges get the longest gap between their evidence: within the
+/// window for the site's normal traffic (the generator uses each required
+/// edge about every ten minutes), and no evidence at all for the edge the
+/// missing-edge capture leaves out, which the replay still reports.
+#[test]
+fn required_edges_report_the_longest_gap() {
+    let json = |capture: &str| -> Value {
+        let run = portwatch(&[
+            "propose",
+            capture,
+            "--site",
+            "multi-node",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let normal = json("fixtures/site-multi-node.pcap");
+    let edges = normal["required_edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 14);
+    for e in edges {
+        let window = e["window_seconds"].as_u64().unwrap();
+        match e["longest_gap_seconds"].as_u64() {
+            Some(gap) => assert!(gap > 0 && gap < window, "{e}"),
+            // Seen once: the long-lived 1h-window connection.
+            None => assert_eq!((e["evidence"].as_u64(), window), (Some(1), 3600), "{e}"),
+        }
+    }
+
+    let missing = json("fixtures/missing-edge.pcap");
+    let edge = missing["required_edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "central" && e["to"] == "scheduler" && e["port"] == 5151)
+        .cloned()
+        .unwrap();
+    assert_eq!(edge["evidence"], 0);
+    assert!(edge["longest_gap_seconds"].is_null());
+    let left = missing["left_out"].as_array().unwrap();
+    assert!(
+        left.iter()
+            .any(|l| l["kind"] == "missing" && l["dst"] == "scheduler" && l["port"] == 5151),
+        "{left:?}"
+    );
+}
