@@ -367,3 +367,67 @@ fn required_edges_report_the_longest_gap() {
         "{left:?}"
     );
 }
+
+/// On the demo capture (an unexpected flow that succeeds, one refused, a
+/// local-only port, an unknown host, a refused required edge), the patch
+/// applied leaves exactly the findings the proposal lists as left out.
+#[test]
+fn replay_after_the_patch_reports_exactly_what_was_left_out() {
+    let dir = TempDir::new("propose-leftout");
+    let capture = "fixtures/demo.pcap";
+    let yaml = portwatch(&["propose", capture, "--site", "multi-node"]);
+    let json = portwatch(&[
+        "propose",
+        capture,
+        "--site",
+        "multi-node",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        (yaml.code, json.code),
+        (Some(0), Some(0)),
+        "{}",
+        yaml.stderr
+    );
+    let j: Value = serde_json::from_str(&json.stdout).unwrap();
+    let key = |v: &Value, s: &str, d: &str| {
+        (
+            v["kind"].as_str().unwrap().to_string(),
+            v[s].as_str().unwrap().to_string(),
+            v[d].as_str().unwrap().to_string(),
+            v["port"].as_u64().unwrap(),
+        )
+    };
+    let left: BTreeSet<_> = j["left_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| key(l, "src", "dst"))
+        .collect();
+    let kinds: BTreeSet<&str> = left.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["blocked", "local_only", "unexpected", "unknown_host"].into(),
+        "{}",
+        json.stdout
+    );
+
+    let patched = write(
+        &dir,
+        "patched.yaml",
+        &apply(bundled_text("multi-node"), &yaml.stdout),
+    );
+    let check = portwatch(&["check", "--site", &patched]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    let replay = portwatch(&["replay", "--format", "json", "--site", &patched, capture]);
+    assert_eq!(replay.code, Some(1));
+    let r: Value = serde_json::from_str(&replay.stdout).unwrap();
+    let found: BTreeSet<_> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| key(f, "src", "dst"))
+        .collect();
+    assert_eq!(found, left);
+}
