@@ -274,6 +274,27 @@ fn json_document_is_the_yaml_document() {
         j["evidence"]["nodes"].as_array().unwrap().len(),
         doc["nodes"].as_array().unwrap().len()
     );
+    // The document alone is a site file (JSON is YAML).
+    let dir = TempDir::new("propose-json");
+    let site = write(&dir, "site.json", &j["document"].to_string());
+    accepted_and_clean(&site, "fixtures/site-dmz-proxy.pcap");
+}
+
+/// A truncated capture still gives a proposal, from what was read, with
+/// the warning and exit status `replay` gives.
+#[test]
+fn truncated_capture_proposes_from_what_was_read() {
+    let run = portwatch(&[
+        "propose",
+        "fixtures/truncated.pcap",
+        "--model",
+        "qlik-sense-enterprise",
+    ]);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("stopped at byte"), "{}", run.stderr);
+    assert!(parse(&run.stdout)["nodes"]
+        .as_array()
+        .is_some_and(|n| !n.is_empty()));
 }
 
 /// Local-only ports are never allowed: the patch for a capture where the
