@@ -96,6 +96,9 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Propose site entries from traffic, for review: a patch for --site, or a whole site for --model.
+    #[command(after_help = PROPOSE_HELP)]
+    Propose(ProposeArgs),
 }
 
 /// Who `run` and `watch` become when started as root (`--user`).
@@ -341,4 +344,53 @@ pub enum LogFormat {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::diag::parse_duration(s)
+}
+
+const PROPOSE_HELP: &str = "\
+With --site, prints a patch: nodes for addresses that accept connections on a model
+role's ports, externals and user networks for the other addresses, and one `allow`
+entry per source, destination and port of unexpected flows that were established;
+evidence in comments. Apply it by appending each list to the site file's list of the
+same name. With --model, prints a whole site file inferred from the traffic.
+Never allowed: local-only ports, flows never established. Both directions of the
+traffic are needed (SYN-ACKs show who listens).
+
+Exit status:
+  0  a proposal was printed
+  2  bad input, or too little in the capture to infer from (the error says what)
+  3  a capture file is truncated or corrupt: the proposal covers what was read
+  4  runtime failure: writing to stdout failed";
+
+/// `propose`: captures in, a site file or patch out.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("base").required(true).args(["site", "model"])))]
+pub struct ProposeArgs {
+    /// Capture files (pcap or pcapng), merged in timestamp order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Site to propose additions to (a file or a bundled example's name).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+    /// Port model file for --site; default: the bundled model the site names.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub rules: Option<PathBuf>,
+    /// No site yet: infer a whole site for this model (a bundled model's id,
+    /// e.g. qlik-sense-enterprise, or a rules file).
+    #[arg(long, value_name = "MODEL", conflicts_with = "site")]
+    pub model: Option<String>,
+    /// Name of the inferred site (with --model; default `proposed`).
+    #[arg(long, value_name = "NAME", conflicts_with = "site")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub track: TrackArgs,
+    /// Output: YAML with the evidence in comments, or JSON with the document
+    /// and the evidence side by side.
+    #[arg(long, value_enum, default_value_t = ProposeFormat::Yaml)]
+    pub format: ProposeFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProposeFormat {
+    Yaml,
+    Json,
 }

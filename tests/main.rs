@@ -14,6 +14,8 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `propose`: sites and patches inferred from traffic, applied and
+//!   replayed: the bundled sites round trip, a removed node, extra traffic.
 //! - `layering`: no module of `src/` imports one above it in the layer list
 //!   of `src/lib.rs`.
 //! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
@@ -44,6 +46,7 @@ mod layering;
 mod live;
 mod package;
 mod privileges;
+mod propose;
 mod scenarios;
 mod stdout;
 mod util;

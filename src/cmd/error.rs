@@ -9,6 +9,7 @@ use super::privileges::PrivilegeError;
 use crate::config::LoadError;
 use crate::diag::ConfigError;
 use crate::policy::UnknownSensor;
+use crate::propose::Shortfall;
 use crate::source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,12 @@ pub enum Error {
     /// A file or directory the command writes (`man DIR`).
     #[error("{}: {source}", path.display())]
     Output { path: PathBuf, source: io::Error },
+    /// `propose`: the captures hold too little to infer from.
+    #[error(transparent)]
+    Shortfall(#[from] Shortfall),
+    /// `propose` built a site that does not compile: a bug, not bad input.
+    #[error("the proposed site does not compile (a bug in propose): {0}")]
+    Proposal(#[source] ConfigError),
 }
 
 impl Error {
@@ -61,12 +68,14 @@ impl Error {
             | Error::Events { .. }
             | Error::WebConfig(_)
             | Error::Privileges(_)
-            | Error::Output { .. } => exit::BAD_INPUT,
+            | Error::Output { .. }
+            | Error::Shortfall(_) => exit::BAD_INPUT,
             Error::Stdout(_)
             | Error::Listen { .. }
             | Error::Start { .. }
             | Error::Capture(_)
-            | Error::CapturePanicked => exit::RUNTIME,
+            | Error::CapturePanicked
+            | Error::Proposal(_) => exit::RUNTIME,
         }
     }
 

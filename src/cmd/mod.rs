@@ -14,6 +14,7 @@ mod expect;
 mod input;
 mod manual;
 pub mod privileges;
+mod propose;
 mod replay;
 mod run;
 pub mod settings;
@@ -82,6 +83,7 @@ pub fn run(cli: Cli) -> Result<Status, Error> {
         Task::Run(s) => run::run(s),
         Task::Completions(shell) => manual::completions(shell),
         Task::Man(dir) => manual::man(&dir),
+        Task::Propose(s) => propose::propose(s),
     }
 }
 

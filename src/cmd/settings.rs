@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use super::input::InputSpec;
 use super::Error;
-use crate::cli::{Cli, Command, EventsFormat, Format, ReportArgs, SiteArgs, TrackArgs};
+use crate::cli::{
+    Cli, Command, EventsFormat, Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
+};
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
 use crate::source::file::Savefile;
 use crate::source::replay::ReplayOptions;
@@ -28,6 +30,22 @@ pub enum Task {
     Run(RunSettings),
     Completions(clap_complete::Shell),
     Man(PathBuf),
+    Propose(ProposeSettings),
+}
+
+/// What `propose` starts from.
+pub enum ProposeBase {
+    /// A site to patch.
+    Site(SiteArgs),
+    /// A model only: infer a whole site, named `name`.
+    Model { model: String, name: String },
+}
+
+pub struct ProposeSettings {
+    pub files: Vec<PathBuf>,
+    pub base: ProposeBase,
+    pub track: TrackConfig,
+    pub format: ProposeFormat,
 }
 
 pub struct ReplaySettings {
@@ -160,6 +178,27 @@ impl Task {
             }),
             Command::Completions { shell } => Task::Completions(shell),
             Command::Man { dir } => Task::Man(dir),
+            Command::Propose(a) => Task::Propose(ProposeSettings {
+                track: track(&a.track)?,
+                base: match (a.site, a.model) {
+                    (Some(site), None) => ProposeBase::Site(SiteArgs {
+                        site,
+                        rules: a.rules,
+                    }),
+                    (None, Some(model)) => ProposeBase::Model {
+                        model,
+                        name: a.name.unwrap_or_else(|| "proposed".into()),
+                    },
+                    // clap requires exactly one of them.
+                    _ => {
+                        return Err(Error::Usage(
+                            "give --site FILE (a patch) or --model MODEL (a whole site)".into(),
+                        ))
+                    }
+                },
+                files: a.files,
+                format: a.format,
+            }),
         })
     }
 }
