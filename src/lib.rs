@@ -19,6 +19,7 @@
 //! layers:
 //! cmd                │ one module per command; signals, the capture driver
 //! cli                │ clap's raw arguments
+//! propose            │ site entries and allowances inferred from traffic
 //! report export firewall │ audit report, HTML page │ Prometheus, HTTP, event log, printed findings, Graphviz │ host firewall rules
 //! pipeline           │ one frame through decode → classify → state
 //! state              │ handshake table, required-edge clocks, tallies
@@ -49,6 +50,7 @@ pub mod map;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod propose;
 pub mod report;
 pub mod site;
 pub mod source;

@@ -13,7 +13,10 @@ mod eventlog;
 mod expect;
 mod firewall;
 mod input;
+mod manual;
 mod page;
+pub mod privileges;
+mod propose;
 mod replay;
 mod run;
 pub mod settings;
@@ -81,6 +84,9 @@ pub fn run(cli: Cli) -> Result<Status, Error> {
         Task::Replay(s) => replay::replay(s),
         Task::Watch(s) => watch::watch(s),
         Task::Run(s) => run::run(s),
+        Task::Completions(shell) => manual::completions(shell),
+        Task::Man(dir) => manual::man(&dir),
+        Task::Propose(s) => propose::propose(s),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::DiagramLayout;
 use crate::export::graphviz;
-use crate::export::http::{IndexPage, LINKS};
+use crate::export::http::IndexPage;
 use crate::policy::Policy;
 use crate::report::diagram::Diagram;
 use crate::report::html::{render, Page};
@@ -124,11 +124,11 @@ pub(super) fn report_page(
 
 /// The live page at `/`: the HTML report of what was seen so far, with the
 /// other endpoints linked. `None` until the first report.
-pub(super) fn live_page(snapshot: Arc<Snapshot>, subtitle: String) -> IndexPage {
-    let links: Vec<(String, String)> = LINKS
-        .iter()
-        .map(|(p, t)| (p.to_string(), t.to_string()))
-        .collect();
+pub(super) fn live_page(
+    snapshot: Arc<Snapshot>,
+    subtitle: String,
+    links: Vec<(String, String)>,
+) -> IndexPage {
     Arc::new(move || {
         // The first request waits for the capture thread's next tick.
         let (policy, report) = snapshot.get(Duration::from_secs(3))?;

@@ -185,10 +185,11 @@ impl Plan {
     }
 }
 
-/// Every port the model or the site's allowances name.
+/// Every port the model names, or an edge of the site (allowances, the
+/// monitoring list's sensor port).
 fn known_ports(p: &Policy) -> BTreeSet<u16> {
     (p.model.rules.iter().map(|r| r.port))
-        .chain(p.site.allow.iter().map(|a| a.port))
+        .chain(p.edges.iter().map(|e| e.port))
         .collect()
 }
 
@@ -305,6 +306,10 @@ fn cite(p: &Policy, o: &Origin) -> Cite {
         Origin::Allowance(i) => Cite {
             rule: format!("site {} allow[{i}]", p.site.name),
             text: p.site.allow[*i].reason.clone(),
+        },
+        Origin::Monitoring => Cite {
+            rule: format!("site {} monitoring", p.site.name),
+            text: "scrapes the portwatch sensor".into(),
         },
     }
 }
