@@ -129,12 +129,15 @@ pub struct DemoArgs {
     pub speed: f64,
 }
 
+/// Bounds of `--speed`: slower than 1/1000 would make a one-second gap wait
+/// a quarter of an hour; faster than a million is no pacing at all.
+pub const SPEED_RANGE: (f64, f64) = (0.001, 1e6);
+
 fn parse_speed(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e6 => Ok(v),
-        _ => Err(format!(
-            "`{s}`: expected a number above 0 and at most 1000000"
-        )),
+    let (lo, hi) = SPEED_RANGE;
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: expected a number from {lo} to {hi}")),
     }
 }
 
@@ -153,13 +156,13 @@ pub struct SiteArgs {
 #[derive(Debug, Args, Clone)]
 pub struct TrackArgs {
     /// Most connection attempts tracked at once; the oldest is evicted beyond it.
-    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = parse_max_flows)]
     pub max_flows: usize,
     /// How long a SYN waits for an answer before the attempt counts as unanswered.
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = parse_timeout, value_name = "DURATION")]
     pub syn_timeout: std::time::Duration,
     /// How long an established connection is kept without a control packet.
-    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2h", value_parser = parse_timeout, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
 }
 
@@ -217,6 +220,82 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::diag::parse_duration(s)
+/// Most `--max-flows`: each tracked attempt costs about 100 bytes.
+pub const MAX_FLOWS_LIMIT: usize = 1 << 24;
+
+fn parse_max_flows(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_FLOWS_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: expected a whole number from 1 to {MAX_FLOWS_LIMIT}"
+        )),
+    }
+}
+
+/// Longest `--syn-timeout` / `--idle-timeout`.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::diag::parse_duration(s)?;
+    if d > MAX_TIMEOUT {
+        return Err(format!("`{s}`: at most 30 days"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("portwatch").chain(args.iter().copied()))
+    }
+
+    /// Out-of-range numbers are refused by the parser with the flag named,
+    /// before anything runs (a tiny --speed used to panic the replay).
+    #[test]
+    fn flags_out_of_range_are_refused_at_parse_time() {
+        let run = ["run", "--site", "multi-node", "--replay", "x.pcap"];
+        let bad = [
+            ("--speed", "1e-300"),
+            ("--speed", "0"),
+            ("--speed", "-1"),
+            ("--speed", "NaN"),
+            ("--speed", "inf"),
+            ("--speed", "1e7"),
+            ("--max-flows", "0"),
+            ("--max-flows", "99999999999999999999999"),
+            ("--max-flows", "20000000"),
+            ("--syn-timeout", "0s"),
+            ("--syn-timeout", "100y"),
+            ("--idle-timeout", "99999999999999999999y"),
+        ];
+        for (flag, value) in bad {
+            let arg = format!("{flag}={value}");
+            let args: Vec<&str> = run.iter().copied().chain([arg.as_str()]).collect();
+            let e = parse(&args).expect_err(&arg);
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{arg}: {e}"
+            );
+            assert!(e.to_string().contains(flag), "{arg}: {e}");
+        }
+        let ok: Vec<&str> = run
+            .iter()
+            .copied()
+            .chain([
+                "--speed",
+                "0.001",
+                "--max-flows",
+                "1",
+                "--idle-timeout",
+                "30d",
+            ])
+            .collect();
+        assert!(parse(&ok).is_ok());
+        let demo = parse(&["demo", "--speed", "1e-300"]).unwrap_err();
+        assert_eq!(demo.kind(), clap::error::ErrorKind::ValueValidation);
+    }
 }
