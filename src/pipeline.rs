@@ -134,6 +134,12 @@ impl Pipeline {
     /// Decode one frame and apply it; says what the frame was.
     pub fn ingest(&mut self, frame: &Frame<'_>) -> Ingested {
         self.stats.frames += 1;
+        if frame.ts_invalid {
+            // Its time cannot be trusted: counted, and it moves nothing.
+            let reason = crate::decode::DecodeError::InvalidTimestamp.reason();
+            *self.stats.errors.entry(reason).or_default() += 1;
+            return Ingested::Malformed;
+        }
         let ts = frame.ts;
         self.span = Some(match self.span {
             None => (ts, ts),
@@ -315,5 +321,36 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
             edge(s.src, s.dst, s.dst_port).or_else(|| edge(s.dst, s.src, s.src_port))
         }
         Control::Syn => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::LinkType;
+
+    /// A frame flagged with a bad timestamp counts as a decode error by
+    /// reason and neither widens the span nor advances time.
+    #[test]
+    fn invalid_timestamp_is_a_decode_error_and_moves_nothing() {
+        let p = crate::config::load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let mut pl = Pipeline::new(Arc::new(p), TrackConfig::default());
+        let frame = |ts: u64, ts_invalid: bool| Frame {
+            ts: Timestamp(ts),
+            linktype: LinkType::ETHERNET,
+            wire_len: 0,
+            data: &[],
+            interface: 0,
+            ts_invalid,
+        };
+        assert_eq!(pl.ingest(&frame(10, true)), Ingested::Malformed);
+        assert_eq!(pl.span(), None);
+        pl.ingest(&frame(1_000, false));
+        assert_eq!(pl.ingest(&frame(u64::MAX, true)), Ingested::Malformed);
+        assert_eq!(pl.span(), Some((Timestamp(1_000), Timestamp(1_000))));
+        assert_eq!(pl.stats().errors.get("invalid_timestamp"), Some(&2));
+        assert_eq!(pl.stats().frames, 3);
     }
 }

@@ -252,6 +252,7 @@ impl LiveSource {
                         } else {
                             frac.saturating_mul(1000)
                         };
+                        let ts_invalid = !(0..1_000_000_000).contains(&nanos);
                         let frame = Frame {
                             ts: Timestamp::from_secs_nanos(
                                 u64::try_from(secs).unwrap_or(0),
@@ -261,6 +262,7 @@ impl LiveSource {
                             wire_len: p.header.len,
                             data: p.data,
                             interface: i as u32,
+                            ts_invalid,
                         };
                         sink(&frame);
                         total += 1;
