@@ -12,6 +12,8 @@ pub mod exit {
     pub const FINDINGS: u8 = 1;
     pub const BAD_INPUT: u8 = 2;
     pub const TRUNCATED: u8 = 3;
+    /// `replay`/`watch`: the event log could not be written in full.
+    pub const EVENTS_FAILED: u8 = 4;
 }
 
 /// Write to standard output. A closed pipe (`| head`) ends the program

@@ -10,7 +10,9 @@ Exit status:
   0  no findings (check: the files are valid)
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
-  3  a capture file is truncated or corrupt: the report covers what was read";
+  3  a capture file is truncated or corrupt: the report covers what was read
+  4  replay/watch: the --events file could not be written in full (disk full, I/O
+     error); the report is complete, the file holds whole lines only";
 
 #[derive(Debug, Parser)]
 #[command(

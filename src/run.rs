@@ -1,14 +1,13 @@
 //! The replay and watch commands: sources into the pipeline, reports out.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::{exit, load, out};
 use crate::cli::{Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
-use crate::export::events::write_event;
+use crate::export::events::EventLog;
 use crate::export::findings::FindingPrinter;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::Policy;
@@ -39,9 +38,9 @@ fn prepare(site: &SiteArgs, sensors: &[String]) -> Result<(Arc<Policy>, Visibili
     Ok((policy, vis))
 }
 
-fn open_events(path: Option<&Path>) -> Result<Option<BufWriter<File>>, u8> {
+fn open_events(path: Option<&Path>) -> Result<Option<EventLog>, u8> {
     path.map(|p| {
-        File::create(p).map(BufWriter::new).map_err(|e| {
+        EventLog::create(p).map_err(|e| {
             eprintln!("error: {}: {e}", p.display());
             exit::BAD_INPUT
         })
@@ -49,15 +48,20 @@ fn open_events(path: Option<&Path>) -> Result<Option<BufWriter<File>>, u8> {
     .transpose()
 }
 
-fn write_events(out: &mut Option<BufWriter<File>>, p: &Policy, events: &[Event]) {
-    if let Some(w) = out {
-        for e in events {
-            if let Err(err) = write_event(w, p, e) {
-                tracing::warn!(error = %err, "event log write failed; event log disabled");
-                *out = None;
-                return;
-            }
+fn write_events(out: &mut Option<EventLog>, p: &Policy, events: &[Event]) {
+    if let Some(log) = out {
+        log.write(p, events);
+    }
+}
+
+/// Close the event log; a failure is reported and overrides the status.
+fn finish_events(out: Option<EventLog>, code: u8) -> u8 {
+    match out.map(|mut log| log.finish()) {
+        Some(Err(e)) => {
+            eprintln!("error: event log incomplete: {e}");
+            exit::EVENTS_FAILED
         }
+        _ => code,
     }
 }
 
@@ -132,9 +136,6 @@ pub fn replay(args: ReplayArgs) -> u8 {
         pl.finish(end);
     }
     write_events(&mut events, &policy, &pl.drain_events());
-    if let Some(mut w) = events {
-        let _ = w.flush();
-    }
     let facts: Vec<SourceFacts> = files.facts().into_iter().map(source_facts).collect();
     for f in &facts {
         if let Some(s) = &f.stopped {
@@ -146,7 +147,7 @@ pub fn replay(args: ReplayArgs) -> u8 {
     }
     let report = Report::build(&pl, facts, span, &vis);
     print_report(&report, args.report.format);
-    status(&report)
+    finish_events(events, status(&report))
 }
 
 /// Set by Ctrl-C or SIGTERM.
@@ -231,9 +232,6 @@ pub fn watch(args: WatchArgs) -> u8 {
     pl.finish(now);
     let batch = pl.drain_events();
     write_events(&mut events, &policy, &batch);
-    if let Some(mut w) = events {
-        let _ = w.flush();
-    }
     let sources = live_facts(&mut live);
     let report = Report::build(&pl, sources, Some((started, now)), &vis);
     eprintln!();
@@ -241,7 +239,7 @@ pub fn watch(args: WatchArgs) -> u8 {
         Format::Table => eprint!("{}", report.to_table()),
         Format::Json => eprintln!("{}", report.to_json()),
     }
-    status(&report)
+    finish_events(events, status(&report))
 }
 
 pub(crate) fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {

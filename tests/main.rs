@@ -20,6 +20,7 @@ mod daemon;
 mod deploy;
 mod e2e;
 mod examples;
+mod faults;
 mod golden;
 mod live;
 mod scenarios;

@@ -121,6 +121,21 @@ pub struct Metrics {
     reload_success: IntGauge,
     last_reload: Gauge,
     reload_failures: IntCounter,
+    /// Faults the process survives (README "Limits and faults").
+    pub faults: Faults,
+}
+
+/// Counters of faults survived: none of these stops the process.
+#[derive(Clone)]
+pub struct Faults {
+    /// Interfaces lost while capturing (each later reopen ends the gap).
+    pub capture_lost: IntCounterVec,
+    /// `accept` failures of the HTTP listener (e.g. out of descriptors).
+    pub http_accept_errors: IntCounter,
+    /// HTTP connections closed at once because the connection cap was reached.
+    pub http_rejected: IntCounter,
+    /// Writes to the event log that failed (its lines stay whole).
+    pub event_log_write_errors: IntCounter,
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
@@ -251,6 +266,43 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            faults: Faults {
+                capture_lost: reg(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "portwatch_capture_interface_lost_total",
+                            "Times a capture interface went away (it is reopened with backoff).",
+                        ),
+                        &["interface"],
+                    )
+                    .expect("valid metric"),
+                ),
+                http_accept_errors: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_http_accept_errors_total",
+                        "Failed accepts on the HTTP listener (e.g. out of file descriptors); never fatal.",
+                    )
+                    .expect("valid metric"),
+                ),
+                http_rejected: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_http_connections_rejected_total",
+                        "HTTP connections closed at once because the connection cap was reached.",
+                    )
+                    .expect("valid metric"),
+                ),
+                event_log_write_errors: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_event_log_write_errors_total",
+                        "Failed writes to the event log; the lines it holds stay whole.",
+                    )
+                    .expect("valid metric"),
+                ),
+            },
             registry,
         };
         for why in Eviction::ALL {
