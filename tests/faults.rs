@@ -140,3 +140,101 @@ fn hostile_flags_and_files_get_clear_errors_not_panics() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// A pcap of `n` SYNs from pseudo-random spoofed sources outside the site
+/// to the multi-node proxy, ending just before `before` (seconds).
+fn spoofed_flood(n: u32, before: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for w in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    let mut x: u32 = 0x9e37_79b9;
+    for i in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let src = [100, 64 | ((x >> 24) as u8 & 0x3f), (x >> 8) as u8, x as u8];
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, [192, 0, 2, 11], 64)
+            .tcp(1024 + (x % 60_000) as u16, 443, x, 65535)
+            .syn()
+            .write(&mut frame, &[])
+            .unwrap();
+        let (secs, usecs) = (before - 2, i % 1_000_000);
+        for w in [secs, usecs, frame.len() as u32, frame.len() as u32] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+fn replay_json(files: &[&std::path::Path]) -> serde_json::Value {
+    let mut cmd = Command::new(bin());
+    cmd.arg("replay").args(files);
+    let o = cmd
+        .args(["--site", "multi-node", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// 10,000 spoofed SYNs before the demo traffic: every genuine blocked,
+/// unexpected and local-only finding is still reported, the flood is one
+/// folded finding with exact counts, and the summary counts every attempt.
+#[test]
+fn a_spoofed_flood_keeps_every_genuine_finding() {
+    let dir = TempDir::new("flood");
+    let demo = fixture("demo.pcap");
+    let first_secs = {
+        let b = std::fs::read(&demo).unwrap();
+        u32::from_le_bytes(b[24..28].try_into().unwrap())
+    };
+    let flood = dir.0.join("flood.pcap");
+    std::fs::write(&flood, spoofed_flood(10_000, first_secs)).unwrap();
+    let alone = replay_json(&[&demo]);
+    let both = replay_json(&[&flood, &demo]);
+    let genuine = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        let f = r["findings"].as_array().unwrap();
+        f.iter()
+            .filter(|f| {
+                ["blocked", "unexpected", "local_only"].contains(&f["kind"].as_str().unwrap())
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(genuine(&alone).len(), 4);
+    assert_eq!(genuine(&both), genuine(&alone));
+    let folded: Vec<_> = both["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f.get("folded").is_some())
+        .collect();
+    assert_eq!(folded.len(), 1, "{folded:?}");
+    let unknown_alone = alone["summary"]["connections"]["unknown_host"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        both["summary"]["connections"]["unknown_host"]
+            .as_u64()
+            .unwrap(),
+        unknown_alone + 10_000
+    );
+    // Rows (500 per source group) plus the folded attempts cover them all.
+    let rows: u64 = both["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "unknown_host" && f.get("folded").is_none())
+        .map(|f| f["count"].as_u64().unwrap())
+        .sum();
+    let folded_attempts = folded[0]["folded"]["attempts"].as_u64().unwrap();
+    assert_eq!(rows + folded_attempts, unknown_alone + 10_000);
+    assert_eq!(both["summary"]["findings"]["blocked"], 1);
+}
