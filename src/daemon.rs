@@ -231,16 +231,19 @@ async fn supervise(
 ) -> u8 {
     let metrics = state.metrics.clone();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let faults = metrics.faults.clone();
     let server = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        crate::export::serve::serve(
+            listener,
+            router(state),
+            Default::default(),
+            faults,
+            shutdown,
+        )
+        .await;
     });
     let mut signals = Signals::new();
     let code = loop {

@@ -238,3 +238,83 @@ fn a_spoofed_flood_keeps_every_genuine_finding() {
     assert_eq!(rows + folded_attempts, unknown_alone + 10_000);
     assert_eq!(both["summary"]["findings"]["blocked"], 1);
 }
+
+/// A child process killed and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn alive(c: &mut Child) -> bool {
+    matches!(c.0.try_wait(), Ok(None))
+}
+
+/// 1,100 idle connections to the metrics port of a daemon limited to 1024
+/// descriptors: a scrape still answers within a second, the replay keeps
+/// running (its loop reopens the capture file), nothing is fatal.
+#[test]
+fn idle_connection_flood_under_nofile_1024() {
+    let addr = crate::util::free_addr();
+    let pcap = fixture("demo.pcap");
+    let dir = TempDir::new("idleflood");
+    let log = std::fs::File::create(dir.0.join("log")).unwrap();
+    let mut child = Child(
+        Command::new("prlimit")
+            .arg("--nofile=1024")
+            .arg(bin())
+            .args(["run", "--site", "multi-node", "--loop", "--speed", "1000"])
+            .arg("--replay")
+            .arg(&pcap)
+            .args(["--listen", &addr.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            alive(&mut child) && Instant::now() < deadline,
+            "never ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
+    let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
+    let idle: Vec<_> = (0..1_100)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    assert!(
+        idle.len() >= 1_000,
+        "only {} connections opened",
+        idle.len()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let t = Instant::now();
+        let got = crate::util::http_get(addr, "/metrics");
+        let took = t.elapsed();
+        let (status, body) = got.expect("no answer to a scrape under the flood");
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(1), "scrape took {took:?}");
+        assert!(body.contains("portwatch_http_connections_rejected_total"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The capture side kept going through the flood (the looping replay
+    // reopened its file) and the process is up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = crate::util::http_get(addr, "/metrics").unwrap().1;
+    assert!(
+        packets(&m) > before,
+        "capture stalled: {before} -> {}",
+        packets(&m)
+    );
+    assert!(crate::util::sample(&m, "portwatch_capture_up").unwrap_or(0.0) == 1.0);
+    assert!(alive(&mut child), "the daemon died");
+    drop(idle);
+}
