@@ -318,3 +318,23 @@ fn idle_connection_flood_under_nofile_1024() {
     assert!(alive(&mut child), "the daemon died");
     drop(idle);
 }
+
+/// The shipped unit leaves the HTTP connection cap well below its
+/// descriptor limit, so the capture always has descriptors left.
+#[test]
+fn systemd_unit_descriptor_limit_fits_the_http_cap() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/portwatch.service"),
+    )
+    .unwrap();
+    let nofile: usize = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE= in the unit")
+        .trim()
+        .parse()
+        .unwrap();
+    let cap = portwatch::export::serve::MAX_CONNECTIONS;
+    assert!(nofile >= 4 * cap, "LimitNOFILE={nofile} vs {cap} connections");
+    assert!(unit.contains(&format!("at most {cap} connections")));
+}
