@@ -27,7 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Report, SourceFacts, Visibility};
 use crate::source::file::Savefile;
-use crate::source::live::{LiveOptions, LiveSource};
+use crate::source::live::{InterfaceChange, LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Poll, Source};
 use crate::state::TrackConfig;
@@ -402,6 +402,18 @@ impl Input {
         }
     }
 
+    /// Interfaces lost or back since the last call, onto the gauges.
+    fn sync_interfaces(&mut self, rec: &Recorder) {
+        if let Input::Live(l) = self {
+            for change in l.take_changes() {
+                match change {
+                    InterfaceChange::Lost { slot, .. } => rec.interface_lost(slot),
+                    InterfaceChange::Restored { slot, .. } => rec.capture_up(slot, true),
+                }
+            }
+        }
+    }
+
     fn sync_drops(&mut self, rec: &mut Recorder) {
         match self {
             Input::Replay(_) => {}
@@ -535,6 +547,7 @@ impl Capture {
             let slot = if live { f.interface as usize } else { 0 };
             rec.packet(slot, what);
         });
+        self.input.sync_interfaces(&self.rec);
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }

@@ -335,6 +335,104 @@ fn systemd_unit_descriptor_limit_fits_the_http_cap() {
         .parse()
         .unwrap();
     let cap = portwatch::export::serve::MAX_CONNECTIONS;
-    assert!(nofile >= 4 * cap, "LimitNOFILE={nofile} vs {cap} connections");
+    assert!(
+        nofile >= 4 * cap,
+        "LimitNOFILE={nofile} vs {cap} connections"
+    );
     assert!(unit.contains(&format!("at most {cap} connections")));
+}
+
+/// A veth pair in the root namespace with names unique to this process,
+/// deleted on drop. No addresses, no traffic.
+struct Veth(String);
+
+impl Veth {
+    fn add(name: &str, peer: &str) -> bool {
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        ok(&["link", "add", name, "type", "veth", "peer", "name", peer])
+            && ok(&["link", "set", name, "up"])
+            && ok(&["link", "set", peer, "up"])
+    }
+
+    fn del(name: &str) {
+        let _ = Command::new("ip")
+            .args(["link", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        Veth::del(&self.0);
+    }
+}
+
+/// The interface `run` captures on is deleted and re-created: the process
+/// stays up, capture_up goes 1 -> 0 -> 1, the loss is counted, and metrics
+/// are served throughout.
+#[test]
+fn a_vanished_interface_is_reopened_when_it_returns() {
+    if !needs_root("a_vanished_interface_is_reopened_when_it_returns") {
+        return;
+    }
+    let pid = std::process::id() % 1_000_000;
+    let (a, b) = (format!("pw9a{pid}"), format!("pw9b{pid}"));
+    assert!(Veth::add(&a, &b), "cannot create a veth pair");
+    let _veth = Veth(a.clone());
+    let addr = crate::util::free_addr();
+    let dir = TempDir::new("ifgone");
+    let log_path = dir.0.join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Child(
+        Command::new(bin())
+            .args(["run", "--site", "multi-node", "-i", &a])
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let up = format!("portwatch_capture_up{{interface=\"{a}\"}}");
+    let lost = format!("portwatch_capture_interface_lost_total{{interface=\"{a}\"}}");
+    // Waits for the gauge, asserting that every scrape on the way answers.
+    let mut wait_up = |want: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                alive(&mut child),
+                "portwatch exited: {}",
+                std::fs::read_to_string(&log_path).unwrap()
+            );
+            let m = crate::util::http_get(addr, "/metrics").map(|r| r.1);
+            if let Some(m) = &m {
+                if crate::util::sample(m, &up) == Some(want) {
+                    return m.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: last scrape {m:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_up(1.0, "capture up");
+    Veth::del(&a);
+    let m = wait_up(0.0, "capture down after the interface was deleted");
+    assert_eq!(crate::util::sample(&m, &lost), Some(1.0));
+    assert_eq!(
+        crate::util::http_get(addr, "/healthz").map(|r| r.0),
+        Some(200)
+    );
+    assert!(Veth::add(&a, &b), "cannot re-create the veth pair");
+    let m = wait_up(1.0, "capture up again after the interface returned");
+    assert_eq!(crate::util::sample(&m, &lost), Some(1.0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("capture interface lost"), "{log}");
+    assert!(log.contains("capture interface back"), "{log}");
 }

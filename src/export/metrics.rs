@@ -367,6 +367,7 @@ pub struct Recorder {
     dropped: Vec<[IntCounter; 2]>,
     dropped_seen: Vec<[u64; 2]>,
     up: Vec<IntGauge>,
+    lost: Vec<IntCounter>,
     evictions: [IntCounter; 2],
     evictions_seen: [u64; 2],
     // Per policy:
@@ -392,6 +393,9 @@ impl Recorder {
         let up = (names.iter())
             .map(|i| m.capture_up.with_label_values(&[*i]))
             .collect();
+        let lost = (names.iter())
+            .map(|i| m.faults.capture_lost.with_label_values(&[*i]))
+            .collect();
         Recorder {
             evictions: Eviction::ALL.map(|w| m.evictions.with_label_values(&[w.as_str()])),
             evictions_seen: [0; 2],
@@ -400,6 +404,7 @@ impl Recorder {
             dropped,
             dropped_seen: vec![[0; 2]; names.len()],
             up,
+            lost,
             connections: FastMap::default(),
             handshakes: FastMap::default(),
             edges: Vec::new(),
@@ -456,6 +461,14 @@ impl Recorder {
     pub fn capture_up(&self, slot: usize, up: bool) {
         if let Some(g) = self.up.get(slot) {
             g.set(i64::from(up));
+        }
+    }
+
+    /// Interface `slot` went away: down, and counted.
+    pub fn interface_lost(&self, slot: usize) {
+        self.capture_up(slot, false);
+        if let Some(c) = self.lost.get(slot) {
+            c.inc();
         }
     }
 
