@@ -1,5 +1,6 @@
-//! Command line: clap's raw arguments. Validation into settings happens in
-//! `app`, where the files are read.
+//! Command line: clap's raw arguments, and `--help`. Each value's syntax is
+//! checked here; `cmd::settings` turns them into validated settings, and
+//! the commands read the files.
 
 use std::path::PathBuf;
 
@@ -11,8 +12,9 @@ Exit status:
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
-  4  replay/watch: the --events file could not be written in full (disk full, I/O
-     error); the report is complete, the file holds whole lines only";
+  4  runtime failure: the capture failed, writing to stdout failed, or (replay,
+     watch) the --events file could not be written in full: it holds whole lines only
+A closed stdout (`| head`) is no failure: the command stops quietly with the status above.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,7 +80,10 @@ Time: required-edge windows run on capture time for --replay, on the wall clock 
 
 Exit status:
   0  stopped by a signal
-  2  bad input: invalid site or rules, unreadable capture, address in use, bad arguments";
+  2  bad input: invalid site or rules, unreadable capture, bad arguments
+  4  runtime failure: address in use, the capture failed or its thread died
+
+A closed stdout stops --print (logged once); capture and /metrics go on.";
 
 const DEMO_HELP: &str = "\
 The demo site is the bundled `multi-node` example; the capture holds a few minutes of
@@ -157,7 +162,8 @@ pub struct SiteArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TrackArgs {
-    /// Most connection attempts tracked at once; the oldest is evicted beyond it.
+    /// Most connection attempts tracked at once (1 to 16777216); the oldest
+    /// is evicted beyond it.
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = parse_max_flows)]
     pub max_flows: usize,
     /// How long a SYN waits for an answer before the attempt counts as unanswered.
@@ -238,7 +244,7 @@ fn parse_max_flows(s: &str) -> Result<usize, String> {
 pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::config::diag::parse_duration(s)?;
+    let d = crate::diag::parse_duration(s)?;
     if d > MAX_TIMEOUT {
         return Err(format!("`{s}`: at most 30 days"));
     }

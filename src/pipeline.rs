@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification, Verdict};
 use crate::decode::{decode, Control, Decoded, Segment, Skip};
+use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
-use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
 use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
 use crate::time::Timestamp;
@@ -325,32 +325,4 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::LinkType;
-
-    /// A frame flagged with a bad timestamp counts as a decode error by
-    /// reason and neither widens the span nor advances time.
-    #[test]
-    fn invalid_timestamp_is_a_decode_error_and_moves_nothing() {
-        let p = crate::config::load_policy(std::path::Path::new("multi-node"), None)
-            .unwrap()
-            .policy;
-        let mut pl = Pipeline::new(Arc::new(p), TrackConfig::default());
-        let frame = |ts: u64, ts_invalid: bool| Frame {
-            ts: Timestamp(ts),
-            linktype: LinkType::ETHERNET,
-            wire_len: 0,
-            data: &[],
-            interface: 0,
-            ts_invalid,
-        };
-        assert_eq!(pl.ingest(&frame(10, true)), Ingested::Malformed);
-        assert_eq!(pl.span(), None);
-        pl.ingest(&frame(1_000, false));
-        assert_eq!(pl.ingest(&frame(u64::MAX, true)), Ingested::Malformed);
-        assert_eq!(pl.span(), Some((Timestamp(1_000), Timestamp(1_000))));
-        assert_eq!(pl.stats().errors.get("invalid_timestamp"), Some(&2));
-        assert_eq!(pl.stats().frames, 3);
-    }
-}
+mod tests;
