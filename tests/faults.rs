@@ -436,3 +436,147 @@ fn a_vanished_interface_is_reopened_when_it_returns() {
     assert!(log.contains("capture interface lost"), "{log}");
     assert!(log.contains("capture interface back"), "{log}");
 }
+
+/// A site of `n` nodes: one central node, the rest proxies, engines and
+/// schedulers in turn, on 10.0.0.0/8 addresses.
+fn big_site(n: usize) -> String {
+    let mut s = String::from("site: big\nmodel: qlik-sense-enterprise\nnodes:\n");
+    s.push_str("  - name: central\n    addresses: [10.255.255.1]\n    roles: [central]\n");
+    for i in 1..n {
+        let role = ["proxy", "engine", "scheduler"][i % 3];
+        s.push_str(&format!(
+            "  - name: n{i}\n    addresses: [10.{}.{}.{}]\n    roles: [{role}]\n",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    s.push_str("user_networks:\n  - name: users\n    cidrs: [198.51.100.0/24]\n");
+    s
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 1,000 nodes: `check` and `run` start within 2 s and 128 MiB (the
+/// million optional node pairs are not built); a reload to 10,000 nodes
+/// works, one past the node limit is refused and the old site keeps
+/// serving.
+#[test]
+fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
+    let dir = TempDir::new("bigsite");
+    let site = dir.0.join("site.yaml");
+    std::fs::write(&site, big_site(1_000)).unwrap();
+    let site_arg = site.to_str().unwrap();
+
+    let t = Instant::now();
+    let child = Command::new(bin())
+        .args(["check", "--site", site_arg])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1000 nodes, 1119215 expected edges (3663 required)"),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(2), "check took {took:?}");
+
+    let pcap = fixture("demo.pcap");
+    let addr = crate::util::free_addr();
+    let t = Instant::now();
+    let mut child = Child(
+        Command::new(bin())
+            .args(["run", "--site", site_arg, "--loop", "--speed", "100"])
+            .arg("--replay")
+            .arg(&pcap)
+            .args(["--listen", &addr.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            alive(&mut child) && t.elapsed() < Duration::from_secs(20),
+            "never ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "start took {took:?}");
+    let rss = peak_rss_kib(pid);
+    assert!(rss < 128 * 1024, "start: peak RSS {rss} KiB");
+
+    let reload = |child: &mut Child, nodes: usize, want: f64| {
+        std::fs::write(&site, big_site(nodes)).unwrap();
+        let before = crate::util::http_get(addr, "/metrics").unwrap().1;
+        let failures_before =
+            crate::util::sample(&before, "portwatch_config_reload_failures_total");
+        let loaded_before =
+            crate::util::sample(&before, "portwatch_config_last_reload_timestamp_seconds");
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let t = Instant::now();
+        loop {
+            assert!(alive(child), "the daemon died reloading {nodes} nodes");
+            let m = crate::util::http_get(addr, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            let nodes_seen = m
+                .lines()
+                .filter(|l| l.starts_with("portwatch_node_info{"))
+                .count();
+            let failures = crate::util::sample(&m, "portwatch_config_reload_failures_total");
+            let loaded = crate::util::sample(&m, "portwatch_config_last_reload_timestamp_seconds");
+            let done = if want == 1.0 {
+                loaded > loaded_before && nodes_seen == nodes
+            } else {
+                failures > failures_before
+            };
+            if done {
+                assert_eq!(
+                    crate::util::sample(&m, "portwatch_config_reload_success"),
+                    Some(want)
+                );
+                return (t.elapsed(), m);
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "reload to {nodes} nodes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (took, _) = reload(&mut child, 1_000, 1.0);
+    assert!(took < Duration::from_secs(2), "reload took {took:?}");
+    assert!(
+        peak_rss_kib(pid) < 128 * 1024,
+        "reload: peak RSS {} KiB",
+        peak_rss_kib(pid)
+    );
+    reload(&mut child, 10_000, 1.0);
+    let (_, m) = reload(&mut child, 10_001, 0.0);
+    // The 10,000-node site keeps serving.
+    let nodes_seen = m
+        .lines()
+        .filter(|l| l.starts_with("portwatch_node_info{"))
+        .count();
+    assert_eq!(nodes_seen, 10_000);
+    assert!(alive(&mut child));
+}

@@ -394,7 +394,7 @@ impl Tally {
         match (FindingKind::of(c.verdict), o) {
             // Only site edges are blocked; a refused same-host port is a
             // stopped service, not a firewall.
-            (None, Outcome::Refused | Outcome::Unanswered) if c.edge().is_some() => {
+            (None, Outcome::Refused | Outcome::Unanswered) if c.is_site_edge() => {
                 self.finding(FindingKind::Blocked, ts, c, src, dst, Some(o))
             }
             (None, _) => {}
