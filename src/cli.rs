@@ -70,6 +70,10 @@ HTTP endpoints (default 127.0.0.1:9477):
   /metrics   Prometheus text format; metric reference in README.md (Metrics)
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
+At most 256 open connections (the oldest idle one makes room); a request
+header must arrive within 5 s.
+
+An interface that goes away is reopened with backoff (capture_up 0 meanwhile).
 
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
@@ -211,7 +215,9 @@ pub struct ReportArgs {
     /// shape). `watch` prints it to stderr when stopped.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
+    /// Also write one JSON event per line (connection attempts and outcomes)
+    /// to this file. If writes fail (disk full), the file keeps whole lines
+    /// and the command ends with exit status 4.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 }

@@ -339,6 +339,19 @@ impl FileSource {
             Savefile::Path(p) => Box::new(File::open(p).map_err(io_err)?),
             Savefile::Embedded { bytes, .. } => Box::new(io::Cursor::new(*bytes)),
         };
+        Self::open_reader(path, file)
+    }
+
+    /// Opens a savefile from any reader (`path` names it in messages and
+    /// facts): the fuzz target feeds it bytes this way.
+    pub fn open_reader(
+        path: String,
+        file: Box<dyn Read + Send>,
+    ) -> Result<FileSource, SourceError> {
+        let io_err = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut win = Window::new(file);
         let (magic, n) = win.read_array::<4>().map_err(io_err)?;
         if n < 4 {
