@@ -84,6 +84,9 @@ pub enum Peer {
 /// Most nodes a site may list (README "Limits"): a larger site is refused
 /// with a clear error, and a reload to it keeps the old configuration.
 pub const MAX_NODES: usize = 10_000;
+/// Most endpoints (nodes, user networks and externals together): endpoint
+/// ids are 16 bits.
+pub const MAX_ENDPOINTS: usize = 20_000;
 /// Most required edges a site may imply (counted before any is built).
 pub const MAX_REQUIRED_EDGES: usize = 1_000_000;
 
@@ -132,17 +135,22 @@ impl Policy {
     /// for overrides that match no edge.
     pub fn compile(model: Model, site: Site, site_file: &Path) -> Result<Policy, ConfigError> {
         let mut d = Diagnostics::new(site_file);
-        if site.nodes.len() > MAX_NODES {
-            d.push_raw(
-                1,
-                1,
-                "nodes".into(),
-                format!(
-                    "{} nodes, more than the limit of {MAX_NODES} (README \"Limits\"); split the site",
-                    site.nodes.len()
-                ),
-            );
-            return Err(d.finish(()).unwrap_err());
+        let endpoints = site.nodes.len() + site.user_networks.len() + site.externals.len();
+        let too_big = if site.nodes.len() > MAX_NODES {
+            Some(format!(
+                "{} nodes, more than the limit of {MAX_NODES}",
+                site.nodes.len()
+            ))
+        } else if endpoints > MAX_ENDPOINTS {
+            Some(format!(
+                "{endpoints} nodes, user networks and externals, more than the limit of {MAX_ENDPOINTS}"
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = too_big {
+            let msg = format!("{what} (README \"Limits and faults\"); split the site");
+            return Err(site_too_big(site_file, msg));
         }
         let mut endpoints = Vec::new();
         let mut push = |name: &str, kind, index| {
@@ -202,16 +210,13 @@ impl Policy {
             .map(|e| e.srcs.len().saturating_mul(e.dsts.len()))
             .fold(0, usize::saturating_add);
         if required > MAX_REQUIRED_EDGES {
-            d.push_raw(
-                1,
-                1,
-                "nodes".into(),
+            return Err(site_too_big(
+                site_file,
                 format!(
                     "the site implies up to {required} required edges, more than the limit of \
-                     {MAX_REQUIRED_EDGES} (README \"Limits\"); split the site"
+                     {MAX_REQUIRED_EDGES} (README \"Limits and faults\"); split the site"
                 ),
-            );
-            return Err(d.finish(()).unwrap_err());
+            ));
         }
         p.derive_required_edges();
         p.apply_allowances(&mut d);
@@ -655,6 +660,19 @@ impl Policy {
     pub fn port_label(&self, port: u16) -> Option<u16> {
         (self.model.knows_port(port) || self.site.allow.iter().any(|a| a.port == port))
             .then_some(port)
+    }
+}
+
+/// A site past a size limit: one problem, about the whole node list.
+fn site_too_big(site_file: &Path, message: String) -> ConfigError {
+    ConfigError {
+        diagnostics: vec![crate::diag::Diagnostic {
+            file: site_file.to_path_buf(),
+            line: 1,
+            column: 1,
+            field: "nodes".into(),
+            message,
+        }],
     }
 }
 
