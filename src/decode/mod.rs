@@ -18,6 +18,8 @@ mod segment;
 mod tcp;
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
