@@ -580,3 +580,64 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
     assert_eq!(nodes_seen, 10_000);
     assert!(alive(&mut child));
 }
+
+/// Under a descriptor limit (prlimit 64) below what the default
+/// connection cap would need, the cap is lowered to fit: a flood of idle
+/// connections never takes the descriptors the capture needs (the looping
+/// replay reopens its file every loop), and a scrape still answers.
+#[test]
+fn a_low_descriptor_limit_never_starves_the_capture() {
+    let addr = crate::util::free_addr();
+    let pcap = fixture("demo.pcap");
+    let dir = TempDir::new("emfile");
+    let log_path = dir.0.join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Child(
+        Command::new("prlimit")
+            .arg("--nofile=64")
+            .arg(bin())
+            .args(["run", "--site", "multi-node", "--loop", "--speed", "1000"])
+            .arg("--replay")
+            .arg(&pcap)
+            .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            alive(&mut child) && Instant::now() < deadline,
+            "never ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
+    let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
+    let idle: Vec<_> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let got = crate::util::http_get(addr, "/metrics");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(alive(&mut child), "the daemon died: {log}");
+        assert_eq!(got.map(|r| r.0), Some(200), "{log}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "scrape took {:?}",
+            t.elapsed()
+        );
+    }
+    let m = crate::util::http_get(addr, "/metrics").unwrap().1;
+    assert!(packets(&m) > before, "capture stalled");
+    assert_eq!(crate::util::sample(&m, "portwatch_capture_up"), Some(1.0));
+    drop(idle);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("HTTP connection cap lowered"), "{log}");
+    assert!(!log.contains("capture failed"), "{log}");
+}

@@ -17,7 +17,7 @@ use super::signals::{Signal, Signals};
 use super::{load, print, print_summary, Error, Status};
 use crate::export::http::{router, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
-use crate::export::serve::{serve, Limits};
+use crate::export::serve::{descriptor_limit, serve, Limits};
 use crate::policy::Visibility;
 use crate::time::Timestamp;
 
@@ -106,11 +106,18 @@ async fn supervise(
     let metrics = state.metrics.clone();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let faults = metrics.faults.clone();
+    let limits = Limits::for_descriptor_limit(descriptor_limit());
+    if limits.max_connections < Limits::default().max_connections {
+        tracing::info!(
+            max_connections = limits.max_connections,
+            "HTTP connection cap lowered to leave file descriptors for the capture"
+        );
+    }
     let server = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
-        serve(listener, router(state), Limits::default(), faults, shutdown).await;
+        serve(listener, router(state), limits, faults, shutdown).await;
     });
     let mut signals = Signals::new(true);
     loop {

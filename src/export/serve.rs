@@ -54,6 +54,32 @@ impl Default for Limits {
     }
 }
 
+/// Descriptors kept out of the HTTP side's reach: capture handles, capture
+/// files (a looping replay reopens them), the runtime's own.
+pub const RESERVED_DESCRIPTORS: u64 = 32;
+
+impl Limits {
+    /// The defaults, with the connection cap lowered to half of what the
+    /// descriptor limit leaves after [`RESERVED_DESCRIPTORS`], so HTTP can
+    /// never take the descriptors the capture needs.
+    pub fn for_descriptor_limit(nofile: Option<u64>) -> Limits {
+        let mut l = Limits::default();
+        if let Some(n) = nofile {
+            let room =
+                usize::try_from(n.saturating_sub(RESERVED_DESCRIPTORS) / 2).unwrap_or(usize::MAX);
+            l.max_connections = l.max_connections.min(room).max(1);
+        }
+        l
+    }
+}
+
+/// The soft limit on open files (`ulimit -n`), from /proc on Linux.
+pub fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// One open connection, as the cap sees it.
 struct Conn {
     id: u64,
@@ -245,6 +271,25 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         let _ = stop.send(());
         rt.block_on(server).unwrap();
+    }
+
+    #[test]
+    fn the_cap_leaves_descriptors_for_the_capture() {
+        assert_eq!(
+            Limits::for_descriptor_limit(None).max_connections,
+            MAX_CONNECTIONS
+        );
+        assert_eq!(
+            Limits::for_descriptor_limit(Some(8192)).max_connections,
+            MAX_CONNECTIONS
+        );
+        assert_eq!(
+            Limits::for_descriptor_limit(Some(1024)).max_connections,
+            MAX_CONNECTIONS
+        );
+        assert_eq!(Limits::for_descriptor_limit(Some(64)).max_connections, 16);
+        assert_eq!(Limits::for_descriptor_limit(Some(3)).max_connections, 1);
+        assert!(descriptor_limit().is_some_and(|n| n > 0));
     }
 
     #[test]

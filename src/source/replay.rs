@@ -57,6 +57,8 @@ pub struct Replay {
     loops: u64,
     /// The last frame was delivered unpaced, too far ahead of the clock.
     stray: bool,
+    /// Reopening the files for the next loop failed (and was logged).
+    reopen_failing: bool,
 }
 
 impl Replay {
@@ -73,6 +75,7 @@ impl Replay {
             span: None,
             loops: 0,
             stray: false,
+            reopen_failing: false,
         })
     }
 
@@ -98,10 +101,11 @@ impl Replay {
 
     /// At the end of the files: open them again one span later.
     fn restart(&mut self) -> Result<bool, SourceError> {
-        let Some((first, last)) = self.span.take() else {
+        let Some((first, last)) = self.span else {
             return Ok(false); // an empty capture: nothing to loop over
         };
         self.files = MergedFiles::open_savefiles(&self.savefiles)?;
+        self.span = None;
         self.shift += last.saturating_sub(first) + LOOP_GAP;
         self.loops += 1;
         Ok(true)
@@ -111,10 +115,25 @@ impl Replay {
 impl Source for Replay {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let Some(next) = self.files.next_ts() else {
-            return Ok(if self.opts.looping && self.restart()? {
-                Poll::Idle
-            } else {
-                Poll::End
+            if !self.opts.looping {
+                return Ok(Poll::End);
+            }
+            // A failed reopen (out of descriptors, a file being replaced)
+            // is retried, not fatal: the daemon around it keeps serving.
+            return Ok(match self.restart() {
+                Ok(true) => {
+                    self.reopen_failing = false;
+                    Poll::Idle
+                }
+                Ok(false) => Poll::End,
+                Err(e) => {
+                    if !self.reopen_failing {
+                        tracing::warn!(error = %e, "cannot reopen the capture files for the next loop; retrying");
+                        self.reopen_failing = true;
+                    }
+                    std::thread::sleep(MAX_WAIT);
+                    Poll::Idle
+                }
             });
         };
         let shift = self.shift;
@@ -269,6 +288,36 @@ mod tests {
         assert_eq!(seen, [100, 2_000_000_000, 2_000_000_001]);
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert!(now >= Timestamp::from_secs_nanos(2_000_000_000, 0), "{now}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A loop whose files cannot be reopened (gone, out of descriptors)
+    /// waits and retries instead of failing the capture.
+    #[test]
+    fn a_failed_reopen_is_retried_not_fatal() {
+        let dir = std::env::temp_dir().join(format!("portwatch-replay3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("one.pcap");
+        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        let opts = ReplayOptions {
+            speed: 1000.0,
+            looping: true,
+        };
+        let mut r = Replay::open(&[Savefile::Path(path.clone())], opts).unwrap();
+        let mut n = 0;
+        assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
+        std::fs::remove_file(&path).unwrap();
+        for _ in 0..3 {
+            assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Idle);
+        }
+        assert!(r.reopen_failing);
+        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n < 2 && Instant::now() < deadline {
+            r.poll(&mut |_| n += 1).unwrap();
+        }
+        assert_eq!(n, 2);
+        assert_eq!(r.loops(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
