@@ -641,3 +641,43 @@ fn a_low_descriptor_limit_never_starves_the_capture() {
     assert!(log.contains("HTTP connection cap lowered"), "{log}");
     assert!(!log.contains("capture failed"), "{log}");
 }
+
+/// A pcap record whose microsecond field is 0xFFFFFFFF (71 minutes): a
+/// decode error by reason that does not stretch the capture, so a clean
+/// capture stays clean (it used to make required edges look missing).
+#[test]
+fn an_out_of_range_fraction_does_not_stretch_the_capture() {
+    let dir = TempDir::new("badfrac");
+    let clean = fixture("site-multi-node.pcap");
+    let mut bytes = std::fs::read(&clean).unwrap();
+    // Walk the records (little-endian µs pcap) to the last one.
+    let mut at = 24;
+    let mut last = at;
+    while at + 16 <= bytes.len() {
+        last = at;
+        at += 16 + u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+    }
+    bytes[last + 4..last + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let damaged = dir.0.join("damaged.pcap");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let run = |f: &std::path::Path| {
+        let o = Command::new(bin())
+            .arg("replay")
+            .arg(f)
+            .args(["--site", "multi-node", "--format", "json"])
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), r)
+    };
+    let (code_clean, clean) = run(&clean);
+    let (code, r) = run(&damaged);
+    assert_eq!(code_clean, Some(0));
+    assert_eq!(code, Some(0), "{}", r["summary"]);
+    assert_eq!(r["capture"]["decode_errors"]["invalid_timestamp"], 1);
+    assert!(
+        r["capture"]["duration_seconds"].as_f64().unwrap()
+            <= clean["capture"]["duration_seconds"].as_f64().unwrap()
+    );
+    assert_eq!(r["capture"]["packets"], clean["capture"]["packets"]);
+}
