@@ -19,5 +19,5 @@ fi
 cd "$here"
 cargo +nightly fuzz run "$target" "$corpus" -- \
     -max_total_time="$secs" -rss_limit_mb=512 -print_final_stats=1 2>&1 |
-    tee "$corpus/log" | grep -E '^(#[0-9]+ +DONE|stat::|==[0-9]+==|SUMMARY|Done)' || true
+    tee "$corpus/log" | grep -E '^(#[0-9]+[[:space:]]+DONE|stat::|==[0-9]+==|SUMMARY|Done)' || true
 grep -q 'Done [0-9]* runs' "$corpus/log" || { tail -40 "$corpus/log"; exit 1; }
