@@ -14,7 +14,9 @@ Exit status:
   3  a capture file is truncated or corrupt: the report covers what was read
   4  runtime failure: the capture failed, writing to stdout failed, or (replay,
      watch) the --events file could not be written in full: it holds whole lines only
-A closed stdout (`| head`) is no failure: the command stops quietly with the status above.";
+
+A closed stdout (`| head`) is not a failure: the command stops quietly, with
+the status its work earned (replay: the report's).";
 
 #[derive(Debug, Parser)]
 #[command(

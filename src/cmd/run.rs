@@ -21,11 +21,6 @@ use crate::export::serve::{descriptor_limit, serve, Limits};
 use crate::policy::Visibility;
 use crate::time::Timestamp;
 
-/// The demo capture (see fixtures/README.md), built into the binary.
-pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
-/// The bundled site the demo capture was made for.
-pub const DEMO_SITE: &str = "multi-node";
-
 pub fn run(s: RunSettings) -> Result<Status, Error> {
     if let Some(banner) = &s.banner {
         if let Err(e) = print(&format!("{banner}\n")) {
@@ -67,7 +62,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     let rec = Recorder::new(&metrics, &driver.interfaces());
     driver = driver.with_recorder(rec);
     if s.print {
-        driver = driver.with_printer(OnPrintError::Silence);
+        driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));
     }
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()

@@ -17,7 +17,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     signals::stop_on_signal(tx);
     tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
     let done = Driver::new(input, policy, vis, s.track)
-        .with_printer(OnPrintError::Stop)
+        .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
         .run(&rx, None)?;
     print_summary(&done.report, s.report.format);
