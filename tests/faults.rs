@@ -681,3 +681,62 @@ fn an_out_of_range_fraction_does_not_stretch_the_capture() {
     );
     assert_eq!(r["capture"]["packets"], clean["capture"]["packets"]);
 }
+
+/// `watch` on an interface that is deleted and re-created: it keeps
+/// capturing, logs the gap, and stops on SIGINT with its summary.
+#[test]
+fn watch_survives_a_vanished_interface() {
+    if !needs_root("watch_survives_a_vanished_interface") {
+        return;
+    }
+    let pid = std::process::id() % 1_000_000;
+    let (a, b) = (format!("pw9w{pid}"), format!("pw9x{pid}"));
+    assert!(Veth::add(&a, &b), "cannot create a veth pair");
+    let _veth = Veth(a.clone());
+    let dir = TempDir::new("watchgone");
+    let log_path = dir.0.join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Child(
+        Command::new(bin())
+            .args(["watch", "--site", "multi-node", "-i", &a])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let wait_log = |child: &mut Child, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap();
+            if log.contains(what) {
+                return;
+            }
+            assert!(alive(child), "watch exited: {log}");
+            assert!(Instant::now() < deadline, "no {what:?} in {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_log(&mut child, "capturing");
+    Veth::del(&a);
+    wait_log(&mut child, "capture interface lost");
+    assert!(Veth::add(&a, &b));
+    wait_log(&mut child, "capture interface back");
+    let ok = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("SUMMARY"), "{log}");
+}
