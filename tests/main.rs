@@ -48,13 +48,13 @@ mod deploy;
 mod e2e;
 mod events;
 mod examples;
+mod faults;
 mod firewall;
 mod fleet;
 mod golden;
 mod golden_metrics;
 mod layering;
 mod live;
-
 mod package;
 mod prereq;
 mod privileges;

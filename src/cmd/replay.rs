@@ -40,7 +40,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     if let Some((start, end)) = span {
         events.judge_edges(&pl, &vis, start, end);
     }
-    events.flush();
+    let logged = events.finish();
     let facts: Vec<SourceFacts> = input.facts();
     for f in &facts {
         if let Some(st) = &f.stopped {
@@ -66,5 +66,6 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             )?)?
         }
     }
+    logged?;
     Ok(Status::of(&report))
 }

@@ -26,18 +26,18 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx, events.is_on());
     tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
-    let report = Driver::new(input, policy.clone(), vis, s.track)
+    let done = Driver::new(input, policy.clone(), vis, s.track)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
         .run(&rx, None)?;
     match s.report.format {
-        ReportFormat::Table => print_summary(&report, Format::Table),
-        ReportFormat::Json => print_summary(&report, Format::Json),
+        ReportFormat::Table => print_summary(&done.report, Format::Table),
+        ReportFormat::Json => print_summary(&done.report, Format::Json),
         ReportFormat::Html => eprint!(
             "{}",
             report_page(
                 &policy,
-                &report,
+                &done.report,
                 s.report.layout,
                 format!("live capture on {}", s.interfaces.join(", ")),
                 None,
@@ -45,5 +45,6 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
             )?
         ),
     }
-    Ok(Status::of(&report))
+    done.events?;
+    Ok(Status::of(&done.report))
 }

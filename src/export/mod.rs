@@ -9,5 +9,5 @@ pub mod findings;
 pub mod graphviz;
 pub mod http;
 pub mod metrics;
-pub mod tls;
+pub mod serve;
 pub mod webconfig;

@@ -189,6 +189,7 @@ impl Plan {
 /// monitoring list's sensor port).
 fn known_ports(p: &Policy) -> BTreeSet<u16> {
     (p.model.rules.iter().map(|r| r.port))
+        // Stored edges: allowances and the monitoring list's sensor port.
         .chain(p.edges.iter().map(|e| e.port))
         .collect()
 }
@@ -198,7 +199,10 @@ fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
         Way::Inbound => "to",
         Way::Outbound => "from",
     };
-    let mut edges: Vec<_> = (p.edges.iter())
+    // Every expected edge, optional ones too (the policy stores only those
+    // something is attached to).
+    let all = p.all_edges();
+    let mut edges: Vec<_> = (all.iter())
         .filter(|e| match way {
             Way::Inbound => e.dst == node,
             Way::Outbound => e.src == node,
