@@ -399,7 +399,7 @@ impl Input {
         }
     }
 
-    fn sync_drops(&mut self, rec: &mut Recorder) {
+    fn sync_drops(&mut self, rec: &mut Recorder, pl: &mut Pipeline) {
         match self {
             Input::Replay(_) => {}
             Input::Live(l) => match l.stats() {
@@ -407,6 +407,10 @@ impl Input {
                     for (i, s) in stats.iter().enumerate() {
                         rec.capture_drops(i, u64::from(s.dropped), u64::from(s.if_dropped));
                     }
+                    let total = stats
+                        .iter()
+                        .map(|s| u64::from(s.dropped) + u64::from(s.if_dropped));
+                    pl.capture_drops(Timestamp::now(), total.sum());
                 }
                 Err(e) => tracing::warn!(error = %e, "reading capture statistics failed"),
             },
@@ -431,7 +435,6 @@ struct Capture {
     pl: Pipeline,
     rec: Recorder,
     vis: Visibility,
-    track: TrackConfig,
     printer: Option<FindingPrinter>,
     /// Start of observation: first frame of a replay, start time live.
     since: Option<Timestamp>,
@@ -459,7 +462,6 @@ impl Capture {
             pl,
             rec,
             vis,
-            track: s.track,
             printer: s.print.then(FindingPrinter::default),
             ended: false,
             end_ts: None,
@@ -577,24 +579,18 @@ impl Capture {
     }
 
     fn tick(&mut self) {
-        self.input.sync_drops(&mut self.rec);
+        self.input.sync_drops(&mut self.rec, &mut self.pl);
         if let (Some(since), Some(now)) = (self.since, self.now()) {
             self.rec.tick(&self.pl, since, now.max(since));
         }
     }
 
-    /// Switch to a new policy. Attempts still pending are judged under the
-    /// old one (their outcome is counted now); required-edge evidence is
-    /// carried over by endpoint names and port.
+    /// Switch to a new policy, keeping the handshake table: attempts still
+    /// pending are judged under the new policy when their answer comes;
+    /// required-edge evidence is carried over by endpoint names and port.
     fn reload(&mut self, policy: Arc<Policy>, vis: Visibility) {
-        if let Some(now) = self.now() {
-            self.pl.finish(now);
-        }
         self.drain();
-        let mut pl = Pipeline::new(policy.clone(), self.track);
-        pl.record_events(true);
-        pl.carry_evidence(&self.pl);
-        self.pl = pl;
+        self.pl.swap_policy(policy.clone());
         self.vis = vis;
         self.rec.set_policy(&policy, &self.vis);
         self.tick();

@@ -7,22 +7,26 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, explain, Classification, Verdict};
-use crate::decode::{decode, Control, Decoded, Segment, Skip};
+use crate::classify::{classify, explain, Classification};
+use crate::decode::{decode_wanting, Control, Decoded, Segment, Skip, Wanted};
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
 use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
-use crate::time::Timestamp;
+use crate::time::{CaptureClock, Held, Timestamp};
 
 /// How often (in capture time) the handshake table is swept.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Least capture time between two [`Event::Evidence`] of one edge.
+const EVIDENCE_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Packet counts by what decoding made of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     pub frames: u64,
-    pub controls: [u64; 4],
+    /// By [`Control`]; `Ack` counts the non-control segments decoded for
+    /// evidence (they are also in `skipped`, as `not_control`).
+    pub controls: [u64; 5],
     pub skipped: [u64; 4],
     /// By `DecodeError::reason()`: a closed set.
     pub errors: BTreeMap<&'static str, u64>,
@@ -71,27 +75,84 @@ pub enum Ingested {
     Malformed,
 }
 
+/// The pipeline's tag for a tracked connection: its flow row, and the
+/// expected edge it belongs to (for evidence while it is open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    pub row: RowId,
+    pub edge: Option<EdgeId>,
+}
+
+/// A 65,536-bit set of ports.
+struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    fn of(ports: impl IntoIterator<Item = u16>) -> Self {
+        let mut bits = Box::new([0u64; 1024]);
+        for p in ports {
+            bits[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        PortSet(bits)
+    }
+
+    #[inline]
+    fn contains(&self, p: u16) -> bool {
+        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+    }
+}
+
+/// Which non-control segments are worth a full decode: those on a port of a
+/// required edge (evidence, also for connections open before the capture),
+/// and those towards a port with an attempt waiting for its answer (the
+/// client's ACK proves the handshake completed). Everything else keeps the
+/// fixed-offset fast path.
+struct Interest<'a> {
+    required: &'a PortSet,
+    table: &'a HandshakeTable<Tag>,
+}
+
+impl Wanted for Interest<'_> {
+    #[inline]
+    fn wants(&self, src_port: u16, dst_port: u16) -> bool {
+        self.required.contains(src_port)
+            || self.required.contains(dst_port)
+            || self.table.pending_on(dst_port)
+    }
+}
+
 pub struct Pipeline {
     policy: Arc<Policy>,
-    table: HandshakeTable<RowId>,
+    required_ports: PortSet,
+    table: HandshakeTable<Tag>,
     tally: Tally,
     clock: EdgeClock,
+    time: CaptureClock,
     stats: DecodeStats,
-    span: Option<(Timestamp, Timestamp)>,
     next_expiry: Timestamp,
+    drops_seen: u64,
+    /// Segments of frames with a suspect timestamp (at most
+    /// [`crate::time::CONFIRM_FRAMES`]` - 1`), with those timestamps.
+    held: Vec<(Timestamp, Segment)>,
     events: Option<Vec<Event>>,
+}
+
+fn required_ports(p: &Policy) -> PortSet {
+    PortSet::of(p.edges.iter().filter(|e| e.required).map(|e| e.port))
 }
 
 impl Pipeline {
     pub fn new(policy: Arc<Policy>, config: TrackConfig) -> Self {
         Pipeline {
             clock: EdgeClock::new(&policy),
+            required_ports: required_ports(&policy),
             policy,
             table: HandshakeTable::new(config),
             tally: Tally::default(),
+            time: CaptureClock::default(),
             stats: DecodeStats::default(),
-            span: None,
             next_expiry: Timestamp::ZERO,
+            drops_seen: 0,
+            held: Vec::new(),
             events: None,
         }
     }
@@ -122,67 +183,117 @@ impl Pipeline {
         &self.stats
     }
 
-    pub fn table(&self) -> &HandshakeTable<RowId> {
+    pub fn table(&self) -> &HandshakeTable<Tag> {
         &self.table
     }
 
-    /// First and last frame timestamps seen.
+    /// The capture's clock: span and timestamp anomalies.
+    pub fn time(&self) -> &CaptureClock {
+        &self.time
+    }
+
+    /// First and last frame timestamps that set the clock (frames with
+    /// stray timestamps excluded).
     pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
-        self.span
+        self.time.span()
     }
 
     /// Decode one frame and apply it; says what the frame was.
     pub fn ingest(&mut self, frame: &Frame<'_>) -> Ingested {
         self.stats.frames += 1;
-        let ts = frame.ts;
-        self.span = Some(match self.span {
-            None => (ts, ts),
-            Some((a, b)) => (a.min(ts), b.max(ts)),
-        });
-        let what = match decode(frame.linktype, frame.data) {
+        let admit = self.time.admit(frame.ts);
+        let wanted = Interest {
+            required: &self.required_ports,
+            table: &self.table,
+        };
+        let (what, seg) = match decode_wanting(frame.linktype, frame.data, &wanted) {
             Ok(Decoded::Control(seg)) => {
                 self.stats.controls[seg.control as usize] += 1;
-                self.process(ts, &seg);
-                Ingested::Control(seg.control)
+                match seg.control {
+                    // Counted as what it is on the wire: not a control packet.
+                    Control::Ack => {
+                        self.stats.skipped[Skip::NotControl as usize] += 1;
+                        (Ingested::Skipped(Skip::NotControl), Some(seg))
+                    }
+                    c => (Ingested::Control(c), Some(seg)),
+                }
             }
             Ok(Decoded::Skipped(s)) => {
                 self.stats.skipped[s as usize] += 1;
-                Ingested::Skipped(s)
+                (Ingested::Skipped(s), None)
             }
             Err(e) => {
                 *self.stats.errors.entry(e.reason()).or_default() += 1;
-                Ingested::Malformed
+                (Ingested::Malformed, None)
             }
         };
-        if ts >= self.next_expiry {
-            self.advance(ts);
+        self.release_held(admit.held);
+        match (admit.at, seg) {
+            (Some(ts), Some(seg)) => self.process(ts, &seg),
+            // A suspect timestamp: held until the frames after it decide.
+            (None, Some(seg)) => self.held.push((frame.ts, seg)),
+            _ => {}
+        }
+        if let Some(ts) = admit.at {
+            if ts >= self.next_expiry {
+                self.expire_to(ts);
+            }
         }
         what
+    }
+
+    /// Process the segments held on suspect timestamps, now that the clock
+    /// has decided: at their own times if confirmed, at the clock if strays.
+    fn release_held(&mut self, fate: Held) {
+        if fate == Held::Keep || self.held.is_empty() {
+            return;
+        }
+        let now = self.time.now().unwrap_or_default();
+        for (ts, seg) in std::mem::take(&mut self.held) {
+            let at = if fate == Held::Confirmed { ts } else { now };
+            self.process(at, &seg);
+        }
     }
 
     /// Take over the required-edge evidence of `old` (a pipeline on the
     /// previous policy), matching edges by endpoint names and port, so a
     /// reload does not make every edge look unseen.
     pub fn carry_evidence(&mut self, old: &Pipeline) {
-        let (new_p, old_p) = (&self.policy, &old.policy);
-        for (i, e) in new_p.edges.iter().enumerate() {
-            let id = |p: &Policy, name: &str| p.endpoint_id(name).map(Peer::Endpoint);
-            let src = id(old_p, &new_p.endpoint(e.src).name);
-            let dst = id(old_p, &new_p.endpoint(e.dst).name);
-            let Some(was) = src
-                .zip(dst)
-                .and_then(|(s, d)| old_p.find_edge(s, d, e.port))
-            else {
-                continue;
-            };
-            if let Some((first, last)) = old.clock.first_last(was) {
-                self.clock
-                    .restore(EdgeId(i as u32), first, last, old.clock.count(was));
-            }
-        }
+        self.clock = carried_clock(&self.policy, &old.policy, &old.clock);
     }
 
-    /// Apply one control segment at `ts`.
+    /// Switch to a new policy (a reload), keeping the handshake table and
+    /// the capture clock: attempts still pending are judged under the new
+    /// policy when their answer comes, open connections stay evidence for
+    /// the new policy's edges, and required-edge evidence is carried over by
+    /// endpoint names and port. Counts and findings start afresh.
+    pub fn swap_policy(&mut self, policy: Arc<Policy>) {
+        let mut clock = carried_clock(&policy, &self.policy, &self.clock);
+        self.table.retag(|key, open| {
+            let c = classify(&policy, key.client, key.server, key.server_port);
+            let edge = c.edge();
+            if let (true, Some(e)) = (open, edge) {
+                clock.opened(e);
+            }
+            Tag { row: None, edge }
+        });
+        self.clock = clock;
+        self.required_ports = required_ports(&policy);
+        self.tally = Tally::default();
+        self.policy = policy;
+    }
+
+    /// The capture's drop counters (summed over interfaces) read `total`
+    /// at `at`: if they grew, required edges cannot be declared missing
+    /// over a window that includes `at`.
+    pub fn capture_drops(&mut self, at: Timestamp, total: u64) {
+        if total > self.drops_seen {
+            self.clock.note_drops(at);
+        }
+        self.drops_seen = total;
+    }
+
+    /// Apply one segment at `ts`.
     pub fn process(&mut self, ts: Timestamp, seg: &Segment) {
         let Pipeline {
             policy,
@@ -196,35 +307,42 @@ impl Pipeline {
         // The tag is made inside `observe` for a new attempt only.
         let mut made: Option<(Classification, FlowKey)> = None;
         {
-            let mut sink =
-                |e: TableEvent<RowId>| on_table_event(policy, tally, clock, events, ts, e);
+            let mut sink = |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, ts, e);
             let new_tag = |key: &FlowKey| {
                 let c = classify(policy, key.client, key.server, key.server_port);
                 made = Some((c, *key));
-                None
+                Tag::default()
             };
             table.observe(ts, seg, new_tag, &mut sink);
         }
         if let Some((c, key)) = made {
             let row = tally.attempt(ts, &c, key.client, key.server);
-            table.set_tag(&key, row);
-            if let Some(edge) = c.edge() {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+            let edge = c.edge();
+            table.set_tag(&key, Tag { row, edge });
+            if let Some(edge) = edge {
+                evidence(clock, events, edge, ts);
             }
             push(events, Event::Connection { ts, class: c, key });
         }
     }
 
-    /// Move time forward to `now` (capture time, or the wall clock for a
-    /// quiet live capture): judge timed-out attempts, drop idle entries.
+    /// Move time forward to `now` from a trusted clock (the wall clock of a
+    /// quiet live capture, a paced replay): judge timed-out attempts, drop
+    /// idle entries.
     pub fn advance(&mut self, now: Timestamp) {
+        self.time.advance_to(now);
+        self.expire_to(now);
+    }
+
+    fn expire_to(&mut self, now: Timestamp) {
         self.drive(now, |table, mut sink| table.expire(now, &mut sink));
         self.next_expiry = now.saturating_add(EXPIRY_INTERVAL);
     }
 
     /// The capture ended at `end`: every pending attempt gets its outcome.
     pub fn finish(&mut self, end: Timestamp) {
+        let fate = self.time.end();
+        self.release_held(fate);
         self.drive(end, |table, mut sink| table.finish(end, &mut sink));
     }
 
@@ -232,7 +350,7 @@ impl Pipeline {
     fn drive(
         &mut self,
         at: Timestamp,
-        f: impl FnOnce(&mut HandshakeTable<RowId>, &mut dyn FnMut(TableEvent<RowId>)),
+        f: impl FnOnce(&mut HandshakeTable<Tag>, &mut dyn FnMut(TableEvent<Tag>)),
     ) {
         let Pipeline {
             policy,
@@ -253,9 +371,38 @@ impl Pipeline {
     }
 }
 
+/// `old_clock` (of `old`) with its evidence moved to the matching edges of
+/// `new` (same endpoint names and port).
+fn carried_clock(new: &Policy, old: &Policy, old_clock: &EdgeClock) -> EdgeClock {
+    let mut clock = EdgeClock::new(new);
+    for (i, e) in new.edges.iter().enumerate() {
+        let id = |p: &Policy, name: &str| p.endpoint_id(name).map(Peer::Endpoint);
+        let src = id(old, &new.endpoint(e.src).name);
+        let dst = id(old, &new.endpoint(e.dst).name);
+        let Some(was) = src.zip(dst).and_then(|(s, d)| old.find_edge(s, d, e.port)) else {
+            continue;
+        };
+        if let Some((first, last)) = old_clock.first_last(was) {
+            clock.restore(EdgeId(i as u32), first, last, old_clock.count(was));
+        }
+    }
+    clock.carry_drops(old_clock);
+    clock
+}
+
 fn push(events: &mut Option<Vec<Event>>, e: Event) {
     if let Some(v) = events {
         v.push(e);
+    }
+}
+
+/// Evidence for `edge` at `ts`. The event (which moves a gauge) is sent at
+/// most once a second per edge: data segments of a busy connection are
+/// evidence too, and need not each be an event.
+fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId, ts: Timestamp) {
+    let was = clock.observe(edge, ts);
+    if was.map_or(true, |w| ts >= w.saturating_add(EVIDENCE_EVENT_INTERVAL)) {
+        push(events, Event::Evidence { ts, edge });
     }
 }
 
@@ -265,15 +412,23 @@ fn on_table_event(
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     ts: Timestamp,
-    e: TableEvent<RowId>,
+    e: TableEvent<Tag>,
 ) {
     match e {
         // Attempts are handled by the caller once the tag is known.
         TableEvent::Attempt { .. } => {}
-        TableEvent::Retransmission { tag } => tally.retransmission(tag),
-        TableEvent::Resolved { tag, key, outcome } => {
+        TableEvent::Retransmission { tag } => tally.retransmission(tag.row),
+        TableEvent::Resolved {
+            tag,
+            key,
+            outcome,
+            inferred,
+        } => {
             let c = classify(policy, key.client, key.server, key.server_port);
-            tally.outcome(ts, tag, &c, key.client, key.server, outcome);
+            tally.outcome(ts, tag.row, &c, key.client, key.server, outcome, inferred);
+            if let (Outcome::Established, Some(edge)) = (outcome, tag.edge) {
+                clock.opened(edge);
+            }
             push(
                 events,
                 Event::Outcome {
@@ -285,33 +440,32 @@ fn on_table_event(
             );
         }
         TableEvent::Activity { tag } => {
-            let edge = tag
-                .map(|row| tally.row(row))
-                .filter(|r| r.key.verdict == Verdict::Expected)
-                .and_then(|r| policy.find_edge(r.key.src, r.key.dst, r.key.port));
-            if let Some(edge) = edge {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+            if let Some(edge) = tag.edge {
+                evidence(clock, events, edge, ts);
+            }
+        }
+        TableEvent::Closed { tag } => {
+            if let Some(edge) = tag.edge {
+                clock.closed(edge);
             }
         }
         TableEvent::Untracked { segment } => {
             if let Some(edge) = edge_of_untracked(policy, &segment) {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+                evidence(clock, events, edge, ts);
             }
         }
     }
 }
 
-/// A FIN, RST or SYN-ACK of a connection whose SYN was not seen: which
-/// expected edge it belongs to, trying both ends as the listener.
+/// A segment of a connection whose SYN was not seen: which expected edge
+/// it belongs to, trying both ends as the listener.
 fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
     let edge = |client: IpAddr, server: IpAddr, port: u16| {
         policy.find_edge(policy.peer_of(client), policy.peer_of(server), port)
     };
     match s.control {
         Control::SynAck => edge(s.dst, s.src, s.src_port),
-        Control::Fin | Control::Rst => {
+        Control::Fin | Control::Rst | Control::Ack => {
             edge(s.src, s.dst, s.dst_port).or_else(|| edge(s.dst, s.src, s.src_port))
         }
         Control::Syn => None,

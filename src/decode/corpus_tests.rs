@@ -20,6 +20,10 @@ const EXPLAINED: &[(&str, &str)] = &[
         "IPv4 AH is not walked",
     ),
     ("libpcap__filter__http_PPI.pcap", PPI),
+    (
+        "suricata__issue-3341-tcphdr-01__urgent11_cve_2019_12260.pcap",
+        "one SYN carries FIN too: no stack opens a connection so, and we count it as a decode error (tcp_syn_fin), not an attempt",
+    ),
     ("ndpi__6in4tunnel.pcap", TUNNEL),
     ("ndpi__vxlan.pcap", TUNNEL),
     ("tcpdump__geneve.pcap", TUNNEL),

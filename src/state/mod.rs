@@ -5,7 +5,7 @@ pub mod edges;
 pub mod handshake;
 pub mod tally;
 
-pub use edges::{EdgeClock, EdgeState};
+pub use edges::{EdgeClock, EdgeState, Unobserved};
 pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
 
 /// The map of the per-packet paths: foldhash is several times faster than
