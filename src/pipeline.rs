@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification};
-use crate::decode::{decode_wanting, Control, Decoded, Segment, Skip, Wanted};
+use crate::decode::{
+    decode_wanting, flow_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
+};
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
@@ -101,28 +103,67 @@ impl PortSet {
     }
 }
 
-/// Which non-control segments are worth a full decode: those on a port of a
-/// required edge (evidence, also for connections open before the capture),
-/// and those towards a port with an attempt waiting for its answer (the
-/// client's ACK proves the handshake completed). Everything else keeps the
-/// fixed-offset fast path.
+/// Which non-control segments are worth a full decode: those of an attempt
+/// waiting for its answer (the client's ACK proves the handshake
+/// completed), and on a port of a required edge those of a 4-tuple not
+/// examined in the last [`RECENT_FOR`] (evidence, also for connections open
+/// before the capture: once a second per connection is enough). Everything
+/// else keeps the fixed-offset fast path.
 struct Interest<'a> {
     required: &'a PortSet,
     table: &'a HandshakeTable<Tag>,
+    recent: &'a Recent,
+    now: Timestamp,
 }
 
 impl Wanted for Interest<'_> {
     #[inline]
-    fn wants(&self, src_port: u16, dst_port: u16) -> bool {
-        self.required.contains(src_port)
-            || self.required.contains(dst_port)
-            || self.table.pending_on(dst_port)
+    fn wants(&self, t: &RawTuple<'_>) -> bool {
+        let required = self.required.contains(t.src_port) || self.required.contains(t.dst_port);
+        let pending = self.table.pending_on(t.dst_port);
+        if !required && !pending {
+            return false;
+        }
+        let h = t.hash();
+        (pending && self.table.pending_tuple(h)) || (required && !self.recent.fresh(h, self.now))
+    }
+}
+
+/// How long (at least; at most a second more) a 4-tuple's non-control
+/// segments are skipped after one was examined for evidence.
+const RECENT_FOR: Duration = Duration::from_secs(1);
+const RECENT_SLOTS: usize = 2048;
+
+/// 4-tuples examined lately, direct-mapped by [`flow_hash`] (a collision
+/// only costs a decode): the hash and until when (whole seconds, so 16 KiB
+/// in all, in the L1 cache).
+struct Recent(Box<[(u32, u32); RECENT_SLOTS]>);
+
+fn whole_secs(t: Timestamp) -> u32 {
+    u32::try_from(t.as_nanos() / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+impl Recent {
+    fn new() -> Self {
+        Recent(Box::new([(0, 0); RECENT_SLOTS]))
+    }
+
+    #[inline]
+    fn fresh(&self, h: u32, now: Timestamp) -> bool {
+        let (tag, until) = self.0[h as usize % RECENT_SLOTS];
+        tag == h && whole_secs(now) < until
+    }
+
+    fn mark(&mut self, h: u32, now: Timestamp) {
+        let until = whole_secs(now).saturating_add(RECENT_FOR.as_secs() as u32 + 1);
+        self.0[h as usize % RECENT_SLOTS] = (h, until);
     }
 }
 
 pub struct Pipeline {
     policy: Arc<Policy>,
     required_ports: PortSet,
+    recent: Recent,
     table: HandshakeTable<Tag>,
     tally: Tally,
     clock: EdgeClock,
@@ -145,6 +186,7 @@ impl Pipeline {
         Pipeline {
             clock: EdgeClock::new(&policy),
             required_ports: required_ports(&policy),
+            recent: Recent::new(),
             policy,
             table: HandshakeTable::new(config),
             tally: Tally::default(),
@@ -205,6 +247,8 @@ impl Pipeline {
         let wanted = Interest {
             required: &self.required_ports,
             table: &self.table,
+            recent: &self.recent,
+            now: admit.at.unwrap_or(frame.ts),
         };
         let (what, seg) = match decode_wanting(frame.linktype, frame.data, &wanted) {
             Ok(Decoded::Control(seg)) => {
@@ -212,6 +256,8 @@ impl Pipeline {
                 match seg.control {
                     // Counted as what it is on the wire: not a control packet.
                     Control::Ack => {
+                        let h = flow_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
+                        self.recent.mark(h, wanted.now);
                         self.stats.skipped[Skip::NotControl as usize] += 1;
                         (Ingested::Skipped(Skip::NotControl), Some(seg))
                     }
@@ -227,7 +273,9 @@ impl Pipeline {
                 (Ingested::Malformed, None)
             }
         };
-        self.release_held(admit.held);
+        if admit.held != Held::Keep {
+            self.release_held(admit.held);
+        }
         match (admit.at, seg) {
             (Some(ts), Some(seg)) => self.process(ts, &seg),
             // A suspect timestamp: held until the frames after it decide.
@@ -244,6 +292,7 @@ impl Pipeline {
 
     /// Process the segments held on suspect timestamps, now that the clock
     /// has decided: at their own times if confirmed, at the clock if strays.
+    #[cold]
     fn release_held(&mut self, fate: Held) {
         if fate == Held::Keep || self.held.is_empty() {
             return;

@@ -148,6 +148,7 @@ fn near(a: Timestamp, b: Timestamp) -> bool {
 
 impl CaptureClock {
     /// Take a frame's timestamp.
+    #[inline]
     pub fn admit(&mut self, ts: Timestamp) -> Admit {
         let at = |t| Admit {
             at: Some(t),

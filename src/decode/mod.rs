@@ -32,12 +32,73 @@ pub use ip::MAX_IPV6_EXTENSIONS;
 pub use link::MAX_VLAN_TAGS;
 pub use segment::{BadFlags, Control, Decoded, Segment, Skip};
 
+use std::net::IpAddr;
+
 use crate::source::LinkType;
 
-/// Which non-control segments the caller wants decoded, by port: `(source
-/// port, destination port) -> bool`. Anything else is `Skipped(NotControl)`.
+/// The addresses (4 or 16 bytes each) and ports of a TCP segment, as the
+/// pre-check reads them.
+#[derive(Clone, Copy, Debug)]
+pub struct RawTuple<'a> {
+    pub src: &'a [u8],
+    pub dst: &'a [u8],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl RawTuple<'_> {
+    /// [`flow_hash`] of this tuple.
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        flow_hash(self.src, self.dst, self.src_port, self.dst_port)
+    }
+}
+
+/// A cheap, fixed hash of a directed 4-tuple (not for maps exposed to
+/// crafted keys: only for filters whose worst case is a wasted decode).
+#[inline]
+pub fn flow_hash(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (u64::from(src_port) << 16 | u64::from(dst_port)).wrapping_mul(K);
+    for c in src.chunks_exact(4).chain(dst.chunks_exact(4)) {
+        let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
+    }
+    (h >> 32) as u32
+}
+
+/// [`flow_hash`] of addresses as the decoder reports them.
+#[inline]
+pub fn flow_hash_of(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> u32 {
+    let (s, d) = (octets(src), octets(dst));
+    flow_hash(s.as_slice(), d.as_slice(), src_port, dst_port)
+}
+
+fn octets(a: IpAddr) -> Octets {
+    match a {
+        IpAddr::V4(a) => Octets::V4(a.octets()),
+        IpAddr::V6(a) => Octets::V6(a.octets()),
+    }
+}
+
+enum Octets {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Octets {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Octets::V4(a) => a,
+            Octets::V6(a) => a,
+        }
+    }
+}
+
+/// Which non-control segments the caller wants decoded. Anything else is
+/// `Skipped(NotControl)`.
 pub trait Wanted {
-    fn wants(&self, src_port: u16, dst_port: u16) -> bool;
+    fn wants(&self, t: &RawTuple<'_>) -> bool;
 }
 
 /// Wants no non-control segment: control segments only.
@@ -45,7 +106,7 @@ pub struct ControlOnly;
 
 impl Wanted for ControlOnly {
     #[inline]
-    fn wants(&self, _: u16, _: u16) -> bool {
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
         false
     }
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::bytes::{be16, be32, u8_at};
 use super::error::{DecodeError, Layer};
 use super::segment::{BadFlags, Control, Decoded, Segment, Skip};
-use super::Wanted;
+use super::{octets, RawTuple, Wanted};
 
 pub(super) const TCP_MIN_LEN: usize = 20;
 pub(super) const FIN: u8 = 0x01;
@@ -44,7 +44,15 @@ pub(super) fn segment(
     }
     let control = match control(flags) {
         Some(c) => c,
-        None if wanted.wants(src_port, dst_port) => Control::Ack,
+        None if wanted.wants(&RawTuple {
+            src: octets(src).as_slice(),
+            dst: octets(dst).as_slice(),
+            src_port,
+            dst_port,
+        }) =>
+        {
+            Control::Ack
+        }
         None => return Ok(Decoded::Skipped(Skip::NotControl)),
     };
     Ok(Decoded::Control(Segment {

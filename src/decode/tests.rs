@@ -739,7 +739,7 @@ fn fast_path_takes_the_common_non_control_frames() {
 struct Every;
 
 impl Wanted for Every {
-    fn wants(&self, _: u16, _: u16) -> bool {
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
         true
     }
 }
@@ -748,8 +748,8 @@ impl Wanted for Every {
 pub(super) struct Ports<'a>(pub &'a [u16]);
 
 impl Wanted for Ports<'_> {
-    fn wants(&self, s: u16, d: u16) -> bool {
-        self.0.contains(&s) || self.0.contains(&d)
+    fn wants(&self, t: &RawTuple<'_>) -> bool {
+        self.0.contains(&t.src_port) || self.0.contains(&t.dst_port)
     }
 }
 

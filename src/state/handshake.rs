@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::decode::{Control, Segment};
+use crate::decode::{flow_hash_of, Control, Segment};
 use crate::state::FastMap;
 use crate::time::Timestamp;
 
@@ -297,27 +297,42 @@ fn reschedule<T>(
     }
 }
 
-/// Attempts waiting for an answer, counted per server port: which
-/// non-control segments can complete a handshake and so are worth decoding.
-struct PendingPorts(Vec<u32>);
+/// Attempts waiting for an answer, counted per server port and per bucket
+/// of the client-to-server 4-tuple's [`flow_hash`]: which non-control
+/// segments can complete a handshake and so are worth decoding. The port
+/// count is the first, cheapest test; the bucket keeps a busy port's other
+/// connections on the fast path.
+struct Pending {
+    ports: Vec<u32>,
+    tuples: Vec<u32>,
+}
 
-impl PendingPorts {
+/// Small enough to stay in the L1 cache: a false positive costs a decode.
+const TUPLE_BUCKETS: usize = 1 << 12;
+
+fn bucket(key: &FlowKey) -> usize {
+    let h = flow_hash_of(key.client, key.server, key.client_port, key.server_port);
+    h as usize % TUPLE_BUCKETS
+}
+
+impl Pending {
     fn new() -> Self {
-        PendingPorts(vec![0; 1 << 16])
+        Pending {
+            ports: vec![0; 1 << 16],
+            tuples: vec![0; TUPLE_BUCKETS],
+        }
     }
 
-    fn add(&mut self, port: u16) {
-        self.0[usize::from(port)] += 1;
+    fn add(&mut self, key: &FlowKey) {
+        self.ports[usize::from(key.server_port)] += 1;
+        self.tuples[bucket(key)] += 1;
     }
 
-    fn remove(&mut self, port: u16) {
-        let n = &mut self.0[usize::from(port)];
+    fn remove(&mut self, key: &FlowKey) {
+        let n = &mut self.ports[usize::from(key.server_port)];
         *n = n.saturating_sub(1);
-    }
-
-    #[inline]
-    fn any(&self, port: u16) -> bool {
-        self.0[usize::from(port)] != 0
+        let n = &mut self.tuples[bucket(key)];
+        *n = n.saturating_sub(1);
     }
 }
 
@@ -365,7 +380,7 @@ pub struct HandshakeTable<T> {
     /// A SYN-ACK has been seen: this capture sees the reply direction.
     replies_visible: bool,
     replied: ReplyPairs,
-    pending: PendingPorts,
+    pending: Pending,
     evictions: [u64; 3],
     peak: usize,
 }
@@ -386,7 +401,7 @@ impl<T: Copy> HandshakeTable<T> {
                 seen: FastMap::default(),
                 dropped: 0,
             },
-            pending: PendingPorts::new(),
+            pending: Pending::new(),
             evictions: [0; 3],
             peak: 0,
         }
@@ -427,11 +442,18 @@ impl<T: Copy> HandshakeTable<T> {
         self.replied.dropped
     }
 
-    /// Whether an attempt to `port` is waiting for its answer: the client's
-    /// ACK or data to that port would prove it completed.
+    /// Whether an attempt to `port` may be waiting for its answer: the
+    /// client's ACK or data to that port would prove it completed.
     #[inline]
     pub fn pending_on(&self, port: u16) -> bool {
-        self.pending.any(port)
+        self.pending.ports[usize::from(port)] != 0
+    }
+
+    /// Whether an attempt whose client-to-server 4-tuple has this
+    /// [`flow_hash`] may be waiting for its answer (false positives only).
+    #[inline]
+    pub fn pending_tuple(&self, hash: u32) -> bool {
+        self.pending.tuples[hash as usize % TUPLE_BUCKETS] != 0
     }
 
     /// Replace the tag of an entry (the caller makes its row after the
@@ -528,7 +550,7 @@ impl<T: Copy> HandshakeTable<T> {
             key,
         }));
         self.entries.insert(key, entry);
-        self.pending.add(key.server_port);
+        self.pending.add(&key);
         self.order.push_back((key, generation));
         self.compact();
         self.peak = self.peak.max(self.entries.len());
@@ -592,7 +614,7 @@ impl<T: Copy> HandshakeTable<T> {
         inferred: bool,
         sink: &mut impl FnMut(TableEvent<T>),
     ) {
-        self.pending.remove(key.server_port);
+        self.pending.remove(&key);
         e.phase = Phase::Open;
         reschedule(&mut self.due, &self.config, key, &mut e);
         self.entries.insert(key, e);
@@ -655,7 +677,7 @@ impl<T: Copy> HandshakeTable<T> {
         match (e.phase, seg.control) {
             (Phase::SynSent, Control::Rst) => {
                 e.phase = Phase::Closed;
-                self.pending.remove(key.server_port);
+                self.pending.remove(&key);
                 // A RST from the listener refuses; one from the client gives up.
                 let outcome = if by_server {
                     Outcome::Refused
@@ -697,7 +719,7 @@ impl<T: Copy> HandshakeTable<T> {
     ) {
         match e.phase {
             Phase::SynSent => {
-                self.pending.remove(key.server_port);
+                self.pending.remove(&key);
                 let outcome = outcome.unwrap_or_else(|| e.silence(self.replied.contains(&key)));
                 sink(TableEvent::Resolved {
                     tag: e.tag,
@@ -826,7 +848,7 @@ impl<T: Copy> HandshakeTable<T> {
             .collect();
         waiting.sort_by_key(|w| w.0);
         for (_, key, tag) in waiting {
-            self.pending.remove(key.server_port);
+            self.pending.remove(&key);
             sink(TableEvent::Resolved {
                 tag,
                 key,
