@@ -152,7 +152,7 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     )?;
 
     // Real traffic's shapes (each with its converse in the same capture).
-    let shapes: [(&str, u8, fn(&mut Rng) -> Vec<Pkt>); 6] = [
+    let shapes: [(&str, u8, Traffic); 6] = [
         ("long-lived.pcap", 1, long_lived),
         ("pre-existing.pcap", 1, pre_existing),
         ("asymmetric-pair.pcap", 1, asymmetric_pair),
@@ -854,6 +854,9 @@ fn one_way(rng: &mut Rng) -> Vec<Pkt> {
 }
 
 // --------------------------------------------------- shapes of real traffic
+
+/// A generator of one fixture's packets.
+type Traffic = fn(&mut Rng) -> Vec<Pkt>;
 
 /// Forty minutes in which the required edge proxy → central:4242 (QRS) is
 /// carried by one pooled connection: one SYN at the start, data every
