@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use etherparse::PacketBuilder;
 use portwatch::decode::{decode, Decoded};
-use portwatch::source::LinkType;
+use portwatch::frame::LinkType;
 
 fn frames() -> Vec<Vec<u8>> {
     let mut out = Vec::new();

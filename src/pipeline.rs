@@ -11,8 +11,8 @@ use crate::classify::{classify, explain, Classification};
 use crate::decode::{
     decode_wanting, flow_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
 };
+use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
-use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
 use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
 use crate::time::{CaptureClock, Held, Timestamp};
@@ -520,3 +520,6 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
         Control::Syn => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,7 @@ use super::link::{
 };
 use super::tcp::{CONTROL_FLAGS, TCP_MIN_LEN};
 use super::{RawTuple, Wanted};
-use crate::source::LinkType;
+use crate::frame::LinkType;
 
 /// A non-control segment on ports the caller does not want.
 #[inline]

@@ -21,8 +21,6 @@ mod segment;
 mod tcp;
 
 #[cfg(test)]
-mod corpus_tests;
-#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -34,7 +32,7 @@ pub use segment::{BadFlags, Control, Decoded, Segment, Skip};
 
 use std::net::IpAddr;
 
-use crate::source::LinkType;
+use crate::frame::LinkType;
 
 /// The addresses (4 or 16 bytes each) and ports of a TCP segment, as the
 /// pre-check reads them.
