@@ -375,11 +375,13 @@ impl Pipeline {
         }
     }
 
-    /// Move time forward to `now` from a trusted clock (the wall clock of a
-    /// quiet live capture, a paced replay): judge timed-out attempts, drop
-    /// idle entries.
+    /// Expire as of `now` from the source's own clock (the wall clock of a
+    /// quiet live capture, a paced replay's due time): judge timed-out
+    /// attempts, drop idle entries. The capture clock (and so the time
+    /// frames are processed at) stays with the frames: a paced replay's
+    /// clock may run ahead of the next frame, which must not make frames
+    /// late.
     pub fn advance(&mut self, now: Timestamp) {
-        self.time.advance_to(now);
         self.expire_to(now);
     }
 

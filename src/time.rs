@@ -208,12 +208,6 @@ impl CaptureClock {
         }
     }
 
-    /// Move to `now` from a trusted clock (the wall clock of a quiet live
-    /// capture); never backwards.
-    pub fn advance_to(&mut self, now: Timestamp) {
-        self.now = Some(self.now.map_or(now, |n| n.max(now)));
-    }
-
     /// The capture ended: a suspect still held is a stray.
     pub fn end(&mut self) -> Held {
         match self.suspect.take() {

@@ -314,7 +314,9 @@ fn run_metrics_follow_the_real_traffic_shapes() {
     let flow = |metric: &str, src: &str, dst: &str, port: u16, label: &str| {
         format!("portwatch_{metric}{{dst=\"{dst}\",{label},port=\"{port}\",service=\"qes\",src=\"{src}\"}}")
     };
-    let cases: Vec<(&str, Vec<(String, Option<f64>)>)> = vec![
+    // (fixture, [(series, value; None: absent)])
+    type Want = Vec<(String, Option<f64>)>;
+    let cases: Vec<(&str, Want)> = vec![
         (
             "long-lived.pcap",
             vec![
@@ -341,9 +343,17 @@ fn run_metrics_follow_the_real_traffic_shapes() {
                     None,
                 ),
                 (
-                    flow("handshakes_total", "proxy", "engine2", 4747, "outcome=\"established\""),
+                    flow("handshakes_total", "proxy", "engine2", 4747, "outcome=\"unanswered\""),
                     Some(1.0),
                 ),
+            ],
+        ),
+        (
+            "stray-timestamp.pcap",
+            vec![
+                ("portwatch_timestamp_anomalies_total".to_string(), Some(1.0)),
+                (edge("proxy", "central", 4242, "qrs"), Some(0.0)),
+                (edge("central", "scheduler", 5151, "qss-worker"), Some(0.0)),
             ],
         ),
         (

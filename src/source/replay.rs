@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::file::{FileFacts, MergedFiles};
 use super::{Frame, Poll, Source, SourceError};
-use crate::time::Timestamp;
+use crate::time::{Timestamp, JUMP_BOUND};
 
 /// Added to the file span between two loops.
 pub const LOOP_GAP: Duration = Duration::from_secs(1);
@@ -48,6 +48,12 @@ pub struct Replay {
     anchor: Option<(Timestamp, Instant)>,
     /// First and last unshifted timestamps of the current loop.
     span: Option<(Timestamp, Timestamp)>,
+    /// The (shifted) time of the next frame not yet delivered: `now` stays
+    /// short of it, so expiry on the replay's clock never judges an attempt
+    /// before a frame that is already in the file (a SYN retransmission).
+    next: Option<Timestamp>,
+    /// The last frame delivered was far ahead of the pace (see `poll`).
+    jumped: bool,
     loops: u64,
 }
 
@@ -63,6 +69,8 @@ impl Replay {
             shift: Duration::ZERO,
             anchor: None,
             span: None,
+            next: None,
+            jumped: false,
             loops: 0,
         })
     }
@@ -81,6 +89,14 @@ impl Replay {
     /// "now", for expiry and required-edge windows. `None` before the first
     /// frame.
     pub fn now(&self) -> Option<Timestamp> {
+        self.due().map(|due| match self.next {
+            Some(next) => due.min(Timestamp(next.0.saturating_sub(1))),
+            None => due,
+        })
+    }
+
+    /// The capture time the wall clock has reached, at the replay's pace.
+    fn due(&self) -> Option<Timestamp> {
         self.anchor.map(|(t0, w0)| {
             let secs = (w0.elapsed().as_secs_f64() * self.opts.speed).min(1e12);
             t0.saturating_add(Duration::from_secs_f64(secs))
@@ -102,6 +118,7 @@ impl Replay {
 impl Source for Replay {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let Some(next) = self.files.next_ts() else {
+            self.next = None;
             return Ok(if self.opts.looping && self.restart()? {
                 Poll::Idle
             } else {
@@ -110,8 +127,20 @@ impl Source for Replay {
         };
         let shift = self.shift;
         let next = next.saturating_add(shift);
+        self.next = Some(next);
         self.anchor.get_or_insert((next, Instant::now()));
-        let due = self.now().unwrap_or(next);
+        let mut due = self.due().unwrap_or(next);
+        if next.saturating_sub(due) > JUMP_BOUND {
+            // Far ahead: a stray timestamp (the frames after it are back in
+            // time; the pipeline's clock judges it) or a real gap, known as
+            // one when the next frame is far ahead again: then pace from it.
+            if std::mem::replace(&mut self.jumped, true) {
+                self.anchor = Some((next, Instant::now()));
+            }
+            due = next;
+        } else {
+            self.jumped = false;
+        }
         if next > due {
             let wait = next.saturating_sub(due).div_f64(self.opts.speed);
             std::thread::sleep(wait.min(MAX_WAIT));
