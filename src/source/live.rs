@@ -22,6 +22,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 
+use super::reorder::Reorder;
 use super::{Poll, Source, SourceError};
 use crate::frame::{Frame, LinkType};
 use crate::time::Timestamp;
@@ -126,7 +127,14 @@ pub struct LiveSource {
     poller: mio::Poll,
     events: Events,
     timeout: Duration,
+    /// With several interfaces: frames put back in timestamp order.
+    reorder: Option<Reorder>,
 }
+
+/// How long frames of several interfaces are held before they are released
+/// in timestamp order, beyond the capture timeout (the longest a ring holds
+/// a frame back).
+const REORDER_MARGIN: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for LiveSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,6 +218,7 @@ impl LiveSource {
             poller,
             events: Events::with_capacity(ifaces.len().max(1)),
             timeout: opts.timeout,
+            reorder: (ifaces.len() > 1).then(|| Reorder::new(opts.timeout + REORDER_MARGIN)),
         })
     }
 
@@ -275,10 +284,48 @@ impl LiveSource {
     }
 }
 
+impl LiveSource {
+    /// [`Source::poll`] over several interfaces: what is read goes through
+    /// the [`Reorder`] buffer, and what is due comes out in timestamp order.
+    fn poll_ordered(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        let mut reorder = self.reorder.take().expect("several interfaces");
+        let result = self.poll_into(&mut reorder, sink);
+        self.reorder = Some(reorder);
+        result
+    }
+
+    fn poll_into(
+        &mut self,
+        reorder: &mut Reorder,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> Result<Poll, SourceError> {
+        self.drain(&mut |f| reorder.push(f))?;
+        let n = reorder.release(Timestamp::now(), sink);
+        if n > 0 {
+            return Ok(Poll::Frames(n));
+        }
+        let wait = match reorder.next_due() {
+            Some(due) => due.saturating_sub(Timestamp::now()).min(self.timeout),
+            None => self.timeout,
+        };
+        match self.poller.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Poll::Idle),
+            Err(e) => return Err(live_error(&self.names.join(","), e)),
+        }
+        self.drain(&mut |f| reorder.push(f))?;
+        let n = reorder.release(Timestamp::now(), sink);
+        Ok(if n > 0 { Poll::Frames(n) } else { Poll::Idle })
+    }
+}
+
 impl Source for LiveSource {
     /// Delivers what is ready; if nothing is, waits up to the timeout for any
     /// interface to become readable, then returns `Frames` or `Idle`.
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        if self.reorder.is_some() {
+            return self.poll_ordered(sink);
+        }
         let n = self.drain(sink)?;
         if n > 0 {
             return Ok(Poll::Frames(n));
