@@ -63,11 +63,15 @@ struct Netns {
 
 impl Netns {
     fn create() -> Netns {
+        // Several tests of one process each get a namespace of their own
+        // (interface names need not differ: each namespace has its own).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pid = std::process::id();
         let ns = Netns {
-            name: format!("pwtest-{pid}"),
+            name: format!("pwtest-{pid}-{n}"),
             watcher: None,
-            dir: std::env::temp_dir().join(format!("portwatch-live-{pid}")),
+            dir: std::env::temp_dir().join(format!("portwatch-live-{pid}-{n}")),
         };
         std::fs::create_dir_all(&ns.dir).unwrap();
         sh(&["ip", "netns", "add", &ns.name]);
