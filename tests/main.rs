@@ -29,6 +29,7 @@ mod examples;
 mod golden;
 mod golden_metrics;
 mod layering;
+mod listeners;
 mod live;
 mod scenarios;
 mod stdout;
