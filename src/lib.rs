@@ -31,9 +31,9 @@
 //! time               │ capture timestamps
 //! ```
 //!
-//! Only `source`, `export` and `cmd` touch the operating system. `run`
-//! keeps the hot path on one capture thread; tokio only serves HTTP and
-//! handles signals.
+//! Only `source`, `export`, `config` (it reads the site and rules files)
+//! and `cmd` touch the operating system. `run` keeps the hot path on one
+//! capture thread; tokio only serves HTTP and handles signals.
 #![forbid(unsafe_code)]
 
 pub mod classify;

@@ -355,3 +355,20 @@ fn expect_json_has_the_documented_shape() {
         }
     }
 }
+
+/// `--max-flows 0` is refused (exit 2, the flag named), not taken as 1.
+#[test]
+fn max_flows_zero_is_refused() {
+    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.pcap");
+    for cmd in ["replay", "run"] {
+        let mut args = vec![cmd, "--site", "multi-node", "--max-flows", "0"];
+        if cmd == "run" {
+            args.push("--replay");
+        }
+        args.push(pcap.to_str().unwrap());
+        let o = portwatch(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("--max-flows 0"), "{cmd}: {err}");
+    }
+}

@@ -22,8 +22,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 pub use error::Error;
-pub use run::{DEMO_PCAP, DEMO_SITE};
-pub use settings::Task;
+pub use settings::{Task, DEMO_PCAP, DEMO_SITE};
 
 use crate::cli::{Cli, Format, SiteArgs};
 use crate::config::{load_policy, Loaded};

@@ -20,11 +20,6 @@ use crate::export::metrics::{Metrics, Recorder};
 use crate::policy::Visibility;
 use crate::time::Timestamp;
 
-/// The demo capture (see fixtures/README.md), built into the binary.
-pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
-/// The bundled site the demo capture was made for.
-pub const DEMO_SITE: &str = "multi-node";
-
 pub fn run(s: RunSettings) -> Result<Status, Error> {
     if let Some(banner) = &s.banner {
         if let Err(e) = print(&format!("{banner}\n")) {

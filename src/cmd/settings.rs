@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::input::InputSpec;
-use super::run::{DEMO_PCAP, DEMO_SITE};
 use super::Error;
 use crate::cli::{Cli, Command, Format, ReportArgs, SiteArgs, TrackArgs};
 use crate::source::file::Savefile;
@@ -53,6 +52,11 @@ pub struct RunSettings {
     /// A line printed on stdout before starting (`demo`).
     pub banner: Option<String>,
 }
+
+/// The demo capture (see fixtures/README.md), built into the binary.
+pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
+/// The bundled site the demo capture was made for.
+pub const DEMO_SITE: &str = "multi-node";
 
 /// Defaults of `--max-flows`, `--syn-timeout` and `--idle-timeout`, which
 /// the demo uses.

@@ -21,6 +21,8 @@ mod segment;
 mod tcp;
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
