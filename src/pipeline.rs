@@ -178,7 +178,7 @@ pub struct Pipeline {
 }
 
 fn required_ports(p: &Policy) -> PortSet {
-    PortSet::of(p.edges.iter().filter(|e| e.required).map(|e| e.port))
+    PortSet::of(p.required_ports())
 }
 
 impl Pipeline {

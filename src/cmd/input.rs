@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
+use crate::policy::Policy;
 use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
 use crate::source::live::{LiveOptions, LiveSource};
@@ -33,6 +34,21 @@ pub(super) enum Input {
 }
 
 impl Input {
+    /// [`Input::open`], a live capture passing the segments of `policy`'s
+    /// required-edge ports too (evidence).
+    pub fn open_for(spec: &InputSpec, policy: &Policy) -> Result<Input, SourceError> {
+        match spec {
+            InputSpec::Live { interfaces } => {
+                let opts = LiveOptions {
+                    evidence_ports: policy.required_ports(),
+                    ..LiveOptions::default()
+                };
+                Ok(Input::Live(LiveSource::open(interfaces, &opts)?))
+            }
+            other => Input::open(other),
+        }
+    }
+
     pub fn open(spec: &InputSpec) -> Result<Input, SourceError> {
         Ok(match spec {
             InputSpec::Files(paths) => Input::Files(MergedFiles::open(paths)?),

@@ -28,7 +28,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     }
     let policy = Arc::new(load(&s.site)?.policy);
     let vis = Visibility::for_site(&policy, &s.sensors)?;
-    let input = Input::open(&s.input)?;
+    let input = Input::open_for(&s.input, &policy)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

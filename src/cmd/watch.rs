@@ -9,9 +9,12 @@ use super::{prepare, print_summary, signals, Error, Status};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
-    let input = Input::open(&InputSpec::Live {
-        interfaces: s.interfaces.clone(),
-    })?;
+    let input = Input::open_for(
+        &InputSpec::Live {
+            interfaces: s.interfaces.clone(),
+        },
+        &policy,
+    )?;
     let events = EventLog::open(s.report.events.as_deref())?;
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx);
