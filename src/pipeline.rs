@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification};
 use crate::decode::{
-    decode_wanting, flow_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
+    decode_wanting, either_way_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
 };
 use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::state::tally::{RowId, Tally};
-use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
+use crate::state::{
+    EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
+    PORT_REQUIRED,
+};
 use crate::time::{CaptureClock, Held, Timestamp};
 
 /// How often (in capture time) the handshake table is swept.
@@ -85,24 +88,6 @@ pub struct Tag {
     pub edge: Option<EdgeId>,
 }
 
-/// A 65,536-bit set of ports.
-struct PortSet(Box<[u64; 1024]>);
-
-impl PortSet {
-    fn of(ports: impl IntoIterator<Item = u16>) -> Self {
-        let mut bits = Box::new([0u64; 1024]);
-        for p in ports {
-            bits[usize::from(p >> 6)] |= 1 << (p & 63);
-        }
-        PortSet(bits)
-    }
-
-    #[inline]
-    fn contains(&self, p: u16) -> bool {
-        self.0[usize::from(p >> 6)] & (1 << (p & 63)) != 0
-    }
-}
-
 /// Which non-control segments are worth a full decode: those of an attempt
 /// waiting for its answer (the client's ACK proves the handshake
 /// completed), and on a port of a required edge those of a 4-tuple not
@@ -110,33 +95,37 @@ impl PortSet {
 /// before the capture: once a second per connection is enough). Everything
 /// else keeps the fixed-offset fast path.
 struct Interest<'a> {
-    required: &'a PortSet,
     table: &'a HandshakeTable<Tag>,
     recent: &'a Recent,
     now: Timestamp,
 }
 
 impl Wanted for Interest<'_> {
-    #[inline]
+    #[inline(always)]
     fn wants(&self, t: &RawTuple<'_>) -> bool {
-        let required = self.required.contains(t.src_port) || self.required.contains(t.dst_port);
-        let pending = self.table.pending_on(t.dst_port);
-        if !required && !pending {
+        let (src, dst) = (
+            self.table.port_flags(t.src_port),
+            self.table.port_flags(t.dst_port),
+        );
+        if (src | dst) & PORT_REQUIRED == 0 && dst & PORT_PENDING == 0 {
             return false;
         }
-        let h = t.hash();
-        (pending && self.table.pending_tuple(h)) || (required && !self.recent.fresh(h, self.now))
+        let required = (src | dst) & PORT_REQUIRED != 0;
+        let pending = dst & PORT_PENDING != 0;
+        (pending && self.table.pending_tuple(t.hash()))
+            || (required && !self.recent.fresh(t.either_way_hash(), self.now))
     }
 }
 
 /// How long (at least; at most a second more) a 4-tuple's non-control
 /// segments are skipped after one was examined for evidence.
 const RECENT_FOR: Duration = Duration::from_secs(1);
-const RECENT_SLOTS: usize = 2048;
+const RECENT_SLOTS: usize = 4096;
 
-/// 4-tuples examined lately, direct-mapped by [`flow_hash`] (a collision
+/// Connections examined lately (both directions as one), direct-mapped by
+/// [`RawTuple::either_way_hash`] (a collision
 /// only costs a decode): the hash and until when (whole seconds, so 16 KiB
-/// in all, in the L1 cache).
+/// in all).
 struct Recent(Box<[(u32, u32); RECENT_SLOTS]>);
 
 fn whole_secs(t: Timestamp) -> u32 {
@@ -162,7 +151,6 @@ impl Recent {
 
 pub struct Pipeline {
     policy: Arc<Policy>,
-    required_ports: PortSet,
     recent: Recent,
     table: HandshakeTable<Tag>,
     tally: Tally,
@@ -177,18 +165,15 @@ pub struct Pipeline {
     events: Option<Vec<Event>>,
 }
 
-fn required_ports(p: &Policy) -> PortSet {
-    PortSet::of(p.required_ports())
-}
-
 impl Pipeline {
     pub fn new(policy: Arc<Policy>, config: TrackConfig) -> Self {
+        let mut table = HandshakeTable::new(config);
+        table.set_required_ports(&policy.required_ports());
         Pipeline {
             clock: EdgeClock::new(&policy),
-            required_ports: required_ports(&policy),
             recent: Recent::new(),
             policy,
-            table: HandshakeTable::new(config),
+            table,
             tally: Tally::default(),
             time: CaptureClock::default(),
             stats: DecodeStats::default(),
@@ -245,7 +230,6 @@ impl Pipeline {
         self.stats.frames += 1;
         let admit = self.time.admit(frame.ts);
         let wanted = Interest {
-            required: &self.required_ports,
             table: &self.table,
             recent: &self.recent,
             now: admit.at.unwrap_or(frame.ts),
@@ -256,7 +240,7 @@ impl Pipeline {
                 match seg.control {
                     // Counted as what it is on the wire: not a control packet.
                     Control::Ack => {
-                        let h = flow_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
+                        let h = either_way_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
                         self.recent.mark(h, wanted.now);
                         self.stats.skipped[Skip::NotControl as usize] += 1;
                         (Ingested::Skipped(Skip::NotControl), Some(seg))
@@ -327,7 +311,7 @@ impl Pipeline {
             Tag { row: None, edge }
         });
         self.clock = clock;
-        self.required_ports = required_ports(&policy);
+        self.table.set_required_ports(&policy.required_ports());
         self.tally = Tally::default();
         self.policy = policy;
     }

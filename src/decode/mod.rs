@@ -52,6 +52,23 @@ impl RawTuple<'_> {
     pub fn hash(&self) -> u32 {
         flow_hash(self.src, self.dst, self.src_port, self.dst_port)
     }
+
+    /// The same for both directions of a connection (the two ends' hashes
+    /// combined by a commutative sum, then mixed).
+    #[inline]
+    pub fn either_way_hash(&self) -> u32 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let end = |a: &[u8], p: u16| {
+            let mut h = u64::from(p).wrapping_mul(K);
+            for c in a.chunks_exact(4) {
+                let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
+            }
+            h
+        };
+        let h = end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port));
+        (h.wrapping_mul(K) >> 32) as u32
+    }
 }
 
 /// A cheap, fixed hash of a directed 4-tuple (not for maps exposed to
@@ -72,6 +89,18 @@ pub fn flow_hash(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
 pub fn flow_hash_of(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> u32 {
     let (s, d) = (octets(src), octets(dst));
     flow_hash(s.as_slice(), d.as_slice(), src_port, dst_port)
+}
+
+/// [`RawTuple::either_way_hash`] of addresses as the decoder reports them.
+pub fn either_way_hash_of(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> u32 {
+    let (s, d) = (octets(src), octets(dst));
+    RawTuple {
+        src: s.as_slice(),
+        dst: d.as_slice(),
+        src_port,
+        dst_port,
+    }
+    .either_way_hash()
 }
 
 fn octets(a: IpAddr) -> Octets {

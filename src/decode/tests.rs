@@ -798,3 +798,19 @@ fn reasons_are_bounded_labels() {
         assert!(!error.to_string().is_empty());
     }
 }
+
+#[test]
+fn either_way_hash_is_the_same_both_ways_and_differs_by_port() {
+    let (a, b) = ([192u8, 0, 2, 1], [192u8, 0, 2, 2]);
+    let t = |s: &[u8; 4], d: &[u8; 4], sp, dp| {
+        RawTuple {
+            src: s,
+            dst: d,
+            src_port: sp,
+            dst_port: dp,
+        }
+        .either_way_hash()
+    };
+    assert_eq!(t(&a, &b, 40000, 443), t(&b, &a, 443, 40000));
+    assert_ne!(t(&a, &b, 40000, 443), t(&a, &b, 40001, 443));
+}

@@ -187,6 +187,15 @@ struct Entry<T> {
     /// When the entry is next looked at by `expire`: never later than the
     /// time it becomes due, and the time of one of its [`Due`] records.
     check_at: Timestamp,
+    /// In the pending filter: the client's non-control segments towards it
+    /// are decoded (an ACK proves the handshake). From the SYN for a pair
+    /// whose replies this capture has not shown, from a retransmission
+    /// otherwise, and in the grace after a timeout.
+    watched: bool,
+    /// Timed out once unanswered on a pair whose replies are visible, and
+    /// watched for one more SYN timeout: a client that ACKs in it had its
+    /// SYN-ACK dropped by the capture, not by the network.
+    grace: bool,
 }
 
 const FIN_CLIENT: u8 = 1;
@@ -216,7 +225,11 @@ impl<T> Entry<T> {
     fn judge(&self, now: Timestamp, cfg: &TrackConfig, replied: bool) -> Option<Removal> {
         match self.phase {
             Phase::SynSent if now.saturating_sub(self.last_syn) >= cfg.syn_timeout => {
-                Some(Removal::Resolved(self.silence(replied)))
+                if !self.watched {
+                    Some(Removal::Grace)
+                } else {
+                    Some(Removal::Resolved(self.silence(replied || self.grace)))
+                }
             }
             Phase::Open if now.saturating_sub(self.last_activity) >= cfg.idle_timeout => {
                 Some(Removal::Idle)
@@ -227,6 +240,15 @@ impl<T> Entry<T> {
             }
             _ => None,
         }
+    }
+
+    /// Start the grace after a first timeout: watched from `now` for one
+    /// more SYN timeout.
+    fn begin_grace(&mut self, now: Timestamp, pending: &mut Pending, key: &FlowKey) {
+        self.grace = true;
+        self.watched = true;
+        self.last_syn = now;
+        pending.add(key);
     }
 
     /// The outcome of an attempt that got no answer: unanswered only with
@@ -245,6 +267,8 @@ impl<T> Entry<T> {
 #[derive(Clone, Copy, Debug)]
 enum Removal {
     Resolved(Outcome),
+    /// Not removed: watched for one more SYN timeout ([`Entry::grace`]).
+    Grace,
     Idle,
     Lingered,
 }
@@ -305,7 +329,15 @@ fn reschedule<T>(
 struct Pending {
     ports: Vec<u32>,
     tuples: Vec<u32>,
+    /// Per port: [`PORT_REQUIRED`] (set by the caller) and [`PORT_PENDING`]
+    /// (some attempt to it waits): one byte, one load, on the per-packet path.
+    flags: Vec<u8>,
 }
+
+/// The port is a required edge's: its segments are evidence.
+pub const PORT_REQUIRED: u8 = 1;
+/// An attempt to the port is waiting for its answer.
+pub const PORT_PENDING: u8 = 2;
 
 /// Small enough to stay in the L1 cache: a false positive costs a decode.
 const TUPLE_BUCKETS: usize = 1 << 12;
@@ -320,17 +352,33 @@ impl Pending {
         Pending {
             ports: vec![0; 1 << 16],
             tuples: vec![0; TUPLE_BUCKETS],
+            flags: vec![0; 1 << 16],
         }
     }
 
+    /// Empty, keeping the ports' [`PORT_REQUIRED`] marks.
+    fn new_like(old: &Pending) -> Self {
+        let mut p = Pending::new();
+        for (f, o) in p.flags.iter_mut().zip(&old.flags) {
+            *f = o & PORT_REQUIRED;
+        }
+        p
+    }
+
     fn add(&mut self, key: &FlowKey) {
-        self.ports[usize::from(key.server_port)] += 1;
+        let port = usize::from(key.server_port);
+        self.ports[port] += 1;
+        self.flags[port] |= PORT_PENDING;
         self.tuples[bucket(key)] += 1;
     }
 
     fn remove(&mut self, key: &FlowKey) {
-        let n = &mut self.ports[usize::from(key.server_port)];
+        let port = usize::from(key.server_port);
+        let n = &mut self.ports[port];
         *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.flags[port] &= !PORT_PENDING;
+        }
         let n = &mut self.tuples[bucket(key)];
         *n = n.saturating_sub(1);
     }
@@ -446,7 +494,23 @@ impl<T: Copy> HandshakeTable<T> {
     /// client's ACK or data to that port would prove it completed.
     #[inline]
     pub fn pending_on(&self, port: u16) -> bool {
-        self.pending.ports[usize::from(port)] != 0
+        self.port_flags(port) & PORT_PENDING != 0
+    }
+
+    /// [`PORT_REQUIRED`] and [`PORT_PENDING`] of a port.
+    #[inline]
+    pub fn port_flags(&self, port: u16) -> u8 {
+        self.pending.flags[usize::from(port)]
+    }
+
+    /// Mark the ports of required edges (replacing the previous marks).
+    pub fn set_required_ports(&mut self, ports: &[u16]) {
+        for f in self.pending.flags.iter_mut() {
+            *f &= !PORT_REQUIRED;
+        }
+        for p in ports {
+            self.pending.flags[usize::from(*p)] |= PORT_REQUIRED;
+        }
     }
 
     /// Whether an attempt whose client-to-server 4-tuple has this
@@ -504,6 +568,11 @@ impl<T: Copy> HandshakeTable<T> {
                     e.syns += 1;
                     if e.phase == Phase::SynSent {
                         e.last_syn = ts;
+                        if !e.watched {
+                            // The SYN-ACK may have been lost: watch for the ACK.
+                            e.watched = true;
+                            self.pending.add(&key);
+                        }
                     }
                     e.last_activity = ts;
                     reschedule(&mut self.due, &self.config, key, e);
@@ -542,6 +611,8 @@ impl<T: Copy> HandshakeTable<T> {
             generation,
             fins: 0,
             check_at: Timestamp::ZERO,
+            watched: !self.replied.contains(&key),
+            grace: false,
         };
         entry.check_at = entry.due_at(&self.config);
         self.due.push(Reverse(Due {
@@ -550,7 +621,9 @@ impl<T: Copy> HandshakeTable<T> {
             key,
         }));
         self.entries.insert(key, entry);
-        self.pending.add(&key);
+        if entry.watched {
+            self.pending.add(&key);
+        }
         self.order.push_back((key, generation));
         self.compact();
         self.peak = self.peak.max(self.entries.len());
@@ -614,7 +687,9 @@ impl<T: Copy> HandshakeTable<T> {
         inferred: bool,
         sink: &mut impl FnMut(TableEvent<T>),
     ) {
-        self.pending.remove(&key);
+        if e.watched {
+            self.pending.remove(&key);
+        }
         e.phase = Phase::Open;
         reschedule(&mut self.due, &self.config, key, &mut e);
         self.entries.insert(key, e);
@@ -643,11 +718,17 @@ impl<T: Copy> HandshakeTable<T> {
     /// Data or a pure ACK: after a SYN, an acknowledging segment proves the
     /// handshake completed even if the SYN-ACK was not captured.
     fn on_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
-        let Some((key, _)) = self.find(seg) else {
+        // Most such segments are the client's: look that way first.
+        let from_client = FlowKey::from_client(seg);
+        let key = if self.entries.contains_key(&from_client) {
+            from_client
+        } else {
+            FlowKey::from_server(seg)
+        };
+        let Some(e) = self.entries.get_mut(&key) else {
             sink(TableEvent::Untracked { segment: *seg });
             return;
         };
-        let e = self.entries.get_mut(&key).expect("found");
         e.last_activity = ts;
         match e.phase {
             Phase::SynSent if seg.has_ack() => {
@@ -677,7 +758,9 @@ impl<T: Copy> HandshakeTable<T> {
         match (e.phase, seg.control) {
             (Phase::SynSent, Control::Rst) => {
                 e.phase = Phase::Closed;
-                self.pending.remove(&key);
+                if e.watched {
+                    self.pending.remove(&key);
+                }
                 // A RST from the listener refuses; one from the client gives up.
                 let outcome = if by_server {
                     Outcome::Refused
@@ -719,7 +802,9 @@ impl<T: Copy> HandshakeTable<T> {
     ) {
         match e.phase {
             Phase::SynSent => {
-                self.pending.remove(&key);
+                if e.watched {
+                    self.pending.remove(&key);
+                }
                 let outcome = outcome.unwrap_or_else(|| e.silence(self.replied.contains(&key)));
                 sink(TableEvent::Resolved {
                     tag: e.tag,
@@ -779,6 +864,15 @@ impl<T: Copy> HandshakeTable<T> {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
             match e.judge(now, &cfg, self.replied.contains(&d.key)) {
+                Some(Removal::Grace) => {
+                    e.begin_grace(now, &mut self.pending, &d.key);
+                    e.check_at = e.due_at(&cfg);
+                    later.push(Reverse(Due {
+                        at: e.check_at,
+                        generation: e.generation,
+                        key: d.key,
+                    }));
+                }
                 Some(why) => {
                     if let Some(e) = self.entries.remove(&d.key) {
                         removed.push((e.generation, d.key, e, why));
@@ -812,7 +906,7 @@ impl<T: Copy> HandshakeTable<T> {
                     self.evictions[Eviction::Idle as usize] += 1;
                     self.retire(key, e, None, sink);
                 }
-                Removal::Lingered => {}
+                Removal::Lingered | Removal::Grace => {}
             }
         }
     }
@@ -824,8 +918,13 @@ impl<T: Copy> HandshakeTable<T> {
         let cfg = self.config;
         let mut removed = Vec::new();
         let replied = &self.replied;
+        let pending = &mut self.pending;
         self.entries
             .retain(|key, e| match e.judge(now, &cfg, replied.contains(key)) {
+                Some(Removal::Grace) => {
+                    e.begin_grace(now, pending, key);
+                    true
+                }
                 Some(why) => {
                     removed.push((e.generation, *key, *e, why));
                     false
@@ -840,19 +939,27 @@ impl<T: Copy> HandshakeTable<T> {
     /// open as far as the caller knows (no `Closed`).
     pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         self.expire(end, sink);
-        let mut waiting: Vec<(u64, FlowKey, T)> = self
+        let replied = &self.replied;
+        let mut waiting: Vec<(u64, FlowKey, T, Outcome)> = self
             .entries
             .drain()
             .filter(|(_, e)| e.phase == Phase::SynSent)
-            .map(|(key, e)| (e.generation, key, e.tag))
+            .map(|(key, e)| {
+                // In its grace, an attempt has already timed out unanswered.
+                let outcome = match e.grace {
+                    true => e.silence(replied.contains(&key)),
+                    false => Outcome::Unknown,
+                };
+                (e.generation, key, e.tag, outcome)
+            })
             .collect();
         waiting.sort_by_key(|w| w.0);
-        for (_, key, tag) in waiting {
-            self.pending.remove(&key);
+        self.pending = Pending::new_like(&self.pending);
+        for (_, key, tag, outcome) in waiting {
             sink(TableEvent::Resolved {
                 tag,
                 key,
-                outcome: Outcome::Unknown,
+                outcome,
                 inferred: false,
             });
         }

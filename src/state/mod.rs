@@ -6,6 +6,9 @@ pub mod handshake;
 pub mod tally;
 
 pub use edges::{EdgeClock, EdgeState, Unobserved};
-pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
+pub use handshake::{
+    Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
+    PORT_REQUIRED,
+};
 
 pub use crate::map::FastMap;
