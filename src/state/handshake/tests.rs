@@ -558,3 +558,25 @@ mod one_connection {
         }
     }
 }
+
+#[test]
+fn visible_pair_silence_gets_one_more_timeout_for_the_clients_ack() {
+    let visible = [(0, syn(1)), (1, reply(1, Control::SynAck)), (10, syn(2))];
+    // No SYN-ACK for port 2; the client's data at 5 s (in the grace)
+    // proves the handshake: only the capture lost the SYN-ACK.
+    let mut input = visible.to_vec();
+    input.push((5_000, seg(C, 2, S, 4242, Control::Ack)));
+    let (ev, t) = run(TrackConfig::default(), &input, 60_000);
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Established)]
+    );
+    assert_eq!(inferred(&ev), 1);
+    assert!(!t.pending_on(4242));
+    // Silence through the grace too: unanswered.
+    let (ev, _) = run(TrackConfig::default(), &visible, 60_000);
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Unanswered)]
+    );
+}
