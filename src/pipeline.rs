@@ -119,8 +119,13 @@ impl Wanted for Interest<'_> {
 
 /// How long (at least; at most a second more) a 4-tuple's non-control
 /// segments are skipped after one was examined for evidence.
+///
+/// A connection whose SYN-ACK was seen is skipped longer ([`OPEN_SKIP`],
+/// at most half the idle timeout): while open it is evidence anyway, and
+/// its data only keeps it from idling out.
 const RECENT_FOR: Duration = Duration::from_secs(1);
 const RECENT_SLOTS: usize = 4096;
+const OPEN_SKIP: Duration = Duration::from_secs(60);
 
 /// Connections examined lately (both directions as one), direct-mapped by
 /// [`RawTuple::either_way_hash`] (a collision
@@ -144,7 +149,11 @@ impl Recent {
     }
 
     fn mark(&mut self, h: u32, now: Timestamp) {
-        let until = whole_secs(now).saturating_add(RECENT_FOR.as_secs() as u32 + 1);
+        self.mark_for(h, now, RECENT_FOR);
+    }
+
+    fn mark_for(&mut self, h: u32, now: Timestamp, hold: Duration) {
+        let until = whole_secs(now).saturating_add(hold.as_secs() as u32 + 1);
         self.0[h as usize % RECENT_SLOTS] = (h, until);
     }
 }
@@ -261,7 +270,14 @@ impl Pipeline {
             self.release_held(admit.held);
         }
         match (admit.at, seg) {
-            (Some(ts), Some(seg)) => self.process(ts, &seg),
+            (Some(ts), Some(seg)) => {
+                self.process(ts, &seg);
+                if seg.control == Control::SynAck {
+                    let h = either_way_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
+                    let hold = OPEN_SKIP.min(self.table.config().idle_timeout / 2);
+                    self.recent.mark_for(h, ts, hold);
+                }
+            }
             // A suspect timestamp: held until the frames after it decide.
             (None, Some(seg)) => self.held.push((frame.ts, seg)),
             _ => {}
