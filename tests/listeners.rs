@@ -10,8 +10,8 @@ use std::path::Path;
 
 use portwatch::classify::{classify, Verdict};
 use portwatch::config::load_policy;
-use portwatch::model::{load_model, Model, Scope, BUNDLED_MODELS};
-use portwatch::policy::{EndpointKind, Origin, Peer, Policy};
+use portwatch::model::{load_model, Client, Model, Scope, BUNDLED_MODELS};
+use portwatch::policy::{EndpointKind, Peer, Policy};
 
 use crate::util::TempDir;
 
@@ -56,6 +56,19 @@ fn site_for(m: &Model) -> String {
     y
 }
 
+trait Kind {
+    fn endpoint_kind(&self, p: Peer) -> Option<EndpointKind>;
+}
+
+impl Kind for Policy {
+    fn endpoint_kind(&self, p: Peer) -> Option<EndpointKind> {
+        match p {
+            Peer::Endpoint(id) => Some(self.endpoint(id).kind),
+            _ => None,
+        }
+    }
+}
+
 /// An address of an endpoint of the site.
 fn address(p: &Policy, peer: Peer) -> IpAddr {
     let Peer::Endpoint(id) = peer else {
@@ -82,7 +95,7 @@ fn every_listener_of_every_bundled_model() {
             .policy;
         let users = Peer::Endpoint(p.endpoint_id("users").unwrap());
         let (mut expected, mut unexpected, mut local) = (0, 0, 0);
-        for (ri, rule) in m.rules.iter().enumerate() {
+        for rule in &m.rules {
             let what = format!(
                 "{id}: {} port {} ({:?})",
                 rule.to.service, rule.port, rule.scope
@@ -118,27 +131,63 @@ fn every_listener_of_every_bundled_model() {
                 assert!(covered, "{what}: no node to check");
                 continue;
             }
-            let edges: Vec<_> = (p.edges.iter())
-                .filter(|e| {
-                    e.origins
-                        .contains(&Origin::Rule(portwatch::model::RuleId(ri)))
+            // Every (client, listener) pair this rule lets connect.
+            let mut dsts: Vec<Peer> = Vec::new();
+            for n in &p.site.nodes {
+                if rule.to.matches(&n.roles, &n.services) {
+                    dsts.push(p.peer_of(n.addresses[0]));
+                }
+            }
+            for x in &p.site.externals {
+                if rule.to.role.is_none() && rule.to.matches(&[], &x.services) {
+                    dsts.push(p.peer_of(x.nets[0].addr()));
+                }
+            }
+            let src_matches = |src: Peer| {
+                rule.from.iter().any(|c| match (c, src) {
+                    (Client::Users, _) => src == users,
+                    (Client::AnyNode, _) => p.is_node(src),
+                    (Client::Nodes(sel), Peer::Endpoint(id)) if p.is_node(src) => {
+                        let n = &p.site.nodes[p.endpoint(id).index];
+                        sel.matches(&n.roles, &n.services)
+                    }
+                    _ => false,
+                })
+            };
+            let srcs: Vec<Peer> = (p.site.nodes.iter())
+                .map(|n| p.peer_of(n.addresses[0]))
+                .chain([users])
+                .collect();
+            let pairs: Vec<(Peer, Peer)> = (dsts.iter())
+                .flat_map(|d| srcs.iter().map(move |s| (*s, *d)))
+                .filter(|(s, d)| s != d && src_matches(*s))
+                .filter(|(_, d)| {
+                    rule.scope != Scope::External
+                        || p.endpoint_kind(*d) == Some(EndpointKind::External)
                 })
                 .collect();
-            assert!(!edges.is_empty(), "{what}: no edge in the test site");
-            for e in &edges {
-                let (src, dst) = (Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
-                let c = classify(&p, address(&p, src), address(&p, dst), rule.port);
-                assert_eq!(c.verdict, Verdict::Expected, "{what}: {e:?}");
+            assert!(
+                !pairs.is_empty(),
+                "{what}: no client and listener in the test site"
+            );
+            for (src, dst) in &pairs {
+                let c = classify(&p, address(&p, *src), address(&p, *dst), rule.port);
+                assert_eq!(
+                    c.verdict,
+                    Verdict::Expected,
+                    "{what}: {} -> {}",
+                    p.peer_name(*src),
+                    p.peer_name(*dst)
+                );
             }
             expected += 1;
             // A client the model does not allow to reach that listener.
-            let dst = Peer::Endpoint(edges[0].dst);
-            let candidates = (p.site.nodes.iter())
-                .map(|n| p.peer_of(n.addresses[0]))
-                .chain([users]);
+            let dst = pairs[0].1;
             let mut found = false;
-            for src in candidates {
-                if src == dst || p.find_edge(src, dst, rule.port).is_some() {
+            for src in srcs {
+                let allowed = p.find_edge(src, dst, rule.port).is_some()
+                    || p.rule_for(src, dst, rule.port).is_some();
+                if src == dst || allowed {
                     continue;
                 }
                 let c = classify(&p, address(&p, src), address(&p, dst), rule.port);

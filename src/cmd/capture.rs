@@ -54,6 +54,13 @@ struct Printer {
     out: Box<dyn Write + Send>,
 }
 
+/// What a capture that ran to its end leaves: the report, and whether the
+/// event log got every event (reported after the report).
+pub(super) struct Finished {
+    pub report: Report,
+    pub events: Result<(), Error>,
+}
+
 pub(super) struct Driver {
     input: Input,
     pl: Pipeline,
@@ -131,7 +138,7 @@ impl Driver {
         mut self,
         rx: &Receiver<Command>,
         ready: Option<&Readiness>,
-    ) -> Result<Report, Error> {
+    ) -> Result<Finished, Error> {
         let slots = self.input.interfaces().len();
         self.capture_up(slots, true);
         if let Some(r) = ready {
@@ -179,9 +186,16 @@ impl Driver {
         self.pl.finish(end);
         self.drain()?;
         self.tick();
+        let events = self.events.finish();
+        if let Some(rec) = &self.rec {
+            rec.metrics().event_log_errors(self.events.lost());
+        }
         let facts = self.input.facts();
         let window = self.since.map(|s| (s, end.max(s)));
-        Ok(Report::build(&self.pl, facts, window, &self.vis))
+        Ok(Finished {
+            report: Report::build(&self.pl, facts, window, &self.vis),
+            events,
+        })
     }
 
     fn capture_up(&mut self, slots: usize, up: bool) {
@@ -203,6 +217,9 @@ impl Driver {
                 rec.packet(slot, what);
             }
         });
+        if let Some(rec) = &self.rec {
+            self.input.sync_interfaces(rec);
+        }
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }
@@ -277,7 +294,7 @@ impl Driver {
         }
         self.events.flush();
         if let Some(rec) = &self.rec {
-            rec.metrics().event_log_errors(self.events.write_errors());
+            rec.metrics().event_log_errors(self.events.lost());
         }
     }
 
@@ -351,7 +368,7 @@ mod tests {
         let (tx, rx) = channel();
         let (done_tx, done) = channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(driver.run(&rx, None));
+            let _ = done_tx.send(driver.run(&rx, None).map(|done| done.report));
         });
         (tx, tries, done)
     }

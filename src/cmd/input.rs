@@ -9,7 +9,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
-use crate::source::live::{LiveOptions, LiveSource};
+use crate::source::live::{InterfaceChange, LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Source, SourceError};
 use crate::time::Timestamp;
@@ -96,6 +96,18 @@ impl Input {
             Input::Files(_) => None,
             Input::Paced(r) => r.now(),
             Input::Live(_) => Some(Timestamp::now()),
+        }
+    }
+
+    /// Interfaces lost or back since the last call, onto the gauges.
+    pub fn sync_interfaces(&mut self, rec: &Recorder) {
+        if let Input::Live(l) = self {
+            for change in l.take_changes() {
+                match change {
+                    InterfaceChange::Lost { slot, .. } => rec.interface_lost(slot),
+                    InterfaceChange::Restored { slot, .. } => rec.capture_up(slot, true),
+                }
+            }
         }
     }
 

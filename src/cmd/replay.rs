@@ -39,7 +39,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     if let Some((start, end)) = span {
         events.judge_edges(&pl, &vis, start, end);
     }
-    events.flush();
+    let logged = events.finish();
     let facts: Vec<SourceFacts> = input.facts();
     for f in &facts {
         if let Some(st) = &f.stopped {
@@ -54,5 +54,6 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         Format::Table => print(&report.to_table())?,
         Format::Json => print(&format!("{}\n", report.to_json()))?,
     }
+    logged?;
     Ok(Status::of(&report))
 }

@@ -45,6 +45,10 @@ pub enum DecodeError {
     TooManyVlanTags { max: usize },
     #[error("tcp flags invalid: {}", match .0 { BadFlags::SynRst => "SYN with RST", BadFlags::SynFin => "SYN with FIN" })]
     BadFlags(BadFlags),
+    /// The capture record's timestamp is out of range (a sub-second
+    /// field of a second or more); the frame is not decoded.
+    #[error("record timestamp out of range")]
+    InvalidTimestamp,
 }
 
 impl DecodeError {
@@ -71,6 +75,7 @@ impl DecodeError {
             DecodeError::TooManyVlanTags { .. } => "too_many_vlan_tags",
             DecodeError::BadFlags(BadFlags::SynRst) => "tcp_syn_rst",
             DecodeError::BadFlags(BadFlags::SynFin) => "tcp_syn_fin",
+            DecodeError::InvalidTimestamp => "invalid_timestamp",
         }
     }
 }

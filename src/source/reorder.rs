@@ -25,6 +25,7 @@ struct Held {
     linktype: LinkType,
     wire_len: u32,
     interface: u32,
+    ts_invalid: bool,
     data: Vec<u8>,
 }
 
@@ -79,6 +80,7 @@ impl Reorder {
             linktype: f.linktype,
             wire_len: f.wire_len,
             interface: f.interface,
+            ts_invalid: f.ts_invalid,
             data: f.data.to_vec(),
         }));
         self.seq += 1;
@@ -110,6 +112,7 @@ impl Reorder {
                 wire_len: h.wire_len,
                 data: &h.data,
                 interface: h.interface,
+                ts_invalid: h.ts_invalid,
             });
             n += 1;
         }
@@ -128,6 +131,7 @@ mod tests {
             wire_len: data.len() as u32,
             data,
             interface,
+            ts_invalid: false,
         }
     }
 

@@ -102,9 +102,23 @@ impl MergedFiles {
         until: Option<Timestamp>,
         sink: &mut dyn FnMut(&Frame<'_>),
     ) -> Poll {
+        self.poll_bounded(until, BATCH_FRAMES, sink)
+    }
+
+    /// Deliver the next frame only, whatever its timestamp.
+    pub fn poll_one(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Poll {
+        self.poll_bounded(None, 1, sink)
+    }
+
+    fn poll_bounded(
+        &mut self,
+        until: Option<Timestamp>,
+        max: usize,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> Poll {
         self.prime();
         let mut n = 0;
-        while n < BATCH_FRAMES {
+        while n < max {
             let Some(mut top) = self.heap.peek_mut() else {
                 break;
             };
