@@ -11,9 +11,12 @@ use crate::cli::{Format, ReportFormat};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
-    let input = Input::open(&InputSpec::Live {
-        interfaces: s.interfaces.clone(),
-    })?;
+    let input = Input::open_for(
+        &InputSpec::Live {
+            interfaces: s.interfaces.clone(),
+        },
+        &policy,
+    )?;
     let r = &s.report;
     let events = EventLog::open(
         r.events.as_deref(),
