@@ -19,7 +19,12 @@ pub mod exit {
 pub fn out(text: &str) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+    out_with(|| o.write_all(text.as_bytes()).and_then(|_| o.flush()));
+}
+
+/// Runs `write` (to standard output) with the error handling of [`out`].
+pub fn out_with(write: impl FnOnce() -> std::io::Result<()>) {
+    if let Err(e) = write() {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::app::{exit, load, out};
+use crate::app::{exit, load, out, out_with};
 use crate::cli::{Format, ReplayArgs, SiteArgs, TrackArgs, WatchArgs};
 use crate::export::events::write_event;
 use crate::export::findings::FindingPrinter;
@@ -81,7 +81,12 @@ pub(crate) fn source_facts(f: FileFacts) -> SourceFacts {
 fn print_report(r: &Report, format: Format) {
     match format {
         Format::Table => out(&r.to_table()),
-        Format::Json => out(&format!("{}\n", r.to_json())),
+        Format::Json => out_with(|| {
+            r.write_json(std::io::BufWriter::with_capacity(
+                64 << 10,
+                std::io::stdout().lock(),
+            ))
+        }),
     }
 }
 
@@ -145,6 +150,8 @@ pub fn replay(args: ReplayArgs) -> u8 {
         }
     }
     let report = Report::build(&pl, facts, span, &vis);
+    // The report holds what it prints: free the tables before rendering.
+    drop(pl);
     print_report(&report, args.report.format);
     status(&report)
 }
