@@ -684,7 +684,7 @@ fn buffered_poll_equals_frame_by_frame() {
         while let Ok(Poll::Frames(_)) = a.poll(&mut |f| polled.push(own(f))) {}
         let mut b = FileSource::open(&path).unwrap();
         let mut stepped = Vec::new();
-        while let Some(f) = b.next_frame() {
+        while let Some(f) = b.next_frame_general() {
             stepped.push(own(&f));
         }
         assert_eq!(polled.len(), stepped.len(), "{}", path.display());
