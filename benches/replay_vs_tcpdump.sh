@@ -28,6 +28,7 @@
 # deleted after their shape unless KEEP=1. Exit status 1 from portwatch
 # (findings) is expected. Figures of the last run: benches/README.md.
 set -euo pipefail
+trap 'exit 130' INT TERM # so that the EXIT trap below removes the captures
 
 cd "$(dirname "$0")/.."
 PACKETS=${PACKETS:-5000000}
@@ -55,7 +56,7 @@ mkdir -p "$DIR"
 if [ "${KEEP:-0}" = 1 ]; then
     echo "keeping captures in $DIR"
 else
-    trap 'rm -f "$DIR"/bench-*; rmdir "$DIR" 2>/dev/null || true' EXIT
+    trap 'rm -f "$DIR"/bench-* "$DIR"/{runs,sizes,rss,stderr}; rmdir "$DIR" 2>/dev/null || true' EXIT
 fi
 FILTER=$("$GENERATE" --print-filter)
 RUNS=$DIR/runs
@@ -86,12 +87,13 @@ generate() {
     esac
 }
 
-# run SHAPE TOOL CMD...: runs CMD once; appends "SHAPE TOOL SECONDS RSS_KB".
+# run SHAPE TOOL CMD...: runs CMD once; appends "SHAPE TOOL WALL RSS_KB CPU"
+# (CPU: user + system seconds of CMD and its children).
 run() {
     local shape=$1 tool=$2 start end rc=0
     shift 2
     start=$(date +%s%N)
-    /usr/bin/time -f %M -o "$DIR/rss" "$@" >/dev/null 2>"$DIR/stderr" || rc=$?
+    /usr/bin/time -f "%M %U %S" -o "$DIR/rss" "$@" >/dev/null 2>"$DIR/stderr" || rc=$?
     end=$(date +%s%N)
     # portwatch: 0 clean, 1 findings; tcpdump and dd: 0.
     if [ "$rc" -gt 1 ]; then
@@ -100,7 +102,7 @@ run() {
         exit 2
     fi
     echo "$shape $tool $(((end - start) / 1000000)) $(tail -n 1 "$DIR/rss")" |
-        awk '{ printf "%s %s %.3f %s\n", $1, $2, $3 / 1000, $4 }' >>"$RUNS"
+        awk '{ printf "%s %s %.3f %s %.2f\n", $1, $2, $3 / 1000, $4, $5 + $6 }' >>"$RUNS"
 }
 
 # tcpdump and dd read several files one after the other (they cannot merge).
@@ -122,7 +124,7 @@ for shape in $SHAPES; do
             run "$shape" tcpdump bash -c "$TCPDUMP_EACH" _ "${files[@]}"
         fi
         tail -n 3 "$RUNS" | awk -v r="$round" -v n="$PACKETS" \
-            '{ printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS\n", r, $2, $3, n / $3, $4 }'
+            '{ printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS  %6.2f s CPU\n", r, $2, $3, n / $3, $4, $5 }'
     done
     if [ "${KEEP:-0}" != 1 ]; then rm -f "${files[@]}"; fi
 done
@@ -135,7 +137,7 @@ if [ "$MEMORY" = 1 ]; then
         "$GENERATE" "$f" "$n" --flood
         cat "$f" >/dev/null
         run "memory-${mult}x" portwatch "$PORTWATCH" replay --site multi-node "$f" --format json
-        tail -n 1 "$RUNS" | awk '{ printf "  %s  %.3f s  %d KB peak RSS\n", $1, $3, $4 }'
+        tail -n 1 "$RUNS" | awk '{ printf "  %s  %.3f s  %d KB peak RSS  %.2f s CPU\n", $1, $3, $4, $5 }'
         rm -f "$f"
     done
 fi
@@ -158,20 +160,23 @@ awk -v n="$PACKETS" '
         if (!(s in seen)) { seen[s] = 1; order[++shapes] = s }
         k = ++count[s, $2]
         t[s, $2, k] = $3
+        c[s, $2, k] = $5
         if ($4 > rss[s, $2]) rss[s, $2] = $4
     }
     END {
-        printf "%-9s %7s %9s %10s %10s %10s %7s %9s %9s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "pw RSS", "td RSS"
+        printf "%-9s %6s %8s %10s %10s %10s %7s %7s %8s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw RSS", "td RSS"
         for (i = 1; i <= shapes; i++) {
             s = order[i]; k = count[s, "portwatch"]
             for (r = 1; r <= k; r++) {
                 dd[r] = t[s, "dd", r]; pw[r] = t[s, "portwatch", r]; td[r] = t[s, "tcpdump", r]
                 ratio[r] = td[r] / pw[r]
+                cpu[r] = c[s, "tcpdump", r] / (c[s, "portwatch", r] > 0 ? c[s, "portwatch", r] : 0.01)
             }
             mdd = median(dd, k); mpw = median(pw, k); mtd = median(td, k)
-            printf "%-9s %7.0f %9.2f %10.0f %10.0f %10.0f %6.2fx %6.1f MB %6.1f MB\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024
+            printf "%-9s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %5.1f MB %4.1f MB\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024
         }
-        printf "(packets/s: medians; ratio: median of the per-round ratios portwatch/tcpdump; RSS: peak of the rounds, MB = 1024 KB)\n"
+        printf "packets/s: medians of wall time; ratio: median of the per-round ratios tcpdump/portwatch of wall time,\n"
+        printf "cpu: the same of CPU time (user + system); RSS: peak over the rounds (MB = 1024 KB)\n"
         if ("memory-1x" in mem)
             printf "\nportwatch peak RSS on the flood shape: %.1f MB at %d packets, %.1f MB at %d, %.1f MB at %d\n", mem["memory-1x"] / 1024, n, mem["memory-2x"] / 1024, 2 * n, mem["memory-4x"] / 1024, 4 * n
     }' "$DIR/sizes" "$RUNS"

@@ -241,6 +241,9 @@ pub fn watch(args: WatchArgs) -> u8 {
     if let Some(mut w) = events {
         let _ = w.flush();
     }
+    for s in live.stats().unwrap_or_default() {
+        eprintln!("{s}");
+    }
     let sources = live_facts(&mut live);
     let report = Report::build(&pl, sources, Some((started, now)), &vis);
     eprintln!();
