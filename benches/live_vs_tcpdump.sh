@@ -48,6 +48,8 @@ cleanup() {
 trap cleanup EXIT
 
 ip netns add "$NS"
+# No IPv6 on the links: its multicast listener reports would pass the filter.
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 ip -n "$NS" link add "$CAPTURE" type veth peer name "$SEND"
 for dev in "$CAPTURE" "$SEND" lo; do
     # The capture has some jumbo frames (9014 bytes, 9018 with a VLAN tag).
