@@ -1,5 +1,6 @@
-//! Command line: clap's raw arguments. Validation into settings happens in
-//! `app`, where the files are read.
+//! Command line: clap's raw arguments, and `--help`. Each value's syntax is
+//! checked here; `cmd::settings` turns them into validated settings, and
+//! the commands read the files.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,9 @@ Exit status:
   0  no findings (check: the files are valid)
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
-  3  a capture file is truncated or corrupt: the report covers what was read";
+  3  a capture file is truncated or corrupt: the report covers what was read
+  4  runtime failure: the capture failed, writing to stdout failed
+A closed stdout (`| head`) is no failure: the command stops quietly with the status above.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,7 +79,10 @@ Time: required-edge windows run on capture time for --replay, on the wall clock 
 
 Exit status:
   0  stopped by a signal
-  2  bad input: invalid site or rules, unreadable capture, address in use, bad arguments";
+  2  bad input: invalid site or rules, unreadable capture, bad arguments
+  4  runtime failure: address in use, the capture failed or its thread died
+
+A closed stdout stops --print (logged once); capture and /metrics go on.";
 
 const DEMO_HELP: &str = "\
 The demo site is the bundled `multi-node` example; the capture holds a few minutes of
@@ -152,7 +158,8 @@ pub struct SiteArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TrackArgs {
-    /// Most connection attempts tracked at once; the oldest is evicted beyond it.
+    /// Most connection attempts tracked at once (at least 1); the oldest is
+    /// evicted beyond it.
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     pub max_flows: usize,
     /// How long a SYN waits for an answer before the attempt counts as unanswered.
@@ -218,5 +225,5 @@ pub enum LogFormat {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::config::diag::parse_duration(s)
+    crate::diag::parse_duration(s)
 }

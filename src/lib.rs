@@ -1,6 +1,8 @@
 //! portwatch: passive compliance monitoring of TCP control packets against a
 //! product's port model and a site's inventory.
 //!
+//! Data flow:
+//!
 //! ```text
 //! source (pcap/pcapng files, libpcap live)  ── Frame ──▶
 //! decode (pure: link, VLAN, IPv4/IPv6, TCP) ── Segment ──▶
@@ -9,23 +11,44 @@
 //! report / export (audit report, Prometheus, event log)
 //! ```
 //!
-//! Only `source`, `export`, `app`, `run` and `daemon` touch the operating
-//! system. `daemon` (`portwatch run`/`demo`) keeps the hot path on one
+//! Layers, top to bottom. A module may use the modules on the lines below
+//! its own, never those on its line or above (`tests/layering.rs` reads
+//! this list and the sources, and fails on an import that goes up):
+//!
+//! ```text
+//! layers:
+//! cmd                │ one module per command; signals, the capture driver
+//! cli                │ clap's raw arguments
+//! report export      │ audit report │ Prometheus, HTTP, event log, printed findings
+//! pipeline           │ one frame through decode → classify → state
+//! state              │ handshake table, required-edge clocks, tallies
+//! config classify    │ loading site + rules │ verdicts
+//! policy             │ model × site: roles, expected edges, visibility
+//! site               │ the site inventory
+//! model              │ the product's port model
+//! decode source      │ bytes → Segment │ files, live capture, paced replay
+//! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
+//! time               │ capture timestamps
+//! ```
+//!
+//! Only `source`, `export`, `config` (it reads the site and rules files)
+//! and `cmd` touch the operating system. `run` keeps the hot path on one
 //! capture thread; tokio only serves HTTP and handles signals.
 #![forbid(unsafe_code)]
 
-pub mod app;
 pub mod classify;
 pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod daemon;
 pub mod decode;
+pub mod diag;
 pub mod export;
+pub mod frame;
+pub mod map;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod report;
-pub mod run;
 pub mod site;
 pub mod source;
 pub mod state;

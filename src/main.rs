@@ -1,12 +1,22 @@
-//! The `portwatch` binary: parse arguments, set up logging, run.
+//! The `portwatch` binary: parse arguments, set up logging, run the
+//! command, turn its result into the exit status. The only place that
+//! exits.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use portwatch::cli::{Cli, LogFormat};
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    portwatch::app::run(cli)
+    match portwatch::cmd::run(cli) {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(e) => {
+            e.report();
+            ExitCode::from(e.code())
+        }
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification, Verdict};
 use crate::decode::{decode, Control, Decoded, Segment, Skip};
+use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
-use crate::source::Frame;
 use crate::state::tally::{RowId, Tally};
 use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
 use crate::time::Timestamp;
@@ -317,3 +317,6 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
         Control::Syn => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

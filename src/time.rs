@@ -1,6 +1,7 @@
 //! Capture time. Every expiry decision in portwatch is made on these
 //! timestamps, passed in as arguments: a replay reads them from the file, a
-//! live capture from the kernel, and nothing below `app` reads the clock.
+//! live capture from the kernel. Only the commands (`cmd`) read the wall
+//! clock, for a live capture's idle expiry and the daemon's timestamps.
 
 use std::fmt;
 use std::time::Duration;
@@ -39,7 +40,7 @@ impl Timestamp {
         )
     }
 
-    /// The wall clock. Only `app` and `source::live` call this.
+    /// The wall clock. Only `cmd` calls this.
     pub fn now() -> Self {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -47,18 +48,12 @@ impl Timestamp {
         Timestamp::from_secs_nanos(d.as_secs(), d.subsec_nanos())
     }
 
-    /// RFC 3339 in UTC with microseconds, e.g. `2026-01-02T03:04:05.000006Z`.
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-01-02T03:04:05.000006Z`
+    /// (humantime's format; a u64 of nanoseconds ends in 2554, well inside
+    /// its range).
     pub fn rfc3339(self) -> String {
-        let secs = self.0 / 1_000_000_000;
-        let micros = (self.0 % 1_000_000_000) / 1_000;
-        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        format!(
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            rem / 3600,
-            (rem / 60) % 60,
-            rem % 60
-        )
+        let t = std::time::UNIX_EPOCH + Duration::from_nanos(self.0);
+        humantime::format_rfc3339_micros(t).to_string()
     }
 }
 
@@ -66,20 +61,6 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.rfc3339())
     }
-}
-
-// Howard Hinnant's days-to-civil algorithm: avoids a date crate for one format.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -93,6 +74,8 @@ mod tests {
         assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.123456Z");
         let leap = Timestamp::from_secs_nanos(951_782_400, 0); // 2000-02-29
         assert_eq!(leap.rfc3339(), "2000-02-29T00:00:00.000000Z");
+        // The last instant a Timestamp holds.
+        assert_eq!(Timestamp(u64::MAX).rfc3339(), "2554-07-21T23:34:33.709551Z");
     }
 
     #[test]

@@ -41,7 +41,10 @@ fn promtool() -> Option<&'static str> {
 #[test]
 fn promtool_accepts_a_live_scrape() {
     let Some(promtool) = promtool() else {
-        eprintln!("SKIPPED promtool_accepts_a_live_scrape: promtool not installed (apt-get install prometheus)");
+        crate::util::skip(
+            "promtool_accepts_a_live_scrape",
+            "promtool not installed (apt-get install prometheus)",
+        );
         return;
     };
     let mut d = demo_loop();
@@ -228,7 +231,8 @@ fn sigterm_stops_cleanly_with_summary() {
     );
 }
 
-/// A bad site or an address in use is refused up front with exit 2.
+/// A bad site is refused up front with exit 2 (bad input), an address in
+/// use with exit 4 (runtime failure).
 #[test]
 fn run_refuses_bad_input() {
     let pcap = demo_pcap();
@@ -251,7 +255,7 @@ fn run_refuses_bad_input() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
     let out = Command::new(crate::util::bin())
         .args([

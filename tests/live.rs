@@ -321,12 +321,18 @@ fn wait_for(
 #[test]
 fn live_capture_over_veth_matches_replay() {
     if !is_root() {
-        eprintln!("skipping live test: needs root (network namespace and veth pair)");
+        crate::util::skip(
+            "live_capture_over_veth_matches_replay",
+            "needs root (network namespace and veth pair)",
+        );
         return;
     }
     for tool in ["ip", "tcpreplay"] {
         if !have(tool) {
-            eprintln!("skipping live test: `{tool}` is not installed");
+            crate::util::skip(
+                "live_capture_over_veth_matches_replay",
+                &format!("`{tool}` is not installed"),
+            );
             return;
         }
     }

@@ -44,244 +44,210 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Exit status 2, no panic, and a diagnostic `FILE:LINE:COLUMN: FIELD: ...`
-/// whose message contains `says`. Returns stderr.
-fn assert_bad(o: &Output, file: &Path, line: u64, column: u64, field: &str, says: &str) -> String {
+/// whose message contains `says`; or what is wrong.
+fn diagnosed(
+    o: &Output,
+    file: &Path,
+    line: u64,
+    column: u64,
+    field: &str,
+    says: &str,
+) -> Result<(), String> {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "exit status; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    if o.status.code() != Some(2) {
+        return Err(format!("exit status {:?}; stderr:\n{err}", o.status.code()));
+    }
+    if err.contains("panicked") {
+        return Err(format!("panicked:\n{err}"));
+    }
     let head = format!("{}:{line}:{column}: {field}: ", file.display());
     let hit = err
         .lines()
         .find(|l| l.contains(&head))
-        .unwrap_or_else(|| panic!("no `{head}` in stderr:\n{err}"));
-    assert!(hit.contains(says), "`{says}` not in `{hit}`");
-    err
+        .ok_or_else(|| format!("no `{head}` in stderr:\n{err}"))?;
+    if !hit.contains(says) {
+        return Err(format!("`{says}` not in `{hit}`"));
+    }
+    Ok(())
+}
+
+fn assert_bad(o: &Output, file: &Path, line: u64, column: u64, field: &str, says: &str) {
+    if let Err(e) = diagnosed(o, file, line, column, field, says) {
+        panic!("{e}");
+    }
 }
 
 const NODE: &str =
     "site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n";
 
-#[test]
-fn unknown_field_lists_valid_names() {
-    let f = write(
-        "unknown-field.yaml",
-        "site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n    colour: red\n",
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        6,
-        5,
-        "nodes[0].colour",
-        "unknown field `colour`, expected one of name, addresses, roles, services",
-    );
-}
-
-#[test]
-fn unknown_role() {
-    let f = write(
-        "unknown-role.yaml",
-        "site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central, wizard]\n",
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        5,
-        22,
-        "nodes[0].roles[1]",
-        "unknown role `wizard`; known: central, proxy",
-    );
-}
-
-#[test]
-fn unknown_service() {
-    let f = write(
-        "unknown-service.yaml",
-        "site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    services: [qps, zzz]\n",
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        5,
-        21,
-        "nodes[0].services[1]",
-        "unknown service `zzz`; known: qps",
-    );
-}
-
-#[test]
-fn duplicate_node_name() {
-    let f = write(
-        "duplicate-node.yaml",
-        &format!("{NODE}  - name: a\n    addresses: [192.0.2.2]\n    roles: [engine]\n"),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        6,
-        11,
-        "nodes[1].name",
-        "duplicate name `a`",
-    );
-}
-
-#[test]
-fn address_claimed_by_two_nodes() {
-    let f = write(
-        "shared-address.yaml",
-        &format!("{NODE}  - name: b\n    addresses: [192.0.2.1]\n    roles: [engine]\n"),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        7,
-        17,
-        "nodes[1].addresses[0]",
-        "address 192.0.2.1 is already claimed by node `a`",
-    );
-}
-
-#[test]
-fn bad_cidr_in_user_networks() {
-    let f = write(
-        "bad-cidr.yaml",
-        &format!("{NODE}user_networks:\n  - name: u\n    cidrs: [198.51.100.0/33]\n"),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        8,
-        13,
-        "user_networks[0].cidrs[0]",
-        "is not a CIDR block",
-    );
-}
-
-#[test]
-fn bad_address() {
-    let f = write(
-        "bad-address.yaml",
-        "site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.300]\n    roles: [central]\n",
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        4,
-        17,
-        "nodes[0].addresses[0]",
-        "`192.0.2.300` is not an IPv4 or IPv6 address",
-    );
-}
-
-#[test]
-fn port_0_in_allow() {
-    let f = write(
-        "allow-port-0.yaml",
-        &format!("{NODE}allow:\n  - from: users\n    to: a\n    port: 0\n"),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        9,
-        11,
-        "allow[0].port",
-        "port 0 is out of range 1-65535",
-    );
-}
-
-#[test]
-fn port_70000_in_overrides() {
-    let f = write(
-        "override-port-70000.yaml",
-        &format!("{NODE}overrides:\n  - from: users\n    to: a\n    port: 70000\n"),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        9,
-        11,
-        "overrides[0].port",
-        "port 70000 is out of range 1-65535",
-    );
-}
-
-/// A small valid rules file; `PORT` is replaced per test.
+/// A small valid rules file; `PORT` is replaced per case.
 const RULES: &str = "model: tiny\ntitle: Tiny\nsource: test\nservices:\n  - id: web\n    name: Web\nroles:\n  - id: server\n    description: d\n    services: [web]\nports:\n  - port: PORT\n    to: web\n    scope: users\n    purpose: p\n    cite: c\n";
 const TINY_SITE: &str =
     "site: t\nmodel: tiny\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [server]\n";
 
-fn rules_with_port(name: &str, port: &str) -> (PathBuf, PathBuf) {
-    let r = write(name, &RULES.replace("PORT", port));
-    let s = write("tiny-site.yaml", TINY_SITE);
-    (r, s)
+/// The file a case gets wrong.
+enum Bad {
+    /// This site file, with the bundled model.
+    Site(String),
+    /// The tiny rules file with this port, and a site using it.
+    RulesPort(&'static str),
+}
+
+/// One bad input and the one diagnostic it must produce.
+struct Case {
+    name: &'static str,
+    bad: Bad,
+    line: u64,
+    column: u64,
+    field: &'static str,
+    says: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let site = |t: &str| Bad::Site(t.to_string());
+    let case = |name, bad, (line, column), field, says| Case {
+        name,
+        bad,
+        line,
+        column,
+        field,
+        says,
+    };
+    vec![
+        case(
+            "unknown field lists valid names",
+            site("site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n    colour: red\n"),
+            (6, 5),
+            "nodes[0].colour",
+            "unknown field `colour`, expected one of name, addresses, roles, services",
+        ),
+        case(
+            "unknown role",
+            site("site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central, wizard]\n"),
+            (5, 22),
+            "nodes[0].roles[1]",
+            "unknown role `wizard`; known: central, proxy",
+        ),
+        case(
+            "unknown service",
+            site("site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    services: [qps, zzz]\n"),
+            (5, 21),
+            "nodes[0].services[1]",
+            "unknown service `zzz`; known: qps",
+        ),
+        case(
+            "duplicate node name",
+            site(&format!("{NODE}  - name: a\n    addresses: [192.0.2.2]\n    roles: [engine]\n")),
+            (6, 11),
+            "nodes[1].name",
+            "duplicate name `a`",
+        ),
+        case(
+            "address claimed by two nodes",
+            site(&format!("{NODE}  - name: b\n    addresses: [192.0.2.1]\n    roles: [engine]\n")),
+            (7, 17),
+            "nodes[1].addresses[0]",
+            "address 192.0.2.1 is already claimed by node `a`",
+        ),
+        case(
+            "bad CIDR in user networks",
+            site(&format!("{NODE}user_networks:\n  - name: u\n    cidrs: [198.51.100.0/33]\n")),
+            (8, 13),
+            "user_networks[0].cidrs[0]",
+            "is not a CIDR block",
+        ),
+        case(
+            "bad address",
+            site("site: t\nnodes:\n  - name: a\n    addresses: [192.0.2.300]\n    roles: [central]\n"),
+            (4, 17),
+            "nodes[0].addresses[0]",
+            "`192.0.2.300` is not an IPv4 or IPv6 address",
+        ),
+        case(
+            "port 0 in allow",
+            site(&format!("{NODE}allow:\n  - from: users\n    to: a\n    port: 0\n")),
+            (9, 11),
+            "allow[0].port",
+            "port 0 is out of range 1-65535",
+        ),
+        case(
+            "port 70000 in overrides",
+            site(&format!("{NODE}overrides:\n  - from: users\n    to: a\n    port: 70000\n")),
+            (9, 11),
+            "overrides[0].port",
+            "port 70000 is out of range 1-65535",
+        ),
+        case(
+            "port 0 in a rules file",
+            Bad::RulesPort("0"),
+            (12, 11),
+            "ports[0].port",
+            "port 0 is out of range 1-65535",
+        ),
+        case(
+            "port 70000 in a rules file",
+            Bad::RulesPort("70000"),
+            (12, 11),
+            "ports[0].port",
+            "port 70000 is out of range 1-65535",
+        ),
+        // The model has no rule for the central node reaching users on 4242.
+        case(
+            "override for an edge that cannot occur",
+            site(&format!(
+                "{NODE}overrides:\n  - from: a\n    to: users\n    port: 4242\n    required: true\n"
+            )),
+            (7, 11),
+            "overrides[0]",
+            "no edge a -> users port 4242 can occur in this site",
+        ),
+        case(
+            "unknown model",
+            site("site: t\nmodel: nope\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n"),
+            (2, 8),
+            "model",
+            "no bundled model `nope`; bundled: qlik-sense-enterprise",
+        ),
+        case(
+            "YAML syntax error",
+            site("site: t\nnodes: [\n"),
+            (2, 8),
+            "nodes",
+            "",
+        ),
+    ]
+}
+
+/// Every case of the table: exit 2 and its diagnostic, located. All
+/// failures are reported together.
+#[test]
+fn each_bad_input_is_located() {
+    let mut failures = Vec::new();
+    for c in cases() {
+        let (o, file) = match &c.bad {
+            Bad::Site(text) => {
+                let f = write("site.yaml", text);
+                (check(&f, None), f)
+            }
+            Bad::RulesPort(port) => {
+                let r = write("rules.yaml", &RULES.replace("PORT", port));
+                let s = write("tiny-site.yaml", TINY_SITE);
+                (check(&s, Some(&r)), r)
+            }
+        };
+        if let Err(e) = diagnosed(&o, &file, c.line, c.column, c.field, c.says) {
+            failures.push(format!("{}: {e}", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
 fn tiny_rules_file_is_valid() {
-    let (r, s) = rules_with_port("tiny-ok.yaml", "8080");
+    let r = write("tiny-ok.yaml", &RULES.replace("PORT", "8080"));
+    let s = write("tiny-site.yaml", TINY_SITE);
     let o = check(&s, Some(&r));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-}
-
-#[test]
-fn port_0_in_rules_file() {
-    let (r, s) = rules_with_port("rules-port-0.yaml", "0");
-    assert_bad(
-        &check(&s, Some(&r)),
-        &r,
-        12,
-        11,
-        "ports[0].port",
-        "port 0 is out of range 1-65535",
-    );
-}
-
-#[test]
-fn port_70000_in_rules_file() {
-    let (r, s) = rules_with_port("rules-port-70000.yaml", "70000");
-    assert_bad(
-        &check(&s, Some(&r)),
-        &r,
-        12,
-        11,
-        "ports[0].port",
-        "port 70000 is out of range 1-65535",
-    );
-}
-
-#[test]
-fn override_for_an_edge_that_cannot_occur() {
-    // The model has no rule for the central node reaching users on 4242.
-    let f = write(
-        "impossible-override.yaml",
-        &format!(
-            "{NODE}overrides:\n  - from: a\n    to: users\n    port: 4242\n    required: true\n"
-        ),
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        7,
-        11,
-        "overrides[0]",
-        "no edge a -> users port 4242 can occur in this site",
-    );
-}
-
-#[test]
-fn unknown_model() {
-    let f = write(
-        "unknown-model.yaml",
-        "site: t\nmodel: nope\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n",
-    );
-    assert_bad(
-        &check(&f, None),
-        &f,
-        2,
-        8,
-        "model",
-        "no bundled model `nope`; bundled: qlik-sense-enterprise",
-    );
 }
 
 #[test]
@@ -310,12 +276,6 @@ fn several_problems_are_reported_together() {
         err.contains(&format!("{} problems found", want.len())),
         "{err}"
     );
-}
-
-#[test]
-fn yaml_syntax_error() {
-    let f = write("syntax.yaml", "site: t\nnodes: [\n");
-    assert_bad(&check(&f, None), &f, 2, 8, "nodes", "");
 }
 
 #[test]
@@ -393,5 +353,22 @@ fn expect_json_has_the_documented_shape() {
                 }
             }
         }
+    }
+}
+
+/// `--max-flows 0` is refused (exit 2, the flag named), not taken as 1.
+#[test]
+fn max_flows_zero_is_refused() {
+    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.pcap");
+    for cmd in ["replay", "run"] {
+        let mut args = vec![cmd, "--site", "multi-node", "--max-flows", "0"];
+        if cmd == "run" {
+            args.push("--replay");
+        }
+        args.push(pcap.to_str().unwrap());
+        let o = portwatch(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("--max-flows 0"), "{cmd}: {err}");
     }
 }

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portwatch::decode::decode;
-use portwatch::source::LinkType;
+use portwatch::frame::LinkType;
 
 fuzz_target!(|data: &[u8]| {
     for linktype in LinkType::SUPPORTED {

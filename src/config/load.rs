@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::diag::ConfigError;
+use crate::diag::ConfigError;
 use crate::model::{load_model, BUNDLED_MODELS};
 use crate::policy::Policy;
 use crate::site::{load_site, model_id_of};

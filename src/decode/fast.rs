@@ -15,7 +15,7 @@ use super::link::{
     ETHERNET_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, SLL2_LEN, SLL_LEN, VLAN_TAG_LEN,
 };
 use super::tcp::{CONTROL_FLAGS, TCP_MIN_LEN};
-use crate::source::LinkType;
+use crate::frame::LinkType;
 
 #[inline]
 pub(super) fn is_not_control(linktype: LinkType, data: &[u8]) -> bool {

@@ -5,7 +5,7 @@
 
 use super::bytes::{be16, u8_at};
 use super::error::{DecodeError, Layer};
-use crate::source::LinkType;
+use crate::frame::LinkType;
 
 pub(super) const ETHERTYPE_IPV4: u16 = 0x0800;
 pub(super) const ETHERTYPE_IPV6: u16 = 0x86dd;

@@ -18,7 +18,7 @@ mod segment;
 mod tcp;
 
 #[cfg(test)]
-mod corpus_tests;
+mod oracle;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -29,7 +29,7 @@ pub use ip::MAX_IPV6_EXTENSIONS;
 pub use link::MAX_VLAN_TAGS;
 pub use segment::{Control, Decoded, Segment, Skip};
 
-use crate::source::LinkType;
+use crate::frame::LinkType;
 
 /// Decode one frame of the given link type.
 pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Decoded, DecodeError> {

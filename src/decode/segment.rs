@@ -36,7 +36,9 @@ pub struct Segment {
     pub src_port: u16,
     pub dst_port: u16,
     pub control: Control,
-    /// The raw TCP flags byte (CWR..FIN), kept for the event log.
+    /// The raw TCP flags byte (CWR..FIN) that `control` was reduced from.
+    /// The pipeline decides on `control` only; the decoder tests check the
+    /// two agree.
     pub flags: u8,
 }
 

@@ -4,6 +4,7 @@
 //! other.
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use crate::pipeline::Event;
 use crate::policy::Policy;
@@ -24,10 +25,13 @@ pub struct FindingPrinter {
 const MAX_PRINTED_KEYS: usize = 10_000;
 
 impl FindingPrinter {
-    /// Print `e` to stdout if it is a finding due for printing.
-    pub fn print(&mut self, p: &Policy, e: &Event) {
-        if let Some(line) = self.line(p, e) {
-            crate::app::out(&format!("{line}\n"));
+    /// Write `e` to `w` if it is a finding due for printing. A write error
+    /// is the caller's to judge (a closed stdout ends `watch`, but only
+    /// silences `run --print`).
+    pub fn write(&mut self, w: &mut dyn Write, p: &Policy, e: &Event) -> std::io::Result<()> {
+        match self.line(p, e) {
+            Some(line) => writeln!(w, "{line}"),
+            None => Ok(()),
         }
     }
 

@@ -26,10 +26,11 @@ use prometheus::{
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::decode::Skip;
+use crate::map::FastMap;
 use crate::pipeline::{Event, Ingested, Pipeline};
+use crate::policy::Visibility;
 use crate::policy::{EdgeId, Peer, Policy};
-use crate::report::Visibility;
-use crate::state::{EdgeState, Eviction, FastMap, Outcome};
+use crate::state::{EdgeState, Eviction, Outcome};
 use crate::time::Timestamp;
 
 /// The `result` label of `portwatch_packets_total`: what decoding made of

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::raw::RawModel;
 use super::{Client, Model, PortRule, Role, Scope, Selector, Service};
-use crate::config::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
+use crate::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
 
 /// The models built into the binary: (id, file name, text).
 pub const BUNDLED_MODELS: &[(&str, &str, &str)] = &[

@@ -3,8 +3,10 @@
 //! classifier needs. Built once per (re)load; read-only afterwards.
 
 mod expect;
+mod visibility;
 
 pub use expect::{Expectation, ExpectedEdge, NodePorts};
+pub use visibility::{UnknownSensor, Visibility};
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -12,10 +14,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::diag::{ConfigError, Diagnostics};
+use crate::diag::{ConfigError, Diagnostics};
+use crate::map::FastMap;
 use crate::model::{Client, Model, RuleId, Scope, Selector};
 use crate::site::{EdgeSpec, Site};
-use crate::state::FastMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointKind {

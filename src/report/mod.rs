@@ -17,6 +17,8 @@ use crate::state::tally::FindingKind;
 use crate::state::{EdgeState, Eviction, Outcome};
 use crate::time::Timestamp;
 
+pub use crate::policy::{UnknownSensor, Visibility};
+
 /// What the caller knows of its sources.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct SourceFacts {
@@ -121,38 +123,6 @@ pub struct Finding {
     pub first_seen: Option<String>,
     pub last_seen: Option<String>,
     pub explanation: String,
-}
-
-/// Which required edges a sensor can see: all, or those touching its nodes.
-#[derive(Clone, Debug, Default)]
-pub struct Visibility {
-    pub nodes: Vec<String>,
-}
-
-impl Visibility {
-    /// Check `--sensor` names against the site's nodes.
-    pub fn for_site(p: &Policy, sensors: &[String]) -> Result<Visibility, String> {
-        match sensors.iter().find(|s| p.site.node(s.as_str()).is_none()) {
-            Some(s) => {
-                let nodes: Vec<&str> = p.site.nodes.iter().map(|n| n.name.as_str()).collect();
-                Err(format!(
-                    "--sensor {s}: no such node in site `{}`; nodes: {}",
-                    p.site.name,
-                    nodes.join(", ")
-                ))
-            }
-            None => Ok(Visibility {
-                nodes: sensors.to_vec(),
-            }),
-        }
-    }
-
-    pub fn sees(&self, p: &Policy, src: Peer, dst: Peer) -> bool {
-        self.nodes.is_empty()
-            || [src, dst]
-                .iter()
-                .any(|e| self.nodes.iter().any(|n| p.peer_name(*e) == n))
-    }
 }
 
 impl Report {

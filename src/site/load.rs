@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::raw::{RawEdgeSpec, RawSite};
 use super::{EdgeSpec, External, Node, Pos, Site, UserNetwork};
-use crate::config::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
+use crate::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
 use crate::model::Model;
 
 /// Names an endpoint may not take: they are labels portwatch uses itself.

@@ -22,7 +22,8 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 
-use super::{Frame, LinkType, Poll, Source, SourceError};
+use super::{Poll, Source, SourceError};
+use crate::frame::{Frame, LinkType};
 use crate::time::Timestamp;
 
 /// Most frames one interface delivers in one [`LiveSource::poll`] call.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::decode::{Control, Segment};
-use crate::state::FastMap;
+use crate::map::FastMap;
 use crate::time::Timestamp;
 
 /// Limits of the table. Defaults suit a node sensor; see `--help`.

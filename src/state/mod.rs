@@ -8,7 +8,4 @@ pub mod tally;
 pub use edges::{EdgeClock, EdgeState};
 pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
 
-/// The map of the per-packet paths: foldhash is several times faster than
-/// SipHash on these small keys, and its per-process random seed keeps
-/// crafted flooding keys from colliding on purpose.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub use crate::map::FastMap;

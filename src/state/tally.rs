@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 
 use crate::classify::{Basis, Classification, Verdict};
+use crate::map::FastMap;
 use crate::policy::Peer;
-use crate::state::{FastMap, Outcome};
+use crate::state::Outcome;
 use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.

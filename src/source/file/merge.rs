@@ -7,7 +7,8 @@ use std::path::Path;
 use super::{
     not_a_capture, FileFacts, FileSource, Savefile, BATCH_FRAMES, MAX_INTERFACES_PER_FILE,
 };
-use crate::source::{Frame, Poll, Source, SourceError};
+use crate::frame::Frame;
+use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
 /// Several savefiles read as one, in timestamp order: a k-way merge over

@@ -47,7 +47,8 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
 
-use super::{Frame, LinkType, Poll, Source, SourceError};
+use super::{Poll, Source, SourceError};
+use crate::frame::{Frame, LinkType};
 use crate::time::Timestamp;
 
 /// Size of each file's read buffer. Large reads keep replay I/O-cheap.

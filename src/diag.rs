@@ -116,13 +116,24 @@ impl Diagnostics {
 }
 
 /// Parse YAML into the raw mirror type, turning a syntax or schema error
-/// (unknown field, wrong type) into a located diagnostic. serde stops at the
-/// first such error; semantic checks after it report everything at once.
+/// (unknown field, wrong type) into a located diagnostic: position from
+/// serde-saphyr, field path from serde_path_to_error (block and flow style
+/// alike). serde stops at the first such error; semantic checks after it
+/// report everything at once.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| {
+    // serde_path_to_error tracks the field path as serde walks the value;
+    // the error keeps only the position, so the path is kept aside.
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
@@ -132,7 +143,9 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
                 file: file.to_path_buf(),
                 line,
                 column,
-                field: field_at(text, line),
+                field: path
+                    .filter(|p| p != ".")
+                    .unwrap_or_else(|| "(value)".into()),
                 message: schema_message(&e.to_string()),
             }],
         }
@@ -147,65 +160,6 @@ fn schema_message(rendered: &str) -> String {
     match after_prefix.find(": ") {
         Some(i) if after_prefix.starts_with("line ") => after_prefix[i + 2..].to_string(),
         _ => after_prefix.to_string(),
-    }
-}
-
-/// The field path of the key on `line` (e.g. `nodes[0].colour`), rebuilt
-/// from block-style indentation, since the parser stops without a path.
-/// Flow-style or odd layouts fall back to the bare key.
-fn field_at(text: &str, line: u64) -> String {
-    // (indent, segment, is_list_item)
-    let mut stack: Vec<(usize, String, bool)> = Vec::new();
-    let mut items: std::collections::HashMap<(usize, String), usize> = Default::default();
-    let path = |stack: &[(usize, String, bool)]| {
-        let mut p = String::new();
-        for (_, seg, item) in stack {
-            if !p.is_empty() && !item {
-                p.push('.');
-            }
-            p.push_str(seg);
-        }
-        p
-    };
-    let mut last_key = None;
-    for raw in text.lines().take(line as usize) {
-        let content = raw.split(" #").next().unwrap_or("");
-        if content.trim().is_empty() || content.trim_start().starts_with('#') {
-            continue;
-        }
-        let mut indent = content.len() - content.trim_start().len();
-        let mut rest = content.trim_start();
-        while let Some(after) = rest
-            .strip_prefix("- ")
-            .or_else(|| (rest == "-").then_some(""))
-        {
-            while stack
-                .last()
-                .is_some_and(|(i, _, item)| *i > indent || (*i == indent && *item))
-            {
-                stack.pop();
-            }
-            let parent = path(&stack);
-            let n = items.entry((indent, parent)).or_default();
-            stack.push((indent, format!("[{n}]"), true));
-            *n += 1;
-            indent += rest.len() - after.len();
-            rest = after;
-        }
-        last_key = match rest.split_once(':') {
-            Some((k, _)) if !k.is_empty() && !k.contains(' ') => {
-                while stack.last().is_some_and(|(i, _, _)| *i >= indent) {
-                    stack.pop();
-                }
-                stack.push((indent, k.to_string(), false));
-                Some(k.to_string())
-            }
-            _ => None,
-        };
-    }
-    match last_key {
-        Some(_) => path(&stack),
-        None => "(value)".into(),
     }
 }
 
@@ -253,14 +207,60 @@ mod tests {
         assert!(e.to_string().starts_with("x.yaml:2:1: nmae: "));
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Site {
+        site: String,
+        nodes: Vec<Node>,
+        #[serde(default)]
+        allow: Vec<Allow>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Node {
+        name: String,
+        #[serde(default)]
+        roles: Vec<u16>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Allow {
+        from: String,
+    }
+
+    fn field(yaml: &str) -> (String, u64) {
+        let e = parse_yaml::<Site>(Path::new("s.yaml"), yaml).unwrap_err();
+        (e.diagnostics[0].field.clone(), e.diagnostics[0].line)
+    }
+
     #[test]
-    fn field_paths_follow_block_indentation() {
-        let yaml = "site: s\nnodes:\n  - name: a\n    roles: [x]\n  - name: b\n    # note\n    colour: red\nallow:\n- from: a\n  prot: 1\n";
-        assert_eq!(field_at(yaml, 7), "nodes[1].colour");
-        assert_eq!(field_at(yaml, 3), "nodes[0].name");
-        assert_eq!(field_at(yaml, 10), "allow[0].prot");
-        assert_eq!(field_at(yaml, 1), "site");
-        assert_eq!(field_at("a: [1,\n 2]\n", 2), "(value)");
+    fn field_paths_of_schema_errors() {
+        let nodes = "site: s\nnodes:\n  - name: a\n    roles: [1]\n  - name: b\n";
+        // Block style, a comment on the way, list items at the key's indent.
+        assert_eq!(
+            field(&format!("{nodes}    # note\n    colour: red\n")),
+            ("nodes[1].colour".into(), 7)
+        );
+        assert_eq!(
+            field("site: s\nnodes:\n  - name: [a]\n"),
+            ("nodes[0].name".into(), 3)
+        );
+        assert_eq!(
+            field(&format!("{nodes}allow:\n- from: a\n  prot: 1\n")),
+            ("allow[0].prot".into(), 8)
+        );
+        assert_eq!(field("site: [s]\nnodes: []\n"), ("site".into(), 1));
+        // Flow style: the element itself, where indentation could only
+        // have named the key.
+        assert_eq!(
+            field("site: s\nnodes:\n  - {name: a, roles: [1,\n     x]}\n"),
+            ("nodes[0].roles[1]".into(), 4)
+        );
     }
 
     #[test]

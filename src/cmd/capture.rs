@@ -1,0 +1,308 @@
+//! The capture driver shared by `watch` and `run`/`demo`: it owns the
+//! source, the [`Pipeline`] and, for `run`, the metrics [`Recorder`], and
+//! runs on one thread until told to stop. Frames are decoded, classified
+//! and counted synchronously; nothing here waits on HTTP. `watch` is the
+//! driver with a printer and a closing report; `run` adds metrics, HTTP
+//! and reload around it (commands arrive over a channel).
+//!
+//! Time: a paced replay runs on capture time, a live capture on the wall
+//! clock; expiry and required-edge windows follow it.
+
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::eventlog::EventLog;
+use super::input::Input;
+use super::Error;
+use crate::export::findings::FindingPrinter;
+use crate::export::http::Readiness;
+use crate::export::metrics::Recorder;
+use crate::pipeline::Pipeline;
+use crate::policy::{Policy, Visibility};
+use crate::report::Report;
+use crate::source::Poll;
+use crate::state::TrackConfig;
+use crate::time::Timestamp;
+
+/// How often gauges (flow table, edge missing, capture drops) are refreshed.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Messages to the capture thread.
+pub(super) enum Command {
+    Reload(Arc<Policy>, Visibility),
+    Stop,
+}
+
+/// What a failed write of a finding to stdout does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OnPrintError {
+    /// End the capture: quietly for a closed pipe (`watch | head`), with
+    /// the error otherwise.
+    Stop,
+    /// Stop printing, say so once in the log, keep capturing (`run --print`:
+    /// the daemon's job is /metrics).
+    Silence,
+}
+
+struct Printer {
+    findings: FindingPrinter,
+    on_error: OnPrintError,
+}
+
+pub(super) struct Driver {
+    input: Input,
+    pl: Pipeline,
+    vis: Visibility,
+    track: TrackConfig,
+    rec: Option<Recorder>,
+    printer: Option<Printer>,
+    events: EventLog,
+    /// Start of observation: first frame of a replay, start time live.
+    since: Option<Timestamp>,
+    /// The source ended (a replay without --loop): time stands still at
+    /// its last frame.
+    ended: bool,
+    end_ts: Option<Timestamp>,
+    /// Stdout was closed under an [`OnPrintError::Stop`] printer.
+    stdout_closed: bool,
+    /// Print each interface's capture counters to stderr at the end.
+    closing_counters: bool,
+}
+
+impl Driver {
+    pub fn new(input: Input, policy: Arc<Policy>, vis: Visibility, track: TrackConfig) -> Driver {
+        let mut pl = Pipeline::new(policy, track);
+        pl.record_events(true);
+        Driver {
+            since: input.is_live().then(Timestamp::now),
+            input,
+            pl,
+            vis,
+            track,
+            rec: None,
+            printer: None,
+            events: EventLog::off(),
+            ended: false,
+            end_ts: None,
+            stdout_closed: false,
+            closing_counters: false,
+        }
+    }
+
+    /// At the end, print each live interface's counters (received, kernel
+    /// drops) to stderr, as tcpdump does, so the two can be compared.
+    pub fn with_closing_counters(mut self) -> Driver {
+        self.closing_counters = true;
+        self
+    }
+
+    /// Count into `rec` (the daemon's metrics).
+    pub fn with_recorder(mut self, mut rec: Recorder) -> Driver {
+        rec.set_policy(self.pl.policy(), &self.vis);
+        self.rec = Some(rec);
+        self
+    }
+
+    /// Print findings to stdout as they happen.
+    pub fn with_printer(mut self, on_error: OnPrintError) -> Driver {
+        self.printer = Some(Printer {
+            findings: FindingPrinter::default(),
+            on_error,
+        });
+        self
+    }
+
+    pub fn with_events(mut self, events: EventLog) -> Driver {
+        self.events = events;
+        self
+    }
+
+    /// Interface label values, by frame slot.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.input.interfaces()
+    }
+
+    /// The current time on the capture's clock.
+    fn now(&self) -> Option<Timestamp> {
+        match self.ended {
+            true => self.end_ts,
+            false => self.input.now(),
+        }
+    }
+
+    /// Capture until [`Command::Stop`] (or the channel closes, or a
+    /// stopping printer finds stdout closed), then close the books: the
+    /// report of everything seen.
+    pub fn run(
+        mut self,
+        rx: &Receiver<Command>,
+        ready: Option<&Readiness>,
+    ) -> Result<Report, Error> {
+        let slots = self.input.interfaces().len();
+        self.capture_up(slots, true);
+        if let Some(r) = ready {
+            r.set_capture_started();
+        }
+        let mut next_tick = Instant::now();
+        loop {
+            let cmd = match self.ended {
+                // Nothing to capture: wait for a command, waking to tick.
+                true => match rx.recv_timeout(TICK) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
+                },
+                false => match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
+                },
+            };
+            match cmd {
+                Some(Command::Stop) => break,
+                Some(Command::Reload(p, vis)) => self.reload(p, vis)?,
+                None => {}
+            }
+            if !self.ended {
+                if let Err(e) = self.step(slots) {
+                    if matches!(e, Error::Capture(_)) {
+                        self.capture_up(slots, false);
+                        tracing::error!(error = %e, "capture failed");
+                    }
+                    return Err(e);
+                }
+            }
+            if self.stdout_closed {
+                break;
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + TICK;
+            }
+        }
+        let end = self.now().unwrap_or_else(Timestamp::now);
+        self.pl.finish(end);
+        self.drain()?;
+        self.events.flush();
+        self.tick();
+        if self.closing_counters {
+            for s in self.input.live_stats() {
+                eprintln!("{s}");
+            }
+        }
+        let facts = self.input.facts();
+        let window = self.since.map(|s| (s, end.max(s)));
+        Ok(Report::build(&self.pl, facts, window, &self.vis))
+    }
+
+    fn capture_up(&mut self, slots: usize, up: bool) {
+        if let Some(rec) = &mut self.rec {
+            for i in 0..slots {
+                rec.capture_up(i, up);
+            }
+        }
+    }
+
+    /// One poll of the source.
+    fn step(&mut self, slots: usize) -> Result<(), Error> {
+        let Driver { input, pl, rec, .. } = self;
+        let live = input.is_live();
+        let poll = input.source().poll(&mut |f| {
+            let what = pl.ingest(f);
+            if let Some(rec) = rec.as_mut() {
+                let slot = if live { f.interface as usize } else { 0 };
+                rec.packet(slot, what);
+            }
+        });
+        if self.since.is_none() {
+            self.since = self.pl.span().map(|(first, _)| first);
+        }
+        match poll.map_err(Error::Capture)? {
+            Poll::Frames(_) => {}
+            Poll::Idle => {
+                if let Some(now) = self.input.now() {
+                    self.pl.advance(now);
+                }
+            }
+            Poll::End => {
+                self.end_ts = self.pl.span().map(|(_, end)| end).or(self.input.now());
+                if let Some(end) = self.end_ts {
+                    self.pl.finish(end);
+                }
+                self.ended = true;
+                self.capture_up(slots, false);
+                tracing::info!("replay finished; still serving until SIGINT/SIGTERM");
+            }
+        }
+        self.drain()
+    }
+
+    /// Hand the pipeline's events to the metrics, the printer and the
+    /// event log.
+    fn drain(&mut self) -> Result<(), Error> {
+        let events = self.pl.drain_events();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let policy = self.pl.policy().clone();
+        if let Some(rec) = &mut self.rec {
+            for e in &events {
+                rec.observe(&policy, e);
+            }
+        }
+        if let Some(p) = &mut self.printer {
+            let mut out = std::io::stdout().lock();
+            let written = events
+                .iter()
+                .try_for_each(|e| p.findings.write(&mut out, &policy, e))
+                .and_then(|_| out.flush());
+            if let Err(e) = written {
+                match p.on_error {
+                    OnPrintError::Stop if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        self.printer = None;
+                        self.stdout_closed = true;
+                    }
+                    OnPrintError::Stop => return Err(Error::Stdout(e)),
+                    OnPrintError::Silence => {
+                        tracing::warn!(error = %e, "cannot print findings to stdout; printing stopped, capture and metrics go on");
+                        self.printer = None;
+                    }
+                }
+            }
+        }
+        self.events.write(&policy, &events);
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        if let Some(rec) = &mut self.rec {
+            self.input.sync_drops(rec);
+            if let (Some(since), Some(now)) = (self.since, now) {
+                rec.tick(&self.pl, since, now.max(since));
+            }
+        }
+    }
+
+    /// Switch to a new policy. Attempts still pending are judged under the
+    /// old one (their outcome is counted now); required-edge evidence is
+    /// carried over by endpoint names and port.
+    fn reload(&mut self, policy: Arc<Policy>, vis: Visibility) -> Result<(), Error> {
+        if let Some(now) = self.now() {
+            self.pl.finish(now);
+        }
+        self.drain()?;
+        let mut pl = Pipeline::new(policy.clone(), self.track);
+        pl.record_events(true);
+        pl.carry_evidence(&self.pl);
+        self.pl = pl;
+        self.vis = vis;
+        if let Some(rec) = &mut self.rec {
+            rec.set_policy(&policy, &self.vis);
+        }
+        self.tick();
+        Ok(())
+    }
+}

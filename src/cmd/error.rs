@@ -1,0 +1,86 @@
+//! Why a command stopped short, and the exit status that says so.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::exit;
+use crate::config::LoadError;
+use crate::policy::UnknownSensor;
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument clap's parsers accept but the command cannot use.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Sensor(#[from] UnknownSensor),
+    /// A capture file or interface that cannot be opened or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{}: {source}", path.display())]
+    Events { path: PathBuf, source: io::Error },
+    /// Not a closed pipe: that ends a command quietly.
+    #[error("writing to standard output: {0}")]
+    Stdout(#[source] io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("{what}: {source}")]
+    Start {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// The capture stopped by itself while running.
+    #[error("capture failed: {0}")]
+    Capture(#[source] SourceError),
+    #[error("the capture thread panicked")]
+    CapturePanicked,
+}
+
+impl Error {
+    /// The exit status, as documented in `--help`.
+    pub fn code(&self) -> u8 {
+        match self {
+            Error::Usage(_)
+            | Error::Load(_)
+            | Error::Sensor(_)
+            | Error::Source(_)
+            | Error::Events { .. } => exit::BAD_INPUT,
+            Error::Stdout(_)
+            | Error::Listen { .. }
+            | Error::Start { .. }
+            | Error::Capture(_)
+            | Error::CapturePanicked => exit::RUNTIME,
+        }
+    }
+
+    /// Say what went wrong on stderr: every problem of a bad file.
+    pub fn report(&self) {
+        match self {
+            Error::Load(LoadError::Config(c)) => {
+                let n = c.diagnostics.len();
+                for d in &c.diagnostics {
+                    eprintln!("error: {d}");
+                }
+                eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+            }
+            other => eprintln!("error: {other}"),
+        }
+    }
+
+    /// One line, for logs (a rejected reload).
+    pub fn one_line(&self) -> String {
+        match self {
+            Error::Load(LoadError::Config(c)) => c
+                .diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        }
+    }
+}

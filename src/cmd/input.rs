@@ -1,0 +1,148 @@
+//! The one way commands open sources: capture files read as fast as they
+//! go (`replay`), paced replays (`run --replay`, `demo`) and live
+//! interfaces (`watch`, `run -i`).
+
+use std::path::PathBuf;
+
+use crate::export::metrics::Recorder;
+use crate::report::{SourceFacts, Stopped};
+use crate::source::file::{FileFacts, MergedFiles, Savefile};
+use crate::source::live::{InterfaceStats, LiveOptions, LiveSource};
+use crate::source::replay::{Replay, ReplayOptions};
+use crate::source::{Source, SourceError};
+use crate::time::Timestamp;
+
+/// What to capture from.
+pub(super) enum InputSpec {
+    Files(Vec<PathBuf>),
+    Paced {
+        savefiles: Vec<Savefile>,
+        opts: ReplayOptions,
+    },
+    Live {
+        interfaces: Vec<String>,
+    },
+}
+
+/// The opened source.
+pub(super) enum Input {
+    Files(MergedFiles),
+    Paced(Replay),
+    Live(LiveSource),
+}
+
+impl Input {
+    pub fn open(spec: &InputSpec) -> Result<Input, SourceError> {
+        Ok(match spec {
+            InputSpec::Files(paths) => Input::Files(MergedFiles::open(paths)?),
+            InputSpec::Paced { savefiles, opts } => {
+                Input::Paced(Replay::open(savefiles, opts.clone())?)
+            }
+            InputSpec::Live { interfaces } => {
+                Input::Live(LiveSource::open(interfaces, &LiveOptions::default())?)
+            }
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Input::Files(_) | Input::Paced(_) => "replay".into(),
+            Input::Live(l) => l.interfaces().join(","),
+        }
+    }
+
+    /// Interface label values, by frame slot.
+    pub fn interfaces(&self) -> Vec<String> {
+        match self {
+            Input::Files(_) | Input::Paced(_) => vec!["replay".into()],
+            Input::Live(l) => l.interfaces().to_vec(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self, Input::Live(_))
+    }
+
+    pub fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Input::Files(f) => f,
+            Input::Paced(r) => r,
+            Input::Live(l) => l,
+        }
+    }
+
+    /// The clock windows are judged on: a paced replay's capture time, or
+    /// the wall clock live. Files read flat out have no clock but their own
+    /// frames.
+    pub fn now(&self) -> Option<Timestamp> {
+        match self {
+            Input::Files(_) => None,
+            Input::Paced(r) => r.now(),
+            Input::Live(_) => Some(Timestamp::now()),
+        }
+    }
+
+    /// Copy the kernel's drop counters into the metrics.
+    pub fn sync_drops(&mut self, rec: &mut Recorder) {
+        if let Input::Live(l) = self {
+            match l.stats() {
+                Ok(stats) => {
+                    for (i, s) in stats.iter().enumerate() {
+                        rec.capture_drops(i, u64::from(s.dropped), u64::from(s.if_dropped));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading capture statistics failed"),
+            }
+        }
+    }
+
+    /// The capture counters of each live interface (none for files).
+    pub fn live_stats(&mut self) -> Vec<InterfaceStats> {
+        match self {
+            Input::Live(l) => l.stats().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What the report says about where the frames came from.
+    pub fn facts(&mut self) -> Vec<SourceFacts> {
+        match self {
+            Input::Files(f) => f.facts().into_iter().map(file_facts).collect(),
+            Input::Paced(r) => r.facts().into_iter().map(file_facts).collect(),
+            Input::Live(l) => live_facts(l),
+        }
+    }
+}
+
+fn file_facts(f: FileFacts) -> SourceFacts {
+    SourceFacts {
+        path: f.path,
+        format: f.format.name().into(),
+        link_types: f
+            .linktypes
+            .iter()
+            .map(|l| format!("{}({})", l.name(), l.0))
+            .collect(),
+        packets: f.records,
+        stopped: f.stopped.map(|s| Stopped {
+            offset: s.offset,
+            reason: s.reason,
+        }),
+    }
+}
+
+fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
+    let stats = live.stats().unwrap_or_default();
+    live.interfaces()
+        .iter()
+        .zip(live.linktypes())
+        .enumerate()
+        .map(|(i, (name, lt))| SourceFacts {
+            path: name.clone(),
+            format: "live".into(),
+            link_types: vec![format!("{}({})", lt.name(), lt.0)],
+            packets: stats.get(i).map(|s| u64::from(s.received)).unwrap_or(0),
+            stopped: None,
+        })
+        .collect()
+}

@@ -1,0 +1,51 @@
+//! `portwatch replay`: capture files read flat out through the pipeline,
+//! then the audit report and an exit status for CI.
+
+use super::eventlog::EventLog;
+use super::input::{Input, InputSpec};
+use super::settings::ReplaySettings;
+use super::{prepare, print, print_json, Error, Status};
+use crate::cli::Format;
+use crate::pipeline::Pipeline;
+use crate::report::{Report, SourceFacts};
+use crate::source::Poll;
+
+pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
+    let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
+    let mut input = Input::open(&InputSpec::Files(s.files))?;
+    let mut events = EventLog::open(s.report.events.as_deref())?;
+    let mut pl = Pipeline::new(policy.clone(), s.track);
+    pl.record_events(events.is_on());
+    loop {
+        let poll = input.source().poll(&mut |f| {
+            pl.ingest(f);
+        });
+        events.write(&policy, &pl.drain_events());
+        if poll? == Poll::End {
+            break;
+        }
+    }
+    let span = pl.span();
+    if let Some((_, end)) = span {
+        pl.finish(end);
+    }
+    events.write(&policy, &pl.drain_events());
+    events.flush();
+    let facts: Vec<SourceFacts> = input.facts();
+    for f in &facts {
+        if let Some(st) = &f.stopped {
+            eprintln!(
+                "warning: {}: stopped at byte {} after {} packets: {}; the report covers what was read",
+                f.path, st.offset, f.packets, st.reason
+            );
+        }
+    }
+    let report = Report::build(&pl, facts, span, &vis);
+    // The report holds what it prints: free the tables before rendering.
+    drop(pl);
+    match s.report.format {
+        Format::Table => print(&report.to_table())?,
+        Format::Json => print_json(&report)?,
+    }
+    Ok(Status::of(&report))
+}

@@ -1,0 +1,206 @@
+//! Raw command-line arguments ([`crate::cli`]) become validated settings
+//! here, in one place (ripgrep's low and high arguments): clap checks each
+//! value's syntax, this checks what the commands need of them together.
+//! Files are read later, by the commands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::input::InputSpec;
+use super::Error;
+use crate::cli::{Cli, Command, Format, ReportArgs, SiteArgs, TrackArgs};
+use crate::source::file::Savefile;
+use crate::source::replay::ReplayOptions;
+use crate::state::TrackConfig;
+
+/// A command with validated settings.
+pub enum Task {
+    Check(SiteArgs),
+    Expect {
+        site: SiteArgs,
+        format: Format,
+    },
+    Replay(ReplaySettings),
+    Watch(WatchSettings),
+    /// `run` and `demo`: the demo is a run with bundled settings.
+    Run(RunSettings),
+}
+
+pub struct ReplaySettings {
+    pub files: Vec<PathBuf>,
+    pub site: SiteArgs,
+    pub track: TrackConfig,
+    pub report: ReportArgs,
+}
+
+pub struct WatchSettings {
+    pub interfaces: Vec<String>,
+    pub site: SiteArgs,
+    pub track: TrackConfig,
+    pub report: ReportArgs,
+}
+
+pub struct RunSettings {
+    pub site: SiteArgs,
+    pub(super) input: InputSpec,
+    pub listen: SocketAddr,
+    pub track: TrackConfig,
+    pub sensors: Vec<String>,
+    pub print: bool,
+    pub format: Format,
+    /// A line printed on stdout before starting (`demo`).
+    pub banner: Option<String>,
+}
+
+/// The demo capture (see fixtures/README.md), built into the binary.
+pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
+/// The bundled site the demo capture was made for.
+pub const DEMO_SITE: &str = "multi-node";
+
+/// Defaults of `--max-flows`, `--syn-timeout` and `--idle-timeout`, which
+/// the demo uses.
+const DEMO_TRACK: TrackConfig = TrackConfig {
+    capacity: 65_536,
+    syn_timeout: Duration::from_secs(3),
+    idle_timeout: Duration::from_secs(2 * 3600),
+};
+
+impl Task {
+    pub fn from_cli(cli: Cli) -> Result<Task, Error> {
+        Ok(match cli.command {
+            Command::Check(site) => Task::Check(site),
+            Command::Expect { site, format } => Task::Expect { site, format },
+            Command::Replay(a) => Task::Replay(ReplaySettings {
+                track: track(&a.track)?,
+                files: a.files,
+                site: a.site,
+                report: a.report,
+            }),
+            Command::Watch(a) => Task::Watch(WatchSettings {
+                track: track(&a.track)?,
+                interfaces: a.interfaces,
+                site: a.site,
+                report: a.report,
+            }),
+            Command::Run(a) => Task::Run(RunSettings {
+                track: track(&a.track)?,
+                input: if a.replay.is_empty() {
+                    InputSpec::Live {
+                        interfaces: a.interfaces,
+                    }
+                } else {
+                    InputSpec::Paced {
+                        savefiles: a.replay.into_iter().map(Savefile::Path).collect(),
+                        opts: ReplayOptions {
+                            speed: a.speed,
+                            looping: a.looping,
+                        },
+                    }
+                },
+                site: a.site,
+                listen: a.listen,
+                sensors: a.sensors,
+                print: a.print,
+                format: a.format,
+                banner: None,
+            }),
+            Command::Demo(a) => Task::Run(RunSettings {
+                banner: Some(format!(
+                    "portwatch demo: site `{DEMO_SITE}`, bundled capture looped at {}x; metrics on http://{}/metrics; Ctrl-C to stop",
+                    a.speed, a.listen
+                )),
+                site: SiteArgs {
+                    site: Path::new(DEMO_SITE).to_path_buf(),
+                    rules: None,
+                },
+                input: InputSpec::Paced {
+                    savefiles: vec![Savefile::Embedded {
+                        name: "demo.pcap",
+                        bytes: DEMO_PCAP,
+                    }],
+                    opts: ReplayOptions {
+                        speed: a.speed,
+                        looping: true,
+                    },
+                },
+                listen: a.listen,
+                track: DEMO_TRACK,
+                sensors: Vec::new(),
+                print: true,
+                format: Format::Table,
+            }),
+        })
+    }
+}
+
+fn track(a: &TrackArgs) -> Result<TrackConfig, Error> {
+    if a.max_flows == 0 {
+        return Err(Error::Usage(
+            "--max-flows 0: at least one connection attempt must be tracked".into(),
+        ));
+    }
+    Ok(TrackConfig {
+        capacity: a.max_flows,
+        syn_timeout: a.syn_timeout,
+        idle_timeout: a.idle_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn task(args: &[&str]) -> Result<Task, Error> {
+        Task::from_cli(Cli::try_parse_from(args).expect("clap accepts it"))
+    }
+
+    #[test]
+    fn max_flows_zero_is_an_error_not_one() {
+        let e = task(&[
+            "portwatch",
+            "replay",
+            "x.pcap",
+            "--site",
+            "multi-node",
+            "--max-flows",
+            "0",
+        ])
+        .err()
+        .expect("refused");
+        assert_eq!(e.code(), super::super::exit::BAD_INPUT);
+        assert!(e.to_string().contains("--max-flows 0"), "{e}");
+        match task(&[
+            "portwatch",
+            "replay",
+            "x.pcap",
+            "--site",
+            "multi-node",
+            "--max-flows",
+            "1",
+        ]) {
+            Ok(Task::Replay(s)) => assert_eq!(s.track.capacity, 1),
+            _ => panic!("--max-flows 1 is valid"),
+        }
+    }
+
+    #[test]
+    fn demo_uses_the_documented_defaults() {
+        let Ok(Task::Run(demo)) = task(&["portwatch", "demo"]) else {
+            panic!("demo is a run");
+        };
+        let Ok(Task::Run(run)) = task(&[
+            "portwatch",
+            "run",
+            "--site",
+            "multi-node",
+            "--replay",
+            "x.pcap",
+        ]) else {
+            panic!("run");
+        };
+        assert_eq!(demo.track, run.track);
+        assert!(demo.print && demo.banner.is_some());
+    }
+}

@@ -1,0 +1,26 @@
+//! `portwatch watch`: the capture driver on live interfaces, findings
+//! printed as they happen, the closing report on stderr at Ctrl-C.
+
+use super::capture::{Driver, OnPrintError};
+use super::eventlog::EventLog;
+use super::input::{Input, InputSpec};
+use super::settings::WatchSettings;
+use super::{prepare, print_summary, signals, Error, Status};
+
+pub fn watch(s: WatchSettings) -> Result<Status, Error> {
+    let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
+    let input = Input::open(&InputSpec::Live {
+        interfaces: s.interfaces.clone(),
+    })?;
+    let events = EventLog::open(s.report.events.as_deref())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    signals::stop_on_signal(tx);
+    tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
+    let report = Driver::new(input, policy, vis, s.track)
+        .with_printer(OnPrintError::Stop)
+        .with_events(events)
+        .with_closing_counters()
+        .run(&rx, None)?;
+    print_summary(&report, s.report.format);
+    Ok(Status::of(&report))
+}

@@ -1,0 +1,260 @@
+//! The pipeline on frames built here: what `ingest` counts, the events a
+//! handshake produces, time moving on, and evidence carried over a reload.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::load_policy;
+use crate::frame::LinkType;
+
+const PROXY: [u8; 4] = [192, 0, 2, 11];
+const ENGINE1: [u8; 4] = [192, 0, 2, 21];
+const USER: [u8; 4] = [198, 51, 100, 7];
+/// Proxy → engine1 on the engine port: an expected edge of multi-node.
+const ENGINE_PORT: u16 = 4747;
+
+fn multi_node() -> Arc<Policy> {
+    Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy)
+}
+
+fn track() -> TrackConfig {
+    TrackConfig {
+        capacity: 64,
+        syn_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(60),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Flags {
+    Syn,
+    SynAck,
+    Rst,
+    Ack,
+}
+
+/// An Ethernet/IPv4/TCP frame.
+fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: Flags) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 1024);
+    let b = match flags {
+        Flags::Syn => b.syn(),
+        Flags::SynAck => b.syn().ack(1001),
+        Flags::Rst => b.rst().ack(1001),
+        Flags::Ack => b.ack(1001),
+    };
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+fn ingest(pl: &mut Pipeline, secs: u64, data: &[u8]) -> Ingested {
+    pl.ingest(&Frame {
+        ts: Timestamp::from_secs_nanos(secs, 0),
+        linktype: LinkType::ETHERNET,
+        wire_len: data.len() as u32,
+        data,
+        interface: 0,
+    })
+}
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_secs_nanos(secs, 0)
+}
+
+fn expected_edge(p: &Policy) -> EdgeId {
+    let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    p.find_edge(p.peer_of(ip(PROXY)), p.peer_of(ip(ENGINE1)), ENGINE_PORT)
+        .expect("proxy → engine1:4747 is an expected edge of multi-node")
+}
+
+#[test]
+fn ingest_says_what_each_frame_was_and_counts_it() {
+    let mut pl = Pipeline::new(multi_node(), track());
+    let syn = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn);
+    assert_eq!(ingest(&mut pl, 10, &syn), Ingested::Control(Control::Syn));
+    let ack = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Ack);
+    assert_eq!(
+        ingest(&mut pl, 11, &ack),
+        Ingested::Skipped(Skip::NotControl)
+    );
+    assert_eq!(ingest(&mut pl, 12, &syn[..20]), Ingested::Malformed);
+    let s = pl.stats();
+    assert_eq!(s.frames, 3);
+    assert_eq!(s.control(Control::Syn), 1);
+    assert_eq!(s.skipped(Skip::NotControl), 1);
+    assert_eq!(s.malformed(), 1);
+    assert_eq!(pl.span(), Some((at(10), at(12))));
+}
+
+#[test]
+fn span_covers_frames_out_of_order() {
+    let mut pl = Pipeline::new(multi_node(), track());
+    let syn = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn);
+    for t in [20, 5, 30, 10] {
+        ingest(&mut pl, t, &syn);
+    }
+    assert_eq!(pl.span(), Some((at(5), at(30))));
+}
+
+#[test]
+fn an_expected_handshake_gives_evidence_a_connection_and_its_outcome() {
+    let p = multi_node();
+    let edge = expected_edge(&p);
+    let mut pl = Pipeline::new(p, track());
+    pl.record_events(true);
+    ingest(
+        &mut pl,
+        100,
+        &tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn),
+    );
+    ingest(
+        &mut pl,
+        100,
+        &tcp(ENGINE1, ENGINE_PORT, PROXY, 50_000, Flags::SynAck),
+    );
+    let events = pl.drain_events();
+    assert!(
+        matches!(events[0], Event::Evidence { edge: e, .. } if e == edge),
+        "{events:?}"
+    );
+    match &events[1] {
+        Event::Connection { class, key, .. } => {
+            assert_eq!(class.verdict, Verdict::Expected);
+            assert_eq!(class.edge(), Some(edge));
+            assert_eq!(key.server_port, ENGINE_PORT);
+        }
+        other => panic!("not a connection: {other:?}"),
+    }
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Outcome {
+                outcome: Outcome::Established,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(pl.drain_events().is_empty(), "drained");
+    assert_eq!(pl.clock().first_last(edge), Some((at(100), at(100))));
+    let row = &pl.tally().rows()[0];
+    assert_eq!((row.attempts, row.key.verdict), (1, Verdict::Expected));
+}
+
+#[test]
+fn a_refused_and_an_unanswered_attempt_are_judged() {
+    let mut pl = Pipeline::new(multi_node(), track());
+    pl.record_events(true);
+    ingest(
+        &mut pl,
+        100,
+        &tcp(PROXY, 50_001, ENGINE1, ENGINE_PORT, Flags::Syn),
+    );
+    ingest(
+        &mut pl,
+        100,
+        &tcp(ENGINE1, ENGINE_PORT, PROXY, 50_001, Flags::Rst),
+    );
+    // A user SYN, retransmitted, never answered: unexpected, then unanswered
+    // once time passes the SYN timeout.
+    let user = tcp(USER, 50_002, ENGINE1, ENGINE_PORT, Flags::Syn);
+    ingest(&mut pl, 101, &user);
+    ingest(&mut pl, 102, &user);
+    pl.advance(at(110));
+    let outcomes: Vec<(Verdict, Outcome)> = pl
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Outcome { class, outcome, .. } => Some((class.verdict, outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Verdict::Expected, Outcome::Refused),
+            (Verdict::Unexpected, Outcome::Unanswered)
+        ]
+    );
+}
+
+#[test]
+fn finish_judges_what_is_pending_and_events_are_off_by_default() {
+    let mut pl = Pipeline::new(multi_node(), track());
+    ingest(
+        &mut pl,
+        100,
+        &tcp(PROXY, 50_003, ENGINE1, ENGINE_PORT, Flags::Syn),
+    );
+    assert_eq!(pl.table().len(), 1);
+    pl.finish(at(100));
+    assert!(pl.table().is_empty());
+    assert_eq!(pl.tally().rows()[0].outcomes.iter().sum::<u64>(), 1);
+    assert!(pl.drain_events().is_empty(), "not recorded unless asked");
+}
+
+/// A reload keeps what was seen of each required edge, matched by endpoint
+/// names and port even when the new site numbers its edges differently.
+#[test]
+fn carry_evidence_matches_edges_by_name_across_a_reordered_site() {
+    let old_p = multi_node();
+    let old_edge = expected_edge(&old_p);
+    let mut old = Pipeline::new(old_p.clone(), track());
+    let syn = tcp(PROXY, 50_004, ENGINE1, ENGINE_PORT, Flags::Syn);
+    ingest(&mut old, 100, &syn);
+    ingest(
+        &mut old,
+        130,
+        &tcp(PROXY, 50_005, ENGINE1, ENGINE_PORT, Flags::Syn),
+    );
+    assert_eq!(old.clock().count(old_edge), 2);
+
+    // The same site with the nodes in another order and engine2 gone.
+    let text = include_str!("../../deploy/sites/multi-node.yaml");
+    let nodes = text.find("nodes:\n").unwrap() + "nodes:\n".len();
+    let block = |name: &str| {
+        let start = text.find(&format!("  - name: {name}\n")).unwrap();
+        let end = text[start + 4..]
+            .find("  - name:")
+            .map_or(text.len(), |e| start + 4 + e);
+        let end = end.min(
+            text[start..]
+                .find("user_networks:")
+                .map_or(text.len(), |e| start + e),
+        );
+        &text[start..end]
+    };
+    let reordered = format!(
+        "{}{}{}{}{}{}",
+        &text[..nodes],
+        block("scheduler"),
+        block("central"),
+        block("engine1"),
+        block("proxy"),
+        &text[text.find("user_networks:").unwrap()..]
+    );
+    let dir = std::env::temp_dir().join(format!("portwatch-carry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.yaml");
+    std::fs::write(&site, reordered).unwrap();
+    let new_p = Arc::new(load_policy(&site, None).unwrap().policy);
+    let _ = std::fs::remove_dir_all(&dir);
+    let new_edge = expected_edge(&new_p);
+    assert_ne!(new_edge, old_edge, "the test needs the edge renumbered");
+    assert_eq!(new_p.site.nodes.len(), old_p.site.nodes.len() - 1);
+
+    let mut new = Pipeline::new(new_p.clone(), track());
+    new.carry_evidence(&old);
+    assert_eq!(new.clock().first_last(new_edge), Some((at(100), at(130))));
+    assert_eq!(new.clock().count(new_edge), 2);
+    // Edges of engine2 are gone; no other edge got evidence it never had.
+    let with_evidence = (0..new_p.edges.len() as u32)
+        .filter(|i| new.clock().first_last(EdgeId(*i)).is_some())
+        .count();
+    assert_eq!(with_evidence, 1);
+}
