@@ -409,13 +409,16 @@ impl<T: Copy> HandshakeTable<T> {
             key,
         }));
         self.entries.insert(key, entry);
-        self.order.push_back((key, generation));
         let limit = 2 * self.config.capacity.max(16);
-        if self.order.len() > limit {
+        if self.order.len() >= limit {
             let entries = &self.entries;
             self.order
                 .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+            // A ring walks its whole capacity over time: past the limit it
+            // would double and, in a long capture, all of it be resident.
+            self.order.shrink_to(limit);
         }
+        self.order.push_back((key, generation));
         if self.due.len() > limit {
             self.due = self
                 .entries
