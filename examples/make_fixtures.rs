@@ -651,6 +651,41 @@ fn demo(rng: &mut Rng) -> Vec<Pkt> {
     pkts
 }
 
+/// The directory server and database of [`extra_legitimate_capture`]:
+/// addresses the multi-node site file does not mention.
+pub const DIRECTORY: [u8; 4] = [203, 0, 113, 60];
+pub const DATABASE: [u8; 4] = [203, 0, 113, 70];
+
+/// The multi-node site's normal traffic plus legitimate traffic its site
+/// file does not mention: engine1 reaching a database on 1433, and every
+/// node reaching a directory server on 389 (LDAP) and 636 (LDAPS) a few
+/// times. Not a committed fixture: `tests/propose.rs` writes it at test
+/// time, as a pcap file.
+pub fn extra_legitimate_capture() -> Vec<u8> {
+    let p = policy("multi-node");
+    let mut rng = Rng::new(SEED ^ 0x700);
+    let mut pkts = site_traffic(&p, &mut rng, None);
+    let mut cap = Capture::new(&mut rng);
+    let mut t = secs(20);
+    for n in &p.site.nodes {
+        let node = *n.addresses.iter().find(|a| a.is_ipv4()).expect("IPv4");
+        for port in [389, 636] {
+            for _ in 0..3 {
+                cap.session(&mut rng, Session::new(node, ip(DIRECTORY), port, t));
+                t += secs(37);
+            }
+        }
+    }
+    for i in 0..4 {
+        let mut s = Session::new(ip(ENGINE1), ip(DATABASE), 1433, secs(60 + 240 * i));
+        s.exchanges = 3;
+        cap.session(&mut rng, s);
+    }
+    pkts.extend(cap.into_packets());
+    pkts.sort_by_key(|p| p.t);
+    pcap(Link::Ethernet, &pkts)
+}
+
 /// Users on the central node's QPS (443 and 80), one SYN retransmission:
 /// the traffic every link-layer fixture carries. Over IPv6 it uses the
 /// multi-node site's IPv6 addresses (central 2001:db8::10, corp-users

@@ -12,13 +12,15 @@ Exit status:
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
-  4  runtime failure: the capture failed, writing to stdout failed
-A closed stdout (`| head`) is no failure: the command stops quietly with the status above.";
+  4  runtime failure: the capture failed, or writing to stdout failed
+
+A closed stdout (`| head`) is not a failure: the command stops quietly, with
+the status its work earned (replay: the report's).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "portwatch",
-    version,
+    version = VERSION,
     about = "Passive TCP compliance monitor: checks observed connections against a product's port model",
     long_about = "portwatch watches TCP control packets (SYN, SYN-ACK, RST, FIN) live or in pcap/pcapng \
 files, classifies every new connection against a port model (bundled: Qlik Sense Enterprise) and a \
@@ -32,6 +34,30 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Least severe log messages shown on stderr [default: info, or RUST_LOG when set].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,21 +85,48 @@ pub enum Command {
     /// Try it out: the bundled multi-node site and capture, replayed in a loop, with metrics.
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `portwatch completions bash > /etc/bash_completion.d/portwatch`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (for packaging).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Propose site entries from traffic, for review: a patch for --site, or a whole site for --model.
+    #[command(after_help = PROPOSE_HELP)]
+    Propose(ProposeArgs),
 }
+
+/// Who `run` and `watch` become when started as root (`--user`).
+pub const DEFAULT_USER: &str = "nobody";
+
+/// `--version`: the version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("PORTWATCH_REVISION"),
+    ")"
+);
 
 /// Where `run` and `demo` serve HTTP unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 const RUN_HELP: &str = "\
-HTTP endpoints (default 127.0.0.1:9477):
-  /metrics   Prometheus text format; metric reference in README.md (Metrics)
+HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.file):
+  /          a page linking the endpoints
+  /metrics   Prometheus text format (--web.telemetry-path); metric reference in README.md
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
 
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
   SIGHUP           reload the site and rules files; if the new files are invalid the
-                   old configuration keeps running (portwatch_config_reload_success 0)
+                   old configuration keeps running (portwatch_config_last_reload_successful 0);
+                   the --events file is reopened (logrotate)
 
 Time: required-edge windows run on capture time for --replay, on the wall clock live.
 
@@ -108,9 +161,8 @@ pub struct RunArgs {
     /// Replay the files again and again; timestamps keep increasing.
     #[arg(long = "loop", requires = "replay")]
     pub looping: bool,
-    /// Address to serve /metrics, /healthz and /-/ready on.
-    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
-    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub web: WebArgs,
     #[command(flatten)]
     pub track: TrackArgs,
     /// The node(s) being watched: only required edges touching them are
@@ -120,9 +172,51 @@ pub struct RunArgs {
     /// Print findings to stdout as they happen.
     #[arg(long)]
     pub print: bool,
+    /// Started as root: once the capture and sockets are open, run as this
+    /// user, keeping only CAP_NET_RAW and CAP_NET_ADMIN (none for --replay).
+    /// `root` keeps root.
+    #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]
+    pub user: String,
+    /// Write one JSON event per line (connection attempts, outcomes,
+    /// findings) to this file, appended, flushed every second, reopened on
+    /// SIGHUP; `-` for standard output.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
+    pub events_format: EventsFormat,
     /// Format of the closing summary (on stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// The HTTP side of `run`, with the flag names Prometheus exporters share.
+#[derive(Debug, Args, Clone)]
+pub struct WebArgs {
+    /// Address to serve the endpoints on; repeat for several.
+    #[arg(
+        long = "web.listen-address",
+        visible_alias = "listen",
+        default_value = DEFAULT_LISTEN,
+        value_name = "ADDR"
+    )]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// TLS and basic authentication (exporter-toolkit's web configuration YAML).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Path under which to expose the metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    let reserved = ["/", "/healthz", "/-/ready"];
+    match s.starts_with('/') && !reserved.contains(&s) && !s.contains(['{', '}', '*', ' ']) {
+        true => Ok(s.to_string()),
+        false => Err(format!(
+            "`{s}`: expected a path starting with `/`, other than / /healthz /-/ready, without {{ }} * or spaces"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -172,7 +266,8 @@ pub struct TrackArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng), merged in timestamp order.
+    /// Capture files (pcap or pcapng), merged in timestamp order; `-` reads
+    /// standard input (`tcpdump -w - | portwatch replay - …`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -188,6 +283,10 @@ pub struct WatchArgs {
     /// Interface to capture on; repeat for several, or `any`.
     #[arg(short = 'i', long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
+    /// Started as root: once the capture is open, run as this user, keeping
+    /// only CAP_NET_RAW and CAP_NET_ADMIN. `root` keeps root.
+    #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]
+    pub user: String,
     #[command(flatten)]
     pub site: SiteArgs,
     #[command(flatten)]
@@ -207,9 +306,28 @@ pub struct ReportArgs {
     /// shape). `watch` prints it to stderr when stopped.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write one JSON event per line (connection attempts and outcomes) to this file.
+    /// Also write one JSON event per line (connection attempts, outcomes,
+    /// findings) to this file, appended; `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
+    pub events_format: EventsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    Ecs,
+    Flat,
+}
+
+impl From<EventsFormat> for crate::export::eventlog::EventsFormat {
+    fn from(f: EventsFormat) -> Self {
+        match f {
+            EventsFormat::Ecs => Self::Ecs,
+            EventsFormat::Flat => Self::Flat,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,4 +344,53 @@ pub enum LogFormat {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::diag::parse_duration(s)
+}
+
+const PROPOSE_HELP: &str = "\
+With --site, prints a patch: nodes for addresses that accept connections on a model
+role's ports, externals and user networks for the other addresses, and one `allow`
+entry per source, destination and port of unexpected flows that were established;
+evidence in comments. Apply it by appending each list to the site file's list of the
+same name. With --model, prints a whole site file inferred from the traffic.
+Never allowed: local-only ports, flows never established. Both directions of the
+traffic are needed (SYN-ACKs show who listens).
+
+Exit status:
+  0  a proposal was printed
+  2  bad input, or too little in the capture to infer from (the error says what)
+  3  a capture file is truncated or corrupt: the proposal covers what was read
+  4  runtime failure: writing to stdout failed";
+
+/// `propose`: captures in, a site file or patch out.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("base").required(true).args(["site", "model"])))]
+pub struct ProposeArgs {
+    /// Capture files (pcap or pcapng), merged in timestamp order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Site to propose additions to (a file or a bundled example's name).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+    /// Port model file for --site; default: the bundled model the site names.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub rules: Option<PathBuf>,
+    /// No site yet: infer a whole site for this model (a bundled model's id,
+    /// e.g. qlik-sense-enterprise, or a rules file).
+    #[arg(long, value_name = "MODEL", conflicts_with = "site")]
+    pub model: Option<String>,
+    /// Name of the inferred site (with --model; default `proposed`).
+    #[arg(long, value_name = "NAME", conflicts_with = "site")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub track: TrackArgs,
+    /// Output: YAML with the evidence in comments, or JSON with the document
+    /// and the evidence side by side.
+    #[arg(long, value_enum, default_value_t = ProposeFormat::Yaml)]
+    pub format: ProposeFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProposeFormat {
+    Yaml,
+    Json,
 }

@@ -19,6 +19,7 @@
 //! layers:
 //! cmd                │ one module per command; signals, the capture driver
 //! cli                │ clap's raw arguments
+//! propose            │ site entries and allowances inferred from traffic
 //! report export      │ audit report │ Prometheus, HTTP, event log, printed findings
 //! pipeline           │ one frame through decode → classify → state
 //! state              │ handshake table, required-edge clocks, tallies
@@ -48,6 +49,7 @@ pub mod map;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod propose;
 pub mod report;
 pub mod site;
 pub mod source;

@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portwatch::cli::{Cli, LogFormat};
+use portwatch::cli::{Cli, LogFormat, LogLevel};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    init_tracing(cli.log_format, cli.log_level);
     match portwatch::cmd::run(cli) {
         Ok(status) => ExitCode::from(status.code()),
         Err(e) => {
@@ -19,9 +19,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_tracing(format: LogFormat, level: Option<LogLevel>) {
+    // --log-level wins over RUST_LOG, which wins over the default.
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::new(l.as_str()),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

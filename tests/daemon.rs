@@ -95,9 +95,9 @@ fn run_replay_serves_endpoints_and_contract_labels() {
         "portwatch_flow_table_entries",
         "portwatch_flow_table_evictions_total{reason=\"capacity\"}",
         "portwatch_capture_dropped_packets_total{interface=\"replay\",where=\"kernel\"} 0",
-        "portwatch_config_reload_success 1",
-        "portwatch_config_last_reload_timestamp_seconds",
-        "portwatch_build_info{version=",
+        "portwatch_config_last_reload_successful 1",
+        "portwatch_config_last_reload_success_timestamp_seconds",
+        "portwatch_build_info{revision=",
     ] {
         assert!(m.contains(needle), "missing {needle}:\n{m}");
     }
@@ -182,7 +182,7 @@ fn sighup_reload_keeps_old_config_on_error() {
     .unwrap();
     d.signal("HUP");
     let m = d.wait_metrics("failed reload", |m| {
-        m.contains("portwatch_config_reload_success 0")
+        m.contains("portwatch_config_last_reload_successful 0")
     });
     assert!(m.contains(before), "old site dropped:\n{m}");
     assert_eq!(
@@ -208,7 +208,8 @@ fn sighup_reload_keeps_old_config_on_error() {
     .unwrap();
     d.signal("HUP");
     let m = d.wait_metrics("successful reload", |m| {
-        m.contains("portwatch_config_reload_success 1") && m.contains("site=\"multi-node-renamed\"")
+        m.contains("portwatch_config_last_reload_successful 1")
+            && m.contains("site=\"multi-node-renamed\"")
     });
     assert!(!m.contains(before), "old site_info series kept:\n{m}");
     let n = packets(&m);

@@ -291,6 +291,7 @@ pub(crate) fn substitute(expr: &str) -> String {
     for (var, val) in [
         ("${site}", ".*"),
         ("$site", ".*"),
+        ("$instance", ".*"),
         ("${__rate_interval}", "1m"),
         ("$__rate_interval", "1m"),
         ("${__range}", "1h"),
@@ -379,6 +380,7 @@ fn promtool_check_config() {
 #[test]
 fn every_alert_has_severity_and_runbook_annotations() {
     let alerts = alerts();
+    let readme = read(&deploy("README.md"));
     assert!(alerts.len() >= 10, "only {} alerts", alerts.len());
     for (name, r) in &alerts {
         assert!(
@@ -393,11 +395,34 @@ fn every_alert_has_severity_and_runbook_annotations() {
         let summary = r["annotations"]["summary"].as_str().unwrap_or("");
         let description = r["annotations"]["description"].as_str().unwrap_or("");
         assert!(!summary.is_empty(), "{name}: no summary");
+        assert!(!summary.contains("{{"), "{name}: the summary is static");
+        assert!(
+            description.contains("{{"),
+            "{name}: the description is templated"
+        );
         assert!(
             description.contains("What to do"),
             "{name}: the description must say what to do"
         );
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or("");
+        let anchor = url
+            .strip_prefix("https://github.com/portwatch/portwatch/blob/main/deploy/README.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not deploy/README.md#…"));
+        assert_eq!(anchor, name.to_lowercase(), "{name}: anchor");
+        assert!(
+            readme.lines().any(|l| l == format!("### {name}")),
+            "{name}: no `### {name}` section in deploy/README.md for its runbook_url"
+        );
     }
+    // The scrape job is named once, in the `portwatch:up` recording rule.
+    let rules = read(&deploy("prometheus/portwatch.rules.yml"));
+    let code: Vec<&str> = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let named: Vec<&&str> = code.iter().filter(|l| l.contains("job=")).collect();
+    assert_eq!(named.len(), 1, "the job is named more than once: {named:?}");
+    assert!(named[0].contains("up{job=\"portwatch\"}"), "{named:?}");
 }
 
 /// Every alert has a case where it fires and one where it does not in
@@ -713,10 +738,13 @@ fn systemd_unit_is_least_privilege() {
     assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     let exec = one("ExecStart");
     assert!(
-        exec.contains(" run ") && exec.contains("/etc/portwatch/"),
+        exec.contains(" run --site ${PORTWATCH_SITE} $PORTWATCH_OPTS"),
         "{exec}"
     );
-    assert!(exec.contains("--listen 127.0.0.1:9477"), "{exec}");
+    let env = one("Environment");
+    assert!(env.contains("PORTWATCH_SITE=/etc/portwatch/"), "{env}");
+    assert!(env.contains("--listen 127.0.0.1:9477"), "{env}");
+    assert_eq!(one("EnvironmentFile"), "-/etc/default/portwatch");
 }
 
 /// `systemd-analyze verify`, where systemd is installed, with ExecStart
@@ -751,4 +779,34 @@ fn systemd_unit_verifies() {
         .filter(|l| l.contains("portwatch.service"))
         .collect();
     assert!(ours.is_empty(), "systemd-analyze verify:\n{text}");
+}
+
+/// Times in UTC (sensors in several time zones, one timeline), a sensor
+/// variable the sensor-health panels follow, and units that name what is
+/// counted (connections/s, not requests/s).
+#[test]
+fn dashboard_is_utc_with_a_sensor_variable_and_counted_units() {
+    let dash = dashboard();
+    assert_eq!(dash["timezone"], "utc");
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    let inst = vars
+        .iter()
+        .find(|v| v["name"] == "instance")
+        .expect("an `instance` (sensor) variable");
+    assert_eq!(inst["includeAll"], true);
+    assert!(inst["definition"].as_str().unwrap().contains("instance"));
+    let mut follows = 0;
+    for p in panels(&dash) {
+        let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+        assert!(!unit.contains("req"), "{}: unit {unit}", p["title"]);
+        if p["targets"].to_string().contains("$instance") {
+            follows += 1;
+        }
+    }
+    assert!(follows >= 5, "only {follows} panels follow $instance");
+    let by_title = |t: &str| panels(&dash).into_iter().find(|p| p["title"] == t).unwrap();
+    assert_eq!(
+        by_title("Connections by verdict")["fieldConfig"]["defaults"]["unit"],
+        "suffix: connections/s"
+    );
 }

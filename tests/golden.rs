@@ -12,7 +12,7 @@ use serde_json::Value;
 
 #[path = "../examples/make_fixtures.rs"]
 #[allow(dead_code)]
-mod generator;
+pub mod generator;
 
 /// One line of `fixtures/fixtures.tsv`.
 #[derive(Clone, Debug)]

@@ -1,8 +1,9 @@
 //! The `/metrics` golden: `fixtures/demo.pcap` replayed through the library
 //! (file source → pipeline → metrics recorder, as the daemon wires them,
 //! with capture time as the clock), rendered, and compared with
-//! `fixtures/demo.expected.prom`. The version label is written as
-//! `VERSION` so a release does not churn the golden.
+//! `fixtures/demo.expected.prom`. The build labels are written as
+//! `VERSION`, `REVISION` and `RUSTVERSION` so a commit, a release or a new
+//! compiler does not churn the golden.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites it (with the
 //! report goldens); review the diff before committing.
@@ -48,10 +49,19 @@ fn render_demo() -> String {
     rec.capture_up(0, false);
     m.config_loaded(&policy, start);
     rec.tick(&pl, start, end);
-    m.render().replace(
-        &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
-        "version=\"VERSION\"",
-    )
+    m.render()
+        .replace(
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+            "version=\"VERSION\"",
+        )
+        .replace(
+            &format!("revision=\"{}\"", env!("PORTWATCH_REVISION")),
+            "revision=\"REVISION\"",
+        )
+        .replace(
+            &format!("rustversion=\"{}\"", env!("PORTWATCH_RUSTVERSION")),
+            "rustversion=\"RUSTVERSION\"",
+        )
 }
 
 #[test]

@@ -14,10 +14,22 @@
 //!   real scrape.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `propose`: sites and patches inferred from traffic, applied and
+//!   replayed: the bundled sites round trip, a removed node, extra traffic.
 //! - `layering`: no module of `src/` imports one above it in the layer list
 //!   of `src/lib.rs`.
 //! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
 //!   and only silences `run --print`.
+//! - `events`: the event log against ECS's field list and allowed values,
+//!   Community IDs, flow ids, findings as alerts, append/flush/SIGHUP reopen.
+//! - `webconfig`: `--web.config.file` TLS + basic auth with a certificate made
+//!   in the test, curl and a real Prometheus; other `--web.*` flags.
+//! - `package`: the .deb built by cargo-deb, installed, checked and removed
+//!   (root, cargo-deb, man-db, systemd-analyze).
+//! - `privileges`: root-started `run`/`watch` continue as `nobody` with only
+//!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
+//! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
+//!   site verdict per required edge.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -25,12 +37,18 @@ mod corpus;
 mod daemon;
 mod deploy;
 mod e2e;
+mod events;
 mod examples;
+mod fleet;
 mod golden;
 mod golden_metrics;
 mod layering;
 mod live;
+mod package;
+mod privileges;
+mod propose;
 mod scenarios;
 mod stdout;
 mod util;
 mod validation;
+mod webconfig;

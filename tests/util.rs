@@ -63,7 +63,7 @@ impl Daemon {
         Daemon::spawn(args, f.try_clone().unwrap().into(), f.into())
     }
 
-    fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
+    pub fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
         let addr = free_addr();
         let child = Command::new(bin())
             .args(args)

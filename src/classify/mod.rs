@@ -137,6 +137,10 @@ pub fn explain(p: &Policy, c: &Classification) -> String {
                         c.port, rule.purpose, rule.cite
                     )
                 }
+                Some(Origin::Monitoring) => format!(
+                    "{src} -> {dst}:{} is expected: {src} scrapes the portwatch sensor (site monitoring list)",
+                    c.port
+                ),
                 Some(Origin::Allowance(i)) => {
                     format!(
                         "{src} -> {dst}:{} is allowed by the site (allow[{i}])",

@@ -246,3 +246,54 @@ fn explanations_cite_the_rule() {
     let c = classify(&p, ip("10.9.9.9"), ip("192.0.2.11"), 443);
     assert!(explain(&p, &c).contains("the source is not"));
 }
+
+/// The site's `monitoring` list: its scrapers reach every node's sensor
+/// port as `expected` (service `portwatch`); anyone else, or another port,
+/// stays a finding; a bad entry is located.
+#[test]
+fn monitoring_scrapers_are_expected_on_the_sensor_port_only() {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sites/multi-node.yaml"),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("portwatch-monitoring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = |extra: &str| {
+        let f = dir.join(format!("site-{}.yaml", extra.len()));
+        std::fs::write(&f, format!("{base}\n{extra}")).unwrap();
+        load_policy(&f, None)
+    };
+    let p = load("monitoring:\n  from: [192.0.2.250, corp-users]\n  port: 9100\n")
+        .unwrap()
+        .policy;
+    let scrape = |src: &str, port: u16| classify(&p, ip(src), ip("192.0.2.10"), port);
+    let c = scrape("192.0.2.250", 9100);
+    assert_eq!(c.verdict, Verdict::Expected, "{}", explain(&p, &c));
+    assert_eq!(
+        (p.peer_name(c.src), c.service.as_str()),
+        ("monitoring", "portwatch")
+    );
+    assert!(
+        explain(&p, &c).contains("monitoring"),
+        "{}",
+        explain(&p, &c)
+    );
+    assert_eq!(scrape("198.51.100.7", 9100).verdict, Verdict::Expected);
+    assert_ne!(scrape("192.0.2.250", 9101).verdict, Verdict::Expected);
+    assert_ne!(scrape("192.0.2.251", 9100).verdict, Verdict::Expected);
+    assert_eq!(p.port_label(9100), Some(9100));
+    // Not declared: the same scrape is a finding, as before.
+    let plain = policy("multi-node");
+    assert_ne!(
+        classify(&plain, ip("192.0.2.250"), ip("192.0.2.10"), 9100).verdict,
+        Verdict::Expected
+    );
+    let err = load("monitoring:\n  from: [nonsense-name]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("monitoring.from[0]") && err.contains("nonsense-name"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

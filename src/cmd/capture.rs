@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Messages to the capture thread.
 pub(super) enum Command {
     Reload(Arc<Policy>, Visibility),
+    /// SIGHUP: reopen the event log (logrotate).
+    Reopen,
     Stop,
 }
 
@@ -49,6 +51,7 @@ pub(super) enum OnPrintError {
 struct Printer {
     findings: FindingPrinter,
     on_error: OnPrintError,
+    out: Box<dyn Write + Send>,
 }
 
 pub(super) struct Driver {
@@ -105,11 +108,12 @@ impl Driver {
         self
     }
 
-    /// Print findings to stdout as they happen.
-    pub fn with_printer(mut self, on_error: OnPrintError) -> Driver {
+    /// Print findings to `out` (stdout) as they happen.
+    pub fn with_printer(mut self, on_error: OnPrintError, out: Box<dyn Write + Send>) -> Driver {
         self.printer = Some(Printer {
             findings: FindingPrinter::default(),
             on_error,
+            out,
         });
         self
     }
@@ -163,6 +167,7 @@ impl Driver {
             match cmd {
                 Some(Command::Stop) => break,
                 Some(Command::Reload(p, vis)) => self.reload(p, vis)?,
+                Some(Command::Reopen) => self.events.reopen(),
                 None => {}
             }
             if !self.ended {
@@ -185,7 +190,6 @@ impl Driver {
         let end = self.now().unwrap_or_else(Timestamp::now);
         self.pl.finish(end);
         self.drain()?;
-        self.events.flush();
         self.tick();
         if self.closing_counters {
             for s in self.input.live_stats() {
@@ -253,11 +257,10 @@ impl Driver {
             }
         }
         if let Some(p) = &mut self.printer {
-            let mut out = std::io::stdout().lock();
             let written = events
                 .iter()
-                .try_for_each(|e| p.findings.write(&mut out, &policy, e))
-                .and_then(|_| out.flush());
+                .try_for_each(|e| p.findings.write(&mut p.out, &policy, e))
+                .and_then(|_| p.out.flush());
             if let Err(e) = written {
                 match p.on_error {
                     OnPrintError::Stop if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -276,6 +279,7 @@ impl Driver {
         Ok(())
     }
 
+    /// Once a second: gauges, missing-edge alerts, the event log flushed.
     fn tick(&mut self) {
         let now = self.now();
         if let Some(rec) = &mut self.rec {
@@ -283,6 +287,14 @@ impl Driver {
             if let (Some(since), Some(now)) = (self.since, now) {
                 rec.tick(&self.pl, since, now.max(since));
             }
+        }
+        if let (Some(since), Some(now)) = (self.since, now) {
+            self.events
+                .judge_edges(&self.pl, &self.vis, since, now.max(since));
+        }
+        self.events.flush();
+        if let Some(rec) = &self.rec {
+            rec.metrics().event_log_errors(self.events.write_errors());
         }
     }
 
@@ -302,7 +314,106 @@ impl Driver {
         if let Some(rec) = &mut self.rec {
             rec.set_policy(&policy, &self.vis);
         }
+        self.events.set_policy(&policy);
         self.tick();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc::{channel, Sender};
+
+    use super::super::input::InputSpec;
+    use super::super::settings::DEMO_PCAP;
+    use super::*;
+    use crate::config::load_policy;
+    use crate::source::file::Savefile;
+    use crate::source::replay::ReplayOptions;
+
+    /// A stdout whose reader is gone; counts the writes tried.
+    struct Closed(Arc<AtomicUsize>);
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The demo capture, replayed as fast as pacing allows, printing to a
+    /// closed stdout; runs on its own thread.
+    fn demo(
+        on_error: OnPrintError,
+    ) -> (
+        Sender<Command>,
+        Arc<AtomicUsize>,
+        std::sync::mpsc::Receiver<Result<Report, Error>>,
+    ) {
+        let policy = Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy);
+        let input = Input::open(&InputSpec::Paced {
+            savefiles: vec![Savefile::Embedded {
+                name: "demo.pcap",
+                bytes: DEMO_PCAP,
+            }],
+            opts: ReplayOptions {
+                speed: 1e6,
+                looping: false,
+            },
+        })
+        .unwrap();
+        let tries = Arc::new(AtomicUsize::new(0));
+        let driver = Driver::new(input, policy, Visibility::default(), TrackConfig::default())
+            .with_printer(on_error, Box::new(Closed(tries.clone())));
+        let (tx, rx) = channel();
+        let (done_tx, done) = channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(driver.run(&rx, None));
+        });
+        (tx, tries, done)
+    }
+
+    #[test]
+    fn a_closed_stdout_ends_a_stopping_printer_with_its_report() {
+        let (_keep_open, tries, done) = demo(OnPrintError::Stop);
+        let report = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the capture ends by itself")
+            .expect("a closed pipe is no error");
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        assert!(
+            report.has_findings(),
+            "the finding it could not print is counted"
+        );
+    }
+
+    #[test]
+    fn a_closed_stdout_only_silences_a_silencing_printer() {
+        let (tx, tries, done) = demo(OnPrintError::Silence);
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            done.try_recv().is_err(),
+            "the capture goes on without its printer"
+        );
+        tx.send(Command::Stop).unwrap();
+        let report = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("stops when told")
+            .expect("no error");
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            1,
+            "printing stopped at the first failure"
+        );
+        assert_eq!(
+            report.capture.packets, 1008,
+            "the whole demo capture was read"
+        );
+        assert!(report.has_findings());
     }
 }

@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::exit;
+use super::privileges::PrivilegeError;
 use crate::config::LoadError;
+use crate::diag::ConfigError;
 use crate::policy::UnknownSensor;
+use crate::propose::Shortfall;
 use crate::source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,20 @@ pub enum Error {
     Capture(#[source] SourceError),
     #[error("the capture thread panicked")]
     CapturePanicked,
+    /// `--web.config.file`: every problem, located.
+    #[error(transparent)]
+    WebConfig(ConfigError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    /// A file or directory the command writes (`man DIR`).
+    #[error("{}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
+    /// `propose`: the captures hold too little to infer from.
+    #[error(transparent)]
+    Shortfall(#[from] Shortfall),
+    /// `propose` built a site that does not compile: a bug, not bad input.
+    #[error("the proposed site does not compile (a bug in propose): {0}")]
+    Proposal(#[source] ConfigError),
 }
 
 impl Error {
@@ -48,19 +65,24 @@ impl Error {
             | Error::Load(_)
             | Error::Sensor(_)
             | Error::Source(_)
-            | Error::Events { .. } => exit::BAD_INPUT,
+            | Error::Events { .. }
+            | Error::WebConfig(_)
+            | Error::Privileges(_)
+            | Error::Output { .. }
+            | Error::Shortfall(_) => exit::BAD_INPUT,
             Error::Stdout(_)
             | Error::Listen { .. }
             | Error::Start { .. }
             | Error::Capture(_)
-            | Error::CapturePanicked => exit::RUNTIME,
+            | Error::CapturePanicked
+            | Error::Proposal(_) => exit::RUNTIME,
         }
     }
 
     /// Say what went wrong on stderr: every problem of a bad file.
     pub fn report(&self) {
         match self {
-            Error::Load(LoadError::Config(c)) => {
+            Error::Load(LoadError::Config(c)) | Error::WebConfig(c) => {
                 let n = c.diagnostics.len();
                 for d in &c.diagnostics {
                     eprintln!("error: {d}");

@@ -1,23 +1,32 @@
-//! The `--events` file: created up front (an unwritable path is bad input),
-//! disabled with one warning on its first write error so the audit goes on.
+//! The `--events` file of `replay`, `watch` and `run`: opened up front (an
+//! unwritable path is bad input); lines, flushing, SIGHUP reopening and
+//! write errors are `export::eventlog`'s.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::Error;
-use crate::export::events::write_event;
-use crate::pipeline::Event;
-use crate::policy::Policy;
+use crate::cli::EventsFormat;
+use crate::export::ecs::Observer;
+use crate::export::eventlog;
+use crate::pipeline::{Event, Pipeline};
+use crate::policy::{Policy, Visibility};
+use crate::time::Timestamp;
 
-pub(super) struct EventLog(Option<BufWriter<File>>);
+pub(super) struct EventLog(Option<eventlog::EventLog>);
 
 impl EventLog {
-    pub fn open(path: Option<&Path>) -> Result<EventLog, Error> {
+    /// Open `path` for appending (`-`: stdout). The sensor named first in
+    /// `sensors` (else the host) is the lines' observer; `capacity` bounds
+    /// the flow ids awaiting an outcome.
+    pub fn open(
+        path: Option<&Path>,
+        format: EventsFormat,
+        sensors: &[String],
+        capacity: usize,
+    ) -> Result<EventLog, Error> {
         let w = path
             .map(|p| {
-                File::create(p)
-                    .map(BufWriter::new)
+                eventlog::EventLog::open(p, format.into(), Observer::local(sensors), capacity)
                     .map_err(|e| Error::Events {
                         path: p.to_path_buf(),
                         source: e,
@@ -38,19 +47,43 @@ impl EventLog {
 
     pub fn write(&mut self, p: &Policy, events: &[Event]) {
         if let Some(w) = &mut self.0 {
-            for e in events {
-                if let Err(err) = write_event(w, p, e) {
-                    tracing::warn!(error = %err, "event log write failed; event log disabled");
-                    self.0 = None;
-                    return;
-                }
-            }
+            w.write(p, events);
         }
+    }
+
+    /// A `missing` alert for each judged required edge that just turned missing.
+    pub fn judge_edges(
+        &mut self,
+        pl: &Pipeline,
+        vis: &Visibility,
+        since: Timestamp,
+        now: Timestamp,
+    ) {
+        if let Some(w) = &mut self.0 {
+            w.judge_edges(pl, vis, since, now);
+        }
+    }
+
+    pub fn set_policy(&mut self, p: &Policy) {
+        if let Some(w) = &mut self.0 {
+            w.set_policy(p);
+        }
+    }
+
+    pub fn reopen(&mut self) {
+        if let Some(w) = &mut self.0 {
+            w.reopen();
+        }
+    }
+
+    /// Lines that could not be written so far.
+    pub fn write_errors(&self) -> u64 {
+        self.0.as_ref().map_or(0, |w| w.write_errors())
     }
 
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.0 {
-            let _ = w.flush();
+            w.flush();
         }
     }
 }

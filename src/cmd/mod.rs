@@ -12,6 +12,9 @@ mod error;
 mod eventlog;
 mod expect;
 mod input;
+mod manual;
+pub mod privileges;
+mod propose;
 mod replay;
 mod run;
 pub mod settings;
@@ -78,6 +81,9 @@ pub fn run(cli: Cli) -> Result<Status, Error> {
         Task::Replay(s) => replay::replay(s),
         Task::Watch(s) => watch::watch(s),
         Task::Run(s) => run::run(s),
+        Task::Completions(shell) => manual::completions(shell),
+        Task::Man(dir) => manual::man(&dir),
+        Task::Propose(s) => propose::propose(s),
     }
 }
 

@@ -13,7 +13,13 @@ use crate::source::Poll;
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
     let mut input = Input::open(&InputSpec::Files(s.files))?;
-    let mut events = EventLog::open(s.report.events.as_deref())?;
+    let r = &s.report;
+    let mut events = EventLog::open(
+        r.events.as_deref(),
+        r.events_format,
+        &r.sensors,
+        s.track.capacity,
+    )?;
     let mut pl = Pipeline::new(policy.clone(), s.track);
     pl.record_events(events.is_on());
     loop {
@@ -30,6 +36,9 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         pl.finish(end);
     }
     events.write(&policy, &pl.drain_events());
+    if let Some((start, end)) = span {
+        events.judge_edges(&pl, &vis, start, end);
+    }
     events.flush();
     let facts: Vec<SourceFacts> = input.facts();
     for f in &facts {

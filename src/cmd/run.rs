@@ -6,17 +6,21 @@
 //! configuration on the tokio side and hands the capture thread a ready
 //! [`Policy`]; an invalid one never reaches it.
 
+use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::capture::{Command, Driver, OnPrintError};
+use super::eventlog::EventLog;
 use super::input::Input;
+use super::privileges;
 use super::settings::RunSettings;
 use super::signals::{Signal, Signals};
 use super::{load, print, print_summary, Error, Status};
-use crate::export::http::{router, HttpState, Readiness};
+use crate::export::http::{router_at, serve_all, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
+use crate::export::webconfig::{protect, WebConfig};
 use crate::policy::Visibility;
 use crate::time::Timestamp;
 
@@ -28,7 +32,29 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     }
     let policy = Arc::new(load(&s.site)?.policy);
     let vis = Visibility::for_site(&policy, &s.sensors)?;
+    let web = s
+        .web_config
+        .as_deref()
+        .map(WebConfig::load)
+        .transpose()
+        .map_err(Error::WebConfig)?;
     let input = Input::open(&s.input)?;
+    let events = EventLog::open(
+        s.events.as_deref(),
+        s.events_format,
+        &s.sensors,
+        s.track.capacity,
+    )?;
+    // Bound before dropping root (a port below 1024 needs it), and before
+    // any thread starts (capabilities are per thread).
+    let listeners = bind_all(&s.listen)?;
+    if let Some(user) = &s.user {
+        let keep = match input.is_live() {
+            true => privileges::LIVE_CAPS,
+            false => &[],
+        };
+        privileges::drop_and_log(user, keep)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -37,13 +63,16 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
             what: "starting the HTTP runtime",
             source: e,
         })?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(s.listen))
-        .map_err(|e| Error::Listen {
-            addr: s.listen,
-            source: e,
-        })?;
-    let metrics = Metrics::new();
+    let listeners = {
+        let _in_runtime = rt.enter();
+        listeners
+            .into_iter()
+            .map(|(addr, l)| {
+                tokio::net::TcpListener::from_std(l).map_err(|e| Error::Listen { addr, source: e })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let metrics = Metrics::new().with_process_metrics();
     let readiness = Arc::new(Readiness::default());
     metrics.config_loaded(&policy, Timestamp::now());
     readiness.set_config_loaded();
@@ -51,17 +80,20 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         site = %policy.site.name,
         model = %policy.model.id,
         input = %input.describe(),
-        listen = %s.listen,
-        "portwatch running; /metrics, /healthz, /-/ready"
+        listen = ?s.listen,
+        tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
+        basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+        "portwatch running; {}, /healthz, /-/ready",
+        s.telemetry_path
     );
 
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let mut driver = Driver::new(input, policy, vis, s.track);
     let rec = Recorder::new(&metrics, &driver.interfaces());
-    driver = driver.with_recorder(rec);
+    driver = driver.with_recorder(rec).with_events(events);
     if s.print {
-        driver = driver.with_printer(OnPrintError::Silence);
+        driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));
     }
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
@@ -80,7 +112,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         metrics: metrics.clone(),
         readiness,
     };
-    rt.block_on(supervise(listener, state, &s, tx, done_rx));
+    rt.block_on(supervise(listeners, web, state, &s, tx, done_rx));
     let outcome = thread.join();
     rt.shutdown_timeout(Duration::from_secs(1));
     let report = outcome.map_err(|_| Error::CapturePanicked)??;
@@ -88,27 +120,35 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     Ok(Status::Clean)
 }
 
+/// Bind every `--web.listen-address` (all or nothing).
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, Error> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| (addr, l)))
+                .map_err(|e| Error::Listen { addr, source: e })
+        })
+        .collect()
+}
+
 /// Serve HTTP and handle signals until SIGINT/SIGTERM or the capture dies.
 async fn supervise(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
+    web: Option<WebConfig>,
     state: HttpState,
     s: &RunSettings,
     tx: Sender<Command>,
     mut capture_done: tokio::sync::oneshot::Receiver<()>,
 ) {
     let metrics = state.metrics.clone();
-    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let (stop_http, stopped) = tokio::sync::watch::channel(());
+    let (tls, auth) = match web {
+        Some(w) => (w.tls, w.auth),
+        None => (None, None),
+    };
+    let app = protect(router_at(state, &s.telemetry_path), auth);
+    let server = tokio::spawn(serve_all(listeners, app, tls, stopped));
     let mut signals = Signals::new(true);
     loop {
         tokio::select! {
@@ -117,7 +157,10 @@ async fn supervise(
                     tracing::info!(signal = name, "shutting down");
                     break;
                 }
-                Signal::Reload => reload(s, &metrics, &tx).await,
+                Signal::Reload => {
+                    let _ = tx.send(Command::Reopen);
+                    reload(s, &metrics, &tx).await
+                }
             },
             // The capture thread only ends by itself on an error, which
             // its result carries.

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::input::InputSpec;
 use super::Error;
-use crate::cli::{Cli, Command, Format, ReportArgs, SiteArgs, TrackArgs};
+use crate::cli::{
+    Cli, Command, EventsFormat, Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
+};
+use crate::export::http::DEFAULT_TELEMETRY_PATH;
 use crate::source::file::Savefile;
 use crate::source::replay::ReplayOptions;
 use crate::state::TrackConfig;
@@ -25,6 +28,24 @@ pub enum Task {
     Watch(WatchSettings),
     /// `run` and `demo`: the demo is a run with bundled settings.
     Run(RunSettings),
+    Completions(clap_complete::Shell),
+    Man(PathBuf),
+    Propose(ProposeSettings),
+}
+
+/// What `propose` starts from.
+pub enum ProposeBase {
+    /// A site to patch.
+    Site(SiteArgs),
+    /// A model only: infer a whole site, named `name`.
+    Model { model: String, name: String },
+}
+
+pub struct ProposeSettings {
+    pub files: Vec<PathBuf>,
+    pub base: ProposeBase,
+    pub track: TrackConfig,
+    pub format: ProposeFormat,
 }
 
 pub struct ReplaySettings {
@@ -39,16 +60,25 @@ pub struct WatchSettings {
     pub site: SiteArgs,
     pub track: TrackConfig,
     pub report: ReportArgs,
+    /// Who to become when started as root.
+    pub user: String,
 }
 
 pub struct RunSettings {
     pub site: SiteArgs,
     pub(super) input: InputSpec,
-    pub listen: SocketAddr,
+    pub listen: Vec<SocketAddr>,
+    /// `--web.config.file`: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
+    pub telemetry_path: String,
     pub track: TrackConfig,
     pub sensors: Vec<String>,
     pub print: bool,
     pub format: Format,
+    pub events: Option<PathBuf>,
+    pub events_format: EventsFormat,
+    /// Who to become when started as root (`None`: the demo stays as is).
+    pub user: Option<String>,
     /// A line printed on stdout before starting (`demo`).
     pub banner: Option<String>,
 }
@@ -82,7 +112,13 @@ impl Task {
                 interfaces: a.interfaces,
                 site: a.site,
                 report: a.report,
+                user: a.user,
             }),
+            Command::Run(a) if a.looping && a.replay.iter().any(|p| p.as_os_str() == "-") => {
+                return Err(Error::Usage(
+                    "--loop cannot replay standard input (`-`) again".into(),
+                ))
+            }
             Command::Run(a) => Task::Run(RunSettings {
                 track: track(&a.track)?,
                 input: if a.replay.is_empty() {
@@ -99,10 +135,15 @@ impl Task {
                     }
                 },
                 site: a.site,
-                listen: a.listen,
+                listen: a.web.listen,
+                web_config: a.web.config_file,
+                telemetry_path: a.web.telemetry_path,
                 sensors: a.sensors,
                 print: a.print,
                 format: a.format,
+                events: a.events,
+                events_format: a.events_format,
+                user: Some(a.user),
                 banner: None,
             }),
             Command::Demo(a) => Task::Run(RunSettings {
@@ -124,11 +165,39 @@ impl Task {
                         looping: true,
                     },
                 },
-                listen: a.listen,
+                listen: vec![a.listen],
+                web_config: None,
+                telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: DEMO_TRACK,
                 sensors: Vec::new(),
                 print: true,
                 format: Format::Table,
+                events: None,
+                events_format: EventsFormat::Ecs,
+                user: None,
+            }),
+            Command::Completions { shell } => Task::Completions(shell),
+            Command::Man { dir } => Task::Man(dir),
+            Command::Propose(a) => Task::Propose(ProposeSettings {
+                track: track(&a.track)?,
+                base: match (a.site, a.model) {
+                    (Some(site), None) => ProposeBase::Site(SiteArgs {
+                        site,
+                        rules: a.rules,
+                    }),
+                    (None, Some(model)) => ProposeBase::Model {
+                        model,
+                        name: a.name.unwrap_or_else(|| "proposed".into()),
+                    },
+                    // clap requires exactly one of them.
+                    _ => {
+                        return Err(Error::Usage(
+                            "give --site FILE (a patch) or --model MODEL (a whole site)".into(),
+                        ))
+                    }
+                },
+                files: a.files,
+                format: a.format,
             }),
         })
     }

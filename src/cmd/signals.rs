@@ -48,8 +48,9 @@ impl Signals {
 }
 
 /// For a command without tokio of its own (`watch`): a thread that sends
-/// [`Command::Stop`] on SIGINT or SIGTERM.
-pub(super) fn stop_on_signal(tx: Sender<Command>) {
+/// [`Command::Stop`] on SIGINT or SIGTERM, and [`Command::Reopen`] on
+/// SIGHUP when `reopen` (the event log, for logrotate).
+pub(super) fn stop_on_signal(tx: Sender<Command>, reopen: bool) {
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -58,9 +59,17 @@ pub(super) fn stop_on_signal(tx: Sender<Command>) {
             return;
         };
         rt.block_on(async {
-            let mut signals = Signals::new(false);
-            if let Signal::Stop(name) = signals.next().await {
-                tracing::debug!(signal = name, "stopping");
+            let mut signals = Signals::new(reopen);
+            loop {
+                match signals.next().await {
+                    Signal::Stop(name) => {
+                        tracing::debug!(signal = name, "stopping");
+                        break;
+                    }
+                    Signal::Reload => {
+                        let _ = tx.send(Command::Reopen);
+                    }
+                }
             }
         });
         let _ = tx.send(Command::Stop);

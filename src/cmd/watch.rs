@@ -5,19 +5,27 @@ use super::capture::{Driver, OnPrintError};
 use super::eventlog::EventLog;
 use super::input::{Input, InputSpec};
 use super::settings::WatchSettings;
-use super::{prepare, print_summary, signals, Error, Status};
+use super::{prepare, print_summary, privileges, signals, Error, Status};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
     let input = Input::open(&InputSpec::Live {
         interfaces: s.interfaces.clone(),
     })?;
-    let events = EventLog::open(s.report.events.as_deref())?;
+    let r = &s.report;
+    let events = EventLog::open(
+        r.events.as_deref(),
+        r.events_format,
+        &r.sensors,
+        s.track.capacity,
+    )?;
+    // Before any thread starts: capabilities are per thread.
+    privileges::drop_and_log(&s.user, privileges::LIVE_CAPS)?;
     let (tx, rx) = std::sync::mpsc::channel();
-    signals::stop_on_signal(tx);
+    signals::stop_on_signal(tx, events.is_on());
     tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
     let report = Driver::new(input, policy, vis, s.track)
-        .with_printer(OnPrintError::Stop)
+        .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
         .with_closing_counters()
         .run(&rx, None)?;

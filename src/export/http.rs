@@ -45,13 +45,77 @@ pub struct HttpState {
     pub readiness: Arc<Readiness>,
 }
 
+/// Where `/metrics` is served unless `--web.telemetry-path` says otherwise.
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+
 pub fn router(state: HttpState) -> Router {
+    router_at(state, DEFAULT_TELEMETRY_PATH)
+}
+
+/// The endpoints, with the metrics at `telemetry_path`.
+pub fn router_at(state: HttpState, telemetry_path: &str) -> Router {
+    let page = landing_page(telemetry_path);
     Router::new()
-        .route("/metrics", get(metrics))
+        .route(telemetry_path, get(metrics))
         .route("/healthz", get(healthz))
         .route("/-/ready", get(ready))
-        .route("/", get(index))
+        .route("/", get(move || async move { axum::response::Html(page) }))
         .with_state(state)
+}
+
+/// A minimal page linking the endpoints.
+fn landing_page(telemetry_path: &str) -> String {
+    let path = telemetry_path
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;");
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>portwatch</title></head>\n\
+<body><h1>portwatch</h1><ul>\n\
+<li><a href=\"{path}\">Metrics</a></li>\n\
+<li><a href=\"/healthz\">Health</a></li>\n\
+<li><a href=\"/-/ready\">Readiness</a></li>\n\
+</ul><p>portwatch {}</p></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Serve `app` on every listener (TLS when `tls` is set) until `stop`
+/// changes or is dropped.
+pub async fn serve_all(
+    listeners: Vec<tokio::net::TcpListener>,
+    app: Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stop: tokio::sync::watch::Receiver<()>,
+) {
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        let app = app.clone();
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        match &tls {
+            Some(config) => match super::tls::TlsListener::new(l, config.clone()) {
+                Ok(l) => {
+                    servers.spawn(async move {
+                        axum::serve(l, app).with_graceful_shutdown(shutdown).await
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "TLS listener failed"),
+            },
+            None => {
+                servers.spawn(
+                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
+                );
+            }
+        }
+    }
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -76,10 +140,6 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn index() -> &'static str {
-    "portwatch: /metrics /healthz /-/ready\n"
-}
-
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -91,7 +151,7 @@ mod tests {
 
     fn state() -> HttpState {
         HttpState {
-            metrics: Metrics::new(),
+            metrics: Metrics::new().with_process_metrics(),
             readiness: Arc::new(Readiness::default()),
         }
     }
@@ -117,7 +177,21 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(ctype.as_deref(), Some(METRICS_CONTENT_TYPE));
         assert!(body.contains("# TYPE portwatch_build_info gauge"), "{body}");
-        assert!(body.contains("portwatch_config_reload_success"));
+        assert!(body.contains("portwatch_config_last_reload_successful"));
+        assert!(body.contains(&format!(
+            "portwatch_build_info{{revision=\"{}\",rustversion=\"{}\",version=\"{}\"}} 1",
+            env!("PORTWATCH_REVISION"),
+            env!("PORTWATCH_RUSTVERSION"),
+            env!("CARGO_PKG_VERSION")
+        )));
+        #[cfg(target_os = "linux")]
+        for m in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(body.contains(&format!("# TYPE {m} ")), "{m} missing");
+        }
     }
 
     #[tokio::test]
@@ -140,5 +214,28 @@ mod tests {
     #[tokio::test]
     async fn unknown_path_is_404() {
         assert_eq!(get(&state(), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn telemetry_path_moves_the_metrics_and_the_page_links_it() {
+        let resp = router_at(state(), "/probe")
+            .oneshot(Request::get("/probe").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let (status, ctype, page) = {
+            let resp = router_at(state(), "/probe")
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(status, StatusCode::OK);
+        assert!(ctype.unwrap().to_str().unwrap().starts_with("text/html"));
+        assert!(page.contains("href=\"/probe\""), "{page}");
+        assert_eq!(get(&state(), "/probe").await.0, StatusCode::NOT_FOUND);
     }
 }

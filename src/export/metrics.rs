@@ -122,6 +122,7 @@ pub struct Metrics {
     reload_success: IntGauge,
     last_reload: Gauge,
     reload_failures: IntCounter,
+    event_log_errors: IntCounter,
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
@@ -215,8 +216,8 @@ impl Metrics {
             ),
             build_info: int_gauge_vec(
                 "portwatch_build_info",
-                "Always 1; the portwatch version as a label.",
-                &["version"],
+                "Always 1; the version, git revision and Rust compiler portwatch was built from.",
+                &["version", "revision", "rustversion"],
             ),
             site_info: int_gauge_vec(
                 "portwatch_site_info",
@@ -231,7 +232,7 @@ impl Metrics {
             reload_success: reg(
                 &registry,
                 IntGauge::new(
-                    "portwatch_config_reload_success",
+                    "portwatch_config_last_reload_successful",
                     "1 if the last configuration load (start or SIGHUP) succeeded, 0 if it failed.",
                 )
                 .expect("valid metric"),
@@ -239,7 +240,7 @@ impl Metrics {
             last_reload: reg(
                 &registry,
                 Gauge::new(
-                    "portwatch_config_last_reload_timestamp_seconds",
+                    "portwatch_config_last_reload_success_timestamp_seconds",
                     "Wall-clock time of the last successful configuration load.",
                 )
                 .expect("valid metric"),
@@ -252,15 +253,40 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            event_log_errors: reg(
+                &registry,
+                IntCounter::new(
+                    "portwatch_event_log_write_errors_total",
+                    "Event log lines (--events) that could not be written; capture goes on.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
         for why in Eviction::ALL {
             m.evictions.with_label_values(&[why.as_str()]);
         }
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("PORTWATCH_REVISION"),
+                env!("PORTWATCH_RUSTVERSION"),
+            ])
             .set(1);
         m
+    }
+
+    /// Also export this process's `process_*` metrics (CPU seconds,
+    /// resident memory, open file descriptors, …: the names every exporter
+    /// uses). Linux only; the daemon's registry, not a replay's golden.
+    pub fn with_process_metrics(self) -> Metrics {
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are unique");
+        self
     }
 
     pub fn registry(&self) -> &Registry {
@@ -295,6 +321,12 @@ impl Metrics {
     pub fn config_rejected(&self) {
         self.reload_success.set(0);
         self.reload_failures.inc();
+    }
+
+    /// The event log's write errors so far (a running total).
+    pub fn event_log_errors(&self, total: u64) {
+        let seen = self.event_log_errors.get();
+        self.event_log_errors.inc_by(total.saturating_sub(seen));
     }
 }
 

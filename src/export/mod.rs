@@ -1,7 +1,12 @@
 //! I/O out: the JSON event log, findings printed as they happen, and the
 //! Prometheus exporter (every metric in `metrics`, served by `http`).
 
+pub mod community_id;
+pub mod ecs;
+pub mod eventlog;
 pub mod events;
 pub mod findings;
 pub mod http;
 pub mod metrics;
+pub mod tls;
+pub mod webconfig;

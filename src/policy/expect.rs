@@ -84,6 +84,9 @@ impl Expectation {
                         Origin::Allowance(i) => {
                             format!("site allow[{i}]: {}", p.site.allow[*i].reason)
                         }
+                        Origin::Monitoring => {
+                            "site monitoring: scrapes the portwatch sensor".into()
+                        }
                     })
                     .collect::<BTreeSet<_>>()
                     .into_iter()

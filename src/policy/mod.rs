@@ -52,12 +52,17 @@ pub struct EndpointId(pub u16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeId(pub u32);
 
+/// The service label of a scrape of a portwatch sensor.
+pub const SENSOR_SERVICE: &str = "portwatch";
+
 /// Where an expected edge comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Rule(RuleId),
     /// The site file's `allow[i]`.
     Allowance(usize),
+    /// The site's `monitoring` list: a scraper reaching a node's sensor.
+    Monitoring,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +156,7 @@ impl Policy {
         p.derive_edges(&node_ids, &user_ids, &ext_ids);
         let mut d = Diagnostics::new(site_file);
         p.apply_allowances(&mut d);
+        p.apply_monitoring(&node_ids);
         p.apply_overrides(&mut d);
         d.finish(p)
     }
@@ -289,6 +295,31 @@ impl Policy {
                 window,
                 Origin::Allowance(spec.index),
             );
+        }
+    }
+
+    /// Every scraper of the `monitoring` list may reach every node's sensor
+    /// port (which nodes run a sensor is not the site's to say).
+    fn apply_monitoring(&mut self, nodes: &[EndpointId]) {
+        let Some(m) = self.site.monitoring.clone() else {
+            return;
+        };
+        for name in &m.from {
+            let Some(src) = self.endpoint_id(name) else {
+                continue; // reported by the site loader
+            };
+            for &dst in nodes.iter().filter(|&&n| n != src) {
+                let window = self.model.default_window;
+                self.add_edge(
+                    src,
+                    dst,
+                    m.port,
+                    SENSOR_SERVICE.into(),
+                    false,
+                    window,
+                    Origin::Monitoring,
+                );
+            }
         }
     }
 
@@ -435,8 +466,14 @@ impl Policy {
     /// The port label: the number when the model or site names the port,
     /// else `other` (keeps metric label sets bounded under a port scan).
     pub fn port_label(&self, port: u16) -> Option<u16> {
-        (self.model.knows_port(port) || self.site.allow.iter().any(|a| a.port == port))
-            .then_some(port)
+        (self.model.knows_port(port)
+            || self.site.allow.iter().any(|a| a.port == port)
+            || self
+                .site
+                .monitoring
+                .as_ref()
+                .is_some_and(|m| m.port == port))
+        .then_some(port)
     }
 }
 

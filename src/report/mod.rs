@@ -383,6 +383,7 @@ fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) ->
         .map(|o| match o {
             crate::policy::Origin::Rule(r) => p.model.rule(*r).cite.clone(),
             crate::policy::Origin::Allowance(i) => format!("site allow[{i}]"),
+            crate::policy::Origin::Monitoring => "site monitoring".into(),
         })
         .next()
         .unwrap_or_default();

@@ -8,7 +8,9 @@ use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
 use super::raw::{RawEdgeSpec, RawSite};
-use super::{EdgeSpec, External, Node, Pos, Site, UserNetwork};
+use super::{
+    EdgeSpec, External, Monitoring, Node, Pos, Site, UserNetwork, DEFAULT_SENSOR_PORT, MONITORING,
+};
 use crate::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
 use crate::model::Model;
 
@@ -302,6 +304,53 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         }
         out
     };
+    let monitoring = raw.monitoring.as_ref().map(|m| {
+        let mut from = Vec::new();
+        let mut nets = Vec::new();
+        for (i, f) in m.from.iter().enumerate() {
+            let implicit_users = f.value == "users" && !user_networks_declared;
+            if implicit_users || names.contains_key(&f.value) {
+                from.push(f.value.clone());
+                continue;
+            }
+            match parse_net(&f.value) {
+                Ok(n) => nets.push(n),
+                Err(_) => d.on(
+                    f,
+                    format!("monitoring.from[{i}]"),
+                    format!(
+                        "`{}` names no node, user network or external endpoint, and is not an address or CIDR",
+                        f.value
+                    ),
+                ),
+            }
+        }
+        if !nets.is_empty() {
+            if let Some(kind) = names.get(MONITORING) {
+                d.on(
+                    &m.from[0],
+                    "monitoring.from",
+                    format!("addresses here make an endpoint `{MONITORING}`, but that name is already a {kind}"),
+                );
+            } else {
+                externals.push(External {
+                    name: MONITORING.into(),
+                    nets,
+                    services: Vec::new(),
+                    description: "who scrapes the sensors (site monitoring list)".into(),
+                });
+                from.push(MONITORING.into());
+            }
+        }
+        let port = match &m.port {
+            None => DEFAULT_SENSOR_PORT,
+            Some(p) => parse_port(p.value).unwrap_or_else(|e| {
+                d.on(p, "monitoring.port", e);
+                DEFAULT_SENSOR_PORT
+            }),
+        };
+        Monitoring { from, port }
+    });
     let allow = specs(&mut d, &raw.allow, "allow");
     let overrides = specs(&mut d, &raw.overrides, "overrides");
 
@@ -315,6 +364,7 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         externals,
         allow,
         overrides,
+        monitoring,
     })
 }
 

@@ -71,7 +71,24 @@ pub struct Site {
     pub externals: Vec<External>,
     pub allow: Vec<EdgeSpec>,
     pub overrides: Vec<EdgeSpec>,
+    /// Who scrapes the sensors: their connections to a node's sensor port
+    /// are expected (service `portwatch`).
+    pub monitoring: Option<Monitoring>,
 }
+
+/// The site's `monitoring` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Monitoring {
+    /// Endpoint names; addresses and CIDRs of the list are gathered into an
+    /// external endpoint named [`MONITORING`].
+    pub from: Vec<String>,
+    pub port: u16,
+}
+
+/// The external endpoint made of the `monitoring` list's addresses.
+pub const MONITORING: &str = "monitoring";
+/// Where `portwatch run` listens by default.
+pub const DEFAULT_SENSOR_PORT: u16 = 9477;
 
 impl Site {
     pub fn node(&self, name: &str) -> Option<&Node> {

@@ -22,6 +22,17 @@ pub struct RawSite {
     /// Changes to model edges: required or not, window.
     #[serde(default)]
     pub overrides: Vec<RawEdgeSpec>,
+    /// Who scrapes the portwatch sensors.
+    pub monitoring: Option<RawMonitoring>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitoring {
+    /// Endpoint names (externals, user networks, nodes) or addresses/CIDRs.
+    pub from: Vec<Spanned<String>>,
+    /// The sensors' listen port; default 9477.
+    pub port: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

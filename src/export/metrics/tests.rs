@@ -159,9 +159,11 @@ fn connection_outcome_and_edge_series() {
         text.contains("portwatch_site_info{model=\"qlik-sense-enterprise\",site=\"multi-node\"} 1")
     );
     assert!(text.contains("portwatch_node_info{node=\"engine1\",roles=\"engine\"} 1"));
-    assert!(text.contains("portwatch_config_reload_success 1"));
+    assert!(text.contains("portwatch_config_last_reload_successful 1"));
     assert!(text.contains(&format!(
-        "portwatch_build_info{{version=\"{}\"}} 1",
+        "portwatch_build_info{{revision=\"{}\",rustversion=\"{}\",version=\"{}\"}} 1",
+        env!("PORTWATCH_REVISION"),
+        env!("PORTWATCH_RUSTVERSION"),
         env!("CARGO_PKG_VERSION")
     )));
     // Within the default window (15 min) nothing is missing; after two
@@ -191,7 +193,7 @@ fn reload_rejected_keeps_site_and_counts() {
     m.config_loaded(&p, Timestamp::from_secs_nanos(5, 0));
     m.config_rejected();
     let text = m.render();
-    assert!(text.contains("portwatch_config_reload_success 0"));
+    assert!(text.contains("portwatch_config_last_reload_successful 0"));
     assert!(text.contains("portwatch_config_reload_failures_total 1"));
     assert!(text.contains("site=\"multi-node\""));
 }

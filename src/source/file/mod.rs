@@ -335,6 +335,8 @@ impl FileSource {
             source,
         };
         let file: Box<dyn Read + Send> = match savefile {
+            // `-`: standard input, e.g. `tcpdump -w - | portwatch replay -`.
+            Savefile::Path(p) if p.as_os_str() == "-" => Box::new(io::stdin()),
             Savefile::Path(p) => Box::new(File::open(p).map_err(io_err)?),
             Savefile::Embedded { bytes, .. } => Box::new(io::Cursor::new(*bytes)),
         };

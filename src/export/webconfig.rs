@@ -1,0 +1,407 @@
+//! `--web.config.file`: TLS and basic authentication for the HTTP
+//! endpoints, in the YAML format Prometheus exporters share
+//! (prometheus/exporter-toolkit):
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt          # relative paths: to this file's directory
+//!   key_file: server.key
+//!   client_ca_file: ca.crt         # optional
+//!   client_auth_type: RequireAndVerifyClientCert   # optional
+//!   min_version: TLS12             # optional: TLS12 or TLS13
+//! basic_auth_users:
+//!   prometheus: $2y$10$...         # bcrypt hashes
+//! ```
+//!
+//! Every problem is reported with file, line and field (exit 2).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use sha1::{Digest, Sha1};
+
+use crate::diag::{parse_yaml, ConfigError, Diagnostics};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    tls_server_config: Option<RawTls>,
+    #[serde(default)]
+    basic_auth_users: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    client_ca_file: Option<Spanned<String>>,
+    client_auth_type: Option<Spanned<String>>,
+    min_version: Option<Spanned<String>>,
+}
+
+/// The loaded web configuration.
+#[derive(Clone)]
+pub struct WebConfig {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Option<BasicAuth>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth.as_ref().map(|a| a.users.len()))
+            .finish()
+    }
+}
+
+/// How a client certificate is asked for (exporter-toolkit's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientAuth {
+    NoClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl WebConfig {
+    /// Read and check `path`: every problem with its line and field.
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            diagnostics: vec![crate::diag::Diagnostic {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let raw: RawWebConfig = parse_yaml(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut d = Diagnostics::new(path);
+        let tls = raw
+            .tls_server_config
+            .and_then(|t| tls_config(&t, base, &mut d));
+        let mut users = BTreeMap::new();
+        for (user, hash) in &raw.basic_auth_users {
+            let field = format!("basic_auth_users.{user}");
+            match hash.value.parse::<bcrypt::HashParts>() {
+                Ok(_) => {
+                    users.insert(user.clone(), hash.value.clone());
+                }
+                Err(e) => d.on(hash, field, format!("not a bcrypt hash: {e}")),
+            }
+        }
+        let auth = (!users.is_empty()).then(|| BasicAuth {
+            users: Arc::new(users),
+            verified: Arc::new(Mutex::new(HashSet::new())),
+        });
+        d.finish(WebConfig { tls, auth })
+    }
+}
+
+fn tls_config(t: &RawTls, base: &Path, d: &mut Diagnostics) -> Option<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let field = |f: &str| format!("tls_server_config.{f}");
+    let resolve = |s: &Spanned<String>| -> PathBuf { base.join(&s.value) };
+    let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
+        let at = t.cert_file.as_ref().or(t.key_file.as_ref());
+        let msg = "cert_file and key_file are both required for TLS";
+        match at {
+            Some(s) => d.on(s, field("cert_file"), msg),
+            None => d.push_raw(1, 1, "tls_server_config".into(), msg.into()),
+        }
+        return None;
+    };
+    let certs: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(resolve(cert))
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+    {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            d.on(cert, field("cert_file"), "no certificate in the file");
+            return None;
+        }
+        Err(e) => {
+            d.on(
+                cert,
+                field("cert_file"),
+                format!("{}: {e}", resolve(cert).display()),
+            );
+            return None;
+        }
+    };
+    let key_der = match PrivateKeyDer::from_pem_file(resolve(key)) {
+        Ok(k) => k,
+        Err(e) => {
+            d.on(
+                key,
+                field("key_file"),
+                format!("{}: {e}", resolve(key).display()),
+            );
+            return None;
+        }
+    };
+    let client_auth = match &t.client_auth_type {
+        None => None,
+        Some(s) => match s.value.as_str() {
+            "NoClientCert" => Some(ClientAuth::NoClientCert),
+            "VerifyClientCertIfGiven" => Some(ClientAuth::VerifyClientCertIfGiven),
+            "RequireAndVerifyClientCert" => Some(ClientAuth::RequireAndVerifyClientCert),
+            other => {
+                d.on(
+                    s,
+                    field("client_auth_type"),
+                    format!("`{other}` is not supported: use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert"),
+                );
+                return None;
+            }
+        },
+    };
+    // exporter-toolkit: a client CA alone means RequireAndVerifyClientCert.
+    let client_auth = match (client_auth, &t.client_ca_file) {
+        (Some(a), _) => a,
+        (None, Some(_)) => ClientAuth::RequireAndVerifyClientCert,
+        (None, None) => ClientAuth::NoClientCert,
+    };
+    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_ref() {
+        None => rustls::ALL_VERSIONS,
+        Some(v) if v.value == "TLS12" => rustls::ALL_VERSIONS,
+        Some(v) if v.value == "TLS13" => &[&rustls::version::TLS13],
+        Some(v) => {
+            d.on(v, field("min_version"), "expected TLS12 or TLS13");
+            return None;
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            d.push_raw(1, 1, "tls_server_config".into(), e.to_string());
+            return None;
+        }
+    };
+    let builder = match (client_auth, &t.client_ca_file) {
+        (ClientAuth::NoClientCert, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            let s = t.client_auth_type.as_ref().expect("set when verifying");
+            d.on(s, field("client_auth_type"), "needs client_ca_file");
+            return None;
+        }
+        (auth, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let loaded = CertificateDer::pem_file_iter(resolve(ca))
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>());
+            match loaded {
+                Ok(cs) if !cs.is_empty() => {
+                    for c in cs {
+                        if let Err(e) = roots.add(c) {
+                            d.on(ca, field("client_ca_file"), e.to_string());
+                            return None;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    d.on(ca, field("client_ca_file"), "no certificate in the file");
+                    return None;
+                }
+                Err(e) => {
+                    d.on(
+                        ca,
+                        field("client_ca_file"),
+                        format!("{}: {e}", resolve(ca).display()),
+                    );
+                    return None;
+                }
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = match auth {
+                ClientAuth::VerifyClientCertIfGiven => v.allow_unauthenticated(),
+                _ => v,
+            };
+            match v.build() {
+                Ok(v) => builder.with_client_cert_verifier(v),
+                Err(e) => {
+                    d.on(ca, field("client_ca_file"), e.to_string());
+                    return None;
+                }
+            }
+        }
+    };
+    match builder.with_single_cert(certs, key_der) {
+        Ok(mut c) => {
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            d.on(
+                key,
+                field("key_file"),
+                format!("does not match cert_file: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// `basic_auth_users`: user name → bcrypt hash.
+#[derive(Clone)]
+pub struct BasicAuth {
+    users: Arc<BTreeMap<String, String>>,
+    /// Credentials already verified (a digest, never the password): bcrypt
+    /// is slow by design and Prometheus sends the same ones every scrape.
+    /// Bounded by clearing when full.
+    verified: Arc<Mutex<HashSet<[u8; 20]>>>,
+}
+
+const VERIFIED_CAP: usize = 256;
+
+impl BasicAuth {
+    /// Is the `Authorization` header value right?
+    pub async fn check(&self, header: Option<&str>) -> bool {
+        let Some((user, pass)) = header.and_then(parse_basic) else {
+            return false;
+        };
+        let Some(hash) = self.users.get(&user).cloned() else {
+            return false;
+        };
+        let digest: [u8; 20] = {
+            let mut h = Sha1::new();
+            h.update(hash.as_bytes());
+            h.update([0]);
+            h.update(pass.as_bytes());
+            h.finalize().into()
+        };
+        if self.verified.lock().is_ok_and(|v| v.contains(&digest)) {
+            return true;
+        }
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok {
+            if let Ok(mut v) = self.verified.lock() {
+                if v.len() >= VERIFIED_CAP {
+                    v.clear();
+                }
+                v.insert(digest);
+            }
+        }
+        ok
+    }
+}
+
+fn parse_basic(h: &str) -> Option<(String, String)> {
+    let b64 = h
+        .strip_prefix("Basic ")
+        .or_else(|| h.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Require basic auth on every route of `router` when users are configured.
+pub fn protect(router: Router, auth: Option<BasicAuth>) -> Router {
+    match auth {
+        Some(a) => router.layer(axum::middleware::from_fn_with_state(a, require_auth)),
+        None => router,
+    }
+}
+
+async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth.check(given).await {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"portwatch\"")],
+        "Unauthorized\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<WebConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("portwatch-webconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!(
+            "web-{:x}.yml",
+            yaml.len() * 31 + yaml.as_bytes()[0] as usize
+        ));
+        std::fs::write(&p, yaml).unwrap();
+        let r = WebConfig::load(&p);
+        let _ = std::fs::remove_file(&p);
+        r
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let e = load("basic_auth_users:\n  alice: notahash\n").unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!(
+            (d.line, d.field.as_str()),
+            (2, "basic_auth_users.alice"),
+            "{e}"
+        );
+
+        let e = load(
+            "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n",
+        )
+        .unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!(
+            (d.line, d.field.as_str()),
+            (2, "tls_server_config.cert_file"),
+            "{e}"
+        );
+
+        let e = load("tls_server_config:\n  cert_fil: x\n").unwrap_err();
+        assert_eq!(e.diagnostics[0].line, 2, "{e}");
+    }
+
+    #[tokio::test]
+    async fn basic_auth_checks_bcrypt() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let c = load(&format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+        let auth = c.auth.unwrap();
+        let header = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        assert!(auth.check(Some(&header("prometheus", "s3cret"))).await);
+        assert!(
+            auth.check(Some(&header("prometheus", "s3cret"))).await,
+            "cached"
+        );
+        assert!(!auth.check(Some(&header("prometheus", "wrong"))).await);
+        assert!(!auth.check(Some(&header("nobody", "s3cret"))).await);
+        assert!(!auth.check(None).await);
+        assert!(!auth.check(Some("Bearer x")).await);
+    }
+}

@@ -1,0 +1,200 @@
+//! A proposal as text: YAML with the evidence in comments (the document is
+//! a site file or a patch as written), or JSON with the document and the
+//! evidence side by side.
+
+use serde_json::{json, Map, Value};
+
+use super::{Kind, Proposal, Proposed};
+
+/// A YAML scalar: JSON's double-quoted strings are valid YAML.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+fn list(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn comments(out: &mut String, indent: &str, lines: &[String]) {
+    for l in lines {
+        out.push_str(&format!("{indent}# {l}\n"));
+    }
+}
+
+fn section<T>(
+    out: &mut String,
+    key: &str,
+    items: &[Proposed<T>],
+    mut fields: impl FnMut(&T) -> Vec<(&'static str, String)>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    out.push_str(&format!("{key}:\n"));
+    for p in items {
+        comments(out, "  ", &p.evidence);
+        for (i, (k, v)) in fields(&p.entry).into_iter().enumerate() {
+            let lead = if i == 0 { "  - " } else { "    " };
+            out.push_str(&format!("{lead}{k}: {v}\n"));
+        }
+    }
+}
+
+pub fn yaml(p: &Proposal) -> String {
+    let mut out = String::new();
+    let src = &p.source;
+    let drawn = format!(
+        "# Drawn from {} ({} to {}): {} connection attempts, {} established.\n",
+        src.captures.join(", "),
+        src.first_seen.as_deref().unwrap_or("-"),
+        src.last_seen.as_deref().unwrap_or("-"),
+        src.attempts,
+        src.established
+    );
+    match p.kind {
+        Kind::Patch => {
+            out.push_str(&format!(
+                "# portwatch propose: additions to site `{}` drawn from traffic, for review.\n\
+                 # Nothing is applied: append each list below to the site file's list of the\n\
+                 # same name (add the key if the site has none), then `portwatch check`.\n",
+                p.site
+            ));
+            out.push_str(&drawn);
+        }
+        Kind::Site => {
+            out.push_str(
+                "# portwatch propose: a site file inferred from traffic, for review.\n\
+                 # Check the roles, rename the nodes, then `portwatch check --site FILE`.\n",
+            );
+            out.push_str(&drawn);
+            out.push_str(&format!("site: {}\n", q(&p.site)));
+            out.push_str(&format!("model: {}\n", q(&p.model)));
+            out.push_str(&format!(
+                "description: {}\n",
+                q("inferred from traffic by portwatch propose")
+            ));
+        }
+    }
+    let empty = p.nodes.is_empty()
+        && p.user_networks.is_empty()
+        && p.externals.is_empty()
+        && p.allow.is_empty();
+    if empty && p.kind == Kind::Patch {
+        out.push_str("# The traffic needs no additions.\n{}\n");
+    }
+    section(&mut out, "nodes", &p.nodes, |n| {
+        let mut f = vec![
+            ("name", q(&n.name)),
+            ("addresses", list(&n.addresses)),
+            ("roles", list(&n.roles)),
+        ];
+        if let Some(s) = &n.services {
+            f.push(("services", list(s)));
+        }
+        f
+    });
+    section(&mut out, "user_networks", &p.user_networks, |u| {
+        vec![("name", q(&u.name)), ("cidrs", list(&u.cidrs))]
+    });
+    section(&mut out, "externals", &p.externals, |x| {
+        vec![
+            ("name", q(&x.name)),
+            ("addresses", list(&x.addresses)),
+            ("services", list(&x.services)),
+            ("description", q(&x.description)),
+        ]
+    });
+    section(&mut out, "allow", &p.allow, |a| {
+        vec![
+            ("from", q(&a.from)),
+            ("to", q(&a.to)),
+            ("port", a.port.to_string()),
+            ("reason", q(&a.reason)),
+        ]
+    });
+    if !p.required_edges.is_empty() {
+        out.push_str(
+            "\n# Required edges: the longest gap between two pieces of evidence, to set\n",
+        );
+        out.push_str("# a window from data (an `overrides` entry with `window:`).\n");
+        for e in &p.required_edges {
+            let gap = match e.longest_gap_seconds {
+                Some(s) => format!("longest gap {}", human(s)),
+                None if e.evidence == 1 => "seen once: no gap to measure".into(),
+                None => "no evidence".into(),
+            };
+            out.push_str(&format!(
+                "#   {} -> {}:{}  window {}  evidence {}  {gap}\n",
+                e.from,
+                e.to,
+                e.port,
+                human(e.window_seconds),
+                e.evidence
+            ));
+        }
+    }
+    if !p.left_out.is_empty() {
+        out.push_str("\n# Left out: a replay against the patched site still reports these.\n");
+        for l in &p.left_out {
+            out.push_str(&format!(
+                "#   {} {} -> {}:{} ({}x): {}\n",
+                l.kind.as_str(),
+                l.src,
+                l.dst,
+                l.port,
+                l.count,
+                l.why
+            ));
+        }
+    }
+    if !p.notes.is_empty() {
+        out.push_str("\n# Notes:\n");
+        for n in &p.notes {
+            out.push_str(&format!("#   {n}\n"));
+        }
+    }
+    out
+}
+
+fn human(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn entries<T: serde::Serialize>(items: &[Proposed<T>]) -> (Value, Value) {
+    let doc = items.iter().map(|p| json!(p.entry)).collect();
+    let ev = items.iter().map(|p| json!(p.evidence)).collect();
+    (Value::Array(doc), Value::Array(ev))
+}
+
+pub fn json(p: &Proposal) -> String {
+    let mut doc = Map::new();
+    let mut evidence = Map::new();
+    if p.kind == Kind::Site {
+        doc.insert("site".into(), json!(p.site));
+        doc.insert("model".into(), json!(p.model));
+    }
+    let mut put = |key: &str, (d, e): (Value, Value)| {
+        if d.as_array().is_some_and(|a| !a.is_empty()) {
+            doc.insert(key.into(), d);
+            evidence.insert(key.into(), e);
+        }
+    };
+    put("nodes", entries(&p.nodes));
+    put("user_networks", entries(&p.user_networks));
+    put("externals", entries(&p.externals));
+    put("allow", entries(&p.allow));
+    let v = json!({
+        "kind": p.kind,
+        "site": p.site,
+        "model": p.model,
+        "source": p.source,
+        "document": doc,
+        "evidence": evidence,
+        "allow_evidence": p.allow_evidence,
+        "required_edges": p.required_edges,
+        "left_out": p.left_out,
+        "notes": p.notes,
+    });
+    serde_json::to_string_pretty(&v).expect("serializable")
+}

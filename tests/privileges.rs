@@ -1,0 +1,160 @@
+//! Privilege drop: `run` and `watch` started as root continue as `--user`
+//! (default `nobody`) with only the capabilities they need, read from
+//! `/proc/PID/status` of the running process (every thread). Root only;
+//! skipped otherwise (a failure under `CI=true`).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, fixture, free_addr, Daemon};
+
+const CAP_NET_ADMIN: u64 = 1 << 12;
+const CAP_NET_RAW: u64 = 1 << 13;
+
+fn root() -> bool {
+    let is_root = nix::unistd::Uid::effective().is_root();
+    if !is_root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run as root"
+        );
+        eprintln!("SKIP: not root");
+    }
+    is_root
+}
+
+fn nobody() -> (u32, u32) {
+    let u = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+/// (Uid fields, Gid fields, CapPrm, CapEff, CapBnd, NoNewPrivs) of one status file.
+fn status(path: &str) -> (Vec<u32>, Vec<u32>, u64, u64, u64, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or_else(|| panic!("no {k} in {path}"))
+            .trim()
+            .to_string()
+    };
+    let ids = |k: &str| {
+        field(k)
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let hex = |k: &str| u64::from_str_radix(&field(k), 16).unwrap();
+    (
+        ids("Uid"),
+        ids("Gid"),
+        hex("CapPrm"),
+        hex("CapEff"),
+        hex("CapBnd"),
+        field("NoNewPrivs"),
+    )
+}
+
+/// Every thread of `pid` runs as `nobody` with exactly `caps`.
+fn assert_dropped(pid: u32, caps: u64) {
+    let (uid, gid) = nobody();
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        tasks.len() > 1,
+        "the capture and HTTP threads exist: {tasks:?}"
+    );
+    for t in std::iter::once(String::new()).chain(tasks.iter().map(|t| format!("/task/{t}"))) {
+        let path = format!("/proc/{pid}{t}/status");
+        let (uids, gids, prm, eff, bnd, nnp) = status(&path);
+        assert_eq!(uids, [uid; 4], "{path}: Uid");
+        assert_eq!(gids, [gid; 4], "{path}: Gid");
+        assert_eq!(eff, caps, "{path}: CapEff {eff:x}");
+        assert_eq!(prm, caps, "{path}: CapPrm {prm:x}");
+        assert_eq!(bnd, caps, "{path}: CapBnd {bnd:x}");
+        assert_eq!(nnp, "1", "{path}: NoNewPrivs");
+    }
+}
+
+#[test]
+fn root_started_run_captures_as_nobody_with_net_caps_only() {
+    if !root() {
+        return;
+    }
+    let mut d = Daemon::start(&["run", "--site", "multi-node", "-i", "lo"]);
+    d.wait_ready();
+    assert_dropped(d.child.id(), CAP_NET_RAW | CAP_NET_ADMIN);
+    // Still capturing and serving after the switch.
+    let m = d.wait_metrics("packets counted on lo", |m| {
+        m.contains("portwatch_capture_up{interface=\"lo\"} 1")
+    });
+    assert!(
+        m.contains("portwatch_packets_total{interface=\"lo\""),
+        "{m}"
+    );
+}
+
+#[test]
+fn root_started_replay_keeps_no_capability() {
+    if !root() {
+        return;
+    }
+    let pcap = fixture("demo.pcap").display().to_string();
+    let mut d = Daemon::start(&["run", "--site", "multi-node", "--replay", &pcap, "--loop"]);
+    d.wait_ready();
+    assert_dropped(d.child.id(), 0);
+}
+
+#[test]
+fn root_started_watch_captures_as_nobody() {
+    if !root() {
+        return;
+    }
+    let mut child = Command::new(bin())
+        .args(["watch", "--site", "multi-node", "-i", "lo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (uid, _) = nobody();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Wait for the switch (and for the signal thread to exist).
+    while status(&format!("/proc/{pid}/status")).0 != [uid; 4]
+        || std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+            < 2
+    {
+        assert!(child.try_wait().unwrap().is_none(), "watch exited");
+        assert!(Instant::now() < deadline, "watch did not switch to nobody");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_dropped(pid, CAP_NET_RAW | CAP_NET_ADMIN);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_missing_user_is_a_clear_error() {
+    if !root() {
+        return;
+    }
+    let user = format!("portwatch-no-such-user-{}", std::process::id());
+    let out = Command::new(bin())
+        .args(["run", "--site", "multi-node", "-i", "lo", "--user", &user])
+        .args(["--listen", &free_addr().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--user {user}: no such user")),
+        "{err}"
+    );
+}
