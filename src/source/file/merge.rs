@@ -122,6 +122,7 @@ impl MergedFiles {
                 sink(&frame);
                 n += 1;
             }
+            file.current = None;
             // Frames of this file that come before the next file's frame
             // (at an equal time, only if this file was given first).
             let limit = match self.heap.peek() {
@@ -136,7 +137,12 @@ impl MergedFiles {
                 };
                 n += file.poll_buffered(sink, BATCH_FRAMES - n, limit);
             }
-            if let Some(c) = file.advance().then_some(file.current).flatten() {
+            // The run's first later frame is loaded already, or the next
+            // record needs the general path.
+            if file.current.is_none() {
+                file.advance();
+            }
+            if let Some(c) = file.current {
                 self.heap.push(Reverse((c.ts, i)));
             }
         }

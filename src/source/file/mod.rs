@@ -682,7 +682,8 @@ impl FileSource {
     /// records are on the fast path (no refill, no `Step`, no per-record
     /// bookkeeping beyond the counters), none later than `until`; anything
     /// else is left to [`Self::advance`], so both paths give the same
-    /// frames. `replay` spends most of its time here.
+    /// frames. `replay` spends most of its time here. The first frame
+    /// later than `until` is loaded as `current`, as `advance` would.
     fn poll_buffered(
         &mut self,
         sink: &mut dyn FnMut(&Frame<'_>),
@@ -691,11 +692,14 @@ impl FileSource {
     ) -> usize {
         let start = self.win.pos;
         let (mut pos, mut n, mut last) = (start, 0, None);
+        let mut held = None;
         while n < budget {
             let Some((c, next)) = self.buffered_record(pos) else {
                 break;
             };
             if until.is_some_and(|u| c.ts > u) {
+                // Parsed already: load it as `current` for the merge.
+                held = Some((c, next));
                 break;
             }
             sink(&Frame {
@@ -715,6 +719,13 @@ impl FileSource {
             self.records += n as u64;
             self.last_ts = last;
             self.current = None;
+        }
+        if let Some((c, next)) = held {
+            self.win.pos = next;
+            self.offset += (next - pos) as u64;
+            self.records += 1;
+            self.last_ts = Some(c.ts);
+            self.current = Some(c);
         }
         n
     }
