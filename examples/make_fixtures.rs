@@ -422,7 +422,7 @@ fn policy(site: &str) -> Policy {
 }
 
 fn edge_by_name(p: &Policy, src: &str, dst: &str, port: u16) -> usize {
-    p.edges
+    p.all_edges()
         .iter()
         .position(|e| {
             p.endpoint(e.src).name == src && p.endpoint(e.dst).name == dst && e.port == port
@@ -487,13 +487,13 @@ fn secs(s: u64) -> u64 {
 /// About 20 minutes of a site's normal traffic: every expected edge of the
 /// model is used; required edges at least once per window (long-window ones
 /// as one long-lived connection); user sessions; two SYN retransmissions
-/// that then succeed. `skip` leaves one edge (index into `policy.edges`) out.
+/// that then succeed. `skip` leaves one edge (index into `policy.all_edges()`) out.
 fn site_traffic(p: &Policy, rng: &mut Rng, skip: Option<usize>) -> Vec<Pkt> {
     let mut cap = Capture::new(rng);
     let end = secs(SITE_CAPTURE_SECS);
     let mut retransmit_user = true;
     let mut retransmit_node = true;
-    for (i, e) in p.edges.iter().enumerate() {
+    for (i, e) in p.all_edges().iter().enumerate() {
         if Some(i) == skip {
             continue;
         }

@@ -12,7 +12,8 @@ Exit status:
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
-  4  runtime failure: the capture failed, or writing to stdout failed
+  4  runtime failure: the capture failed, writing to stdout failed, or (replay,
+     watch) the --events file could not be written in full: it holds whole lines only
 
 A closed stdout (`| head`) is not a failure: the command stops quietly, with
 the status its work earned (replay: the report's).";
@@ -121,6 +122,10 @@ HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.fil
   /metrics   Prometheus text format (--web.telemetry-path); metric reference in README.md
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has started
+At most 256 open connections over all listen addresses (the oldest idle one
+makes room); the TLS handshake and a request header must arrive within 5 s.
+
+An interface that goes away is reopened with backoff (capture_up 0 meanwhile).
 
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
@@ -179,7 +184,8 @@ pub struct RunArgs {
     pub user: String,
     /// Write one JSON event per line (connection attempts, outcomes,
     /// findings) to this file, appended, flushed every second, reopened on
-    /// SIGHUP; `-` for standard output.
+    /// SIGHUP; `-` for standard output. Failed writes keep whole lines, are
+    /// counted (portwatch_event_log_write_errors_total) and never stop capture.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
@@ -229,12 +235,15 @@ pub struct DemoArgs {
     pub speed: f64,
 }
 
+/// Bounds of `--speed`: slower than 1/1000 would make a one-second gap wait
+/// a quarter of an hour; faster than a million is no pacing at all.
+pub const SPEED_RANGE: (f64, f64) = (0.001, 1e6);
+
 fn parse_speed(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e6 => Ok(v),
-        _ => Err(format!(
-            "`{s}`: expected a number above 0 and at most 1000000"
-        )),
+    let (lo, hi) = SPEED_RANGE;
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: expected a number from {lo} to {hi}")),
     }
 }
 
@@ -252,15 +261,15 @@ pub struct SiteArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct TrackArgs {
-    /// Most connection attempts tracked at once (at least 1); the oldest is
-    /// evicted beyond it.
-    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    /// Most connection attempts tracked at once (1 to 16777216); the oldest
+    /// is evicted beyond it.
+    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = parse_max_flows)]
     pub max_flows: usize,
     /// How long a SYN waits for an answer before the attempt counts as unanswered.
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = parse_timeout, value_name = "DURATION")]
     pub syn_timeout: std::time::Duration,
     /// How long an established connection is kept without a control packet.
-    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "2h", value_parser = parse_timeout, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
 }
 
@@ -307,7 +316,9 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Also write one JSON event per line (connection attempts, outcomes,
-    /// findings) to this file, appended; `-` for standard output.
+    /// findings) to this file, appended; `-` for standard output. If writes
+    /// fail (disk full), the file keeps whole lines and the command ends
+    /// with exit status 4.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
@@ -342,8 +353,84 @@ pub enum LogFormat {
     Json,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::diag::parse_duration(s)
+/// Most `--max-flows`: each tracked attempt costs about 100 bytes.
+pub const MAX_FLOWS_LIMIT: usize = 1 << 24;
+
+fn parse_max_flows(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_FLOWS_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: expected a whole number from 1 to {MAX_FLOWS_LIMIT}"
+        )),
+    }
+}
+
+/// Longest `--syn-timeout` / `--idle-timeout`.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::diag::parse_duration(s)?;
+    if d > MAX_TIMEOUT {
+        return Err(format!("`{s}`: at most 30 days"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("portwatch").chain(args.iter().copied()))
+    }
+
+    /// Out-of-range numbers are refused by the parser with the flag named,
+    /// before anything runs (a tiny --speed used to panic the replay).
+    #[test]
+    fn flags_out_of_range_are_refused_at_parse_time() {
+        let run = ["run", "--site", "multi-node", "--replay", "x.pcap"];
+        let bad = [
+            ("--speed", "1e-300"),
+            ("--speed", "0"),
+            ("--speed", "-1"),
+            ("--speed", "NaN"),
+            ("--speed", "inf"),
+            ("--speed", "1e7"),
+            ("--max-flows", "0"),
+            ("--max-flows", "99999999999999999999999"),
+            ("--max-flows", "20000000"),
+            ("--syn-timeout", "0s"),
+            ("--syn-timeout", "100y"),
+            ("--idle-timeout", "99999999999999999999y"),
+        ];
+        for (flag, value) in bad {
+            let arg = format!("{flag}={value}");
+            let args: Vec<&str> = run.iter().copied().chain([arg.as_str()]).collect();
+            let e = parse(&args).expect_err(&arg);
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{arg}: {e}"
+            );
+            assert!(e.to_string().contains(flag), "{arg}: {e}");
+        }
+        let ok: Vec<&str> = run
+            .iter()
+            .copied()
+            .chain([
+                "--speed",
+                "0.001",
+                "--max-flows",
+                "1",
+                "--idle-timeout",
+                "30d",
+            ])
+            .collect();
+        assert!(parse(&ok).is_ok());
+        let demo = parse(&["demo", "--speed", "1e-300"]).unwrap_err();
+        assert_eq!(demo.kind(), clap::error::ErrorKind::ValueValidation);
+    }
 }
 
 const PROPOSE_HELP: &str = "\

@@ -64,4 +64,8 @@ pub struct Frame<'a> {
     /// Which interface of the source (pcapng interface index, or the position
     /// of `-i` on the command line).
     pub interface: u32,
+    /// The record's own timestamp was out of range (a sub-second field of a
+    /// second or more): `ts` is then the previous frame's, and the pipeline
+    /// counts the frame as a decode error without letting it move time.
+    pub ts_invalid: bool,
 }

@@ -134,6 +134,12 @@ impl Pipeline {
     /// Decode one frame and apply it; says what the frame was.
     pub fn ingest(&mut self, frame: &Frame<'_>) -> Ingested {
         self.stats.frames += 1;
+        if frame.ts_invalid {
+            // Its time cannot be trusted: counted, and it moves nothing.
+            let reason = crate::decode::DecodeError::InvalidTimestamp.reason();
+            *self.stats.errors.entry(reason).or_default() += 1;
+            return Ingested::Malformed;
+        }
         let ts = frame.ts;
         self.span = Some(match self.span {
             None => (ts, ts),

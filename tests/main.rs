@@ -39,6 +39,7 @@ mod deploy;
 mod e2e;
 mod events;
 mod examples;
+mod faults;
 mod fleet;
 mod golden;
 mod golden_metrics;

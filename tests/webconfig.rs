@@ -217,6 +217,23 @@ fn tls_and_basic_auth_with_a_real_prometheus() {
     );
     // Plain HTTP on the TLS port gets no metrics.
     assert!(!matches!(pw.get("/probe"), Some((200, _))));
+    // The HTTP limits hold on TLS listeners too: 300 silent connections
+    // (past the cap of 256, stuck before their handshake) make room for a
+    // scrape instead of blocking it.
+    let idle: Vec<_> = (0..300)
+        .map(|_| std::net::TcpStream::connect(pw.addr).unwrap())
+        .collect();
+    let t = Instant::now();
+    assert_eq!(
+        curl_status(
+            dir,
+            &format!("{base}/probe"),
+            Some("prometheus:scrape-secret")
+        ),
+        200
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(idle);
 
     let ca = dir.join("ca.crt").display().to_string();
     let job = |name: &str, auth: bool| {

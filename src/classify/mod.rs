@@ -44,6 +44,9 @@ impl Verdict {
 pub enum Basis {
     /// The expected edge that allows it.
     Edge(EdgeId),
+    /// An optional edge of this model rule allows it (such edges have no
+    /// [`EdgeId`]: see [`Policy::rule_for`]).
+    Rule(RuleId),
     /// Both ends are the same host and the model knows the port.
     SameHost,
     /// The local-scope rule that keeps the port on its host.
@@ -72,6 +75,12 @@ impl Classification {
             _ => None,
         }
     }
+
+    /// An expected edge between two site endpoints allows it (with or
+    /// without an [`EdgeId`]): a refusal of it is a `blocked` finding.
+    pub fn is_site_edge(&self) -> bool {
+        matches!(self.basis, Basis::Edge(_) | Basis::Rule(_))
+    }
 }
 
 /// Judge a connection attempt from `src` to `dst:port`.
@@ -79,11 +88,12 @@ pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classificati
     let (s, d) = (p.peer_of(src), p.peer_of(dst));
     let service = |basis: &Basis| match basis {
         Basis::Edge(e) => p.edge(*e).service.clone(),
+        Basis::Rule(r) => p.model.rule(*r).service().to_string(),
         _ => p.service_for(d, port).to_string(),
     };
     let basis = judge(p, src == dst, s, d, port);
     let verdict = match basis {
-        Basis::Edge(_) | Basis::SameHost => Verdict::Expected,
+        Basis::Edge(_) | Basis::Rule(_) | Basis::SameHost => Verdict::Expected,
         Basis::LocalRule(_) => Verdict::LocalOnly,
         Basis::NoRule => Verdict::Unexpected,
         Basis::Unknown { .. } => Verdict::UnknownHost,
@@ -117,6 +127,9 @@ fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {
     if let Some(e) = p.find_edge(s, d, port) {
         return Basis::Edge(e);
     }
+    if let Some(r) = p.rule_for(s, d, port) {
+        return Basis::Rule(r);
+    }
     match p.local_rule(d, port) {
         Some(r) => Basis::LocalRule(r),
         None => Basis::NoRule,
@@ -126,17 +139,19 @@ fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {
 /// A one-line explanation of a verdict, citing the rule where there is one.
 pub fn explain(p: &Policy, c: &Classification) -> String {
     let (src, dst) = (p.peer_name(c.src), p.peer_name(c.dst));
+    let by_rule = |r: RuleId| {
+        let rule = p.model.rule(r);
+        format!(
+            "{src} -> {dst}:{} is expected: {} ({})",
+            c.port, rule.purpose, rule.cite
+        )
+    };
     match &c.basis {
+        Basis::Rule(r) => by_rule(*r),
         Basis::Edge(e) => {
             let edge = p.edge(*e);
             match edge.origins.first() {
-                Some(Origin::Rule(r)) => {
-                    let rule = p.model.rule(*r);
-                    format!(
-                        "{src} -> {dst}:{} is expected: {} ({})",
-                        c.port, rule.purpose, rule.cite
-                    )
-                }
+                Some(Origin::Rule(r)) => by_rule(*r),
                 Some(Origin::Monitoring) => format!(
                     "{src} -> {dst}:{} is expected: {src} scrapes the portwatch sensor (site monitoring list)",
                     c.port

@@ -54,6 +54,13 @@ struct Printer {
     out: Box<dyn Write + Send>,
 }
 
+/// What a capture that ran to its end leaves: the report, and whether the
+/// event log got every event (reported after the report).
+pub(super) struct Finished {
+    pub report: Report,
+    pub events: Result<(), Error>,
+}
+
 pub(super) struct Driver {
     input: Input,
     pl: Pipeline,
@@ -143,7 +150,7 @@ impl Driver {
         mut self,
         rx: &Receiver<Command>,
         ready: Option<&Readiness>,
-    ) -> Result<Report, Error> {
+    ) -> Result<Finished, Error> {
         let slots = self.input.interfaces().len();
         self.capture_up(slots, true);
         if let Some(r) = ready {
@@ -191,6 +198,10 @@ impl Driver {
         self.pl.finish(end);
         self.drain()?;
         self.tick();
+        let events = self.events.finish();
+        if let Some(rec) = &self.rec {
+            rec.metrics().event_log_errors(self.events.lost());
+        }
         if self.closing_counters {
             for s in self.input.live_stats() {
                 eprintln!("{s}");
@@ -198,7 +209,10 @@ impl Driver {
         }
         let facts = self.input.facts();
         let window = self.since.map(|s| (s, end.max(s)));
-        Ok(Report::build(&self.pl, facts, window, &self.vis))
+        Ok(Finished {
+            report: Report::build(&self.pl, facts, window, &self.vis),
+            events,
+        })
     }
 
     fn capture_up(&mut self, slots: usize, up: bool) {
@@ -220,6 +234,9 @@ impl Driver {
                 rec.packet(slot, what);
             }
         });
+        if let Some(rec) = &self.rec {
+            self.input.sync_interfaces(rec);
+        }
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }
@@ -294,7 +311,7 @@ impl Driver {
         }
         self.events.flush();
         if let Some(rec) = &self.rec {
-            rec.metrics().event_log_errors(self.events.write_errors());
+            rec.metrics().event_log_errors(self.events.lost());
         }
     }
 
@@ -373,7 +390,7 @@ mod tests {
         let (tx, rx) = channel();
         let (done_tx, done) = channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(driver.run(&rx, None));
+            let _ = done_tx.send(driver.run(&rx, None).map(|done| done.report));
         });
         (tx, tries, done)
     }

@@ -13,7 +13,7 @@ pub fn check(site: &SiteArgs) -> Result<Status, Error> {
         p.site.name,
         p.model.id,
         p.site.nodes.len(),
-        p.edges.len(),
+        p.edge_count(),
         required
     ))?;
     Ok(Status::Clean)

@@ -26,6 +26,10 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error("{}: {source}", path.display())]
     Events { path: PathBuf, source: io::Error },
+    /// The event log lost events (disk full, I/O error); it holds whole
+    /// lines only, and the report was still printed.
+    #[error("event log incomplete: {0}")]
+    EventLog(#[from] crate::export::eventlog::EventLogError),
     /// Not a closed pipe: that ends a command quietly.
     #[error("writing to standard output: {0}")]
     Stdout(#[source] io::Error),
@@ -74,6 +78,7 @@ impl Error {
             | Error::Listen { .. }
             | Error::Start { .. }
             | Error::Capture(_)
+            | Error::EventLog(_)
             | Error::CapturePanicked
             | Error::Proposal(_) => exit::RUNTIME,
         }

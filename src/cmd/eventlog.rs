@@ -1,6 +1,8 @@
 //! The `--events` file of `replay`, `watch` and `run`: opened up front (an
-//! unwritable path is bad input); lines, flushing, SIGHUP reopening and
-//! write errors are `export::eventlog`'s.
+//! unwritable path is bad input); whole lines, flushing, SIGHUP reopening
+//! and write errors are `export::eventlog`'s. The audit goes on after a
+//! failed write; [`EventLog::finish`] says at the end whether every line
+//! was logged.
 
 use std::path::Path;
 
@@ -77,13 +79,21 @@ impl EventLog {
     }
 
     /// Lines that could not be written so far.
-    pub fn write_errors(&self) -> u64 {
-        self.0.as_ref().map_or(0, |w| w.write_errors())
+    pub fn lost(&self) -> u64 {
+        self.0.as_ref().map_or(0, |w| w.lost())
     }
 
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.0 {
             w.flush();
+        }
+    }
+
+    /// Flush; an error if any line could not be written.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        match &mut self.0 {
+            Some(w) => Ok(w.finish()?),
+            None => Ok(()),
         }
     }
 }

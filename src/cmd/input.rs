@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::export::metrics::Recorder;
 use crate::report::{SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
-use crate::source::live::{InterfaceStats, LiveOptions, LiveSource};
+use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Source, SourceError};
 use crate::time::Timestamp;
@@ -79,6 +79,18 @@ impl Input {
             Input::Files(_) => None,
             Input::Paced(r) => r.now(),
             Input::Live(_) => Some(Timestamp::now()),
+        }
+    }
+
+    /// Interfaces lost or back since the last call, onto the gauges.
+    pub fn sync_interfaces(&mut self, rec: &Recorder) {
+        if let Input::Live(l) = self {
+            for change in l.take_changes() {
+                match change {
+                    InterfaceChange::Lost { slot, .. } => rec.interface_lost(slot),
+                    InterfaceChange::Restored { slot, .. } => rec.capture_up(slot, true),
+                }
+            }
         }
     }
 

@@ -39,7 +39,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     if let Some((start, end)) = span {
         events.judge_edges(&pl, &vis, start, end);
     }
-    events.flush();
+    let logged = events.finish();
     let facts: Vec<SourceFacts> = input.facts();
     for f in &facts {
         if let Some(st) = &f.stopped {
@@ -56,5 +56,6 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         Format::Table => print(&report.to_table())?,
         Format::Json => print_json(&report)?,
     }
+    logged?;
     Ok(Status::of(&report))
 }

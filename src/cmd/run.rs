@@ -18,8 +18,9 @@ use super::privileges;
 use super::settings::RunSettings;
 use super::signals::{Signal, Signals};
 use super::{load, print, print_summary, Error, Status};
-use crate::export::http::{router_at, serve_all, HttpState, Readiness};
+use crate::export::http::{router_at, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
+use crate::export::serve::{descriptor_limit, serve, Limits};
 use crate::export::webconfig::{protect, WebConfig};
 use crate::policy::Visibility;
 use crate::time::Timestamp;
@@ -115,8 +116,13 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     rt.block_on(supervise(listeners, web, state, &s, tx, done_rx));
     let outcome = thread.join();
     rt.shutdown_timeout(Duration::from_secs(1));
-    let report = outcome.map_err(|_| Error::CapturePanicked)??;
-    print_summary(&report, s.format);
+    let done = outcome.map_err(|_| Error::CapturePanicked)??;
+    print_summary(&done.report, s.format);
+    // The daemon's event log failures are counted in its metric as they
+    // happen; they do not turn a clean stop into a failure.
+    if let Err(e) = done.events {
+        tracing::warn!(error = %e, "event log incomplete");
+    }
     Ok(Status::Clean)
 }
 
@@ -148,7 +154,15 @@ async fn supervise(
         None => (None, None),
     };
     let app = protect(router_at(state, &s.telemetry_path), auth);
-    let server = tokio::spawn(serve_all(listeners, app, tls, stopped));
+    let limits = Limits::for_descriptor_limit(descriptor_limit());
+    if limits.max_connections < Limits::default().max_connections {
+        tracing::info!(
+            max_connections = limits.max_connections,
+            "HTTP connection cap lowered to leave file descriptors for the capture"
+        );
+    }
+    let faults = metrics.faults.clone();
+    let server = tokio::spawn(serve(listeners, app, tls, limits, faults, stopped));
     let mut signals = Signals::new(true);
     loop {
         tokio::select! {

@@ -227,17 +227,16 @@ mod tests {
 
     #[test]
     fn max_flows_zero_is_an_error_not_one() {
-        let e = task(&[
-            "portwatch",
-            "replay",
-            "x.pcap",
-            "--site",
-            "multi-node",
-            "--max-flows",
-            "0",
-        ])
-        .err()
-        .expect("refused");
+        // clap's parser refuses it (see cli.rs); this check backs it up.
+        let args = ["portwatch", "replay", "x.pcap", "--site", "multi-node"];
+        assert!(Cli::try_parse_from(args.iter().chain(&["--max-flows", "0"])).is_err());
+        let e = track(&TrackArgs {
+            max_flows: 0,
+            syn_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(3),
+        })
+        .map(|_| ())
+        .expect_err("refused");
         assert_eq!(e.code(), super::super::exit::BAD_INPUT);
         assert!(e.to_string().contains("--max-flows 0"), "{e}");
         match task(&[

@@ -24,11 +24,12 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx, events.is_on());
     tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
-    let report = Driver::new(input, policy, vis, s.track)
+    let done = Driver::new(input, policy, vis, s.track)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
         .with_closing_counters()
         .run(&rx, None)?;
-    print_summary(&report, s.report.format);
-    Ok(Status::of(&report))
+    print_summary(&done.report, s.report.format);
+    done.events?;
+    Ok(Status::of(&done.report))
 }

@@ -73,6 +73,8 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: larger than {limit} bytes, the limit for a site or rules file")]
+    TooLarge { path: String, limit: u64 },
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error(
@@ -87,11 +89,34 @@ pub enum LoadError {
     },
 }
 
+/// Largest site or rules file read (README "Limits"): a site at the node
+/// limit takes well under 1 MiB, and the bound
+/// keeps `--site /dev/urandom` or a runaway generator from exhausting memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    read_limited(path, MAX_CONFIG_BYTES)
+}
+
+/// Read at most `limit` bytes of `path` as UTF-8; a longer file (or an
+/// endless one such as a device) is refused without reading more.
+fn read_limited(path: &Path, limit: u64) -> Result<String, LoadError> {
+    use std::io::Read;
+    let err = |source| LoadError::Read {
         path: path.display().to_string(),
         source,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(err)?;
+    if bytes.len() as u64 > limit {
+        return Err(LoadError::TooLarge {
+            path: path.display().to_string(),
+            limit,
+        });
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// Load a site (a file, or the name of a bundled example site) and its
@@ -160,5 +185,29 @@ mod tests {
         let text = e.to_string();
         let want = format!("{}:2:8: model: no bundled model `nope`", f.display());
         assert!(text.starts_with(&want), "{text}");
+    }
+
+    /// An endless or oversized file is refused after reading the limit,
+    /// naming the file and the limit.
+    #[test]
+    fn oversized_and_endless_files_are_refused() {
+        let e = read_limited(Path::new("/dev/zero"), 1 << 16).unwrap_err();
+        assert!(
+            matches!(e, LoadError::TooLarge { limit, .. } if limit == 1 << 16),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("/dev/zero: larger than 65536 bytes"));
+        let dir = std::env::temp_dir().join(format!("portwatch-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("big.yaml");
+        std::fs::write(&f, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let e = load_policy(&f, None).unwrap_err();
+        let at_limit = dir.join("ok.yaml");
+        std::fs::write(&at_limit, vec![b'#'; 10]).unwrap();
+        assert_eq!(read_limited(&at_limit, 10).unwrap().len(), 10);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
     }
 }

@@ -41,6 +41,10 @@ pub enum DecodeError {
     Invalid { layer: Layer, what: &'static str },
     #[error("more than {max} stacked VLAN tags")]
     TooManyVlanTags { max: usize },
+    /// The capture record's timestamp is out of range (a sub-second
+    /// field of a second or more); the frame is not decoded.
+    #[error("record timestamp out of range")]
+    InvalidTimestamp,
 }
 
 impl DecodeError {
@@ -65,6 +69,7 @@ impl DecodeError {
                 Layer::Tcp => "invalid_tcp",
             },
             DecodeError::TooManyVlanTags { .. } => "too_many_vlan_tags",
+            DecodeError::InvalidTimestamp => "invalid_timestamp",
         }
     }
 }

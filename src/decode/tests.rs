@@ -744,6 +744,7 @@ fn reasons_are_bounded_labels() {
             DecodeError::TooManyVlanTags { max: 8 },
             "too_many_vlan_tags",
         ),
+        (DecodeError::InvalidTimestamp, "invalid_timestamp"),
     ];
     for (error, reason) in errors {
         assert_eq!(error.reason(), reason);

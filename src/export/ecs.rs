@@ -17,6 +17,7 @@ use sha1::{Digest, Sha1};
 
 use super::community_id::community_id_v1;
 use crate::classify::{explain, Basis, Classification, Verdict};
+use crate::model::RuleId;
 use crate::policy::{EdgeId, Origin, Policy};
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
 use crate::time::Timestamp;
@@ -396,6 +397,7 @@ fn rule_doc(p: &Policy, r: RuleRef, description: String) -> Value {
 fn class_rule(p: &Policy, c: &Classification, explanation: &str) -> (RuleRef, String) {
     let r = match c.basis {
         Basis::Edge(e) => return edge_rule(p, e),
+        Basis::Rule(r) => return model_rule(p, r),
         Basis::SameHost => RuleRef::Model("same-host".into()),
         Basis::LocalRule(r) => {
             let rule = p.model.rule(r);
@@ -407,17 +409,20 @@ fn class_rule(p: &Policy, c: &Classification, explanation: &str) -> (RuleRef, St
     (r, explanation.to_string())
 }
 
+/// A model rule that allows a connection (through an edge or directly).
+fn model_rule(p: &Policy, r: RuleId) -> (RuleRef, String) {
+    let rule = p.model.rule(r);
+    (
+        RuleRef::Model(format!("{}:{}", rule.service(), rule.port)),
+        format!("{} ({})", rule.purpose, rule.cite),
+    )
+}
+
 /// The rule or site allowance an expected edge comes from.
 fn edge_rule(p: &Policy, id: EdgeId) -> (RuleRef, String) {
     let e = p.edge(id);
     match e.origins.first() {
-        Some(Origin::Rule(r)) => {
-            let rule = p.model.rule(*r);
-            (
-                RuleRef::Model(format!("{}:{}", rule.service(), rule.port)),
-                format!("{} ({})", rule.purpose, rule.cite),
-            )
-        }
+        Some(Origin::Rule(r)) => model_rule(p, *r),
         Some(Origin::Monitoring) => (
             RuleRef::Site("monitoring".into()),
             "a scraper of the portwatch sensors (site monitoring list)".into(),

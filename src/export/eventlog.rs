@@ -1,10 +1,13 @@
 //! The event log file: `--events FILE|-`. Appended to (never truncated),
 //! flushed at least once a second, reopened on SIGHUP so logrotate can
-//! move it away. A write error is logged (once until writes work again)
-//! and counted; it never stops the capture.
+//! move it away. Lines are buffered whole and each flush is one write; a
+//! failed write (a full disk, `/dev/full`) is cut back to the last whole
+//! line, so a reader never sees half a JSON object. A write error is logged
+//! (once until writes work again) and counted; it never stops the capture,
+//! and [`EventLog::finish`] says whether every line was logged.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,16 +36,38 @@ enum Target {
     File(PathBuf),
 }
 
+/// Where lines go once open.
+enum Sink {
+    Stdout(io::Stdout),
+    File(File),
+}
+
+/// What went wrong with an event log, for the closing message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {failures} failed write(s), {lost} line(s) not logged; first error: {first}")]
+pub struct EventLogError {
+    pub path: String,
+    pub failures: u64,
+    pub lost: u64,
+    pub first: String,
+}
+
 pub struct EventLog {
     target: Target,
-    out: Option<BufWriter<Box<dyn Write + Send>>>,
+    out: Option<Sink>,
     format: EventsFormat,
     ecs: EcsFormatter,
     last_flush: Instant,
-    failing: bool,
-    write_errors: u64,
-    /// Lines in the buffer since the last successful flush.
+    /// Whole lines not yet written.
+    buf: Vec<u8>,
+    /// Lines in `buf`.
     pending: u64,
+    failing: bool,
+    /// Failed writes (and reopens).
+    failures: u64,
+    /// Lines that could not be written.
+    lost: u64,
+    first_error: Option<String>,
     line: Vec<u8>,
 }
 
@@ -66,16 +91,19 @@ impl EventLog {
             format,
             ecs: EcsFormatter::new(observer, capacity),
             last_flush: Instant::now(),
-            failing: false,
-            write_errors: 0,
+            buf: Vec::with_capacity(BUFFER),
             pending: 0,
+            failing: false,
+            failures: 0,
+            lost: 0,
+            first_error: None,
             line: Vec::with_capacity(1024),
         })
     }
 
-    /// Lines that could not be written.
-    pub fn write_errors(&self) -> u64 {
-        self.write_errors
+    /// Lines that could not be written (the metric counts these).
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 
     /// Write the lines for `events` (evidence events make none).
@@ -86,7 +114,9 @@ impl EventLog {
                     self.line.clear();
                     // Writing into a Vec cannot fail.
                     let _ = write_event(&mut self.line, p, e);
-                    self.emit_line();
+                    if !self.line.is_empty() {
+                        self.emit_line();
+                    }
                 }
                 EventsFormat::Ecs => match e {
                     Event::Connection { ts, class, key } => {
@@ -149,19 +179,57 @@ impl EventLog {
         due
     }
 
+    /// Write the buffered lines in one write. On failure the file is cut
+    /// back to where it ended before, and the lines are counted as lost (a
+    /// full disk would otherwise hold them, and every later line, forever).
     pub fn flush(&mut self) {
         self.last_flush = Instant::now();
-        let Some(w) = self.out.take() else {
+        if self.buf.is_empty() {
             return;
+        }
+        let r = match &mut self.out {
+            Some(Sink::Stdout(w)) => w.write_all(&self.buf).and_then(|()| w.flush()),
+            Some(Sink::File(f)) => {
+                let before = f.metadata().map(|m| m.len());
+                let r = f.write_all(&self.buf);
+                if r.is_err() {
+                    // A device such as /dev/full cannot be cut: nothing reached it.
+                    if let Ok(len) = before {
+                        let _ = f.set_len(len);
+                    }
+                }
+                r
+            }
+            None => Err(io::Error::other("the event log is not open")),
         };
-        let (w, r) = match flush_or_discard(w) {
-            Ok(w) => (w, Ok(())),
-            Err((w, e)) => (w, Err(e)),
-        };
-        self.out = Some(w);
-        // A failed flush loses the buffered lines: count them.
-        let lost = std::mem::take(&mut self.pending);
-        self.result(r, lost);
+        self.buf.clear();
+        let lines = std::mem::take(&mut self.pending);
+        self.result(r, lines);
+    }
+
+    /// Flush, sync a file to disk, and say whether every line was logged.
+    pub fn finish(&mut self) -> Result<(), EventLogError> {
+        self.flush();
+        if let Some(Sink::File(f)) = &self.out {
+            if let Err(e) = f.sync_data() {
+                // Devices and pipes cannot sync; only a real I/O error counts.
+                if e.raw_os_error() != Some(22) {
+                    self.result(Err(e), 0);
+                }
+            }
+        }
+        match &self.first_error {
+            None => Ok(()),
+            Some(first) => Err(EventLogError {
+                path: match &self.target {
+                    Target::Stdout => "-".to_string(),
+                    Target::File(p) => p.display().to_string(),
+                },
+                failures: self.failures,
+                lost: self.lost,
+                first: first.clone(),
+            }),
+        }
     }
 
     /// SIGHUP: flush, close and open the path again (a new file if
@@ -179,7 +247,8 @@ impl EventLog {
                 tracing::info!("event log reopened");
             }
             Err(e) => {
-                self.write_errors += 1;
+                self.failures += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
                 tracing::error!(error = %e, "cannot reopen the event log; lines are lost until the next SIGHUP");
             }
         }
@@ -193,16 +262,12 @@ impl EventLog {
         self.emit_line();
     }
 
-    /// Write the line in `self.line` whole.
+    /// Buffer the whole line in `self.line`; a full buffer is written out.
     fn emit_line(&mut self) {
-        let r = match &mut self.out {
-            Some(w) => w.write_all(&self.line),
-            None => Err(io::Error::other("the event log is not open")),
-        };
-        // Only a flush says the lines reached the file.
-        match r {
-            Ok(()) => self.pending += 1,
-            Err(e) => self.result(Err(e), 1),
+        self.buf.extend_from_slice(&self.line);
+        self.pending += 1;
+        if self.buf.len() >= BUFFER {
+            self.flush();
         }
     }
 
@@ -210,7 +275,9 @@ impl EventLog {
         match r {
             Ok(()) => self.failing = false,
             Err(e) => {
-                self.write_errors += lines;
+                self.failures += 1;
+                self.lost += lines;
+                self.first_error.get_or_insert_with(|| e.to_string());
                 if !self.failing {
                     self.failing = true;
                     tracing::error!(error = %e, "writing the event log failed; capture goes on");
@@ -226,28 +293,14 @@ impl Drop for EventLog {
     }
 }
 
-type Writer = BufWriter<Box<dyn Write + Send>>;
-
-/// Flush `w`; on failure drop what it buffered (a full disk would
-/// otherwise hold it, and every later line, forever).
-fn flush_or_discard(mut w: Writer) -> Result<Writer, (Writer, io::Error)> {
-    match w.flush() {
-        Ok(()) => Ok(w),
-        Err(e) => {
-            let (inner, _lost) = w.into_parts();
-            Err((BufWriter::with_capacity(BUFFER, inner), e))
-        }
-    }
-}
-
+/// Buffered lines past this are written at once (besides once a second).
 const BUFFER: usize = 64 * 1024;
 
-fn open_target(t: &Target) -> io::Result<BufWriter<Box<dyn Write + Send>>> {
-    let w: Box<dyn Write + Send> = match t {
-        Target::Stdout => Box::new(io::stdout()),
-        Target::File(p) => Box::new(append(p)?),
-    };
-    Ok(BufWriter::with_capacity(BUFFER, w))
+fn open_target(t: &Target) -> io::Result<Sink> {
+    Ok(match t {
+        Target::Stdout => Sink::Stdout(io::stdout()),
+        Target::File(p) => Sink::File(append(p)?),
+    })
 }
 
 fn append(p: &Path) -> io::Result<File> {
@@ -256,4 +309,84 @@ fn append(p: &Path) -> io::Result<File> {
         .append(true)
         .open(p)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Source;
+    use std::sync::Arc;
+
+    fn demo_events() -> (Arc<Policy>, Vec<Event>) {
+        let p = Arc::new(
+            crate::config::load_policy(Path::new("multi-node"), None)
+                .unwrap()
+                .policy,
+        );
+        let mut pl = Pipeline::new(p.clone(), Default::default());
+        pl.record_events(true);
+        let mut src = crate::source::file::FileSource::open_savefile(
+            &crate::source::file::Savefile::Embedded {
+                name: "demo.pcap",
+                bytes: include_bytes!("../../fixtures/demo.pcap"),
+            },
+        )
+        .unwrap();
+        while let Ok(crate::source::Poll::Frames(_)) = src.poll(&mut |f| {
+            pl.ingest(f);
+        }) {}
+        (p, pl.drain_events())
+    }
+
+    fn open(path: &Path, format: EventsFormat) -> EventLog {
+        EventLog::open(path, format, Observer::local(&[]), 1024).unwrap()
+    }
+
+    #[test]
+    fn dev_full_is_reported_with_the_count_of_lost_lines() {
+        let (p, events) = demo_events();
+        let lines = events
+            .iter()
+            .filter(|e| !matches!(e, Event::Evidence { .. }))
+            .count() as u64;
+        assert!(lines > 0);
+        let mut log = open(Path::new("/dev/full"), EventsFormat::Flat);
+        log.write(&p, &events);
+        log.flush();
+        log.write(&p, &events);
+        log.flush();
+        log.flush();
+        assert_eq!(log.lost(), 2 * lines);
+        let e = log.finish().unwrap_err();
+        // Each batch is one write, or several past the 64 KiB buffer.
+        assert!(e.failures >= 2, "{e}");
+        assert_eq!(e.lost, 2 * lines);
+        let head = format!(
+            "/dev/full: {} failed write(s), {} line(s) not logged; first error: ",
+            e.failures, e.lost
+        );
+        assert!(e.to_string().starts_with(&head), "{e}");
+    }
+
+    #[test]
+    fn a_working_file_gets_whole_lines_appended() {
+        let (p, events) = demo_events();
+        let dir = std::env::temp_dir().join(format!("portwatch-evlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut sizes = vec![];
+        for format in [EventsFormat::Ecs, EventsFormat::Flat] {
+            let mut log = open(&path, format);
+            log.write(&p, &events);
+            log.finish().unwrap();
+            sizes.push(std::fs::metadata(&path).unwrap().len());
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(sizes[0] > 0 && sizes[1] > sizes[0], "appended: {sizes:?}");
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
 }

@@ -47,7 +47,7 @@ impl FindingPrinter {
                 class,
                 key,
                 outcome,
-            } if class.edge().is_some()
+            } if class.is_site_edge()
                 && matches!(outcome, Outcome::Refused | Outcome::Unanswered) =>
             {
                 (FindingKind::Blocked, class, key, ts)

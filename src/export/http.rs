@@ -80,44 +80,6 @@ fn landing_page(telemetry_path: &str) -> String {
     )
 }
 
-/// Serve `app` on every listener (TLS when `tls` is set) until `stop`
-/// changes or is dropped.
-pub async fn serve_all(
-    listeners: Vec<tokio::net::TcpListener>,
-    app: Router,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    stop: tokio::sync::watch::Receiver<()>,
-) {
-    let mut servers = tokio::task::JoinSet::new();
-    for l in listeners {
-        let app = app.clone();
-        let mut stop = stop.clone();
-        let shutdown = async move {
-            let _ = stop.changed().await;
-        };
-        match &tls {
-            Some(config) => match super::tls::TlsListener::new(l, config.clone()) {
-                Ok(l) => {
-                    servers.spawn(async move {
-                        axum::serve(l, app).with_graceful_shutdown(shutdown).await
-                    });
-                }
-                Err(e) => tracing::error!(error = %e, "TLS listener failed"),
-            },
-            None => {
-                servers.spawn(
-                    async move { axum::serve(l, app).with_graceful_shutdown(shutdown).await },
-                );
-            }
-        }
-    }
-    while let Some(r) = servers.join_next().await {
-        if let Ok(Err(e)) = r {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }
-}
-
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

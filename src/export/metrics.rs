@@ -123,6 +123,19 @@ pub struct Metrics {
     last_reload: Gauge,
     reload_failures: IntCounter,
     event_log_errors: IntCounter,
+    /// Faults the process survives (README "Limits and faults").
+    pub faults: Faults,
+}
+
+/// Counters of faults survived: none of these stops the process.
+#[derive(Clone)]
+pub struct Faults {
+    /// Interfaces lost while capturing (each later reopen ends the gap).
+    pub capture_lost: IntCounterVec,
+    /// `accept` failures of the HTTP listener (e.g. out of descriptors).
+    pub http_accept_errors: IntCounter,
+    /// HTTP connections closed at once because the connection cap was reached.
+    pub http_rejected: IntCounter,
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
@@ -257,10 +270,39 @@ impl Metrics {
                 &registry,
                 IntCounter::new(
                     "portwatch_event_log_write_errors_total",
-                    "Event log lines (--events) that could not be written; capture goes on.",
+                    "Event log lines (--events) that could not be written; capture goes on, and the log keeps whole lines only.",
                 )
                 .expect("valid metric"),
             ),
+            faults: Faults {
+                capture_lost: reg(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "portwatch_capture_interface_lost_total",
+                            "Times a capture interface went away (it is reopened with backoff).",
+                        ),
+                        &["interface"],
+                    )
+                    .expect("valid metric"),
+                ),
+                http_accept_errors: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_http_accept_errors_total",
+                        "Failed accepts on the HTTP listener (e.g. out of file descriptors); never fatal.",
+                    )
+                    .expect("valid metric"),
+                ),
+                http_rejected: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_http_connections_rejected_total",
+                        "HTTP connections closed at once because the connection cap was reached.",
+                    )
+                    .expect("valid metric"),
+                ),
+            },
             registry,
         };
         for why in Eviction::ALL {
@@ -348,6 +390,7 @@ pub struct Recorder {
     dropped: Vec<[IntCounter; 2]>,
     dropped_seen: Vec<[u64; 2]>,
     up: Vec<IntGauge>,
+    lost: Vec<IntCounter>,
     evictions: [IntCounter; 2],
     evictions_seen: [u64; 2],
     // Per policy:
@@ -373,6 +416,9 @@ impl Recorder {
         let up = (names.iter())
             .map(|i| m.capture_up.with_label_values(&[*i]))
             .collect();
+        let lost = (names.iter())
+            .map(|i| m.faults.capture_lost.with_label_values(&[*i]))
+            .collect();
         Recorder {
             evictions: Eviction::ALL.map(|w| m.evictions.with_label_values(&[w.as_str()])),
             evictions_seen: [0; 2],
@@ -381,6 +427,7 @@ impl Recorder {
             dropped,
             dropped_seen: vec![[0; 2]; names.len()],
             up,
+            lost,
             connections: FastMap::default(),
             handshakes: FastMap::default(),
             edges: Vec::new(),
@@ -437,6 +484,14 @@ impl Recorder {
     pub fn capture_up(&self, slot: usize, up: bool) {
         if let Some(g) = self.up.get(slot) {
             g.set(i64::from(up));
+        }
+    }
+
+    /// Interface `slot` went away: down, and counted.
+    pub fn interface_lost(&self, slot: usize) {
+        self.capture_up(slot, false);
+        if let Some(c) = self.lost.get(slot) {
+            c.inc();
         }
     }
 

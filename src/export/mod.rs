@@ -8,5 +8,5 @@ pub mod events;
 pub mod findings;
 pub mod http;
 pub mod metrics;
-pub mod tls;
+pub mod serve;
 pub mod webconfig;

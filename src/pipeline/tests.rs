@@ -11,10 +11,11 @@ use crate::config::load_policy;
 use crate::frame::LinkType;
 
 const PROXY: [u8; 4] = [192, 0, 2, 11];
-const ENGINE1: [u8; 4] = [192, 0, 2, 21];
+const CENTRAL: [u8; 4] = [192, 0, 2, 10];
 const USER: [u8; 4] = [198, 51, 100, 7];
-/// Proxy → engine1 on the engine port: an expected edge of multi-node.
-const ENGINE_PORT: u16 = 4747;
+/// Proxy → central on the repository port: a required edge of multi-node
+/// (optional edges have no `EdgeId`, so no evidence clock).
+const QRS_PORT: u16 = 4242;
 
 fn multi_node() -> Arc<Policy> {
     Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy)
@@ -59,6 +60,7 @@ fn ingest(pl: &mut Pipeline, secs: u64, data: &[u8]) -> Ingested {
         wire_len: data.len() as u32,
         data,
         interface: 0,
+        ts_invalid: false,
     })
 }
 
@@ -68,16 +70,16 @@ fn at(secs: u64) -> Timestamp {
 
 fn expected_edge(p: &Policy) -> EdgeId {
     let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
-    p.find_edge(p.peer_of(ip(PROXY)), p.peer_of(ip(ENGINE1)), ENGINE_PORT)
-        .expect("proxy → engine1:4747 is an expected edge of multi-node")
+    p.find_edge(p.peer_of(ip(PROXY)), p.peer_of(ip(CENTRAL)), QRS_PORT)
+        .expect("proxy → central:4242 is a required edge of multi-node")
 }
 
 #[test]
 fn ingest_says_what_each_frame_was_and_counts_it() {
     let mut pl = Pipeline::new(multi_node(), track());
-    let syn = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn);
+    let syn = tcp(PROXY, 50_000, CENTRAL, QRS_PORT, Flags::Syn);
     assert_eq!(ingest(&mut pl, 10, &syn), Ingested::Control(Control::Syn));
-    let ack = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Ack);
+    let ack = tcp(PROXY, 50_000, CENTRAL, QRS_PORT, Flags::Ack);
     assert_eq!(
         ingest(&mut pl, 11, &ack),
         Ingested::Skipped(Skip::NotControl)
@@ -94,7 +96,7 @@ fn ingest_says_what_each_frame_was_and_counts_it() {
 #[test]
 fn span_covers_frames_out_of_order() {
     let mut pl = Pipeline::new(multi_node(), track());
-    let syn = tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn);
+    let syn = tcp(PROXY, 50_000, CENTRAL, QRS_PORT, Flags::Syn);
     for t in [20, 5, 30, 10] {
         ingest(&mut pl, t, &syn);
     }
@@ -110,12 +112,12 @@ fn an_expected_handshake_gives_evidence_a_connection_and_its_outcome() {
     ingest(
         &mut pl,
         100,
-        &tcp(PROXY, 50_000, ENGINE1, ENGINE_PORT, Flags::Syn),
+        &tcp(PROXY, 50_000, CENTRAL, QRS_PORT, Flags::Syn),
     );
     ingest(
         &mut pl,
         100,
-        &tcp(ENGINE1, ENGINE_PORT, PROXY, 50_000, Flags::SynAck),
+        &tcp(CENTRAL, QRS_PORT, PROXY, 50_000, Flags::SynAck),
     );
     let events = pl.drain_events();
     assert!(
@@ -126,7 +128,7 @@ fn an_expected_handshake_gives_evidence_a_connection_and_its_outcome() {
         Event::Connection { class, key, .. } => {
             assert_eq!(class.verdict, Verdict::Expected);
             assert_eq!(class.edge(), Some(edge));
-            assert_eq!(key.server_port, ENGINE_PORT);
+            assert_eq!(key.server_port, QRS_PORT);
         }
         other => panic!("not a connection: {other:?}"),
     }
@@ -153,16 +155,16 @@ fn a_refused_and_an_unanswered_attempt_are_judged() {
     ingest(
         &mut pl,
         100,
-        &tcp(PROXY, 50_001, ENGINE1, ENGINE_PORT, Flags::Syn),
+        &tcp(PROXY, 50_001, CENTRAL, QRS_PORT, Flags::Syn),
     );
     ingest(
         &mut pl,
         100,
-        &tcp(ENGINE1, ENGINE_PORT, PROXY, 50_001, Flags::Rst),
+        &tcp(CENTRAL, QRS_PORT, PROXY, 50_001, Flags::Rst),
     );
     // A user SYN, retransmitted, never answered: unexpected, then unanswered
     // once time passes the SYN timeout.
-    let user = tcp(USER, 50_002, ENGINE1, ENGINE_PORT, Flags::Syn);
+    let user = tcp(USER, 50_002, CENTRAL, QRS_PORT, Flags::Syn);
     ingest(&mut pl, 101, &user);
     ingest(&mut pl, 102, &user);
     pl.advance(at(110));
@@ -189,7 +191,7 @@ fn finish_judges_what_is_pending_and_events_are_off_by_default() {
     ingest(
         &mut pl,
         100,
-        &tcp(PROXY, 50_003, ENGINE1, ENGINE_PORT, Flags::Syn),
+        &tcp(PROXY, 50_003, CENTRAL, QRS_PORT, Flags::Syn),
     );
     assert_eq!(pl.table().len(), 1);
     pl.finish(at(100));
@@ -205,12 +207,12 @@ fn carry_evidence_matches_edges_by_name_across_a_reordered_site() {
     let old_p = multi_node();
     let old_edge = expected_edge(&old_p);
     let mut old = Pipeline::new(old_p.clone(), track());
-    let syn = tcp(PROXY, 50_004, ENGINE1, ENGINE_PORT, Flags::Syn);
+    let syn = tcp(PROXY, 50_004, CENTRAL, QRS_PORT, Flags::Syn);
     ingest(&mut old, 100, &syn);
     ingest(
         &mut old,
         130,
-        &tcp(PROXY, 50_005, ENGINE1, ENGINE_PORT, Flags::Syn),
+        &tcp(PROXY, 50_005, CENTRAL, QRS_PORT, Flags::Syn),
     );
     assert_eq!(old.clock().count(old_edge), 2);
 
@@ -257,4 +259,26 @@ fn carry_evidence_matches_edges_by_name_across_a_reordered_site() {
         .filter(|i| new.clock().first_last(EdgeId(*i)).is_some())
         .count();
     assert_eq!(with_evidence, 1);
+}
+
+/// A frame flagged with a bad timestamp counts as a decode error by
+/// reason and neither widens the span nor advances time.
+#[test]
+fn invalid_timestamp_is_a_decode_error_and_moves_nothing() {
+    let mut pl = Pipeline::new(multi_node(), TrackConfig::default());
+    let frame = |ts: u64, ts_invalid: bool| Frame {
+        ts: Timestamp(ts),
+        linktype: LinkType::ETHERNET,
+        wire_len: 0,
+        data: &[],
+        interface: 0,
+        ts_invalid,
+    };
+    assert_eq!(pl.ingest(&frame(10, true)), Ingested::Malformed);
+    assert_eq!(pl.span(), None);
+    pl.ingest(&frame(1_000, false));
+    assert_eq!(pl.ingest(&frame(u64::MAX, true)), Ingested::Malformed);
+    assert_eq!(pl.span(), Some((Timestamp(1_000), Timestamp(1_000))));
+    assert_eq!(pl.stats().errors.get("invalid_timestamp"), Some(&2));
+    assert_eq!(pl.stats().frames, 3);
 }

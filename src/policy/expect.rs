@@ -40,6 +40,13 @@ pub struct Expectation {
 
 impl Expectation {
     pub fn of(p: &Policy) -> Expectation {
+        let all = p.all_edges();
+        let mut inbound = vec![BTreeSet::new(); p.endpoints.len()];
+        let mut outbound = vec![BTreeSet::new(); p.endpoints.len()];
+        for edge in &all {
+            inbound[edge.dst.0 as usize].insert(edge.port);
+            outbound[edge.src.0 as usize].insert(edge.port);
+        }
         let nodes = p
             .endpoints
             .iter()
@@ -47,16 +54,8 @@ impl Expectation {
             .filter(|(_, e)| e.kind == EndpointKind::Node)
             .map(|(i, e)| {
                 let node = &p.site.nodes[e.index];
-                let mut inbound = BTreeSet::new();
-                let mut outbound = BTreeSet::new();
-                for edge in &p.edges {
-                    if edge.dst.0 as usize == i {
-                        inbound.insert(edge.port);
-                    }
-                    if edge.src.0 as usize == i {
-                        outbound.insert(edge.port);
-                    }
-                }
+                let inbound = std::mem::take(&mut inbound[i]);
+                let outbound = std::mem::take(&mut outbound[i]);
                 NodePorts {
                     name: e.name.clone(),
                     roles: node.roles.clone(),
@@ -66,8 +65,7 @@ impl Expectation {
                 }
             })
             .collect();
-        let mut edges: Vec<ExpectedEdge> = p
-            .edges
+        let mut edges: Vec<ExpectedEdge> = all
             .iter()
             .map(|e| ExpectedEdge {
                 src: p.endpoint(e.src).name.clone(),

@@ -86,12 +86,48 @@ pub enum Peer {
     Unknown,
 }
 
+/// Most nodes a site may list (README "Limits"): a larger site is refused
+/// with a clear error, and a reload to it keeps the old configuration.
+pub const MAX_NODES: usize = 10_000;
+/// Most endpoints (nodes, user networks and externals together): endpoint
+/// ids are 16 bits.
+pub const MAX_ENDPOINTS: usize = 20_000;
+/// Most required edges a site may imply (counted before any is built).
+pub const MAX_REQUIRED_EDGES: usize = 1_000_000;
+
+/// The endpoints a (non-local) rule connects: the expected edges of a rule
+/// without listing every pair.
+#[derive(Debug)]
+struct RuleEnds {
+    /// Sorted, deduplicated.
+    srcs: Vec<EndpointId>,
+    /// Nodes then externals, in site order.
+    dsts: Vec<EndpointId>,
+    is_src: Vec<bool>,
+    is_dst: Vec<bool>,
+}
+
+impl RuleEnds {
+    fn connects(&self, src: EndpointId, dst: EndpointId) -> bool {
+        src != dst && self.is_src[src.0 as usize] && self.is_dst[dst.0 as usize]
+    }
+}
+
+/// The compiled policy. Expected edges are known two ways: `edges` holds
+/// every edge something is attached to (a required rule, a site
+/// allowance, an override), with an [`EdgeId`]; an optional edge only a
+/// model rule implies is found by [`Policy::rule_for`] on demand, so a site
+/// of a thousand nodes does not hold its million optional node pairs.
+/// [`Policy::all_edges`] lists both, in the model's order.
 #[derive(Debug)]
 pub struct Policy {
     pub model: Model,
     pub site: Site,
     pub endpoints: Vec<Endpoint>,
+    /// Required edges, site allowances and overridden edges.
     pub edges: Vec<Edge>,
+    /// Per model rule; `None` for local-scope rules.
+    rule_ends: Vec<Option<RuleEnds>>,
     node_addrs: FastMap<IpAddr, EndpointId>,
     /// Externals then declared user networks, most specific prefix first.
     nets: Vec<(IpNet, EndpointId)>,
@@ -103,6 +139,24 @@ impl Policy {
     /// Apply `model` to `site`. `site_file` names the file in diagnostics
     /// for overrides that match no edge.
     pub fn compile(model: Model, site: Site, site_file: &Path) -> Result<Policy, ConfigError> {
+        let mut d = Diagnostics::new(site_file);
+        let endpoints = site.nodes.len() + site.user_networks.len() + site.externals.len();
+        let too_big = if site.nodes.len() > MAX_NODES {
+            Some(format!(
+                "{} nodes, more than the limit of {MAX_NODES}",
+                site.nodes.len()
+            ))
+        } else if endpoints > MAX_ENDPOINTS {
+            Some(format!(
+                "{endpoints} nodes, user networks and externals, more than the limit of {MAX_ENDPOINTS}"
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = too_big {
+            let msg = format!("{what} (README \"Limits and faults\"); split the site");
+            return Err(site_too_big(site_file, msg));
+        }
         let mut endpoints = Vec::new();
         let mut push = |name: &str, kind, index| {
             endpoints.push(Endpoint {
@@ -148,21 +202,41 @@ impl Policy {
             site,
             endpoints,
             edges: Vec::new(),
+            rule_ends: Vec::new(),
             node_addrs,
             nets,
             implicit_users,
             edge_index: FastMap::default(),
         };
-        p.derive_edges(&node_ids, &user_ids, &ext_ids);
-        let mut d = Diagnostics::new(site_file);
+        p.rule_ends = p.rule_ends(&node_ids, &user_ids, &ext_ids);
+        let required: usize = (p.model.rules.iter().zip(&p.rule_ends))
+            .filter(|(r, _)| r.required)
+            .filter_map(|(_, e)| e.as_ref())
+            .map(|e| e.srcs.len().saturating_mul(e.dsts.len()))
+            .fold(0, usize::saturating_add);
+        if required > MAX_REQUIRED_EDGES {
+            return Err(site_too_big(
+                site_file,
+                format!(
+                    "the site implies up to {required} required edges, more than the limit of \
+                     {MAX_REQUIRED_EDGES} (README \"Limits and faults\"); split the site"
+                ),
+            ));
+        }
+        p.derive_required_edges();
         p.apply_allowances(&mut d);
         p.apply_monitoring(&node_ids);
         p.apply_overrides(&mut d);
         d.finish(p)
     }
 
-    fn derive_edges(&mut self, nodes: &[EndpointId], users: &[EndpointId], exts: &[EndpointId]) {
-        let model = &self.model;
+    /// Which endpoints each rule connects.
+    fn rule_ends(
+        &self,
+        nodes: &[EndpointId],
+        users: &[EndpointId],
+        exts: &[EndpointId],
+    ) -> Vec<Option<RuleEnds>> {
         let site = &self.site;
         let matches_dst = |sel: &Selector, id: EndpointId| -> bool {
             let e = &self.endpoints[id.0 as usize];
@@ -178,40 +252,93 @@ impl Policy {
                 EndpointKind::UserNetwork => false,
             }
         };
-        let mut found = Vec::new();
-        for (ri, rule) in model.rules.iter().enumerate() {
-            if rule.scope == Scope::Local {
-                continue;
+        let set = |ids: &[EndpointId]| {
+            let mut v = vec![false; self.endpoints.len()];
+            for id in ids {
+                v[id.0 as usize] = true;
             }
-            let dsts: Vec<EndpointId> = nodes
-                .iter()
-                .chain(exts)
-                .copied()
-                .filter(|id| matches_dst(&rule.to, *id))
-                .filter(|id| rule.scope != Scope::External || exts.contains(id))
-                .collect();
-            let mut srcs: Vec<EndpointId> = Vec::new();
-            for c in &rule.from {
-                match c {
-                    Client::AnyNode => srcs.extend(nodes),
-                    Client::Users => srcs.extend(users),
-                    Client::Nodes(sel) => srcs.extend(nodes.iter().filter(|id| {
-                        let n = &site.nodes[self.endpoints[id.0 as usize].index];
-                        sel.matches(&n.roles, &n.services)
-                    })),
+            v
+        };
+        let scoped = |rule: &crate::model::PortRule, id: EndpointId| {
+            rule.scope != Scope::External
+                || self.endpoints[id.0 as usize].kind == EndpointKind::External
+        };
+        self.model
+            .rules
+            .iter()
+            .map(|rule| {
+                if rule.scope == Scope::Local {
+                    return None;
                 }
-            }
-            srcs.sort();
-            srcs.dedup();
-            for &dst in &dsts {
-                for &src in &srcs {
-                    if src != dst {
-                        found.push((src, dst, rule.port, RuleId(ri)));
+                let dsts: Vec<EndpointId> = nodes
+                    .iter()
+                    .chain(exts)
+                    .copied()
+                    .filter(|id| matches_dst(&rule.to, *id) && scoped(rule, *id))
+                    .collect();
+                let mut srcs: Vec<EndpointId> = Vec::new();
+                for c in &rule.from {
+                    match c {
+                        Client::AnyNode => srcs.extend(nodes),
+                        Client::Users => srcs.extend(users),
+                        Client::Nodes(sel) => srcs.extend(nodes.iter().filter(|id| {
+                            let n = &site.nodes[self.endpoints[id.0 as usize].index];
+                            sel.matches(&n.roles, &n.services)
+                        })),
                     }
+                }
+                srcs.sort();
+                srcs.dedup();
+                Some(RuleEnds {
+                    is_src: set(&srcs),
+                    is_dst: set(&dsts),
+                    srcs,
+                    dsts,
+                })
+            })
+            .collect()
+    }
+
+    /// Build every edge a required rule implies.
+    fn derive_required_edges(&mut self) {
+        let mut pairs = Vec::new();
+        for (rule, ends) in self.model.rules.iter().zip(&self.rule_ends) {
+            let Some(ends) = ends.as_ref().filter(|_| rule.required) else {
+                continue;
+            };
+            for &dst in &ends.dsts {
+                for &src in ends.srcs.iter().filter(|s| **s != dst) {
+                    pairs.push((src, dst, rule.port));
                 }
             }
         }
-        for (src, dst, port, rule) in found {
+        for (src, dst, port) in pairs {
+            self.materialise(src, dst, port);
+        }
+    }
+
+    /// The rules that make `src -> dst:port` expected, in model order.
+    fn rules_for(
+        &self,
+        src: EndpointId,
+        dst: EndpointId,
+        port: u16,
+    ) -> impl Iterator<Item = RuleId> + '_ {
+        (self.model.rules.iter().zip(&self.rule_ends).enumerate())
+            .filter(move |(_, (r, e))| {
+                r.port == port && e.as_ref().is_some_and(|e| e.connects(src, dst))
+            })
+            .map(|(i, _)| RuleId(i))
+    }
+
+    /// Give `src -> dst:port` an [`EdgeId`], with every rule behind it (as
+    /// a required rule, an allowance or an override needs).
+    fn materialise(&mut self, src: EndpointId, dst: EndpointId, port: u16) {
+        if self.edge_index.contains_key(&(src, dst, port)) {
+            return;
+        }
+        let rules: Vec<RuleId> = self.rules_for(src, dst, port).collect();
+        for rule in rules {
             let r = self.model.rule(rule);
             let (service, required, window) = (r.service().to_string(), r.required, r.window);
             self.add_edge(
@@ -224,6 +351,98 @@ impl Policy {
                 Origin::Rule(rule),
             );
         }
+    }
+
+    /// The first model rule that makes `src -> dst:port` expected: how an
+    /// optional edge without an [`EdgeId`] is recognised.
+    pub fn rule_for(&self, src: Peer, dst: Peer, port: u16) -> Option<RuleId> {
+        match (src, dst) {
+            (Peer::Endpoint(s), Peer::Endpoint(d)) => self.rules_for(s, d, port).next(),
+            _ => None,
+        }
+    }
+
+    /// Every expected edge, with and without an [`EdgeId`], in the model's
+    /// order (rule by rule, then site allowances). Lists every pair: for
+    /// `expect` and the fixture generator, not the capture path.
+    pub fn all_edges(&self) -> Vec<Edge> {
+        let mut seen: std::collections::HashSet<(EndpointId, EndpointId, u16)> =
+            std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (rule, ends) in self.model.rules.iter().zip(&self.rule_ends) {
+            let Some(ends) = ends else { continue };
+            for &dst in &ends.dsts {
+                for &src in ends.srcs.iter().filter(|s| **s != dst) {
+                    if !seen.insert((src, dst, rule.port)) {
+                        continue;
+                    }
+                    out.push(match self.edge_index.get(&(src, dst, rule.port)) {
+                        Some(id) => self.edge(*id).clone(),
+                        None => self.optional_edge(src, dst, rule.port),
+                    });
+                }
+            }
+        }
+        for e in &self.edges {
+            if !seen.contains(&(e.src, e.dst, e.port)) {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// An edge only optional rules imply, as it would be stored.
+    fn optional_edge(&self, src: EndpointId, dst: EndpointId, port: u16) -> Edge {
+        let origins: Vec<Origin> = self.rules_for(src, dst, port).map(Origin::Rule).collect();
+        let first = match origins.first() {
+            Some(Origin::Rule(r)) => Some(self.model.rule(*r)),
+            _ => None,
+        };
+        Edge {
+            src,
+            dst,
+            port,
+            service: first.map(|r| r.service().to_string()).unwrap_or_default(),
+            required: false,
+            window: first.map(|r| r.window).unwrap_or(self.model.default_window),
+            origins,
+        }
+    }
+
+    /// How many expected edges there are, counted without listing them.
+    pub fn edge_count(&self) -> usize {
+        let mut ports: Vec<u16> = (self.model.rules.iter().zip(&self.rule_ends))
+            .filter(|(_, e)| e.is_some())
+            .map(|(r, _)| r.port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        // Per port and destination, the union of the rules' sources.
+        let mut mark = vec![u32::MAX; self.endpoints.len()];
+        let mut stamp = 0u32;
+        let mut n = 0;
+        for port in ports {
+            let ends: Vec<&RuleEnds> = (self.model.rules.iter().zip(&self.rule_ends))
+                .filter(|(r, _)| r.port == port)
+                .filter_map(|(_, e)| e.as_ref())
+                .collect();
+            for dst in 0..self.endpoints.len() {
+                stamp += 1;
+                for e in ends.iter().filter(|e| e.is_dst[dst]) {
+                    for s in &e.srcs {
+                        let s = s.0 as usize;
+                        if s != dst && mark[s] != stamp {
+                            mark[s] = stamp;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let site_only = (self.edges.iter())
+            .filter(|e| self.rules_for(e.src, e.dst, e.port).next().is_none())
+            .count();
+        n + site_only
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -280,6 +499,7 @@ impl Policy {
                 );
                 continue;
             }
+            self.materialise(src, dst, spec.port);
             let service = spec
                 .service
                 .clone()
@@ -330,6 +550,9 @@ impl Policy {
             else {
                 continue;
             };
+            if src != dst {
+                self.materialise(src, dst, spec.port);
+            }
             match self.edge_index.get(&(src, dst, spec.port)).copied() {
                 Some(id) => {
                     let e = &mut self.edges[id.0 as usize];
@@ -477,6 +700,19 @@ impl Policy {
     }
 }
 
+/// A site past a size limit: one problem, about the whole node list.
+fn site_too_big(site_file: &Path, message: String) -> ConfigError {
+    ConfigError {
+        diagnostics: vec![crate::diag::Diagnostic {
+            file: site_file.to_path_buf(),
+            line: 1,
+            column: 1,
+            field: "nodes".into(),
+            message,
+        }],
+    }
+}
+
 impl Diagnostics {
     fn at_pos(
         &mut self,
@@ -485,5 +721,45 @@ impl Diagnostics {
         message: impl Into<String>,
     ) {
         self.push_raw(pos.line, pos.column, field.into(), message.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_policy, BUNDLED_SITES};
+
+    /// The edges without an `EdgeId` are exactly the optional, rule-only
+    /// ones; counting them agrees with listing them, and each is found by
+    /// `rule_for` with the rule its listing cites first.
+    #[test]
+    fn optional_edges_are_found_without_being_stored() {
+        for (name, _, _) in BUNDLED_SITES {
+            let p = load_policy(Path::new(name), None).unwrap().policy;
+            let all = p.all_edges();
+            assert_eq!(p.edge_count(), all.len(), "{name}");
+            let mut stored = 0;
+            for e in &all {
+                let (s, d) = (Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
+                match p.find_edge(s, d, e.port) {
+                    Some(id) => {
+                        stored += 1;
+                        assert_eq!(p.edge(id), e, "{name}");
+                    }
+                    None => {
+                        assert!(!e.required, "{name}: a required edge must be stored");
+                        let Some(Origin::Rule(first)) = e.origins.first() else {
+                            panic!("{name}: an unstored edge comes from a rule");
+                        };
+                        assert_eq!(p.rule_for(s, d, e.port), Some(*first), "{name}");
+                    }
+                }
+            }
+            assert_eq!(stored, p.edges.len(), "{name}: every stored edge is listed");
+            assert!(
+                p.edges.len() < all.len(),
+                "{name}: optional edges are not stored"
+            );
+        }
     }
 }

@@ -80,7 +80,12 @@ pub struct Summary {
     pub outcomes: BTreeMap<&'static str, u64>,
     pub syn_retransmissions: u64,
     pub required_edges: BTreeMap<&'static str, u64>,
+    /// Findings listed, by kind (a folded aggregate counts once).
     pub findings: BTreeMap<&'static str, u64>,
+    /// Occurrences whose finding a budget refused, by kind (only kinds
+    /// with some): with `connections`, the counts stay complete.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings_refused: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -123,6 +128,20 @@ pub struct Finding {
     pub first_seen: Option<String>,
     pub last_seen: Option<String>,
     pub explanation: String,
+    /// Unknown-host findings past their budget, folded into this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Folded>,
+}
+
+/// What a folded finding stands for: exact counts, example addresses.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Folded {
+    pub attempts: u64,
+    pub src_addrs: Vec<String>,
+    pub dst_addrs: Vec<String>,
+    pub ports: Vec<u16>,
+    /// More addresses or ports were seen than are listed.
+    pub more: bool,
 }
 
 impl Report {
@@ -200,9 +219,11 @@ impl Report {
                     first_seen: Some(ts(f.first)),
                     last_seen: Some(ts(f.last)),
                     explanation,
+                    folded: None,
                 }
             })
             .collect();
+        findings.extend(tally.aggregates().iter().map(|a| folded_finding(p, a)));
 
         let mut edges = Vec::new();
         if let Some((since, now)) = window {
@@ -237,6 +258,7 @@ impl Report {
                         first_seen: None,
                         last_seen: entry.last_seen.clone(),
                         explanation: missing_text(p, e, last),
+                        folded: None,
                     });
                 }
                 edges.push(entry);
@@ -319,6 +341,11 @@ impl Report {
                 syn_retransmissions: tally.retransmissions,
                 required_edges: edge_states,
                 findings: count_findings,
+                findings_refused: FindingKind::ALL
+                    .iter()
+                    .map(|k| (k.as_str(), tally.findings_refused_of(*k)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
             },
             flows,
             edges,
@@ -341,6 +368,46 @@ impl Report {
         serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::from)?;
         w.write_all(b"\n")?;
         w.flush()
+    }
+}
+
+/// The finding standing for unknown-host findings folded past a budget.
+fn folded_finding(p: &Policy, a: &crate::state::tally::Aggregate) -> Finding {
+    let list = |v: &[std::net::IpAddr]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (src_addrs, dst_addrs) = (list(&a.src_addrs), list(&a.dst_addrs));
+    let ports: Vec<String> = a.ports.iter().map(u16::to_string).collect();
+    let more = if a.more { ", and more" } else { "" };
+    Finding {
+        kind: FindingKind::UnknownHost,
+        src: p.peer_name(a.src).to_string(),
+        src_addr: None,
+        dst: "various".into(),
+        dst_addr: None,
+        port: 0,
+        service: "various".into(),
+        count: a.attempts,
+        outcomes: Outcome::ALL
+            .iter()
+            .map(|x| (x.as_str(), a.outcomes[x.index()]))
+            .collect(),
+        first_seen: Some(a.first.rfc3339()),
+        last_seen: Some(a.last.rfc3339()),
+        explanation: format!(
+            "{} unknown-host attempts from {} past the findings budget, folded into one: \
+             sources {}; destinations {}; ports {}{more}",
+            a.attempts,
+            p.peer_name(a.src),
+            src_addrs.join(", "),
+            dst_addrs.join(", "),
+            ports.join(", "),
+        ),
+        folded: Some(Folded {
+            attempts: a.attempts,
+            src_addrs,
+            dst_addrs,
+            ports: a.ports.clone(),
+            more: a.more,
+        }),
     }
 }
 

@@ -86,6 +86,13 @@ impl Report {
             or_none(counts(&sm.required_edges))
         );
         let _ = writeln!(s, "  findings: {}", or_none(counts(&sm.findings)));
+        if !sm.findings_refused.is_empty() {
+            let _ = writeln!(
+                s,
+                "  findings refused past their budgets: {}",
+                counts(&sm.findings_refused)
+            );
+        }
         if c.packets == 0 {
             let _ = writeln!(s, "  the capture holds no packets: nothing was checked");
         }

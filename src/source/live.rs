@@ -14,10 +14,16 @@
 //! Frame timestamps are the kernel's, in nanoseconds where libpcap offers
 //! them (Linux), microseconds elsewhere. `Frame::interface` is the position
 //! of the interface in the list given to [`LiveSource::open`].
+//!
+//! An interface that goes away while capturing (a deleted veth, a NIC
+//! unplugged) is not an error: its slot is marked down, logged, reported by
+//! [`LiveSource::take_changes`], and reopened with backoff
+//! ([`REOPEN_BACKOFF_MIN`] doubling up to [`REOPEN_BACKOFF_MAX`]) until it
+//! is back. The other interfaces capture on meanwhile.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -123,6 +129,11 @@ pub fn control_filter_for(linktype: LinkType) -> &'static str {
     }
 }
 
+/// First wait before reopening a lost interface.
+pub const REOPEN_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between two reopen attempts.
+pub const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 struct Capture {
     cap: pcap::Capture<pcap::Active>,
     linktype: LinkType,
@@ -130,13 +141,34 @@ struct Capture {
     nanos: bool,
 }
 
+/// One interface: capturing, or lost and waiting to be reopened.
+struct Slot {
+    cap: Option<Capture>,
+    /// The last link type opened (kept while down).
+    linktype: LinkType,
+    down_since: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Counters of handles closed before: libpcap's restart at zero.
+    base: (u32, u32, u32),
+}
+
+/// An interface went away or came back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceChange {
+    Lost { slot: usize, error: String },
+    Restored { slot: usize, down_for: Duration },
+}
+
 /// Live capture on one or more interfaces.
 pub struct LiveSource {
     names: Vec<String>,
-    caps: Vec<Capture>,
+    slots: Vec<Slot>,
     poller: mio::Poll,
     events: Events,
     timeout: Duration,
+    opts: LiveOptions,
+    changes: Vec<InterfaceChange>,
 }
 
 impl std::fmt::Debug for LiveSource {
@@ -153,6 +185,17 @@ fn live_error(iface: &str, what: impl std::fmt::Display) -> SourceError {
         iface: iface.to_string(),
         what: what.to_string(),
     }
+}
+
+fn register(poller: &mio::Poll, c: &Capture, slot: usize, name: &str) -> Result<(), SourceError> {
+    poller
+        .registry()
+        .register(
+            &mut SourceFd(&c.cap.as_raw_fd()),
+            Token(slot),
+            Interest::READABLE,
+        )
+        .map_err(|e| live_error(name, format!("cannot poll its descriptor: {e}")))
 }
 
 fn open_one(name: &str, opts: &LiveOptions) -> Result<Capture, SourceError> {
@@ -202,26 +245,96 @@ impl LiveSource {
             return Err(live_error("-", "no interface given"));
         }
         let poller = mio::Poll::new().map_err(|e| live_error(&ifaces[0], e))?;
-        let mut caps = Vec::with_capacity(ifaces.len());
+        let mut slots = Vec::with_capacity(ifaces.len());
+        let now = Instant::now();
         for (i, name) in ifaces.iter().enumerate() {
             let c = open_one(name, opts)?;
-            poller
-                .registry()
-                .register(
-                    &mut SourceFd(&c.cap.as_raw_fd()),
-                    Token(i),
-                    Interest::READABLE,
-                )
-                .map_err(|e| live_error(name, format!("cannot poll its descriptor: {e}")))?;
-            caps.push(c);
+            register(&poller, &c, i, name)?;
+            slots.push(Slot {
+                linktype: c.linktype,
+                cap: Some(c),
+                down_since: now,
+                retry_at: now,
+                backoff: REOPEN_BACKOFF_MIN,
+                base: (0, 0, 0),
+            });
         }
         Ok(LiveSource {
             names: ifaces.to_vec(),
-            caps,
+            slots,
             poller,
             events: Events::with_capacity(ifaces.len().max(1)),
             timeout: opts.timeout,
+            opts: opts.clone(),
+            changes: Vec::new(),
         })
+    }
+
+    /// Interfaces lost and restored since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<InterfaceChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Whether interface `slot` is capturing now.
+    pub fn is_up(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.cap.is_some())
+    }
+
+    /// Close a failed handle; it is reopened by [`Self::reopen_due`].
+    fn lose(&mut self, i: usize, error: String) {
+        let slot = &mut self.slots[i];
+        let Some(mut c) = slot.cap.take() else {
+            return;
+        };
+        let _ = self
+            .poller
+            .registry()
+            .deregister(&mut SourceFd(&c.cap.as_raw_fd()));
+        if let Ok(s) = c.cap.stats() {
+            slot.base.0 = slot.base.0.wrapping_add(s.received);
+            slot.base.1 = slot.base.1.wrapping_add(s.dropped);
+            slot.base.2 = slot.base.2.wrapping_add(s.if_dropped);
+        }
+        let now = Instant::now();
+        slot.down_since = now;
+        slot.backoff = REOPEN_BACKOFF_MIN;
+        slot.retry_at = now + slot.backoff;
+        tracing::warn!(interface = %self.names[i], %error, "capture interface lost; reopening with backoff");
+        self.changes.push(InterfaceChange::Lost { slot: i, error });
+    }
+
+    /// Try to reopen lost interfaces whose backoff has passed.
+    fn reopen_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.cap.is_some() || slot.retry_at > now {
+                continue;
+            }
+            let name = &self.names[i];
+            let opened = open_one(name, &self.opts)
+                .and_then(|c| register(&self.poller, &c, i, name).map(|()| c));
+            let slot = &mut self.slots[i];
+            match opened {
+                Ok(c) => {
+                    let down_for = slot.down_since.elapsed();
+                    slot.linktype = c.linktype;
+                    slot.cap = Some(c);
+                    tracing::info!(
+                        interface = %name,
+                        down_for = %humantime::format_duration(Duration::from_millis(down_for.as_millis() as u64)),
+                        "capture interface back"
+                    );
+                    self.changes
+                        .push(InterfaceChange::Restored { slot: i, down_for });
+                }
+                Err(e) => {
+                    slot.backoff = (slot.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                    slot.retry_at = now + slot.backoff;
+                    tracing::debug!(interface = %name, error = %e, "interface not back yet");
+                }
+            }
+        }
     }
 
     /// Interface names, indexed by `Frame::interface`.
@@ -231,30 +344,43 @@ impl LiveSource {
 
     /// The link type of each interface, indexed by `Frame::interface`.
     pub fn linktypes(&self) -> Vec<LinkType> {
-        self.caps.iter().map(|c| c.linktype).collect()
+        self.slots.iter().map(|s| s.linktype).collect()
     }
 
-    /// libpcap's counters for each interface.
+    /// libpcap's counters for each interface, summed over reopens.
     pub fn stats(&mut self) -> Result<Vec<InterfaceStats>, SourceError> {
-        self.caps
+        self.slots
             .iter_mut()
             .zip(&self.names)
-            .map(|(c, name)| {
-                let s = c.cap.stats().map_err(|e| live_error(name, e))?;
+            .map(|(slot, name)| {
+                let (r, d, i) = slot.base;
+                let now = match &mut slot.cap {
+                    Some(c) => c.cap.stats().map_err(|e| live_error(name, e))?,
+                    None => pcap::Stat {
+                        received: 0,
+                        dropped: 0,
+                        if_dropped: 0,
+                    },
+                };
                 Ok(InterfaceStats {
                     iface: name.clone(),
-                    received: s.received,
-                    dropped: s.dropped,
-                    if_dropped: s.if_dropped,
+                    received: r.wrapping_add(now.received),
+                    dropped: d.wrapping_add(now.dropped),
+                    if_dropped: i.wrapping_add(now.if_dropped),
                 })
             })
             .collect()
     }
 
-    /// Reads what is ready on every interface without waiting.
+    /// Reads what is ready on every interface without waiting. An
+    /// interface that fails is marked lost, not an error.
     fn drain(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<usize, SourceError> {
         let mut total = 0;
-        for (i, c) in self.caps.iter_mut().enumerate() {
+        let mut lost = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(c) = &mut slot.cap else {
+                continue;
+            };
             for _ in 0..BATCH_FRAMES {
                 match c.cap.next_packet() {
                     Ok(p) => {
@@ -264,6 +390,7 @@ impl LiveSource {
                         } else {
                             frac.saturating_mul(1000)
                         };
+                        let ts_invalid = !(0..1_000_000_000).contains(&nanos);
                         let frame = Frame {
                             ts: Timestamp::from_secs_nanos(
                                 u64::try_from(secs).unwrap_or(0),
@@ -273,14 +400,21 @@ impl LiveSource {
                             wire_len: p.header.len,
                             data: p.data,
                             interface: i as u32,
+                            ts_invalid,
                         };
                         sink(&frame);
                         total += 1;
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
-                    Err(e) => return Err(live_error(&self.names[i], e)),
+                    Err(e) => {
+                        lost.push((i, e.to_string()));
+                        break;
+                    }
                 }
             }
+        }
+        for (i, error) in lost {
+            self.lose(i, error);
         }
         Ok(total)
     }
@@ -290,6 +424,7 @@ impl Source for LiveSource {
     /// Delivers what is ready; if nothing is, waits up to the timeout for any
     /// interface to become readable, then returns `Frames` or `Idle`.
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        self.reopen_due();
         let n = self.drain(sink)?;
         if n > 0 {
             return Ok(Poll::Frames(n));

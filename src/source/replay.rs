@@ -19,6 +19,12 @@ pub const LOOP_GAP: Duration = Duration::from_secs(1);
 /// the caller stays responsive to reloads and shutdown.
 pub const MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// A frame further ahead of the replay clock than this (capture time) is
+/// not waited for: a stray far-future timestamp is delivered at once
+/// without moving the pace, and a second one in a row (the capture really
+/// jumps) restarts the pace from it. Either is logged.
+pub const MAX_PACED_GAP: Duration = Duration::from_secs(3600);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayOptions {
     /// Capture pace multiplier: 1.0 is real time, 10.0 ten times faster.
@@ -49,6 +55,10 @@ pub struct Replay {
     /// First and last unshifted timestamps of the current loop.
     span: Option<(Timestamp, Timestamp)>,
     loops: u64,
+    /// The last frame was delivered unpaced, too far ahead of the clock.
+    stray: bool,
+    /// Reopening the files for the next loop failed (and was logged).
+    reopen_failing: bool,
 }
 
 impl Replay {
@@ -64,6 +74,8 @@ impl Replay {
             anchor: None,
             span: None,
             loops: 0,
+            stray: false,
+            reopen_failing: false,
         })
     }
 
@@ -83,16 +95,17 @@ impl Replay {
     pub fn now(&self) -> Option<Timestamp> {
         self.anchor.map(|(t0, w0)| {
             let secs = (w0.elapsed().as_secs_f64() * self.opts.speed).min(1e12);
-            t0.saturating_add(Duration::from_secs_f64(secs))
+            t0.saturating_add(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
         })
     }
 
     /// At the end of the files: open them again one span later.
     fn restart(&mut self) -> Result<bool, SourceError> {
-        let Some((first, last)) = self.span.take() else {
+        let Some((first, last)) = self.span else {
             return Ok(false); // an empty capture: nothing to loop over
         };
         self.files = MergedFiles::open_savefiles(&self.savefiles)?;
+        self.span = None;
         self.shift += last.saturating_sub(first) + LOOP_GAP;
         self.loops += 1;
         Ok(true)
@@ -102,21 +115,57 @@ impl Replay {
 impl Source for Replay {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let Some(next) = self.files.next_ts() else {
-            return Ok(if self.opts.looping && self.restart()? {
-                Poll::Idle
-            } else {
-                Poll::End
+            if !self.opts.looping {
+                return Ok(Poll::End);
+            }
+            // A failed reopen (out of descriptors, a file being replaced)
+            // is retried, not fatal: the daemon around it keeps serving.
+            return Ok(match self.restart() {
+                Ok(true) => {
+                    self.reopen_failing = false;
+                    Poll::Idle
+                }
+                Ok(false) => Poll::End,
+                Err(e) => {
+                    if !self.reopen_failing {
+                        tracing::warn!(error = %e, "cannot reopen the capture files for the next loop; retrying");
+                        self.reopen_failing = true;
+                    }
+                    std::thread::sleep(MAX_WAIT);
+                    Poll::Idle
+                }
             });
         };
         let shift = self.shift;
         let next = next.saturating_add(shift);
         self.anchor.get_or_insert((next, Instant::now()));
-        let due = self.now().unwrap_or(next);
-        if next > due {
-            let wait = next.saturating_sub(due).div_f64(self.opts.speed);
+        let mut due = self.now().unwrap_or(next);
+        let ahead = next.saturating_sub(due);
+        if ahead > MAX_PACED_GAP {
+            if !self.stray {
+                tracing::warn!(
+                    frame = %next,
+                    replay_clock = %due,
+                    ahead = %humantime::format_duration(ahead),
+                    "frame too far ahead of the replay clock to pace; delivered at once"
+                );
+                self.stray = true;
+                return Ok(self.deliver_one(shift, sink));
+            }
+            tracing::warn!(
+                from = %due,
+                to = %next,
+                "capture time jumps forward; pacing resumes from the new time"
+            );
+            self.anchor = Some((next, Instant::now()));
+            due = next;
+        } else if next > due {
+            let wait = Duration::try_from_secs_f64(ahead.as_secs_f64() / self.opts.speed)
+                .unwrap_or(MAX_WAIT);
             std::thread::sleep(wait.min(MAX_WAIT));
             return Ok(Poll::Idle);
         }
+        self.stray = false;
         let until = Timestamp(due.0.saturating_sub(shift.as_nanos() as u64));
         let span = &mut self.span;
         let poll = self.files.poll_until(Some(until), &mut |f| {
@@ -129,6 +178,18 @@ impl Source for Replay {
             sink(&shifted);
         });
         Ok(poll)
+    }
+}
+
+impl Replay {
+    /// The next frame alone, unpaced, shifted like the others. It stays out
+    /// of the loop span, so a stray timestamp cannot stretch later loops.
+    fn deliver_one(&mut self, shift: Duration, sink: &mut dyn FnMut(&Frame<'_>)) -> Poll {
+        self.files.poll_one(&mut |f| {
+            let mut shifted = *f;
+            shifted.ts = f.ts.saturating_add(shift);
+            sink(&shifted);
+        })
     }
 }
 
@@ -189,6 +250,74 @@ mod tests {
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::End);
         assert_eq!(n, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stray far-future timestamp is delivered at once without moving
+    /// the pace; two in a row (a real jump) restart the pace from there.
+    #[test]
+    fn far_future_timestamps_do_not_stall_the_replay() {
+        let dir = std::env::temp_dir().join(format!("portwatch-replay2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stray = dir.join("stray.pcap");
+        std::fs::write(&stray, pcap_at(&[100, 101, 2_000_000_000, 102, 103])).unwrap();
+        let jump = dir.join("jump.pcap");
+        std::fs::write(&jump, pcap_at(&[100, 2_000_000_000, 2_000_000_001])).unwrap();
+        let opts = ReplayOptions {
+            speed: 10.0,
+            looping: false,
+        };
+        let run = |path: &std::path::Path| {
+            let mut r = Replay::open(&[Savefile::Path(path.into())], opts.clone()).unwrap();
+            let mut seen = Vec::new();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                let p = r.poll(&mut |f| seen.push(f.ts.as_nanos() / 1_000_000_000));
+                if p.unwrap() == Poll::End {
+                    break;
+                }
+            }
+            (seen, start.elapsed(), r.now().unwrap())
+        };
+        let (seen, took, now) = run(&stray);
+        assert_eq!(seen, [100, 101, 2_000_000_000, 102, 103]);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // The stray frame did not move the replay clock.
+        assert!(now < Timestamp::from_secs_nanos(1_000, 0), "{now}");
+        let (seen, took, now) = run(&jump);
+        assert_eq!(seen, [100, 2_000_000_000, 2_000_000_001]);
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(now >= Timestamp::from_secs_nanos(2_000_000_000, 0), "{now}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A loop whose files cannot be reopened (gone, out of descriptors)
+    /// waits and retries instead of failing the capture.
+    #[test]
+    fn a_failed_reopen_is_retried_not_fatal() {
+        let dir = std::env::temp_dir().join(format!("portwatch-replay3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("one.pcap");
+        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        let opts = ReplayOptions {
+            speed: 1000.0,
+            looping: true,
+        };
+        let mut r = Replay::open(&[Savefile::Path(path.clone())], opts).unwrap();
+        let mut n = 0;
+        assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
+        std::fs::remove_file(&path).unwrap();
+        for _ in 0..3 {
+            assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Idle);
+        }
+        assert!(r.reopen_failing);
+        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n < 2 && Instant::now() < deadline {
+            r.poll(&mut |_| n += 1).unwrap();
+        }
+        assert_eq!(n, 2);
+        assert_eq!(r.loops(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

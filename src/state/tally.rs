@@ -1,6 +1,13 @@
 //! Aggregates a report is made from: per-flow rows (src, dst, port,
 //! verdict) and findings (per address pair). Both are capped: past the cap
 //! new keys are refused and counted, so a scan cannot grow memory.
+//!
+//! Findings have budgets instead of one first-come cap, so a flood of one
+//! kind never hides findings of another: [`FINDINGS_PER_KIND`] rows per
+//! kind, and [`FINDINGS_PER_SOURCE`] of them per source group (the source
+//! endpoint, `localhost` or `unknown`). Unknown-host findings past a budget
+//! are folded into one [`Aggregate`] per source group; other kinds past a
+//! budget are refused and counted per kind.
 
 use std::net::IpAddr;
 
@@ -12,7 +19,14 @@ use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.
 pub const MAX_FLOW_ROWS: usize = 10_000;
-pub const MAX_FINDINGS: usize = 10_000;
+/// Finding rows per kind (unexpected, local-only, unknown-host, blocked).
+pub const FINDINGS_PER_KIND: usize = 2_500;
+/// Finding rows per kind and source group.
+pub const FINDINGS_PER_SOURCE: usize = 500;
+/// Addresses and ports an aggregate keeps as examples.
+pub const AGGREGATE_SAMPLES: usize = 16;
+/// All finding rows together.
+pub const MAX_FINDINGS: usize = 4 * FINDINGS_PER_KIND;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,10 +158,122 @@ impl<K: std::hash::Hash + Eq, V> Capped<K, V> {
     }
 }
 
+/// Unknown-host findings of one source group past their budget, folded
+/// into one: exact counts, example addresses and ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aggregate {
+    pub src: Peer,
+    /// Connection attempts folded in.
+    pub attempts: u64,
+    pub outcomes: [u64; 4],
+    pub first: Timestamp,
+    pub last: Timestamp,
+    /// Up to [`AGGREGATE_SAMPLES`] of each, in first-seen order.
+    pub src_addrs: Vec<IpAddr>,
+    pub dst_addrs: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+    /// Whether more addresses or ports were seen than are kept.
+    pub more: bool,
+}
+
+impl Aggregate {
+    fn add(&mut self, ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) {
+        self.attempts += 1;
+        self.first = self.first.min(ts);
+        self.last = self.last.max(ts);
+        let kept = sample(&mut self.src_addrs, src)
+            & sample(&mut self.dst_addrs, dst)
+            & sample(&mut self.ports, port);
+        self.more |= !kept;
+    }
+}
+
+/// Keep `x` in `v` if it is there or there is room; false if dropped.
+fn sample<T: PartialEq>(v: &mut Vec<T>, x: T) -> bool {
+    if v.contains(&x) {
+        true
+    } else if v.len() < AGGREGATE_SAMPLES {
+        v.push(x);
+        true
+    } else {
+        false
+    }
+}
+
+/// Findings with their budgets.
+#[derive(Debug)]
+struct Findings {
+    rows: Capped<FindingKey, FindingRow>,
+    per_kind: [usize; 5],
+    /// Rows per (kind, source group): bounded by the policy's endpoints.
+    per_source: FastMap<(FindingKind, Peer), usize>,
+    /// Occurrences refused by a budget, per kind.
+    refused: [u64; 5],
+    /// Folded unknown-host findings, by source group.
+    aggregates: Vec<Aggregate>,
+    per_kind_budget: usize,
+    per_source_budget: usize,
+}
+
+impl Findings {
+    fn new(per_kind: usize, per_source: usize) -> Self {
+        Findings {
+            rows: Capped::new(usize::MAX),
+            per_kind: [0; 5],
+            per_source: FastMap::default(),
+            refused: [0; 5],
+            aggregates: Vec::new(),
+            per_kind_budget: per_kind,
+            per_source_budget: per_source,
+        }
+    }
+
+    /// The row of `key` if it has one or the budgets allow a new one.
+    fn row(
+        &mut self,
+        key: FindingKey,
+        make: impl FnOnce() -> FindingRow,
+    ) -> Option<&mut FindingRow> {
+        if self.rows.id(&key).is_none() {
+            let group = (key.kind, key.src);
+            let in_group = self.per_source.get(&group).copied().unwrap_or(0);
+            if self.per_kind[key.kind as usize] >= self.per_kind_budget
+                || in_group >= self.per_source_budget
+            {
+                return None;
+            }
+            self.per_kind[key.kind as usize] += 1;
+            self.per_source.insert(group, in_group + 1);
+        }
+        self.rows.upsert(key, make)
+    }
+
+    fn aggregate(&mut self, src: Peer, ts: Timestamp) -> &mut Aggregate {
+        let i = match self.aggregates.iter().position(|a| a.src == src) {
+            Some(i) => i,
+            None => {
+                self.aggregates.push(Aggregate {
+                    src,
+                    attempts: 0,
+                    outcomes: [0; 4],
+                    first: ts,
+                    last: ts,
+                    src_addrs: Vec::new(),
+                    dst_addrs: Vec::new(),
+                    ports: Vec::new(),
+                    more: false,
+                });
+                self.aggregates.len() - 1
+            }
+        };
+        &mut self.aggregates[i]
+    }
+}
+
 #[derive(Debug)]
 pub struct Tally {
     rows: Capped<FlowRowKey, FlowRow>,
-    findings: Capped<FindingKey, FindingRow>,
+    findings: Findings,
     pub by_verdict: [u64; 4],
     pub by_outcome: [u64; 4],
     pub retransmissions: u64,
@@ -155,15 +281,22 @@ pub struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Tally::new(MAX_FLOW_ROWS, MAX_FINDINGS)
+        Tally::new(MAX_FLOW_ROWS, FINDINGS_PER_KIND)
     }
 }
 
 impl Tally {
-    pub fn new(max_rows: usize, max_findings: usize) -> Self {
+    /// `per_kind` finding rows per kind; a fifth of that per source group
+    /// (at least one).
+    pub fn new(max_rows: usize, per_kind: usize) -> Self {
+        let per_source = (per_kind * FINDINGS_PER_SOURCE / FINDINGS_PER_KIND).max(1);
+        Tally::with_budgets(max_rows, per_kind, per_source)
+    }
+
+    pub fn with_budgets(max_rows: usize, per_kind: usize, per_source: usize) -> Self {
         Tally {
             rows: Capped::new(max_rows),
-            findings: Capped::new(max_findings),
+            findings: Findings::new(per_kind, per_source),
             by_verdict: [0; 4],
             by_outcome: [0; 4],
             retransmissions: 0,
@@ -175,7 +308,12 @@ impl Tally {
     }
 
     pub fn findings(&self) -> &[FindingRow] {
-        &self.findings.rows
+        &self.findings.rows.rows
+    }
+
+    /// Unknown-host findings folded past their budgets, by source group.
+    pub fn aggregates(&self) -> &[Aggregate] {
+        &self.findings.aggregates
     }
 
     pub fn row(&self, id: u32) -> &FlowRow {
@@ -187,9 +325,14 @@ impl Tally {
         self.rows.refused
     }
 
-    /// Findings refused because the cap was reached.
+    /// Finding occurrences refused by a budget (all kinds).
     pub fn findings_refused(&self) -> u64 {
-        self.findings.refused
+        self.findings.refused.iter().sum()
+    }
+
+    /// Finding occurrences refused by a budget, for one kind.
+    pub fn findings_refused_of(&self, kind: FindingKind) -> u64 {
+        self.findings.refused[kind as usize]
     }
 
     /// A new connection attempt; returns its row for later outcomes.
@@ -251,14 +394,19 @@ impl Tally {
         match (FindingKind::of(c.verdict), o) {
             // Only site edges are blocked; a refused same-host port is a
             // stopped service, not a firewall.
-            (None, Outcome::Refused | Outcome::Unanswered) if c.edge().is_some() => {
+            (None, Outcome::Refused | Outcome::Unanswered) if c.is_site_edge() => {
                 self.finding(FindingKind::Blocked, ts, c, src, dst, Some(o))
             }
             (None, _) => {}
             (Some(kind), _) => {
                 let key = finding_key(kind, c, src, dst);
-                if let Some(id) = self.findings.id(&key) {
-                    self.findings.rows[id as usize].outcomes[o.index()] += 1;
+                let f = &mut self.findings;
+                if let Some(id) = f.rows.id(&key) {
+                    f.rows.rows[id as usize].outcomes[o.index()] += 1;
+                } else if kind == FindingKind::UnknownHost {
+                    if let Some(a) = f.aggregates.iter_mut().find(|a| a.src == c.src) {
+                        a.outcomes[o.index()] += 1;
+                    }
                 }
             }
         }
@@ -274,7 +422,7 @@ impl Tally {
         o: Option<Outcome>,
     ) {
         let key = finding_key(kind, c, src, dst);
-        let Some(f) = self.findings.upsert(key, || FindingRow {
+        let Some(f) = self.findings.row(key, || FindingRow {
             key,
             service: c.service.clone(),
             basis: c.basis.clone(),
@@ -283,6 +431,11 @@ impl Tally {
             first: ts,
             last: ts,
         }) else {
+            if kind == FindingKind::UnknownHost {
+                self.findings.aggregate(c.src, ts).add(ts, src, dst, c.port);
+            } else {
+                self.findings.refused[kind as usize] += 1;
+            }
             return;
         };
         f.count += 1;
@@ -338,5 +491,64 @@ mod tests {
         let c = classify(&p, user, ip("192.0.2.11"), 443);
         let row = t.attempt(Timestamp(2), &c, user, ip("192.0.2.11"));
         assert_eq!(t.row(row.unwrap()).attempts, 2);
+    }
+
+    /// A flood of unknown-host findings fills its own budget and is folded;
+    /// findings of other kinds, and of other source groups, keep theirs.
+    #[test]
+    fn a_flood_of_one_kind_never_hides_another() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut t = Tally::with_budgets(100, 20, 10);
+        let engine = ip("192.0.2.21");
+        for i in 0..1_000u32 {
+            let spoofed = IpAddr::from([100, 64, (i >> 8) as u8, i as u8]);
+            let c = classify(&p, spoofed, engine, 4747);
+            assert_eq!(c.verdict, Verdict::UnknownHost);
+            t.attempt(Timestamp(u64::from(i)), &c, spoofed, engine);
+        }
+        // From a node to an unknown address: another source group.
+        let node = ip("192.0.2.11");
+        let c = classify(&p, node, ip("100.64.200.1"), 443);
+        t.attempt(Timestamp(2_000), &c, node, ip("100.64.200.1"));
+        // A genuine unexpected flow after the flood.
+        let user = ip("198.51.100.7");
+        let c = classify(&p, user, engine, 4747);
+        assert_eq!(c.verdict, Verdict::Unexpected);
+        t.attempt(Timestamp(3_000), &c, user, engine);
+
+        let kinds = |t: &Tally, k| t.findings().iter().filter(|f| f.key.kind == k).count();
+        assert_eq!(
+            kinds(&t, FindingKind::UnknownHost),
+            11,
+            "10 from unknown, 1 from a node"
+        );
+        assert_eq!(kinds(&t, FindingKind::Unexpected), 1);
+        assert_eq!(
+            t.findings_refused(),
+            0,
+            "unknown hosts are folded, not refused"
+        );
+        let [a] = t.aggregates() else {
+            panic!("{:?}", t.aggregates())
+        };
+        assert_eq!(a.src, Peer::Unknown);
+        assert_eq!(a.attempts, 990);
+        assert_eq!(a.src_addrs.len(), AGGREGATE_SAMPLES);
+        assert_eq!(a.ports, [4747]);
+        assert!(a.more);
+        assert_eq!(t.by_verdict[Verdict::UnknownHost as usize], 1_001);
+
+        // Past its own budget, another kind is refused and counted by kind.
+        for i in 0..30u8 {
+            let u = IpAddr::from([198, 51, 100, i]);
+            let c = classify(&p, u, engine, 4747);
+            t.attempt(Timestamp(4_000), &c, u, engine);
+        }
+        assert_eq!(kinds(&t, FindingKind::Unexpected), 10, "per-source budget");
+        assert_eq!(t.findings_refused_of(FindingKind::Unexpected), 20);
+        assert_eq!(t.findings_refused_of(FindingKind::UnknownHost), 0);
     }
 }

@@ -107,9 +107,23 @@ impl MergedFiles {
         until: Option<Timestamp>,
         sink: &mut dyn FnMut(&Frame<'_>),
     ) -> Poll {
+        self.poll_bounded(until, BATCH_FRAMES, sink)
+    }
+
+    /// Deliver the next frame only, whatever its timestamp.
+    pub fn poll_one(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Poll {
+        self.poll_bounded(None, 1, sink)
+    }
+
+    fn poll_bounded(
+        &mut self,
+        until: Option<Timestamp>,
+        max: usize,
+        sink: &mut dyn FnMut(&Frame<'_>),
+    ) -> Poll {
         self.prime();
         let mut n = 0;
-        while n < BATCH_FRAMES {
+        while n < max {
             let Some(&Reverse((ts, i))) = self.heap.peek() else {
                 break;
             };
@@ -135,7 +149,7 @@ impl MergedFiles {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                n += file.poll_buffered(sink, BATCH_FRAMES - n, limit);
+                n += file.poll_buffered(sink, max - n, limit);
             }
             // The run's first later frame is loaded already, or the next
             // record needs the general path.

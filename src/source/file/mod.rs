@@ -183,6 +183,7 @@ struct Current {
     start: usize,
     end: usize,
     interface: u32,
+    ts_invalid: bool,
 }
 
 /// What reading one record led to.
@@ -340,6 +341,19 @@ impl FileSource {
             Savefile::Path(p) => Box::new(File::open(p).map_err(io_err)?),
             Savefile::Embedded { bytes, .. } => Box::new(io::Cursor::new(*bytes)),
         };
+        Self::open_reader(path, file)
+    }
+
+    /// Opens a savefile from any reader (`path` names it in messages and
+    /// facts): the fuzz target feeds it bytes this way.
+    pub fn open_reader(
+        path: String,
+        file: Box<dyn Read + Send>,
+    ) -> Result<FileSource, SourceError> {
+        let io_err = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut win = Window::new(file);
         let (magic, n) = win.read_array::<4>().map_err(io_err)?;
         if n < 4 {
@@ -470,6 +484,7 @@ impl FileSource {
             wire_len: c.wire_len,
             data: &self.win.buf[c.start..c.end],
             interface: c.interface,
+            ts_invalid: c.ts_invalid,
         })
     }
 
@@ -584,7 +599,15 @@ impl FileSource {
                 reason: format!("record caplen {caplen} larger than {MAX_PCAP_CAPLEN}"),
             });
         }
-        let ts = pcap_timestamp(secs, frac, st.frac_scale);
+        // A fraction of a second or more (0xFFFFFFFF µs is 71 minutes) is
+        // damage, not time: the frame keeps the previous timestamp and is
+        // counted as a decode error downstream.
+        let ts_invalid = !frac_in_range(frac, st.frac_scale);
+        let ts = match (ts_invalid, self.last_ts) {
+            (false, _) => pcap_timestamp(secs, frac, st.frac_scale),
+            (true, Some(last)) => last,
+            (true, None) => pcap_timestamp(secs, 0, st.frac_scale),
+        };
         let linktype = st.linktype;
         let cl = caplen as usize;
         let data = self.win.take(cl)?;
@@ -603,6 +626,7 @@ impl FileSource {
             start: data.start,
             end: data.end,
             interface: self.interface_base,
+            ts_invalid,
         }))
     }
 
@@ -612,6 +636,11 @@ impl FileSource {
             source,
         }
     }
+}
+
+/// Whether a record's sub-second field is below one second.
+fn frac_in_range(frac: u32, frac_scale: u64) -> bool {
+    u64::from(frac).saturating_mul(frac_scale) < NANOS_PER_SEC
 }
 
 fn pcap_timestamp(secs: u32, frac: u32, frac_scale: u64) -> Timestamp {
@@ -636,16 +665,18 @@ impl FileSource {
         let hdr = self.win.buf.get(pos..pos + 16)?;
         let caplen = e.u32(&hdr[8..12]);
         let end = pos + 16 + caplen as usize;
-        if caplen > MAX_PCAP_CAPLEN || end > self.win.len {
+        let frac = e.u32(&hdr[4..8]);
+        if caplen > MAX_PCAP_CAPLEN || end > self.win.len || !frac_in_range(frac, st.frac_scale) {
             return None;
         }
         let c = Current {
-            ts: pcap_timestamp(e.u32(&hdr[0..4]), e.u32(&hdr[4..8]), st.frac_scale),
+            ts: pcap_timestamp(e.u32(&hdr[0..4]), frac, st.frac_scale),
             linktype: st.linktype,
             wire_len: e.u32(&hdr[12..16]),
             start: pos + 16,
             end,
             interface: self.interface_base,
+            ts_invalid: false,
         };
         Some((c, end))
     }
@@ -708,6 +739,7 @@ impl FileSource {
                 wire_len: c.wire_len,
                 data: &self.win.buf[c.start..c.end],
                 interface: c.interface,
+                ts_invalid: c.ts_invalid,
             });
             last = Some(c.ts);
             pos = next;

@@ -251,6 +251,7 @@ impl FileSource {
                     start: base + 20,
                     end: base + 20 + caplen as usize,
                     interface: self.interface_base + iface.seq,
+                    ts_invalid: false,
                 }))
             }
             PCAPNG_SPB => {
@@ -273,6 +274,7 @@ impl FileSource {
                     start: base + 4,
                     end: base + 4 + caplen,
                     interface: self.interface_base + iface.seq,
+                    ts_invalid: false,
                 }))
             }
             _ => Ok(Step::Skip),
@@ -334,6 +336,7 @@ impl FileSource {
             start: pos + 28,
             end: pos + 28 + caplen,
             interface: self.interface_base + iface.seq,
+            ts_invalid: false,
         };
         Some((c, end))
     }

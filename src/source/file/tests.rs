@@ -840,3 +840,37 @@ fn merge_equals_reference_merge() {
         assert_eq!(merged.facts(), facts, "{group:?}");
     }
 }
+
+/// A sub-second field of a second or more (0xFFFFFFFF µs, 0xFFFFFFFF ns)
+/// is damage: the frame is flagged, keeps the previous timestamp, and the
+/// records after it read on normally, on both the buffered and the
+/// record-by-record path.
+#[test]
+fn out_of_range_fraction_is_flagged_and_does_not_move_time() {
+    for (magic, bad) in [(0xa1b2_c3d4u32, 1_000_000u32), (0xa1b2_3c4d, 1_000_000_000)] {
+        for bad in [bad, u32::MAX] {
+            let mut v = pcap_header(false, magic, (2, 4), 1);
+            pcap_record(&mut v, false, 100, 5, &[1; 14], 14);
+            pcap_record(&mut v, false, 200, bad, &[2; 14], 14);
+            pcap_record(&mut v, false, 101, 0, &[3; 14], 14);
+            let mut src = FileSource::open(temp("badfrac.pcap", &v)).unwrap();
+            let mut got = Vec::new();
+            while let Poll::Frames(_) = src
+                .poll(&mut |f| got.push((f.ts.0, f.ts_invalid, f.data[0])))
+                .unwrap()
+            {}
+            let scale = if magic == 0xa1b2_c3d4 { 1000 } else { 1 };
+            let first = 100 * NANOS_PER_SEC + 5 * scale;
+            assert_eq!(
+                got,
+                [
+                    (first, false, 1),
+                    (first, true, 2),
+                    (101 * NANOS_PER_SEC, false, 3)
+                ],
+                "magic {magic:x}, fraction {bad}"
+            );
+            assert!(src.stopped().is_none());
+        }
+    }
+}
