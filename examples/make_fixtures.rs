@@ -151,6 +151,20 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         pcap(Link::Ethernet, &one_way(&mut Rng::new(SEED ^ 0x500))),
     )?;
 
+    // Real traffic's shapes (each with its converse in the same capture).
+    let shapes: [(&str, u8, Traffic); 6] = [
+        ("long-lived.pcap", 1, long_lived),
+        ("pre-existing.pcap", 1, pre_existing),
+        ("asymmetric-pair.pcap", 1, asymmetric_pair),
+        ("lost-syn-ack.pcap", 0, lost_syn_ack),
+        ("stray-timestamp.pcap", 0, stray_timestamp),
+        ("quiet-gap.pcap", 0, quiet_gap),
+    ];
+    for (i, (file, exit, make)) in shapes.into_iter().enumerate() {
+        let pkts = make(&mut Rng::new(SEED ^ (0x700 + i as u64)));
+        add(file, mn, exit, pcap(Link::Ethernet, &pkts))?;
+    }
+
     let demo = demo(&mut Rng::new(SEED ^ 0x600));
     add("demo.pcap", mn, 1, pcap(Link::Ethernet, &demo))?;
 
@@ -285,6 +299,11 @@ struct Session {
     close: Close,
     /// Only the client's packets are captured.
     one_way: bool,
+    /// The first SYN-ACK is lost on its way back: the client sends its SYN
+    /// again (same sequence number) and the server its SYN-ACK.
+    lost_syn_ack: bool,
+    /// Open before the capture started: no handshake in it, data only.
+    preexisting: bool,
     iface: u32,
 }
 
@@ -301,6 +320,8 @@ impl Session {
             length: 2 * MICROS,
             close: Close::Fin,
             one_way: false,
+            lost_syn_ack: false,
+            preexisting: false,
             iface: 0,
         }
     }
@@ -361,6 +382,10 @@ impl Capture {
                 );
             }
         };
+        if s.preexisting {
+            // Mid-connection: the handshake happened before the capture.
+            return self.exchanges(rng, s, cport, t, isn_c, isn_s, rtt);
+        }
         to_server(self, t, isn_c, None, SYN, &[]);
         let mut backoff = MICROS;
         for _ in 0..s.retransmissions {
@@ -376,10 +401,49 @@ impl Capture {
             }
             Answer::SynAck => {}
         }
-        let (mut cs, mut ss) = (isn_c.wrapping_add(1), isn_s.wrapping_add(1));
-        to_client(self, t + rtt, isn_s, Some(cs), SYN, &[]);
+        to_client(self, t + rtt, isn_s, Some(isn_c.wrapping_add(1)), SYN, &[]);
+        if s.lost_syn_ack {
+            t += MICROS;
+            to_server(self, t, isn_c, None, SYN, &[]);
+            to_client(self, t + rtt, isn_s, Some(isn_c.wrapping_add(1)), SYN, &[]);
+        }
         t += 2 * rtt;
+        let (cs, ss) = (isn_c.wrapping_add(1), isn_s.wrapping_add(1));
         to_server(self, t, cs, Some(ss), 0, &[]);
+        self.exchanges(rng, s, cport, t, cs, ss, rtt);
+    }
+
+    /// Request/response exchanges from `t` on, then the close.
+    #[allow(clippy::too_many_arguments)]
+    fn exchanges(
+        &mut self,
+        rng: &mut Rng,
+        s: Session,
+        cport: u16,
+        mut t: u64,
+        mut cs: u32,
+        mut ss: u32,
+        rtt: u64,
+    ) {
+        let (c, sv, sp) = (s.client, s.server, s.port);
+        let to_server = |cap: &mut Capture, t, seq, ack, flags, payload: &[u8]| {
+            cap.push(
+                t,
+                true,
+                s.iface,
+                tcp(c, sv, cport, sp, seq, ack, flags, payload),
+            );
+        };
+        let to_client = |cap: &mut Capture, t, seq, ack, flags, payload: &[u8]| {
+            if !s.one_way {
+                cap.push(
+                    t,
+                    false,
+                    s.iface,
+                    tcp(sv, c, sp, cport, seq, ack, flags, payload),
+                );
+            }
+        };
         let gap = s.length / (u64::from(s.exchanges) + 1);
         for _ in 0..s.exchanges {
             t += gap;
@@ -822,6 +886,104 @@ fn one_way(rng: &mut Rng) -> Vec<Pkt> {
         cap.session(rng, s);
     }
     cap.into_packets()
+}
+
+// --------------------------------------------------- shapes of real traffic
+
+/// A generator of one fixture's packets.
+type Traffic = fn(&mut Rng) -> Vec<Pkt>;
+
+/// Forty minutes in which the required edge proxy → central:4242 (QRS) is
+/// carried by one pooled connection: one SYN at the start, data every
+/// minute, never closed. The edge is in use all along. Every other
+/// 15-minute required edge has no traffic at all: still missing.
+fn long_lived(rng: &mut Rng) -> Vec<Pkt> {
+    let mut cap = Capture::new(rng);
+    let mut s = Session::new(ip(PROXY), ip(CENTRAL), 4242, secs(5));
+    s.close = Close::Open;
+    s.exchanges = 40;
+    s.length = secs(40 * 60);
+    cap.session(rng, s);
+    cap.into_packets()
+}
+
+/// Forty minutes of data on engine1 → central:4242 (QRS, required) over a
+/// connection opened before the capture: no SYN, no SYN-ACK, data only.
+/// The edge is in use; the other 15-minute required edges are missing.
+fn pre_existing(rng: &mut Rng) -> Vec<Pkt> {
+    let mut cap = Capture::new(rng);
+    let mut s = Session::new(ip(ENGINE1), ip(CENTRAL), 4242, secs(1));
+    s.preexisting = true;
+    s.close = Close::Open;
+    s.exchanges = 40;
+    s.length = secs(40 * 60);
+    cap.session(rng, s);
+    cap.into_packets()
+}
+
+/// Replies are visible for most of the capture (users on the proxy, proxy →
+/// engine2), but proxy → engine1's replies take another path: its SYN is
+/// sent twice, then the client ACKs and sends data (the handshake
+/// completed: established, inferred). Converse: proxy → engine2:4747, whose
+/// replies are visible, later really goes unanswered (blocked).
+fn asymmetric_pair(rng: &mut Rng) -> Vec<Pkt> {
+    let mut cap = Capture::new(rng);
+    for (host, start) in [(21, 1), (22, 3)] {
+        cap.session(
+            rng,
+            Session::new(v4(198, 51, 100, host), ip(PROXY), 443, secs(start)),
+        );
+    }
+    cap.session(rng, Session::new(ip(PROXY), ip(ENGINE2), 4747, secs(4)));
+    let mut s = Session::new(ip(PROXY), ip(ENGINE1), 4747, secs(6));
+    s.one_way = true;
+    s.retransmissions = 1;
+    s.exchanges = 3;
+    s.length = secs(10);
+    cap.session(rng, s);
+    let mut s = Session::new(ip(PROXY), ip(ENGINE2), 4747, secs(20));
+    s.retransmissions = 2;
+    s.answer = Answer::Silence;
+    cap.session(rng, s);
+    cap.session(
+        rng,
+        Session::new(v4(198, 51, 100, 23), ip(PROXY), 443, secs(40)),
+    );
+    cap.into_packets()
+}
+
+/// SYN, SYN-ACK, the client's SYN again (the SYN-ACK was lost on its way
+/// back), SYN-ACK again, ACK, data, FIN: one attempt, one retransmission.
+fn lost_syn_ack(rng: &mut Rng) -> Vec<Pkt> {
+    let mut cap = Capture::new(rng);
+    let mut s = Session::new(ip(PROXY), ip(ENGINE1), 4747, secs(1));
+    s.lost_syn_ack = true;
+    cap.session(rng, s);
+    cap.session(rng, Session::new(ip(PROXY), ip(ENGINE2), 4747, secs(5)));
+    cap.into_packets()
+}
+
+/// The multi-node site's 20 minutes of normal traffic with one frame in the
+/// middle stamped three years in the future (a capture host's bad clock).
+fn stray_timestamp(rng: &mut Rng) -> Vec<Pkt> {
+    let p = policy("multi-node");
+    let mut pkts = site_traffic(&p, rng, None);
+    let mid = pkts.len() / 2;
+    pkts[mid].t += secs(3 * 365 * 86_400);
+    pkts
+}
+
+/// The converse of a stray timestamp: the site's traffic with three quiet
+/// hours in the middle. The frames after the gap confirm the new time, so
+/// the clock advances (the span covers the gap, no anomaly); the traffic
+/// after it is evidence again.
+fn quiet_gap(rng: &mut Rng) -> Vec<Pkt> {
+    let p = policy("multi-node");
+    let mut pkts = site_traffic(&p, rng, None);
+    for pkt in pkts.iter_mut().filter(|pkt| pkt.t >= secs(10 * 60)) {
+        pkt.t += secs(3 * 3600);
+    }
+    pkts
 }
 
 // ------------------------------------------------------------- link layers

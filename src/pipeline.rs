@@ -7,22 +7,31 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, explain, Classification, Verdict};
-use crate::decode::{decode, Control, Decoded, Segment, Skip};
+use crate::classify::{classify, explain, Classification};
+use crate::decode::{
+    decode_wanting, either_way_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
+};
 use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::state::tally::{RowId, Tally};
-use crate::state::{EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
-use crate::time::Timestamp;
+use crate::state::{
+    EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
+    PORT_REQUIRED,
+};
+use crate::time::{CaptureClock, Held, Timestamp};
 
 /// How often (in capture time) the handshake table is swept.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Least capture time between two [`Event::Evidence`] of one edge.
+const EVIDENCE_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Packet counts by what decoding made of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     pub frames: u64,
-    pub controls: [u64; 4],
+    /// By [`Control`]; `Ack` counts the non-control segments decoded for
+    /// evidence (they are also in `skipped`, as `not_control`).
+    pub controls: [u64; 5],
     pub skipped: [u64; 4],
     /// By `DecodeError::reason()`: a closed set.
     pub errors: BTreeMap<&'static str, u64>,
@@ -71,27 +80,115 @@ pub enum Ingested {
     Malformed,
 }
 
+/// The pipeline's tag for a tracked connection: its flow row, and the
+/// expected edge it belongs to (for evidence while it is open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    pub row: RowId,
+    pub edge: Option<EdgeId>,
+}
+
+/// Which non-control segments are worth a full decode: those of an attempt
+/// waiting for its answer (the client's ACK proves the handshake
+/// completed), and on a port of a required edge those of a 4-tuple not
+/// examined in the last [`RECENT_FOR`] (evidence, also for connections open
+/// before the capture: once a second per connection is enough). Everything
+/// else keeps the fixed-offset fast path.
+struct Interest<'a> {
+    table: &'a HandshakeTable<Tag>,
+    recent: &'a Recent,
+    now: Timestamp,
+}
+
+impl Wanted for Interest<'_> {
+    #[inline(always)]
+    fn wants(&self, t: &RawTuple<'_>) -> bool {
+        let (src, dst) = (
+            self.table.port_flags(t.src_port),
+            self.table.port_flags(t.dst_port),
+        );
+        if (src | dst) & PORT_REQUIRED == 0 && dst & PORT_PENDING == 0 {
+            return false;
+        }
+        let required = (src | dst) & PORT_REQUIRED != 0;
+        let pending = dst & PORT_PENDING != 0;
+        (pending && self.table.pending_tuple(t.hash()))
+            || (required && !self.recent.fresh(t.either_way_hash(), self.now))
+    }
+}
+
+/// How long (at least; at most a second more) a 4-tuple's non-control
+/// segments are skipped after one was examined for evidence.
+///
+/// A connection whose SYN-ACK was seen is skipped longer ([`OPEN_SKIP`],
+/// at most half the idle timeout): while open it is evidence anyway, and
+/// its data only keeps it from idling out.
+const RECENT_FOR: Duration = Duration::from_secs(1);
+const RECENT_SLOTS: usize = 4096;
+const OPEN_SKIP: Duration = Duration::from_secs(60);
+
+/// Connections examined lately (both directions as one), direct-mapped by
+/// [`RawTuple::either_way_hash`] (a collision
+/// only costs a decode): the hash and until when (whole seconds, so 16 KiB
+/// in all).
+struct Recent(Box<[(u32, u32); RECENT_SLOTS]>);
+
+fn whole_secs(t: Timestamp) -> u32 {
+    u32::try_from(t.as_nanos() / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+impl Recent {
+    fn new() -> Self {
+        Recent(Box::new([(0, 0); RECENT_SLOTS]))
+    }
+
+    #[inline]
+    fn fresh(&self, h: u32, now: Timestamp) -> bool {
+        let (tag, until) = self.0[h as usize % RECENT_SLOTS];
+        tag == h && whole_secs(now) < until
+    }
+
+    fn mark(&mut self, h: u32, now: Timestamp) {
+        self.mark_for(h, now, RECENT_FOR);
+    }
+
+    fn mark_for(&mut self, h: u32, now: Timestamp, hold: Duration) {
+        let until = whole_secs(now).saturating_add(hold.as_secs() as u32 + 1);
+        self.0[h as usize % RECENT_SLOTS] = (h, until);
+    }
+}
+
 pub struct Pipeline {
     policy: Arc<Policy>,
-    table: HandshakeTable<RowId>,
+    recent: Recent,
+    table: HandshakeTable<Tag>,
     tally: Tally,
     clock: EdgeClock,
+    time: CaptureClock,
     stats: DecodeStats,
-    span: Option<(Timestamp, Timestamp)>,
     next_expiry: Timestamp,
+    drops_seen: u64,
+    /// Segments of frames with a suspect timestamp (at most
+    /// [`crate::time::CONFIRM_FRAMES`]` - 1`), with those timestamps.
+    held: Vec<(Timestamp, Segment)>,
     events: Option<Vec<Event>>,
 }
 
 impl Pipeline {
     pub fn new(policy: Arc<Policy>, config: TrackConfig) -> Self {
+        let mut table = HandshakeTable::new(config);
+        table.set_required_ports(&policy.required_ports());
         Pipeline {
             clock: EdgeClock::new(&policy),
+            recent: Recent::new(),
             policy,
-            table: HandshakeTable::new(config),
+            table,
             tally: Tally::default(),
+            time: CaptureClock::default(),
             stats: DecodeStats::default(),
-            span: None,
             next_expiry: Timestamp::ZERO,
+            drops_seen: 0,
+            held: Vec::new(),
             events: None,
         }
     }
@@ -122,13 +219,19 @@ impl Pipeline {
         &self.stats
     }
 
-    pub fn table(&self) -> &HandshakeTable<RowId> {
+    pub fn table(&self) -> &HandshakeTable<Tag> {
         &self.table
     }
 
-    /// First and last frame timestamps seen.
+    /// The capture's clock: span and timestamp anomalies.
+    pub fn time(&self) -> &CaptureClock {
+        &self.time
+    }
+
+    /// First and last frame timestamps that set the clock (frames with
+    /// stray timestamps excluded).
     pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
-        self.span
+        self.time.span()
     }
 
     /// Decode one frame and apply it; says what the frame was.
@@ -140,55 +243,112 @@ impl Pipeline {
             *self.stats.errors.entry(reason).or_default() += 1;
             return Ingested::Malformed;
         }
-        let ts = frame.ts;
-        self.span = Some(match self.span {
-            None => (ts, ts),
-            Some((a, b)) => (a.min(ts), b.max(ts)),
-        });
-        let what = match decode(frame.linktype, frame.data) {
+        let admit = self.time.admit(frame.ts);
+        let wanted = Interest {
+            table: &self.table,
+            recent: &self.recent,
+            now: admit.at.unwrap_or(frame.ts),
+        };
+        let (what, seg) = match decode_wanting(frame.linktype, frame.data, &wanted) {
             Ok(Decoded::Control(seg)) => {
                 self.stats.controls[seg.control as usize] += 1;
-                self.process(ts, &seg);
-                Ingested::Control(seg.control)
+                match seg.control {
+                    // Counted as what it is on the wire: not a control packet.
+                    Control::Ack => {
+                        let h = either_way_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
+                        self.recent.mark(h, wanted.now);
+                        self.stats.skipped[Skip::NotControl as usize] += 1;
+                        (Ingested::Skipped(Skip::NotControl), Some(seg))
+                    }
+                    c => (Ingested::Control(c), Some(seg)),
+                }
             }
             Ok(Decoded::Skipped(s)) => {
                 self.stats.skipped[s as usize] += 1;
-                Ingested::Skipped(s)
+                (Ingested::Skipped(s), None)
             }
             Err(e) => {
                 *self.stats.errors.entry(e.reason()).or_default() += 1;
-                Ingested::Malformed
+                (Ingested::Malformed, None)
             }
         };
-        if ts >= self.next_expiry {
-            self.advance(ts);
+        if admit.held != Held::Keep {
+            self.release_held(admit.held);
+        }
+        match (admit.at, seg) {
+            (Some(ts), Some(seg)) => {
+                self.process(ts, &seg);
+                if seg.control == Control::SynAck {
+                    let h = either_way_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
+                    let hold = OPEN_SKIP.min(self.table.config().idle_timeout / 2);
+                    self.recent.mark_for(h, ts, hold);
+                }
+            }
+            // A suspect timestamp: held until the frames after it decide.
+            (None, Some(seg)) => self.held.push((frame.ts, seg)),
+            _ => {}
+        }
+        if let Some(ts) = admit.at {
+            if ts >= self.next_expiry {
+                self.expire_to(ts);
+            }
         }
         what
+    }
+
+    /// Process the segments held on suspect timestamps, now that the clock
+    /// has decided: at their own times if confirmed, at the clock if strays.
+    #[cold]
+    fn release_held(&mut self, fate: Held) {
+        if fate == Held::Keep || self.held.is_empty() {
+            return;
+        }
+        let now = self.time.now().unwrap_or_default();
+        for (ts, seg) in std::mem::take(&mut self.held) {
+            let at = if fate == Held::Confirmed { ts } else { now };
+            self.process(at, &seg);
+        }
     }
 
     /// Take over the required-edge evidence of `old` (a pipeline on the
     /// previous policy), matching edges by endpoint names and port, so a
     /// reload does not make every edge look unseen.
     pub fn carry_evidence(&mut self, old: &Pipeline) {
-        let (new_p, old_p) = (&self.policy, &old.policy);
-        for (i, e) in new_p.edges.iter().enumerate() {
-            let id = |p: &Policy, name: &str| p.endpoint_id(name).map(Peer::Endpoint);
-            let src = id(old_p, &new_p.endpoint(e.src).name);
-            let dst = id(old_p, &new_p.endpoint(e.dst).name);
-            let Some(was) = src
-                .zip(dst)
-                .and_then(|(s, d)| old_p.find_edge(s, d, e.port))
-            else {
-                continue;
-            };
-            if let Some((first, last)) = old.clock.first_last(was) {
-                self.clock
-                    .restore(EdgeId(i as u32), first, last, old.clock.count(was));
-            }
-        }
+        self.clock = carried_clock(&self.policy, &old.policy, &old.clock);
     }
 
-    /// Apply one control segment at `ts`.
+    /// Switch to a new policy (a reload), keeping the handshake table and
+    /// the capture clock: attempts still pending are judged under the new
+    /// policy when their answer comes, open connections stay evidence for
+    /// the new policy's edges, and required-edge evidence is carried over by
+    /// endpoint names and port. Counts and findings start afresh.
+    pub fn swap_policy(&mut self, policy: Arc<Policy>) {
+        let mut clock = carried_clock(&policy, &self.policy, &self.clock);
+        self.table.retag(|key, open| {
+            let c = classify(&policy, key.client, key.server, key.server_port);
+            let edge = c.edge();
+            if let (true, Some(e)) = (open, edge) {
+                clock.opened(e);
+            }
+            Tag { row: None, edge }
+        });
+        self.clock = clock;
+        self.table.set_required_ports(&policy.required_ports());
+        self.tally = Tally::default();
+        self.policy = policy;
+    }
+
+    /// The capture's drop counters (summed over interfaces) read `total`
+    /// at `at`: if they grew, required edges cannot be declared missing
+    /// over a window that includes `at`.
+    pub fn capture_drops(&mut self, at: Timestamp, total: u64) {
+        if total > self.drops_seen {
+            self.clock.note_drops(at);
+        }
+        self.drops_seen = total;
+    }
+
+    /// Apply one segment at `ts`.
     pub fn process(&mut self, ts: Timestamp, seg: &Segment) {
         let Pipeline {
             policy,
@@ -202,35 +362,44 @@ impl Pipeline {
         // The tag is made inside `observe` for a new attempt only.
         let mut made: Option<(Classification, FlowKey)> = None;
         {
-            let mut sink =
-                |e: TableEvent<RowId>| on_table_event(policy, tally, clock, events, ts, e);
+            let mut sink = |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, ts, e);
             let new_tag = |key: &FlowKey| {
                 let c = classify(policy, key.client, key.server, key.server_port);
                 made = Some((c, *key));
-                None
+                Tag::default()
             };
             table.observe(ts, seg, new_tag, &mut sink);
         }
         if let Some((c, key)) = made {
             let row = tally.attempt(ts, &c, key.client, key.server);
-            table.set_tag(&key, row);
-            if let Some(edge) = c.edge() {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+            let edge = c.edge();
+            table.set_tag(&key, Tag { row, edge });
+            if let Some(edge) = edge {
+                evidence(clock, events, edge, ts);
             }
             push(events, Event::Connection { ts, class: c, key });
         }
     }
 
-    /// Move time forward to `now` (capture time, or the wall clock for a
-    /// quiet live capture): judge timed-out attempts, drop idle entries.
+    /// Expire as of `now` from the source's own clock (the wall clock of a
+    /// quiet live capture, a paced replay's due time): judge timed-out
+    /// attempts, drop idle entries. The capture clock (and so the time
+    /// frames are processed at) stays with the frames: a paced replay's
+    /// clock may run ahead of the next frame, which must not make frames
+    /// late.
     pub fn advance(&mut self, now: Timestamp) {
+        self.expire_to(now);
+    }
+
+    fn expire_to(&mut self, now: Timestamp) {
         self.drive(now, |table, mut sink| table.expire(now, &mut sink));
         self.next_expiry = now.saturating_add(EXPIRY_INTERVAL);
     }
 
     /// The capture ended at `end`: every pending attempt gets its outcome.
     pub fn finish(&mut self, end: Timestamp) {
+        let fate = self.time.end();
+        self.release_held(fate);
         self.drive(end, |table, mut sink| table.finish(end, &mut sink));
     }
 
@@ -238,7 +407,7 @@ impl Pipeline {
     fn drive(
         &mut self,
         at: Timestamp,
-        f: impl FnOnce(&mut HandshakeTable<RowId>, &mut dyn FnMut(TableEvent<RowId>)),
+        f: impl FnOnce(&mut HandshakeTable<Tag>, &mut dyn FnMut(TableEvent<Tag>)),
     ) {
         let Pipeline {
             policy,
@@ -259,9 +428,38 @@ impl Pipeline {
     }
 }
 
+/// `old_clock` (of `old`) with its evidence moved to the matching edges of
+/// `new` (same endpoint names and port).
+fn carried_clock(new: &Policy, old: &Policy, old_clock: &EdgeClock) -> EdgeClock {
+    let mut clock = EdgeClock::new(new);
+    for (i, e) in new.edges.iter().enumerate() {
+        let id = |p: &Policy, name: &str| p.endpoint_id(name).map(Peer::Endpoint);
+        let src = id(old, &new.endpoint(e.src).name);
+        let dst = id(old, &new.endpoint(e.dst).name);
+        let Some(was) = src.zip(dst).and_then(|(s, d)| old.find_edge(s, d, e.port)) else {
+            continue;
+        };
+        if let Some((first, last)) = old_clock.first_last(was) {
+            clock.restore(EdgeId(i as u32), first, last, old_clock.count(was));
+        }
+    }
+    clock.carry_drops(old_clock);
+    clock
+}
+
 fn push(events: &mut Option<Vec<Event>>, e: Event) {
     if let Some(v) = events {
         v.push(e);
+    }
+}
+
+/// Evidence for `edge` at `ts`. The event (which moves a gauge) is sent at
+/// most once a second per edge: data segments of a busy connection are
+/// evidence too, and need not each be an event.
+fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId, ts: Timestamp) {
+    let was = clock.observe(edge, ts);
+    if was.map_or(true, |w| ts >= w.saturating_add(EVIDENCE_EVENT_INTERVAL)) {
+        push(events, Event::Evidence { ts, edge });
     }
 }
 
@@ -271,15 +469,23 @@ fn on_table_event(
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     ts: Timestamp,
-    e: TableEvent<RowId>,
+    e: TableEvent<Tag>,
 ) {
     match e {
         // Attempts are handled by the caller once the tag is known.
         TableEvent::Attempt { .. } => {}
-        TableEvent::Retransmission { tag } => tally.retransmission(tag),
-        TableEvent::Resolved { tag, key, outcome } => {
+        TableEvent::Retransmission { tag } => tally.retransmission(tag.row),
+        TableEvent::Resolved {
+            tag,
+            key,
+            outcome,
+            inferred,
+        } => {
             let c = classify(policy, key.client, key.server, key.server_port);
-            tally.outcome(ts, tag, &c, key.client, key.server, outcome);
+            tally.outcome(ts, tag.row, &c, key.client, key.server, outcome, inferred);
+            if let (Outcome::Established, Some(edge)) = (outcome, tag.edge) {
+                clock.opened(edge);
+            }
             push(
                 events,
                 Event::Outcome {
@@ -291,33 +497,32 @@ fn on_table_event(
             );
         }
         TableEvent::Activity { tag } => {
-            let edge = tag
-                .map(|row| tally.row(row))
-                .filter(|r| r.key.verdict == Verdict::Expected)
-                .and_then(|r| policy.find_edge(r.key.src, r.key.dst, r.key.port));
-            if let Some(edge) = edge {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+            if let Some(edge) = tag.edge {
+                evidence(clock, events, edge, ts);
+            }
+        }
+        TableEvent::Closed { tag } => {
+            if let Some(edge) = tag.edge {
+                clock.closed(edge);
             }
         }
         TableEvent::Untracked { segment } => {
             if let Some(edge) = edge_of_untracked(policy, &segment) {
-                clock.observe(edge, ts);
-                push(events, Event::Evidence { ts, edge });
+                evidence(clock, events, edge, ts);
             }
         }
     }
 }
 
-/// A FIN, RST or SYN-ACK of a connection whose SYN was not seen: which
-/// expected edge it belongs to, trying both ends as the listener.
+/// A segment of a connection whose SYN was not seen: which expected edge
+/// it belongs to, trying both ends as the listener.
 fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
     let edge = |client: IpAddr, server: IpAddr, port: u16| {
         policy.find_edge(policy.peer_of(client), policy.peer_of(server), port)
     };
     match s.control {
         Control::SynAck => edge(s.dst, s.src, s.src_port),
-        Control::Fin | Control::Rst => {
+        Control::Fin | Control::Rst | Control::Ack => {
             edge(s.src, s.dst, s.dst_port).or_else(|| edge(s.dst, s.src, s.src_port))
         }
         Control::Syn => None,

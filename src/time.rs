@@ -63,9 +63,272 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// How far ahead of the clock a frame may be and still move it at once;
+/// also how far behind it a frame may be and still count as in order.
+pub const JUMP_BOUND: Duration = Duration::from_secs(60);
+/// Frames that must agree (within [`JUMP_BOUND`] of each other) before the
+/// clock jumps to a far-away time: the far frame and two after it.
+pub const CONFIRM_FRAMES: u64 = 3;
+
+/// Capture time as frames report it, robust to stray timestamps.
+///
+/// - A frame at most [`JUMP_BOUND`] ahead moves the clock to its time.
+/// - A frame further ahead is a suspect: the caller holds it, and the clock
+///   jumps to its time only when [`CONFIRM_FRAMES`] frames in all agree with
+///   it (a capture that went quiet for a while); then the held frames are
+///   processed at their own times. If as many frames agree with the old
+///   clock first, it was a stray timestamp (a bad clock, corruption): it is
+///   counted as an anomaly and processed at the clock's time.
+/// - A frame behind the clock never moves it back: within the bound it is
+///   processed at the clock (several interfaces merged, a batch late);
+///   further behind it is an anomaly. Only while the clock has not yet been
+///   confirmed (the first frames) can frames far behind take it back, so a
+///   stray first frame does not capture the clock either.
+#[derive(Clone, Debug, Default)]
+pub struct CaptureClock {
+    now: Option<Timestamp>,
+    first: Option<Timestamp>,
+    /// Frames that agreed with the clock since it was last set by a jump.
+    agreed: u64,
+    suspect: Option<Suspect>,
+    anomalies: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Suspect {
+    first: Timestamp,
+    last: Timestamp,
+    frames: u64,
+    /// Frames agreeing with the clock since the suspect appeared.
+    against: u64,
+}
+
+/// What to do with a frame, and with the suspect frames held before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admit {
+    /// The time to process this frame at; `None`: hold it (a suspect).
+    pub at: Option<Timestamp>,
+    pub held: Held,
+}
+
+/// The fate of the frames held as suspects, decided by this frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Still undecided (or none held).
+    Keep,
+    /// The clock jumped to them: process each at its own time, before this
+    /// frame.
+    Confirmed,
+    /// Strays: process them at the clock's time (they are anomalies).
+    Rejected,
+}
+
+fn near(a: Timestamp, b: Timestamp) -> bool {
+    a.0.abs_diff(b.0) <= JUMP_BOUND.as_nanos() as u64
+}
+
+impl CaptureClock {
+    /// Take a frame's timestamp.
+    #[inline]
+    pub fn admit(&mut self, ts: Timestamp) -> Admit {
+        // The common case first: in order, close ahead, nothing suspect.
+        if let (Some(now), None) = (self.now, &self.suspect) {
+            if ts >= now && ts.0 - now.0 <= JUMP_BOUND.as_nanos() as u64 {
+                self.agreed += 1;
+                self.now = Some(ts);
+                return Admit {
+                    at: Some(ts),
+                    held: Held::Keep,
+                };
+            }
+        }
+        let at = |t| Admit {
+            at: Some(t),
+            held: Held::Keep,
+        };
+        let Some(now) = self.now else {
+            self.now = Some(ts);
+            self.first = Some(ts);
+            self.agreed = 1;
+            return at(ts);
+        };
+        if near(ts, now) {
+            self.agreed += 1;
+            let mut held = Held::Keep;
+            if let Some(s) = &mut self.suspect {
+                s.against += 1;
+                if s.against >= CONFIRM_FRAMES {
+                    self.anomalies += s.frames;
+                    self.suspect = None;
+                    held = Held::Rejected;
+                }
+            }
+            if ts < self.first.unwrap_or(ts) {
+                self.first = Some(ts);
+            }
+            let now = now.max(ts);
+            self.now = Some(now);
+            return Admit {
+                at: Some(now),
+                held,
+            };
+        }
+        if ts < now && self.agreed >= CONFIRM_FRAMES {
+            self.anomalies += 1;
+            return at(now);
+        }
+        match &mut self.suspect {
+            Some(s) if near(ts, s.last) => {
+                s.frames += 1;
+                s.first = s.first.min(ts);
+                s.last = s.last.max(ts);
+                if s.frames >= CONFIRM_FRAMES {
+                    let s = *s;
+                    self.suspect = None;
+                    if s.last < now {
+                        // The first frames were the strays.
+                        self.anomalies += self.agreed;
+                        self.first = Some(s.first);
+                    }
+                    self.now = Some(s.last);
+                    self.agreed = s.frames;
+                    return Admit {
+                        at: Some(ts),
+                        held: Held::Confirmed,
+                    };
+                }
+                Admit {
+                    at: None,
+                    held: Held::Keep,
+                }
+            }
+            _ => {
+                let mut held = Held::Keep;
+                if let Some(old) = self.suspect.take() {
+                    self.anomalies += old.frames;
+                    held = Held::Rejected;
+                }
+                self.suspect = Some(Suspect {
+                    first: ts,
+                    last: ts,
+                    frames: 1,
+                    against: 0,
+                });
+                Admit { at: None, held }
+            }
+        }
+    }
+
+    /// The capture ended: a suspect still held is a stray.
+    pub fn end(&mut self) -> Held {
+        match self.suspect.take() {
+            Some(s) => {
+                self.anomalies += s.frames;
+                Held::Rejected
+            }
+            None => Held::Keep,
+        }
+    }
+
+    pub fn now(&self) -> Option<Timestamp> {
+        self.now
+    }
+
+    /// First and last time of the frames that set the clock: the capture's
+    /// span without its anomalies.
+    pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        self.first.zip(self.now)
+    }
+
+    /// Frames that did not move the clock and never will: far behind it, or
+    /// far ahead and contradicted by the frames after them (or by the end).
+    pub fn anomalies(&self) -> u64 {
+        self.anomalies
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn s(n: u64) -> Timestamp {
+        Timestamp::from_secs_nanos(n, 0)
+    }
+
+    /// Feed frames; each comes back with the time it is processed at,
+    /// held frames when their fate is decided (as the pipeline does).
+    fn feed(c: &mut CaptureClock, secs: &[u64]) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut held = Vec::new();
+        for t in secs {
+            let a = c.admit(s(*t));
+            let now = c.now().unwrap().0 / 1_000_000_000;
+            match a.held {
+                Held::Keep => {}
+                Held::Confirmed => out.append(&mut held),
+                Held::Rejected => out.extend(held.drain(..).map(|_| now)),
+            }
+            match a.at {
+                Some(at) => out.push(at.0 / 1_000_000_000),
+                None => held.push(*t),
+            }
+        }
+        if c.end() == Held::Rejected {
+            let now = c.now().unwrap().0 / 1_000_000_000;
+            out.extend(held.drain(..).map(|_| now));
+        }
+        out
+    }
+
+    #[test]
+    fn one_stray_frame_does_not_move_the_clock() {
+        let year = 365 * 86_400;
+        let mut c = CaptureClock::default();
+        let at = feed(
+            &mut c,
+            &[1000, 1001, 1002 + 3 * year, 1003, 1004, 1005, 1006],
+        );
+        // The stray is processed at the clock once three frames contradict it.
+        assert_eq!(at, [1000, 1001, 1003, 1004, 1005, 1005, 1006]);
+        assert_eq!(c.anomalies(), 1);
+        assert_eq!(c.span(), Some((s(1000), s(1006))));
+    }
+
+    #[test]
+    fn a_real_gap_is_confirmed_by_the_frames_after_it() {
+        let mut c = CaptureClock::default();
+        let at = feed(&mut c, &[1000, 1001, 9000, 9001, 9002, 9003]);
+        assert_eq!(at, [1000, 1001, 9000, 9001, 9002, 9003]);
+        assert_eq!(c.anomalies(), 0);
+        assert_eq!(c.span(), Some((s(1000), s(9003))));
+    }
+
+    #[test]
+    fn frames_behind_never_move_it_back() {
+        let mut c = CaptureClock::default();
+        let at = feed(&mut c, &[1000, 1001, 1002, 1001, 10, 1003]);
+        assert_eq!(at, [1000, 1001, 1002, 1002, 1002, 1003]);
+        assert_eq!(c.anomalies(), 1);
+        assert_eq!(c.span(), Some((s(1000), s(1003))));
+    }
+
+    #[test]
+    fn a_stray_first_frame_is_outvoted() {
+        let mut c = CaptureClock::default();
+        let at = feed(&mut c, &[99_999_999, 1000, 1001, 1002, 1003]);
+        assert_eq!(at[1..], [1000, 1001, 1002, 1003]);
+        assert_eq!(c.anomalies(), 1);
+        assert_eq!(c.span(), Some((s(1000), s(1003))));
+    }
+
+    #[test]
+    fn an_unconfirmed_suspect_at_the_end_is_an_anomaly() {
+        let mut c = CaptureClock::default();
+        let at = feed(&mut c, &[1000, 1001, 1002, 5000]);
+        assert_eq!(at, [1000, 1001, 1002, 1002]);
+        assert_eq!(c.anomalies(), 1);
+        assert_eq!(c.span(), Some((s(1000), s(1002))));
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -33,6 +33,10 @@ const IPOIB: &str = "IP over InfiniBand is an unsupported link type";
 const EXPLAINED: &[(&str, &str)] = &[
     ("libpcap__filter__AH-IPcomp-IPv4.pcap", AH),
     ("libpcap__filter__http_PPI.pcap", PPI),
+    (
+        "suricata__issue-3341-tcphdr-01__urgent11_cve_2019_12260.pcap",
+        "one SYN also carries FIN: counted as a decode error (tcp_syn_fin), never an attempt",
+    ),
     ("ndpi__6in4tunnel.pcap", TUNNEL),
     ("ndpi__vxlan.pcap", TUNNEL),
     ("tcpdump__geneve.pcap", TUNNEL),

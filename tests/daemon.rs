@@ -93,7 +93,9 @@ fn run_replay_serves_endpoints_and_contract_labels() {
         "portwatch_site_info{model=\"qlik-sense-enterprise\",site=\"multi-node\"} 1",
         "portwatch_node_info{node=\"central\",roles=\"central\"} 1",
         "portwatch_flow_table_entries",
-        "portwatch_flow_table_evictions_total{reason=\"capacity\"}",
+        "portwatch_flow_table_evictions_total{reason=\"capacity_half_open\"}",
+        "portwatch_flow_table_evictions_total{reason=\"capacity_open\"}",
+        "portwatch_timestamp_anomalies_total 0",
         "portwatch_capture_dropped_packets_total{interface=\"replay\",where=\"kernel\"} 0",
         "portwatch_config_last_reload_successful 1",
         "portwatch_config_last_reload_success_timestamp_seconds",
@@ -298,4 +300,90 @@ fn demo_prints_findings_and_serves_metrics() {
         }
     }
     d.wait_metrics("demo metrics", |m| m.contains("site=\"multi-node\""));
+}
+
+/// The shapes of real traffic give the true answer in `run`'s metrics too
+/// (the report side is `scenarios`): a long-lived or pre-existing
+/// connection keeps its required edge from `missing`, a one-way pair whose
+/// client ACKs is established, a SYN repeated after a lost SYN-ACK is one
+/// attempt.
+#[test]
+fn run_metrics_follow_the_real_traffic_shapes() {
+    let edge = |src: &str, dst: &str, port: u16, service: &str| {
+        format!("portwatch_edge_missing{{dst=\"{dst}\",port=\"{port}\",service=\"{service}\",src=\"{src}\"}}")
+    };
+    let flow = |metric: &str, src: &str, dst: &str, port: u16, label: &str| {
+        format!("portwatch_{metric}{{dst=\"{dst}\",{label},port=\"{port}\",service=\"qes\",src=\"{src}\"}}")
+    };
+    // (fixture, [(series, value; None: absent)])
+    type Want = Vec<(String, Option<f64>)>;
+    let cases: Vec<(&str, Want)> = vec![
+        (
+            "long-lived.pcap",
+            vec![
+                (edge("proxy", "central", 4242, "qrs"), Some(0.0)),
+                (edge("engine1", "central", 4242, "qrs"), Some(1.0)),
+            ],
+        ),
+        (
+            "pre-existing.pcap",
+            vec![
+                (edge("engine1", "central", 4242, "qrs"), Some(0.0)),
+                (edge("engine2", "central", 4242, "qrs"), Some(1.0)),
+            ],
+        ),
+        (
+            "asymmetric-pair.pcap",
+            vec![
+                (
+                    flow("handshakes_total", "proxy", "engine1", 4747, "outcome=\"established\""),
+                    Some(1.0),
+                ),
+                (
+                    flow("handshakes_total", "proxy", "engine1", 4747, "outcome=\"unanswered\""),
+                    None,
+                ),
+                (
+                    flow("handshakes_total", "proxy", "engine2", 4747, "outcome=\"unanswered\""),
+                    Some(1.0),
+                ),
+            ],
+        ),
+        (
+            "stray-timestamp.pcap",
+            vec![
+                ("portwatch_timestamp_anomalies_total".to_string(), Some(1.0)),
+                (edge("proxy", "central", 4242, "qrs"), Some(0.0)),
+                (edge("central", "scheduler", 5151, "qss-worker"), Some(0.0)),
+            ],
+        ),
+        (
+            "lost-syn-ack.pcap",
+            vec![(
+                "portwatch_connections_total{dst=\"engine1\",port=\"4747\",service=\"qes\",src=\"proxy\",verdict=\"expected\"}".to_string(),
+                Some(1.0),
+            )],
+        ),
+    ];
+    for (file, want) in cases {
+        let pcap = fixture(file).display().to_string();
+        let mut d = Daemon::start(&[
+            "run",
+            "--site",
+            "multi-node",
+            "--replay",
+            &pcap,
+            "--speed",
+            "10000",
+        ]);
+        let m = d.wait_metrics("end of replay", |m| {
+            m.contains("portwatch_capture_up{interface=\"replay\"} 0")
+        });
+        // The gauges follow at the next tick after the end.
+        std::thread::sleep(Duration::from_millis(1500));
+        let m = d.get("/metrics").map(|r| r.1).unwrap_or(m);
+        for (series, value) in &want {
+            assert_eq!(sample(&m, series), *value, "{file}: {series}\n{m}");
+        }
+    }
 }

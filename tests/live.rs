@@ -63,11 +63,15 @@ struct Netns {
 
 impl Netns {
     fn create() -> Netns {
+        // Several tests of one process each get a namespace of their own
+        // (interface names need not differ: each namespace has its own).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pid = std::process::id();
         let ns = Netns {
-            name: format!("pwtest-{pid}"),
+            name: format!("pwtest-{pid}-{n}"),
             watcher: None,
-            dir: std::env::temp_dir().join(format!("portwatch-live-{pid}")),
+            dir: std::env::temp_dir().join(format!("portwatch-live-{pid}-{n}")),
         };
         std::fs::create_dir_all(&ns.dir).unwrap();
         sh(&["ip", "netns", "add", &ns.name]);
@@ -456,4 +460,110 @@ fn live_capture_over_veth_matches_replay() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(controls, replay_controls, "{live:#}");
+}
+
+/// Two veth pairs in one namespace, watched together (`-i a -i b`): every
+/// SYN goes over the second, every SYN-ACK over the first, so a capture that
+/// read the interfaces one after the other would judge each SYN-ACK before
+/// its SYN. In timestamp order, every handshake is established.
+#[test]
+fn live_two_interfaces_are_merged_in_timestamp_order() {
+    let test = "live_two_interfaces_are_merged_in_timestamp_order";
+    if !is_root() {
+        crate::util::skip(test, "needs root (network namespace and veth pairs)");
+        return;
+    }
+    for tool in ["ip", "tcpreplay"] {
+        if !have(tool) {
+            crate::util::skip(test, &format!("`{tool}` is not installed"));
+            return;
+        }
+    }
+    let mut ns = Netns::create();
+    let pid = std::process::id();
+    let (cap2, send2) = (format!("pwc{pid}"), format!("pwd{pid}"));
+    sh(&[
+        "ip", "-n", &ns.name, "link", "add", &cap2, "type", "veth", "peer", "name", &send2,
+    ]);
+    for dev in [&cap2, &send2] {
+        sh(&["ip", "-n", &ns.name, "link", "set", dev, "up"]);
+    }
+    sh(&["ip", "-n", &ns.name, "link", "set", &cap2, "promisc", "on"]);
+
+    const N: u16 = 20;
+    let (client, server) = ("192.0.2.11", ("192.0.2.21", 4747));
+    let syns: Vec<Vec<u8>> = (0..N)
+        .map(|i| frame((client, 41000 + i), server, Flags::Syn, None))
+        .collect();
+    let answers: Vec<Vec<u8>> = (0..N)
+        .map(|i| frame(server, (client, 41000 + i), Flags::SynAck, None))
+        .collect();
+    let (syn_pcap, answer_pcap) = (ns.dir.join("syns.pcap"), ns.dir.join("answers.pcap"));
+    write_pcap(&syn_pcap, &syns);
+    write_pcap(&answer_pcap, &answers);
+
+    let mut child = ns
+        .exec(PORTWATCH)
+        .args(["watch", "-i", &ns.capture_if(), "-i", &cap2])
+        .args(["--site", "multi-node", "--format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let watcher = child.id();
+    ns.watcher = Some(child);
+    let mut err_lines = Vec::new();
+    assert!(
+        wait_for(&err, &mut err_lines, "capturing", Duration::from_secs(10)),
+        "watch did not start capturing:\n{}",
+        err_lines.join("\n")
+    );
+    // The watcher is stopped while the frames arrive, so that both rings
+    // hold theirs when it reads again: the SYNs first, on the second
+    // interface; then the answers on the first.
+    sh(&["kill", "-STOP", &watcher.to_string()]);
+    for (iface, pcap) in [(&send2, &syn_pcap), (&ns.send_if(), &answer_pcap)] {
+        let sent = ns
+            .exec("tcpreplay")
+            .args(["-q", "--topspeed", "-i", iface])
+            .arg(pcap)
+            .output()
+            .unwrap();
+        assert!(
+            sent.status.success(),
+            "tcpreplay: {}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sh(&["kill", "-CONT", &watcher.to_string()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    sh(&["kill", "-INT", &watcher.to_string()]);
+    let mut child = ns.watcher.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watch did not stop within 10 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while let Ok(line) = err.recv_timeout(Duration::from_secs(5)) {
+        err_lines.push(line);
+    }
+    let start = err_lines
+        .iter()
+        .rposition(|l| l == "{")
+        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", err_lines.join("\n")));
+    let live: Value = serde_json::from_str(&err_lines[start..].join("\n"))
+        .unwrap_or_else(|e| panic!("{e}: {}", err_lines.join("\n")));
+    let outcomes = &live["summary"]["outcomes"];
+    assert_eq!(outcomes["established"], u64::from(N), "{live:#}");
+    assert_eq!(live["summary"]["connections"]["expected"], u64::from(N));
+    // Both interfaces report their drops (none here).
+    for src in live["capture"]["sources"].as_array().unwrap() {
+        assert_eq!(src["dropped"]["kernel"], 0, "{src}");
+    }
 }

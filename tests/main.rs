@@ -44,6 +44,7 @@ mod fleet;
 mod golden;
 mod golden_metrics;
 mod layering;
+mod listeners;
 mod live;
 mod package;
 mod privileges;

@@ -65,7 +65,6 @@ pub(super) struct Driver {
     input: Input,
     pl: Pipeline,
     vis: Visibility,
-    track: TrackConfig,
     rec: Option<Recorder>,
     printer: Option<Printer>,
     events: EventLog,
@@ -90,7 +89,6 @@ impl Driver {
             input,
             pl,
             vis,
-            track,
             rec: None,
             printer: None,
             events: EventLog::off(),
@@ -299,8 +297,8 @@ impl Driver {
     /// Once a second: gauges, missing-edge alerts, the event log flushed.
     fn tick(&mut self) {
         let now = self.now();
+        self.input.sync_drops(self.rec.as_mut(), &mut self.pl);
         if let Some(rec) = &mut self.rec {
-            self.input.sync_drops(rec);
             if let (Some(since), Some(now)) = (self.since, now) {
                 rec.tick(&self.pl, since, now.max(since));
             }
@@ -315,18 +313,13 @@ impl Driver {
         }
     }
 
-    /// Switch to a new policy. Attempts still pending are judged under the
-    /// old one (their outcome is counted now); required-edge evidence is
-    /// carried over by endpoint names and port.
+    /// Switch to a new policy, keeping the handshake table: attempts still
+    /// pending are judged under the new policy when their answer comes, open
+    /// connections stay evidence; required-edge evidence is carried over by
+    /// endpoint names and port.
     fn reload(&mut self, policy: Arc<Policy>, vis: Visibility) -> Result<(), Error> {
-        if let Some(now) = self.now() {
-            self.pl.finish(now);
-        }
         self.drain()?;
-        let mut pl = Pipeline::new(policy.clone(), self.track);
-        pl.record_events(true);
-        pl.carry_evidence(&self.pl);
-        self.pl = pl;
+        self.pl.swap_policy(policy.clone());
         self.vis = vis;
         if let Some(rec) = &mut self.rec {
             rec.set_policy(&policy, &self.vis);

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use crate::export::metrics::Recorder;
-use crate::report::{SourceFacts, Stopped};
+use crate::pipeline::Pipeline;
+use crate::policy::Policy;
+use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
 use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
@@ -32,6 +34,21 @@ pub(super) enum Input {
 }
 
 impl Input {
+    /// [`Input::open`], a live capture passing the segments of `policy`'s
+    /// required-edge ports too (evidence).
+    pub fn open_for(spec: &InputSpec, policy: &Policy) -> Result<Input, SourceError> {
+        match spec {
+            InputSpec::Live { interfaces } => {
+                let opts = LiveOptions {
+                    evidence_ports: policy.required_ports(),
+                    ..LiveOptions::default()
+                };
+                Ok(Input::Live(LiveSource::open(interfaces, &opts)?))
+            }
+            other => Input::open(other),
+        }
+    }
+
     pub fn open(spec: &InputSpec) -> Result<Input, SourceError> {
         Ok(match spec {
             InputSpec::Files(paths) => Input::Files(MergedFiles::open(paths)?),
@@ -94,14 +111,21 @@ impl Input {
         }
     }
 
-    /// Copy the kernel's drop counters into the metrics.
-    pub fn sync_drops(&mut self, rec: &mut Recorder) {
+    /// Copy the kernel's drop counters into the metrics, and their total
+    /// into the pipeline (drops make a missing edge `not_observed`).
+    pub fn sync_drops(&mut self, rec: Option<&mut Recorder>, pl: &mut Pipeline) {
         if let Input::Live(l) = self {
             match l.stats() {
                 Ok(stats) => {
-                    for (i, s) in stats.iter().enumerate() {
-                        rec.capture_drops(i, u64::from(s.dropped), u64::from(s.if_dropped));
+                    if let Some(rec) = rec {
+                        for (i, s) in stats.iter().enumerate() {
+                            rec.capture_drops(i, u64::from(s.dropped), u64::from(s.if_dropped));
+                        }
                     }
+                    let total = (stats.iter())
+                        .map(|s| u64::from(s.dropped) + u64::from(s.if_dropped))
+                        .sum();
+                    pl.capture_drops(Timestamp::now(), total);
                 }
                 Err(e) => tracing::warn!(error = %e, "reading capture statistics failed"),
             }
@@ -140,6 +164,7 @@ fn file_facts(f: FileFacts) -> SourceFacts {
             offset: s.offset,
             reason: s.reason,
         }),
+        dropped: None,
     }
 }
 
@@ -155,6 +180,10 @@ fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
             link_types: vec![format!("{}({})", lt.name(), lt.0)],
             packets: stats.get(i).map(|s| u64::from(s.received)).unwrap_or(0),
             stopped: None,
+            dropped: Some(Drops {
+                kernel: stats.get(i).map_or(0, |s| u64::from(s.dropped)),
+                interface: stats.get(i).map_or(0, |s| u64::from(s.if_dropped)),
+            }),
         })
         .collect()
 }

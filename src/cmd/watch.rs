@@ -9,9 +9,12 @@ use super::{prepare, print_summary, privileges, signals, Error, Status};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
-    let input = Input::open(&InputSpec::Live {
-        interfaces: s.interfaces.clone(),
-    })?;
+    let input = Input::open_for(
+        &InputSpec::Live {
+            interfaces: s.interfaces.clone(),
+        },
+        &policy,
+    )?;
     let r = &s.report;
     let events = EventLog::open(
         r.events.as_deref(),

@@ -12,6 +12,11 @@ pub(super) fn be16(data: &[u8], at: usize) -> Option<u16> {
 }
 
 #[inline]
+pub(super) fn be32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(array(data, at)?))
+}
+
+#[inline]
 pub(super) fn array<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
     data.get(at..at.checked_add(N)?)?.try_into().ok()
 }

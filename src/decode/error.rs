@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use super::segment::BadFlags;
+
 /// The protocol layer at which decoding stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layer {
@@ -41,6 +43,8 @@ pub enum DecodeError {
     Invalid { layer: Layer, what: &'static str },
     #[error("more than {max} stacked VLAN tags")]
     TooManyVlanTags { max: usize },
+    #[error("tcp flags invalid: {}", match .0 { BadFlags::SynRst => "SYN with RST", BadFlags::SynFin => "SYN with FIN" })]
+    BadFlags(BadFlags),
     /// The capture record's timestamp is out of range (a sub-second
     /// field of a second or more); the frame is not decoded.
     #[error("record timestamp out of range")]
@@ -69,6 +73,8 @@ impl DecodeError {
                 Layer::Tcp => "invalid_tcp",
             },
             DecodeError::TooManyVlanTags { .. } => "too_many_vlan_tags",
+            DecodeError::BadFlags(BadFlags::SynRst) => "tcp_syn_rst",
+            DecodeError::BadFlags(BadFlags::SynFin) => "tcp_syn_fin",
             DecodeError::InvalidTimestamp => "invalid_timestamp",
         }
     }

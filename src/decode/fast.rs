@@ -4,7 +4,7 @@
 //! options allowed; IPv6 with TCP as the next header) it reads the TCP flags
 //! at a computed offset with a few bounds-checked reads.
 //!
-//! Invariant (tested by proptest): [`is_not_control`] returns `true` only
+//! Invariant (tested by proptest): [`is_skipped`] returns `true` only
 //! when the full decode would return `Ok(Skipped(NotControl))`; for anything
 //! else, including every error, it returns `false` and the caller defers to
 //! the full decode.
@@ -15,17 +15,28 @@ use super::link::{
     ETHERNET_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, SLL2_LEN, SLL_LEN, VLAN_TAG_LEN,
 };
 use super::tcp::{CONTROL_FLAGS, TCP_MIN_LEN};
+use super::{RawTuple, Wanted};
 use crate::frame::LinkType;
 
+/// A non-control segment on ports the caller does not want.
 #[inline]
-pub(super) fn is_not_control(linktype: LinkType, data: &[u8]) -> bool {
-    tcp_flags(linktype, data).is_some_and(|flags| flags & CONTROL_FLAGS == 0)
+pub(super) fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> bool {
+    tcp_header(linktype, data).is_some_and(|(src, dst, tcp)| {
+        u8_at(tcp, 13).is_some_and(|flags| flags & CONTROL_FLAGS == 0)
+            && !wanted.wants(&RawTuple {
+                src,
+                dst,
+                src_port: be16(tcp, 0).unwrap_or_default(),
+                dst_port: be16(tcp, 2).unwrap_or_default(),
+            })
+    })
 }
 
-/// The TCP flags byte, if the frame is one of the common layouts and is
-/// well-formed up to and including the fixed TCP header.
+/// The source and destination addresses and the TCP header, if the frame
+/// is one of the common layouts and is well-formed up to and including the
+/// fixed TCP header.
 #[inline]
-fn tcp_flags(linktype: LinkType, data: &[u8]) -> Option<u8> {
+fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (version, ip) = match linktype {
         LinkType::ETHERNET => match be16(data, 12)? {
             ETHERTYPE_VLAN => (
@@ -43,15 +54,15 @@ fn tcp_flags(linktype: LinkType, data: &[u8]) -> Option<u8> {
         },
         _ => return None,
     };
-    let tcp = match version {
-        ETHERTYPE_IPV4 => ipv4_payload(ip)?,
-        ETHERTYPE_IPV6 => ipv6_payload(ip)?,
+    let (src, dst, tcp) = match version {
+        ETHERTYPE_IPV4 => (ip.get(12..16)?, ip.get(16..20)?, ipv4_payload(ip)?),
+        ETHERTYPE_IPV6 => (ip.get(8..24)?, ip.get(24..40)?, ipv6_payload(ip)?),
         _ => return None,
     };
     if tcp.len() < TCP_MIN_LEN || u8_at(tcp, 12)? >> 4 < 5 {
         return None;
     }
-    u8_at(tcp, 13)
+    Some((src, dst, tcp))
 }
 
 #[inline]

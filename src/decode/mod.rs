@@ -7,6 +7,9 @@
 //!   fixed 20-byte TCP header was captured (a 128-byte snaplen suffices);
 //! - allocation-free; a fixed-offset pre-check ([`fast`]) rejects the common
 //!   non-control TCP segments and must agree with the full decode;
+//! - a non-control segment (data, pure ACK) is decoded only when the caller
+//!   wants one of its ports ([`Wanted`]); the pre-check reads the ports at
+//!   fixed offsets, so unwanted ones still cost a few reads;
 //! - tunnels (GRE, VXLAN, IP-in-IP, MPLS, ...) are not opened: `NotTcp`/`NotIp`.
 
 mod bytes;
@@ -27,27 +30,148 @@ mod tests;
 pub use error::{DecodeError, Layer};
 pub use ip::MAX_IPV6_EXTENSIONS;
 pub use link::MAX_VLAN_TAGS;
-pub use segment::{Control, Decoded, Segment, Skip};
+pub use segment::{BadFlags, Control, Decoded, Segment, Skip};
+
+use std::net::IpAddr;
 
 use crate::frame::LinkType;
 
-/// Decode one frame of the given link type.
+/// The addresses (4 or 16 bytes each) and ports of a TCP segment, as the
+/// pre-check reads them.
+#[derive(Clone, Copy, Debug)]
+pub struct RawTuple<'a> {
+    pub src: &'a [u8],
+    pub dst: &'a [u8],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl RawTuple<'_> {
+    /// [`flow_hash`] of this tuple.
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        flow_hash(self.src, self.dst, self.src_port, self.dst_port)
+    }
+
+    /// The same for both directions of a connection (the two ends' hashes
+    /// combined by a commutative sum, then mixed).
+    #[inline]
+    pub fn either_way_hash(&self) -> u32 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let end = |a: &[u8], p: u16| {
+            let mut h = u64::from(p).wrapping_mul(K);
+            for c in a.chunks_exact(4) {
+                let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
+            }
+            h
+        };
+        let h = end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port));
+        (h.wrapping_mul(K) >> 32) as u32
+    }
+}
+
+/// A cheap, fixed hash of a directed 4-tuple (not for maps exposed to
+/// crafted keys: only for filters whose worst case is a wasted decode).
+#[inline]
+pub fn flow_hash(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (u64::from(src_port) << 16 | u64::from(dst_port)).wrapping_mul(K);
+    for c in src.chunks_exact(4).chain(dst.chunks_exact(4)) {
+        let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
+    }
+    (h >> 32) as u32
+}
+
+/// [`flow_hash`] of addresses as the decoder reports them.
+#[inline]
+pub fn flow_hash_of(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> u32 {
+    let (s, d) = (octets(src), octets(dst));
+    flow_hash(s.as_slice(), d.as_slice(), src_port, dst_port)
+}
+
+/// [`RawTuple::either_way_hash`] of addresses as the decoder reports them.
+pub fn either_way_hash_of(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> u32 {
+    let (s, d) = (octets(src), octets(dst));
+    RawTuple {
+        src: s.as_slice(),
+        dst: d.as_slice(),
+        src_port,
+        dst_port,
+    }
+    .either_way_hash()
+}
+
+fn octets(a: IpAddr) -> Octets {
+    match a {
+        IpAddr::V4(a) => Octets::V4(a.octets()),
+        IpAddr::V6(a) => Octets::V6(a.octets()),
+    }
+}
+
+enum Octets {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Octets {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Octets::V4(a) => a,
+            Octets::V6(a) => a,
+        }
+    }
+}
+
+/// Which non-control segments the caller wants decoded. Anything else is
+/// `Skipped(NotControl)`.
+pub trait Wanted {
+    fn wants(&self, t: &RawTuple<'_>) -> bool;
+}
+
+/// Wants no non-control segment: control segments only.
+pub struct ControlOnly;
+
+impl Wanted for ControlOnly {
+    #[inline]
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
+        false
+    }
+}
+
+/// Decode one frame of the given link type (control segments only).
 pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Decoded, DecodeError> {
-    if fast::is_not_control(linktype, data) {
+    decode_wanting(linktype, data, &ControlOnly)
+}
+
+/// Decode one frame; a non-control segment on ports `wanted` accepts comes
+/// back as a [`Control::Ack`] segment.
+#[inline]
+pub fn decode_wanting(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+) -> Result<Decoded, DecodeError> {
+    if fast::is_skipped(linktype, data, wanted) {
         return Ok(Decoded::Skipped(Skip::NotControl));
     }
-    decode_full(linktype, data)
+    decode_full(linktype, data, wanted)
 }
 
 /// The full decode, without the pre-check.
-fn decode_full(linktype: LinkType, data: &[u8]) -> Result<Decoded, DecodeError> {
+fn decode_full(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+) -> Result<Decoded, DecodeError> {
     let carried = match link::network(linktype, data)? {
         link::Network::Ipv4(ip) => ip::ipv4(ip)?,
         link::Network::Ipv6(ip) => ip::ipv6(ip)?,
         link::Network::Other => return Ok(Decoded::Skipped(Skip::NotIp)),
     };
     match carried {
-        Ok(carried) => tcp::segment(carried.src, carried.dst, carried.tcp),
+        Ok(carried) => tcp::segment(carried.src, carried.dst, carried.tcp, wanted),
         Err(skip) => Ok(Decoded::Skipped(skip)),
     }
 }

@@ -115,8 +115,11 @@ proptest! {
         let (mut frame, tcp_start, src, dst) = build(&s);
         frame.truncate(s.cut.index(frame.len() + 1));
         let ours = decode(LinkType::ETHERNET, &frame);
+        // SYN with RST or FIN is refused whatever else (a decode error).
         let expected = |flags: u8, c: Option<Control>, sport: u16, dport: u16| match c {
-            Some(control) => Ok(Decoded::Control(Segment { src, dst, src_port: sport, dst_port: dport, control, flags })),
+            _ if flags & 0x02 != 0 && flags & 0x04 != 0 => Err(DecodeError::BadFlags(BadFlags::SynRst)),
+            _ if flags & 0x02 != 0 && flags & 0x01 != 0 => Err(DecodeError::BadFlags(BadFlags::SynFin)),
+            Some(control) => Ok(Decoded::Control(Segment { src, dst, src_port: sport, dst_port: dport, control, flags, seq: 7 })),
             None => Ok(Decoded::Skipped(Skip::NotControl)),
         };
         let theirs = LaxSlicedPacket::from_ethernet(&frame).ok();

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::tests::{ethernet, ipv4_packet, ipv6_packet, tcp_header};
+use super::tests::{ethernet, ipv4_packet, ipv6_packet, tcp_header, Ports};
 use super::*;
 
 /// The supported link types, plus one (DOCSIS) that must be refused cleanly.
@@ -97,15 +97,18 @@ proptest! {
     }
 
     #[test]
-    fn fast_path_defers_or_agrees((linktype, frame) in mutated_frame()) {
-        if fast::is_not_control(linktype, &frame) {
-            prop_assert_eq!(decode_full(linktype, &frame), Ok(Decoded::Skipped(Skip::NotControl)));
+    fn fast_path_defers_or_agrees((linktype, frame) in mutated_frame(), port in prop_oneof![Just(443u16), any::<u16>()]) {
+        let ports = [port];
+        for wanted in [&Ports(&[]), &Ports(&ports)] {
+            if fast::is_skipped(linktype, &frame, wanted) {
+                prop_assert_eq!(decode_full(linktype, &frame, wanted), Ok(Decoded::Skipped(Skip::NotControl)));
+            }
+            prop_assert_eq!(decode_wanting(linktype, &frame, wanted), decode_full(linktype, &frame, wanted));
         }
-        prop_assert_eq!(decode(linktype, &frame), decode_full(linktype, &frame));
     }
 
     #[test]
     fn fast_path_agrees_on_random_bytes(linktype in linktype(), data in proptest::collection::vec(any::<u8>(), 0..100)) {
-        prop_assert_eq!(decode(linktype, &data), decode_full(linktype, &data));
+        prop_assert_eq!(decode(linktype, &data), decode_full(linktype, &data, &ControlOnly));
     }
 }

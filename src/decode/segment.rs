@@ -15,6 +15,9 @@ pub enum Control {
     Rst,
     /// FIN (without SYN or RST): an orderly close.
     Fin,
+    /// None of SYN, RST, FIN: data or a pure ACK. Decoded only on ports the
+    /// caller asked for (required edges, attempts waiting for an answer).
+    Ack,
 }
 
 impl Control {
@@ -24,6 +27,7 @@ impl Control {
             Control::SynAck => "syn_ack",
             Control::Rst => "rst",
             Control::Fin => "fin",
+            Control::Ack => "ack",
         }
     }
 }
@@ -40,6 +44,23 @@ pub struct Segment {
     /// The pipeline decides on `control` only; the decoder tests check the
     /// two agree.
     pub flags: u8,
+    /// The sequence number: a SYN's tells a retransmission from a new attempt.
+    pub seq: u32,
+}
+
+impl Segment {
+    /// Whether the ACK flag is set.
+    pub fn has_ack(&self) -> bool {
+        self.flags & 0x10 != 0
+    }
+}
+
+/// Flag combinations no TCP stack sends in a handshake: counted as decode
+/// errors, never taken as an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BadFlags {
+    SynRst,
+    SynFin,
 }
 
 /// A well-formed frame that carries no TCP control segment.

@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use super::bytes::{be16, u8_at};
+use super::bytes::{be16, be32, u8_at};
 use super::error::{DecodeError, Layer};
-use super::segment::{Control, Decoded, Segment, Skip};
+use super::segment::{BadFlags, Control, Decoded, Segment, Skip};
+use super::{octets, RawTuple, Wanted};
 
 pub(super) const TCP_MIN_LEN: usize = 20;
 pub(super) const FIN: u8 = 0x01;
@@ -16,7 +17,12 @@ pub(super) const ACK: u8 = 0x10;
 /// The flags that make a segment a control segment.
 pub(super) const CONTROL_FLAGS: u8 = SYN | RST | FIN;
 
-pub(super) fn segment(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Result<Decoded, DecodeError> {
+pub(super) fn segment(
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: &[u8],
+    wanted: &impl Wanted,
+) -> Result<Decoded, DecodeError> {
     if tcp.len() < TCP_MIN_LEN {
         return Err(DecodeError::Truncated {
             layer: Layer::Tcp,
@@ -32,17 +38,41 @@ pub(super) fn segment(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Result<Decoded, D
         });
     }
     let flags = u8_at(tcp, 13).unwrap_or_default();
-    Ok(match control(flags) {
-        Some(control) => Decoded::Control(Segment {
-            src,
-            dst,
-            src_port: field(be16(tcp, 0)),
-            dst_port: field(be16(tcp, 2)),
-            control,
-            flags,
-        }),
-        None => Decoded::Skipped(Skip::NotControl),
-    })
+    let (src_port, dst_port) = (field(be16(tcp, 0)), field(be16(tcp, 2)));
+    if let Some(bad) = bad_flags(flags) {
+        return Err(DecodeError::BadFlags(bad));
+    }
+    let control = match control(flags) {
+        Some(c) => c,
+        None if wanted.wants(&RawTuple {
+            src: octets(src).as_slice(),
+            dst: octets(dst).as_slice(),
+            src_port,
+            dst_port,
+        }) =>
+        {
+            Control::Ack
+        }
+        None => return Ok(Decoded::Skipped(Skip::NotControl)),
+    };
+    Ok(Decoded::Control(Segment {
+        src,
+        dst,
+        src_port,
+        dst_port,
+        control,
+        flags,
+        seq: be32(tcp, 4).unwrap_or_default(),
+    }))
+}
+
+/// SYN with RST or FIN: no handshake sends it (scanners and broken stacks do).
+fn bad_flags(flags: u8) -> Option<BadFlags> {
+    match (flags & SYN != 0, flags & RST != 0, flags & FIN != 0) {
+        (true, true, _) => Some(BadFlags::SynRst),
+        (true, false, true) => Some(BadFlags::SynFin),
+        _ => None,
+    }
 }
 
 /// SYN decides first (with or without ACK), then RST, then FIN.

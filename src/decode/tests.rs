@@ -40,6 +40,7 @@ pub(super) fn tcp_header(flags: u8) -> Vec<u8> {
     let mut h = vec![0u8; 20];
     h[0..2].copy_from_slice(&SPORT.to_be_bytes());
     h[2..4].copy_from_slice(&DPORT.to_be_bytes());
+    h[7] = 1; // sequence number 1, as the builder frames below
     h[12] = 5 << 4;
     h[13] = flags;
     h
@@ -121,6 +122,7 @@ fn seg_v4(control: Control, flags: u8) -> Decoded {
         dst_port: DPORT,
         control,
         flags,
+        seq: 1,
     })
 }
 
@@ -132,6 +134,7 @@ fn seg_v6(control: Control, flags: u8) -> Decoded {
         dst_port: DPORT,
         control,
         flags,
+        seq: 1,
     })
 }
 
@@ -154,8 +157,6 @@ fn control_classification_follows_flag_precedence() {
     let cases = [
         (TCP_SYN, Some(Control::Syn)),
         (TCP_SYN | 0xc0, Some(Control::Syn)), // ECE+CWR ride along
-        (TCP_SYN | TCP_FIN, Some(Control::Syn)),
-        (TCP_SYN | TCP_RST, Some(Control::Syn)),
         (TCP_SYN | TCP_ACK, Some(Control::SynAck)),
         (TCP_RST, Some(Control::Rst)),
         (TCP_RST | TCP_ACK, Some(Control::Rst)),
@@ -708,14 +709,61 @@ fn fast_path_takes_the_common_non_control_frames() {
         ),
     ];
     for (linktype, frame) in frames {
-        assert!(fast::is_not_control(linktype, &frame), "{linktype:?}");
-        assert_eq!(decode_full(linktype, &frame), skipped(Skip::NotControl));
+        assert!(
+            fast::is_skipped(linktype, &frame, &ControlOnly),
+            "{linktype:?}"
+        );
+        assert_eq!(
+            decode_full(linktype, &frame, &ControlOnly),
+            skipped(Skip::NotControl)
+        );
+        // Wanted ports go the full way and come back as ACK segments.
+        assert!(!fast::is_skipped(linktype, &frame, &Every));
+        assert!(matches!(
+            decode_wanting(linktype, &frame, &Every),
+            Ok(Decoded::Control(Segment {
+                control: Control::Ack,
+                ..
+            }))
+        ));
     }
     // Control segments always go the full way.
-    assert!(!fast::is_not_control(
+    assert!(!fast::is_skipped(
         LinkType::ETHERNET,
-        &ethernet(0x0800, &v4(TCP_SYN))
+        &ethernet(0x0800, &v4(TCP_SYN)),
+        &ControlOnly
     ));
+}
+
+/// Wants every segment.
+struct Every;
+
+impl Wanted for Every {
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
+        true
+    }
+}
+
+/// Wants the segments that have one of these ports at either end.
+pub(super) struct Ports<'a>(pub &'a [u16]);
+
+impl Wanted for Ports<'_> {
+    fn wants(&self, t: &RawTuple<'_>) -> bool {
+        self.0.contains(&t.src_port) || self.0.contains(&t.dst_port)
+    }
+}
+
+#[test]
+fn syn_with_rst_or_fin_is_a_counted_error_not_an_attempt() {
+    for (flags, reason) in [
+        (TCP_SYN | TCP_RST, "tcp_syn_rst"),
+        (TCP_SYN | TCP_RST | TCP_ACK, "tcp_syn_rst"),
+        (TCP_SYN | TCP_FIN, "tcp_syn_fin"),
+        (TCP_SYN | TCP_FIN | TCP_ACK, "tcp_syn_fin"),
+    ] {
+        let got = decode(LinkType::ETHERNET, &ethernet(0x0800, &v4(flags)));
+        assert_eq!(got.map_err(|e| e.reason()), Err(reason), "{flags:#04x}");
+    }
 }
 
 #[test]
@@ -750,4 +798,20 @@ fn reasons_are_bounded_labels() {
         assert_eq!(error.reason(), reason);
         assert!(!error.to_string().is_empty());
     }
+}
+
+#[test]
+fn either_way_hash_is_the_same_both_ways_and_differs_by_port() {
+    let (a, b) = ([192u8, 0, 2, 1], [192u8, 0, 2, 2]);
+    let t = |s: &[u8; 4], d: &[u8; 4], sp, dp| {
+        RawTuple {
+            src: s,
+            dst: d,
+            src_port: sp,
+            dst_port: dp,
+        }
+        .either_way_hash()
+    };
+    assert_eq!(t(&a, &b, 40000, 443), t(&b, &a, 443, 40000));
+    assert_ne!(t(&a, &b, 40000, 443), t(&a, &b, 40001, 443));
 }

@@ -116,6 +116,7 @@ pub struct Metrics {
     capture_up: IntGaugeVec,
     flow_entries: IntGauge,
     evictions: IntCounterVec,
+    timestamp_anomalies: IntCounter,
     build_info: IntGaugeVec,
     site_info: IntGaugeVec,
     node_info: IntGaugeVec,
@@ -224,8 +225,16 @@ impl Metrics {
             ),
             evictions: counter_vec(
                 "portwatch_flow_table_evictions_total",
-                "Tracked connections dropped before they closed, by reason.",
+                "Tracked connections dropped before they closed, by reason (capacity_half_open, capacity_open, idle).",
                 &["reason"],
+            ),
+            timestamp_anomalies: reg(
+                &registry,
+                IntCounter::new(
+                    "portwatch_timestamp_anomalies_total",
+                    "Frames whose timestamp did not move the capture clock: far behind it, or far ahead and not confirmed by the frames after.",
+                )
+                .expect("valid metric"),
             ),
             build_info: int_gauge_vec(
                 "portwatch_build_info",
@@ -391,8 +400,9 @@ pub struct Recorder {
     dropped_seen: Vec<[u64; 2]>,
     up: Vec<IntGauge>,
     lost: Vec<IntCounter>,
-    evictions: [IntCounter; 2],
-    evictions_seen: [u64; 2],
+    evictions: [IntCounter; 3],
+    evictions_seen: [u64; 3],
+    anomalies_seen: u64,
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
@@ -421,7 +431,8 @@ impl Recorder {
             .collect();
         Recorder {
             evictions: Eviction::ALL.map(|w| m.evictions.with_label_values(&[w.as_str()])),
-            evictions_seen: [0; 2],
+            evictions_seen: [0; 3],
+            anomalies_seen: 0,
             m: m.clone(),
             packets,
             dropped,
@@ -444,7 +455,7 @@ impl Recorder {
     pub fn set_policy(&mut self, p: &Policy, vis: &Visibility) {
         self.connections.clear();
         self.handshakes.clear();
-        self.evictions_seen = [0; 2];
+        self.evictions_seen = [0; 3];
         self.m.edge_last_seen.reset();
         self.m.edge_window.reset();
         self.m.edge_missing.reset();
@@ -565,11 +576,15 @@ impl Recorder {
             self.evictions[i].inc_by(total.saturating_sub(self.evictions_seen[i]));
             self.evictions_seen[i] = total;
         }
+        let anomalies = pl.time().anomalies();
+        (self.m.timestamp_anomalies).inc_by(anomalies.saturating_sub(self.anomalies_seen));
+        self.anomalies_seen = self.anomalies_seen.max(anomalies);
         let clock = pl.clock();
         for (i, s) in self.edges.iter().enumerate() {
             let Some(s) = s else { continue };
             let edge = EdgeId(i as u32);
-            if let Some((_, last)) = clock.first_last(edge) {
+            // An open connection is evidence up to `now`.
+            if let Some(last) = clock.last_evidence(edge, now) {
                 if last.as_secs_f64() > s.last_seen.get() {
                     s.last_seen.set(last.as_secs_f64());
                 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::classify::Verdict;
 use crate::config::load_policy;
 use crate::frame::LinkType;
+use crate::state::EdgeState;
 
 const PROXY: [u8; 4] = [192, 0, 2, 11];
 const CENTRAL: [u8; 4] = [192, 0, 2, 10];
@@ -259,6 +261,75 @@ fn carry_evidence_matches_edges_by_name_across_a_reordered_site() {
         .filter(|i| new.clock().first_last(EdgeId(*i)).is_some())
         .count();
     assert_eq!(with_evidence, 1);
+}
+
+/// A reload keeps the handshake table: an attempt pending at the reload is
+/// judged under the new policy when its answer comes, and a connection
+/// open across it stays evidence for the new policy's edge.
+#[test]
+fn swap_policy_keeps_pending_attempts_and_open_connections() {
+    let old_p = multi_node();
+    let mut pl = Pipeline::new(old_p.clone(), track());
+    pl.record_events(true);
+    const ENGINE1: [u8; 4] = [192, 0, 2, 21];
+    const ENGINE_PORT: u16 = 4747;
+    // Open across the reload: proxy -> central:4242 (required).
+    ingest(&mut pl, 100, &tcp(PROXY, 50_010, CENTRAL, 4242, Flags::Syn));
+    ingest(
+        &mut pl,
+        100,
+        &tcp(CENTRAL, 4242, PROXY, 50_010, Flags::SynAck),
+    );
+    // Pending at the reload: a user straight to an engine, unexpected now.
+    ingest(
+        &mut pl,
+        101,
+        &tcp(USER, 50_011, ENGINE1, ENGINE_PORT, Flags::Syn),
+    );
+    assert_eq!(pl.table().len(), 2);
+    pl.drain_events();
+
+    // The new site allows users to reach engine1's QES.
+    let text = include_str!("../../deploy/sites/multi-node.yaml");
+    let dir = std::env::temp_dir().join(format!("portwatch-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.yaml");
+    let allow = "allow:\n  - from: corp-users\n    to: engine1\n    port: 4747\n";
+    std::fs::write(&site, format!("{text}{allow}")).unwrap();
+    let new_p = Arc::new(load_policy(&site, None).unwrap().policy);
+    let _ = std::fs::remove_dir_all(&dir);
+    pl.swap_policy(new_p.clone());
+    assert_eq!(pl.table().len(), 2, "the table survives the reload");
+
+    ingest(
+        &mut pl,
+        101,
+        &tcp(ENGINE1, ENGINE_PORT, USER, 50_011, Flags::SynAck),
+    );
+    let outcomes: Vec<(Verdict, Outcome)> = pl
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Outcome { class, outcome, .. } => Some((class.verdict, outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, vec![(Verdict::Expected, Outcome::Established)]);
+    assert_eq!(pl.tally().by_outcome[Outcome::Established.index()], 1);
+    assert!(pl.tally().findings().is_empty());
+
+    // Hours later, the connection opened before the reload still proves
+    // its edge under the new policy.
+    let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    let edge = new_p
+        .find_edge(new_p.peer_of(ip(PROXY)), new_p.peer_of(ip(CENTRAL)), 4242)
+        .unwrap();
+    assert_eq!(pl.clock().open_count(edge), 1);
+    let window = new_p.edge(edge).window;
+    assert_eq!(
+        pl.clock().state(edge, window, at(100), at(100 + 4 * 3600)),
+        EdgeState::Seen
+    );
 }
 
 /// A frame flagged with a bad timestamp counts as a decode error by

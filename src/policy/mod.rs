@@ -596,6 +596,17 @@ impl Policy {
         }
     }
 
+    /// The ports of required edges, sorted: their segments are evidence.
+    pub fn required_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = (self.edges.iter())
+            .filter(|e| e.required)
+            .map(|e| e.port)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn edge(&self, id: EdgeId) -> &Edge {
         &self.edges[id.0 as usize]
     }

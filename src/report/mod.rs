@@ -14,7 +14,7 @@ use crate::decode::{Control, Skip};
 use crate::pipeline::Pipeline;
 use crate::policy::{EndpointKind, Peer, Policy};
 use crate::state::tally::FindingKind;
-use crate::state::{EdgeState, Eviction, Outcome};
+use crate::state::{EdgeState, Eviction, Outcome, Unobserved};
 use crate::time::Timestamp;
 
 pub use crate::policy::{UnknownSensor, Visibility};
@@ -29,6 +29,17 @@ pub struct SourceFacts {
     pub packets: u64,
     /// Where and why reading stopped early, if it did.
     pub stopped: Option<Stopped>,
+    /// Live capture only: packets the kernel dropped for lack of buffer
+    /// space (libpcap `ps_drop`) and the interface or its driver dropped
+    /// (`ps_ifdrop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Drops>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Drops {
+    pub kernel: u64,
+    pub interface: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -56,8 +67,15 @@ pub struct Capture {
     pub control_packets: BTreeMap<&'static str, u64>,
     pub skipped_packets: BTreeMap<&'static str, u64>,
     pub decode_errors: BTreeMap<&'static str, u64>,
-    /// A SYN-ACK was seen: replies are visible, so silence means unanswered.
+    /// Frames whose timestamp did not move the capture clock (far behind
+    /// it, or far ahead and not confirmed by the frames after); they are
+    /// classified at the clock's time and left out of the span.
+    pub timestamp_anomalies: u64,
+    /// A SYN-ACK was seen somewhere in the capture.
     pub replies_visible: bool,
+    /// (server, client) address pairs whose SYN-ACKs were seen: a silence
+    /// between them counts as unanswered.
+    pub reply_pairs: usize,
     pub flow_table: FlowTable,
     /// Rows or findings refused because their caps were reached.
     pub flow_rows_refused: u64,
@@ -78,6 +96,9 @@ pub struct Summary {
     pub model: String,
     pub connections: BTreeMap<&'static str, u64>,
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Of `outcomes.established`: inferred from the client's ACK or data,
+    /// the SYN-ACK not being in the capture.
+    pub established_inferred: u64,
     pub syn_retransmissions: u64,
     pub required_edges: BTreeMap<&'static str, u64>,
     /// Findings listed, by kind (a folded aggregate counts once).
@@ -98,6 +119,7 @@ pub struct FlowEntry {
     pub attempts: u64,
     pub syn_retransmissions: u64,
     pub outcomes: BTreeMap<&'static str, u64>,
+    pub established_inferred: u64,
     pub first_seen: String,
     pub last_seen: String,
 }
@@ -110,7 +132,12 @@ pub struct EdgeEntry {
     pub service: String,
     pub window_seconds: u64,
     pub state: EdgeState,
+    /// Why the edge is `not_observed` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub evidence: u64,
+    /// Connections of the edge open at the end (evidence while open).
+    pub open_connections: u32,
     pub last_seen: Option<String>,
 }
 
@@ -177,6 +204,7 @@ impl Report {
                 attempts: r.attempts,
                 syn_retransmissions: r.retransmissions,
                 outcomes: outcomes(&r.outcomes),
+                established_inferred: r.inferred,
                 first_seen: ts(r.first),
                 last_seen: ts(r.last),
             })
@@ -232,8 +260,8 @@ impl Report {
                 if !e.required || !vis.sees(p, Peer::Endpoint(e.src), Peer::Endpoint(e.dst)) {
                     continue;
                 }
-                let state = pl.clock().state(id, e.window, since, now);
-                let last = pl.clock().first_last(id).map(|(_, l)| l);
+                let (state, why) = pl.clock().judge(id, e.window, since, now);
+                let last = pl.clock().last_evidence(id, now);
                 let entry = EdgeEntry {
                     src: p.endpoint(e.src).name.clone(),
                     dst: p.endpoint(e.dst).name.clone(),
@@ -241,7 +269,9 @@ impl Report {
                     service: e.service.clone(),
                     window_seconds: e.window.as_secs(),
                     state,
+                    reason: why.map(|w| unobserved_text(w, e.window)),
                     evidence: pl.clock().count(id),
+                    open_connections: pl.clock().open_count(id),
                     last_seen: last.map(ts),
                 };
                 if state == EdgeState::Missing {
@@ -317,7 +347,9 @@ impl Report {
                     .map(|s| (s.as_str(), stats.skipped(*s)))
                     .collect(),
                 decode_errors: stats.errors.clone(),
+                timestamp_anomalies: pl.time().anomalies(),
                 replies_visible: pl.table().replies_visible(),
+                reply_pairs: pl.table().reply_pairs(),
                 flow_table: FlowTable {
                     capacity: pl.table().config().capacity,
                     peak_entries: pl.table().peak(),
@@ -338,6 +370,7 @@ impl Report {
                     .map(|v| (v.as_str(), tally.by_verdict[*v as usize]))
                     .collect(),
                 outcomes: outcomes(&tally.by_outcome),
+                established_inferred: tally.inferred,
                 syn_retransmissions: tally.retransmissions,
                 required_edges: edge_states,
                 findings: count_findings,
@@ -426,6 +459,18 @@ fn first_addr(p: &Policy, peer: Peer) -> Option<String> {
             .first()
             .map(|n| n.to_string()),
         EndpointKind::UserNetwork => None,
+    }
+}
+
+fn unobserved_text(why: Unobserved, window: std::time::Duration) -> String {
+    match why {
+        Unobserved::TooShort => format!(
+            "observed for less than the window ({})",
+            humantime::format_duration(window)
+        ),
+        Unobserved::Drops(at) => format!(
+            "the capture dropped packets within the window (last drop noticed {at}): no evidence proves nothing"
+        ),
     }
 }
 

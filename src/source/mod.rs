@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod live;
+pub mod reorder;
 pub mod replay;
 
 pub use crate::frame::{Frame, LinkType};

@@ -54,6 +54,10 @@ pub struct Replay {
     anchor: Option<(Timestamp, Instant)>,
     /// First and last unshifted timestamps of the current loop.
     span: Option<(Timestamp, Timestamp)>,
+    /// The (shifted) time of the next frame not yet delivered: `now` stays
+    /// short of it, so expiry on the replay's clock never judges an attempt
+    /// before a frame that is already in the file (a SYN retransmission).
+    next: Option<Timestamp>,
     loops: u64,
     /// The last frame was delivered unpaced, too far ahead of the clock.
     stray: bool,
@@ -73,6 +77,7 @@ impl Replay {
             shift: Duration::ZERO,
             anchor: None,
             span: None,
+            next: None,
             loops: 0,
             stray: false,
             reopen_failing: false,
@@ -93,6 +98,14 @@ impl Replay {
     /// "now", for expiry and required-edge windows. `None` before the first
     /// frame.
     pub fn now(&self) -> Option<Timestamp> {
+        self.due().map(|due| match self.next {
+            Some(next) => due.min(Timestamp(next.0.saturating_sub(1))),
+            None => due,
+        })
+    }
+
+    /// The capture time the wall clock has reached, at the replay's pace.
+    fn due(&self) -> Option<Timestamp> {
         self.anchor.map(|(t0, w0)| {
             let secs = (w0.elapsed().as_secs_f64() * self.opts.speed).min(1e12);
             t0.saturating_add(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
@@ -115,6 +128,7 @@ impl Replay {
 impl Source for Replay {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let Some(next) = self.files.next_ts() else {
+            self.next = None;
             if !self.opts.looping {
                 return Ok(Poll::End);
             }
@@ -138,8 +152,9 @@ impl Source for Replay {
         };
         let shift = self.shift;
         let next = next.saturating_add(shift);
+        self.next = Some(next);
         self.anchor.get_or_insert((next, Instant::now()));
-        let mut due = self.now().unwrap_or(next);
+        let mut due = self.due().unwrap_or(next);
         let ahead = next.saturating_sub(due);
         if ahead > MAX_PACED_GAP {
             if !self.stray {

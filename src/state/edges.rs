@@ -14,7 +14,8 @@ pub enum EdgeState {
     Seen,
     /// The observation covers a whole window and there was no evidence in it.
     Missing,
-    /// No evidence, but the observation is shorter than the window.
+    /// No evidence, but the observation is shorter than the window, or the
+    /// capture dropped packets within it (a blind sensor proves nothing).
     NotObserved,
 }
 
@@ -28,12 +29,25 @@ impl EdgeState {
     }
 }
 
-/// First and last evidence per edge of the policy; sized once by the
-/// policy, so it cannot grow with traffic.
+/// First and last evidence per edge of the policy, and how many of its
+/// connections are open; sized once by the policy, so it cannot grow with
+/// traffic.
 #[derive(Clone, Debug)]
 pub struct EdgeClock {
     evidence: Vec<Option<(Timestamp, Timestamp)>>,
     counts: Vec<u64>,
+    open: Vec<u32>,
+    /// The last time the capture was seen to drop packets.
+    drops_at: Option<Timestamp>,
+}
+
+/// Why an edge without evidence is `not_observed` rather than `missing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unobserved {
+    /// The observation is shorter than the edge's window.
+    TooShort,
+    /// The capture dropped packets within the edge's last window.
+    Drops(Timestamp),
 }
 
 impl EdgeClock {
@@ -41,19 +55,62 @@ impl EdgeClock {
         EdgeClock {
             evidence: vec![None; p.edges.len()],
             counts: vec![0; p.edges.len()],
+            open: vec![0; p.edges.len()],
+            drops_at: None,
         }
     }
 
-    /// A SYN of the edge, or a FIN/RST of one of its open connections.
-    pub fn observe(&mut self, edge: EdgeId, ts: Timestamp) {
+    /// Any segment of the edge: a SYN, a segment of one of its connections,
+    /// or of a connection open before the capture. Returns the previous
+    /// last evidence.
+    pub fn observe(&mut self, edge: EdgeId, ts: Timestamp) -> Option<Timestamp> {
         let i = edge.0 as usize;
-        if let Some(slot) = self.evidence.get_mut(i) {
-            *slot = Some(match *slot {
-                None => (ts, ts),
-                Some((first, last)) => (first.min(ts), last.max(ts)),
-            });
-            self.counts[i] += 1;
+        let slot = self.evidence.get_mut(i)?;
+        let was = slot.map(|(_, last)| last);
+        *slot = Some(match *slot {
+            None => (ts, ts),
+            Some((first, last)) => (first.min(ts), last.max(ts)),
+        });
+        self.counts[i] += 1;
+        was
+    }
+
+    /// A connection of the edge was established: evidence while it is open.
+    pub fn opened(&mut self, edge: EdgeId) {
+        if let Some(n) = self.open.get_mut(edge.0 as usize) {
+            *n += 1;
         }
+    }
+
+    /// A connection of the edge closed (FIN, RST, eviction or idle).
+    pub fn closed(&mut self, edge: EdgeId) {
+        if let Some(n) = self.open.get_mut(edge.0 as usize) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Connections of the edge open now.
+    pub fn open_count(&self, edge: EdgeId) -> u32 {
+        self.open.get(edge.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// Keep `old`'s knowledge of drops (across a reload).
+    pub fn carry_drops(&mut self, old: &EdgeClock) {
+        self.drops_at = old.drops_at;
+    }
+
+    /// The capture reported new drops at `at`.
+    pub fn note_drops(&mut self, at: Timestamp) {
+        self.drops_at = Some(self.drops_at.map_or(at, |d| d.max(at)));
+    }
+
+    /// The last evidence of `edge` as of `now`: `now` while a connection of
+    /// it is open.
+    pub fn last_evidence(&self, edge: EdgeId, now: Timestamp) -> Option<Timestamp> {
+        if self.open_count(edge) > 0 {
+            return Some(now);
+        }
+        self.first_last(edge).map(|(_, last)| last)
     }
 
     /// Set an edge's evidence wholesale (carried over a policy reload).
@@ -81,10 +138,28 @@ impl EdgeClock {
         since: Timestamp,
         now: Timestamp,
     ) -> EdgeState {
-        match self.first_last(edge) {
-            Some((_, last)) if now.saturating_sub(last) <= window => EdgeState::Seen,
-            _ if now.saturating_sub(since) >= window => EdgeState::Missing,
-            _ => EdgeState::NotObserved,
+        self.judge(edge, window, since, now).0
+    }
+
+    /// The state, and why an edge without evidence is not `missing`.
+    pub fn judge(
+        &self,
+        edge: EdgeId,
+        window: Duration,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> (EdgeState, Option<Unobserved>) {
+        match self.last_evidence(edge, now) {
+            Some(last) if now.saturating_sub(last) <= window => (EdgeState::Seen, None),
+            _ if now.saturating_sub(since) < window => {
+                (EdgeState::NotObserved, Some(Unobserved::TooShort))
+            }
+            _ => match self.drops_at {
+                Some(d) if now.saturating_sub(d) <= window => {
+                    (EdgeState::NotObserved, Some(Unobserved::Drops(d)))
+                }
+                _ => (EdgeState::Missing, None),
+            },
         }
     }
 }
@@ -111,5 +186,41 @@ mod tests {
         c.observe(e, s(5));
         assert_eq!(c.first_last(e), Some((s(5), s(10))));
         assert_eq!(c.count(e), 2);
+    }
+
+    #[test]
+    fn an_open_connection_is_evidence_until_it_closes() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let e = EdgeId(0);
+        let mut c = EdgeClock::new(&p);
+        let w = Duration::from_secs(60);
+        let s = |n: u64| Timestamp::from_secs_nanos(n, 0);
+        c.observe(e, s(10));
+        c.opened(e);
+        assert_eq!(c.state(e, w, s(0), s(5000)), EdgeState::Seen);
+        assert_eq!(c.last_evidence(e, s(5000)), Some(s(5000)));
+        c.closed(e);
+        assert_eq!(c.state(e, w, s(0), s(5000)), EdgeState::Missing);
+        assert_eq!(c.last_evidence(e, s(5000)), Some(s(10)));
+    }
+
+    #[test]
+    fn drops_in_the_window_make_missing_not_observed() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let e = EdgeId(0);
+        let mut c = EdgeClock::new(&p);
+        let w = Duration::from_secs(60);
+        let s = |n: u64| Timestamp::from_secs_nanos(n, 0);
+        c.note_drops(s(100));
+        assert_eq!(
+            c.judge(e, w, s(0), s(150)),
+            (EdgeState::NotObserved, Some(Unobserved::Drops(s(100))))
+        );
+        // The drops are older than the window: the silence is real.
+        assert_eq!(c.state(e, w, s(0), s(161)), EdgeState::Missing);
     }
 }

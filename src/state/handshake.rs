@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::decode::{Control, Segment};
+use crate::decode::{flow_hash_of, Control, Segment};
 use crate::map::FastMap;
 use crate::time::Timestamp;
 
@@ -104,18 +104,29 @@ impl Outcome {
 /// Why an entry left the table other than by its own close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Eviction {
-    /// The table was full.
-    Capacity,
+    /// The table was full and the oldest entry not open was dropped: an
+    /// attempt still waiting for its answer (its outcome is `unknown`), or a
+    /// closed connection lingering for retransmitted FIN/RST.
+    CapacityHalfOpen,
+    /// The table was full of open connections and the oldest was dropped.
+    /// Only happens when no half-open entry is left, so a SYN flood or a
+    /// scan cannot push out the connections that prove required edges.
+    CapacityOpen,
     /// An open connection went quiet for `idle_timeout`.
     Idle,
 }
 
 impl Eviction {
-    pub const ALL: [Eviction; 2] = [Eviction::Capacity, Eviction::Idle];
+    pub const ALL: [Eviction; 3] = [
+        Eviction::CapacityHalfOpen,
+        Eviction::CapacityOpen,
+        Eviction::Idle,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Eviction::Capacity => "capacity",
+            Eviction::CapacityHalfOpen => "capacity_half_open",
+            Eviction::CapacityOpen => "capacity_open",
             Eviction::Idle => "idle",
         }
     }
@@ -127,18 +138,26 @@ impl Eviction {
 pub enum TableEvent<T> {
     /// A new attempt; the tag was just made for it.
     Attempt { tag: T, key: FlowKey },
-    /// The client sent its SYN again.
+    /// The client sent the attempt's SYN again (same initial sequence
+    /// number), before or after the answer (a lost SYN-ACK).
     Retransmission { tag: T },
-    /// The attempt's outcome is now known (once per attempt).
+    /// The attempt's outcome is now known (once per attempt). `inferred`:
+    /// established because a segment after the handshake was seen (the
+    /// client's ACK or data), not the SYN-ACK itself.
     Resolved {
         tag: T,
         key: FlowKey,
         outcome: Outcome,
+        inferred: bool,
     },
-    /// FIN or RST on an open connection: evidence that the edge is in use.
+    /// A segment of an open connection (FIN, RST, or data and ACKs on
+    /// ports the caller decodes): evidence that the edge is in use.
     Activity { tag: T },
-    /// A control segment of a connection this table never saw open (it was
-    /// open before the capture started, or its SYN was missed).
+    /// An open connection stopped being open: closed by FIN from both
+    /// ends or RST, evicted, or idle. Follows its `Resolved` established.
+    Closed { tag: T },
+    /// A segment of a connection this table never saw open (it was open
+    /// before the capture started, or its SYN was missed).
     Untracked { segment: Segment },
 }
 
@@ -154,9 +173,12 @@ struct Entry<T> {
     tag: T,
     phase: Phase,
     syns: u32,
+    /// The client's initial sequence number: a SYN carrying it again is a
+    /// retransmission, one with another is a new attempt.
+    isn: u32,
     last_syn: Timestamp,
     last_activity: Timestamp,
-    /// Matches the eviction queue's record for this entry.
+    /// Matches the eviction queues' records for this entry.
     generation: u64,
     /// Which ends have sent a FIN ([`FIN_CLIENT`], [`FIN_SERVER`]); both
     /// close the entry, so finished connections do not wait out the idle
@@ -165,10 +187,22 @@ struct Entry<T> {
     /// When the entry is next looked at by `expire`: never later than the
     /// time it becomes due, and the time of one of its [`Due`] records.
     check_at: Timestamp,
+    /// In the pending filter: the client's non-control segments towards it
+    /// are decoded (an ACK proves the handshake). From the SYN for a pair
+    /// whose replies this capture has not shown, from a retransmission
+    /// otherwise, and in the grace after a timeout.
+    watched: bool,
+    /// Timed out once unanswered on a pair whose replies are visible, and
+    /// watched for one more SYN timeout: a client that ACKs in it had its
+    /// SYN-ACK dropped by the capture, not by the network.
+    grace: bool,
 }
 
 const FIN_CLIENT: u8 = 1;
 const FIN_SERVER: u8 = 2;
+
+/// Most (server, client) address pairs remembered as having shown a reply.
+pub const MAX_REPLY_PAIRS: usize = 65_536;
 
 impl<T> Entry<T> {
     /// The earliest time at which [`Entry::judge`] can remove the entry.
@@ -186,15 +220,16 @@ impl<T> Entry<T> {
         }
     }
 
-    /// Whether the entry leaves the table at `now`, and why.
-    fn judge(&self, now: Timestamp, cfg: &TrackConfig, replies_visible: bool) -> Option<Removal> {
+    /// Whether the entry leaves the table at `now`, and why. `replied`:
+    /// this pair's replies are visible to the capture.
+    fn judge(&self, now: Timestamp, cfg: &TrackConfig, replied: bool) -> Option<Removal> {
         match self.phase {
             Phase::SynSent if now.saturating_sub(self.last_syn) >= cfg.syn_timeout => {
-                Some(Removal::Resolved(if self.syns > 1 || replies_visible {
-                    Outcome::Unanswered
+                if !self.watched {
+                    Some(Removal::Grace)
                 } else {
-                    Outcome::Unknown
-                }))
+                    Some(Removal::Resolved(self.silence(replied || self.grace)))
+                }
             }
             Phase::Open if now.saturating_sub(self.last_activity) >= cfg.idle_timeout => {
                 Some(Removal::Idle)
@@ -206,12 +241,34 @@ impl<T> Entry<T> {
             _ => None,
         }
     }
+
+    /// Start the grace after a first timeout: watched from `now` for one
+    /// more SYN timeout.
+    fn begin_grace(&mut self, now: Timestamp, pending: &mut Pending, key: &FlowKey) {
+        self.grace = true;
+        self.watched = true;
+        self.last_syn = now;
+        pending.add(key);
+    }
+
+    /// The outcome of an attempt that got no answer: unanswered only with
+    /// evidence one was due (the client retried with no ACK after, or this
+    /// pair's replies are visible elsewhere in the capture).
+    fn silence(&self, replied: bool) -> Outcome {
+        if self.syns > 1 || replied {
+            Outcome::Unanswered
+        } else {
+            Outcome::Unknown
+        }
+    }
 }
 
 /// Why `expire` removes an entry.
 #[derive(Clone, Copy, Debug)]
 enum Removal {
     Resolved(Outcome),
+    /// Not removed: watched for one more SYN timeout ([`Entry::grace`]).
+    Grace,
     Idle,
     Lingered,
 }
@@ -264,12 +321,105 @@ fn reschedule<T>(
     }
 }
 
+/// Attempts waiting for an answer, counted per server port and per bucket
+/// of the client-to-server 4-tuple's [`flow_hash`]: which non-control
+/// segments can complete a handshake and so are worth decoding. The port
+/// count is the first, cheapest test; the bucket keeps a busy port's other
+/// connections on the fast path.
+struct Pending {
+    ports: Vec<u32>,
+    tuples: Vec<u32>,
+    /// Per port: [`PORT_REQUIRED`] (set by the caller) and [`PORT_PENDING`]
+    /// (some attempt to it waits): one byte, one load, on the per-packet path.
+    flags: Vec<u8>,
+}
+
+/// The port is a required edge's: its segments are evidence.
+pub const PORT_REQUIRED: u8 = 1;
+/// An attempt to the port is waiting for its answer.
+pub const PORT_PENDING: u8 = 2;
+
+/// Small enough to stay in the L1 cache: a false positive costs a decode.
+const TUPLE_BUCKETS: usize = 1 << 12;
+
+fn bucket(key: &FlowKey) -> usize {
+    let h = flow_hash_of(key.client, key.server, key.client_port, key.server_port);
+    h as usize % TUPLE_BUCKETS
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            ports: vec![0; 1 << 16],
+            tuples: vec![0; TUPLE_BUCKETS],
+            flags: vec![0; 1 << 16],
+        }
+    }
+
+    /// Empty, keeping the ports' [`PORT_REQUIRED`] marks.
+    fn new_like(old: &Pending) -> Self {
+        let mut p = Pending::new();
+        for (f, o) in p.flags.iter_mut().zip(&old.flags) {
+            *f = o & PORT_REQUIRED;
+        }
+        p
+    }
+
+    fn add(&mut self, key: &FlowKey) {
+        let port = usize::from(key.server_port);
+        self.ports[port] += 1;
+        self.flags[port] |= PORT_PENDING;
+        self.tuples[bucket(key)] += 1;
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        let port = usize::from(key.server_port);
+        let n = &mut self.ports[port];
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.flags[port] &= !PORT_PENDING;
+        }
+        let n = &mut self.tuples[bucket(key)];
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// (server, client) address pairs whose replies this capture has shown: an
+/// unanswered SYN between them is a real silence, not a blind spot. When
+/// full, the older half (by last reply) is dropped and counted.
+struct ReplyPairs {
+    seen: FastMap<(IpAddr, IpAddr), Timestamp>,
+    dropped: u64,
+}
+
+impl ReplyPairs {
+    fn note(&mut self, server: IpAddr, client: IpAddr, ts: Timestamp) {
+        if self.seen.len() >= MAX_REPLY_PAIRS && !self.seen.contains_key(&(server, client)) {
+            let mut times: Vec<Timestamp> = self.seen.values().copied().collect();
+            let (_, cut, _) = times.select_nth_unstable(MAX_REPLY_PAIRS / 2);
+            let cut = *cut;
+            let before = self.seen.len();
+            self.seen.retain(|_, t| *t > cut);
+            self.dropped += (before - self.seen.len()) as u64;
+        }
+        let t = self.seen.entry((server, client)).or_insert(ts);
+        *t = (*t).max(ts);
+    }
+
+    fn contains(&self, key: &FlowKey) -> bool {
+        self.seen.contains_key(&(key.server, key.client))
+    }
+}
+
 pub struct HandshakeTable<T> {
     config: TrackConfig,
     entries: FastMap<FlowKey, Entry<T>>,
-    /// Creation order, for evicting the oldest attempt; stale records (of
-    /// entries already gone) are skipped and compacted away.
+    /// Creation order, for evicting the oldest attempt first; stale records
+    /// (of entries already gone) are skipped and compacted away.
     order: VecDeque<(FlowKey, u64)>,
+    /// The order in which entries became open: evicted only when no entry
+    /// in `order` is left that is not open.
+    open_order: VecDeque<(FlowKey, u64)>,
     /// When to look at which entry: `expire` visits only the entries that
     /// may be due instead of sweeping the whole map. Stale records are
     /// compacted away like `order`'s.
@@ -277,7 +427,9 @@ pub struct HandshakeTable<T> {
     next_generation: u64,
     /// A SYN-ACK has been seen: this capture sees the reply direction.
     replies_visible: bool,
-    evictions: [u64; 2],
+    replied: ReplyPairs,
+    pending: Pending,
+    evictions: [u64; 3],
     peak: usize,
 }
 
@@ -289,10 +441,16 @@ impl<T: Copy> HandshakeTable<T> {
             // few hundred live entries over megabytes and miss the cache.
             entries: FastMap::default(),
             order: VecDeque::new(),
+            open_order: VecDeque::new(),
             due: BinaryHeap::new(),
             next_generation: 0,
             replies_visible: false,
-            evictions: [0; 2],
+            replied: ReplyPairs {
+                seen: FastMap::default(),
+                dropped: 0,
+            },
+            pending: Pending::new(),
+            evictions: [0; 3],
             peak: 0,
         }
     }
@@ -317,8 +475,49 @@ impl<T: Copy> HandshakeTable<T> {
         self.evictions[why as usize]
     }
 
+    /// A SYN-ACK was seen anywhere in the capture.
     pub fn replies_visible(&self) -> bool {
         self.replies_visible
+    }
+
+    /// How many (server, client) pairs have shown replies so far.
+    pub fn reply_pairs(&self) -> usize {
+        self.replied.seen.len()
+    }
+
+    /// Reply pairs forgotten because their set was full.
+    pub fn reply_pairs_dropped(&self) -> u64 {
+        self.replied.dropped
+    }
+
+    /// Whether an attempt to `port` may be waiting for its answer: the
+    /// client's ACK or data to that port would prove it completed.
+    #[inline]
+    pub fn pending_on(&self, port: u16) -> bool {
+        self.port_flags(port) & PORT_PENDING != 0
+    }
+
+    /// [`PORT_REQUIRED`] and [`PORT_PENDING`] of a port.
+    #[inline]
+    pub fn port_flags(&self, port: u16) -> u8 {
+        self.pending.flags[usize::from(port)]
+    }
+
+    /// Mark the ports of required edges (replacing the previous marks).
+    pub fn set_required_ports(&mut self, ports: &[u16]) {
+        for f in self.pending.flags.iter_mut() {
+            *f &= !PORT_REQUIRED;
+        }
+        for p in ports {
+            self.pending.flags[usize::from(*p)] |= PORT_REQUIRED;
+        }
+    }
+
+    /// Whether an attempt whose client-to-server 4-tuple has this
+    /// [`flow_hash`] may be waiting for its answer (false positives only).
+    #[inline]
+    pub fn pending_tuple(&self, hash: u32) -> bool {
+        self.pending.tuples[hash as usize % TUPLE_BUCKETS] != 0
     }
 
     /// Replace the tag of an entry (the caller makes its row after the
@@ -329,8 +528,16 @@ impl<T: Copy> HandshakeTable<T> {
         }
     }
 
-    /// Apply one control segment. `new_tag` is called once for a new
-    /// attempt, to make the caller's tag for it.
+    /// Give every entry a new tag (after a policy reload); `f` is told
+    /// whether the connection is open.
+    pub fn retag(&mut self, mut f: impl FnMut(&FlowKey, bool) -> T) {
+        for (key, e) in self.entries.iter_mut() {
+            e.tag = f(key, e.phase == Phase::Open);
+        }
+    }
+
+    /// Apply one segment. `new_tag` is called once for a new attempt, to
+    /// make the caller's tag for it.
     pub fn observe(
         &mut self,
         ts: Timestamp,
@@ -340,29 +547,9 @@ impl<T: Copy> HandshakeTable<T> {
     ) {
         match seg.control {
             Control::Syn => self.on_syn(ts, seg, new_tag, sink),
-            Control::SynAck => {
-                self.replies_visible = true;
-                let key = FlowKey::from_server(seg);
-                match self.entries.get_mut(&key) {
-                    Some(e) if e.phase == Phase::SynSent => {
-                        e.phase = Phase::Open;
-                        e.last_activity = ts;
-                        reschedule(&mut self.due, &self.config, key, e);
-                        sink(TableEvent::Resolved {
-                            tag: e.tag,
-                            key,
-                            outcome: Outcome::Established,
-                        });
-                    }
-                    Some(e) => {
-                        // A retransmitted SYN-ACK.
-                        e.last_activity = ts;
-                        reschedule(&mut self.due, &self.config, key, e);
-                    }
-                    None => sink(TableEvent::Untracked { segment: *seg }),
-                }
-            }
+            Control::SynAck => self.on_syn_ack(ts, seg, sink),
             Control::Rst | Control::Fin => self.on_close(ts, seg, sink),
+            Control::Ack => self.on_ack(ts, seg, sink),
         }
     }
 
@@ -375,19 +562,41 @@ impl<T: Copy> HandshakeTable<T> {
     ) {
         let key = FlowKey::from_client(seg);
         if let Some(e) = self.entries.get_mut(&key) {
-            if e.phase == Phase::SynSent {
-                e.syns += 1;
-                e.last_syn = ts;
-                e.last_activity = ts;
-                reschedule(&mut self.due, &self.config, key, e);
-                sink(TableEvent::Retransmission { tag: e.tag });
-                return;
+            match e.phase {
+                // The same attempt again, answered or not yet.
+                Phase::SynSent | Phase::Open if e.isn == seg.seq => {
+                    e.syns += 1;
+                    if e.phase == Phase::SynSent {
+                        e.last_syn = ts;
+                        if !e.watched {
+                            // The SYN-ACK may have been lost: watch for the ACK.
+                            e.watched = true;
+                            self.pending.add(&key);
+                        }
+                    }
+                    e.last_activity = ts;
+                    reschedule(&mut self.due, &self.config, key, e);
+                    sink(TableEvent::Retransmission { tag: e.tag });
+                    return;
+                }
+                // Another initial sequence number, or after the close: the
+                // 4-tuple is reused by a new attempt.
+                _ => {
+                    let old = self.entries.remove(&key).expect("present");
+                    self.retire(key, old, None, sink);
+                }
             }
-            // The 4-tuple is reused after a close: a new attempt.
-            self.entries.remove(&key);
+        } else if let Some(e) =
+            (self.entries.get_mut(&FlowKey::from_server(seg))).filter(|e| e.phase != Phase::Closed)
+        {
+            // Simultaneous open: the other end's SYN crossed this one. The
+            // first SYN seen made the attempt; this is not a new one (its
+            // "server port" is the first SYN's ephemeral port).
+            e.last_activity = ts;
+            return;
         }
         if self.entries.len() >= self.config.capacity.max(1) {
-            self.evict_oldest(sink);
+            self.evict_one(sink);
         }
         let tag = new_tag(&key);
         let generation = self.next_generation;
@@ -396,11 +605,14 @@ impl<T: Copy> HandshakeTable<T> {
             tag,
             phase: Phase::SynSent,
             syns: 1,
+            isn: seg.seq,
             last_syn: ts,
             last_activity: ts,
             generation,
             fins: 0,
             check_at: Timestamp::ZERO,
+            watched: !self.replied.contains(&key),
+            grace: false,
         };
         entry.check_at = entry.due_at(&self.config);
         self.due.push(Reverse(Due {
@@ -409,16 +621,31 @@ impl<T: Copy> HandshakeTable<T> {
             key,
         }));
         self.entries.insert(key, entry);
-        let limit = 2 * self.config.capacity.max(16);
-        if self.order.len() >= limit {
-            let entries = &self.entries;
-            self.order
-                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
-            // A ring walks its whole capacity over time: past the limit it
-            // would double and, in a long capture, all of it be resident.
-            self.order.shrink_to(limit);
+        if entry.watched {
+            self.pending.add(&key);
         }
         self.order.push_back((key, generation));
+        self.compact();
+        self.peak = self.peak.max(self.entries.len());
+        sink(TableEvent::Attempt { tag, key });
+    }
+
+    /// Drop stale records once the queues outgrow twice the capacity.
+    fn compact(&mut self) {
+        let limit = 2 * self.config.capacity.max(16);
+        let entries = &self.entries;
+        let live = |(k, g): &(FlowKey, u64)| entries.get(k).is_some_and(|e| e.generation == *g);
+        // A queue is a ring and walks its whole capacity over time: once it
+        // has doubled past the limit, a long capture would make all of it
+        // resident. Shrink it back after compacting.
+        if self.order.len() > limit {
+            self.order.retain(live);
+            self.order.shrink_to(limit);
+        }
+        if self.open_order.len() > limit {
+            self.open_order.retain(live);
+            self.open_order.shrink_to(limit);
+        }
         if self.due.len() > limit {
             self.due = self
                 .entries
@@ -432,26 +659,113 @@ impl<T: Copy> HandshakeTable<T> {
                 })
                 .collect();
         }
-        self.peak = self.peak.max(self.entries.len());
-        sink(TableEvent::Attempt { tag, key });
     }
 
-    fn on_close(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
-        // The sender may be either end.
+    fn on_syn_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
+        self.replies_visible = true;
+        self.replied.note(seg.src, seg.dst, ts);
+        let key = FlowKey::from_server(seg);
+        match self.entries.get_mut(&key) {
+            Some(e) if e.phase == Phase::SynSent => {
+                e.last_activity = ts;
+                let e = *e;
+                self.open(key, e, false, sink);
+            }
+            Some(e) => {
+                // A retransmitted SYN-ACK.
+                e.last_activity = ts;
+                reschedule(&mut self.due, &self.config, key, e);
+            }
+            None => match self.entries.get_mut(&FlowKey::from_client(seg)) {
+                // The first SYN's sender answering a simultaneous open.
+                Some(e) => e.last_activity = ts,
+                None => sink(TableEvent::Untracked { segment: *seg }),
+            },
+        }
+    }
+
+    /// The attempt `key` (in `SynSent`, a copy `e`) is established.
+    fn open(
+        &mut self,
+        key: FlowKey,
+        mut e: Entry<T>,
+        inferred: bool,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        if e.watched {
+            self.pending.remove(&key);
+        }
+        e.phase = Phase::Open;
+        reschedule(&mut self.due, &self.config, key, &mut e);
+        self.entries.insert(key, e);
+        self.open_order.push_back((key, e.generation));
+        sink(TableEvent::Resolved {
+            tag: e.tag,
+            key,
+            outcome: Outcome::Established,
+            inferred,
+        });
+    }
+
+    /// Which entry a non-SYN segment belongs to, and whether the server
+    /// sent it.
+    fn find(&self, seg: &Segment) -> Option<(FlowKey, bool)> {
         let from_server = FlowKey::from_server(seg);
-        let (key, by_server) = if self.entries.contains_key(&from_server) {
-            (from_server, true)
+        if self.entries.contains_key(&from_server) {
+            return Some((from_server, true));
+        }
+        let from_client = FlowKey::from_client(seg);
+        self.entries
+            .contains_key(&from_client)
+            .then_some((from_client, false))
+    }
+
+    /// Data or a pure ACK: after a SYN, an acknowledging segment proves the
+    /// handshake completed even if the SYN-ACK was not captured.
+    fn on_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
+        // Most such segments are the client's: look that way first.
+        let from_client = FlowKey::from_client(seg);
+        let key = if self.entries.contains_key(&from_client) {
+            from_client
         } else {
-            (FlowKey::from_client(seg), false)
+            FlowKey::from_server(seg)
         };
         let Some(e) = self.entries.get_mut(&key) else {
             sink(TableEvent::Untracked { segment: *seg });
             return;
         };
         e.last_activity = ts;
+        match e.phase {
+            Phase::SynSent if seg.has_ack() => {
+                let e = *e;
+                self.open(key, e, true, sink);
+                sink(TableEvent::Activity { tag: e.tag });
+            }
+            Phase::Open => sink(TableEvent::Activity { tag: e.tag }),
+            _ => {}
+        }
+    }
+
+    fn on_close(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
+        // The sender may be either end.
+        let Some((key, by_server)) = self.find(seg) else {
+            sink(TableEvent::Untracked { segment: *seg });
+            return;
+        };
+        let e = self.entries.get_mut(&key).expect("found");
+        e.last_activity = ts;
+        if e.phase == Phase::SynSent && seg.control == Control::Fin && seg.has_ack() {
+            // A FIN acknowledges the other end's SYN: the handshake completed.
+            let e = *e;
+            self.open(key, e, true, sink);
+        }
+        let e = self.entries.get_mut(&key).expect("found");
         match (e.phase, seg.control) {
             (Phase::SynSent, Control::Rst) => {
                 e.phase = Phase::Closed;
+                if e.watched {
+                    self.pending.remove(&key);
+                }
                 // A RST from the listener refuses; one from the client gives up.
                 let outcome = if by_server {
                     Outcome::Refused
@@ -462,16 +776,18 @@ impl<T: Copy> HandshakeTable<T> {
                     tag: e.tag,
                     key,
                     outcome,
+                    inferred: false,
                 });
             }
             (Phase::Open, _) => {
                 if seg.control == Control::Fin {
                     e.fins |= if by_server { FIN_SERVER } else { FIN_CLIENT };
                 }
+                sink(TableEvent::Activity { tag: e.tag });
                 if seg.control == Control::Rst || e.fins == FIN_CLIENT | FIN_SERVER {
                     e.phase = Phase::Closed;
+                    sink(TableEvent::Closed { tag: e.tag });
                 }
-                sink(TableEvent::Activity { tag: e.tag });
             }
             // FIN before an answer, or anything after the close: nothing new.
             _ => {}
@@ -479,20 +795,54 @@ impl<T: Copy> HandshakeTable<T> {
         reschedule(&mut self.due, &self.config, key, e);
     }
 
-    fn evict_oldest(&mut self, sink: &mut impl FnMut(TableEvent<T>)) {
+    /// An entry removed from the map: settle what its phase owes.
+    /// `outcome` is the verdict on an attempt still waiting (default: what
+    /// its silence so far shows).
+    fn retire(
+        &mut self,
+        key: FlowKey,
+        e: Entry<T>,
+        outcome: Option<Outcome>,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        match e.phase {
+            Phase::SynSent => {
+                if e.watched {
+                    self.pending.remove(&key);
+                }
+                let outcome = outcome.unwrap_or_else(|| e.silence(self.replied.contains(&key)));
+                sink(TableEvent::Resolved {
+                    tag: e.tag,
+                    key,
+                    outcome,
+                    inferred: false,
+                });
+            }
+            Phase::Open => sink(TableEvent::Closed { tag: e.tag }),
+            Phase::Closed => {}
+        }
+    }
+
+    /// The table is full: drop the oldest entry that is not open, else the
+    /// oldest open connection.
+    fn evict_one(&mut self, sink: &mut impl FnMut(TableEvent<T>)) {
         while let Some((key, generation)) = self.order.pop_front() {
+            match self.entries.get(&key) {
+                Some(e) if e.generation == generation && e.phase != Phase::Open => {
+                    let e = self.entries.remove(&key).expect("present");
+                    self.evictions[Eviction::CapacityHalfOpen as usize] += 1;
+                    return self.retire(key, e, Some(Outcome::Unknown), sink);
+                }
+                // Gone, replaced, or open (and so in `open_order`).
+                _ => continue,
+            }
+        }
+        while let Some((key, generation)) = self.open_order.pop_front() {
             match self.entries.get(&key) {
                 Some(e) if e.generation == generation => {
                     let e = self.entries.remove(&key).expect("present");
-                    self.evictions[Eviction::Capacity as usize] += 1;
-                    if e.phase == Phase::SynSent {
-                        sink(TableEvent::Resolved {
-                            tag: e.tag,
-                            key,
-                            outcome: Outcome::Unknown,
-                        });
-                    }
-                    return;
+                    self.evictions[Eviction::CapacityOpen as usize] += 1;
+                    return self.retire(key, e, Some(Outcome::Unknown), sink);
                 }
                 _ => continue,
             }
@@ -503,9 +853,7 @@ impl<T: Copy> HandshakeTable<T> {
     /// Outcomes are emitted in attempt order, whatever the map's order.
     pub fn expire(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         let cfg = self.config;
-        let replies_visible = self.replies_visible;
-        let mut idle = 0;
-        let mut resolved = Vec::new();
+        let mut removed = Vec::new();
         // Entries looked at but not due: rescheduled after the loop, so a
         // record due again at `now` cannot loop.
         let mut later = Vec::new();
@@ -520,16 +868,19 @@ impl<T: Copy> HandshakeTable<T> {
             if e.generation != d.generation || e.check_at != d.at {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
-            match e.judge(now, &cfg, replies_visible) {
+            match e.judge(now, &cfg, self.replied.contains(&d.key)) {
+                Some(Removal::Grace) => {
+                    e.begin_grace(now, &mut self.pending, &d.key);
+                    e.check_at = e.due_at(&cfg);
+                    later.push(Reverse(Due {
+                        at: e.check_at,
+                        generation: e.generation,
+                        key: d.key,
+                    }));
+                }
                 Some(why) => {
                     if let Some(e) = self.entries.remove(&d.key) {
-                        match why {
-                            Removal::Resolved(outcome) => {
-                                resolved.push((e.generation, e.tag, d.key, outcome))
-                            }
-                            Removal::Idle => idle += 1,
-                            Removal::Lingered => {}
-                        }
+                        removed.push((e.generation, d.key, e, why));
                     }
                 }
                 None => {
@@ -543,8 +894,26 @@ impl<T: Copy> HandshakeTable<T> {
             }
         }
         self.due.extend(later);
-        self.evictions[Eviction::Idle as usize] += idle;
-        emit_in_order(resolved, sink);
+        self.settle(removed, sink);
+    }
+
+    /// Settle removed entries in attempt order, whatever the map's order.
+    fn settle(
+        &mut self,
+        mut removed: Vec<(u64, FlowKey, Entry<T>, Removal)>,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        removed.sort_by_key(|r| r.0);
+        for (_, key, e, why) in removed {
+            match why {
+                Removal::Resolved(outcome) => self.retire(key, e, Some(outcome), sink),
+                Removal::Idle => {
+                    self.evictions[Eviction::Idle as usize] += 1;
+                    self.retire(key, e, None, sink);
+                }
+                Removal::Lingered | Removal::Grace => {}
+            }
+        }
     }
 
     /// The expiry pass as a sweep over every entry: the definition
@@ -552,49 +921,56 @@ impl<T: Copy> HandshakeTable<T> {
     #[cfg(test)]
     fn expire_by_sweep(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         let cfg = self.config;
-        let replies_visible = self.replies_visible;
-        let mut idle = 0;
-        let mut resolved = Vec::new();
+        let mut removed = Vec::new();
+        let replied = &self.replied;
+        let pending = &mut self.pending;
         self.entries
-            .retain(|key, e| match e.judge(now, &cfg, replies_visible) {
-                Some(Removal::Resolved(outcome)) => {
-                    resolved.push((e.generation, e.tag, *key, outcome));
+            .retain(|key, e| match e.judge(now, &cfg, replied.contains(key)) {
+                Some(Removal::Grace) => {
+                    e.begin_grace(now, pending, key);
+                    true
+                }
+                Some(why) => {
+                    removed.push((e.generation, *key, *e, why));
                     false
                 }
-                Some(Removal::Idle) => {
-                    idle += 1;
-                    false
-                }
-                Some(Removal::Lingered) => false,
                 None => true,
             });
-        self.evictions[Eviction::Idle as usize] += idle;
-        emit_in_order(resolved, sink);
+        self.settle(removed, sink);
     }
 
     /// The capture ended at `end`: judge what timed out, and give every
-    /// attempt still waiting the outcome `unknown`.
+    /// attempt still waiting the outcome `unknown`. Open connections stay
+    /// open as far as the caller knows (no `Closed`).
     pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         self.expire(end, sink);
-        let waiting = self
+        let replied = &self.replied;
+        let mut waiting: Vec<(u64, FlowKey, T, Outcome)> = self
             .entries
             .drain()
             .filter(|(_, e)| e.phase == Phase::SynSent)
-            .map(|(key, e)| (e.generation, e.tag, key, Outcome::Unknown))
+            .map(|(key, e)| {
+                // In its grace, an attempt has already timed out unanswered.
+                let outcome = match e.grace {
+                    true => e.silence(replied.contains(&key)),
+                    false => Outcome::Unknown,
+                };
+                (e.generation, key, e.tag, outcome)
+            })
             .collect();
-        emit_in_order(waiting, sink);
+        waiting.sort_by_key(|w| w.0);
+        self.pending = Pending::new_like(&self.pending);
+        for (_, key, tag, outcome) in waiting {
+            sink(TableEvent::Resolved {
+                tag,
+                key,
+                outcome,
+                inferred: false,
+            });
+        }
         self.order.clear();
+        self.open_order.clear();
         self.due.clear();
-    }
-}
-
-fn emit_in_order<T>(
-    mut resolved: Vec<(u64, T, FlowKey, Outcome)>,
-    sink: &mut impl FnMut(TableEvent<T>),
-) {
-    resolved.sort_by_key(|r| r.0);
-    for (_, tag, key, outcome) in resolved {
-        sink(TableEvent::Resolved { tag, key, outcome });
     }
 }
 

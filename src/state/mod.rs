@@ -5,7 +5,10 @@ pub mod edges;
 pub mod handshake;
 pub mod tally;
 
-pub use edges::{EdgeClock, EdgeState};
-pub use handshake::{Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig};
+pub use edges::{EdgeClock, EdgeState, Unobserved};
+pub use handshake::{
+    Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
+    PORT_REQUIRED,
+};
 
 pub use crate::map::FastMap;

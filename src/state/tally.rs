@@ -86,6 +86,9 @@ pub struct FlowRow {
     pub attempts: u64,
     pub retransmissions: u64,
     pub outcomes: [u64; 4],
+    /// Of the established: those inferred from the client's ACK or data
+    /// (the SYN-ACK was not captured).
+    pub inferred: u64,
     pub first: Timestamp,
     pub last: Timestamp,
 }
@@ -276,6 +279,8 @@ pub struct Tally {
     findings: Findings,
     pub by_verdict: [u64; 4],
     pub by_outcome: [u64; 4],
+    /// Established handshakes inferred without their SYN-ACK.
+    pub inferred: u64,
     pub retransmissions: u64,
 }
 
@@ -299,6 +304,7 @@ impl Tally {
             findings: Findings::new(per_kind, per_source),
             by_verdict: [0; 4],
             by_outcome: [0; 4],
+            inferred: 0,
             retransmissions: 0,
         }
     }
@@ -360,6 +366,7 @@ impl Tally {
             attempts: 0,
             retransmissions: 0,
             outcomes: [0; 4],
+            inferred: 0,
             first: ts,
             last: ts,
         })?;
@@ -376,8 +383,10 @@ impl Tally {
         }
     }
 
-    /// An attempt's outcome. A refused or unanswered expected edge becomes
-    /// a `blocked` finding; other findings count how their attempts ended.
+    /// An attempt's outcome (`inferred`: established without a captured
+    /// SYN-ACK). A refused or unanswered expected edge becomes a `blocked`
+    /// finding; other findings count how their attempts ended.
+    #[allow(clippy::too_many_arguments)]
     pub fn outcome(
         &mut self,
         ts: Timestamp,
@@ -386,10 +395,14 @@ impl Tally {
         src: IpAddr,
         dst: IpAddr,
         o: Outcome,
+        inferred: bool,
     ) {
         self.by_outcome[o.index()] += 1;
+        self.inferred += u64::from(inferred);
         if let Some(id) = row {
-            self.rows.rows[id as usize].outcomes[o.index()] += 1;
+            let r = &mut self.rows.rows[id as usize];
+            r.outcomes[o.index()] += 1;
+            r.inferred += u64::from(inferred);
         }
         match (FindingKind::of(c.verdict), o) {
             // Only site edges are blocked; a refused same-host port is a

@@ -31,7 +31,9 @@ fn seg(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, control: Control) -> Se
             Control::SynAck => 0x12,
             Control::Rst => 0x14,
             Control::Fin => 0x11,
+            Control::Ack => 0x10,
         },
+        seq: 0,
     }
 }
 
@@ -122,7 +124,7 @@ fn scan_keeps_series_bounded() {
     assert!(flows.iter().any(|l| l.contains("port=\"other\"")));
     assert!(flows.iter().any(|l| l.contains("src=\"unknown\"")));
     assert!(all.iter().any(|l| l
-        .starts_with("portwatch_flow_table_evictions_total{reason=\"capacity\"}")
+        .starts_with("portwatch_flow_table_evictions_total{reason=\"capacity_half_open\"}")
         && !l.ends_with(" 0")));
 }
 
@@ -167,7 +169,8 @@ fn connection_outcome_and_edge_series() {
         env!("CARGO_PKG_VERSION")
     )));
     // Within the default window (15 min) nothing is missing; after two
-    // hours without evidence, every required edge is, the one seen too.
+    // hours without evidence, every required edge is but the one whose
+    // connection is still open; once it closes, that one too.
     let missing = |m: &Metrics| {
         m.render()
             .lines()
@@ -183,6 +186,10 @@ fn connection_outcome_and_edge_series() {
         .filter(|l| l.starts_with("portwatch_edge_missing{"))
         .count();
     assert!(edges > 0);
+    assert_eq!(missing(&m), edges - 1);
+    let later = t.saturating_add(Duration::from_secs(7200));
+    pl.process(later, &seg(central, 4242, proxy, 50000, Control::Rst));
+    rec.tick(&pl, t, later.saturating_add(Duration::from_secs(3600)));
     assert_eq!(missing(&m), edges);
 }
 

@@ -10,8 +10,21 @@ fn seg(src: &str, sport: u16, dst: &str, dport: u16, control: Control) -> Segmen
         src_port: sport,
         dst_port: dport,
         control,
-        flags: 0,
+        flags: match control {
+            Control::Syn => 0x02,
+            Control::SynAck => 0x12,
+            Control::Rst => 0x04,
+            Control::Fin => 0x11,
+            Control::Ack => 0x10,
+        },
+        seq: 0,
     }
+}
+
+/// A segment with a given sequence number.
+fn with_seq(mut s: Segment, seq: u32) -> Segment {
+    s.seq = seq;
+    s
 }
 
 fn syn(sport: u16) -> Segment {
@@ -78,7 +91,9 @@ fn syn_ack_establishes_and_fin_is_activity() {
 }
 
 fn syn_fin(sport: u16) -> Segment {
-    seg(C, sport, S, 4242, Control::Fin)
+    let mut s = seg(C, sport, S, 4242, Control::Fin);
+    s.flags = 0x01; // a FIN without ACK: no handshake is implied
+    s
 }
 
 #[test]
@@ -165,7 +180,7 @@ fn capacity_evicts_the_oldest_attempt_and_counts_it() {
         ],
         10,
     );
-    assert_eq!(t.evictions(Eviction::Capacity), 1);
+    assert_eq!(t.evictions(Eviction::CapacityHalfOpen), 1);
     assert_eq!(outcomes(&ev)[0], (0, Outcome::Unknown));
     assert!(outcomes(&ev).contains(&(1, Outcome::Established)));
     assert_eq!(t.peak(), 2);
@@ -207,6 +222,7 @@ fn reused_tuple_after_close_is_a_new_attempt() {
             (0, syn(7)),
             (1, reply(7, Control::SynAck)),
             (2, reply(7, Control::Rst)),
+            // Even with the same initial sequence number: it closed.
             (3, syn(7)),
             (4, reply(7, Control::SynAck)),
         ],
@@ -339,4 +355,228 @@ fn fin_from_both_ends_closes_the_entry() {
     // Closed, so it lingered and left instead of being evicted as idle;
     // only connection 2 (never closed) idles out.
     assert_eq!(t.evictions(Eviction::Idle), 1);
+}
+
+fn attempts(events: &[TableEvent<u32>]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, TableEvent::Attempt { .. }))
+        .count()
+}
+
+fn inferred(events: &[TableEvent<u32>]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, TableEvent::Resolved { inferred: true, .. }))
+        .count()
+}
+
+#[test]
+fn syn_again_after_a_lost_syn_ack_is_a_retransmission_of_the_same_attempt() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, with_seq(syn(7), 1000)),
+            (1, reply(7, Control::SynAck)),
+            // The SYN-ACK was lost on its way back: the client retries.
+            (1000, with_seq(syn(7), 1000)),
+            (1001, reply(7, Control::SynAck)),
+            (1002, seg(C, 7, S, 4242, Control::Ack)),
+        ],
+        10_000,
+    );
+    assert_eq!(attempts(&ev), 1);
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Established)]);
+    assert!(ev.contains(&TableEvent::Retransmission { tag: 0 }));
+}
+
+#[test]
+fn syn_with_another_sequence_number_on_an_open_tuple_is_a_new_attempt() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, with_seq(syn(7), 1000)),
+            (1, reply(7, Control::SynAck)),
+            (500, with_seq(syn(7), 99_000)),
+            (501, reply(7, Control::SynAck)),
+        ],
+        10_000,
+    );
+    assert_eq!(attempts(&ev), 2);
+    assert!(ev.contains(&TableEvent::Closed { tag: 0 }));
+}
+
+#[test]
+fn client_ack_after_its_syn_proves_the_handshake() {
+    let (ev, t) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(7)),
+            // The SYN-ACK took another path; the client retried once.
+            (1000, syn(7)),
+            (1001, seg(C, 7, S, 4242, Control::Ack)),
+        ],
+        60_000,
+    );
+    assert!(!t.replies_visible());
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Established)]);
+    assert_eq!(inferred(&ev), 1);
+}
+
+#[test]
+fn a_segment_without_ack_does_not_prove_a_handshake() {
+    let mut bare = seg(C, 7, S, 4242, Control::Ack);
+    bare.flags = 0x08; // PSH only
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[(0, syn(7)), (1000, syn(7)), (1001, bare)],
+        60_000,
+    );
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Unanswered)]);
+}
+
+#[test]
+fn unanswered_needs_replies_visible_for_that_pair() {
+    const OTHER: &str = "192.0.2.99";
+    let (ev, t) = run(
+        TrackConfig::default(),
+        &[
+            // Replies from S to another client are visible ...
+            (0, seg(OTHER, 5, S, 4242, Control::Syn)),
+            (1, seg(S, 4242, OTHER, 5, Control::SynAck)),
+            // ... but not to C: its single SYN's silence proves nothing.
+            (10, syn(7)),
+        ],
+        60_000,
+    );
+    assert!(t.replies_visible());
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Unknown)]
+    );
+}
+
+#[test]
+fn simultaneous_open_is_one_attempt_on_the_first_syns_port() {
+    let (ev, _) = run(
+        TrackConfig::default(),
+        &[
+            (0, syn(7)),
+            // The other end's SYN crosses it: from S:4242 to C:7.
+            (0, seg(S, 4242, C, 7, Control::Syn)),
+            (1, seg(C, 7, S, 4242, Control::SynAck)),
+            (1, reply(7, Control::SynAck)),
+        ],
+        10_000,
+    );
+    assert_eq!(attempts(&ev), 1);
+    assert!(matches!(
+        ev[0],
+        TableEvent::Attempt {
+            key: FlowKey {
+                server_port: 4242,
+                ..
+            },
+            ..
+        }
+    ));
+    assert_eq!(outcomes(&ev), vec![(0, Outcome::Established)]);
+}
+
+#[test]
+fn a_syn_flood_evicts_half_open_attempts_before_open_connections() {
+    let cfg = TrackConfig {
+        capacity: 8,
+        ..TrackConfig::default()
+    };
+    let mut input = Vec::new();
+    // Four long-lived connections, then a flood of 100 SYNs.
+    for p in 0..4u16 {
+        input.push((u64::from(p), syn(p)));
+        input.push((u64::from(p), reply(p, Control::SynAck)));
+    }
+    for p in 100..200u16 {
+        input.push((10, syn(p)));
+    }
+    let (ev, t) = run(cfg, &input, 20);
+    assert_eq!(t.evictions(Eviction::CapacityOpen), 0);
+    assert_eq!(t.evictions(Eviction::CapacityHalfOpen), 100 - 4);
+    assert!(!ev.iter().any(|e| matches!(e, TableEvent::Closed { .. })));
+    // With nothing half-open left, an open connection is the one to go.
+    let mut input: Vec<(u64, Segment)> = (0..9u16)
+        .flat_map(|p| [(0, syn(p)), (1, reply(p, Control::SynAck))])
+        .collect();
+    input.push((2, syn(50)));
+    let (ev, t) = run(cfg, &input, 3);
+    assert_eq!(t.evictions(Eviction::CapacityOpen), 2);
+    assert!(ev.contains(&TableEvent::Closed { tag: 0 }));
+}
+
+mod one_connection {
+    //! Any interleaving of one connection's packets, with retransmissions
+    //! of either side's SYN: exactly one attempt per SYN sequence number.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn one_attempt_per_syn_sequence_number(
+            order in Just((0..7usize).collect::<Vec<_>>()).prop_shuffle(),
+            extra_syns in 0usize..4,
+            extra_syn_acks in 0usize..4,
+            gap_ms in 0u64..5,
+        ) {
+            let isn = 77_000;
+            // SYN first (the attempt), then the rest in any order.
+            let mut rest: Vec<Segment> = vec![
+                with_seq(reply(7, Control::SynAck), 5_000),
+                seg(C, 7, S, 4242, Control::Ack),
+                seg(C, 7, S, 4242, Control::Ack),
+                reply(7, Control::Ack),
+                with_seq(syn(7), isn),
+                with_seq(reply(7, Control::SynAck), 5_000),
+                seg(C, 7, S, 4242, Control::Ack),
+            ];
+            rest.extend((0..extra_syns).map(|_| with_seq(syn(7), isn)));
+            rest.extend((0..extra_syn_acks).map(|_| with_seq(reply(7, Control::SynAck), 5_000)));
+            let mut input = vec![(0, with_seq(syn(7), isn))];
+            for (i, at) in order.iter().enumerate() {
+                input.push(((i as u64 + 1) * gap_ms, rest[*at]));
+            }
+            for (i, s) in rest[7..].iter().enumerate() {
+                input.push(((i as u64 + 8) * gap_ms, *s));
+            }
+            let (ev, _) = run(TrackConfig::default(), &input, 100_000);
+            prop_assert_eq!(attempts(&ev), 1);
+            prop_assert_eq!(outcomes(&ev), vec![(0, Outcome::Established)]);
+            // A second connection on the same tuple with a new ISN after a close.
+            input.push((1_000, reply(7, Control::Rst)));
+            input.push((1_001, with_seq(syn(7), isn + 1)));
+            input.push((1_002, with_seq(syn(7), isn + 1)));
+            let (ev, _) = run(TrackConfig::default(), &input, 100_000);
+            prop_assert_eq!(attempts(&ev), 2);
+        }
+    }
+}
+
+#[test]
+fn visible_pair_silence_gets_one_more_timeout_for_the_clients_ack() {
+    let visible = [(0, syn(1)), (1, reply(1, Control::SynAck)), (10, syn(2))];
+    // No SYN-ACK for port 2; the client's data at 5 s (in the grace)
+    // proves the handshake: only the capture lost the SYN-ACK.
+    let mut input = visible.to_vec();
+    input.push((5_000, seg(C, 2, S, 4242, Control::Ack)));
+    let (ev, t) = run(TrackConfig::default(), &input, 60_000);
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Established)]
+    );
+    assert_eq!(inferred(&ev), 1);
+    assert!(!t.pending_on(4242));
+    // Silence through the grace too: unanswered.
+    let (ev, _) = run(TrackConfig::default(), &visible, 60_000);
+    assert_eq!(
+        outcomes(&ev),
+        vec![(0, Outcome::Established), (1, Outcome::Unanswered)]
+    );
 }
