@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # Replay throughput: `portwatch replay` against `tcpdump -r` with the same
-# control-packet filter, on a generated capture of the multi-node site.
+# control-packet filter, on generated captures of the multi-node site, one
+# shape after another:
 #
-#   benches/replay_vs_tcpdump.sh            # 5M packets, 3 alternating rounds
-#   PACKETS=1000000 ROUNDS=5 benches/replay_vs_tcpdump.sh
+#   header      pcap, snaplen 128 (a header-only sensor)
+#   header-ng   the same as pcapng
+#   full        pcap, whole frames (ACKs, MTU-sized data, some jumbo)
+#   full-ng     the same as pcapng
+#   flood       whole frames plus a scan: 9-10% control packets from 65,536
+#               addresses, so the flow table, flow rows and findings all
+#               reach their caps
+#   flood-ng    the same as pcapng
+#   merge4      four whole-frame files of PACKETS/4 (two pcap, two pcapng)
+#               merged by portwatch; tcpdump reads them one after the other
 #
-# The captures are written to a temporary directory (removed on exit; set
-# KEEP=1 to keep it) by examples/make_bench_capture.rs. Both tools read
-# them from the page cache: each file is read once before timing. Exit
-# status 1 from portwatch (findings) is expected; the capture has some.
-# Results and the figures of the last run are in benches/README.md.
+# For each: the `dd bs=1M` floor for reading the file(s), then ROUNDS
+# alternating rounds of portwatch and tcpdump; it prints the medians in
+# packets/s, the median of the per-round ratios, and peak RSS. Then peak RSS
+# of portwatch on the flood shape at 1x, 2x and 4x PACKETS (header-only, to
+# spare disk): it must not grow with capture length.
+#
+#   benches/replay_vs_tcpdump.sh                  # 5M packets, 5 rounds
+#   PACKETS=1000000 ROUNDS=3 SHAPES="full merge4" MEMORY=0 benches/replay_vs_tcpdump.sh
+#
+# Captures go to BENCH_DIR (default: a new directory under ${TMPDIR:-/tmp}),
+# one shape at a time (a 5M whole-frame file is about 4.3 GB), and are
+# deleted after their shape unless KEEP=1. Exit status 1 from portwatch
+# (findings) is expected. Figures of the last run: benches/README.md.
 set -euo pipefail
+trap 'exit 130' INT TERM # so that the EXIT trap below removes the captures
 
 cd "$(dirname "$0")/.."
 PACKETS=${PACKETS:-5000000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+SHAPES=${SHAPES:-header header-ng full full-ng flood flood-ng merge4}
+MEMORY=${MEMORY:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
+FULL=262144
 
 cargo build --release --bin portwatch --example make_bench_capture
 PORTWATCH=$TARGET/release/portwatch
@@ -30,68 +51,132 @@ if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
     apt-get install -y time >/dev/null
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portwatch-bench.XXXXXX")
+DIR=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portwatch-bench.XXXXXX")}
+mkdir -p "$DIR"
 if [ "${KEEP:-0}" = 1 ]; then
-    echo "keeping $TMP"
+    echo "keeping captures in $DIR"
 else
-    trap 'rm -rf "$TMP"' EXIT
+    trap 'rm -f "$DIR"/bench-* "$DIR"/{runs,sizes,rss,stderr}; rmdir "$DIR" 2>/dev/null || true' EXIT
 fi
-
-ONE=$TMP/bench-1x.pcap
-TWO=$TMP/bench-2x.pcap
-echo "generating $PACKETS and $((2 * PACKETS)) packets in $TMP"
-"$GENERATE" "$ONE" "$PACKETS"
-"$GENERATE" "$TWO" "$((2 * PACKETS))"
 FILTER=$("$GENERATE" --print-filter)
-cat "$ONE" "$TWO" >/dev/null # into the page cache
+RUNS=$DIR/runs
+: >"$RUNS"
 
-# run LABEL CMD...: runs CMD once; appends "LABEL SECONDS RSS_KB" to $TMP/runs.
-run() {
-    local label=$1 start end rc=0
-    shift
-    start=$(date +%s%N)
-    /usr/bin/time -f %M -o "$TMP/rss" "$@" >/dev/null 2>"$TMP/stderr" || rc=$?
-    end=$(date +%s%N)
-    # portwatch: 0 clean, 1 findings; tcpdump: 0.
-    if [ "$rc" -gt 1 ]; then
-        echo "error: $label exited with $rc:" >&2
-        cat "$TMP/stderr" >&2
+# generate SHAPE: writes the shape's file(s); prints their paths.
+generate() {
+    local shape=$1 n=$PACKETS
+    case $shape in
+    header) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" && echo "$DIR/bench-$shape.pcap" ;;
+    header-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
+    full) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen $FULL && echo "$DIR/bench-$shape.pcap" ;;
+    full-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --snaplen $FULL --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
+    flood) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen $FULL --flood && echo "$DIR/bench-$shape.pcap" ;;
+    flood-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --snaplen $FULL --flood --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
+    merge4)
+        for seed in 1 2 3 4; do
+            local ext=pcap opt=()
+            if [ $seed -gt 2 ]; then ext=pcapng opt=(--pcapng); fi
+            "$GENERATE" "$DIR/bench-$shape-$seed.$ext" $((n / 4)) $seed --snaplen $FULL "${opt[@]}"
+            echo "$DIR/bench-$shape-$seed.$ext"
+        done
+        ;;
+    *)
+        echo "error: unknown shape $shape" >&2
         exit 2
-    fi
-    echo "$label $(((end - start) / 1000000)) $(tail -n 1 "$TMP/rss")" | awk \
-        '{ printf "%s %.3f %s\n", $1, $2 / 1000, $3 }' >>"$TMP/runs"
+        ;;
+    esac
 }
 
-: >"$TMP/runs"
-for round in $(seq "$ROUNDS"); do
-    run portwatch "$PORTWATCH" replay --site multi-node "$ONE" --format json
-    run tcpdump tcpdump -n -r "$ONE" -w /dev/null "$FILTER"
-    tail -n 2 "$TMP/runs" | awk -v r="$round" -v n="$PACKETS" \
-        '{ printf "round %d  %-9s %6.3f s  %10.0f packets/s  %6d KB peak RSS\n", r, $1, $2, n / $2, $3 }'
+# run SHAPE TOOL CMD...: runs CMD once; appends "SHAPE TOOL WALL RSS_KB CPU"
+# (CPU: user + system seconds of CMD and its children).
+run() {
+    local shape=$1 tool=$2 start end rc=0
+    shift 2
+    start=$(date +%s%N)
+    /usr/bin/time -f "%M %U %S" -o "$DIR/rss" "$@" >/dev/null 2>"$DIR/stderr" || rc=$?
+    end=$(date +%s%N)
+    # portwatch: 0 clean, 1 findings; tcpdump and dd: 0.
+    if [ "$rc" -gt 1 ]; then
+        echo "error: $shape $tool exited with $rc:" >&2
+        cat "$DIR/stderr" >&2
+        exit 2
+    fi
+    echo "$shape $tool $(((end - start) / 1000000)) $(tail -n 1 "$DIR/rss")" |
+        awk '{ printf "%s %s %.3f %s %.2f\n", $1, $2, $3 / 1000, $4, $5 + $6 }' >>"$RUNS"
+}
+
+# tcpdump and dd read several files one after the other (they cannot merge).
+export FILTER
+TCPDUMP_EACH='for f; do tcpdump -n -r "$f" -w /dev/null "$FILTER" || exit $?; done'
+DD_EACH='for f; do dd if="$f" of=/dev/null bs=1M status=none || exit $?; done'
+
+for shape in $SHAPES; do
+    echo "== $shape: generating $PACKETS packets"
+    mapfile -t files < <(generate "$shape")
+    cat "${files[@]}" >/dev/null # into the page cache
+    echo "$shape bytes $(cat "${files[@]}" | wc -c)" >>"$DIR/sizes"
+    for round in $(seq "$ROUNDS"); do
+        run "$shape" dd bash -c "$DD_EACH" _ "${files[@]}"
+        run "$shape" portwatch "$PORTWATCH" replay --site multi-node "${files[@]}" --format json
+        if [ ${#files[@]} = 1 ]; then
+            run "$shape" tcpdump tcpdump -n -r "${files[0]}" -w /dev/null "$FILTER"
+        else
+            run "$shape" tcpdump bash -c "$TCPDUMP_EACH" _ "${files[@]}"
+        fi
+        tail -n 3 "$RUNS" | awk -v r="$round" -v n="$PACKETS" \
+            '{ printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS  %6.2f s CPU\n", r, $2, $3, n / $3, $4, $5 }'
+    done
+    if [ "${KEEP:-0}" != 1 ]; then rm -f "${files[@]}"; fi
 done
-run portwatch-2x "$PORTWATCH" replay --site multi-node "$TWO" --format json
-# With a flow table that fills early, 1x and 2x both run at the cap.
-run small-table-1x "$PORTWATCH" replay --site multi-node --max-flows 4096 "$ONE" --format json
-run small-table-2x "$PORTWATCH" replay --site multi-node --max-flows 4096 "$TWO" --format json
+
+if [ "$MEMORY" = 1 ]; then
+    for mult in 1 2 4; do
+        n=$((mult * PACKETS))
+        f=$DIR/bench-memory-$mult.pcap
+        echo "== memory: flood shape, $n packets (snaplen 128)"
+        "$GENERATE" "$f" "$n" --flood
+        cat "$f" >/dev/null
+        run "memory-${mult}x" portwatch "$PORTWATCH" replay --site multi-node "$f" --format json
+        tail -n 1 "$RUNS" | awk '{ printf "  %s  %.3f s  %d KB peak RSS  %.2f s CPU\n", $1, $3, $4, $5 }'
+        rm -f "$f"
+    done
+fi
 
 echo
-echo "machine: $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "capture: $PACKETS packets, $(du -m "$ONE" | cut -f1) MB (snaplen 128)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ); load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "tcpdump: $(tcpdump --version 2>&1 | head -n 1); $(tcpdump --version 2>&1 | sed -n 2p)"
+echo "$PACKETS packets a shape, $ROUNDS alternating rounds (dd, portwatch, tcpdump); medians"
+echo
 awk -v n="$PACKETS" '
     function median(a, k,    i, j, t) {
         for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
     }
-    $1 == "portwatch" { p++; pw[p] = $2; if ($3 > rss1) rss1 = $3 }
-    $1 == "tcpdump" { t++; td[t] = $2; if ($3 > rsstd) rsstd = $3 }
-    $1 == "portwatch-2x" { rss2 = $3; secs2 = $2 }
-    $1 == "small-table-1x" { small1 = $3 }
-    $1 == "small-table-2x" { small2 = $3 }
+    FILENAME ~ /sizes$/ { bytes[$1] = $3; next }
+    $1 ~ /^memory-/ { mem[$1] = $4; next }
+    {
+        s = $1
+        if (!(s in seen)) { seen[s] = 1; order[++shapes] = s }
+        k = ++count[s, $2]
+        t[s, $2, k] = $3
+        c[s, $2, k] = $5
+        if ($4 > rss[s, $2]) rss[s, $2] = $4
+    }
     END {
-        for (i = 1; i <= p; i++) ratio[i] = td[i] / pw[i]
-        printf "portwatch: median %10.0f packets/s  peak RSS %d KB\n", n / median(pw, p), rss1
-        printf "tcpdump:   median %10.0f packets/s  peak RSS %d KB\n", n / median(td, t), rsstd
-        printf "ratio portwatch/tcpdump (median of %d alternating rounds): %.2fx\n", p, median(ratio, p)
-        printf "peak RSS of portwatch: %d KB on 1x, %d KB on 2x (%d packets, %.0f packets/s)\n", rss1, rss2, 2 * n, 2 * n / secs2
-        printf "peak RSS with --max-flows 4096: %d KB on 1x, %d KB on 2x\n", small1, small2
-    }' "$TMP/runs"
+        printf "%-9s %6s %8s %10s %10s %10s %7s %7s %8s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw RSS", "td RSS"
+        for (i = 1; i <= shapes; i++) {
+            s = order[i]; k = count[s, "portwatch"]
+            for (r = 1; r <= k; r++) {
+                dd[r] = t[s, "dd", r]; pw[r] = t[s, "portwatch", r]; td[r] = t[s, "tcpdump", r]
+                ratio[r] = td[r] / pw[r]
+                cpu[r] = c[s, "tcpdump", r] / (c[s, "portwatch", r] > 0 ? c[s, "portwatch", r] : 0.01)
+            }
+            mdd = median(dd, k); mpw = median(pw, k); mtd = median(td, k)
+            printf "%-9s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %5.1f MB %4.1f MB\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024
+        }
+        printf "packets/s: medians of wall time; ratio: median of the per-round ratios tcpdump/portwatch of wall time,\n"
+        printf "cpu: the same of CPU time (user + system); RSS: peak over the rounds (MB = 1024 KB)\n"
+        if ("memory-1x" in mem)
+            printf "\nportwatch peak RSS on the flood shape: %.1f MB at %d packets, %.1f MB at %d, %.1f MB at %d\n", mem["memory-1x"] / 1024, n, mem["memory-2x"] / 1024, 2 * n, mem["memory-4x"] / 1024, 4 * n
+    }' "$DIR/sizes" "$RUNS"

@@ -1,8 +1,8 @@
-//! Writes a large, deterministic pcap for `benches/replay_vs_tcpdump.sh`.
+//! Writes a large, deterministic capture for `benches/replay_vs_tcpdump.sh`.
 //!
 //! ```text
-//! cargo run --release --example make_bench_capture -- OUT.pcap PACKETS [SEED]
-//! cargo run --release --example make_bench_capture -- --print-filter
+//! make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng]
+//! make_bench_capture --print-filter
 //! ```
 //!
 //! The traffic is that of the bundled `multi-node` site: about 500 TCP
@@ -13,10 +13,24 @@
 //! (unexpected flows, a refused required edge, a local-only port, an unknown
 //! host), and about 1% of the packets are UDP and 0.2% ARP.
 //!
-//! Frames have realistic wire lengths (1514-byte data segments, 66-byte
-//! ACKs, 74-byte SYNs) but, as a sensor with `snaplen 128` would, the file
-//! stores at most 128 bytes of each: the record's `len` is the wire length,
-//! `caplen` what was kept. Timestamps advance 1 to 39 µs per packet.
+//! Frames have realistic wire lengths: 66-byte ACKs, 74-byte SYNs, client
+//! requests of 266 to 566 bytes, 1514-byte data segments and, one data
+//! segment in 50, a 9014-byte jumbo frame. `--snaplen N` (default 128, a
+//! header-only sensor) is how much of each frame the file stores: the
+//! record's `len` is the wire length, `caplen` at most N. `--snaplen 262144`
+//! stores whole frames, as dumpcap and tcpdump do by default.
+//!
+//! `--flood` adds a scan on top: 2.5% of the packets are SYNs from 65,536
+//! addresses of 10.1.0.0/16 (outside the inventory) to the site's nodes on
+//! random ports, and 2.5% their answers (SYN-ACK, or RST one time in three),
+//! so 9 to 10% of all packets are control packets and the handshake table,
+//! flow rows and findings all reach their caps. Answered scan connections
+//! stay open (no FIN), as in a SYN flood that completes handshakes.
+//!
+//! `--pcapng` writes pcapng (one section, one Ethernet interface, µs
+//! timestamps, Enhanced Packet Blocks), as dumpcap does, instead of pcap.
+//! Timestamps advance 1 to 39 µs per packet; the seed also moves the client
+//! ports, so files made with different seeds merge without colliding.
 //!
 //! `--print-filter` prints the libpcap filter `portwatch watch` installs
 //! (`source::live::control_filter`), so tcpdump can be given the same one.
@@ -25,7 +39,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
-const SNAPLEN: usize = 128;
+const DEFAULT_SNAPLEN: usize = 128;
 const ACTIVE: usize = 512;
 const START_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
@@ -93,7 +107,7 @@ fn node(rng: &mut Rng) -> [u8; 4] {
     [PROXY, ENGINE1, ENGINE2, SCHEDULER][rng.below(4) as usize]
 }
 
-fn new_conn(rng: &mut Rng, serial: u64) -> Conn {
+fn new_conn(rng: &mut Rng, serial: u64, port_base: u64) -> Conn {
     let v4 = Addr::V4;
     let pick = rng.below(1000);
     let (client, server, sport, refused) = match pick {
@@ -124,7 +138,7 @@ fn new_conn(rng: &mut Rng, serial: u64) -> Conn {
     Conn {
         client,
         server,
-        cport: 32768 + (serial % 28000) as u16,
+        cport: 32768 + ((serial + port_base) % 28000) as u16,
         sport,
         vlan: (serial % 8 == 0).then_some(100),
         stage: Stage::Syn,
@@ -140,26 +154,92 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 
-/// One frame: headers written into `buf`, the wire length returned; the
-/// payload after the headers is zeros up to the snaplen.
+/// The output file: a pcap or pcapng stream of records.
 struct Writer {
     out: BufWriter<File>,
+    /// Headers of the frame being written; the payload after them is a
+    /// fixed pattern up to the wire length or the snaplen.
     frame: Vec<u8>,
+    snaplen: usize,
+    pcapng: bool,
 }
 
 impl Writer {
+    fn header(&mut self) -> std::io::Result<()> {
+        if self.pcapng {
+            // Section header block: no options, section length unknown.
+            let mut shb = Vec::with_capacity(28);
+            shb.extend_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
+            shb.extend_from_slice(&28u32.to_le_bytes());
+            shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+            shb.extend_from_slice(&1u16.to_le_bytes());
+            shb.extend_from_slice(&0u16.to_le_bytes());
+            shb.extend_from_slice(&u64::MAX.to_le_bytes());
+            shb.extend_from_slice(&28u32.to_le_bytes());
+            // Interface description block: Ethernet, the snaplen, µs.
+            let mut idb = Vec::with_capacity(20);
+            idb.extend_from_slice(&1u32.to_le_bytes());
+            idb.extend_from_slice(&20u32.to_le_bytes());
+            idb.extend_from_slice(&1u16.to_le_bytes());
+            idb.extend_from_slice(&0u16.to_le_bytes());
+            idb.extend_from_slice(&(self.snaplen as u32).to_le_bytes());
+            idb.extend_from_slice(&20u32.to_le_bytes());
+            self.out.write_all(&shb)?;
+            self.out.write_all(&idb)
+        } else {
+            // pcap header: µs, version 2.4, Ethernet.
+            let mut head = Vec::with_capacity(24);
+            head.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
+            head.extend_from_slice(&2u16.to_le_bytes());
+            head.extend_from_slice(&4u16.to_le_bytes());
+            head.extend_from_slice(&[0; 8]);
+            head.extend_from_slice(&(self.snaplen as u32).to_le_bytes());
+            head.extend_from_slice(&1u32.to_le_bytes());
+            self.out.write_all(&head)
+        }
+    }
+
     fn record(&mut self, ts_us: u64, wire_len: usize) -> std::io::Result<()> {
-        let cap = wire_len.min(SNAPLEN);
-        self.frame.resize(cap.max(self.frame.len()), 0);
-        let mut hdr = [0u8; 16];
-        hdr[0..4].copy_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
-        hdr[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
-        hdr[8..12].copy_from_slice(&(cap as u32).to_le_bytes());
-        hdr[12..16].copy_from_slice(&(wire_len as u32).to_le_bytes());
-        self.out.write_all(&hdr)?;
-        self.out.write_all(&self.frame[..cap])
+        let cap = wire_len.min(self.snaplen);
+        let headers = self.frame.len().min(cap);
+        if self.pcapng {
+            let padded = (cap + 3) & !3;
+            let total = (32 + padded) as u32;
+            let mut hdr = [0u8; 28];
+            hdr[0..4].copy_from_slice(&6u32.to_le_bytes());
+            hdr[4..8].copy_from_slice(&total.to_le_bytes());
+            // interface 0 (bytes 8..12 stay zero)
+            hdr[12..16].copy_from_slice(&((ts_us >> 32) as u32).to_le_bytes());
+            hdr[16..20].copy_from_slice(&(ts_us as u32).to_le_bytes());
+            hdr[20..24].copy_from_slice(&(cap as u32).to_le_bytes());
+            hdr[24..28].copy_from_slice(&(wire_len as u32).to_le_bytes());
+            self.out.write_all(&hdr)?;
+            self.out.write_all(&self.frame[..headers])?;
+            self.out.write_all(&PAYLOAD[..padded - headers])?;
+            self.out.write_all(&total.to_le_bytes())
+        } else {
+            let mut hdr = [0u8; 16];
+            hdr[0..4].copy_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+            hdr[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+            hdr[8..12].copy_from_slice(&(cap as u32).to_le_bytes());
+            hdr[12..16].copy_from_slice(&(wire_len as u32).to_le_bytes());
+            self.out.write_all(&hdr)?;
+            self.out.write_all(&self.frame[..headers])?;
+            self.out.write_all(&PAYLOAD[..cap - headers])
+        }
     }
 }
+
+/// Payload bytes after the headers: larger than any frame written.
+static PAYLOAD: [u8; 9216] = {
+    let mut p = [0u8; 9216];
+    let mut i = 0;
+    while i < p.len() {
+        p[i] = (i * 7 + 3) as u8;
+        i += 1;
+    }
+    p
+};
 
 fn ethernet(f: &mut Vec<u8>, vlan: Option<u16>, ethertype: u16) {
     f.clear();
@@ -286,8 +366,9 @@ fn step(f: &mut Vec<u8>, c: &mut Conn, rng: &mut Rng) -> usize {
                 Stage::Data(n - 1)
             };
             if n % 2 == 0 {
-                // Server sends a full segment; the client ACKs it next.
-                let len = 1448;
+                // Server sends a full segment (one in 50 a jumbo frame);
+                // the client ACKs it next.
+                let len = if rng.below(50) == 0 { 8948 } else { 1448 };
                 let w = tcp(f, c, false, ACK | PSH, len);
                 c.sseq = c.sseq.wrapping_add(len as u32);
                 w
@@ -315,35 +396,110 @@ fn step(f: &mut Vec<u8>, c: &mut Conn, rng: &mut Rng) -> usize {
     }
 }
 
-fn run(path: &str, packets: u64, seed: u64) -> std::io::Result<()> {
-    let file = File::create(path)?;
+/// The scan `--flood` adds: SYNs to random node ports from 10.1.0.0/16,
+/// answered later from a ring of pending attempts.
+struct Flood {
+    pending: Vec<Conn>,
+    next: usize,
+}
+
+const FLOOD_PENDING: usize = 4096;
+
+impl Flood {
+    fn syn(&mut self, f: &mut Vec<u8>, rng: &mut Rng) -> usize {
+        let r = rng.next();
+        let client = Addr::V4([10, 1, (r >> 8) as u8, r as u8]);
+        let server = Addr::V4(match (r >> 16) % 5 {
+            0 => PROXY,
+            1 => ENGINE1,
+            2 => ENGINE2,
+            3 => CENTRAL,
+            _ => SCHEDULER,
+        });
+        let c = Conn {
+            client,
+            server,
+            cport: 1024 + ((r >> 24) % 60000) as u16,
+            sport: 1 + ((r >> 40) % 65535) as u16,
+            vlan: None,
+            stage: Stage::SynAck,
+            refused: (r >> 56) % 3 == 0,
+            cseq: (r >> 8) as u32,
+            sseq: r as u32,
+        };
+        let w = tcp(f, &c, true, SYN, 0);
+        if self.pending.len() < FLOOD_PENDING {
+            self.pending.push(c);
+        } else {
+            self.pending[self.next] = c;
+            self.next = (self.next + 1) % FLOOD_PENDING;
+        }
+        w
+    }
+
+    /// Answers a pending attempt (SYN-ACK, or RST when refused); `None`
+    /// when none is pending.
+    fn answer(&mut self, f: &mut Vec<u8>, rng: &mut Rng) -> Option<usize> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let i = rng.below(self.pending.len() as u64) as usize;
+        let mut c = self.pending.swap_remove(i);
+        self.next = self.next.min(self.pending.len().saturating_sub(1));
+        c.cseq = c.cseq.wrapping_add(1);
+        let flags = if c.refused { RST | ACK } else { SYN | ACK };
+        Some(tcp(f, &c, false, flags, 0))
+    }
+}
+
+struct Options {
+    path: String,
+    packets: u64,
+    seed: u64,
+    snaplen: usize,
+    flood: bool,
+    pcapng: bool,
+}
+
+fn run(o: &Options) -> std::io::Result<()> {
+    let file = File::create(&o.path)?;
     let mut w = Writer {
         out: BufWriter::with_capacity(1 << 20, file),
         frame: Vec::with_capacity(256),
+        snaplen: o.snaplen,
+        pcapng: o.pcapng,
     };
-    // pcap header: µs, version 2.4, snaplen 128, Ethernet.
-    let mut head = Vec::with_capacity(24);
-    head.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
-    head.extend_from_slice(&2u16.to_le_bytes());
-    head.extend_from_slice(&4u16.to_le_bytes());
-    head.extend_from_slice(&[0; 8]);
-    head.extend_from_slice(&(SNAPLEN as u32).to_le_bytes());
-    head.extend_from_slice(&1u32.to_le_bytes());
-    w.out.write_all(&head)?;
+    w.header()?;
 
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(o.seed | 1);
+    let port_base = o.seed.wrapping_mul(7919) % 28000;
     let mut serial = 0u64;
     let mut conns: Vec<Conn> = (0..ACTIVE)
         .map(|_| {
             serial += 1;
-            new_conn(&mut rng, serial)
+            new_conn(&mut rng, serial, port_base)
         })
         .collect();
+    let mut flood = Flood {
+        pending: Vec::with_capacity(FLOOD_PENDING),
+        next: 0,
+    };
     let mut ts_us = START_SECS * 1_000_000;
-    for _ in 0..packets {
+    for _ in 0..o.packets {
         ts_us += 1 + rng.below(39);
         let pick = rng.below(1000);
-        let wire = if pick < 10 {
+        let scan = if !o.flood {
+            None
+        } else if pick >= 975 {
+            Some(flood.syn(&mut w.frame, &mut rng))
+        } else if pick >= 950 {
+            flood.answer(&mut w.frame, &mut rng)
+        } else {
+            None
+        };
+        let wire = if let Some(wire) = scan {
+            wire
+        } else if pick < 10 {
             udp(&mut w.frame, &mut rng)
         } else if pick < 12 {
             arp(&mut w.frame, &mut rng)
@@ -352,7 +508,7 @@ fn run(path: &str, packets: u64, seed: u64) -> std::io::Result<()> {
             let wire = step(&mut w.frame, &mut conns[i], &mut rng);
             if conns[i].stage == Stage::Done {
                 serial += 1;
-                conns[i] = new_conn(&mut rng, serial);
+                conns[i] = new_conn(&mut rng, serial, port_base);
             }
             wire
         };
@@ -361,22 +517,55 @@ fn run(path: &str, packets: u64, seed: u64) -> std::io::Result<()> {
     w.out.flush()
 }
 
+fn parse(args: &[String]) -> Option<Options> {
+    let mut positional = Vec::new();
+    let mut o = Options {
+        path: String::new(),
+        packets: 0,
+        seed: 42,
+        snaplen: DEFAULT_SNAPLEN,
+        flood: false,
+        pcapng: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--snaplen" => o.snaplen = it.next()?.parse().ok().filter(|&n| n >= 64)?,
+            "--flood" => o.flood = true,
+            "--pcapng" => o.pcapng = true,
+            _ if a.starts_with("--") => return None,
+            _ => positional.push(a),
+        }
+    }
+    match positional.as_slice() {
+        [path, packets, rest @ ..] if rest.len() <= 1 => {
+            o.path = path.to_string();
+            o.packets = packets.parse().ok()?;
+            if let Some(seed) = rest.first() {
+                o.seed = seed.parse().ok()?;
+            }
+            Some(o)
+        }
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--print-filter") {
         println!("{}", portwatch::source::live::control_filter());
         return ExitCode::SUCCESS;
     }
-    let (Some(path), Some(Ok(packets))) = (args.first(), args.get(1).map(|n| n.parse::<u64>()))
-    else {
-        eprintln!("usage: make_bench_capture OUT.pcap PACKETS [SEED] | --print-filter");
+    let Some(o) = parse(&args) else {
+        eprintln!(
+            "usage: make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] | --print-filter"
+        );
         return ExitCode::from(2);
     };
-    let seed = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(42);
-    match run(path, packets, seed) {
+    match run(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {path}: {e}");
+            eprintln!("error: {}: {e}", o.path);
             ExitCode::from(2)
         }
     }

@@ -79,6 +79,8 @@ pub(super) struct Driver {
     stdout_closed: bool,
     /// Where each tick leaves the report so far (the live page).
     snapshot: Option<Arc<Snapshot>>,
+    /// Print each interface's capture counters to stderr at the end.
+    closing_counters: bool,
 }
 
 impl Driver {
@@ -97,12 +99,20 @@ impl Driver {
             end_ts: None,
             stdout_closed: false,
             snapshot: None,
+            closing_counters: false,
         }
     }
 
     /// Leave the report so far in `snapshot` at the ticks it is wanted.
     pub fn with_snapshot(mut self, snapshot: Arc<Snapshot>) -> Driver {
         self.snapshot = Some(snapshot);
+        self
+    }
+
+    /// At the end, print each live interface's counters (received, kernel
+    /// drops) to stderr, as tcpdump does, so the two can be compared.
+    pub fn with_closing_counters(mut self) -> Driver {
+        self.closing_counters = true;
         self
     }
 
@@ -199,6 +209,11 @@ impl Driver {
         let events = self.events.finish();
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.events.lost());
+        }
+        if self.closing_counters {
+            for s in self.input.live_stats() {
+                eprintln!("{s}");
+            }
         }
         let facts = self.input.facts();
         let window = self.since.map(|s| (s, end.max(s)));

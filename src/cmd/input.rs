@@ -9,7 +9,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
-use crate::source::live::{InterfaceChange, LiveOptions, LiveSource};
+use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Source, SourceError};
 use crate::time::Timestamp;
@@ -129,6 +129,14 @@ impl Input {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading capture statistics failed"),
             }
+        }
+    }
+
+    /// The capture counters of each live interface (none for files).
+    pub fn live_stats(&mut self) -> Vec<InterfaceStats> {
+        match self {
+            Input::Live(l) => l.stats().unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
 

@@ -113,6 +113,16 @@ fn print(text: &str) -> Result<(), Error> {
     }
 }
 
+/// The JSON report to standard output as it is serialized (a report at the
+/// row and finding caps is about 10 MB), with [`print`]'s closed pipe rule.
+fn print_json(r: &Report) -> Result<(), Error> {
+    let o = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    match r.write_json(o) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Stdout(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The closing summary of `watch` and `run`, on stderr.
 fn print_summary(r: &Report, format: Format) {
     eprintln!();

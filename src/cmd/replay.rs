@@ -5,7 +5,7 @@ use super::eventlog::EventLog;
 use super::input::{Input, InputSpec};
 use super::page::report_page;
 use super::settings::ReplaySettings;
-use super::{prepare, print, Error, Status};
+use super::{prepare, print, print_json, Error, Status};
 use crate::cli::ReportFormat as Format;
 use crate::pipeline::Pipeline;
 use crate::report::{Report, SourceFacts};
@@ -51,9 +51,11 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         }
     }
     let report = Report::build(&pl, facts, span, &vis);
+    // The report holds what it prints: free the tables before rendering.
+    drop(pl);
     match s.report.format {
         Format::Table => print(&report.to_table())?,
-        Format::Json => print(&format!("{}\n", report.to_json()))?,
+        Format::Json => print_json(&report)?,
         Format::Html => {
             let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
             print(&report_page(

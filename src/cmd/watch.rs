@@ -32,6 +32,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let done = Driver::new(input, policy.clone(), vis, s.track)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
+        .with_closing_counters()
         .run(&rx, None)?;
     match s.report.format {
         ReportFormat::Table => print_summary(&done.report, Format::Table),

@@ -395,6 +395,15 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
+
+    /// Writes the JSON report and a newline to `w` as it is serialized: a
+    /// report at the row and finding caps is about 10 MB of JSON, which
+    /// `to_json` would hold (and grow by doubling) in memory.
+    pub fn write_json(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::from)?;
+        w.write_all(b"\n")?;
+        w.flush()
+    }
 }
 
 /// The finding standing for unknown-host findings folded past a budget.

@@ -84,6 +84,17 @@ pub struct InterfaceStats {
     pub if_dropped: u32,
 }
 
+/// As tcpdump says it when it stops, so the two can be read side by side.
+impl std::fmt::Display for InterfaceStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} packets received by filter, {} dropped by kernel, {} dropped by interface",
+            self.iface, self.received, self.dropped, self.if_dropped
+        )
+    }
+}
+
 const ETHERTYPE_FILTER_BASE: &str = "(ip and tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-fin) != 0) \
 or (ip6 and ((ip6[6] == 6 and ip6[53] & 0x07 != 0) \
 or ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 \

@@ -635,11 +635,16 @@ impl<T: Copy> HandshakeTable<T> {
         let limit = 2 * self.config.capacity.max(16);
         let entries = &self.entries;
         let live = |(k, g): &(FlowKey, u64)| entries.get(k).is_some_and(|e| e.generation == *g);
+        // A queue is a ring and walks its whole capacity over time: once it
+        // has doubled past the limit, a long capture would make all of it
+        // resident. Shrink it back after compacting.
         if self.order.len() > limit {
             self.order.retain(live);
+            self.order.shrink_to(limit);
         }
         if self.open_order.len() > limit {
             self.open_order.retain(live);
+            self.open_order.shrink_to(limit);
         }
         if self.due.len() > limit {
             self.due = self

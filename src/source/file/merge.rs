@@ -97,6 +97,11 @@ impl MergedFiles {
 
     /// Deliver up to a batch of frames, stopping before the first one later
     /// than `until` (if given): [`Poll::Idle`] when that frame is not due yet.
+    ///
+    /// The file with the earliest frame delivers it, then every following
+    /// frame that still comes before the other files' next ones, on its
+    /// buffered fast path; only where the files interleave does each frame
+    /// go through the heap.
     pub fn poll_until(
         &mut self,
         until: Option<Timestamp>,
@@ -119,23 +124,40 @@ impl MergedFiles {
         self.prime();
         let mut n = 0;
         while n < max {
-            let Some(mut top) = self.heap.peek_mut() else {
+            let Some(&Reverse((ts, i))) = self.heap.peek() else {
                 break;
             };
-            if until.is_some_and(|u| top.0 .0 > u) {
+            if until.is_some_and(|u| ts > u) {
                 return if n == 0 { Poll::Idle } else { Poll::Frames(n) };
             }
-            let i = top.0 .1;
+            self.heap.pop();
             let file = &mut self.files[i];
             if let Some(frame) = file.current_frame() {
                 sink(&frame);
                 n += 1;
             }
-            match file.advance().then_some(file.current).flatten() {
-                Some(c) => top.0 = (c.ts, i),
-                None => {
-                    std::collections::binary_heap::PeekMut::pop(top);
-                }
+            file.current = None;
+            // Frames of this file that come before the next file's frame
+            // (at an equal time, only if this file was given first).
+            let limit = match self.heap.peek() {
+                None => Some(until),
+                Some(&Reverse((t, j))) if i < j => Some(Some(t)),
+                Some(&Reverse((t, _))) => t.0.checked_sub(1).map(|t| Some(Timestamp(t))),
+            };
+            if let Some(limit) = limit {
+                let limit = match (limit, until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                n += file.poll_buffered(sink, max - n, limit);
+            }
+            // The run's first later frame is loaded already, or the next
+            // record needs the general path.
+            if file.current.is_none() {
+                file.advance();
+            }
+            if let Some(c) = file.current {
+                self.heap.push(Reverse((c.ts, i)));
             }
         }
         if n == 0 {

@@ -504,6 +504,24 @@ impl FileSource {
         if self.ended {
             return false;
         }
+        self.advance_buffered() || self.advance_general()
+    }
+
+    /// As [`FileSource::next_frame`], on the general path only: what the
+    /// fast path is tested against.
+    #[cfg(test)]
+    fn next_frame_general(&mut self) -> Option<Frame<'_>> {
+        self.current = None;
+        if !self.ended && self.advance_general() {
+            self.current_frame()
+        } else {
+            None
+        }
+    }
+
+    /// `advance` for any record: reads (and refills) as it needs, keeps the
+    /// facts, and records where and why a damaged file stops.
+    fn advance_general(&mut self) -> bool {
         loop {
             let step = match self.kind {
                 Kind::Pcap(_) => self.read_pcap_record(),
@@ -630,49 +648,101 @@ fn pcap_timestamp(secs: u32, frac: u32, frac_scale: u64) -> Timestamp {
 }
 
 impl FileSource {
-    /// Delivers up to `budget` frames of a plain pcap file straight from
-    /// the buffer while whole, sane records lie in it: no refill, no
-    /// `Step`, no per-record bookkeeping beyond the counters. Anything else
-    /// (the first record, a refill, the modified or swapped formats, a
-    /// record `read_pcap_record` would stop on) is left to [`Self::advance`],
-    /// so both paths give the same frames; `replay` spends most of its
-    /// time here.
-    fn poll_buffered_pcap(&mut self, sink: &mut dyn FnMut(&Frame<'_>), budget: usize) -> usize {
-        let Kind::Pcap(st) = &self.kind else {
-            return 0;
-        };
-        if self.ended
-            || st.record_header_len != 16
+    /// The pcap record at `pos` of the buffer, and where the next one
+    /// starts, if it lies whole in the buffer and needs none of the general
+    /// path's care: plain 16-byte headers, caplen within bounds, and not
+    /// the file's first record (which sets the facts up). `None` leaves it
+    /// to `read_pcap_record`, which gives the same frame or stops.
+    #[inline]
+    fn buffered_pcap_record(&self, st: &PcapState, pos: usize) -> Option<(Current, usize)> {
+        if st.record_header_len != 16
             || st.lengths != Lengths::Normal
             || self.last_linktype != Some(st.linktype)
         {
-            return 0;
+            return None;
         }
-        let (e, scale, linktype, interface) =
-            (st.endian, st.frac_scale, st.linktype, self.interface_base);
-        let (buf, start, len) = (&self.win.buf, self.win.pos, self.win.len);
+        let e = st.endian;
+        let hdr = self.win.buf.get(pos..pos + 16)?;
+        let caplen = e.u32(&hdr[8..12]);
+        let end = pos + 16 + caplen as usize;
+        let frac = e.u32(&hdr[4..8]);
+        if caplen > MAX_PCAP_CAPLEN || end > self.win.len || !frac_in_range(frac, st.frac_scale) {
+            return None;
+        }
+        let c = Current {
+            ts: pcap_timestamp(e.u32(&hdr[0..4]), frac, st.frac_scale),
+            linktype: st.linktype,
+            wire_len: e.u32(&hdr[12..16]),
+            start: pos + 16,
+            end,
+            interface: self.interface_base,
+            ts_invalid: false,
+        };
+        Some((c, end))
+    }
+
+    /// The record at `pos` on the fast path of the file's format.
+    #[inline]
+    fn buffered_record(&self, pos: usize) -> Option<(Current, usize)> {
+        if self.ended {
+            return None;
+        }
+        match &self.kind {
+            Kind::Pcap(st) => self.buffered_pcap_record(st, pos),
+            Kind::PcapNg(st) => self.buffered_pcapng_record(st, pos),
+        }
+    }
+
+    /// Loads the next record as `current` if it is on the fast path;
+    /// false leaves it to the general path.
+    #[inline]
+    fn advance_buffered(&mut self) -> bool {
+        let pos = self.win.pos;
+        let Some((c, next)) = self.buffered_record(pos) else {
+            return false;
+        };
+        self.win.pos = next;
+        self.offset += (next - pos) as u64;
+        self.records += 1;
+        self.last_ts = Some(c.ts);
+        self.current = Some(c);
+        true
+    }
+
+    /// Delivers up to `budget` frames straight from the buffer while the
+    /// records are on the fast path (no refill, no `Step`, no per-record
+    /// bookkeeping beyond the counters), none later than `until`; anything
+    /// else is left to [`Self::advance`], so both paths give the same
+    /// frames. `replay` spends most of its time here. The first frame
+    /// later than `until` is loaded as `current`, as `advance` would.
+    fn poll_buffered(
+        &mut self,
+        sink: &mut dyn FnMut(&Frame<'_>),
+        budget: usize,
+        until: Option<Timestamp>,
+    ) -> usize {
+        let start = self.win.pos;
         let (mut pos, mut n, mut last) = (start, 0, None);
+        let mut held = None;
         while n < budget {
-            let Some(hdr) = buf.get(pos..pos + 16) else {
+            let Some((c, next)) = self.buffered_record(pos) else {
                 break;
             };
-            let caplen = e.u32(&hdr[8..12]);
-            let end = pos + 16 + caplen as usize;
-            let frac = e.u32(&hdr[4..8]);
-            if caplen > MAX_PCAP_CAPLEN || end > len || !frac_in_range(frac, scale) {
+            if until.is_some_and(|u| c.ts > u) {
+                // Parsed already: load it as `current` for the merge.
+                held = Some((c, next));
                 break;
             }
-            let ts = pcap_timestamp(e.u32(&hdr[0..4]), frac, scale);
             sink(&Frame {
-                ts,
-                linktype,
-                wire_len: e.u32(&hdr[12..16]),
-                data: &buf[pos + 16..end],
-                interface,
-                ts_invalid: false,
+                ts: c.ts,
+                linktype: c.linktype,
+                wire_len: c.wire_len,
+                data: &self.win.buf[c.start..c.end],
+                interface: c.interface,
+                ts_invalid: c.ts_invalid,
             });
-            last = Some(ts);
-            pos = end;
+            last = Some(c.ts);
+            pos = next;
             n += 1;
         }
         if n > 0 {
@@ -682,6 +752,13 @@ impl FileSource {
             self.last_ts = last;
             self.current = None;
         }
+        if let Some((c, next)) = held {
+            self.win.pos = next;
+            self.offset += (next - pos) as u64;
+            self.records += 1;
+            self.last_ts = Some(c.ts);
+            self.current = Some(c);
+        }
         n
     }
 }
@@ -690,7 +767,7 @@ impl Source for FileSource {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
         let mut n = 0;
         while n < BATCH_FRAMES {
-            n += self.poll_buffered_pcap(sink, BATCH_FRAMES - n);
+            n += self.poll_buffered(sink, BATCH_FRAMES - n, None);
             if n == BATCH_FRAMES {
                 break;
             }

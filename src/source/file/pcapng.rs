@@ -299,3 +299,45 @@ impl FileSource {
         }
     }
 }
+
+impl FileSource {
+    /// The pcapng twin of `buffered_pcap_record`: an Enhanced Packet Block
+    /// at `pos` that lies whole in the buffer, is sane, and is on an
+    /// interface of the link type of the last frame. Any other block is
+    /// left to `read_pcapng_block`, which gives the same frame or stops.
+    #[inline]
+    pub(super) fn buffered_pcapng_record(
+        &self,
+        st: &PcapNgState,
+        pos: usize,
+    ) -> Option<(Current, usize)> {
+        let linktype = self.last_linktype?;
+        let e = st.endian;
+        let buf = &self.win.buf;
+        let hdr = buf.get(pos..pos + 28)?;
+        let total = e.u32(&hdr[4..8]) as usize;
+        let end = pos + total;
+        if e.u32(&hdr[0..4]) != PCAPNG_EPB || total < 32 || total % 4 != 0 || end > self.win.len {
+            return None;
+        }
+        let caplen = e.u32(&hdr[20..24]) as usize;
+        let iface = st.interfaces.get(e.u32(&hdr[8..12]) as usize)?;
+        if caplen > total - 32
+            || iface.linktype != linktype
+            || e.u32(&buf[end - 4..end]) as usize != total
+        {
+            return None;
+        }
+        let ticks = (u64::from(e.u32(&hdr[12..16])) << 32) | u64::from(e.u32(&hdr[16..20]));
+        let c = Current {
+            ts: iface.timestamp(ticks),
+            linktype,
+            wire_len: e.u32(&hdr[24..28]),
+            start: pos + 28,
+            end: pos + 28 + caplen,
+            interface: self.interface_base + iface.seq,
+            ts_invalid: false,
+        };
+        Some((c, end))
+    }
+}

@@ -1,7 +1,7 @@
 use super::pcapng::Interface;
 use super::*;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One frame as read, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -684,12 +684,160 @@ fn buffered_poll_equals_frame_by_frame() {
         while let Ok(Poll::Frames(_)) = a.poll(&mut |f| polled.push(own(f))) {}
         let mut b = FileSource::open(&path).unwrap();
         let mut stepped = Vec::new();
-        while let Some(f) = b.next_frame() {
+        while let Some(f) = b.next_frame_general() {
             stepped.push(own(&f));
         }
         assert_eq!(polled.len(), stepped.len(), "{}", path.display());
         assert!(polled == stepped, "{}: frames differ", path.display());
         assert_eq!(a.facts(), b.facts(), "{}", path.display());
+    }
+}
+
+type Owned = (Timestamp, LinkType, u32, Vec<u8>, u32);
+
+fn own(f: &Frame<'_>) -> Owned {
+    (f.ts, f.linktype, f.wire_len, f.data.to_vec(), f.interface)
+}
+
+/// Every frame of `path` on the general path only, and its facts.
+fn general(path: &Path) -> Option<(Vec<Owned>, FileFacts)> {
+    let mut f = FileSource::open(path).ok()?;
+    let mut out = Vec::new();
+    while let Some(frame) = f.next_frame_general() {
+        out.push(own(&frame));
+    }
+    Some((out, f.facts()))
+}
+
+/// The merge as specified, on owned frames: the earliest head next, ties
+/// to the file given first; interfaces offset per file.
+fn reference_merge(files: &[Vec<Owned>]) -> Vec<Owned> {
+    let mut at = vec![0; files.len()];
+    let mut out = Vec::new();
+    loop {
+        let next = (0..files.len())
+            .filter(|&i| at[i] < files[i].len())
+            .min_by_key(|&i| (files[i][at[i]].0, i));
+        let Some(i) = next else {
+            return out;
+        };
+        let mut f = files[i][at[i]].clone();
+        f.4 += i as u32 * MAX_INTERFACES_PER_FILE;
+        out.push(f);
+        at[i] += 1;
+    }
+}
+
+/// A pcap and a pcapng file of `n` frames each, large enough to refill the
+/// buffer many times: frames of 1 to 3,000 bytes (a few of 70,000),
+/// timestamps that repeat and sometimes go back, and in the pcapng file a
+/// second interface of another link type, an interface declared mid-file,
+/// and other blocks between the packets, so both the fast and the general
+/// path run and hand over to each other throughout.
+fn big_synthetic(seed: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut x = seed | 1;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut pcap = pcap_header(false, 0xA1B2_C3D4, (2, 4), 1);
+    let mut ng = shb(false);
+    ng.extend(idb(false, 1, 0, None, None));
+    ng.extend(idb(false, 113, 0, Some(9), None));
+    let mut us = 1_000_000u64;
+    for i in 0..n {
+        us = match rnd(20) {
+            0 => us.saturating_sub(rnd(50)),
+            1 | 2 => us,
+            _ => us + rnd(40),
+        };
+        let len = if rnd(500) == 0 {
+            70_000
+        } else {
+            1 + rnd(3000) as usize
+        };
+        let data: Vec<u8> = (0..len).map(|k| (k as u64 ^ seed) as u8).collect();
+        pcap_record(
+            &mut pcap,
+            false,
+            (us / 1_000_000) as u32,
+            (us % 1_000_000) as u32,
+            &data,
+            len as u32 + 4,
+        );
+        match rnd(100) {
+            0 => ng.extend(block(false, 5, &[7; 20])), // interface statistics: skipped
+            1 if i > n / 2 => ng.extend(idb(false, 101, 0, None, None)),
+            _ => {}
+        }
+        let iface = if rnd(10) == 0 { 1 } else { 0 };
+        let ticks = if iface == 1 { us * 1000 } else { us };
+        ng.extend(epb(false, iface, ticks, &data, len as u32));
+    }
+    (pcap, ng)
+}
+
+/// On large files, where records straddle buffer refills, `poll` (fast
+/// path) and the general path give the same frames and facts.
+#[test]
+fn fast_path_equals_general_path_across_refills() {
+    let (pcap, ng) = big_synthetic(7, 20_000);
+    for (name, bytes) in [("big.pcap", &pcap), ("big.pcapng", &ng)] {
+        assert!(bytes.len() > 20 * READ_BUFFER_BYTES, "{name} too small");
+        let path = temp(name, bytes);
+        let mut a = FileSource::open(&path).unwrap();
+        let mut polled = Vec::new();
+        while let Ok(Poll::Frames(_)) = a.poll(&mut |f| polled.push(own(f))) {}
+        let (stepped, facts) = general(&path).unwrap();
+        assert_eq!(polled.len(), 20_000, "{name}");
+        assert!(polled == stepped, "{name}: frames differ");
+        assert_eq!(a.facts(), facts, "{name}");
+    }
+}
+
+/// The merge (which lets one file deliver runs on its fast path) equals a
+/// reference merge of the files read on the general path: on large files
+/// with equal and overlapping timestamps, and on groups of corpus files
+/// and fixtures.
+#[test]
+fn merge_equals_reference_merge() {
+    let mut groups: Vec<Vec<PathBuf>> = Vec::new();
+    let mut big = Vec::new();
+    for seed in 1..=3 {
+        let (pcap, ng) = big_synthetic(seed, 5_000);
+        big.push(temp(&format!("merge-{seed}.pcap"), &pcap));
+        big.push(temp(&format!("merge-{seed}.pcapng"), &ng));
+    }
+    groups.push(big.clone());
+    groups.push(vec![big[0].clone(), big[0].clone()]);
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for dir in ["../shared/pcaps/corpus", "fixtures"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            paths.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+                    .filter(|p| FileSource::open(p).is_ok()),
+            );
+        }
+    }
+    paths.sort();
+    assert!(paths.len() > 20, "corpus or fixtures missing");
+    groups.extend(paths.chunks(4).map(<[PathBuf]>::to_vec));
+    for group in groups {
+        let mut merged = MergedFiles::open(&group).unwrap();
+        let mut got = Vec::new();
+        while let Ok(Poll::Frames(_)) = merged.poll(&mut |f| got.push(own(f))) {}
+        let read: Vec<(Vec<Owned>, FileFacts)> =
+            group.iter().map(|p| general(p).unwrap()).collect();
+        let frames: Vec<Vec<Owned>> = read.iter().map(|r| r.0.clone()).collect();
+        let want = reference_merge(&frames);
+        assert_eq!(got.len(), want.len(), "{group:?}");
+        assert!(got == want, "{group:?}: merged frames differ");
+        let facts: Vec<FileFacts> = read.into_iter().map(|r| r.1).collect();
+        assert_eq!(merged.facts(), facts, "{group:?}");
     }
 }
 
