@@ -253,26 +253,22 @@ fn alive(c: &mut Child) -> bool {
     matches!(c.0.try_wait(), Ok(None))
 }
 
-/// 1,100 idle connections to the metrics port of a daemon limited to 1024
-/// descriptors: a scrape still answers within a second, the replay keeps
-/// running (its loop reopens the capture file), nothing is fatal.
-#[test]
-fn idle_connection_flood_under_nofile_1024() {
-    let addr = crate::util::free_addr();
-    let pcap = fixture("demo.pcap");
-    let dir = TempDir::new("idleflood");
-    let log = std::fs::File::create(dir.0.join("log")).unwrap();
+/// `run` replaying the demo capture in a loop under `prlimit --nofile=N`,
+/// its output in `log`; returns once `/-/ready` answers 200.
+fn run_demo_under_nofile(nofile: u32, addr: std::net::SocketAddr, log: &std::path::Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
     let mut child = Child(
         Command::new("prlimit")
-            .arg("--nofile=1024")
+            .arg(format!("--nofile={nofile}"))
             .arg(bin())
             .args(["run", "--site", "multi-node", "--loop", "--speed", "1000"])
             .arg("--replay")
-            .arg(&pcap)
+            .arg(fixture("demo.pcap"))
             .args(["--listen", &addr.to_string()])
+            .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
             .unwrap(),
     );
@@ -284,6 +280,17 @@ fn idle_connection_flood_under_nofile_1024() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+/// 1,100 idle connections to the metrics port of a daemon limited to 1024
+/// descriptors: a scrape still answers within a second, the replay keeps
+/// running (its loop reopens the capture file), nothing is fatal.
+#[test]
+fn idle_connection_flood_under_nofile_1024() {
+    let addr = crate::util::free_addr();
+    let dir = TempDir::new("idleflood");
+    let mut child = run_demo_under_nofile(1024, addr, &dir.0.join("log"));
     let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
     let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
     let idle: Vec<_> = (0..1_100)
@@ -591,33 +598,9 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
 #[test]
 fn a_low_descriptor_limit_never_starves_the_capture() {
     let addr = crate::util::free_addr();
-    let pcap = fixture("demo.pcap");
     let dir = TempDir::new("emfile");
     let log_path = dir.0.join("log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Child(
-        Command::new("prlimit")
-            .arg("--nofile=64")
-            .arg(bin())
-            .args(["run", "--site", "multi-node", "--loop", "--speed", "1000"])
-            .arg("--replay")
-            .arg(&pcap)
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
-        assert!(
-            alive(&mut child) && Instant::now() < deadline,
-            "never ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = run_demo_under_nofile(64, addr, &log_path);
     let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
     let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
     let idle: Vec<_> = (0..100)
