@@ -968,9 +968,12 @@ impl<T: Copy> HandshakeTable<T> {
                 inferred: false,
             });
         }
-        self.order.clear();
-        self.open_order.clear();
-        self.due.clear();
+        // Nothing is left to track: give the memory back (at the caps, tens
+        // of megabytes) before the caller builds its report.
+        self.entries = FastMap::default();
+        self.order = VecDeque::new();
+        self.open_order = VecDeque::new();
+        self.due = BinaryHeap::new();
     }
 }
 
