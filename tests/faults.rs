@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, fixture, TempDir};
+use crate::util::{bin, fixture, Daemon, TempDir};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -255,32 +255,25 @@ fn alive(c: &mut Child) -> bool {
 
 /// `run` replaying the demo capture in a loop under `prlimit --nofile=N`,
 /// its output in `log`; returns once `/-/ready` answers 200.
-fn run_demo_under_nofile(nofile: u32, addr: std::net::SocketAddr, log: &std::path::Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
-    let mut child = Child(
-        Command::new("prlimit")
-            .arg(format!("--nofile={nofile}"))
-            .arg(bin())
-            .args(["run", "--site", "multi-node", "--loop", "--speed", "1000"])
-            .arg("--replay")
-            .arg(fixture("demo.pcap"))
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
+fn run_demo_under_nofile(nofile: u32, log: &std::path::Path) -> Daemon {
+    let pcap = fixture("demo.pcap").display().to_string();
+    let limit = format!("--nofile={nofile}");
+    let mut d = Daemon::start_wrapped(
+        &["prlimit", &limit],
+        &[
+            "run",
+            "--site",
+            "multi-node",
+            "--loop",
+            "--speed",
+            "1000",
+            "--replay",
+            &pcap,
+        ],
+        log,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
-        assert!(
-            alive(&mut child) && Instant::now() < deadline,
-            "never ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    d.wait_ready();
+    d
 }
 
 /// 1,100 idle connections to the metrics port of a daemon limited to 1024
@@ -288,9 +281,9 @@ fn run_demo_under_nofile(nofile: u32, addr: std::net::SocketAddr, log: &std::pat
 /// running (its loop reopens the capture file), nothing is fatal.
 #[test]
 fn idle_connection_flood_under_nofile_1024() {
-    let addr = crate::util::free_addr();
     let dir = TempDir::new("idleflood");
-    let mut child = run_demo_under_nofile(1024, addr, &dir.0.join("log"));
+    let mut child = run_demo_under_nofile(1024, &dir.0.join("log"));
+    let addr = child.addr;
     let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
     let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
     let idle: Vec<_> = (0..1_100)
@@ -322,7 +315,7 @@ fn idle_connection_flood_under_nofile_1024() {
         packets(&m)
     );
     assert!(crate::util::sample(&m, "portwatch_capture_up").unwrap_or(0.0) == 1.0);
-    assert!(alive(&mut child), "the daemon died");
+    assert!(child.alive(), "the daemon died");
     drop(idle);
 }
 
@@ -392,21 +385,10 @@ fn a_vanished_interface_is_reopened_when_it_returns() {
     let (a, b) = (format!("pw9a{pid}"), format!("pw9b{pid}"));
     assert!(Veth::add(&a, &b), "cannot create a veth pair");
     let _veth = Veth(a.clone());
-    let addr = crate::util::free_addr();
     let dir = TempDir::new("ifgone");
     let log_path = dir.0.join("log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Child(
-        Command::new(bin())
-            .args(["run", "--site", "multi-node", "-i", &a])
-            .args(["--listen", &addr.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Daemon::start_logged(&["run", "--site", "multi-node", "-i", &a], &log_path);
+    let addr = child.addr;
     let up = format!("portwatch_capture_up{{interface=\"{a}\"}}");
     let lost = format!("portwatch_capture_interface_lost_total{{interface=\"{a}\"}}");
     // Waits for the gauge, asserting that every scrape on the way answers.
@@ -414,7 +396,7 @@ fn a_vanished_interface_is_reopened_when_it_returns() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             assert!(
-                alive(&mut child),
+                child.alive(),
                 "portwatch exited: {}",
                 std::fs::read_to_string(&log_path).unwrap()
             );
@@ -499,25 +481,20 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
     );
     assert!(took < Duration::from_secs(2), "check took {took:?}");
 
-    let pcap = fixture("demo.pcap");
-    let addr = crate::util::free_addr();
+    let pcap = fixture("demo.pcap").display().to_string();
     let t = Instant::now();
-    let mut child = Child(
-        Command::new(bin())
-            .args(["run", "--site", site_arg, "--loop", "--speed", "100"])
-            .arg("--replay")
-            .arg(&pcap)
-            .args(["--listen", &addr.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut child = Daemon::spawn(
+        &[
+            "run", "--site", site_arg, "--loop", "--speed", "100", "--replay", &pcap,
+        ],
+        std::process::Stdio::null(),
+        std::process::Stdio::null(),
     );
-    let pid = child.0.id();
+    let addr = child.addr;
+    let pid = child.child.id();
     while crate::util::http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
         assert!(
-            alive(&mut child) && t.elapsed() < Duration::from_secs(20),
+            child.alive() && t.elapsed() < Duration::from_secs(20),
             "never ready"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -527,7 +504,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
     let rss = peak_rss_kib(pid);
     assert!(rss < 128 * 1024, "start: peak RSS {rss} KiB");
 
-    let reload = |child: &mut Child, nodes: usize, want: f64| {
+    let reload = |child: &mut Daemon, nodes: usize, want: f64| {
         std::fs::write(&site, big_site(nodes)).unwrap();
         let before = crate::util::http_get(addr, "/metrics").unwrap().1;
         let failures_before =
@@ -543,7 +520,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         assert!(ok.success());
         let t = Instant::now();
         loop {
-            assert!(alive(child), "the daemon died reloading {nodes} nodes");
+            assert!(child.alive(), "the daemon died reloading {nodes} nodes");
             let m = crate::util::http_get(addr, "/metrics")
                 .map(|r| r.1)
                 .unwrap_or_default();
@@ -588,7 +565,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         .filter(|l| l.starts_with("portwatch_node_info{"))
         .count();
     assert_eq!(nodes_seen, 10_000);
-    assert!(alive(&mut child));
+    assert!(child.alive());
 }
 
 /// Under a descriptor limit (prlimit 64) below what the default
@@ -597,10 +574,10 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
 /// replay reopens its file every loop), and a scrape still answers.
 #[test]
 fn a_low_descriptor_limit_never_starves_the_capture() {
-    let addr = crate::util::free_addr();
     let dir = TempDir::new("emfile");
     let log_path = dir.0.join("log");
-    let mut child = run_demo_under_nofile(64, addr, &log_path);
+    let mut child = run_demo_under_nofile(64, &log_path);
+    let addr = child.addr;
     let packets = |m: &str| crate::util::sample(m, "portwatch_packets_total{").unwrap_or(0.0);
     let before = packets(&crate::util::http_get(addr, "/metrics").unwrap().1);
     let idle: Vec<_> = (0..100)
@@ -611,7 +588,7 @@ fn a_low_descriptor_limit_never_starves_the_capture() {
         let t = Instant::now();
         let got = crate::util::http_get(addr, "/metrics");
         let log = std::fs::read_to_string(&log_path).unwrap();
-        assert!(alive(&mut child), "the daemon died: {log}");
+        assert!(child.alive(), "the daemon died: {log}");
         assert_eq!(got.map(|r| r.0), Some(200), "{log}");
         assert!(
             t.elapsed() < Duration::from_secs(1),

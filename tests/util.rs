@@ -64,8 +64,27 @@ impl Daemon {
     }
 
     pub fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
+        Daemon::spawn_wrapped(&[], args, stdout, stderr)
+    }
+
+    /// Like `start_logged`, with `portwatch` run by `wrapper` (e.g.
+    /// `["prlimit", "--nofile=64"]`), so limits apply to it alone.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], log: &Path) -> Daemon {
+        let f = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        Daemon::spawn_wrapped(wrapper, args, f.try_clone().unwrap().into(), f.into())
+    }
+
+    fn spawn_wrapped(wrapper: &[&str], args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
         let addr = free_addr();
-        let child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(args)
             .arg("--listen")
             .arg(addr.to_string())
@@ -103,6 +122,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn wait_ready(&mut self) {
