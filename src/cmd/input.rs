@@ -61,13 +61,6 @@ impl Input {
         })
     }
 
-    pub fn describe(&self) -> String {
-        match self {
-            Input::Files(_) | Input::Paced(_) => "replay".into(),
-            Input::Live(l) => l.interfaces().join(","),
-        }
-    }
-
     /// Interface label values, by frame slot.
     pub fn interfaces(&self) -> Vec<String> {
         match self {

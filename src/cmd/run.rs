@@ -18,12 +18,11 @@ use super::page::{live_page, Snapshot};
 use super::privileges;
 use super::settings::RunSettings;
 use super::signals::{Signal, Signals};
-use super::{load, print, print_summary, Error, Status};
+use super::{prepare, print, print_summary, Error, Status};
 use crate::export::http::{links, router_at, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
 use crate::export::serve::{descriptor_limit, serve, Limits};
 use crate::export::webconfig::{protect, WebConfig};
-use crate::policy::Visibility;
 use crate::source::file::Savefile;
 use crate::time::Timestamp;
 
@@ -33,8 +32,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
             tracing::warn!(error = %e, "cannot print to stdout");
         }
     }
-    let policy = Arc::new(load(&s.site)?.policy);
-    let vis = Visibility::for_site(&policy, &s.sensors)?;
+    let (policy, vis) = prepare(&s.site, &s.sensors)?;
     let web = s
         .web_config
         .as_deref()
@@ -82,7 +80,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     tracing::info!(
         site = %policy.site.name,
         model = %policy.model.id,
-        input = %input.describe(),
+        input = %input.interfaces().join(","),
         listen = ?s.listen,
         tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
         basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
@@ -197,15 +195,9 @@ async fn supervise(
 async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>) {
     let site = s.site.clone();
     let sensors = s.sensors.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let l = load(&site)?;
-        let vis = Visibility::for_site(&l.policy, &sensors)?;
-        Ok::<_, Error>((l.policy, vis))
-    })
-    .await;
+    let loaded = tokio::task::spawn_blocking(move || prepare(&site, &sensors)).await;
     let error = match loaded {
         Ok(Ok((policy, vis))) => {
-            let policy = Arc::new(policy);
             metrics.config_loaded(&policy, Timestamp::now());
             tracing::info!(site = %policy.site.name, model = %policy.model.id, "configuration reloaded");
             let _ = tx.send(Command::Reload(policy, vis));

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::input::InputSpec;
 use super::Error;
@@ -90,14 +89,6 @@ pub const DEMO_PCAP: &[u8] = include_bytes!("../../fixtures/demo.pcap");
 /// The bundled site the demo capture was made for.
 pub const DEMO_SITE: &str = "multi-node";
 
-/// Defaults of `--max-flows`, `--syn-timeout` and `--idle-timeout`, which
-/// the demo uses.
-const DEMO_TRACK: TrackConfig = TrackConfig {
-    capacity: 65_536,
-    syn_timeout: Duration::from_secs(3),
-    idle_timeout: Duration::from_secs(2 * 3600),
-};
-
 impl Task {
     pub fn from_cli(cli: Cli) -> Result<Task, Error> {
         Ok(match cli.command {
@@ -171,7 +162,7 @@ impl Task {
                 listen: vec![a.listen],
                 web_config: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
-                track: DEMO_TRACK,
+                track: TrackConfig::default(),
                 sensors: Vec::new(),
                 print: true,
                 format: Format::Table,
@@ -223,6 +214,7 @@ fn track(a: &TrackArgs) -> Result<TrackConfig, Error> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::time::Duration;
 
     fn task(args: &[&str]) -> Result<Task, Error> {
         Task::from_cli(Cli::try_parse_from(args).expect("clap accepts it"))
