@@ -4,7 +4,6 @@
 //! at `/` (from the report the capture thread leaves at its ticks while
 //! someone is looking).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,6 @@ pub(super) struct Snapshot {
     latest: Mutex<Option<(Arc<Policy>, Report)>>,
     /// When the page was last asked for.
     asked: Mutex<Option<Instant>>,
-    /// A report is wanted at the next tick.
-    wanted: AtomicBool,
 }
 
 /// How long after the last request the capture thread keeps reporting.
@@ -34,13 +31,11 @@ const VIEWER_GRACE: Duration = Duration::from_secs(60);
 impl Snapshot {
     /// For the capture thread: should it build a report at this tick?
     pub(super) fn wanted(&self) -> bool {
-        self.wanted.swap(false, Ordering::SeqCst)
-            || self
-                .asked
-                .lock()
-                .ok()
-                .and_then(|a| *a)
-                .is_some_and(|t| t.elapsed() < VIEWER_GRACE)
+        self.asked
+            .lock()
+            .ok()
+            .and_then(|a| *a)
+            .is_some_and(|t| t.elapsed() < VIEWER_GRACE)
     }
 
     pub(super) fn put(&self, policy: Arc<Policy>, report: Report) {
@@ -55,7 +50,6 @@ impl Snapshot {
         if let Ok(mut a) = self.asked.lock() {
             *a = Some(Instant::now());
         }
-        self.wanted.store(true, Ordering::SeqCst);
         let until = Instant::now() + wait;
         loop {
             if let Some(r) = self.latest.lock().ok()?.clone() {

@@ -124,6 +124,21 @@ pub struct Diagram {
 pub const UNKNOWN: &str = "unknown";
 
 impl Diagram {
+    /// The index of the group with this label and kind, added if new.
+    fn group(&mut self, label: String, kind: GroupKind) -> usize {
+        match self
+            .groups
+            .iter()
+            .position(|g| g.label == label && g.kind == kind)
+        {
+            Some(i) => i,
+            None => {
+                self.groups.push(Group { label, kind });
+                self.groups.len() - 1
+            }
+        }
+    }
+
     /// Every endpoint of the site, grouped.
     fn endpoints_of(p: &Policy) -> Diagram {
         let mut d = Diagram {
@@ -131,17 +146,6 @@ impl Diagram {
             groups: Vec::new(),
             endpoints: Vec::new(),
             lines: Vec::new(),
-        };
-        let group_of = |d: &mut Diagram, label: String, kind| match d
-            .groups
-            .iter()
-            .position(|g| g.label == label && g.kind == kind)
-        {
-            Some(i) => i,
-            None => {
-                d.groups.push(Group { label, kind });
-                d.groups.len() - 1
-            }
         };
         for e in &p.endpoints {
             let (group, addresses) = match e.kind {
@@ -153,7 +157,7 @@ impl Diagram {
                         n.roles.join(" + ")
                     };
                     (
-                        group_of(&mut d, label, GroupKind::Roles),
+                        d.group(label, GroupKind::Roles),
                         n.addresses.iter().map(|a| a.to_string()).collect(),
                     )
                 }
@@ -164,12 +168,12 @@ impl Diagram {
                     } else {
                         u.cidrs.iter().map(|c| c.to_string()).collect()
                     };
-                    (group_of(&mut d, "users".into(), GroupKind::Users), nets)
+                    (d.group("users".into(), GroupKind::Users), nets)
                 }
                 EndpointKind::External => {
                     let x = &p.site.externals[e.index];
                     (
-                        group_of(&mut d, "externals".into(), GroupKind::Externals),
+                        d.group("externals".into(), GroupKind::Externals),
                         x.nets.iter().map(|c| c.to_string()).collect(),
                     )
                 }
@@ -216,11 +220,7 @@ impl Diagram {
             if let Some(i) = d.endpoints.iter().position(|e| e.name == name) {
                 return i;
             }
-            let group = d.groups.len();
-            d.groups.push(Group {
-                label: "outside the inventory".into(),
-                kind: GroupKind::Unknown,
-            });
+            let group = d.group("outside the inventory".into(), GroupKind::Unknown);
             d.endpoints.push(Endpoint {
                 name: name.to_string(),
                 addresses: Vec::new(),
