@@ -1,7 +1,7 @@
 //! Capture time. Every expiry decision in portwatch is made on these
 //! timestamps, passed in as arguments: a replay reads them from the file, a
-//! live capture from the kernel. Only the commands (`cmd`) read the wall
-//! clock, for a live capture's idle expiry and the daemon's timestamps.
+//! live capture from the kernel. Only the commands (`cmd`) and
+//! `source::live` (releasing reordered frames) read the wall clock.
 
 use std::fmt;
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl Timestamp {
         )
     }
 
-    /// The wall clock. Only `cmd` calls this.
+    /// The wall clock. Only `cmd` and `source::live` call this.
     pub fn now() -> Self {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

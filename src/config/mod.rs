@@ -3,7 +3,4 @@
 
 mod load;
 
-/// Located diagnostics live below the loaders that use them; re-exported
-/// here for callers that knew them as `config::diag`.
-pub use crate::diag;
 pub use load::{load_policy, LoadError, Loaded, RulesSource, BUNDLED_SITES};

@@ -51,7 +51,8 @@ pub fn community_id_v1_seeded(
     )
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
+/// An address in network byte order (also the flow id's input).
+pub(crate) fn octets(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v) => v.octets().to_vec(),
         IpAddr::V6(v) => v.octets().to_vec(),

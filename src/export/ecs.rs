@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map, Value};
 use sha1::{Digest, Sha1};
 
-use super::community_id::community_id_v1;
+use super::community_id::{community_id_v1, octets};
 use crate::classify::{explain, Basis, Classification, Verdict};
 use crate::model::RuleId;
 use crate::policy::{EdgeId, Origin, Policy};
@@ -305,9 +305,9 @@ impl EcsFormatter {
         short_hash(&[
             self.observer.name.as_bytes(),
             &ts.as_nanos().to_be_bytes(),
-            &ip_bytes(key.client),
+            &octets(key.client),
             &key.client_port.to_be_bytes(),
-            &ip_bytes(key.server),
+            &octets(key.server),
             &key.server_port.to_be_bytes(),
         ])
     }
@@ -435,13 +435,6 @@ fn edge_rule(p: &Policy, id: EdgeId) -> (RuleRef, String) {
             RuleRef::Site(format!("{}:{}", e.service, e.port)),
             "expected by the site".into(),
         ),
-    }
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
     }
 }
 

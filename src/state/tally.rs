@@ -25,9 +25,6 @@ pub const FINDINGS_PER_KIND: usize = 2_500;
 pub const FINDINGS_PER_SOURCE: usize = 500;
 /// Addresses and ports an aggregate keeps as examples.
 pub const AGGREGATE_SAMPLES: usize = 16;
-/// All finding rows together.
-pub const MAX_FINDINGS: usize = 4 * FINDINGS_PER_KIND;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
