@@ -81,19 +81,21 @@ pub fn router_at(state: HttpState, telemetry_path: &str) -> Router {
         .with_state(state)
 }
 
-/// A minimal page linking the endpoints.
+/// A minimal page linking the endpoints (the same links as the live report).
 fn landing_page(telemetry_path: &str) -> String {
-    let path = telemetry_path
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('"', "&quot;");
+    let attr = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let items: String = links(telemetry_path)
+        .iter()
+        .map(|(href, text)| format!("<li><a href=\"{}\">{}</a></li>\n", attr(href), attr(text)))
+        .collect();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>portwatch</title></head>\n\
-<body><h1>portwatch</h1><ul>\n\
-<li><a href=\"{path}\">Metrics</a></li>\n\
-<li><a href=\"/healthz\">Health</a></li>\n\
-<li><a href=\"/-/ready\">Readiness</a></li>\n\
-</ul><p>portwatch {}</p></body></html>\n",
+<body><h1>portwatch</h1><ul>\n{items}</ul><p>portwatch {}</p></body></html>\n",
         env!("CARGO_PKG_VERSION")
     )
 }
