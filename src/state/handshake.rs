@@ -869,21 +869,16 @@ impl<T: Copy> HandshakeTable<T> {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
             match e.judge(now, &cfg, self.replied.contains(&d.key)) {
-                Some(Removal::Grace) => {
-                    e.begin_grace(now, &mut self.pending, &d.key);
-                    e.check_at = e.due_at(&cfg);
-                    later.push(Reverse(Due {
-                        at: e.check_at,
-                        generation: e.generation,
-                        key: d.key,
-                    }));
-                }
-                Some(why) => {
+                Some(why) if !matches!(why, Removal::Grace) => {
                     if let Some(e) = self.entries.remove(&d.key) {
                         removed.push((e.generation, d.key, e, why));
                     }
                 }
-                None => {
+                // Kept: rescheduled, after starting its grace if it has one.
+                keep => {
+                    if matches!(keep, Some(Removal::Grace)) {
+                        e.begin_grace(now, &mut self.pending, &d.key);
+                    }
                     e.check_at = e.due_at(&cfg);
                     later.push(Reverse(Due {
                         at: e.check_at,
