@@ -459,6 +459,16 @@ impl LiveSource {
         result
     }
 
+    /// Wait up to `timeout` for an interface to become readable; false
+    /// when a signal interrupted the wait.
+    fn wait(&mut self, timeout: Duration) -> Result<bool, SourceError> {
+        match self.poller.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(live_error(&self.names.join(","), e)),
+        }
+    }
+
     fn poll_into(
         &mut self,
         reorder: &mut Reorder,
@@ -473,10 +483,8 @@ impl LiveSource {
             Some(due) => due.saturating_sub(Timestamp::now()).min(self.timeout),
             None => self.timeout,
         };
-        match self.poller.poll(&mut self.events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Poll::Idle),
-            Err(e) => return Err(live_error(&self.names.join(","), e)),
+        if !self.wait(wait)? {
+            return Ok(Poll::Idle); // interrupted by a signal
         }
         self.drain(&mut |f| reorder.push(f))?;
         let n = reorder.release(Timestamp::now(), sink);
@@ -496,10 +504,8 @@ impl Source for LiveSource {
         if n > 0 {
             return Ok(Poll::Frames(n));
         }
-        match self.poller.poll(&mut self.events, Some(self.timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Poll::Idle),
-            Err(e) => return Err(live_error(&self.names.join(","), e)),
+        if !self.wait(self.timeout)? {
+            return Ok(Poll::Idle); // interrupted by a signal
         }
         let n = self.drain(sink)?;
         Ok(if n > 0 { Poll::Frames(n) } else { Poll::Idle })
