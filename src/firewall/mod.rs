@@ -369,5 +369,14 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `192.0.2.11` for a host network, the prefix otherwise.
+pub(super) fn host_or_net(n: &ipnet::IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.trunc().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -89,7 +89,7 @@ fn rule(s: &mut String, r: &Rule) {
     };
     let comment = comment(r);
     let set = |ns: &[&ipnet::IpNet]| {
-        let items: Vec<String> = ns.iter().map(|n| host_or_net(n)).collect();
+        let items: Vec<String> = ns.iter().map(|n| super::host_or_net(n)).collect();
         format!("{{ {} }}", items.join(", "))
     };
     let matches: Vec<String> = match &r.remote {
@@ -126,15 +126,6 @@ fn rule(s: &mut String, r: &Rule) {
             s,
             "        {m}tcp dport {ports} {verdict} comment \"{comment}\""
         );
-    }
-}
-
-/// `192.0.2.11` for a host network, the prefix otherwise.
-fn host_or_net(n: &ipnet::IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
-    } else {
-        n.trunc().to_string()
     }
 }
 

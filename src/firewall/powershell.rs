@@ -105,13 +105,7 @@ pub fn render(plan: &Plan) -> String {
 fn address_list(r: &Remote) -> String {
     match r {
         Remote::Any => "Any".into(),
-        Remote::Nets(nets) => quoted(nets.iter().map(|n| {
-            if n.prefix_len() == n.max_prefix_len() {
-                n.addr().to_string()
-            } else {
-                n.trunc().to_string()
-            }
-        })),
+        Remote::Nets(nets) => quoted(nets.iter().map(super::host_or_net)),
         Remote::AllBut(_) => quoted(show(&spans(r)).iter()),
     }
 }
