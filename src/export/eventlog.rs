@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::ecs::{EcsFormatter, Observer};
 use super::events::write_event;
 use crate::pipeline::{Event, Pipeline};
-use crate::policy::{EdgeId, Peer, Policy, Visibility};
+use crate::policy::{EdgeId, Policy, Visibility};
 use crate::time::Timestamp;
 
 /// How often buffered lines reach the file at the latest.
@@ -160,9 +160,9 @@ impl EventLog {
         let p = pl.policy().clone();
         let clock = pl.clock();
         let states = p.edges.iter().enumerate().filter_map(|(i, e)| {
-            let judged = e.required && vis.sees(&p, Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
             let id = EdgeId(i as u32);
-            judged.then(|| (id, clock.state(id, e.window, since, now)))
+            vis.judges(&p, e)
+                .then(|| (id, clock.state(id, e.window, since, now)))
         });
         let docs = self.ecs.edges(&p, now, states.collect::<Vec<_>>());
         for d in &docs {

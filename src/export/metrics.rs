@@ -461,10 +461,10 @@ impl Recorder {
         self.m.edge_missing.reset();
         self.edges = (p.edges.iter())
             .map(|e| {
-                let (src, dst) = (Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
-                if !e.required || !vis.sees(p, src, dst) {
+                if !vis.judges(p, e) {
                     return None;
                 }
+                let (src, dst) = (Peer::Endpoint(e.src), Peer::Endpoint(e.dst));
                 let port = e.port.to_string();
                 let labels = [
                     p.peer_name(src),

@@ -1,7 +1,7 @@
 //! Which required edges a sensor can see: the `--sensor` nodes, checked
 //! against the site. Used by the report and the exporter alike.
 
-use super::{Peer, Policy};
+use super::{Edge, Peer, Policy};
 
 /// A `--sensor` name that is not a node of the site.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +31,12 @@ impl Visibility {
                 nodes: sensors.to_vec(),
             }),
         }
+    }
+
+    /// A required edge whose endpoints this sensor sees: one the report,
+    /// the metrics and the event log judge.
+    pub fn judges(&self, p: &Policy, e: &Edge) -> bool {
+        e.required && self.sees(p, Peer::Endpoint(e.src), Peer::Endpoint(e.dst))
     }
 
     pub fn sees(&self, p: &Policy, src: Peer, dst: Peer) -> bool {

@@ -259,7 +259,7 @@ impl Report {
         if let Some((since, now)) = window {
             for (i, e) in p.edges.iter().enumerate() {
                 let id = crate::policy::EdgeId(i as u32);
-                if !e.required || !vis.sees(p, Peer::Endpoint(e.src), Peer::Endpoint(e.dst)) {
+                if !vis.judges(p, e) {
                     continue;
                 }
                 let (state, why) = pl.clock().judge(id, e.window, since, now);
