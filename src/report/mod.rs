@@ -78,6 +78,10 @@ pub struct Capture {
     /// (server, client) address pairs whose SYN-ACKs were seen: a silence
     /// between them counts as unanswered.
     pub reply_pairs: usize,
+    /// Pairs forgotten because their table (65,536 pairs) was full; shown
+    /// only when some were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reply_pairs_dropped: u64,
     pub flow_table: FlowTable,
     /// Rows or findings refused because their caps were reached.
     pub flow_rows_refused: u64,
@@ -352,6 +356,7 @@ impl Report {
                 timestamp_anomalies: pl.time().anomalies(),
                 replies_visible: pl.table().replies_visible(),
                 reply_pairs: pl.table().reply_pairs(),
+                reply_pairs_dropped: pl.table().reply_pairs_dropped(),
                 flow_table: FlowTable {
                     capacity: pl.table().config().capacity,
                     peak_entries: pl.table().peak(),
@@ -506,4 +511,8 @@ fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) ->
         None => "no evidence at all".into(),
     };
     format!("required edge not seen within {window} ({seen}); {cite}")
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
