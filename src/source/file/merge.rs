@@ -11,6 +11,11 @@ use crate::frame::Frame;
 use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
+/// Most files merged with a read-ahead thread each: beyond it, threads and
+/// their chunks (about 1.5 MB a file) would outgrow what they save, and
+/// every file is read on demand.
+pub const MAX_READ_AHEAD_FILES: usize = 8;
+
 /// Several savefiles read as one, in timestamp order: a k-way merge over
 /// one [`FileSource`] per file. Frames with equal timestamps come in the
 /// order of the paths given. A file that stops early on damage is recorded
@@ -39,9 +44,10 @@ impl MergedFiles {
 
     /// As [`MergedFiles::open`], for paths or built-in captures.
     pub fn open_savefiles(savefiles: &[Savefile]) -> Result<MergedFiles, SourceError> {
+        let read_ahead = savefiles.len() <= MAX_READ_AHEAD_FILES;
         let mut files = Vec::with_capacity(savefiles.len());
         for (i, p) in savefiles.iter().enumerate() {
-            let mut f = FileSource::open_savefile(p)?;
+            let mut f = FileSource::open_savefile_with(p, read_ahead)?;
             f.interface_base = u32::try_from(i)
                 .ok()
                 .and_then(|i| i.checked_mul(MAX_INTERFACES_PER_FILE))

@@ -874,3 +874,74 @@ fn out_of_range_fraction_is_flagged_and_does_not_move_time() {
         }
     }
 }
+
+/// Reads `bytes` and then fails, as a disk or a pipe can.
+struct FailsAfter(io::Cursor<Vec<u8>>);
+
+impl Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf)? {
+            0 => Err(io::Error::other("device gone")),
+            n => Ok(n),
+        }
+    }
+}
+
+/// Every frame `src` delivers through `poll`, and its facts.
+fn polled(mut src: FileSource) -> (Vec<Owned>, FileFacts) {
+    let mut out = Vec::new();
+    while let Ok(Poll::Frames(_)) = src.poll(&mut |f| out.push(own(f))) {}
+    (out, src.facts())
+}
+
+/// The read-ahead thread (files opened by path) and reads on demand (any
+/// other reader) give the same frames and facts: on every corpus file and
+/// fixture, on large files whose records straddle chunks (some longer than
+/// a chunk's head room), and when the reader fails mid-file.
+#[test]
+fn read_ahead_equals_reads_on_demand() {
+    let direct = |name: &str, bytes: Vec<u8>| {
+        FileSource::open_reader(name.to_string(), Box::new(io::Cursor::new(bytes)))
+    };
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for dir in ["../shared/pcaps/corpus", "fixtures"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            paths.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng")),
+            );
+        }
+    }
+    assert!(paths.len() > 20, "corpus or fixtures missing");
+    let (pcap, ng) = big_synthetic(11, 20_000);
+    paths.push(temp("ahead.pcap", &pcap));
+    paths.push(temp("ahead.pcapng", &ng));
+    for path in &paths {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.display().to_string();
+        let (Ok(a), Ok(b)) = (FileSource::open(path), direct(&name, bytes)) else {
+            continue;
+        };
+        assert!(
+            matches!(a.win.feed, Feed::Ahead(_)),
+            "{name}: not read ahead"
+        );
+        let (ahead, ahead_facts) = polled(a);
+        let (on_demand, facts) = polled(b);
+        assert_eq!(ahead.len(), on_demand.len(), "{name}");
+        assert!(ahead == on_demand, "{name}: frames differ");
+        assert_eq!(ahead_facts, facts, "{name}");
+    }
+
+    // A read error a third of the way in: the same frames, then the same stop.
+    let cut = pcap[..pcap.len() / 3].to_vec();
+    let fails = || Box::new(FailsAfter(io::Cursor::new(cut.clone())));
+    let window = Window::ahead(fails()).unwrap();
+    let (ahead, ahead_facts) = polled(FileSource::open_window("f".into(), window).unwrap());
+    let (on_demand, facts) = polled(FileSource::open_reader("f".into(), fails()).unwrap());
+    assert!(ahead.len() > 1000 && ahead == on_demand);
+    let stopped = facts.stopped.as_ref().expect("stopped");
+    assert!(stopped.reason.contains("device gone"), "{}", stopped.reason);
+    assert_eq!(ahead_facts, facts);
+}

@@ -1,0 +1,85 @@
+//! Read-ahead: one thread per savefile reads the next chunks while the
+//! pipeline works on the current one, so the kernel's copy of the file into
+//! user memory runs on another core instead of between packets.
+//!
+//! Chunks are handed over whole, never copied again: each has [`HEAD`]
+//! spare bytes in front, where [`super::Window`] puts the unconsumed end of
+//! the previous chunk (a record cut in two) before parsing on. Buffers go
+//! back to the thread for reuse, so a replay allocates a handful of them.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::thread;
+
+/// Bytes read into a chunk at a time.
+pub(super) const CHUNK: usize = 256 << 10;
+/// Spare room in front of each chunk for the previous chunk's unconsumed
+/// end. Larger than any record of a common capture (a 9 KB jumbo frame);
+/// a longer one (up to `MAX_PCAPNG_BLOCK`) takes the copying path.
+pub(super) const HEAD: usize = 64 << 10;
+/// Chunks read but not yet taken: enough to keep the reader busy while the
+/// pipeline handles one.
+const IN_FLIGHT: usize = 2;
+/// Used buffers kept for the reader to fill again.
+const SPARE: usize = IN_FLIGHT + 2;
+
+enum Chunk {
+    /// A buffer of `HEAD + CHUNK` bytes, `k` of them read at `HEAD..`.
+    Data(Vec<u8>, usize),
+    Failed(io::Error),
+}
+
+/// The receiving end of a reader thread. The thread ends at the end of the
+/// file, on a read error (after handing over what it read), or when this
+/// is dropped.
+pub(super) struct ReadAhead {
+    chunks: Receiver<Chunk>,
+    spare: SyncSender<Vec<u8>>,
+}
+
+impl ReadAhead {
+    /// Starts the reader thread on `file`.
+    pub(super) fn spawn(mut file: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
+        let (tx, chunks) = sync_channel(IN_FLIGHT);
+        let (spare, spare_rx) = sync_channel::<Vec<u8>>(SPARE);
+        thread::Builder::new()
+            .name("portwatch-read".into())
+            .spawn(move || loop {
+                let mut buf = spare_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0; HEAD + CHUNK]);
+                let msg = loop {
+                    match file.read(&mut buf[HEAD..]) {
+                        Ok(0) => return, // the end: the channel closes
+                        Ok(k) => break Chunk::Data(buf, k),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Chunk::Failed(e),
+                    }
+                };
+                let failed = matches!(msg, Chunk::Failed(_));
+                if tx.send(msg).is_err() || failed {
+                    return; // the file was closed, or cannot be read on
+                }
+            })?;
+        Ok(ReadAhead { chunks, spare })
+    }
+
+    /// The next chunk (`HEAD + CHUNK` bytes, `k` read at `HEAD..`), a read
+    /// error, or `None` at the end of the file.
+    pub(super) fn next(&mut self) -> Option<io::Result<(Vec<u8>, usize)>> {
+        match self.chunks.recv().ok()? {
+            Chunk::Data(buf, k) => Some(Ok((buf, k))),
+            Chunk::Failed(e) => Some(Err(e)),
+        }
+    }
+
+    /// Hands a used buffer back for reuse (dropped if it is not a chunk
+    /// buffer, or if enough are spare already).
+    pub(super) fn give_back(&self, buf: Vec<u8>) {
+        if buf.len() == HEAD + CHUNK {
+            match self.spare.try_send(buf) {
+                Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}
