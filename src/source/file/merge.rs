@@ -1,7 +1,7 @@
 //! Several capture files read as one, in timestamp order.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::path::Path;
 
 use super::{
@@ -136,7 +136,6 @@ impl MergedFiles {
             if until.is_some_and(|u| ts > u) {
                 return if n == 0 { Poll::Idle } else { Poll::Frames(n) };
             }
-            self.heap.pop();
             let file = &mut self.files[i];
             if let Some(frame) = file.current_frame() {
                 sink(&frame);
@@ -144,11 +143,21 @@ impl MergedFiles {
             }
             file.current = None;
             // Frames of this file that come before the next file's frame
-            // (at an equal time, only if this file was given first).
-            let limit = match self.heap.peek() {
+            // (at an equal time, only if this file was given first). The
+            // next file is the root's smaller child: this one stays the
+            // root until its new head is known, so the heap moves once.
+            let next = self
+                .heap
+                .as_slice()
+                .iter()
+                .skip(1)
+                .take(2)
+                .map(|r| r.0)
+                .min();
+            let limit = match next {
                 None => Some(until),
-                Some(&Reverse((t, j))) if i < j => Some(Some(t)),
-                Some(&Reverse((t, _))) => t.0.checked_sub(1).map(|t| Some(Timestamp(t))),
+                Some((t, j)) if i < j => Some(Some(t)),
+                Some((t, _)) => t.0.checked_sub(1).map(|t| Some(Timestamp(t))),
             };
             if let Some(limit) = limit {
                 let limit = match (limit, until) {
@@ -162,8 +171,14 @@ impl MergedFiles {
             if file.current.is_none() {
                 file.advance();
             }
-            if let Some(c) = file.current {
-                self.heap.push(Reverse((c.ts, i)));
+            if let Some(mut top) = self.heap.peek_mut() {
+                match file.current {
+                    // Sifted down when `top` goes out of scope.
+                    Some(c) => *top = Reverse((c.ts, i)),
+                    None => {
+                        PeekMut::pop(top);
+                    }
+                }
             }
         }
         if n == 0 {
