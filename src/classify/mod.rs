@@ -3,6 +3,7 @@
 //! same answer.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::model::RuleId;
 use crate::policy::{EdgeId, Origin, Peer, Policy};
@@ -64,7 +65,7 @@ pub struct Classification {
     pub dst: Peer,
     pub port: u16,
     /// The model's service on that port (or `other`).
-    pub service: String,
+    pub service: Arc<str>,
     pub basis: Basis,
 }
 
@@ -88,8 +89,8 @@ pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classificati
     let (s, d) = (p.peer_of(src), p.peer_of(dst));
     let service = |basis: &Basis| match basis {
         Basis::Edge(e) => p.edge(*e).service.clone(),
-        Basis::Rule(r) => p.model.rule(*r).service().to_string(),
-        _ => p.service_for(d, port).to_string(),
+        Basis::Rule(r) => p.rule_service(*r).clone(),
+        _ => p.service_for(d, port).clone(),
     };
     let basis = judge(p, src == dst, s, d, port);
     let verdict = match basis {

@@ -213,7 +213,7 @@ fn verdict_table_multi_node() {
                 c.verdict,
                 p.peer_name(c.src),
                 p.peer_name(c.dst),
-                c.service.as_str()
+                &*c.service
             ),
             (verdict, sl, dl, svc),
             "{s} -> {d}:{port}"
@@ -270,7 +270,7 @@ fn monitoring_scrapers_are_expected_on_the_sensor_port_only() {
     let c = scrape("192.0.2.250", 9100);
     assert_eq!(c.verdict, Verdict::Expected, "{}", explain(&p, &c));
     assert_eq!(
-        (p.peer_name(c.src), c.service.as_str()),
+        (p.peer_name(c.src), &*c.service),
         ("monitoring", "portwatch")
     );
     assert!(

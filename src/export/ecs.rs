@@ -260,7 +260,7 @@ impl EcsFormatter {
                 "src": src,
                 "dst": dst,
                 "port": e.port,
-                "service": e.service,
+                "service": &*e.service,
                 "window_seconds": e.window.as_secs(),
             },
         });
@@ -327,7 +327,7 @@ impl EcsFormatter {
             "verdict": c.verdict.as_str(),
             "src": p.peer_name(c.src),
             "dst": p.peer_name(c.dst),
-            "service": c.service,
+            "service": &*c.service,
         });
         if let Some(f) = flow_id {
             pw["flow_id"] = f.into();

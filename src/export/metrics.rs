@@ -470,7 +470,7 @@ impl Recorder {
                     p.peer_name(src),
                     p.peer_name(dst),
                     port.as_str(),
-                    e.service.as_str(),
+                    &*e.service,
                 ];
                 self.m
                     .edge_window
@@ -533,7 +533,7 @@ impl Recorder {
                             p.peer_name(class.src),
                             p.peer_name(class.dst),
                             port.as_str(),
-                            class.service.as_str(),
+                            &*class.service,
                             class.verdict.as_str(),
                         ])
                     })
@@ -549,7 +549,7 @@ impl Recorder {
                             p.peer_name(class.src),
                             p.peer_name(class.dst),
                             port.as_str(),
-                            class.service.as_str(),
+                            &*class.service,
                             outcome.as_str(),
                         ])
                     })

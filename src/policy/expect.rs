@@ -71,7 +71,7 @@ impl Expectation {
                 src: p.endpoint(e.src).name.clone(),
                 dst: p.endpoint(e.dst).name.clone(),
                 port: e.port,
-                service: e.service.clone(),
+                service: e.service.to_string(),
                 required: e.required,
                 window_seconds: e.window.as_secs(),
                 because: e

@@ -10,6 +10,7 @@ pub use visibility::{UnknownSensor, Visibility};
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -70,7 +71,7 @@ pub struct Edge {
     pub src: EndpointId,
     pub dst: EndpointId,
     pub port: u16,
-    pub service: String,
+    pub service: Arc<str>,
     pub required: bool,
     pub window: Duration,
     pub origins: Vec<Origin>,
@@ -133,6 +134,10 @@ pub struct Policy {
     nets: Vec<(IpNet, EndpointId)>,
     implicit_users: Option<EndpointId>,
     edge_index: FastMap<(EndpointId, EndpointId, u16), EdgeId>,
+    /// Per model rule, its service label; shared with every classification
+    /// (one is made per connection, so no string is allocated for it).
+    rule_services: Vec<Arc<str>>,
+    other_service: Arc<str>,
 }
 
 impl Policy {
@@ -207,7 +212,15 @@ impl Policy {
             nets,
             implicit_users,
             edge_index: FastMap::default(),
+            rule_services: Vec::new(),
+            other_service: Arc::from("other"),
         };
+        p.rule_services = p
+            .model
+            .rules
+            .iter()
+            .map(|r| Arc::from(r.service()))
+            .collect();
         p.rule_ends = p.rule_ends(&node_ids, &user_ids, &ext_ids);
         let required: usize = (p.model.rules.iter().zip(&p.rule_ends))
             .filter(|(r, _)| r.required)
@@ -340,7 +353,8 @@ impl Policy {
         let rules: Vec<RuleId> = self.rules_for(src, dst, port).collect();
         for rule in rules {
             let r = self.model.rule(rule);
-            let (service, required, window) = (r.service().to_string(), r.required, r.window);
+            let (service, required, window) =
+                (self.rule_service(rule).clone(), r.required, r.window);
             self.add_edge(
                 src,
                 dst,
@@ -395,16 +409,16 @@ impl Policy {
     fn optional_edge(&self, src: EndpointId, dst: EndpointId, port: u16) -> Edge {
         let origins: Vec<Origin> = self.rules_for(src, dst, port).map(Origin::Rule).collect();
         let first = match origins.first() {
-            Some(Origin::Rule(r)) => Some(self.model.rule(*r)),
+            Some(Origin::Rule(r)) => Some(*r),
             _ => None,
         };
         Edge {
             src,
             dst,
             port,
-            service: first.map(|r| r.service().to_string()).unwrap_or_default(),
+            service: first.map_or_else(|| Arc::from(""), |r| self.rule_service(r).clone()),
             required: false,
-            window: first.map(|r| r.window).unwrap_or(self.model.default_window),
+            window: first.map_or(self.model.default_window, |r| self.model.rule(r).window),
             origins,
         }
     }
@@ -451,7 +465,7 @@ impl Policy {
         src: EndpointId,
         dst: EndpointId,
         port: u16,
-        service: String,
+        service: Arc<str>,
         required: bool,
         window: Duration,
         origin: Origin,
@@ -500,10 +514,10 @@ impl Policy {
                 continue;
             }
             self.materialise(src, dst, spec.port);
-            let service = spec
-                .service
-                .clone()
-                .unwrap_or_else(|| self.service_for(Peer::Endpoint(dst), spec.port).to_string());
+            let service = spec.service.as_deref().map_or_else(
+                || self.service_for(Peer::Endpoint(dst), spec.port).clone(),
+                Arc::from,
+            );
             let window = spec.window.unwrap_or(self.model.default_window);
             let required = spec.required.unwrap_or(false);
             self.add_edge(
@@ -670,7 +684,7 @@ impl Policy {
 
     /// The service label for a port on a peer: the model's listener on that
     /// port (preferring one that runs there), or `other`.
-    pub fn service_for(&self, dst: Peer, port: u16) -> &str {
+    pub fn service_for(&self, dst: Peer, port: u16) -> &Arc<str> {
         let services: &[String] = match dst {
             Peer::Endpoint(id) => {
                 let e = self.endpoint(id);
@@ -682,12 +696,17 @@ impl Policy {
             }
             _ => &[],
         };
-        let on_port = || self.model.rules.iter().filter(|r| r.port == port);
+        let on_port =
+            || (self.model.rules.iter().zip(&self.rule_services)).filter(|(r, _)| r.port == port);
         on_port()
-            .find(|r| services.contains(&r.to.service))
+            .find(|(r, _)| services.contains(&r.to.service))
             .or_else(|| on_port().find(|_| self.hosts_services(dst)))
-            .map(|r| r.service())
-            .unwrap_or("other")
+            .map_or(&self.other_service, |(_, s)| s)
+    }
+
+    /// The service label of a model rule.
+    pub fn rule_service(&self, r: RuleId) -> &Arc<str> {
+        &self.rule_services[r.0]
     }
 
     /// Nodes and the sensor's own host run the model's services; a port the

@@ -8,6 +8,7 @@ pub mod html;
 mod table;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -233,7 +234,7 @@ impl Report {
                     src: f.key.src,
                     dst: f.key.dst,
                     port: f.key.port,
-                    service: f.service.clone(),
+                    service: Arc::from(f.service.as_str()),
                     basis: f.basis.clone(),
                 };
                 let mut explanation = explain(p, &c);
@@ -272,7 +273,7 @@ impl Report {
                     src: p.endpoint(e.src).name.clone(),
                     dst: p.endpoint(e.dst).name.clone(),
                     port: e.port,
-                    service: e.service.clone(),
+                    service: e.service.to_string(),
                     window_seconds: e.window.as_secs(),
                     state,
                     reason: why.map(|w| unobserved_text(w, e.window)),
@@ -288,7 +289,7 @@ impl Report {
                         dst: entry.dst.clone(),
                         dst_addr: first_addr(p, Peer::Endpoint(e.dst)),
                         port: e.port,
-                        service: e.service.clone(),
+                        service: e.service.to_string(),
                         count: 0,
                         outcomes: outcomes(&[0; 4]),
                         first_seen: None,

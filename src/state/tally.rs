@@ -358,7 +358,7 @@ impl Tally {
         };
         let r = self.rows.upsert(key, || FlowRow {
             key,
-            service: c.service.clone(),
+            service: c.service.to_string(),
             basis: c.basis.clone(),
             attempts: 0,
             retransmissions: 0,
@@ -434,7 +434,7 @@ impl Tally {
         let key = finding_key(kind, c, src, dst);
         let Some(f) = self.findings.row(key, || FindingRow {
             key,
-            service: c.service.clone(),
+            service: c.service.to_string(),
             basis: c.basis.clone(),
             count: 0,
             outcomes: [0; 4],
