@@ -119,7 +119,7 @@ fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {
     let same_host =
         same_addr || (s == d && p.is_node(s)) || (s == Peer::Localhost && d == Peer::Localhost);
     if same_host {
-        return if p.model.knows_port(port) {
+        return if p.knows_port(port) {
             Basis::SameHost
         } else {
             Basis::NoRule

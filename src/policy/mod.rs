@@ -138,6 +138,9 @@ pub struct Policy {
     /// (one is made per connection, so no string is allocated for it).
     rule_services: Vec<Arc<str>>,
     other_service: Arc<str>,
+    /// The ports the model's rules name, one bit each: a scan's random
+    /// ports are told apart without walking the rules.
+    model_ports: Box<[u64; 1024]>,
 }
 
 impl Policy {
@@ -214,7 +217,11 @@ impl Policy {
             edge_index: FastMap::default(),
             rule_services: Vec::new(),
             other_service: Arc::from("other"),
+            model_ports: Box::new([0; 1024]),
         };
+        for r in &p.model.rules {
+            p.model_ports[usize::from(r.port / 64)] |= 1 << (r.port % 64);
+        }
         p.rule_services = p
             .model
             .rules
@@ -685,6 +692,9 @@ impl Policy {
     /// The service label for a port on a peer: the model's listener on that
     /// port (preferring one that runs there), or `other`.
     pub fn service_for(&self, dst: Peer, port: u16) -> &Arc<str> {
+        if !self.knows_port(port) {
+            return &self.other_service;
+        }
         let services: &[String] = match dst {
             Peer::Endpoint(id) => {
                 let e = self.endpoint(id);
@@ -704,6 +714,12 @@ impl Policy {
             .map_or(&self.other_service, |(_, s)| s)
     }
 
+    /// Some rule of the model names `port`.
+    #[inline]
+    pub fn knows_port(&self, port: u16) -> bool {
+        self.model_ports[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
     /// The service label of a model rule.
     pub fn rule_service(&self, r: RuleId) -> &Arc<str> {
         &self.rule_services[r.0]
@@ -719,7 +735,7 @@ impl Policy {
     /// The port label: the number when the model or site names the port,
     /// else `other` (keeps metric label sets bounded under a port scan).
     pub fn port_label(&self, port: u16) -> Option<u16> {
-        (self.model.knows_port(port)
+        (self.knows_port(port)
             || self.site.allow.iter().any(|a| a.port == port)
             || self
                 .site
