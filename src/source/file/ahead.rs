@@ -20,8 +20,12 @@ pub(super) const HEAD: usize = 64 << 10;
 /// Chunks read but not yet taken: enough to keep the reader busy while the
 /// pipeline handles one.
 const IN_FLIGHT: usize = 2;
-/// Used buffers kept for the reader to fill again.
-const SPARE: usize = IN_FLIGHT + 2;
+/// Chunk buffers a reader ever allocates: those in flight, the one it
+/// fills and the one the window parses. Each comes back through
+/// [`ReadAhead::give_back`] when the window moves on, so a replay touches
+/// the same few hundred kilobytes all along instead of faulting in fresh
+/// pages.
+const BUFFERS: usize = IN_FLIGHT + 2;
 
 enum Chunk {
     /// A buffer of `HEAD + CHUNK` bytes, `k` of them read at `HEAD..`.
@@ -41,13 +45,23 @@ impl ReadAhead {
     /// Starts the reader thread on `file`.
     pub(super) fn spawn(mut file: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
         let (tx, chunks) = sync_channel(IN_FLIGHT);
-        let (spare, spare_rx) = sync_channel::<Vec<u8>>(SPARE);
+        let (spare, spare_rx) = sync_channel::<Vec<u8>>(BUFFERS);
+        let mut allocated = 0;
         thread::Builder::new()
             .name("portwatch-read".into())
             .spawn(move || loop {
-                let mut buf = spare_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| vec![0; HEAD + CHUNK]);
+                let mut buf = match spare_rx.try_recv() {
+                    Ok(buf) => buf,
+                    Err(_) if allocated < BUFFERS => {
+                        allocated += 1;
+                        vec![0; HEAD + CHUNK]
+                    }
+                    // Wait for the window to hand one back (or to close).
+                    Err(_) => match spare_rx.recv() {
+                        Ok(buf) => buf,
+                        Err(_) => return,
+                    },
+                };
                 let msg = loop {
                     match file.read(&mut buf[HEAD..]) {
                         Ok(0) => return, // the end: the channel closes
@@ -74,10 +88,13 @@ impl ReadAhead {
     }
 
     /// Hands a used buffer back for reuse (dropped if it is not a chunk
-    /// buffer, or if enough are spare already).
+    /// buffer: the window's first, empty one, or one grown for a record
+    /// longer than the head room). The channel holds every chunk buffer
+    /// there is, so it is never full.
     pub(super) fn give_back(&self, buf: Vec<u8>) {
         if buf.len() == HEAD + CHUNK {
             match self.spare.try_send(buf) {
+                // Disconnected: the reader has ended (end of file, error).
                 Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
             }
         }
