@@ -4,12 +4,17 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::decode::{flow_hash_of, Control, Segment};
 use crate::map::FastMap;
 use crate::time::Timestamp;
+
+mod replies;
+
+use replies::ReplyPairs;
 
 /// Limits of the table. Defaults suit a node sensor; see `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +38,37 @@ impl Default for TrackConfig {
 }
 
 /// A connection's direction: the client sent the SYN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub client: IpAddr,
     pub client_port: u16,
     pub server: IpAddr,
     pub server_port: u16,
+}
+
+/// By hand: the derived hash feeds each `IpAddr` as a discriminant and a
+/// length-prefixed byte slice, five writes where an IPv4 key needs two
+/// words. Equal keys write the same words, as `Eq` requires.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match (self.client, self.server) {
+            (IpAddr::V4(c), IpAddr::V4(s)) => {
+                h.write_u64(u64::from(c.to_bits()) << 32 | u64::from(s.to_bits()));
+            }
+            (c, s) => {
+                h.write_u128(address_bits(c));
+                h.write_u128(address_bits(s));
+            }
+        }
+        h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
+    }
+}
+
+fn address_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
 }
 
 impl FlowKey {
@@ -384,33 +414,6 @@ impl Pending {
     }
 }
 
-/// (server, client) address pairs whose replies this capture has shown: an
-/// unanswered SYN between them is a real silence, not a blind spot. When
-/// full, the older half (by last reply) is dropped and counted.
-struct ReplyPairs {
-    seen: FastMap<(IpAddr, IpAddr), Timestamp>,
-    dropped: u64,
-}
-
-impl ReplyPairs {
-    fn note(&mut self, server: IpAddr, client: IpAddr, ts: Timestamp) {
-        if self.seen.len() >= MAX_REPLY_PAIRS && !self.seen.contains_key(&(server, client)) {
-            let mut times: Vec<Timestamp> = self.seen.values().copied().collect();
-            let (_, cut, _) = times.select_nth_unstable(MAX_REPLY_PAIRS / 2);
-            let cut = *cut;
-            let before = self.seen.len();
-            self.seen.retain(|_, t| *t > cut);
-            self.dropped += (before - self.seen.len()) as u64;
-        }
-        let t = self.seen.entry((server, client)).or_insert(ts);
-        *t = (*t).max(ts);
-    }
-
-    fn contains(&self, key: &FlowKey) -> bool {
-        self.seen.contains_key(&(key.server, key.client))
-    }
-}
-
 pub struct HandshakeTable<T> {
     config: TrackConfig,
     entries: FastMap<FlowKey, Entry<T>>,
@@ -445,10 +448,7 @@ impl<T: Copy> HandshakeTable<T> {
             due: BinaryHeap::new(),
             next_generation: 0,
             replies_visible: false,
-            replied: ReplyPairs {
-                seen: FastMap::default(),
-                dropped: 0,
-            },
+            replied: ReplyPairs::default(),
             pending: Pending::new(),
             evictions: [0; 3],
             peak: 0,
@@ -482,12 +482,12 @@ impl<T: Copy> HandshakeTable<T> {
 
     /// How many (server, client) pairs have shown replies so far.
     pub fn reply_pairs(&self) -> usize {
-        self.replied.seen.len()
+        self.replied.len()
     }
 
     /// Reply pairs forgotten because their set was full.
     pub fn reply_pairs_dropped(&self) -> u64 {
-        self.replied.dropped
+        self.replied.dropped()
     }
 
     /// Whether an attempt to `port` may be waiting for its answer: the
