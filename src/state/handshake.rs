@@ -2,8 +2,6 @@
 //! new 4-tuple), followed until its outcome is known. All expiry is driven
 //! by the timestamps passed in, so a replay answers the same on every run.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,9 +9,11 @@ use std::time::Duration;
 use crate::decode::{flow_hash_of, Control, Segment};
 use crate::time::Timestamp;
 
+mod due;
 mod replies;
 mod slots;
 
+use due::{Due, Schedule, Wait};
 use replies::ReplyPairs;
 use slots::{Order, Slot, Slots};
 
@@ -252,6 +252,14 @@ impl<T> Entry<T> {
         }
     }
 
+    /// The timeout [`Entry::due_at`] counts.
+    fn wait(&self) -> Wait {
+        match self.phase {
+            Phase::Open => Wait::Idle,
+            Phase::SynSent | Phase::Closed => Wait::Syn,
+        }
+    }
+
     /// Whether the entry leaves the table at `now`, and why. `replied`:
     /// this pair's replies are visible to the capture.
     fn judge(&self, now: Timestamp, cfg: &TrackConfig, replied: bool) -> Option<Removal> {
@@ -305,36 +313,6 @@ enum Removal {
     Lingered,
 }
 
-/// A reminder to look at the entry in `slot` at `at`. Records of entries
-/// that are gone (`generation` differs), or that were rescheduled (`at`
-/// differs from the entry's `check_at`), are skipped when they come up.
-#[derive(Clone, Copy, Debug)]
-struct Due {
-    at: Timestamp,
-    generation: u64,
-    slot: Slot,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Due {}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.generation).cmp(&(other.at, other.generation))
-    }
-}
-
 /// After a change to the phase or times of `e` (in `slot`): the record
 /// that makes sure it is looked at no later than it becomes due, if its
 /// current one is too late. Pass it to [`HandshakeTable::schedule`].
@@ -347,6 +325,7 @@ fn reschedule<T>(cfg: &TrackConfig, slot: Slot, e: &mut Entry<T>) -> Option<Due>
             at,
             generation: e.generation,
             slot,
+            wait: e.wait(),
         }
     })
 }
@@ -422,9 +401,9 @@ pub struct HandshakeTable<T> {
     /// in creation order is left).
     entries: Slots<FlowKey, Entry<T>>,
     /// When to look at which entry: `expire` visits only the entries that
-    /// may be due instead of sweeping the whole map. Stale records are
+    /// may be due instead of sweeping the whole table. Stale records are
     /// compacted away once there are [`HandshakeTable::due_limit`].
-    due: BinaryHeap<Reverse<Due>>,
+    due: Schedule,
     next_generation: u64,
     /// The slot of the last attempt made: the caller tags it next.
     last_attempt: Option<Slot>,
@@ -443,7 +422,7 @@ impl<T: Copy> HandshakeTable<T> {
             // Grows with what is open: a table sized for the cap would spread a
             // few hundred live entries over megabytes and miss the cache.
             entries: Slots::new(config.capacity),
-            due: BinaryHeap::new(),
+            due: Schedule::default(),
             next_generation: 0,
             last_attempt: None,
             replies_visible: false,
@@ -627,6 +606,7 @@ impl<T: Copy> HandshakeTable<T> {
             at: entry.check_at,
             generation,
             slot,
+            wait: Wait::Syn,
         }));
         if entry.watched {
             self.pending.add(&key);
@@ -643,31 +623,22 @@ impl<T: Copy> HandshakeTable<T> {
     }
 
     /// Add an expiry record made by [`reschedule`] (its entry's `check_at`
-    /// already set). A full heap is compacted instead of grown: rebuilt from
-    /// the entries, one record each at its `check_at`, which includes this
-    /// one. So its buffer never outgrows the limit.
+    /// already set). A full schedule is compacted instead of grown: rebuilt
+    /// from the entries, one record each at its `check_at`, which includes
+    /// this one. So its buffers never outgrow the limit.
     fn schedule(&mut self, due: Option<Due>) {
         let Some(due) = due else { return };
         let limit = self.due_limit();
         if self.due.len() < limit {
-            if self.due.len() == self.due.capacity() {
-                let room = limit - self.due.len();
-                self.due
-                    .reserve_exact(self.due.len().clamp(16, room.max(16)));
-            }
-            self.due.push(Reverse(due));
-            return;
+            return self.due.push(due, limit);
         }
-        let mut records = std::mem::take(&mut self.due).into_vec();
-        records.clear();
-        records.extend(self.entries.iter().map(|(slot, _, e)| {
-            Reverse(Due {
+        self.due
+            .rebuild(self.entries.iter().map(|(slot, _, e)| Due {
                 at: e.check_at,
                 generation: e.generation,
                 slot,
-            })
-        }));
-        self.due = BinaryHeap::from(records);
+                wait: e.wait(),
+            }));
     }
 
     fn on_syn_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
@@ -843,11 +814,7 @@ impl<T: Copy> HandshakeTable<T> {
         // Entries looked at but not due: rescheduled after the loop, so a
         // record due again at `now` cannot loop.
         let mut later = Vec::new();
-        while let Some(Reverse(d)) = self.due.peek().copied() {
-            if d.at > now {
-                break;
-            }
-            self.due.pop();
+        while let Some(d) = self.due.pop_due(now) {
             let Some((key, e)) = self.entries.get_mut(d.slot) else {
                 continue;
             };
@@ -865,16 +832,20 @@ impl<T: Copy> HandshakeTable<T> {
                         e.begin_grace(now, &mut self.pending, key);
                     }
                     e.check_at = e.due_at(&cfg);
-                    later.push(Reverse(Due {
+                    later.push(Due {
                         at: e.check_at,
                         generation: e.generation,
                         slot: d.slot,
-                    }));
+                        wait: e.wait(),
+                    });
                 }
             }
         }
-        // As many records as were taken out: the heap does not grow.
-        self.due.extend(later);
+        // As many records as were taken out: the schedule does not grow.
+        let limit = self.due_limit();
+        for d in later {
+            self.due.push(d, limit);
+        }
         self.settle(removed, sink);
     }
 
@@ -941,7 +912,7 @@ impl<T: Copy> HandshakeTable<T> {
         // Nothing is left to track: give the memory back (at the caps,
         // megabytes) before the caller builds its report.
         self.entries = Slots::new(self.config.capacity);
-        self.due = BinaryHeap::new();
+        self.due = Schedule::default();
         self.last_attempt = None;
         self.pending = Pending::new_like(&self.pending);
         for (_, key, tag, outcome) in waiting {
