@@ -261,14 +261,20 @@ impl<T> Entry<T> {
     }
 
     /// Whether the entry leaves the table at `now`, and why. `replied`:
-    /// this pair's replies are visible to the capture.
-    fn judge(&self, now: Timestamp, cfg: &TrackConfig, replied: bool) -> Option<Removal> {
+    /// whether this pair's replies are visible to the capture (asked only
+    /// when it decides: a lookup that would miss the cache).
+    fn judge(
+        &self,
+        now: Timestamp,
+        cfg: &TrackConfig,
+        replied: impl FnOnce() -> bool,
+    ) -> Option<Removal> {
         match self.phase {
             Phase::SynSent if now.saturating_sub(self.last_syn) >= cfg.syn_timeout => {
                 if !self.watched {
                     Some(Removal::Grace)
                 } else {
-                    Some(Removal::Resolved(self.silence(replied || self.grace)))
+                    Some(Removal::Resolved(self.silence(|| self.grace || replied())))
                 }
             }
             Phase::Open if now.saturating_sub(self.last_activity) >= cfg.idle_timeout => {
@@ -293,9 +299,10 @@ impl<T> Entry<T> {
 
     /// The outcome of an attempt that got no answer: unanswered only with
     /// evidence one was due (the client retried with no ACK after, or this
-    /// pair's replies are visible elsewhere in the capture).
-    fn silence(&self, replied: bool) -> Outcome {
-        if self.syns > 1 || replied {
+    /// pair's replies are visible elsewhere in the capture: `replied`,
+    /// asked only when the retries do not settle it).
+    fn silence(&self, replied: impl FnOnce() -> bool) -> Outcome {
+        if self.syns > 1 || replied() {
             Outcome::Unanswered
         } else {
             Outcome::Unknown
@@ -773,7 +780,7 @@ impl<T: Copy> HandshakeTable<T> {
                 if e.watched {
                     self.pending.remove(&key);
                 }
-                let outcome = outcome.unwrap_or_else(|| e.silence(self.replied.contains(&key)));
+                let outcome = outcome.unwrap_or_else(|| e.silence(|| self.replied.contains(&key)));
                 sink(TableEvent::Resolved {
                     tag: e.tag,
                     key,
@@ -821,7 +828,7 @@ impl<T: Copy> HandshakeTable<T> {
             if e.generation != d.generation || e.check_at != d.at {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
-            match e.judge(now, &cfg, self.replied.contains(key)) {
+            match e.judge(now, &cfg, || self.replied.contains(key)) {
                 Some(why) if !matches!(why, Removal::Grace) => {
                     let (key, e) = self.entries.remove(d.slot);
                     removed.push((e.generation, key, e, why));
@@ -877,7 +884,7 @@ impl<T: Copy> HandshakeTable<T> {
         let slots: Vec<Slot> = self.entries.iter().map(|(slot, _, _)| slot).collect();
         for slot in slots {
             let (key, e) = self.entries.get_mut(slot).expect("a live slot");
-            match e.judge(now, &cfg, self.replied.contains(key)) {
+            match e.judge(now, &cfg, || self.replied.contains(key)) {
                 Some(Removal::Grace) => e.begin_grace(now, &mut self.pending, key),
                 Some(why) => {
                     let (key, e) = self.entries.remove(slot);
@@ -902,7 +909,7 @@ impl<T: Copy> HandshakeTable<T> {
             .map(|(_, key, e)| {
                 // In its grace, an attempt has already timed out unanswered.
                 let outcome = match e.grace {
-                    true => e.silence(replied.contains(key)),
+                    true => e.silence(|| replied.contains(key)),
                     false => Outcome::Unknown,
                 };
                 (e.generation, *key, e.tag, outcome)
