@@ -713,11 +713,10 @@ impl<T: Copy> HandshakeTable<T> {
 
     fn on_close(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
         // The sender may be either end.
-        let found = (self
-            .entries
-            .find(&FlowKey::from_server(seg))
-            .map(|s| (s, true)))
-        .or_else(|| (self.entries.find(&FlowKey::from_client(seg))).map(|s| (s, false)));
+        let found = match self.entries.find(&FlowKey::from_server(seg)) {
+            Some(slot) => Some((slot, true)),
+            None => (self.entries.find(&FlowKey::from_client(seg))).map(|slot| (slot, false)),
+        };
         let Some((slot, by_server)) = found else {
             sink(TableEvent::Untracked { segment: *seg });
             return;
@@ -814,7 +813,7 @@ impl<T: Copy> HandshakeTable<T> {
     }
 
     /// Judge attempts whose SYN timed out and drop quiet entries, as of `now`.
-    /// Outcomes are emitted in attempt order, whatever the map's order.
+    /// Outcomes are emitted in attempt order, whatever the slots' order.
     pub fn expire(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         let cfg = self.config;
         let mut removed = Vec::new();
@@ -856,7 +855,7 @@ impl<T: Copy> HandshakeTable<T> {
         self.settle(removed, sink);
     }
 
-    /// Settle removed entries in attempt order, whatever the map's order.
+    /// Settle removed entries in attempt order, whatever the slots' order.
     fn settle(
         &mut self,
         mut removed: Vec<(u64, FlowKey, Entry<T>, Removal)>,
