@@ -2,14 +2,20 @@
 //! new 4-tuple), followed until its outcome is known. All expiry is driven
 //! by the timestamps passed in, so a replay answers the same on every run.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::decode::{flow_hash_of, Control, Segment};
-use crate::map::FastMap;
 use crate::time::Timestamp;
+
+mod due;
+mod replies;
+mod slots;
+
+use due::{Due, Schedule, Wait};
+use replies::ReplyPairs;
+use slots::{Order, Slot, Slots};
 
 /// Limits of the table. Defaults suit a node sensor; see `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +39,37 @@ impl Default for TrackConfig {
 }
 
 /// A connection's direction: the client sent the SYN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub client: IpAddr,
     pub client_port: u16,
     pub server: IpAddr,
     pub server_port: u16,
+}
+
+/// By hand: the derived hash feeds each `IpAddr` as a discriminant and a
+/// length-prefixed byte slice, five writes where an IPv4 key needs two
+/// words. Equal keys write the same words, as `Eq` requires.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match (self.client, self.server) {
+            (IpAddr::V4(c), IpAddr::V4(s)) => {
+                h.write_u64(u64::from(c.to_bits()) << 32 | u64::from(s.to_bits()));
+            }
+            (c, s) => {
+                h.write_u128(address_bits(c));
+                h.write_u128(address_bits(s));
+            }
+        }
+        h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
+    }
+}
+
+fn address_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
 }
 
 impl FlowKey {
@@ -178,7 +209,8 @@ struct Entry<T> {
     isn: u32,
     last_syn: Timestamp,
     last_activity: Timestamp,
-    /// Matches the eviction queues' records for this entry.
+    /// The attempt's number: orders outcomes, and tells this entry's
+    /// expiry records from those of an earlier entry in the same slot.
     generation: u64,
     /// Which ends have sent a FIN ([`FIN_CLIENT`], [`FIN_SERVER`]); both
     /// close the entry, so finished connections do not wait out the idle
@@ -220,15 +252,29 @@ impl<T> Entry<T> {
         }
     }
 
+    /// The timeout [`Entry::due_at`] counts.
+    fn wait(&self) -> Wait {
+        match self.phase {
+            Phase::Open => Wait::Idle,
+            Phase::SynSent | Phase::Closed => Wait::Syn,
+        }
+    }
+
     /// Whether the entry leaves the table at `now`, and why. `replied`:
-    /// this pair's replies are visible to the capture.
-    fn judge(&self, now: Timestamp, cfg: &TrackConfig, replied: bool) -> Option<Removal> {
+    /// whether this pair's replies are visible to the capture (asked only
+    /// when it decides: a lookup that would miss the cache).
+    fn judge(
+        &self,
+        now: Timestamp,
+        cfg: &TrackConfig,
+        replied: impl FnOnce() -> bool,
+    ) -> Option<Removal> {
         match self.phase {
             Phase::SynSent if now.saturating_sub(self.last_syn) >= cfg.syn_timeout => {
                 if !self.watched {
                     Some(Removal::Grace)
                 } else {
-                    Some(Removal::Resolved(self.silence(replied || self.grace)))
+                    Some(Removal::Resolved(self.silence(|| self.grace || replied())))
                 }
             }
             Phase::Open if now.saturating_sub(self.last_activity) >= cfg.idle_timeout => {
@@ -253,9 +299,10 @@ impl<T> Entry<T> {
 
     /// The outcome of an attempt that got no answer: unanswered only with
     /// evidence one was due (the client retried with no ACK after, or this
-    /// pair's replies are visible elsewhere in the capture).
-    fn silence(&self, replied: bool) -> Outcome {
-        if self.syns > 1 || replied {
+    /// pair's replies are visible elsewhere in the capture: `replied`,
+    /// asked only when the retries do not settle it).
+    fn silence(&self, replied: impl FnOnce() -> bool) -> Outcome {
+        if self.syns > 1 || replied() {
             Outcome::Unanswered
         } else {
             Outcome::Unknown
@@ -273,52 +320,21 @@ enum Removal {
     Lingered,
 }
 
-/// A reminder to look at an entry at `at`. Records of entries that are
-/// gone, or that were rescheduled, are skipped when they come up.
-#[derive(Clone, Copy, Debug)]
-struct Due {
-    at: Timestamp,
-    generation: u64,
-    key: FlowKey,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Due {}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.generation).cmp(&(other.at, other.generation))
-    }
-}
-
-/// Makes sure `e` is looked at no later than it becomes due, after a change
-/// to its phase or times.
-fn reschedule<T>(
-    due: &mut BinaryHeap<Reverse<Due>>,
-    cfg: &TrackConfig,
-    key: FlowKey,
-    e: &mut Entry<T>,
-) {
+/// After a change to the phase or times of `e` (in `slot`): the record
+/// that makes sure it is looked at no later than it becomes due, if its
+/// current one is too late. Pass it to [`HandshakeTable::schedule`].
+#[must_use]
+fn reschedule<T>(cfg: &TrackConfig, slot: Slot, e: &mut Entry<T>) -> Option<Due> {
     let at = e.due_at(cfg);
-    if at < e.check_at {
+    (at < e.check_at).then(|| {
         e.check_at = at;
-        due.push(Reverse(Due {
+        Due {
             at,
             generation: e.generation,
-            key,
-        }));
-    }
+            slot,
+            wait: e.wait(),
+        }
+    })
 }
 
 /// Attempts waiting for an answer, counted per server port and per bucket
@@ -384,47 +400,20 @@ impl Pending {
     }
 }
 
-/// (server, client) address pairs whose replies this capture has shown: an
-/// unanswered SYN between them is a real silence, not a blind spot. When
-/// full, the older half (by last reply) is dropped and counted.
-struct ReplyPairs {
-    seen: FastMap<(IpAddr, IpAddr), Timestamp>,
-    dropped: u64,
-}
-
-impl ReplyPairs {
-    fn note(&mut self, server: IpAddr, client: IpAddr, ts: Timestamp) {
-        if self.seen.len() >= MAX_REPLY_PAIRS && !self.seen.contains_key(&(server, client)) {
-            let mut times: Vec<Timestamp> = self.seen.values().copied().collect();
-            let (_, cut, _) = times.select_nth_unstable(MAX_REPLY_PAIRS / 2);
-            let cut = *cut;
-            let before = self.seen.len();
-            self.seen.retain(|_, t| *t > cut);
-            self.dropped += (before - self.seen.len()) as u64;
-        }
-        let t = self.seen.entry((server, client)).or_insert(ts);
-        *t = (*t).max(ts);
-    }
-
-    fn contains(&self, key: &FlowKey) -> bool {
-        self.seen.contains_key(&(key.server, key.client))
-    }
-}
-
 pub struct HandshakeTable<T> {
     config: TrackConfig,
-    entries: FastMap<FlowKey, Entry<T>>,
-    /// Creation order, for evicting the oldest attempt first; stale records
-    /// (of entries already gone) are skipped and compacted away.
-    order: VecDeque<(FlowKey, u64)>,
-    /// The order in which entries became open: evicted only when no entry
-    /// in `order` is left that is not open.
-    open_order: VecDeque<(FlowKey, u64)>,
+    /// The entries, with their creation order (for evicting the oldest
+    /// attempt first; an open entry leaves it when an eviction passes it)
+    /// and the order in which they became open (evicted only when no entry
+    /// in creation order is left).
+    entries: Slots<FlowKey, Entry<T>>,
     /// When to look at which entry: `expire` visits only the entries that
-    /// may be due instead of sweeping the whole map. Stale records are
-    /// compacted away like `order`'s.
-    due: BinaryHeap<Reverse<Due>>,
+    /// may be due instead of sweeping the whole table. Stale records are
+    /// compacted away once there are [`HandshakeTable::due_limit`].
+    due: Schedule,
     next_generation: u64,
+    /// The slot of the last attempt made: the caller tags it next.
+    last_attempt: Option<Slot>,
     /// A SYN-ACK has been seen: this capture sees the reply direction.
     replies_visible: bool,
     replied: ReplyPairs,
@@ -439,16 +428,12 @@ impl<T: Copy> HandshakeTable<T> {
             config,
             // Grows with what is open: a table sized for the cap would spread a
             // few hundred live entries over megabytes and miss the cache.
-            entries: FastMap::default(),
-            order: VecDeque::new(),
-            open_order: VecDeque::new(),
-            due: BinaryHeap::new(),
+            entries: Slots::new(config.capacity),
+            due: Schedule::default(),
             next_generation: 0,
+            last_attempt: None,
             replies_visible: false,
-            replied: ReplyPairs {
-                seen: FastMap::default(),
-                dropped: 0,
-            },
+            replied: ReplyPairs::default(),
             pending: Pending::new(),
             evictions: [0; 3],
             peak: 0,
@@ -464,7 +449,7 @@ impl<T: Copy> HandshakeTable<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 
     pub fn peak(&self) -> usize {
@@ -482,12 +467,12 @@ impl<T: Copy> HandshakeTable<T> {
 
     /// How many (server, client) pairs have shown replies so far.
     pub fn reply_pairs(&self) -> usize {
-        self.replied.seen.len()
+        self.replied.len()
     }
 
     /// Reply pairs forgotten because their set was full.
     pub fn reply_pairs_dropped(&self) -> u64 {
-        self.replied.dropped
+        self.replied.dropped()
     }
 
     /// Whether an attempt to `port` may be waiting for its answer: the
@@ -523,8 +508,12 @@ impl<T: Copy> HandshakeTable<T> {
     /// Replace the tag of an entry (the caller makes its row after the
     /// attempt is known to be new).
     pub fn set_tag(&mut self, key: &FlowKey, tag: T) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.tag = tag;
+        // Usually the attempt just made: its slot is known.
+        let last = self
+            .last_attempt
+            .filter(|&s| self.entries.get(s).is_some_and(|(k, _)| k == key));
+        if let Some(slot) = last.or_else(|| self.entries.find(key)) {
+            self.entries.value_mut(slot).tag = tag;
         }
     }
 
@@ -561,7 +550,8 @@ impl<T: Copy> HandshakeTable<T> {
         sink: &mut impl FnMut(TableEvent<T>),
     ) {
         let key = FlowKey::from_client(seg);
-        if let Some(e) = self.entries.get_mut(&key) {
+        if let Some(slot) = self.entries.find(&key) {
+            let e = self.entries.value_mut(slot);
             match e.phase {
                 // The same attempt again, answered or not yet.
                 Phase::SynSent | Phase::Open if e.isn == seg.seq => {
@@ -575,25 +565,28 @@ impl<T: Copy> HandshakeTable<T> {
                         }
                     }
                     e.last_activity = ts;
-                    reschedule(&mut self.due, &self.config, key, e);
-                    sink(TableEvent::Retransmission { tag: e.tag });
+                    let tag = e.tag;
+                    let due = reschedule(&self.config, slot, e);
+                    self.schedule(due);
+                    sink(TableEvent::Retransmission { tag });
                     return;
                 }
                 // Another initial sequence number, or after the close: the
                 // 4-tuple is reused by a new attempt.
                 _ => {
-                    let old = self.entries.remove(&key).expect("present");
+                    let (_, old) = self.entries.remove(slot);
                     self.retire(key, old, None, sink);
                 }
             }
-        } else if let Some(e) =
-            (self.entries.get_mut(&FlowKey::from_server(seg))).filter(|e| e.phase != Phase::Closed)
-        {
-            // Simultaneous open: the other end's SYN crossed this one. The
-            // first SYN seen made the attempt; this is not a new one (its
-            // "server port" is the first SYN's ephemeral port).
-            e.last_activity = ts;
-            return;
+        } else if let Some(slot) = self.entries.find(&FlowKey::from_server(seg)) {
+            let e = self.entries.value_mut(slot);
+            if e.phase != Phase::Closed {
+                // Simultaneous open: the other end's SYN crossed this one.
+                // The first SYN seen made the attempt; this is not a new one
+                // (its "server port" is the first SYN's ephemeral port).
+                e.last_activity = ts;
+                return;
+            }
         }
         if self.entries.len() >= self.config.capacity.max(1) {
             self.evict_one(sink);
@@ -615,131 +608,103 @@ impl<T: Copy> HandshakeTable<T> {
             grace: false,
         };
         entry.check_at = entry.due_at(&self.config);
-        self.due.push(Reverse(Due {
+        let slot = self.entries.insert(key, entry);
+        self.schedule(Some(Due {
             at: entry.check_at,
             generation,
-            key,
+            slot,
+            wait: Wait::Syn,
         }));
-        self.entries.insert(key, entry);
         if entry.watched {
             self.pending.add(&key);
         }
-        self.order.push_back((key, generation));
-        self.compact();
+        self.last_attempt = Some(slot);
         self.peak = self.peak.max(self.entries.len());
         sink(TableEvent::Attempt { tag, key });
     }
 
-    /// Drop stale records once the queues outgrow twice the capacity.
-    fn compact(&mut self) {
-        let limit = 2 * self.config.capacity.max(16);
-        let entries = &self.entries;
-        let live = |(k, g): &(FlowKey, u64)| entries.get(k).is_some_and(|e| e.generation == *g);
-        // A queue is a ring and walks its whole capacity over time: once it
-        // has doubled past the limit, a long capture would make all of it
-        // resident. Shrink it back after compacting.
-        if self.order.len() > limit {
-            self.order.retain(live);
-            self.order.shrink_to(limit);
+    /// Most records `due` holds: twice the capacity, so compacting (which
+    /// costs a pass over the entries) frees at least half of them.
+    fn due_limit(&self) -> usize {
+        2 * self.config.capacity.max(16)
+    }
+
+    /// Add an expiry record made by [`reschedule`] (its entry's `check_at`
+    /// already set). A full schedule is compacted instead of grown: rebuilt
+    /// from the entries, one record each at its `check_at`, which includes
+    /// this one. So its buffers never outgrow the limit.
+    fn schedule(&mut self, due: Option<Due>) {
+        let Some(due) = due else { return };
+        let limit = self.due_limit();
+        if self.due.len() < limit {
+            return self.due.push(due, limit);
         }
-        if self.open_order.len() > limit {
-            self.open_order.retain(live);
-            self.open_order.shrink_to(limit);
-        }
-        if self.due.len() > limit {
-            self.due = self
-                .entries
-                .iter()
-                .map(|(key, e)| {
-                    Reverse(Due {
-                        at: e.check_at,
-                        generation: e.generation,
-                        key: *key,
-                    })
-                })
-                .collect();
-        }
+        self.due
+            .rebuild(self.entries.iter().map(|(slot, _, e)| Due {
+                at: e.check_at,
+                generation: e.generation,
+                slot,
+                wait: e.wait(),
+            }));
     }
 
     fn on_syn_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
         self.replies_visible = true;
         self.replied.note(seg.src, seg.dst, ts);
-        let key = FlowKey::from_server(seg);
-        match self.entries.get_mut(&key) {
-            Some(e) if e.phase == Phase::SynSent => {
-                e.last_activity = ts;
-                let e = *e;
-                self.open(key, e, false, sink);
-            }
-            Some(e) => {
+        if let Some(slot) = self.entries.find(&FlowKey::from_server(seg)) {
+            let e = self.entries.value_mut(slot);
+            e.last_activity = ts;
+            if e.phase == Phase::SynSent {
+                self.open(slot, false, sink);
+            } else {
                 // A retransmitted SYN-ACK.
-                e.last_activity = ts;
-                reschedule(&mut self.due, &self.config, key, e);
+                let due = reschedule(&self.config, slot, e);
+                self.schedule(due);
             }
-            None => match self.entries.get_mut(&FlowKey::from_client(seg)) {
-                // The first SYN's sender answering a simultaneous open.
-                Some(e) => e.last_activity = ts,
-                None => sink(TableEvent::Untracked { segment: *seg }),
-            },
+        } else if let Some(slot) = self.entries.find(&FlowKey::from_client(seg)) {
+            // The first SYN's sender answering a simultaneous open.
+            self.entries.value_mut(slot).last_activity = ts;
+        } else {
+            sink(TableEvent::Untracked { segment: *seg });
         }
     }
 
-    /// The attempt `key` (in `SynSent`, a copy `e`) is established.
-    fn open(
-        &mut self,
-        key: FlowKey,
-        mut e: Entry<T>,
-        inferred: bool,
-        sink: &mut impl FnMut(TableEvent<T>),
-    ) {
+    /// The attempt in `slot` (in `SynSent`) is established.
+    fn open(&mut self, slot: Slot, inferred: bool, sink: &mut impl FnMut(TableEvent<T>)) {
+        let (&key, e) = self.entries.get_mut(slot).expect("a live slot");
         if e.watched {
             self.pending.remove(&key);
         }
         e.phase = Phase::Open;
-        reschedule(&mut self.due, &self.config, key, &mut e);
-        self.entries.insert(key, e);
-        self.open_order.push_back((key, e.generation));
+        let tag = e.tag;
+        let due = reschedule(&self.config, slot, e);
+        self.schedule(due);
+        self.entries.push_back(Order::Opened, slot);
         sink(TableEvent::Resolved {
-            tag: e.tag,
+            tag,
             key,
             outcome: Outcome::Established,
             inferred,
         });
     }
 
-    /// Which entry a non-SYN segment belongs to, and whether the server
-    /// sent it.
-    fn find(&self, seg: &Segment) -> Option<(FlowKey, bool)> {
-        let from_server = FlowKey::from_server(seg);
-        if self.entries.contains_key(&from_server) {
-            return Some((from_server, true));
-        }
-        let from_client = FlowKey::from_client(seg);
-        self.entries
-            .contains_key(&from_client)
-            .then_some((from_client, false))
-    }
-
     /// Data or a pure ACK: after a SYN, an acknowledging segment proves the
     /// handshake completed even if the SYN-ACK was not captured.
     fn on_ack(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
         // Most such segments are the client's: look that way first.
-        let from_client = FlowKey::from_client(seg);
-        let key = if self.entries.contains_key(&from_client) {
-            from_client
-        } else {
-            FlowKey::from_server(seg)
-        };
-        let Some(e) = self.entries.get_mut(&key) else {
+        let found = (self.entries.find(&FlowKey::from_client(seg)))
+            .or_else(|| self.entries.find(&FlowKey::from_server(seg)));
+        let Some(slot) = found else {
             sink(TableEvent::Untracked { segment: *seg });
             return;
         };
+        let e = self.entries.value_mut(slot);
         e.last_activity = ts;
         match e.phase {
             Phase::SynSent if seg.has_ack() => {
-                let e = *e;
-                self.open(key, e, true, sink);
-                sink(TableEvent::Activity { tag: e.tag });
+                let tag = e.tag;
+                self.open(slot, true, sink);
+                sink(TableEvent::Activity { tag });
             }
             Phase::Open => sink(TableEvent::Activity { tag: e.tag }),
             _ => {}
@@ -748,18 +713,21 @@ impl<T: Copy> HandshakeTable<T> {
 
     fn on_close(&mut self, ts: Timestamp, seg: &Segment, sink: &mut impl FnMut(TableEvent<T>)) {
         // The sender may be either end.
-        let Some((key, by_server)) = self.find(seg) else {
+        let found = match self.entries.find(&FlowKey::from_server(seg)) {
+            Some(slot) => Some((slot, true)),
+            None => (self.entries.find(&FlowKey::from_client(seg))).map(|slot| (slot, false)),
+        };
+        let Some((slot, by_server)) = found else {
             sink(TableEvent::Untracked { segment: *seg });
             return;
         };
-        let e = self.entries.get_mut(&key).expect("found");
+        let e = self.entries.value_mut(slot);
         e.last_activity = ts;
         if e.phase == Phase::SynSent && seg.control == Control::Fin && seg.has_ack() {
             // A FIN acknowledges the other end's SYN: the handshake completed.
-            let e = *e;
-            self.open(key, e, true, sink);
+            self.open(slot, true, sink);
         }
-        let e = self.entries.get_mut(&key).expect("found");
+        let (&key, e) = self.entries.get_mut(slot).expect("a live slot");
         match (e.phase, seg.control) {
             (Phase::SynSent, Control::Rst) => {
                 e.phase = Phase::Closed;
@@ -792,10 +760,11 @@ impl<T: Copy> HandshakeTable<T> {
             // FIN before an answer, or anything after the close: nothing new.
             _ => {}
         }
-        reschedule(&mut self.due, &self.config, key, e);
+        let due = reschedule(&self.config, slot, e);
+        self.schedule(due);
     }
 
-    /// An entry removed from the map: settle what its phase owes.
+    /// An entry removed from the table: settle what its phase owes.
     /// `outcome` is the verdict on an attempt still waiting (default: what
     /// its silence so far shows).
     fn retire(
@@ -810,7 +779,7 @@ impl<T: Copy> HandshakeTable<T> {
                 if e.watched {
                     self.pending.remove(&key);
                 }
-                let outcome = outcome.unwrap_or_else(|| e.silence(self.replied.contains(&key)));
+                let outcome = outcome.unwrap_or_else(|| e.silence(|| self.replied.contains(&key)));
                 sink(TableEvent::Resolved {
                     tag: e.tag,
                     key,
@@ -826,73 +795,67 @@ impl<T: Copy> HandshakeTable<T> {
     /// The table is full: drop the oldest entry that is not open, else the
     /// oldest open connection.
     fn evict_one(&mut self, sink: &mut impl FnMut(TableEvent<T>)) {
-        while let Some((key, generation)) = self.order.pop_front() {
-            match self.entries.get(&key) {
-                Some(e) if e.generation == generation && e.phase != Phase::Open => {
-                    let e = self.entries.remove(&key).expect("present");
-                    self.evictions[Eviction::CapacityHalfOpen as usize] += 1;
-                    return self.retire(key, e, Some(Outcome::Unknown), sink);
-                }
-                // Gone, replaced, or open (and so in `open_order`).
-                _ => continue,
+        while let Some(slot) = self.entries.front(Order::Created) {
+            if self.entries.value(slot).phase != Phase::Open {
+                let (key, e) = self.entries.remove(slot);
+                self.evictions[Eviction::CapacityHalfOpen as usize] += 1;
+                return self.retire(key, e, Some(Outcome::Unknown), sink);
             }
+            // Open: from now on it waits its turn in the open order only,
+            // even once it closes.
+            self.entries.unlink(Order::Created, slot);
         }
-        while let Some((key, generation)) = self.open_order.pop_front() {
-            match self.entries.get(&key) {
-                Some(e) if e.generation == generation => {
-                    let e = self.entries.remove(&key).expect("present");
-                    self.evictions[Eviction::CapacityOpen as usize] += 1;
-                    return self.retire(key, e, Some(Outcome::Unknown), sink);
-                }
-                _ => continue,
-            }
+        if let Some(slot) = self.entries.front(Order::Opened) {
+            let (key, e) = self.entries.remove(slot);
+            self.evictions[Eviction::CapacityOpen as usize] += 1;
+            self.retire(key, e, Some(Outcome::Unknown), sink);
         }
     }
 
     /// Judge attempts whose SYN timed out and drop quiet entries, as of `now`.
-    /// Outcomes are emitted in attempt order, whatever the map's order.
+    /// Outcomes are emitted in attempt order, whatever the slots' order.
     pub fn expire(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         let cfg = self.config;
         let mut removed = Vec::new();
         // Entries looked at but not due: rescheduled after the loop, so a
         // record due again at `now` cannot loop.
         let mut later = Vec::new();
-        while let Some(Reverse(d)) = self.due.peek().copied() {
-            if d.at > now {
-                break;
-            }
-            self.due.pop();
-            let Some(e) = self.entries.get_mut(&d.key) else {
+        while let Some(d) = self.due.pop_due(now) {
+            let Some((key, e)) = self.entries.get_mut(d.slot) else {
                 continue;
             };
             if e.generation != d.generation || e.check_at != d.at {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
-            match e.judge(now, &cfg, self.replied.contains(&d.key)) {
+            match e.judge(now, &cfg, || self.replied.contains(key)) {
                 Some(why) if !matches!(why, Removal::Grace) => {
-                    if let Some(e) = self.entries.remove(&d.key) {
-                        removed.push((e.generation, d.key, e, why));
-                    }
+                    let (key, e) = self.entries.remove(d.slot);
+                    removed.push((e.generation, key, e, why));
                 }
                 // Kept: rescheduled, after starting its grace if it has one.
                 keep => {
                     if matches!(keep, Some(Removal::Grace)) {
-                        e.begin_grace(now, &mut self.pending, &d.key);
+                        e.begin_grace(now, &mut self.pending, key);
                     }
                     e.check_at = e.due_at(&cfg);
-                    later.push(Reverse(Due {
+                    later.push(Due {
                         at: e.check_at,
                         generation: e.generation,
-                        key: d.key,
-                    }));
+                        slot: d.slot,
+                        wait: e.wait(),
+                    });
                 }
             }
         }
-        self.due.extend(later);
+        // As many records as were taken out: the schedule does not grow.
+        let limit = self.due_limit();
+        for d in later {
+            self.due.push(d, limit);
+        }
         self.settle(removed, sink);
     }
 
-    /// Settle removed entries in attempt order, whatever the map's order.
+    /// Settle removed entries in attempt order, whatever the slots' order.
     fn settle(
         &mut self,
         mut removed: Vec<(u64, FlowKey, Entry<T>, Removal)>,
@@ -917,20 +880,18 @@ impl<T: Copy> HandshakeTable<T> {
     fn expire_by_sweep(&mut self, now: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         let cfg = self.config;
         let mut removed = Vec::new();
-        let replied = &self.replied;
-        let pending = &mut self.pending;
-        self.entries
-            .retain(|key, e| match e.judge(now, &cfg, replied.contains(key)) {
-                Some(Removal::Grace) => {
-                    e.begin_grace(now, pending, key);
-                    true
-                }
+        let slots: Vec<Slot> = self.entries.iter().map(|(slot, _, _)| slot).collect();
+        for slot in slots {
+            let (key, e) = self.entries.get_mut(slot).expect("a live slot");
+            match e.judge(now, &cfg, || self.replied.contains(key)) {
+                Some(Removal::Grace) => e.begin_grace(now, &mut self.pending, key),
                 Some(why) => {
-                    removed.push((e.generation, *key, *e, why));
-                    false
+                    let (key, e) = self.entries.remove(slot);
+                    removed.push((e.generation, key, e, why));
                 }
-                None => true,
-            });
+                None => {}
+            }
+        }
         self.settle(removed, sink);
     }
 
@@ -942,18 +903,23 @@ impl<T: Copy> HandshakeTable<T> {
         let replied = &self.replied;
         let mut waiting: Vec<(u64, FlowKey, T, Outcome)> = self
             .entries
-            .drain()
-            .filter(|(_, e)| e.phase == Phase::SynSent)
-            .map(|(key, e)| {
+            .iter()
+            .filter(|(_, _, e)| e.phase == Phase::SynSent)
+            .map(|(_, key, e)| {
                 // In its grace, an attempt has already timed out unanswered.
                 let outcome = match e.grace {
-                    true => e.silence(replied.contains(&key)),
+                    true => e.silence(|| replied.contains(key)),
                     false => Outcome::Unknown,
                 };
-                (e.generation, key, e.tag, outcome)
+                (e.generation, *key, e.tag, outcome)
             })
             .collect();
         waiting.sort_by_key(|w| w.0);
+        // Nothing is left to track: give the memory back (at the caps,
+        // megabytes) before the caller builds its report.
+        self.entries = Slots::new(self.config.capacity);
+        self.due = Schedule::default();
+        self.last_attempt = None;
         self.pending = Pending::new_like(&self.pending);
         for (_, key, tag, outcome) in waiting {
             sink(TableEvent::Resolved {
@@ -963,12 +929,6 @@ impl<T: Copy> HandshakeTable<T> {
                 inferred: false,
             });
         }
-        // Nothing is left to track: give the memory back (at the caps, tens
-        // of megabytes) before the caller builds its report.
-        self.entries = FastMap::default();
-        self.order = VecDeque::new();
-        self.open_order = VecDeque::new();
-        self.due = BinaryHeap::new();
     }
 }
 
