@@ -346,8 +346,15 @@ struct Pending {
     ports: Vec<u32>,
     tuples: Vec<u32>,
     /// Per port: [`PORT_REQUIRED`] (set by the caller) and [`PORT_PENDING`]
-    /// (some attempt to it waits): one byte, one load, on the per-packet path.
-    flags: Vec<u8>,
+    /// (some attempt to it waits), as bits, the two of 64 ports side by
+    /// side: 16 KiB that stay in the L1 cache on the per-packet path.
+    flags: Box<[[u64; 2]; 1024]>,
+}
+
+/// Where a port's bit lies in [`Pending::flags`].
+#[inline]
+fn port_bit(port: u16) -> (usize, u64) {
+    (usize::from(port >> 6), 1 << (port & 63))
 }
 
 /// The port is a required edge's: its segments are evidence.
@@ -368,15 +375,33 @@ impl Pending {
         Pending {
             ports: vec![0; 1 << 16],
             tuples: vec![0; TUPLE_BUCKETS],
-            flags: vec![0; 1 << 16],
+            flags: Box::new([[0; 2]; 1024]),
+        }
+    }
+
+    #[inline]
+    fn flags(&self, port: u16) -> u8 {
+        let (w, bit) = port_bit(port);
+        let [required, pending] = self.flags[w];
+        (u8::from(required & bit != 0) * PORT_REQUIRED)
+            | (u8::from(pending & bit != 0) * PORT_PENDING)
+    }
+
+    fn set(&mut self, port: u16, flag: u8, on: bool) {
+        let (w, bit) = port_bit(port);
+        let word = &mut self.flags[w][usize::from(flag == PORT_PENDING)];
+        if on {
+            *word |= bit;
+        } else {
+            *word &= !bit;
         }
     }
 
     /// Empty, keeping the ports' [`PORT_REQUIRED`] marks.
     fn new_like(old: &Pending) -> Self {
         let mut p = Pending::new();
-        for (f, o) in p.flags.iter_mut().zip(&old.flags) {
-            *f = o & PORT_REQUIRED;
+        for (f, o) in p.flags.iter_mut().zip(old.flags.iter()) {
+            f[0] = o[0];
         }
         p
     }
@@ -384,7 +409,7 @@ impl Pending {
     fn add(&mut self, key: &FlowKey) {
         let port = usize::from(key.server_port);
         self.ports[port] += 1;
-        self.flags[port] |= PORT_PENDING;
+        self.set(key.server_port, PORT_PENDING, true);
         self.tuples[bucket(key)] += 1;
     }
 
@@ -393,7 +418,7 @@ impl Pending {
         let n = &mut self.ports[port];
         *n = n.saturating_sub(1);
         if *n == 0 {
-            self.flags[port] &= !PORT_PENDING;
+            self.set(key.server_port, PORT_PENDING, false);
         }
         let n = &mut self.tuples[bucket(key)];
         *n = n.saturating_sub(1);
@@ -485,16 +510,16 @@ impl<T: Copy> HandshakeTable<T> {
     /// [`PORT_REQUIRED`] and [`PORT_PENDING`] of a port.
     #[inline]
     pub fn port_flags(&self, port: u16) -> u8 {
-        self.pending.flags[usize::from(port)]
+        self.pending.flags(port)
     }
 
     /// Mark the ports of required edges (replacing the previous marks).
     pub fn set_required_ports(&mut self, ports: &[u16]) {
         for f in self.pending.flags.iter_mut() {
-            *f &= !PORT_REQUIRED;
+            f[0] = 0;
         }
         for p in ports {
-            self.pending.flags[usize::from(*p)] |= PORT_REQUIRED;
+            self.pending.set(*p, PORT_REQUIRED, true);
         }
     }
 
