@@ -12,7 +12,7 @@ use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
 /// Most files merged with a read-ahead thread each: beyond it, threads and
-/// their chunks (about 1.5 MB a file) would outgrow what they save, and
+/// their chunks (about 3.3 MB a file) would outgrow what they save, and
 /// every file is read on demand.
 pub const MAX_READ_AHEAD_FILES: usize = 8;
 
