@@ -47,9 +47,19 @@ impl Interface {
         };
     }
 
+    /// The common case (a whole number of nanoseconds a tick, no offset)
+    /// inline; the others (128-bit arithmetic) out of the per-record path.
+    #[inline]
     pub(super) fn timestamp(&self, ticks: u64) -> Timestamp {
+        match self.ns_per_tick {
+            Some(n) if self.offset_ns == 0 => Timestamp(ticks.saturating_mul(n)),
+            _ => self.timestamp_general(ticks),
+        }
+    }
+
+    #[cold]
+    fn timestamp_general(&self, ticks: u64) -> Timestamp {
         let ns = match self.ns_per_tick {
-            Some(n) if self.offset_ns == 0 => return Timestamp(ticks.saturating_mul(n)),
             Some(n) => i128::from(ticks) * i128::from(n),
             None => (u128::from(ticks) * u128::from(NANOS_PER_SEC) / self.ticks_per_sec) as i128,
         };
