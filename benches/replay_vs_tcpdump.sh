@@ -113,6 +113,9 @@ DD_EACH='for f; do dd if="$f" of=/dev/null bs=1M status=none || exit $?; done'
 for shape in $SHAPES; do
     echo "== $shape: generating $PACKETS packets"
     mapfile -t files < <(generate "$shape")
+    # Written back before timing: otherwise the kernel's flusher threads
+    # write gigabytes to disk during the first rounds and take CPU from both.
+    sync
     cat "${files[@]}" >/dev/null # into the page cache
     echo "$shape bytes $(cat "${files[@]}" | wc -c)" >>"$DIR/sizes"
     for round in $(seq "$ROUNDS"); do
@@ -135,6 +138,7 @@ if [ "$MEMORY" = 1 ]; then
         f=$DIR/bench-memory-$mult.pcap
         echo "== memory: flood shape, $n packets (snaplen 128)"
         "$GENERATE" "$f" "$n" --flood
+        sync
         cat "$f" >/dev/null
         run "memory-${mult}x" portwatch "$PORTWATCH" replay --site multi-node "$f" --format json
         tail -n 1 "$RUNS" | awk '{ printf "  %s  %.3f s  %d KB peak RSS  %.2f s CPU\n", $1, $3, $4, $5 }'
