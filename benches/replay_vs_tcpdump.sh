@@ -113,10 +113,13 @@ DD_EACH='for f; do dd if="$f" of=/dev/null bs=1M status=none || exit $?; done'
 for shape in $SHAPES; do
     echo "== $shape: generating $PACKETS packets"
     mapfile -t files < <(generate "$shape")
-    # Written back before timing: otherwise the kernel's flusher threads
-    # write gigabytes to disk during the first rounds and take CPU from both.
+    # Written back before timing (otherwise the kernel's flusher threads
+    # write gigabytes to disk during the first rounds and take CPU from
+    # both), then dropped from the page cache and read back in, so it is
+    # cached as a capture read from disk is, not as the generator wrote it.
     sync
-    cat "${files[@]}" >/dev/null # into the page cache
+    for f in "${files[@]}"; do dd if="$f" iflag=nocache count=0 status=none; done
+    cat "${files[@]}" >/dev/null
     echo "$shape bytes $(cat "${files[@]}" | wc -c)" >>"$DIR/sizes"
     for round in $(seq "$ROUNDS"); do
         run "$shape" dd bash -c "$DD_EACH" _ "${files[@]}"
@@ -139,6 +142,7 @@ if [ "$MEMORY" = 1 ]; then
         echo "== memory: flood shape, $n packets (snaplen 128)"
         "$GENERATE" "$f" "$n" --flood
         sync
+        dd if="$f" iflag=nocache count=0 status=none
         cat "$f" >/dev/null
         run "memory-${mult}x" portwatch "$PORTWATCH" replay --site multi-node "$f" --format json
         tail -n 1 "$RUNS" | awk '{ printf "  %s  %.3f s  %d KB peak RSS  %.2f s CPU\n", $1, $3, $4, $5 }'
