@@ -103,10 +103,40 @@ fn root_started_replay_keeps_no_capability() {
     if !root() {
         return;
     }
-    let pcap = fixture("demo.pcap").display().to_string();
+    // Large enough (8 MB) that a thread started to read it before the
+    // drop would still be alive, blocked on its buffers, when checked.
+    let path = long_capture(100);
+    let pcap = path.display().to_string();
     let mut d = Daemon::start(&["run", "--site", "multi-node", "--replay", &pcap, "--loop"]);
     d.wait_ready();
     assert_dropped(d.child.id(), 0);
+    drop(d);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `demo.pcap` (little-endian, microseconds) `copies` times over, each copy
+/// later than the one before, in a file of this test's own.
+fn long_capture(copies: u32) -> std::path::PathBuf {
+    let demo = std::fs::read(fixture("demo.pcap")).unwrap();
+    let (header, mut rest) = demo.split_at(24);
+    let mut records = Vec::new();
+    while rest.len() >= 16 {
+        let caplen = u32::from_le_bytes(rest[8..12].try_into().unwrap()) as usize;
+        records.push(&rest[..16 + caplen]);
+        rest = &rest[16 + caplen..];
+    }
+    let secs = |r: &[u8]| u32::from_le_bytes(r[0..4].try_into().unwrap());
+    let span = secs(records[records.len() - 1]) - secs(records[0]) + 1;
+    let mut out = header.to_vec();
+    for k in 0..copies {
+        for r in &records {
+            out.extend_from_slice(&(secs(r) + k * span).to_le_bytes());
+            out.extend_from_slice(&r[4..]);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("portwatch-priv-{}.pcap", std::process::id()));
+    std::fs::write(&path, out).unwrap();
+    path
 }
 
 #[test]

@@ -69,7 +69,8 @@ impl Replay {
     /// Opens every file now, so a bad path is reported before the daemon
     /// starts. `opts.speed` must be positive.
     pub fn open(savefiles: &[Savefile], opts: ReplayOptions) -> Result<Replay, SourceError> {
-        let files = MergedFiles::open_savefiles(savefiles)?;
+        // Paced: reading ahead would buy nothing (and would start a thread).
+        let files = MergedFiles::open_savefiles(savefiles, false)?;
         Ok(Replay {
             savefiles: savefiles.to_vec(),
             opts,
@@ -117,7 +118,7 @@ impl Replay {
         let Some((first, last)) = self.span else {
             return Ok(false); // an empty capture: nothing to loop over
         };
-        self.files = MergedFiles::open_savefiles(&self.savefiles)?;
+        self.files = MergedFiles::open_savefiles(&self.savefiles, false)?;
         self.span = None;
         self.shift += last.saturating_sub(first) + LOOP_GAP;
         self.loops += 1;

@@ -32,19 +32,26 @@ pub struct MergedFiles {
 }
 
 impl MergedFiles {
-    /// Opens every file; the first that cannot be opened is the error (it
-    /// names the file).
+    /// Opens every file, to be read flat out (each read ahead by a thread
+    /// of its own, up to [`MAX_READ_AHEAD_FILES`]); the first that cannot
+    /// be opened is the error (it names the file).
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<MergedFiles, SourceError> {
         let savefiles: Vec<Savefile> = paths
             .iter()
             .map(|p| Savefile::Path(p.as_ref().to_path_buf()))
             .collect();
-        Self::open_savefiles(&savefiles)
+        Self::open_savefiles(&savefiles, true)
     }
 
-    /// As [`MergedFiles::open`], for paths or built-in captures.
-    pub fn open_savefiles(savefiles: &[Savefile]) -> Result<MergedFiles, SourceError> {
-        let read_ahead = savefiles.len() <= MAX_READ_AHEAD_FILES;
+    /// As [`MergedFiles::open`], for paths or built-in captures;
+    /// `read_ahead: false` starts no thread (a paced replay, which opens
+    /// its files before the daemon drops root: capabilities are per
+    /// thread, and a thread started before the drop would keep them).
+    pub fn open_savefiles(
+        savefiles: &[Savefile],
+        read_ahead: bool,
+    ) -> Result<MergedFiles, SourceError> {
+        let read_ahead = read_ahead && savefiles.len() <= MAX_READ_AHEAD_FILES;
         let mut files = Vec::with_capacity(savefiles.len());
         for (i, p) in savefiles.iter().enumerate() {
             let mut f = FileSource::open_savefile_with(p, read_ahead)?;

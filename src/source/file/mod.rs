@@ -3,10 +3,10 @@
 //! This is a pure-Rust reader (libpcap is only used for live capture): one
 //! buffer per file, filled with large reads, and records are parsed and
 //! lent out where they lie in it, so reading copies each byte once (kernel
-//! to buffer) and allocates nothing per packet. A file opened by path is
-//! read ahead by a thread of its own ([`ahead`]), so that copy overlaps
-//! the pipeline's work; other readers fill a buffer of [`READ_BUFFER_BYTES`]
-//! on demand. Both give the same frames (tested).
+//! to buffer) and allocates nothing per packet. A file opened by path to
+//! be read flat out is read ahead by a thread of its own ([`ahead`]), so
+//! that copy overlaps the pipeline's work; other readers fill a buffer of
+//! [`READ_BUFFER_BYTES`] on demand. Both give the same frames (tested).
 //!
 //! Invariants:
 //! * Hostile bytes never panic and never make us allocate more than
