@@ -121,6 +121,10 @@ for shape in $SHAPES; do
     for f in "${files[@]}"; do dd if="$f" iflag=nocache count=0 status=none; done
     cat "${files[@]}" >/dev/null
     echo "$shape bytes $(cat "${files[@]}" | wc -c)" >>"$DIR/sizes"
+    # One untimed run of each first: page tables, allocator and CPU caches
+    # warmed for both tools alike.
+    "$PORTWATCH" replay --site multi-node "${files[@]}" --format json >/dev/null 2>&1 || true
+    bash -c "$TCPDUMP_EACH" _ "${files[@]}" >/dev/null 2>&1
     for round in $(seq "$ROUNDS"); do
         run "$shape" dd bash -c "$DD_EACH" _ "${files[@]}"
         run "$shape" portwatch "$PORTWATCH" replay --site multi-node "${files[@]}" --format json
