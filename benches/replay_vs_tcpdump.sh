@@ -50,13 +50,25 @@ if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
     echo "GNU time not found; installing it (apt-get install -y time)" >&2
     apt-get install -y time >/dev/null
 fi
+if ! command -v vmtouch >/dev/null; then
+    echo "vmtouch not found; installing it (apt-get install -y vmtouch)" >&2
+    apt-get install -y vmtouch >/dev/null
+fi
 
 DIR=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portwatch-bench.XXXXXX")}
 mkdir -p "$DIR"
+# unlock: lets go of the captures locked in the page cache (see below).
+unlock() {
+    if [ -f "$DIR/vmtouch.pid" ]; then
+        kill "$(cat "$DIR/vmtouch.pid")" 2>/dev/null || true
+        rm -f "$DIR/vmtouch.pid"
+    fi
+}
 if [ "${KEEP:-0}" = 1 ]; then
     echo "keeping captures in $DIR"
+    trap unlock EXIT
 else
-    trap 'rm -f "$DIR"/bench-* "$DIR"/{runs,sizes,rss,stderr}; rmdir "$DIR" 2>/dev/null || true' EXIT
+    trap 'unlock; rm -f "$DIR"/bench-* "$DIR"/{runs,sizes,rss,stderr}; rmdir "$DIR" 2>/dev/null || true' EXIT
 fi
 FILTER=$("$GENERATE" --print-filter)
 RUNS=$DIR/runs
@@ -120,6 +132,11 @@ for shape in $SHAPES; do
     sync
     for f in "${files[@]}"; do dd if="$f" iflag=nocache count=0 status=none; done
     cat "${files[@]}" >/dev/null
+    # Locked in the page cache for the rounds: proactive reclaim (DAMON's
+    # pageout scheme on this project's machines) would otherwise evict parts
+    # of a file between rounds and time disk reads instead of the tools.
+    vmtouch -q -l -d -m 64G -P "$DIR/vmtouch.pid" "${files[@]}"
+    sleep 1
     echo "$shape bytes $(cat "${files[@]}" | wc -c)" >>"$DIR/sizes"
     # One untimed run of each first: page tables, allocator and CPU caches
     # warmed for both tools alike.
@@ -136,6 +153,7 @@ for shape in $SHAPES; do
         tail -n 3 "$RUNS" | awk -v r="$round" -v n="$PACKETS" \
             '{ printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS  %6.2f s CPU\n", r, $2, $3, n / $3, $4, $5 }'
     done
+    unlock
     if [ "${KEEP:-0}" != 1 ]; then rm -f "${files[@]}"; fi
 done
 
