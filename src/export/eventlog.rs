@@ -330,6 +330,7 @@ mod tests {
                 name: "demo.pcap",
                 bytes: include_bytes!("../../fixtures/demo.pcap"),
             },
+            false,
         )
         .unwrap();
         while let Ok(crate::source::Poll::Frames(_)) = src.poll(&mut |f| {

@@ -8,7 +8,7 @@
 //! back to the thread for reuse, so a replay allocates a handful of them.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
 /// Bytes read into a chunk at a time. Each chunk handed over wakes the
@@ -96,10 +96,8 @@ impl ReadAhead {
     /// there is, so it is never full.
     pub(super) fn give_back(&self, buf: Vec<u8>) {
         if buf.len() == HEAD + CHUNK {
-            match self.spare.try_send(buf) {
-                // Disconnected: the reader has ended (end of file, error).
-                Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
-            }
+            // Fails only once the reader has ended (end of file, error).
+            let _ = self.spare.try_send(buf);
         }
     }
 }

@@ -54,7 +54,7 @@ impl MergedFiles {
         let read_ahead = read_ahead && savefiles.len() <= MAX_READ_AHEAD_FILES;
         let mut files = Vec::with_capacity(savefiles.len());
         for (i, p) in savefiles.iter().enumerate() {
-            let mut f = FileSource::open_savefile_with(p, read_ahead)?;
+            let mut f = FileSource::open_savefile(p, read_ahead)?;
             f.interface_base = u32::try_from(i)
                 .ok()
                 .and_then(|i| i.checked_mul(MAX_INTERFACES_PER_FILE))

@@ -399,40 +399,30 @@ impl FileSource {
     /// Opens a savefile and reads its file header (pcap) or first section
     /// header block (pcapng).
     pub fn open(path: impl AsRef<Path>) -> Result<FileSource, SourceError> {
-        Self::open_savefile(&Savefile::Path(path.as_ref().to_path_buf()))
+        Self::open_savefile(&Savefile::Path(path.as_ref().to_path_buf()), true)
     }
 
-    /// Opens a savefile from a path or from bytes built into the binary; a
-    /// path is read ahead by a thread of its own.
-    pub fn open_savefile(savefile: &Savefile) -> Result<FileSource, SourceError> {
-        Self::open_savefile_with(savefile, true)
-    }
-
-    /// As [`FileSource::open_savefile`]; `read_ahead: false` reads a path
-    /// on demand instead (no thread).
-    pub fn open_savefile_with(
-        savefile: &Savefile,
-        read_ahead: bool,
-    ) -> Result<FileSource, SourceError> {
+    /// Opens a savefile from a path or from bytes built into the binary. A
+    /// path is read ahead by a thread of its own if `read_ahead`, else on
+    /// demand (no thread); built-in bytes are always read on demand.
+    pub fn open_savefile(savefile: &Savefile, read_ahead: bool) -> Result<FileSource, SourceError> {
         let path = savefile.to_string();
         let io_err = |source| SourceError::Io {
             path: path.clone(),
             source,
         };
-        let file: Box<dyn Read + Send> = match savefile {
+        let window = |file: Box<dyn Read + Send>| match read_ahead {
+            true => Window::ahead(file),
+            false => Ok(Window::new(file)),
+        };
+        let win = match savefile {
             // `-`: standard input, e.g. `tcpdump -w - | portwatch replay -`.
-            Savefile::Path(p) if p.as_os_str() == "-" => Box::new(io::stdin()),
-            Savefile::Path(p) => Box::new(File::open(p).map_err(io_err)?),
-            Savefile::Embedded { bytes, .. } => {
-                let file = Box::new(io::Cursor::new(*bytes));
-                return Self::open_window(path, Window::new(file));
-            }
-        };
-        let win = match read_ahead {
-            true => Window::ahead(file).map_err(io_err)?,
-            false => Window::new(file),
-        };
-        Self::open_window(path.clone(), win)
+            Savefile::Path(p) if p.as_os_str() == "-" => window(Box::new(io::stdin())),
+            Savefile::Path(p) => window(Box::new(File::open(p).map_err(io_err)?)),
+            Savefile::Embedded { bytes, .. } => Ok(Window::new(Box::new(io::Cursor::new(*bytes)))),
+        }
+        .map_err(io_err)?;
+        Self::open_window(path, win)
     }
 
     /// Opens a savefile from any reader (`path` names it in messages and
