@@ -1,7 +1,7 @@
 //! Several capture files read as one, in timestamp order.
 
 use std::cmp::Reverse;
-use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::BinaryHeap;
 use std::path::Path;
 
 use super::{
@@ -143,6 +143,7 @@ impl MergedFiles {
             if until.is_some_and(|u| ts > u) {
                 return if n == 0 { Poll::Idle } else { Poll::Frames(n) };
             }
+            self.heap.pop();
             let file = &mut self.files[i];
             if let Some(frame) = file.current_frame() {
                 sink(&frame);
@@ -150,21 +151,11 @@ impl MergedFiles {
             }
             file.current = None;
             // Frames of this file that come before the next file's frame
-            // (at an equal time, only if this file was given first). The
-            // next file is the root's smaller child: this one stays the
-            // root until its new head is known, so the heap moves once.
-            let next = self
-                .heap
-                .as_slice()
-                .iter()
-                .skip(1)
-                .take(2)
-                .map(|r| r.0)
-                .min();
-            let limit = match next {
+            // (at an equal time, only if this file was given first).
+            let limit = match self.heap.peek() {
                 None => Some(until),
-                Some((t, j)) if i < j => Some(Some(t)),
-                Some((t, _)) => t.0.checked_sub(1).map(|t| Some(Timestamp(t))),
+                Some(&Reverse((t, j))) if i < j => Some(Some(t)),
+                Some(&Reverse((t, _))) => t.0.checked_sub(1).map(|t| Some(Timestamp(t))),
             };
             if let Some(limit) = limit {
                 let limit = match (limit, until) {
@@ -178,14 +169,8 @@ impl MergedFiles {
             if file.current.is_none() {
                 file.advance();
             }
-            if let Some(mut top) = self.heap.peek_mut() {
-                match file.current {
-                    // Sifted down when `top` goes out of scope.
-                    Some(c) => *top = Reverse((c.ts, i)),
-                    None => {
-                        PeekMut::pop(top);
-                    }
-                }
+            if let Some(c) = file.current {
+                self.heap.push(Reverse((c.ts, i)));
             }
         }
         if n == 0 {
