@@ -178,7 +178,7 @@ pub fn explain(p: &Policy, c: &Classification) -> String {
             )
         }
         Basis::NoRule => {
-            if p.model.knows_port(c.port) {
+            if p.knows_port(c.port) {
                 format!(
                     "no rule of {} lets {src} open port {} ({}) on {dst}",
                     p.model.id, c.port, c.service

@@ -134,9 +134,4 @@ impl Model {
         out.sort();
         out
     }
-
-    /// Is some rule about this port number?
-    pub fn knows_port(&self, port: u16) -> bool {
-        self.rules.iter().any(|r| r.port == port)
-    }
 }
