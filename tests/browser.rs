@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::prereq::needs;
-use crate::util::{fixture, http_get, Daemon, TempDir};
+use crate::util::{demo_run, fixture, http_get, Daemon, TempDir};
 
 const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
 
@@ -333,17 +333,7 @@ fn browser_live_page_of_run_holds_every_node_edge_and_finding() {
     }
     let dir = TempDir::new("browser-live");
     let golden = golden("demo.expected.json");
-    let demo = fixture("demo.pcap");
-    let d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        demo.to_str().unwrap(),
-        "--loop",
-        "--speed",
-        "200",
-    ]);
+    let d = Daemon::start(&demo_run("200", &[]));
     // Wait until a whole pass of the capture is on the page.
     let findings = golden["findings"].as_array().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(60);

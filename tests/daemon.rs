@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture, sample, Daemon, TempDir};
+use crate::util::{demo_run, fixture, sample, Daemon, TempDir};
 
 fn demo_pcap() -> String {
     fixture("demo.pcap").display().to_string()
@@ -13,17 +13,7 @@ fn demo_pcap() -> String {
 
 /// `run` on the multi-node site, replaying the demo capture in a loop at 100x.
 fn demo_loop() -> Daemon {
-    let pcap = demo_pcap();
-    Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "100",
-    ])
+    Daemon::start(&demo_run("100", &[]))
 }
 
 fn promtool() -> Option<&'static str> {
@@ -111,16 +101,7 @@ fn run_replay_serves_endpoints_and_contract_labels() {
 #[test]
 fn loop_keeps_capture_time_increasing() {
     let pcap = demo_pcap();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "200",
-    ]);
+    let mut d = Daemon::start(&demo_run("200", &[]));
     let key = "portwatch_edge_last_seen_timestamp_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"}";
     let end_of_file = {
         let mut f = portwatch::source::file::FileSource::open(&pcap).unwrap();

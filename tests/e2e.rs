@@ -25,7 +25,7 @@ use crate::deploy::{
     api, dashboard, dashboard_exprs, need, panels, prometheus_bin, query, rules, start_prometheus,
     substitute, PromGuard,
 };
-use crate::util::{bin, fixture, Daemon, TempDir};
+use crate::util::{bin, demo_run, Daemon, TempDir};
 
 /// Replay speed: the 300 s capture loops every 6 s, so every counter of
 /// the fixture increases a few times within the test.
@@ -210,20 +210,7 @@ fn prometheus_scrapes_replay_and_dashboard_shows_the_fixture() {
 
     let tmp = TempDir::new("e2e");
     let log = tmp.0.join("portwatch.log");
-    let pcap = fixture("demo.pcap").display().to_string();
-    let mut pw = Daemon::start_logged(
-        &[
-            "run",
-            "--site",
-            "multi-node",
-            "--replay",
-            &pcap,
-            "--loop",
-            "--speed",
-            SPEED,
-        ],
-        &log,
-    );
+    let mut pw = Daemon::start_logged(&demo_run(SPEED, &[]), &log);
     pw.wait_ready();
     let rules_path = crate::deploy::deploy("prometheus/portwatch.rules.yml");
     let prom = start_prometheus(&format!(

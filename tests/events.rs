@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, fixture, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
 
 fn shared(rel: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -373,20 +373,8 @@ fn run_events_file_appends_flushes_and_reopens_on_sighup() {
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let log = dir.0.join("events.jsonl");
     std::fs::write(&log, "{\"kept\":true}\n").unwrap();
-    let pcap = fixture("demo.pcap").display().to_string();
     let logs = log.display().to_string();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "50",
-        "--events",
-        &logs,
-    ]);
+    let mut d = Daemon::start(&demo_run("50", &["--events", &logs]));
     d.wait_ready();
     // Flushed while running, at least once a second.
     wait_for("lines in the event log", || count_lines(&log) > 5);
@@ -462,19 +450,7 @@ fn event_log_write_errors_are_counted_and_capture_goes_on() {
         eprintln!("SKIP: no /dev/full");
         return;
     }
-    let pcap = fixture("demo.pcap").display().to_string();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
-        "100",
-        "--events",
-        "/dev/full",
-    ]);
+    let mut d = Daemon::start(&demo_run("100", &["--events", "/dev/full"]));
     let m = d.wait_metrics("event log write errors", |m| {
         crate::util::sample(m, "portwatch_event_log_write_errors_total").is_some_and(|v| v > 0.0)
     });

@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, fixture, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -256,22 +256,8 @@ fn alive(c: &mut Child) -> bool {
 /// `run` replaying the demo capture in a loop under `prlimit --nofile=N`,
 /// its output in `log`; returns once `/-/ready` answers 200.
 fn run_demo_under_nofile(nofile: u32, log: &std::path::Path) -> Daemon {
-    let pcap = fixture("demo.pcap").display().to_string();
     let limit = format!("--nofile={nofile}");
-    let mut d = Daemon::start_wrapped(
-        &["prlimit", &limit],
-        &[
-            "run",
-            "--site",
-            "multi-node",
-            "--loop",
-            "--speed",
-            "1000",
-            "--replay",
-            &pcap,
-        ],
-        log,
-    );
+    let mut d = Daemon::start_wrapped(&["prlimit", &limit], &demo_run("1000", &[]), log);
     d.wait_ready();
     d
 }

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, fixture, free_addr, sample, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, free_addr, sample, Daemon, TempDir};
 
 fn replay_args() -> Vec<String> {
     vec![
@@ -83,19 +83,8 @@ fn run_print_with_stdout_closed_keeps_serving_metrics() {
     let tmp = TempDir::new("closed-stdout");
     let log = tmp.0.join("stderr.log");
     let addr = free_addr();
-    let pcap = fixture("demo.pcap").display().to_string();
     let mut child = Command::new(bin())
-        .args([
-            "run",
-            "--site",
-            "multi-node",
-            "--replay",
-            &pcap,
-            "--loop",
-            "--speed",
-            "100",
-            "--print",
-        ])
+        .args(demo_run("100", &["--print"]))
         .arg("--listen")
         .arg(addr.to_string())
         .env("RUST_LOG", "info")

@@ -1,5 +1,6 @@
 //! Helpers: run the binary, talk plain HTTP/1.1 over loopback, bounded waits.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,17 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
+}
+
+/// The arguments of the daemon most tests start: `run` on the multi-node
+/// site, replaying the demo capture in a loop at `speed` times its pace,
+/// then `extra`.
+pub fn demo_run(speed: &str, extra: &[&str]) -> Vec<String> {
+    let pcap = fixture("demo.pcap").display().to_string();
+    let args = ["run", "--site", "multi-node", "--replay", &pcap, "--loop"];
+    (args.iter().chain(&["--speed", speed]).chain(extra))
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// A port free right now on 127.0.0.1.
@@ -52,29 +64,34 @@ pub struct Daemon {
 
 impl Daemon {
     /// Start `portwatch <args> --listen <free port>`; stdout and stderr piped.
-    pub fn start(args: &[&str]) -> Daemon {
+    pub fn start(args: &[impl AsRef<OsStr>]) -> Daemon {
         Daemon::spawn(args, Stdio::piped(), Stdio::piped())
     }
 
     /// Like `start`, but stdout and stderr go to `log` (a long run never
     /// blocks on a full pipe, and the log can be shown on failure).
-    pub fn start_logged(args: &[&str], log: &Path) -> Daemon {
+    pub fn start_logged(args: &[impl AsRef<OsStr>], log: &Path) -> Daemon {
         let f = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         Daemon::spawn(args, f.try_clone().unwrap().into(), f.into())
     }
 
-    pub fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
+    pub fn spawn(args: &[impl AsRef<OsStr>], stdout: Stdio, stderr: Stdio) -> Daemon {
         Daemon::spawn_wrapped(&[], args, stdout, stderr)
     }
 
     /// Like `start_logged`, with `portwatch` run by `wrapper` (e.g.
     /// `["prlimit", "--nofile=64"]`), so limits apply to it alone.
-    pub fn start_wrapped(wrapper: &[&str], args: &[&str], log: &Path) -> Daemon {
+    pub fn start_wrapped(wrapper: &[&str], args: &[impl AsRef<OsStr>], log: &Path) -> Daemon {
         let f = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         Daemon::spawn_wrapped(wrapper, args, f.try_clone().unwrap().into(), f.into())
     }
 
-    fn spawn_wrapped(wrapper: &[&str], args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
+    fn spawn_wrapped(
+        wrapper: &[&str],
+        args: &[impl AsRef<OsStr>],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Daemon {
         let addr = free_addr();
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {

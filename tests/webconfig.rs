@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::deploy::{prometheus_bin, query, start_prometheus};
-use crate::util::{bin, fixture, free_addr, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, free_addr, Daemon, TempDir};
 
 /// `name` on PATH, or skip (fail under CI).
 fn have(name: &str) -> bool {
@@ -171,22 +171,11 @@ fn tls_and_basic_auth_with_a_real_prometheus() {
         ),
     )
     .unwrap();
-    let pcap = fixture("demo.pcap").display().to_string();
     let webs = web.display().to_string();
-    let mut pw = Daemon::start(&[
-        "run",
-        "--site",
-        "multi-node",
-        "--replay",
-        &pcap,
-        "--loop",
-        "--speed",
+    let mut pw = Daemon::start(&demo_run(
         "50",
-        "--web.config.file",
-        &webs,
-        "--web.telemetry-path",
-        "/probe",
-    ]);
+        &["--web.config.file", &webs, "--web.telemetry-path", "/probe"],
+    ));
     let base = format!("https://{}", pw.addr);
     wait_https(dir, &format!("{base}/healthz"), &mut pw);
 
