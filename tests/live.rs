@@ -567,3 +567,73 @@ fn live_two_interfaces_are_merged_in_timestamp_order() {
         assert_eq!(src["dropped"]["kernel"], 0, "{src}");
     }
 }
+
+/// Wants every non-control segment (decoded as `Control::Ack`).
+struct Every;
+
+impl portwatch::decode::Wanted for Every {
+    fn wants(&self, _: &portwatch::decode::RawTuple<'_>) -> bool {
+        true
+    }
+}
+
+/// A reload that adds required edges widens the filter of a capture that
+/// is already open: the data segments of a port pass once
+/// `set_evidence_ports` names it, not before. A real TCP connection on
+/// loopback, captured on `lo` (the test's own port, nothing else counted).
+#[test]
+fn evidence_ports_change_on_an_open_capture() {
+    use portwatch::decode::{decode_wanting, Control, Decoded};
+    use portwatch::source::live::{LiveOptions, LiveSource};
+    use portwatch::source::Source;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    let test = "evidence_ports_change_on_an_open_capture";
+    if !is_root() {
+        crate::util::skip(test, "needs root (a raw socket on lo)");
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut src = LiveSource::open(&["lo".to_string()], &LiveOptions::default()).unwrap();
+    // One connection writing five requests, each answered; then what the
+    // capture saw of `port`: (data segments, control packets).
+    let exchange = |src: &mut LiveSource| {
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        for _ in 0..5 {
+            client.write_all(b"ping").unwrap();
+            let mut got = [0; 4];
+            server.read_exact(&mut got).unwrap();
+        }
+        drop((client, server));
+        let (mut data, mut control) = (0, 0);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline {
+            src.poll(&mut |f| {
+                if let Ok(Decoded::Control(s)) = decode_wanting(f.linktype, f.data, &Every) {
+                    if s.src_port == port || s.dst_port == port {
+                        match s.control {
+                            Control::Ack => data += 1,
+                            _ => control += 1,
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        }
+        (data, control)
+    };
+    let (data, control) = exchange(&mut src);
+    assert!(
+        control >= 3 && data == 0,
+        "control filter: {control} control packets, {data} data segments of port {port}"
+    );
+    src.set_evidence_ports(&[port]).unwrap();
+    let (data, control) = exchange(&mut src);
+    assert!(
+        control >= 3 && data >= 5,
+        "with port {port} as evidence: {control} control packets, {data} data segments"
+    );
+}

@@ -336,6 +336,7 @@ impl Driver {
     /// endpoint names and port.
     fn reload(&mut self, policy: Arc<Policy>, vis: Visibility) -> Result<(), Error> {
         self.drain()?;
+        self.input.follow_policy(&policy);
         self.pl.swap_policy(policy.clone());
         self.vis = vis;
         if let Some(rec) = &mut self.rec {

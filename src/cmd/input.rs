@@ -92,6 +92,17 @@ impl Input {
         }
     }
 
+    /// A new policy: a live capture passes the segments of its required-edge
+    /// ports from now on (an interface that refuses the new filter keeps
+    /// the old one, and says so in the log).
+    pub fn follow_policy(&mut self, policy: &Policy) {
+        if let Input::Live(l) = self {
+            if let Err(e) = l.set_evidence_ports(&policy.required_ports()) {
+                tracing::warn!(error = %e, "capture filter not changed for the new required edges");
+            }
+        }
+    }
+
     /// Interfaces lost or back since the last call, onto the gauges.
     pub fn sync_interfaces(&mut self, rec: &Recorder) {
         if let Input::Live(l) = self {

@@ -366,6 +366,26 @@ impl LiveSource {
         }
     }
 
+    /// Passes the non-control segments of `ports` from now on (a reload
+    /// that changed the required edges), on every open interface and on
+    /// those reopened later. An interface whose filter cannot be changed
+    /// keeps its old one; the first such error is returned.
+    pub fn set_evidence_ports(&mut self, ports: &[u16]) -> Result<(), SourceError> {
+        if self.opts.evidence_ports == ports {
+            return Ok(());
+        }
+        self.opts.evidence_ports = ports.to_vec();
+        let mut first = Ok(());
+        for (slot, name) in self.slots.iter_mut().zip(&self.names) {
+            if let Some(c) = &mut slot.cap {
+                if let Err(e) = c.cap.filter(&filter_for(c.linktype, ports), true) {
+                    first = first.and(Err(live_error(name, e)));
+                }
+            }
+        }
+        first
+    }
+
     /// Interface names, indexed by `Frame::interface`.
     pub fn interfaces(&self) -> &[String] {
         &self.names
