@@ -517,16 +517,16 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
             let failures = crate::util::sample(&m, "portwatch_config_reload_failures_total");
             let loaded =
                 crate::util::sample(&m, "portwatch_config_last_reload_success_timestamp_seconds");
+            // A scrape reads the gauges one after the other, so it may
+            // catch a reload half published: wait until both are visible.
+            let successful = crate::util::sample(&m, "portwatch_config_last_reload_successful");
             let done = if want == 1.0 {
                 loaded > loaded_before && nodes_seen == nodes
             } else {
-                failures > failures_before
+                failures > failures_before && successful == Some(0.0)
             };
             if done {
-                assert_eq!(
-                    crate::util::sample(&m, "portwatch_config_last_reload_successful"),
-                    Some(want)
-                );
+                assert_eq!(successful, Some(want));
                 return (t.elapsed(), m);
             }
             assert!(
