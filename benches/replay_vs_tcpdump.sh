@@ -16,7 +16,11 @@
 #
 # For each: the `dd bs=1M` floor for reading the file(s), then ROUNDS
 # alternating rounds of portwatch and tcpdump; it prints the medians in
-# packets/s, the median of the per-round ratios, and peak RSS. Then peak RSS
+# packets/s, the median of the per-round ratios, and peak RSS. Before each
+# portwatch round it measures how long a cache line takes between the two
+# cores and back (examples/core_to_core.rs): `replay` reads on one core and
+# works on the other, and on a virtual machine whose CPUs the host places
+# far apart, a round takes twice as long (benches/README.md). Then peak RSS
 # of portwatch on the flood shape at 1x, 2x and 4x PACKETS (header-only, to
 # spare disk): it must not grow with capture length.
 #
@@ -38,9 +42,10 @@ MEMORY=${MEMORY:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
 FULL=262144
 
-cargo build --release --bin portwatch --example make_bench_capture
+cargo build --release --bin portwatch --example make_bench_capture --example core_to_core
 PORTWATCH=$TARGET/release/portwatch
 GENERATE=$TARGET/release/examples/make_bench_capture
+CORE_TO_CORE=$TARGET/release/examples/core_to_core
 
 if ! command -v tcpdump >/dev/null; then
     echo "error: tcpdump is not installed" >&2
@@ -144,14 +149,16 @@ for shape in $SHAPES; do
     bash -c "$TCPDUMP_EACH" _ "${files[@]}" >/dev/null 2>&1
     for round in $(seq "$ROUNDS"); do
         run "$shape" dd bash -c "$DD_EACH" _ "${files[@]}"
+        echo "$shape c2c $("$CORE_TO_CORE") 0 0" >>"$RUNS"
         run "$shape" portwatch "$PORTWATCH" replay --site multi-node "${files[@]}" --format json
         if [ ${#files[@]} = 1 ]; then
             run "$shape" tcpdump tcpdump -n -r "${files[0]}" -w /dev/null "$FILTER"
         else
             run "$shape" tcpdump bash -c "$TCPDUMP_EACH" _ "${files[@]}"
         fi
-        tail -n 3 "$RUNS" | awk -v r="$round" -v n="$PACKETS" \
-            '{ printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS  %6.2f s CPU\n", r, $2, $3, n / $3, $4, $5 }'
+        tail -n 4 "$RUNS" | awk -v r="$round" -v n="$PACKETS" '
+            $2 == "c2c" { printf "  round %d  core to core and back: %d ns\n", r, $3; next }
+            { printf "  round %d  %-9s %6.3f s  %10.0f packets/s  %7d KB peak RSS  %6.2f s CPU\n", r, $2, $3, n / $3, $4, $5 }'
     done
     unlock
     if [ "${KEEP:-0}" != 1 ]; then rm -f "${files[@]}"; fi
@@ -194,19 +201,20 @@ awk -v n="$PACKETS" '
         if ($4 > rss[s, $2]) rss[s, $2] = $4
     }
     END {
-        printf "%-9s %6s %8s %10s %10s %10s %7s %7s %8s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw RSS", "td RSS"
+        printf "%-9s %6s %8s %10s %10s %10s %7s %7s %8s %7s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw RSS", "td RSS", "c2c ns"
         for (i = 1; i <= shapes; i++) {
             s = order[i]; k = count[s, "portwatch"]
             for (r = 1; r <= k; r++) {
-                dd[r] = t[s, "dd", r]; pw[r] = t[s, "portwatch", r]; td[r] = t[s, "tcpdump", r]
+                dd[r] = t[s, "dd", r]; pw[r] = t[s, "portwatch", r]; td[r] = t[s, "tcpdump", r]; c2c[r] = t[s, "c2c", r]
                 ratio[r] = td[r] / pw[r]
                 cpu[r] = c[s, "tcpdump", r] / (c[s, "portwatch", r] > 0 ? c[s, "portwatch", r] : 0.01)
             }
             mdd = median(dd, k); mpw = median(pw, k); mtd = median(td, k)
-            printf "%-9s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %5.1f MB %4.1f MB\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024
+            printf "%-9s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %5.1f MB %4.1f MB %7.0f\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024, median(c2c, k)
         }
         printf "packets/s: medians of wall time; ratio: median of the per-round ratios tcpdump/portwatch of wall time,\n"
-        printf "cpu: the same of CPU time (user + system); RSS: peak over the rounds (MB = 1024 KB)\n"
+        printf "cpu: the same of CPU time (user + system); RSS: peak over the rounds (MB = 1024 KB);\n"
+        printf "c2c: median over the rounds of a cache line from one core to the other and back (ns)\n"
         if ("memory-1x" in mem)
             printf "\nportwatch peak RSS on the flood shape: %.1f MB at %d packets, %.1f MB at %d, %.1f MB at %d\n", mem["memory-1x"] / 1024, n, mem["memory-2x"] / 1024, 2 * n, mem["memory-4x"] / 1024, 4 * n
     }' "$DIR/sizes" "$RUNS"
