@@ -9,13 +9,17 @@
 //! (documentation addresses only) reach the capture and nothing else. The
 //! namespace, and with it the pair, is deleted on drop, even on failure.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
+use portwatch::decode::{decode_wanting, Control, Decoded, RawTuple, Wanted};
+use portwatch::source::live::{LiveOptions, LiveSource};
+use portwatch::source::Source;
 use serde_json::Value;
 
 const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
@@ -571,8 +575,8 @@ fn live_two_interfaces_are_merged_in_timestamp_order() {
 /// Wants every non-control segment (decoded as `Control::Ack`).
 struct Every;
 
-impl portwatch::decode::Wanted for Every {
-    fn wants(&self, _: &portwatch::decode::RawTuple<'_>) -> bool {
+impl Wanted for Every {
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
         true
     }
 }
@@ -583,12 +587,6 @@ impl portwatch::decode::Wanted for Every {
 /// loopback, captured on `lo` (the test's own port, nothing else counted).
 #[test]
 fn evidence_ports_change_on_an_open_capture() {
-    use portwatch::decode::{decode_wanting, Control, Decoded};
-    use portwatch::source::live::{LiveOptions, LiveSource};
-    use portwatch::source::Source;
-    use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-
     let test = "evidence_ports_change_on_an_open_capture";
     if !is_root() {
         crate::util::skip(test, "needs root (a raw socket on lo)");
