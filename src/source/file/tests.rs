@@ -658,25 +658,7 @@ fn corpus_counts_match_libpcap_and_tshark() {
 /// and every fixture, truncated and damaged ones included.
 #[test]
 fn buffered_poll_equals_frame_by_frame() {
-    type Owned = (Timestamp, LinkType, u32, Vec<u8>, u32);
-    let own =
-        |f: &Frame<'_>| -> Owned { (f.ts, f.linktype, f.wire_len, f.data.to_vec(), f.interface) };
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for dir in ["../shared/pcaps/corpus", "fixtures"] {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            paths.extend(
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng")),
-            );
-        }
-    }
-    assert!(
-        paths.len() > 20,
-        "corpus or fixtures missing: {} files",
-        paths.len()
-    );
-    for path in paths {
+    for path in capture_files() {
         let Ok(mut a) = FileSource::open(&path) else {
             continue;
         };
@@ -691,6 +673,28 @@ fn buffered_poll_equals_frame_by_frame() {
         assert!(polled == stepped, "{}: frames differ", path.display());
         assert_eq!(a.facts(), b.facts(), "{}", path.display());
     }
+}
+
+/// Every pcap and pcapng file of the shared corpus and of `fixtures`,
+/// sorted (truncated, damaged and non-captures among them).
+fn capture_files() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for dir in ["../shared/pcaps/corpus", "fixtures"] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            paths.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng")),
+            );
+        }
+    }
+    paths.sort();
+    assert!(
+        paths.len() > 20,
+        "corpus or fixtures missing: {} files",
+        paths.len()
+    );
+    paths
 }
 
 type Owned = (Timestamp, LinkType, u32, Vec<u8>, u32);
@@ -812,19 +816,13 @@ fn merge_equals_reference_merge() {
     }
     groups.push(big.clone());
     groups.push(vec![big[0].clone(), big[0].clone()]);
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for dir in ["../shared/pcaps/corpus", "fixtures"] {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            paths.extend(
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
-                    .filter(|p| FileSource::open(p).is_ok()),
-            );
-        }
-    }
-    paths.sort();
-    assert!(paths.len() > 20, "corpus or fixtures missing");
+    let mut paths = capture_files();
+    paths.retain(|p| FileSource::open(p).is_ok());
+    assert!(
+        paths.len() > 20,
+        "too few captures that open: {}",
+        paths.len()
+    );
     groups.extend(paths.chunks(4).map(<[PathBuf]>::to_vec));
     for group in groups {
         let mut merged = MergedFiles::open(&group).unwrap();
@@ -903,17 +901,7 @@ fn read_ahead_equals_reads_on_demand() {
     let direct = |name: &str, bytes: Vec<u8>| {
         FileSource::open_reader(name.to_string(), Box::new(io::Cursor::new(bytes)))
     };
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for dir in ["../shared/pcaps/corpus", "fixtures"] {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            paths.extend(
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng")),
-            );
-        }
-    }
-    assert!(paths.len() > 20, "corpus or fixtures missing");
+    let mut paths = capture_files();
     let (pcap, ng) = big_synthetic(11, 20_000);
     paths.push(temp("ahead.pcap", &pcap));
     paths.push(temp("ahead.pcapng", &ng));
