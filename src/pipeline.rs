@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification};
 use crate::decode::{
-    decode_wanting, either_way_hash_of, Control, Decoded, RawTuple, Segment, Skip, Wanted,
+    decode_wanting, either_way_hash_of, is_skipped, Control, Decoded, RawTuple, Segment, Skip,
+    Wanted,
 };
 use crate::frame::Frame;
 use crate::policy::{EdgeId, Peer, Policy};
@@ -18,7 +19,7 @@ use crate::state::{
     EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
     PORT_REQUIRED,
 };
-use crate::time::{CaptureClock, Held, Timestamp};
+use crate::time::{Admit, CaptureClock, Held, Timestamp};
 
 /// How often (in capture time) the handshake table is swept.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -235,15 +236,54 @@ impl Pipeline {
     }
 
     /// Decode one frame and apply it; says what the frame was.
+    ///
+    /// Most frames are segments nobody wants, in order with the clock and
+    /// with no expiry due: they take the few lines here, small enough to be
+    /// inlined into the source's loop. Everything else goes on to
+    /// [`Self::ingest_admitted`] or [`Self::ingest_unordered`].
+    #[inline(always)]
     pub fn ingest(&mut self, frame: &Frame<'_>) -> Ingested {
-        self.stats.frames += 1;
+        if frame.ts_invalid || !self.time.admit_in_order(frame.ts) {
+            return self.ingest_unordered(frame);
+        }
+        let admit = Admit {
+            at: Some(frame.ts),
+            held: Held::Keep,
+        };
+        if frame.ts < self.next_expiry {
+            let wanted = Interest {
+                table: &self.table,
+                recent: &self.recent,
+                now: frame.ts,
+            };
+            if is_skipped(frame.linktype, frame.data, &wanted) {
+                self.stats.frames += 1;
+                self.stats.skipped[Skip::NotControl as usize] += 1;
+                return Ingested::Skipped(Skip::NotControl);
+            }
+        }
+        self.ingest_admitted(frame, admit)
+    }
+
+    /// A frame whose timestamp is invalid or not simply in order.
+    #[inline(never)]
+    fn ingest_unordered(&mut self, frame: &Frame<'_>) -> Ingested {
         if frame.ts_invalid {
             // Its time cannot be trusted: counted, and it moves nothing.
+            self.stats.frames += 1;
             let reason = crate::decode::DecodeError::InvalidTimestamp.reason();
             *self.stats.errors.entry(reason).or_default() += 1;
             return Ingested::Malformed;
         }
         let admit = self.time.admit(frame.ts);
+        self.ingest_admitted(frame, admit)
+    }
+
+    /// Decode a frame the clock has taken and apply it at the time `admit`
+    /// says (or hold it), then expire what is due.
+    #[inline(never)]
+    fn ingest_admitted(&mut self, frame: &Frame<'_>, admit: Admit) -> Ingested {
+        self.stats.frames += 1;
         let wanted = Interest {
             table: &self.table,
             recent: &self.recent,

@@ -19,24 +19,25 @@ use super::{RawTuple, Wanted};
 use crate::frame::LinkType;
 
 /// A non-control segment on ports the caller does not want.
-#[inline]
+#[inline(always)]
 pub(super) fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> bool {
-    tcp_header(linktype, data).is_some_and(|(src, dst, tcp)| {
-        u8_at(tcp, 13).is_some_and(|flags| flags & CONTROL_FLAGS == 0)
-            && !wanted.wants(&RawTuple {
-                src,
-                dst,
-                src_port: be16(tcp, 0).unwrap_or_default(),
-                dst_port: be16(tcp, 2).unwrap_or_default(),
-            })
-    })
+    let Some((src, dst, tcp)) = tcp_header(linktype, data) else {
+        return false;
+    };
+    tcp[13] & CONTROL_FLAGS == 0
+        && !wanted.wants(&RawTuple {
+            src,
+            dst,
+            src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+            dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        })
 }
 
-/// The source and destination addresses and the TCP header, if the frame
-/// is one of the common layouts and is well-formed up to and including the
-/// fixed TCP header.
-#[inline]
-fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+/// The source and destination addresses and the fixed TCP header, if the
+/// frame is one of the common layouts and is well-formed up to and
+/// including it.
+#[inline(always)]
+fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TCP_MIN_LEN])> {
     let (version, ip) = match linktype {
         LinkType::ETHERNET => match be16(data, 12)? {
             ETHERTYPE_VLAN => (
@@ -59,13 +60,14 @@ fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8])> 
         ETHERTYPE_IPV6 => (ip.get(8..24)?, ip.get(24..40)?, ipv6_payload(ip)?),
         _ => return None,
     };
-    if tcp.len() < TCP_MIN_LEN || u8_at(tcp, 12)? >> 4 < 5 {
+    let tcp = tcp.first_chunk::<TCP_MIN_LEN>()?;
+    if tcp[12] >> 4 < 5 {
         return None;
     }
     Some((src, dst, tcp))
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4_payload(ip: &[u8]) -> Option<&[u8]> {
     let first = u8_at(ip, 0)?;
     let header_len = usize::from(first & 0x0f) * 4;

@@ -145,6 +145,14 @@ pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Decoded, DecodeError> {
     decode_wanting(linktype, data, &ControlOnly)
 }
 
+/// The pre-check alone: true only for a non-control TCP segment on ports
+/// `wanted` declines, which [`decode_wanting`] would return as
+/// `Skipped(NotControl)`; false defers to it.
+#[inline(always)]
+pub fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> bool {
+    fast::is_skipped(linktype, data, wanted)
+}
+
 /// Decode one frame; a non-control segment on ports `wanted` accepts comes
 /// back as a [`Control::Ack`] segment.
 #[inline]
@@ -153,7 +161,7 @@ pub fn decode_wanting(
     data: &[u8],
     wanted: &impl Wanted,
 ) -> Result<Decoded, DecodeError> {
-    if fast::is_skipped(linktype, data, wanted) {
+    if is_skipped(linktype, data, wanted) {
         return Ok(Decoded::Skipped(Skip::NotControl));
     }
     decode_full(linktype, data, wanted)
