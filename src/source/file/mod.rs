@@ -163,7 +163,7 @@ enum Lengths {
     SwappedIfCaplenGreater,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct PcapState {
     endian: Endian,
     /// Nanoseconds per unit of the fraction field (1000 for µs, 1 for ns).
@@ -732,48 +732,30 @@ fn pcap_timestamp(secs: u32, frac: u32, frac_scale: u64) -> Timestamp {
 }
 
 impl FileSource {
-    /// The pcap record at `pos` of the buffer, and where the next one
-    /// starts, if it lies whole in the buffer and needs none of the general
-    /// path's care: plain 16-byte headers, caplen within bounds, and not
-    /// the file's first record (which sets the facts up). `None` leaves it
-    /// to `read_pcap_record`, which gives the same frame or stops.
+    /// What the fast record parsers read of this source, if it has a link
+    /// type yet (the file's first record sets the facts up on the general
+    /// path).
     #[inline]
-    fn buffered_pcap_record(&self, st: &PcapState, pos: usize) -> Option<(Current, usize)> {
-        if st.record_header_len != 16
-            || st.lengths != Lengths::Normal
-            || self.last_linktype != Some(st.linktype)
-        {
+    fn fast_view(&self) -> Option<Fast<'_>> {
+        if self.ended {
             return None;
         }
-        let e = st.endian;
-        let hdr = self.win.buf.get(pos..pos + 16)?;
-        let caplen = e.u32(&hdr[8..12]);
-        let end = pos + 16 + caplen as usize;
-        let frac = e.u32(&hdr[4..8]);
-        if caplen > MAX_PCAP_CAPLEN || end > self.win.len || !frac_in_range(frac, st.frac_scale) {
-            return None;
-        }
-        let c = Current {
-            ts: pcap_timestamp(e.u32(&hdr[0..4]), frac, st.frac_scale),
-            linktype: st.linktype,
-            wire_len: e.u32(&hdr[12..16]),
-            start: pos + 16,
-            end,
-            interface: self.interface_base,
-            ts_invalid: false,
-        };
-        Some((c, end))
+        Some(Fast {
+            buf: &self.win.buf[..self.win.len],
+            linktype: self.last_linktype?,
+            interface_base: self.interface_base,
+        })
     }
 
     /// The record at `pos` on the fast path of the file's format.
     #[inline]
     fn buffered_record(&self, pos: usize) -> Option<(Current, usize)> {
-        if self.ended {
-            return None;
-        }
+        let fast = self.fast_view()?;
         match &self.kind {
-            Kind::Pcap(st) => self.buffered_pcap_record(st, pos),
-            Kind::PcapNg(st) => self.buffered_pcapng_record(st, pos),
+            Kind::Pcap(st) if st.endian == Endian::Big => fast.pcap_record::<true>(st, pos),
+            Kind::Pcap(st) => fast.pcap_record::<false>(st, pos),
+            Kind::PcapNg(st) if st.big_endian() => fast.pcapng_record::<true>(st, pos),
+            Kind::PcapNg(st) => fast.pcapng_record::<false>(st, pos),
         }
     }
 
@@ -806,29 +788,32 @@ impl FileSource {
         until: Option<Timestamp>,
     ) -> usize {
         let start = self.win.pos;
-        let (mut pos, mut n, mut last) = (start, 0, None);
-        let mut held = None;
-        while n < budget {
-            let Some((c, next)) = self.buffered_record(pos) else {
-                break;
-            };
-            if until.is_some_and(|u| c.ts > u) {
-                // Parsed already: load it as `current` for the merge.
-                held = Some((c, next));
-                break;
+        let Some(fast) = self.fast_view() else {
+            return 0;
+        };
+        // The format (and a pcap file's byte order) is chosen here once,
+        // not per record.
+        let run = match &self.kind {
+            Kind::Pcap(st) => {
+                let st = *st;
+                if st.endian == Endian::Big {
+                    fast.run(start, sink, budget, until, |pos| {
+                        fast.pcap_record::<true>(&st, pos)
+                    })
+                } else {
+                    fast.run(start, sink, budget, until, |pos| {
+                        fast.pcap_record::<false>(&st, pos)
+                    })
+                }
             }
-            sink(&Frame {
-                ts: c.ts,
-                linktype: c.linktype,
-                wire_len: c.wire_len,
-                data: &self.win.buf[c.start..c.end],
-                interface: c.interface,
-                ts_invalid: c.ts_invalid,
-            });
-            last = Some(c.ts);
-            pos = next;
-            n += 1;
-        }
+            Kind::PcapNg(st) if st.big_endian() => fast.run(start, sink, budget, until, |pos| {
+                fast.pcapng_record::<true>(st, pos)
+            }),
+            Kind::PcapNg(st) => fast.run(start, sink, budget, until, |pos| {
+                fast.pcapng_record::<false>(st, pos)
+            }),
+        };
+        let Run { pos, n, last, held } = run;
         if n > 0 {
             self.win.pos = pos;
             self.offset += (pos - start) as u64;
@@ -844,6 +829,107 @@ impl FileSource {
             self.current = Some(c);
         }
         n
+    }
+}
+
+/// The part of a [`FileSource`] the fast record parsers read: the buffered
+/// bytes, the link type of the last frame and the interface numbering.
+/// Copied out once per poll, so the loop keeps them in registers across
+/// the calls to the sink.
+#[derive(Clone, Copy)]
+struct Fast<'a> {
+    buf: &'a [u8],
+    linktype: LinkType,
+    interface_base: u32,
+}
+
+/// Where [`Fast::run`] stopped: the next record's position, the frames
+/// delivered, the last one's time, and a record parsed but held back (past
+/// `until`).
+struct Run {
+    pos: usize,
+    n: usize,
+    last: Option<Timestamp>,
+    held: Option<(Current, usize)>,
+}
+
+impl Fast<'_> {
+    /// The pcap record at `pos` of the buffer, and where the next one
+    /// starts, if it lies whole in the buffer and needs none of the general
+    /// path's care: plain 16-byte headers, caplen within bounds, on the link
+    /// type already seen. `None` leaves it to `read_pcap_record`, which
+    /// gives the same frame or stops. `BIG`: the file is big-endian
+    /// (`st.endian`), a constant of the loop instead of a test per field.
+    #[inline(always)]
+    fn pcap_record<const BIG: bool>(&self, st: &PcapState, pos: usize) -> Option<(Current, usize)> {
+        if st.record_header_len != 16
+            || st.lengths != Lengths::Normal
+            || self.linktype != st.linktype
+        {
+            return None;
+        }
+        let hdr: &[u8; 16] = self.buf.get(pos..)?.first_chunk()?;
+        let field = |i: usize| {
+            let b = [hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]];
+            if BIG {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let caplen = field(8);
+        let end = pos + 16 + caplen as usize;
+        let frac = field(4);
+        if caplen > MAX_PCAP_CAPLEN || end > self.buf.len() || !frac_in_range(frac, st.frac_scale) {
+            return None;
+        }
+        let c = Current {
+            ts: pcap_timestamp(field(0), frac, st.frac_scale),
+            linktype: st.linktype,
+            wire_len: field(12),
+            start: pos + 16,
+            end,
+            interface: self.interface_base,
+            ts_invalid: false,
+        };
+        Some((c, end))
+    }
+
+    /// Hands the sink the records `record` parses from `pos` on, up to
+    /// `budget`, stopping at the first it cannot parse or (held back) the
+    /// first later than `until`.
+    #[inline(always)]
+    fn run(
+        &self,
+        mut pos: usize,
+        sink: &mut dyn FnMut(&Frame<'_>),
+        budget: usize,
+        until: Option<Timestamp>,
+        record: impl Fn(usize) -> Option<(Current, usize)>,
+    ) -> Run {
+        let (mut n, mut last, mut held) = (0, None, None);
+        while n < budget {
+            let Some((c, next)) = record(pos) else {
+                break;
+            };
+            if until.is_some_and(|u| c.ts > u) {
+                // Parsed already: loaded as `current` for the merge.
+                held = Some((c, next));
+                break;
+            }
+            sink(&Frame {
+                ts: c.ts,
+                linktype: c.linktype,
+                wire_len: c.wire_len,
+                data: &self.buf[c.start..c.end],
+                interface: c.interface,
+                ts_invalid: c.ts_invalid,
+            });
+            last = Some(c.ts);
+            pos = next;
+            n += 1;
+        }
+        Run { pos, n, last, held }
     }
 }
 

@@ -77,6 +77,12 @@ pub(super) struct PcapNgState {
 }
 
 impl PcapNgState {
+    /// The current section is big-endian (the choice of
+    /// `Fast::pcapng_record`).
+    pub(super) fn big_endian(&self) -> bool {
+        self.endian == Endian::Big
+    }
+
     /// Before the first section header is read.
     pub(super) fn new() -> Self {
         PcapNgState {
@@ -310,39 +316,46 @@ impl FileSource {
     }
 }
 
-impl FileSource {
-    /// The pcapng twin of `buffered_pcap_record`: an Enhanced Packet Block
-    /// at `pos` that lies whole in the buffer, is sane, and is on an
-    /// interface of the link type of the last frame. Any other block is
-    /// left to `read_pcapng_block`, which gives the same frame or stops.
-    #[inline]
-    pub(super) fn buffered_pcapng_record(
+impl Fast<'_> {
+    /// The pcapng twin of `pcap_record`: an Enhanced Packet Block at `pos`
+    /// that lies whole in the buffer, is sane, and is on an interface of
+    /// the link type of the last frame. Any other block is left to
+    /// `read_pcapng_block`, which gives the same frame or stops. `BIG`: the
+    /// section is big-endian (`st.endian`).
+    #[inline(always)]
+    pub(super) fn pcapng_record<const BIG: bool>(
         &self,
         st: &PcapNgState,
         pos: usize,
     ) -> Option<(Current, usize)> {
-        let linktype = self.last_linktype?;
-        let e = st.endian;
-        let buf = &self.win.buf;
-        let hdr = buf.get(pos..pos + 28)?;
-        let total = e.u32(&hdr[4..8]) as usize;
+        let buf = self.buf;
+        let field = |b: [u8; 4]| {
+            if BIG {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let hdr: &[u8; 28] = buf.get(pos..)?.first_chunk()?;
+        let at = |i: usize| field([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let total = at(4) as usize;
         let end = pos + total;
-        if e.u32(&hdr[0..4]) != PCAPNG_EPB || total < 32 || total % 4 != 0 || end > self.win.len {
+        if at(0) != PCAPNG_EPB || total < 32 || total % 4 != 0 || end > buf.len() {
             return None;
         }
-        let caplen = e.u32(&hdr[20..24]) as usize;
-        let iface = st.interfaces.get(e.u32(&hdr[8..12]) as usize)?;
+        let caplen = at(20) as usize;
+        let iface = st.interfaces.get(at(8) as usize)?;
         if caplen > total - 32
-            || iface.linktype != linktype
-            || e.u32(&buf[end - 4..end]) as usize != total
+            || iface.linktype != self.linktype
+            || field(*buf[end - 4..].first_chunk()?) as usize != total
         {
             return None;
         }
-        let ticks = (u64::from(e.u32(&hdr[12..16])) << 32) | u64::from(e.u32(&hdr[16..20]));
+        let ticks = (u64::from(at(12)) << 32) | u64::from(at(16));
         let c = Current {
             ts: iface.timestamp(ticks),
-            linktype,
-            wire_len: e.u32(&hdr[24..28]),
+            linktype: self.linktype,
+            wire_len: at(24),
             start: pos + 28,
             end: pos + 28 + caplen,
             interface: self.interface_base + iface.seq,
