@@ -738,7 +738,7 @@ fn reference_merge(files: &[Vec<Owned>]) -> Vec<Owned> {
 /// second interface of another link type, an interface declared mid-file,
 /// and other blocks between the packets, so both the fast and the general
 /// path run and hand over to each other throughout.
-fn big_synthetic(seed: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
+fn big_synthetic(seed: u64, n: usize, big: bool) -> (Vec<u8>, Vec<u8>) {
     let mut x = seed | 1;
     let mut rnd = move |m: u64| {
         x ^= x << 13;
@@ -746,10 +746,10 @@ fn big_synthetic(seed: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
         x ^= x << 17;
         x % m
     };
-    let mut pcap = pcap_header(false, 0xA1B2_C3D4, (2, 4), 1);
-    let mut ng = shb(false);
-    ng.extend(idb(false, 1, 0, None, None));
-    ng.extend(idb(false, 113, 0, Some(9), None));
+    let mut pcap = pcap_header(big, 0xA1B2_C3D4, (2, 4), 1);
+    let mut ng = shb(big);
+    ng.extend(idb(big, 1, 0, None, None));
+    ng.extend(idb(big, 113, 0, Some(9), None));
     let mut us = 1_000_000u64;
     for i in 0..n {
         us = match rnd(20) {
@@ -765,20 +765,20 @@ fn big_synthetic(seed: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
         let data: Vec<u8> = (0..len).map(|k| (k as u64 ^ seed) as u8).collect();
         pcap_record(
             &mut pcap,
-            false,
+            big,
             (us / 1_000_000) as u32,
             (us % 1_000_000) as u32,
             &data,
             len as u32 + 4,
         );
         match rnd(100) {
-            0 => ng.extend(block(false, 5, &[7; 20])), // interface statistics: skipped
-            1 if i > n / 2 => ng.extend(idb(false, 101, 0, None, None)),
+            0 => ng.extend(block(big, 5, &[7; 20])), // interface statistics: skipped
+            1 if i > n / 2 => ng.extend(idb(big, 101, 0, None, None)),
             _ => {}
         }
         let iface = if rnd(10) == 0 { 1 } else { 0 };
         let ticks = if iface == 1 { us * 1000 } else { us };
-        ng.extend(epb(false, iface, ticks, &data, len as u32));
+        ng.extend(epb(big, iface, ticks, &data, len as u32));
     }
     (pcap, ng)
 }
@@ -787,8 +787,14 @@ fn big_synthetic(seed: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
 /// path) and the general path give the same frames and facts.
 #[test]
 fn fast_path_equals_general_path_across_refills() {
-    let (pcap, ng) = big_synthetic(7, 20_000);
-    for (name, bytes) in [("big.pcap", &pcap), ("big.pcapng", &ng)] {
+    let (pcap, ng) = big_synthetic(7, 20_000, false);
+    let (pcap_be, ng_be) = big_synthetic(8, 20_000, true);
+    for (name, bytes) in [
+        ("big.pcap", &pcap),
+        ("big.pcapng", &ng),
+        ("big-be.pcap", &pcap_be),
+        ("big-be.pcapng", &ng_be),
+    ] {
         assert!(bytes.len() > 20 * READ_BUFFER_BYTES, "{name} too small");
         let path = temp(name, bytes);
         let mut a = FileSource::open(&path).unwrap();
@@ -810,7 +816,7 @@ fn merge_equals_reference_merge() {
     let mut groups: Vec<Vec<PathBuf>> = Vec::new();
     let mut big = Vec::new();
     for seed in 1..=3 {
-        let (pcap, ng) = big_synthetic(seed, 5_000);
+        let (pcap, ng) = big_synthetic(seed, 5_000, seed == 2);
         big.push(temp(&format!("merge-{seed}.pcap"), &pcap));
         big.push(temp(&format!("merge-{seed}.pcapng"), &ng));
     }
@@ -902,7 +908,7 @@ fn read_ahead_equals_reads_on_demand() {
         FileSource::open_reader(name.to_string(), Box::new(io::Cursor::new(bytes)))
     };
     let mut paths = capture_files();
-    let (pcap, ng) = big_synthetic(11, 20_000);
+    let (pcap, ng) = big_synthetic(11, 20_000, false);
     paths.push(temp("ahead.pcap", &pcap));
     paths.push(temp("ahead.pcapng", &ng));
     for path in &paths {
