@@ -246,10 +246,6 @@ impl Pipeline {
         if frame.ts_invalid || !self.time.admit_in_order(frame.ts) {
             return self.ingest_unordered(frame);
         }
-        let admit = Admit {
-            at: Some(frame.ts),
-            held: Held::Keep,
-        };
         if frame.ts < self.next_expiry {
             let wanted = Interest {
                 table: &self.table,
@@ -262,6 +258,10 @@ impl Pipeline {
                 return Ingested::Skipped(Skip::NotControl);
             }
         }
+        let admit = Admit {
+            at: Some(frame.ts),
+            held: Held::Keep,
+        };
         self.ingest_admitted(frame, admit)
     }
 
