@@ -5,29 +5,8 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::prereq::prerequisites;
 use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
-/// Skip on a laptop without root; never on CI.
-fn needs_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root, and CI has it"
-    );
-    eprintln!("skipping {test}: not root");
-    false
-}
 
 fn portwatch(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
@@ -59,7 +38,7 @@ fn events_to_dev_full_fail_the_replay_with_status_4() {
 /// replay says so on stderr and exits 4.
 #[test]
 fn events_on_a_full_tmpfs_keep_whole_lines() {
-    if !needs_root("events_on_a_full_tmpfs_keep_whole_lines") {
+    if !prerequisites("events_on_a_full_tmpfs_keep_whole_lines", &[]) {
         return;
     }
     let dir = TempDir::new("fulltmpfs");
@@ -364,7 +343,7 @@ impl Drop for Veth {
 /// are served throughout.
 #[test]
 fn a_vanished_interface_is_reopened_when_it_returns() {
-    if !needs_root("a_vanished_interface_is_reopened_when_it_returns") {
+    if !prerequisites("a_vanished_interface_is_reopened_when_it_returns", &[]) {
         return;
     }
     let pid = std::process::id() % 1_000_000;
@@ -635,7 +614,7 @@ fn an_out_of_range_fraction_does_not_stretch_the_capture() {
 /// capturing, logs the gap, and stops on SIGINT with its summary.
 #[test]
 fn watch_survives_a_vanished_interface() {
-    if !needs_root("watch_survives_a_vanished_interface") {
+    if !prerequisites("watch_survives_a_vanished_interface", &[]) {
         return;
     }
     let pid = std::process::id() % 1_000_000;

@@ -22,27 +22,11 @@ use portwatch::source::live::{LiveOptions, LiveSource};
 use portwatch::source::Source;
 use serde_json::Value;
 
+use crate::prereq::prerequisites;
+
 const PORTWATCH: &str = env!("CARGO_BIN_EXE_portwatch");
 const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 /// Runs a command to completion; panics with its output if it fails.
 fn sh(cmd: &[&str]) {
@@ -328,21 +312,12 @@ fn wait_for(
 
 #[test]
 fn live_capture_over_veth_matches_replay() {
-    if !is_root() {
-        crate::util::skip(
-            "live_capture_over_veth_matches_replay",
-            "needs root (network namespace and veth pair)",
-        );
+    // Root: a network namespace and a veth pair.
+    if !prerequisites(
+        "live_capture_over_veth_matches_replay",
+        &["ip", "tcpreplay"],
+    ) {
         return;
-    }
-    for tool in ["ip", "tcpreplay"] {
-        if !have(tool) {
-            crate::util::skip(
-                "live_capture_over_veth_matches_replay",
-                &format!("`{tool}` is not installed"),
-            );
-            return;
-        }
     }
     let mut ns = Netns::create();
     let pcap = ns.dir.join("live.pcap");
@@ -473,15 +448,9 @@ fn live_capture_over_veth_matches_replay() {
 #[test]
 fn live_two_interfaces_are_merged_in_timestamp_order() {
     let test = "live_two_interfaces_are_merged_in_timestamp_order";
-    if !is_root() {
-        crate::util::skip(test, "needs root (network namespace and veth pairs)");
+    // Root: a network namespace and veth pairs.
+    if !prerequisites(test, &["ip", "tcpreplay"]) {
         return;
-    }
-    for tool in ["ip", "tcpreplay"] {
-        if !have(tool) {
-            crate::util::skip(test, &format!("`{tool}` is not installed"));
-            return;
-        }
     }
     let mut ns = Netns::create();
     let pid = std::process::id();
@@ -588,8 +557,8 @@ impl Wanted for Every {
 #[test]
 fn evidence_ports_change_on_an_open_capture() {
     let test = "evidence_ports_change_on_an_open_capture";
-    if !is_root() {
-        crate::util::skip(test, "needs root (a raw socket on lo)");
+    // Root: a raw socket on lo.
+    if !prerequisites(test, &[]) {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
