@@ -832,6 +832,17 @@ impl FileSource {
     }
 }
 
+/// A 32-bit field in a byte order fixed at compile time (`BIG`: big-endian),
+/// for the fast record parsers.
+#[inline(always)]
+fn u32_in<const BIG: bool>(b: [u8; 4]) -> u32 {
+    if BIG {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
+}
+
 /// The part of a [`FileSource`] the fast record parsers read: the buffered
 /// bytes, the link type of the last frame and the interface numbering.
 /// Copied out once per poll, so the loop keeps them in registers across
@@ -869,14 +880,7 @@ impl Fast<'_> {
             return None;
         }
         let hdr: &[u8; 16] = self.buf.get(pos..)?.first_chunk()?;
-        let field = |i: usize| {
-            let b = [hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]];
-            if BIG {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
+        let field = |i: usize| u32_in::<BIG>([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let caplen = field(8);
         let end = pos + 16 + caplen as usize;
         let frac = field(4);

@@ -329,15 +329,8 @@ impl Fast<'_> {
         pos: usize,
     ) -> Option<(Current, usize)> {
         let buf = self.buf;
-        let field = |b: [u8; 4]| {
-            if BIG {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
         let hdr: &[u8; 28] = buf.get(pos..)?.first_chunk()?;
-        let at = |i: usize| field([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let at = |i: usize| u32_in::<BIG>([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let total = at(4) as usize;
         let end = pos + total;
         if at(0) != PCAPNG_EPB || total < 32 || total % 4 != 0 || end > buf.len() {
@@ -347,7 +340,7 @@ impl Fast<'_> {
         let iface = st.interfaces.get(at(8) as usize)?;
         if caplen > total - 32
             || iface.linktype != self.linktype
-            || field(*buf[end - 4..].first_chunk()?) as usize != total
+            || u32_in::<BIG>(*buf[end - 4..].first_chunk()?) as usize != total
         {
             return None;
         }

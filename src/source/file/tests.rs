@@ -737,7 +737,7 @@ fn reference_merge(files: &[Vec<Owned>]) -> Vec<Owned> {
 /// timestamps that repeat and sometimes go back, and in the pcapng file a
 /// second interface of another link type, an interface declared mid-file,
 /// and other blocks between the packets, so both the fast and the general
-/// path run and hand over to each other throughout.
+/// path run and hand over to each other throughout. Big-endian if `big`.
 fn big_synthetic(seed: u64, n: usize, big: bool) -> (Vec<u8>, Vec<u8>) {
     let mut x = seed | 1;
     let mut rnd = move |m: u64| {
