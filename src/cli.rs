@@ -165,11 +165,15 @@ HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.fil
              reloading itself every 5 s, with links to the endpoints
   /metrics   Prometheus text format (--web.telemetry-path); metric reference in README.md
   /healthz   200 while the process is up
-  /-/ready   200 once the configuration is loaded and the capture has started
+  /-/ready   200 once the configuration is loaded and the capture has delivered its
+             first frame (503 says what it waits for)
 At most 256 open connections over all listen addresses (the oldest idle one
 makes room); the TLS handshake and a request header must arrive within 5 s.
 
-An interface that goes away is reopened with backoff (capture_up 0 meanwhile).
+Named interfaces are captured in promiscuous mode (a mirror port, a bridge);
+--no-promisc opts out; `any` never is. An interface that has received nothing
+30 s after start is logged. An interface that goes away is reopened with backoff
+(capture_up 0 meanwhile).
 
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
@@ -206,6 +210,10 @@ pub struct RunArgs {
     /// Instead of capturing, replay these pcap/pcapng files at capture pace.
     #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with = "interfaces")]
     pub replay: Vec<PathBuf>,
+    /// Leave named interfaces out of promiscuous mode: only frames
+    /// addressed to this host are seen (not a mirror port's). `any` never is.
+    #[arg(long, conflicts_with = "replay")]
+    pub no_promisc: bool,
     /// Replay N times faster than captured (e.g. 10, or 0.5 for half speed).
     #[arg(long, default_value_t = 1.0, value_name = "N", requires = "replay", value_parser = parse_speed)]
     pub speed: f64,
@@ -338,6 +346,10 @@ pub struct WatchArgs {
     /// Interface to capture on; repeat for several, or `any`.
     #[arg(short = 'i', long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
+    /// Leave named interfaces out of promiscuous mode: only frames
+    /// addressed to this host are seen (not a mirror port's). `any` never is.
+    #[arg(long)]
+    pub no_promisc: bool,
     /// Started as root: once the capture is open, run as this user, keeping
     /// only CAP_NET_RAW and CAP_NET_ADMIN. `root` keeps root.
     #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]

@@ -5,9 +5,13 @@
 //! Needs root (network namespaces, raw sockets), `ip` and `tcpreplay`;
 //! without them it prints why and passes. Everything happens inside a
 //! network namespace of its own (`pwtest-<pid>`) holding both ends of the
-//! veth pair: the pair is not bridged or routed anywhere, so the frames
-//! (documentation addresses only) reach the capture and nothing else. The
-//! namespace, and with it the pair, is deleted on drop, even on failure.
+//! veth pair and a bridge: the frames (documentation addresses only) are
+//! sent into one end, whose peer is the bridge's only port, and captured on
+//! the bridge, as on a switch's mirror port. They are addressed to MACs
+//! nobody in the namespace owns, so the bridge passes them up only in
+//! promiscuous mode: a capture without it sees nothing. Nothing is routed
+//! anywhere. The namespace, and with it the pair and the bridge, is
+//! deleted on drop, even on failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -71,31 +75,46 @@ impl Netns {
             &ns.name,
             "link",
             "add",
-            &ns.capture_if(),
+            &ns.port_if(),
             "type",
             "veth",
             "peer",
             "name",
             &ns.send_if(),
         ]);
-        for dev in [ns.capture_if(), ns.send_if(), "lo".to_string()] {
-            sh(&["ip", "-n", &ns.name, "link", "set", &dev, "up"]);
-        }
-        // Frames are addressed to MACs the veth does not own.
+        let bridge = ns.bridge();
+        sh(&[
+            "ip", "-n", &ns.name, "link", "add", &bridge, "type", "bridge",
+        ]);
         sh(&[
             "ip",
             "-n",
             &ns.name,
             "link",
             "set",
-            &ns.capture_if(),
-            "promisc",
-            "on",
+            &ns.port_if(),
+            "master",
+            &bridge,
         ]);
+        for dev in [ns.port_if(), ns.send_if(), bridge, "lo".to_string()] {
+            sh(&["ip", "-n", &ns.name, "link", "set", &dev, "up"]);
+        }
         ns
     }
 
+    /// The bridge: where `watch` captures, as on a mirror port. Frames for
+    /// other MACs reach its capture only in promiscuous mode, which
+    /// portwatch switches on (the test never does).
     fn capture_if(&self) -> String {
+        self.bridge()
+    }
+
+    fn bridge(&self) -> String {
+        format!("pwr{}", std::process::id())
+    }
+
+    /// The bridge's port: the peer of [`Netns::send_if`].
+    fn port_if(&self) -> String {
         format!("pwa{}", std::process::id())
     }
 
@@ -222,7 +241,16 @@ fn test_frames() -> Vec<Vec<u8>> {
     f
 }
 
+/// The frames a millisecond apart.
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let timed: Vec<(u32, Vec<u8>)> = (frames.iter().enumerate())
+        .map(|(i, f)| (i as u32, f.clone()))
+        .collect();
+    write_pcap_at(path, &timed);
+}
+
+/// The frames at their times, in milliseconds from the start.
+fn write_pcap_at(path: &Path, frames: &[(u32, Vec<u8>)]) {
     let mut v = Vec::new();
     v.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
     v.extend_from_slice(&2u16.to_le_bytes());
@@ -230,10 +258,9 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     v.extend_from_slice(&[0; 8]);
     v.extend_from_slice(&65535u32.to_le_bytes());
     v.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        let us = 1_000 * i as u32;
-        v.extend_from_slice(&1_767_225_600u32.to_le_bytes());
-        v.extend_from_slice(&us.to_le_bytes());
+    for (ms, f) in frames {
+        v.extend_from_slice(&(1_767_225_600 + ms / 1000).to_le_bytes());
+        v.extend_from_slice(&(ms % 1000 * 1000).to_le_bytes());
         v.extend_from_slice(&(f.len() as u32).to_le_bytes());
         v.extend_from_slice(&(f.len() as u32).to_le_bytes());
         v.extend_from_slice(f);
@@ -310,41 +337,41 @@ fn wait_for(
     false
 }
 
-#[test]
-fn live_capture_over_veth_matches_replay() {
-    // Root: a network namespace and a veth pair.
-    if !prerequisites(
-        "live_capture_over_veth_matches_replay",
-        &["ip", "tcpreplay"],
-    ) {
-        return;
-    }
-    let mut ns = Netns::create();
-    let pcap = ns.dir.join("live.pcap");
-    let frames = test_frames();
-    write_pcap(&pcap, &frames);
+/// How `tcpreplay` sends a file.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as it can.
+    Top,
+    /// At the pace of the file's timestamps.
+    Captured,
+}
 
-    // What a replay of the file says.
-    let replay = Command::new(PORTWATCH)
-        .args(["replay", "--site", "multi-node", "--format", "json"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert_eq!(
-        replay.status.code(),
-        Some(1),
-        "replay: findings expected\n{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
-    let expected_findings = replayed["findings"].as_array().unwrap().len();
-    assert!(expected_findings >= 3, "{replayed:#}");
+/// What one `watch` on the bridge printed and reported.
+struct Watched {
+    /// Finding lines printed on stdout.
+    printed: Vec<String>,
+    /// The closing JSON report (stderr).
+    report: Value,
+    status: std::process::ExitStatus,
+}
 
-    // Watch the capture end of the pair.
+/// Runs `watch` on the bridge (with `extra` arguments) while `pcap` is sent
+/// into it; stops it with SIGINT once `findings` lines were printed (and a
+/// little more for the last FINs), or `within` after sending if they never
+/// come.
+fn watch_while_sending(
+    ns: &mut Netns,
+    extra: &[&str],
+    pcap: &Path,
+    pace: Pace,
+    findings: usize,
+    within: Duration,
+) -> Watched {
     let mut child = ns
         .exec(PORTWATCH)
         .args(["watch", "-i", &ns.capture_if()])
         .args(["--site", "multi-node", "--format", "json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -360,12 +387,12 @@ fn live_capture_over_veth_matches_replay() {
         err_lines.join("\n")
     );
 
-    let sent = ns
-        .exec("tcpreplay")
-        .args(["-q", "--topspeed", "-i", &ns.send_if()])
-        .arg(&pcap)
-        .output()
-        .unwrap();
+    let mut send = ns.exec("tcpreplay");
+    send.arg("-q");
+    if let Pace::Top = pace {
+        send.arg("--topspeed");
+    }
+    let sent = send.args(["-i", &ns.send_if()]).arg(pcap).output().unwrap();
     assert!(
         sent.status.success(),
         "tcpreplay: {}",
@@ -373,10 +400,10 @@ fn live_capture_over_veth_matches_replay() {
     );
 
     // Each finding is printed live once; when all are, the frames have
-    // been through the pipeline. Then a little more for the last FINs.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // been through the pipeline.
+    let deadline = Instant::now() + within;
     let mut printed = Vec::new();
-    while printed.len() < expected_findings {
+    while printed.len() < findings {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             break;
         };
@@ -385,12 +412,6 @@ fn live_capture_over_veth_matches_replay() {
             Err(_) => break,
         }
     }
-    assert_eq!(
-        printed.len(),
-        expected_findings,
-        "live findings printed:\n{}",
-        printed.join("\n")
-    );
     std::thread::sleep(Duration::from_millis(500));
 
     sh(&["kill", "-INT", &pid.to_string()]);
@@ -407,38 +428,120 @@ fn live_capture_over_veth_matches_replay() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    while let Ok(line) = out.recv_timeout(Duration::from_millis(200)) {
+        printed.push(line);
+    }
     // The report is the last JSON object on stderr.
     while let Ok(line) = err.recv_timeout(Duration::from_secs(5)) {
         err_lines.push(line);
     }
-    assert_eq!(status.code(), Some(1), "{}", err_lines.join("\n"));
     let start = err_lines
         .iter()
         .rposition(|l| l == "{")
         .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", err_lines.join("\n")));
-    let live: Value = serde_json::from_str(&err_lines[start..].join("\n"))
+    let report: Value = serde_json::from_str(&err_lines[start..].join("\n"))
         .unwrap_or_else(|e| panic!("{e}: {}", err_lines.join("\n")));
+    Watched {
+        printed,
+        report,
+        status,
+    }
+}
 
-    let (live_flows, live_findings, live_conns) = verdicts(&live);
+/// What `portwatch replay` of `pcap` reports, and its exit code.
+fn replay_report(pcap: &Path) -> (Value, Option<i32>) {
+    let replay = Command::new(PORTWATCH)
+        .args(["replay", "--site", "multi-node", "--format", "json"])
+        .arg(pcap)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&replay.stdout)
+        .unwrap_or_else(|e| panic!("replay: {e}\n{}", String::from_utf8_lossy(&replay.stderr)));
+    (report, replay.status.code())
+}
+
+/// The control packets a report's capture section counts.
+fn control_packets(report: &Value) -> u64 {
+    report["capture"]["control_packets"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no capture.control_packets in {report:#}"))
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn live_capture_over_veth_matches_replay() {
+    // Root: a network namespace and a veth pair.
+    if !prerequisites(
+        "live_capture_over_veth_matches_replay",
+        &["ip", "tcpreplay"],
+    ) {
+        return;
+    }
+    let mut ns = Netns::create();
+    let pcap = ns.dir.join("live.pcap");
+    write_pcap(&pcap, &test_frames());
+
+    // What a replay of the file says.
+    let (replayed, code) = replay_report(&pcap);
+    assert_eq!(code, Some(1), "replay: findings expected");
+    let expected_findings = replayed["findings"].as_array().unwrap().len();
+    assert!(expected_findings >= 3, "{replayed:#}");
+
+    // Watch the bridge, in promiscuous mode by default.
+    let w = watch_while_sending(
+        &mut ns,
+        &[],
+        &pcap,
+        Pace::Top,
+        expected_findings,
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        w.printed.len(),
+        expected_findings,
+        "live findings printed:\n{}",
+        w.printed.join("\n")
+    );
+    assert_eq!(w.status.code(), Some(1), "{:#}", w.report);
+    let live = &w.report;
+    let (live_flows, live_findings, live_conns) = verdicts(live);
     let (flows, findings, conns) = verdicts(&replayed);
     assert_eq!(live_flows, flows, "flows differ");
     assert_eq!(live_findings, findings, "findings differ");
     assert_eq!(live_conns, conns, "summary.connections differ");
     // The kernel counted the control packets only (the filter), and none
     // was dropped.
-    let controls: u64 = live["capture"]["control_packets"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let replay_controls: u64 = replayed["capture"]["control_packets"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(controls, replay_controls, "{live:#}");
+    assert_eq!(
+        control_packets(live),
+        control_packets(&replayed),
+        "{live:#}"
+    );
+}
+
+/// The premise of the tests on the bridge: with `--no-promisc` the same
+/// frames are not seen at all (they are addressed to other hosts).
+#[test]
+fn live_bridge_is_blind_without_promiscuous_mode() {
+    let test = "live_bridge_is_blind_without_promiscuous_mode";
+    if !prerequisites(test, &["ip", "tcpreplay"]) {
+        return;
+    }
+    let mut ns = Netns::create();
+    let pcap = ns.dir.join("live.pcap");
+    write_pcap(&pcap, &test_frames());
+    let w = watch_while_sending(
+        &mut ns,
+        &["--no-promisc"],
+        &pcap,
+        Pace::Top,
+        1,
+        Duration::from_secs(2),
+    );
+    assert_eq!(control_packets(&w.report), 0, "{:#}", w.report);
+    assert!(w.printed.is_empty(), "{}", w.printed.join("\n"));
+    assert_eq!(w.status.code(), Some(0), "{:#}", w.report);
 }
 
 /// Two veth pairs in one namespace, watched together (`-i a -i b`): every

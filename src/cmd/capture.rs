@@ -23,12 +23,54 @@ use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::report::Report;
+use crate::source::live::InterfaceStats;
 use crate::source::Poll;
 use crate::state::TrackConfig;
 use crate::time::Timestamp;
 
 /// How often gauges (flow table, edge missing, capture drops) are refreshed.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long a live interface may deliver nothing before it is logged as
+/// silent.
+const SILENT_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether the capture has delivered a frame. A capture that sees nothing
+/// must not look healthy: `/-/ready` waits for the first frame, and a live
+/// interface that received nothing for [`SILENT_AFTER`] is logged once.
+struct Heard {
+    any: bool,
+    /// Per live interface: received a frame, or was logged silent.
+    settled: Vec<bool>,
+    since: Instant,
+}
+
+impl Heard {
+    fn new(slots: usize) -> Heard {
+        Heard {
+            any: false,
+            settled: vec![false; slots],
+            since: Instant::now(),
+        }
+    }
+
+    /// Of interfaces with libpcap counters `stats`: those that received
+    /// nothing for [`SILENT_AFTER`], each named once.
+    fn newly_silent(&mut self, stats: &[InterfaceStats]) -> Vec<String> {
+        let late = self.since.elapsed() >= SILENT_AFTER;
+        let mut out = Vec::new();
+        for (settled, s) in self.settled.iter_mut().zip(stats) {
+            if *settled || (s.received == 0 && !late) {
+                continue;
+            }
+            *settled = true;
+            if s.received == 0 {
+                out.push(s.iface.clone());
+            }
+        }
+        out
+    }
+}
 
 /// Messages to the capture thread.
 pub(super) enum Command {
@@ -81,12 +123,17 @@ pub(super) struct Driver {
     snapshot: Option<Arc<Snapshot>>,
     /// Print each interface's capture counters to stderr at the end.
     closing_counters: bool,
+    heard: Heard,
 }
 
 impl Driver {
     pub fn new(input: Input, policy: Arc<Policy>, vis: Visibility, track: TrackConfig) -> Driver {
         let mut pl = Pipeline::new(policy, track);
         pl.record_events(true);
+        let live_slots = match input.is_live() {
+            true => input.interfaces().len(),
+            false => 0,
+        };
         Driver {
             since: input.is_live().then(Timestamp::now),
             input,
@@ -100,6 +147,7 @@ impl Driver {
             stdout_closed: false,
             snapshot: None,
             closing_counters: false,
+            heard: Heard::new(live_slots),
         }
     }
 
@@ -186,12 +234,16 @@ impl Driver {
                 None => {}
             }
             if !self.ended {
+                let heard = self.heard.any;
                 if let Err(e) = self.step(slots) {
                     if matches!(e, Error::Capture(_)) {
                         self.capture_up(slots, false);
                         tracing::error!(error = %e, "capture failed");
                     }
                     return Err(e);
+                }
+                if let (false, true, Some(r)) = (heard, self.heard.any, ready) {
+                    r.set_first_frame();
                 }
             }
             if self.stdout_closed {
@@ -249,7 +301,7 @@ impl Driver {
             self.since = self.pl.span().map(|(first, _)| first);
         }
         match poll.map_err(Error::Capture)? {
-            Poll::Frames(_) => {}
+            Poll::Frames(n) => self.heard.any |= n > 0,
             Poll::Idle => {
                 if let Some(now) = self.input.now() {
                     self.pl.advance(now);
@@ -307,6 +359,16 @@ impl Driver {
     /// Once a second: gauges, missing-edge alerts, the event log flushed.
     fn tick(&mut self) {
         let now = self.now();
+        if self.heard.settled.contains(&false) {
+            let stats = self.input.live_stats();
+            for name in self.heard.newly_silent(&stats) {
+                tracing::warn!(
+                    interface = %name,
+                    after = ?SILENT_AFTER,
+                    "no frame captured on this interface: wrong interface, a mirror port not delivering, or promiscuous mode off (--no-promisc)"
+                );
+            }
+        }
         self.input.sync_drops(self.rec.as_mut(), &mut self.pl);
         if let Some(rec) = &mut self.rec {
             if let (Some(since), Some(now)) = (self.since, now) {

@@ -23,6 +23,8 @@ pub(super) enum InputSpec {
     },
     Live {
         interfaces: Vec<String>,
+        /// Named interfaces in promiscuous mode (`--no-promisc` clears it).
+        promisc: bool,
     },
 }
 
@@ -38,9 +40,13 @@ impl Input {
     /// required-edge ports too (evidence).
     pub fn open_for(spec: &InputSpec, policy: &Policy) -> Result<Input, SourceError> {
         match spec {
-            InputSpec::Live { interfaces } => {
+            InputSpec::Live {
+                interfaces,
+                promisc,
+            } => {
                 let opts = LiveOptions {
                     evidence_ports: policy.required_ports(),
+                    promisc: *promisc,
                     ..LiveOptions::default()
                 };
                 Ok(Input::Live(LiveSource::open(interfaces, &opts)?))
@@ -55,8 +61,15 @@ impl Input {
             InputSpec::Paced { savefiles, opts } => {
                 Input::Paced(Replay::open(savefiles, opts.clone())?)
             }
-            InputSpec::Live { interfaces } => {
-                Input::Live(LiveSource::open(interfaces, &LiveOptions::default())?)
+            InputSpec::Live {
+                interfaces,
+                promisc,
+            } => {
+                let opts = LiveOptions {
+                    promisc: *promisc,
+                    ..LiveOptions::default()
+                };
+                Input::Live(LiveSource::open(interfaces, &opts)?)
             }
         })
     }

@@ -226,7 +226,14 @@ fn live_subtitle(spec: &InputSpec) -> String {
             opts.speed,
             if opts.looping { ", looping" } else { "" }
         ),
-        InputSpec::Live { interfaces } => format!("live capture on {}", interfaces.join(", ")),
+        InputSpec::Live {
+            interfaces,
+            promisc,
+        } => format!(
+            "live capture on {}{}",
+            interfaces.join(", "),
+            if *promisc { "" } else { " (not promiscuous)" }
+        ),
         InputSpec::Files(files) => format!("replay of {} files", files.len()),
     }
 }

@@ -58,6 +58,8 @@ pub struct ReplaySettings {
 
 pub struct WatchSettings {
     pub interfaces: Vec<String>,
+    /// Named interfaces in promiscuous mode.
+    pub promisc: bool,
     pub site: SiteArgs,
     pub track: TrackConfig,
     pub report: ReportArgs,
@@ -104,6 +106,7 @@ impl Task {
             Command::Watch(a) => Task::Watch(WatchSettings {
                 track: track(&a.track)?,
                 interfaces: a.interfaces,
+                promisc: !a.no_promisc,
                 site: a.site,
                 report: a.report,
                 user: a.user,
@@ -118,6 +121,7 @@ impl Task {
                 input: if a.replay.is_empty() {
                     InputSpec::Live {
                         interfaces: a.interfaces,
+                        promisc: !a.no_promisc,
                     }
                 } else {
                     InputSpec::Paced {

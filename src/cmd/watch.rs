@@ -14,6 +14,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let input = Input::open_for(
         &InputSpec::Live {
             interfaces: s.interfaces.clone(),
+            promisc: s.promisc,
         },
         &policy,
     )?;

@@ -1,6 +1,6 @@
 //! The HTTP side of `portwatch run`: `/metrics` (Prometheus text format
 //! 0.0.4), `/healthz` (the process is up) and `/-/ready` (a configuration is
-//! loaded and the capture has started). Handlers only read atomics and
+//! loaded, the capture has started and delivered its first frame). Handlers only read atomics and
 //! render the registry: a scrape never waits on the capture thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +17,14 @@ use super::metrics::Metrics;
 /// The content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// What `/-/ready` waits for.
+/// What `/-/ready` waits for. The first frame is part of it: a capture
+/// that sees nothing (wrong interface, a mirror port without promiscuous
+/// mode) must not look healthy.
 #[derive(Debug, Default)]
 pub struct Readiness {
     config_loaded: AtomicBool,
     capture_started: AtomicBool,
+    first_frame: AtomicBool,
 }
 
 impl Readiness {
@@ -33,8 +36,26 @@ impl Readiness {
         self.capture_started.store(true, Ordering::SeqCst);
     }
 
+    pub fn set_first_frame(&self) {
+        self.first_frame.store(true, Ordering::SeqCst);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.config_loaded.load(Ordering::SeqCst) && self.capture_started.load(Ordering::SeqCst)
+        self.waiting_for().is_none()
+    }
+
+    /// What readiness still waits for, if anything.
+    pub fn waiting_for(&self) -> Option<&'static str> {
+        let done = |f: &AtomicBool| f.load(Ordering::SeqCst);
+        if !done(&self.config_loaded) {
+            Some("configuration not loaded")
+        } else if !done(&self.capture_started) {
+            Some("capture not started")
+        } else if !done(&self.first_frame) {
+            Some("no frame captured yet (check -i, the mirror port, --no-promisc)")
+        } else {
+            None
+        }
     }
 }
 
@@ -111,14 +132,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn ready(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    if s.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+async fn ready(State(s): State<HttpState>) -> (StatusCode, String) {
+    match s.readiness.waiting_for() {
+        None => (StatusCode::OK, "ready\n".into()),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: configuration not loaded or capture not started\n",
-        )
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -199,12 +219,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ready_only_after_config_and_capture() {
+    async fn ready_only_after_config_capture_and_first_frame() {
         let s = state();
         assert_eq!(get(&s, "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         s.readiness.set_config_loaded();
         assert_eq!(get(&s, "/-/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
         s.readiness.set_capture_started();
+        let (status, _, body) = get(&s, "/-/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("no frame captured yet"), "{body}");
+        s.readiness.set_first_frame();
         assert_eq!(get(&s, "/-/ready").await.0, StatusCode::OK);
     }
 

@@ -58,6 +58,10 @@ pub struct LiveOptions {
     /// segments: the ports of required edges, whose data and ACKs are
     /// evidence (also of connections open before the capture). Default none.
     pub evidence_ports: Vec<u16>,
+    /// Put named interfaces into promiscuous mode, so frames addressed to
+    /// other hosts (a switch's mirror port, a bridge) are seen. Default
+    /// true. `any` has no promiscuous mode and is opened without it.
+    pub promisc: bool,
 }
 
 impl Default for LiveOptions {
@@ -68,6 +72,7 @@ impl Default for LiveOptions {
             timeout: Duration::from_millis(100),
             immediate: false,
             evidence_ports: Vec::new(),
+            promisc: true,
         }
     }
 }
@@ -235,7 +240,8 @@ fn open_one(name: &str, opts: &LiveOptions) -> Result<Capture, SourceError> {
         .snaplen(clamp(opts.snaplen))
         .buffer_size(clamp(opts.buffer_size))
         .timeout(timeout_ms)
-        .immediate_mode(opts.immediate);
+        .immediate_mode(opts.immediate)
+        .promisc(opts.promisc && name != "any");
     // libpcap on Linux supports nanosecond live timestamps; elsewhere we
     // keep the default microseconds, as we cannot ask libpcap (safely)
     // whether the request was honoured.
