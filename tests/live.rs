@@ -544,6 +544,54 @@ fn live_bridge_is_blind_without_promiscuous_mode() {
     assert_eq!(w.status.code(), Some(0), "{:#}", w.report);
 }
 
+/// An expected connection dropped by a firewall: the SYN and three
+/// retransmissions a second apart, nothing after. Watched live, the
+/// attempt times out `unanswered` (a `blocked` finding); the replay of the
+/// same packets, whose capture ends 3 s after the first SYN, judges it by
+/// the same rule.
+#[test]
+fn live_and_replay_agree_on_a_drop_at_the_end_of_the_capture() {
+    let test = "live_and_replay_agree_on_a_drop_at_the_end_of_the_capture";
+    if !prerequisites(test, &["ip", "tcpreplay"]) {
+        return;
+    }
+    let mut ns = Netns::create();
+    let pcap = ns.dir.join("dropped.pcap");
+    let syn = frame(
+        ("192.0.2.21", 40100),
+        ("192.0.2.10", 4242),
+        Flags::Syn,
+        None,
+    );
+    let timed: Vec<(u32, Vec<u8>)> = (0..4).map(|s| (s * 1000, syn.clone())).collect();
+    write_pcap_at(&pcap, &timed);
+
+    let (replayed, code) = replay_report(&pcap);
+    let w = watch_while_sending(
+        &mut ns,
+        &[],
+        &pcap,
+        Pace::Captured,
+        1,
+        Duration::from_secs(10),
+    );
+    let (live_flows, live_findings, _) = verdicts(&w.report);
+    let (flows, findings, _) = verdicts(&replayed);
+    assert_eq!(live_flows, flows, "flows differ: {:#}", w.report);
+    assert_eq!(live_findings, findings, "findings differ");
+    assert_eq!(
+        findings,
+        ["kind=\"blocked\" src=\"engine1\" dst=\"central\" port=4242 count=1"],
+        "{replayed:#}"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "a replay of a dropped connection has findings"
+    );
+    assert_eq!(w.status.code(), Some(1));
+}
+
 /// Two veth pairs in one namespace, watched together (`-i a -i b`): every
 /// SYN goes over the second, every SYN-ACK over the first, so a capture that
 /// read the interfaces one after the other would judge each SYN-ACK before

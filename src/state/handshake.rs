@@ -920,9 +920,13 @@ impl<T: Copy> HandshakeTable<T> {
         self.settle(removed, sink);
     }
 
-    /// The capture ended at `end`: judge what timed out, and give every
-    /// attempt still waiting the outcome `unknown`. Open connections stay
-    /// open as far as the caller knows (no `Closed`).
+    /// The capture ended at `end`: judge what timed out, then every attempt
+    /// still waiting as its timeout would, as if the capture had gone on
+    /// silent. The packets decide, not where the capture stopped, so a
+    /// replay of a live capture gives the live verdicts: a retried SYN is
+    /// unanswered, a lone one unknown unless the pair's replies are
+    /// visible. Open connections stay open as far as the caller knows (no
+    /// `Closed`).
     pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         self.expire(end, sink);
         let replied = &self.replied;
@@ -931,11 +935,7 @@ impl<T: Copy> HandshakeTable<T> {
             .iter()
             .filter(|(_, _, e)| e.phase == Phase::SynSent)
             .map(|(_, key, e)| {
-                // In its grace, an attempt has already timed out unanswered.
-                let outcome = match e.grace {
-                    true => e.silence(|| replied.contains(key)),
-                    false => Outcome::Unknown,
-                };
+                let outcome = e.silence(|| e.grace || replied.contains(key));
                 (e.generation, *key, e.tag, outcome)
             })
             .collect();
