@@ -6,8 +6,10 @@
 //! ```text
 //! source (pcap/pcapng files, libpcap live)  ── Frame ──▶
 //! decode (pure: link, VLAN, IPv4/IPv6, TCP) ── Segment ──▶
+//! state (handshake table)                   ── Observation ──▶
+//! source (record readers: firewall logs)    ── Observation ──▶
 //! classify (pure: model + site → Verdict)   ──▶
-//! state (pure: handshake table, required-edge clocks, tallies; time passed in) ──▶
+//! state (pure: required-edge clocks, tallies; time passed in) ──▶
 //! report / export (audit report, Prometheus, event log)
 //! ```
 //!
@@ -27,7 +29,8 @@
 //! policy             │ model × site: roles, expected edges, visibility
 //! site               │ the site inventory
 //! model              │ the product's port model
-//! decode source      │ bytes → Segment │ files, live capture, paced replay
+//! decode source      │ bytes → Segment │ files, live capture, paced replay, record readers
+//! observation        │ what a sensor saw of one connection: 4-tuple, initiator, fate, fidelity
 //! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
 //! time               │ capture timestamps
 //! ```
@@ -48,6 +51,7 @@ pub mod firewall;
 pub mod frame;
 pub mod map;
 pub mod model;
+pub mod observation;
 pub mod pipeline;
 pub mod policy;
 pub mod propose;

@@ -13,6 +13,7 @@ use crate::decode::{
     Wanted,
 };
 use crate::frame::Frame;
+use crate::observation::{Fate, Initiator, Observation, Process, SourceKind};
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::state::tally::{RowId, Tally};
 use crate::state::{
@@ -411,14 +412,40 @@ impl Pipeline {
             table.observe(ts, seg, new_tag, &mut sink);
         }
         if let Some((c, key)) = made {
-            let row = tally.attempt(ts, &c, key.client, key.server);
-            let edge = c.edge();
+            let obs = packet_observation(ts, key, Fate::Attempted);
+            let (row, edge) = attempted(tally, clock, events, c, &obs);
             table.set_tag(&key, Tag { row, edge });
-            if let Some(edge) = edge {
-                evidence(clock, events, edge, ts);
-            }
-            push(events, Event::Connection { ts, class: c, key });
         }
+    }
+
+    /// Apply an observation a record source made (a firewall log line, an
+    /// audit event): the attempt and its outcome at once, classified,
+    /// tallied and evidence for its edge as a packet attempt is. It moves
+    /// the clock forward (records carry parsed, trusted times), so a
+    /// replay of logs alone has a span; a record behind the clock is
+    /// applied at its own time.
+    pub fn observe(&mut self, obs: &Observation) {
+        self.time.note_record(obs.ts);
+        let Pipeline {
+            policy,
+            tally,
+            clock,
+            events,
+            ..
+        } = self;
+        let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
+        let (row, edge) = attempted(tally, clock, events, c.clone(), obs);
+        ended(tally, clock, events, row, edge, c, obs);
+        if obs.ts >= self.next_expiry {
+            self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
+        }
+    }
+
+    /// A record source lost events at `at` (a firewall log's
+    /// `INFO-EVENTS-LOST`): required edges cannot be declared missing over
+    /// a window that includes `at`, as with capture drops.
+    pub fn sensor_lost(&mut self, at: Timestamp) {
+        self.clock.note_drops(at);
     }
 
     /// Expire as of `now` from the source's own clock (the wall clock of a
@@ -503,6 +530,76 @@ fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId
     }
 }
 
+/// The handshake tracker's observation of `key` at `ts`.
+#[inline]
+fn packet_observation(ts: Timestamp, key: FlowKey, fate: Fate) -> Observation {
+    Observation {
+        ts,
+        key,
+        initiator: Initiator::Syn,
+        fate,
+        sensor: None,
+        process: Process::default(),
+        filter: None,
+        source: SourceKind::Packets,
+    }
+}
+
+/// A new attempt, classified as `c`: tallied, evidence for its edge, an
+/// event. Returns its flow row and edge.
+fn attempted(
+    tally: &mut Tally,
+    clock: &mut EdgeClock,
+    events: &mut Option<Vec<Event>>,
+    c: Classification,
+    obs: &Observation,
+) -> (RowId, Option<EdgeId>) {
+    let row = tally.attempt(&c, obs);
+    let edge = c.edge();
+    if let Some(edge) = edge {
+        evidence(clock, events, edge, obs.ts);
+    }
+    push(
+        events,
+        Event::Connection {
+            ts: obs.ts,
+            class: c,
+            key: obs.key,
+        },
+    );
+    (row, edge)
+}
+
+/// An attempt's outcome, if `obs` has one: tallied (a `blocked` finding
+/// where it says so), an open connection of `edge` while established, an
+/// event.
+fn ended(
+    tally: &mut Tally,
+    clock: &mut EdgeClock,
+    events: &mut Option<Vec<Event>>,
+    row: RowId,
+    edge: Option<EdgeId>,
+    c: Classification,
+    obs: &Observation,
+) {
+    let Fate::Ended { outcome, inferred } = obs.fate else {
+        return;
+    };
+    tally.outcome(row, &c, obs, outcome, inferred);
+    if let (Outcome::Established, Some(edge)) = (outcome, edge) {
+        clock.opened(edge);
+    }
+    push(
+        events,
+        Event::Outcome {
+            ts: obs.ts,
+            class: c,
+            key: obs.key,
+            outcome,
+        },
+    );
+}
+
 fn on_table_event(
     policy: &Policy,
     tally: &mut Tally,
@@ -522,19 +619,8 @@ fn on_table_event(
             inferred,
         } => {
             let c = classify(policy, key.client, key.server, key.server_port);
-            tally.outcome(ts, tag.row, &c, key.client, key.server, outcome, inferred);
-            if let (Outcome::Established, Some(edge)) = (outcome, tag.edge) {
-                clock.opened(edge);
-            }
-            push(
-                events,
-                Event::Outcome {
-                    ts,
-                    class: c,
-                    key,
-                    outcome,
-                },
-            );
+            let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
+            ended(tally, clock, events, tag.row, tag.edge, c, &obs);
         }
         TableEvent::Activity { tag } => {
             if let Some(edge) = tag.edge {

@@ -229,6 +229,13 @@ impl CaptureClock {
         }
     }
 
+    /// A record's time (a parsed log line, trusted): moves the clock
+    /// forward and widens the span, never back.
+    pub fn note_record(&mut self, ts: Timestamp) {
+        self.now = Some(self.now.map_or(ts, |n| n.max(ts)));
+        self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
+    }
+
     /// The capture ended: a suspect still held is a stray.
     pub fn end(&mut self) -> Held {
         match self.suspect.take() {

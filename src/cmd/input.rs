@@ -182,6 +182,7 @@ fn file_facts(f: FileFacts) -> SourceFacts {
             reason: s.reason,
         }),
         dropped: None,
+        ..SourceFacts::default()
     }
 }
 
@@ -201,6 +202,7 @@ fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
                 kernel: stats.get(i).map_or(0, |s| u64::from(s.dropped)),
                 interface: stats.get(i).map_or(0, |s| u64::from(s.if_dropped)),
             }),
+            ..SourceFacts::default()
         })
         .collect()
 }

@@ -157,6 +157,9 @@ impl EcsFormatter {
             Outcome::Refused => (&["connection", "end", "denied"], "failure"),
             Outcome::Unanswered => (&["connection", "end"], "failure"),
             Outcome::Unknown => (&["connection", "info"], "unknown"),
+            // Let through; whether the handshake completed is not known.
+            Outcome::Permitted => (&["connection", "allowed"], "unknown"),
+            Outcome::Denied => (&["connection", "denied"], "failure"),
         };
         let id = |suffix: &str| match &flow_id {
             Some(f) => format!("{f}-{suffix}"),
@@ -173,8 +176,7 @@ impl EcsFormatter {
         );
         portwatch(&mut doc).insert("outcome".into(), outcome.as_str().into());
         let mut out = vec![doc];
-        let blocked = c.verdict == Verdict::Expected
-            && matches!(outcome, Outcome::Refused | Outcome::Unanswered);
+        let blocked = c.verdict == Verdict::Expected && outcome.is_blocked();
         if blocked {
             let mut alert = self.flow_doc(p, ts, c, key, flow_id.as_deref());
             set_event(

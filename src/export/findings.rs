@@ -9,7 +9,6 @@ use std::io::Write;
 use crate::pipeline::Event;
 use crate::policy::Policy;
 use crate::state::tally::FindingKind;
-use crate::state::Outcome;
 
 /// Prints each finding once per (kind, src, dst, port), then again when its
 /// count reaches 10, 100, 1000…; the map is capped like every other: past
@@ -47,9 +46,7 @@ impl FindingPrinter {
                 class,
                 key,
                 outcome,
-            } if class.is_site_edge()
-                && matches!(outcome, Outcome::Refused | Outcome::Unanswered) =>
-            {
+            } if class.is_site_edge() && outcome.is_blocked() => {
                 (FindingKind::Blocked, class, key, ts)
             }
             _ => return None,

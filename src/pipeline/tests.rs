@@ -353,3 +353,64 @@ fn invalid_timestamp_is_a_decode_error_and_moves_nothing() {
     assert_eq!(pl.stats().errors.get("invalid_timestamp"), Some(&2));
     assert_eq!(pl.stats().frames, 3);
 }
+
+/// A firewall log's records go through the same classification, tallies
+/// and evidence as packets: a permitted attempt is evidence of its edge, a
+/// denied one on an expected edge is a `blocked` finding citing its filter,
+/// and neither is counted as established.
+#[test]
+fn record_observations_meet_packets_in_the_tallies() {
+    use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
+    let p = multi_node();
+    let edge = expected_edge(&p);
+    let mut pl = Pipeline::new(p.clone(), track());
+    pl.record_events(true);
+    let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    let key = |sport| FlowKey {
+        client: ip(PROXY),
+        client_port: sport,
+        server: ip(CENTRAL),
+        server_port: QRS_PORT,
+    };
+    let permitted = Observation::record(
+        at(10),
+        key(50_000),
+        Outcome::Permitted,
+        SourceKind::FirewallLog,
+    );
+    pl.observe(&permitted);
+    let mut denied =
+        Observation::record(at(20), key(50_001), Outcome::Denied, SourceKind::WfpEvents);
+    denied.filter = Some(67_890);
+    pl.observe(&denied);
+
+    let t = pl.tally();
+    assert_eq!(t.by_verdict[Verdict::Expected as usize], 2);
+    assert_eq!(t.by_outcome[Outcome::Permitted.index()], 1);
+    assert_eq!(t.by_outcome[Outcome::Denied.index()], 1);
+    assert_eq!(t.by_outcome[Outcome::Established.index()], 0);
+    let [f] = t.findings() else {
+        panic!("{:?}", t.findings())
+    };
+    assert_eq!(f.key.kind, crate::state::tally::FindingKind::Blocked);
+    assert_eq!(f.filters, [67_890]);
+    assert_eq!(pl.clock().first_last(edge), Some((at(10), at(20))));
+    assert_eq!(pl.span(), Some((at(10), at(20))));
+    let outcomes: Vec<Outcome> = pl
+        .drain_events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Outcome { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [Outcome::Permitted, Outcome::Denied]);
+
+    // Lost events in the window: the edge cannot be declared missing.
+    pl.sensor_lost(at(30));
+    let w = Duration::from_secs(60);
+    assert_eq!(
+        pl.clock().state(edge, w, at(0), at(85)),
+        EdgeState::NotObserved
+    );
+}

@@ -26,7 +26,7 @@ pub struct FlowId {
 pub struct FlowStats {
     pub attempts: u64,
     /// By [`Outcome::index`].
-    pub outcomes: [u64; 4],
+    pub outcomes: crate::observation::OutcomeCounts,
     pub first: Timestamp,
     pub last: Timestamp,
 }
@@ -81,7 +81,7 @@ impl Observer {
                         id,
                         FlowStats {
                             attempts: 1,
-                            outcomes: [0; 4],
+                            outcomes: [0; Outcome::COUNT],
                             first: *ts,
                             last: *ts,
                         },

@@ -220,7 +220,7 @@ mod tests {
             },
             FlowStats {
                 attempts,
-                outcomes: [established, attempts - established, 0, 0],
+                outcomes: [established, attempts - established, 0, 0, 0, 0],
                 first: at,
                 last: at,
             },

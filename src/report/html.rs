@@ -112,7 +112,7 @@ fn summary(s: &mut String, r: &Report) {
         tile(s, &format!("{k} connections"), *n, *k != "expected");
     }
     for (k, n) in &r.summary.outcomes {
-        tile(s, k, *n, *k == "refused" || *k == "unanswered");
+        tile(s, k, *n, matches!(*k, "refused" | "unanswered" | "denied"));
     }
     for (k, n) in &r.summary.required_edges {
         tile(s, &format!("required {k}"), *n, *k == "missing");
@@ -128,7 +128,7 @@ fn diagram(s: &mut String, page: &Page) {
         ("not_observed", "required edge not observed yet", true),
         (
             "blocked",
-            "expected edge blocked (refused/unanswered)",
+            "expected edge blocked (refused/unanswered/denied)",
             false,
         ),
         ("unexpected", "unexpected flow (count)", true),

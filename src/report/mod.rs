@@ -14,10 +14,11 @@ use serde::Serialize;
 
 use crate::classify::{explain, Classification, Verdict};
 use crate::decode::{Control, Skip};
+use crate::observation::{Fidelity, Outcome, OutcomeCounts, SourceKind};
 use crate::pipeline::Pipeline;
 use crate::policy::{EndpointKind, Peer, Policy};
 use crate::state::tally::FindingKind;
-use crate::state::{EdgeState, Eviction, Outcome, Unobserved};
+use crate::state::{EdgeState, Eviction, Unobserved};
 use crate::time::Timestamp;
 
 pub use crate::policy::{UnknownSensor, Visibility};
@@ -37,6 +38,48 @@ pub struct SourceFacts {
     /// (`ps_ifdrop`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<Drops>,
+    /// What kind of source; a record source (a firewall log) also shows
+    /// its fidelity, what it can and cannot see (packets see everything
+    /// the report counts, so a capture shows none).
+    #[serde(skip)]
+    pub kind: SourceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<SourceFidelity>,
+}
+
+/// A record source's kind and fidelity, as the report shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SourceFidelity {
+    pub kind: SourceKind,
+    /// The node whose log it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    pub outcomes: Vec<Outcome>,
+    #[serde(flatten)]
+    pub sees: Fidelity,
+    /// Records read, by what was made of them (`observed`, `not_tcp`,
+    /// `malformed_...`, `events_lost`): a closed set per reader.
+    pub records: BTreeMap<&'static str, u64>,
+}
+
+impl SourceFacts {
+    /// The fidelity entry of a record source of `kind`.
+    pub fn with_fidelity(
+        mut self,
+        kind: SourceKind,
+        sensor: Option<String>,
+        records: BTreeMap<&'static str, u64>,
+    ) -> Self {
+        self.kind = kind;
+        self.fidelity = Some(SourceFidelity {
+            kind,
+            sensor,
+            outcomes: kind.outcomes().to_vec(),
+            sees: kind.fidelity(),
+            records,
+        });
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -192,12 +235,17 @@ impl Report {
         let stats = pl.stats();
         let span = pl.span();
         let ts = |t: Timestamp| t.rfc3339();
-        let outcomes = |o: &[u64; 4]| {
-            Outcome::ALL
-                .iter()
-                .map(|x| (x.as_str(), o[x.index()]))
-                .collect()
-        };
+        // The outcomes the report's sources can tell (a packet capture's
+        // four when it has no sources at all).
+        let shown: Vec<Outcome> = Outcome::ALL
+            .into_iter()
+            .filter(|o| {
+                let kinds = sources.iter().map(|s| s.kind);
+                let mut kinds = kinds.chain(sources.is_empty().then_some(SourceKind::Packets));
+                kinds.any(|k| k.outcomes().contains(o))
+            })
+            .collect();
+        let outcomes = |o: &OutcomeCounts| counts_of(&shown, o);
 
         let mut flows: Vec<FlowEntry> = tally
             .rows()
@@ -239,7 +287,7 @@ impl Report {
                 };
                 let mut explanation = explain(p, &c);
                 if f.key.kind == FindingKind::Blocked {
-                    explanation = blocked_text(&f.outcomes, &explanation);
+                    explanation = blocked_text(&f.outcomes, &f.filters, &explanation);
                 }
                 Finding {
                     kind: f.key.kind,
@@ -258,7 +306,10 @@ impl Report {
                 }
             })
             .collect();
-        findings.extend(tally.aggregates().iter().map(|a| folded_finding(p, a)));
+        findings.extend(
+            (tally.aggregates().iter())
+                .map(|a| folded_finding(p, a, counts_of(&shown, &a.outcomes))),
+        );
 
         let mut edges = Vec::new();
         if let Some((since, now)) = window {
@@ -291,7 +342,7 @@ impl Report {
                         port: e.port,
                         service: e.service.to_string(),
                         count: 0,
-                        outcomes: outcomes(&[0; 4]),
+                        outcomes: outcomes(&[0; Outcome::COUNT]),
                         first_seen: None,
                         last_seen: entry.last_seen.clone(),
                         explanation: missing_text(p, e, last),
@@ -413,7 +464,11 @@ impl Report {
 }
 
 /// The finding standing for unknown-host findings folded past a budget.
-fn folded_finding(p: &Policy, a: &crate::state::tally::Aggregate) -> Finding {
+fn folded_finding(
+    p: &Policy,
+    a: &crate::state::tally::Aggregate,
+    outcomes: BTreeMap<&'static str, u64>,
+) -> Finding {
     let list = |v: &[std::net::IpAddr]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let (src_addrs, dst_addrs) = (list(&a.src_addrs), list(&a.dst_addrs));
     let ports: Vec<String> = a.ports.iter().map(u16::to_string).collect();
@@ -427,10 +482,7 @@ fn folded_finding(p: &Policy, a: &crate::state::tally::Aggregate) -> Finding {
         port: 0,
         service: "various".into(),
         count: a.attempts,
-        outcomes: Outcome::ALL
-            .iter()
-            .map(|x| (x.as_str(), a.outcomes[x.index()]))
-            .collect(),
+        outcomes,
         first_seen: Some(a.first.rfc3339()),
         last_seen: Some(a.last.rfc3339()),
         explanation: format!(
@@ -482,17 +534,41 @@ fn unobserved_text(why: Unobserved, window: std::time::Duration) -> String {
     }
 }
 
-fn blocked_text(outcomes: &[u64; 4], expected: &str) -> String {
-    let (refused, unanswered) = (
-        outcomes[Outcome::Refused.index()],
-        outcomes[Outcome::Unanswered.index()],
-    );
-    let how = match (refused, unanswered) {
-        (r, 0) => format!("refused by RST {r}x"),
-        (0, u) => format!("unanswered {u}x (a firewall dropping it?)"),
-        (r, u) => format!("refused {r}x, unanswered {u}x"),
+/// `counts` of the outcomes in `shown`, by name.
+fn counts_of(shown: &[Outcome], counts: &OutcomeCounts) -> BTreeMap<&'static str, u64> {
+    shown
+        .iter()
+        .map(|x| (x.as_str(), counts[x.index()]))
+        .collect()
+}
+
+fn blocked_text(outcomes: &OutcomeCounts, filters: &[u64], expected: &str) -> String {
+    let n = |o: Outcome| outcomes[o.index()];
+    let mut how = match (n(Outcome::Refused), n(Outcome::Unanswered)) {
+        (0, 0) => None,
+        (r, 0) => Some(format!("refused by RST {r}x")),
+        (0, u) => Some(format!("unanswered {u}x (a firewall dropping it?)")),
+        (r, u) => Some(format!("refused {r}x, unanswered {u}x")),
     };
-    format!("blocked: {how}; {expected}")
+    if n(Outcome::Denied) > 0 {
+        let cite = match filters {
+            [] => String::new(),
+            [f] => format!(", filter {f}"),
+            fs => {
+                let ids: Vec<String> = fs.iter().map(u64::to_string).collect();
+                format!(", filters {}", ids.join(", "))
+            }
+        };
+        let denied = format!(
+            "denied by the node's firewall {}x (its log{cite})",
+            n(Outcome::Denied)
+        );
+        how = Some(match how {
+            Some(h) => format!("{h}, {denied}"),
+            None => denied,
+        });
+    }
+    format!("blocked: {}; {expected}", how.unwrap_or_default())
 }
 
 fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) -> String {
@@ -516,4 +592,59 @@ fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) ->
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_finding_says_what_blocked_it_and_cites_the_filters() {
+        let mut o = [0; Outcome::COUNT];
+        o[Outcome::Refused.index()] = 2;
+        assert_eq!(
+            blocked_text(&o, &[], "rule"),
+            "blocked: refused by RST 2x; rule"
+        );
+        o[Outcome::Denied.index()] = 3;
+        assert_eq!(
+            blocked_text(&o, &[7, 9], "rule"),
+            "blocked: refused by RST 2x, denied by the node's firewall 3x (its log, filters 7, 9); rule"
+        );
+        let mut d = [0; Outcome::COUNT];
+        d[Outcome::Denied.index()] = 1;
+        assert_eq!(
+            blocked_text(&d, &[], "rule"),
+            "blocked: denied by the node's firewall 1x (its log); rule"
+        );
+    }
+
+    #[test]
+    fn a_report_shows_the_outcomes_its_sources_can_tell() {
+        let p = crate::config::load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let pl = Pipeline::new(Arc::new(p), crate::state::TrackConfig::default());
+        let vis = Visibility::default();
+        let pcap = SourceFacts::default();
+        let log = SourceFacts::default().with_fidelity(
+            SourceKind::FirewallLog,
+            Some("central".into()),
+            BTreeMap::new(),
+        );
+        let keys = |r: Report| r.summary.outcomes.keys().copied().collect::<Vec<_>>();
+        let packets = ["established", "refused", "unanswered", "unknown"];
+        assert_eq!(
+            keys(Report::build(&pl, vec![pcap.clone()], None, &vis)),
+            packets
+        );
+        assert_eq!(
+            keys(Report::build(&pl, vec![log.clone()], None, &vis)),
+            ["denied", "permitted"]
+        );
+        assert_eq!(
+            keys(Report::build(&pl, vec![pcap, log], None, &vis)).len(),
+            6
+        );
+    }
 }

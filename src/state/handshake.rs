@@ -2,11 +2,10 @@
 //! new 4-tuple), followed until its outcome is known. All expiry is driven
 //! by the timestamps passed in, so a replay answers the same on every run.
 
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::decode::{flow_hash_of, Control, Segment};
+pub use crate::observation::{FlowKey, Outcome};
 use crate::time::Timestamp;
 
 mod due;
@@ -38,40 +37,6 @@ impl Default for TrackConfig {
     }
 }
 
-/// A connection's direction: the client sent the SYN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowKey {
-    pub client: IpAddr,
-    pub client_port: u16,
-    pub server: IpAddr,
-    pub server_port: u16,
-}
-
-/// By hand: the derived hash feeds each `IpAddr` as a discriminant and a
-/// length-prefixed byte slice, five writes where an IPv4 key needs two
-/// words. Equal keys write the same words, as `Eq` requires.
-impl Hash for FlowKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        match (self.client, self.server) {
-            (IpAddr::V4(c), IpAddr::V4(s)) => {
-                h.write_u64(u64::from(c.to_bits()) << 32 | u64::from(s.to_bits()));
-            }
-            (c, s) => {
-                h.write_u128(address_bits(c));
-                h.write_u128(address_bits(s));
-            }
-        }
-        h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
-    }
-}
-
-fn address_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(a) => a.to_bits(),
-    }
-}
-
 impl FlowKey {
     /// The key of a segment sent by the client.
     pub fn from_client(s: &Segment) -> FlowKey {
@@ -91,44 +56,6 @@ impl FlowKey {
             server: s.src,
             server_port: s.src_port,
         }
-    }
-}
-
-/// How a connection attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The listener answered with SYN-ACK.
-    Established,
-    /// The listener (or a firewall for it) answered with RST.
-    Refused,
-    /// No answer within the timeout, and the evidence says one would have
-    /// been seen: the client retransmitted, or replies are visible here.
-    Unanswered,
-    /// No answer, but nothing shows one was due: the capture ended, the
-    /// client gave up, the entry was evicted, or this capture sees no replies.
-    Unknown,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Established,
-        Outcome::Refused,
-        Outcome::Unanswered,
-        Outcome::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Established => "established",
-            Outcome::Refused => "refused",
-            Outcome::Unanswered => "unanswered",
-            Outcome::Unknown => "unknown",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
     }
 }
 

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::map::FastMap;
+use crate::observation::{Observation, Outcome, OutcomeCounts};
 use crate::policy::Peer;
-use crate::state::Outcome;
 use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.
@@ -82,7 +82,7 @@ pub struct FlowRow {
     pub basis: Basis,
     pub attempts: u64,
     pub retransmissions: u64,
-    pub outcomes: [u64; 4],
+    pub outcomes: OutcomeCounts,
     /// Of the established: those inferred from the client's ACK or data
     /// (the SYN-ACK was not captured).
     pub inferred: u64,
@@ -106,7 +106,10 @@ pub struct FindingRow {
     pub service: String,
     pub basis: Basis,
     pub count: u64,
-    pub outcomes: [u64; 4],
+    pub outcomes: OutcomeCounts,
+    /// Host firewall filters cited by its observations (up to
+    /// [`AGGREGATE_SAMPLES`], first seen first).
+    pub filters: Vec<u64>,
     pub first: Timestamp,
     pub last: Timestamp,
 }
@@ -165,7 +168,7 @@ pub struct Aggregate {
     pub src: Peer,
     /// Connection attempts folded in.
     pub attempts: u64,
-    pub outcomes: [u64; 4],
+    pub outcomes: OutcomeCounts,
     pub first: Timestamp,
     pub last: Timestamp,
     /// Up to [`AGGREGATE_SAMPLES`] of each, in first-seen order.
@@ -255,7 +258,7 @@ impl Findings {
                 self.aggregates.push(Aggregate {
                     src,
                     attempts: 0,
-                    outcomes: [0; 4],
+                    outcomes: [0; Outcome::COUNT],
                     first: ts,
                     last: ts,
                     src_addrs: Vec::new(),
@@ -275,7 +278,7 @@ pub struct Tally {
     rows: Capped<FlowRowKey, FlowRow>,
     findings: Findings,
     pub by_verdict: [u64; 4],
-    pub by_outcome: [u64; 4],
+    pub by_outcome: OutcomeCounts,
     /// Established handshakes inferred without their SYN-ACK.
     pub inferred: u64,
     pub retransmissions: u64,
@@ -300,7 +303,7 @@ impl Tally {
             rows: Capped::new(max_rows),
             findings: Findings::new(per_kind, per_source),
             by_verdict: [0; 4],
-            by_outcome: [0; 4],
+            by_outcome: [0; Outcome::COUNT],
             inferred: 0,
             retransmissions: 0,
         }
@@ -339,16 +342,11 @@ impl Tally {
     }
 
     /// A new connection attempt; returns its row for later outcomes.
-    pub fn attempt(
-        &mut self,
-        ts: Timestamp,
-        c: &Classification,
-        src: IpAddr,
-        dst: IpAddr,
-    ) -> RowId {
+    pub fn attempt(&mut self, c: &Classification, obs: &Observation) -> RowId {
+        let ts = obs.ts;
         self.by_verdict[c.verdict as usize] += 1;
         if let Some(kind) = FindingKind::of(c.verdict) {
-            self.finding(kind, ts, c, src, dst, None);
+            self.finding(kind, c, obs, None);
         }
         let key = FlowRowKey {
             src: c.src,
@@ -362,7 +360,7 @@ impl Tally {
             basis: c.basis.clone(),
             attempts: 0,
             retransmissions: 0,
-            outcomes: [0; 4],
+            outcomes: [0; Outcome::COUNT],
             inferred: 0,
             first: ts,
             last: ts,
@@ -381,19 +379,17 @@ impl Tally {
     }
 
     /// An attempt's outcome (`inferred`: established without a captured
-    /// SYN-ACK). A refused or unanswered expected edge becomes a `blocked`
-    /// finding; other findings count how their attempts ended.
-    #[allow(clippy::too_many_arguments)]
+    /// SYN-ACK). A refused, unanswered or denied expected edge becomes a
+    /// `blocked` finding; other findings count how their attempts ended.
     pub fn outcome(
         &mut self,
-        ts: Timestamp,
         row: RowId,
         c: &Classification,
-        src: IpAddr,
-        dst: IpAddr,
+        obs: &Observation,
         o: Outcome,
         inferred: bool,
     ) {
+        let (src, dst) = (obs.key.client, obs.key.server);
         self.by_outcome[o.index()] += 1;
         self.inferred += u64::from(inferred);
         if let Some(id) = row {
@@ -404,8 +400,8 @@ impl Tally {
         match (FindingKind::of(c.verdict), o) {
             // Only site edges are blocked; a refused same-host port is a
             // stopped service, not a firewall.
-            (None, Outcome::Refused | Outcome::Unanswered) if c.is_site_edge() => {
-                self.finding(FindingKind::Blocked, ts, c, src, dst, Some(o))
+            (None, o) if o.is_blocked() && c.is_site_edge() => {
+                self.finding(FindingKind::Blocked, c, obs, Some(o))
             }
             (None, _) => {}
             (Some(kind), _) => {
@@ -425,19 +421,19 @@ impl Tally {
     fn finding(
         &mut self,
         kind: FindingKind,
-        ts: Timestamp,
         c: &Classification,
-        src: IpAddr,
-        dst: IpAddr,
+        obs: &Observation,
         o: Option<Outcome>,
     ) {
+        let (ts, src, dst) = (obs.ts, obs.key.client, obs.key.server);
         let key = finding_key(kind, c, src, dst);
         let Some(f) = self.findings.row(key, || FindingRow {
             key,
             service: c.service.to_string(),
             basis: c.basis.clone(),
             count: 0,
-            outcomes: [0; 4],
+            outcomes: [0; Outcome::COUNT],
+            filters: Vec::new(),
             first: ts,
             last: ts,
         }) else {
@@ -453,6 +449,9 @@ impl Tally {
         f.last = f.last.max(ts);
         if let Some(o) = o {
             f.outcomes[o.index()] += 1;
+        }
+        if let Some(id) = obs.filter {
+            sample(&mut f.filters, id);
         }
     }
 }
@@ -473,6 +472,26 @@ mod tests {
     use super::*;
     use crate::classify::classify;
     use crate::config::load_policy;
+    use crate::observation::{Fate, FlowKey, Initiator, Process, SourceKind};
+
+    /// A packet capture's attempt from `src` to `dst:port`.
+    fn attempt(ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) -> Observation {
+        Observation {
+            ts,
+            key: FlowKey {
+                client: src,
+                client_port: 50_000,
+                server: dst,
+                server_port: port,
+            },
+            initiator: Initiator::Syn,
+            fate: Fate::Attempted,
+            sensor: None,
+            process: Process::default(),
+            filter: None,
+            source: SourceKind::Packets,
+        }
+    }
 
     #[test]
     fn caps_refuse_new_keys_and_count_them() {
@@ -489,7 +508,7 @@ mod tests {
             ("192.0.2.22", 4747),
         ] {
             let c = classify(&p, user, ip(dst), port);
-            t.attempt(Timestamp(1), &c, user, ip(dst));
+            t.attempt(&c, &attempt(Timestamp(1), user, ip(dst), port));
         }
         assert_eq!(t.rows().len(), 2);
         assert_eq!(t.rows_refused(), 1);
@@ -499,7 +518,7 @@ mod tests {
         assert_eq!(t.by_verdict, [1, 2, 0, 0]);
         // A known key still counts after the cap is reached.
         let c = classify(&p, user, ip("192.0.2.11"), 443);
-        let row = t.attempt(Timestamp(2), &c, user, ip("192.0.2.11"));
+        let row = t.attempt(&c, &attempt(Timestamp(2), user, ip("192.0.2.11"), 443));
         assert_eq!(t.row(row.unwrap()).attempts, 2);
     }
 
@@ -517,17 +536,20 @@ mod tests {
             let spoofed = IpAddr::from([100, 64, (i >> 8) as u8, i as u8]);
             let c = classify(&p, spoofed, engine, 4747);
             assert_eq!(c.verdict, Verdict::UnknownHost);
-            t.attempt(Timestamp(u64::from(i)), &c, spoofed, engine);
+            t.attempt(&c, &attempt(Timestamp(u64::from(i)), spoofed, engine, 4747));
         }
         // From a node to an unknown address: another source group.
         let node = ip("192.0.2.11");
         let c = classify(&p, node, ip("100.64.200.1"), 443);
-        t.attempt(Timestamp(2_000), &c, node, ip("100.64.200.1"));
+        t.attempt(
+            &c,
+            &attempt(Timestamp(2_000), node, ip("100.64.200.1"), 443),
+        );
         // A genuine unexpected flow after the flood.
         let user = ip("198.51.100.7");
         let c = classify(&p, user, engine, 4747);
         assert_eq!(c.verdict, Verdict::Unexpected);
-        t.attempt(Timestamp(3_000), &c, user, engine);
+        t.attempt(&c, &attempt(Timestamp(3_000), user, engine, 4747));
 
         let kinds = |t: &Tally, k| t.findings().iter().filter(|f| f.key.kind == k).count();
         assert_eq!(
@@ -555,7 +577,7 @@ mod tests {
         for i in 0..30u8 {
             let u = IpAddr::from([198, 51, 100, i]);
             let c = classify(&p, u, engine, 4747);
-            t.attempt(Timestamp(4_000), &c, u, engine);
+            t.attempt(&c, &attempt(Timestamp(4_000), u, engine, 4747));
         }
         assert_eq!(kinds(&t, FindingKind::Unexpected), 10, "per-source budget");
         assert_eq!(t.findings_refused_of(FindingKind::Unexpected), 20);

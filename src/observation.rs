@@ -1,0 +1,351 @@
+//! Observations: what one sensor saw of one connection. Every source meets
+//! the rest of portwatch at this type.
+//!
+//! - **The type.** An [`Observation`] holds the time, the 4-tuple as a
+//!   [`FlowKey`] (its `client` is the end that initiated the connection),
+//!   how the initiator is known ([`Initiator`]), what is known of the
+//!   connection's fate ([`Fate`]), the site node that logged it (`sensor`,
+//!   when the source is a node's own log), the process where the source
+//!   names it, the firewall filter where it cites one, and the kind of
+//!   source ([`SourceKind`]).
+//! - **Outcomes.** A packet capture sees the handshake: `established`,
+//!   `refused` (RST), `unanswered`, `unknown`. A host's firewall log sees the
+//!   firewall's decision only: `permitted` (let through; whether the
+//!   handshake then completed is not known) and `denied` (dropped or
+//!   blocked, with the filter where the record has it).
+//! - **Fidelity.** Each [`SourceKind`] states what it can and cannot see
+//!   ([`Fidelity`]); the report prints it per source, and no verdict claims
+//!   more than its source saw (a `permitted` is never counted as
+//!   `established`; a source that lost events cannot prove an edge missing).
+//! - **Producing observations.** The handshake tracker makes them from
+//!   packets in two steps: [`Fate::Attempted`] when the SYN is seen, then
+//!   [`Fate::Ended`] with the outcome (same key) when it is known. A record
+//!   reader (firewall log, audit events, flow records) makes one observation
+//!   per record with [`Fate::Ended`] at once, and hands it to
+//!   `Pipeline::observe`: classification, tallies, required-edge evidence,
+//!   findings, metrics, events and reports take it from there exactly as
+//!   for packets. A reader reports the events its sensor lost with
+//!   `Pipeline::sensor_lost` (required edges are then not judged missing
+//!   over that window).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::time::Timestamp;
+
+/// A connection's direction: the client initiated it (sent the SYN, or is
+/// the end a record names as the initiator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub server_port: u16,
+}
+
+/// By hand: the derived hash feeds each `IpAddr` as a discriminant and a
+/// length-prefixed byte slice, five writes where an IPv4 key needs two
+/// words. Equal keys write the same words, as `Eq` requires.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match (self.client, self.server) {
+            (IpAddr::V4(c), IpAddr::V4(s)) => {
+                h.write_u64(u64::from(c.to_bits()) << 32 | u64::from(s.to_bits()));
+            }
+            (c, s) => {
+                h.write_u128(address_bits(c));
+                h.write_u128(address_bits(s));
+            }
+        }
+        h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
+    }
+}
+
+fn address_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
+
+/// How a connection attempt ended, as far as its source can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The listener answered with SYN-ACK.
+    Established,
+    /// The listener (or a firewall for it) answered with RST.
+    Refused,
+    /// No answer within the timeout, and the evidence says one would have
+    /// been seen: the client retransmitted, or replies are visible here.
+    Unanswered,
+    /// No answer, but nothing shows one was due: the capture ended, the
+    /// client gave up, the entry was evicted, or this capture sees no replies.
+    Unknown,
+    /// The host firewall let it through; whether the handshake completed is
+    /// not known.
+    Permitted,
+    /// The host firewall dropped or blocked it.
+    Denied,
+}
+
+impl Outcome {
+    pub const COUNT: usize = 6;
+    pub const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::Established,
+        Outcome::Refused,
+        Outcome::Unanswered,
+        Outcome::Unknown,
+        Outcome::Permitted,
+        Outcome::Denied,
+    ];
+    /// What a packet capture can tell.
+    pub const PACKET: [Outcome; 4] = [
+        Outcome::Established,
+        Outcome::Refused,
+        Outcome::Unanswered,
+        Outcome::Unknown,
+    ];
+    /// What a host firewall's log can tell.
+    pub const FIREWALL: [Outcome; 2] = [Outcome::Permitted, Outcome::Denied];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Established => "established",
+            Outcome::Refused => "refused",
+            Outcome::Unanswered => "unanswered",
+            Outcome::Unknown => "unknown",
+            Outcome::Permitted => "permitted",
+            Outcome::Denied => "denied",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// An outcome that says the connection did not get through: on an
+    /// expected edge between nodes, a `blocked` finding.
+    pub fn is_blocked(self) -> bool {
+        matches!(
+            self,
+            Outcome::Refused | Outcome::Unanswered | Outcome::Denied
+        )
+    }
+}
+
+/// Counts by [`Outcome::index`].
+pub type OutcomeCounts = [u64; Outcome::COUNT];
+
+/// How the initiator (the key's `client`) is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Initiator {
+    /// Its SYN was seen.
+    Syn,
+    /// The record says which way the connection went (a firewall log's
+    /// `path`, an audit event's `Direction`).
+    Logged,
+    /// Guessed (from ports or flags) by a source that does not say: may be
+    /// the wrong way round.
+    Inferred,
+}
+
+/// What is known of a connection's fate at the time of an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// The attempt was seen (a SYN); its outcome follows in a later
+    /// observation of the same key. Only the handshake tracker says this.
+    Attempted,
+    /// The outcome (for a record: the attempt and its outcome at once).
+    /// `inferred`: established from the client's ACK or data, the
+    /// SYN-ACK itself not captured.
+    Ended { outcome: Outcome, inferred: bool },
+}
+
+/// The process that owned the connection's socket, where the source names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    pub executable: Option<Arc<str>>,
+    pub pid: Option<u32>,
+}
+
+impl Process {
+    pub fn is_known(&self) -> bool {
+        self.executable.is_some() || self.pid.is_some()
+    }
+}
+
+/// The kind of source an observation came from: a closed set, so metric
+/// labels and the fidelity table stay bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Packets (pcap, pcapng, a live interface).
+    #[default]
+    Packets,
+    /// The Windows Defender Firewall log, `pfirewall.log`.
+    FirewallLog,
+    /// Windows Filtering Platform audit events 5156/5157/5152 (EVTX or
+    /// NDJSON).
+    WfpEvents,
+}
+
+/// What a kind of source can see. `false` means the source is blind to it,
+/// so its silence proves nothing there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Fidelity {
+    /// The attempt's SYN (every attempt, retransmissions told apart).
+    pub attempts: bool,
+    /// A completed handshake (SYN-ACK, or the client's ACK after it).
+    pub handshake: bool,
+    /// A refusal by the listening host (RST).
+    pub host_rst: bool,
+    /// The host firewall's decision (permitted, denied).
+    pub firewall_decision: bool,
+    /// The filter that decided.
+    pub filter: bool,
+    /// The process owning the socket.
+    pub process: bool,
+    /// Connections open before the source started (their later segments).
+    pub open_before: bool,
+    /// Its own losses (capture drops, lost events).
+    pub losses: bool,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::Packets,
+        SourceKind::FirewallLog,
+        SourceKind::WfpEvents,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Packets => "packets",
+            SourceKind::FirewallLog => "firewall_log",
+            SourceKind::WfpEvents => "wfp_events",
+        }
+    }
+
+    /// The outcomes this kind of source can report.
+    pub fn outcomes(self) -> &'static [Outcome] {
+        match self {
+            SourceKind::Packets => &Outcome::PACKET,
+            SourceKind::FirewallLog | SourceKind::WfpEvents => &Outcome::FIREWALL,
+        }
+    }
+
+    pub fn fidelity(self) -> Fidelity {
+        match self {
+            SourceKind::Packets => Fidelity {
+                attempts: true,
+                handshake: true,
+                host_rst: true,
+                firewall_decision: false,
+                filter: false,
+                process: false,
+                open_before: true,
+                losses: true,
+            },
+            // One line per allowed connection or dropped packet; no filter
+            // and no process (the `pid` column of newer builds aside).
+            SourceKind::FirewallLog => Fidelity {
+                attempts: true,
+                handshake: false,
+                host_rst: false,
+                firewall_decision: true,
+                filter: false,
+                process: false,
+                open_before: false,
+                losses: true,
+            },
+            SourceKind::WfpEvents => Fidelity {
+                attempts: true,
+                handshake: false,
+                host_rst: false,
+                firewall_decision: true,
+                filter: true,
+                process: true,
+                open_before: false,
+                losses: false,
+            },
+        }
+    }
+}
+
+/// What one sensor saw of one connection. See the module documentation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub ts: Timestamp,
+    /// `client` is the initiator.
+    pub key: FlowKey,
+    pub initiator: Initiator,
+    pub fate: Fate,
+    /// The site node whose own log this is; `None` for a capture (whose
+    /// sensors are the `--sensor` nodes, if any).
+    pub sensor: Option<Arc<str>>,
+    pub process: Process,
+    /// The host firewall filter that decided (WFP `FilterRTID`).
+    pub filter: Option<u64>,
+    pub source: SourceKind,
+}
+
+impl Observation {
+    /// A record's observation: the attempt and its outcome at once.
+    pub fn record(ts: Timestamp, key: FlowKey, outcome: Outcome, source: SourceKind) -> Self {
+        Observation {
+            ts,
+            key,
+            initiator: Initiator::Logged,
+            fate: Fate::Ended {
+                outcome,
+                inferred: false,
+            },
+            sensor: None,
+            process: Process::default(),
+            filter: None,
+            source,
+        }
+    }
+
+    /// The outcome, if this observation carries one.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.fate {
+            Fate::Attempted => None,
+            Fate::Ended { outcome, .. } => Some(outcome),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_reports_only_outcomes_its_fidelity_allows() {
+        for kind in SourceKind::ALL {
+            let f = kind.fidelity();
+            for o in kind.outcomes() {
+                let allowed = match o {
+                    Outcome::Established => f.handshake,
+                    Outcome::Refused => f.host_rst,
+                    Outcome::Unanswered | Outcome::Unknown => f.attempts,
+                    Outcome::Permitted | Outcome::Denied => f.firewall_decision,
+                };
+                assert!(allowed, "{} reports {}", kind.as_str(), o.as_str());
+            }
+        }
+        assert!(!SourceKind::FirewallLog
+            .outcomes()
+            .contains(&Outcome::Established));
+    }
+
+    #[test]
+    fn outcome_indexes_follow_all() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+        assert!(Outcome::Denied.is_blocked() && !Outcome::Permitted.is_blocked());
+    }
+}
