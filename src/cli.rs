@@ -63,7 +63,8 @@ impl LogLevel {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate a site file (and rules file): every problem, with file, line and field.
+    /// Validate a site file (and rules file): every problem, with file, line and field;
+    /// when valid, the services each node runs and where they come from.
     #[command(after_help = EXIT_CODES)]
     Check(SiteArgs),
     /// Print the ports each node needs open and every expected edge.

@@ -55,6 +55,18 @@ impl std::error::Error for ConfigError {}
 pub struct Diagnostics {
     file: PathBuf,
     found: Vec<Diagnostic>,
+    /// Keys the parse renamed (see [`parse_yaml_all`]): positions read
+    /// from the renamed text are moved back to the file's.
+    shifts: Vec<Shift>,
+}
+
+/// A key renamed on `line` at `column`: what follows it on that line moved
+/// by `delta` characters.
+#[derive(Clone, Copy, Debug)]
+struct Shift {
+    line: u64,
+    column: u64,
+    delta: i64,
 }
 
 impl Diagnostics {
@@ -62,7 +74,17 @@ impl Diagnostics {
         Diagnostics {
             file: file.to_path_buf(),
             found: Vec::new(),
+            shifts: Vec::new(),
         }
+    }
+
+    /// The column in the file of `column` on `line` of the renamed text.
+    fn unshift(&self, line: u64, column: u64) -> u64 {
+        let moved: i64 = (self.shifts.iter())
+            .filter(|s| s.line == line && s.column < column)
+            .map(|s| s.delta)
+            .sum();
+        column.saturating_add_signed(-moved)
     }
 
     pub fn file(&self) -> &Path {
@@ -70,13 +92,7 @@ impl Diagnostics {
     }
 
     pub fn at(&mut self, loc: &Location, field: impl Into<String>, message: impl Into<String>) {
-        self.found.push(Diagnostic {
-            file: self.file.clone(),
-            line: loc.line(),
-            column: loc.column(),
-            field: field.into(),
-            message: message.into(),
-        });
+        self.push_raw(loc.line(), loc.column(), field.into(), message.into());
     }
 
     pub fn on<T>(
@@ -92,7 +108,7 @@ impl Diagnostics {
         self.found.push(Diagnostic {
             file: self.file.clone(),
             line,
-            column,
+            column: self.unshift(line, column),
             field,
             message,
         });
@@ -104,26 +120,114 @@ impl Diagnostics {
 
     /// `Ok(value)` when nothing was found, otherwise every diagnostic sorted
     /// by position.
-    pub fn finish<T>(mut self, value: T) -> Result<T, ConfigError> {
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
         if self.found.is_empty() {
             return Ok(value);
         }
+        Err(self.into_error())
+    }
+
+    /// Every diagnostic, sorted by position.
+    pub fn into_error(mut self) -> ConfigError {
         self.found.sort_by_key(|d| (d.line, d.column));
-        Err(ConfigError {
+        ConfigError {
             diagnostics: self.found,
-        })
+        }
     }
 }
 
-/// Parse YAML into the raw mirror type, turning a syntax or schema error
-/// (unknown field, wrong type) into a located diagnostic: position from
-/// serde-saphyr, field path from serde_path_to_error (block and flow style
-/// alike). serde stops at the first such error; semantic checks after it
-/// report everything at once.
+/// Parse YAML into the raw mirror type; every problem is a located
+/// diagnostic: position from serde-saphyr, field path from
+/// serde_path_to_error (block and flow style alike). See [`parse_yaml_all`].
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
+    let (value, d) = parse_yaml_all(file, text);
+    match value {
+        Some(v) => d.finish(v),
+        None => Err(d.into_error()),
+    }
+}
+
+/// At most this many schema errors are reported for one file.
+const MAX_SCHEMA_ERRORS: usize = 64;
+
+/// Parse YAML into the raw mirror type, collecting schema errors rather
+/// than stopping at the first: serde stops at an unknown field, so the
+/// field is reported, then read as the field it is a near miss of
+/// (`adresses` as `addresses`) or blanked out, and the parse starts again.
+/// Blanking keeps every byte offset, so later positions stay true. Any
+/// other syntax or schema error ends the parse (`None`); so does an unknown
+/// field in flow style, which cannot be cut out line by line. The
+/// diagnostics returned go on collecting the loader's semantic problems.
+pub fn parse_yaml_all<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> (Option<T>, Diagnostics) {
+    let mut text = text.to_string();
+    let mut d = Diagnostics::new(file);
+    // Where a key was just renamed to its near miss: a duplicate key next
+    // means the mapping has that field already, and the key is blanked.
+    let mut renamed_at: Option<usize> = None;
+    while d.found.len() < MAX_SCHEMA_ERRORS {
+        let (e, path) = match attempt::<T>(&text) {
+            Ok(v) => return (Some(v), d),
+            Err(e) => *e,
+        };
+        let inner = innermost(&e);
+        let offset = (e.location().and_then(|l| l.span().byte_offset()))
+            .and_then(|o| usize::try_from(o).ok());
+        if let (serde_saphyr::Error::DuplicateMappingKey { .. }, Some(at)) = (inner, renamed_at) {
+            if blank_entry(&mut text, at) {
+                renamed_at = None;
+                continue;
+            }
+        }
+        renamed_at = None;
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let mut message = schema_message(&e.to_string());
+        let field = path
+            .filter(|p| p != ".")
+            .unwrap_or_else(|| "(value)".into());
+        let repaired = match (inner, offset) {
+            (
+                serde_saphyr::Error::SerdeUnknownField {
+                    field: key,
+                    expected,
+                    ..
+                },
+                Some(at),
+            ) => match near_miss(key, expected) {
+                Some(good) if rename_key(&mut text, at, key, good) => {
+                    message.push_str(&format!("; did you mean `{good}`?"));
+                    renamed_at = Some(at);
+                    d.shifts.push(Shift {
+                        line,
+                        column,
+                        delta: good.chars().count() as i64 - key.chars().count() as i64,
+                    });
+                    true
+                }
+                _ => blank_entry(&mut text, at),
+            },
+            _ => false,
+        };
+        d.push_raw(line, column, field, message);
+        if !repaired {
+            return (None, d);
+        }
+    }
+    (None, d)
+}
+
+/// One strict parse; on failure the error and the field path it stopped at.
+fn attempt<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, Box<(serde_saphyr::Error, Option<String>)>> {
     // serde_path_to_error tracks the field path as serde walks the value;
     // the error keeps only the position, so the path is kept aside.
     let mut path = None;
@@ -133,23 +237,91 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
             e.into_inner()
         })
     })
-    .map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        ConfigError {
-            diagnostics: vec![Diagnostic {
-                file: file.to_path_buf(),
-                line,
-                column,
-                field: path
-                    .filter(|p| p != ".")
-                    .unwrap_or_else(|| "(value)".into()),
-                message: schema_message(&e.to_string()),
-            }],
+    .map_err(|e| Box::new((e, path)))
+}
+
+fn innermost(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = e
+    {
+        e = error;
+    }
+    e
+}
+
+/// The expected field `key` is a typo of: one edit per four characters.
+fn near_miss<'a>(key: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let limit = key.chars().count().div_ceil(4);
+    let mut close = expected.iter().filter(|e| edit_distance(key, e) <= limit);
+    match (close.next(), close.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
         }
-    })
+    }
+    row[b.len()]
+}
+
+/// Replace the key written plainly at byte `at` by `good`.
+fn rename_key(text: &mut String, at: usize, key: &str, good: &str) -> bool {
+    if text.get(at..at + key.len()) != Some(key) {
+        return false;
+    }
+    text.replace_range(at..at + key.len(), good);
+    true
+}
+
+/// Blank out, with spaces, the block-style mapping entry whose key starts
+/// at byte `at`: the rest of its line and the lines indented deeper (or
+/// list items at its own indent, which YAML allows under a key).
+fn blank_entry(text: &mut String, at: usize) -> bool {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let lead = &text[line_start..at];
+    if !lead.chars().all(|c| c == ' ' || c == '-') {
+        return false;
+    }
+    let column = lead.len();
+    let mut end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let mut next = end + 1;
+    while next < text.len() {
+        let line_end = text[next..].find('\n').map_or(text.len(), |i| next + i);
+        let line = &text[next..line_end];
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        let inside = body.is_empty()
+            || indent > column
+            || (indent == column && (body == "-" || body.starts_with("- ")));
+        if !inside {
+            break;
+        }
+        if !body.is_empty() {
+            end = line_end;
+        }
+        next = line_end + 1;
+    }
+    let blanked: String = (text[at..end].chars())
+        .map(|c| match c {
+            '\n' | '\r' => c.to_string(),
+            _ => " ".repeat(c.len_utf8()),
+        })
+        .collect();
+    text.replace_range(at..end, &blanked);
+    true
 }
 
 /// serde-saphyr renders "error: line L column C: MESSAGE" then a snippet;
@@ -261,6 +433,47 @@ mod tests {
             field("site: s\nnodes:\n  - {name: a, roles: [1,\n     x]}\n"),
             ("nodes[0].roles[1]".into(), 4)
         );
+    }
+
+    fn all(yaml: &str) -> (bool, Vec<(u64, u64, String)>) {
+        let (v, d) = parse_yaml_all::<Site>(Path::new("s.yaml"), yaml);
+        let found = d.into_error().diagnostics;
+        let found = found.into_iter().map(|d| (d.line, d.column, d.field));
+        (v.is_some(), found.collect())
+    }
+
+    #[test]
+    fn schema_errors_are_collected_past_unknown_fields() {
+        // A near miss is read as the field; a block value under an unknown
+        // key (list items at the key's indent too) is blanked out.
+        let (parsed, found) = all(
+            "site: s\nnodes:\n  - nme: a\n    shape:\n    - x\n    - {y: 1}\n    roles: [1]\n  - name: b\n    rols: [2]\nextra: 1\n",
+        );
+        assert!(parsed);
+        let want = [
+            (3, 5, "nodes[0].nme"),
+            (4, 5, "nodes[0].shape"),
+            (9, 5, "nodes[1].rols"),
+            (10, 1, "extra"),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(l, c, f)| (*l, *c, f.to_string()))
+            .collect();
+        assert_eq!(found, want);
+        // A near miss of a field the mapping already has: skipped instead.
+        let (parsed, found) = all("site: s\nnodes:\n  - roles: [1]\n    name: a\n    rols: [2]\n");
+        assert!(parsed);
+        assert_eq!(found, [(5, 5, "nodes[0].rols".to_string())]);
+        // Flow style cannot be cut line by line: the parse stops there,
+        // with what it found before.
+        let (parsed, found) = all("site: s\nnodes:\n  - {name: a, colour: red}\n");
+        assert!(!parsed);
+        assert_eq!(found, [(3, 15, "nodes[0].colour".to_string())]);
+        // Any other schema error ends the parse too.
+        let (parsed, found) = all("site: s\nnodez: []\nnodes: [{name: [x]}]\n");
+        assert!(!parsed);
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 
     #[test]

@@ -373,3 +373,137 @@ fn max_flows_zero_is_refused() {
         assert!(err.contains("'0' for '--max-flows"), "{cmd}: {err}");
     }
 }
+
+/// stdout of a `check` that must pass.
+fn checked(site: &Path) -> String {
+    let o = check(site, None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The row of `check`'s services table for `node`.
+fn services_row<'a>(out: &'a str, node: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no row for {node}:\n{out}"))
+}
+
+/// `check` says which services each node runs and where they come from:
+/// a node with only `roles:` gets every default of its roles (the central
+/// role's include QPS and QES), a `services:` list replaces them.
+#[test]
+fn check_lists_each_nodes_services_and_their_origin() {
+    let f = write(
+        "origin.yaml",
+        "site: t\nnodes:\n  - name: central\n    addresses: [192.0.2.10]\n    roles: [central]\n  - name: lean\n    addresses: [192.0.2.11]\n    roles: [central]\n    services: [qrs, qrd, qsd]\n",
+    );
+    let out = checked(&f);
+    let policy = portwatch::config::load_policy(&f, None).unwrap().policy;
+    let mut defaults = policy.model.role("central").unwrap().services.clone();
+    defaults.sort();
+    assert!(defaults.contains(&"qps".to_string()) && defaults.contains(&"qes".to_string()));
+    for (node, from, named) in [
+        ("central", "role defaults (central)", defaults.join(", ")),
+        ("lean", "services: list", "qrd, qrs, qsd".to_string()),
+    ] {
+        let row = services_row(&out, node);
+        assert!(row.contains(from), "{row}");
+        let n = policy.site.node(node).unwrap();
+        let started = n.services.len() - named.split(", ").count();
+        assert!(
+            row.contains(&format!("{named} (+{started} they start)")),
+            "{row}"
+        );
+    }
+    assert!(
+        out.contains("A node without `services:` runs every default of its roles"),
+        "{out}"
+    );
+    // The bundled sites list services on every node: no hint there.
+    let bundled = checked(&site_path("multi-node"));
+    assert!(services_row(&bundled, "proxy").contains("services: list"));
+    assert!(!bundled.contains("A node without"), "{bundled}");
+}
+
+/// A node's `services:` takes the Windows service names an admin sees in
+/// the Services console (display or service name, any case); the
+/// scheduler's, shared by the manager and the worker, is told apart by the
+/// node's roles, or refused with both ids named.
+#[test]
+fn windows_service_names_are_accepted_and_shown() {
+    let f = write(
+        "windows.yaml",
+        "site: t\nnodes:\n  - name: central\n    addresses: [192.0.2.10]\n    roles: [central]\n    services: [Qlik Sense Proxy Service, QlikSenseRepositoryService, qlik sense scheduler service, qsd]\n  - name: sched\n    addresses: [192.0.2.31]\n    roles: [scheduler]\n    services: [\"Qlik Sense Scheduler Service\", Qlik Sense Repository Service]\n",
+    );
+    let out = checked(&f);
+    assert!(
+        services_row(&out, "central").contains("qps, qrs, qsd, qss-manager (+"),
+        "{out}"
+    );
+    assert!(
+        services_row(&out, "sched").contains("qrs, qss-worker (+"),
+        "{out}"
+    );
+
+    let bad = write(
+        "windows-bad.yaml",
+        "site: t\nnodes:\n  - name: both\n    addresses: [192.0.2.10]\n    roles: [central, scheduler]\n    services: [Qlik Sense Scheduler Service, Qlik Sense Proxy Servce]\n",
+    );
+    let o = check(&bad, None);
+    assert_bad(
+        &o,
+        &bad,
+        6,
+        16,
+        "nodes[0].services[0]",
+        "`Qlik Sense Scheduler Service` runs as `qss-manager`",
+    );
+    assert_bad(&o, &bad, 6, 16, "nodes[0].services[0]", "or `qss-worker`");
+    // The unknown one: the list pairs ids with the names on the node.
+    assert_bad(
+        &o,
+        &bad,
+        6,
+        46,
+        "nodes[0].services[1]",
+        "known: qps (Qlik Sense Proxy Service), qes (Qlik Sense Engine Service)",
+    );
+}
+
+/// A schema error no longer hides the rest: a misspelled key is reported
+/// (with the name it is a near miss of) and read as that name, an unknown
+/// key is skipped, and the semantic checks still run, every problem
+/// located in the file as written.
+#[test]
+fn schema_errors_are_reported_with_every_other_problem() {
+    let f = write(
+        "schema.yaml",
+        "site: t\nnodes:\n  - name: a\n    adresses: [192.0.2.1, 192.0.2.300]\n    roles: [central, wizard]\n  - name: b\n    addresses: [192.0.2.2]\n    colour:\n      - red\n      - blue\n    roles: [engine]\nuser_network:\n  - name: u\n    cidrs: [198.51.100.7/24]\n",
+    );
+    let o = check(&f, None);
+    let want = [
+        (4, 5, "nodes[0].adresses", "did you mean `addresses`?"),
+        // Found in the value of the misspelled key, at its column as written.
+        (
+            4,
+            27,
+            "nodes[0].addresses[1]",
+            "`192.0.2.300` is not an IPv4",
+        ),
+        (5, 22, "nodes[0].roles[1]", "unknown role `wizard`"),
+        (8, 5, "nodes[1].colour", "unknown field `colour`"),
+        (12, 1, "user_network", "did you mean `user_networks`?"),
+        (
+            14,
+            13,
+            "user_networks[0].cidrs[0]",
+            "did you mean 198.51.100.0/24?",
+        ),
+    ];
+    for (line, column, field, says) in want {
+        assert_bad(&o, &f, line, column, field, says);
+    }
+    let err = stderr(&o);
+    let errors = err.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(errors, want.len(), "{err}");
+}

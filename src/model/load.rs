@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::raw::RawModel;
 use super::{Client, Model, PortRule, Role, Scope, Selector, Service};
-use crate::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
+use crate::diag::{parse_duration, parse_port, parse_yaml_all, ConfigError, Diagnostics};
 
 /// The models built into the binary: (id, file name, text).
 pub const BUNDLED_MODELS: &[(&str, &str, &str)] = &[
@@ -30,8 +30,10 @@ const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 
 
 /// Parse and check a rules file's text; `file` is used in diagnostics only.
 pub fn load_model(file: &Path, text: &str) -> Result<Model, ConfigError> {
-    let raw: RawModel = parse_yaml(file, text)?;
-    let mut d = Diagnostics::new(file);
+    let (raw, mut d) = parse_yaml_all::<RawModel>(file, text);
+    let Some(raw) = raw else {
+        return Err(d.into_error());
+    };
 
     let default_window = match &raw.defaults.window {
         Some(w) => parse_duration(&w.value).unwrap_or_else(|e| {
@@ -80,6 +82,7 @@ pub fn load_model(file: &Path, text: &str) -> Result<Model, ConfigError> {
             name: s.name.clone(),
             starts: s.starts.iter().map(|x| x.value.clone()).collect(),
             external: s.external,
+            windows: s.windows.clone(),
         });
     }
 

@@ -51,6 +51,25 @@ pub struct Service {
     pub name: String,
     pub starts: Vec<String>,
     pub external: bool,
+    /// Display name of the Windows service, e.g. "Qlik Sense Proxy Service".
+    pub windows: Option<String>,
+}
+
+/// What a site's service entry names (see [`Model::node_service`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Named<'a> {
+    Service(&'a Service),
+    /// A Windows service several model services run as, and the node's
+    /// roles do not pick one.
+    Ambiguous(Vec<&'a Service>),
+    Unknown,
+}
+
+/// A name reduced to its lower-case letters and digits.
+fn squash(s: &str) -> String {
+    (s.chars().filter(|c| c.is_alphanumeric()))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +125,52 @@ impl Model {
 
     pub fn rule(&self, id: RuleId) -> &PortRule {
         &self.rules[id.0]
+    }
+
+    /// What a node's `services:` entry names: a service id, or the display
+    /// name of the Windows service it runs as (case, spaces and punctuation
+    /// ignored, so the service name `QlikSenseProxyService` works too). A
+    /// display name several services share is the one the node's roles
+    /// list by default.
+    pub fn node_service(&self, name: &str, roles: &[String]) -> Named<'_> {
+        if let Some(s) = self.service(name) {
+            return Named::Service(s);
+        }
+        let key = squash(name);
+        let all: Vec<&Service> = (self.services.iter())
+            .filter(|s| s.windows.as_deref().is_some_and(|w| squash(w) == key))
+            .collect();
+        let by_role: Vec<&Service> = (all.iter().copied())
+            .filter(|s| {
+                (roles.iter().filter_map(|r| self.role(r))).any(|r| r.services.contains(&s.id))
+            })
+            .collect();
+        match (all.as_slice(), by_role.as_slice()) {
+            ([], _) => Named::Unknown,
+            ([s], _) | (_, [s]) => Named::Service(s),
+            _ => Named::Ambiguous(all),
+        }
+    }
+
+    /// The services a site may name, for an error message: those that run
+    /// as Windows services with their display names first, then the rest.
+    pub fn known_services(&self) -> String {
+        let (windows, rest): (Vec<&Service>, Vec<&Service>) =
+            self.services.iter().partition(|s| s.windows.is_some());
+        let mut out: Vec<String> = (windows.iter())
+            .map(|s| format!("{} ({})", s.id, s.windows.as_deref().unwrap_or_default()))
+            .collect();
+        let rest: Vec<&str> = rest.iter().map(|s| s.id.as_str()).collect();
+        if out.is_empty() {
+            return rest.join(", ");
+        }
+        if !rest.is_empty() {
+            out.push(format!(
+                "and the services these start or reach: {}",
+                rest.join(", ")
+            ));
+        }
+        out.join(", ")
     }
 
     /// The services a node runs: what its roles and explicit list name, and

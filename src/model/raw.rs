@@ -37,6 +37,9 @@ pub struct RawService {
     /// Runs outside the site's nodes (license backend, file share, map server).
     #[serde(default)]
     pub external: bool,
+    /// The display name of the Windows service it runs as, which a site's
+    /// `services:` may give instead of the id.
+    pub windows: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

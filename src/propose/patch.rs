@@ -39,16 +39,13 @@ pub fn patched_site(base: &Site, model: &Model, inf: &Inferred, allow: &[AllowEn
     let mut s = base.clone();
     for n in &inf.nodes {
         let e = &n.entry;
-        let services = match &e.services {
-            Some(list) => model.expand_services([], list),
-            None => model.expand_services(e.roles.iter().map(String::as_str), &[]),
-        };
-        s.nodes.push(Node {
-            name: e.name.clone(),
-            addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-            roles: e.roles.clone(),
-            services,
-        });
+        s.nodes.push(Node::new(
+            model,
+            e.name.clone(),
+            e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+            e.roles.clone(),
+            e.services.clone(),
+        ));
     }
     if !inf.user_networks.is_empty() {
         if !s.user_networks_declared {

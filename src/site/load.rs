@@ -11,8 +11,8 @@ use super::raw::{RawEdgeSpec, RawSite};
 use super::{
     EdgeSpec, External, Monitoring, Node, Pos, Site, UserNetwork, DEFAULT_SENSOR_PORT, MONITORING,
 };
-use crate::diag::{parse_duration, parse_port, parse_yaml, ConfigError, Diagnostics};
-use crate::model::Model;
+use crate::diag::{parse_duration, parse_port, parse_yaml_all, ConfigError, Diagnostics};
+use crate::model::{Model, Named};
 
 /// Names an endpoint may not take: they are labels portwatch uses itself.
 pub const RESERVED_NAMES: &[&str] = &["unknown", "localhost", "other"];
@@ -32,8 +32,10 @@ pub fn model_id_of(text: &str) -> Option<(String, u64, u64)> {
 }
 
 pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigError> {
-    let raw: RawSite = parse_yaml(file, text)?;
-    let mut d = Diagnostics::new(file);
+    let (raw, mut d) = parse_yaml_all::<RawSite>(file, text);
+    let Some(raw) = raw else {
+        return Err(d.into_error());
+    };
 
     if let Some(m) = &raw.model {
         if m.value != model.id {
@@ -79,12 +81,7 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         .map(|r| r.id.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let known_services = model
-        .services
-        .iter()
-        .map(|s| s.id.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let known_services = model.known_services();
     let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
 
     let mut nodes = Vec::new();
@@ -133,40 +130,28 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
                 );
             }
         }
-        let explicit: Vec<String> = match &n.services {
-            Some(list) => {
-                for (j, s) in list.iter().enumerate() {
-                    if model.service(&s.value).is_none() {
-                        d.on(
-                            s,
-                            format!("nodes[{i}].services[{j}]"),
-                            format!("unknown service `{}`; known: {known_services}", s.value),
-                        );
-                    }
-                }
-                list.iter().map(|s| s.value.clone()).collect()
-            }
-            None => Vec::new(),
-        };
-        if n.roles.is_empty() && explicit.is_empty() {
+        let roles: Vec<String> = n.roles.iter().map(|r| r.value.clone()).collect();
+        let listed = n.services.as_ref().map(|list| {
+            (list.iter().enumerate())
+                .filter_map(|(j, s)| {
+                    node_service(model, &mut d, s, &roles, (i, j), &known_services)
+                })
+                .collect::<Vec<String>>()
+        });
+        if n.roles.is_empty() && n.services.as_ref().map_or(true, Vec::is_empty) {
             d.on(
                 &n.name,
                 format!("nodes[{i}].roles"),
                 "a node needs roles or services",
             );
         }
-        let roles: Vec<String> = n.roles.iter().map(|r| r.value.clone()).collect();
-        let services = if n.services.is_some() {
-            model.expand_services([], &explicit)
-        } else {
-            model.expand_services(roles.iter().map(String::as_str), &[])
-        };
-        nodes.push(Node {
-            name: n.name.value.clone(),
+        nodes.push(Node::new(
+            model,
+            n.name.value.clone(),
             addresses,
             roles,
-            services,
-        });
+            listed,
+        ));
     }
     if raw.nodes.is_empty() {
         d.on(&raw.site, "nodes", "a site needs at least one node");
@@ -366,6 +351,32 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         overrides,
         monitoring,
     })
+}
+
+/// The model id of a node's `services:` entry (an id or a Windows service
+/// name), or a diagnostic.
+fn node_service(
+    model: &Model,
+    d: &mut Diagnostics,
+    s: &Spanned<String>,
+    roles: &[String],
+    (i, j): (usize, usize),
+    known: &str,
+) -> Option<String> {
+    let message = match model.node_service(&s.value, roles) {
+        Named::Service(svc) => return Some(svc.id.clone()),
+        Named::Unknown => format!("unknown service `{}`; known: {known}", s.value),
+        Named::Ambiguous(all) => format!(
+            "`{}` runs as {}; the node's roles do not say which: name the id",
+            s.value,
+            all.iter()
+                .map(|x| format!("`{}` ({})", x.id, x.name))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    };
+    d.on(s, format!("nodes[{i}].services[{j}]"), message);
+    None
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {

@@ -12,13 +12,60 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::model::Model;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
     pub addresses: Vec<IpAddr>,
     pub roles: Vec<String>,
+    /// Where the services come from, and the ones named there, before
+    /// what they start.
+    pub services_from: ServicesFrom,
+    pub named_services: Vec<String>,
     /// Every service that runs here, expanded through the model.
     pub services: Vec<String>,
+}
+
+/// Where a node's services come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServicesFrom {
+    /// No `services:` list: the defaults of its roles.
+    RoleDefaults,
+    /// Its `services:` list, which replaces the roles' defaults.
+    List,
+}
+
+impl Node {
+    /// A node running the services of `listed` (model ids), or its roles'
+    /// defaults when there is no list, and what those start.
+    pub fn new(
+        model: &Model,
+        name: String,
+        addresses: Vec<IpAddr>,
+        roles: Vec<String>,
+        listed: Option<Vec<String>>,
+    ) -> Node {
+        let (services_from, mut named_services) = match listed {
+            Some(list) => (ServicesFrom::List, list),
+            None => {
+                let defaults = roles.iter().filter_map(|r| model.role(r));
+                let named = defaults.flat_map(|r| r.services.clone()).collect();
+                (ServicesFrom::RoleDefaults, named)
+            }
+        };
+        named_services.sort();
+        named_services.dedup();
+        let services = model.expand_services([], &named_services);
+        Node {
+            name,
+            addresses,
+            roles,
+            services_from,
+            named_services,
+            services,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
