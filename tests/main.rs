@@ -16,6 +16,7 @@
 //!   queries against a real Prometheus, and the systemd unit.
 //! - `propose`: sites and patches inferred from traffic, applied and
 //!   replayed: the bundled sites round trip, a removed node, extra traffic.
+//! - `readme`: the README's marked console examples, run as written.
 //! - `layering`: no module of `src/` imports one above it in the layer list
 //!   of `src/lib.rs`.
 //! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
@@ -60,6 +61,7 @@ mod package;
 mod prereq;
 mod privileges;
 mod propose;
+mod readme;
 mod scenarios;
 mod stdout;
 mod util;
