@@ -414,3 +414,82 @@ fn expect_format_dot_is_graphviz_with_every_expected_edge() {
     let svg = String::from_utf8(svg.stdout).unwrap();
     assert!(svg.contains("id=\"node:central\"") && svg.contains("id=\"edge:proxy:central:4242\""));
 }
+
+/// The site of a newcomer's audit: the central node, two proxies, three
+/// engines and a scheduler.
+const SEVEN_NODES: &str = "site: seven\nnodes:\n  - {name: central, addresses: [192.0.2.10], roles: [central]}\n  - {name: proxy1, addresses: [192.0.2.11], roles: [proxy]}\n  - {name: proxy2, addresses: [192.0.2.12], roles: [proxy]}\n  - {name: engine1, addresses: [192.0.2.21], roles: [engine]}\n  - {name: engine2, addresses: [192.0.2.22], roles: [engine]}\n  - {name: engine3, addresses: [192.0.2.23], roles: [engine]}\n  - {name: scheduler, addresses: [192.0.2.31], roles: [scheduler]}\nuser_networks:\n  - {name: corp-users, cidrs: [198.51.100.0/24]}\n";
+
+/// Why a required edge is `not_observed` is on the page, as the JSON
+/// report says it: in its own column and as the row's hover text in the
+/// edge table, and in the diagram line's hover text. Those lines are
+/// faint (a switch hides them) and their table is folded while other
+/// edges have a verdict. A 7-node site in headless Chromium, both layouts.
+#[test]
+fn browser_html_report_says_why_an_edge_is_not_observed() {
+    if !needs(
+        "browser report test",
+        false,
+        &["chromium", "dot", "timeout"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("browser-not-observed");
+    let site = dir.0.join("seven.yaml");
+    std::fs::write(&site, SEVEN_NODES).unwrap();
+    let replay = |format: &str, layout: &str| {
+        let out = Command::new(PORTWATCH)
+            .args(["replay", "--site"])
+            .arg(&site)
+            .args(["--format", format, "--layout", layout])
+            .arg(fixture("verdict-local-only.pcap"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "findings: exit 1");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&replay("json", "builtin")).unwrap();
+    let edges = json["edges"].as_array().unwrap();
+    let quiet: Vec<&Value> = (edges.iter())
+        .filter(|e| e["state"] == "not_observed")
+        .collect();
+    assert!(
+        quiet.len() >= 10 && quiet.len() < edges.len(),
+        "most edges not observed, one seen: {edges:?}"
+    );
+    for layout in ["dot", "builtin"] {
+        let file = dir.0.join(format!("seven-{layout}.html"));
+        std::fs::write(&file, replay("html", layout)).unwrap();
+        let dom = dump_dom(&dir.0, &format!("file://{}", file.display()));
+        // Folded, since one edge has a verdict; the switch is there.
+        assert!(dom.contains("<details id=\"not-observed\">"), "{layout}");
+        assert!(dom.contains("id=\"hide-not-observed\""), "{layout}");
+        for e in &quiet {
+            let reason = e["reason"].as_str().expect("a reason in the JSON");
+            let key = format!(
+                "{}:{}:{}",
+                e["src"].as_str().unwrap(),
+                e["dst"].as_str().unwrap(),
+                e["port"]
+            );
+            let row = element(&dom, &format!("data-edge=\"{key}\""), "</tr>");
+            assert!(
+                row.contains(&format!("title=\"{reason}\"")),
+                "{layout} {key}: {row}"
+            );
+            assert!(
+                row.contains(&format!("<td class=\"reason\">{reason}</td>")),
+                "{layout} {key}: {row}"
+            );
+            let line = element(&dom, &format!("id=\"edge:{key}\""), "</g>");
+            assert!(line.contains(reason), "{layout} {key}: diagram line {line}");
+            assert!(line.contains("not_observed"), "{layout} {key}: {line}");
+        }
+    }
+}
+
+/// From `start` to the first `end` after it.
+fn element<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
+    let at = dom.find(start).unwrap_or_else(|| panic!("no {start}"));
+    let len = dom[at..].find(end).unwrap_or(dom.len() - at);
+    &dom[at..at + len]
+}

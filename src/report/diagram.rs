@@ -247,12 +247,16 @@ impl Diagram {
                 label: e.port.to_string(),
                 style,
                 title: format!(
-                    "{} -> {}:{} {}: {}{note}",
+                    "{} -> {}:{} {}: {}{note}{}",
                     e.src,
                     e.dst,
                     e.port,
                     e.service,
-                    e.state.as_str()
+                    e.state.as_str(),
+                    e.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 ),
             });
         }

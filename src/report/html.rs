@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::diagram::esc;
-use super::{Finding, Report};
+use super::{EdgeEntry, Finding, Report};
 use crate::state::tally::FindingKind;
+use crate::state::EdgeState;
 
 /// What surrounds the report on the page.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +41,8 @@ th{background:#f5f5f5;cursor:pointer;user-select:none}tbody.group th{background:
 .diagram{overflow:auto;text-align:center}.diagram svg{max-width:100%;height:auto}
 .legend span{margin-right:14px;white-space:nowrap}.legend i{display:inline-block;width:22px;height:0;border-top:3px solid;vertical-align:middle;margin-right:4px}
 .legend i.dash{border-top-style:dashed}.note{color:#607d8b;font-size:12px}
-svg .group-label{font-weight:bold;fill:#546e7a}svg .line-label{font-size:10px;paint-order:stroke;stroke:#fff;stroke-width:3px}
+svg .group-label{font-weight:bold;fill:#546e7a}svg g.not_observed{opacity:.3}svg g.not_observed:hover{opacity:1}
+#hide-not-observed:checked~.diagram svg g.not_observed{display:none}details summary{cursor:pointer;margin:10px 0 6px}svg .line-label{font-size:10px;paint-order:stroke;stroke:#fff;stroke-width:3px}
 ";
 
 /// Sort a table's rows (within each tbody) by the clicked column.
@@ -141,9 +143,12 @@ fn diagram(s: &mut String, page: &Page) {
             if dash { "dash" } else { "" }
         );
     }
+    // A CSS-only switch: the page works without its script.
     let _ = writeln!(
         s,
-        "</div><div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>",
+        "</div><input type=\"checkbox\" id=\"hide-not-observed\"><label for=\"hide-not-observed\" class=\"note\"> \
+         hide required edges not observed yet (drawn faint; hover one for why)</label>\
+         <div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>",
         page.svg,
         esc(&page.layout)
     );
@@ -221,18 +226,42 @@ fn edges(s: &mut String, r: &Report) {
         s.push_str("<p>None judged: the site has none, the sensor sees none, or nothing was read.</p></section>\n");
         return;
     }
-    s.push_str(
+    // Edges without a verdict yet crowd out the ones with one: they go
+    // last, folded unless they are all there is.
+    let (quiet, judged): (Vec<&EdgeEntry>, Vec<&EdgeEntry>) =
+        (r.edges.iter()).partition(|e| e.state == EdgeState::NotObserved);
+    if !judged.is_empty() {
+        edge_table(s, r, &judged, false);
+    }
+    if !quiet.is_empty() {
+        let _ = write!(
+            s,
+            "<details id=\"not-observed\"{}><summary class=\"not_observed\">{} not observed yet: no verdict, and why</summary>",
+            if judged.is_empty() { " open" } else { "" },
+            quiet.len()
+        );
+        edge_table(s, r, &quiet, true);
+        s.push_str("</details>");
+    }
+    s.push_str("</section>\n");
+}
+
+fn edge_table(s: &mut String, r: &Report, rows: &[&EdgeEntry], why: bool) {
+    let _ = write!(
+        s,
         "<table class=\"sortable\"><thead><tr><th>source</th><th>destination</th><th>port</th><th>service</th>\
-         <th>state</th><th>window</th><th>evidence</th><th>last seen</th></tr></thead><tbody>",
+         <th>state</th><th>window</th><th>evidence</th><th>last seen</th>{}</tr></thead><tbody>",
+        if why { "<th>why not observed</th>" } else { "" }
     );
-    for e in &r.edges {
+    for e in rows {
         let blocked = r.findings.iter().any(|f| {
             f.kind == FindingKind::Blocked && f.src == e.src && f.dst == e.dst && f.port == e.port
         });
+        let reason = esc(e.reason.as_deref().unwrap_or(""));
         let _ = write!(
             s,
-            "<tr class=\"row edge\" data-edge=\"{}:{}:{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td class=\"{st}\">{st}{}</td><td data-v=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"row edge\" data-edge=\"{}:{}:{}\" title=\"{reason}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"{st}\">{st}{}</td><td data-v=\"{}\">{}</td><td>{}</td><td>{}</td>{}</tr>",
             esc(&e.src),
             esc(&e.dst),
             e.port,
@@ -245,10 +274,11 @@ fn edges(s: &mut String, r: &Report) {
             humantime::format_duration(std::time::Duration::from_secs(e.window_seconds)),
             e.evidence,
             esc(e.last_seen.as_deref().unwrap_or("-")),
+            if why { format!("<td class=\"reason\">{reason}</td>") } else { String::new() },
             st = e.state.as_str(),
         );
     }
-    s.push_str("</tbody></table></section>\n");
+    s.push_str("</tbody></table>");
 }
 
 fn capture(s: &mut String, r: &Report) {
