@@ -258,18 +258,23 @@ fn several_problems_are_reported_together() {
     );
     let o = check(&f, None);
     let want = [
-        (4, 28, "nodes[0].addresses[1]"),
-        (5, 22, "nodes[0].roles[1]"),
-        (6, 11, "nodes[1].name"),
-        (7, 17, "nodes[1].addresses[0]"),
-        (8, 21, "nodes[1].services[1]"),
-        (11, 13, "user_networks[0].cidrs[0]"),
-        (15, 11, "allow[0].port"),
+        (4, 28, "nodes[0].addresses[1]", ""),
+        (5, 22, "nodes[0].roles[1]", ""),
+        (6, 11, "nodes[1].name", ""),
+        (7, 17, "nodes[1].addresses[0]", ""),
+        (8, 21, "nodes[1].services[1]", ""),
+        (11, 13, "user_networks[0].cidrs[0]", ""),
+        (15, 11, "allow[0].port", ""),
     ];
-    let err = stderr(&o);
-    for (line, column, field) in want {
-        assert_bad(&o, &f, line, column, field, "");
+    assert_exactly(&o, &f, &want);
+}
+
+/// Exit 2 and exactly these diagnostics `(line, column, field, says)`.
+fn assert_exactly(o: &Output, file: &Path, want: &[(u64, u64, &str, &str)]) {
+    for (line, column, field, says) in want {
+        assert_bad(o, file, *line, *column, field, says);
     }
+    let err = stderr(o);
     let errors = err.lines().filter(|l| l.starts_with("error: ")).count();
     assert_eq!(errors, want.len(), "{err}");
     assert!(
@@ -500,10 +505,5 @@ fn schema_errors_are_reported_with_every_other_problem() {
             "did you mean 198.51.100.0/24?",
         ),
     ];
-    for (line, column, field, says) in want {
-        assert_bad(&o, &f, line, column, field, says);
-    }
-    let err = stderr(&o);
-    let errors = err.lines().filter(|l| l.starts_with("error: ")).count();
-    assert_eq!(errors, want.len(), "{err}");
+    assert_exactly(&o, &f, &want);
 }
