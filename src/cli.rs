@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::decode::{Decap, PortSet, MAX_TUNNEL_PORTS};
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  no findings (check: the files are valid)
@@ -326,6 +328,57 @@ pub struct TrackArgs {
     /// How long an established connection is kept without a control packet.
     #[arg(long, default_value = "2h", value_parser = parse_timeout, value_name = "DURATION")]
     pub idle_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub decap: DecapArgs,
+}
+
+/// The UDP ports of the UDP encapsulations (as Zeek's `vxlan_ports`).
+#[derive(Debug, Args, Clone)]
+pub struct DecapArgs {
+    /// UDP destination ports opened as VXLAN (comma-separated, at most 8;
+    /// `none`: VXLAN is not opened).
+    #[arg(long, default_value = "4789", value_name = "PORTS", value_parser = parse_ports)]
+    pub vxlan_ports: PortSet,
+    /// UDP destination ports opened as GENEVE (comma-separated, or `none`).
+    #[arg(long, default_value = "6081", value_name = "PORTS", value_parser = parse_ports)]
+    pub geneve_ports: PortSet,
+    /// UDP destination ports opened as GRE-in-UDP (comma-separated, or `none`).
+    #[arg(long, default_value = "4754", value_name = "PORTS", value_parser = parse_ports)]
+    pub gre_udp_ports: PortSet,
+}
+
+impl Default for DecapArgs {
+    fn default() -> Self {
+        let d = Decap::STANDARD;
+        DecapArgs {
+            vxlan_ports: d.vxlan,
+            geneve_ports: d.geneve,
+            gre_udp_ports: d.gre_in_udp,
+        }
+    }
+}
+
+impl DecapArgs {
+    pub fn decap(&self) -> Decap {
+        Decap {
+            vxlan: self.vxlan_ports,
+            geneve: self.geneve_ports,
+            gre_in_udp: self.gre_udp_ports,
+        }
+    }
+}
+
+fn parse_ports(s: &str) -> Result<PortSet, String> {
+    if s.trim() == "none" {
+        return Ok(PortSet::NONE);
+    }
+    let ports: Vec<u16> = (s.split(','))
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("`{p}`: expected a UDP port from 1 to 65535")),
+        })
+        .collect::<Result<_, _>>()?;
+    PortSet::new(&ports).ok_or(format!("`{s}`: at most {MAX_TUNNEL_PORTS} ports"))
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! source (pcap/pcapng files, libpcap live)  ── Frame ──▶
-//! decode (pure: link, VLAN, IPv4/IPv6, TCP) ── Segment ──▶
+//! decode (pure: link, VLAN, IPv4/IPv6, tunnels, TCP) ── Segment ──▶
 //! state (handshake table)                   ── Observation ──▶
 //! source (record readers: firewall logs)    ── Observation ──▶
 //! classify (pure: model + site → Verdict)   ──▶

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::classify::{classify, explain, Classification};
 use crate::decode::{
-    decode_wanting, either_way_hash_of, is_skipped, Control, Decoded, RawTuple, Segment, Skip,
-    Wanted,
+    decode_frame, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
+    EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
 };
 use crate::frame::Frame;
 use crate::observation::{Fate, Initiator, Observation, Process, SourceKind};
@@ -27,6 +27,12 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Least capture time between two [`Event::Evidence`] of one edge.
 const EVIDENCE_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Most mirror sessions named in [`DecodeStats::sessions`]; more are
+/// counted in `sessions_dropped`.
+pub const MAX_MIRROR_SESSIONS: usize = 64;
+/// Most (encapsulation, port) pairs named in [`DecodeStats::unconfigured`].
+pub const MAX_UNCONFIGURED_PORTS: usize = 16;
+
 /// Packet counts by what decoding made of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
@@ -34,9 +40,25 @@ pub struct DecodeStats {
     /// By [`Control`]; `Ack` counts the non-control segments decoded for
     /// evidence (they are also in `skipped`, as `not_control`).
     pub controls: [u64; 5],
-    pub skipped: [u64; 4],
+    pub skipped: [u64; Skip::ALL.len()],
     /// By `DecodeError::reason()`: a closed set.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Frames by encapsulation opened, by [`EncapKind`] (a frame in two
+    /// encapsulations counts under both).
+    pub encapsulated: [u64; EncapKind::ALL.len()],
+    /// Frames by encapsulation and session (VNI, ERSPAN session id, GRE
+    /// key), at most [`MAX_MIRROR_SESSIONS`].
+    pub sessions: BTreeMap<Encap, u64>,
+    /// Frames of sessions beyond that cap.
+    pub sessions_dropped: u64,
+    /// UDP that looks like a tunnel on a port not configured for it:
+    /// frames by (encapsulation, port), at most [`MAX_UNCONFIGURED_PORTS`]
+    /// pairs (all are in `skipped` as `unconfigured_tunnel`).
+    pub unconfigured: BTreeMap<(EncapKind, u16), u64>,
+    /// Encapsulated control segments that repeated one seen within
+    /// [`MIRROR_DUPLICATE_WITHIN`] (both ends mirrored): counted in
+    /// `controls`, applied once.
+    pub mirror_duplicates: u64,
 }
 
 impl DecodeStats {
@@ -51,16 +73,47 @@ impl DecodeStats {
     pub fn malformed(&self) -> u64 {
         self.errors.values().sum()
     }
+
+    pub fn encapsulated(&self, k: EncapKind) -> u64 {
+        self.encapsulated[k as usize]
+    }
+
+    /// Count the encapsulations one frame was opened from.
+    #[cold]
+    fn encaps(&mut self, e: &Encaps) {
+        for layer in e.iter() {
+            self.encapsulated[layer.kind as usize] += 1;
+            if layer.session.is_some() {
+                bounded_count(&mut self.sessions, *layer, MAX_MIRROR_SESSIONS)
+                    .unwrap_or_else(|| self.sessions_dropped += 1);
+            }
+        }
+        if let Some(u) = e.unconfigured {
+            // Beyond the cap the frame is still in `skipped`.
+            let _ = bounded_count(&mut self.unconfigured, u, MAX_UNCONFIGURED_PORTS);
+        }
+    }
+}
+
+/// Count `key` in `map` unless it is new and the map holds `cap` keys.
+fn bounded_count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, cap: usize) -> Option<()> {
+    if map.len() >= cap && !map.contains_key(&key) {
+        return None;
+    }
+    *map.entry(key).or_default() += 1;
+    Some(())
 }
 
 /// Something that happened, for live printing, the event log and metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A new connection attempt and its verdict.
+    /// A new connection attempt and its verdict; `mirror`: the
+    /// encapsulation its SYN arrived in.
     Connection {
         ts: Timestamp,
         class: Classification,
         key: FlowKey,
+        mirror: Option<Encap>,
     },
     /// How an attempt ended.
     Outcome {
@@ -68,6 +121,7 @@ pub enum Event {
         class: Classification,
         key: FlowKey,
         outcome: Outcome,
+        mirror: Option<Encap>,
     },
     /// Evidence that a required edge is in use.
     Evidence { ts: Timestamp, edge: EdgeId },
@@ -82,12 +136,14 @@ pub enum Ingested {
     Malformed,
 }
 
-/// The pipeline's tag for a tracked connection: its flow row, and the
-/// expected edge it belongs to (for evidence while it is open).
+/// The pipeline's tag for a tracked connection: its flow row, the
+/// expected edge it belongs to (for evidence while it is open), and the
+/// encapsulation its SYN arrived in (for its outcome event).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tag {
     pub row: RowId,
     pub edge: Option<EdgeId>,
+    pub mirror: Option<Encap>,
 }
 
 /// Which non-control segments are worth a full decode: those of an attempt
@@ -129,6 +185,35 @@ const RECENT_FOR: Duration = Duration::from_secs(1);
 const RECENT_SLOTS: usize = 4096;
 const OPEN_SKIP: Duration = Duration::from_secs(60);
 
+/// How close in capture time two copies of one encapsulated control
+/// segment must be to count as mirror copies: a path between two mirrored
+/// hosts takes microseconds to a few milliseconds, a TCP retransmission
+/// 200 ms (Linux's least RTO) or more.
+pub const MIRROR_DUPLICATE_WITHIN: Duration = Duration::from_millis(100);
+const MIRROR_SLOTS: usize = 1024;
+
+/// The last encapsulated control segments, direct-mapped by a hash of
+/// tuple, flags and sequence number, with their times (a collision only
+/// lets a copy through: it then counts as a retransmission, as unmirrored).
+struct MirrorCopies(Box<[(u32, Timestamp); MIRROR_SLOTS]>);
+
+impl MirrorCopies {
+    fn new() -> Self {
+        MirrorCopies(Box::new([(0, Timestamp::ZERO); MIRROR_SLOTS]))
+    }
+
+    /// Whether `s` repeats one seen just before `ts`; remembers it.
+    fn seen(&mut self, s: &Segment, ts: Timestamp) -> bool {
+        let h = flow_hash_of(s.src, s.dst, s.src_port, s.dst_port)
+            ^ s.seq.rotate_left(7)
+            ^ u32::from(s.flags) << 24;
+        let slot = &mut self.0[h as usize % MIRROR_SLOTS];
+        let (tag, at) = *slot;
+        *slot = (h, ts);
+        tag == h && at != Timestamp::ZERO && ts.saturating_sub(at) < MIRROR_DUPLICATE_WITHIN
+    }
+}
+
 /// Connections examined lately (both directions as one), direct-mapped by
 /// [`RawTuple::either_way_hash`] (a collision
 /// only costs a decode): the hash and until when (whole seconds, so 16 KiB
@@ -162,6 +247,8 @@ impl Recent {
 
 pub struct Pipeline {
     policy: Arc<Policy>,
+    decap: Decap,
+    mirrored: MirrorCopies,
     recent: Recent,
     table: HandshakeTable<Tag>,
     tally: Tally,
@@ -183,6 +270,8 @@ impl Pipeline {
         Pipeline {
             clock: EdgeClock::new(&policy),
             recent: Recent::new(),
+            decap: Decap::STANDARD,
+            mirrored: MirrorCopies::new(),
             policy,
             table,
             tally: Tally::default(),
@@ -193,6 +282,16 @@ impl Pipeline {
             held: Vec::new(),
             events: None,
         }
+    }
+
+    /// Open the UDP encapsulations on the ports of `decap` (the standard
+    /// ports by default).
+    pub fn set_decap(&mut self, decap: Decap) {
+        self.decap = decap;
+    }
+
+    pub fn decap(&self) -> &Decap {
+        &self.decap
     }
 
     /// Keep [`Event`]s for [`Pipeline::drain_events`] (off by default: a
@@ -290,7 +389,11 @@ impl Pipeline {
             recent: &self.recent,
             now: admit.at.unwrap_or(frame.ts),
         };
-        let (what, seg) = match decode_wanting(frame.linktype, frame.data, &wanted) {
+        let (decoded, encaps) = decode_frame(frame.linktype, frame.data, &wanted, &self.decap);
+        if encaps != Encaps::default() {
+            self.stats.encaps(&encaps);
+        }
+        let (what, seg) = match decoded {
             Ok(Decoded::Control(seg)) => {
                 self.stats.controls[seg.control as usize] += 1;
                 match seg.control {
@@ -316,6 +419,7 @@ impl Pipeline {
         if admit.held != Held::Keep {
             self.release_held(admit.held);
         }
+        let seg = seg.filter(|s| !self.mirror_copy(s, frame.ts));
         match (admit.at, seg) {
             (Some(ts), Some(seg)) => {
                 self.process(ts, &seg);
@@ -335,6 +439,17 @@ impl Pipeline {
             }
         }
         what
+    }
+
+    /// An encapsulated control segment already applied (the other end's
+    /// mirror of the same packet): counted, not applied again.
+    fn mirror_copy(&mut self, s: &Segment, ts: Timestamp) -> bool {
+        if s.mirror.is_none() || s.control == Control::Ack {
+            return false;
+        }
+        let copy = self.mirrored.seen(s, ts);
+        self.stats.mirror_duplicates += u64::from(copy);
+        copy
     }
 
     /// Process the segments held on suspect timestamps, now that the clock
@@ -371,7 +486,13 @@ impl Pipeline {
             if let (true, Some(e)) = (open, edge) {
                 clock.opened(e);
             }
-            Tag { row: None, edge }
+            // The table keeps no old tag here: a pending attempt's outcome
+            // after a reload goes without its encapsulation.
+            Tag {
+                row: None,
+                edge,
+                mirror: None,
+            }
         });
         self.clock = clock;
         self.table.set_required_ports(&policy.required_ports());
@@ -413,8 +534,9 @@ impl Pipeline {
         }
         if let Some((c, key)) = made {
             let obs = packet_observation(ts, key, Fate::Attempted);
-            let (row, edge) = attempted(tally, clock, events, c, &obs);
-            table.set_tag(&key, Tag { row, edge });
+            let mirror = seg.mirror;
+            let (row, edge) = attempted(tally, clock, events, c, &obs, mirror);
+            table.set_tag(&key, Tag { row, edge, mirror });
         }
     }
 
@@ -434,8 +556,13 @@ impl Pipeline {
             ..
         } = self;
         let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
-        let (row, edge) = attempted(tally, clock, events, c.clone(), obs);
-        ended(tally, clock, events, row, edge, c, obs);
+        let (row, edge) = attempted(tally, clock, events, c.clone(), obs, None);
+        let tag = Tag {
+            row,
+            edge,
+            mirror: None,
+        };
+        ended(tally, clock, events, tag, c, obs);
         if obs.ts >= self.next_expiry {
             self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
         }
@@ -546,13 +673,15 @@ fn packet_observation(ts: Timestamp, key: FlowKey, fate: Fate) -> Observation {
 }
 
 /// A new attempt, classified as `c`: tallied, evidence for its edge, an
-/// event. Returns its flow row and edge.
+/// event (with the encapsulation its SYN arrived in). Returns its flow
+/// row and edge.
 fn attempted(
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     c: Classification,
     obs: &Observation,
+    mirror: Option<Encap>,
 ) -> (RowId, Option<EdgeId>) {
     let row = tally.attempt(&c, obs);
     let edge = c.edge();
@@ -565,28 +694,28 @@ fn attempted(
             ts: obs.ts,
             class: c,
             key: obs.key,
+            mirror,
         },
     );
     (row, edge)
 }
 
 /// An attempt's outcome, if `obs` has one: tallied (a `blocked` finding
-/// where it says so), an open connection of `edge` while established, an
-/// event.
+/// where it says so), an open connection of the tag's edge while
+/// established, an event.
 fn ended(
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
-    row: RowId,
-    edge: Option<EdgeId>,
+    tag: Tag,
     c: Classification,
     obs: &Observation,
 ) {
     let Fate::Ended { outcome, inferred } = obs.fate else {
         return;
     };
-    tally.outcome(row, &c, obs, outcome, inferred);
-    if let (Outcome::Established, Some(edge)) = (outcome, edge) {
+    tally.outcome(tag.row, &c, obs, outcome, inferred);
+    if let (Outcome::Established, Some(edge)) = (outcome, tag.edge) {
         clock.opened(edge);
     }
     push(
@@ -596,6 +725,7 @@ fn ended(
             class: c,
             key: obs.key,
             outcome,
+            mirror: tag.mirror,
         },
     );
 }
@@ -620,7 +750,7 @@ fn on_table_event(
         } => {
             let c = classify(policy, key.client, key.server, key.server_port);
             let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
-            ended(tally, clock, events, tag.row, tag.edge, c, &obs);
+            ended(tally, clock, events, tag, c, &obs);
         }
         TableEvent::Activity { tag } => {
             if let Some(edge) = tag.edge {
@@ -657,3 +787,5 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;

@@ -8,6 +8,7 @@
 //! Time: a paced replay runs on capture time, a live capture on the wall
 //! clock; expiry and required-edge windows follow it.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -17,12 +18,13 @@ use super::eventlog::EventLog;
 use super::input::Input;
 use super::page::Snapshot;
 use super::Error;
+use crate::decode::{Decap, EncapKind};
 use crate::export::findings::FindingPrinter;
 use crate::export::http::Readiness;
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
-use crate::report::Report;
+use crate::report::{Report, UnconfiguredTunnel};
 use crate::source::live::InterfaceStats;
 use crate::source::Poll;
 use crate::state::TrackConfig;
@@ -124,6 +126,9 @@ pub(super) struct Driver {
     /// Print each interface's capture counters to stderr at the end.
     closing_counters: bool,
     heard: Heard,
+    /// Unconfigured tunnel ports already warned of (bounded by the
+    /// pipeline's own cap on them).
+    warned: BTreeSet<(EncapKind, u16)>,
 }
 
 impl Driver {
@@ -148,7 +153,14 @@ impl Driver {
             snapshot: None,
             closing_counters: false,
             heard: Heard::new(live_slots),
+            warned: BTreeSet::new(),
         }
+    }
+
+    /// Open the UDP encapsulations on the ports of `decap`.
+    pub fn with_decap(mut self, decap: Decap) -> Driver {
+        self.pl.set_decap(decap);
+        self
     }
 
     /// Leave the report so far in `snapshot` at the ticks it is wanted.
@@ -300,6 +312,7 @@ impl Driver {
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }
+        self.warn_unconfigured();
         match poll.map_err(Error::Capture)? {
             Poll::Frames(n) => self.heard.any |= n > 0,
             Poll::Idle => {
@@ -322,6 +335,24 @@ impl Driver {
 
     /// Hand the pipeline's events to the metrics, the printer and the
     /// event log.
+    /// Name each UDP port carrying an unopened tunnel once.
+    fn warn_unconfigured(&mut self) {
+        let seen = &self.pl.stats().unconfigured;
+        if seen.len() == self.warned.len() {
+            return;
+        }
+        for (&(kind, port), &frames) in seen {
+            if self.warned.insert((kind, port)) {
+                let u = UnconfiguredTunnel {
+                    kind: kind.as_str(),
+                    port,
+                    frames,
+                };
+                tracing::warn!("{}", u.warning());
+            }
+        }
+    }
+
     fn drain(&mut self) -> Result<(), Error> {
         let events = self.pl.drain_events();
         if events.is_empty() {

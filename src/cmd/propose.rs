@@ -12,6 +12,7 @@ use super::{load, print, Error, Status};
 use crate::cli::ProposeFormat;
 use crate::config::LoadError;
 use crate::decode::Control;
+use crate::decode::Decap;
 use crate::model::{load_model, Model, BUNDLED_MODELS};
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
@@ -27,10 +28,16 @@ struct Pass {
     facts: Vec<SourceFacts>,
 }
 
-fn pass(files: &[PathBuf], policy: Arc<Policy>, track: TrackConfig) -> Result<Pass, Error> {
+fn pass(
+    files: &[PathBuf],
+    policy: Arc<Policy>,
+    track: TrackConfig,
+    decap: Decap,
+) -> Result<Pass, Error> {
     let mut input = Input::open(&InputSpec::Files(files.to_vec()))?;
     let mut observer = Observer::new(policy.edges.len());
     let mut pl = Pipeline::new(policy, track);
+    pl.set_decap(decap);
     pl.record_events(true);
     loop {
         let poll = input.source().poll(&mut |f| {
@@ -106,7 +113,7 @@ pub fn propose(s: ProposeSettings) -> Result<Status, Error> {
     let model = policy.model.clone();
     let base = policy.site.clone();
 
-    let first = pass(&s.files, Arc::new(policy), s.track)?;
+    let first = pass(&s.files, Arc::new(policy), s.track, s.decap)?;
     let truncated = first.facts.iter().any(|f| f.stopped.is_some());
     for f in &first.facts {
         if let Some(st) = &f.stopped {
@@ -138,7 +145,7 @@ pub fn propose(s: ProposeSettings) -> Result<Status, Error> {
     let site = propose::patched_site(&base, &model, &inferred, &entries);
     let patched = propose::compile(&model, site).map_err(Error::Proposal)?;
 
-    let second = pass(&s.files, Arc::new(patched), s.track)?;
+    let second = pass(&s.files, Arc::new(patched), s.track, s.decap)?;
     let report = Report::build(
         &second.pipeline,
         second.facts.clone(),

@@ -22,6 +22,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         s.track.capacity,
     )?;
     let mut pl = Pipeline::new(policy.clone(), s.track);
+    pl.set_decap(s.decap);
     pl.record_events(events.is_on());
     loop {
         let poll = input.source().poll(&mut |f| {
@@ -51,6 +52,9 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         }
     }
     let report = Report::build(&pl, facts, span, &vis);
+    for u in &report.capture.unconfigured_tunnels {
+        eprintln!("warning: {}", u.warning());
+    }
     // The report holds what it prints: free the tables before rendering.
     drop(pl);
     match s.report.format {

@@ -90,7 +90,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
 
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut driver = Driver::new(input, policy, vis, s.track);
+    let mut driver = Driver::new(input, policy, vis, s.track).with_decap(s.decap);
     let rec = Recorder::new(&metrics, &driver.interfaces());
     driver = driver.with_recorder(rec).with_events(events);
     if s.print {

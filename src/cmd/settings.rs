@@ -12,6 +12,7 @@ use crate::cli::{
     Cli, Command, EventsFormat, ExpectFormat, FirewallArgs, Format, ProposeFormat, ReportArgs,
     SiteArgs, TrackArgs,
 };
+use crate::decode::Decap;
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
 use crate::source::file::Savefile;
 use crate::source::replay::ReplayOptions;
@@ -46,6 +47,8 @@ pub struct ProposeSettings {
     pub files: Vec<PathBuf>,
     pub base: ProposeBase,
     pub track: TrackConfig,
+    /// The UDP tunnel ports opened.
+    pub decap: Decap,
     pub format: ProposeFormat,
 }
 
@@ -53,6 +56,8 @@ pub struct ReplaySettings {
     pub files: Vec<PathBuf>,
     pub site: SiteArgs,
     pub track: TrackConfig,
+    /// The UDP tunnel ports opened.
+    pub decap: Decap,
     pub report: ReportArgs,
 }
 
@@ -62,6 +67,8 @@ pub struct WatchSettings {
     pub promisc: bool,
     pub site: SiteArgs,
     pub track: TrackConfig,
+    /// The UDP tunnel ports opened.
+    pub decap: Decap,
     pub report: ReportArgs,
     /// Who to become when started as root.
     pub user: String,
@@ -75,6 +82,8 @@ pub struct RunSettings {
     pub web_config: Option<PathBuf>,
     pub telemetry_path: String,
     pub track: TrackConfig,
+    /// The UDP tunnel ports opened.
+    pub decap: Decap,
     pub sensors: Vec<String>,
     pub print: bool,
     pub format: Format,
@@ -99,12 +108,14 @@ impl Task {
             Command::Firewall(a) => Task::Firewall(a),
             Command::Replay(a) => Task::Replay(ReplaySettings {
                 track: track(&a.track)?,
+                decap: a.track.decap.decap(),
                 files: a.files,
                 site: a.site,
                 report: a.report,
             }),
             Command::Watch(a) => Task::Watch(WatchSettings {
                 track: track(&a.track)?,
+                decap: a.track.decap.decap(),
                 interfaces: a.interfaces,
                 promisc: !a.no_promisc,
                 site: a.site,
@@ -118,6 +129,7 @@ impl Task {
             }
             Command::Run(a) => Task::Run(RunSettings {
                 track: track(&a.track)?,
+                decap: a.track.decap.decap(),
                 input: if a.replay.is_empty() {
                     InputSpec::Live {
                         interfaces: a.interfaces,
@@ -167,6 +179,7 @@ impl Task {
                 web_config: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: TrackConfig::default(),
+                decap: Decap::STANDARD,
                 sensors: Vec::new(),
                 print: true,
                 format: Format::Table,
@@ -178,6 +191,7 @@ impl Task {
             Command::Man { dir } => Task::Man(dir),
             Command::Propose(a) => Task::Propose(ProposeSettings {
                 track: track(&a.track)?,
+                decap: a.track.decap.decap(),
                 base: match (a.site, a.model) {
                     (Some(site), None) => ProposeBase::Site(SiteArgs {
                         site,
@@ -233,6 +247,7 @@ mod tests {
             max_flows: 0,
             syn_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(3),
+            decap: Default::default(),
         })
         .map(|_| ())
         .expect_err("refused");

@@ -31,6 +31,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     signals::stop_on_signal(tx, events.is_on());
     tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
     let done = Driver::new(input, policy.clone(), vis, s.track)
+        .with_decap(s.decap)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
         .with_closing_counters()

@@ -13,6 +13,11 @@ pub enum Layer {
     Ipv4,
     Ipv6,
     Ipv6Extension,
+    Vxlan,
+    Geneve,
+    Gre,
+    Erspan,
+    Mpls,
     Tcp,
 }
 
@@ -24,6 +29,11 @@ impl Layer {
             Layer::Ipv4 => "ipv4",
             Layer::Ipv6 => "ipv6",
             Layer::Ipv6Extension => "ipv6_ext",
+            Layer::Vxlan => "vxlan",
+            Layer::Geneve => "geneve",
+            Layer::Gre => "gre",
+            Layer::Erspan => "erspan",
+            Layer::Mpls => "mpls",
             Layer::Tcp => "tcp",
         }
     }
@@ -43,6 +53,8 @@ pub enum DecodeError {
     Invalid { layer: Layer, what: &'static str },
     #[error("more than {max} stacked VLAN tags")]
     TooManyVlanTags { max: usize },
+    #[error("more than {max} nested encapsulations")]
+    TooManyEncapsulations { max: usize },
     #[error("tcp flags invalid: {}", match .0 { BadFlags::SynRst => "SYN with RST", BadFlags::SynFin => "SYN with FIN" })]
     BadFlags(BadFlags),
     /// The capture record's timestamp is out of range (a sub-second
@@ -62,6 +74,11 @@ impl DecodeError {
                 Layer::Ipv4 => "truncated_ipv4",
                 Layer::Ipv6 => "truncated_ipv6",
                 Layer::Ipv6Extension => "truncated_ipv6_ext",
+                Layer::Vxlan => "truncated_vxlan",
+                Layer::Geneve => "truncated_geneve",
+                Layer::Gre => "truncated_gre",
+                Layer::Erspan => "truncated_erspan",
+                Layer::Mpls => "truncated_mpls",
                 Layer::Tcp => "truncated_tcp",
             },
             DecodeError::Invalid { layer, .. } => match layer {
@@ -70,9 +87,15 @@ impl DecodeError {
                 Layer::Ipv4 => "invalid_ipv4",
                 Layer::Ipv6 => "invalid_ipv6",
                 Layer::Ipv6Extension => "invalid_ipv6_ext",
+                Layer::Vxlan => "invalid_vxlan",
+                Layer::Geneve => "invalid_geneve",
+                Layer::Gre => "invalid_gre",
+                Layer::Erspan => "invalid_erspan",
+                Layer::Mpls => "invalid_mpls",
                 Layer::Tcp => "invalid_tcp",
             },
             DecodeError::TooManyVlanTags { .. } => "too_many_vlan_tags",
+            DecodeError::TooManyEncapsulations { .. } => "too_many_encapsulations",
             DecodeError::BadFlags(BadFlags::SynRst) => "tcp_syn_rst",
             DecodeError::BadFlags(BadFlags::SynFin) => "tcp_syn_fin",
             DecodeError::InvalidTimestamp => "invalid_timestamp",

@@ -27,13 +27,15 @@ const FRAGMENT_HEADER_LEN: usize = 8;
 /// Most extension headers walked before giving up.
 pub const MAX_IPV6_EXTENSIONS: usize = 16;
 
-/// A TCP header's bytes with the addresses it travels between.
+/// An IP payload with the addresses it travels between.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Carried<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// From the TCP header to the end of the IP packet (or of the capture).
-    pub tcp: &'a [u8],
+    /// The protocol number (IPv6: the first that is not an extension header).
+    pub protocol: u8,
+    /// From the payload's header to the end of the IP packet (or of the capture).
+    pub payload: &'a [u8],
 }
 
 pub(super) fn ipv4(data: &[u8]) -> Result<Result<Carried<'_>, Skip>, DecodeError> {
@@ -70,15 +72,13 @@ pub(super) fn ipv4(data: &[u8]) -> Result<Result<Carried<'_>, Skip>, DecodeError
     if u16::from_be_bytes([header[6], header[7]]) & IPV4_OFFSET_MASK != 0 {
         return Ok(Err(Skip::Fragment));
     }
-    if header[9] != PROTO_TCP {
-        return Ok(Err(Skip::NotTcp));
-    }
     let src: [u8; 4] = [header[12], header[13], header[14], header[15]];
     let dst: [u8; 4] = [header[16], header[17], header[18], header[19]];
     Ok(Ok(Carried {
         src: IpAddr::V4(Ipv4Addr::from(src)),
         dst: IpAddr::V4(Ipv4Addr::from(dst)),
-        tcp: data.get(header_len..end).unwrap_or_default(),
+        protocol: header[9],
+        payload: data.get(header_len..end).unwrap_or_default(),
     }))
 }
 
@@ -103,15 +103,15 @@ pub(super) fn ipv6(data: &[u8]) -> Result<Result<Carried<'_>, Skip>, DecodeError
     let mut next = header[6];
     let mut rest = data.get(IPV6_LEN..end).unwrap_or_default();
     let mut walked = 0;
-    while next != PROTO_TCP {
+    loop {
         let len = match next {
             EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS | EXT_MOBILITY | EXT_HIP | EXT_SHIM6 => {
                 u8_at(rest, 1).map(|n| (usize::from(n) + 1) * 8)
             }
             EXT_AH => u8_at(rest, 1).map(|n| (usize::from(n) + 2) * 4),
             EXT_FRAGMENT => Some(FRAGMENT_HEADER_LEN),
-            // ESP (50), no next header (59), UDP, ICMPv6, tunnels, ...
-            _ => return Ok(Err(Skip::NotTcp)),
+            // TCP, UDP, GRE, ESP (50), no next header (59), ICMPv6, ...
+            _ => break,
         };
         if walked == MAX_IPV6_EXTENSIONS {
             return Err(DecodeError::Invalid {
@@ -140,6 +140,7 @@ pub(super) fn ipv6(data: &[u8]) -> Result<Result<Carried<'_>, Skip>, DecodeError
     Ok(Ok(Carried {
         src: IpAddr::V6(Ipv6Addr::from(src)),
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
-        tcp: rest,
+        protocol: next,
+        payload: rest,
     }))
 }

@@ -47,7 +47,9 @@ const AF_INET6: [u32; 4] = [10, 24, 28, 30];
 pub(super) enum Network<'a> {
     Ipv4(&'a [u8]),
     Ipv6(&'a [u8]),
-    /// Not IP (ARP, LLDP, MPLS, ...).
+    /// An MPLS label stack.
+    Mpls(&'a [u8]),
+    /// Not IP (ARP, LLDP, ...).
     Other,
 }
 
@@ -123,6 +125,9 @@ fn ethertype_payload(mut ethertype: u16, mut data: &[u8]) -> Result<Network<'_>,
     Ok(match ethertype {
         ETHERTYPE_IPV4 => Network::Ipv4(data),
         ETHERTYPE_IPV6 => Network::Ipv6(data),
+        super::tunnel::ETHERTYPE_MPLS | super::tunnel::ETHERTYPE_MPLS_MULTICAST => {
+            Network::Mpls(data)
+        }
         ETHERTYPE_PPPOE_SESSION => {
             let protocol = be16(data, PPPOE_LEN).ok_or(truncated(PPPOE_LEN + 2, data))?;
             let ip = rest(data, PPPOE_LEN + 2);

@@ -10,7 +10,11 @@
 //! - a non-control segment (data, pure ACK) is decoded only when the caller
 //!   wants one of its ports ([`Wanted`]); the pre-check reads the ports at
 //!   fixed offsets, so unwanted ones still cost a few reads;
-//! - tunnels (GRE, VXLAN, IP-in-IP, MPLS, ...) are not opened: `NotTcp`/`NotIp`.
+//! - encapsulations ([`tunnel`]: VXLAN, GENEVE, GRE, GRE-TEB, ERSPAN I/II/III,
+//!   GRE-in-UDP, IP-in-IP, MPLS) are opened, at most [`MAX_ENCAPSULATIONS`]
+//!   deep, and the inner frame decodes as a captured one would; the UDP
+//!   ones only on the ports of [`Decap`]. The outer addresses are never
+//!   reported: they belong to the mirror, not to the site.
 
 mod bytes;
 mod error;
@@ -19,6 +23,7 @@ mod ip;
 mod link;
 mod segment;
 mod tcp;
+mod tunnel;
 
 #[cfg(test)]
 mod oracle;
@@ -26,11 +31,16 @@ mod oracle;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;
 
 pub use error::{DecodeError, Layer};
 pub use ip::MAX_IPV6_EXTENSIONS;
 pub use link::MAX_VLAN_TAGS;
 pub use segment::{BadFlags, Control, Decoded, Segment, Skip};
+pub use tunnel::{
+    Decap, Encap, EncapKind, Encaps, PortSet, MAX_ENCAPSULATIONS, MAX_MPLS_LABELS, MAX_TUNNEL_PORTS,
+};
 
 use std::net::IpAddr;
 
@@ -154,32 +164,86 @@ pub fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> bool
 }
 
 /// Decode one frame; a non-control segment on ports `wanted` accepts comes
-/// back as a [`Control::Ack`] segment.
+/// back as a [`Control::Ack`] segment. UDP tunnels on the standard ports.
 #[inline]
 pub fn decode_wanting(
     linktype: LinkType,
     data: &[u8],
     wanted: &impl Wanted,
 ) -> Result<Decoded, DecodeError> {
-    if is_skipped(linktype, data, wanted) {
-        return Ok(Decoded::Skipped(Skip::NotControl));
-    }
-    decode_full(linktype, data, wanted)
+    decode_frame(linktype, data, wanted, &Decap::STANDARD).0
 }
 
-/// The full decode, without the pre-check.
+/// [`decode_wanting`] with the UDP tunnel ports of `decap`; also says
+/// which encapsulations were opened.
+#[inline]
+pub fn decode_frame(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+) -> (Result<Decoded, DecodeError>, Encaps) {
+    let mut encaps = Encaps::default();
+    if is_skipped(linktype, data, wanted) {
+        return (Ok(Decoded::Skipped(Skip::NotControl)), encaps);
+    }
+    let r = decode_full(linktype, data, wanted, decap, &mut encaps);
+    (r, encaps)
+}
+
+/// The full decode, without the pre-check: through the link layer, then
+/// IP and each encapsulation in turn down to TCP.
 fn decode_full(
     linktype: LinkType,
     data: &[u8],
     wanted: &impl Wanted,
+    decap: &Decap,
+    encaps: &mut Encaps,
 ) -> Result<Decoded, DecodeError> {
-    let carried = match link::network(linktype, data)? {
-        link::Network::Ipv4(ip) => ip::ipv4(ip)?,
-        link::Network::Ipv6(ip) => ip::ipv6(ip)?,
-        link::Network::Other => return Ok(Decoded::Skipped(Skip::NotIp)),
-    };
-    match carried {
-        Ok(carried) => tcp::segment(carried.src, carried.dst, carried.tcp, wanted),
-        Err(skip) => Ok(Decoded::Skipped(skip)),
+    use tunnel::Next;
+    let mut net = link::network(linktype, data)?;
+    loop {
+        let carried = match net {
+            link::Network::Ipv4(ip) => ip::ipv4(ip)?.map(Ok),
+            link::Network::Ipv6(ip) => ip::ipv6(ip)?.map(Ok),
+            link::Network::Mpls(stack) => Ok(Err(tunnel::mpls(stack)?)),
+            link::Network::Other => return Ok(Decoded::Skipped(Skip::NotIp)),
+        };
+        let next = match carried {
+            Err(skip) => return Ok(Decoded::Skipped(skip)),
+            // MPLS has no protocol field: the label stack says what follows.
+            Ok(Err(next)) => next,
+            Ok(Ok(c)) => match c.protocol {
+                ip::PROTO_TCP => {
+                    return tcp::segment(c.src, c.dst, c.payload, wanted, encaps.outer())
+                }
+                tunnel::PROTO_UDP => tunnel::udp(c.payload, decap)?,
+                tunnel::PROTO_GRE => tunnel::gre(c.payload, EncapKind::Gre)?,
+                p @ (tunnel::PROTO_IPIP | tunnel::PROTO_IPV6) => tunnel::ip_in_ip(p, c.payload),
+                _ => return Ok(Decoded::Skipped(Skip::NotTcp)),
+            },
+        };
+        match next {
+            Next::Opened(encap, inner) => {
+                encaps.push(encap)?;
+                net = inner;
+            }
+            Next::Skipped(skip, unconfigured) => {
+                encaps.unconfigured = unconfigured;
+                return Ok(Decoded::Skipped(skip));
+            }
+        }
     }
+}
+
+/// [`decode_full`] on the standard ports, for the tests.
+#[cfg(test)]
+fn full(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> Result<Decoded, DecodeError> {
+    decode_full(
+        linktype,
+        data,
+        wanted,
+        &Decap::STANDARD,
+        &mut Encaps::default(),
+    )
 }

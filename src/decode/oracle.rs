@@ -119,7 +119,7 @@ proptest! {
         let expected = |flags: u8, c: Option<Control>, sport: u16, dport: u16| match c {
             _ if flags & 0x02 != 0 && flags & 0x04 != 0 => Err(DecodeError::BadFlags(BadFlags::SynRst)),
             _ if flags & 0x02 != 0 && flags & 0x01 != 0 => Err(DecodeError::BadFlags(BadFlags::SynFin)),
-            Some(control) => Ok(Decoded::Control(Segment { src, dst, src_port: sport, dst_port: dport, control, flags, seq: 7 })),
+            Some(control) => Ok(Decoded::Control(Segment { src, dst, src_port: sport, dst_port: dport, control, flags, seq: 7, mirror: None })),
             None => Ok(Decoded::Skipped(Skip::NotControl)),
         };
         let theirs = LaxSlicedPacket::from_ethernet(&frame).ok();

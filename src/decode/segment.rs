@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::tunnel::Encap;
+
 /// What a TCP segment does to a handshake. Flags are reduced to this so that
 /// the rest of the pipeline matches exhaustively instead of testing bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +48,8 @@ pub struct Segment {
     pub flags: u8,
     /// The sequence number: a SYN's tells a retransmission from a new attempt.
     pub seq: u32,
+    /// The outermost encapsulation it arrived in (the mirror session), if any.
+    pub mirror: Option<Encap>,
 }
 
 impl Segment {
@@ -68,16 +72,24 @@ pub enum BadFlags {
 pub enum Skip {
     /// Not IPv4 or IPv6 (ARP, LLDP, ...).
     NotIp,
-    /// IP, but not TCP (UDP, ICMP, tunnels we do not open, ...).
+    /// IP, but not TCP (UDP, ICMP, ...).
     NotTcp,
     /// TCP without SYN, RST or FIN: data and pure ACKs.
     NotControl,
     /// An IP fragment with a non-zero offset: no TCP header in it.
     Fragment,
+    /// UDP that looks like VXLAN or GENEVE on a port not configured for it.
+    UnconfiguredTunnel,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 4] = [Skip::NotIp, Skip::NotTcp, Skip::NotControl, Skip::Fragment];
+    pub const ALL: [Skip; 5] = [
+        Skip::NotIp,
+        Skip::NotTcp,
+        Skip::NotControl,
+        Skip::Fragment,
+        Skip::UnconfiguredTunnel,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +97,7 @@ impl Skip {
             Skip::NotTcp => "not_tcp",
             Skip::NotControl => "not_control",
             Skip::Fragment => "fragment",
+            Skip::UnconfiguredTunnel => "unconfigured_tunnel",
         }
     }
 }

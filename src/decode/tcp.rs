@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::bytes::{be16, be32, u8_at};
 use super::error::{DecodeError, Layer};
 use super::segment::{BadFlags, Control, Decoded, Segment, Skip};
+use super::tunnel::Encap;
 use super::{octets, RawTuple, Wanted};
 
 pub(super) const TCP_MIN_LEN: usize = 20;
@@ -22,6 +23,7 @@ pub(super) fn segment(
     dst: IpAddr,
     tcp: &[u8],
     wanted: &impl Wanted,
+    mirror: Option<Encap>,
 ) -> Result<Decoded, DecodeError> {
     if tcp.len() < TCP_MIN_LEN {
         return Err(DecodeError::Truncated {
@@ -63,6 +65,7 @@ pub(super) fn segment(
         control,
         flags,
         seq: be32(tcp, 4).unwrap_or_default(),
+        mirror,
     }))
 }
 

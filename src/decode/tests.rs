@@ -123,6 +123,7 @@ fn seg_v4(control: Control, flags: u8) -> Decoded {
         control,
         flags,
         seq: 1,
+        mirror: None,
     })
 }
 
@@ -135,6 +136,7 @@ fn seg_v6(control: Control, flags: u8) -> Decoded {
         control,
         flags,
         seq: 1,
+        mirror: None,
     })
 }
 
@@ -714,7 +716,7 @@ fn fast_path_takes_the_common_non_control_frames() {
             "{linktype:?}"
         );
         assert_eq!(
-            decode_full(linktype, &frame, &ControlOnly),
+            full(linktype, &frame, &ControlOnly),
             skipped(Skip::NotControl)
         );
         // Wanted ports go the full way and come back as ACK segments.

@@ -17,6 +17,7 @@ use sha1::{Digest, Sha1};
 
 use super::community_id::{community_id_v1, octets};
 use crate::classify::{explain, Basis, Classification, Verdict};
+use crate::decode::Encap;
 use crate::model::RuleId;
 use crate::policy::{EdgeId, Origin, Policy};
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
@@ -374,6 +375,17 @@ fn set_event(doc: &mut Value, kind: &str, types: &[&str], action: &str, outcome:
         "module": "portwatch",
         "dataset": if kind == "alert" { "portwatch.finding" } else { "portwatch.flow" },
     });
+}
+
+/// `portwatch.mirror.kind` and `portwatch.mirror.session` (when there is
+/// one): the encapsulation a flow's SYN arrived in.
+pub fn set_mirror(doc: &mut Value, mirror: Option<Encap>) {
+    let Some(m) = mirror else { return };
+    let mut v = json!({ "kind": m.kind.as_str() });
+    if let Some(s) = m.session {
+        v["session"] = s.into();
+    }
+    portwatch(doc).insert("mirror".into(), v);
 }
 
 fn portwatch(doc: &mut Value) -> &mut Map<String, Value> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::ecs::{EcsFormatter, Observer};
+use super::ecs::{set_mirror, EcsFormatter, Observer};
 use super::events::write_event;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::{EdgeId, Policy, Visibility};
@@ -119,8 +119,14 @@ impl EventLog {
                     }
                 }
                 EventsFormat::Ecs => match e {
-                    Event::Connection { ts, class, key } => {
-                        let doc = self.ecs.connection(p, *ts, class, key);
+                    Event::Connection {
+                        ts,
+                        class,
+                        key,
+                        mirror,
+                    } => {
+                        let mut doc = self.ecs.connection(p, *ts, class, key);
+                        set_mirror(&mut doc, *mirror);
                         self.emit(&doc);
                     }
                     Event::Outcome {
@@ -128,8 +134,10 @@ impl EventLog {
                         class,
                         key,
                         outcome,
+                        mirror,
                     } => {
-                        for doc in self.ecs.outcome(p, *ts, class, key, *outcome) {
+                        for mut doc in self.ecs.outcome(p, *ts, class, key, *outcome) {
+                            set_mirror(&mut doc, *mirror);
                             self.emit(&doc);
                         }
                     }

@@ -25,19 +25,30 @@ struct Line<'a> {
     dst_port: u16,
     service: &'a str,
     explanation: String,
+    /// The encapsulation the SYN arrived in: kind and session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror_session: Option<u32>,
 }
 
 /// Write `e` as one line; evidence events are not logged (the connection
 /// line already carries them).
 pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Result<()> {
-    let (ts, class, key, event, outcome) = match e {
-        Event::Connection { ts, class, key } => (ts, class, key, "connection", None),
+    let (ts, class, key, event, outcome, mirror) = match e {
+        Event::Connection {
+            ts,
+            class,
+            key,
+            mirror,
+        } => (ts, class, key, "connection", None, mirror),
         Event::Outcome {
             ts,
             class,
             key,
             outcome,
-        } => (ts, class, key, "outcome", Some(outcome.as_str())),
+            mirror,
+        } => (ts, class, key, "outcome", Some(outcome.as_str()), mirror),
         Event::Evidence { .. } => return Ok(()),
     };
     let line = Line {
@@ -54,6 +65,8 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
         dst_port: key.server_port,
         service: &class.service,
         explanation: explain(p, class),
+        mirror_kind: mirror.map(|m| m.kind.as_str()),
+        mirror_session: mirror.and_then(|m| m.session),
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")

@@ -37,7 +37,7 @@ impl FindingPrinter {
     /// The line to print for `e`, if it is a finding due for printing.
     pub fn line(&mut self, p: &Policy, e: &Event) -> Option<String> {
         let (kind, class, key, ts) = match e {
-            Event::Connection { ts, class, key } => match FindingKind::of(class.verdict) {
+            Event::Connection { ts, class, key, .. } => match FindingKind::of(class.verdict) {
                 Some(k) => (k, class, key, ts),
                 None => return None,
             },
@@ -46,6 +46,7 @@ impl FindingPrinter {
                 class,
                 key,
                 outcome,
+                ..
             } if class.is_site_edge() && outcome.is_blocked() => {
                 (FindingKind::Blocked, class, key, ts)
             }
@@ -129,6 +130,7 @@ mod tests {
                 server: dst,
                 server_port: port,
             },
+            mirror: None,
         }
     }
 

@@ -25,7 +25,7 @@ use prometheus::{
 };
 
 use crate::classify::{Basis, Classification, Verdict};
-use crate::decode::Skip;
+use crate::decode::{EncapKind, Skip};
 use crate::map::FastMap;
 use crate::pipeline::{Event, Ingested, Pipeline};
 use crate::policy::Visibility;
@@ -45,17 +45,20 @@ pub enum PacketResult {
     NotControl,
     /// A non-first IP fragment.
     Fragment,
+    /// UDP that looks like VXLAN or GENEVE on a port not configured for it.
+    UnconfiguredTunnel,
     /// Failed to decode (truncated, invalid, unsupported link type).
     Malformed,
 }
 
 impl PacketResult {
-    pub const ALL: [PacketResult; 6] = [
+    pub const ALL: [PacketResult; 7] = [
         PacketResult::Control,
         PacketResult::NotIp,
         PacketResult::NotTcp,
         PacketResult::NotControl,
         PacketResult::Fragment,
+        PacketResult::UnconfiguredTunnel,
         PacketResult::Malformed,
     ];
 
@@ -66,6 +69,7 @@ impl PacketResult {
             PacketResult::NotTcp => "not_tcp",
             PacketResult::NotControl => "not_control",
             PacketResult::Fragment => "fragment",
+            PacketResult::UnconfiguredTunnel => "unconfigured_tunnel",
             PacketResult::Malformed => "malformed",
         }
     }
@@ -77,6 +81,7 @@ impl PacketResult {
             Ingested::Skipped(Skip::NotTcp) => PacketResult::NotTcp,
             Ingested::Skipped(Skip::NotControl) => PacketResult::NotControl,
             Ingested::Skipped(Skip::Fragment) => PacketResult::Fragment,
+            Ingested::Skipped(Skip::UnconfiguredTunnel) => PacketResult::UnconfiguredTunnel,
             Ingested::Malformed => PacketResult::Malformed,
         }
     }
@@ -112,6 +117,7 @@ pub struct Metrics {
     edge_window: GaugeVec,
     edge_missing: IntGaugeVec,
     packets: IntCounterVec,
+    encapsulated: IntCounterVec,
     dropped: IntCounterVec,
     capture_up: IntGaugeVec,
     flow_entries: IntGauge,
@@ -204,6 +210,11 @@ impl Metrics {
                 "portwatch_packets_total",
                 "Frames read from the capture, by what decoding made of them.",
                 &["interface", "result"],
+            ),
+            encapsulated: counter_vec(
+                "portwatch_encapsulated_packets_total",
+                "Frames opened from an encapsulation (a mirror session's VXLAN, GENEVE, ERSPAN, GRE, ...), by kind; a frame in two counts under both.",
+                &["kind"],
             ),
             dropped: counter_vec(
                 "portwatch_capture_dropped_packets_total",
@@ -395,13 +406,15 @@ struct EdgeSeries {
 /// The capture thread's side: cached handles, fed with pipeline events.
 pub struct Recorder {
     m: Metrics,
-    packets: Vec<[IntCounter; 6]>,
+    packets: Vec<[IntCounter; PacketResult::ALL.len()]>,
     dropped: Vec<[IntCounter; 2]>,
     dropped_seen: Vec<[u64; 2]>,
     up: Vec<IntGauge>,
     lost: Vec<IntCounter>,
     evictions: [IntCounter; 3],
     evictions_seen: [u64; 3],
+    encapsulated: [IntCounter; EncapKind::ALL.len()],
+    encapsulated_seen: [u64; EncapKind::ALL.len()],
     anomalies_seen: u64,
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
@@ -432,6 +445,8 @@ impl Recorder {
         Recorder {
             evictions: Eviction::ALL.map(|w| m.evictions.with_label_values(&[w.as_str()])),
             evictions_seen: [0; 3],
+            encapsulated: EncapKind::ALL.map(|k| m.encapsulated.with_label_values(&[k.as_str()])),
+            encapsulated_seen: [0; EncapKind::ALL.len()],
             anomalies_seen: 0,
             m: m.clone(),
             packets,
@@ -575,6 +590,11 @@ impl Recorder {
             let total = table.evictions(why);
             self.evictions[i].inc_by(total.saturating_sub(self.evictions_seen[i]));
             self.evictions_seen[i] = total;
+        }
+        for (i, kind) in EncapKind::ALL.into_iter().enumerate() {
+            let total = pl.stats().encapsulated(kind);
+            self.encapsulated[i].inc_by(total.saturating_sub(self.encapsulated_seen[i]));
+            self.encapsulated_seen[i] = self.encapsulated_seen[i].max(total);
         }
         let anomalies = pl.time().anomalies();
         (self.m.timestamp_anomalies).inc_by(anomalies.saturating_sub(self.anomalies_seen));

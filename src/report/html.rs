@@ -328,6 +328,10 @@ fn capture(s: &mut String, r: &Report) {
     row("control packets", nonzero(&c.control_packets));
     row("skipped packets", nonzero(&c.skipped_packets));
     row("decode errors", nonzero(&c.decode_errors));
+    if !c.encapsulations.is_empty() {
+        row("encapsulations", nonzero(&c.encapsulations));
+        row("mirror sessions", c.sessions_line());
+    }
     row(
         "replies visible",
         if c.replies_visible {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::classify::{explain, Classification, Verdict};
-use crate::decode::{Control, Skip};
+use crate::decode::{Control, EncapKind, Skip};
 use crate::observation::{Fidelity, Outcome, OutcomeCounts, SourceKind};
 use crate::pipeline::Pipeline;
 use crate::policy::{EndpointKind, Peer, Policy};
@@ -113,6 +113,25 @@ pub struct Capture {
     pub control_packets: BTreeMap<&'static str, u64>,
     pub skipped_packets: BTreeMap<&'static str, u64>,
     pub decode_errors: BTreeMap<&'static str, u64>,
+    /// Frames opened from each encapsulation (kinds seen only; a frame in
+    /// two counts under both). Absent for a capture with none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub encapsulations: BTreeMap<&'static str, u64>,
+    /// The sessions those frames named (VNI, ERSPAN session id, GRE key),
+    /// at most [`crate::pipeline::MAX_MIRROR_SESSIONS`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirror_sessions: Vec<MirrorSession>,
+    /// Frames of sessions beyond that cap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mirror_sessions_dropped: u64,
+    /// UDP that looks like VXLAN or GENEVE on a port not configured for it
+    /// (`--vxlan-ports`, `--geneve-ports`): not opened, so not checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unconfigured_tunnels: Vec<UnconfiguredTunnel>,
+    /// Encapsulated control packets that were a second copy of one just
+    /// seen (both ends of a connection mirrored): applied once.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mirror_duplicates: u64,
     /// Frames whose timestamp did not move the capture clock (far behind
     /// it, or far ahead and not confirmed by the frames after); they are
     /// classified at the clock's time and left out of the span.
@@ -131,6 +150,55 @@ pub struct Capture {
     pub flow_rows_refused: u64,
     pub findings_refused: u64,
     pub truncated: bool,
+}
+
+impl Capture {
+    /// The mirror sessions as `kind session (frames)`, comma-separated.
+    pub fn sessions_line(&self) -> String {
+        let mut parts: Vec<String> = (self.mirror_sessions.iter())
+            .map(|m| format!("{} {} ({} frames)", m.kind, m.session, m.frames))
+            .collect();
+        if self.mirror_sessions_dropped > 0 {
+            parts.push(format!(
+                "{} frames of further sessions",
+                self.mirror_sessions_dropped
+            ));
+        }
+        match parts.is_empty() {
+            true => "none named".into(),
+            false => parts.join(", "),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MirrorSession {
+    pub kind: &'static str,
+    pub session: u32,
+    pub frames: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UnconfiguredTunnel {
+    pub kind: &'static str,
+    pub port: u16,
+    pub frames: u64,
+}
+
+impl UnconfiguredTunnel {
+    /// The warning printed once for it.
+    pub fn warning(&self) -> String {
+        let flag = if self.kind == EncapKind::Vxlan.as_str() {
+            "--vxlan-ports"
+        } else {
+            "--geneve-ports"
+        };
+        format!(
+            "UDP port {} carries what looks like {} ({} frames) but is not configured for it: \
+             those frames were not opened; add the port with {flag}",
+            self.port, self.kind, self.frames
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -405,6 +473,28 @@ impl Report {
                     .map(|s| (s.as_str(), stats.skipped(*s)))
                     .collect(),
                 decode_errors: stats.errors.clone(),
+                encapsulations: (EncapKind::ALL.iter())
+                    .filter(|k| stats.encapsulated(**k) > 0)
+                    .map(|k| (k.as_str(), stats.encapsulated(*k)))
+                    .collect(),
+                mirror_sessions: (stats.sessions.iter())
+                    .filter_map(|(e, n)| {
+                        Some(MirrorSession {
+                            kind: e.kind.as_str(),
+                            session: e.session?,
+                            frames: *n,
+                        })
+                    })
+                    .collect(),
+                mirror_sessions_dropped: stats.sessions_dropped,
+                mirror_duplicates: stats.mirror_duplicates,
+                unconfigured_tunnels: (stats.unconfigured.iter())
+                    .map(|((kind, port), n)| UnconfiguredTunnel {
+                        kind: kind.as_str(),
+                        port: *port,
+                        frames: *n,
+                    })
+                    .collect(),
                 timestamp_anomalies: pl.time().anomalies(),
                 replies_visible: pl.table().replies_visible(),
                 reply_pairs: pl.table().reply_pairs(),

@@ -70,6 +70,15 @@ impl Report {
             or_none(counts(&c.control_packets))
         );
         let _ = writeln!(s, "  decode errors: {}", or_none(counts(&c.decode_errors)));
+        if !c.encapsulations.is_empty() {
+            let _ = writeln!(s, "  encapsulations: {}", counts(&c.encapsulations));
+        }
+        if !c.mirror_sessions.is_empty() {
+            let _ = writeln!(s, "  mirror sessions: {}", c.sessions_line());
+        }
+        for u in &c.unconfigured_tunnels {
+            let _ = writeln!(s, "  WARNING: {}", u.warning());
+        }
         if !c.replies_visible {
             let _ = writeln!(
                 s,

@@ -34,6 +34,7 @@ fn seg(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, control: Control) -> Se
             Control::Ack => 0x10,
         },
         seq: 0,
+        mirror: None,
     }
 }
 

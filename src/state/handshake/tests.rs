@@ -18,6 +18,7 @@ fn seg(src: &str, sport: u16, dst: &str, dport: u16, control: Control) -> Segmen
             Control::Ack => 0x10,
         },
         seq: 0,
+        mirror: None,
     }
 }
 
