@@ -39,6 +39,8 @@
 //!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
 //! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
 //!   site verdict per required edge.
+//! - `tunnels`: the mirror and tunnel captures of `../shared/sensors/tunnels/`
+//!   against tshark's protocol hierarchy and inner handshakes.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -64,6 +66,7 @@ mod propose;
 mod readme;
 mod scenarios;
 mod stdout;
+mod tunnels;
 mod util;
 mod validation;
 mod webconfig;
