@@ -13,6 +13,11 @@
 //!
 //! Besides the captures it writes `fixtures.tsv`: file, site and the exit
 //! status `portwatch replay` must give for it.
+//!
+//! [`mirrored_demo`] gives the demo capture as each kind of mirror session
+//! delivers it (VXLAN, GENEVE, GRE, GRE-TEB, ERSPAN I/II/III, GRE-in-UDP,
+//! MPLS); they are not committed: `tests/golden.rs` writes them at test
+//! time, and `make_fixtures -- DIR --mirrored` writes them into DIR.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -42,6 +47,16 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("fixtures"));
+    if std::env::args().nth(2).as_deref() == Some("--mirrored") {
+        for (m, suffix) in MIRRORS {
+            let file = dir.join(format!("demo-{suffix}.pcap"));
+            if let Err(e) = std::fs::write(&file, mirrored_demo(m)) {
+                eprintln!("error: {}: {e}", file.display());
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     match generate(&dir) {
         Ok(list) => {
             for f in &list {
@@ -990,6 +1005,8 @@ fn quiet_gap(rng: &mut Rng) -> Vec<Pkt> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
+    /// Ethernet, as a mirror session delivers it: wrapped.
+    Mirror(Mirror),
     Ethernet,
     /// 802.1Q, VLAN 100.
     Vlan,
@@ -1004,7 +1021,7 @@ enum Link {
 impl Link {
     fn linktype(self) -> u16 {
         match self {
-            Link::Ethernet | Link::Vlan | Link::QinQ => 1,
+            Link::Ethernet | Link::Vlan | Link::QinQ | Link::Mirror(_) => 1,
             Link::Sll => 113,
             Link::Sll2 => 276,
         }
@@ -1023,6 +1040,12 @@ fn mac(ip: &[u8], version6: bool) -> [u8; 6] {
 
 fn frame(link: Link, p: &Pkt) -> Vec<u8> {
     let ip = match &p.body {
+        Body::Ip(_) if matches!(link, Link::Mirror(_)) => {
+            let Link::Mirror(m) = link else {
+                unreachable!()
+            };
+            return mirrored(m, &frame(Link::Ethernet, p));
+        }
         Body::Raw(raw) => return raw.clone(),
         Body::Ip(ip) => ip,
     };
@@ -1036,7 +1059,7 @@ fn frame(link: Link, p: &Pkt) -> Vec<u8> {
     };
     let mut f = Vec::with_capacity(ip.len() + 24);
     match link {
-        Link::Ethernet | Link::Vlan | Link::QinQ => {
+        Link::Ethernet | Link::Vlan | Link::QinQ | Link::Mirror(_) => {
             f.extend_from_slice(&dst_mac);
             f.extend_from_slice(&src_mac);
             if link == Link::QinQ {
@@ -1071,6 +1094,115 @@ fn frame(link: Link, p: &Pkt) -> Vec<u8> {
     }
     f.extend_from_slice(ip);
     f
+}
+
+// ------------------------------------------------------------------ mirrors
+
+/// An encapsulation a mirror session delivers frames in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mirror {
+    Vxlan,
+    Geneve,
+    Gre,
+    GreTeb,
+    ErspanI,
+    ErspanII,
+    ErspanIII,
+    GreInUdp,
+    Mpls,
+}
+
+/// Each encapsulation and the name `portwatch` reports it by.
+pub const MIRRORS: [(Mirror, &str); 9] = [
+    (Mirror::Vxlan, "vxlan"),
+    (Mirror::Geneve, "geneve"),
+    (Mirror::Gre, "gre"),
+    (Mirror::GreTeb, "gre_teb"),
+    (Mirror::ErspanI, "erspan_i"),
+    (Mirror::ErspanII, "erspan_ii"),
+    (Mirror::ErspanIII, "erspan_iii"),
+    (Mirror::GreInUdp, "gre_in_udp"),
+    (Mirror::Mpls, "mpls"),
+];
+
+/// The session every mirrored frame names (VNI, ERSPAN session id, GRE key).
+pub const MIRROR_SESSION: u32 = 300;
+/// The mirror's tunnel endpoints (198.18.0.0/15: no site uses it).
+const VTEP_SRC: [u8; 4] = [198, 18, 0, 1];
+const VTEP_DST: [u8; 4] = [198, 18, 0, 2];
+
+/// The demo capture, each frame wrapped in `m` as a mirror delivers it.
+pub fn mirrored_demo(m: Mirror) -> Vec<u8> {
+    pcap(Link::Mirror(m), &demo(&mut Rng::new(SEED ^ 0x600)))
+}
+
+/// `eth` (an Ethernet frame) in `m`, in Ethernet and IPv4 between the
+/// tunnel endpoints (MPLS: in Ethernet directly).
+fn mirrored(m: Mirror, eth: &[u8]) -> Vec<u8> {
+    let ip = &eth[14..];
+    let ip_type: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    let session = MIRROR_SESSION;
+    let outer = PacketBuilder::ethernet2([2, 0, 0, 0, 0xee, 1], [2, 0, 0, 0, 0xee, 2])
+        .ipv4(VTEP_SRC, VTEP_DST, 64);
+    let mut out = Vec::new();
+    let udp = |out: &mut Vec<u8>, port: u16, payload: &[u8]| {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0xee, 1], [2, 0, 0, 0, 0xee, 2])
+            .ipv4(VTEP_SRC, VTEP_DST, 64)
+            .udp(49_152, port);
+        b.write(out, payload).expect("Vec write");
+    };
+    let gre = |protocol: u16, key: Option<u32>, seq: Option<u32>, inner: &[u8]| {
+        let flags = u16::from(key.is_some()) << 13 | u16::from(seq.is_some()) << 12;
+        let mut g = [flags.to_be_bytes(), protocol.to_be_bytes()].concat();
+        for v in [key, seq].into_iter().flatten() {
+            g.extend_from_slice(&v.to_be_bytes());
+        }
+        [g, inner.to_vec()].concat()
+    };
+    let erspan = |version: u8| {
+        let mut h = vec![version << 4, 0];
+        h.extend_from_slice(&(session as u16).to_be_bytes());
+        h.extend_from_slice(&[0; 4]);
+        if version == 2 {
+            // Timestamp, SGT, and the O flag: an 8-byte platform subheader follows.
+            h.extend_from_slice(&[0, 0, 0, 1]);
+            h.extend_from_slice(&[0; 8]);
+        }
+        [h, eth.to_vec()].concat()
+    };
+    let vni = (session << 8).to_be_bytes();
+    match m {
+        Mirror::Vxlan => udp(&mut out, 4789, &[&[8, 0, 0, 0], &vni[..], eth].concat()),
+        Mirror::Geneve => {
+            // One 4-byte option (class 0x0102, type 3, one word of data).
+            let option = [1, 2, 3, 1, 0xaa, 0xbb, 0xcc, 0xdd];
+            udp(
+                &mut out,
+                6081,
+                &[&[2, 0, 0x65, 0x58], &vni[..], &option, eth].concat(),
+            )
+        }
+        Mirror::GreInUdp => udp(&mut out, 4754, &gre(ip_type, None, None, ip)),
+        Mirror::Mpls => {
+            out.extend_from_slice(&eth[..12]);
+            out.extend_from_slice(&0x8847u16.to_be_bytes());
+            out.extend_from_slice(&((1000 << 12) | 0x100 | 64u32).to_be_bytes());
+            out.extend_from_slice(ip);
+        }
+        Mirror::Gre | Mirror::GreTeb | Mirror::ErspanI | Mirror::ErspanII | Mirror::ErspanIII => {
+            let payload = match m {
+                Mirror::Gre => gre(ip_type, Some(session), None, ip),
+                Mirror::GreTeb => gre(0x6558, Some(session), None, eth),
+                Mirror::ErspanI => gre(0x88be, None, None, eth),
+                Mirror::ErspanII => gre(0x88be, None, Some(1), &erspan(1)),
+                _ => gre(0x22eb, None, Some(1), &erspan(2)),
+            };
+            outer
+                .write(&mut out, etherparse::IpNumber::GRE, &payload)
+                .expect("Vec write");
+        }
+    }
+    out
 }
 
 // --------------------------------------------------------------- containers

@@ -227,3 +227,61 @@ fn golden_generator_is_deterministic() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The demo capture as each mirror session delivers it (written at test
+/// time by the generator, never committed): the report is the demo's
+/// golden but for the capture section, which counts every frame under its
+/// encapsulation and names the session.
+#[test]
+fn mirrored_demos_give_the_demo_report() {
+    let dir = crate::util::TempDir::new("mirrored");
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_path("demo.pcap")).expect("demo golden"),
+    )
+    .expect("JSON");
+    let mut failures = Vec::new();
+    for (m, kind) in generator::MIRRORS {
+        let path = dir.0.join(format!("demo-{kind}.pcap"));
+        std::fs::write(&path, generator::mirrored_demo(m)).expect("temp dir writable");
+        let run = portwatch(&[
+            "replay",
+            "--format",
+            "json",
+            "--site",
+            "multi-node",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        assert_eq!(run.code, Some(1), "{kind}: {}", run.stderr);
+        let mut got = run.json();
+        let c = got["capture"].take();
+        let packets = &want["capture"]["packets"];
+        assert_eq!(&c["packets"], packets, "{kind}");
+        assert_eq!(&c["encapsulations"][kind], packets, "{kind}: {c}");
+        assert_eq!(
+            c["control_packets"], want["capture"]["control_packets"],
+            "{kind}"
+        );
+        assert_eq!(
+            c["skipped_packets"], want["capture"]["skipped_packets"],
+            "{kind}"
+        );
+        let named = c["mirror_sessions"].as_array().map_or(0, Vec::len);
+        let has_session = !matches!(kind, "erspan_i" | "gre_in_udp" | "mpls");
+        assert_eq!(named, usize::from(has_session), "{kind}: {c}");
+        if has_session {
+            let s = &c["mirror_sessions"][0];
+            assert_eq!(
+                (&s["session"], &s["frames"]),
+                (&generator::MIRROR_SESSION.into(), packets)
+            );
+        }
+        let mut want = want.clone();
+        want["capture"].take();
+        let mut diff = Vec::new();
+        json_diff(&want, &got, "$", &mut diff, 8);
+        if !diff.is_empty() {
+            failures.push(format!("{kind}:\n  {}", diff.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
