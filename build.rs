@@ -9,6 +9,15 @@ fn output(cmd: &str, args: &[&str]) -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
+/// Ask cargo to rerun this script when `path` changes, if it exists.
+fn watch(path: &str) -> bool {
+    let exists = std::path::Path::new(path).exists();
+    if exists {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    exists
+}
+
 fn main() {
     let revision = std::env::var("PORTWATCH_REVISION")
         .ok()
@@ -21,17 +30,25 @@ fn main() {
     println!("cargo:rustc-env=PORTWATCH_REVISION={revision}");
     println!("cargo:rustc-env=PORTWATCH_RUSTVERSION={rustversion}");
     println!("cargo:rerun-if-env-changed=PORTWATCH_REVISION");
-    // Rebuild when HEAD moves (in a worktree .git is a file: ask git).
-    if let Some(dir) = output("git", &["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(r) = output("git", &["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{r}");
-        }
-    }
-    if let Some(common) = output("git", &["rev-parse", "--git-common-dir"]) {
-        println!("cargo:rerun-if-changed={common}/packed-refs");
-        if let Some(r) = output("git", &["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={common}/{r}");
+    // Rebuild when HEAD moves (in a worktree .git is a file: ask git). A
+    // path that does not exist (refs not packed, a branch only in
+    // packed-refs) would make cargo rerun this script, and relink, on
+    // every build: only existing files are named.
+    let branch = output("git", &["symbolic-ref", "-q", "HEAD"]);
+    for dir in ["--git-dir", "--git-common-dir"] {
+        if let Some(dir) = output("git", &["rev-parse", dir]) {
+            watch(&format!("{dir}/HEAD"));
+            watch(&format!("{dir}/packed-refs"));
+            if let Some(r) = &branch {
+                // A branch only in packed-refs gets a loose file at its next
+                // commit: its folder's listing changes then.
+                let loose = format!("{dir}/{r}");
+                if !watch(&loose) {
+                    if let Some(folder) = std::path::Path::new(&loose).parent() {
+                        watch(&folder.to_string_lossy());
+                    }
+                }
+            }
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
