@@ -33,6 +33,7 @@
 //! observation        │ what a sensor saw of one connection: 4-tuple, initiator, fate, fidelity
 //! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
 //! time               │ capture timestamps
+//! quote              │ text into each output format
 //! ```
 //!
 //! Only `source`, `export`, `config` (it reads the site and rules files)
@@ -55,6 +56,7 @@ pub mod observation;
 pub mod pipeline;
 pub mod policy;
 pub mod propose;
+pub mod quote;
 pub mod report;
 pub mod site;
 pub mod source;

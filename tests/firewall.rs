@@ -23,7 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portwatch::config::{load_policy, BUNDLED_SITES};
+use portwatch::firewall::{nftables, Action, Cite, Direction, DropKind, Plan, Remote, Rule, Way};
 use portwatch::policy::{EndpointKind, Peer, Policy};
+use portwatch::quote;
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::Value;
 
 use crate::prereq::prerequisites;
@@ -693,5 +697,162 @@ impl std::fmt::Display for Attempt {
             "{} ({}) -> {} ({}):{}",
             self.src.name, self.src.addr, self.dst.name, self.dst.addr, self.port
         )
+    }
+}
+
+/// Text with what matters to nft (quotes, `#`, `;`, braces, line breaks)
+/// made likely, and any other character.
+fn hostile() -> impl Strategy<Value = String> {
+    let special = prop::sample::select(vec![
+        '\n', '\r', '\t', '\0', '"', '\'', '\\', '#', ';', '{', '}', ' ', '\u{2028}', 'é',
+    ]);
+    prop::collection::vec(prop_oneof![special, any::<char>()], 0..40)
+        .prop_map(|cs| cs.into_iter().collect())
+}
+
+/// A plan of two inbound rules (an allow, a drop that logs) and an
+/// outbound allow, every text in it given.
+fn plan_of(texts: [String; 6]) -> Plan {
+    let [site, node, model, summary, rule, text] = texts;
+    let cite = Cite { rule, text };
+    let net = |s: &str| Remote::Nets(vec![s.parse().unwrap()]);
+    let rule = |way, action, ports: Vec<u16>, remote| Rule {
+        way,
+        action,
+        ports,
+        remote,
+        summary: summary.clone(),
+        cites: vec![cite.clone()],
+    };
+    Plan {
+        site,
+        model,
+        node,
+        addresses: vec!["192.0.2.10".parse().unwrap()],
+        direction: Direction::Both,
+        rules: vec![
+            rule(
+                Way::Inbound,
+                Action::Allow,
+                vec![4242],
+                net("192.0.2.11/32"),
+            ),
+            rule(
+                Way::Inbound,
+                Action::Drop(DropKind::NotExpected),
+                vec![4242, 4243],
+                Remote::Any,
+            ),
+            rule(
+                Way::Outbound,
+                Action::Allow,
+                vec![443],
+                net("2001:db8::/32"),
+            ),
+        ],
+    }
+}
+
+/// Load `plan`'s file in the namespace `ns` and compare what nft holds with
+/// the plan: one table, its two chains, and per chain the two fixed rules
+/// then each rule of the plan with its quoted note (a drop's log rule has
+/// none).
+fn loads_exactly(ns: &str, dir: &Path, plan: &Plan) -> Result<(), String> {
+    let file = dir.join("plan.nft");
+    let text = nftables::render(plan);
+    std::fs::write(&file, &text).unwrap();
+    let f = file.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            false => Err(format!(
+                "{args:?}: {}\n{text}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    };
+    run(&["nft", "flush", "ruleset"])?;
+    run(&["nft", "-c", "-f", f])?;
+    run(&["nft", "-f", f])?;
+    let listed: Value = serde_json::from_str(&run(&["nft", "-j", "list", "ruleset"])?).unwrap();
+    let items = listed["nftables"].as_array().unwrap();
+    let of = |kind: &'static str| items.iter().filter_map(move |i| i.get(kind));
+    let tables: Vec<String> = of("table")
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["family"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let chains: Vec<&str> = of("chain").map(|c| c["name"].as_str().unwrap()).collect();
+    let comments = |chain: &str| -> Vec<Option<String>> {
+        of("rule")
+            .filter(|r| r["chain"] == chain)
+            .map(|r| r["comment"].as_str().map(str::to_string))
+            .collect()
+    };
+    let want = |way: Way| -> Vec<Option<String>> {
+        let fixed = ["portwatch: replies", "portwatch: same host"];
+        let mut w: Vec<Option<String>> = fixed.iter().map(|c| Some(c.to_string())).collect();
+        for r in plan.rules.iter().filter(|r| r.way == way) {
+            let quoted = quote::nft_string(&nftables::note(r));
+            if matches!(r.action, Action::Drop(_)) {
+                w.push(None);
+            }
+            w.push(Some(quoted[1..quoted.len() - 1].to_string()));
+        }
+        w
+    };
+    let got = (tables, chains, comments("input"), comments("output"));
+    let expected = (
+        vec!["inet portwatch".to_string()],
+        vec!["input", "output"],
+        want(Way::Inbound),
+        want(Way::Outbound),
+    );
+    if got != expected {
+        return Err(format!("{got:?}\n!=\n{expected:?}\n{text}"));
+    }
+    Ok(())
+}
+
+/// The issue's reproducer: a site name with line breaks made nft create a
+/// table of its own; now the header holds it as a comment.
+#[test]
+fn firewall_names_with_line_breaks_stay_in_comments() {
+    if !prerequisites("nftables quoting test", &["ip", "nft"]) {
+        return;
+    }
+    let mut lab = Lab::new("names");
+    let ns = lab.netns(format!("pwfw{}q", std::process::id()));
+    let evil =
+        "x\ntable inet backdoor {\n chain c { type filter hook input priority 0; accept; }\n}\n#";
+    let texts = [evil, evil, evil, evil, "r\" accept; #", "t"].map(str::to_string);
+    loads_exactly(&ns, &lab.dir, &plan_of(texts)).unwrap();
+}
+
+/// For any texts in a plan, nft accepts the file and holds exactly the
+/// plan's rules: nothing in a name, summary or citation becomes a command.
+#[test]
+fn firewall_nft_quoting_holds_for_any_text() {
+    if !prerequisites("nftables quoting property test", &["ip", "nft"]) {
+        return;
+    }
+    let mut lab = Lab::new("prop");
+    let ns = lab.netns(format!("pwfw{}p", std::process::id()));
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    let texts = [(); 6].map(|_| hostile());
+    let result = runner.run(&texts, |texts| {
+        loads_exactly(&ns, &lab.dir, &plan_of(texts)).map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

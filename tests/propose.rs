@@ -452,3 +452,26 @@ fn replay_after_the_patch_reports_exactly_what_was_left_out() {
         .collect();
     assert_eq!(found, left);
 }
+
+/// The reproducer: a capture named `$'cap\nallow: []\n#.pcap'` put
+/// a real `allow:` key into the patch through its evidence comment. The
+/// patch of that capture is the patch of the same capture named plainly.
+#[test]
+fn a_capture_name_cannot_add_a_key_to_the_patch() {
+    let dir = TempDir::new("propose-name");
+    let capture = |name: &str| {
+        let p = dir.0.join(name);
+        std::fs::write(&p, generator::extra_legitimate_capture()).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let (plain, evil) = (capture("plain.pcap"), capture("cap\nallow: []\n#.pcap"));
+    let propose = |capture: &str| {
+        let run = portwatch(&["propose", capture, "--site", "multi-node"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run.stdout
+    };
+    let (plain, evil) = (propose(&plain), propose(&evil));
+    assert!(evil.contains("cap\\nallow: []\\n#.pcap"), "{evil}");
+    assert!(!parse(&plain)["allow"].as_array().unwrap().is_empty());
+    assert_eq!(parse(&evil), parse(&plain), "{evil}");
+}

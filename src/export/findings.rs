@@ -8,6 +8,7 @@ use std::io::Write;
 
 use crate::pipeline::Event;
 use crate::policy::Policy;
+use crate::quote::log_field;
 use crate::state::tally::FindingKind;
 
 /// Prints each finding once per (kind, src, dst, port), then again when its
@@ -89,14 +90,14 @@ impl FindingPrinter {
             "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",
             ts,
             kind.as_str(),
-            p.peer_name(class.src),
+            log_field(p.peer_name(class.src)),
             key.client,
-            p.peer_name(class.dst),
+            log_field(p.peer_name(class.dst)),
             key.server,
             key.server_port,
-            class.service,
+            log_field(&class.service),
             what,
-            crate::classify::explain(p, class)
+            log_field(&crate::classify::explain(p, class))
         ))
     }
 }

@@ -19,6 +19,7 @@ use ipnet::IpNet;
 
 use crate::model::Scope;
 use crate::policy::{EndpointId, EndpointKind, Origin, Policy};
+use crate::quote::shell_word;
 
 /// Which traffic of the node the plan covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,12 +175,25 @@ impl Plan {
             .join(", ")
     }
 
-    /// The command that produces this plan, for the files' headers.
+    /// The first line of the files' headers.
+    pub fn title(&self) -> String {
+        format!(
+            "portwatch host firewall: node {} ({}) of site {} (model {}), direction {}.",
+            self.node,
+            self.addresses(),
+            self.site,
+            self.model,
+            self.direction.as_str()
+        )
+    }
+
+    /// The command that produces this plan, for the files' headers: a
+    /// shell command line, names quoted as shell words.
     pub fn command(&self, format: &str) -> String {
         format!(
             "portwatch firewall --site {} --node {} --format {format} --direction {}",
-            self.site,
-            self.node,
+            shell_word(&self.site),
+            shell_word(&self.node),
             self.direction.as_str()
         )
     }
@@ -342,31 +356,6 @@ fn remote_of(p: &Policy, id: EndpointId) -> Remote {
             }
         }
     }
-}
-
-/// Text for a comment: one line, no quotes or backslashes (nft strings and
-/// PowerShell single-quoted strings both take it as is).
-pub(crate) fn clean(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, '"' | '\'' | '`' | '$'))
-        .map(|c| match c {
-            '\\' => '/',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect()
-}
-
-/// At most `max` bytes, cut at a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// `192.0.2.11` for a host network, the prefix otherwise.

@@ -9,31 +9,24 @@
 
 use std::fmt::Write;
 
-use super::{clean, truncate, Action, Plan, Remote, Rule, Way};
+use super::{Action, Plan, Remote, Rule, Way};
+use crate::quote::{comment, nft_string};
 
 /// How many dropped packets per rule are logged, at most.
 const LOG_RATE: &str = "10/second burst 20 packets";
 
-/// nftables' limit on a rule comment (NFTNL_UDATA_COMMENT_MAXLEN).
-const COMMENT_MAX: usize = 127;
-
 pub fn render(plan: &Plan) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "#!/usr/sbin/nft -f\n\
-         # portwatch host firewall: node {} ({}) of site {} (model {}), direction {}.\n\
-         # Written by: {}\n\
-         # Load with `nft -f FILE`: replaces table inet portwatch, leaves other tables alone.\n\
-         # Remove with `nft delete table inet portwatch`.\n\
-         # Dropped attempts are logged (at most 10/s per rule) with the prefix \"portwatch <kind>: \".",
-        plan.node,
-        plan.addresses(),
-        plan.site,
-        plan.model,
-        plan.direction.as_str(),
-        plan.command("nftables"),
-    );
+    let mut s = String::from("#!/usr/sbin/nft -f\n");
+    let header = [
+        plan.title(),
+        format!("Written by: {}", plan.command("nftables")),
+        "Load with `nft -f FILE`: replaces table inet portwatch, leaves other tables alone.".into(),
+        "Remove with `nft delete table inet portwatch`.".into(),
+        "Dropped attempts are logged (at most 10/s per rule) with the prefix \"portwatch <kind>: \".".into(),
+    ];
+    for line in header {
+        let _ = writeln!(s, "{}", comment(&line));
+    }
     s.push_str("\ntable inet portwatch\ndelete table inet portwatch\n\ntable inet portwatch {\n");
     for (way, chain, hook, lo) in [
         (Way::Inbound, "input", "input", "iif"),
@@ -60,9 +53,13 @@ pub fn render(plan: &Plan) -> String {
 }
 
 fn rule(s: &mut String, r: &Rule) {
-    let _ = writeln!(s, "\n        # {}", clean(&r.summary));
+    let _ = writeln!(s, "\n        {}", comment(&r.summary));
     for c in &r.cites {
-        let _ = writeln!(s, "        #   {}: {}", clean(&c.rule), clean(&c.text));
+        let _ = writeln!(
+            s,
+            "        {}",
+            comment(&format!("  {}: {}", c.rule, c.text))
+        );
     }
     let addr_key = match r.way {
         Way::Inbound => "saddr",
@@ -87,7 +84,7 @@ fn rule(s: &mut String, r: &Rule) {
             "drop",
         ),
     };
-    let comment = comment(r);
+    let note = nft_string(&note(r));
     let set = |ns: &[&ipnet::IpNet]| {
         let items: Vec<String> = ns.iter().map(|n| super::host_or_net(n)).collect();
         format!("{{ {} }}", items.join(", "))
@@ -122,15 +119,13 @@ fn rule(s: &mut String, r: &Rule) {
         if let Some(log) = &log {
             let _ = writeln!(s, "        {m}tcp dport {ports} {log}");
         }
-        let _ = writeln!(
-            s,
-            "        {m}tcp dport {ports} {verdict} comment \"{comment}\""
-        );
+        let _ = writeln!(s, "        {m}tcp dport {ports} {verdict} comment {note}");
     }
 }
 
-/// The short form: what the rule does, the model rules, the page sections.
-fn comment(r: &Rule) -> String {
+/// A rule's nft comment before quoting, the short form: what the rule
+/// does, the model rules, the page sections.
+pub fn note(r: &Rule) -> String {
     let rules: Vec<&str> = r
         .cites
         .iter()
@@ -144,11 +139,10 @@ fn comment(r: &Rule) -> String {
         .collect();
     let mut sections: Vec<&str> = r.cites.iter().map(|c| c.section()).collect();
     sections.dedup();
-    let text = clean(&format!(
+    format!(
         "portwatch: {}; {}; {}",
         r.summary.trim_start_matches("allow "),
         rules.join(", "),
         sections.join(", ")
-    ));
-    truncate(&text, COMMENT_MAX).to_string()
+    )
 }

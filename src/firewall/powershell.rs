@@ -15,7 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::{clean, Action, Plan, Remote, Rule, Way};
+use super::{Action, Plan, Remote, Rule, Way};
+use crate::quote::{comment, log_field, powershell_string};
 
 /// The `New-NetFirewallRule` parameters this renderer writes; the test
 /// checks each against Microsoft's documented list.
@@ -32,35 +33,37 @@ pub const PARAMETERS: &[&str] = &[
     "Description",
 ];
 
+/// The rules' group, one line: `portwatch <site>`.
 pub fn group(plan: &Plan) -> String {
-    format!("portwatch {}", clean(&plan.site))
+    format!("portwatch {}", log_field(&plan.site))
 }
 
 pub fn render(plan: &Plan) -> String {
     let g = group(plan);
+    let gq = powershell_string(&g);
     let mut s = String::new();
+    let header = [
+        plan.title(),
+        format!("Written by: {}", plan.command("powershell")),
+        format!(
+            "Run in an elevated PowerShell on {}. Every rule is in the group {gq}.",
+            plan.node
+        ),
+        format!("List them:   Get-NetFirewallRule -Group {gq}"),
+        format!("Remove them: Remove-NetFirewallRule -Group {gq}"),
+        String::new(),
+        "Block rules win over allow rules in Windows Defender Firewall, so each".into(),
+        "block rule lists every address its ports are NOT allowed from (the".into(),
+        "complement of the allow rules). Loopback traffic is not filtered.".into(),
+        "To log dropped connections: Set-NetFirewallProfile -LogBlocked True".into(),
+    ];
+    for line in header {
+        let _ = writeln!(s, "{}", comment(&line).trim_end());
+    }
     let _ = writeln!(
         s,
-        "# portwatch host firewall: node {} ({}) of site {} (model {}), direction {}.\n\
-         # Written by: {}\n\
-         # Run in an elevated PowerShell on {}. Every rule is in the group '{g}'.\n\
-         # List them:   Get-NetFirewallRule -Group '{g}'\n\
-         # Remove them: Remove-NetFirewallRule -Group '{g}'\n\
-         #\n\
-         # Block rules win over allow rules in Windows Defender Firewall, so each\n\
-         # block rule lists every address its ports are NOT allowed from (the\n\
-         # complement of the allow rules). Loopback traffic is not filtered.\n\
-         # To log dropped connections: Set-NetFirewallProfile -LogBlocked True\n\
-         \n\
-         # Replace an earlier version of these rules.\n\
-         Remove-NetFirewallRule -Group '{g}' -ErrorAction SilentlyContinue",
-        plan.node,
-        plan.addresses(),
-        plan.site,
-        plan.model,
-        plan.direction.as_str(),
-        plan.command("powershell"),
-        plan.node,
+        "\n# Replace an earlier version of these rules.\n\
+         Remove-NetFirewallRule -Group {gq} -ErrorAction SilentlyContinue"
     );
     // Allowed address spans per (way, port): what each block rule leaves out.
     let mut allowed: BTreeMap<(Way, u16), Vec<Span>> = BTreeMap::new();
@@ -113,7 +116,7 @@ fn address_list(r: &Remote) -> String {
 /// A PowerShell array of single-quoted strings: `'a','b'`.
 fn quoted<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
     items
-        .map(|s| format!("'{}'", s.as_ref()))
+        .map(|s| powershell_string(s.as_ref()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -127,11 +130,10 @@ fn command(s: &mut String, group: &str, r: &Rule, ports: &[u16], addrs: &str) {
         Action::Allow => "Allow",
         Action::Drop(_) => "Block",
     };
-    let summary = clean(&r.summary);
     let description = r
         .cites
         .iter()
-        .map(|c| format!("{}: {}", clean(&c.rule), clean(&c.text)))
+        .map(|c| format!("{}: {}", c.rule, c.text))
         .collect::<Vec<_>>()
         .join(" | ");
     let ports = ports
@@ -140,18 +142,21 @@ fn command(s: &mut String, group: &str, r: &Rule, ports: &[u16], addrs: &str) {
         .collect::<Vec<_>>()
         .join(",");
     let summary = match r.action {
-        Action::Allow => summary,
-        Action::Drop(_) => format!("{summary} ({ports}/tcp)"),
+        Action::Allow => r.summary.clone(),
+        Action::Drop(_) => format!("{} ({ports}/tcp)", r.summary),
     };
-    let _ = writeln!(s, "\n# {summary}");
+    let _ = writeln!(s, "\n{}", comment(&summary));
     for c in &r.cites {
-        let _ = writeln!(s, "#   {}: {}", clean(&c.rule), clean(&c.text));
+        let _ = writeln!(s, "{}", comment(&format!("  {}: {}", c.rule, c.text)));
     }
     let _ = writeln!(
         s,
-        "New-NetFirewallRule -DisplayName '{group}: {summary}' -Group '{group}' \
+        "New-NetFirewallRule -DisplayName {} -Group {} \
          -Direction {direction} -Action {action} -Protocol TCP -{port_param} {ports} \
-         -RemoteAddress {addrs} -Profile Any -Description '{description}' | Out-Null"
+         -RemoteAddress {addrs} -Profile Any -Description {} | Out-Null",
+        powershell_string(&format!("{group}: {}", log_field(&summary))),
+        powershell_string(group),
+        powershell_string(&log_field(&description)),
     );
 }
 

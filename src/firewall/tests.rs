@@ -159,12 +159,107 @@ fn a_site_allowance_is_allowed_and_cited_in_both_formats() {
         .rules
         .iter()
         .all(|r| r.action != Action::Drop(DropKind::LocalOnly) || !r.ports.contains(&5252)));
+    let reason =
+        "site multi-node allow[0]: the monitoring team's \"probe\" polls the scheduler API";
     for text in [nftables::render(&plan), powershell::render(&plan)] {
-        let line = text
+        // The `#` lines cite the reason as written.
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start() == format!("#   {reason}")),
+            "allowance not cited:\n{text}"
+        );
+    }
+    // PowerShell reads the description back exactly, quotes and all.
+    let ps = powershell::render(&plan);
+    let described = crate::quote::tests::powershell_statements(&ps)
+        .into_iter()
+        .flatten()
+        .any(|t| matches!(t, crate::quote::tests::PsToken::Verbatim(v) if v.contains(reason)));
+    assert!(described, "{ps}");
+}
+
+/// A plan whose names and texts are all `text`: an allow and a drop
+/// inbound, an allow outbound.
+fn plan_named(text: &str) -> Plan {
+    let rule = |way, action, ports: Vec<u16>| Rule {
+        way,
+        action,
+        ports,
+        remote: Remote::Nets(vec!["192.0.2.11/32".parse().unwrap()]),
+        summary: text.to_string(),
+        cites: vec![Cite {
+            rule: text.to_string(),
+            text: text.to_string(),
+        }],
+    };
+    Plan {
+        site: text.to_string(),
+        model: text.to_string(),
+        node: text.to_string(),
+        addresses: vec!["192.0.2.10".parse().unwrap()],
+        direction: Direction::Both,
+        rules: vec![
+            rule(Way::Inbound, Action::Allow, vec![4242]),
+            rule(
+                Way::Inbound,
+                Action::Drop(DropKind::NotExpected),
+                vec![4243],
+            ),
+            rule(Way::Outbound, Action::Allow, vec![443]),
+        ],
+    }
+}
+
+/// The statements a PowerShell script of `plan` must hold: the removal of
+/// the group, then one `New-NetFirewallRule` per rule, in the group.
+fn powershell_holds_exactly_the_plan(plan: &Plan) -> Result<(), String> {
+    use crate::quote::tests::{powershell_statements, PsToken};
+    let script = powershell::render(plan);
+    let statements = powershell_statements(&script);
+    let group = PsToken::Verbatim(powershell::group(plan));
+    let word = |w: &str| PsToken::Word(w.to_string());
+    let fail = |why: &str| Err(format!("{why}:\n{script}\n{statements:#?}"));
+    if statements.len() != 1 + plan.rules.len() {
+        return fail("statements");
+    }
+    let remove = [word("Remove-NetFirewallRule"), word("-Group"), group];
+    if statements[0][..3] != remove {
+        return fail("the first statement removes the group");
+    }
+    for s in &statements[1..] {
+        let at = |p: &str| s.iter().position(|t| *t == word(p)).map(|i| &s[i + 1]);
+        let ok = s[0] == word("New-NetFirewallRule")
+            && at("-Group") == Some(&remove[2])
+            && matches!(at("-DisplayName"), Some(PsToken::Verbatim(_)))
+            && matches!(at("-Description"), Some(PsToken::Verbatim(_)))
+            && s.iter().all(|t| !matches!(t, PsToken::Expandable(_)))
+            && s.ends_with(&[word("|"), word("Out-Null")]);
+        if !ok {
+            return fail("a New-NetFirewallRule in the group");
+        }
+    }
+    Ok(())
+}
+
+/// The reproducers: a name with line breaks became a line of
+/// code in the header, and `’` closed a `-DisplayName '…'` string.
+#[test]
+fn powershell_names_cannot_become_commands() {
+    for name in [
+        "x\nStart-Process notepad.exe\n#",
+        "x\u{2019}; Start-Process notepad.exe; \u{2019}",
+        "x'; Start-Process notepad.exe; '",
+    ] {
+        powershell_holds_exactly_the_plan(&plan_named(name)).unwrap();
+        assert!(!powershell::render(&plan_named(name))
             .lines()
-            .find(|l| l.contains("site multi-node allow[0]: the monitoring"))
-            .unwrap_or_else(|| panic!("allowance not cited:\n{text}"));
-        // Quotes from the site file never reach a rule's strings.
-        assert!(line.contains("the monitoring teams probe polls"), "{line}");
+            .any(|l| l.trim_start().starts_with("Start-Process")));
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn powershell_holds_exactly_the_plan_for_any_text(s in crate::quote::tests::hostile()) {
+        powershell_holds_exactly_the_plan(&plan_named(&s)).map_err(proptest::test_runner::TestCaseError::fail)?;
     }
 }

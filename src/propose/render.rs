@@ -6,10 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Kind, Proposal, Proposed};
 
-/// A YAML scalar: JSON's double-quoted strings are valid YAML.
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
+use crate::quote::{comment, yaml_scalar as q};
 
 fn list(items: &[String]) -> String {
     let v: Vec<String> = items.iter().map(|s| q(s)).collect();
@@ -18,7 +15,7 @@ fn list(items: &[String]) -> String {
 
 fn comments(out: &mut String, indent: &str, lines: &[String]) {
     for l in lines {
-        out.push_str(&format!("{indent}# {l}\n"));
+        out.push_str(&format!("{indent}{}\n", comment(l)));
     }
 }
 
@@ -45,36 +42,37 @@ pub fn yaml(p: &Proposal) -> String {
     let mut out = String::new();
     let src = &p.source;
     let drawn = format!(
-        "# Drawn from {} ({} to {}): {} connection attempts, {} established.\n",
+        "Drawn from {} ({} to {}): {} connection attempts, {} established.",
         src.captures.join(", "),
         src.first_seen.as_deref().unwrap_or("-"),
         src.last_seen.as_deref().unwrap_or("-"),
         src.attempts,
         src.established
     );
-    match p.kind {
-        Kind::Patch => {
-            out.push_str(&format!(
-                "# portwatch propose: additions to site `{}` drawn from traffic, for review.\n\
-                 # Nothing is applied: append each list below to the site file's list of the\n\
-                 # same name (add the key if the site has none), then `portwatch check`.\n",
+    let head = match p.kind {
+        Kind::Patch => vec![
+            format!(
+                "portwatch propose: additions to site `{}` drawn from traffic, for review.",
                 p.site
-            ));
-            out.push_str(&drawn);
-        }
-        Kind::Site => {
-            out.push_str(
-                "# portwatch propose: a site file inferred from traffic, for review.\n\
-                 # Check the roles, rename the nodes, then `portwatch check --site FILE`.\n",
-            );
-            out.push_str(&drawn);
-            out.push_str(&format!("site: {}\n", q(&p.site)));
-            out.push_str(&format!("model: {}\n", q(&p.model)));
-            out.push_str(&format!(
-                "description: {}\n",
-                q("inferred from traffic by portwatch propose")
-            ));
-        }
+            ),
+            "Nothing is applied: append each list below to the site file's list of the".into(),
+            "same name (add the key if the site has none), then `portwatch check`.".into(),
+            drawn,
+        ],
+        Kind::Site => vec![
+            "portwatch propose: a site file inferred from traffic, for review.".into(),
+            "Check the roles, rename the nodes, then `portwatch check --site FILE`.".into(),
+            drawn,
+        ],
+    };
+    comments(&mut out, "", &head);
+    if p.kind == Kind::Site {
+        out.push_str(&format!("site: {}\n", q(&p.site)));
+        out.push_str(&format!("model: {}\n", q(&p.model)));
+        out.push_str(&format!(
+            "description: {}\n",
+            q("inferred from traffic by portwatch propose")
+        ));
     }
     let empty = p.nodes.is_empty()
         && p.user_networks.is_empty()
@@ -118,41 +116,46 @@ pub fn yaml(p: &Proposal) -> String {
             "\n# Required edges: the longest gap between two pieces of evidence, to set\n",
         );
         out.push_str("# a window from data (an `overrides` entry with `window:`).\n");
-        for e in &p.required_edges {
-            let gap = match e.longest_gap_seconds {
-                Some(s) => format!("longest gap {}", human(s)),
-                None if e.evidence == 1 => "seen once: no gap to measure".into(),
-                None => "no evidence".into(),
-            };
-            out.push_str(&format!(
-                "#   {} -> {}:{}  window {}  evidence {}  {gap}\n",
-                e.from,
-                e.to,
-                e.port,
-                human(e.window_seconds),
-                e.evidence
-            ));
-        }
+        let lines: Vec<String> = (p.required_edges.iter())
+            .map(|e| {
+                let gap = match e.longest_gap_seconds {
+                    Some(s) => format!("longest gap {}", human(s)),
+                    None if e.evidence == 1 => "seen once: no gap to measure".into(),
+                    None => "no evidence".into(),
+                };
+                format!(
+                    "  {} -> {}:{}  window {}  evidence {}  {gap}",
+                    e.from,
+                    e.to,
+                    e.port,
+                    human(e.window_seconds),
+                    e.evidence
+                )
+            })
+            .collect();
+        comments(&mut out, "", &lines);
     }
     if !p.left_out.is_empty() {
         out.push_str("\n# Left out: a replay against the patched site still reports these.\n");
-        for l in &p.left_out {
-            out.push_str(&format!(
-                "#   {} {} -> {}:{} ({}x): {}\n",
-                l.kind.as_str(),
-                l.src,
-                l.dst,
-                l.port,
-                l.count,
-                l.why
-            ));
-        }
+        let lines: Vec<String> = (p.left_out.iter())
+            .map(|l| {
+                format!(
+                    "  {} {} -> {}:{} ({}x): {}",
+                    l.kind.as_str(),
+                    l.src,
+                    l.dst,
+                    l.port,
+                    l.count,
+                    l.why
+                )
+            })
+            .collect();
+        comments(&mut out, "", &lines);
     }
     if !p.notes.is_empty() {
         out.push_str("\n# Notes:\n");
-        for n in &p.notes {
-            out.push_str(&format!("#   {n}\n"));
-        }
+        let lines: Vec<String> = p.notes.iter().map(|n| format!("  {n}")).collect();
+        comments(&mut out, "", &lines);
     }
     out
 }

@@ -14,6 +14,7 @@ use std::fmt::Write;
 
 use super::Report;
 use crate::policy::{EndpointKind, Policy};
+use crate::quote::html as esc;
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
 
@@ -570,22 +571,6 @@ fn q(s: &str) -> String {
             .replace('"', "\\\"")
             .replace('\n', "\\n")
     )
-}
-
-/// Text for HTML and SVG.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

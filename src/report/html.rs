@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::diagram::esc;
 use super::{EdgeEntry, Finding, Report};
+use crate::quote::html as esc;
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
 

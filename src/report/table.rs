@@ -3,11 +3,16 @@
 use std::fmt::Write;
 
 use super::Report;
+use crate::quote::log_field as field;
 
-/// Render rows as columns two spaces apart, the header first.
+/// Render rows as columns two spaces apart, the header first. A cell is
+/// one line whatever names it holds.
 fn columns(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = (rows.iter())
+        .map(|r| r.iter().map(|c| field(c).into_owned()).collect())
+        .collect();
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
         }
@@ -20,7 +25,7 @@ fn columns(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
         let _ = writeln!(out, "  {}", s.trim_end());
     };
     line(out, &mut header.iter().copied());
-    for r in rows {
+    for r in &rows {
         line(out, &mut r.iter().map(String::as_str));
     }
 }
@@ -47,13 +52,18 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  {} ({}, {}): {} {what}",
-                src.path,
+                field(&src.path),
                 src.format,
                 src.link_types.join(", "),
                 src.packets
             );
             if let Some(stop) = &src.stopped {
-                let _ = writeln!(s, "    STOPPED at byte {}: {}", stop.offset, stop.reason);
+                let _ = writeln!(
+                    s,
+                    "    STOPPED at byte {}: {}",
+                    stop.offset,
+                    field(&stop.reason)
+                );
             }
         }
         let _ = writeln!(
@@ -86,7 +96,12 @@ impl Report {
             );
         }
         let sm = &self.summary;
-        let _ = writeln!(s, "\nSUMMARY (site {}, model {})", sm.site, sm.model);
+        let _ = writeln!(
+            s,
+            "\nSUMMARY (site {}, model {})",
+            field(&sm.site),
+            field(&sm.model)
+        );
         let _ = writeln!(s, "  connections: {}", or_none(counts(&sm.connections)));
         let _ = writeln!(s, "  outcomes: {}", or_none(counts(&sm.outcomes)));
         let _ = writeln!(
@@ -115,16 +130,16 @@ impl Report {
                 s,
                 "  {:<12} {} ({}) -> {} ({}) port {} [{}] x{}  {}",
                 f.kind.as_str(),
-                f.src,
+                field(&f.src),
                 f.src_addr.as_deref().unwrap_or("-"),
-                f.dst,
+                field(&f.dst),
                 f.dst_addr.as_deref().unwrap_or("-"),
                 f.port,
-                f.service,
+                field(&f.service),
                 f.count,
                 f.last_seen.as_deref().unwrap_or("never seen")
             );
-            let _ = writeln!(s, "               {}", f.explanation);
+            let _ = writeln!(s, "               {}", field(&f.explanation));
         }
 
         let _ = writeln!(s, "\nREQUIRED EDGES ({})", self.edges.len());
