@@ -104,6 +104,29 @@ impl Diagnostics {
         self.at(&value.referenced, field, message);
     }
 
+    /// Refuse `name` unless it is an identifier (see [`crate::name`]): the
+    /// diagnostic points at the refused character in `text`, the file's text.
+    pub fn name(&mut self, text: &str, name: &Spanned<String>, field: impl Into<String>) {
+        if let Err(why) = crate::name::check(&name.value) {
+            let index = match why {
+                crate::name::Refusal::Char { index, .. } => index,
+                _ => 0,
+            };
+            let at = &name.defined;
+            // `text` is the file's: positions read from a renamed text are
+            // moved back before the character is looked for.
+            let start = self.unshift(at.line(), at.column());
+            let (line, column) = crate::name::locate(text, at.line(), start, index);
+            self.found.push(Diagnostic {
+                file: self.file.clone(),
+                line,
+                column,
+                field: field.into(),
+                message: why.message(&name.value),
+            });
+        }
+    }
+
     pub fn push_raw(&mut self, line: u64, column: u64, field: String, message: String) {
         self.found.push(Diagnostic {
             file: self.file.clone(),

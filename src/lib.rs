@@ -33,7 +33,7 @@
 //! observation        │ what a sensor saw of one connection: 4-tuple, initiator, fate, fidelity
 //! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
 //! time               │ capture timestamps
-//! quote              │ text into each output format
+//! name quote         │ the identifiers of site and model files │ text into each output format
 //! ```
 //!
 //! Only `source`, `export`, `config` (it reads the site and rules files)
@@ -52,6 +52,7 @@ pub mod firewall;
 pub mod frame;
 pub mod map;
 pub mod model;
+pub mod name;
 pub mod observation;
 pub mod pipeline;
 pub mod policy;

@@ -208,6 +208,21 @@ fn cases() -> Vec<Case> {
             "model",
             "no bundled model `nope`; bundled: qlik-sense-enterprise",
         ),
+        // Names are identifiers: the refused character, where it is.
+        case(
+            "site name with a line break",
+            site("site: \"t\\ntable inet backdoor {\"\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [central]\n"),
+            (1, 9),
+            "site",
+            "character \\n (U+000A) is not allowed in a name; names use ASCII letters",
+        ),
+        case(
+            "node name with a typographic quote",
+            site("site: t\nnodes:\n  - name: it\u{2019}s\n    addresses: [192.0.2.1]\n    roles: [central]\n"),
+            (3, 13),
+            "nodes[0].name",
+            "character \u{2019} (U+2019) is not allowed in a name",
+        ),
         case(
             "YAML syntax error",
             site("site: t\nnodes: [\n"),

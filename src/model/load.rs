@@ -28,12 +28,25 @@ pub const BUNDLED_MODELS: &[(&str, &str, &str)] = &[
 
 const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// The model's id and the ids of its services and roles are identifiers;
+/// selectors and `starts` only refer to them.
+fn check_names(text: &str, raw: &RawModel, d: &mut Diagnostics) {
+    d.name(text, &raw.model, "model");
+    for (i, s) in raw.services.iter().enumerate() {
+        d.name(text, &s.id, format!("services[{i}].id"));
+    }
+    for (i, r) in raw.roles.iter().enumerate() {
+        d.name(text, &r.id, format!("roles[{i}].id"));
+    }
+}
+
 /// Parse and check a rules file's text; `file` is used in diagnostics only.
 pub fn load_model(file: &Path, text: &str) -> Result<Model, ConfigError> {
     let (raw, mut d) = parse_yaml_all::<RawModel>(file, text);
     let Some(raw) = raw else {
         return Err(d.into_error());
     };
+    check_names(text, &raw, &mut d);
 
     let default_window = match &raw.defaults.window {
         Some(w) => parse_duration(&w.value).unwrap_or_else(|e| {
@@ -242,6 +255,19 @@ mod tests {
             assert_eq!(&m.id, id);
             assert!(!m.rules.is_empty());
         }
+    }
+
+    #[test]
+    fn ids_are_identifiers_and_the_refused_character_is_located() {
+        let text =
+            "model: m\ntitle: t\nsource: s\nservices:\n  - id: 'we$b'\n    name: W\nports: []\n";
+        let e = load_model(Path::new("r.yaml"), text).unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!(
+            (d.line, d.column, d.field.as_str()),
+            (5, 12, "services[0].id")
+        );
+        assert!(d.message.contains("character $ (U+0024)"), "{}", d.message);
     }
 
     const BAD: &str = "model: m\ntitle: t\nsource: s\nservices:\n  - id: a\n    name: A\n  - id: a\n    name: A2\n    starts: [zz]\nroles:\n  - id: r\n    description: d\n    services: [a, nope]\nports:\n  - port: 70000\n    to: a@ghost\n    scope: wide\n    from: [a]\n    purpose: p\n    cite: c\n  - port: 1\n    to: a\n    scope: local\n    from: [a]\n    window: 0s\n    purpose: p\n    cite: ' '\n";

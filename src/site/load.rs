@@ -36,6 +36,7 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
     let Some(raw) = raw else {
         return Err(d.into_error());
     };
+    super::names::check(text, &raw, &mut d);
 
     if let Some(m) = &raw.model {
         if m.value != model.id {

@@ -3,6 +3,7 @@
 //! and site-specific allowances and overrides.
 
 mod load;
+mod names;
 mod raw;
 
 pub use load::{load_site, model_id_of};
