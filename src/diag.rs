@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
+use crate::quote::log_field;
+
 /// One problem, pinned to a place in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -17,16 +19,17 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// One line whatever the file name or the values quoted in the message.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: {}: {}",
-            self.file.display(),
+            log_field(&self.file.to_string_lossy()),
             self.line,
             self.column,
-            self.field,
-            self.message
+            log_field(&self.field),
+            log_field(&self.message)
         )
     }
 }

@@ -31,7 +31,22 @@ fn init_tracing(format: LogFormat, level: Option<LogLevel>) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(one_line_fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Text logs write each field through `quote::log_field`: a path or name
+/// with a line break cannot forge a log line.
+fn one_line_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = portwatch::quote::log_field(&text);
+        match field.name() {
+            "message" => write!(w, "{text}"),
+            name => write!(w, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
 }

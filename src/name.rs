@@ -19,12 +19,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The message, with the name and character as they are: a diagnostic
+    /// is printed as one log field.
     pub fn message(&self, name: &str) -> String {
         match self {
             Refusal::Char { ch, .. } => format!(
-                "`{}`: character {} (U+{:04X}) is not allowed in a name; names use {CHARSET}",
-                name.escape_debug(),
-                ch.escape_debug(),
+                "`{name}`: character {ch} (U+{:04X}) is not allowed in a name; names use {CHARSET}",
                 *ch as u32
             ),
             Refusal::Empty => format!("a name may not be empty; names use {CHARSET}"),

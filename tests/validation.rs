@@ -522,3 +522,28 @@ fn schema_errors_are_reported_with_every_other_problem() {
     ];
     assert_exactly(&o, &f, &want);
 }
+
+/// A capture or site file named with a line break cannot forge a line of
+/// the table or of an error: each is printed as one field (`\n`).
+#[test]
+fn file_names_with_line_breaks_stay_on_their_line() {
+    let dir = scratch();
+    let forged = "ERROR forged";
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.pcap");
+    let capture = dir.join(format!("demo\n{forged}.pcap"));
+    std::fs::copy(&demo, &capture).unwrap();
+    let capture = capture.to_str().unwrap();
+    let table = portwatch(&["replay", "--site", "multi-node", capture]);
+    let missing = dir.join(format!("none\n{forged}.pcap"));
+    let error = portwatch(&["replay", "--site", "multi-node", missing.to_str().unwrap()]);
+    let site = write(&format!("s\n{forged}.yaml"), "site: t\nnodes: []\n");
+    let diag = check(&site, None);
+    for (what, o) in [("table", &table), ("error", &error), ("check", &diag)] {
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+        assert!(text.contains(&format!("\\n{forged}")), "{what}: {text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with(forged)),
+            "{what} forged a line:\n{text}"
+        );
+    }
+}

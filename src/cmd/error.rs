@@ -10,6 +10,7 @@ use crate::config::LoadError;
 use crate::diag::ConfigError;
 use crate::policy::UnknownSensor;
 use crate::propose::Shortfall;
+use crate::quote::log_field;
 use crate::source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +102,8 @@ impl Error {
                 }
                 eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
             }
-            other => eprintln!("error: {other}"),
+            // Paths and names inside the message stay on its one line.
+            other => eprintln!("error: {}", log_field(&other.to_string())),
         }
     }
 
