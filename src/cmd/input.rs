@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::decode::Decap;
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -37,8 +38,8 @@ pub(super) enum Input {
 
 impl Input {
     /// [`Input::open`], a live capture passing the segments of `policy`'s
-    /// required-edge ports too (evidence).
-    pub fn open_for(spec: &InputSpec, policy: &Policy) -> Result<Input, SourceError> {
+    /// required-edge ports too (evidence), and the encapsulated packets of `decap`'s encapsulations.
+    pub fn open_for(spec: &InputSpec, policy: &Policy, decap: Decap) -> Result<Input, SourceError> {
         match spec {
             InputSpec::Live {
                 interfaces,
@@ -47,6 +48,7 @@ impl Input {
                 let opts = LiveOptions {
                     evidence_ports: policy.required_ports(),
                     promisc: *promisc,
+                    decap,
                     ..LiveOptions::default()
                 };
                 Ok(Input::Live(LiveSource::open(interfaces, &opts)?))

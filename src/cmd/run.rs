@@ -39,7 +39,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         .map(WebConfig::load)
         .transpose()
         .map_err(Error::WebConfig)?;
-    let input = Input::open_for(&s.input, &policy)?;
+    let input = Input::open_for(&s.input, &policy, s.decap)?;
     let events = EventLog::open(
         s.events.as_deref(),
         s.events_format,

@@ -17,6 +17,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
             promisc: s.promisc,
         },
         &policy,
+        s.decap,
     )?;
     let r = &s.report;
     let events = EventLog::open(

@@ -9,7 +9,8 @@
 //! The kernel filter ([`control_filter`]) passes only TCP segments with SYN,
 //! RST or FIN set (plus IPv6 packets with an extension header, left to user
 //! space to judge), so a busy link costs the monitor only its control
-//! packets.
+//! packets; encapsulated packets of the enabled encapsulations pass too
+//! ([`tunnel_filter`]), VXLAN only where its inner frame may matter.
 //!
 //! Frame timestamps are the kernel's, in nanoseconds where libpcap offers
 //! them (Linux), microseconds elsewhere. `Frame::interface` is the position
@@ -30,6 +31,7 @@ use mio::{Events, Interest, Token};
 
 use super::reorder::Reorder;
 use super::{Poll, Source, SourceError};
+use crate::decode::Decap;
 use crate::frame::{Frame, LinkType};
 use crate::time::Timestamp;
 
@@ -62,6 +64,9 @@ pub struct LiveOptions {
     /// other hosts (a switch's mirror port, a bridge) are seen. Default
     /// true. `any` has no promiscuous mode and is opened without it.
     pub promisc: bool,
+    /// The encapsulations whose packets pass the filter (their UDP ports).
+    /// Default: the standard ports.
+    pub decap: Decap,
 }
 
 impl Default for LiveOptions {
@@ -73,6 +78,7 @@ impl Default for LiveOptions {
             immediate: false,
             evidence_ports: Vec::new(),
             promisc: true,
+            decap: Decap::STANDARD,
         }
     }
 }
@@ -141,18 +147,54 @@ pub fn control_filter_for(linktype: LinkType) -> &'static str {
 }
 
 /// [`control_filter_for`], plus every TCP segment to or from `ports` (at
-/// most 64 are named; beyond that, control segments only, as before).
-pub fn filter_for(linktype: LinkType, ports: &[u16]) -> String {
-    if ports.is_empty() || ports.len() > 64 {
-        return control_filter_for(linktype).to_string();
-    }
-    let named: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
-    let base = format!("{ETHERTYPE_FILTER_BASE} or {}", named.join(" or "));
+/// most 64 are named; beyond that, control segments only, as before), plus
+/// the encapsulated packets of `decap`'s encapsulations ([`tunnel_filter`]).
+pub fn filter_for(linktype: LinkType, ports: &[u16], decap: &Decap) -> String {
+    let ports = if ports.len() > 64 { &[][..] } else { ports };
+    let named = ports.iter().map(|p| format!("tcp port {p}"));
+    let terms: Vec<String> = std::iter::once(ETHERTYPE_FILTER_BASE.to_string())
+        .chain(named)
+        .chain(tunnel_filter(decap, ports))
+        .collect();
+    let base = terms.join(" or ");
     if linktype == LinkType::ETHERNET {
         format!("({base}) or (vlan and (({base}) or (vlan and ({base}))))")
     } else {
         base
     }
+}
+
+/// The encapsulated packets the kernel passes: VXLAN only where its inner
+/// frame may matter (not inner IPv4 without a TCP control segment or an
+/// evidence port: the common mirror load is dropped in the kernel); GENEVE
+/// (options make the inner offset variable), GRE-in-UDP, GRE and ERSPAN
+/// (IP protocol 47), IP-in-IP and MPLS whole, for user space to open.
+/// Offsets are written out rather than with libpcap's `geneve`/`mpls`
+/// keywords, which shift every later offset of the expression.
+pub fn tunnel_filter(decap: &Decap, evidence_ports: &[u16]) -> Vec<String> {
+    // In a VXLAN datagram: inner Ethernet type at 28, inner IPv4 at 30.
+    let tcp = "30 + ((udp[30] & 0x0f) << 2)";
+    let evidence: String = (evidence_ports.iter())
+        .map(|p| format!(" or udp[{tcp}:2] == {p} or udp[{tcp} + 2:2] == {p}"))
+        .collect();
+    let vxlan = decap.vxlan.as_slice().iter().map(|p| {
+        format!(
+            "(udp dst port {p} and (udp[28:2] != 0x0800 or (udp[39] == 6 \
+             and udp[36:2] & 0x1fff == 0 and (udp[{tcp} + 13] & 0x07 != 0{evidence}))))"
+        )
+    });
+    let udp = (decap.geneve.as_slice().iter())
+        .chain(decap.gre_in_udp.as_slice())
+        .map(|p| format!("udp dst port {p}"));
+    let fixed = [
+        "ip proto 47 or ip6 proto 47",
+        "ip proto 4 or ip proto 41 or ip6 proto 4 or ip6 proto 41",
+        "ether proto 0x8847 or ether proto 0x8848",
+    ];
+    vxlan
+        .chain(udp)
+        .chain(fixed.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 /// First wait before reopening a lost interface.
@@ -262,8 +304,11 @@ fn open_one(name: &str, opts: &LiveOptions) -> Result<Capture, SourceError> {
     // libpcap reports DLT values; they equal the LINKTYPE values except for
     // raw IP (DLT 12, or 14 on OpenBSD), which `LinkType` also knows.
     let linktype = LinkType(cap.get_datalink().0 as u16);
-    cap.filter(&filter_for(linktype, &opts.evidence_ports), true)
-        .map_err(err)?;
+    cap.filter(
+        &filter_for(linktype, &opts.evidence_ports, &opts.decap),
+        true,
+    )
+    .map_err(err)?;
     let cap = cap.setnonblock().map_err(err)?;
     Ok(Capture {
         cap,
@@ -384,7 +429,10 @@ impl LiveSource {
         let mut first = Ok(());
         for (slot, name) in self.slots.iter_mut().zip(&self.names) {
             if let Some(c) = &mut slot.cap {
-                if let Err(e) = c.cap.filter(&filter_for(c.linktype, ports), true) {
+                if let Err(e) = c
+                    .cap
+                    .filter(&filter_for(c.linktype, ports, &self.opts.decap), true)
+                {
                     first = first.and(Err(live_error(name, e)));
                 }
             }
@@ -705,7 +753,10 @@ mod tests {
     fn evidence_ports_pass_data_segments_on_them_only() {
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         let bpf = dead
-            .compile(&filter_for(LinkType::ETHERNET, &[443, 4242]), true)
+            .compile(
+                &filter_for(LinkType::ETHERNET, &[443, 4242], &Decap::STANDARD),
+                true,
+            )
             .unwrap();
         // The test frames run 40000 -> 443.
         assert!(bpf.filter(&v4(Flags::Data)));
@@ -713,14 +764,102 @@ mod tests {
         assert!(bpf.filter(&tagged(&v4(Flags::Ack), &[0x8100])));
         assert!(bpf.filter(&v4(Flags::Syn)));
         let other = dead
-            .compile(&filter_for(LinkType::ETHERNET, &[4242]), true)
+            .compile(
+                &filter_for(LinkType::ETHERNET, &[4242], &Decap::STANDARD),
+                true,
+            )
             .unwrap();
         assert!(!other.filter(&v4(Flags::Data)));
         assert!(other.filter(&v4(Flags::Rst)));
         for lt in [LinkType::LINUX_SLL2, LinkType::RAW_BSD] {
             let dead = pcap::Capture::dead(pcap::Linktype(i32::from(lt.0))).unwrap();
-            assert!(dead.compile(&filter_for(lt, &[4242]), true).is_ok());
+            assert!(dead
+                .compile(&filter_for(lt, &[4242], &Decap::STANDARD), true)
+                .is_ok());
         }
+    }
+
+    /// `inner` in UDP to `port` with a VXLAN header (VNI 7), or in GRE
+    /// (ERSPAN I) when `port` is `None`.
+    fn wrapped(port: Option<u16>, inner: &[u8]) -> Vec<u8> {
+        let outer =
+            PacketBuilder::ethernet2(MAC_B, MAC_A).ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64);
+        let mut v = Vec::new();
+        match port {
+            Some(p) => {
+                let payload = [&[8, 0, 0, 0, 0, 0, 7, 0][..], inner].concat();
+                outer.udp(49_152, p).write(&mut v, &payload).unwrap();
+            }
+            None => {
+                let payload = [&[0, 0, 0x88, 0xbe][..], inner].concat();
+                outer
+                    .write(&mut v, etherparse::IpNumber::GRE, &payload)
+                    .unwrap();
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn encapsulated_control_segments_pass_and_vxlan_data_does_not() {
+        let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+        let bpf = dead
+            .compile(
+                &filter_for(LinkType::ETHERNET, &[4242], &Decap::STANDARD),
+                true,
+            )
+            .unwrap();
+        let data_on = |port: u16| {
+            let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+                .ipv4(V4_A, V4_B, 64)
+                .tcp(40000, port, 1000, 65535);
+            tcp_flags(b, Flags::Data)
+        };
+        let cases = [
+            ("vxlan syn", wrapped(Some(4789), &v4(Flags::Syn)), true),
+            ("vxlan rst", wrapped(Some(4789), &v4(Flags::Rst)), true),
+            ("vxlan data", wrapped(Some(4789), &v4(Flags::Data)), false),
+            (
+                "vxlan data, evidence port",
+                wrapped(Some(4789), &data_on(4242)),
+                true,
+            ),
+            (
+                "vxlan, inner ipv6 (user space decides)",
+                wrapped(Some(4789), &v6(Flags::Ack)),
+                true,
+            ),
+            (
+                "vxlan syn on an unconfigured port",
+                wrapped(Some(8472), &v4(Flags::Syn)),
+                false,
+            ),
+            (
+                "erspan i data (gre passes whole)",
+                wrapped(None, &v4(Flags::Data)),
+                true,
+            ),
+            ("geneve port", wrapped(Some(6081), &v4(Flags::Data)), true),
+            (
+                "vxlan syn behind a vlan tag",
+                tagged(&wrapped(Some(4789), &v4(Flags::Syn)), &[0x8100]),
+                true,
+            ),
+        ];
+        let wrong: Vec<_> = (cases.iter())
+            .filter(|(_, frame, pass)| bpf.filter(frame) != *pass)
+            .map(|(name, _, pass)| format!("{name}: want {pass}"))
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
+        let linux = Decap {
+            vxlan: crate::decode::PortSet::new(&[8472]).unwrap(),
+            ..Decap::STANDARD
+        };
+        let bpf = dead
+            .compile(&filter_for(LinkType::ETHERNET, &[], &linux), true)
+            .unwrap();
+        assert!(bpf.filter(&wrapped(Some(8472), &v4(Flags::Syn))));
+        assert!(!bpf.filter(&wrapped(Some(4789), &v4(Flags::Syn))));
     }
 
     #[test]
