@@ -170,6 +170,10 @@ HTTP endpoints (default 127.0.0.1:9477; TLS and basic auth with --web.config.fil
   /healthz   200 while the process is up
   /-/ready   200 once the configuration is loaded and the capture has delivered its
              first frame (503 says what it waits for)
+
+Findings (unexpected, local-only, unknown host, blocked) set
+portwatch_finding_active to 1 for --finding-hold after their latest occurrence:
+the shipped alerts fire on it within one scrape plus one evaluation interval.
 At most 256 open connections over all listen addresses (the oldest idle one
 makes room); the TLS handshake and a request header must arrive within 5 s.
 
@@ -234,6 +238,11 @@ pub struct RunArgs {
     /// Print findings to stdout as they happen.
     #[arg(long)]
     pub print: bool,
+    /// How long a finding's portwatch_finding_active gauge stays 1 after its
+    /// latest occurrence (the finding alerts fire on it). Longer than the
+    /// Prometheus scrape interval, or a single event may not be scraped.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout, value_name = "DURATION")]
+    pub finding_hold: std::time::Duration,
     /// Started as root: once the capture and sockets are open, run as this
     /// user, keeping only CAP_NET_RAW and CAP_NET_ADMIN (none for --replay).
     /// `root` keeps root.

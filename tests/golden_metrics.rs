@@ -28,6 +28,8 @@ fn render_demo() -> String {
     let mut pl = Pipeline::new(policy.clone(), TrackConfig::default());
     pl.record_events(true);
     let mut files = MergedFiles::open(&[root.join("fixtures/demo.pcap")]).unwrap();
+    // Findings are held on the wall clock: none expires within this render.
+    let wall = std::time::Instant::now();
     rec.capture_up(0, true);
     loop {
         let poll = files.poll(&mut |f| {
@@ -35,7 +37,7 @@ fn render_demo() -> String {
             rec.packet(0, what);
         });
         for e in pl.drain_events() {
-            rec.observe(&policy, &e);
+            rec.observe(&policy, &e, wall);
         }
         if poll.expect("demo.pcap reads") == Poll::End {
             break;
@@ -44,7 +46,7 @@ fn render_demo() -> String {
     let (start, end) = pl.span().expect("frames");
     pl.finish(end);
     for e in pl.drain_events() {
-        rec.observe(&policy, &e);
+        rec.observe(&policy, &e, wall);
     }
     rec.capture_up(0, false);
     m.config_loaded(&policy, start);

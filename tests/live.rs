@@ -146,7 +146,7 @@ impl Drop for Netns {
 
 /// One TCP segment from `src` to `dst`, as an Ethernet frame.
 #[derive(Clone, Copy)]
-enum Flags {
+pub(crate) enum Flags {
     Syn,
     SynAck,
     Ack,
@@ -155,7 +155,12 @@ enum Flags {
     RstAck,
 }
 
-fn frame(src: (&str, u16), dst: (&str, u16), flags: Flags, vlan: Option<u16>) -> Vec<u8> {
+pub(crate) fn frame(
+    src: (&str, u16),
+    dst: (&str, u16),
+    flags: Flags,
+    vlan: Option<u16>,
+) -> Vec<u8> {
     let (s, d): (std::net::IpAddr, std::net::IpAddr) =
         (src.0.parse().unwrap(), dst.0.parse().unwrap());
     let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_SERVER);
@@ -186,7 +191,12 @@ fn frame(src: (&str, u16), dst: (&str, u16), flags: Flags, vlan: Option<u16>) ->
 }
 
 /// A complete connection: handshake, some data, both FINs.
-fn connection(out: &mut Vec<Vec<u8>>, c: (&str, u16), s: (&str, u16), vlan: Option<u16>) {
+pub(crate) fn connection(
+    out: &mut Vec<Vec<u8>>,
+    c: (&str, u16),
+    s: (&str, u16),
+    vlan: Option<u16>,
+) {
     out.push(frame(c, s, Flags::Syn, vlan));
     out.push(frame(s, c, Flags::SynAck, vlan));
     out.push(frame(c, s, Flags::Ack, vlan));
@@ -250,7 +260,7 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
 }
 
 /// The frames at their times, in milliseconds from the start.
-fn write_pcap_at(path: &Path, frames: &[(u32, Vec<u8>)]) {
+pub(crate) fn write_pcap_at(path: &Path, frames: &[(u32, Vec<u8>)]) {
     let mut v = Vec::new();
     v.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes());
     v.extend_from_slice(&2u16.to_le_bytes());

@@ -12,6 +12,9 @@
 //!   fed by tcpreplay, gives the verdicts `replay` gives (root only).
 //! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
 //!   real scrape.
+//! - `alerts`: one event of each finding, replayed by `run` and scraped by
+//!   a real Prometheus with the shipped rules, fires its alert within one
+//!   scrape plus one evaluation interval, and resolves for good.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
 //! - `propose`: sites and patches inferred from traffic, applied and
@@ -44,6 +47,7 @@
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
+mod alerts;
 mod browser;
 mod corpus;
 mod daemon;

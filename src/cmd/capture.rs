@@ -360,8 +360,9 @@ impl Driver {
         }
         let policy = self.pl.policy().clone();
         if let Some(rec) = &mut self.rec {
+            let wall = Instant::now();
             for e in &events {
-                rec.observe(&policy, e);
+                rec.observe(&policy, e, wall);
             }
         }
         if let Some(p) = &mut self.printer {
@@ -402,6 +403,7 @@ impl Driver {
         }
         self.input.sync_drops(self.rec.as_mut(), &mut self.pl);
         if let Some(rec) = &mut self.rec {
+            rec.expire_findings(Instant::now());
             if let (Some(since), Some(now)) = (self.since, now) {
                 rec.tick(&self.pl, since, now.max(since));
             }

@@ -91,7 +91,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let mut driver = Driver::new(input, policy, vis, s.track).with_decap(s.decap);
-    let rec = Recorder::new(&metrics, &driver.interfaces());
+    let rec = Recorder::new(&metrics, &driver.interfaces()).with_finding_hold(s.finding_hold);
     driver = driver.with_recorder(rec).with_events(events);
     if s.print {
         driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));

@@ -3,6 +3,7 @@
 //! value's syntax, this checks what the commands need of them together.
 //! Files are read later, by the commands.
 
+use crate::export::metrics::DEFAULT_FINDING_HOLD;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,8 @@ pub struct RunSettings {
     pub track: TrackConfig,
     /// The UDP tunnel ports opened.
     pub decap: Decap,
+    /// How long a finding's alert gauge stays 1 after its latest occurrence.
+    pub finding_hold: std::time::Duration,
     pub sensors: Vec<String>,
     pub print: bool,
     pub format: Format,
@@ -149,6 +152,7 @@ impl Task {
                 web_config: a.web.config_file,
                 telemetry_path: a.web.telemetry_path,
                 sensors: a.sensors,
+                finding_hold: a.finding_hold,
                 print: a.print,
                 format: a.format,
                 events: a.events,
@@ -180,6 +184,7 @@ impl Task {
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: TrackConfig::default(),
                 decap: Decap::STANDARD,
+                finding_hold: DEFAULT_FINDING_HOLD,
                 sensors: Vec::new(),
                 print: true,
                 format: Format::Table,

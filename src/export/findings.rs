@@ -6,10 +6,52 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use crate::classify::Classification;
 use crate::pipeline::Event;
 use crate::policy::Policy;
 use crate::quote::log_field;
 use crate::state::tally::FindingKind;
+use crate::state::{FlowKey, Outcome};
+use crate::time::Timestamp;
+
+/// A finding one event raises: what the printer, the metrics and the event
+/// log all report.
+pub struct Found<'a> {
+    pub kind: FindingKind,
+    pub ts: Timestamp,
+    pub class: &'a Classification,
+    pub key: &'a FlowKey,
+    /// For `blocked`: refused or unanswered.
+    pub outcome: Option<Outcome>,
+}
+
+/// The finding `e` raises, if any: an attempt whose verdict is one, or a
+/// refused or unanswered attempt on an expected site edge (`blocked`).
+pub fn finding_of(e: &Event) -> Option<Found<'_>> {
+    match e {
+        Event::Connection { ts, class, key, .. } => Some(Found {
+            kind: FindingKind::of(class.verdict)?,
+            ts: *ts,
+            class,
+            key,
+            outcome: None,
+        }),
+        Event::Outcome {
+            ts,
+            class,
+            key,
+            outcome,
+            ..
+        } if class.is_site_edge() && outcome.is_blocked() => Some(Found {
+            kind: FindingKind::Blocked,
+            ts: *ts,
+            class,
+            key,
+            outcome: Some(*outcome),
+        }),
+        _ => None,
+    }
+}
 
 /// Prints each finding once per (kind, src, dst, port), then again when its
 /// count reaches 10, 100, 1000…; the map is capped like every other: past
@@ -37,22 +79,13 @@ impl FindingPrinter {
 
     /// The line to print for `e`, if it is a finding due for printing.
     pub fn line(&mut self, p: &Policy, e: &Event) -> Option<String> {
-        let (kind, class, key, ts) = match e {
-            Event::Connection { ts, class, key, .. } => match FindingKind::of(class.verdict) {
-                Some(k) => (k, class, key, ts),
-                None => return None,
-            },
-            Event::Outcome {
-                ts,
-                class,
-                key,
-                outcome,
-                ..
-            } if class.is_site_edge() && outcome.is_blocked() => {
-                (FindingKind::Blocked, class, key, ts)
-            }
-            _ => return None,
-        };
+        let Found {
+            kind,
+            ts,
+            class,
+            key,
+            outcome,
+        } = finding_of(e)?;
         let id = (
             kind,
             p.peer_name(class.src).to_string(),
@@ -82,9 +115,9 @@ impl FindingPrinter {
         if !(n == 1 || (n >= 10 && power_of_ten(n))) {
             return None;
         }
-        let what = match e {
-            Event::Outcome { outcome, .. } => format!("{} ", outcome.as_str()),
-            _ => String::new(),
+        let what = match outcome {
+            Some(o) => format!("{} ", o.as_str()),
+            None => String::new(),
         };
         Some(format!(
             "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",

@@ -18,7 +18,7 @@
 //! and `reason`. So the number of series is bounded by the policy, never by
 //! traffic: a port scan from thousands of addresses adds none beyond that.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -26,6 +26,7 @@ use prometheus::{
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::decode::{EncapKind, Skip};
+use crate::export::findings::finding_of;
 use crate::map::FastMap;
 use crate::pipeline::{Event, Ingested, Pipeline};
 use crate::policy::Visibility;
@@ -116,6 +117,9 @@ pub struct Metrics {
     edge_last_seen: GaugeVec,
     edge_window: GaugeVec,
     edge_missing: IntGaugeVec,
+    finding_active: IntGaugeVec,
+    finding_last_seen: GaugeVec,
+    finding_evicted: IntCounter,
     packets: IntCounterVec,
     encapsulated: IntCounterVec,
     dropped: IntCounterVec,
@@ -205,6 +209,24 @@ impl Metrics {
                 "portwatch_edge_missing",
                 "1 when a required edge has had no evidence for a whole window, else 0.",
                 EDGE_LABELS,
+            ),
+            finding_active: int_gauge_vec(
+                "portwatch_finding_active",
+                "1 from a finding's first occurrence until the hold (run --finding-hold) after its latest, then 0: what the finding alerts fire on.",
+                &["src", "dst", "port", "service", "finding"],
+            ),
+            finding_last_seen: gauge_vec(
+                "portwatch_finding_last_seen_timestamp_seconds",
+                "Time of a finding's latest occurrence (capture time for replays).",
+                &["src", "dst", "port", "service", "finding"],
+            ),
+            finding_evicted: reg(
+                &registry,
+                IntCounter::new(
+                    "portwatch_finding_series_evicted_total",
+                    "Finding series removed at the cap (4096 label sets; those back at 0 first).",
+                )
+                .expect("valid metric"),
             ),
             packets: counter_vec(
                 "portwatch_packets_total",
@@ -397,6 +419,9 @@ impl Metrics {
 /// service comes from the destination and port).
 type FlowLabels = (Peer, Peer, Option<u16>, Verdict, Option<EdgeId>);
 
+mod alerting;
+pub use alerting::{AlertKind, DEFAULT_HOLD as DEFAULT_FINDING_HOLD};
+
 struct EdgeSeries {
     last_seen: Gauge,
     missing: IntGauge,
@@ -420,6 +445,7 @@ pub struct Recorder {
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
     edges: Vec<Option<EdgeSeries>>,
+    findings: alerting::Held,
 }
 
 impl Recorder {
@@ -457,7 +483,18 @@ impl Recorder {
             connections: FastMap::default(),
             handshakes: FastMap::default(),
             edges: Vec::new(),
+            findings: alerting::Held::new(
+                m.finding_active.clone(),
+                m.finding_last_seen.clone(),
+                m.finding_evicted.clone(),
+            ),
         }
+    }
+
+    /// How long a finding's gauge stays 1 after its latest occurrence.
+    pub fn with_finding_hold(mut self, hold: Duration) -> Recorder {
+        self.findings.set_hold(hold);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -470,6 +507,7 @@ impl Recorder {
     pub fn set_policy(&mut self, p: &Policy, vis: &Visibility) {
         self.connections.clear();
         self.handshakes.clear();
+        self.findings.set_policy();
         self.evictions_seen = [0; 3];
         self.m.edge_last_seen.reset();
         self.m.edge_window.reset();
@@ -535,8 +573,12 @@ impl Recorder {
         }
     }
 
-    /// Count one pipeline event. `p` is the pipeline's policy.
-    pub fn observe(&mut self, p: &Policy, e: &Event) {
+    /// Count one pipeline event, handled at `wall`. `p` is the pipeline's
+    /// policy.
+    pub fn observe(&mut self, p: &Policy, e: &Event, wall: Instant) {
+        if let Some(f) = finding_of(e) {
+            self.findings.occurred(p, &f, wall);
+        }
         match e {
             Event::Connection { class, .. } => {
                 let key = flow_labels(p, class);
@@ -578,6 +620,11 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// Finding gauges whose hold has passed at `wall` go back to 0.
+    pub fn expire_findings(&mut self, wall: Instant) {
+        self.findings.expire(wall);
     }
 
     /// Periodic gauges: flow table, evictions, and which required edges are

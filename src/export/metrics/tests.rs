@@ -72,7 +72,7 @@ fn scan(pl: &mut Pipeline, rec: &mut Recorder, sources: std::ops::Range<u32>, ts
             }
         }
         for e in pl.drain_events() {
-            rec.observe(&p, &e);
+            rec.observe(&p, &e, std::time::Instant::now());
         }
     }
 }
@@ -101,7 +101,7 @@ fn scan_keeps_series_bounded() {
     scan(&mut pl, &mut rec, 1_000..5_000, &mut ts);
     pl.finish(ts);
     for e in pl.drain_events() {
-        rec.observe(&p, &e);
+        rec.observe(&p, &e, std::time::Instant::now());
     }
     rec.tick(&pl, start, ts);
     let all = series(&m);
@@ -145,7 +145,7 @@ fn connection_outcome_and_edge_series() {
     pl.process(t, &seg(proxy, 50000, central, 4242, Control::Syn));
     pl.process(t, &seg(central, 4242, proxy, 50000, Control::SynAck));
     for e in pl.drain_events() {
-        rec.observe(&p, &e);
+        rec.observe(&p, &e, std::time::Instant::now());
     }
     rec.tick(&pl, t, t);
     let text = m.render();
@@ -219,4 +219,45 @@ fn drops_follow_libpcap_totals() {
     assert!(text.contains(
         "portwatch_capture_dropped_packets_total{interface=\"eth0\",where=\"interface\"} 1"
     ));
+}
+
+/// One finding's gauge: 1 from its first occurrence (no earlier sample is
+/// needed for an alert), 0 once the hold has passed on the wall clock, and
+/// 1 again only with a new occurrence.
+#[test]
+fn a_finding_gauge_is_held_then_falls_back_to_zero() {
+    let p = multi_node();
+    let m = Metrics::new();
+    let hold = Duration::from_secs(60);
+    let mut rec = Recorder::new(&m, &["eth0".to_string()]).with_finding_hold(hold);
+    rec.set_policy(&p, &Visibility::default());
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    let user: IpAddr = "198.51.100.9".parse().unwrap();
+    let central: IpAddr = "192.0.2.10".parse().unwrap();
+    let gauge = "portwatch_finding_active{dst=\"central\",finding=\"local_only\",port=\"4444\",service=\"qrs\",src=\"corp-users\"}";
+    let value = |m: &Metrics| {
+        series(m)
+            .into_iter()
+            .find_map(|l| l.strip_prefix(gauge).map(|v| v.trim().to_string()))
+    };
+    let probe = |pl: &mut Pipeline, rec: &mut Recorder, sport: u16, wall: Instant| {
+        let t = Timestamp::from_secs_nanos(1_700_000_000, 0);
+        pl.process(t, &seg(user, sport, central, 4444, Control::Syn));
+        for e in pl.drain_events() {
+            rec.observe(&p, &e, wall);
+        }
+    };
+    assert_eq!(value(&m), None, "no series before the finding");
+    let wall = Instant::now();
+    probe(&mut pl, &mut rec, 50_000, wall);
+    assert_eq!(value(&m).as_deref(), Some("1"));
+    rec.expire_findings(wall + hold - Duration::from_millis(1));
+    assert_eq!(value(&m).as_deref(), Some("1"), "held");
+    rec.expire_findings(wall + hold);
+    assert_eq!(value(&m).as_deref(), Some("0"), "the hold has passed");
+    rec.expire_findings(wall + hold * 10);
+    assert_eq!(value(&m).as_deref(), Some("0"), "the old event stays old");
+    probe(&mut pl, &mut rec, 50_001, wall + hold * 11);
+    assert_eq!(value(&m).as_deref(), Some("1"), "a new occurrence");
 }
