@@ -1240,7 +1240,7 @@ fn pcapng(links: &[Link], pkts: &[Pkt]) -> Vec<u8> {
         out.extend_from_slice(&btype.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(body);
-        out.extend(std::iter::repeat(0).take(pad));
+        out.extend(std::iter::repeat_n(0, pad));
         out.extend_from_slice(&len.to_le_bytes());
     }
     let mut out = Vec::new();

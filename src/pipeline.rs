@@ -652,7 +652,7 @@ fn push(events: &mut Option<Vec<Event>>, e: Event) {
 /// evidence too, and need not each be an event.
 fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId, ts: Timestamp) {
     let was = clock.observe(edge, ts);
-    if was.map_or(true, |w| ts >= w.saturating_add(EVIDENCE_EVENT_INTERVAL)) {
+    if was.is_none_or(|w| ts >= w.saturating_add(EVIDENCE_EVENT_INTERVAL)) {
         push(events, Event::Evidence { ts, edge });
     }
 }

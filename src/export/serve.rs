@@ -188,7 +188,7 @@ async fn accept_loop(
             Ok((stream, _)) => stream,
             Err(e) => {
                 faults.http_accept_errors.inc();
-                if last_logged.map_or(true, |t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                if last_logged.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
                     tracing::warn!(error = %e, suppressed, "HTTP accept failed; still serving");
                     last_logged = Some(Instant::now());
                     suppressed = 0;

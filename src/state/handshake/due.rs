@@ -80,7 +80,7 @@ impl Queue {
     }
 
     fn push(&mut self, due: Due, room: usize) {
-        if self.run.back().map_or(true, |last| *last <= due) {
+        if self.run.back().is_none_or(|last| *last <= due) {
             if self.run.len() == self.run.capacity() {
                 self.run.reserve_exact(self.run.len().clamp(4, room.max(4)));
             }
@@ -236,7 +236,7 @@ mod tests {
                     }
                     assert!(d.at.0 <= now);
                 }
-                assert!(reference.keys().next().map_or(true, |f| f.0 .0 > now));
+                assert!(reference.keys().next().is_none_or(|f| f.0 .0 > now));
             }
         }
         assert_eq!(s.len(), reference.values().sum::<usize>());
