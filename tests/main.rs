@@ -44,6 +44,8 @@
 //!   site verdict per required edge.
 //! - `tunnels`: the mirror and tunnel captures of `../shared/sensors/tunnels/`
 //!   against tshark's protocol hierarchy and inner handshakes.
+//! - `wfp`: the Windows Filtering Platform readers on the real samples of
+//!   `../shared/sensors/wfp/` (counts per SOURCE.md, hand-checked events).
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -74,3 +76,4 @@ mod tunnels;
 mod util;
 mod validation;
 mod webconfig;
+mod wfp;

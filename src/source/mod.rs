@@ -6,6 +6,7 @@ pub mod file;
 pub mod live;
 pub mod reorder;
 pub mod replay;
+pub mod wfp;
 
 pub use crate::frame::{Frame, LinkType};
 

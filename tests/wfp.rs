@@ -1,0 +1,404 @@
+//! The Windows Filtering Platform readers on the real samples of
+//! `../shared/sensors/wfp/` (read in place; the zips are unpacked into a
+//! scratch directory with `unzip`): event counts by id, protocol and
+//! direction as its SOURCE.md states them, and three events of each file,
+//! checked by hand against the rendered `Message` or the raw fields, give
+//! the right ends, initiator, fate and process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use portwatch::source::wfp::read::{read, Shape, WfpFile};
+use portwatch::source::wfp::{
+    Direction, Ends, EventId, Field, Reason, Sides, Unresolved, WfpEvent,
+};
+
+use crate::prereq::needs;
+use crate::util::TempDir;
+
+fn wfp_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sensors/wfp");
+    assert!(
+        dir.join("SOURCE.md").is_file(),
+        "{} is absent: run the tests from a checkout beside shared/ \
+         (CI has it; the samples are never copied into the repository)",
+        dir.display()
+    );
+    dir
+}
+
+fn sample(name: &str) -> WfpFile {
+    read(&wfp_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The one file of a sample zip, unpacked into `tmp`.
+fn unzipped(name: &str, tmp: &TempDir) -> WfpFile {
+    let st = Command::new("unzip")
+        .args(["-q", "-o"])
+        .arg(wfp_dir().join(name))
+        .arg("-d")
+        .arg(&tmp.0)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unzip {name}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{name} holds one file");
+    read(&files.remove(0)).unwrap()
+}
+
+/// Every event with its ends, oriented in file order as a replay does.
+fn oriented(f: &WfpFile) -> Vec<(WfpEvent, Result<Ends, Unresolved>)> {
+    let mut sides = Sides::new();
+    (f.events.iter())
+        .map(|e| (e.clone(), sides.orient(e)))
+        .collect()
+}
+
+/// How many events of `id` with this protocol and direction.
+fn count(f: &WfpFile, id: EventId, proto: u8, dir: Option<Direction>) -> usize {
+    (f.events.iter())
+        .filter(|e| e.id == id && e.protocol == proto && dir.is_none_or(|d| e.direction == d))
+        .count()
+}
+
+/// The one event from `source` to `dest` of this id and host.
+fn find<'a>(
+    all: &'a [(WfpEvent, Result<Ends, Unresolved>)],
+    id: EventId,
+    host: &str,
+    source: &str,
+    dest: &str,
+) -> &'a (WfpEvent, Result<Ends, Unresolved>) {
+    let hits: Vec<_> = all
+        .iter()
+        .filter(|(e, _)| {
+            e.id == id
+                && e.host.as_deref() == Some(host)
+                && e.source.to_string() == source
+                && e.dest.to_string() == dest
+        })
+        .collect();
+    assert!(!hits.is_empty(), "no {id:?} {source} -> {dest} on {host}");
+    hits[0]
+}
+
+/// Checks one hand-checked event: initiator and responder, whether the
+/// logging node opened it, the executable's file name and pid, the filter.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    (e, ends): &(WfpEvent, Result<Ends, Unresolved>),
+    time: &str,
+    initiator: &str,
+    responder: &str,
+    node_initiated: bool,
+    exe: Option<&str>,
+    pid: u32,
+    filter: u64,
+) {
+    assert_eq!(e.time.rfc3339(), time, "{e:?}");
+    let ends = ends.unwrap_or_else(|u| panic!("{e:?} not oriented: {u:?}"));
+    assert_eq!(ends.initiator.to_string(), initiator, "{e:?}");
+    assert_eq!(ends.responder.to_string(), responder, "{e:?}");
+    assert_eq!(ends.node_initiated, node_initiated, "{e:?}");
+    let name = e
+        .application
+        .as_deref()
+        .map(|a| a.rsplit('\\').next().unwrap());
+    assert_eq!(name, exe, "{e:?}");
+    assert_eq!((e.pid, e.filter_rtid), (Some(pid), Some(filter)), "{e:?}");
+}
+
+#[test]
+fn wfp_rdp_tunnel_evtx_windows_7_names_the_local_listener_as_source() {
+    let f = sample("sbousseaden_DE_RDP_Tunnel_5156.evtx");
+    assert_eq!(f.shape, Shape::Evtx);
+    assert_eq!(f.stopped, None);
+    // 101 records: 5156 x63, 5158 x9, plus 4688/4624/4648/4672/1102.
+    assert_eq!(f.tally.of(EventId::Permitted), 63);
+    assert_eq!(
+        (f.tally.of(EventId::Blocked), f.tally.of(EventId::Dropped)),
+        (0, 0)
+    );
+    assert_eq!(f.tally.other, 101 - 63);
+    assert!(f.tally.bad.is_empty(), "{:?}", f.tally.bad);
+    let (i, o) = (Some(Direction::Inbound), Some(Direction::Outbound));
+    let p = EventId::Permitted;
+    assert_eq!(count(&f, p, 6, o), 22);
+    assert_eq!(count(&f, p, 6, i), 3);
+    assert_eq!(count(&f, p, 17, o), 14);
+    assert_eq!(count(&f, p, 17, i), 24);
+    let all = oriented(&f);
+    let host = "PC01.example.corp";
+    let kerberos = find(&all, p, host, "10.0.2.17:49263", "10.0.2.15:88");
+    #[rustfmt::skip]
+    check(kerberos, "2019-02-13T18:02:04.426662Z", "10.0.2.17:49263", "10.0.2.15:88", true, Some("lsass.exe"), 520, 0);
+    // The tunnel: plink connects to the local RDP listener; the inbound
+    // event names the listener first.
+    let rdp = find(&all, p, host, "127.0.0.2:3389", "127.0.0.1:49271");
+    #[rustfmt::skip]
+    check(rdp, "2019-02-13T18:04:01.632120Z", "127.0.0.1:49271", "127.0.0.2:3389", false, Some("System"), 4, 0);
+    let wsd = find(&all, p, host, "127.0.0.1:5357", "127.0.0.1:49284");
+    #[rustfmt::skip]
+    check(wsd, "2019-02-13T18:05:19.734426Z", "127.0.0.1:49284", "127.0.0.1:5357", false, Some("System"), 4, 0);
+    let unresolved = all.iter().filter(|(e, r)| e.protocol == 6 && r.is_err());
+    assert_eq!(unresolved.count(), 0, "every TCP event oriented");
+}
+
+#[test]
+fn wfp_security_short_evtx_gives_drops_and_a_block() {
+    let f = sample("omerbenamram_Security_short_selected.evtx");
+    assert_eq!(f.shape, Shape::Evtx);
+    assert_eq!(f.stopped, None);
+    // 7 records: 5152 x2 (1 TCP inbound, 1 ICMP), 5157 x1 (ICMP inbound).
+    assert_eq!(f.tally.of(EventId::Dropped), 2);
+    assert_eq!(f.tally.of(EventId::Blocked), 1);
+    assert_eq!(f.tally.of(EventId::Permitted), 0);
+    assert_eq!(f.tally.other, 4);
+    assert!(f.tally.bad.is_empty(), "{:?}", f.tally.bad);
+    let i = Some(Direction::Inbound);
+    assert_eq!(count(&f, EventId::Dropped, 6, i), 1);
+    assert_eq!(count(&f, EventId::Dropped, 1, i), 1);
+    assert_eq!(count(&f, EventId::Blocked, 1, i), 1);
+    let all = oriented(&f);
+    let rdp = find(
+        &all,
+        EventId::Dropped,
+        "temporal",
+        "23.94.153.202:59639",
+        "169.46.6.101:3389",
+    );
+    #[rustfmt::skip]
+    check(rdp, "2016-06-29T15:24:34.346000Z", "23.94.153.202:59639", "169.46.6.101:3389", false, None, 0, 67607);
+    let ping = find(
+        &all,
+        EventId::Dropped,
+        "temporal",
+        "169.46.118.42:0",
+        "169.46.6.101:8",
+    );
+    #[rustfmt::skip]
+    check(ping, "2016-06-29T15:24:57.090800Z", "169.46.118.42:0", "169.46.6.101:8", false, Some("System"), 4, 67249);
+    // The 5157 of the same echo request names the local end first (an
+    // older release): the node's address, learnt from the drops, tells.
+    let block = find(
+        &all,
+        EventId::Blocked,
+        "temporal",
+        "169.46.6.101:8",
+        "169.46.118.42:0",
+    );
+    #[rustfmt::skip]
+    check(block, "2016-06-29T15:24:57.090800Z", "169.46.118.42:0", "169.46.6.101:8", false, Some("System"), 4, 67249);
+}
+
+/// The covenant sample: three hosts forwarded to one collector (NXLog, flat).
+fn check_covenant(f: &WfpFile) {
+    assert_eq!(f.shape, Shape::Ndjson);
+    assert_eq!(f.stopped, None);
+    assert!(f.tally.bad.is_empty(), "{:?}", f.tally.bad);
+    // 5156 x53 (TCP out 40, TCP in 8, UDP 5), 5157 x5 (all TCP inbound).
+    let (i, o) = (Some(Direction::Inbound), Some(Direction::Outbound));
+    assert_eq!(f.tally.of(EventId::Permitted), 53);
+    assert_eq!(f.tally.of(EventId::Blocked), 5);
+    assert_eq!(count(&f.clone(), EventId::Permitted, 6, o), 40);
+    assert_eq!(count(f, EventId::Permitted, 6, i), 8);
+    assert_eq!(count(f, EventId::Permitted, 17, None), 5);
+    assert_eq!(count(f, EventId::Blocked, 6, i), 5);
+    let all = oriented(f);
+    // Windows 10: an inbound event names the remote initiator first.
+    let w6 = "WORKSTATION6.theshire.local";
+    let rpc = find(
+        &all,
+        EventId::Permitted,
+        w6,
+        "172.18.39.5:54358",
+        "172.18.39.6:135",
+    );
+    #[rustfmt::skip]
+    check(rpc, "2020-08-06T05:20:26.671000Z", "172.18.39.5:54358", "172.18.39.6:135", false, Some("svchost.exe"), 992, 68894);
+    let blocked = find(
+        &all,
+        EventId::Blocked,
+        w6,
+        "172.18.39.5:54359",
+        "172.18.39.6:50115",
+    );
+    #[rustfmt::skip]
+    check(blocked, "2020-08-06T05:20:26.672000Z", "172.18.39.5:54359", "172.18.39.6:50115", false, Some("services.exe"), 732, 69408);
+    // Loopback LDAP: the client's Connect, then lsass's Receive/Accept.
+    let dc = "MORDORDC.theshire.local";
+    let ldap: Vec<_> = (all.iter())
+        .filter(|(e, _)| e.host.as_deref() == Some(dc) && e.source.to_string() == "[::1]:64470")
+        .collect();
+    assert_eq!(ldap.len(), 2);
+    #[rustfmt::skip]
+    check(ldap[0], "2020-08-06T05:21:00.840000Z", "[::1]:64470", "[::1]:389", true, Some("microsoft.activedirectory.webservices.exe"), 3532, 65853);
+    #[rustfmt::skip]
+    check(ldap[1], "2020-08-06T05:21:00.840000Z", "[::1]:64470", "[::1]:389", false, Some("lsass.exe"), 704, 65851);
+    let tcp_unresolved = all.iter().filter(|(e, r)| e.protocol == 6 && r.is_err());
+    assert_eq!(tcp_unresolved.count(), 0, "every TCP event oriented");
+}
+
+#[test]
+fn wfp_covenant_ndjson_subset_windows_10_names_the_remote_initiator_as_source() {
+    let f = sample("otrf_covenant_sharpsc_query_dcerpc_smb_svcctl_wfp_only.ndjson");
+    assert_eq!(f.tally.other, 0);
+    check_covenant(&f);
+}
+
+#[test]
+fn wfp_covenant_zip_every_channel_gives_the_same_events_as_its_subset() {
+    if !needs("wfp_covenant_zip", false, &["unzip"]) {
+        return;
+    }
+    let tmp = TempDir::new("wfp-covenant");
+    let f = unzipped("otrf_covenant_sharpsc_query_dcerpc_smb_svcctl.zip", &tmp);
+    assert_eq!(f.tally.other, 349 - 58, "the other channels' events");
+    check_covenant(&f);
+    let subset = sample("otrf_covenant_sharpsc_query_dcerpc_smb_svcctl_wfp_only.ndjson");
+    assert_eq!(f.events, subset.events);
+}
+
+fn check_ninjacopy(f: &WfpFile) {
+    assert_eq!(f.shape, Shape::Ndjson);
+    assert_eq!(f.stopped, None);
+    assert!(f.tally.bad.is_empty(), "{:?}", f.tally.bad);
+    // 5156 x352 (TCP 19, UDP 313, ICMPv6 18, IGMP 2), 5152 x49 (UDP in).
+    let p = EventId::Permitted;
+    assert_eq!(f.tally.of(p), 352);
+    assert_eq!(f.tally.of(EventId::Dropped), 49);
+    assert_eq!(f.tally.of(EventId::Blocked), 0);
+    #[rustfmt::skip]
+    assert_eq!([6, 17, 58, 2].map(|proto| count(f, p, proto, None)), [19, 313, 18, 2]);
+    let i = Some(Direction::Inbound);
+    assert_eq!(count(f, EventId::Dropped, 17, i), 49);
+    let all = oriented(f);
+    let dc = "DC01.pandalab.com";
+    let c2 = find(&all, p, dc, "192.168.1.4:59559", "192.168.56.40:8888");
+    #[rustfmt::skip]
+    check(c2, "2023-07-19T05:33:05.144000Z", "192.168.1.4:59559", "192.168.56.40:8888", true, Some("powershell.exe"), 6448, 71113);
+    let ldap = (all.iter())
+        .filter(|(e, _)| e.source.to_string() == "[::1]:59560")
+        .nth(1)
+        .unwrap();
+    #[rustfmt::skip]
+    check(ldap, "2023-07-19T05:33:42.009000Z", "[::1]:59560", "[::1]:389", false, Some("lsass.exe"), 600, 67584);
+    // A late DNS answer dropped on the ICMP Error layer: not a connection
+    // the record can orient.
+    let late = find(
+        &all,
+        EventId::Dropped,
+        dc,
+        "192.203.230.10:53",
+        "192.168.1.4:51440",
+    );
+    assert_eq!(late.1, Err(Unresolved::Layer));
+    assert_eq!((late.0.filter_rtid, late.0.pid), (Some(71098), Some(0)));
+    assert_eq!(late.0.application, None);
+    let tcp_unresolved = all.iter().filter(|(e, r)| e.protocol == 6 && r.is_err());
+    assert_eq!(tcp_unresolved.count(), 0, "every TCP event oriented");
+}
+
+#[test]
+fn wfp_ninjacopy_ndjson_subset_newer_schema() {
+    let f = sample("otrf_empire_ninjacopy_dumping_ntds_dit_file_wfp_only.ndjson");
+    assert_eq!(f.tally.other, 0);
+    check_ninjacopy(&f);
+}
+
+#[test]
+fn wfp_ninjacopy_zip_every_channel_gives_the_same_events_as_its_subset() {
+    if !needs("wfp_ninjacopy_zip", false, &["unzip"]) {
+        return;
+    }
+    let tmp = TempDir::new("wfp-ninjacopy");
+    let f = unzipped("otrf_empire_ninjacopy_dumping_ntds_dit_file.zip", &tmp);
+    assert_eq!(f.tally.other, 13969 - 401, "the other channels' events");
+    check_ninjacopy(&f);
+    let subset = sample("otrf_empire_ninjacopy_dumping_ntds_dit_file_wfp_only.ndjson");
+    assert_eq!(f.events, subset.events);
+}
+
+/// A sample's bytes with `edit` applied, written to `tmp/name`.
+fn edited(sample: &str, tmp: &TempDir, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> WfpFile {
+    let mut bytes = std::fs::read(wfp_dir().join(sample)).unwrap();
+    edit(&mut bytes);
+    let path = tmp.0.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    read(&path).unwrap()
+}
+
+#[test]
+fn wfp_evtx_cut_inside_a_chunk_reads_the_whole_chunks_and_says_where_it_stopped() {
+    let tmp = TempDir::new("wfp-cut");
+    let second =
+        std::fs::read(wfp_dir().join("omerbenamram_Security_short_selected.evtx")).unwrap();
+    let f = edited(
+        "sbousseaden_DE_RDP_Tunnel_5156.evtx",
+        &tmp,
+        "cut.evtx",
+        |b| {
+            b.extend_from_slice(&second[4096..4096 + 30_000]);
+        },
+    );
+    assert_eq!(f.tally.of(EventId::Permitted), 63, "the whole first chunk");
+    let st = f.stopped.expect("a cut file is reported");
+    assert_eq!((st.offset, st.records), (4096 + 65536, 101));
+    assert!(st.reason.contains("30000 bytes"), "{}", st.reason);
+}
+
+#[test]
+fn wfp_evtx_corrupt_records_are_counted_and_the_rest_read() {
+    let tmp = TempDir::new("wfp-corrupt");
+    // Record 49 (a 5156) starts at byte 36840: its binary XML is spoilt
+    // just after the 24-byte record header.
+    let f = edited(
+        "sbousseaden_DE_RDP_Tunnel_5156.evtx",
+        &tmp,
+        "bad.evtx",
+        |b| {
+            b[36840 + 24..36840 + 40].fill(0xff);
+        },
+    );
+    assert_eq!(f.stopped, None);
+    assert_eq!(f.tally.bad_total(), 1, "{:?}", f.tally);
+    assert_eq!(f.tally.bad.get(&Reason::CorruptRecord), Some(&1));
+    assert_eq!(f.tally.of(EventId::Permitted), 62);
+    assert_eq!(f.tally.other, 101 - 63);
+}
+
+#[test]
+fn wfp_garbage_and_a_cut_last_line_in_ndjson() {
+    let tmp = TempDir::new("wfp-garbage");
+    let f = edited(
+        "otrf_covenant_sharpsc_query_dcerpc_smb_svcctl_wfp_only.ndjson",
+        &tmp,
+        "bad.ndjson",
+        |b| {
+            let cut = b.len() - 700;
+            b.truncate(cut);
+            let second = 1 + b.iter().position(|c| *c == b'\n').unwrap();
+            b.splice(
+                second..second,
+                b"\x00\x01 garbage\n{\"EventID\":5156}\n".iter().copied(),
+            );
+        },
+    );
+    assert_eq!(f.tally.bad.get(&Reason::NotJson), Some(&1), "{:?}", f.tally);
+    assert_eq!(
+        f.tally.bad.get(&Reason::MissingField(Field::Time)),
+        Some(&1),
+        "{:?}",
+        f.tally
+    );
+    assert_eq!(
+        f.tally.of(EventId::Permitted) + f.tally.of(EventId::Blocked),
+        57
+    );
+    let st = f.stopped.expect("a cut last line is reported");
+    assert_eq!(st.records, 57 + 2);
+    assert!(st.reason.contains("cut short"), "{}", st.reason);
+}
