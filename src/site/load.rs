@@ -139,7 +139,7 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
                 })
                 .collect::<Vec<String>>()
         });
-        if n.roles.is_empty() && n.services.as_ref().map_or(true, Vec::is_empty) {
+        if n.roles.is_empty() && n.services.as_ref().is_none_or(Vec::is_empty) {
             d.on(
                 &n.name,
                 format!("nodes[{i}].roles"),
