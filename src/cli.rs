@@ -118,7 +118,11 @@ model rule and the vendor page section.
   nftables    one table, `table inet portwatch`: load with `nft -f FILE`
               (replaces only that table), check with `nft -c -f FILE`
   powershell  New-NetFirewallRule commands in the group \"portwatch <site>\";
-              remove with Remove-NetFirewallRule -Group \"portwatch <site>\"";
+              remove with Remove-NetFirewallRule -Group \"portwatch <site>\".
+              With --enable-logging, also Set-NetFirewallProfile (log allowed
+              and blocked, 32 MB) and auditpol for \"Filtering Platform
+              Connection\" (5156/5157); \"Packet Drop\" (5152) is left commented
+              out, with its volume warning";
 
 #[derive(Debug, Args)]
 pub struct FirewallArgs {
@@ -133,6 +137,11 @@ pub struct FirewallArgs {
     /// Which traffic of the node to filter.
     #[arg(long, value_enum, default_value_t = FirewallDirection::In)]
     pub direction: FirewallDirection,
+    /// Also make the node a sensor (powershell only): the firewall log of
+    /// allowed and dropped connections, and the Filtering Platform audit
+    /// events 5156/5157 in the Security log.
+    #[arg(long)]
+    pub enable_logging: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

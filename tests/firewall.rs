@@ -200,6 +200,106 @@ fn firewall_powershell_uses_only_documented_parameters_and_one_group() {
     assert_eq!(used, declared);
 }
 
+/// Microsoft's documented parameters of `Set-NetFirewallProfile`
+/// (learn.microsoft.com/powershell/module/netsecurity/set-netfirewallprofile).
+const SET_NETFIREWALLPROFILE_PARAMETERS: &[&str] = &[
+    "All",
+    "AllowInboundRules",
+    "AllowLocalFirewallRules",
+    "AllowLocalIPsecRules",
+    "AllowUnicastResponseToMulticast",
+    "AllowUserApps",
+    "AllowUserPorts",
+    "AsJob",
+    "CimSession",
+    "DefaultInboundAction",
+    "DefaultOutboundAction",
+    "DisabledInterfaceAliases",
+    "Enabled",
+    "EnableStealthModeForIPsec",
+    "GPOSession",
+    "InputObject",
+    "LogAllowed",
+    "LogBlocked",
+    "LogFileName",
+    "LogIgnored",
+    "LogMaxSizeKilobytes",
+    "Name",
+    "NotifyOnListen",
+    "PassThru",
+    "PolicyStore",
+    "ThrottleLimit",
+];
+
+#[test]
+fn firewall_powershell_enable_logging_makes_the_node_a_sensor() {
+    let (site, node) = site_nodes().remove(0);
+    let args = ["--site", &site, "--node", &node, "--format", "powershell"];
+    let rules = firewall(&args);
+    let text = firewall(&[&args[..], &["--enable-logging"]].concat());
+    // Additive: the rules as they were, then the logging.
+    let logging = text.strip_prefix(&rules).expect("the rules come first");
+    let profile: Vec<&str> = (logging.lines())
+        .filter(|l| l.starts_with("Set-NetFirewallProfile "))
+        .collect();
+    assert_eq!(profile.len(), 1, "{logging}");
+    let used: BTreeSet<String> = parameters(profile[0]).into_iter().collect();
+    let undocumented: Vec<_> = (used.iter())
+        .filter(|p| !SET_NETFIREWALLPROFILE_PARAMETERS.contains(&p.as_str()))
+        .collect();
+    assert!(undocumented.is_empty(), "{undocumented:?}");
+    let declared: BTreeSet<String> = (portwatch::firewall::powershell::LOGGING_PARAMETERS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(used, declared);
+    for want in [
+        "-All ",
+        "-LogAllowed True ",
+        "-LogBlocked True ",
+        "-LogMaxSizeKilobytes 32767 ",
+        r"-LogFileName '%systemroot%\system32\LogFiles\Firewall\pfirewall.log'",
+    ] {
+        assert!(profile[0].contains(want), "{want}: {}", profile[0]);
+    }
+    // Connections audited (success 5156, failure 5157); packet drops only
+    // offered, commented out under their warning.
+    let live: Vec<&str> = (logging.lines())
+        .filter(|l| l.starts_with("auditpol "))
+        .collect();
+    assert_eq!(
+        live,
+        ["auditpol /set /subcategory:\"Filtering Platform Connection\" /success:enable /failure:enable"]
+    );
+    let drop_line =
+        "# auditpol /set /subcategory:\"Filtering Platform Packet Drop\" /failure:enable";
+    let at = logging.find(drop_line).expect("the packet drop line");
+    let warning = &logging[..at];
+    assert!(warning.contains("every dropped packet"), "{warning}");
+    assert!(warning.contains("lose the"), "{warning}");
+}
+
+#[test]
+fn firewall_enable_logging_is_refused_for_nftables() {
+    let (site, node) = site_nodes().remove(0);
+    let out = Command::new(PORTWATCH)
+        .args([
+            "firewall",
+            "--site",
+            &site,
+            "--node",
+            &node,
+            "--enable-logging",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--enable-logging is for --format powershell"),
+        "{err}"
+    );
+}
+
 /// The `-Name` parameters of a command line, skipping quoted strings.
 fn parameters(line: &str) -> Vec<String> {
     let mut out = Vec::new();

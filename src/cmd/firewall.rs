@@ -12,9 +12,22 @@ pub fn firewall(args: &FirewallArgs) -> Result<Status, Error> {
         FirewallDirection::Out => Direction::Out,
         FirewallDirection::Both => Direction::Both,
     };
+    if args.enable_logging && args.format != FirewallFormat::Powershell {
+        return Err(Error::Usage(
+            "--enable-logging is for --format powershell: nftables rules log their drops already"
+                .into(),
+        ));
+    }
     let plan = Plan::derive(&loaded.policy, &args.node, direction)?;
     print(&match args.format {
         FirewallFormat::Nftables => nftables::render(&plan),
+        FirewallFormat::Powershell if args.enable_logging => {
+            format!(
+                "{}\n{}",
+                powershell::render(&plan),
+                powershell::logging(&plan)
+            )
+        }
         FirewallFormat::Powershell => powershell::render(&plan),
     })?;
     Ok(Status::Clean)

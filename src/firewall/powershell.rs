@@ -33,6 +33,66 @@ pub const PARAMETERS: &[&str] = &[
     "Description",
 ];
 
+/// The `Set-NetFirewallProfile` parameters [`logging`] writes; the test
+/// checks each against Microsoft's documented list.
+pub const LOGGING_PARAMETERS: &[&str] = &[
+    "All",
+    "LogAllowed",
+    "LogBlocked",
+    "LogMaxSizeKilobytes",
+    "LogFileName",
+];
+
+/// Where Windows keeps the firewall log unless told otherwise; the
+/// firewall service expands `%systemroot%`.
+pub const FIREWALL_LOG: &str = r"%systemroot%\system32\LogFiles\Firewall\pfirewall.log";
+
+/// The largest firewall log Windows keeps (32 MiB less 1 KiB) before it
+/// rolls over to `pfirewall.log.old`.
+pub const FIREWALL_LOG_KIB: u32 = 32767;
+
+/// What makes the node a sensor portwatch can read without a capture
+/// driver (`--enable-logging`): the firewall log of every allowed and
+/// dropped connection, and the Security log's Filtering Platform events.
+pub fn logging(plan: &Plan) -> String {
+    let mut s = String::new();
+    let header = [
+        format!(
+            "Make {} a sensor portwatch can read (--enable-logging).",
+            plan.node
+        ),
+        String::new(),
+        "Windows Defender Firewall log, every profile: one line per allowed and".into(),
+        "dropped connection, rolled over to pfirewall.log.old at the size cap.".into(),
+    ];
+    for line in header {
+        let _ = writeln!(s, "{}", comment(&line).trim_end());
+    }
+    let _ = writeln!(
+        s,
+        "Set-NetFirewallProfile -All -LogAllowed True -LogBlocked True \
+         -LogMaxSizeKilobytes {FIREWALL_LOG_KIB} -LogFileName {}",
+        powershell_string(FIREWALL_LOG)
+    );
+    let _ = writeln!(
+        s,
+        "\n# Security log, audit policy \"Filtering Platform Connection\": events 5156\n\
+         # (permitted, a success audit) and 5157 (blocked, a failure audit).\n\
+         # On a Windows that is not in English, name the subcategory by its GUID:\n\
+         # /subcategory:\"{{0CCE9226-69AE-11D9-BED3-505054503030}}\"\n\
+         auditpol /set /subcategory:\"Filtering Platform Connection\" /success:enable /failure:enable\n\
+         \n\
+         # Audit policy \"Filtering Platform Packet Drop\" (5152, GUID\n\
+         # {{0CCE9225-69AE-11D9-BED3-505054503030}}) logs every dropped packet: on a\n\
+         # server that is scanned or faces the internet that is more events than all\n\
+         # other audits together, and can roll the Security log over and lose the\n\
+         # events above. Turn it on for a short window, with a Security log sized\n\
+         # for it:\n\
+         # auditpol /set /subcategory:\"Filtering Platform Packet Drop\" /failure:enable"
+    );
+    s
+}
+
 /// The rules' group, one line: `portwatch <site>`.
 pub fn group(plan: &Plan) -> String {
     format!("portwatch {}", log_field(&plan.site))
