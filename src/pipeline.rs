@@ -114,6 +114,8 @@ pub enum Event {
         class: Classification,
         key: FlowKey,
         mirror: Option<Encap>,
+        /// The process that owned the socket, where the source names it.
+        process: Process,
     },
     /// How an attempt ended.
     Outcome {
@@ -695,6 +697,7 @@ fn attempted(
             class: c,
             key: obs.key,
             mirror,
+            process: obs.process.clone(),
         },
     );
     (row, edge)

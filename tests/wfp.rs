@@ -402,3 +402,82 @@ fn wfp_garbage_and_a_cut_last_line_in_ndjson() {
     assert_eq!(st.records, 57 + 2);
     assert!(st.reason.contains("cut short"), "{}", st.reason);
 }
+
+/// A 5156 as central (192.0.2.10) of the multi-node site would log proxy
+/// opening the repository service, in NXLog's flat shape.
+const CENTRAL_ACCEPTS_PROXY: &str = r#"{"EventID":5156,"Hostname":"central.corp.example","TimeCreated":"2026-01-05T10:00:00.250Z","Direction":"%%14592","SourceAddress":"192.0.2.11","SourcePort":"50123","DestAddress":"192.0.2.10","DestPort":"4242","Protocol":"6","LayerName":"%%14610","LayerRTID":"44","FilterRTID":"68894","Application":"\\device\\harddiskvolume2\\program files\\qlik\\sense\\repository\\repository.exe","ProcessID":"2716"}"#;
+
+#[test]
+fn wfp_process_reaches_the_report_edge_and_the_ecs_event() {
+    use portwatch::config::load_policy;
+    use portwatch::export::ecs::Observer;
+    use portwatch::export::eventlog::EventLog;
+    use portwatch::observation::Outcome;
+    use portwatch::pipeline::Pipeline;
+    use portwatch::report::Report;
+    use portwatch::source::wfp::ndjson::parse_line;
+    use portwatch::source::wfp::observe::observation;
+    use portwatch::state::TrackConfig;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let policy = Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy);
+    let track = TrackConfig {
+        capacity: 64,
+        syn_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(60),
+    };
+    let mut pl = Pipeline::new(policy.clone(), track);
+    pl.record_events(true);
+    let e = parse_line(CENTRAL_ACCEPTS_PROXY.as_bytes())
+        .unwrap()
+        .unwrap();
+    let mut sides = Sides::new();
+    sides.node_address("central.corp.example", "192.0.2.10".parse().unwrap());
+    let obs = observation(&e, sides.orient(&e), Some("central".into())).unwrap();
+    assert_eq!(obs.outcome(), Some(Outcome::Permitted));
+    pl.observe(&obs);
+    let events = pl.drain_events();
+
+    let tmp = TempDir::new("wfp-ecs");
+    let path = tmp.0.join("events.ndjson");
+    let observer = Observer {
+        name: "central".into(),
+        hostname: "test".into(),
+    };
+    let mut log = EventLog::open(
+        &path,
+        portwatch::export::eventlog::EventsFormat::Ecs,
+        observer,
+        64,
+    )
+    .unwrap();
+    log.write(&policy, &events);
+    log.finish().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<serde_json::Value> = (text.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let conn = (docs.iter())
+        .find(|d| d["process"].is_object())
+        .unwrap_or_else(|| panic!("no event with a process: {text}"));
+    assert_eq!(
+        conn["process"]["executable"],
+        r"\device\harddiskvolume2\program files\qlik\sense\repository\repository.exe"
+    );
+    assert_eq!(conn["process"]["pid"], 2716);
+    assert_eq!(conn["source"]["ip"], "192.0.2.11");
+    assert_eq!(conn["destination"]["port"], 4242);
+
+    let report = Report::build(&pl, Vec::new(), pl.span(), &Default::default());
+    let edge = (report.edges.iter())
+        .find(|x| x.src == "proxy" && x.dst == "central" && x.port == 4242)
+        .expect("the proxy -> central repository edge");
+    assert_eq!(edge.executables.len(), 1, "{edge:?}");
+    assert!(edge.executables[0].ends_with(r"\repository.exe"));
+    let table = report.to_table();
+    assert!(
+        table.contains("processes on proxy -> central 4242/tcp: repository.exe"),
+        "{table}"
+    );
+}

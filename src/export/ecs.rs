@@ -19,6 +19,7 @@ use super::community_id::{community_id_v1, octets};
 use crate::classify::{explain, Basis, Classification, Verdict};
 use crate::decode::Encap;
 use crate::model::RuleId;
+use crate::observation::Process;
 use crate::policy::{EdgeId, Origin, Policy};
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
 use crate::time::Timestamp;
@@ -386,6 +387,22 @@ pub fn set_mirror(doc: &mut Value, mirror: Option<Encap>) {
         v["session"] = s.into();
     }
     portwatch(doc).insert("mirror".into(), v);
+}
+
+/// `process.executable` and `process.pid` where the source names them (a
+/// node's audit events do; packets do not).
+pub fn set_process(doc: &mut Value, p: &Process) {
+    if !p.is_known() {
+        return;
+    }
+    let mut v = Map::new();
+    if let Some(exe) = &p.executable {
+        v.insert("executable".into(), exe.as_ref().into());
+    }
+    if let Some(pid) = p.pid {
+        v.insert("pid".into(), pid.into());
+    }
+    doc["process"] = Value::Object(v);
 }
 
 fn portwatch(doc: &mut Value) -> &mut Map<String, Value> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::ecs::{set_mirror, EcsFormatter, Observer};
+use super::ecs::{set_mirror, set_process, EcsFormatter, Observer};
 use super::events::write_event;
 use crate::pipeline::{Event, Pipeline};
 use crate::policy::{EdgeId, Policy, Visibility};
@@ -124,9 +124,11 @@ impl EventLog {
                         class,
                         key,
                         mirror,
+                        process,
                     } => {
                         let mut doc = self.ecs.connection(p, *ts, class, key);
                         set_mirror(&mut doc, *mirror);
+                        set_process(&mut doc, process);
                         self.emit(&doc);
                     }
                     Event::Outcome {

@@ -41,6 +41,7 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
             class,
             key,
             mirror,
+            ..
         } => (ts, class, key, "connection", None, mirror),
         Event::Outcome {
             ts,

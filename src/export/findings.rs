@@ -165,6 +165,7 @@ mod tests {
                 server_port: port,
             },
             mirror: None,
+            process: Default::default(),
         }
     }
 

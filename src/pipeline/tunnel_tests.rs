@@ -78,11 +78,18 @@ fn bare(events: Vec<Event>) -> Vec<Event> {
     events
         .into_iter()
         .map(|e| match e {
-            Event::Connection { ts, class, key, .. } => Event::Connection {
+            Event::Connection {
+                ts,
+                class,
+                key,
+                process,
+                ..
+            } => Event::Connection {
                 ts,
                 class,
                 key,
                 mirror: None,
+                process,
             },
             Event::Outcome {
                 ts,

@@ -268,7 +268,7 @@ fn edge_table(s: &mut String, r: &Report, rows: &[&EdgeEntry], why: bool) {
             esc(&e.src),
             esc(&e.dst),
             e.port,
-            esc(&e.service),
+            service_cell(e),
             if blocked { " <span class=\"blocked\">(blocked)</span>" } else { "" },
             e.window_seconds,
             humantime::format_duration(std::time::Duration::from_secs(e.window_seconds)),
@@ -279,6 +279,19 @@ fn edge_table(s: &mut String, r: &Report, rows: &[&EdgeEntry], why: bool) {
         );
     }
     s.push_str("</tbody></table>");
+}
+
+/// The service, and the executables the nodes' audit events named for it.
+fn service_cell(e: &EdgeEntry) -> String {
+    if e.executables.is_empty() {
+        return esc(&e.service);
+    }
+    format!(
+        "{}<br><small class=\"proc\" title=\"{}\">{}</small>",
+        esc(&e.service),
+        esc(&e.executables.join("\n")),
+        esc(&super::executable_names(&e.executables))
+    )
 }
 
 fn capture(s: &mut String, r: &Report) {

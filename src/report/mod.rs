@@ -238,6 +238,9 @@ pub struct FlowEntry {
     pub syn_retransmissions: u64,
     pub outcomes: BTreeMap<&'static str, u64>,
     pub established_inferred: u64,
+    /// Executables the sources named (a node's audit events), as logged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executables: Vec<String>,
     pub first_seen: String,
     pub last_seen: String,
 }
@@ -257,6 +260,9 @@ pub struct EdgeEntry {
     /// Connections of the edge open at the end (evidence while open).
     pub open_connections: u32,
     pub last_seen: Option<String>,
+    /// Executables named on the edge's flows (a node's audit events).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executables: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -328,6 +334,7 @@ impl Report {
                 syn_retransmissions: r.retransmissions,
                 outcomes: outcomes(&r.outcomes),
                 established_inferred: r.inferred,
+                executables: r.executables.iter().map(|e| e.to_string()).collect(),
                 first_seen: ts(r.first),
                 last_seen: ts(r.last),
             })
@@ -399,6 +406,12 @@ impl Report {
                     evidence: pl.clock().count(id),
                     open_connections: pl.clock().open_count(id),
                     last_seen: last.map(ts),
+                    executables: executables_of(
+                        &flows,
+                        &p.endpoint(e.src).name,
+                        &p.endpoint(e.dst).name,
+                        e.port,
+                    ),
                 };
                 if state == EdgeState::Missing {
                     findings.push(Finding {
@@ -630,6 +643,27 @@ fn counts_of(shown: &[Outcome], counts: &OutcomeCounts) -> BTreeMap<&'static str
         .iter()
         .map(|x| (x.as_str(), counts[x.index()]))
         .collect()
+}
+
+/// Executables by file name (`\\device\\...\\svchost.exe` is `svchost.exe`), in order.
+pub fn executable_names(exes: &[String]) -> String {
+    let names: Vec<&str> = exes
+        .iter()
+        .map(|e| e.rsplit(['\\', '/']).next().unwrap_or(e))
+        .collect();
+    names.join(", ")
+}
+
+/// The executables named on the flows from `src` to `dst` on `port`.
+fn executables_of(flows: &[FlowEntry], src: &str, dst: &str, port: u16) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let same = |f: &&FlowEntry| f.src == src && f.dst == dst && f.port == port;
+    for exe in flows.iter().filter(same).flat_map(|f| &f.executables) {
+        if !out.contains(exe) {
+            out.push(exe.clone());
+        }
+    }
+    out
 }
 
 fn blocked_text(outcomes: &OutcomeCounts, filters: &[u64], expected: &str) -> String {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::Report;
+use super::{executable_names, Report};
 use crate::quote::log_field as field;
 
 /// Render rows as columns two spaces apart, the header first. A cell is
@@ -172,6 +172,16 @@ impl Report {
             ],
             &rows,
         );
+        for e in self.edges.iter().filter(|e| !e.executables.is_empty()) {
+            let _ = writeln!(
+                s,
+                "  processes on {} -> {} {}/tcp: {}",
+                field(&e.src),
+                field(&e.dst),
+                e.port,
+                field(&executable_names(&e.executables))
+            );
+        }
 
         let _ = writeln!(s, "\nFLOWS ({})", self.flows.len());
         let rows: Vec<Vec<String>> = self

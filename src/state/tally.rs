@@ -10,6 +10,7 @@
 //! budget are refused and counted per kind.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::map::FastMap;
@@ -86,6 +87,9 @@ pub struct FlowRow {
     /// Of the established: those inferred from the client's ACK or data
     /// (the SYN-ACK was not captured).
     pub inferred: u64,
+    /// Executables its sources named (a node's audit events), up to
+    /// [`AGGREGATE_SAMPLES`], first seen first.
+    pub executables: Vec<Arc<str>>,
     pub first: Timestamp,
     pub last: Timestamp,
 }
@@ -362,10 +366,14 @@ impl Tally {
             retransmissions: 0,
             outcomes: [0; Outcome::COUNT],
             inferred: 0,
+            executables: Vec::new(),
             first: ts,
             last: ts,
         })?;
         r.attempts += 1;
+        if let Some(exe) = &obs.process.executable {
+            sample(&mut r.executables, exe.clone());
+        }
         r.first = r.first.min(ts);
         r.last = r.last.max(ts);
         self.rows.id(&key)

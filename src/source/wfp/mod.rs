@@ -16,6 +16,7 @@
 
 pub mod evtx;
 pub mod ndjson;
+pub mod observe;
 pub mod read;
 mod sides;
 

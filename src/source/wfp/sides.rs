@@ -152,10 +152,7 @@ impl Sides {
         let mut forgotten = 0;
         let host = self.host(e.host.as_deref().unwrap_or(""));
         let (src, dst) = (e.source, e.dest);
-        // A dropped packet (5152) is named as it travelled, whatever the layer.
-        let packet = e.layer != Layer::IcmpError
-            && (e.id == EventId::Dropped || matches!(e.layer, Layer::Transport | Layer::IpPacket));
-        let r = match (packet, e.layer.is_ale(), e.direction) {
+        let r = match (names_a_packet(e), e.layer.is_ale(), e.direction) {
             (true, _, Direction::Outbound) => {
                 host.learn(src.addr, &mut forgotten);
                 Ok(ends(src, dst, true))
@@ -198,6 +195,13 @@ impl Sides {
         h.seen = self.clock;
         h
     }
+}
+
+/// Whether `e` names a packet as it travelled (its sender as source): a
+/// dropped packet (5152) on any layer but ICMP Error, and the packet layers.
+pub fn names_a_packet(e: &WfpEvent) -> bool {
+    e.layer != Layer::IcmpError
+        && (e.id == EventId::Dropped || matches!(e.layer, Layer::Transport | Layer::IpPacket))
 }
 
 fn ends(initiator: Endpoint, responder: Endpoint, node_initiated: bool) -> Ends {

@@ -269,3 +269,88 @@ fn sides_stay_bounded() {
     }
     assert_eq!(s.forgotten, 5);
 }
+
+#[test]
+fn events_become_observations_with_their_fate_filter_and_process() {
+    use crate::observation::{Initiator, Outcome, SourceKind};
+    use observe::{observation, Skipped};
+    let blocked = parse_line(FLAT_5157.as_bytes()).unwrap().unwrap();
+    let mut s = Sides::new();
+    s.node_address(
+        "WORKSTATION6.theshire.local",
+        "172.18.39.6".parse().unwrap(),
+    );
+    let ends = s.orient(&blocked);
+    let o = observation(&blocked, ends, Some("w6".into())).unwrap();
+    assert_eq!(o.outcome(), Some(Outcome::Denied));
+    assert_eq!(
+        (o.source, o.initiator),
+        (SourceKind::WfpEvents, Initiator::Logged)
+    );
+    assert_eq!(
+        (o.key.client, o.key.client_port),
+        (blocked.source.addr, 54359)
+    );
+    assert_eq!(
+        (o.key.server, o.key.server_port),
+        (blocked.dest.addr, 50115)
+    );
+    assert_eq!(o.filter, Some(69408));
+    assert_eq!(o.process.pid, Some(732));
+    assert!(o.process.executable.unwrap().ends_with("\\services.exe"));
+    assert_eq!(o.sensor.as_deref(), Some("w6"));
+    // A permitted connection cites no filter as its cause.
+    let permitted = WfpEvent {
+        id: EventId::Permitted,
+        ..blocked.clone()
+    };
+    let o = observation(&permitted, s.orient(&permitted), None).unwrap();
+    assert_eq!((o.outcome(), o.filter), (Some(Outcome::Permitted), None));
+    let udp = WfpEvent {
+        protocol: 17,
+        ..blocked.clone()
+    };
+    assert_eq!(
+        observation(&udp, s.orient(&udp), None),
+        Err(Skipped::NotTcp)
+    );
+    let drop = event(
+        Direction::Inbound,
+        Layer::Transport,
+        "10.0.0.9:40000",
+        "10.0.0.1:3389",
+    );
+    let drop = WfpEvent {
+        id: EventId::Dropped,
+        pid: Some(0),
+        filter_rtid: Some(0),
+        ..drop
+    };
+    let o = observation(&drop, s.orient(&drop), None).unwrap();
+    assert_eq!(
+        o.initiator,
+        Initiator::Inferred,
+        "a packet's sender, guessed"
+    );
+    assert_eq!(
+        (o.process.pid, o.filter),
+        (None, None),
+        "pid 0, filter 0: none"
+    );
+}
+
+#[test]
+fn the_sensor_is_the_node_the_host_name_or_the_local_address_names() {
+    use observe::sensor;
+    let a: Vec<std::net::IpAddr> = vec!["192.0.2.10".parse().unwrap()];
+    let b: Vec<std::net::IpAddr> = vec!["192.0.2.11".parse().unwrap()];
+    let nodes = [("central", &a[..]), ("rim", &b[..])];
+    let it = || nodes.iter().copied();
+    assert_eq!(
+        sensor(Some("CENTRAL.corp.example"), None, it()),
+        Some("central")
+    );
+    assert_eq!(sensor(Some("rim"), Some(a[0]), it()), Some("rim"));
+    assert_eq!(sensor(Some("other.corp"), Some(b[0]), it()), Some("rim"));
+    assert_eq!(sensor(None, Some("10.1.1.1".parse().unwrap()), it()), None);
+}
