@@ -102,6 +102,8 @@ fn deb_installs_runs_and_its_unit_verifies() {
         "./usr/share/zsh/vendor-completions/_portwatch",
         "./usr/share/fish/vendor_completions.d/portwatch.fish",
         "./usr/share/doc/portwatch/copyright",
+        // The alert rules' runbook_url points here.
+        "./usr/share/doc/portwatch/deploy.md",
     ] {
         assert!(listing.contains(f), "{f} not in the package:\n{listing}");
     }
