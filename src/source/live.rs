@@ -895,16 +895,13 @@ mod tests {
     /// 127.0.0.1, which answers with a RST. No other address is touched.
     #[test]
     fn live_loopback_sees_syn_and_rst_and_idles() {
+        let test = "live capture test";
         if !is_root() {
-            eprintln!("skipping live capture test: not root");
-            return;
+            return crate::source::skip_unless_ci(test, "not root");
         }
         let mut src = match LiveSource::open(&["lo".to_string()], &LiveOptions::default()) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("skipping live capture test: {e}");
-                return;
-            }
+            Err(e) => return crate::source::skip_unless_ci(test, e),
         };
         assert_eq!(src.interfaces(), ["lo".to_string()]);
         let port = {
