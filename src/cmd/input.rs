@@ -10,7 +10,7 @@ use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
-use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource};
+use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource, TunnelPorts};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Source, SourceError};
 use crate::time::Timestamp;
@@ -48,7 +48,10 @@ impl Input {
                 let opts = LiveOptions {
                     evidence_ports: policy.required_ports(),
                     promisc: *promisc,
-                    decap,
+                    tunnels: TunnelPorts {
+                        vxlan: decap.vxlan.as_slice().to_vec(),
+                        other: [decap.geneve.as_slice(), decap.gre_in_udp.as_slice()].concat(),
+                    },
                     ..LiveOptions::default()
                 };
                 Ok(Input::Live(LiveSource::open(interfaces, &opts)?))

@@ -31,7 +31,6 @@ use mio::{Events, Interest, Token};
 
 use super::reorder::Reorder;
 use super::{Poll, Source, SourceError};
-use crate::decode::Decap;
 use crate::frame::{Frame, LinkType};
 use crate::time::Timestamp;
 
@@ -64,9 +63,30 @@ pub struct LiveOptions {
     /// other hosts (a switch's mirror port, a bridge) are seen. Default
     /// true. `any` has no promiscuous mode and is opened without it.
     pub promisc: bool,
-    /// The encapsulations whose packets pass the filter (their UDP ports).
+    /// The UDP ports of the tunnels whose packets pass the filter.
     /// Default: the standard ports.
-    pub decap: Decap,
+    pub tunnels: TunnelPorts,
+}
+
+/// The UDP destination ports of the encapsulations decode opens (as
+/// `decode::Decap` has them; plain lists here, `source` being beside
+/// `decode`, not above it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPorts {
+    /// VXLAN: passed only when the inner frame may matter.
+    pub vxlan: Vec<u16>,
+    /// GENEVE and GRE-in-UDP: passed whole.
+    pub other: Vec<u16>,
+}
+
+impl Default for TunnelPorts {
+    /// VXLAN 4789; GENEVE 6081 and GRE-in-UDP 4754.
+    fn default() -> Self {
+        TunnelPorts {
+            vxlan: vec![4789],
+            other: vec![6081, 4754],
+        }
+    }
 }
 
 impl Default for LiveOptions {
@@ -78,7 +98,7 @@ impl Default for LiveOptions {
             immediate: false,
             evidence_ports: Vec::new(),
             promisc: true,
-            decap: Decap::STANDARD,
+            tunnels: TunnelPorts::default(),
         }
     }
 }
@@ -148,13 +168,13 @@ pub fn control_filter_for(linktype: LinkType) -> &'static str {
 
 /// [`control_filter_for`], plus every TCP segment to or from `ports` (at
 /// most 64 are named; beyond that, control segments only, as before), plus
-/// the encapsulated packets of `decap`'s encapsulations ([`tunnel_filter`]).
-pub fn filter_for(linktype: LinkType, ports: &[u16], decap: &Decap) -> String {
+/// the encapsulated packets of the tunnels ([`tunnel_filter`]).
+pub fn filter_for(linktype: LinkType, ports: &[u16], tunnels: &TunnelPorts) -> String {
     let ports = if ports.len() > 64 { &[][..] } else { ports };
     let named = ports.iter().map(|p| format!("tcp port {p}"));
     let terms: Vec<String> = std::iter::once(ETHERTYPE_FILTER_BASE.to_string())
         .chain(named)
-        .chain(tunnel_filter(decap, ports))
+        .chain(tunnel_filter(tunnels, ports))
         .collect();
     let base = terms.join(" or ");
     if linktype == LinkType::ETHERNET {
@@ -171,21 +191,19 @@ pub fn filter_for(linktype: LinkType, ports: &[u16], decap: &Decap) -> String {
 /// (IP protocol 47), IP-in-IP and MPLS whole, for user space to open.
 /// Offsets are written out rather than with libpcap's `geneve`/`mpls`
 /// keywords, which shift every later offset of the expression.
-pub fn tunnel_filter(decap: &Decap, evidence_ports: &[u16]) -> Vec<String> {
+pub fn tunnel_filter(tunnels: &TunnelPorts, evidence_ports: &[u16]) -> Vec<String> {
     // In a VXLAN datagram: inner Ethernet type at 28, inner IPv4 at 30.
     let tcp = "30 + ((udp[30] & 0x0f) << 2)";
     let evidence: String = (evidence_ports.iter())
         .map(|p| format!(" or udp[{tcp}:2] == {p} or udp[{tcp} + 2:2] == {p}"))
         .collect();
-    let vxlan = decap.vxlan.as_slice().iter().map(|p| {
+    let vxlan = tunnels.vxlan.iter().map(|p| {
         format!(
             "(udp dst port {p} and (udp[28:2] != 0x0800 or (udp[39] == 6 \
              and udp[36:2] & 0x1fff == 0 and (udp[{tcp} + 13] & 0x07 != 0{evidence}))))"
         )
     });
-    let udp = (decap.geneve.as_slice().iter())
-        .chain(decap.gre_in_udp.as_slice())
-        .map(|p| format!("udp dst port {p}"));
+    let udp = tunnels.other.iter().map(|p| format!("udp dst port {p}"));
     let fixed = [
         "ip proto 47 or ip6 proto 47",
         "ip proto 4 or ip proto 41 or ip6 proto 4 or ip6 proto 41",
@@ -305,7 +323,7 @@ fn open_one(name: &str, opts: &LiveOptions) -> Result<Capture, SourceError> {
     // raw IP (DLT 12, or 14 on OpenBSD), which `LinkType` also knows.
     let linktype = LinkType(cap.get_datalink().0 as u16);
     cap.filter(
-        &filter_for(linktype, &opts.evidence_ports, &opts.decap),
+        &filter_for(linktype, &opts.evidence_ports, &opts.tunnels),
         true,
     )
     .map_err(err)?;
@@ -431,7 +449,7 @@ impl LiveSource {
             if let Some(c) = &mut slot.cap {
                 if let Err(e) = c
                     .cap
-                    .filter(&filter_for(c.linktype, ports, &self.opts.decap), true)
+                    .filter(&filter_for(c.linktype, ports, &self.opts.tunnels), true)
                 {
                     first = first.and(Err(live_error(name, e)));
                 }
@@ -754,7 +772,7 @@ mod tests {
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         let bpf = dead
             .compile(
-                &filter_for(LinkType::ETHERNET, &[443, 4242], &Decap::STANDARD),
+                &filter_for(LinkType::ETHERNET, &[443, 4242], &TunnelPorts::default()),
                 true,
             )
             .unwrap();
@@ -765,7 +783,7 @@ mod tests {
         assert!(bpf.filter(&v4(Flags::Syn)));
         let other = dead
             .compile(
-                &filter_for(LinkType::ETHERNET, &[4242], &Decap::STANDARD),
+                &filter_for(LinkType::ETHERNET, &[4242], &TunnelPorts::default()),
                 true,
             )
             .unwrap();
@@ -774,7 +792,7 @@ mod tests {
         for lt in [LinkType::LINUX_SLL2, LinkType::RAW_BSD] {
             let dead = pcap::Capture::dead(pcap::Linktype(i32::from(lt.0))).unwrap();
             assert!(dead
-                .compile(&filter_for(lt, &[4242], &Decap::STANDARD), true)
+                .compile(&filter_for(lt, &[4242], &TunnelPorts::default()), true)
                 .is_ok());
         }
     }
@@ -805,7 +823,7 @@ mod tests {
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         let bpf = dead
             .compile(
-                &filter_for(LinkType::ETHERNET, &[4242], &Decap::STANDARD),
+                &filter_for(LinkType::ETHERNET, &[4242], &TunnelPorts::default()),
                 true,
             )
             .unwrap();
@@ -851,9 +869,9 @@ mod tests {
             .map(|(name, _, pass)| format!("{name}: want {pass}"))
             .collect();
         assert!(wrong.is_empty(), "{wrong:?}");
-        let linux = Decap {
-            vxlan: crate::decode::PortSet::new(&[8472]).unwrap(),
-            ..Decap::STANDARD
+        let linux = TunnelPorts {
+            vxlan: vec![8472],
+            ..TunnelPorts::default()
         };
         let bpf = dead
             .compile(&filter_for(LinkType::ETHERNET, &[], &linux), true)
