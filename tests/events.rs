@@ -297,6 +297,91 @@ fn run_events_stdout_are_ecs_documents() {
         .any(|d| d["portwatch"]["verdict"] == "unexpected" && d["event"]["kind"] == "event"));
 }
 
+/// Every finding kind is an `alert` document with its rule, verdict and
+/// explanation, deduplicated as the printed findings are: the 1st, 10th,
+/// 100th… occurrence of each (kind, src, dst, port), as many as the
+/// report's count of that finding allows.
+#[test]
+fn every_finding_kind_is_an_alert_deduplicated_like_printed_findings() {
+    let dir = TempDir::new("events-alerts");
+    let ecs = dir.0.join("ecs.jsonl");
+    let out = Command::new(bin())
+        .args([
+            "replay",
+            "--site",
+            "multi-node",
+            "--format",
+            "json",
+            "--events",
+        ])
+        .arg(&ecs)
+        .arg(fixture("demo.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(docs) = shared("ecs").map(|_| check_ecs(&std::fs::read_to_string(&ecs).unwrap()))
+    else {
+        return;
+    };
+    type Key = (String, String, String, u64);
+    let mut alerts: BTreeMap<Key, Vec<u64>> = BTreeMap::new();
+    for d in docs.iter().filter(|d| d["event"]["kind"] == "alert") {
+        let pw = &d["portwatch"];
+        let finding = pw["finding"].as_str().unwrap().to_string();
+        if finding == "missing" {
+            continue;
+        }
+        assert!(d["rule"]["name"].is_string(), "no rule.name: {d}");
+        assert!(
+            d["rule"]["description"].is_string(),
+            "no rule.description: {d}"
+        );
+        assert!(pw["verdict"].is_string(), "no portwatch.verdict: {d}");
+        assert!(d["message"].as_str().is_some_and(|m| m.len() > 20), "{d}");
+        let key = (
+            finding,
+            pw["src"].as_str().unwrap().to_string(),
+            pw["dst"].as_str().unwrap().to_string(),
+            d["destination"]["port"].as_u64().unwrap(),
+        );
+        alerts
+            .entry(key)
+            .or_default()
+            .push(pw["occurrence"].as_u64().unwrap());
+    }
+    let mut want: BTreeMap<Key, Vec<u64>> = BTreeMap::new();
+    for f in report["findings"].as_array().unwrap() {
+        let kind = f["kind"].as_str().unwrap();
+        if kind == "missing" {
+            continue;
+        }
+        let count = f["count"].as_u64().unwrap();
+        let due: Vec<u64> = std::iter::successors(Some(1u64), |n| Some(n * 10))
+            .take_while(|n| *n <= count)
+            .collect();
+        let key = (
+            kind.to_string(),
+            f["src"].as_str().unwrap().to_string(),
+            f["dst"].as_str().unwrap().to_string(),
+            f["port"].as_u64().unwrap(),
+        );
+        want.insert(key, due);
+    }
+    let kinds: BTreeSet<&str> = want.keys().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["blocked", "local_only", "unexpected", "unknown_host"]),
+        "the demo capture has every finding kind"
+    );
+    assert_eq!(alerts, want, "alert documents per finding");
+}
+
 /// A required edge nobody used is a `missing` alert; the flat shape is
 /// still there behind `--events-format flat`.
 #[test]

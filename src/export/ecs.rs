@@ -3,9 +3,10 @@
 //!
 //! Three kinds of line: a connection attempt and its outcome
 //! (`event.kind: event`, joined by `portwatch.flow_id`), and findings
-//! (`event.kind: alert`): an expected flow refused or unanswered
-//! (`blocked`) and a required edge with no evidence for a whole window
-//! (`missing`). portwatch's own fields live under `portwatch.*`; every
+//! (`event.kind: alert`): an unexpected, local-only or unknown-host attempt,
+//! an expected flow refused or unanswered (`blocked`), each deduplicated
+//! as printed findings are, and a required edge with no evidence for a
+//! whole window (`missing`). portwatch's own fields live under `portwatch.*`; every
 //! other field is an ECS field of ECS's type (checked by a test against
 //! ECS's field list).
 
@@ -16,11 +17,13 @@ use serde_json::{json, Map, Value};
 use sha1::{Digest, Sha1};
 
 use super::community_id::{community_id_v1, octets};
+use super::findings::{Due, Found, Occurrences};
 use crate::classify::{explain, Basis, Classification, Verdict};
 use crate::decode::Encap;
 use crate::model::RuleId;
 use crate::observation::Process;
 use crate::policy::{EdgeId, Origin, Policy};
+use crate::state::tally::FindingKind;
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
 use crate::time::Timestamp;
 
@@ -94,6 +97,8 @@ pub struct EcsFormatter {
     flows: FlowIds,
     /// Per edge of the current policy: reported missing.
     missing: Vec<bool>,
+    /// Which findings are due for an alert line.
+    due: Occurrences,
 }
 
 impl EcsFormatter {
@@ -109,6 +114,7 @@ impl EcsFormatter {
                 forgotten: 0,
             },
             missing: Vec::new(),
+            due: Occurrences::default(),
         }
     }
 
@@ -117,14 +123,14 @@ impl EcsFormatter {
         self.flows.forgotten
     }
 
-    /// A new connection attempt.
+    /// A new connection attempt, and its finding's alert when one is due.
     pub fn connection(
         &mut self,
         p: &Policy,
         ts: Timestamp,
         c: &Classification,
         key: &FlowKey,
-    ) -> Value {
+    ) -> Vec<Value> {
         let flow_id = self.flow_id(ts, key);
         self.flows.insert(*key, flow_id.clone());
         let mut types = vec!["connection", "start"];
@@ -140,11 +146,90 @@ impl EcsFormatter {
             "unknown",
             format!("{flow_id}-c"),
         );
-        doc
+        let mut out = vec![doc];
+        if let Some(kind) = FindingKind::of(c.verdict) {
+            let f = Found {
+                kind,
+                ts,
+                class: c,
+                key,
+                outcome: None,
+            };
+            out.extend(self.finding(p, &f, Some(&flow_id)));
+        }
+        out
     }
 
-    /// How an attempt ended: the outcome line, and for an expected flow
-    /// refused or unanswered, a `blocked` alert after it.
+    /// The alert line of finding `f` of flow `flow_id`, if it is due.
+    fn finding(&mut self, p: &Policy, f: &Found<'_>, flow_id: Option<&str>) -> Option<Value> {
+        let Due::Report(n) = self.due.count(p, f) else {
+            return None;
+        };
+        let c = f.class;
+        let (action, types, result, suffix): (_, &[&str], _, _) = match f.kind {
+            FindingKind::Unexpected => (
+                "unexpected-connection",
+                &["connection", "info"],
+                "unknown",
+                "f",
+            ),
+            FindingKind::LocalOnly => (
+                "local-only-port-reached",
+                &["connection", "info"],
+                "unknown",
+                "f",
+            ),
+            FindingKind::UnknownHost => (
+                "unknown-host-connection",
+                &["connection", "info"],
+                "unknown",
+                "f",
+            ),
+            FindingKind::Blocked | FindingKind::Missing => (
+                "expected-flow-blocked",
+                &["connection", "denied"],
+                "failure",
+                "b",
+            ),
+        };
+        let id = match flow_id {
+            Some(fid) => format!("{fid}-{suffix}"),
+            None => format!("{}-{suffix}", self.flow_id(f.ts, f.key)),
+        };
+        let mut alert = self.flow_doc(p, f.ts, c, f.key, flow_id);
+        set_event(&mut alert, "alert", types, action, result, id);
+        let pw = portwatch(&mut alert);
+        pw.insert("finding".into(), f.kind.as_str().into());
+        pw.insert("occurrence".into(), n.into());
+        let what = match f.outcome {
+            Some(o) => {
+                pw.insert("outcome".into(), o.as_str().into());
+                format!(
+                    "expected flow {} -> {}:{} {}",
+                    p.peer_name(c.src),
+                    p.peer_name(c.dst),
+                    c.port,
+                    o.as_str()
+                )
+            }
+            None => format!(
+                "{} {} -> {}:{}",
+                f.kind.as_str(),
+                p.peer_name(c.src),
+                p.peer_name(c.dst),
+                c.port
+            ),
+        };
+        let repeat = match n {
+            1 => String::new(),
+            n => format!(" (occurrence {n})"),
+        };
+        alert["message"] = format!("{what}{repeat}: {}", explain(p, c)).into();
+        Some(alert)
+    }
+
+    /// How an attempt ended: the outcome line, and for an expected site
+    /// edge refused or unanswered, a `blocked` alert after it when due.
     pub fn outcome(
         &mut self,
         p: &Policy,
@@ -178,30 +263,15 @@ impl EcsFormatter {
         );
         portwatch(&mut doc).insert("outcome".into(), outcome.as_str().into());
         let mut out = vec![doc];
-        let blocked = c.verdict == Verdict::Expected && outcome.is_blocked();
-        if blocked {
-            let mut alert = self.flow_doc(p, ts, c, key, flow_id.as_deref());
-            set_event(
-                &mut alert,
-                "alert",
-                &["connection", "denied"],
-                "expected-flow-blocked",
-                "failure",
-                id("b"),
-            );
-            let pw = portwatch(&mut alert);
-            pw.insert("outcome".into(), outcome.as_str().into());
-            pw.insert("finding".into(), "blocked".into());
-            alert["message"] = format!(
-                "expected flow {} -> {}:{} {}: {}",
-                p.peer_name(c.src),
-                p.peer_name(c.dst),
-                c.port,
-                outcome.as_str(),
-                explain(p, c)
-            )
-            .into();
-            out.push(alert);
+        if c.is_site_edge() && outcome.is_blocked() {
+            let f = Found {
+                kind: FindingKind::Blocked,
+                ts,
+                class: c,
+                key,
+                outcome: Some(outcome),
+            };
+            out.extend(self.finding(p, &f, flow_id.as_deref()));
         }
         out
     }

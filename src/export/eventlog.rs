@@ -126,10 +126,11 @@ impl EventLog {
                         mirror,
                         process,
                     } => {
-                        let mut doc = self.ecs.connection(p, *ts, class, key);
-                        set_mirror(&mut doc, *mirror);
-                        set_process(&mut doc, process);
-                        self.emit(&doc);
+                        for mut doc in self.ecs.connection(p, *ts, class, key) {
+                            set_mirror(&mut doc, *mirror);
+                            set_process(&mut doc, process);
+                            self.emit(&doc);
+                        }
                     }
                     Event::Outcome {
                         ts,

@@ -53,18 +53,70 @@ pub fn finding_of(e: &Event) -> Option<Found<'_>> {
     }
 }
 
-/// Prints each finding once per (kind, src, dst, port), then again when its
-/// count reaches 10, 100, 1000…; the map is capped like every other: past
-/// the cap new keys are not printed, and one line says so (the report and
-/// the metrics still count them).
+/// Which occurrences of a finding are reported (printed, or written as an
+/// alert to the event log): the first per (kind, src, dst, port), then the
+/// 10th, 100th, 1000th…. The map is capped like every other: past the cap
+/// new keys are not reported, and counted (the report and the metrics
+/// still count them).
 #[derive(Default)]
-pub struct FindingPrinter {
+pub struct Occurrences {
     seen: HashMap<(FindingKind, String, String, u16), u64>,
-    /// Findings not printed because the cap was reached.
+    /// Findings not reported because the cap was reached.
     pub refused: u64,
 }
 
+/// Whether to report one occurrence.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Yes: this is its `n`th occurrence.
+    Report(u64),
+    No,
+    /// No, and the cap was reached just now: say so once.
+    CapReached,
+}
+
 const MAX_PRINTED_KEYS: usize = 10_000;
+
+impl Occurrences {
+    /// Count one occurrence of `f`.
+    pub fn count(&mut self, p: &Policy, f: &Found<'_>) -> Due {
+        let id = (
+            f.kind,
+            p.peer_name(f.class.src).to_string(),
+            p.peer_name(f.class.dst).to_string(),
+            f.class.port,
+        );
+        let full = self.seen.len() >= MAX_PRINTED_KEYS;
+        let n = match self.seen.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None if full => {
+                self.refused += 1;
+                return match self.refused {
+                    1 => Due::CapReached,
+                    _ => Due::No,
+                };
+            }
+            None => {
+                self.seen.insert(id, 1);
+                1
+            }
+        };
+        match n == 1 || (n >= 10 && power_of_ten(n)) {
+            true => Due::Report(n),
+            false => Due::No,
+        }
+    }
+}
+
+/// Prints each finding when [`Occurrences`] says it is due, and one line
+/// when its cap is reached.
+#[derive(Default)]
+pub struct FindingPrinter {
+    due: Occurrences,
+}
 
 impl FindingPrinter {
     /// Write `e` to `w` if it is a finding due for printing. A write error
@@ -79,42 +131,24 @@ impl FindingPrinter {
 
     /// The line to print for `e`, if it is a finding due for printing.
     pub fn line(&mut self, p: &Policy, e: &Event) -> Option<String> {
+        let f = finding_of(e)?;
+        let n = match self.due.count(p, &f) {
+            Due::Report(n) => n,
+            Due::No => return None,
+            Due::CapReached => {
+                return Some(format!(
+                "(more than {MAX_PRINTED_KEYS} distinct findings: new ones are no longer printed; \
+                     the summary and the metrics still count them)"
+            ))
+            }
+        };
         let Found {
             kind,
             ts,
             class,
             key,
             outcome,
-        } = finding_of(e)?;
-        let id = (
-            kind,
-            p.peer_name(class.src).to_string(),
-            p.peer_name(class.dst).to_string(),
-            class.port,
-        );
-        let full = self.seen.len() >= MAX_PRINTED_KEYS;
-        let n = match self.seen.get_mut(&id) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None if full => {
-                self.refused += 1;
-                return (self.refused == 1).then(|| {
-                    format!(
-                        "(more than {MAX_PRINTED_KEYS} distinct findings: new ones are no longer printed; \
-                         the summary and the metrics still count them)"
-                    )
-                });
-            }
-            None => {
-                self.seen.insert(id, 1);
-                1
-            }
-        };
-        if !(n == 1 || (n >= 10 && power_of_ten(n))) {
-            return None;
-        }
+        } = f;
         let what = match outcome {
             Some(o) => format!("{} ", o.as_str()),
             None => String::new(),
@@ -185,12 +219,12 @@ mod tests {
         for port in 1..MAX_PRINTED_KEYS as u16 {
             pr.line(&p, &connection(&p, 10_000 + port));
         }
-        assert_eq!(pr.seen.len(), MAX_PRINTED_KEYS);
+        assert_eq!(pr.due.seen.len(), MAX_PRINTED_KEYS);
         let note = pr
             .line(&p, &connection(&p, 3))
             .expect("one note when the cap is hit");
         assert!(note.contains("no longer printed"), "{note}");
         assert_eq!(pr.line(&p, &connection(&p, 4)), None);
-        assert_eq!(pr.refused, 2);
+        assert_eq!(pr.due.refused, 2);
     }
 }
