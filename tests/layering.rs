@@ -198,3 +198,20 @@ fn the_checker_sees_upward_imports() {
     )];
     assert_eq!(violations(&rank, &sideways).len(), 1);
 }
+
+/// One module layout everywhere: a module with submodules is a folder with
+/// `mod.rs`, never `x.rs` beside a folder `x/`.
+#[test]
+fn no_module_file_beside_its_folder() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let beside: Vec<String> = files
+        .iter()
+        .filter(|f| f.with_extension("").is_dir())
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "move each to its folder's mod.rs: {beside:?}"
+    );
+}
