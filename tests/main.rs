@@ -42,6 +42,9 @@
 //!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
 //! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
 //!   site verdict per required edge.
+//! - `live_tunnels`: kernel-made VXLAN (and GENEVE, gretap, ERSPAN where the
+//!   kernel has them) between two namespaces: `watch` on the underlay finds
+//!   what `watch` on the overlay finds (root).
 //! - `tunnels`: the mirror and tunnel captures of `../shared/sensors/tunnels/`
 //!   against tshark's protocol hierarchy and inner handshakes.
 //! - `wfp`: the Windows Filtering Platform readers on the real samples of
@@ -65,6 +68,7 @@ mod golden_metrics;
 mod layering;
 mod listeners;
 mod live;
+mod live_tunnels;
 mod package;
 mod prereq;
 mod privileges;
