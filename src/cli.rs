@@ -332,6 +332,10 @@ pub struct SiteArgs {
     /// Port model file; default: the bundled model the site names.
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// Judge loopback connections to ports the model does not know (by
+    /// default they are not findings: local tools, health checks).
+    #[arg(long)]
+    pub strict_loopback: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -765,3 +765,34 @@ fn evidence_ports_change_on_an_open_capture() {
         "with port {port} as evidence: {control} control packets, {data} data segments"
     );
 }
+
+/// A health check on loopback to a port the model does not know (the
+/// sensor's own /metrics, say) is no finding; `--strict-loopback` judges it.
+/// No root needed: a replay of the frames.
+#[test]
+fn loopback_to_unknown_ports_is_no_finding_unless_strict() {
+    let dir = std::env::temp_dir().join(format!("portwatch-loopback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("loopback.pcap");
+    let mut frames = Vec::new();
+    connection(&mut frames, ("127.0.0.1", 40100), ("127.0.0.1", 9479), None);
+    write_pcap(&pcap, &frames);
+    let (report, code) = replay_report(&pcap);
+    assert_eq!(code, Some(0), "{report:#}");
+    let strict = Command::new(PORTWATCH)
+        .args([
+            "replay",
+            "--site",
+            "multi-node",
+            "--strict-loopback",
+            "--format",
+            "json",
+        ])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(strict.status.code(), Some(1), "strict: a finding");
+    let strict: Value = serde_json::from_slice(&strict.stdout).unwrap();
+    assert_eq!(strict["findings"][0]["kind"], "unexpected", "{strict:#}");
+}

@@ -50,6 +50,11 @@ pub enum Basis {
     Rule(RuleId),
     /// Both ends are the same host and the model knows the port.
     SameHost,
+    /// Loopback to a port the model does not know: not judged unless
+    /// `--strict-loopback`.
+    Loopback,
+    /// The sensor's own listener (its web endpoints).
+    Sensor,
     /// The local-scope rule that keeps the port on its host.
     LocalRule(RuleId),
     /// No rule: nothing to cite but the absence.
@@ -92,9 +97,14 @@ pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classificati
         Basis::Rule(r) => p.rule_service(*r).clone(),
         _ => p.service_for(d, port).clone(),
     };
-    let basis = judge(p, src == dst, s, d, port);
+    let basis = match p.own.listens(dst, port) {
+        true => Basis::Sensor,
+        false => judge(p, src == dst, s, d, port),
+    };
     let verdict = match basis {
-        Basis::Edge(_) | Basis::Rule(_) | Basis::SameHost => Verdict::Expected,
+        Basis::Edge(_) | Basis::Rule(_) | Basis::SameHost | Basis::Loopback | Basis::Sensor => {
+            Verdict::Expected
+        }
         Basis::LocalRule(_) => Verdict::LocalOnly,
         Basis::NoRule => Verdict::Unexpected,
         Basis::Unknown { .. } => Verdict::UnknownHost,
@@ -119,8 +129,11 @@ fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {
     let same_host =
         same_addr || (s == d && p.is_node(s)) || (s == Peer::Localhost && d == Peer::Localhost);
     if same_host {
+        let loopback = s == Peer::Localhost && d == Peer::Localhost;
         return if p.knows_port(port) {
             Basis::SameHost
+        } else if loopback && !p.own.strict_loopback {
+            Basis::Loopback
         } else {
             Basis::NoRule
         };
@@ -168,6 +181,14 @@ pub fn explain(p: &Policy, c: &Classification) -> String {
         }
         Basis::SameHost => format!(
             "{src} -> {dst}:{}: same host, port known to the model",
+            c.port
+        ),
+        Basis::Loopback => format!(
+            "{src} -> {dst}:{}: loopback, port not in the model (judged only with --strict-loopback)",
+            c.port
+        ),
+        Basis::Sensor => format!(
+            "{src} -> {dst}:{}: the portwatch sensor's own listener",
             c.port
         ),
         Basis::LocalRule(r) => {

@@ -297,3 +297,38 @@ fn monitoring_scrapers_are_expected_on_the_sensor_port_only() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Loopback to a port the model does not know is no finding unless the
+/// strict view is asked for; the sensor's own listener never is.
+#[test]
+fn loopback_and_the_sensors_own_listener_are_not_findings() {
+    let mut p = policy("multi-node");
+    let lo = ip("127.0.0.1");
+    let c = classify(&p, lo, lo, 9479);
+    assert_eq!((c.verdict, c.basis), (Verdict::Expected, Basis::Loopback));
+    p.own.strict_loopback = true;
+    assert_eq!(classify(&p, lo, lo, 9479).verdict, Verdict::Unexpected);
+
+    // corp-users scraping central's port 9477, which the site does not
+    // declare for monitoring: unexpected, unless it is this sensor's listener.
+    let (user, central) = (ip("198.51.100.7"), ip("192.0.2.10"));
+    assert_eq!(
+        classify(&p, user, central, 9477).verdict,
+        Verdict::Unexpected
+    );
+    assert_eq!(classify(&p, lo, lo, 9477).verdict, Verdict::Unexpected);
+    p.own.listeners = vec![(central, 9477), (lo, 9477)];
+    for src in [user, lo] {
+        let dst = if src == lo { lo } else { central };
+        let c = classify(&p, src, dst, 9477);
+        assert_eq!(
+            (c.verdict, c.basis),
+            (Verdict::Expected, Basis::Sensor),
+            "{src}"
+        );
+    }
+    assert_eq!(
+        classify(&p, user, central, 9478).verdict,
+        Verdict::Unexpected
+    );
+}

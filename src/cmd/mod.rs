@@ -96,10 +96,45 @@ fn load(site: &SiteArgs) -> Result<Loaded, Error> {
 }
 
 /// Load the site (and rules) and check `--sensor` against it.
-fn prepare(site: &SiteArgs, sensors: &[String]) -> Result<(Arc<Policy>, Visibility), Error> {
-    let policy = Arc::new(load(site)?.policy);
+/// The policy of `site` as the sensor judges it: with its own listeners
+/// (`listening`, for `run`) and the loopback view.
+fn prepare(
+    site: &SiteArgs,
+    sensors: &[String],
+    listening: &[std::net::SocketAddr],
+) -> Result<(Arc<Policy>, Visibility), Error> {
+    let mut policy = load(site)?.policy;
+    policy.own.strict_loopback = site.strict_loopback;
+    policy.own.listeners = own_listeners(&policy, sensors, listening);
+    let policy = Arc::new(policy);
     let vis = Visibility::for_site(&policy, sensors)?;
     Ok((policy, vis))
+}
+
+/// Each listening socket as (address, port); an unspecified address
+/// stands for loopback and the `--sensor` nodes' addresses.
+fn own_listeners(
+    p: &Policy,
+    sensors: &[String],
+    listening: &[std::net::SocketAddr],
+) -> Vec<(std::net::IpAddr, u16)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mine: Vec<IpAddr> = (p.site.nodes.iter())
+        .filter(|n| sensors.contains(&n.name))
+        .flat_map(|n| n.addresses.iter().copied())
+        .chain([
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ])
+        .collect();
+    let mut out = Vec::new();
+    for l in listening {
+        match l.ip().is_unspecified() {
+            true => out.extend(mine.iter().map(|a| (*a, l.port()))),
+            false => out.push((l.ip(), l.port())),
+        }
+    }
+    out
 }
 
 /// Write to standard output. A closed pipe (`| head`) is not an error: the

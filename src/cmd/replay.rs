@@ -12,7 +12,7 @@ use crate::report::{Report, SourceFacts};
 use crate::source::Poll;
 
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
-    let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
+    let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let mut input = Input::open(&InputSpec::Files(s.files.clone()))?;
     let r = &s.report;
     let mut events = EventLog::open(

@@ -32,7 +32,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
             tracing::warn!(error = %e, "cannot print to stdout");
         }
     }
-    let (policy, vis) = prepare(&s.site, &s.sensors)?;
+    let (policy, vis) = prepare(&s.site, &s.sensors, &s.listen)?;
     let web = s
         .web_config
         .as_deref()
@@ -195,7 +195,8 @@ async fn supervise(
 async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>) {
     let site = s.site.clone();
     let sensors = s.sensors.clone();
-    let loaded = tokio::task::spawn_blocking(move || prepare(&site, &sensors)).await;
+    let listen = s.listen.clone();
+    let loaded = tokio::task::spawn_blocking(move || prepare(&site, &sensors, &listen)).await;
     let error = match loaded {
         Ok(Ok((policy, vis))) => {
             metrics.config_loaded(&policy, Timestamp::now());

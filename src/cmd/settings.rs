@@ -168,6 +168,7 @@ impl Task {
                 site: SiteArgs {
                     site: Path::new(DEMO_SITE).to_path_buf(),
                     rules: None,
+                    strict_loopback: false,
                 },
                 input: InputSpec::Paced {
                     savefiles: vec![Savefile::Embedded {
@@ -201,6 +202,7 @@ impl Task {
                     (Some(site), None) => ProposeBase::Site(SiteArgs {
                         site,
                         rules: a.rules,
+                        strict_loopback: false,
                     }),
                     (None, Some(model)) => ProposeBase::Model {
                         model,

@@ -10,7 +10,7 @@ use super::{prepare, print_summary, privileges, signals, Error, Status};
 use crate::cli::{Format, ReportFormat};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
-    let (policy, vis) = prepare(&s.site, &s.report.sensors)?;
+    let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let input = Input::open_for(
         &InputSpec::Live {
             interfaces: s.interfaces.clone(),

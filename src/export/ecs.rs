@@ -500,6 +500,8 @@ fn class_rule(p: &Policy, c: &Classification, explanation: &str) -> (RuleRef, St
         Basis::Edge(e) => return edge_rule(p, e),
         Basis::Rule(r) => return model_rule(p, r),
         Basis::SameHost => RuleRef::Model("same-host".into()),
+        Basis::Loopback => RuleRef::Model("loopback".into()),
+        Basis::Sensor => RuleRef::Model("sensor".into()),
         Basis::LocalRule(r) => {
             let rule = p.model.rule(r);
             RuleRef::Model(format!("{}:{}/local", rule.service(), rule.port))

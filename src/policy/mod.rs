@@ -141,6 +141,28 @@ pub struct Policy {
     /// The ports the model's rules name, one bit each: a scan's random
     /// ports are told apart without walking the rules.
     model_ports: Box<[u64; 1024]>,
+    /// What the sensor itself adds to the traffic (set by the command).
+    pub own: OwnTraffic,
+}
+
+/// The sensor's own part of the traffic it watches: set by the command,
+/// not the site file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnTraffic {
+    /// The sensor's listening sockets (`run --web.listen-address`, an
+    /// unspecified address expanded to loopback and the `--sensor` nodes'
+    /// addresses): connections to them are never findings.
+    pub listeners: Vec<(IpAddr, u16)>,
+    /// Judge loopback connections to ports the model does not know
+    /// (`--strict-loopback`); by default they are not findings.
+    pub strict_loopback: bool,
+}
+
+impl OwnTraffic {
+    /// Whether `dst:port` is one of the sensor's own listeners.
+    pub fn listens(&self, dst: IpAddr, port: u16) -> bool {
+        self.listeners.contains(&(dst, port))
+    }
 }
 
 impl Policy {
@@ -218,6 +240,7 @@ impl Policy {
             rule_services: Vec::new(),
             other_service: Arc::from("other"),
             model_ports: Box::new([0; 1024]),
+            own: OwnTraffic::default(),
         };
         for r in &p.model.rules {
             p.model_ports[usize::from(r.port / 64)] |= 1 << (r.port % 64);
