@@ -796,3 +796,66 @@ fn loopback_to_unknown_ports_is_no_finding_unless_strict() {
     let strict: Value = serde_json::from_slice(&strict.stdout).unwrap();
     assert_eq!(strict["findings"][0]["kind"], "unexpected", "{strict:#}");
 }
+
+/// The HTML report's diagram draws each line in its legend's colour: the
+/// stroke of every `class="line X"` path is the colour the page's legend
+/// gives X (a blocked expected flow off the required edges included).
+/// No root needed: a replay of the test frames.
+#[test]
+fn diagram_lines_are_drawn_in_their_legend_colours() {
+    let dir = std::env::temp_dir().join(format!("portwatch-legend-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("frames.pcap");
+    write_pcap(&pcap, &test_frames());
+    let out = Command::new(PORTWATCH)
+        .args([
+            "replay",
+            "--site",
+            "multi-node",
+            "--format",
+            "html",
+            "--layout",
+            "builtin",
+        ])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let page = String::from_utf8(out.stdout).unwrap();
+    let legend = [
+        "seen",
+        "missing",
+        "not_observed",
+        "blocked",
+        "unexpected",
+        "local_only",
+        "unknown_host",
+    ];
+    // The legend's colour of a class: its CSS rule `.X{color:#rrggbb}`.
+    let colour = |class: &str| -> String {
+        let rule = format!(".{class}{{color:");
+        let at = page
+            .find(&rule)
+            .unwrap_or_else(|| panic!("no legend colour for {class}"));
+        page[at + rule.len()..].chars().take(7).collect()
+    };
+    let mut checked = std::collections::BTreeSet::new();
+    for group in page.split("<g id=\"").skip(1) {
+        let Some(rest) = group.split_once("class=\"line ").map(|(_, r)| r) else {
+            continue;
+        };
+        let class = rest.split('"').next().unwrap();
+        let Some(last) = class.split(' ').next_back().filter(|c| legend.contains(c)) else {
+            continue;
+        };
+        let stroke = rest
+            .split_once("stroke=\"")
+            .map(|(_, r)| r.split('"').next().unwrap())
+            .unwrap_or_else(|| panic!("no stroke: {group}"));
+        assert_eq!(stroke, colour(last), "line of class {class}: {group}");
+        checked.insert(last);
+    }
+    for want in ["blocked", "unexpected", "local_only"] {
+        assert!(checked.contains(want), "no {want} line drawn: {checked:?}");
+    }
+}

@@ -75,7 +75,7 @@ impl Style {
             Style::Expected { required: false } => "#90a4ae",
             Style::Required(EdgeState::Seen) => "#2e7d32",
             Style::Required(EdgeState::Missing) => "#c62828",
-            Style::Required(EdgeState::NotObserved) => "#9e9e9e",
+            Style::Required(EdgeState::NotObserved) => "#757575",
             Style::Blocked => "#ef6c00",
             Style::Finding(FindingKind::LocalOnly) => "#ad1457",
             Style::Finding(FindingKind::UnknownHost) => "#5d4037",
@@ -292,7 +292,12 @@ impl Diagram {
                 dst: t,
                 title: format!("{}: {src} -> {dst} port {label}", kind.as_str()),
                 label,
-                style: Style::Finding(kind),
+                // A blocked flow off the required edges is still drawn as
+                // blocked, in the legend's colour, not as a finding flow.
+                style: match kind {
+                    FindingKind::Blocked => Style::Blocked,
+                    k => Style::Finding(k),
+                },
             });
         }
         d
