@@ -18,7 +18,7 @@ pub mod evtx;
 pub mod ndjson;
 pub mod observe;
 pub mod read;
-mod sides;
+pub mod sides;
 
 #[cfg(test)]
 mod tests;
@@ -169,17 +169,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason without its field: a closed set of labels.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Reason::NotJson => "not_json",
+            Reason::NoEventId => "no_event_id",
+            Reason::MissingField(_) => "missing_field",
+            Reason::BadField(_) => "bad_field",
+            Reason::TimeWithoutOffset => "time_without_offset",
+            Reason::CorruptRecord => "corrupt_record",
+            Reason::CorruptChunk => "corrupt_chunk",
+            Reason::LineTooLong => "line_too_long",
+        }
+    }
+
     /// The label of a count, e.g. `missing_field:SourcePort`.
     pub fn label(self) -> String {
         match self {
-            Reason::NotJson => "not_json".into(),
-            Reason::NoEventId => "no_event_id".into(),
-            Reason::MissingField(f) => format!("missing_field:{}", f.name()),
-            Reason::BadField(f) => format!("bad_field:{}", f.name()),
-            Reason::TimeWithoutOffset => "time_without_offset".into(),
-            Reason::CorruptRecord => "corrupt_record".into(),
-            Reason::CorruptChunk => "corrupt_chunk".into(),
-            Reason::LineTooLong => "line_too_long".into(),
+            Reason::MissingField(f) | Reason::BadField(f) => {
+                format!("{}:{}", self.kind(), f.name())
+            }
+            _ => self.kind().into(),
         }
     }
 }
