@@ -189,15 +189,22 @@ fn firewall_powershell_uses_only_documented_parameters_and_one_group() {
             }
         }
     }
+    documented_and_declared(
+        &used,
+        NEW_NETFIREWALLRULE_PARAMETERS,
+        portwatch::firewall::powershell::PARAMETERS,
+    );
+}
+
+/// Every parameter `used` is in Microsoft's `documented` list, and the
+/// renderer's own `declared` list matches what it writes.
+fn documented_and_declared(used: &BTreeSet<String>, documented: &[&str], declared: &[&str]) {
     let undocumented: Vec<_> = (used.iter())
-        .filter(|p| !NEW_NETFIREWALLRULE_PARAMETERS.contains(&p.as_str()))
+        .filter(|p| !documented.contains(&p.as_str()))
         .collect();
     assert!(undocumented.is_empty(), "{undocumented:?}");
-    // The renderer's own list matches what it writes.
-    let declared: BTreeSet<String> = (portwatch::firewall::powershell::PARAMETERS.iter())
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(used, declared);
+    let declared: BTreeSet<String> = declared.iter().map(|s| s.to_string()).collect();
+    assert_eq!(used, &declared);
 }
 
 /// Microsoft's documented parameters of `Set-NetFirewallProfile`
@@ -244,14 +251,11 @@ fn firewall_powershell_enable_logging_makes_the_node_a_sensor() {
         .collect();
     assert_eq!(profile.len(), 1, "{logging}");
     let used: BTreeSet<String> = parameters(profile[0]).into_iter().collect();
-    let undocumented: Vec<_> = (used.iter())
-        .filter(|p| !SET_NETFIREWALLPROFILE_PARAMETERS.contains(&p.as_str()))
-        .collect();
-    assert!(undocumented.is_empty(), "{undocumented:?}");
-    let declared: BTreeSet<String> = (portwatch::firewall::powershell::LOGGING_PARAMETERS.iter())
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(used, declared);
+    documented_and_declared(
+        &used,
+        SET_NETFIREWALLPROFILE_PARAMETERS,
+        portwatch::firewall::powershell::LOGGING_PARAMETERS,
+    );
     for want in [
         "-All ",
         "-LogAllowed True ",
