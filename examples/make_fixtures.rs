@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use etherparse::PacketBuilder;
 use portwatch::config::{load_policy, BUNDLED_SITES};
+use portwatch::decode::EncapKind;
 use portwatch::policy::{EndpointId, EndpointKind, Policy};
 
 /// 2026-01-05T09:00:00Z.
@@ -48,8 +49,8 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("fixtures"));
     if std::env::args().nth(2).as_deref() == Some("--mirrored") {
-        for (m, suffix) in MIRRORS {
-            let file = dir.join(format!("demo-{suffix}.pcap"));
+        for m in mirrors() {
+            let file = dir.join(format!("demo-{}.pcap", m.as_str()));
             if let Err(e) = std::fs::write(&file, mirrored_demo(m)) {
                 eprintln!("error: {}: {e}", file.display());
                 std::process::exit(2);
@@ -1006,7 +1007,7 @@ fn quiet_gap(rng: &mut Rng) -> Vec<Pkt> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
     /// Ethernet, as a mirror session delivers it: wrapped.
-    Mirror(Mirror),
+    Mirror(EncapKind),
     Ethernet,
     /// 802.1Q, VLAN 100.
     Vlan,
@@ -1098,32 +1099,11 @@ fn frame(link: Link, p: &Pkt) -> Vec<u8> {
 
 // ------------------------------------------------------------------ mirrors
 
-/// An encapsulation a mirror session delivers frames in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mirror {
-    Vxlan,
-    Geneve,
-    Gre,
-    GreTeb,
-    ErspanI,
-    ErspanII,
-    ErspanIII,
-    GreInUdp,
-    Mpls,
+/// The encapsulations a mirror session delivers frames in: all decode
+/// opens but IP-in-IP (a router's, not a mirror's).
+pub fn mirrors() -> impl Iterator<Item = EncapKind> {
+    (EncapKind::ALL.into_iter()).filter(|k| *k != EncapKind::IpInIp)
 }
-
-/// Each encapsulation and the name `portwatch` reports it by.
-pub const MIRRORS: [(Mirror, &str); 9] = [
-    (Mirror::Vxlan, "vxlan"),
-    (Mirror::Geneve, "geneve"),
-    (Mirror::Gre, "gre"),
-    (Mirror::GreTeb, "gre_teb"),
-    (Mirror::ErspanI, "erspan_i"),
-    (Mirror::ErspanII, "erspan_ii"),
-    (Mirror::ErspanIII, "erspan_iii"),
-    (Mirror::GreInUdp, "gre_in_udp"),
-    (Mirror::Mpls, "mpls"),
-];
 
 /// The session every mirrored frame names (VNI, ERSPAN session id, GRE key).
 pub const MIRROR_SESSION: u32 = 300;
@@ -1132,13 +1112,13 @@ const VTEP_SRC: [u8; 4] = [198, 18, 0, 1];
 const VTEP_DST: [u8; 4] = [198, 18, 0, 2];
 
 /// The demo capture, each frame wrapped in `m` as a mirror delivers it.
-pub fn mirrored_demo(m: Mirror) -> Vec<u8> {
+pub fn mirrored_demo(m: EncapKind) -> Vec<u8> {
     pcap(Link::Mirror(m), &demo(&mut Rng::new(SEED ^ 0x600)))
 }
 
 /// `eth` (an Ethernet frame) in `m`, in Ethernet and IPv4 between the
 /// tunnel endpoints (MPLS: in Ethernet directly).
-fn mirrored(m: Mirror, eth: &[u8]) -> Vec<u8> {
+fn mirrored(m: EncapKind, eth: &[u8]) -> Vec<u8> {
     let ip = &eth[14..];
     let ip_type: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
     let session = MIRROR_SESSION;
@@ -1171,9 +1151,10 @@ fn mirrored(m: Mirror, eth: &[u8]) -> Vec<u8> {
         [h, eth.to_vec()].concat()
     };
     let vni = (session << 8).to_be_bytes();
+    const GRE: etherparse::IpNumber = etherparse::IpNumber::GRE;
     match m {
-        Mirror::Vxlan => udp(&mut out, 4789, &[&[8, 0, 0, 0], &vni[..], eth].concat()),
-        Mirror::Geneve => {
+        EncapKind::Vxlan => udp(&mut out, 4789, &[&[8, 0, 0, 0], &vni[..], eth].concat()),
+        EncapKind::Geneve => {
             // One 4-byte option (class 0x0102, type 3, one word of data).
             let option = [1, 2, 3, 1, 0xaa, 0xbb, 0xcc, 0xdd];
             udp(
@@ -1182,23 +1163,24 @@ fn mirrored(m: Mirror, eth: &[u8]) -> Vec<u8> {
                 &[&[2, 0, 0x65, 0x58], &vni[..], &option, eth].concat(),
             )
         }
-        Mirror::GreInUdp => udp(&mut out, 4754, &gre(ip_type, None, None, ip)),
-        Mirror::Mpls => {
+        EncapKind::GreInUdp => udp(&mut out, 4754, &gre(ip_type, None, None, ip)),
+        EncapKind::Mpls => {
             out.extend_from_slice(&eth[..12]);
             out.extend_from_slice(&0x8847u16.to_be_bytes());
             out.extend_from_slice(&((1000 << 12) | 0x100 | 64u32).to_be_bytes());
             out.extend_from_slice(ip);
         }
-        Mirror::Gre | Mirror::GreTeb | Mirror::ErspanI | Mirror::ErspanII | Mirror::ErspanIII => {
-            let payload = match m {
-                Mirror::Gre => gre(ip_type, Some(session), None, ip),
-                Mirror::GreTeb => gre(0x6558, Some(session), None, eth),
-                Mirror::ErspanI => gre(0x88be, None, None, eth),
-                Mirror::ErspanII => gre(0x88be, None, Some(1), &erspan(1)),
-                _ => gre(0x22eb, None, Some(1), &erspan(2)),
+        _ => {
+            let (protocol, payload) = match m {
+                EncapKind::Gre => (GRE, gre(ip_type, Some(session), None, ip)),
+                EncapKind::GreTeb => (GRE, gre(0x6558, Some(session), None, eth)),
+                EncapKind::ErspanI => (GRE, gre(0x88be, None, None, eth)),
+                EncapKind::ErspanII => (GRE, gre(0x88be, None, Some(1), &erspan(1))),
+                EncapKind::ErspanIII => (GRE, gre(0x22eb, None, Some(1), &erspan(2))),
+                _ => (etherparse::IpNumber::IPV4, ip.to_vec()),
             };
             outer
-                .write(&mut out, etherparse::IpNumber::GRE, &payload)
+                .write(&mut out, protocol, &payload)
                 .expect("Vec write");
         }
     }

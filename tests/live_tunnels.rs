@@ -250,67 +250,43 @@ fn flows(r: &Value) -> Vec<String> {
 /// arguments for the client end (true) and the server end.
 type Overlay = (&'static str, &'static str, fn(bool) -> Vec<&'static str>);
 
+/// The underlay addresses of this end and the other (IPv4 or IPv6).
+fn ends(client: bool, v6: bool) -> (&'static str, &'static str) {
+    match (client, v6) {
+        (true, false) => ("10.99.0.1", "10.99.0.2"),
+        (false, false) => ("10.99.0.2", "10.99.0.1"),
+        (true, true) => ("fd99::1", "fd99::2"),
+        (false, true) => ("fd99::2", "fd99::1"),
+    }
+}
+
+/// `ip link` arguments of a point-to-point tunnel: type, local and remote
+/// ends, then `rest`.
+fn tunnel(kind: &'static str, c: bool, v6: bool, rest: &[&'static str]) -> Vec<&'static str> {
+    let (l, r) = ends(c, v6);
+    [&[kind, "local", l, "remote", r][..], rest].concat()
+}
+
 const OVERLAYS: &[Overlay] = &[
     ("vxlan", "vxlan", |c| {
-        let (l, r) = if c {
-            ("10.99.0.1", "10.99.0.2")
-        } else {
-            ("10.99.0.2", "10.99.0.1")
-        };
-        vec![
-            "vxlan", "id", "42", "local", l, "remote", r, "dstport", "4789",
-        ]
+        tunnel("vxlan", c, false, &["id", "42", "dstport", "4789"])
     }),
     ("geneve", "geneve", |c| {
-        vec![
-            "geneve",
-            "id",
-            "42",
-            "remote",
-            if c { "10.99.0.2" } else { "10.99.0.1" },
-        ]
+        vec!["geneve", "id", "42", "remote", ends(c, false).1]
     }),
     ("gretap", "gre_teb", |c| {
-        let (l, r) = if c {
-            ("10.99.0.1", "10.99.0.2")
-        } else {
-            ("10.99.0.2", "10.99.0.1")
-        };
-        vec!["gretap", "local", l, "remote", r, "key", "5"]
+        tunnel("gretap", c, false, &["key", "5"])
     }),
     ("erspan v1", "erspan_ii", |c| {
-        let (l, r) = if c {
-            ("10.99.0.1", "10.99.0.2")
-        } else {
-            ("10.99.0.2", "10.99.0.1")
-        };
-        vec![
+        tunnel(
             "erspan",
-            "local",
-            l,
-            "remote",
-            r,
-            "seq",
-            "key",
-            "100",
-            "erspan_ver",
-            "1",
-            "erspan",
-            "123",
-        ]
+            c,
+            false,
+            &["seq", "key", "100", "erspan_ver", "1", "erspan", "123"],
+        )
     }),
     ("erspan v2", "erspan_iii", |c| {
-        let (l, r) = if c {
-            ("10.99.0.1", "10.99.0.2")
-        } else {
-            ("10.99.0.2", "10.99.0.1")
-        };
-        vec![
-            "erspan",
-            "local",
-            l,
-            "remote",
-            r,
+        let v2 = [
             "seq",
             "key",
             "101",
@@ -320,20 +296,11 @@ const OVERLAYS: &[Overlay] = &[
             "ingress",
             "erspan_hwid",
             "7",
-        ]
+        ];
+        tunnel("erspan", c, false, &v2)
     }),
     ("ip6erspan", "erspan_iii", |c| {
-        let (l, r) = if c {
-            ("fd99::1", "fd99::2")
-        } else {
-            ("fd99::2", "fd99::1")
-        };
-        vec![
-            "ip6erspan",
-            "local",
-            l,
-            "remote",
-            r,
+        let v2 = [
             "seq",
             "key",
             "102",
@@ -343,7 +310,8 @@ const OVERLAYS: &[Overlay] = &[
             "egress",
             "erspan_hwid",
             "3",
-        ]
+        ];
+        tunnel("ip6erspan", c, true, &v2)
     }),
 ];
 
