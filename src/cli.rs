@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExpectFormat::Table)]
         format: ExpectFormat,
     },
-    /// Audit pcap/pcapng files against the site: a report, and an exit status for CI.
+    /// Audit pcap/pcapng files and flow logs against the site: a report, and an exit status for CI.
     #[command(after_help = EXIT_CODES)]
     Replay(ReplayArgs),
     /// Capture live on interfaces and print findings as they happen, until Ctrl-C.
@@ -405,8 +405,10 @@ fn parse_ports(s: &str) -> Result<PortSet, String> {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng), merged in timestamp order; `-` reads
-    /// standard input (`tcpdump -w - | portwatch replay - …`).
+    /// Capture files (pcap or pcapng) and flow logs (AWS VPC Flow Logs,
+    /// plain or gzip; Azure VNet or NSG flow logs), told apart by content
+    /// and merged in timestamp order; `-` reads a capture from standard
+    /// input (`tcpdump -w - | portwatch replay - …`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]

@@ -108,6 +108,18 @@ impl Outcome {
     ];
     /// What a host firewall's log can tell.
     pub const FIREWALL: [Outcome; 2] = [Outcome::Permitted, Outcome::Denied];
+    /// What a flow record with TCP flags can tell (AWS `tcp-flags`): a
+    /// SYN-ACK or RST back, or the filter's decision.
+    pub const FLOW_FLAGS: [Outcome; 4] = [
+        Outcome::Established,
+        Outcome::Refused,
+        Outcome::Permitted,
+        Outcome::Denied,
+    ];
+    /// What a flow record without flags can tell (Azure): packets back
+    /// after the client's second, or the filter's decision.
+    pub const FLOW_COUNTS: [Outcome; 3] =
+        [Outcome::Established, Outcome::Permitted, Outcome::Denied];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -189,6 +201,12 @@ pub enum SourceKind {
     /// Windows Filtering Platform audit events 5156/5157/5152 (EVTX or
     /// NDJSON).
     WfpEvents,
+    /// AWS VPC Flow Logs: per-interface records aggregated over an
+    /// interval, with `tcp-flags` where the format has them.
+    VpcFlowLog,
+    /// Azure VNet flow logs and NSG flow logs: per-flow tuples with a
+    /// state (begin, continuing, end, denied) and packet counts.
+    AzureFlowLog,
 }
 
 /// What a kind of source can see. `false` means the source is blind to it,
@@ -213,11 +231,32 @@ pub struct Fidelity {
     pub losses: bool,
 }
 
+impl Fidelity {
+    /// What the source cannot see, by field name.
+    pub fn blind_to(&self) -> Vec<&'static str> {
+        [
+            (self.attempts, "attempts"),
+            (self.handshake, "handshake"),
+            (self.host_rst, "host_rst"),
+            (self.firewall_decision, "firewall_decision"),
+            (self.filter, "filter"),
+            (self.process, "process"),
+            (self.open_before, "open_before"),
+            (self.losses, "losses"),
+        ]
+        .into_iter()
+        .filter_map(|(sees, name)| (!sees).then_some(name))
+        .collect()
+    }
+}
+
 impl SourceKind {
-    pub const ALL: [SourceKind; 3] = [
+    pub const ALL: [SourceKind; 5] = [
         SourceKind::Packets,
         SourceKind::FirewallLog,
         SourceKind::WfpEvents,
+        SourceKind::VpcFlowLog,
+        SourceKind::AzureFlowLog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -225,6 +264,8 @@ impl SourceKind {
             SourceKind::Packets => "packets",
             SourceKind::FirewallLog => "firewall_log",
             SourceKind::WfpEvents => "wfp_events",
+            SourceKind::VpcFlowLog => "vpc_flow_log",
+            SourceKind::AzureFlowLog => "azure_flow_log",
         }
     }
 
@@ -233,6 +274,8 @@ impl SourceKind {
         match self {
             SourceKind::Packets => &Outcome::PACKET,
             SourceKind::FirewallLog | SourceKind::WfpEvents => &Outcome::FIREWALL,
+            SourceKind::VpcFlowLog => &Outcome::FLOW_FLAGS,
+            SourceKind::AzureFlowLog => &Outcome::FLOW_COUNTS,
         }
     }
 
@@ -268,6 +311,34 @@ impl SourceKind {
                 filter: true,
                 process: true,
                 open_before: false,
+                losses: false,
+            },
+            // Aggregated per interval: no single attempt, no retransmission.
+            // The handshake and a host's RST only through `tcp-flags`
+            // (version 3 and later); the decision is the security group's
+            // or network ACL's, without the rule. SKIPDATA says what it lost.
+            SourceKind::VpcFlowLog => Fidelity {
+                attempts: false,
+                handshake: true,
+                host_rst: true,
+                firewall_decision: true,
+                filter: false,
+                process: false,
+                open_before: true,
+                losses: true,
+            },
+            // No flags: an answer is read from packet counts, so a refusal
+            // (one packet each way) is only `permitted`. Denials are counted
+            // by rule name, not tied to observations; nothing says what was
+            // lost.
+            SourceKind::AzureFlowLog => Fidelity {
+                attempts: false,
+                handshake: true,
+                host_rst: false,
+                firewall_decision: true,
+                filter: false,
+                process: false,
+                open_before: true,
                 losses: false,
             },
         }

@@ -49,6 +49,9 @@
 //!   against tshark's protocol hierarchy and inner handshakes.
 //! - `wfp`: the Windows Filtering Platform readers on the real samples of
 //!   `../shared/sensors/wfp/` (counts per SOURCE.md, hand-checked events).
+//! - `flows`: flow logs in `replay`: a VPC flow log made from each verdict
+//!   scenario (tshark) gives the capture's findings; the samples of
+//!   `../shared/sensors/` with their fidelity in the report.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -63,6 +66,7 @@ mod examples;
 mod faults;
 mod firewall;
 mod fleet;
+mod flows;
 mod golden;
 mod golden_metrics;
 mod layering;

@@ -12,6 +12,7 @@ mod error;
 mod eventlog;
 mod expect;
 mod firewall;
+mod flowlogs;
 mod input;
 mod manual;
 mod page;

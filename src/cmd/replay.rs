@@ -2,6 +2,7 @@
 //! then the audit report and an exit status for CI.
 
 use super::eventlog::EventLog;
+use super::flowlogs::FlowLogs;
 use super::input::{Input, InputSpec};
 use super::page::report_page;
 use super::settings::ReplaySettings;
@@ -13,7 +14,8 @@ use crate::source::Poll;
 
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
-    let mut input = Input::open(&InputSpec::Files(s.files.clone()))?;
+    let (captures, mut flows) = FlowLogs::split(&s.files)?;
+    let mut input = Input::open(&InputSpec::Files(captures))?;
     let r = &s.report;
     let mut events = EventLog::open(
         r.events.as_deref(),
@@ -26,6 +28,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     pl.record_events(events.is_on());
     loop {
         let poll = input.source().poll(&mut |f| {
+            flows.feed_until(&mut pl, f.ts);
             pl.ingest(f);
         });
         events.write(&policy, &pl.drain_events());
@@ -33,6 +36,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             break;
         }
     }
+    flows.feed_rest(&mut pl);
     let span = pl.span();
     if let Some((_, end)) = span {
         pl.finish(end);
@@ -42,7 +46,8 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         events.judge_edges(&pl, &vis, start, end);
     }
     let logged = events.finish();
-    let facts: Vec<SourceFacts> = input.facts();
+    let mut facts: Vec<SourceFacts> = input.facts();
+    facts.extend(flows.facts());
     for f in &facts {
         if let Some(st) = &f.stopped {
             eprintln!(

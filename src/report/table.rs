@@ -38,6 +38,20 @@ fn counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
         .join(" ")
 }
 
+/// A record source's fidelity: what it can report, what it cannot see,
+/// and its records by what was made of them.
+fn fidelity(s: &mut String, f: &super::SourceFidelity) {
+    let outcomes: Vec<&str> = f.outcomes.iter().map(|o| o.as_str()).collect();
+    let _ = writeln!(
+        s,
+        "    {}: outcomes {}; blind to {}",
+        f.kind.as_str(),
+        outcomes.join(" "),
+        or_none(f.sees.blind_to().join(" "))
+    );
+    let _ = writeln!(s, "    records: {}", or_none(counts(&f.records)));
+}
+
 impl Report {
     pub fn to_table(&self) -> String {
         let mut s = String::new();
@@ -46,17 +60,16 @@ impl Report {
         for src in &c.sources {
             let what = if src.format == "live" {
                 "packets received by the kernel"
+            } else if src.fidelity.is_some() {
+                "records"
             } else {
                 "packets"
             };
-            let _ = writeln!(
-                s,
-                "  {} ({}, {}): {} {what}",
-                field(&src.path),
-                src.format,
-                src.link_types.join(", "),
-                src.packets
-            );
+            let format = std::iter::once(src.format.as_str())
+                .chain(src.link_types.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(s, "  {} ({format}): {} {what}", field(&src.path), src.packets);
             if let Some(stop) = &src.stopped {
                 let _ = writeln!(
                     s,
@@ -64,6 +77,9 @@ impl Report {
                     stop.offset,
                     field(&stop.reason)
                 );
+            }
+            if let Some(f) = &src.fidelity {
+                fidelity(&mut s, f);
             }
         }
         let _ = writeln!(
@@ -89,7 +105,7 @@ impl Report {
         for u in &c.unconfigured_tunnels {
             let _ = writeln!(s, "  WARNING: {}", u.warning());
         }
-        if !c.replies_visible {
+        if !c.replies_visible && c.packets > 0 {
             let _ = writeln!(
                 s,
                 "  no SYN-ACK seen: unanswered SYNs count as unknown unless retransmitted"
@@ -117,7 +133,7 @@ impl Report {
                 counts(&sm.findings_refused)
             );
         }
-        if c.packets == 0 {
+        if c.packets == 0 && c.sources.iter().all(|src| src.fidelity.is_none()) {
             let _ = writeln!(s, "  the capture holds no packets: nothing was checked");
         }
 

@@ -3,6 +3,7 @@
 //! the same [`Frame`], so a replay and a live capture give the same verdicts.
 
 pub mod file;
+pub mod flows;
 pub mod live;
 pub mod reorder;
 pub mod replay;

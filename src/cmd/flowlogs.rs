@@ -1,0 +1,82 @@
+//! Flow log files given to `replay` among the captures: told apart by
+//! content, read in full, and fed to the pipeline merged in time order
+//! with the frames.
+
+use std::path::PathBuf;
+
+use crate::pipeline::Pipeline;
+use crate::report::{SourceFacts, Stopped};
+use crate::source::flows::{self, FlowFile, FlowFormat, FlowItem};
+use crate::source::SourceError;
+use crate::time::Timestamp;
+
+/// The flow logs of a replay and what is left of them to feed.
+#[derive(Default)]
+pub(super) struct FlowLogs {
+    files: Vec<(String, FlowFormat, FlowFile)>,
+    /// Every file's items, latest first (fed from the back).
+    pending: Vec<FlowItem>,
+}
+
+impl FlowLogs {
+    /// Split `paths` into captures (returned) and flow logs (read).
+    pub fn split(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, FlowLogs), SourceError> {
+        let mut captures = Vec::new();
+        let mut logs = FlowLogs::default();
+        for p in paths {
+            match flows::detect_file(p)? {
+                None => captures.push(p.clone()),
+                Some(format) => {
+                    let f = flows::read_file(p, format)?;
+                    logs.pending.extend(f.items.iter().cloned());
+                    logs.files.push((p.display().to_string(), format, f));
+                }
+            }
+        }
+        logs.pending.sort_by_key(|i| std::cmp::Reverse(i.ts()));
+        Ok((captures, logs))
+    }
+
+    /// Feed the items due by `ts` (a frame's time), then `ts` is the frame's.
+    pub fn feed_until(&mut self, pl: &mut Pipeline, ts: Timestamp) {
+        while self.pending.last().is_some_and(|i| i.ts() <= ts) {
+            if let Some(item) = self.pending.pop() {
+                feed(pl, &item);
+            }
+        }
+    }
+
+    pub fn feed_rest(&mut self, pl: &mut Pipeline) {
+        while let Some(item) = self.pending.pop() {
+            feed(pl, &item);
+        }
+    }
+
+    /// What the report says of each flow log: records, fidelity, where it
+    /// stopped.
+    pub fn facts(&self) -> Vec<SourceFacts> {
+        self.files
+            .iter()
+            .map(|(path, format, f)| {
+                SourceFacts {
+                    path: path.clone(),
+                    format: format.name().into(),
+                    packets: f.records,
+                    stopped: f.stopped.as_ref().map(|s| Stopped {
+                        offset: s.offset,
+                        reason: s.reason.clone(),
+                    }),
+                    ..SourceFacts::default()
+                }
+                .with_fidelity(format.kind(), None, f.counts.clone())
+            })
+            .collect()
+    }
+}
+
+fn feed(pl: &mut Pipeline, item: &FlowItem) {
+    match item {
+        FlowItem::Observed(o) => pl.observe(o),
+        FlowItem::Gap { to, .. } => pl.sensor_lost(*to),
+    }
+}

@@ -1,0 +1,263 @@
+//! Every sample in `../shared/sensors/vpcflow/` and `azure/`: the record
+//! counts of its SOURCE.md and a hand-checked record each; bad input.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::*;
+use crate::observation::{Fate, Outcome};
+
+fn sample(dir: &str, name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors")
+        .join(dir)
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn read_sample(dir: &str, name: &str) -> FlowFile {
+    let bytes = sample(dir, name);
+    let format = FlowFormat::detect(&bytes[..bytes.len().min(512)]);
+    let format = format.unwrap_or_else(|| panic!("{name}: not detected"));
+    read(format, bytes)
+}
+
+fn counts(f: &FlowFile) -> BTreeMap<&'static str, u64> {
+    f.counts.clone()
+}
+
+fn outcomes(f: &FlowFile) -> Vec<Outcome> {
+    f.observations().filter_map(Observation::outcome).collect()
+}
+
+fn obs(client: &str, cp: u16, server: &str, sp: u16) -> FlowKey {
+    FlowKey {
+        client: client.parse().unwrap(),
+        client_port: cp,
+        server: server.parse().unwrap(),
+        server_port: sp,
+    }
+}
+
+fn find(f: &FlowFile, k: FlowKey) -> &Observation {
+    f.observations()
+        .find(|o| o.key == k)
+        .unwrap_or_else(|| panic!("no observation of {k:?} in {:?}", f.items))
+}
+
+fn ended(o: &Observation) -> (Outcome, bool) {
+    match o.fate {
+        Fate::Ended { outcome, inferred } => (outcome, inferred),
+        Fate::Attempted => panic!("a record is never only attempted"),
+    }
+}
+
+#[test]
+fn vpc_v2_default_without_header() {
+    let f = read_sample("vpcflow", "awsdocs_v2_default.log");
+    // SOURCE.md: 7 records: TCP ACCEPT, TCP REJECT, NODATA, SKIPDATA, ICMP
+    // ACCEPT and REJECT, IPv6 TCP ACCEPT.
+    assert_eq!(f.records, 7);
+    let c = counts(&f);
+    assert_eq!(
+        (
+            c["tcp"],
+            c["nodata"],
+            c["skipdata"],
+            c["not_tcp"],
+            c["observed"]
+        ),
+        (3, 1, 1, 2, 3)
+    );
+    let gaps = f
+        .items
+        .iter()
+        .filter(|i| matches!(i, FlowItem::Gap { .. }))
+        .count();
+    assert_eq!(gaps, 2);
+    // By hand: 172.31.16.139:20641 -> 172.31.16.21:22 ACCEPT, no flags.
+    let ssh = find(&f, obs("172.31.16.139", 20641, "172.31.16.21", 22));
+    assert_eq!(ended(ssh), (Outcome::Permitted, false));
+    assert_eq!(ssh.initiator, Initiator::Inferred);
+    assert_eq!(ssh.ts, Timestamp::from_secs_nanos(1418530010, 0));
+    let rdp = find(&f, obs("172.31.9.69", 49761, "172.31.9.12", 3389));
+    assert_eq!(ended(rdp).0, Outcome::Denied);
+    assert!(f.stopped.is_none());
+}
+
+#[test]
+fn vpc_v3_tcp_flags_join_both_directions() {
+    let f = read_sample("vpcflow", "awsdocs_v3_tcp_flags.log");
+    // SOURCE.md: 8 version-3 TCP records.
+    assert_eq!(f.records, 8);
+    let c = counts(&f);
+    // Three connections opened (SYN, SYN-ACK back); the FIN-only interval
+    // pair continues one of them.
+    assert_eq!((c["tcp"], c["observed"], c["continued"]), (8, 3, 1));
+    assert_eq!(outcomes(&f), vec![Outcome::Established; 3]);
+    // By hand: 52.213.180.42:43416 sent SYN (2) to 10.0.0.62:5001, which
+    // answered SYN-ACK (18).
+    let o = find(&f, obs("52.213.180.42", 43416, "10.0.0.62", 5001));
+    assert_eq!(o.initiator, Initiator::Syn);
+    assert_eq!(o.ts, Timestamp::from_secs_nanos(1566848875, 0));
+    // The double space of the last record is tolerated: SYN+FIN (3) and
+    // SYN-ACK+FIN (19).
+    find(&f, obs("52.213.180.42", 43638, "10.0.0.62", 5001));
+}
+
+#[test]
+fn vpc_transit_gateway_records_have_no_time() {
+    let f = read_sample("vpcflow", "awsdocs_v3_transit_gateway.log");
+    // SOURCE.md: 4 records, no start/end fields: nothing can be placed.
+    assert_eq!(f.records, 4);
+    assert_eq!(counts(&f)["no_time"], 4);
+    assert_eq!(f.observations().count(), 0);
+}
+
+#[test]
+fn vpc_v5_flow_direction_uses_the_syn_ack() {
+    let f = read_sample("vpcflow", "awsdocs_v5_flow_direction.log");
+    // SOURCE.md: 2 version-5 records, ingress (19) and egress (3).
+    assert_eq!(f.records, 2);
+    let o = find(&f, obs("10.0.0.71", 34210, "52.95.128.179", 80));
+    assert_eq!(ended(o), (Outcome::Established, false));
+    assert_eq!(o.initiator, Initiator::Syn);
+    assert_eq!(f.observations().count(), 1);
+}
+
+#[test]
+fn vpc_default_header_from_elastic() {
+    let f = read_sample("vpcflow", "elastic_beats_accept-reject-traffic.log");
+    // SOURCE.md: a header line plus 4 v2 records.
+    assert_eq!(f.records, 4);
+    let o = find(&f, obs("78.24.182.42", 49761, "158.109.0.1", 3389));
+    assert_eq!(ended(o).0, Outcome::Denied);
+    assert_eq!(outcomes(&f), vec![Outcome::Permitted, Outcome::Denied]);
+}
+
+#[test]
+fn pkt_addresses_replace_the_interface_addresses() {
+    let text = "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags pkt-srcaddr pkt-dstaddr log-status\n\
+                3 10.40.1.175 10.40.2.236 39812 80 6 100 160 ACCEPT 2 10.20.33.164 10.40.2.236 OK\n";
+    let f = read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    let o = find(&f, obs("10.20.33.164", 39812, "10.40.2.236", 80));
+    assert_eq!(ended(o).0, Outcome::Permitted);
+}
+
+#[test]
+fn rst_back_without_syn_ack_is_refused() {
+    let text =
+        "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n\
+                3 10.0.0.1 10.0.0.2 40000 443 6 100 160 ACCEPT 2 OK\n\
+                3 10.0.0.2 10.0.0.1 443 40000 6 100 160 ACCEPT 4 OK\n";
+    let f = read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    assert_eq!(outcomes(&f), vec![Outcome::Refused]);
+}
+
+#[test]
+fn vpc_bad_input_is_counted_never_fatal() {
+    let text = "version srcaddr dstaddr srcport dstport protocol start end action log-status\n\
+                2 10.0.0.1 10.0.0.2 40000 443 6 100 160 ACCEPT OK\n\
+                version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n\
+                3 10.0.0.1 10.0.0.2 40001 443 6 100 160 ACCEPT 2 OK\n\
+                3 10.0.0.x 10.0.0.2 40002 443 6 100 160 ACCEPT 2 OK\n\
+                3 10.0.0.1 10.0.0.2 40003 443 6 100 160 MAYBE 2 OK\n\
+                3 10.0.0.1 10.0.0.2 40004 443 6 100 160 ACCEPT 2\n\
+                3 10.0.0.1 10.0.0.2 40005 443 6 100";
+    let f = read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    let c = counts(&f);
+    assert_eq!(c["header_again"], 1);
+    assert_eq!(c["malformed_address"], 1);
+    assert_eq!(c["malformed_action"], 1);
+    assert_eq!(c["malformed_field_count"], 1);
+    assert_eq!(c["truncated"], 1);
+    assert_eq!(f.observations().count(), 2);
+    let stop = f.stopped.expect("a cut line stops the file");
+    assert_eq!(stop.offset as usize, text.rfind('\n').unwrap() + 1);
+}
+
+#[test]
+fn vpc_gzip_reads_like_plain_and_a_cut_stream_says_so() {
+    let plain = sample("vpcflow", "awsdocs_v3_tcp_flags.log");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let path = std::env::temp_dir().join(format!("portwatch-flows-{}.log.gz", std::process::id()));
+    std::fs::write(&path, &gz).unwrap();
+    assert_eq!(detect_file(&path).unwrap(), Some(FlowFormat::VpcFlowLog));
+    let f = read_file(&path, FlowFormat::VpcFlowLog).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(f.items, read(FlowFormat::VpcFlowLog, plain).items);
+    let cut = read(FlowFormat::VpcFlowLog, gz[..gz.len() - 12].to_vec());
+    assert!(cut.stopped.is_some(), "{:?}", cut.counts);
+}
+
+#[test]
+fn azure_vnet_sample() {
+    let f = read_sample(
+        "azure",
+        "elastic_integrations_vnet_sample_logs_testdata.json",
+    );
+    // SOURCE.md: 19 flowTuples: 10 outbound B/E (5 flows), 9 inbound D.
+    assert_eq!(f.records, 19);
+    let o = outcomes(&f);
+    assert_eq!(o.iter().filter(|o| **o == Outcome::Denied).count(), 9);
+    assert_eq!(o.iter().filter(|o| **o == Outcome::Established).count(), 5);
+    assert_eq!(o.len(), 14);
+    assert_eq!(f.denied_by.values().sum::<u64>(), 9);
+    // By hand: 10.0.0.6:36776 -> 104.16.218.84:443 began at
+    // 1663146017343 ms and ended with 22 packets out, 33 back.
+    let k = obs("10.0.0.6", 36776, "104.16.218.84", 443);
+    let e = find(&f, k);
+    assert_eq!(ended(e), (Outcome::Established, true));
+    assert_eq!(e.ts, Timestamp::from_secs_nanos(1663146017, 343_000_000));
+    assert!(f.stopped.is_none());
+}
+
+#[test]
+fn azure_nsg_v2_sample() {
+    let f = read_sample("azure", "elastic_integrations_test-nsg.ndjson");
+    // SOURCE.md: 1 v2 tuple, allowed, ended, one packet each way: a
+    // refusal would read the same, so only permitted.
+    assert_eq!(f.records, 1);
+    let o = find(&f, obs("1.128.0.0", 59932, "1.128.0.1", 443));
+    assert_eq!(ended(o), (Outcome::Permitted, false));
+    assert_eq!(o.ts, Timestamp::from_secs_nanos(1542110379, 0));
+}
+
+#[test]
+fn azure_bad_input_is_counted_never_fatal() {
+    let text = r#"{"records":[{"flowRecords":{"flows":[{"flowGroups":[{"rule":"R","flowTuples":[
+        "1000,10.0.0.1,10.0.0.2,40000,443,6,O,X,NX,0,0,0,0",
+        "1000,10.0.0.1,10.0.0.2,40000,443,6,O,B,NX",
+        "1000,10.0.0.1,10.0.0.2,40000,443,17,O,D,NX,1,1,0,0",
+        "1000,10.0.0.1,10.0.0.2,40001,443,6,O,B,NX,0,0,0,0",
+        "2000,10.0.0.1,10.0.0.2,40002,443,6,I,D,NX,1,60,0,0",
+        42]}]}]}},
+      {"category":"FlowLogFlowEvent"}]}
+{"records":[{"flowRecords":{"flows":[{"flowGroups":[{"rule":"R","flowTuples":["#;
+    let f = read(FlowFormat::AzureFlowLog, text.as_bytes().to_vec());
+    let c = counts(&f);
+    assert_eq!(c["malformed_state"], 1);
+    assert_eq!(c["malformed_tuple_fields"], 2);
+    assert_eq!(c["not_tcp"], 1);
+    assert_eq!(c["malformed_record"], 1);
+    assert_eq!(c["not_ended"], 1);
+    assert_eq!(c["truncated"], 1);
+    assert_eq!(outcomes(&f), vec![Outcome::Permitted, Outcome::Denied]);
+    assert_eq!(f.denied_by["R"], 1);
+    let stop = f.stopped.expect("cut JSON stops the file");
+    assert_eq!(stop.offset as usize, text.rfind("\n{").unwrap());
+}
+
+#[test]
+fn detection_tells_flow_logs_from_others() {
+    assert_eq!(FlowFormat::detect(b"#Version: 1.5\n"), None);
+    assert_eq!(FlowFormat::detect(&[0xd4, 0xc3, 0xb2, 0xa1]), None);
+    assert_eq!(FlowFormat::detect(br#"{"EventID":5156}"#), None);
+    assert_eq!(
+        FlowFormat::detect(b"version srcaddr dstaddr log-status\n"),
+        Some(FlowFormat::VpcFlowLog)
+    );
+}

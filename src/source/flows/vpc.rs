@@ -1,0 +1,347 @@
+//! AWS VPC Flow Logs: one line per flow of a network interface and
+//! aggregation interval, space-separated; the default (version 2) fields,
+//! or those a header line names (custom formats, versions 3 to 5).
+//!
+//! What a record can prove:
+//! - `REJECT`: the security group or network ACL dropped it: `denied`.
+//! - `tcp-flags` (version 3 on) are ORed per direction and interval, and
+//!   ACK is reported only with SYN: SYN-ACK back is `established`, RST back
+//!   without it `refused`; the SYN's direction names the initiator. The two
+//!   directions' records of one interval make one observation.
+//! - Without flags (version 2), an `ACCEPT` is `permitted` and the
+//!   initiator is guessed from the ports (the lower is the service); every
+//!   interval of a long connection is another observation.
+//! - With flags, an interval without SYN continues an older connection:
+//!   counted, not observed.
+//! - `NODATA`, `SKIPDATA`: the interval is a gap (counted).
+//! - `pkt-srcaddr` / `pkt-dstaddr`, where logged, are the packet's own
+//!   addresses (through a NAT or transit gateway) and are used instead.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{by_ports, key, FlowFile, FlowItem, FlowStop};
+use crate::observation::{Fate, FlowKey, Initiator, Observation, Outcome, Process, SourceKind};
+use crate::time::Timestamp;
+
+/// The default format's fields (version 2), used until a header says
+/// otherwise.
+const DEFAULT_FIELDS: &str = "version account-id interface-id srcaddr dstaddr srcport dstport \
+                              protocol packets bytes start end action log-status";
+
+const SYN: u8 = 2;
+const RST: u8 = 4;
+const ACK: u8 = 16;
+
+/// Connections of one file held for joining their two directions; beyond
+/// this, all held are observed early (counted).
+const JOIN_CAPACITY: usize = 1 << 20;
+
+/// A first line in this format: a header, or a default-format record.
+pub(super) fn looks_like(first: &str) -> bool {
+    let t: Vec<&str> = first.split_whitespace().collect();
+    if t.first() == Some(&"version") {
+        return t.contains(&"srcaddr") || t.contains(&"log-status");
+    }
+    t.len() == 14 && t[0].parse::<u8>().is_ok() && t[2].starts_with("eni-")
+}
+
+/// Column positions of the fields this reader uses.
+#[derive(Clone, Debug)]
+struct Columns {
+    count: usize,
+    srcaddr: Option<usize>,
+    dstaddr: Option<usize>,
+    srcport: Option<usize>,
+    dstport: Option<usize>,
+    protocol: Option<usize>,
+    start: Option<usize>,
+    end: Option<usize>,
+    action: Option<usize>,
+    tcp_flags: Option<usize>,
+    log_status: Option<usize>,
+    pkt_srcaddr: Option<usize>,
+    pkt_dstaddr: Option<usize>,
+}
+
+impl Columns {
+    fn parse(header: &str) -> Columns {
+        let names: Vec<&str> = header.split_whitespace().collect();
+        let at = |n: &str| names.iter().position(|x| *x == n);
+        Columns {
+            count: names.len(),
+            srcaddr: at("srcaddr"),
+            dstaddr: at("dstaddr"),
+            srcport: at("srcport"),
+            dstport: at("dstport"),
+            protocol: at("protocol"),
+            start: at("start"),
+            end: at("end"),
+            action: at("action"),
+            tcp_flags: at("tcp-flags"),
+            log_status: at("log-status"),
+            pkt_srcaddr: at("pkt-srcaddr"),
+            pkt_dstaddr: at("pkt-dstaddr"),
+        }
+    }
+}
+
+/// One TCP record, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    start: Timestamp,
+    reject: bool,
+    flags: Option<u8>,
+}
+
+/// What one line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    Tcp(Record),
+    Gap {
+        from: Timestamp,
+        to: Timestamp,
+        status: &'static str,
+    },
+    /// Counted by this reason, nothing else.
+    Skip(&'static str),
+}
+
+fn field<'a>(t: &[&'a str], at: Option<usize>) -> Option<&'a str> {
+    at.and_then(|i| t.get(i).copied())
+}
+
+fn secs(s: Option<&str>) -> Option<Timestamp> {
+    s?.parse::<u64>()
+        .ok()
+        .map(|s| Timestamp::from_secs_nanos(s, 0))
+}
+
+fn parse_line(c: &Columns, t: &[&str]) -> Line {
+    if t.len() != c.count {
+        return Line::Skip("malformed_field_count");
+    }
+    let status = match field(t, c.log_status) {
+        None | Some("OK") => "ok",
+        Some("NODATA") => "nodata",
+        Some("SKIPDATA") => "skipdata",
+        Some(_) => return Line::Skip("malformed_log_status"),
+    };
+    if status != "ok" {
+        return match (secs(field(t, c.start)), secs(field(t, c.end))) {
+            (Some(from), Some(to)) => Line::Gap { from, to, status },
+            _ => Line::Skip("malformed_time"),
+        };
+    }
+    match field(t, c.protocol) {
+        Some("6") => {}
+        Some(p) if p.parse::<u8>().is_ok() => return Line::Skip("not_tcp"),
+        _ => return Line::Skip("malformed_protocol"),
+    }
+    record(c, t).map_or_else(Line::Skip, Line::Tcp)
+}
+
+/// An address column, or the packet's own (`pkt-...`) where logged.
+fn address(t: &[&str], at: Option<usize>, pkt: Option<usize>) -> Option<IpAddr> {
+    match field(t, pkt) {
+        Some(a) if a != "-" => a.parse().ok(),
+        _ => field(t, at)?.parse().ok(),
+    }
+}
+
+fn record(c: &Columns, t: &[&str]) -> Result<Record, &'static str> {
+    let src = address(t, c.srcaddr, c.pkt_srcaddr).ok_or("malformed_address")?;
+    let dst = address(t, c.dstaddr, c.pkt_dstaddr).ok_or("malformed_address")?;
+    let port = |i| field(t, i)?.parse::<u16>().ok();
+    let (sp, dp) = port(c.srcport)
+        .zip(port(c.dstport))
+        .ok_or("malformed_port")?;
+    if c.start.is_none() {
+        return Err("no_time");
+    }
+    let start = secs(field(t, c.start)).ok_or("malformed_time")?;
+    let reject = match field(t, c.action) {
+        Some("ACCEPT") => false,
+        Some("REJECT") => true,
+        _ => return Err("malformed_action"),
+    };
+    let flags = match field(t, c.tcp_flags) {
+        None | Some("-") => None,
+        Some(f) => Some(f.parse::<u8>().map_err(|_| "malformed_tcp_flags")?),
+    };
+    Ok(Record {
+        src: (src, sp),
+        dst: (dst, dp),
+        start,
+        reject,
+        flags,
+    })
+}
+
+/// Which end initiated: the SYN's sender, else the port guess. `true`:
+/// the record's source.
+fn orient(r: &Record) -> (bool, Initiator) {
+    match r.flags {
+        Some(f) if f & SYN != 0 && f & ACK == 0 => (true, Initiator::Syn),
+        Some(f) if f & SYN != 0 => (false, Initiator::Logged),
+        _ => by_ports(r.src.1, r.dst.1),
+    }
+}
+
+/// Both directions of one connection in one interval.
+#[derive(Clone, Copy, Debug)]
+struct Join {
+    initiator: Initiator,
+    reject: bool,
+    flags_known: bool,
+    syn: bool,
+    syn_ack_back: bool,
+    rst_back: bool,
+}
+
+impl Join {
+    fn add(&mut self, r: &Record, forward: bool, initiator: Initiator) {
+        // The SYN's own record says most.
+        let rank = |i| match i {
+            Initiator::Syn => 2,
+            Initiator::Logged => 1,
+            Initiator::Inferred => 0,
+        };
+        if rank(initiator) > rank(self.initiator) {
+            self.initiator = initiator;
+        }
+        self.reject |= r.reject;
+        let Some(f) = r.flags else { return };
+        self.flags_known = true;
+        self.syn |= f & SYN != 0;
+        if !forward {
+            self.syn_ack_back |= f & SYN != 0 && f & ACK != 0;
+            self.rst_back |= f & RST != 0;
+        }
+    }
+
+    /// The outcome, or `None` for an interval that continues an older
+    /// connection.
+    fn outcome(&self) -> Option<Outcome> {
+        Some(if self.reject {
+            Outcome::Denied
+        } else if self.syn_ack_back {
+            Outcome::Established
+        } else if self.rst_back {
+            Outcome::Refused
+        } else if self.flags_known && !self.syn {
+            return None;
+        } else {
+            Outcome::Permitted
+        })
+    }
+}
+
+/// Joins held by connection and interval start, in first-seen order.
+#[derive(Default)]
+struct Joins {
+    at: HashMap<(FlowKey, Timestamp), usize>,
+    order: Vec<((FlowKey, Timestamp), Join)>,
+}
+
+impl Joins {
+    fn add(&mut self, r: &Record) {
+        let (forward, initiator) = orient(r);
+        let k = (key(r.src, r.dst, forward), r.start);
+        let i = *self.at.entry(k).or_insert_with(|| {
+            self.order.push((
+                k,
+                Join {
+                    initiator,
+                    reject: false,
+                    flags_known: false,
+                    syn: false,
+                    syn_ack_back: false,
+                    rst_back: false,
+                },
+            ));
+            self.order.len() - 1
+        });
+        self.order[i].1.add(r, forward, initiator);
+    }
+
+    fn flush(&mut self, f: &mut FlowFile) {
+        self.at.clear();
+        for ((k, ts), j) in self.order.drain(..) {
+            match j.outcome() {
+                None => f.count("continued"),
+                Some(outcome) => f.observe(Observation {
+                    ts,
+                    key: k,
+                    initiator: j.initiator,
+                    fate: Fate::Ended {
+                        outcome,
+                        inferred: false,
+                    },
+                    sensor: None,
+                    process: Process::default(),
+                    filter: None,
+                    source: SourceKind::VpcFlowLog,
+                }),
+            }
+        }
+    }
+}
+
+/// Read a VPC flow log's text.
+pub fn read(bytes: &[u8]) -> FlowFile {
+    let mut f = FlowFile::default();
+    let mut cols = Columns::parse(DEFAULT_FIELDS);
+    let mut joins = Joins::default();
+    let mut offset = 0usize;
+    let mut headers = 0;
+    for raw in bytes.split_inclusive(|b| *b == b'\n') {
+        let at = offset;
+        offset += raw.len();
+        let Ok(line) = std::str::from_utf8(raw) else {
+            f.records += 1;
+            f.count("malformed_encoding");
+            continue;
+        };
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.is_empty() {
+            continue;
+        }
+        if t[0] == "version" {
+            headers += 1;
+            if headers > 1 {
+                f.count("header_again");
+            }
+            cols = Columns::parse(line);
+            continue;
+        }
+        f.records += 1;
+        if !line.ends_with('\n') && t.len() != cols.count {
+            f.stopped = Some(FlowStop {
+                offset: at as u64,
+                reason: "the last line is cut short".into(),
+            });
+            f.count("truncated");
+            break;
+        }
+        match parse_line(&cols, &t) {
+            Line::Tcp(r) => {
+                f.count("tcp");
+                if joins.order.len() >= JOIN_CAPACITY {
+                    f.count("join_full");
+                    joins.flush(&mut f);
+                }
+                joins.add(&r);
+            }
+            Line::Gap { from, to, status } => {
+                f.count(status);
+                f.items.push(FlowItem::Gap { from, to });
+            }
+            Line::Skip(reason) => f.count(reason),
+        }
+    }
+    joins.flush(&mut f);
+    f
+}

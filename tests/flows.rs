@@ -1,0 +1,135 @@
+//! Flow logs in `replay`: a scenario capture turned into an AWS VPC flow
+//! log (its SYN, SYN-ACK and RST packets as version-3 records with
+//! `tcp-flags`, by tshark) gives the capture's findings; the samples of
+//! `../shared/sensors/` replay with their fidelity in the report.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::golden::{portwatch, replay_fixture};
+use crate::prereq::needs;
+use crate::util::{fixture, TempDir};
+
+const HEADER: &str =
+    "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status";
+
+/// The control packets of `pcap` as VPC flow log records: one per packet,
+/// in the 60-second interval holding it.
+fn vpc_log_of(pcap: &Path) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "tcp.flags.syn == 1 || tcp.flags.reset == 1",
+            "-T",
+            "fields",
+        ])
+        .args(["-e", "frame.time_epoch", "-e", "ip.src", "-e", "ipv6.src"])
+        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.srcport"])
+        .args(["-e", "tcp.dstport", "-e", "tcp.flags"])
+        .output()
+        .expect("tshark runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut log = format!("{HEADER}\n");
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let secs: u64 = f[0].split('.').next().unwrap().parse().unwrap();
+        let start = secs - secs % 60;
+        let (src, dst) = (f[1].to_string() + f[2], f[3].to_string() + f[4]);
+        let flags = u8::from_str_radix(f[7].trim_start_matches("0x"), 16).unwrap();
+        log += &format!(
+            "3 {src} {dst} {} {} 6 {start} {} ACCEPT {} OK\n",
+            f[5],
+            f[6],
+            start + 60,
+            flags & 0x17
+        );
+    }
+    log
+}
+
+fn finding_set(r: &Value, kinds: &[&str]) -> BTreeSet<String> {
+    r["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| kinds.iter().any(|k| f["kind"] == *k))
+        .map(|f| format!("{} {}->{}:{}", f["kind"], f["src"], f["dst"], f["port"]))
+        .collect()
+}
+
+#[test]
+fn a_vpc_flow_log_of_each_verdict_scenario_gives_its_findings() {
+    if !needs("flows::vpc_log_of_scenarios", false, &["tshark"]) {
+        return;
+    }
+    let dir = TempDir::new("flows");
+    let kinds = ["unexpected", "local_only", "unknown_host"];
+    for file in [
+        "verdict-unexpected.pcap",
+        "verdict-local-only.pcap",
+        "verdict-unknown-host.pcap",
+    ] {
+        let (e, pcap_run) = replay_fixture(file);
+        let want = finding_set(&pcap_run.json(), &kinds);
+        assert!(!want.is_empty(), "{file}: the capture has findings");
+        let log: PathBuf = dir.0.join(format!("{file}.log"));
+        std::fs::write(&log, vpc_log_of(&fixture(file))).unwrap();
+        let run = portwatch(&[
+            "replay",
+            "--format",
+            "json",
+            "--site",
+            &e.site,
+            log.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, Some(e.exit), "{file}: {}", run.stderr);
+        let r = run.json();
+        assert_eq!(finding_set(&r, &kinds), want, "{file}");
+        let src = &r["capture"]["sources"][0];
+        assert_eq!(src["format"], "vpc-flow-log", "{src}");
+        assert_eq!(src["fidelity"]["kind"], "vpc_flow_log", "{src}");
+        assert!(
+            src["fidelity"]["records"]["observed"].as_u64() > Some(0),
+            "{src}"
+        );
+    }
+}
+
+#[test]
+fn samples_replay_with_their_fidelity_in_the_report() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sensors");
+    let vpc = shared.join("vpcflow/awsdocs_v2_default.log");
+    let azure = shared.join("azure/elastic_integrations_vnet_sample_logs_testdata.json");
+    let run = portwatch(&[
+        "replay",
+        "--site",
+        "multi-node",
+        vpc.to_str().unwrap(),
+        azure.to_str().unwrap(),
+    ]);
+    // Their addresses belong to no node of the site: unknown hosts.
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for want in [
+        "(vpc-flow-log): 7 records",
+        "vpc_flow_log: outcomes established refused permitted denied; blind to attempts filter process",
+        "nodata=1",
+        "skipdata=1",
+        "(azure-flow-log): 19 records",
+        "azure_flow_log: outcomes established permitted denied; blind to attempts host_rst filter process losses",
+        "outcomes: denied=10 established=5 permitted=2",
+    ] {
+        assert!(run.stdout.contains(want), "no {want:?} in\n{}", run.stdout);
+    }
+    for not in ["holds no packets", "no SYN-ACK seen"] {
+        assert!(!run.stdout.contains(not), "{not:?} in\n{}", run.stdout);
+    }
+}
