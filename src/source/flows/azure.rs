@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::{key, FlowFile, FlowStop};
-use crate::observation::{Fate, FlowKey, Initiator, Observation, Outcome, Process, SourceKind};
+use crate::observation::{Fate, FlowKey, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
 
 /// Flows begun and not yet ended held per file; beyond this, all held are
@@ -121,14 +121,8 @@ struct Reader {
 impl Reader {
     fn emit(&mut self, ts: Timestamp, key: FlowKey, outcome: Outcome, inferred: bool) {
         self.f.observe(Observation {
-            ts,
-            key,
-            initiator: Initiator::Logged,
             fate: Fate::Ended { outcome, inferred },
-            sensor: None,
-            process: Process::default(),
-            filter: None,
-            source: SourceKind::AzureFlowLog,
+            ..Observation::record(ts, key, outcome, SourceKind::AzureFlowLog)
         });
     }
 

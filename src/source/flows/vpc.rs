@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::{by_ports, key, FlowFile, FlowItem, FlowStop};
-use crate::observation::{Fate, FlowKey, Initiator, Observation, Outcome, Process, SourceKind};
+use crate::observation::{FlowKey, Initiator, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
 
 /// The default format's fields (version 2), used until a header says
@@ -273,17 +273,8 @@ impl Joins {
             match j.outcome() {
                 None => f.count("continued"),
                 Some(outcome) => f.observe(Observation {
-                    ts,
-                    key: k,
                     initiator: j.initiator,
-                    fate: Fate::Ended {
-                        outcome,
-                        inferred: false,
-                    },
-                    sensor: None,
-                    process: Process::default(),
-                    filter: None,
-                    source: SourceKind::VpcFlowLog,
+                    ..Observation::record(ts, k, outcome, SourceKind::VpcFlowLog)
                 }),
             }
         }
