@@ -69,7 +69,12 @@ impl Report {
                 .chain(src.link_types.iter().map(String::as_str))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = writeln!(s, "  {} ({format}): {} {what}", field(&src.path), src.packets);
+            let _ = writeln!(
+                s,
+                "  {} ({format}): {} {what}",
+                field(&src.path),
+                src.packets
+            );
             if let Some(stop) = &src.stopped {
                 let _ = writeln!(
                     s,
