@@ -215,3 +215,28 @@ fn no_module_file_beside_its_folder() {
         "move each to its folder's mod.rs: {beside:?}"
     );
 }
+
+/// The build script names only files that exist in `rerun-if-changed`: a
+/// missing one (`.git/packed-refs` when refs are not packed) makes cargo
+/// rerun it, and relink the crate, on every build. Read from the newest
+/// output of this crate's build script in the test binary's target dir.
+#[test]
+fn build_script_watches_only_files_that_exist() {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let outputs = std::fs::read_dir(profile.join("build"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("output")))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("PORTWATCH_REVISION")));
+    let newest = outputs
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .expect("the build script's output");
+    let text = std::fs::read_to_string(&newest).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rerun-if-changed="))
+        .filter(|p| !root.join(p).exists())
+        .collect();
+    assert!(missing.is_empty(), "{}: {missing:?}", newest.display());
+}
