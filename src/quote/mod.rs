@@ -41,19 +41,31 @@ pub fn log_field(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
+    escape(&mut out, s, None, |out, c| {
+        let _ = write!(out, "\\u{{{c:x}}}");
+    });
+    Cow::Owned(out)
+}
+
+/// `s` onto `out` with `\`, `quote` and every unsafe character escaped by
+/// a backslash: the C escapes for line feed, carriage return and tab,
+/// `unicode` for the other code points (the one thing YAML and the log
+/// write differently).
+fn escape(out: &mut String, s: &str, quote: Option<char>, unicode: impl Fn(&mut String, u32)) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if is_unsafe(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            c if Some(c) == quote => {
+                out.push('\\');
+                out.push(c);
             }
+            c if is_unsafe(c) => unicode(out, c as u32),
             c => out.push(c),
         }
     }
-    Cow::Owned(out)
 }
 
 /// A `#` comment line (without its line break) for nftables, PowerShell,
@@ -115,18 +127,9 @@ pub fn powershell_string(s: &str) -> String {
 pub fn yaml_scalar(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if is_unsafe(c) => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
+    escape(&mut out, s, Some('"'), |out, c| {
+        let _ = write!(out, "\\u{c:04x}");
+    });
     out.push('"');
     out
 }
