@@ -193,9 +193,10 @@ Named interfaces are captured in promiscuous mode (a mirror port, a bridge);
 
 Signals:
   SIGINT, SIGTERM  stop; the summary of what was seen goes to stderr
-  SIGHUP           reload the site and rules files; if the new files are invalid the
-                   old configuration keeps running (portwatch_config_last_reload_successful 0);
-                   the --events file is reopened (logrotate)
+  SIGHUP           reload the site, rules and --web.config.file (with its certificate and
+                   key); if any is invalid the old configuration keeps running
+                   (portwatch_config_last_reload_successful 0); the --events file is
+                   reopened (logrotate)
 
 Time: required-edge windows run on capture time for --replay, on the wall clock live.
 
@@ -282,7 +283,8 @@ pub struct WebArgs {
         value_name = "ADDR"
     )]
     pub listen: Vec<std::net::SocketAddr>,
-    /// TLS and basic authentication (exporter-toolkit's web configuration YAML).
+    /// TLS and basic authentication (exporter-toolkit's web configuration
+    /// YAML); read again on SIGHUP.
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// Path under which to expose the metrics.

@@ -368,3 +368,183 @@ fn run_metrics_follow_the_real_traffic_shapes() {
         }
     }
 }
+
+/// The counters of running totals kept across reloads (the flow table's
+/// evictions, packets, timestamp anomalies) equal the closing report's
+/// after SIGHUPs during and after a replay that evicts: a reload must not
+/// add a total again.
+#[test]
+fn reloads_mid_flood_keep_every_counter_equal_to_the_report() {
+    let pcap = demo_pcap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--speed",
+        "300",
+        "--max-flows",
+        "1",
+        "--format",
+        "json",
+        "--log-level",
+        "error",
+    ]);
+    d.wait_ready();
+    let reloaded = |m: &str| {
+        sample(m, "portwatch_config_last_reload_success_timestamp_seconds").unwrap_or(0.0)
+    };
+    let mut during = 0;
+    loop {
+        let m = d.metrics();
+        if m.contains("portwatch_capture_up{interface=\"replay\"} 0") {
+            break;
+        }
+        let before = reloaded(&m);
+        d.signal("HUP");
+        during += 1;
+        d.wait_metrics("a reload", |m| reloaded(m) > before);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(during >= 3, "only {during} reloads during the replay");
+    for _ in 0..3 {
+        let before = reloaded(&d.metrics());
+        // Timestamps are seconds: a reload within the same second is not
+        // told apart by the gauge, so wait it out.
+        std::thread::sleep(Duration::from_millis(1100));
+        d.signal("HUP");
+        d.wait_metrics("a reload after the replay", |m| reloaded(m) > before);
+    }
+    // A tick after the last reload.
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = d.metrics();
+    d.signal("TERM");
+    let (status, _, err) = d.wait_exit();
+    assert!(status.success(), "exit {status}; stderr:\n{err}");
+    let json = &err[err.find("\n{").expect("a JSON summary on stderr")..];
+    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let capture = &report["capture"];
+    let evictions = capture["flow_table"]["evictions"].as_object().unwrap();
+    let total: u64 = evictions.values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(total > 10, "the replay should evict: {evictions:?}");
+    for (reason, n) in evictions {
+        let metric = format!("portwatch_flow_table_evictions_total{{reason=\"{reason}\"}}");
+        assert_eq!(
+            sample(&m, &metric),
+            Some(n.as_u64().unwrap() as f64),
+            "{metric}"
+        );
+    }
+    let packets: f64 = (m.lines())
+        .filter(|l| l.starts_with("portwatch_packets_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(packets, capture["packets"].as_u64().unwrap() as f64);
+    assert_eq!(
+        sample(&m, "portwatch_timestamp_anomalies_total"),
+        capture["timestamp_anomalies"].as_u64().map(|n| n as f64)
+    );
+}
+
+/// Hundreds of SIGHUPs queue reloads faster than a quiet capture polls;
+/// a SIGTERM after them is still handled at once (the queue is coalesced,
+/// a stop goes first), not after every reload in turn.
+#[test]
+fn a_stop_after_a_storm_of_reloads_is_handled_at_once() {
+    // At 1x the demo capture is quiet: a poll waits for the next frame.
+    let mut d = Daemon::start(&demo_run("1", &["--log-level", "error"]));
+    d.wait_ready();
+    let pid = d.child.id() as libc::pid_t;
+    let storm = Instant::now();
+    let mut sent = 0;
+    while storm.elapsed() < Duration::from_secs(2) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        sent += 1;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let reloads = sample(&d.metrics(), "portwatch_config_last_reload_successful");
+    assert_eq!(reloads, Some(1.0));
+    let t = Instant::now();
+    d.signal("TERM");
+    let (status, _, err) = d.wait_exit();
+    let took = t.elapsed();
+    assert!(status.success(), "exit {status}; stderr:\n{err}");
+    // Handled within a second; the rest is the closing report and exit.
+    assert!(
+        took < Duration::from_secs(2),
+        "{sent} SIGHUPs, then SIGTERM took {took:?}"
+    );
+}
+
+/// `run` reading its capture from a pipe that stays empty: still starting.
+fn starting_on_stdin() -> Daemon {
+    let addr = crate::util::free_addr();
+    let child = Command::new(crate::util::bin())
+        .args(["run", "--site", "multi-node", "--replay", "-"])
+        .args(["--speed", "1000", "--listen", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, addr };
+    // The handlers are there while it starts (SigCgt bit 0: SIGHUP).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & 1 != 0 {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP handler while starting"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A SIGHUP while `run` starts does not kill it (it reloads once started);
+/// a SIGTERM then ends it cleanly with exit 0, not by the signal.
+#[test]
+fn signals_while_starting_neither_kill_nor_fail() {
+    let demo = std::fs::read(fixture("demo.pcap")).unwrap();
+    for (sig, want_running) in [("HUP", true), ("TERM", false)] {
+        let mut d = starting_on_stdin();
+        d.signal(sig);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut stdin = d.child.stdin.take().unwrap();
+        // A closed pipe here means it died of the signal.
+        let _ = stdin.write_all(&demo);
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if want_running && Instant::now() > deadline - Duration::from_secs(15) {
+                break None;
+            }
+            assert!(Instant::now() < deadline, "SIG{sig}: did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if want_running {
+            assert_eq!(status, None, "SIGHUP while starting ended the process");
+            d.signal("TERM");
+            let (status, _, err) = d.wait_exit();
+            assert!(status.success(), "{err}");
+            assert!(
+                err.contains("configuration reloaded"),
+                "the early SIGHUP was not acted on:\n{err}"
+            );
+        } else {
+            assert_eq!(status.unwrap().code(), Some(0), "SIGTERM while starting");
+        }
+    }
+}

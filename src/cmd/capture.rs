@@ -82,6 +82,42 @@ pub(super) enum Command {
     Stop,
 }
 
+/// The commands waiting, coalesced: however many SIGHUPs queued up while
+/// a poll blocked, one reopen and the newest policy are applied, and a stop
+/// is never behind them.
+#[derive(Default)]
+struct Pending {
+    stop: bool,
+    reload: Option<(Arc<Policy>, Visibility)>,
+    reopen: bool,
+}
+
+impl Pending {
+    /// `first` (if any) and everything else already in `rx`.
+    fn take(first: Option<Command>, rx: &Receiver<Command>) -> Pending {
+        let mut p = Pending::default();
+        let mut next = first;
+        loop {
+            let cmd = match next.take() {
+                Some(c) => c,
+                None => match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(TryRecvError::Empty) => return p,
+                    Err(TryRecvError::Disconnected) => Command::Stop,
+                },
+            };
+            match cmd {
+                Command::Stop => {
+                    p.stop = true;
+                    return p;
+                }
+                Command::Reload(policy, vis) => p.reload = Some((policy, vis)),
+                Command::Reopen => p.reopen = true,
+            }
+        }
+    }
+}
+
 /// What a failed write of a finding to stdout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum OnPrintError {
@@ -226,24 +262,24 @@ impl Driver {
         }
         let mut next_tick = Instant::now();
         loop {
-            let cmd = match self.ended {
+            let first = match self.ended {
                 // Nothing to capture: wait for a command, waking to tick.
                 true => match rx.recv_timeout(TICK) {
                     Ok(c) => Some(c),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
                 },
-                false => match rx.try_recv() {
-                    Ok(c) => Some(c),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
-                },
+                false => None,
             };
-            match cmd {
-                Some(Command::Stop) => break,
-                Some(Command::Reload(p, vis)) => self.reload(p, vis)?,
-                Some(Command::Reopen) => self.events.reopen(),
-                None => {}
+            let pending = Pending::take(first, rx);
+            if pending.stop {
+                break;
+            }
+            if let Some((p, vis)) = pending.reload {
+                self.reload(p, vis)?;
+            }
+            if pending.reopen {
+                self.events.reopen();
             }
             if !self.ended {
                 let heard = self.heard.any;
@@ -538,5 +574,27 @@ mod tests {
             "the whole demo capture was read"
         );
         assert!(report.has_findings());
+    }
+
+    #[test]
+    fn queued_commands_coalesce_and_a_stop_goes_first() {
+        let policy = Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy);
+        let (tx, rx) = channel();
+        for _ in 0..500 {
+            tx.send(Command::Reopen).unwrap();
+            tx.send(Command::Reload(policy.clone(), Visibility::default()))
+                .unwrap();
+        }
+        let p = Pending::take(None, &rx);
+        assert!(!p.stop && p.reopen && p.reload.is_some());
+        assert!(rx.try_recv().is_err(), "all taken at once");
+        for _ in 0..500 {
+            tx.send(Command::Reload(policy.clone(), Visibility::default()))
+                .unwrap();
+        }
+        tx.send(Command::Stop).unwrap();
+        assert!(Pending::take(None, &rx).stop);
+        drop(tx);
+        assert!(Pending::take(None, &rx).stop, "a closed channel stops");
     }
 }

@@ -17,16 +17,18 @@ use super::input::{Input, InputSpec};
 use super::page::{live_page, Snapshot};
 use super::privileges;
 use super::settings::RunSettings;
-use super::signals::{Signal, Signals};
+use super::signals::{Early, Signal, Signals};
 use super::{prepare, print, print_summary, Error, Status};
 use crate::export::http::{links, router_at, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
 use crate::export::serve::{descriptor_limit, serve, Limits};
-use crate::export::webconfig::{protect, WebConfig};
+use crate::export::webconfig::{protect, LiveWeb, Verifier, WebConfig};
 use crate::source::file::Savefile;
 use crate::time::Timestamp;
 
 pub fn run(s: RunSettings) -> Result<Status, Error> {
+    // First: a SIGHUP or SIGTERM while starting must not kill the process.
+    let early = Early::install();
     if let Some(banner) = &s.banner {
         if let Err(e) = print(&format!("{banner}\n")) {
             tracing::warn!(error = %e, "cannot print to stdout");
@@ -117,7 +119,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         readiness,
         index: Some(live_page(snapshot, subtitle, links(&s.telemetry_path))),
     };
-    rt.block_on(supervise(listeners, web, state, &s, tx, done_rx));
+    rt.block_on(supervise(listeners, web, state, &s, tx, done_rx, early));
     let outcome = thread.join();
     rt.shutdown_timeout(Duration::from_secs(1));
     let done = outcome.map_err(|_| Error::CapturePanicked)??;
@@ -150,14 +152,15 @@ async fn supervise(
     s: &RunSettings,
     tx: Sender<Command>,
     mut capture_done: tokio::sync::oneshot::Receiver<()>,
+    early: Early,
 ) {
     let metrics = state.metrics.clone();
     let (stop_http, stopped) = tokio::sync::watch::channel(());
-    let (tls, auth) = match web {
-        Some(w) => (w.tls, w.auth),
-        None => (None, None),
-    };
-    let app = protect(router_at(state, &s.telemetry_path), auth);
+    let web = web.map(|w| {
+        let throttled = metrics.faults.http_auth_throttled.clone();
+        Arc::new(LiveWeb::new(w, Verifier::for_this_machine(), throttled))
+    });
+    let app = protect(router_at(state, &s.telemetry_path), web.clone());
     let limits = Limits::for_descriptor_limit(descriptor_limit());
     if limits.max_connections < Limits::default().max_connections {
         tracing::info!(
@@ -166,8 +169,8 @@ async fn supervise(
         );
     }
     let faults = metrics.faults.clone();
-    let server = tokio::spawn(serve(listeners, app, tls, limits, faults, stopped));
-    let mut signals = Signals::new(true);
+    let server = tokio::spawn(serve(listeners, app, web.clone(), limits, faults, stopped));
+    let mut signals = Signals::new(true).after(early);
     loop {
         tokio::select! {
             sig = signals.next() => match sig {
@@ -177,7 +180,7 @@ async fn supervise(
                 }
                 Signal::Reload => {
                     let _ = tx.send(Command::Reopen);
-                    reload(s, &metrics, &tx).await
+                    reload(s, &metrics, &tx, web.as_deref()).await
                 }
             },
             // The capture thread only ends by itself on an error, which
@@ -190,18 +193,28 @@ async fn supervise(
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
 
-/// SIGHUP: load and check the files; only a valid policy reaches the
-/// capture thread.
-async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>) {
-    let site = s.site.clone();
-    let sensors = s.sensors.clone();
-    let listen = s.listen.clone();
-    let loaded = tokio::task::spawn_blocking(move || prepare(&site, &sensors, &listen)).await;
+/// SIGHUP: load and check the files (site, rules, web configuration); only
+/// when all are valid do they replace the ones in force, the policy on the
+/// capture thread and the web configuration from the next connection and
+/// request on.
+async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>, web: Option<&LiveWeb>) {
+    let (site, sensors, listen) = (s.site.clone(), s.sensors.clone(), s.listen.clone());
+    let web_file = s.web_config.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let (policy, vis) = prepare(&site, &sensors, &listen)?;
+        let web =
+            (web_file.as_deref().map(WebConfig::load).transpose()).map_err(Error::WebConfig)?;
+        Ok::<_, Error>((policy, vis, web))
+    })
+    .await;
     let error = match loaded {
-        Ok(Ok((policy, vis))) => {
+        Ok(Ok((policy, vis, new_web))) => {
             metrics.config_loaded(&policy, Timestamp::now());
             tracing::info!(site = %policy.site.name, model = %policy.model.id, "configuration reloaded");
             let _ = tx.send(Command::Reload(policy, vis));
+            if let (Some(live), Some(w)) = (web, new_web) {
+                live.set(w);
+            }
             return;
         }
         Ok(Err(e)) => e.one_line(),

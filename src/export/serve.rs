@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 use super::metrics::Faults;
+use super::webconfig::LiveWeb;
 
 /// Default: most connections open at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -134,19 +135,19 @@ impl Table {
     }
 }
 
-/// Serve `router` on every listener (over TLS when `tls` is set) until
-/// `stop` changes or its sender is dropped. The connection cap is shared by
-/// all listeners: descriptors are one pool.
+/// Serve `router` on every listener (over TLS when the web configuration
+/// in force at each accept has it) until `stop` changes or its sender is
+/// dropped. The connection cap is shared by all listeners: descriptors are
+/// one pool.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    web: Option<Arc<LiveWeb>>,
     limits: Limits,
     faults: Faults,
     stop: tokio::sync::watch::Receiver<()>,
 ) {
     let table = Arc::new(Mutex::new(Table::default()));
-    let tls = tls.map(TlsAcceptor::from);
     let mut loops = tokio::task::JoinSet::new();
     for listener in listeners {
         let mut stop = stop.clone();
@@ -156,7 +157,7 @@ pub async fn serve(
         loops.spawn(accept_loop(
             listener,
             router.clone(),
-            tls.clone(),
+            web.clone(),
             limits,
             faults.clone(),
             table.clone(),
@@ -170,7 +171,7 @@ pub async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
-    tls: Option<TlsAcceptor>,
+    web: Option<Arc<LiveWeb>>,
     limits: Limits,
     faults: Faults,
     table: Arc<Mutex<Table>>,
@@ -209,7 +210,10 @@ async fn accept_loop(
             continue;
         };
         let router = router.clone();
-        let tls = tls.clone();
+        // The certificate in force now (SIGHUP may have replaced it).
+        let tls = (web.as_ref())
+            .and_then(|w| w.get().tls.clone())
+            .map(TlsAcceptor::from);
         let table = table.clone();
         let timeout = limits.header_read_timeout;
         tokio::spawn(async move {

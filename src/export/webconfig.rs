@@ -17,7 +17,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -25,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine;
+use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha1::{Digest, Sha1};
@@ -101,10 +103,7 @@ impl WebConfig {
                 Err(e) => d.on(hash, field, format!("not a bcrypt hash: {e}")),
             }
         }
-        let auth = (!users.is_empty()).then(|| BasicAuth {
-            users: Arc::new(users),
-            verified: Arc::new(Mutex::new(HashSet::new())),
-        });
+        let auth = (!users.is_empty()).then(|| BasicAuth::new(users));
         d.finish(WebConfig { tls, auth })
     }
 }
@@ -152,6 +151,7 @@ fn tls_config(t: &RawTls, base: &Path, d: &mut Diagnostics) -> Option<Arc<rustls
             return None;
         }
     };
+    warn_if_world_readable(&resolve(key));
     let client_auth = match &t.client_auth_type {
         None => None,
         Some(s) => match s.value.as_str() {
@@ -259,10 +259,31 @@ fn tls_config(t: &RawTls, base: &Path, d: &mut Diagnostics) -> Option<Arc<rustls
     }
 }
 
+/// A private key any local user can read is as good as published: said at
+/// every load, since the load goes on (exporter-toolkit does not check).
+fn warn_if_world_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        tracing::warn!(
+            file = ?path,
+            mode = format!("{mode:o}"),
+            "the TLS private key is readable by every user: chmod o-r it"
+        );
+    }
+}
+
 /// `basic_auth_users`: user name → bcrypt hash.
 #[derive(Clone)]
 pub struct BasicAuth {
     users: Arc<BTreeMap<String, String>>,
+    /// Checked in place of an unknown user's hash, at the users' highest
+    /// cost, so an unknown name takes as long as a wrong password
+    /// (exporter-toolkit does the same).
+    dummy: Arc<str>,
     /// Credentials already verified (a digest, never the password): bcrypt
     /// is slow by design and Prometheus sends the same ones every scrape.
     /// Bounded by clearing when full.
@@ -271,14 +292,106 @@ pub struct BasicAuth {
 
 const VERIFIED_CAP: usize = 256;
 
-impl BasicAuth {
-    /// Is the `Authorization` header value right?
-    pub async fn check(&self, header: Option<&str>) -> bool {
-        let Some((user, pass)) = header.and_then(parse_basic) else {
-            return false;
+/// What a request's credentials turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    Refused,
+    /// Not checked: as many checks as allowed were running or waiting.
+    Busy,
+}
+
+/// The bound on bcrypt checks in progress: `running` at once on blocking
+/// threads, `waiting` more queued; past that a check is not tried. Guesses
+/// can then take at most `running` cores, and credentials already verified
+/// never wait behind them.
+pub struct Verifier {
+    running: Arc<tokio::sync::Semaphore>,
+    /// Checks running or waiting.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    /// Checks run so far.
+    ran: AtomicU64,
+}
+
+/// A place among the checks running or waiting, given back on drop (also
+/// when the client goes away while its check waits or runs).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(queued: &Arc<AtomicUsize>, capacity: usize) -> Option<Slot> {
+        let slot = Slot(queued.clone());
+        (queued.fetch_add(1, Ordering::SeqCst) < capacity).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Verifier {
+    pub fn new(running: usize, waiting: usize) -> Verifier {
+        Verifier {
+            running: Arc::new(tokio::sync::Semaphore::new(running.max(1))),
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity: running.max(1) + waiting,
+            ran: AtomicU64::new(0),
+        }
+    }
+
+    /// Half the cores (at least one) checking, 16 waiting.
+    pub fn for_this_machine() -> Verifier {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Verifier::new(cores / 2, 16)
+    }
+
+    /// bcrypt checks run so far.
+    pub fn ran(&self) -> u64 {
+        self.ran.load(Ordering::SeqCst)
+    }
+
+    /// `bcrypt::verify(pass, hash)` within the bound; `None` when full.
+    async fn verify(&self, pass: String, hash: Arc<str>) -> Option<bool> {
+        let slot = Slot::take(&self.queued, self.capacity)?;
+        let permit = self.running.clone().acquire_owned().await.ok()?;
+        self.ran.fetch_add(1, Ordering::SeqCst);
+        // Slot and permit go with the check: a client that leaves does not
+        // free them while bcrypt still runs.
+        let check = move || {
+            let _held = (slot, permit);
+            bcrypt::verify(pass, &hash).unwrap_or(false)
         };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
+        Some(tokio::task::spawn_blocking(check).await.unwrap_or(false))
+    }
+}
+
+impl BasicAuth {
+    fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        let cost = (users.values())
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let dummy = bcrypt::hash("portwatch: no such user", cost)
+            .unwrap_or_else(|_| users.values().next().cloned().unwrap_or_default());
+        BasicAuth {
+            users: Arc::new(users),
+            dummy: dummy.into(),
+            verified: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Is the `Authorization` header value right? An unknown user costs a
+    /// bcrypt check like a known one.
+    pub async fn check(&self, header: Option<&str>, verifier: &Verifier) -> Verdict {
+        let Some((user, pass)) = header.and_then(parse_basic) else {
+            return Verdict::Refused;
+        };
+        let (known, hash): (bool, Arc<str>) = match self.users.get(&user) {
+            Some(h) => (true, h.as_str().into()),
+            None => (false, self.dummy.clone()),
         };
         let digest: [u8; 20] = {
             let mut h = Sha1::new();
@@ -287,21 +400,22 @@ impl BasicAuth {
             h.update(pass.as_bytes());
             h.finalize().into()
         };
-        if self.verified.lock().is_ok_and(|v| v.contains(&digest)) {
-            return true;
+        if known && self.verified.lock().is_ok_and(|v| v.contains(&digest)) {
+            return Verdict::Accepted;
         }
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        if ok {
-            if let Ok(mut v) = self.verified.lock() {
-                if v.len() >= VERIFIED_CAP {
-                    v.clear();
+        match verifier.verify(pass, hash).await {
+            None => Verdict::Busy,
+            Some(true) if known => {
+                if let Ok(mut v) = self.verified.lock() {
+                    if v.len() >= VERIFIED_CAP {
+                        v.clear();
+                    }
+                    v.insert(digest);
                 }
-                v.insert(digest);
+                Verdict::Accepted
             }
+            Some(_) => Verdict::Refused,
         }
-        ok
     }
 }
 
@@ -317,28 +431,72 @@ fn parse_basic(h: &str) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-/// Require basic auth on every route of `router` when users are configured.
-pub fn protect(router: Router, auth: Option<BasicAuth>) -> Router {
-    match auth {
-        Some(a) => router.layer(axum::middleware::from_fn_with_state(a, require_auth)),
+/// The web configuration in force, which SIGHUP replaces as a whole, and
+/// the bound on password checks, which outlives it.
+pub struct LiveWeb {
+    current: RwLock<Arc<WebConfig>>,
+    verifier: Verifier,
+    throttled: IntCounter,
+}
+
+impl LiveWeb {
+    /// `throttled` counts requests refused unchecked (the verifier was full).
+    pub fn new(c: WebConfig, verifier: Verifier, throttled: IntCounter) -> LiveWeb {
+        LiveWeb {
+            current: RwLock::new(Arc::new(c)),
+            verifier,
+            throttled,
+        }
+    }
+
+    pub fn get(&self) -> Arc<WebConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serve `c` from the next connection (TLS) and request (users) on.
+    pub fn set(&self, c: WebConfig) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+    }
+}
+
+/// Require basic auth on every route of `router` when the web
+/// configuration in force has users.
+pub fn protect(router: Router, web: Option<Arc<LiveWeb>>) -> Router {
+    match web {
+        Some(w) => router.layer(axum::middleware::from_fn_with_state(w, require_auth)),
         None => router,
     }
 }
 
-async fn require_auth(State(auth): State<BasicAuth>, req: Request, next: Next) -> Response {
+async fn require_auth(State(web): State<Arc<LiveWeb>>, req: Request, next: Next) -> Response {
+    let Some(auth) = web.get().auth.clone() else {
+        return next.run(req).await;
+    };
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if auth.check(given).await {
-        return next.run(req).await;
+    match auth.check(given, &web.verifier).await {
+        Verdict::Accepted => next.run(req).await,
+        Verdict::Refused => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"portwatch\"")],
+            "Unauthorized\n",
+        )
+            .into_response(),
+        Verdict::Busy => {
+            web.throttled.inc();
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                "Too many password checks in progress\n",
+            )
+                .into_response()
+        }
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"portwatch\"")],
-        "Unauthorized\n",
-    )
-        .into_response()
 }
 
 #[cfg(test)]
@@ -388,20 +546,69 @@ mod tests {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let c = load(&format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
         let auth = c.auth.unwrap();
+        let v = Verifier::new(1, 0);
         let header = |u: &str, p: &str| {
             format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
             )
         };
-        assert!(auth.check(Some(&header("prometheus", "s3cret"))).await);
-        assert!(
-            auth.check(Some(&header("prometheus", "s3cret"))).await,
+        let check = |h: Option<String>| {
+            let (auth, v) = (&auth, &v);
+            async move { auth.check(h.as_deref(), v).await }
+        };
+        use Verdict::*;
+        assert_eq!(check(Some(header("prometheus", "s3cret"))).await, Accepted);
+        assert_eq!(
+            check(Some(header("prometheus", "s3cret"))).await,
+            Accepted,
             "cached"
         );
-        assert!(!auth.check(Some(&header("prometheus", "wrong"))).await);
-        assert!(!auth.check(Some(&header("nobody", "s3cret"))).await);
-        assert!(!auth.check(None).await);
-        assert!(!auth.check(Some("Bearer x")).await);
+        assert_eq!(check(Some(header("prometheus", "wrong"))).await, Refused);
+        assert_eq!(check(Some(header("nobody", "s3cret"))).await, Refused);
+        assert_eq!(check(None).await, Refused);
+        assert_eq!(check(Some("Bearer x".into())).await, Refused);
+    }
+
+    fn header(u: &str, p: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_check_at_the_users_cost() {
+        let hash = bcrypt::hash("s3cret", 5).unwrap();
+        let c = load(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let auth = c.auth.unwrap();
+        let cost = |h: &str| h.parse::<bcrypt::HashParts>().unwrap().get_cost();
+        assert_eq!(cost(&auth.dummy), 5);
+        let v = Verifier::new(1, 0);
+        let unknown = auth.check(Some(&header("mallory", "s3cret")), &v).await;
+        assert_eq!((unknown, v.ran()), (Verdict::Refused, 1));
+        let wrong = auth.check(Some(&header("alice", "guess")), &v).await;
+        assert_eq!((wrong, v.ran()), (Verdict::Refused, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_past_the_bound_are_not_tried() {
+        let hash = bcrypt::hash("s3cret", 10).unwrap();
+        let c = load(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let auth = c.auth.unwrap();
+        let v = Verifier::new(1, 1);
+        let guess = header("alice", "guess");
+        let (a, b, c) = tokio::join!(
+            auth.check(Some(&guess), &v),
+            auth.check(Some(&guess), &v),
+            auth.check(Some(&guess), &v)
+        );
+        let mut got = [a, b, c];
+        got.sort_by_key(|v| *v as u8);
+        assert_eq!(got, [Verdict::Refused, Verdict::Refused, Verdict::Busy]);
+        assert_eq!(v.ran(), 2);
+        // The places are given back.
+        let right = header("alice", "s3cret");
+        assert_eq!(auth.check(Some(&right), &v).await, Verdict::Accepted);
     }
 }

@@ -147,6 +147,9 @@ pub struct Faults {
     pub http_accept_errors: IntCounter,
     /// HTTP connections closed at once because the connection cap was reached.
     pub http_rejected: IntCounter,
+    /// Requests answered 429 unchecked: the bcrypt checks allowed at once
+    /// were running or waiting (guesses, most likely).
+    pub http_auth_throttled: IntCounter,
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
@@ -344,6 +347,14 @@ impl Metrics {
                     )
                     .expect("valid metric"),
                 ),
+                http_auth_throttled: reg(
+                    &registry,
+                    IntCounter::new(
+                        "portwatch_http_auth_throttled_total",
+                        "Requests answered 429 without a password check: as many bcrypt checks as allowed were running or waiting.",
+                    )
+                    .expect("valid metric"),
+                ),
             },
             registry,
         };
@@ -504,11 +515,12 @@ impl Recorder {
     /// Start recording against `p` (at start and after a reload, before the
     /// new pipeline sees a frame): label caches are dropped and the
     /// required-edge series rebuilt. Connection counters keep their series.
+    /// The running-total baselines (`*_seen`) stay: the flow table, the
+    /// clock and the capture outlive a reload, and so do their totals.
     pub fn set_policy(&mut self, p: &Policy, vis: &Visibility) {
         self.connections.clear();
         self.handshakes.clear();
         self.findings.set_policy();
-        self.evictions_seen = [0; 3];
         self.m.edge_last_seen.reset();
         self.m.edge_window.reset();
         self.m.edge_missing.reset();
