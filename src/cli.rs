@@ -407,10 +407,10 @@ fn parse_ports(s: &str) -> Result<PortSet, String> {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng) and flow logs (AWS VPC Flow Logs,
-    /// plain or gzip; Azure VNet or NSG flow logs), told apart by content
-    /// and merged in timestamp order; `-` reads a capture from standard
-    /// input (`tcpdump -w - | portwatch replay - …`).
+    /// Capture files (pcap or pcapng, also gzip- or zstd-compressed) and
+    /// flow logs (AWS VPC Flow Logs, plain or gzip; Azure VNet or NSG flow
+    /// logs), told apart by content and merged in timestamp order; `-` reads
+    /// a capture from standard input (`tcpdump -w - | portwatch replay - …`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -616,7 +616,8 @@ Exit status:
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("base").required(true).args(["site", "model"])))]
 pub struct ProposeArgs {
-    /// Capture files (pcap or pcapng), merged in timestamp order.
+    /// Capture files (pcap or pcapng, also gzip- or zstd-compressed), merged
+    /// in timestamp order.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Site to propose additions to (a file or a bundled example's name).

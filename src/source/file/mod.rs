@@ -364,6 +364,48 @@ fn splice(
     }
 }
 
+/// How a capture file is stored, by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl Stored {
+    fn of(head: &[u8]) -> Stored {
+        match head {
+            [0x1f, 0x8b, ..] => Stored::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Stored::Zstd,
+            _ => Stored::Plain,
+        }
+    }
+}
+
+/// `file`, decompressed as it is read when it is gzip or zstd (captures
+/// are usually stored so): no temporary file, and by magic rather than by
+/// name, so `-` works too. Offsets in messages are then offsets in the
+/// decompressed capture.
+fn decompressed(mut file: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let whole = io::Cursor::new(head[..n].to_vec()).chain(file);
+    Ok(match Stored::of(&head[..n]) {
+        Stored::Plain => Box::new(whole),
+        // Multi-member: `cat a.gz b.gz` is one gzip file.
+        Stored::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        Stored::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
+    })
+}
+
 fn not_a_capture(path: &str, what: impl Into<String>) -> SourceError {
     SourceError::NotACapture {
         path: path.to_string(),
@@ -417,8 +459,13 @@ impl FileSource {
         };
         let win = match savefile {
             // `-`: standard input, e.g. `tcpdump -w - | portwatch replay -`.
-            Savefile::Path(p) if p.as_os_str() == "-" => window(Box::new(io::stdin())),
-            Savefile::Path(p) => window(Box::new(File::open(p).map_err(io_err)?)),
+            Savefile::Path(p) if p.as_os_str() == "-" => {
+                window(decompressed(Box::new(io::stdin())).map_err(io_err)?)
+            }
+            Savefile::Path(p) => {
+                let file = File::open(p).map_err(io_err)?;
+                window(decompressed(Box::new(file)).map_err(io_err)?)
+            }
             Savefile::Embedded { bytes, .. } => Ok(Window::new(Box::new(io::Cursor::new(*bytes)))),
         }
         .map_err(io_err)?;

@@ -941,3 +941,38 @@ fn read_ahead_equals_reads_on_demand() {
     assert!(stopped.reason.contains("device gone"), "{}", stopped.reason);
     assert_eq!(ahead_facts, facts);
 }
+
+/// gzip and zstd captures (by magic, whatever the name) give the frames of
+/// the plain file, read ahead or on demand; a compressed capture cut short
+/// stops where the decompressed bytes end, with the frames before it.
+#[test]
+fn compressed_captures_read_as_the_plain_ones() {
+    use std::io::Write;
+    let (pcap, ng) = big_synthetic(7, 5_000, false);
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let zst = |b: &[u8]| zstd::stream::encode_all(b, 3).unwrap();
+    for (name, plain) in [("c.pcap", &pcap), ("c.pcapng", &ng)] {
+        let (want, want_facts) = read(name, plain);
+        for (packed, tag) in [(gz(plain), "gz"), (zst(plain), "zst")] {
+            let path = temp(&format!("{name}.{tag}"), &packed);
+            let (got, facts) = read(&format!("{name}.{tag}"), &packed);
+            assert!(got == want, "{name}.{tag}: frames differ");
+            assert_eq!(facts.records, want_facts.records);
+            assert_eq!(facts.stopped, None);
+            let savefile = Savefile::Path(path.clone());
+            let on_demand = FileSource::open_savefile(&savefile, false).unwrap();
+            let (ahead, _) = polled(FileSource::open(&path).unwrap());
+            assert!(polled(on_demand).0 == ahead, "{name}.{tag}: on demand");
+            // Cut short: what was decompressed, then a stop.
+            let cut = &packed[..packed.len() / 2];
+            let (part, facts) = read(&format!("cut-{name}.{tag}"), cut);
+            assert!(!part.is_empty() && part.len() < want.len(), "{name}.{tag}");
+            assert!(part[..] == want[..part.len()], "{name}.{tag}: cut");
+            assert!(facts.stopped.is_some(), "{name}.{tag}: cut not reported");
+        }
+    }
+}
