@@ -8,6 +8,8 @@
 //!   library, against `fixtures/demo.expected.prom`.
 //!   `UPDATE_GOLDEN=1 cargo test --test main golden` rewrites the goldens.
 //! - `corpus`: third-party captures from `../shared/pcaps/corpus/`.
+//! - `diagram`: the diagram's line labels do not overlap, on every bundled
+//!   site, with its expected edges and the demo audit, in both layouts.
 //! - `live`: `watch` on a veth pair in a network namespace the test creates,
 //!   fed by tcpreplay, gives the verdicts `replay` gives (root only).
 //! - `daemon`: `run` and `demo` over HTTP, SIGHUP and SIGTERM, promtool on a
@@ -60,6 +62,7 @@ mod browser;
 mod corpus;
 mod daemon;
 mod deploy;
+mod diagram;
 mod e2e;
 mod events;
 mod examples;

@@ -397,7 +397,8 @@ impl Diagram {
     /// A simple layered layout of its own, for when Graphviz is absent:
     /// users on top, then one row per role group in the site's order,
     /// externals and unknown hosts at the bottom; lines are curves between
-    /// box edges, parallel lines spread apart.
+    /// box edges, parallel lines spread apart, each label placed clear of
+    /// the others.
     pub fn to_svg(&self) -> String {
         const W: f64 = 150.0;
         const GAP: f64 = 30.0;
@@ -475,7 +476,10 @@ impl Diagram {
                 x += span + 24.0 + GAP;
             }
         }
-        let total_h = 50.0 + rows.len() as f64 * ROW;
+        let curves = self.curves(&pos, W);
+        let labels = place_labels(&curves, &self.lines);
+        let total_h = (labels.iter().map(|b| b.y + LABEL_FONT))
+            .fold(50.0 + rows.len() as f64 * ROW, f64::max);
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -496,30 +500,13 @@ impl Diagram {
         }
         s.push_str("</defs>\n");
         s.push_str(&svg_rows);
-        // Parallel lines between the same two boxes fan out.
-        let mut seen: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for l in &self.lines {
-            let pair = (l.src.min(l.dst), l.src.max(l.dst));
-            let k = *seen.entry(pair).and_modify(|n| *n += 1).or_insert(0);
-            let (sx, sy, sh) = pos[l.src];
-            let (dx, dy, dh) = pos[l.dst];
-            let (x1, x2) = (sx + W / 2.0, dx + W / 2.0);
-            let (y1, y2, bend) = if (sy - dy).abs() < 1.0 {
-                // Same row: arc below the boxes.
-                (sy + sh, dy + dh, 40.0 + 18.0 * k as f64)
-            } else if sy < dy {
-                (sy + sh, dy, 0.0)
-            } else {
-                (sy, dy + dh, 0.0)
-            };
-            let spread = (k as f64 - 0.0) * 16.0 * if l.src < l.dst { 1.0 } else { -1.0 };
-            let (cx, cy) = ((x1 + x2) / 2.0 + spread, (y1 + y2) / 2.0 + bend);
-            let (lx, ly) = ((x1 + 2.0 * cx + x2) / 4.0, (y1 + 2.0 * cy + y2) / 4.0);
+        for ((l, c), b) in self.lines.iter().zip(&curves).zip(&labels) {
+            let ((x1, y1), (cx, cy), (x2, y2)) = (c.from, c.via, c.to);
             let _ = writeln!(
                 s,
                 "<g id=\"{}\" class=\"line {}\"><title>{}</title>\
                  <path d=\"M{x1:.1},{y1:.1} Q{cx:.1},{cy:.1} {x2:.1},{y2:.1}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{} marker-end=\"url(#arrow-{})\"/>\
-                 <text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{}\" class=\"line-label\">{}</text></g>",
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"{LABEL_FONT}\" fill=\"{}\" class=\"line-label\">{}</text></g>",
                 esc(&l.id),
                 l.style.class(),
                 esc(&l.title),
@@ -527,6 +514,8 @@ impl Diagram {
                 if l.style.bold() { 2.2 } else { 1.2 },
                 if l.style.dashed() { " stroke-dasharray=\"6 4\"" } else { "" },
                 l.style.class().replace(' ', "-"),
+                b.x,
+                b.y,
                 l.style.color(),
                 esc(&l.label)
             );
@@ -557,6 +546,100 @@ impl Diagram {
         s.push_str("</svg>\n");
         s
     }
+
+    /// Each line as a curve between its boxes' edges (`pos`: x, y, height
+    /// of each endpoint's box, `w` its width): lines within a row arc below
+    /// it, parallel lines between the same two boxes fan out.
+    fn curves(&self, pos: &[(f64, f64, f64)], w: f64) -> Vec<Curve> {
+        let mut seen: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        (self.lines.iter())
+            .map(|l| {
+                let pair = (l.src.min(l.dst), l.src.max(l.dst));
+                let k = *seen.entry(pair).and_modify(|n| *n += 1).or_insert(0) as f64;
+                let ((sx, sy, sh), (dx, dy, dh)) = (pos[l.src], pos[l.dst]);
+                let (x1, x2) = (sx + w / 2.0, dx + w / 2.0);
+                let (y1, y2, bend) = if (sy - dy).abs() < 1.0 {
+                    (sy + sh, dy + dh, 40.0 + 18.0 * k)
+                } else if sy < dy {
+                    (sy + sh, dy, 0.0)
+                } else {
+                    (sy, dy + dh, 0.0)
+                };
+                let spread = k * 16.0 * if l.src < l.dst { 1.0 } else { -1.0 };
+                Curve {
+                    from: (x1, y1),
+                    via: ((x1 + x2) / 2.0 + spread, (y1 + y2) / 2.0 + bend),
+                    to: (x2, y2),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Font size of the line labels in the own layout.
+const LABEL_FONT: f64 = 10.0;
+
+/// A quadratic Bézier curve.
+#[derive(Clone, Copy, Debug)]
+struct Curve {
+    from: (f64, f64),
+    via: (f64, f64),
+    to: (f64, f64),
+}
+
+impl Curve {
+    /// The point at `t` in 0..=1 along the curve.
+    fn at(&self, t: f64) -> (f64, f64) {
+        let (a, b, c) = ((1.0 - t) * (1.0 - t), 2.0 * (1.0 - t) * t, t * t);
+        (
+            a * self.from.0 + b * self.via.0 + c * self.to.0,
+            a * self.from.1 + b * self.via.1 + c * self.to.1,
+        )
+    }
+}
+
+/// A label's box, estimated from its text: centred on `x`, baseline at `y`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LabelBox {
+    x: f64,
+    y: f64,
+    width: f64,
+}
+
+impl LabelBox {
+    fn new((x, y): (f64, f64), text: &str) -> LabelBox {
+        // 0.6 em per character is at least Helvetica's digits, `x`, `,`
+        // and space, which are all a port label holds.
+        let width = text.chars().count() as f64 * LABEL_FONT * 0.6;
+        LabelBox { x, y, width }
+    }
+
+    /// Whether the two boxes (with a pixel of margin) intersect.
+    fn hits(&self, o: &LabelBox) -> bool {
+        (self.x - o.x).abs() < (self.width + o.width) / 2.0 + 2.0
+            && (self.y - o.y).abs() < LABEL_FONT + 2.0
+    }
+}
+
+/// Where each line's label goes, in line order: the first of several
+/// points along its curve whose box is clear of the labels placed before,
+/// else the curve's middle moved down until clear. Deterministic.
+fn place_labels(curves: &[Curve], lines: &[Line]) -> Vec<LabelBox> {
+    const ALONG: [f64; 9] = [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8, 0.12, 0.88];
+    let mut placed: Vec<LabelBox> = Vec::with_capacity(lines.len());
+    for (c, l) in curves.iter().zip(lines) {
+        let clear = |b: &LabelBox| !placed.iter().any(|p| p.hits(b));
+        let mut along = ALONG.iter().map(|t| LabelBox::new(c.at(*t), &l.label));
+        let b = along.find(|b| clear(b)).unwrap_or_else(|| {
+            let mut b = LabelBox::new(c.at(0.5), &l.label);
+            while !clear(&b) {
+                b.y += LABEL_FONT + 3.0;
+            }
+            b
+        });
+        placed.push(b);
+    }
+    placed
 }
 
 fn group_fill(kind: GroupKind) -> &'static str {
