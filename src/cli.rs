@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExpectFormat::Table)]
         format: ExpectFormat,
     },
-    /// Audit pcap/pcapng files and flow logs against the site: a report, and an exit status for CI.
+    /// Audit pcap/pcapng files, flow logs and Windows Firewall logs against the site: a report, and an exit status for CI.
     #[command(after_help = EXIT_CODES)]
     Replay(ReplayArgs),
     /// Capture live on interfaces and print findings as they happen, until Ctrl-C.
@@ -407,12 +407,18 @@ fn parse_ports(s: &str) -> Result<PortSet, String> {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng, also gzip- or zstd-compressed) and
-    /// flow logs (AWS VPC Flow Logs, plain or gzip; Azure VNet or NSG flow
-    /// logs), told apart by content and merged in timestamp order; `-` reads
-    /// a capture from standard input (`tcpdump -w - | portwatch replay - …`).
+    /// Capture files (pcap or pcapng, also gzip- or zstd-compressed), flow
+    /// logs (AWS VPC Flow Logs, plain or gzip; Azure VNet or NSG flow logs)
+    /// and Windows Firewall logs (pfirewall.log), in any mix, told apart by
+    /// content and merged in timestamp order; `-` reads a capture from
+    /// standard input (`tcpdump -w - | portwatch replay - …`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Time zone (IANA name, e.g. Europe/Berlin) of firewall logs whose node
+    /// has no `timezone:` in the site file. A firewall log with neither is
+    /// refused: its times are local.
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
     #[command(flatten)]
     pub site: SiteArgs,
     #[command(flatten)]

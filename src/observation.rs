@@ -248,6 +248,27 @@ impl Fidelity {
         .filter_map(|(sees, name)| (!sees).then_some(name))
         .collect()
     }
+
+    /// What the source sees and what it cannot see, by name.
+    pub fn split(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let all = [
+            ("attempts", self.attempts),
+            ("completed handshakes", self.handshake),
+            ("host RSTs", self.host_rst),
+            ("the firewall's decision", self.firewall_decision),
+            ("the deciding filter", self.filter),
+            ("the process", self.process),
+            ("connections open before it started", self.open_before),
+            ("its own losses", self.losses),
+        ];
+        let pick = |want: bool| {
+            all.iter()
+                .filter(|(_, v)| *v == want)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        (pick(true), pick(false))
+    }
 }
 
 impl SourceKind {

@@ -54,6 +54,9 @@
 //! - `flows`: flow logs in `replay`: a VPC flow log made from each verdict
 //!   scenario (tshark) gives the capture's findings; the samples of
 //!   `../shared/sensors/` with their fidelity in the report.
+//! - `windows`: Windows nodes' own logs (`pfirewall.log`) as sensors:
+//!   findings, blocked edges citing the firewall, coverage, lost events,
+//!   time zones, mixed with captures.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -88,3 +91,4 @@ mod util;
 mod validation;
 mod webconfig;
 mod wfp;
+mod windows;

@@ -4,13 +4,16 @@
 
 use std::path::PathBuf;
 
+use jiff::tz::TimeZone;
+
 use crate::decode::Decap;
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
-use crate::policy::Policy;
+use crate::policy::{Policy, Visibility};
 use crate::report::{Drops, SourceFacts, Stopped};
 use crate::source::file::{FileFacts, MergedFiles, Savefile};
 use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource, TunnelPorts};
+use crate::source::records::{self, NodeInfo, RecordContext, RecordFile, RecordFormat, RecordItem};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Source, SourceError};
 use crate::time::Timestamp;
@@ -210,4 +213,137 @@ fn live_facts(live: &mut LiveSource) -> Vec<SourceFacts> {
             ..SourceFacts::default()
         })
         .collect()
+}
+
+/// Record files with their format.
+pub(super) type RecordPaths = Vec<(PathBuf, RecordFormat)>;
+
+/// Paths split by content: capture files, and record files.
+pub(super) fn split_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, RecordPaths), SourceError> {
+    let (mut captures, mut records) = (Vec::new(), Vec::new());
+    for p in paths {
+        match records::detect_file(p)? {
+            Some(f) => records.push((p.clone(), f)),
+            None => captures.push(p.clone()),
+        }
+    }
+    Ok((captures, records))
+}
+
+/// Record files (firewall logs) read in full; their items are fed to the
+/// pipeline in time order, between the frames of the captures.
+pub(super) struct Records {
+    files: Vec<RecordFile>,
+    items: std::iter::Peekable<std::vec::IntoIter<RecordItem>>,
+}
+
+impl Records {
+    /// Read every file; the site gives each node's addresses and time zone.
+    pub fn open(
+        paths: &[(PathBuf, RecordFormat)],
+        policy: &Policy,
+        timezone: Option<(String, TimeZone)>,
+        sensors: &[String],
+    ) -> Result<Records, SourceError> {
+        let ctx = record_context(policy, timezone, sensors);
+        let mut files = Vec::with_capacity(paths.len());
+        for (p, format) in paths {
+            files.push(records::read_file(p, *format, &ctx)?);
+        }
+        // Stable: at equal times, files in the order given.
+        let mut items: Vec<RecordItem> = files
+            .iter_mut()
+            .flat_map(|f| std::mem::take(&mut f.items))
+            .collect();
+        items.sort_by_key(RecordItem::ts);
+        Ok(Records {
+            files,
+            items: items.into_iter().peekable(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Apply the items due by `until` (all of them if `None`).
+    pub fn feed_until(&mut self, pl: &mut Pipeline, until: Option<Timestamp>) {
+        while let Some(item) = self.items.next_if(|i| until.map_or(true, |u| i.ts() <= u)) {
+            match item {
+                RecordItem::Observed(o) => pl.observe(&o),
+                RecordItem::Lost { at, .. } => pl.sensor_lost(at),
+                RecordItem::Covered { at } => pl.covered(at),
+            }
+        }
+    }
+
+    /// Which required edges the sources judge: a capture sees what its
+    /// `--sensor` nodes (or the whole site) see; logs alone cover the edges
+    /// touching their nodes.
+    pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
+        if self.files.is_empty() || captures {
+            return vis;
+        }
+        let mut nodes = vis.nodes;
+        for f in &self.files {
+            match &f.sensor {
+                Some(s) if !nodes.iter().any(|n| n == &**s) => nodes.push(s.to_string()),
+                Some(_) => {}
+                None => eprintln!(
+                    "warning: {}: no node of the site owns its addresses and no --sensor names one: it covers no required edge",
+                    f.path
+                ),
+            }
+        }
+        Visibility {
+            nodes,
+            limited: true,
+        }
+    }
+
+    /// What the report says about each file.
+    pub fn facts(&self) -> Vec<SourceFacts> {
+        self.files
+            .iter()
+            .map(|f| {
+                SourceFacts {
+                    path: f.path.clone(),
+                    format: f.format.name().into(),
+                    packets: f.records,
+                    stopped: f.stopped.as_ref().map(|s| Stopped {
+                        offset: s.offset,
+                        reason: s.reason.clone(),
+                    }),
+                    ..SourceFacts::default()
+                }
+                .with_fidelity(
+                    f.format.kind(),
+                    f.sensor.as_deref().map(str::to_string),
+                    f.counts.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What record readers need of the site and the command line.
+fn record_context(
+    policy: &Policy,
+    timezone: Option<(String, TimeZone)>,
+    sensors: &[String],
+) -> RecordContext {
+    RecordContext {
+        nodes: (policy.site.nodes.iter())
+            .map(|n| NodeInfo {
+                name: n.name.as_str().into(),
+                addresses: n.addresses.clone(),
+                timezone: n.timezone.as_deref().and_then(|z| TimeZone::get(z).ok()),
+            })
+            .collect(),
+        timezone,
+        sensor: match sensors {
+            [one] => Some(one.as_str().into()),
+            _ => None,
+        },
+    }
 }

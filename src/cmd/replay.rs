@@ -3,7 +3,7 @@
 
 use super::eventlog::EventLog;
 use super::flowlogs::FlowLogs;
-use super::input::{Input, InputSpec};
+use super::input::{split_files, Input, InputSpec, Records};
 use super::page::report_page;
 use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
@@ -15,6 +15,9 @@ use crate::source::Poll;
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let (captures, mut flows) = FlowLogs::split(&s.files)?;
+    let (captures, logs) = split_files(&captures)?;
+    let mut records = Records::open(&logs, &policy, s.timezone.clone(), &s.report.sensors)?;
+    let vis = records.visibility(vis, !captures.is_empty() || !flows.facts().is_empty());
     let mut input = Input::open(&InputSpec::Files(captures))?;
     let r = &s.report;
     let mut events = EventLog::open(
@@ -29,6 +32,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     loop {
         let poll = input.source().poll(&mut |f| {
             flows.feed_until(&mut pl, f.ts);
+            records.feed_until(&mut pl, Some(f.ts));
             pl.ingest(f);
         });
         events.write(&policy, &pl.drain_events());
@@ -37,6 +41,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         }
     }
     flows.feed_rest(&mut pl);
+    records.feed_until(&mut pl, None);
     let span = pl.span();
     if let Some((_, end)) = span {
         pl.finish(end);
@@ -48,10 +53,16 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let logged = events.finish();
     let mut facts: Vec<SourceFacts> = input.facts();
     facts.extend(flows.facts());
+    facts.extend(records.facts());
     for f in &facts {
         if let Some(st) = &f.stopped {
+            let what = if f.fidelity.is_some() {
+                "records"
+            } else {
+                "packets"
+            };
             eprintln!(
-                "warning: {}: stopped at byte {} after {} packets: {}; the report covers what was read",
+                "warning: {}: stopped at byte {} after {} {what}: {}; the report covers what was read",
                 f.path, st.offset, f.packets, st.reason
             );
         }

@@ -55,6 +55,8 @@ pub struct ProposeSettings {
 
 pub struct ReplaySettings {
     pub files: Vec<PathBuf>,
+    /// `--timezone`, resolved.
+    pub timezone: Option<(String, jiff::tz::TimeZone)>,
     pub site: SiteArgs,
     pub track: TrackConfig,
     /// The UDP tunnel ports opened.
@@ -112,6 +114,7 @@ impl Task {
             Command::Replay(a) => Task::Replay(ReplaySettings {
                 track: track(&a.track)?,
                 decap: a.track.decap.decap(),
+                timezone: a.timezone.map(time_zone).transpose()?,
                 files: a.files,
                 site: a.site,
                 report: a.report,
@@ -219,6 +222,16 @@ impl Task {
                 format: a.format,
             }),
         })
+    }
+}
+
+/// `--timezone`: an IANA name the bundled database knows.
+fn time_zone(name: String) -> Result<(String, jiff::tz::TimeZone), Error> {
+    match jiff::tz::TimeZone::get(&name) {
+        Ok(tz) => Ok((name, tz)),
+        Err(e) => Err(Error::Usage(format!(
+            "--timezone {name}: not an IANA time zone name ({e})"
+        ))),
     }
 }
 

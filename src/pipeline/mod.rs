@@ -574,7 +574,14 @@ impl Pipeline {
     /// `INFO-EVENTS-LOST`): required edges cannot be declared missing over
     /// a window that includes `at`, as with capture drops.
     pub fn sensor_lost(&mut self, at: Timestamp) {
+        self.covered(at);
         self.clock.note_drops(at);
+    }
+
+    /// A record source was alive at `at` (a record that is not an
+    /// observation): the span reaches this far.
+    pub fn covered(&mut self, at: Timestamp) {
+        self.time.note_record(at);
     }
 
     /// Expire as of `now` from the source's own clock (the wall clock of a

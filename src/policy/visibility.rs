@@ -16,6 +16,10 @@ pub struct UnknownSensor {
 #[derive(Clone, Debug, Default)]
 pub struct Visibility {
     pub nodes: Vec<String>,
+    /// Only `nodes` are seen, even when there are none (node logs whose
+    /// node is unknown cover nothing); otherwise no nodes means the whole
+    /// site (a SPAN).
+    pub limited: bool,
 }
 
 impl Visibility {
@@ -29,6 +33,7 @@ impl Visibility {
             }),
             None => Ok(Visibility {
                 nodes: sensors.to_vec(),
+                limited: !sensors.is_empty(),
             }),
         }
     }
@@ -40,7 +45,7 @@ impl Visibility {
     }
 
     pub fn sees(&self, p: &Policy, src: Peer, dst: Peer) -> bool {
-        self.nodes.is_empty()
+        (self.nodes.is_empty() && !self.limited)
             || [src, dst]
                 .iter()
                 .any(|e| self.nodes.iter().any(|n| p.peer_name(*e) == n))

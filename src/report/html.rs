@@ -317,6 +317,23 @@ fn capture(s: &mut String, r: &Report) {
             Some(st) => format!("; stopped at byte {}: {}", st.offset, st.reason),
             None => String::new(),
         };
+        if let Some(f) = &src.fidelity {
+            let (sees, blind) = f.sees.split();
+            let node = f.sensor.as_deref().unwrap_or("unknown");
+            let records = nonzero(&f.records);
+            row(
+                "source",
+                format!(
+                    "{} ({}, node {node}): {} records ({records}){stopped}",
+                    src.path, src.format, src.packets
+                ),
+            );
+            row(
+                "fidelity",
+                format!("sees {}; cannot see {}", sees.join(", "), blind.join(", ")),
+            );
+            continue;
+        }
         row(
             "source",
             format!(

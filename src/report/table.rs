@@ -30,6 +30,31 @@ fn columns(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// What a packet capture tells of its packets.
+fn packet_lines(s: &mut String, c: &super::Capture) {
+    let _ = writeln!(
+        s,
+        "  control packets: {}",
+        or_none(counts(&c.control_packets))
+    );
+    let _ = writeln!(s, "  decode errors: {}", or_none(counts(&c.decode_errors)));
+    if !c.encapsulations.is_empty() {
+        let _ = writeln!(s, "  encapsulations: {}", counts(&c.encapsulations));
+    }
+    if !c.mirror_sessions.is_empty() {
+        let _ = writeln!(s, "  mirror sessions: {}", c.sessions_line());
+    }
+    for u in &c.unconfigured_tunnels {
+        let _ = writeln!(s, "  WARNING: {}", u.warning());
+    }
+    if !c.replies_visible && c.packets > 0 {
+        let _ = writeln!(
+            s,
+            "  no SYN-ACK seen: unanswered SYNs count as unknown unless retransmitted"
+        );
+    }
+}
+
 fn counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
     m.iter()
         .filter(|(_, v)| **v > 0)
@@ -44,8 +69,9 @@ fn fidelity(s: &mut String, f: &super::SourceFidelity) {
     let outcomes: Vec<&str> = f.outcomes.iter().map(|o| o.as_str()).collect();
     let _ = writeln!(
         s,
-        "    {}: outcomes {}; blind to {}",
+        "    {} (node {}): outcomes {}; blind to {}",
         f.kind.as_str(),
+        field(f.sensor.as_deref().unwrap_or("unknown")),
         outcomes.join(" "),
         or_none(f.sees.blind_to().join(" "))
     );
@@ -87,34 +113,22 @@ impl Report {
                 fidelity(&mut s, f);
             }
         }
+        let records_only = c.packets == 0 && c.sources.iter().any(|s| s.fidelity.is_some());
         let _ = writeln!(
             s,
-            "  {} packets, {} to {} ({:.1} s)",
+            "  {} {}, {} to {} ({:.1} s)",
             c.packets,
+            if records_only {
+                "packets (records only)"
+            } else {
+                "packets"
+            },
             c.first_seen.as_deref().unwrap_or("-"),
             c.last_seen.as_deref().unwrap_or("-"),
             c.duration_seconds
         );
-        let _ = writeln!(
-            s,
-            "  control packets: {}",
-            or_none(counts(&c.control_packets))
-        );
-        let _ = writeln!(s, "  decode errors: {}", or_none(counts(&c.decode_errors)));
-        if !c.encapsulations.is_empty() {
-            let _ = writeln!(s, "  encapsulations: {}", counts(&c.encapsulations));
-        }
-        if !c.mirror_sessions.is_empty() {
-            let _ = writeln!(s, "  mirror sessions: {}", c.sessions_line());
-        }
-        for u in &c.unconfigured_tunnels {
-            let _ = writeln!(s, "  WARNING: {}", u.warning());
-        }
-        if !c.replies_visible && c.packets > 0 {
-            let _ = writeln!(
-                s,
-                "  no SYN-ACK seen: unanswered SYNs count as unknown unless retransmitted"
-            );
+        if !records_only {
+            packet_lines(&mut s, c);
         }
         let sm = &self.summary;
         let _ = writeln!(

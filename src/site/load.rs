@@ -146,13 +146,18 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
                 "a node needs roles or services",
             );
         }
-        nodes.push(Node::new(
-            model,
-            n.name.value.clone(),
-            addresses,
-            roles,
-            listed,
-        ));
+        if let Some(tz) = &n.timezone {
+            if let Err(e) = jiff::tz::TimeZone::get(&tz.value) {
+                d.on(
+                    tz,
+                    format!("nodes[{i}].timezone"),
+                    format!("`{}` is not an IANA time zone name ({e})", tz.value),
+                );
+            }
+        }
+        let mut node = Node::new(model, n.name.value.clone(), addresses, roles, listed);
+        node.timezone = n.timezone.as_ref().map(|t| t.value.clone());
+        nodes.push(node);
     }
     if raw.nodes.is_empty() {
         d.on(&raw.site, "nodes", "a site needs at least one node");

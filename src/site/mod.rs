@@ -26,6 +26,9 @@ pub struct Node {
     pub named_services: Vec<String>,
     /// Every service that runs here, expanded through the model.
     pub services: Vec<String>,
+    /// IANA time zone name (checked at load): the local time of the
+    /// node's own logs.
+    pub timezone: Option<String>,
 }
 
 /// Where a node's services come from.
@@ -65,6 +68,7 @@ impl Node {
             services_from,
             named_services,
             services,
+            timezone: None,
         }
     }
 }

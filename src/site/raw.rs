@@ -44,6 +44,8 @@ pub struct RawNode {
     pub roles: Vec<Spanned<String>>,
     /// When given, exactly these services (plus what they start) run here.
     pub services: Option<Vec<Spanned<String>>>,
+    /// The node's time zone (an IANA name): its firewall log's local time.
+    pub timezone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 pub mod file;
 pub mod flows;
 pub mod live;
+pub mod records;
 pub mod reorder;
 pub mod replay;
 pub mod wfp;
@@ -41,6 +42,9 @@ pub enum SourceError {
     NotACapture { path: String, what: String },
     #[error("{iface}: {what}")]
     Live { iface: String, what: String },
+    /// A record file refused as a whole (its message names the file).
+    #[error("{what}")]
+    Refused { path: String, what: String },
 }
 
 /// A test that cannot run here (not root, a shared file missing) is
