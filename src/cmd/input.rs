@@ -291,7 +291,7 @@ impl Records {
                 Some(_) => {}
                 None => eprintln!(
                     "warning: {}: no node of the site owns its addresses and no --sensor names one: it covers no required edge",
-                    f.path
+                    crate::quote::log_field(&f.path)
                 ),
             }
         }
