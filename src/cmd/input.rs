@@ -268,7 +268,7 @@ impl Records {
 
     /// Apply the items due by `until` (all of them if `None`).
     pub fn feed_until(&mut self, pl: &mut Pipeline, until: Option<Timestamp>) {
-        while let Some(item) = self.items.next_if(|i| until.map_or(true, |u| i.ts() <= u)) {
+        while let Some(item) = self.items.next_if(|i| until.is_none_or(|u| i.ts() <= u)) {
             match item {
                 RecordItem::Observed(o) => pl.observe(&o),
                 RecordItem::Lost { at, .. } => pl.sensor_lost(at),
