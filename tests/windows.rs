@@ -144,14 +144,14 @@ fn a_node_log_alone_gives_findings_blocked_edges_and_covers_its_node() {
     // The table and the HTML page show the source's fidelity.
     let table = replay(&[&log, &"--site", &site]);
     assert!(
-        table.stdout.contains("(pfirewall, node proxy): 6 records"),
+        table.stdout.contains("(pfirewall): 6 records"),
         "{}",
         table.stdout
     );
     assert!(
-        table
-            .stdout
-            .contains("cannot see: completed handshakes, host RSTs"),
+        table.stdout.contains(
+            "firewall_log (node proxy): outcomes permitted denied; blind to handshake host_rst"
+        ),
         "{}",
         table.stdout
     );

@@ -262,10 +262,6 @@ impl Records {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
     /// Apply the items due by `until` (all of them if `None`).
     pub fn feed_until(&mut self, pl: &mut Pipeline, until: Option<Timestamp>) {
         while let Some(item) = self.items.next_if(|i| until.is_none_or(|u| i.ts() <= u)) {

@@ -69,9 +69,9 @@ fn fidelity(s: &mut String, f: &super::SourceFidelity) {
     let outcomes: Vec<&str> = f.outcomes.iter().map(|o| o.as_str()).collect();
     let _ = writeln!(
         s,
-        "    {} (node {}): outcomes {}; blind to {}",
+        "    {}{}: outcomes {}; blind to {}",
         f.kind.as_str(),
-        field(f.sensor.as_deref().unwrap_or("unknown")),
+        (f.sensor.as_deref()).map_or(String::new(), |n| format!(" (node {})", field(n))),
         outcomes.join(" "),
         or_none(f.sees.blind_to().join(" "))
     );
