@@ -497,3 +497,120 @@ fn wfp_process_reaches_the_report_edge_and_the_ecs_event() {
         "{table}"
     );
 }
+
+/// One flat NXLog line of a WFP event.
+#[allow(clippy::too_many_arguments)]
+fn nxlog(
+    id: u32,
+    host: &str,
+    time: &str,
+    dir: &str,
+    layer: &str,
+    src: &str,
+    dst: &str,
+    app: &str,
+    pid: u32,
+    filter: u32,
+) -> String {
+    let (sa, sp) = src.rsplit_once(':').unwrap();
+    let (da, dp) = dst.rsplit_once(':').unwrap();
+    serde_json::json!({
+        "EventID": id, "Hostname": host, "TimeCreated": time, "Direction": dir,
+        "SourceAddress": sa, "SourcePort": sp, "DestAddress": da, "DestPort": dp,
+        "Protocol": "6", "LayerName": layer, "FilterRTID": filter.to_string(),
+        "Application": app, "ProcessID": pid.to_string(),
+    })
+    .to_string()
+}
+
+#[test]
+fn wfp_replay_of_node_events_gives_permitted_denied_blocked_and_processes() {
+    let dir = TempDir::new("wfp-replay");
+    let (inb, out) = ("%%14592", "%%14593");
+    let (accept, connect) = ("%%14610", "%%14611");
+    let repo = r"\device\harddiskvolume2\program files\qlik\sense\repository\repository.exe";
+    let proxy = r"\device\harddiskvolume2\program files\qlik\sense\proxy\proxy.exe";
+    #[rustfmt::skip]
+    let central = [
+        // proxy opens the repository service: central's Receive/Accept.
+        nxlog(5156, "CENTRAL.corp.example", "2026-01-05T10:00:00.250Z", inb, accept, "192.0.2.11:50123", "192.0.2.10:4242", repo, 2716, 68894),
+        // The same edge later, blocked by central's firewall.
+        nxlog(5157, "CENTRAL.corp.example", "2026-01-05T10:05:00Z", inb, accept, "192.0.2.11:50200", "192.0.2.10:4242", repo, 2716, 70001),
+    ];
+    #[rustfmt::skip]
+    let proxy_side = [
+        nxlog(5156, "proxy", "2026-01-05T10:00:00.240Z", out, connect, "192.0.2.11:50123", "192.0.2.10:4242", proxy, 3100, 68900),
+        // ECS and flat shapes may share a file; an unreadable line is counted.
+        "not json".to_string(),
+    ];
+    let a = dir.0.join("central.ndjson");
+    let b = dir.0.join("proxy.ndjson");
+    std::fs::write(&a, central.join("\n") + "\n").unwrap();
+    std::fs::write(&b, proxy_side.join("\n") + "\n").unwrap();
+    let run = Command::new(crate::util::bin())
+        .args(["replay", "--site", "multi-node", "--format", "json"])
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "findings: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let sources = r["capture"]["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    let central_src = &sources[0];
+    assert_eq!(central_src["format"], "wfp_events");
+    assert_eq!(central_src["fidelity"]["kind"], "wfp_events");
+    assert_eq!(central_src["fidelity"]["sensor"], "central");
+    assert_eq!(central_src["fidelity"]["records"]["observed"], 2);
+    assert_eq!(sources[1]["fidelity"]["sensor"], "proxy");
+    assert_eq!(sources[1]["fidelity"]["records"]["not_json"], 1);
+    assert_eq!(
+        r["summary"]["outcomes"],
+        serde_json::json!({"denied": 1, "permitted": 2})
+    );
+    let blocked: Vec<&serde_json::Value> = (r["findings"].as_array().unwrap().iter())
+        .filter(|f| f["kind"] == "blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    let why = blocked[0]["explanation"].as_str().unwrap();
+    assert!(why.contains("denied by the node's firewall 1x"), "{why}");
+    assert!(why.contains("70001"), "the filter is cited: {why}");
+    let edge = (r["edges"].as_array().unwrap().iter())
+        .find(|e| e["src"] == "proxy" && e["dst"] == "central" && e["port"] == 4242)
+        .unwrap();
+    let exes: Vec<&str> = (edge["executables"].as_array().unwrap().iter())
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        exes,
+        [proxy, repo],
+        "both ends' processes, first seen first"
+    );
+}
+
+#[test]
+fn wfp_replay_of_a_cut_evtx_exits_3_and_says_where_it_stopped() {
+    let tmp = TempDir::new("wfp-cut-replay");
+    let mut bytes = std::fs::read(wfp_dir().join("sbousseaden_DE_RDP_Tunnel_5156.evtx")).unwrap();
+    bytes.extend_from_slice(&[0u8; 1000]);
+    let path = tmp.0.join("cut.evtx");
+    std::fs::write(&path, bytes).unwrap();
+    let run = Command::new(crate::util::bin())
+        .args(["replay", "--site", "multi-node", "--format", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let src = &r["capture"]["sources"][0];
+    assert_eq!(src["stopped"]["offset"], 4096 + 65536);
+    assert_eq!(
+        src["fidelity"]["records"]["not_tcp"], 38,
+        "63 5156 of which 25 TCP"
+    );
+}

@@ -6,6 +6,7 @@
 
 pub mod pfirewall;
 pub mod text;
+pub mod wfp;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,18 +24,23 @@ use crate::time::Timestamp;
 pub enum RecordFormat {
     /// `pfirewall.log`: `#Fields:` header, one line per record.
     FirewallLog,
+    /// Filtering Platform audit events: `.evtx`, or NDJSON (Winlogbeat
+    /// ECS, flat NXLog).
+    WfpEvents,
 }
 
 impl RecordFormat {
     pub fn kind(self) -> SourceKind {
         match self {
             RecordFormat::FirewallLog => SourceKind::FirewallLog,
+            RecordFormat::WfpEvents => SourceKind::WfpEvents,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             RecordFormat::FirewallLog => "pfirewall",
+            RecordFormat::WfpEvents => "wfp_events",
         }
     }
 
@@ -44,8 +50,10 @@ impl RecordFormat {
     pub fn detect(head: &[u8]) -> Option<RecordFormat> {
         let text = text::decode_head(head);
         let t = text.trim_start();
-        (t.starts_with("#Version:") || t.starts_with("#Software:") || t.starts_with("#Fields:"))
-            .then_some(RecordFormat::FirewallLog)
+        if t.starts_with("#Version:") || t.starts_with("#Software:") || t.starts_with("#Fields:") {
+            return Some(RecordFormat::FirewallLog);
+        }
+        crate::source::wfp::read::sniff(head).map(|_| RecordFormat::WfpEvents)
     }
 }
 
@@ -177,12 +185,14 @@ pub fn read_file(
     format: RecordFormat,
     ctx: &RecordContext,
 ) -> Result<RecordFile, SourceError> {
+    // EVTX is read chunk by chunk, NDJSON line by line, from the file.
+    if format == RecordFormat::WfpEvents {
+        return wfp::read_file(path, ctx);
+    }
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
         path: name.clone(),
         source,
     })?;
-    match format {
-        RecordFormat::FirewallLog => Ok(pfirewall::read(name, &bytes, ctx)?),
-    }
+    Ok(pfirewall::read(name, &bytes, ctx)?)
 }

@@ -1,0 +1,102 @@
+//! A file of WFP events as a [`RecordFile`]: each event oriented
+//! ([`Sides`], seeded with the logging node's addresses from the site),
+//! its sensor found ([`observe::sensor`]), TCP events as observations and
+//! the rest as coverage, in time order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{RecordContext, RecordFile, RecordFormat, RecordItem, RecordStop};
+use crate::source::wfp::observe::{self, local_end, observation};
+use crate::source::wfp::read::{read, WfpFile};
+use crate::source::wfp::{EventId, Sides, WfpEvent};
+use crate::source::SourceError;
+
+/// Read the WFP events file at `path` (EVTX or NDJSON).
+pub fn read_file(path: &Path, ctx: &RecordContext) -> Result<RecordFile, SourceError> {
+    Ok(records(read(path)?, ctx))
+}
+
+/// The records of a file read in full.
+pub fn records(f: WfpFile, ctx: &RecordContext) -> RecordFile {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (reason, n) in &f.tally.bad {
+        *counts.entry(reason.kind()).or_default() += n;
+    }
+    if f.tally.other > 0 {
+        counts.insert("other_event", f.tally.other);
+    }
+    let mut actions: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut sides = Sides::new();
+    let mut seeded: Vec<String> = Vec::new();
+    let mut sensor: Option<Arc<str>> = None;
+    let mut items = Vec::with_capacity(f.events.len());
+    for e in &f.events {
+        *actions.entry(action(e.id)).or_default() += 1;
+        let named = seed(&mut sides, &mut seeded, e, ctx);
+        let ends = sides.orient(e);
+        let node = named.or_else(|| {
+            let local = ends.as_ref().ok().map(local_end);
+            let nodes = ctx.nodes.iter().map(|n| (&*n.name, &n.addresses[..]));
+            observe::sensor(None, local, nodes).map(Arc::from)
+        });
+        let node = node.or_else(|| ctx.sensor.clone());
+        sensor = sensor.or_else(|| node.clone());
+        match observation(e, ends, node) {
+            Ok(o) => {
+                *counts.entry("observed").or_default() += 1;
+                items.push(RecordItem::Observed(o));
+            }
+            Err(skip) => {
+                *counts.entry(skip.as_str()).or_default() += 1;
+                items.push(RecordItem::Covered { at: e.time });
+            }
+        }
+    }
+    // Stable: events of one instant stay in the log's order.
+    items.sort_by_key(RecordItem::ts);
+    let records = f.tally.events.values().sum::<u64>() + f.tally.other + f.tally.bad_total();
+    RecordFile {
+        path: f.path,
+        format: RecordFormat::WfpEvents,
+        sensor,
+        items,
+        records,
+        actions,
+        counts,
+        stopped: f.stopped.map(|s| RecordStop {
+            offset: s.offset,
+            reason: s.reason,
+        }),
+    }
+}
+
+/// The node the event's host name names; its addresses are given to
+/// `sides` the first time, so inbound events of that host are oriented.
+fn seed(
+    sides: &mut Sides,
+    seeded: &mut Vec<String>,
+    e: &WfpEvent,
+    ctx: &RecordContext,
+) -> Option<Arc<str>> {
+    let host = e.host.as_deref()?;
+    let nodes = ctx.nodes.iter().map(|n| (&*n.name, &n.addresses[..]));
+    let name = observe::sensor(Some(host), None, nodes)?;
+    let node = ctx.node(name)?;
+    if !seeded.iter().any(|h| h == host) && seeded.len() < crate::source::wfp::sides::MAX_HOSTS {
+        seeded.push(host.to_string());
+        for a in &node.addresses {
+            sides.node_address(host, *a);
+        }
+    }
+    Some(node.name.clone())
+}
+
+fn action(id: EventId) -> &'static str {
+    match id {
+        EventId::Permitted => "5156_permitted",
+        EventId::Blocked => "5157_blocked",
+        EventId::Dropped => "5152_dropped",
+    }
+}
