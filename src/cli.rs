@@ -77,6 +77,9 @@ pub enum Command {
         /// graph (`| dot -Tsvg > site.svg`).
         #[arg(long, value_enum, default_value_t = ExpectFormat::Table)]
         format: ExpectFormat,
+        /// Only this node: its ports and the edges it is an end of.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// Audit pcap/pcapng files, flow logs and Windows Firewall logs against the site: a report, and an exit status for CI.
     #[command(after_help = EXIT_CODES)]

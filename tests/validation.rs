@@ -376,6 +376,80 @@ fn expect_json_has_the_documented_shape() {
     }
 }
 
+fn expect_json(site: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "expect",
+        "--site",
+        site.to_str().unwrap(),
+        "--format",
+        "json",
+    ];
+    args.extend(extra);
+    let o = portwatch(&args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("JSON")
+}
+
+/// `expect --node N`: N's own entry, unchanged, and exactly the edges N is
+/// an end of; the Graphviz graph draws only those edges.
+#[test]
+fn expect_node_keeps_only_that_node_and_its_edges() {
+    let path = site_path("multi-node");
+    let all = expect_json(&path, &[]);
+    let edges = all["edges"].as_array().unwrap();
+    for n in all["nodes"].as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        let one = expect_json(&path, &["--node", name]);
+        assert_eq!(one["nodes"], serde_json::json!([n]), "{name}");
+        let mine: Vec<_> = (edges.iter())
+            .filter(|e| e["src"] == name || e["dst"] == name)
+            .cloned()
+            .collect();
+        assert!(!mine.is_empty() && mine.len() < edges.len(), "{name}");
+        assert_eq!(one["edges"], serde_json::Value::Array(mine), "{name}");
+    }
+    let name = all["nodes"][0]["name"].as_str().unwrap();
+    let dot = portwatch(&[
+        "expect",
+        "--site",
+        path.to_str().unwrap(),
+        "--format",
+        "dot",
+        "--node",
+        name,
+    ]);
+    assert_eq!(dot.status.code(), Some(0), "{}", stderr(&dot));
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    let lines: Vec<_> = (dot.lines())
+        .filter(|l| l.contains(" [id=\"edge:"))
+        .collect();
+    assert!(!lines.is_empty(), "{dot}");
+    let mine = (edges.iter())
+        .filter(|e| e["src"] == name || e["dst"] == name)
+        .count();
+    assert_eq!(lines.len(), mine, "{dot}");
+}
+
+/// An `--node` the site does not have: exit 2, the flag and the nodes named.
+#[test]
+fn expect_node_unknown_is_a_usage_error() {
+    let path = site_path("multi-node");
+    let o = portwatch(&[
+        "expect",
+        "--site",
+        path.to_str().unwrap(),
+        "--node",
+        "nosuch",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--node nosuch") && err.contains("nodes:"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}
+
 /// `--max-flows 0` is refused (exit 2, the flag named), not taken as 1.
 #[test]
 fn max_flows_zero_is_refused() {

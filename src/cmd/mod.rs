@@ -80,7 +80,7 @@ impl Status {
 pub fn run(cli: Cli) -> Result<Status, Error> {
     match Task::from_cli(cli)? {
         Task::Check(site) => check::check(&site),
-        Task::Expect { site, format } => expect::expect(&site, format),
+        Task::Expect { site, format, node } => expect::expect(&site, format, node.as_deref()),
         Task::Firewall(a) => firewall::firewall(&a),
         Task::Replay(s) => replay::replay(s),
         Task::Watch(s) => watch::watch(s),

@@ -25,6 +25,7 @@ pub enum Task {
     Expect {
         site: SiteArgs,
         format: ExpectFormat,
+        node: Option<String>,
     },
     Firewall(FirewallArgs),
     Replay(ReplaySettings),
@@ -109,7 +110,7 @@ impl Task {
     pub fn from_cli(cli: Cli) -> Result<Task, Error> {
         Ok(match cli.command {
             Command::Check(site) => Task::Check(site),
-            Command::Expect { site, format } => Task::Expect { site, format },
+            Command::Expect { site, format, node } => Task::Expect { site, format, node },
             Command::Firewall(a) => Task::Firewall(a),
             Command::Replay(a) => Task::Replay(ReplaySettings {
                 track: track(&a.track)?,

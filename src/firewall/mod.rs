@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::model::Scope;
+pub use crate::policy::NoSuchNode;
 use crate::policy::{EndpointId, EndpointKind, Origin, Policy};
 use crate::quote::shell_word;
 
@@ -130,28 +131,10 @@ pub struct Plan {
     pub rules: Vec<Rule>,
 }
 
-/// `--node` names no node of the site.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("--node {node}: no such node in site `{site}`; nodes: {nodes}")]
-pub struct NoSuchNode {
-    pub node: String,
-    pub site: String,
-    pub nodes: String,
-}
-
 impl Plan {
     pub fn derive(p: &Policy, node: &str, direction: Direction) -> Result<Plan, NoSuchNode> {
-        let (id, n) = p
-            .endpoint_id(node)
-            .filter(|id| p.endpoint(*id).kind == EndpointKind::Node)
-            .map(|id| (id, &p.site.nodes[p.endpoint(id).index]))
-            .ok_or_else(|| NoSuchNode {
-                node: node.to_string(),
-                site: p.site.name.clone(),
-                nodes: (p.site.nodes.iter().map(|n| n.name.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let id = p.node_id(node)?;
+        let n = &p.site.nodes[p.endpoint(id).index];
         let mut rules = Vec::new();
         for way in [Way::Inbound, Way::Outbound] {
             if direction.covers(way) {

@@ -100,6 +100,14 @@ impl Expectation {
         }
     }
 
+    /// Only what concerns one node (`expect --node`): its ports, and the
+    /// edges it is an end of.
+    pub fn only(mut self, node: &str) -> Expectation {
+        self.nodes.retain(|n| n.name == node);
+        self.edges.retain(|e| e.src == node || e.dst == node);
+        self
+    }
+
     pub fn to_table(&self) -> String {
         let mut s = String::new();
         let list = |ports: &[u16]| {

@@ -20,6 +20,15 @@ use crate::map::FastMap;
 use crate::model::{Client, Model, RuleId, Scope, Selector};
 use crate::site::{EdgeSpec, Site};
 
+/// `--node` names no node of the site.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--node {node}: no such node in site `{site}`; nodes: {nodes}")]
+pub struct NoSuchNode {
+    pub node: String,
+    pub site: String,
+    pub nodes: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointKind {
     Node,
@@ -625,6 +634,19 @@ impl Policy {
             .iter()
             .position(|e| e.name == name)
             .map(|i| EndpointId(i as u16))
+    }
+
+    /// The endpoint of the node named by `--node`.
+    pub fn node_id(&self, name: &str) -> Result<EndpointId, NoSuchNode> {
+        self.endpoint_id(name)
+            .filter(|id| self.endpoint(*id).kind == EndpointKind::Node)
+            .ok_or_else(|| NoSuchNode {
+                node: name.to_string(),
+                site: self.site.name.clone(),
+                nodes: (self.site.nodes.iter().map(|n| n.name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     pub fn endpoint(&self, id: EndpointId) -> &Endpoint {

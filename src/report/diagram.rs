@@ -212,6 +212,13 @@ impl Diagram {
         d
     }
 
+    /// Only the lines with this endpoint at one end (`expect --node`).
+    pub fn touching(mut self, endpoint: usize) -> Diagram {
+        self.lines
+            .retain(|l| l.src == endpoint || l.dst == endpoint);
+        self
+    }
+
     /// An audit: every required edge of the report coloured by its state
     /// (blocked when its handshakes failed), and the findings' flows with
     /// their counts.
