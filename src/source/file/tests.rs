@@ -2,6 +2,7 @@ use super::pcapng::Interface;
 use super::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One frame as read, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,12 +14,33 @@ struct Got {
     interface: u32,
 }
 
-fn temp(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portwatch-file-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
+/// A test's scratch directory, removed when the test ends: the synthetic
+/// captures reach hundreds of megabytes, and a run must not leave them.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `test` names the directory; a sequence number keeps the calls of
+    /// one helper from parallel tests apart.
+    fn new(test: &str) -> Scratch {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("portwatch-file-test-{pid}-{n}-{test}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn drain(src: &mut dyn Source) -> Vec<Got> {
@@ -42,7 +64,8 @@ fn drain(src: &mut dyn Source) -> Vec<Got> {
 }
 
 fn read(name: &str, bytes: &[u8]) -> (Vec<Got>, FileFacts) {
-    let mut src = FileSource::open(temp(name, bytes)).unwrap();
+    let scratch = Scratch::new("read");
+    let mut src = FileSource::open(scratch.file(name, bytes)).unwrap();
     let got = drain(&mut src);
     (got, src.facts())
 }
@@ -164,7 +187,8 @@ fn pb(big: bool, iface: u16, ticks: u64, data: &[u8]) -> Vec<u8> {
 }
 
 fn not_a_capture_what(bytes: &[u8], name: &str) -> String {
-    match FileSource::open(temp(name, bytes)) {
+    let scratch = Scratch::new("not-a-capture");
+    match FileSource::open(scratch.file(name, bytes)) {
         Err(SourceError::NotACapture { what, .. }) => what,
         other => panic!("{name}: expected NotACapture, got {other:?}"),
     }
@@ -202,7 +226,8 @@ fn pcap_nanoseconds_big_endian() {
 
 #[test]
 fn pcap_written_by_libpcap_reads_back() {
-    let path = temp("libpcap-written.pcap", b"");
+    let scratch = Scratch::new("pcap-written-by-libpcap-reads-back");
+    let path = scratch.file("libpcap-written.pcap", b"");
     {
         let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
         let mut save = cap.savefile(&path).unwrap();
@@ -440,11 +465,12 @@ fn garbage_and_hostile_lengths_stop_without_panic_or_huge_allocation() {
 
 #[test]
 fn poll_delivers_batches_then_end() {
+    let scratch = Scratch::new("poll-delivers-batches-then-end");
     let mut f = pcap_header(false, 0xA1B2_C3D4, (2, 4), 1);
     for i in 0..5000 {
         pcap_record(&mut f, false, i, 0, b"", 0);
     }
-    let mut src = FileSource::open(temp("batches.pcap", &f)).unwrap();
+    let mut src = FileSource::open(scratch.file("batches.pcap", &f)).unwrap();
     let mut n = 0;
     let mut count = |_: &Frame<'_>| n += 1;
     assert_eq!(src.poll(&mut count).unwrap(), Poll::Frames(BATCH_FRAMES));
@@ -459,6 +485,7 @@ fn poll_delivers_batches_then_end() {
 
 #[test]
 fn merge_orders_by_time_and_keeps_going_past_a_damaged_file() {
+    let scratch = Scratch::new("merge-orders-by-time-and-keeps-going-past-a-damaged-file");
     let mut a = pcap_header(false, 0xA1B2_C3D4, (2, 4), 1);
     for s in [1, 4, 4, 9] {
         pcap_record(&mut a, false, s, 0, b"a", 1);
@@ -474,9 +501,9 @@ fn merge_orders_by_time_and_keeps_going_past_a_damaged_file() {
     pcap_record(&mut c, false, 6, 0, b"c", 1);
     c.truncate(c.len() - 1);
     let paths = [
-        temp("m-a.pcap", &a),
-        temp("m-b.pcapng", &b),
-        temp("m-c.pcap", &c),
+        scratch.file("m-a.pcap", &a),
+        scratch.file("m-b.pcapng", &b),
+        scratch.file("m-c.pcap", &c),
     ];
     let mut merged = MergedFiles::open(&paths).unwrap();
     let got = drain(&mut merged);
@@ -512,7 +539,10 @@ fn merge_orders_by_time_and_keeps_going_past_a_damaged_file() {
     let missing = [paths[0].clone(), PathBuf::from("/nonexistent/x.pcap")];
     let err = MergedFiles::open(&missing).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/x.pcap"), "{err}");
-    let junk = [paths[0].clone(), temp("m-junk", b"not a capture at all")];
+    let junk = [
+        paths[0].clone(),
+        scratch.file("m-junk", b"not a capture at all"),
+    ];
     let err = MergedFiles::open(&junk).unwrap_err().to_string();
     assert!(
         err.contains("m-junk") && err.contains("not a pcap"),
@@ -787,6 +817,7 @@ fn big_synthetic(seed: u64, n: usize, big: bool) -> (Vec<u8>, Vec<u8>) {
 /// path) and the general path give the same frames and facts.
 #[test]
 fn fast_path_equals_general_path_across_refills() {
+    let scratch = Scratch::new("fast-path-equals-general-path-across-refills");
     let (pcap, ng) = big_synthetic(7, 20_000, false);
     let (pcap_be, ng_be) = big_synthetic(8, 20_000, true);
     for (name, bytes) in [
@@ -796,7 +827,7 @@ fn fast_path_equals_general_path_across_refills() {
         ("big-be.pcapng", &ng_be),
     ] {
         assert!(bytes.len() > 20 * READ_BUFFER_BYTES, "{name} too small");
-        let path = temp(name, bytes);
+        let path = scratch.file(name, bytes);
         let mut a = FileSource::open(&path).unwrap();
         let mut polled = Vec::new();
         while let Ok(Poll::Frames(_)) = a.poll(&mut |f| polled.push(own(f))) {}
@@ -813,12 +844,13 @@ fn fast_path_equals_general_path_across_refills() {
 /// and fixtures.
 #[test]
 fn merge_equals_reference_merge() {
+    let scratch = Scratch::new("merge-equals-reference-merge");
     let mut groups: Vec<Vec<PathBuf>> = Vec::new();
     let mut big = Vec::new();
     for seed in 1..=3 {
         let (pcap, ng) = big_synthetic(seed, 5_000, seed == 2);
-        big.push(temp(&format!("merge-{seed}.pcap"), &pcap));
-        big.push(temp(&format!("merge-{seed}.pcapng"), &ng));
+        big.push(scratch.file(&format!("merge-{seed}.pcap"), &pcap));
+        big.push(scratch.file(&format!("merge-{seed}.pcapng"), &ng));
     }
     groups.push(big.clone());
     groups.push(vec![big[0].clone(), big[0].clone()]);
@@ -851,13 +883,14 @@ fn merge_equals_reference_merge() {
 /// record-by-record path.
 #[test]
 fn out_of_range_fraction_is_flagged_and_does_not_move_time() {
+    let scratch = Scratch::new("out-of-range-fraction-is-flagged-and-does-not-move-time");
     for (magic, bad) in [(0xa1b2_c3d4u32, 1_000_000u32), (0xa1b2_3c4d, 1_000_000_000)] {
         for bad in [bad, u32::MAX] {
             let mut v = pcap_header(false, magic, (2, 4), 1);
             pcap_record(&mut v, false, 100, 5, &[1; 14], 14);
             pcap_record(&mut v, false, 200, bad, &[2; 14], 14);
             pcap_record(&mut v, false, 101, 0, &[3; 14], 14);
-            let mut src = FileSource::open(temp("badfrac.pcap", &v)).unwrap();
+            let mut src = FileSource::open(scratch.file("badfrac.pcap", &v)).unwrap();
             let mut got = Vec::new();
             while let Poll::Frames(_) = src
                 .poll(&mut |f| got.push((f.ts.0, f.ts_invalid, f.data[0])))
@@ -904,13 +937,14 @@ fn polled(mut src: FileSource) -> (Vec<Owned>, FileFacts) {
 /// a chunk's head room), and when the reader fails mid-file.
 #[test]
 fn read_ahead_equals_reads_on_demand() {
+    let scratch = Scratch::new("read-ahead-equals-reads-on-demand");
     let direct = |name: &str, bytes: Vec<u8>| {
         FileSource::open_reader(name.to_string(), Box::new(io::Cursor::new(bytes)))
     };
     let mut paths = capture_files();
     let (pcap, ng) = big_synthetic(11, 20_000, false);
-    paths.push(temp("ahead.pcap", &pcap));
-    paths.push(temp("ahead.pcapng", &ng));
+    paths.push(scratch.file("ahead.pcap", &pcap));
+    paths.push(scratch.file("ahead.pcapng", &ng));
     for path in &paths {
         let bytes = std::fs::read(path).unwrap();
         let name = path.display().to_string();
@@ -947,6 +981,7 @@ fn read_ahead_equals_reads_on_demand() {
 /// stops where the decompressed bytes end, with the frames before it.
 #[test]
 fn compressed_captures_read_as_the_plain_ones() {
+    let scratch = Scratch::new("compressed-captures-read-as-the-plain-ones");
     use std::io::Write;
     let (pcap, ng) = big_synthetic(7, 5_000, false);
     let gz = |b: &[u8]| {
@@ -958,7 +993,7 @@ fn compressed_captures_read_as_the_plain_ones() {
     for (name, plain) in [("c.pcap", &pcap), ("c.pcapng", &ng)] {
         let (want, want_facts) = read(name, plain);
         for (packed, tag) in [(gz(plain), "gz"), (zst(plain), "zst")] {
-            let path = temp(&format!("{name}.{tag}"), &packed);
+            let path = scratch.file(&format!("{name}.{tag}"), &packed);
             let (got, facts) = read(&format!("{name}.{tag}"), &packed);
             assert!(got == want, "{name}.{tag}: frames differ");
             assert_eq!(facts.records, want_facts.records);
