@@ -482,18 +482,18 @@ impl Pipeline {
     /// endpoint names and port. Counts and findings start afresh.
     pub fn swap_policy(&mut self, policy: Arc<Policy>) {
         let mut clock = carried_clock(&policy, &self.policy, &self.clock);
-        self.table.retag(|key, open| {
+        self.table.retag(|key, old, open| {
             let c = classify(&policy, key.client, key.server, key.server_port);
             let edge = c.edge();
             if let (true, Some(e)) = (open, edge) {
                 clock.opened(e);
             }
-            // The table keeps no old tag here: a pending attempt's outcome
-            // after a reload goes without its encapsulation.
+            // The mirror session is a fact of the packets, not of the
+            // policy: a pending attempt's outcome keeps it.
             Tag {
                 row: None,
                 edge,
-                mirror: None,
+                mirror: old.mirror,
             }
         });
         self.clock = clock;

@@ -150,6 +150,28 @@ fn an_encapsulated_handshake_gives_what_the_plain_one_gives() {
     assert_eq!(plain.stats().encapsulated, [0; EncapKind::ALL.len()]);
 }
 
+/// A reload between the SYN and its answer keeps the attempt's mirror
+/// session: the outcome event still names it.
+#[test]
+fn an_outcome_after_a_reload_keeps_its_mirror_session() {
+    let mut pl = pipeline();
+    let [syn, syn_ack, _] = handshake();
+    ingest(&mut pl, 0, &in_vxlan(42, &syn));
+    pl.swap_policy(pl.policy().clone());
+    ingest(&mut pl, 10, &in_vxlan(42, &syn_ack));
+    let vxlan = Some(Encap {
+        kind: EncapKind::Vxlan,
+        session: Some(42),
+    });
+    let outcomes: Vec<_> = (pl.drain_events().into_iter())
+        .filter_map(|e| match e {
+            Event::Outcome { mirror, .. } => Some(mirror),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [vxlan]);
+}
+
 #[test]
 fn a_syn_mirrored_at_both_ends_is_one_attempt_not_a_retransmission() {
     let mut pl = pipeline();

@@ -469,11 +469,11 @@ impl<T: Copy> HandshakeTable<T> {
         }
     }
 
-    /// Give every entry a new tag (after a policy reload); `f` is told
-    /// whether the connection is open.
-    pub fn retag(&mut self, mut f: impl FnMut(&FlowKey, bool) -> T) {
+    /// Give every entry a new tag (after a policy reload); `f` is given
+    /// the old tag and told whether the connection is open.
+    pub fn retag(&mut self, mut f: impl FnMut(&FlowKey, &T, bool) -> T) {
         for (key, e) in self.entries.iter_mut() {
-            e.tag = f(key, e.phase == Phase::Open);
+            e.tag = f(key, &e.tag, e.phase == Phase::Open);
         }
     }
 
