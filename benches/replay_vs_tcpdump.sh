@@ -13,6 +13,11 @@
 #   flood-ng    the same as pcapng
 #   merge4      four whole-frame files of PACKETS/4 (two pcap, two pcapng)
 #               merged by portwatch; tcpdump reads them one after the other
+#   vxlan       the header shape as a cloud mirror session delivers it: each
+#               frame in VXLAN (UDP 4789), snaplen 178 (the same 128 bytes
+#               of the inner frame); tcpdump's filter selects the VXLAN
+#               datagrams whose inner frame may hold a control segment, the
+#               clause portwatch's live filter uses
 #
 # For each: the `dd bs=1M` floor for reading the file(s), then ROUNDS
 # alternating rounds of portwatch and tcpdump; it prints the medians in
@@ -37,7 +42,7 @@ trap 'exit 130' INT TERM # so that the EXIT trap below removes the captures
 cd "$(dirname "$0")/.."
 PACKETS=${PACKETS:-5000000}
 ROUNDS=${ROUNDS:-5}
-SHAPES=${SHAPES:-header header-ng full full-ng flood flood-ng merge4}
+SHAPES=${SHAPES:-header header-ng full full-ng flood flood-ng merge4 vxlan}
 MEMORY=${MEMORY:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
 FULL=262144
@@ -76,6 +81,7 @@ else
     trap 'unlock; rm -f "$DIR"/bench-* "$DIR"/{runs,sizes,rss,stderr}; rmdir "$DIR" 2>/dev/null || true' EXIT
 fi
 FILTER=$("$GENERATE" --print-filter)
+VXLAN_FILTER=$("$GENERATE" --print-filter --vxlan)
 RUNS=$DIR/runs
 : >"$RUNS"
 
@@ -89,6 +95,7 @@ generate() {
     full-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --snaplen $FULL --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
     flood) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen $FULL --flood && echo "$DIR/bench-$shape.pcap" ;;
     flood-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --snaplen $FULL --flood --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
+    vxlan) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen 178 --vxlan && echo "$DIR/bench-$shape.pcap" ;;
     merge4)
         for seed in 1 2 3 4; do
             local ext=pcap opt=()
@@ -123,12 +130,14 @@ run() {
 }
 
 # tcpdump and dd read several files one after the other (they cannot merge).
-export FILTER
-TCPDUMP_EACH='for f; do tcpdump -n -r "$f" -w /dev/null "$FILTER" || exit $?; done'
+export SHAPE_FILTER
+TCPDUMP_EACH='for f; do tcpdump -n -r "$f" -w /dev/null "$SHAPE_FILTER" || exit $?; done'
 DD_EACH='for f; do dd if="$f" of=/dev/null bs=1M status=none || exit $?; done'
 
 for shape in $SHAPES; do
     echo "== $shape: generating $PACKETS packets"
+    SHAPE_FILTER=$FILTER
+    if [ "$shape" = vxlan ]; then SHAPE_FILTER=$VXLAN_FILTER; fi
     mapfile -t files < <(generate "$shape")
     # Written back before timing (otherwise the kernel's flusher threads
     # write gigabytes to disk during the first rounds and take CPU from
@@ -152,7 +161,7 @@ for shape in $SHAPES; do
         echo "$shape c2c $("$CORE_TO_CORE") 0 0" >>"$RUNS"
         run "$shape" portwatch "$PORTWATCH" replay --site multi-node "${files[@]}" --format json
         if [ ${#files[@]} = 1 ]; then
-            run "$shape" tcpdump tcpdump -n -r "${files[0]}" -w /dev/null "$FILTER"
+            run "$shape" tcpdump tcpdump -n -r "${files[0]}" -w /dev/null "$SHAPE_FILTER"
         else
             run "$shape" tcpdump bash -c "$TCPDUMP_EACH" _ "${files[@]}"
         fi

@@ -1,8 +1,8 @@
 //! Writes a large, deterministic capture for `benches/replay_vs_tcpdump.sh`.
 //!
 //! ```text
-//! make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng]
-//! make_bench_capture --print-filter
+//! make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] [--vxlan]
+//! make_bench_capture --print-filter [--vxlan]
 //! ```
 //!
 //! The traffic is that of the bundled `multi-node` site: about 500 TCP
@@ -32,8 +32,15 @@
 //! Timestamps advance 1 to 39 µs per packet; the seed also moves the client
 //! ports, so files made with different seeds merge without colliding.
 //!
+//! `--vxlan` wraps every frame as a cloud mirror session delivers it: outer
+//! Ethernet, IPv4 between two tunnel endpoints outside the site, UDP to port
+//! 4789 and a VXLAN header (VNI 7), 50 bytes in front of the frame; the
+//! snaplen then cuts the outer frame.
+//!
 //! `--print-filter` prints the libpcap filter `portwatch watch` installs
-//! (`source::live::control_filter`), so tcpdump can be given the same one.
+//! (`source::live::control_filter`), so tcpdump can be given the same one;
+//! with `--vxlan`, the clause of `source::live::tunnel_filter` that selects
+//! VXLAN datagrams whose inner frame may hold a control segment.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -162,7 +169,14 @@ struct Writer {
     frame: Vec<u8>,
     snaplen: usize,
     pcapng: bool,
+    /// Wrap each frame in VXLAN (`--vxlan`).
+    vxlan: bool,
 }
+
+/// VXLAN's outer headers: Ethernet, IPv4, UDP and the VXLAN header.
+const VXLAN_OUTER: usize = 14 + 20 + 8 + 8;
+const VTEP_SRC: [u8; 4] = [203, 0, 113, 201];
+const VTEP_DST: [u8; 4] = [203, 0, 113, 202];
 
 impl Writer {
     fn header(&mut self) -> std::io::Result<()> {
@@ -199,7 +213,35 @@ impl Writer {
         }
     }
 
+    /// Puts VXLAN's outer headers in front of the frame built so far, for
+    /// an inner frame of `inner_len` bytes on the wire; returns the outer
+    /// wire length.
+    fn wrap_vxlan(&mut self, inner_len: usize) -> usize {
+        let mut outer = Vec::with_capacity(VXLAN_OUTER + self.frame.len());
+        ethernet(&mut outer, None, 0x0800);
+        ip(
+            &mut outer,
+            Addr::V4(VTEP_SRC),
+            Addr::V4(VTEP_DST),
+            17,
+            16 + inner_len,
+        );
+        outer.extend_from_slice(&49_152u16.to_be_bytes());
+        outer.extend_from_slice(&4789u16.to_be_bytes());
+        outer.extend_from_slice(&((16 + inner_len) as u16).to_be_bytes());
+        outer.extend_from_slice(&[0, 0]); // no UDP checksum, as VTEPs send
+        outer.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 7, 0]); // VNI 7
+        outer.extend_from_slice(&self.frame);
+        self.frame = outer;
+        VXLAN_OUTER + inner_len
+    }
+
     fn record(&mut self, ts_us: u64, wire_len: usize) -> std::io::Result<()> {
+        let wire_len = if self.vxlan {
+            self.wrap_vxlan(wire_len)
+        } else {
+            wire_len
+        };
         let cap = wire_len.min(self.snaplen);
         let headers = self.frame.len().min(cap);
         if self.pcapng {
@@ -459,6 +501,7 @@ struct Options {
     snaplen: usize,
     flood: bool,
     pcapng: bool,
+    vxlan: bool,
 }
 
 fn run(o: &Options) -> std::io::Result<()> {
@@ -468,6 +511,7 @@ fn run(o: &Options) -> std::io::Result<()> {
         frame: Vec::with_capacity(256),
         snaplen: o.snaplen,
         pcapng: o.pcapng,
+        vxlan: o.vxlan,
     };
     w.header()?;
 
@@ -526,6 +570,7 @@ fn parse(args: &[String]) -> Option<Options> {
         snaplen: DEFAULT_SNAPLEN,
         flood: false,
         pcapng: false,
+        vxlan: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -533,6 +578,7 @@ fn parse(args: &[String]) -> Option<Options> {
             "--snaplen" => o.snaplen = it.next()?.parse().ok().filter(|&n| n >= 64)?,
             "--flood" => o.flood = true,
             "--pcapng" => o.pcapng = true,
+            "--vxlan" => o.vxlan = true,
             _ if a.starts_with("--") => return None,
             _ => positional.push(a),
         }
@@ -553,12 +599,12 @@ fn parse(args: &[String]) -> Option<Options> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--print-filter") {
-        println!("{}", portwatch::source::live::control_filter());
+        println!("{}", print_filter(args.get(1).map(String::as_str)));
         return ExitCode::SUCCESS;
     }
     let Some(o) = parse(&args) else {
         eprintln!(
-            "usage: make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] | --print-filter"
+            "usage: make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] [--vxlan] | --print-filter [--vxlan]"
         );
         return ExitCode::from(2);
     };
@@ -568,5 +614,21 @@ fn main() -> ExitCode {
             eprintln!("error: {}: {e}", o.path);
             ExitCode::from(2)
         }
+    }
+}
+
+/// The filter tcpdump is given: the one `portwatch watch` installs for the
+/// shape's control packets.
+fn print_filter(opt: Option<&str>) -> String {
+    use portwatch::source::live::{control_filter, tunnel_filter, TunnelPorts};
+    match opt {
+        Some("--vxlan") => {
+            let vxlan = TunnelPorts {
+                vxlan: vec![4789],
+                other: Vec::new(),
+            };
+            tunnel_filter(&vxlan, &[]).swap_remove(0)
+        }
+        _ => control_filter().to_string(),
     }
 }
