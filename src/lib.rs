@@ -24,7 +24,7 @@
 //! propose            │ site entries and allowances inferred from traffic
 //! report export firewall │ audit report, HTML page │ Prometheus, HTTP, event log, printed findings, Graphviz │ host firewall rules
 //! pipeline           │ one frame through decode → classify → state
-//! state              │ handshake table, required-edge clocks, tallies
+//! state              │ handshake table, records of one connection merged, required-edge clocks, tallies
 //! config classify    │ loading site + rules │ verdicts
 //! policy             │ model × site: roles, expected edges, visibility
 //! site               │ the site inventory

@@ -15,6 +15,7 @@ use crate::decode::{
 use crate::frame::Frame;
 use crate::observation::{Fate, Initiator, Observation, Process, SourceKind};
 use crate::policy::{EdgeId, Peer, Policy};
+use crate::state::merge::{RecordMerge, Settled};
 use crate::state::tally::{RowId, Tally};
 use crate::state::{
     EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
@@ -253,6 +254,9 @@ pub struct Pipeline {
     mirrored: MirrorCopies,
     recent: Recent,
     table: HandshakeTable<Tag>,
+    /// Record observations of one connection (both ends, both formats,
+    /// repeated drops) merged into one attempt.
+    merge: RecordMerge<Tag>,
     tally: Tally,
     clock: EdgeClock,
     time: CaptureClock,
@@ -276,6 +280,7 @@ impl Pipeline {
             mirrored: MirrorCopies::new(),
             policy,
             table,
+            merge: RecordMerge::default(),
             tally: Tally::default(),
             time: CaptureClock::default(),
             stats: DecodeStats::default(),
@@ -324,6 +329,12 @@ impl Pipeline {
 
     pub fn table(&self) -> &HandshakeTable<Tag> {
         &self.table
+    }
+
+    /// Record observations merged into a connection already observed, and
+    /// connections settled early to make room.
+    pub fn record_merge(&self) -> &RecordMerge<Tag> {
+        &self.merge
     }
 
     /// The capture's clock: span and timestamp anomalies.
@@ -481,6 +492,8 @@ impl Pipeline {
     /// the new policy's edges, and required-edge evidence is carried over by
     /// endpoint names and port. Counts and findings start afresh.
     pub fn swap_policy(&mut self, policy: Arc<Policy>) {
+        // Pending records belong to the old policy's tallies.
+        self.settle_records(None);
         let mut clock = carried_clock(&policy, &self.policy, &self.clock);
         self.table.retag(|key, old, open| {
             let c = classify(&policy, key.client, key.server, key.server_port);
@@ -543,30 +556,64 @@ impl Pipeline {
     }
 
     /// Apply an observation a record source made (a firewall log line, an
-    /// audit event): the attempt and its outcome at once, classified,
-    /// tallied and evidence for its edge as a packet attempt is. It moves
-    /// the clock forward (records carry parsed, trusted times), so a
-    /// replay of logs alone has a span; a record behind the clock is
-    /// applied at its own time.
+    /// audit event, a flow record): classified, tallied and evidence for its
+    /// edge as a packet attempt is. Records of one 4-tuple within
+    /// [`crate::state::merge::MERGE_WITHIN`] are one connection (both ends
+    /// of an edge between nodes log it; a node may keep two logs; a log
+    /// writes a line per dropped SYN): the first is the attempt, the others
+    /// are merged into it, and its outcome is applied when the window ends
+    /// (the decisive one: a `denied` over a `permitted`). It moves the clock
+    /// forward (records carry parsed, trusted times), so a replay of logs
+    /// alone has a span; a record behind the clock is applied at its own
+    /// time.
     pub fn observe(&mut self, obs: &Observation) {
         self.time.note_record(obs.ts);
+        if let Some(joined) = self.merge.join(obs) {
+            if joined.retransmission {
+                self.tally.retransmission(joined.tag.row);
+            }
+            self.tally.named(joined.tag.row, obs);
+        } else {
+            let Pipeline {
+                policy,
+                merge,
+                tally,
+                clock,
+                events,
+                ..
+            } = self;
+            let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
+            let (row, edge) = attempted(tally, clock, events, c, obs, None);
+            let tag = Tag {
+                row,
+                edge,
+                mirror: None,
+            };
+            merge.insert(obs, tag, &mut |s| settle(policy, tally, clock, events, s));
+        }
+        if obs.ts >= self.next_expiry {
+            self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
+        }
+    }
+
+    /// Apply the outcomes of the merged records whose window has passed at
+    /// `now` (all of them if `None`).
+    fn settle_records(&mut self, now: Option<Timestamp>) {
+        if self.merge.is_empty() {
+            return;
+        }
         let Pipeline {
             policy,
+            merge,
             tally,
             clock,
             events,
             ..
         } = self;
-        let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
-        let (row, edge) = attempted(tally, clock, events, c.clone(), obs, None);
-        let tag = Tag {
-            row,
-            edge,
-            mirror: None,
-        };
-        ended(tally, clock, events, tag, c, obs);
-        if obs.ts >= self.next_expiry {
-            self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
+        let mut sink = |s| settle(policy, tally, clock, events, s);
+        match now {
+            Some(now) => merge.expire(now, &mut sink),
+            None => merge.finish(&mut sink),
         }
     }
 
@@ -595,6 +642,7 @@ impl Pipeline {
     }
 
     fn expire_to(&mut self, now: Timestamp) {
+        self.settle_records(Some(now));
         self.drive(now, |table, mut sink| table.expire(now, &mut sink));
         self.next_expiry = now.saturating_add(EXPIRY_INTERVAL);
     }
@@ -603,6 +651,7 @@ impl Pipeline {
     pub fn finish(&mut self, end: Timestamp) {
         let fate = self.time.end();
         self.release_held(fate);
+        self.settle_records(None);
         self.drive(end, |table, mut sink| table.finish(end, &mut sink));
     }
 
@@ -664,6 +713,20 @@ fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId
     if was.is_none_or(|w| ts >= w.saturating_add(EVIDENCE_EVENT_INTERVAL)) {
         push(events, Event::Evidence { ts, edge });
     }
+}
+
+/// A merged record connection's outcome, classified again as the table's
+/// outcomes are.
+fn settle(
+    policy: &Policy,
+    tally: &mut Tally,
+    clock: &mut EdgeClock,
+    events: &mut Option<Vec<Event>>,
+    s: Settled<Tag>,
+) {
+    let k = s.obs.key;
+    let c = classify(policy, k.client, k.server, k.server_port);
+    ended(tally, clock, events, s.tag, c, &s.obs);
 }
 
 /// The handshake tracker's observation of `key` at `ts`.

@@ -383,6 +383,10 @@ fn record_observations_meet_packets_in_the_tallies() {
         Observation::record(at(20), key(50_001), Outcome::Denied, SourceKind::WfpEvents);
     denied.filter = Some(67_890);
     pl.observe(&denied);
+    // Outcomes wait for the merge window (another record of the same
+    // connection may decide them); the end of the sources settles them.
+    assert_eq!(pl.tally().by_outcome, [0; Outcome::COUNT]);
+    pl.finish(at(20));
 
     let t = pl.tally();
     assert_eq!(t.by_verdict[Verdict::Expected as usize], 2);
@@ -413,4 +417,86 @@ fn record_observations_meet_packets_in_the_tallies() {
         pl.clock().state(edge, w, at(0), at(85)),
         EdgeState::NotObserved
     );
+}
+
+/// An edge between two nodes is logged by both ends, each node may keep a
+/// firewall log and audit events, and a firewall log writes a line per
+/// dropped SYN: all of it is one attempt, one `blocked` finding, one piece
+/// of evidence, the repeated drops retransmissions. The responder's drop
+/// decides the outcome whichever end's record comes first.
+#[test]
+fn both_ends_logging_one_connection_count_it_once() {
+    use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
+    use crate::state::tally::FindingKind;
+    let p = multi_node();
+    let edge = expected_edge(&p);
+    let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    let key = FlowKey {
+        client: ip(PROXY),
+        client_port: 50_000,
+        server: ip(CENTRAL),
+        server_port: QRS_PORT,
+    };
+    let rec = |secs, outcome, node: &str, kind| {
+        let mut o = Observation::record(at(secs), key, outcome, kind);
+        o.sensor = Some(node.into());
+        o
+    };
+    let (fw, wfp) = (SourceKind::FirewallLog, SourceKind::WfpEvents);
+    let mut records = vec![
+        rec(10, Outcome::Permitted, "proxy", fw),
+        rec(10, Outcome::Permitted, "proxy", wfp),
+    ];
+    for t in [10, 11, 13, 17] {
+        records.push(rec(t, Outcome::Denied, "central", fw));
+        let mut w = rec(t, Outcome::Denied, "central", wfp);
+        w.filter = Some(87_617);
+        records.push(w);
+    }
+    let responder_first: Vec<Observation> = {
+        let mut r: Vec<Observation> = records.iter().rev().cloned().collect();
+        r.sort_by_key(|o| o.ts);
+        r
+    };
+    for recs in [records, responder_first] {
+        let mut pl = Pipeline::new(p.clone(), track());
+        pl.record_events(true);
+        for r in &recs {
+            pl.observe(r);
+        }
+        // A record of another connection 40 s on: the window has passed.
+        let later = FlowKey {
+            client_port: 50_001,
+            ..key
+        };
+        pl.observe(&Observation::record(at(50), later, Outcome::Permitted, fw));
+        assert_eq!(pl.record_merge().duplicates(), 9);
+        let t = pl.tally();
+        assert_eq!(t.by_outcome[Outcome::Denied.index()], 1, "settled");
+        pl.finish(at(50));
+
+        let t = pl.tally();
+        assert_eq!(t.by_verdict[Verdict::Expected as usize], 2);
+        assert_eq!(t.by_outcome[Outcome::Denied.index()], 1);
+        assert_eq!(t.by_outcome[Outcome::Permitted.index()], 1);
+        assert_eq!(t.retransmissions, 3);
+        let [f] = t.findings() else {
+            panic!("{:?}", t.findings())
+        };
+        assert_eq!((f.key.kind, f.count), (FindingKind::Blocked, 1));
+        assert_eq!(f.filters, [87_617]);
+        assert_eq!(pl.clock().count(edge), 2, "one piece of evidence each");
+        let events = pl.drain_events();
+        let connections = (events.iter())
+            .filter(|e| matches!(e, Event::Connection { .. }))
+            .count();
+        let outcomes: Vec<Outcome> = (events.iter())
+            .filter_map(|e| match e {
+                Event::Outcome { outcome, .. } => Some(*outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(connections, 2);
+        assert_eq!(outcomes, [Outcome::Denied, Outcome::Permitted]);
+    }
 }

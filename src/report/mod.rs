@@ -132,6 +132,16 @@ pub struct Capture {
     /// seen (both ends of a connection mirrored): applied once.
     #[serde(skip_serializing_if = "is_zero")]
     pub mirror_duplicates: u64,
+    /// Records of a connection already observed (its other end's log,
+    /// another log of the same node, a line per dropped SYN): merged into
+    /// one attempt.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub record_duplicates: u64,
+    /// Connections whose records were settled before their merge window
+    /// ended, to make room (a later record of one counts again); shown only
+    /// when some were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub records_settled_early: u64,
     /// Frames whose timestamp did not move the capture clock (far behind
     /// it, or far ahead and not confirmed by the frames after); they are
     /// classified at the clock's time and left out of the span.
@@ -501,6 +511,8 @@ impl Report {
                     .collect(),
                 mirror_sessions_dropped: stats.sessions_dropped,
                 mirror_duplicates: stats.mirror_duplicates,
+                record_duplicates: pl.record_merge().duplicates(),
+                records_settled_early: pl.record_merge().settled_early(),
                 unconfigured_tunnels: (stats.unconfigured.iter())
                     .map(|((kind, port), n)| UnconfiguredTunnel {
                         kind: kind.as_str(),

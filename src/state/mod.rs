@@ -1,8 +1,9 @@
-//! Pure state: the handshake table, the required-edge clocks and the
-//! aggregates a report is made from. Time always comes in as an argument.
+//! Pure state: the handshake table, the records of one connection merged,
+//! the required-edge clocks and the aggregates a report is made from. Time always comes in as an argument.
 
 pub mod edges;
 pub mod handshake;
+pub mod merge;
 pub mod tally;
 
 pub use edges::{EdgeClock, EdgeState, Unobserved};

@@ -379,6 +379,15 @@ impl Tally {
         self.rows.id(&key)
     }
 
+    /// Another record of an attempt already counted (its other end, or
+    /// another log of the same node): the executable it names joins the
+    /// row's.
+    pub fn named(&mut self, row: RowId, obs: &Observation) {
+        if let (Some(id), Some(exe)) = (row, &obs.process.executable) {
+            sample(&mut self.rows.rows[id as usize].executables, exe.clone());
+        }
+    }
+
     pub fn retransmission(&mut self, row: RowId) {
         self.retransmissions += 1;
         if let Some(id) = row {

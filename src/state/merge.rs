@@ -1,0 +1,404 @@
+//! One connection logged by several records: both ends of an edge between
+//! two nodes (the initiator's `SEND`, the responder's `RECEIVE`), a node
+//! that keeps both a firewall log and audit events, a log line per dropped
+//! SYN. Records of one 4-tuple within [`MERGE_WITHIN`] of the first are one
+//! connection: one attempt, the rest merged into it.
+//!
+//! - **Attempt.** The first record is the attempt: the caller classifies
+//!   it, tallies it and takes it as evidence at once, then [`RecordMerge::insert`]s
+//!   it with its tag.
+//! - **Duplicates.** A later record of the same 4-tuple is
+//!   [`RecordMerge::join`]ed: not a new attempt and not new evidence. When
+//!   one log (a sensor and a kind of source) has logged the connection more
+//!   often than any log before, the extra record is a retransmission (a
+//!   firewall log writes one `DROP` per dropped SYN; one `ALLOW` per
+//!   connection).
+//! - **Outcome.** Held until the window ends ([`RecordMerge::expire`],
+//!   [`RecordMerge::finish`]), as the handshake table holds a SYN: a record
+//!   that decides the connection's fate (`denied`, or a packet outcome but
+//!   `unknown`) replaces one that leaves it open (`permitted`: one end's
+//!   firewall let it out, the other end's may drop it). The first decisive
+//!   record stands.
+//! - **Bounded.** At most `capacity` connections pending; past that the
+//!   oldest is settled early (counted in [`RecordMerge::settled_early`]), so
+//!   a record of it after that is counted again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::map::FastMap;
+use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
+use crate::time::Timestamp;
+
+/// How long after a connection's first record another record of the same
+/// 4-tuple is the same connection: a Windows client gives up on a SYN after
+/// 21 s (retransmissions at 3 s and 9 s), and node clocks kept by NTP or a
+/// domain agree to within seconds. A client still retrying later (Linux
+/// retries up to 127 s) makes a second attempt.
+pub const MERGE_WITHIN: Duration = Duration::from_secs(30);
+/// Connections pending at once (as many as the handshake table's default).
+pub const MERGE_CAPACITY: usize = 65_536;
+/// Logs told apart per connection: two ends, each with a firewall log and
+/// audit events. More are merged without counting retransmissions.
+const LOGS_PER_CONNECTION: usize = 4;
+
+/// One log: the node that wrote it and the kind of source.
+type Log = (Option<Arc<str>>, SourceKind);
+
+/// A connection whose window is open.
+#[derive(Clone, Debug)]
+struct Pending<T> {
+    /// The first record (its key, initiator, sensor, process).
+    first: Observation,
+    tag: T,
+    /// The outcome so far and the time of the record that gave it.
+    outcome: Option<(Outcome, Timestamp)>,
+    filter: Option<u64>,
+    /// Records per log, and the most any log wrote.
+    logs: Vec<(Log, u32)>,
+    most: u32,
+}
+
+/// A connection whose window ended: its first record with the merged
+/// outcome (at the time of the record that gave it) and filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled<T> {
+    pub obs: Observation,
+    pub tag: T,
+}
+
+/// What [`RecordMerge::join`] made of a record of a pending connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Joined<T> {
+    pub tag: T,
+    /// Its log wrote the connection more often than any other log.
+    pub retransmission: bool,
+}
+
+/// Pending connections by 4-tuple, settled in the order they began.
+#[derive(Debug)]
+pub struct RecordMerge<T> {
+    pending: FastMap<FlowKey, Pending<T>>,
+    /// Keys with the time of their first record, oldest first.
+    order: VecDeque<(Timestamp, FlowKey)>,
+    capacity: usize,
+    within: Duration,
+    duplicates: u64,
+    settled_early: u64,
+}
+
+impl<T: Copy> Default for RecordMerge<T> {
+    fn default() -> Self {
+        RecordMerge::new(MERGE_CAPACITY, MERGE_WITHIN)
+    }
+}
+
+impl<T: Copy> RecordMerge<T> {
+    pub fn new(capacity: usize, within: Duration) -> Self {
+        RecordMerge {
+            pending: FastMap::default(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            within,
+            duplicates: 0,
+            settled_early: 0,
+        }
+    }
+
+    /// Records merged into a connection already observed.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Connections settled before their window ended, to make room.
+    pub fn settled_early(&self) -> u64 {
+        self.settled_early
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Merge `obs` into the pending connection of its 4-tuple, if there is
+    /// one and `obs` is within its window; `None` means a new attempt.
+    pub fn join(&mut self, obs: &Observation) -> Option<Joined<T>> {
+        let p = self.pending.get_mut(&obs.key)?;
+        if obs.ts.saturating_sub(p.first.ts) >= self.within {
+            return None;
+        }
+        self.duplicates += 1;
+        let log = (obs.sensor.clone(), obs.source);
+        let retransmission = match p.logs.iter_mut().find(|(l, _)| *l == log) {
+            Some((_, n)) => {
+                *n += 1;
+                let more = *n > p.most;
+                p.most = p.most.max(*n);
+                more
+            }
+            None => {
+                if p.logs.len() < LOGS_PER_CONNECTION {
+                    p.logs.push((log, 1));
+                }
+                false
+            }
+        };
+        if let Some(o) = obs.outcome() {
+            let open = p.outcome.is_none_or(|(was, _)| leaves_open(was));
+            if open && !leaves_open(o) {
+                p.outcome = Some((o, obs.ts));
+            }
+        }
+        if p.filter.is_none() && obs.outcome() == Some(Outcome::Denied) {
+            p.filter = obs.filter;
+        }
+        Some(Joined {
+            tag: p.tag,
+            retransmission,
+        })
+    }
+
+    /// A new attempt `obs` (one [`Self::join`] turned down), with its tag.
+    /// A pending connection of the same 4-tuple whose window has passed is
+    /// settled first; at capacity the oldest is settled early.
+    pub fn insert(&mut self, obs: &Observation, tag: T, settle: &mut dyn FnMut(Settled<T>)) {
+        if let Some(old) = self.pending.remove(&obs.key) {
+            settle(settled(old));
+        }
+        while self.pending.len() >= self.capacity {
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.pending.remove(&key) {
+                self.settled_early += 1;
+                settle(settled(p));
+            }
+        }
+        let p = Pending {
+            first: obs.clone(),
+            tag,
+            outcome: obs.outcome().map(|o| (o, obs.ts)),
+            filter: obs.filter,
+            logs: vec![((obs.sensor.clone(), obs.source), 1)],
+            most: 1,
+        };
+        self.pending.insert(obs.key, p);
+        self.order.push_back((obs.ts, obs.key));
+    }
+
+    /// Settle the connections whose window has passed at `now`, oldest
+    /// first (one begun after an older, still open one waits for it).
+    pub fn expire(&mut self, now: Timestamp, settle: &mut dyn FnMut(Settled<T>)) {
+        while let Some(&(first, key)) = self.order.front() {
+            if now.saturating_sub(first) < self.within {
+                break;
+            }
+            self.order.pop_front();
+            self.settle_key(first, key, settle);
+        }
+    }
+
+    /// Settle every pending connection (the sources ended).
+    pub fn finish(&mut self, settle: &mut dyn FnMut(Settled<T>)) {
+        while let Some((first, key)) = self.order.pop_front() {
+            self.settle_key(first, key, settle);
+        }
+    }
+
+    /// Settle `key` if its pending entry is the one begun at `first` (an
+    /// entry replaced by a later attempt keeps its own place in `order`).
+    fn settle_key(&mut self, first: Timestamp, key: FlowKey, settle: &mut dyn FnMut(Settled<T>)) {
+        if self.pending.get(&key).is_some_and(|p| p.first.ts == first) {
+            if let Some(p) = self.pending.remove(&key) {
+                settle(settled(p));
+            }
+        }
+    }
+}
+
+/// An outcome another record may still decide: one end's firewall let it
+/// through (the other's may drop it), or nothing is known.
+fn leaves_open(o: Outcome) -> bool {
+    matches!(o, Outcome::Permitted | Outcome::Unknown)
+}
+
+fn settled<T>(p: Pending<T>) -> Settled<T> {
+    let mut obs = p.first;
+    if let Some((outcome, at)) = p.outcome {
+        obs.ts = at;
+        obs.fate = crate::observation::Fate::Ended {
+            outcome,
+            inferred: false,
+        };
+    }
+    obs.filter = p.filter;
+    Settled { obs, tag: p.tag }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            client: IpAddr::from([192, 0, 2, 11]),
+            client_port: sport,
+            server: IpAddr::from([192, 0, 2, 21]),
+            server_port: 4747,
+        }
+    }
+
+    fn rec(secs: u64, sport: u16, outcome: Outcome, node: &str, kind: SourceKind) -> Observation {
+        let mut o = Observation::record(
+            Timestamp::from_secs_nanos(secs, 0),
+            key(sport),
+            outcome,
+            kind,
+        );
+        o.sensor = Some(node.into());
+        o
+    }
+
+    /// Feed records as the pipeline does: a new attempt is inserted with
+    /// a fresh tag (its index), a duplicate joins. Returns the tags of the
+    /// retransmissions and the settled connections.
+    fn feed(m: &mut RecordMerge<usize>, recs: &[Observation]) -> (Vec<usize>, Vec<Settled<usize>>) {
+        let (mut retrans, mut out) = (Vec::new(), Vec::new());
+        for (i, r) in recs.iter().enumerate() {
+            m.expire(r.ts, &mut |s| out.push(s));
+            match m.join(r) {
+                Some(j) if j.retransmission => retrans.push(j.tag),
+                Some(_) => {}
+                None => m.insert(r, i, &mut |s| out.push(s)),
+            }
+        }
+        m.finish(&mut |s| out.push(s));
+        (retrans, out)
+    }
+
+    /// Both ends of one connection, each with a firewall log and audit
+    /// events: one attempt, whatever the order; the responder's drops
+    /// decide the outcome over the initiator's `permitted`, and its repeated
+    /// drops (one per SYN) are retransmissions, counted once whichever of
+    /// its logs tells them.
+    #[test]
+    fn both_ends_and_both_formats_are_one_connection() {
+        use Outcome::{Denied, Permitted};
+        use SourceKind::{FirewallLog as Fw, WfpEvents as Wfp};
+        let mut recs = vec![
+            rec(100, 50_000, Permitted, "proxy", Fw),
+            rec(100, 50_000, Permitted, "proxy", Wfp),
+        ];
+        for t in [100, 101, 103, 107] {
+            recs.push(rec(t, 50_000, Denied, "engine1", Fw));
+            let mut w = rec(t, 50_000, Denied, "engine1", Wfp);
+            w.filter = Some(87_617);
+            recs.push(w);
+        }
+        recs.sort_by_key(|r| r.ts);
+        for order in [recs.clone(), recs.iter().rev().cloned().collect()] {
+            let mut sorted = order.clone();
+            sorted.sort_by_key(|r| r.ts);
+            let mut m = RecordMerge::default();
+            let (retrans, out) = feed(&mut m, &sorted);
+            assert_eq!(retrans.len(), 3, "{retrans:?}");
+            let [s] = &out[..] else { panic!("{out:?}") };
+            assert_eq!(s.obs.outcome(), Some(Denied));
+            assert_eq!(s.obs.filter, Some(87_617));
+            assert_eq!(m.duplicates(), 9);
+            assert!(m.is_empty());
+        }
+        // The responder's drop first: it stands, the later permitted does not undo it.
+        let mut m = RecordMerge::default();
+        let (_, out) = feed(
+            &mut m,
+            &[
+                rec(100, 50_000, Denied, "engine1", Fw),
+                rec(101, 50_000, Permitted, "proxy", Fw),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].obs.outcome(), Some(Denied));
+        assert_eq!(out[0].obs.ts, Timestamp::from_secs_nanos(100, 0));
+    }
+
+    /// Permitted at both ends: permitted, and the decision's time is the
+    /// first record's.
+    #[test]
+    fn permitted_at_both_ends_stays_permitted() {
+        let mut m = RecordMerge::default();
+        let (retrans, out) = feed(
+            &mut m,
+            &[
+                rec(
+                    10,
+                    50_000,
+                    Outcome::Permitted,
+                    "engine2",
+                    SourceKind::FirewallLog,
+                ),
+                rec(
+                    10,
+                    50_000,
+                    Outcome::Permitted,
+                    "engine1",
+                    SourceKind::FirewallLog,
+                ),
+            ],
+        );
+        assert!(retrans.is_empty());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].obs.outcome(), Some(Outcome::Permitted));
+        assert_eq!(out[0].obs.sensor.as_deref(), Some("engine2"));
+    }
+
+    /// Another port, or the same 4-tuple after the window: new attempts.
+    /// Connections settle in the order they began once their window passed.
+    #[test]
+    fn windows_and_ports_separate_connections() {
+        let fw = SourceKind::FirewallLog;
+        let mut m = RecordMerge::default();
+        let late = MERGE_WITHIN.as_secs() + 10;
+        let recs = [
+            rec(10, 50_000, Outcome::Permitted, "proxy", fw),
+            rec(11, 50_001, Outcome::Permitted, "proxy", fw),
+            rec(late, 50_000, Outcome::Denied, "engine1", fw),
+        ];
+        let (retrans, out) = feed(&mut m, &recs);
+        assert!(retrans.is_empty());
+        let tags: Vec<usize> = out.iter().map(|s| s.tag).collect();
+        assert_eq!(tags, [0, 1, 2]);
+        assert_eq!(m.duplicates(), 0);
+    }
+
+    /// At capacity the oldest pending connection is settled early and
+    /// counted; a record of it after that is a new attempt.
+    #[test]
+    fn capacity_settles_the_oldest_early() {
+        let fw = SourceKind::FirewallLog;
+        let mut m = RecordMerge::new(2, MERGE_WITHIN);
+        let recs = [
+            rec(10, 50_000, Outcome::Permitted, "proxy", fw),
+            rec(10, 50_001, Outcome::Permitted, "proxy", fw),
+            rec(10, 50_002, Outcome::Permitted, "proxy", fw),
+            rec(11, 50_000, Outcome::Permitted, "engine1", fw),
+        ];
+        let mut out = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            if i < 3 {
+                assert!(m.join(r).is_none());
+                m.insert(r, i, &mut |s| out.push(s.tag));
+            }
+        }
+        assert_eq!(out, [0]);
+        assert_eq!(m.settled_early(), 1);
+        assert_eq!(m.len(), 2);
+        assert!(m.join(&recs[3]).is_none(), "settled: a new attempt");
+    }
+}
