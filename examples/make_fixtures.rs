@@ -12,7 +12,8 @@
 //! follow the model instead of a hand-written list.
 //!
 //! Besides the captures it writes `fixtures.tsv`: file, site and the exit
-//! status `portwatch replay` must give for it.
+//! status `portwatch replay` must give for it, and under `nodelogs/` what
+//! each node would have logged of `nodelogs.pcap` ([`nodelogs`]).
 //!
 //! [`mirrored_demo`] gives the demo capture as each kind of mirror session
 //! delivers it (VXLAN, GENEVE, GRE, GRE-TEB, ERSPAN I/II/III, GRE-in-UDP,
@@ -27,6 +28,9 @@ use etherparse::PacketBuilder;
 use portwatch::config::{load_policy, BUNDLED_SITES};
 use portwatch::decode::EncapKind;
 use portwatch::policy::{EndpointId, EndpointKind, Policy};
+
+#[path = "make_fixtures/nodelogs.rs"]
+pub mod nodelogs;
 
 /// 2026-01-05T09:00:00Z.
 pub const BASE_SECS: u64 = 1_767_603_600;
@@ -184,6 +188,18 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     let demo = demo(&mut Rng::new(SEED ^ 0x600));
     add("demo.pcap", mn, 1, pcap(Link::Ethernet, &demo))?;
 
+    let (pkts, attempts) = nodelogs_traffic(&mut Rng::new(SEED ^ 0x800));
+    add("nodelogs.pcap", mn, 1, pcap(Link::Ethernet, &pkts))?;
+    let site = BUNDLED_SITES
+        .iter()
+        .find(|(name, _, _)| *name == mn)
+        .map(|(_, _, text)| *text)
+        .expect("multi-node is bundled");
+    std::fs::create_dir_all(dir.join(nodelogs::DIR))?;
+    for (file, bytes) in nodelogs::files(&policy(mn), site, &attempts) {
+        std::fs::write(dir.join(nodelogs::DIR).join(file), bytes)?;
+    }
+
     let mut tsv = String::from("# file\tsite\texit  (written by examples/make_fixtures.rs)\n");
     for f in &out {
         tsv.push_str(&format!("{}\t{}\t{}\n", f.file, f.site, f.exit));
@@ -284,7 +300,7 @@ fn tcp(
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Answer {
+pub enum Answer {
     SynAck,
     Rst,
     Silence,
@@ -343,9 +359,26 @@ impl Session {
     }
 }
 
-/// A capture under construction: packets and the ephemeral port counter.
+/// One connection attempt as the nodes at its ends log it (see
+/// [`nodelogs`]): both ends, the SYNs' times and how it was answered.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub server: IpAddr,
+    pub port: u16,
+    /// The client's initial sequence number (a dropped SYN's `tcpsyn`).
+    pub isn: u32,
+    /// Each SYN the client sent, microseconds since [`BASE_SECS`].
+    pub syns: Vec<u64>,
+    pub answer: Answer,
+}
+
+/// A capture under construction: packets, the attempts among them and the
+/// ephemeral port counter.
 struct Capture {
     pkts: Vec<Pkt>,
+    attempts: Vec<Attempt>,
     next_port: u16,
 }
 
@@ -353,6 +386,7 @@ impl Capture {
     fn new(rng: &mut Rng) -> Self {
         Capture {
             pkts: Vec::new(),
+            attempts: Vec::new(),
             next_port: rng.range(49152, 50000) as u16,
         }
     }
@@ -403,12 +437,26 @@ impl Capture {
             return self.exchanges(rng, s, cport, t, isn_c, isn_s, rtt);
         }
         to_server(self, t, isn_c, None, SYN, &[]);
+        let mut syns = vec![t];
         let mut backoff = MICROS;
         for _ in 0..s.retransmissions {
             t += backoff;
             backoff *= 2;
             to_server(self, t, isn_c, None, SYN, &[]);
+            syns.push(t);
         }
+        if s.lost_syn_ack {
+            syns.push(t + MICROS);
+        }
+        self.attempts.push(Attempt {
+            client: c,
+            client_port: cport,
+            server: sv,
+            port: sp,
+            isn: isn_c,
+            syns,
+            answer: s.answer,
+        });
         match s.answer {
             Answer::Silence => return,
             Answer::Rst => {
@@ -487,9 +535,15 @@ impl Capture {
     }
 
     /// Packets in time order (stable for equal times).
-    fn into_packets(mut self) -> Vec<Pkt> {
+    fn into_packets(self) -> Vec<Pkt> {
+        self.into_parts().0
+    }
+
+    /// Packets in time order, and the attempts in the order they began.
+    fn into_parts(mut self) -> (Vec<Pkt>, Vec<Attempt>) {
         self.pkts.sort_by_key(|p| p.t);
-        self.pkts
+        self.attempts.sort_by_key(|a| a.syns[0]);
+        (self.pkts, self.attempts)
     }
 }
 
@@ -569,6 +623,11 @@ fn secs(s: u64) -> u64 {
 /// as one long-lived connection); user sessions; two SYN retransmissions
 /// that then succeed. `skip` leaves one edge (index into `policy.all_edges()`) out.
 fn site_traffic(p: &Policy, rng: &mut Rng, skip: Option<usize>) -> Vec<Pkt> {
+    site_traffic_parts(p, rng, skip).0
+}
+
+/// [`site_traffic`] and its attempts.
+fn site_traffic_parts(p: &Policy, rng: &mut Rng, skip: Option<usize>) -> (Vec<Pkt>, Vec<Attempt>) {
     let mut cap = Capture::new(rng);
     let end = secs(SITE_CAPTURE_SECS);
     let mut retransmit_user = true;
@@ -629,9 +688,10 @@ fn site_traffic(p: &Policy, rng: &mut Rng, skip: Option<usize>) -> Vec<Pkt> {
         }
     }
     // The last packet marks the capture's end.
-    let mut pkts = cap.into_packets();
+    let (mut pkts, mut attempts) = cap.into_parts();
     pkts.retain(|p| p.t < end);
-    pkts
+    attempts.retain(|a| a.syns[0] < end);
+    (pkts, attempts)
 }
 
 /// A user reaching an engine's QES port directly; an engine opening the
@@ -707,28 +767,68 @@ fn demo(rng: &mut Rng) -> Vec<Pkt> {
     let p = policy("multi-node");
     let mut pkts = site_traffic(&p, rng, None);
     let mut cap = Capture::new(rng);
-    let findings = [
-        (ip([192, 0, 2, 31]), ip(CENTRAL), 4242, Answer::Rst),
-        (v4(198, 51, 100, 77), ip(ENGINE1), 4747, Answer::SynAck),
-        (ip(ENGINE2), ip(ENGINE1), 3389, Answer::Rst),
-        (v4(198, 51, 100, 50), ip(CENTRAL), 4244, Answer::Rst),
-        (v4(192, 0, 2, 99), ip(PROXY), 22, Answer::Rst),
-    ];
+    findings_every_four_minutes(&mut cap, rng, &DEMO_FINDINGS);
+    pkts.extend(cap.into_packets());
+    pkts.sort_by_key(|p| p.t);
+    pkts
+}
+
+/// The demo's findings: client, server, port, answer.
+type Finding = ([u8; 4], [u8; 4], u16, Answer);
+const DEMO_FINDINGS: [Finding; 5] = [
+    ([192, 0, 2, 31], CENTRAL, 4242, Answer::Rst),
+    ([198, 51, 100, 77], ENGINE1, 4747, Answer::SynAck),
+    (ENGINE2, ENGINE1, 3389, Answer::Rst),
+    ([198, 51, 100, 50], CENTRAL, 4244, Answer::Rst),
+    ([192, 0, 2, 99], PROXY, 22, Answer::Rst),
+];
+
+/// Each finding five times, four minutes apart (from 30 s on), the
+/// findings of one round 7 s apart; an unanswered one retransmits its SYN
+/// twice (after 1 s and 2 s more: within the handshake table's SYN timeout,
+/// so the capture sees one attempt).
+fn findings_every_four_minutes(cap: &mut Capture, rng: &mut Rng, findings: &[Finding]) {
     for round in 0..5 {
         for (i, (client, server, port, answer)) in findings.iter().enumerate() {
             let mut s = Session::new(
-                *client,
-                *server,
+                ip(*client),
+                ip(*server),
                 *port,
                 secs(30 + 240 * round + 7 * i as u64),
             );
             s.answer = *answer;
+            if *answer == Answer::Silence {
+                s.retransmissions = 2;
+            }
             cap.session(rng, s);
         }
     }
-    pkts.extend(cap.into_packets());
+}
+
+/// The fileshare of the multi-node site (an external).
+const FILESHARE: [u8; 4] = [203, 0, 113, 20];
+
+/// The traffic of `nodelogs.pcap` and of the node logs under
+/// `fixtures/nodelogs/`: the multi-node site's normal traffic without the
+/// required central → scheduler:5151 (missing), the demo's findings, and
+/// five times each: proxy → engine1:4747 unanswered (engine1's firewall
+/// drops it: blocked), and the unknown host 192.0.2.99 reaching the
+/// fileshare on 445 (no node at either end).
+fn nodelogs_traffic(rng: &mut Rng) -> (Vec<Pkt>, Vec<Attempt>) {
+    let p = policy("multi-node");
+    let skip = edge_by_name(&p, "central", "scheduler", 5151);
+    let (mut pkts, mut attempts) = site_traffic_parts(&p, rng, Some(skip));
+    let mut cap = Capture::new(rng);
+    let mut findings = DEMO_FINDINGS.to_vec();
+    findings.push((PROXY, ENGINE1, 4747, Answer::Silence));
+    findings.push(([192, 0, 2, 99], FILESHARE, 445, Answer::SynAck));
+    findings_every_four_minutes(&mut cap, rng, &findings);
+    let (more, more_attempts) = cap.into_parts();
+    pkts.extend(more);
     pkts.sort_by_key(|p| p.t);
-    pkts
+    attempts.extend(more_attempts);
+    attempts.sort_by_key(|a| a.syns[0]);
+    (pkts, attempts)
 }
 
 /// The directory server and database of [`extra_legitimate_capture`]:

@@ -214,6 +214,7 @@ fn golden_generator_is_deterministic() {
     let committed = root().join("fixtures");
     let mut names: Vec<String> = made.iter().map(|f| f.file.clone()).collect();
     names.push("fixtures.tsv".into());
+    names.extend(generator::nodelogs::names());
     for name in &names {
         let fresh = std::fs::read(dir.join(name)).expect("generated");
         let old =

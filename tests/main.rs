@@ -57,6 +57,10 @@
 //! - `windows`: Windows nodes' own logs (`pfirewall.log`) as sensors:
 //!   findings, blocked edges citing the firewall, coverage, lost events,
 //!   time zones, mixed with captures.
+//! - `nodelogs`: the same site seen two ways: a capture, and the firewall
+//!   logs and audit events its nodes would have written of it; the logs'
+//!   findings and required edges against the capture's, every difference
+//!   in a table with its reason.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -79,6 +83,7 @@ mod layering;
 mod listeners;
 mod live;
 mod live_tunnels;
+mod nodelogs;
 mod package;
 mod prereq;
 mod privileges;
