@@ -1,9 +1,12 @@
 //! I/O in: where frames come from. `file` reads pcap and pcapng savefiles,
 //! `live` captures from interfaces through libpcap. Both hand the pipeline
 //! the same [`Frame`], so a replay and a live capture give the same verdicts.
+//! `records`, `flows` and `wfp` read node logs and flow logs into
+//! observations; `follow` tails growing files for them (`--follow`).
 
 pub mod file;
 pub mod flows;
+pub mod follow;
 pub mod live;
 pub mod records;
 pub mod reorder;

@@ -4,6 +4,7 @@
 //! pipeline. Bad records are counted by reason, never fatal; a file cut
 //! short says where it stopped.
 
+pub mod follow;
 pub mod pfirewall;
 pub mod text;
 pub mod wfp;
@@ -118,6 +119,22 @@ impl RecordItem {
             RecordItem::Observed(o) => o.ts,
             RecordItem::Lost { at, .. } | RecordItem::Covered { at } => *at,
         }
+    }
+}
+
+/// One record of a followed file (`--follow`): the node whose record it
+/// is, if known, what was made of it (a closed set of reasons: the same
+/// as in [`RecordFile::counts`]), and what it gives the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counted {
+    pub node: Option<Arc<str>>,
+    pub reason: &'static str,
+    pub item: Option<RecordItem>,
+}
+
+impl Counted {
+    pub fn new(node: Option<Arc<str>>, reason: &'static str, item: Option<RecordItem>) -> Counted {
+        Counted { node, reason, item }
     }
 }
 

@@ -51,6 +51,52 @@ pub fn decode(bytes: &[u8]) -> Text {
     } else {
         (Encoding::Utf8, bytes)
     };
+    let (text, invalid) = decode_as(encoding, body);
+    Text {
+        text,
+        encoding,
+        odd_byte: encoding.is_utf16() && body.len() % 2 == 1,
+        invalid,
+    }
+}
+
+impl Encoding {
+    pub fn is_utf16(self) -> bool {
+        matches!(self, Encoding::Utf16LeBom | Encoding::Utf16LeNoBom)
+    }
+
+    /// Bytes of the byte-order mark.
+    pub fn bom_len(self) -> usize {
+        match self {
+            Encoding::Utf8 | Encoding::Utf16LeNoBom => 0,
+            Encoding::Utf8Bom => 3,
+            Encoding::Utf16LeBom => 2,
+        }
+    }
+
+    /// The encoding of a file starting with `head`, once enough of it is
+    /// there to tell (a byte-order mark may be cut): `None` to wait for
+    /// more bytes.
+    pub fn sniff(head: &[u8]) -> Option<Encoding> {
+        if head.starts_with(&[0xFF, 0xFE]) {
+            return Some(Encoding::Utf16LeBom);
+        }
+        if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            return Some(Encoding::Utf8Bom);
+        }
+        if head.len() < 3 && [0xEF, 0xBB, 0xBF].starts_with(head) || head.len() < 2 {
+            return None;
+        }
+        Some(match is_utf16le_without_bom(head) {
+            true => Encoding::Utf16LeNoBom,
+            false => Encoding::Utf8,
+        })
+    }
+}
+
+/// Text encoded as `encoding`, without its byte-order mark; the characters
+/// that were not valid in it (replaced).
+pub fn decode_as(encoding: Encoding, body: &[u8]) -> (String, u64) {
     match encoding {
         Encoding::Utf16LeBom | Encoding::Utf16LeNoBom => {
             let units: Vec<u16> = body
@@ -66,22 +112,12 @@ pub fn decode(bytes: &[u8]) -> Text {
                     })
                 })
                 .collect();
-            Text {
-                text,
-                encoding,
-                odd_byte: body.len() % 2 == 1,
-                invalid,
-            }
+            (text, invalid)
         }
         Encoding::Utf8 | Encoding::Utf8Bom => {
             let text = String::from_utf8_lossy(body).into_owned();
             let invalid = text.matches(char::REPLACEMENT_CHARACTER).count() as u64;
-            Text {
-                text,
-                encoding,
-                odd_byte: false,
-                invalid,
-            }
+            (text, invalid)
         }
     }
 }

@@ -15,15 +15,18 @@
 //! it is the initiator; `path` (`RECEIVE`, `SEND`) says which end is the
 //! node, which finds the sensor among the site's nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
 
 use super::text::{self, Encoding};
-use super::{RecordContext, RecordError, RecordFile, RecordFormat, RecordItem, RecordStop};
+use super::{
+    Counted, RecordContext, RecordError, RecordFile, RecordFormat, RecordItem, RecordStop,
+};
 use crate::observation::{FlowKey, Observation, Outcome, Process, SourceKind};
 use crate::time::Timestamp;
 
@@ -159,6 +162,7 @@ mod reason {
     pub const UNKNOWN_FIELD: &str = "unknown_field";
     pub const NO_BOM: &str = "utf16_without_bom";
     pub const INVALID_TEXT: &str = "invalid_characters";
+    pub const NO_TIME_ZONE: &str = "no_time_zone";
 }
 
 /// A line that gave no observation: why, and its time if it could be read
@@ -234,6 +238,65 @@ fn parse_time(date: &str, time: &str) -> Option<DateTime> {
     Some(d.to_datetime(t))
 }
 
+/// What one line of the log is.
+enum LineKind {
+    /// A `#` line; `#Fields:` set the columns (`unknown`: names not known).
+    Header {
+        unknown: u64,
+    },
+    Blank,
+    /// A record: its action if it names a known one, and what it gave.
+    Data {
+        action: Option<Action>,
+        parsed: Result<Line, Skipped>,
+    },
+}
+
+/// Read one line (its line end removed), under and into `columns`.
+fn read_line(columns: &mut Columns, line: &str) -> LineKind {
+    let line = line.trim_end_matches('\r');
+    if let Some(h) = line.strip_prefix('#') {
+        let mut unknown = 0;
+        if let Some(list) = h.strip_prefix("Fields:") {
+            let (c, names) = Columns::parse(list);
+            unknown = names.len() as u64;
+            *columns = c;
+        }
+        return LineKind::Header { unknown };
+    }
+    if line.trim().is_empty() {
+        return LineKind::Blank;
+    }
+    let action = (columns.action)
+        .and_then(|i| line.split_whitespace().nth(i))
+        .and_then(Action::parse);
+    LineKind::Data {
+        action,
+        parsed: parse_line(columns, line),
+    }
+}
+
+impl Line {
+    fn local(&self) -> DateTime {
+        match self {
+            Line::Connection { local, .. } | Line::Lost { local, .. } => *local,
+        }
+    }
+
+    /// The node's own end of a connection line (`dst-ip` of `RECEIVE`,
+    /// `src-ip` of `SEND`).
+    fn local_end(&self) -> Option<IpAddr> {
+        match self {
+            Line::Connection { key, path, .. } => match path {
+                Path::Receive => Some(key.server),
+                Path::Send => Some(key.client),
+                Path::Unknown => None,
+            },
+            Line::Lost { .. } => None,
+        }
+    }
+}
+
 /// Local time to UTC in `tz`. In a gap (clocks going forward) the time is
 /// read with the offset before it, as if the clock had not changed yet
 /// (RFC 5545's rule); in an overlap (clocks going back) it is the earlier
@@ -293,32 +356,28 @@ pub fn read(path: String, bytes: &[u8], ctx: &RecordContext) -> Result<RecordFil
             }
         };
         at = next;
-        let line = line.trim_end_matches('\r');
-        if let Some(h) = line.strip_prefix('#') {
-            if let Some(list) = h.strip_prefix("Fields:") {
-                let (c, unknown) = Columns::parse(list);
-                if !unknown.is_empty() {
-                    count(reason::UNKNOWN_FIELD, unknown.len() as u64);
+        match read_line(&mut columns, line) {
+            LineKind::Header { unknown } => {
+                if unknown > 0 {
+                    count(reason::UNKNOWN_FIELD, unknown);
                 }
-                columns = c;
             }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        records += 1;
-        if let Some(a) = columns.action.and_then(|i| line.split_whitespace().nth(i)) {
-            if let Some(a) = Action::parse(a) {
-                *actions.entry(a.as_str()).or_default() += 1;
-            }
-        }
-        match parse_line(&columns, line) {
-            Ok(l) => lines.push(l),
-            Err((r, local)) => {
-                count(r, 1);
-                if let Some(local) = local {
-                    span = Some(span.map_or((local, local), |(a, b)| (local.min(a), local.max(b))));
+            LineKind::Blank => {}
+            LineKind::Data { action, parsed } => {
+                records += 1;
+                if let Some(a) = action {
+                    *actions.entry(a.as_str()).or_default() += 1;
+                }
+                match parsed {
+                    Ok(l) => lines.push(l),
+                    Err((r, local)) => {
+                        count(r, 1);
+                        if let Some(local) = local {
+                            span = Some(
+                                span.map_or((local, local), |(a, b)| (local.min(a), local.max(b))),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -335,9 +394,7 @@ pub fn read(path: String, bytes: &[u8], ctx: &RecordContext) -> Result<RecordFil
     let mut items = Vec::with_capacity(lines.len());
     let mut previous = None;
     for l in lines {
-        let local = match &l {
-            Line::Connection { local, .. } | Line::Lost { local, .. } => *local,
-        };
+        let local = l.local();
         let Some(ts) = tz.as_ref().and_then(|tz| resolve(tz, local, previous)) else {
             count(reason::TIME, 1);
             continue;
@@ -386,15 +443,7 @@ pub fn read(path: String, bytes: &[u8], ctx: &RecordContext) -> Result<RecordFil
 fn sensor_of(lines: &[Line], ctx: &RecordContext) -> Option<Arc<str>> {
     let mut votes: BTreeMap<&str, u64> = BTreeMap::new();
     for l in lines {
-        let Line::Connection { key, path, .. } = l else {
-            continue;
-        };
-        let local = match path {
-            Path::Receive => Some(key.server),
-            Path::Send => Some(key.client),
-            Path::Unknown => None,
-        };
-        if let Some(n) = local.and_then(|a| ctx.node_of(a)) {
+        if let Some(n) = l.local_end().and_then(|a| ctx.node_of(a)) {
             *votes.entry(&n.name).or_default() += 1;
         }
     }
@@ -433,6 +482,174 @@ fn time_zone(
             None => " (no node of the site owns its addresses)".into(),
         },
     })
+}
+
+/// Most lines held while the log's node is not known yet; beyond it, or
+/// after [`HOLD_FOR`], they go out under `--sensor` (or no node).
+pub const MAX_HELD: usize = 1024;
+/// How long a line waits for a later line to name the log's node.
+pub const HOLD_FOR: Duration = Duration::from_secs(10);
+
+/// A line read, waiting for the log's node (its time zone, and the node its
+/// observation names).
+#[derive(Debug)]
+enum Held {
+    Line(Line),
+    Skipped(Skipped),
+}
+
+/// A `pfirewall.log` read line by line as it grows (`--follow`): the
+/// columns of the current file's `#Fields:` (a new file starts over with
+/// Windows' own), the node whose log it is, and the time of the line
+/// before (for daylight-saving overlaps).
+///
+/// The node is the one owning the local end of the first line that names
+/// one (history lines count); lines before it wait for it, at most
+/// [`MAX_HELD`] of them for at most [`HOLD_FOR`], then go out under
+/// `--sensor`, and later lines under the node a line names. Times are
+/// resolved in the node's `timezone:`, else `--timezone`; a line with
+/// neither is counted `no_time_zone`.
+#[derive(Debug)]
+pub struct Follow {
+    columns: Columns,
+    sensor: Option<Arc<str>>,
+    /// The node was named by a line (not `--sensor`'s fallback).
+    found: bool,
+    /// Lines go out as they come (the node was found, or waiting ended).
+    released: bool,
+    previous: Option<Timestamp>,
+    held: VecDeque<(Held, Instant)>,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Follow {
+            columns: Columns::parse(DEFAULT_FIELDS).0,
+            sensor: None,
+            found: false,
+            released: false,
+            previous: None,
+            held: VecDeque::new(),
+        }
+    }
+}
+
+impl Follow {
+    /// The node whose log this is, once known.
+    pub fn sensor(&self) -> Option<&Arc<str>> {
+        self.sensor.as_ref()
+    }
+
+    /// A new file starts (after a rotation or truncation): its own header.
+    pub fn new_file(&mut self) {
+        self.columns = Columns::parse(DEFAULT_FIELDS).0;
+    }
+
+    /// One line (without its line end) read at `now`; `history`: it was in
+    /// the file before following started, read for its header and node
+    /// only. What it gives (and what waiting lines give once released)
+    /// goes to `out`.
+    pub fn line(
+        &mut self,
+        line: &str,
+        history: bool,
+        now: Instant,
+        ctx: &RecordContext,
+        out: &mut Vec<Counted>,
+    ) {
+        let LineKind::Data { parsed, .. } = read_line(&mut self.columns, line) else {
+            return;
+        };
+        if !self.found {
+            let named = parsed.as_ref().ok().and_then(Line::local_end);
+            if let Some(n) = named.and_then(|a| ctx.node_of(a)) {
+                self.sensor = Some(n.name.clone());
+                self.found = true;
+                self.released = true;
+            }
+        }
+        if history {
+            return;
+        }
+        let held = match parsed {
+            Ok(l) => Held::Line(l),
+            Err(skipped) => Held::Skipped(skipped),
+        };
+        self.held.push_back((held, now));
+        if self.held.len() > MAX_HELD {
+            self.released = true;
+            self.sensor = self.sensor.take().or_else(|| ctx.sensor.clone());
+        }
+        self.release(ctx, out);
+    }
+
+    /// Lines that waited [`HOLD_FOR`] by `now` go out.
+    pub fn tick(&mut self, now: Instant, ctx: &RecordContext, out: &mut Vec<Counted>) {
+        let waited = self
+            .held
+            .front()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= HOLD_FOR);
+        if waited && !self.released {
+            self.released = true;
+            self.sensor = ctx.sensor.clone();
+        }
+        self.release(ctx, out);
+    }
+
+    fn release(&mut self, ctx: &RecordContext, out: &mut Vec<Counted>) {
+        if !self.released {
+            return;
+        }
+        let node = self.sensor.clone();
+        let tz = (node.as_deref())
+            .and_then(|n| ctx.node(n))
+            .and_then(|n| n.timezone.clone())
+            .or_else(|| ctx.timezone.as_ref().map(|(_, tz)| tz.clone()));
+        while let Some((held, _)) = self.held.pop_front() {
+            let (reason, item) = match held {
+                Held::Line(l) => {
+                    let Some(tz) = &tz else {
+                        out.push(Counted::new(node.clone(), reason::NO_TIME_ZONE, None));
+                        continue;
+                    };
+                    let Some(ts) = resolve(tz, l.local(), self.previous) else {
+                        out.push(Counted::new(node.clone(), reason::TIME, None));
+                        continue;
+                    };
+                    self.previous = Some(ts);
+                    match l {
+                        Line::Lost { events, .. } => {
+                            (reason::EVENTS_LOST, RecordItem::Lost { at: ts, events })
+                        }
+                        Line::Connection {
+                            key, outcome, pid, ..
+                        } => {
+                            let mut o =
+                                Observation::record(ts, key, outcome, SourceKind::FirewallLog);
+                            o.sensor = node.clone();
+                            o.process = Process {
+                                executable: None,
+                                pid,
+                            };
+                            (reason::OBSERVED, RecordItem::Observed(o))
+                        }
+                    }
+                }
+                Held::Skipped((r, local)) => {
+                    let at = local
+                        .zip(tz.as_ref())
+                        .and_then(|(local, tz)| resolve(tz, local, self.previous));
+                    out.push(Counted::new(
+                        node.clone(),
+                        r,
+                        at.map(|at| RecordItem::Covered { at }),
+                    ));
+                    continue;
+                }
+            };
+            out.push(Counted::new(node.clone(), reason, Some(item)));
+        }
+    }
 }
 
 #[cfg(test)]
