@@ -84,10 +84,10 @@ pub enum Command {
     /// Audit pcap/pcapng files, flow logs and Windows Firewall logs against the site: a report, and an exit status for CI.
     #[command(after_help = EXIT_CODES)]
     Replay(ReplayArgs),
-    /// Capture live on interfaces and print findings as they happen, until Ctrl-C.
+    /// Capture live on interfaces (or follow node logs) and print findings as they happen, until Ctrl-C.
     #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
-    /// Run as a monitor: live capture (or a paced replay), Prometheus metrics over HTTP.
+    /// Run as a monitor: live capture (or a paced replay, or followed node logs), Prometheus metrics over HTTP.
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Try it out: the bundled multi-node site and capture, replayed in a loop, with metrics.
@@ -220,7 +220,7 @@ Try: open http://127.0.0.1:9477/ in a browser, or
      curl -s 127.0.0.1:9477/metrics | grep ^portwatch_connections_total";
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["interfaces", "replay"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "replay", "follow"])))]
 pub struct RunArgs {
     #[command(flatten)]
     pub site: SiteArgs,
@@ -240,6 +240,11 @@ pub struct RunArgs {
     /// Replay the files again and again; timestamps keep increasing.
     #[arg(long = "loop", requires = "replay")]
     pub looping: bool,
+    /// Node logs to follow as they grow (firewall logs, WFP NDJSON), with -i or alone.
+    #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with = "replay", long_help = FOLLOW_HELP)]
+    pub follow: Vec<PathBuf>,
+    #[command(flatten)]
+    pub follow_opts: FollowArgs,
     #[command(flatten)]
     pub web: WebArgs,
     #[command(flatten)]
@@ -431,10 +436,16 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "follow"])))]
 pub struct WatchArgs {
     /// Interface to capture on; repeat for several, or `any`.
-    #[arg(short = 'i', long = "interface", required = true, value_name = "IFACE")]
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
+    /// Node logs to follow as they grow (firewall logs, WFP NDJSON), with -i or alone.
+    #[arg(long, num_args = 1.., value_name = "FILE", long_help = FOLLOW_HELP)]
+    pub follow: Vec<PathBuf>,
+    #[command(flatten)]
+    pub follow_opts: FollowArgs,
     /// Leave named interfaces out of promiscuous mode: only frames
     /// addressed to this host are seen (not a mirror port's). `any` never is.
     #[arg(long)]
@@ -450,6 +461,47 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub report: ReportArgs,
 }
+
+/// How `--follow` reads its files (`run`, `watch`).
+#[derive(Debug, Args, Clone)]
+pub struct FollowArgs {
+    /// Where a followed file that is already there is read from: `end`,
+    /// only what is written from now on (as `tail -F`; its header and node
+    /// are still read), or `start`, what it holds too. A file that appears
+    /// later, or after a rotation or truncation, is read from its start.
+    #[arg(long, value_enum, default_value_t = FollowFrom::End, value_name = "WHERE", requires = "follow")]
+    pub follow_from: FollowFrom,
+    /// Time zone (IANA name, e.g. Europe/Berlin) of followed firewall logs
+    /// whose node has no `timezone:` in the site file; without either, their
+    /// lines are counted (no_time_zone), not observed.
+    #[arg(long, value_name = "ZONE", requires = "follow")]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowFrom {
+    End,
+    Start,
+}
+
+/// `--follow` in `run --help` and `watch --help`.
+pub const FOLLOW_HELP: &str = "Node logs to follow as they grow, with -i or alone: \
+Windows Firewall logs (pfirewall.log) and Filtering Platform events as NDJSON \
+(Winlogbeat, NXLog), told apart by content.
+
+Read as `tail -F` does: a file rotated to FILE.old is read to its end before the new \
+FILE (one rotated twice between two looks is read from FILE.old), a truncated file again \
+from its start, a file not there yet is waited for (logged once). Only whole lines are \
+read; a line longer than 64 KiB is skipped and counted. Files are looked at every 250 ms; \
+at most 64.
+
+Each log's node is found as replay finds it (its addresses, the events' host names, \
+else --sensor); a firewall log's time zone is its node's `timezone:`, else --timezone. \
+Records are counted in portwatch_records_total{node,format,reason}. Without -i, the \
+required edges judged are those of the logs' nodes.
+
+EVTX files cannot be followed (they are not written line by line): refused, exit \
+status 2. Replay them, or follow the NDJSON a shipper writes.";
 
 /// What `replay` and `watch` report, and for which sensor.
 #[derive(Debug, Args)]

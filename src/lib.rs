@@ -7,7 +7,7 @@
 //! source (pcap/pcapng files, libpcap live)  ── Frame ──▶
 //! decode (pure: link, VLAN, IPv4/IPv6, tunnels, TCP) ── Segment ──▶
 //! state (handshake table)                   ── Observation ──▶
-//! source (record readers: firewall logs)    ── Observation ──▶
+//! source (record readers: node logs, read in full or followed) ── Observation ──▶
 //! classify (pure: model + site → Verdict)   ──▶
 //! state (pure: required-edge clocks, tallies; time passed in) ──▶
 //! report / export (audit report, Prometheus, event log)

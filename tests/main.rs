@@ -54,6 +54,9 @@
 //! - `flows`: flow logs in `replay`: a VPC flow log made from each verdict
 //!   scenario (tshark) gives the capture's findings; the samples of
 //!   `../shared/sensors/` with their fidelity in the report.
+//! - `follow`: `run --follow` on a growing `pfirewall.log` rotated twice and
+//!   truncated once counts every line once (metrics, event log); `watch
+//!   --follow` alone; EVTX refused.
 //! - `windows`: Windows nodes' own logs (`pfirewall.log`) as sensors:
 //!   findings, blocked edges citing the firewall, coverage, lost events,
 //!   time zones, mixed with captures.
@@ -77,6 +80,7 @@ mod faults;
 mod firewall;
 mod fleet;
 mod flows;
+mod follow;
 mod golden;
 mod golden_metrics;
 mod layering;

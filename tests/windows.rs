@@ -14,7 +14,7 @@ const HEADER: &str = "#Version: 1.5\r\n#Software: Microsoft Windows Firewall\r\n
 #Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn tcpack tcpwin icmptype icmpcode info path\r\n";
 
 /// The multi-node site with `timezone:` on the proxy node.
-fn site(dir: &Path, timezone: Option<&str>) -> PathBuf {
+pub fn site(dir: &Path, timezone: Option<&str>) -> PathBuf {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sites/multi-node.yaml"),
     )

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::eventlog::EventLog;
+use super::follow::Follow;
 use super::input::Input;
 use super::page::Snapshot;
 use super::Error;
@@ -24,7 +25,7 @@ use crate::export::http::Readiness;
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
-use crate::report::{Report, UnconfiguredTunnel};
+use crate::report::{Report, SourceFacts, UnconfiguredTunnel};
 use crate::source::live::InterfaceStats;
 use crate::source::Poll;
 use crate::state::TrackConfig;
@@ -32,6 +33,10 @@ use crate::time::Timestamp;
 
 /// How often gauges (flow table, edge missing, capture drops) are refreshed.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long the loop waits for a command between two looks at followed
+/// files when there is no capture to wait on.
+const FOLLOW_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a live interface may deliver nothing before it is logged as
 /// silent.
@@ -146,6 +151,13 @@ pub(super) struct Driver {
     input: Input,
     pl: Pipeline,
     vis: Visibility,
+    /// The visibility of the command line and site; `vis` adds the nodes
+    /// of followed logs to it.
+    base_vis: Visibility,
+    /// Node logs followed as they grow (`--follow`).
+    follow: Option<Follow>,
+    /// A followed file has more to read at once.
+    follow_more: bool,
     rec: Option<Recorder>,
     printer: Option<Printer>,
     events: EventLog,
@@ -176,10 +188,13 @@ impl Driver {
             false => 0,
         };
         Driver {
-            since: input.is_live().then(Timestamp::now),
+            since: input.on_wall_clock().then(Timestamp::now),
             input,
             pl,
+            base_vis: vis.clone(),
             vis,
+            follow: None,
+            follow_more: false,
             rec: None,
             printer: None,
             events: EventLog::off(),
@@ -209,6 +224,18 @@ impl Driver {
     /// drops) to stderr, as tcpdump does, so the two can be compared.
     pub fn with_closing_counters(mut self) -> Driver {
         self.closing_counters = true;
+        self
+    }
+
+    /// Follow node logs (`--follow`): their records go into the pipeline
+    /// beside the packets; without a capture, the edges judged are those
+    /// of the logs' nodes.
+    pub fn with_follow(mut self, follow: Follow) -> Driver {
+        self.vis = follow.visibility(self.base_vis.clone(), self.input.captures());
+        self.follow = Some(follow);
+        if let Some(rec) = &mut self.rec {
+            rec.set_policy(self.pl.policy(), &self.vis);
+        }
         self
     }
 
@@ -262,14 +289,20 @@ impl Driver {
         }
         let mut next_tick = Instant::now();
         loop {
-            let first = match self.ended {
-                // Nothing to capture: wait for a command, waking to tick.
-                true => match rx.recv_timeout(TICK) {
+            // Nothing to capture: wait for a command, waking to tick (or
+            // to look at the followed files).
+            let wait = match (self.ended, self.input.captures()) {
+                (true, _) => Some(TICK),
+                (false, false) if !self.follow_more => Some(FOLLOW_WAIT),
+                (false, _) => None,
+            };
+            let first = match wait {
+                Some(t) => match rx.recv_timeout(t) {
                     Ok(c) => Some(c),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
                 },
-                false => None,
+                None => None,
             };
             let pending = Pending::take(first, rx);
             if pending.stop {
@@ -315,12 +348,42 @@ impl Driver {
                 eprintln!("{s}");
             }
         }
-        let facts = self.input.facts();
+        let facts = self.facts();
         let window = self.since.map(|s| (s, end.max(s)));
         Ok(Finished {
             report: Report::build(&self.pl, facts, window, &self.vis),
             events,
         })
+    }
+
+    /// What the report says about the sources: the capture's, then each
+    /// followed file's.
+    fn facts(&mut self) -> Vec<SourceFacts> {
+        let mut facts = self.input.facts();
+        if let Some(f) = &self.follow {
+            facts.extend(f.facts());
+        }
+        facts
+    }
+
+    /// Read what is new in the followed files into the pipeline; a log
+    /// whose node was just found widens what is judged.
+    fn follow(&mut self) {
+        let Driver {
+            follow, pl, rec, ..
+        } = self;
+        let Some(f) = follow else {
+            return;
+        };
+        let polled = f.poll(Instant::now(), pl, rec.as_mut());
+        self.follow_more = polled.more;
+        self.heard.any |= polled.records > 0;
+        if f.take_new_nodes() {
+            self.vis = f.visibility(self.base_vis.clone(), self.input.captures());
+            if let Some(rec) = &mut self.rec {
+                rec.set_policy(self.pl.policy(), &self.vis);
+            }
+        }
     }
 
     fn capture_up(&mut self, slots: usize, up: bool) {
@@ -345,6 +408,7 @@ impl Driver {
         if let Some(rec) = &self.rec {
             self.input.sync_interfaces(rec);
         }
+        self.follow();
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }
@@ -452,10 +516,11 @@ impl Driver {
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.events.lost());
         }
-        if let (Some(snapshot), Some(since), Some(now)) = (&self.snapshot, self.since, now) {
+        if let (Some(snapshot), Some(since), Some(now)) = (self.snapshot.clone(), self.since, now) {
             if snapshot.wanted() {
                 let window = Some((since, now.max(since)));
-                let report = Report::build(&self.pl, self.input.facts(), window, &self.vis);
+                let facts = self.facts();
+                let report = Report::build(&self.pl, facts, window, &self.vis);
                 snapshot.put(self.pl.policy().clone(), report);
             }
         }
@@ -469,7 +534,12 @@ impl Driver {
         self.drain()?;
         self.input.follow_policy(&policy);
         self.pl.swap_policy(policy.clone());
+        self.base_vis = vis.clone();
         self.vis = vis;
+        if let Some(f) = &mut self.follow {
+            f.set_policy(&policy);
+            self.vis = f.visibility(self.base_vis.clone(), self.input.captures());
+        }
         if let Some(rec) = &mut self.rec {
             rec.set_policy(&policy, &self.vis);
         }

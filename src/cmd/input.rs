@@ -1,6 +1,7 @@
 //! The one way commands open sources: capture files read as fast as they
-//! go (`replay`), paced replays (`run --replay`, `demo`) and live
-//! interfaces (`watch`, `run -i`).
+//! go (`replay`), paced replays (`run --replay`, `demo`), live interfaces
+//! (`watch`, `run -i`), or no capture at all (`--follow` alone: node logs
+//! only, on the wall clock).
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ use crate::source::file::{FileFacts, MergedFiles, Savefile};
 use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSource, TunnelPorts};
 use crate::source::records::{self, NodeInfo, RecordContext, RecordFile, RecordFormat, RecordItem};
 use crate::source::replay::{Replay, ReplayOptions};
-use crate::source::{Source, SourceError};
+use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
 /// What to capture from.
@@ -30,6 +31,8 @@ pub(super) enum InputSpec {
         /// Named interfaces in promiscuous mode (`--no-promisc` clears it).
         promisc: bool,
     },
+    /// No capture: `--follow` alone.
+    NoCapture,
 }
 
 /// The opened source.
@@ -37,6 +40,16 @@ pub(super) enum Input {
     Files(MergedFiles),
     Paced(Replay),
     Live(LiveSource),
+    NoCapture(NoFrames),
+}
+
+/// The source of no capture: never a frame, always idle.
+pub(super) struct NoFrames;
+
+impl Source for NoFrames {
+    fn poll(&mut self, _: &mut dyn FnMut(&crate::frame::Frame<'_>)) -> Result<Poll, SourceError> {
+        Ok(Poll::Idle)
+    }
 }
 
 impl Input {
@@ -79,6 +92,7 @@ impl Input {
                 };
                 Input::Live(LiveSource::open(interfaces, &opts)?)
             }
+            InputSpec::NoCapture => Input::NoCapture(NoFrames),
         })
     }
 
@@ -87,6 +101,7 @@ impl Input {
         match self {
             Input::Files(_) | Input::Paced(_) => vec!["replay".into()],
             Input::Live(l) => l.interfaces().to_vec(),
+            Input::NoCapture(_) => Vec::new(),
         }
     }
 
@@ -94,11 +109,22 @@ impl Input {
         matches!(self, Input::Live(_))
     }
 
+    /// Whether time is the wall clock's (a live capture, or none).
+    pub fn on_wall_clock(&self) -> bool {
+        matches!(self, Input::Live(_) | Input::NoCapture(_))
+    }
+
+    /// Whether there is a capture at all.
+    pub fn captures(&self) -> bool {
+        !matches!(self, Input::NoCapture(_))
+    }
+
     pub fn source(&mut self) -> &mut dyn Source {
         match self {
             Input::Files(f) => f,
             Input::Paced(r) => r,
             Input::Live(l) => l,
+            Input::NoCapture(n) => n,
         }
     }
 
@@ -109,7 +135,7 @@ impl Input {
         match self {
             Input::Files(_) => None,
             Input::Paced(r) => r.now(),
-            Input::Live(_) => Some(Timestamp::now()),
+            Input::Live(_) | Input::NoCapture(_) => Some(Timestamp::now()),
         }
     }
 
@@ -171,6 +197,7 @@ impl Input {
             Input::Files(f) => f.facts().into_iter().map(file_facts).collect(),
             Input::Paced(r) => r.facts().into_iter().map(file_facts).collect(),
             Input::Live(l) => live_facts(l),
+            Input::NoCapture(_) => Vec::new(),
         }
     }
 }
@@ -265,11 +292,16 @@ impl Records {
     /// Apply the items due by `until` (all of them if `None`).
     pub fn feed_until(&mut self, pl: &mut Pipeline, until: Option<Timestamp>) {
         while let Some(item) = self.items.next_if(|i| until.is_none_or(|u| i.ts() <= u)) {
-            match item {
-                RecordItem::Observed(o) => pl.observe(&o),
-                RecordItem::Lost { at, .. } => pl.sensor_lost(at),
-                RecordItem::Covered { at } => pl.covered(at),
-            }
+            Records::feed(pl, item);
+        }
+    }
+
+    /// One record's item into the pipeline.
+    pub fn feed(pl: &mut Pipeline, item: RecordItem) {
+        match item {
+            RecordItem::Observed(o) => pl.observe(&o),
+            RecordItem::Lost { at, .. } => pl.sensor_lost(at),
+            RecordItem::Covered { at } => pl.covered(at),
         }
     }
 
@@ -323,7 +355,7 @@ impl Records {
 }
 
 /// What record readers need of the site and the command line.
-fn record_context(
+pub(super) fn record_context(
     policy: &Policy,
     timezone: Option<(String, TimeZone)>,
     sensors: &[String],

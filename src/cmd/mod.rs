@@ -13,6 +13,7 @@ mod eventlog;
 mod expect;
 mod firewall;
 mod flowlogs;
+mod follow;
 mod input;
 mod manual;
 mod page;

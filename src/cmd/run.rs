@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::capture::{Command, Driver, OnPrintError};
 use super::eventlog::EventLog;
+use super::follow::{Follow, FollowSpec};
 use super::input::{Input, InputSpec};
 use super::page::{live_page, Snapshot};
 use super::privileges;
@@ -42,6 +43,9 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         .transpose()
         .map_err(Error::WebConfig)?;
     let input = Input::open_for(&s.input, &policy, s.decap)?;
+    let follow = (s.follow.as_ref())
+        .map(|f| Follow::open(f, &policy, &s.sensors))
+        .transpose()?;
     let events = EventLog::open(
         s.events.as_deref(),
         s.events_format,
@@ -83,6 +87,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         site = %policy.site.name,
         model = %policy.model.id,
         input = %input.interfaces().join(","),
+        follow = ?s.follow.as_ref().map(|f| &f.paths),
         listen = ?s.listen,
         tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
         basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
@@ -93,6 +98,9 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let mut driver = Driver::new(input, policy, vis, s.track).with_decap(s.decap);
+    if let Some(f) = follow {
+        driver = driver.with_follow(f);
+    }
     let rec = Recorder::new(&metrics, &driver.interfaces()).with_finding_hold(s.finding_hold);
     driver = driver.with_recorder(rec).with_events(events);
     if s.print {
@@ -100,7 +108,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     }
     let snapshot = Arc::new(Snapshot::default());
     driver = driver.with_snapshot(snapshot.clone());
-    let subtitle = live_subtitle(&s.input);
+    let subtitle = live_subtitle(&s.input, s.follow.as_ref());
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
         .name("capture".into())
@@ -225,7 +233,22 @@ async fn reload(s: &RunSettings, metrics: &Metrics, tx: &Sender<Command>, web: O
 }
 
 /// What the live page says it shows.
-fn live_subtitle(spec: &InputSpec) -> String {
+fn live_subtitle(spec: &InputSpec, follow: Option<&FollowSpec>) -> String {
+    let input = capture_subtitle(spec);
+    match follow {
+        None => input,
+        Some(f) => {
+            let files: Vec<String> = f.paths.iter().map(|p| p.display().to_string()).collect();
+            let following = format!("following {}", files.join(", "));
+            match spec {
+                InputSpec::NoCapture => format!("live: {following}"),
+                _ => format!("{input}; {following}"),
+            }
+        }
+    }
+}
+
+fn capture_subtitle(spec: &InputSpec) -> String {
     match spec {
         InputSpec::Paced { savefiles, opts } => format!(
             "live: replay of {} at {}x{}",
@@ -249,5 +272,6 @@ fn live_subtitle(spec: &InputSpec) -> String {
             if *promisc { "" } else { " (not promiscuous)" }
         ),
         InputSpec::Files(files) => format!("replay of {} files", files.len()),
+        InputSpec::NoCapture => "no capture".into(),
     }
 }

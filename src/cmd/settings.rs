@@ -7,15 +7,17 @@ use crate::export::metrics::DEFAULT_FINDING_HOLD;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use super::follow::FollowSpec;
 use super::input::InputSpec;
 use super::Error;
 use crate::cli::{
-    Cli, Command, EventsFormat, ExpectFormat, FirewallArgs, Format, ProposeFormat, ReportArgs,
-    SiteArgs, TrackArgs,
+    Cli, Command, EventsFormat, ExpectFormat, FirewallArgs, FollowArgs, FollowFrom, Format,
+    ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
 };
 use crate::decode::Decap;
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
 use crate::source::file::Savefile;
+use crate::source::follow::StartAt;
 use crate::source::replay::ReplayOptions;
 use crate::state::TrackConfig;
 
@@ -66,7 +68,10 @@ pub struct ReplaySettings {
 }
 
 pub struct WatchSettings {
+    /// None: `--follow` alone.
     pub interfaces: Vec<String>,
+    /// `--follow`: node logs read as they grow.
+    pub(super) follow: Option<FollowSpec>,
     /// Named interfaces in promiscuous mode.
     pub promisc: bool,
     pub site: SiteArgs,
@@ -81,6 +86,8 @@ pub struct WatchSettings {
 pub struct RunSettings {
     pub site: SiteArgs,
     pub(super) input: InputSpec,
+    /// `--follow`: node logs read as they grow.
+    pub(super) follow: Option<FollowSpec>,
     pub listen: Vec<SocketAddr>,
     /// `--web.config.file`: TLS and basic auth.
     pub web_config: Option<PathBuf>,
@@ -121,6 +128,7 @@ impl Task {
                 report: a.report,
             }),
             Command::Watch(a) => Task::Watch(WatchSettings {
+                follow: follow(a.follow, a.follow_opts)?,
                 track: track(&a.track)?,
                 decap: a.track.decap.decap(),
                 interfaces: a.interfaces,
@@ -137,12 +145,7 @@ impl Task {
             Command::Run(a) => Task::Run(RunSettings {
                 track: track(&a.track)?,
                 decap: a.track.decap.decap(),
-                input: if a.replay.is_empty() {
-                    InputSpec::Live {
-                        interfaces: a.interfaces,
-                        promisc: !a.no_promisc,
-                    }
-                } else {
+                input: if !a.replay.is_empty() {
                     InputSpec::Paced {
                         savefiles: a.replay.into_iter().map(Savefile::Path).collect(),
                         opts: ReplayOptions {
@@ -150,7 +153,15 @@ impl Task {
                             looping: a.looping,
                         },
                     }
+                } else if a.interfaces.is_empty() {
+                    InputSpec::NoCapture
+                } else {
+                    InputSpec::Live {
+                        interfaces: a.interfaces,
+                        promisc: !a.no_promisc,
+                    }
                 },
+                follow: follow(a.follow, a.follow_opts)?,
                 site: a.site,
                 listen: a.web.listen,
                 web_config: a.web.config_file,
@@ -185,6 +196,7 @@ impl Task {
                     },
                 },
                 listen: vec![a.listen],
+                follow: None,
                 web_config: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: TrackConfig::default(),
@@ -224,6 +236,21 @@ impl Task {
             }),
         })
     }
+}
+
+/// `--follow` and its options.
+fn follow(paths: Vec<PathBuf>, a: FollowArgs) -> Result<Option<FollowSpec>, Error> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(FollowSpec {
+        paths,
+        start_at: match a.follow_from {
+            FollowFrom::End => StartAt::End,
+            FollowFrom::Start => StartAt::Start,
+        },
+        timezone: a.timezone.map(time_zone).transpose()?,
+    }))
 }
 
 /// `--timezone`: an IANA name the bundled database knows.

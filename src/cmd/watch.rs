@@ -3,6 +3,7 @@
 
 use super::capture::{Driver, OnPrintError};
 use super::eventlog::EventLog;
+use super::follow::Follow;
 use super::input::{Input, InputSpec};
 use super::page::report_page;
 use super::settings::WatchSettings;
@@ -11,14 +12,17 @@ use crate::cli::{Format, ReportFormat};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
-    let input = Input::open_for(
-        &InputSpec::Live {
+    let spec = match s.interfaces.is_empty() {
+        true => InputSpec::NoCapture,
+        false => InputSpec::Live {
             interfaces: s.interfaces.clone(),
             promisc: s.promisc,
         },
-        &policy,
-        s.decap,
-    )?;
+    };
+    let input = Input::open_for(&spec, &policy, s.decap)?;
+    let follow = (s.follow.as_ref())
+        .map(|f| Follow::open(f, &policy, &s.report.sensors))
+        .transpose()?;
     let r = &s.report;
     let events = EventLog::open(
         r.events.as_deref(),
@@ -27,11 +31,20 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         s.track.capacity,
     )?;
     // Before any thread starts: capabilities are per thread.
-    privileges::drop_and_log(&s.user, privileges::LIVE_CAPS)?;
+    let keep = match input.is_live() {
+        true => privileges::LIVE_CAPS,
+        false => &[],
+    };
+    privileges::drop_and_log(&s.user, keep)?;
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx, events.is_on());
-    tracing::info!(interfaces = ?s.interfaces, site = %policy.site.name, "capturing; Ctrl-C to stop");
-    let done = Driver::new(input, policy.clone(), vis, s.track)
+    let following = s.follow.as_ref().map(|f| &f.paths);
+    tracing::info!(interfaces = ?s.interfaces, follow = ?following, site = %policy.site.name, "capturing; Ctrl-C to stop");
+    let mut driver = Driver::new(input, policy.clone(), vis, s.track);
+    if let Some(f) = follow {
+        driver = driver.with_follow(f);
+    }
+    let done = driver
         .with_decap(s.decap)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
@@ -46,7 +59,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
                 &policy,
                 &done.report,
                 s.report.layout,
-                format!("live capture on {}", s.interfaces.join(", ")),
+                subtitle(&s),
                 None,
                 Vec::new(),
             )?
@@ -54,4 +67,17 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     }
     done.events?;
     Ok(Status::of(&done.report))
+}
+
+/// What the closing HTML report says it covers.
+fn subtitle(s: &WatchSettings) -> String {
+    let mut parts = Vec::new();
+    if !s.interfaces.is_empty() {
+        parts.push(format!("live capture on {}", s.interfaces.join(", ")));
+    }
+    if let Some(f) = &s.follow {
+        let files: Vec<String> = f.paths.iter().map(|p| p.display().to_string()).collect();
+        parts.push(format!("following {}", files.join(", ")));
+    }
+    parts.join("; ")
 }

@@ -18,6 +18,7 @@
 //! and `reason`. So the number of series is bounded by the policy, never by
 //! traffic: a port scan from thousands of addresses adds none beyond that.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{
@@ -134,6 +135,8 @@ pub struct Metrics {
     last_reload: Gauge,
     reload_failures: IntCounter,
     event_log_errors: IntCounter,
+    records: IntCounterVec,
+    followed_changes: IntCounterVec,
     /// Faults the process survives (README "Limits and faults").
     pub faults: Faults,
 }
@@ -319,6 +322,16 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            records: counter_vec(
+                "portwatch_records_total",
+                "Records read from followed node logs (--follow), by the node whose log it is (unknown until found), the format, and what was made of them.",
+                &["node", "format", "reason"],
+            ),
+            followed_changes: counter_vec(
+                "portwatch_followed_file_changes_total",
+                "What happened to followed files (--follow): opened, rotated, truncated, missing, binary, unreadable; by the node whose log it is.",
+                &["node", "change"],
+            ),
             faults: Faults {
                 capture_lost: reg(
                     &registry,
@@ -425,6 +438,9 @@ impl Metrics {
     }
 }
 
+/// Most record counter handles kept (label values are bounded anyway).
+const MAX_RECORD_SERIES: usize = 1024;
+
 /// What a connection's labels are a function of: the two endpoints, the
 /// port label, the verdict, and the edge whose service names it (else the
 /// service comes from the destination and port).
@@ -452,6 +468,9 @@ pub struct Recorder {
     encapsulated: [IntCounter; EncapKind::ALL.len()],
     encapsulated_seen: [u64; EncapKind::ALL.len()],
     anomalies_seen: u64,
+    /// Record counters by node, format and reason (each a closed set or
+    /// the site's node names; capped all the same).
+    records: FastMap<(Option<Arc<str>>, &'static str, &'static str), IntCounter>,
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
@@ -460,13 +479,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// `interfaces` names the capture's interfaces (`replay` for files);
-    /// frames are counted by their position in it.
+    /// `interfaces` names the capture's interfaces (`replay` for files,
+    /// none without a capture); frames are counted by their position in it.
     pub fn new(m: &Metrics, interfaces: &[String]) -> Recorder {
-        let names: Vec<&str> = match interfaces.is_empty() {
-            true => vec!["unknown"],
-            false => interfaces.iter().map(String::as_str).collect(),
-        };
+        // No capture (`--follow` alone): no per-interface series.
+        let names: Vec<&str> = interfaces.iter().map(String::as_str).collect();
         let packets = (names.iter())
             .map(|i| PacketResult::ALL.map(|r| m.packets.with_label_values(&[*i, r.as_str()])))
             .collect();
@@ -485,6 +502,7 @@ impl Recorder {
             encapsulated: EncapKind::ALL.map(|k| m.encapsulated.with_label_values(&[k.as_str()])),
             encapsulated_seen: [0; EncapKind::ALL.len()],
             anomalies_seen: 0,
+            records: FastMap::default(),
             m: m.clone(),
             packets,
             dropped,
@@ -553,8 +571,33 @@ impl Recorder {
     /// One frame from interface `slot` (its position in `interfaces`).
     #[inline]
     pub fn packet(&self, slot: usize, what: Ingested) {
-        let slot = slot.min(self.packets.len() - 1);
-        self.packets[slot][PacketResult::of(what) as usize].inc();
+        let slot = slot.min(self.packets.len().saturating_sub(1));
+        if let Some(p) = self.packets.get(slot) {
+            p[PacketResult::of(what) as usize].inc();
+        }
+    }
+
+    /// One record of a followed log: its node (a site node's name, if
+    /// known), its format's name and its reason (closed sets).
+    pub fn record(&mut self, node: Option<&Arc<str>>, format: &'static str, reason: &'static str) {
+        let key = (node.cloned(), format, reason);
+        if let Some(c) = self.records.get(&key) {
+            c.inc();
+            return;
+        }
+        let c =
+            (self.m.records).with_label_values(&[node.map_or("unknown", |n| &**n), format, reason]);
+        c.inc();
+        if self.records.len() < MAX_RECORD_SERIES {
+            self.records.insert(key, c);
+        }
+    }
+
+    /// Something happened to a followed file (a [`crate::source::follow::Change`]).
+    pub fn followed_change(&self, node: Option<&Arc<str>>, change: &'static str) {
+        (self.m.followed_changes)
+            .with_label_values(&[node.map_or("unknown", |n| &**n), change])
+            .inc();
     }
 
     pub fn capture_up(&self, slot: usize, up: bool) {

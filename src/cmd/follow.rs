@@ -1,0 +1,234 @@
+//! `--follow` for `watch` and `run`: node logs (Windows Firewall logs, WFP
+//! events as NDJSON) read as they grow, their records fed to the same
+//! pipeline as the packets, counted in the metrics by node, format and
+//! reason. The files are checked when following starts (an EVTX file, or
+//! one that is neither, is refused); a file not there yet is waited for.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::tz::TimeZone;
+
+use super::input::{record_context, Records};
+use crate::export::metrics::Recorder;
+use crate::pipeline::Pipeline;
+use crate::policy::{Policy, Visibility};
+use crate::quote::log_field;
+use crate::report::SourceFacts;
+use crate::source::follow::{Change, StartAt, MAX_FOLLOWED};
+use crate::source::records::follow::{Followed, FollowedFile};
+use crate::source::records::{RecordContext, RecordFormat};
+use crate::source::wfp::evtx::MAGIC as EVTX_MAGIC;
+use crate::source::SourceError;
+
+/// What to follow, validated.
+#[derive(Clone, Debug)]
+pub struct FollowSpec {
+    pub paths: Vec<PathBuf>,
+    pub start_at: StartAt,
+    /// `--timezone`, resolved: for firewall logs whose node has none.
+    pub timezone: Option<(String, TimeZone)>,
+}
+
+/// The label of a record's format before it was told.
+const UNKNOWN: &str = "unknown";
+
+pub(super) struct Follow {
+    files: Vec<FollowedFile>,
+    ctx: RecordContext,
+    timezone: Option<(String, TimeZone)>,
+    sensors: Vec<String>,
+    out: Vec<Followed>,
+    /// The nodes whose logs these are, as found from their content (site
+    /// nodes only, so bounded by the site).
+    nodes: Vec<Arc<str>>,
+    /// `nodes` grew since [`Follow::take_new_nodes`].
+    new_nodes: bool,
+}
+
+/// What one poll of the followed files did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Polled {
+    pub records: usize,
+    /// A file has more to read at once.
+    pub more: bool,
+}
+
+impl Follow {
+    /// Check the files that are there (each must be a firewall log or NDJSON,
+    /// not EVTX); none is opened for good yet.
+    pub fn open(
+        spec: &FollowSpec,
+        policy: &Policy,
+        sensors: &[String],
+    ) -> Result<Follow, SourceError> {
+        if spec.paths.len() > MAX_FOLLOWED {
+            return Err(SourceError::Refused {
+                path: spec.paths[MAX_FOLLOWED].display().to_string(),
+                what: format!("--follow: at most {MAX_FOLLOWED} files"),
+            });
+        }
+        for p in &spec.paths {
+            check(p)?;
+        }
+        Ok(Follow {
+            files: (spec.paths.iter())
+                .map(|p| FollowedFile::new(p, spec.start_at))
+                .collect(),
+            ctx: record_context(policy, spec.timezone.clone(), sensors),
+            timezone: spec.timezone.clone(),
+            sensors: sensors.to_vec(),
+            out: Vec::new(),
+            nodes: Vec::new(),
+            new_nodes: false,
+        })
+    }
+
+    /// Read what is new in each file (each looked at when due at `now`),
+    /// into the pipeline and the metrics.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        pl: &mut Pipeline,
+        mut rec: Option<&mut Recorder>,
+    ) -> Polled {
+        let mut polled = Polled::default();
+        for f in &mut self.files {
+            self.out.clear();
+            polled.more |= f.poll(now, &self.ctx, &mut self.out);
+            for e in self.out.drain(..) {
+                match e {
+                    Followed::Record { format, counted } => {
+                        polled.records += 1;
+                        if let Some(rec) = rec.as_deref_mut() {
+                            let format = format.map_or(UNKNOWN, RecordFormat::name);
+                            rec.record(counted.node.as_ref(), format, counted.reason);
+                        }
+                        if let Some(item) = counted.item {
+                            Records::feed(pl, item);
+                        }
+                    }
+                    Followed::Change(c) => {
+                        say(f.path(), c);
+                        if let Some(rec) = rec.as_deref_mut() {
+                            rec.followed_change(f.sensor(), c.as_str());
+                        }
+                    }
+                }
+            }
+            if let Some(s) = f.sensor() {
+                if !self.nodes.contains(s) {
+                    self.nodes.push(s.clone());
+                    self.new_nodes = true;
+                }
+            }
+        }
+        polled
+    }
+
+    /// Whether a file's node was found since the last call.
+    pub fn take_new_nodes(&mut self) -> bool {
+        std::mem::take(&mut self.new_nodes)
+    }
+
+    /// A new site: nodes, addresses and time zones from now on.
+    pub fn set_policy(&mut self, policy: &Policy) {
+        self.ctx = record_context(policy, self.timezone.clone(), &self.sensors);
+    }
+
+    /// Which required edges are judged: a capture sees what its `--sensor`
+    /// nodes (or the whole site) see; logs alone cover the edges touching
+    /// their nodes (none until a log names its node).
+    pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
+        if captures {
+            return vis;
+        }
+        let mut nodes = vis.nodes;
+        for n in &self.nodes {
+            if !nodes.iter().any(|m| m == &**n) {
+                nodes.push(n.to_string());
+            }
+        }
+        Visibility {
+            nodes,
+            limited: true,
+        }
+    }
+
+    /// What the report says about each file.
+    pub fn facts(&self) -> Vec<SourceFacts> {
+        let facts = self.files.iter().map(|f| {
+            let format = f.format();
+            let base = SourceFacts {
+                path: f.path().display().to_string(),
+                format: format.map_or(UNKNOWN, RecordFormat::name).into(),
+                packets: f.records(),
+                ..SourceFacts::default()
+            };
+            match format {
+                Some(format) => base.with_fidelity(
+                    format.kind(),
+                    f.sensor().map(|s| s.to_string()),
+                    f.counts().clone(),
+                ),
+                None => base,
+            }
+        });
+        facts.collect()
+    }
+}
+
+/// A file given to `--follow`, if there: a firewall log or NDJSON (or
+/// empty so far). EVTX is refused: it is not a file that grows by lines.
+fn check(path: &Path) -> Result<(), SourceError> {
+    let name = path.display().to_string();
+    let mut head = Vec::with_capacity(512);
+    let opened = std::fs::File::open(path).and_then(|f| f.take(512).read_to_end(&mut head));
+    match opened {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(SourceError::Io { path: name, source }),
+    }
+    if head.starts_with(EVTX_MAGIC) {
+        return Err(SourceError::Refused {
+            what: format!(
+                "{name}: an EVTX file cannot be followed (it is not written line by line): \
+                 follow the NDJSON a shipper writes (Winlogbeat, NXLog), or replay the .evtx"
+            ),
+            path: name,
+        });
+    }
+    if head.iter().all(u8::is_ascii_whitespace) || RecordFormat::detect(&head).is_some() {
+        return Ok(());
+    }
+    Err(SourceError::Refused {
+        what: format!(
+            "{name}: --follow reads Windows Firewall logs (pfirewall.log) and WFP events as NDJSON; \
+             this is neither (captures go to -i or replay)"
+        ),
+        path: name,
+    })
+}
+
+/// Log what happened to a followed file.
+fn say(path: &Path, c: Change) {
+    let file = path.display().to_string();
+    let file = log_field(&file);
+    match c {
+        Change::Missing => {
+            tracing::warn!(%file, "followed file not there (yet): waiting for it to appear")
+        }
+        Change::Opened => tracing::info!(%file, "followed file opened"),
+        Change::Rotated => tracing::info!(%file, "rotated: the old file was read to its end"),
+        Change::Truncated => tracing::warn!(%file, "truncated: read again from its start"),
+        Change::Binary => tracing::error!(
+            %file,
+            "not text (an EVTX file?): not followed until replaced; follow the NDJSON a shipper writes"
+        ),
+        Change::Unreadable(kind) => {
+            tracing::warn!(%file, error = %std::io::Error::from(kind), "cannot read; trying again")
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `run --follow`: a node's `pfirewall.log` read as it grows, by a real
+//! daemon on loopback. A writer appends lines (some split across writes),
+//! rotates the log to `.old` twice back to back and truncates it once;
+//! `/metrics` and the event log count every line exactly once. Also: a
+//! followed EVTX file is refused, and `watch --follow` alone prints what
+//! the log shows.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{bin, sample, Daemon, TempDir};
+use crate::windows::site;
+
+const HEADER: &str = "#Version: 1.5\r\n#Software: Microsoft Windows Firewall\r\n#Time Format: Local\r\n\
+#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn tcpack tcpwin icmptype icmpcode info path\r\n";
+
+/// Lines `from..to`: the proxy (192.0.2.11) opening QRS on central, each
+/// from its own client port, one second apart (local time, Berlin).
+fn lines(from: u16, to: u16) -> String {
+    (from..to)
+        .map(|i| {
+            let (m, s) = (i / 60, i % 60);
+            format!(
+                "2026-01-05 10:{m:02}:{s:02} ALLOW TCP 192.0.2.11 192.0.2.10 {} 4242 0 - 0 0 0 - - - SEND\r\n",
+                40_000 + i
+            )
+        })
+        .collect()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Write `text` in two pieces, the cut inside a line.
+fn append_split(path: &Path, text: &str) {
+    let cut = text.len() / 2 + 7;
+    append(path, &text[..cut]);
+    append(path, &text[cut..]);
+}
+
+fn rotate(path: &Path) {
+    let mut old = path.as_os_str().to_owned();
+    old.push(".old");
+    std::fs::rename(path, PathBuf::from(old)).unwrap();
+}
+
+/// How often the daemon looks at a followed file.
+const POLL: Duration = Duration::from_millis(250);
+
+const OBSERVED: &str =
+    r#"portwatch_records_total{format="pfirewall",node="proxy",reason="observed"}"#;
+
+fn changes(m: &str, change: &str) -> f64 {
+    sample(
+        m,
+        &format!(r#"portwatch_followed_file_changes_total{{change="{change}",node="proxy"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The required-edge series exported.
+fn edges(m: &str) -> Vec<String> {
+    (m.lines())
+        .filter(|l| l.starts_with("portwatch_edge_window_seconds{"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait until the daemon has counted `n` lines as observed.
+fn caught_up(d: &mut Daemon, n: u16) {
+    d.wait_metrics(&format!("{n} records observed"), |m| {
+        sample(m, OBSERVED) == Some(f64::from(n))
+    });
+}
+
+#[test]
+fn run_follow_counts_every_line_once_through_rotations_and_truncation() {
+    let dir = TempDir::new("follow-run");
+    let site = site(&dir.0, Some("Europe/Berlin"));
+    let log = dir.0.join("pfirewall.log");
+    let events = dir.0.join("events.ndjson");
+    let mut d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        site.as_os_str(),
+        "--follow".as_ref(),
+        log.as_os_str(),
+        "--events".as_ref(),
+        events.as_os_str(),
+        "--events-format".as_ref(),
+        "flat".as_ref(),
+    ]);
+    // Up, and waiting for a log that is not there yet: no node, so no
+    // required edge is judged.
+    let m = d.wait_metrics("the missing log", |m| {
+        sample(
+            m,
+            r#"portwatch_followed_file_changes_total{change="missing",node="unknown"}"#,
+        ) == Some(1.0)
+    });
+    assert_eq!(edges(&m), Vec::<String>::new());
+
+    // The writer: the log appears.
+    append_split(&log, &format!("{HEADER}{}", lines(0, 40)));
+    caught_up(&mut d, 40);
+    // Lines, then two rotations back to back: whether the daemon looks in
+    // between or not, the lines of the first file not read yet are read
+    // through its descriptor, those of the second from `.old`.
+    append_split(&log, &lines(40, 60));
+    rotate(&log);
+    append_split(&log, &format!("{HEADER}{}", lines(60, 90)));
+    rotate(&log);
+    append(&log, &format!("{HEADER}{}", lines(90, 100)));
+    caught_up(&mut d, 100);
+    // Truncated (copytruncate), then written again from the start.
+    let f = OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    d.wait_metrics("the truncation", |m| changes(m, "truncated") == 1.0);
+    append_split(&log, &format!("{HEADER}{}", lines(100, 130)));
+    caught_up(&mut d, 130);
+
+    // Nothing more comes: more looks at the files count nothing twice.
+    std::thread::sleep(POLL * 3);
+    let m = d.metrics();
+    assert_eq!(sample(&m, OBSERVED), Some(130.0), "{m}");
+    let total: f64 = (m.lines())
+        .filter(|l| l.starts_with("portwatch_records_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(total, 130.0, "every record was observed:\n{m}");
+    assert_eq!(changes(&m, "rotated"), 2.0, "{m}");
+    // The log named its node: the required edges touching it are judged.
+    let judged = edges(&m);
+    assert!(!judged.is_empty(), "{m}");
+    assert!(
+        judged.iter().all(|e| e.contains(r#""proxy""#)),
+        "only the proxy's edges: {judged:?}"
+    );
+    assert_eq!(changes(&m, "truncated"), 1.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"portwatch_connections_total{dst="central",port="4242",service="qrs",src="proxy",verdict="expected"}"#
+        ),
+        Some(130.0),
+        "{m}"
+    );
+
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    // The event log: one connection and one outcome per line, each line's
+    // client port once.
+    let text = std::fs::read_to_string(&events).unwrap();
+    let mut per_port: BTreeMap<(String, u64), u32> = BTreeMap::new();
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let kind = v["event"].as_str().unwrap().to_string();
+        if kind == "connection" || kind == "outcome" {
+            *per_port
+                .entry((kind, v["src_port"].as_u64().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    for kind in ["connection", "outcome"] {
+        let ports: Vec<u64> = (per_port.iter())
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, p), n)| {
+                assert_eq!(*n, 1, "{kind} of port {p} logged {n} times");
+                *p
+            })
+            .collect();
+        let want: Vec<u64> = (40_000..40_130).collect();
+        assert_eq!(ports, want, "{kind} events");
+    }
+    // The closing summary: the log, its node, its records.
+    assert!(
+        stderr.contains("pfirewall.log (pfirewall): 130 records"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(node proxy)"), "{stderr}");
+    assert!(stderr.contains("records: observed=130"), "{stderr}");
+}
+
+#[test]
+fn an_evtx_file_cannot_be_followed() {
+    let dir = TempDir::new("follow-evtx");
+    let evtx = dir.0.join("Security.evtx");
+    std::fs::write(&evtx, b"ElfFile\0 and more that does not matter").unwrap();
+    for cmd in ["run", "watch"] {
+        let out = Command::new(bin())
+            .args([cmd, "--site", "multi-node", "--follow"])
+            .arg(&evtx)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("EVTX file cannot be followed"), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn watch_follow_alone_prints_the_logs_findings() {
+    let dir = TempDir::new("follow-watch");
+    let site = site(&dir.0, None);
+    let log = dir.0.join("pfirewall.log");
+    // Already there: read from its start (--follow-from start); the proxy
+    // opening a port the model does not have on central.
+    append(
+        &log,
+        &format!(
+            "{HEADER}2026-01-05 10:00:00 ALLOW TCP 192.0.2.11 192.0.2.10 40000 9999 0 - 0 0 0 - - - SEND\r\n"
+        ),
+    );
+    let out = dir.0.join("stdout");
+    let mut child = Command::new(bin())
+        .args(["watch", "--site"])
+        .arg(&site)
+        .arg("--follow")
+        .arg(&log)
+        .args(["--follow-from", "start", "--timezone", "UTC"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let printed = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("unexpected") || Instant::now() > deadline {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("watch exited ({status}) before printing the finding");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(printed.contains("unexpected"), "{printed}\n{stderr}");
+    assert!(printed.contains("192.0.2.11"), "{printed}");
+    assert_eq!(done.status.code(), Some(1), "a finding: {stderr}");
+}
