@@ -196,7 +196,7 @@ fn run_follow_counts_every_line_once_through_rotations_and_truncation() {
 }
 
 #[test]
-fn an_evtx_file_cannot_be_followed() {
+fn an_evtx_file_or_too_many_files_cannot_be_followed() {
     let dir = TempDir::new("follow-evtx");
     let evtx = dir.0.join("Security.evtx");
     std::fs::write(&evtx, b"ElfFile\0 and more that does not matter").unwrap();
@@ -210,6 +210,16 @@ fn an_evtx_file_cannot_be_followed() {
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
         assert!(err.contains("EVTX file cannot be followed"), "{cmd}: {err}");
     }
+    // At most 64 files.
+    let many: Vec<PathBuf> = (0..65).map(|i| dir.0.join(format!("{i}.log"))).collect();
+    let out = Command::new(bin())
+        .args(["watch", "--site", "multi-node", "--follow"])
+        .args(&many)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 64 files"), "{err}");
 }
 
 #[test]

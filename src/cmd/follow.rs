@@ -138,11 +138,11 @@ impl Follow {
         self.ctx = record_context(policy, self.timezone.clone(), &self.sensors);
     }
 
-    /// Which required edges are judged: a capture sees what its `--sensor`
-    /// nodes (or the whole site) see; logs alone cover the edges touching
-    /// their nodes (none until a log names its node).
+    /// Which required edges are judged: a capture of the whole site sees
+    /// them all; otherwise those touching the capture's `--sensor` nodes and
+    /// the logs' nodes (a log covers none until it names its node).
     pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
-        if captures {
+        if captures && !vis.limited {
             return vis;
         }
         let mut nodes = vis.nodes;
@@ -230,5 +230,80 @@ fn say(path: &Path, c: Change) {
         Change::Unreadable(kind) => {
             tracing::warn!(%file, error = %std::io::Error::from(kind), "cannot read; trying again")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn following(nodes: &[&str]) -> Follow {
+        Follow {
+            files: Vec::new(),
+            ctx: RecordContext::default(),
+            timezone: None,
+            sensors: Vec::new(),
+            out: Vec::new(),
+            nodes: nodes.iter().map(|n| Arc::from(*n)).collect(),
+            new_nodes: false,
+        }
+    }
+
+    fn judged(v: &Visibility) -> (Vec<&str>, bool) {
+        (v.nodes.iter().map(String::as_str).collect(), v.limited)
+    }
+
+    #[test]
+    fn logs_add_their_nodes_to_what_is_judged_unless_a_capture_sees_everything() {
+        let f = following(&["proxy"]);
+        let whole_site = Visibility::default();
+        assert_eq!(
+            judged(&f.visibility(whole_site.clone(), true)),
+            (vec![], false),
+            "a capture of the whole site judges every edge"
+        );
+        let central = Visibility {
+            nodes: vec!["central".into()],
+            limited: true,
+        };
+        assert_eq!(
+            judged(&f.visibility(central, true)),
+            (vec!["central", "proxy"], true)
+        );
+        assert_eq!(
+            judged(&f.visibility(whole_site.clone(), false)),
+            (vec!["proxy"], true),
+            "logs alone judge their nodes' edges"
+        );
+        assert_eq!(
+            judged(&following(&[]).visibility(whole_site, false)),
+            (vec![], true),
+            "a log that named no node yet covers nothing"
+        );
+    }
+
+    #[test]
+    fn only_logs_are_followed() {
+        let dir =
+            std::env::temp_dir().join(format!("portwatch-follow-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let refused = |p: &Path| match check(p) {
+            Err(SourceError::Refused { what, .. }) => what,
+            other => panic!("{}: {other:?}", p.display()),
+        };
+        assert!(check(&dir.join("not-there-yet.log")).is_ok());
+        assert!(check(&file("empty.log", b"")).is_ok());
+        assert!(check(&file("pfirewall.log", b"#Version: 1.5\r\n")).is_ok());
+        assert!(check(&file("wfp.ndjson", b"{\"EventID\": 5156}\n")).is_ok());
+        let evtx = refused(&file("Security.evtx", b"ElfFile\0rest"));
+        assert!(evtx.contains("EVTX file cannot be followed"), "{evtx}");
+        let pcap = refused(&file("capture.pcap", &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]));
+        assert!(pcap.contains("this is neither"), "{pcap}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
