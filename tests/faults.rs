@@ -610,6 +610,112 @@ fn an_out_of_range_fraction_does_not_stretch_the_capture() {
     assert_eq!(r["capture"]["packets"], clean["capture"]["packets"]);
 }
 
+/// A pcapng block: type, body padded to 4 bytes, lengths (little-endian).
+fn pcapng_block(btype: u32, body: &[u8]) -> Vec<u8> {
+    let mut body = body.to_vec();
+    body.resize(body.len().div_ceil(4) * 4, 0);
+    let total = (body.len() + 12) as u32;
+    let mut b = btype.to_le_bytes().to_vec();
+    b.extend(total.to_le_bytes());
+    b.extend(body);
+    b.extend(total.to_le_bytes());
+    b
+}
+
+/// An Ethernet interface with an `if_tsresol` and an `if_tsoffset`.
+fn pcapng_idb(tsresol: u8, tsoffset: i64) -> Vec<u8> {
+    let mut b = vec![1, 0, 0, 0, 0, 0, 4, 0]; // Ethernet, snaplen 262144
+    b.extend([9, 0, 1, 0, tsresol, 0, 0, 0]);
+    b.extend([14, 0, 8, 0]);
+    b.extend(tsoffset.to_le_bytes());
+    b.extend([0, 0, 0, 0]);
+    pcapng_block(1, &b)
+}
+
+fn pcapng_epb(iface: u32, ticks: u64, data: &[u8]) -> Vec<u8> {
+    let mut b = iface.to_le_bytes().to_vec();
+    b.extend(((ticks >> 32) as u32).to_le_bytes());
+    b.extend((ticks as u32).to_le_bytes());
+    b.extend((data.len() as u32).to_le_bytes());
+    b.extend((data.len() as u32).to_le_bytes());
+    b.extend(data);
+    pcapng_block(6, &b)
+}
+
+/// `site-multi-node.pcap` as pcapng, plus frames on two interfaces whose
+/// `if_tsresol`/`if_tsoffset` put them in 1970 and past 2554: each such
+/// interface is warned about once, its frames are counted as
+/// `invalid_timestamp` and stretch nothing (they used to be clamped to one
+/// instant in 1970 or 2554, silently).
+#[test]
+fn issue_25_pcapng_time_options_out_of_range_are_warned_and_counted() {
+    let dir = TempDir::new("tsresol");
+    let clean = fixture("site-multi-node.pcap");
+    let bytes = std::fs::read(&clean).unwrap();
+    let mut ng = pcapng_block(
+        0x0A0D_0D0A,
+        &[
+            0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ],
+    );
+    ng.extend(pcapng_idb(6, 0)); // 0: µs, as the pcap
+    ng.extend(pcapng_idb(12, 0)); // 1: ps, so all of u64 is in 1970
+    ng.extend(pcapng_idb(9, i64::MAX / 2)); // 2: an offset of centuries
+    let mut at = 24;
+    let mut frame = Vec::new();
+    while at + 16 <= bytes.len() {
+        let u = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+        let (secs, usecs, caplen) = (u(at), u(at + 4), u(at + 8) as usize);
+        frame = bytes[at + 16..at + 16 + caplen].to_vec();
+        ng.extend(pcapng_epb(
+            0,
+            u64::from(secs) * 1_000_000 + u64::from(usecs),
+            &frame,
+        ));
+        at += 16 + caplen;
+    }
+    for i in 0..3 {
+        ng.extend(pcapng_epb(1, 1_700_000_000_000_000 + i, &frame));
+        ng.extend(pcapng_epb(2, i, &frame));
+    }
+    let damaged = dir.0.join("extremes.pcapng");
+    std::fs::write(&damaged, &ng).unwrap();
+    let run = |f: &std::path::Path| {
+        let o = Command::new(bin())
+            .arg("replay")
+            .arg(f)
+            .args(["--site", "multi-node", "--format", "json"])
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), r, stderr(&o))
+    };
+    let (code_clean, clean, _) = run(&clean);
+    let (code, r, err) = run(&damaged);
+    assert_eq!(code_clean, Some(0));
+    assert_eq!(code, Some(0), "{}\n{err}", r["summary"]);
+    assert_eq!(
+        r["capture"]["decode_errors"]["invalid_timestamp"], 6,
+        "{err}"
+    );
+    assert_eq!(
+        r["capture"]["packets"].as_u64().unwrap(),
+        clean["capture"]["packets"].as_u64().unwrap() + 6
+    );
+    assert_eq!(
+        r["capture"]["duration_seconds"],
+        clean["capture"]["duration_seconds"]
+    );
+    assert_eq!(r["summary"], clean["summary"]);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("if_tsresol/if_tsoffset put frames outside"))
+        .collect();
+    assert_eq!(warned.len(), 2, "once per interface:\n{err}");
+    assert!(warned[0].contains("interface=1"), "{err}");
+    assert!(warned[1].contains("interface=2"), "{err}");
+}
+
 /// `watch` on an interface that is deleted and re-created: it keeps
 /// capturing, logs the gap, and stops on SIGINT with its summary.
 #[test]

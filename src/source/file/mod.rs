@@ -33,7 +33,10 @@
 //!   then cannot use link type 0x300000 either).
 //! * pcapng 1.x: any number of sections, each in its own byte order; any
 //!   number of interfaces per section, each with its own link type, snaplen,
-//!   `if_tsresol` (powers of 10 and of 2) and `if_tsoffset`. Enhanced, Simple
+//!   `if_tsresol` (powers of 10 and of 2) and `if_tsoffset`; a frame those
+//!   options put outside 1970-01-02..2200-01-01, or past what a
+//!   [`Timestamp`] holds, is flagged `ts_invalid` with the previous frame's
+//!   time, and logged once per interface. Enhanced, Simple
 //!   and the obsolete Packet Block carry frames; other blocks are skipped.
 //!   Unlike libpcap 1.10 we do not give up when interfaces differ in link
 //!   type or snaplen (tshark does not either): every frame carries its own
@@ -665,10 +668,12 @@ impl FileSource {
             match step {
                 Step::Record(c) => {
                     self.records += 1;
-                    if self.first_ts.is_none() {
-                        self.first_ts = Some(c.ts);
+                    // A frame whose own time is invalid carries a borrowed
+                    // one: it is no time of the file.
+                    if !c.ts_invalid {
+                        self.first_ts.get_or_insert(c.ts);
+                        self.last_ts = Some(c.ts);
                     }
-                    self.last_ts = Some(c.ts);
                     if self.last_linktype != Some(c.linktype) {
                         self.linktypes.insert(c.linktype);
                         self.last_linktype = Some(c.linktype);

@@ -5,19 +5,34 @@ use std::io;
 
 use super::*;
 
+/// Frame times an interface's own `if_tsresol`/`if_tsoffset` may give, in
+/// ns since 1970: from 1970-01-02 to 2200-01-01. Outside it the options are
+/// wrong (a resolution read with the wrong exponent, an offset of centuries)
+/// and every frame would pile up at one instant in 1970 or 2554.
+pub(super) const SANE_TIMES: std::ops::Range<u64> =
+    86_400 * NANOS_PER_SEC..7_258_118_400 * NANOS_PER_SEC;
+
 /// A pcapng interface: its link type and how to turn its ticks into ns.
 #[derive(Debug)]
 pub(super) struct Interface {
     linktype: LinkType,
     snaplen: u32,
-    /// Ticks per second (`if_tsresol`).
-    ticks_per_sec: u128,
+    /// Ticks per second (`if_tsresol`); `None` when it does not fit in a
+    /// `u128` (10^-39 s or finer): no tick of it can be turned into a time.
+    ticks_per_sec: Option<u128>,
     /// `Some(n)` when one tick is exactly `n` nanoseconds: the fast path.
     ns_per_tick: Option<u64>,
     /// `if_tsoffset`, in nanoseconds.
     pub(super) offset_ns: i128,
+    /// The times a frame may take: any (`0..=u64::MAX`) with the default
+    /// resolution and no offset, [`SANE_TIMES`] once the interface sets
+    /// either option.
+    lowest: u64,
+    highest: u64,
     /// Running number of this IDB in the file.
     seq: u32,
+    /// A frame out of range was reported (once per interface).
+    warned: bool,
 }
 
 impl Interface {
@@ -25,45 +40,87 @@ impl Interface {
         Interface {
             linktype,
             snaplen,
-            ticks_per_sec: 1_000_000,
+            ticks_per_sec: Some(1_000_000),
             ns_per_tick: Some(1_000),
             offset_ns: 0,
+            lowest: 0,
+            highest: u64::MAX,
             seq,
+            warned: false,
         }
     }
 
     pub(super) fn set_tsresol(&mut self, v: u8) {
         let exp = u32::from(v & 0x7F);
         let ticks = if v & 0x80 != 0 {
-            1u128 << exp
+            Some(1u128 << exp)
         } else {
-            10u128.checked_pow(exp).unwrap_or(u128::MAX)
+            10u128.checked_pow(exp)
         };
         self.ticks_per_sec = ticks;
-        self.ns_per_tick = if u128::from(NANOS_PER_SEC) % ticks == 0 {
-            Some((u128::from(NANOS_PER_SEC) / ticks) as u64)
-        } else {
-            None
+        self.ns_per_tick = match ticks {
+            Some(t) if u128::from(NANOS_PER_SEC) % t == 0 => {
+                Some((u128::from(NANOS_PER_SEC) / t) as u64)
+            }
+            _ => None,
         };
+        self.keep_sane();
     }
 
-    /// The common case (a whole number of nanoseconds a tick, no offset)
-    /// inline; the others (128-bit arithmetic) out of the per-record path.
+    pub(super) fn set_tsoffset(&mut self, secs: i64) {
+        self.offset_ns = i128::from(secs) * i128::from(NANOS_PER_SEC);
+        self.keep_sane();
+    }
+
+    /// The interface sets its own clock: frames must land in [`SANE_TIMES`].
+    fn keep_sane(&mut self) {
+        self.lowest = SANE_TIMES.start;
+        self.highest = SANE_TIMES.end - 1;
+    }
+
+    /// The frame time of `ticks`, or `None` when it is outside the times
+    /// this interface may give (see [`SANE_TIMES`]) or beyond what a
+    /// [`Timestamp`] holds. The common case (a whole number of nanoseconds
+    /// a tick, no offset) inline; the others (128-bit arithmetic) out of
+    /// the per-record path.
     #[inline]
-    pub(super) fn timestamp(&self, ticks: u64) -> Timestamp {
-        match self.ns_per_tick {
-            Some(n) if self.offset_ns == 0 => Timestamp(ticks.saturating_mul(n)),
-            _ => self.timestamp_general(ticks),
-        }
+    pub(super) fn timestamp(&self, ticks: u64) -> Option<Timestamp> {
+        let ns = match self.ns_per_tick {
+            Some(n) if self.offset_ns == 0 => ticks.checked_mul(n)?,
+            _ => self.timestamp_general(ticks)?,
+        };
+        (self.lowest <= ns && ns <= self.highest).then_some(Timestamp(ns))
     }
 
     #[cold]
-    fn timestamp_general(&self, ticks: u64) -> Timestamp {
+    fn timestamp_general(&self, ticks: u64) -> Option<u64> {
         let ns = match self.ns_per_tick {
             Some(n) => i128::from(ticks) * i128::from(n),
-            None => (u128::from(ticks) * u128::from(NANOS_PER_SEC) / self.ticks_per_sec) as i128,
+            None => (u128::from(ticks) * u128::from(NANOS_PER_SEC) / self.ticks_per_sec?) as i128,
         };
-        Timestamp((ns + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64)
+        u64::try_from(ns + self.offset_ns).ok()
+    }
+
+    /// Say once that this interface's frames fall out of range (`ticks`:
+    /// the first such frame's), naming the options that put them there.
+    #[cold]
+    fn warn_out_of_range(&mut self, path: &str, ticks: u64) {
+        if std::mem::replace(&mut self.warned, true) {
+            return;
+        }
+        let resolution = match self.ticks_per_sec {
+            Some(t) => format!("{t} ticks/s"),
+            None => "finer than 10^-38 s".to_string(),
+        };
+        tracing::warn!(
+            file = %crate::quote::log_field(path),
+            interface = self.seq,
+            resolution = %resolution,
+            offset_s = self.offset_ns / i128::from(NANOS_PER_SEC),
+            ticks,
+            "pcapng interface: if_tsresol/if_tsoffset put frames outside 1970-01-02..2200-01-01; \
+             they are counted as invalid_timestamp and do not move time"
+        );
     }
 }
 
@@ -227,10 +284,7 @@ impl FileSource {
                     }
                     match (code, olen) {
                         (OPT_IF_TSRESOL, 1) => iface.set_tsresol(body[v]),
-                        (OPT_IF_TSOFFSET, 8) => {
-                            let secs = e.u64(&body[v..v + 8]) as i64;
-                            iface.offset_ns = i128::from(secs) * i128::from(NANOS_PER_SEC);
-                        }
+                        (OPT_IF_TSOFFSET, 8) => iface.set_tsoffset(e.u64(&body[v..v + 8]) as i64),
                         _ => {}
                     }
                     pos = v + pad4(olen);
@@ -257,17 +311,26 @@ impl FileSource {
                         body.len() - 20
                     ));
                 }
-                let Some(iface) = st.interfaces.get(id as usize) else {
+                let Some(iface) = st.interfaces.get_mut(id as usize) else {
                     return stop(format!("packet on undeclared interface {id}"));
                 };
+                // Out of range: counted downstream, and the previous
+                // frame's time kept (as for a pcap record's bad fraction).
+                let (ts, ts_invalid) = match iface.timestamp(ticks) {
+                    Some(ts) => (ts, false),
+                    None => {
+                        iface.warn_out_of_range(&self.path, ticks);
+                        (self.last_ts.unwrap_or(Timestamp::ZERO), true)
+                    }
+                };
                 Ok(Step::Record(Current {
-                    ts: iface.timestamp(ticks),
+                    ts,
                     linktype: iface.linktype,
                     wire_len,
                     start: base + 20,
                     end: base + 20 + caplen as usize,
                     interface: self.interface_base + iface.seq,
-                    ts_invalid: false,
+                    ts_invalid,
                 }))
             }
             PCAPNG_SPB => {
@@ -345,8 +408,9 @@ impl Fast<'_> {
             return None;
         }
         let ticks = (u64::from(at(12)) << 32) | u64::from(at(16));
+        // Out of range: left to the general path, which flags it.
         let c = Current {
-            ts: iface.timestamp(ticks),
+            ts: iface.timestamp(ticks)?,
             linktype: self.linktype,
             wire_len: at(24),
             start: pos + 28,

@@ -1,4 +1,4 @@
-use super::pcapng::Interface;
+use super::pcapng::{Interface, SANE_TIMES};
 use super::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ struct Got {
     wire_len: u32,
     data: Vec<u8>,
     interface: u32,
+    ts_invalid: bool,
 }
 
 /// A test's scratch directory, removed when the test ends: the synthetic
@@ -53,6 +54,7 @@ fn drain(src: &mut dyn Source) -> Vec<Got> {
                 wire_len: f.wire_len,
                 data: f.data.to_vec(),
                 interface: f.interface,
+                ts_invalid: f.ts_invalid,
             })
         };
         match src.poll(&mut sink).unwrap() {
@@ -329,6 +331,7 @@ fn not_captures_are_refused_at_open() {
 
 #[test]
 fn pcapng_sections_interfaces_resolutions_and_block_kinds() {
+    const T: u64 = 1_700_000_005;
     let mut f = shb(false);
     f.extend(idb(false, 1, 0, None, None)); // µs
     f.extend(idb(false, 101, 65535, Some(9), Some(100))); // ns, +100 s
@@ -337,9 +340,9 @@ fn pcapng_sections_interfaces_resolutions_and_block_kinds() {
     f.extend(block(false, 5, &[0; 8])); // interface statistics: skipped
     f.extend(shb(true));
     f.extend(idb(true, 113, 2, Some(0x80 | 10), None)); // 2^-10 s, snaplen 2
-    f.extend(epb(true, 0, (5 << 10) | 512, b"sll", 80)); // 5.5 s
+    f.extend(epb(true, 0, (T << 10) | 512, b"sll", 80)); // T + 0.5 s
     f.extend(spb(true, b"simple", 6)); // cut to snaplen 2
-    f.extend(pb(true, 0, 7 << 10, b"old"));
+    f.extend(pb(true, 0, (T + 2) << 10, b"old"));
     let (got, facts) = read("two-sections.pcapng", &f);
     assert_eq!(facts.stopped, None);
     let summary: Vec<_> = got
@@ -351,9 +354,9 @@ fn pcapng_sections_interfaces_resolutions_and_block_kinds() {
         vec![
             (1_700_000_000_123_456_000, 1, 0, 64, &b"eth"[..]),
             (1_700_000_100_123_456_789, 101, 1, 3, &b"raw"[..]),
-            (5_500_000_000, 113, 2, 80, &b"sll"[..]),
-            (5_500_000_000, 113, 2, 6, &b"si"[..]),
-            (7_000_000_000, 113, 2, 3, &b"old"[..]),
+            (T * NANOS_PER_SEC + 500_000_000, 113, 2, 80, &b"sll"[..]),
+            (T * NANOS_PER_SEC + 500_000_000, 113, 2, 6, &b"si"[..]),
+            ((T + 2) * NANOS_PER_SEC, 113, 2, 3, &b"old"[..]),
         ]
     );
     assert_eq!(facts.format, Format::PcapNg);
@@ -368,15 +371,99 @@ fn pcapng_sections_interfaces_resolutions_and_block_kinds() {
 fn pcapng_power_of_two_resolution_is_exact() {
     let mut iface = Interface::new(LinkType::ETHERNET, 0, 0);
     iface.set_tsresol(0x80 | 30);
-    assert_eq!(iface.timestamp(3 << 29), Timestamp(1_500_000_000));
-    iface.set_tsresol(0x80 | 127);
-    assert_eq!(iface.timestamp(u64::MAX), Timestamp(0));
-    iface.set_tsresol(127); // 10^-127: absurd, must not panic
-    assert_eq!(iface.timestamp(u64::MAX), Timestamp(0));
+    let t = 1_700_000_000u64;
+    assert_eq!(
+        iface.timestamp((t << 30) | (1 << 29)),
+        Some(Timestamp(t * NANOS_PER_SEC + 500_000_000))
+    );
     iface.set_tsresol(0);
-    iface.offset_ns = -5_000_000_000;
-    assert_eq!(iface.timestamp(2), Timestamp(0));
-    assert_eq!(iface.timestamp(u64::MAX), Timestamp(u64::MAX));
+    assert_eq!(iface.timestamp(t), Some(Timestamp(t * NANOS_PER_SEC)));
+}
+
+/// `if_tsresol`/`if_tsoffset` extremes no longer clamp every frame to one
+/// instant in 1970 or 2554: such a frame has no time (`None`), anything an
+/// interface's own options put outside 1970-01-02..2200-01-01 neither; an
+/// interface without options keeps every time a `Timestamp` holds.
+#[test]
+fn issue_25_pcapng_time_options_out_of_range_give_no_time() {
+    let day = 86_400 * NANOS_PER_SEC;
+    let mut iface = Interface::new(LinkType::ETHERNET, 0, 0);
+    assert_eq!(iface.timestamp(5), Some(Timestamp(5_000)));
+    assert_eq!(
+        iface.timestamp(u64::MAX / 1000),
+        Some(Timestamp(u64::MAX / 1000 * 1000))
+    );
+    assert_eq!(iface.timestamp(u64::MAX), None, "past 2554");
+    iface.set_tsresol(0x80 | 127); // 2^-127 s: every u64 tick is 1970
+    assert_eq!(iface.timestamp(u64::MAX), None);
+    iface.set_tsresol(127); // 10^-127 s: no u128 holds it
+    assert_eq!(iface.timestamp(u64::MAX), None);
+    iface.set_tsresol(12); // picoseconds: u64 reaches 213 days into 1970
+    assert_eq!(
+        iface.timestamp(1_000_000_000_000),
+        None,
+        "1970-01-01T00:00:01"
+    );
+    iface.set_tsresol(6);
+    assert_eq!(iface.timestamp(1_000_000), None, "1970-01-01T00:00:01");
+    assert_eq!(
+        iface.timestamp(86_400_000_000),
+        Some(Timestamp(day)),
+        "1970-01-02: the first sane time"
+    );
+    iface.set_tsoffset(-5);
+    assert_eq!(iface.timestamp(2), None, "before 1970");
+    iface.set_tsoffset(i64::MAX);
+    assert_eq!(iface.timestamp(0), None, "an offset of 292 billion years");
+    iface.set_tsoffset(7_258_118_400 - 1);
+    assert_eq!(
+        iface.timestamp(999_999),
+        Some(Timestamp(SANE_TIMES.end - 1000)),
+        "just before 2200"
+    );
+    assert_eq!(iface.timestamp(1_000_000), None, "2200-01-01");
+}
+
+/// A file whose interface's options put frames out of range: every record
+/// is delivered, flagged (the pipeline counts it as `invalid_timestamp`),
+/// carrying the previous good time, on the fast and the general path; the
+/// file's first and last times are the good frames' only.
+#[test]
+fn issue_25_pcapng_out_of_range_frames_are_flagged() {
+    const T: u64 = 1_700_000_000;
+    let mut f = shb(false);
+    f.extend(idb(false, 1, 0, None, None)); // µs
+    f.extend(idb(false, 1, 0, Some(12), None)); // ps: all in 1970
+    f.extend(idb(false, 1, 0, Some(9), Some(i64::MAX / 1_000_000_000))); // +292 years
+    f.extend(epb(false, 0, T * 1_000_000, b"a", 1));
+    for i in 0..3 {
+        f.extend(epb(false, 1, T * 1_000_000 + i, b"b", 1));
+        f.extend(epb(false, 2, T * 1_000_000_000 + i, b"c", 1));
+    }
+    f.extend(epb(false, 0, (T + 1) * 1_000_000, b"d", 1));
+    let (got, facts) = read("out-of-range.pcapng", &f);
+    assert_eq!(facts.stopped, None);
+    let t0 = T * NANOS_PER_SEC;
+    let summary: Vec<_> = got
+        .iter()
+        .map(|g| (g.ts, g.ts_invalid, g.data[0]))
+        .collect();
+    let mut want = vec![(t0, false, b'a')];
+    for _ in 0..3 {
+        want.extend([(t0, true, b'b'), (t0, true, b'c')]);
+    }
+    want.push((t0 + NANOS_PER_SEC, false, b'd'));
+    assert_eq!(summary, want);
+    assert_eq!(facts.records, 8);
+    assert_eq!(facts.first_ts, Some(Timestamp(t0)));
+    assert_eq!(facts.last_ts, Some(Timestamp(t0 + NANOS_PER_SEC)));
+    // None before: an out-of-range first frame borrows no time of the file.
+    let mut f = shb(false);
+    f.extend(idb(false, 1, 0, Some(6), Some(-(T as i64))));
+    f.extend(epb(false, 0, 5, b"x", 1));
+    let (got, facts) = read("out-of-range-first.pcapng", &f);
+    assert_eq!((got[0].ts, got[0].ts_invalid), (0, true));
+    assert_eq!(facts.first_ts, None);
 }
 
 #[test]
