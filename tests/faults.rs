@@ -83,6 +83,124 @@ fn events_on_a_full_tmpfs_keep_whole_lines() {
     }
 }
 
+/// A file size limit stops the event log partway through a batch, as a
+/// full disk does: the whole lines that fit are kept (they used to be cut
+/// away with the rest of their batch), the file ends on a whole line, and
+/// the lines counted as lost are exactly the ones missing.
+#[test]
+fn issue_25_events_past_a_file_size_limit_keep_the_lines_that_fit() {
+    let test = "issue_25_events_past_a_file_size_limit_keep_the_lines_that_fit";
+    if !crate::prereq::needs(test, false, &["prlimit"]) {
+        return;
+    }
+    let dir = TempDir::new("fsize");
+    let pcap = fixture("demo.pcap");
+    let events = |name: &str| dir.0.join(name).display().to_string();
+    let (all_path, cut_path) = (events("all.jsonl"), events("cut.jsonl"));
+    let args = |path: &str| {
+        let pcap = pcap.display().to_string();
+        ["replay", &pcap, "--site", "multi-node", "--events", path].map(str::to_string)
+    };
+    let o = Command::new(bin()).args(args(&all_path)).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let all = std::fs::read_to_string(&all_path).unwrap();
+    let longest = all.lines().map(str::len).max().unwrap() + 1;
+    let limit = all.len() / 2;
+    assert!(limit > 2 * longest, "{limit} bytes, lines up to {longest}");
+    // SIGXFSZ ignored (kept through exec): past the limit a write fails
+    // (EFBIG) instead of killing the process.
+    let o = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\""])
+        .arg(limit.to_string())
+        .arg(bin())
+        .args(args(&cut_path))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let cut = std::fs::read_to_string(&cut_path).unwrap();
+    assert!(
+        cut.len() <= limit && cut.len() > limit - longest,
+        "{} of {limit} bytes kept (lines up to {longest}):\n{err}",
+        cut.len()
+    );
+    assert!(
+        all.starts_with(&cut) && cut.ends_with('\n'),
+        "not whole lines"
+    );
+    let lost = all.lines().count() - cut.lines().count();
+    assert!(
+        err.contains(&format!(" {lost} line(s) not logged")),
+        "{lost} lines lost:\n{err}"
+    );
+}
+
+/// `run` on a tmpfs that fills up and frees again: the failure and the
+/// recovery are each logged once, the lost lines are counted, and lines
+/// reach the file again (the recovery used to go unlogged).
+#[test]
+fn issue_25_a_full_disk_that_frees_up_logs_the_recovery() {
+    let test = "issue_25_a_full_disk_that_frees_up_logs_the_recovery";
+    if !prerequisites(test, &[]) {
+        return;
+    }
+    let dir = TempDir::new("recovery");
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(mnt.clone());
+    let filler = mnt.join("filler");
+    // Fills the whole 4 MiB (ENOSPC); freed later, room for the rest of the test.
+    let _ = std::fs::write(&filler, vec![0u8; 8 << 20]);
+    assert!(std::fs::metadata(&filler).unwrap().len() > 0);
+    let events = mnt.join("events.jsonl");
+    let log = dir.0.join("portwatch.log");
+    let ev = events.display().to_string();
+    let mut d = Daemon::start_logged(&demo_run("50", &["--events", &ev]), &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_log = |d: &mut Daemon, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !read_log().contains(what) {
+            assert!(d.alive(), "exited:\n{}", read_log());
+            assert!(Instant::now() < deadline, "no `{what}`:\n{}", read_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let failed = "writing the event log failed";
+    let recovered = "writing the event log works again";
+    wait_log(&mut d, failed);
+    let lost = |m: &str| crate::util::sample(m, "portwatch_event_log_write_errors_total");
+    d.wait_metrics("lost lines counted", |m| lost(m).is_some_and(|n| n > 0.0));
+    std::fs::remove_file(&filler).unwrap();
+    wait_log(&mut d, recovered);
+    let size = std::fs::metadata(&events).unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&events).unwrap().len() <= size {
+        assert!(Instant::now() < deadline, "no lines after the recovery");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    let text = read_log();
+    assert_eq!(text.matches(failed).count(), 1, "{text}");
+    assert_eq!(text.matches(recovered).count(), 1, "{text}");
+    let lines = std::fs::read_to_string(&events).unwrap();
+    for line in lines.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("half a line in the log: {e}: {line}"));
+    }
+}
+
 #[test]
 fn hostile_flags_and_files_get_clear_errors_not_panics() {
     let pcap = fixture("demo.pcap");

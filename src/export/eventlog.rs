@@ -1,10 +1,12 @@
 //! The event log file: `--events FILE|-`. Appended to (never truncated),
 //! flushed at least once a second, reopened on SIGHUP so logrotate can
 //! move it away. Lines are buffered whole and each flush is one write; a
-//! failed write (a full disk, `/dev/full`) is cut back to the last whole
-//! line, so a reader never sees half a JSON object. A write error is logged
-//! (once until writes work again) and counted; it never stops the capture,
-//! and [`EventLog::finish`] says whether every line was logged.
+//! write that stops short (a full disk, a file size limit, `/dev/full`)
+//! keeps the whole lines that fit and is cut back after the last of them,
+//! so a reader never sees half a JSON object. The lines that did not fit
+//! are counted as lost. A write error is logged once, and so is the first
+//! write that works again; it never stops the capture, and
+//! [`EventLog::finish`] says whether every line was logged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -190,32 +192,39 @@ impl EventLog {
         due
     }
 
-    /// Write the buffered lines in one write. On failure the file is cut
-    /// back to where it ended before, and the lines are counted as lost (a
-    /// full disk would otherwise hold them, and every later line, forever).
+    /// Write the buffered lines in one write. When it stops short, the
+    /// whole lines that reached the file stay, the file is cut back after
+    /// the last of them, and the other lines are counted as lost (a full
+    /// disk would otherwise hold them, and every later line, forever).
     pub fn flush(&mut self) {
         self.last_flush = Instant::now();
         if self.buf.is_empty() {
             return;
         }
-        let r = match &mut self.out {
-            Some(Sink::Stdout(w)) => w.write_all(&self.buf).and_then(|()| w.flush()),
+        let (kept, r) = match &mut self.out {
+            Some(Sink::Stdout(w)) => {
+                let (n, r) = write_some(w, &self.buf);
+                // A pipe cannot be cut: a reader may see the start of a line.
+                (whole_lines(&self.buf[..n]), r.and_then(|()| w.flush()))
+            }
             Some(Sink::File(f)) => {
                 let before = f.metadata().map(|m| m.len());
-                let r = f.write_all(&self.buf);
-                if r.is_err() {
+                let (n, r) = write_some(f, &self.buf);
+                let kept = whole_lines(&self.buf[..n]);
+                if kept < n {
                     // A device such as /dev/full cannot be cut: nothing reached it.
                     if let Ok(len) = before {
-                        let _ = f.set_len(len);
+                        let _ = f.set_len(len + kept as u64);
                     }
                 }
-                r
+                (kept, r)
             }
-            None => Err(io::Error::other("the event log is not open")),
+            None => (0, Err(io::Error::other("the event log is not open"))),
         };
+        let written = self.buf[..kept].iter().filter(|&&b| b == b'\n').count() as u64;
         self.buf.clear();
         let lines = std::mem::take(&mut self.pending);
-        self.result(r, lines);
+        self.result(r, lines.saturating_sub(written));
     }
 
     /// Flush, sync a file to disk, and say whether every line was logged.
@@ -254,7 +263,6 @@ impl EventLog {
         match open_target(&self.target) {
             Ok(w) => {
                 self.out = Some(w);
-                self.failing = false;
                 tracing::info!("event log reopened");
             }
             Err(e) => {
@@ -282,9 +290,14 @@ impl EventLog {
         }
     }
 
+    /// The outcome of a write that left `lines` lines out.
     fn result(&mut self, r: io::Result<()>, lines: u64) {
         match r {
-            Ok(()) => self.failing = false,
+            Ok(()) => {
+                if std::mem::replace(&mut self.failing, false) {
+                    tracing::info!(lost = self.lost, "writing the event log works again");
+                }
+            }
             Err(e) => {
                 self.failures += 1;
                 self.lost += lines;
@@ -306,6 +319,26 @@ impl Drop for EventLog {
 
 /// Buffered lines past this are written at once (besides once a second).
 const BUFFER: usize = 64 * 1024;
+
+/// Write as much of `buf` as goes: the bytes written, and the error that
+/// stopped the rest (`write_all` would not say how far it got).
+fn write_some(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match w.write(&buf[n..]) {
+            Ok(0) => return (n, Err(io::ErrorKind::WriteZero.into())),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Err(e)),
+        }
+    }
+    (n, Ok(()))
+}
+
+/// The length of the whole lines at the start of `bytes`.
+fn whole_lines(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
 
 fn open_target(t: &Target) -> io::Result<Sink> {
     Ok(match t {
@@ -378,6 +411,54 @@ mod tests {
             e.failures, e.lost
         );
         assert!(e.to_string().starts_with(&head), "{e}");
+    }
+
+    /// Takes `room` bytes, then fails as a full disk does.
+    struct Disk {
+        got: Vec<u8>,
+        room: usize,
+        /// Bytes a call takes at most (a short write before the error).
+        chunk: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room - self.got.len()).min(self.chunk);
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A full disk takes part of a batch: what reached it is reported, and
+    /// the whole lines in it are kept.
+    #[test]
+    fn issue_25_a_short_write_keeps_the_whole_lines_that_fit() {
+        let batch = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        for (room, chunk, kept) in [(20, 7, 16), (16, 100, 16), (15, 4, 8), (3, 100, 0)] {
+            let mut d = Disk {
+                got: Vec::new(),
+                room,
+                chunk,
+            };
+            let (n, r) = write_some(&mut d, batch);
+            assert_eq!(n, room);
+            assert_eq!(r.unwrap_err().raw_os_error(), Some(28));
+            assert_eq!(d.got, batch[..n]);
+            assert_eq!(whole_lines(&d.got), kept, "room {room}");
+        }
+        let mut d = Disk {
+            got: Vec::new(),
+            room: 100,
+            chunk: 5,
+        };
+        assert_eq!(write_some(&mut d, batch).0, batch.len());
+        assert_eq!(whole_lines(batch), batch.len());
     }
 
     #[test]
