@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, fixture, free_addr, Daemon};
+use crate::util::{bin, fixture, free_addr, sample, Daemon, TempDir};
 
 const CAP_NET_ADMIN: u64 = 1 << 12;
 const CAP_NET_RAW: u64 = 1 << 13;
@@ -112,6 +112,43 @@ fn root_started_replay_keeps_no_capability() {
     assert_dropped(d.child.id(), 0);
     drop(d);
     let _ = std::fs::remove_file(&path);
+}
+
+/// `run --replay FILE --loop` started as root with `--user nobody`, FILE
+/// readable by root only: every loop reads it again (from the descriptor
+/// opened before the switch). It used to stop after the first pass, `cannot
+/// reopen the capture files for the next loop`, retried forever.
+#[test]
+fn issue_25_root_started_replay_loops_over_a_file_only_root_can_open() {
+    if !root() {
+        return;
+    }
+    let dir = TempDir::new("priv-loop");
+    let pcap = dir.0.join("demo.pcap");
+    std::fs::copy(fixture("demo.pcap"), &pcap).unwrap();
+    std::fs::set_permissions(&pcap, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let frames = 1008.0; // capinfos -c fixtures/demo.pcap
+    let log = dir.0.join("portwatch.log");
+    let p = pcap.display().to_string();
+    let args = [
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &p,
+        "--loop",
+        "--speed",
+        "2000",
+    ];
+    let mut d = Daemon::start_logged(&args, &log);
+    d.wait_ready();
+    let packets = |m: &str| sample(m, "portwatch_packets_total").unwrap_or(0.0);
+    d.wait_metrics("a third pass over the file", |m| packets(m) > 2.0 * frames);
+    assert_dropped(d.child.id(), 0);
+    drop(d);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("dropped root privileges"), "{text}");
+    assert!(!text.contains("for the next loop"), "{text}");
 }
 
 /// `demo.pcap` (little-endian, microseconds) `copies` times over, each copy

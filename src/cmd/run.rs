@@ -255,7 +255,7 @@ fn capture_subtitle(spec: &InputSpec) -> String {
             savefiles
                 .iter()
                 .map(|f| match f {
-                    Savefile::Path(p) => p.display().to_string(),
+                    Savefile::Path(p) | Savefile::Held { path: p, .. } => p.display().to_string(),
                     Savefile::Embedded { name, .. } => name.to_string(),
                 })
                 .collect::<Vec<_>>()

@@ -4,6 +4,11 @@
 //! `(span + LOOP_GAP)` on every loop so time never goes backwards, and are
 //! delivered when the wall clock reaches them: a replay exercises the same
 //! timeouts and windows as a live capture, on capture time.
+//!
+//! A looping replay opens its files once ([`Savefile::held`]) and reads them
+//! from the start on every loop: no path is opened again, so a daemon that
+//! dropped root after opening them (and can no longer open them by path)
+//! loops all the same.
 
 use crate::source::file::Savefile;
 use std::time::{Duration, Instant};
@@ -43,6 +48,7 @@ impl Default for ReplayOptions {
 }
 
 pub struct Replay {
+    /// The files, held open when looping.
     savefiles: Vec<Savefile>,
     opts: ReplayOptions,
     files: MergedFiles,
@@ -61,18 +67,26 @@ pub struct Replay {
     loops: u64,
     /// The last frame was delivered unpaced, too far ahead of the clock.
     stray: bool,
-    /// Reopening the files for the next loop failed (and was logged).
+    /// Reading the files again for the next loop failed (and was logged).
     reopen_failing: bool,
 }
 
 impl Replay {
     /// Opens every file now, so a bad path is reported before the daemon
-    /// starts. `opts.speed` must be positive.
+    /// starts (and before it drops root); looping, the files stay open.
+    /// `opts.speed` must be positive.
     pub fn open(savefiles: &[Savefile], opts: ReplayOptions) -> Result<Replay, SourceError> {
+        let savefiles = match opts.looping {
+            true => savefiles
+                .iter()
+                .map(Savefile::held)
+                .collect::<Result<_, _>>()?,
+            false => savefiles.to_vec(),
+        };
         // Paced: reading ahead would buy nothing (and would start a thread).
-        let files = MergedFiles::open_savefiles(savefiles, false)?;
+        let files = MergedFiles::open_savefiles(&savefiles, false)?;
         Ok(Replay {
-            savefiles: savefiles.to_vec(),
+            savefiles,
             opts,
             files,
             shift: Duration::ZERO,
@@ -113,7 +127,8 @@ impl Replay {
         })
     }
 
-    /// At the end of the files: open them again one span later.
+    /// At the end of the files: read them again from the start, one span
+    /// later.
     fn restart(&mut self) -> Result<bool, SourceError> {
         let Some((first, last)) = self.span else {
             return Ok(false); // an empty capture: nothing to loop over
@@ -133,8 +148,9 @@ impl Source for Replay {
             if !self.opts.looping {
                 return Ok(Poll::End);
             }
-            // A failed reopen (out of descriptors, a file being replaced)
-            // is retried, not fatal: the daemon around it keeps serving.
+            // A failed restart (a file truncated or being rewritten in
+            // place, out of memory for a decoder) is retried, not fatal:
+            // the daemon around it keeps serving.
             return Ok(match self.restart() {
                 Ok(true) => {
                     self.reopen_failing = false;
@@ -143,7 +159,7 @@ impl Source for Replay {
                 Ok(false) => Poll::End,
                 Err(e) => {
                     if !self.reopen_failing {
-                        tracing::warn!(error = %e, "cannot reopen the capture files for the next loop; retrying");
+                        tracing::warn!(error = %e, "cannot read the capture files again for the next loop; retrying");
                         self.reopen_failing = true;
                     }
                     std::thread::sleep(MAX_WAIT);
@@ -212,6 +228,7 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// A tiny pcap with frames at the given seconds (contents irrelevant).
     fn pcap_at(secs: &[u32]) -> Vec<u8> {
@@ -307,10 +324,36 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A loop whose files cannot be reopened (gone, out of descriptors)
-    /// waits and retries instead of failing the capture.
+    /// A loop reads its files from the descriptors opened at the start:
+    /// a file the process could no longer open by path (gone here; root's
+    /// after a privilege drop in `tests/privileges.rs`) loops all the same.
     #[test]
-    fn a_failed_reopen_is_retried_not_fatal() {
+    fn issue_25_loops_read_the_files_opened_at_the_start() {
+        let dir = std::env::temp_dir().join(format!("portwatch-replay4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("one.pcap");
+        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        let opts = ReplayOptions {
+            speed: 1000.0,
+            looping: true,
+        };
+        let mut r = Replay::open(&[Savefile::Path(path.clone())], opts).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n < 3 && Instant::now() < deadline {
+            assert!(!r.reopen_failing);
+            r.poll(&mut |_| n += 1).unwrap();
+        }
+        assert_eq!(n, 3);
+        assert_eq!(r.loops(), 2);
+        assert_eq!(r.facts()[0].path, path.display().to_string());
+    }
+
+    /// A loop whose file no longer reads as a capture (cut to nothing while
+    /// being rewritten) waits and retries instead of failing the capture.
+    #[test]
+    fn a_failed_restart_is_retried_not_fatal() {
         let dir = std::env::temp_dir().join(format!("portwatch-replay3-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("one.pcap");
@@ -322,12 +365,23 @@ mod tests {
         let mut r = Replay::open(&[Savefile::Path(path.clone())], opts).unwrap();
         let mut n = 0;
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
-        std::fs::remove_file(&path).unwrap();
+        // Truncated in place: the held descriptor sees it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
         for _ in 0..3 {
             assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Idle);
         }
         assert!(r.reopen_failing);
-        std::fs::write(&path, pcap_at(&[7])).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&pcap_at(&[7]))
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while n < 2 && Instant::now() < deadline {
             r.poll(&mut |_| n += 1).unwrap();

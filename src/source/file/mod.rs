@@ -417,7 +417,7 @@ fn not_a_capture(path: &str, what: impl Into<String>) -> SourceError {
 }
 
 /// Where a savefile's bytes come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Savefile {
     Path(std::path::PathBuf),
     /// Bytes built into the binary (the demo capture), under a display name.
@@ -425,14 +425,71 @@ pub enum Savefile {
         name: &'static str,
         bytes: &'static [u8],
     },
+    /// A file opened once ([`Savefile::held`]) and read from its start each
+    /// time it is opened, never again by path: a looping replay reads it
+    /// the same after the daemon dropped root, or after it was renamed or
+    /// deleted.
+    Held {
+        path: std::path::PathBuf,
+        file: std::sync::Arc<File>,
+    },
 }
+
+impl PartialEq for Savefile {
+    fn eq(&self, other: &Savefile) -> bool {
+        match (self, other) {
+            (Savefile::Path(a), Savefile::Path(b)) => a == b,
+            (Savefile::Embedded { name, bytes }, Savefile::Embedded { name: n, bytes: b }) => {
+                name == n && bytes == b
+            }
+            (Savefile::Held { file, .. }, Savefile::Held { file: f, .. }) => {
+                std::sync::Arc::ptr_eq(file, f)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Savefile {}
 
 impl std::fmt::Display for Savefile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Savefile::Path(p) => p.display().fmt(f),
+            Savefile::Path(p) | Savefile::Held { path: p, .. } => p.display().fmt(f),
             Savefile::Embedded { name, .. } => write!(f, "{name} (built in)"),
         }
+    }
+}
+
+impl Savefile {
+    /// A path opened now, as [`Savefile::Held`]; standard input (`-`),
+    /// built-in bytes and held files as they are.
+    pub fn held(&self) -> Result<Savefile, SourceError> {
+        match self {
+            Savefile::Path(p) if p.as_os_str() != "-" => Ok(Savefile::Held {
+                path: p.clone(),
+                file: std::sync::Arc::new(File::open(p).map_err(|source| SourceError::Io {
+                    path: self.to_string(),
+                    source,
+                })?),
+            }),
+            other => Ok(other.clone()),
+        }
+    }
+}
+
+/// A held file read from its start with positioned reads: every reader of
+/// it has its own offset, and none moves the descriptor's.
+struct FromStart {
+    file: std::sync::Arc<File>,
+    at: u64,
+}
+
+impl Read for FromStart {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -467,6 +524,13 @@ impl FileSource {
             }
             Savefile::Path(p) => {
                 let file = File::open(p).map_err(io_err)?;
+                window(decompressed(Box::new(file)).map_err(io_err)?)
+            }
+            Savefile::Held { file, .. } => {
+                let file = FromStart {
+                    file: file.clone(),
+                    at: 0,
+                };
                 window(decompressed(Box::new(file)).map_err(io_err)?)
             }
             Savefile::Embedded { bytes, .. } => Ok(Window::new(Box::new(io::Cursor::new(*bytes)))),
