@@ -263,7 +263,8 @@ pub struct RunArgs {
     pub finding_hold: std::time::Duration,
     /// Started as root: once the capture and sockets are open, run as this
     /// user, keeping only CAP_NET_RAW and CAP_NET_ADMIN (none for --replay).
-    /// `root` keeps root.
+    /// An --events file owned by root becomes this user's, so that SIGHUP
+    /// can reopen it. `root` keeps root.
     #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]
     pub user: String,
     /// Write one JSON event per line (connection attempts, outcomes,
@@ -451,7 +452,8 @@ pub struct WatchArgs {
     #[arg(long)]
     pub no_promisc: bool,
     /// Started as root: once the capture is open, run as this user, keeping
-    /// only CAP_NET_RAW and CAP_NET_ADMIN. `root` keeps root.
+    /// only CAP_NET_RAW and CAP_NET_ADMIN. An --events file owned by root
+    /// becomes this user's, so that SIGHUP can reopen it. `root` keeps root.
     #[arg(long, default_value = DEFAULT_USER, value_name = "USER")]
     pub user: String,
     #[command(flatten)]

@@ -747,6 +747,56 @@ fn systemd_unit_is_least_privilege() {
     assert_eq!(one("EnvironmentFile"), "-/etc/default/portwatch");
 }
 
+/// Every `--events` path the deployment docs suggest (deploy/README.md, the
+/// packaged /etc/default/portwatch, the unit) is one the unit lets the
+/// service write under `ProtectSystem=strict`: in its `LogsDirectory=`
+/// (`/var/log/…`, the service user's) or a `ReadWritePaths=`. It used to be
+/// `/var/log/portwatch`, read-only there.
+#[test]
+fn issue_25_suggested_event_log_paths_are_writable_under_the_unit() {
+    let u = unit();
+    assert_eq!(directive(&u, "ProtectSystem"), ["strict"]);
+    let mut writable: Vec<String> = directive(&u, "LogsDirectory")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|d| format!("/var/log/{d}/"))
+        .collect();
+    writable.extend(
+        directive(&u, "ReadWritePaths")
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+            .map(|d| format!("{}/", d.trim_start_matches('-').trim_end_matches('/'))),
+    );
+    assert!(
+        writable.contains(&"/var/log/portwatch/".to_string()),
+        "{writable:?}"
+    );
+    let mut suggested = Vec::new();
+    for doc in [
+        "README.md",
+        "debian/portwatch.default",
+        "systemd/portwatch.service",
+    ] {
+        let text = read(&deploy(doc));
+        for (i, _) in text.match_indices("--events ") {
+            let path: String = text[i + "--events ".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '`' | ')' | ';'))
+                .collect();
+            if path.starts_with('/') {
+                suggested.push((doc, path));
+            }
+        }
+    }
+    assert!(suggested.len() >= 3, "{suggested:?}");
+    for (doc, path) in &suggested {
+        assert!(
+            writable.iter().any(|w| path.starts_with(w.as_str())),
+            "{doc}: --events {path} is not writable under the unit ({writable:?})"
+        );
+    }
+}
+
 /// `systemd-analyze verify`, where systemd is installed, with ExecStart
 /// pointed at the built binary (verify insists the binary exists).
 #[test]

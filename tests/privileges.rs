@@ -151,6 +151,84 @@ fn issue_25_root_started_replay_loops_over_a_file_only_root_can_open() {
     assert!(!text.contains("for the next loop"), "{text}");
 }
 
+fn lines(p: &std::path::Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+fn wait_for(d: &mut Daemon, what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(d.alive(), "exited while waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Root-started `run --events DIR/events.jsonl` as `nobody`, DIR root's
+/// (as `install -d /var/log/portwatch` makes it): the log becomes nobody's;
+/// moved away with nothing in its place, SIGHUP keeps writing to the moved
+/// file; moved away by logrotate's `create` (a new file with the old one's
+/// owner and mode), SIGHUP goes on in the new one. No line is lost either
+/// way; they used to be (`Permission denied` on reopen, every later line).
+#[test]
+fn issue_25_root_started_run_reopens_its_event_log_as_nobody() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !root() {
+        return;
+    }
+    let dir = TempDir::new("priv-events");
+    std::fs::set_permissions(&dir.0, PermissionsExt::from_mode(0o755)).unwrap();
+    let log = dir.0.join("events.jsonl");
+    let stderr = dir.0.join("portwatch.log");
+    let ev = log.display().to_string();
+    let mut d = Daemon::start_logged(&crate::util::demo_run("50", &["--events", &ev]), &stderr);
+    d.wait_ready();
+    let (uid, gid) = nobody();
+    let meta = std::fs::metadata(&log).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (uid, gid),
+        "the event log is nobody's"
+    );
+    wait_for(&mut d, "lines in the event log", || lines(&log) > 2);
+
+    // Moved away, nothing in its place: nobody cannot make a file in DIR.
+    let moved = dir.0.join("events.jsonl.1");
+    std::fs::rename(&log, &moved).unwrap();
+    let before = lines(&moved);
+    d.signal("HUP");
+    let text = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    wait_for(&mut d, "the failed reopen logged", || {
+        text().contains("still writing to the file open before")
+    });
+    wait_for(&mut d, "lines in the moved file", || {
+        lines(&moved) > before + 2
+    });
+
+    // logrotate `create`: a new file like the old one.
+    let rotated = dir.0.join("events.jsonl.2");
+    std::fs::rename(&moved, &rotated).unwrap();
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&log, PermissionsExt::from_mode(meta.mode() & 0o7777)).unwrap();
+    d.signal("HUP");
+    wait_for(&mut d, "lines in the new event log", || lines(&log) > 2);
+    let m = d.metrics();
+    assert_eq!(
+        sample(&m, "portwatch_event_log_write_errors_total"),
+        Some(0.0),
+        "lines lost"
+    );
+    drop(d);
+    let text = text();
+    assert!(text.contains("event log reopened"), "{text}");
+    assert!(
+        text.contains("the event log's directory does not let the user make a new file"),
+        "{text}"
+    );
+    assert!(!text.contains("lines are lost"), "{text}");
+}
+
 /// `demo.pcap` (little-endian, microseconds) `copies` times over, each copy
 /// later than the one before, in a file of this test's own.
 fn long_capture(copies: u32) -> std::path::PathBuf {

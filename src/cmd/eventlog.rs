@@ -78,6 +78,11 @@ impl EventLog {
         }
     }
 
+    /// The file reopened by path on SIGHUP, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.0.as_ref().and_then(|w| w.file())
+    }
+
     /// Lines that could not be written so far.
     pub fn lost(&self) -> u64 {
         self.0.as_ref().map_or(0, |w| w.lost())

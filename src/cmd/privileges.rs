@@ -6,8 +6,15 @@
 //!
 //! Call before any thread is started: capabilities are per thread, and
 //! threads started later inherit the dropped set.
+//!
+//! What is reopened by path after the switch must be reachable by the user:
+//! [`hand_over`] gives it the event log (SIGHUP reopens it) and says when
+//! the log's directory would not let it make a new file. A looping replay
+//! needs nothing: it keeps its files open (`source::replay`).
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use caps::{CapSet, Capability};
 use nix::unistd::{Uid, User};
@@ -100,4 +107,91 @@ pub fn drop_and_log(user: &str, keep: &[Capability]) -> Result<(), PrivilegeErro
         Dropped::NotRoot => {}
     }
     Ok(())
+}
+
+/// Before [`drop_to`] `user`: the files the process reopens by path after
+/// the switch (the event log, on SIGHUP). A regular file owned by root
+/// becomes `user`'s, so it can be reopened, and logrotate's `create` (which
+/// copies the owner) makes its successor `user`'s too. A directory where
+/// `user` cannot make a new file is logged: after the file is moved away
+/// without `create`, SIGHUP keeps writing to the moved file. Nothing to do
+/// unless root and `user` is another user.
+pub fn hand_over(user: &str, files: &[&Path]) -> Result<(), PrivilegeError> {
+    if !Uid::effective().is_root() || files.is_empty() {
+        return Ok(());
+    }
+    let u = User::from_name(user)
+        .map_err(|e| fail(user, "looking up the user", e))?
+        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
+    if u.uid.is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    for &f in files {
+        let shown = crate::quote::log_field(&f.to_string_lossy()).into_owned();
+        match std::fs::metadata(f) {
+            Ok(m) if m.is_file() && m.uid() == 0 => {
+                if let Err(e) = std::os::unix::fs::chown(f, Some(uid), Some(gid)) {
+                    tracing::warn!(file = %shown, %user, error = %e, "cannot give the event log to the user; a SIGHUP cannot reopen it");
+                }
+            }
+            _ => {}
+        }
+        let dir = match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(m) = std::fs::metadata(dir) {
+            if !can_create_in(m.mode(), m.uid(), m.gid(), uid, gid) {
+                tracing::warn!(
+                    directory = %crate::quote::log_field(&dir.to_string_lossy()),
+                    %user,
+                    "the event log's directory does not let the user make a new file: after logrotate moves \
+                     the file away, SIGHUP reopens it only if logrotate creates the new one (`create`), else \
+                     lines go on to the moved file; make the directory the user's (systemd: LogsDirectory=)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a user `uid` whose only group is `gid` (as after [`drop_to`])
+/// may make a file in a directory of `mode`, owner `owner` and group
+/// `group`: write and search permission in the class that applies to it
+/// (ACLs are not read).
+fn can_create_in(mode: u32, owner: u32, group: u32, uid: u32, gid: u32) -> bool {
+    let wx = if uid == owner {
+        mode >> 6
+    } else if gid == group {
+        mode >> 3
+    } else {
+        mode
+    };
+    wx & 0o3 == 0o3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::can_create_in;
+
+    #[test]
+    fn the_class_that_applies_decides() {
+        // (mode, owner, group) for user 65534, group 65534.
+        for (mode, owner, group, want) in [
+            (0o755, 0, 0, false),    // install -d /var/log/portwatch
+            (0o755, 65534, 0, true), // the user's (LogsDirectory=)
+            (0o700, 65534, 65534, true),
+            (0o575, 65534, 65534, false), // owner class wins, even if others may
+            (0o775, 0, 65534, true),      // group-writable, the user's group
+            (0o1777, 0, 0, true),         // /tmp
+            (0o776, 0, 0, false),         // write without search
+        ] {
+            assert_eq!(
+                can_create_in(mode, owner, group, 65534, 65534),
+                want,
+                "{mode:o} {owner}:{group}"
+            );
+        }
+    }
 }

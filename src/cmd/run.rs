@@ -56,6 +56,7 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     // any thread starts (capabilities are per thread).
     let listeners = bind_all(&s.listen)?;
     if let Some(user) = &s.user {
+        privileges::hand_over(user, events.file().as_slice())?;
         let keep = match input.is_live() {
             true => privileges::LIVE_CAPS,
             false => &[],

@@ -35,6 +35,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         true => privileges::LIVE_CAPS,
         false => &[],
     };
+    privileges::hand_over(&s.user, events.file().as_slice())?;
     privileges::drop_and_log(&s.user, keep)?;
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx, events.is_on());

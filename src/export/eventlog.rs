@@ -108,6 +108,14 @@ impl EventLog {
         self.lost
     }
 
+    /// The path reopened on SIGHUP (`None`: standard output).
+    pub fn file(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Stdout => None,
+            Target::File(p) => Some(p),
+        }
+    }
+
     /// Write the lines for `events` (evidence events make none).
     pub fn write(&mut self, p: &Policy, events: &[Event]) {
         for e in events {
@@ -259,7 +267,6 @@ impl EventLog {
         if let Target::Stdout = self.target {
             return;
         }
-        self.out = None;
         match open_target(&self.target) {
             Ok(w) => {
                 self.out = Some(w);
@@ -268,7 +275,16 @@ impl EventLog {
             Err(e) => {
                 self.failures += 1;
                 self.first_error.get_or_insert_with(|| e.to_string());
-                tracing::error!(error = %e, "cannot reopen the event log; lines are lost until the next SIGHUP");
+                // Lines keep going to the file open until now (moved away
+                // by logrotate, say) rather than nowhere.
+                match self.out.is_some() {
+                    true => {
+                        tracing::error!(error = %e, "cannot reopen the event log; still writing to the file open before")
+                    }
+                    false => {
+                        tracing::error!(error = %e, "cannot reopen the event log; lines are lost until the next SIGHUP")
+                    }
+                }
             }
         }
     }
