@@ -133,3 +133,57 @@ fn samples_replay_with_their_fidelity_in_the_report() {
         assert!(!run.stdout.contains(not), "{not:?} in\n{}", run.stdout);
     }
 }
+
+/// A flow log covers the nodes its records carry (a flow log is written per
+/// network interface): required edges between nodes it never names are not
+/// judged, so they cannot be `missing` on its word.
+#[test]
+fn a_flow_log_judges_only_the_edges_of_the_nodes_it_names() {
+    let dir = TempDir::new("flows-coverage");
+    let mut log = format!("{HEADER}\n");
+    // proxy (192.0.2.11) and engine1 (192.0.2.21) only, over three hours.
+    for t in [1_767_603_600u64, 1_767_607_200, 1_767_610_800] {
+        log += &format!(
+            "3 192.0.2.11 192.0.2.21 50001 4747 6 {t} {} ACCEPT 2 OK\n",
+            t + 60
+        );
+        log += &format!(
+            "3 192.0.2.21 192.0.2.11 4747 50001 6 {t} {} ACCEPT 18 OK\n",
+            t + 60
+        );
+    }
+    let path = dir.0.join("two-nodes.log");
+    std::fs::write(&path, log).unwrap();
+    let judged = |extra: &[&str]| {
+        let mut args = vec!["replay", "--format", "json", "--site", "multi-node"];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        let run = portwatch(&args);
+        let r = run.json();
+        let edges: Vec<(String, String, String)> = (r["edges"].as_array().expect("edges").iter())
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("src"), s("dst"), s("state"))
+            })
+            .collect();
+        edges
+    };
+    let edges = judged(&[]);
+    assert!(!edges.is_empty());
+    for (src, dst, state) in &edges {
+        let named = ["proxy", "engine1"];
+        assert!(
+            named.contains(&src.as_str()) || named.contains(&dst.as_str()),
+            "{src} -> {dst} ({state}) judged on a log that never names either"
+        );
+    }
+    assert!(edges.iter().any(|(_, _, s)| s == "missing"), "{edges:?}");
+    // --sensor names the watched nodes exactly.
+    let edges = judged(&["--sensor", "engine2"]);
+    assert!(
+        edges
+            .iter()
+            .all(|(s, d, _)| s == "engine2" || d == "engine2"),
+        "{edges:?}"
+    );
+}

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::pipeline::Pipeline;
+use crate::policy::Policy;
 use crate::report::{SourceFacts, Stopped};
 use crate::source::flows::{self, FlowFile, FlowFormat, FlowItem};
 use crate::source::SourceError;
@@ -50,6 +51,35 @@ impl FlowLogs {
         while let Some(item) = self.pending.pop() {
             feed(pl, &item);
         }
+    }
+
+    /// The site's nodes whose addresses the flow logs' records carry, in
+    /// site order. A flow log is written per network interface, so these
+    /// are the nodes it watched: required edges between other nodes are not
+    /// its to judge. (A node seen only as a logged node's peer counts too:
+    /// `--sensor` names the watched nodes exactly.)
+    pub fn nodes(&self, policy: &Policy) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, _, f) in &self.files {
+            for item in &f.items {
+                if let FlowItem::Observed(o) = item {
+                    for ip in [o.key.client, o.key.server] {
+                        if let p @ crate::policy::Peer::Endpoint(id) = policy.peer_of(ip) {
+                            if policy.is_node(p) {
+                                seen.insert(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        seen.into_iter()
+            .map(|id| policy.endpoint(id).name.to_string())
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     /// What the report says of each flow log: records, fidelity, where it

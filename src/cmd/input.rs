@@ -307,12 +307,25 @@ impl Records {
 
     /// Which required edges the sources judge: a capture sees what its
     /// `--sensor` nodes (or the whole site) see; logs alone cover the edges
-    /// touching their nodes.
-    pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
-        if self.files.is_empty() || captures {
+    /// touching their nodes, and flow logs those touching `flow_nodes`
+    /// (the nodes their records carry) unless `--sensor` named nodes.
+    pub fn visibility(
+        &self,
+        vis: Visibility,
+        captures: bool,
+        flow_nodes: Option<Vec<String>>,
+    ) -> Visibility {
+        if captures || (self.files.is_empty() && flow_nodes.is_none()) {
             return vis;
         }
         let mut nodes = vis.nodes;
+        if !vis.limited {
+            for n in flow_nodes.into_iter().flatten() {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
         for f in &self.files {
             match &f.sensor {
                 Some(s) if !nodes.iter().any(|n| n == &**s) => nodes.push(s.to_string()),

@@ -17,7 +17,8 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (captures, mut flows) = FlowLogs::split(&s.files)?;
     let (captures, logs) = split_files(&captures)?;
     let mut records = Records::open(&logs, &policy, s.timezone.clone(), &s.report.sensors)?;
-    let vis = records.visibility(vis, !captures.is_empty() || !flows.facts().is_empty());
+    let flow_nodes = (!flows.is_empty()).then(|| flows.nodes(&policy));
+    let vis = records.visibility(vis, !captures.is_empty(), flow_nodes);
     let mut input = Input::open(&InputSpec::Files(captures))?;
     let r = &s.report;
     let mut events = EventLog::open(
