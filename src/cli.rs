@@ -284,7 +284,8 @@ pub struct RunArgs {
 /// The HTTP side of `run`, with the flag names Prometheus exporters share.
 #[derive(Debug, Args, Clone)]
 pub struct WebArgs {
-    /// Address to serve the endpoints on; repeat for several.
+    /// Address to serve the endpoints on; repeat for several. Each is
+    /// logged as `listening on ADDR` once bound (port 0: a free port).
     #[arg(
         long = "web.listen-address",
         visible_alias = "listen",

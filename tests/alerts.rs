@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::deploy::{deploy, need, prometheus_bin, query, start_prometheus};
 use crate::live::{connection, frame, write_pcap_at, Flags};
-use crate::util::{free_addr, Daemon, TempDir};
+use crate::util::{Daemon, TempDir};
 
 const SCRAPE: Duration = Duration::from_secs(1);
 const EVALUATION: Duration = Duration::from_secs(1);
@@ -129,8 +129,28 @@ fn a_single_event_of_each_finding_fires_its_alert_once() {
     let pcap = tmp.0.join("events.pcap");
     events_pcap(&pcap);
 
-    // Prometheus first, so it is scraping when the events come.
-    let target = free_addr();
+    // The sensor listens first (a port of its own, reported in its log) and
+    // waits for its capture on standard input; Prometheus scrapes it before
+    // the capture comes, so it is scraping when the events come.
+    let log = tmp.0.join("portwatch.log");
+    let hold = format!("{}s", HOLD.as_secs());
+    let mut d = Daemon::spawn_wrapped(
+        &[],
+        &[
+            "run",
+            "--site",
+            "multi-node",
+            "--replay",
+            "-",
+            "--finding-hold",
+            &hold,
+        ],
+        std::process::Stdio::piped(),
+        None,
+        Some(&log),
+    );
+    let target = d.addr;
+    assert_ne!(target.port(), 0, "{}", d.log_text());
     let prom = start_prometheus(&format!(
         "global:\n  scrape_interval: {}s\n  evaluation_interval: {}s\n\
          rule_files:\n  - {}\n\
@@ -149,24 +169,9 @@ fn a_single_event_of_each_finding_fires_its_alert_once() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = tmp.0.join("portwatch.log");
-    let pcap_arg = pcap.display().to_string();
-    let target_arg = target.to_string();
-    let hold = format!("{}s", HOLD.as_secs());
-    let d = Daemon::start_logged(
-        &[
-            "run",
-            "--site",
-            "multi-node",
-            "--replay",
-            &pcap_arg,
-            "--finding-hold",
-            &hold,
-            "--web.listen-address",
-            &target_arg,
-        ],
-        &log,
-    );
+    let mut stdin = d.child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &std::fs::read(&pcap).unwrap()).unwrap();
+    drop(stdin);
     let context = |seen: &BTreeMap<&str, Seen>| {
         format!(
             "{seen:#?}\n--- portwatch log ---\n{}\n--- prometheus log ---\n{}",

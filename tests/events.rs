@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -276,7 +276,6 @@ fn run_events_stdout_are_ecs_documents() {
             "central",
         ],
         std::fs::File::create(&stdout).unwrap().into(),
-        Stdio::piped(),
     );
     d.wait_metrics("the replay to end", |m| {
         m.contains("portwatch_capture_up{interface=\"replay\"} 0")

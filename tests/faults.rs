@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::prereq::prerequisites;
-use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
+use crate::util::{bin, bound, demo_run, fixture, Daemon, TempDir};
 
 fn portwatch(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
@@ -384,19 +384,15 @@ fn idle_connection_flood_under_nofile_1024() {
         let took = t.elapsed();
         let (status, body) = got.expect("no answer to a scrape under the flood");
         assert_eq!(status, 200);
-        assert!(took < Duration::from_secs(1), "scrape took {took:?}");
+        assert!(took < bound(Duration::from_secs(1)), "scrape took {took:?}");
         assert!(body.contains("portwatch_http_connections_rejected_total"));
         std::thread::sleep(Duration::from_millis(200));
     }
     // The capture side kept going through the flood (the looping replay
-    // reopened its file) and the process is up.
-    std::thread::sleep(Duration::from_millis(1500));
-    let m = crate::util::http_get(addr, "/metrics").unwrap().1;
-    assert!(
-        packets(&m) > before,
-        "capture stalled: {before} -> {}",
-        packets(&m)
-    );
+    // read its file again) and the process is up.
+    let m = child.wait_metrics(&format!("more than {before} packets"), |m| {
+        packets(m) > before
+    });
     assert!(crate::util::sample(&m, "portwatch_capture_up").unwrap_or(0.0) == 1.0);
     assert!(child.alive(), "the daemon died");
     drop(idle);
@@ -562,7 +558,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         out.contains("1000 nodes, 1119215 expected edges (3663 required)"),
         "{out}"
     );
-    assert!(took < Duration::from_secs(2), "check took {took:?}");
+    assert!(took < bound(Duration::from_secs(2)), "check took {took:?}");
 
     let pcap = fixture("demo.pcap").display().to_string();
     let t = Instant::now();
@@ -570,7 +566,6 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         &[
             "run", "--site", site_arg, "--loop", "--speed", "100", "--replay", &pcap,
         ],
-        std::process::Stdio::null(),
         std::process::Stdio::null(),
     );
     let addr = child.addr;
@@ -583,7 +578,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(2), "start took {took:?}");
+    assert!(took < bound(Duration::from_secs(2)), "start took {took:?}");
     let rss = peak_rss_kib(pid);
     assert!(rss < 128 * 1024, "start: peak RSS {rss} KiB");
 
@@ -634,7 +629,7 @@ fn a_thousand_node_site_within_bounds_and_reloads_that_never_kill() {
         }
     };
     let (took, _) = reload(&mut child, 1_000, 1.0);
-    assert!(took < Duration::from_secs(2), "reload took {took:?}");
+    assert!(took < bound(Duration::from_secs(2)), "reload took {took:?}");
     assert!(
         peak_rss_kib(pid) < 128 * 1024,
         "reload: peak RSS {} KiB",
@@ -674,7 +669,7 @@ fn a_low_descriptor_limit_never_starves_the_capture() {
         assert!(child.alive(), "the daemon died: {log}");
         assert_eq!(got.map(|r| r.0), Some(200), "{log}");
         assert!(
-            t.elapsed() < Duration::from_secs(1),
+            t.elapsed() < bound(Duration::from_secs(1)),
             "scrape took {:?}",
             t.elapsed()
         );

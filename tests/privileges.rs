@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, fixture, free_addr, sample, Daemon, TempDir};
+use crate::util::{bin, fixture, sample, Daemon, TempDir};
 
 const CAP_NET_ADMIN: u64 = 1 << 12;
 const CAP_NET_RAW: u64 = 1 << 13;
@@ -293,7 +293,7 @@ fn a_missing_user_is_a_clear_error() {
     let user = format!("portwatch-no-such-user-{}", std::process::id());
     let out = Command::new(bin())
         .args(["run", "--site", "multi-node", "-i", "lo", "--user", &user])
-        .args(["--listen", &free_addr().to_string()])
+        .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, demo_run, fixture, free_addr, sample, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, sample, Daemon, TempDir};
 
 fn replay_args() -> Vec<String> {
     vec![
@@ -82,19 +82,14 @@ fn expect_and_check_into_a_closed_pipe_are_quiet() {
 fn run_print_with_stdout_closed_keeps_serving_metrics() {
     let tmp = TempDir::new("closed-stdout");
     let log = tmp.0.join("stderr.log");
-    let addr = free_addr();
-    let mut child = Command::new(bin())
-        .args(demo_run("100", &["--print"]))
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let mut d = Daemon { child, addr };
+    let mut d = Daemon::spawn_wrapped(
+        &[],
+        &demo_run("100", &["--print"]),
+        Stdio::null(),
+        Some(Stdio::piped()),
+        Some(&log),
+    );
+    drop(d.child.stdout.take());
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let stopped = "printing stopped";

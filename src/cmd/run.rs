@@ -27,7 +27,7 @@ use crate::export::webconfig::{protect, LiveWeb, Verifier, WebConfig};
 use crate::source::file::Savefile;
 use crate::time::Timestamp;
 
-pub fn run(s: RunSettings) -> Result<Status, Error> {
+pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     // First: a SIGHUP or SIGTERM while starting must not kill the process.
     let early = Early::install();
     if let Some(banner) = &s.banner {
@@ -35,6 +35,12 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
             tracing::warn!(error = %e, "cannot print to stdout");
         }
     }
+    // Bound first, before dropping root (a port below 1024 needs it) and
+    // before any thread starts (capabilities are per thread); from here on
+    // the addresses are the bound ones (port 0: the port the system chose),
+    // so the site knows the sensor's own listeners.
+    let listeners = bind_all(&s.listen)?;
+    s.listen = listeners.iter().map(|(addr, _)| *addr).collect();
     let (policy, vis) = prepare(&s.site, &s.sensors, &s.listen)?;
     let web = s
         .web_config
@@ -52,9 +58,6 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
         &s.sensors,
         s.track.capacity,
     )?;
-    // Bound before dropping root (a port below 1024 needs it), and before
-    // any thread starts (capabilities are per thread).
-    let listeners = bind_all(&s.listen)?;
     if let Some(user) = &s.user {
         privileges::hand_over(user, events.file().as_slice())?;
         let keep = match input.is_live() {
@@ -141,14 +144,20 @@ pub fn run(s: RunSettings) -> Result<Status, Error> {
     Ok(Status::Clean)
 }
 
-/// Bind every `--web.listen-address` (all or nothing).
+/// Bind every `--web.listen-address` (all or nothing), each with the
+/// address it got (port 0 takes a free port), logged as `listening on
+/// ADDR` in the order given.
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, Error> {
     addrs
         .iter()
         .map(|&addr| {
-            std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| (addr, l)))
-                .map_err(|e| Error::Listen { addr, source: e })
+            let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok((l.local_addr()?, l))
+            });
+            let (local, l) = bound.map_err(|e| Error::Listen { addr, source: e })?;
+            tracing::info!("listening on {local}");
+            Ok((local, l))
         })
         .collect()
 }
