@@ -21,7 +21,7 @@ fn demo_loop() -> Daemon {
 /// (`util::Daemon`), instead of on a port found free beforehand, which
 /// another test could take before the daemon bound it.
 #[test]
-fn issue_25_port_0_is_bound_logged_and_served() {
+fn port_0_is_bound_logged_and_served() {
     let mut d = demo_loop();
     assert_ne!(d.addr.port(), 0, "{}", d.log_text());
     assert_eq!(d.listening, [d.addr]);

@@ -753,7 +753,7 @@ fn systemd_unit_is_least_privilege() {
 /// (`/var/log/…`, the service user's) or a `ReadWritePaths=`. It used to be
 /// `/var/log/portwatch`, read-only there.
 #[test]
-fn issue_25_suggested_event_log_paths_are_writable_under_the_unit() {
+fn suggested_event_log_paths_are_writable_under_the_unit() {
     let u = unit();
     assert_eq!(directive(&u, "ProtectSystem"), ["strict"]);
     let mut writable: Vec<String> = directive(&u, "LogsDirectory")

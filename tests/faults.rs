@@ -88,8 +88,8 @@ fn events_on_a_full_tmpfs_keep_whole_lines() {
 /// away with the rest of their batch), the file ends on a whole line, and
 /// the lines counted as lost are exactly the ones missing.
 #[test]
-fn issue_25_events_past_a_file_size_limit_keep_the_lines_that_fit() {
-    let test = "issue_25_events_past_a_file_size_limit_keep_the_lines_that_fit";
+fn events_past_a_file_size_limit_keep_the_lines_that_fit() {
+    let test = "events_past_a_file_size_limit_keep_the_lines_that_fit";
     if !crate::prereq::needs(test, false, &["prlimit"]) {
         return;
     }
@@ -139,8 +139,8 @@ fn issue_25_events_past_a_file_size_limit_keep_the_lines_that_fit() {
 /// recovery are each logged once, the lost lines are counted, and lines
 /// reach the file again (the recovery used to go unlogged).
 #[test]
-fn issue_25_a_full_disk_that_frees_up_logs_the_recovery() {
-    let test = "issue_25_a_full_disk_that_frees_up_logs_the_recovery";
+fn a_full_disk_that_frees_up_logs_the_recovery() {
+    let test = "a_full_disk_that_frees_up_logs_the_recovery";
     if !prerequisites(test, &[]) {
         return;
     }
@@ -761,7 +761,7 @@ fn pcapng_epb(iface: u32, ticks: u64, data: &[u8]) -> Vec<u8> {
 /// `invalid_timestamp` and stretch nothing (they used to be clamped to one
 /// instant in 1970 or 2554, silently).
 #[test]
-fn issue_25_pcapng_time_options_out_of_range_are_warned_and_counted() {
+fn pcapng_time_options_out_of_range_are_warned_and_counted() {
     let dir = TempDir::new("tsresol");
     let clean = fixture("site-multi-node.pcap");
     let bytes = std::fs::read(&clean).unwrap();

@@ -119,7 +119,7 @@ fn root_started_replay_keeps_no_capability() {
 /// opened before the switch). It used to stop after the first pass, `cannot
 /// reopen the capture files for the next loop`, retried forever.
 #[test]
-fn issue_25_root_started_replay_loops_over_a_file_only_root_can_open() {
+fn root_started_replay_loops_over_a_file_only_root_can_open() {
     if !root() {
         return;
     }
@@ -171,7 +171,7 @@ fn wait_for(d: &mut Daemon, what: &str, f: impl Fn() -> bool) {
 /// owner and mode), SIGHUP goes on in the new one. No line is lost either
 /// way; they used to be (`Permission denied` on reopen, every later line).
 #[test]
-fn issue_25_root_started_run_reopens_its_event_log_as_nobody() {
+fn root_started_run_reopens_its_event_log_as_nobody() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !root() {
         return;

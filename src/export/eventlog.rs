@@ -454,7 +454,7 @@ mod tests {
     /// A full disk takes part of a batch: what reached it is reported, and
     /// the whole lines in it are kept.
     #[test]
-    fn issue_25_a_short_write_keeps_the_whole_lines_that_fit() {
+    fn a_short_write_keeps_the_whole_lines_that_fit() {
         let batch = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
         for (room, chunk, kept) in [(20, 7, 16), (16, 100, 16), (15, 4, 8), (3, 100, 0)] {
             let mut d = Disk {

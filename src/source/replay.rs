@@ -328,7 +328,7 @@ mod tests {
     /// a file the process could no longer open by path (gone here; root's
     /// after a privilege drop in `tests/privileges.rs`) loops all the same.
     #[test]
-    fn issue_25_loops_read_the_files_opened_at_the_start() {
+    fn loops_read_the_files_opened_at_the_start() {
         let dir = std::env::temp_dir().join(format!("portwatch-replay4-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("one.pcap");

@@ -385,7 +385,7 @@ fn pcapng_power_of_two_resolution_is_exact() {
 /// interface's own options put outside 1970-01-02..2200-01-01 neither; an
 /// interface without options keeps every time a `Timestamp` holds.
 #[test]
-fn issue_25_pcapng_time_options_out_of_range_give_no_time() {
+fn pcapng_time_options_out_of_range_give_no_time() {
     let day = 86_400 * NANOS_PER_SEC;
     let mut iface = Interface::new(LinkType::ETHERNET, 0, 0);
     assert_eq!(iface.timestamp(5), Some(Timestamp(5_000)));
@@ -429,7 +429,7 @@ fn issue_25_pcapng_time_options_out_of_range_give_no_time() {
 /// carrying the previous good time, on the fast and the general path; the
 /// file's first and last times are the good frames' only.
 #[test]
-fn issue_25_pcapng_out_of_range_frames_are_flagged() {
+fn pcapng_out_of_range_frames_are_flagged() {
     const T: u64 = 1_700_000_000;
     let mut f = shb(false);
     f.extend(idb(false, 1, 0, None, None)); // µs
