@@ -115,13 +115,20 @@ pub enum Command {
 const FIREWALL_HELP: &str = "\
 Inbound: allow every expected edge into the node from the addresses that may open it,
 keep the model's local-only ports closed to other hosts, drop (and log) everything
-else on the ports the model knows. Other ports are left alone. Every rule cites the
-model rule and the vendor page section.
+else on the ports the model assigns to the node (its services' listeners, the site's
+edges into it). Other ports are left alone, those the model knows on other nodes too
+unless --block-all-model-ports. Every rule cites the model rule and the vendor page
+section.
 
   nftables    one table, `table inet portwatch`: load with `nft -f FILE`
               (replaces only that table), check with `nft -c -f FILE`
-  powershell  New-NetFirewallRule commands in the group \"portwatch <site>\";
-              remove with Remove-NetFirewallRule -Group \"portwatch <site>\".
+  powershell  a script for change control, rules in the group \"portwatch <site>\":
+              -Stage Audit (default: allow rules in force, block rules added
+              disabled, allowed and dropped connections logged) or -Stage
+              Enforce; -WhatIf, -Confirm; -Profile (default Any), -PolicyStore
+              (default PersistentStore, or a GPO as DOMAIN\\NAME); each run exports
+              the group's current rules to -BackupDirectory (CliXml), adds the
+              new rules, then removes the old ones.
               With --enable-logging, also Set-NetFirewallProfile (log allowed
               and blocked, 32 MB) and auditpol for \"Filtering Platform
               Connection\" (5156/5157); \"Packet Drop\" (5152) is left commented
@@ -145,6 +152,10 @@ pub struct FirewallArgs {
     /// events 5156/5157 in the Security log.
     #[arg(long)]
     pub enable_logging: bool,
+    /// Also drop on the ports the model knows but does not assign to the
+    /// node (80, 443, 445 on an engine); by default those are left alone.
+    #[arg(long)]
+    pub block_all_model_ports: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,7 +3,7 @@
 
 use super::{load, print, Error, Status};
 use crate::cli::{FirewallArgs, FirewallDirection, FirewallFormat};
-use crate::firewall::{nftables, powershell, Direction, Plan};
+use crate::firewall::{nftables, powershell, Blocks, Direction, Plan};
 
 pub fn firewall(args: &FirewallArgs) -> Result<Status, Error> {
     let loaded = load(&args.site)?;
@@ -18,7 +18,11 @@ pub fn firewall(args: &FirewallArgs) -> Result<Status, Error> {
                 .into(),
         ));
     }
-    let plan = Plan::derive(&loaded.policy, &args.node, direction)?;
+    let blocks = match args.block_all_model_ports {
+        true => Blocks::AllKnown,
+        false => Blocks::Assigned,
+    };
+    let plan = Plan::derive(&loaded.policy, &args.node, direction, blocks)?;
     print(&match args.format {
         FirewallFormat::Nftables => nftables::render(&plan),
         FirewallFormat::Powershell if args.enable_logging => {

@@ -5,9 +5,12 @@
 //! Inbound, the plan allows every expected edge into the node (from the
 //! addresses of the endpoints that may open it), keeps the model's
 //! local-scope ports closed to every other host, and drops everything else
-//! on the ports the model (or a site allowance) knows. Ports the model does
-//! not know are left alone: they are not the model's to decide. Outbound
-//! (optional) is the mirror image for edges the node opens.
+//! on the ports the model assigns to the node (its services' listeners) or a
+//! site edge opens to it. Other ports are left alone: a port the model knows
+//! on other nodes (80, 443, 445 on an engine) is not the model's to decide
+//! on this one, unless [`Blocks::AllKnown`] asks for it. Outbound (optional)
+//! is the mirror image for edges the node opens, on the ports its services
+//! connect to.
 
 pub mod nftables;
 pub mod powershell;
@@ -17,7 +20,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::Scope;
+use crate::model::{Client, Scope};
 pub use crate::policy::NoSuchNode;
 use crate::policy::{EndpointId, EndpointKind, Origin, Policy};
 use crate::quote::shell_word;
@@ -45,6 +48,18 @@ impl Direction {
             Direction::Both => "both",
         }
     }
+}
+
+/// Which ports the drop rules cover besides the local-only ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Blocks {
+    /// The ports the model assigns to the node (inbound: the listeners of
+    /// its services; outbound: the ports its services connect to) and
+    /// those of the site's edges into (out of) it.
+    #[default]
+    Assigned,
+    /// Also every other port the model knows (`--block-all-model-ports`).
+    AllKnown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,9 +119,21 @@ pub struct Rule {
     pub cites: Vec<Cite>,
 }
 
+/// What a citation refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CiteOrigin {
+    /// A rule of the model: its text is the vendor page's section and table.
+    Model,
+    /// The site file: an allowance's reason, the monitoring list.
+    Site,
+    /// An option of the command line (`--block-all-model-ports`).
+    Option,
+}
+
 /// A reference to the model or the site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cite {
+    pub origin: CiteOrigin,
     /// `qlik-sense-enterprise ports[12]` or `site allow[0]`.
     pub rule: String,
     /// The vendor page section and table (the rule's `cite`), or the
@@ -125,28 +152,38 @@ impl Cite {
 pub struct Plan {
     pub site: String,
     pub model: String,
+    /// The vendor page the model comes from, by title (the model's `source`).
+    pub page: String,
     pub node: String,
     pub addresses: Vec<IpAddr>,
     pub direction: Direction,
+    pub blocks: Blocks,
     pub rules: Vec<Rule>,
 }
 
 impl Plan {
-    pub fn derive(p: &Policy, node: &str, direction: Direction) -> Result<Plan, NoSuchNode> {
+    pub fn derive(
+        p: &Policy,
+        node: &str,
+        direction: Direction,
+        blocks: Blocks,
+    ) -> Result<Plan, NoSuchNode> {
         let id = p.node_id(node)?;
         let n = &p.site.nodes[p.endpoint(id).index];
         let mut rules = Vec::new();
         for way in [Way::Inbound, Way::Outbound] {
             if direction.covers(way) {
-                rules.extend(rules_for(p, id, way));
+                rules.extend(rules_for(p, id, way, blocks));
             }
         }
         Ok(Plan {
             site: p.site.name.clone(),
             model: p.model.id.clone(),
+            page: p.model.source.clone(),
             node: n.name.clone(),
             addresses: n.addresses.clone(),
             direction,
+            blocks,
             rules,
         })
     }
@@ -174,10 +211,14 @@ impl Plan {
     /// shell command line, names quoted as shell words.
     pub fn command(&self, format: &str) -> String {
         format!(
-            "portwatch firewall --site {} --node {} --format {format} --direction {}",
+            "portwatch firewall --site {} --node {} --format {format} --direction {}{}",
             shell_word(&self.site),
             shell_word(&self.node),
-            self.direction.as_str()
+            self.direction.as_str(),
+            match self.blocks {
+                Blocks::Assigned => "",
+                Blocks::AllKnown => " --block-all-model-ports",
+            }
         )
     }
 }
@@ -191,7 +232,29 @@ fn known_ports(p: &Policy) -> BTreeSet<u16> {
         .collect()
 }
 
-fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
+/// The ports the model assigns to `node` one way, each with the model
+/// rules that assign it: inbound the listeners of its services, outbound
+/// the ports its services connect to.
+pub fn assigned_ports(p: &Policy, node: EndpointId, way: Way) -> BTreeMap<u16, Vec<Cite>> {
+    let n = &p.site.nodes[p.endpoint(node).index];
+    let mut out: BTreeMap<u16, Vec<Cite>> = BTreeMap::new();
+    for (i, r) in p.model.rules.iter().enumerate() {
+        let assigned = match way {
+            Way::Inbound => r.to.matches(&n.roles, &n.services),
+            Way::Outbound => r.from.iter().any(|c| match c {
+                Client::AnyNode => true,
+                Client::Users => false,
+                Client::Nodes(s) => s.matches(&n.roles, &n.services),
+            }),
+        };
+        if assigned {
+            out.entry(r.port).or_default().push(model_cite(p, i));
+        }
+    }
+    out
+}
+
+fn rules_for(p: &Policy, node: EndpointId, way: Way, blocks: Blocks) -> Vec<Rule> {
     let prep = match way {
         Way::Inbound => "to",
         Way::Outbound => "from",
@@ -232,6 +295,18 @@ fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
     let allowed: BTreeSet<u16> = edges.iter().map(|e| e.port).collect();
     let name = &p.endpoint(node).name;
 
+    // The ports this plan may drop on, with what assigns each: the model's
+    // rules for the node, the site's edges into (out of) it.
+    let mut assigned = assigned_ports(p, node, way);
+    for e in &edges {
+        let cites = assigned.entry(e.port).or_default();
+        for o in &e.origins {
+            if !matches!(o, Origin::Rule(_)) {
+                cites.push(cite(p, o));
+            }
+        }
+    }
+
     // Local-scope ports of the node's services that no edge opens to
     // another host. Outbound, the node's own loopback covers them.
     let mut local: BTreeMap<u16, Vec<Cite>> = BTreeMap::new();
@@ -242,37 +317,50 @@ fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
                 && r.to.matches(&n.roles, &n.services)
                 && !allowed.contains(&r.port)
             {
-                local.entry(r.port).or_default().push(Cite {
-                    rule: format!("{} ports[{i}] ({} {})", p.model.id, r.to, r.scope.as_str()),
-                    text: r.cite.clone(),
-                });
+                local.entry(r.port).or_default().push(model_cite(p, i));
             }
         }
     }
     if !local.is_empty() {
-        let mut cites: Vec<Cite> = local.values().flatten().cloned().collect();
-        cites.dedup();
         out.push(Rule {
             way,
             action: Action::Drop(DropKind::LocalOnly),
             ports: local.keys().copied().collect(),
             remote: Remote::Any,
             summary: format!("drop other hosts on the local-only ports of {name}"),
-            cites,
+            cites: distinct(local.values().flatten()),
         });
     }
-    let rest: Vec<u16> = known_ports(p)
-        .into_iter()
+    let candidates: BTreeSet<u16> = match blocks {
+        Blocks::Assigned => assigned.keys().copied().collect(),
+        Blocks::AllKnown => known_ports(p),
+    };
+    let rest: Vec<u16> = (candidates.into_iter())
         .filter(|port| !local.contains_key(port))
         .collect();
     if !rest.is_empty() {
+        let mut cites = distinct(rest.iter().filter_map(|p| assigned.get(p)).flatten());
+        let unassigned: Vec<String> = (rest.iter())
+            .filter(|p| !assigned.contains_key(p))
+            .map(u16::to_string)
+            .collect();
+        if !unassigned.is_empty() {
+            cites.push(Cite {
+                origin: CiteOrigin::Option,
+                rule: "--block-all-model-ports".into(),
+                text: format!(
+                    "ports the model knows but does not assign to {name}: {}",
+                    unassigned.join(",")
+                ),
+            });
+        }
+        let what = match blocks {
+            Blocks::Assigned => "ports the model assigns to it".to_string(),
+            Blocks::AllKnown => "ports the model knows".to_string(),
+        };
         let summary = match way {
-            Way::Inbound => {
-                format!("drop what no edge allows {prep} {name} on ports the model knows")
-            }
-            Way::Outbound => {
-                format!("drop what no edge allows {prep} {name} to ports the model knows")
-            }
+            Way::Inbound => format!("drop what no edge allows {prep} {name} on {what}"),
+            Way::Outbound => format!("drop what no edge allows {prep} {name} to {what}"),
         };
         out.push(Rule {
             way,
@@ -280,35 +368,47 @@ fn rules_for(p: &Policy, node: EndpointId, way: Way) -> Vec<Rule> {
             ports: rest,
             remote: Remote::Any,
             summary,
-            cites: vec![Cite {
-                rule: format!("{} (no rule)", p.model.id),
-                text: format!("{}: only the edges allowed above", p.model.source),
-            }],
+            cites,
         });
     }
     out
 }
 
+/// Each citation once, in the order first met.
+fn distinct<'a>(cites: impl Iterator<Item = &'a Cite>) -> Vec<Cite> {
+    let mut out: Vec<Cite> = Vec::new();
+    for c in cites {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+fn model_cite(p: &Policy, i: usize) -> Cite {
+    let rule = &p.model.rules[i];
+    Cite {
+        origin: CiteOrigin::Model,
+        rule: format!(
+            "{} ports[{i}] ({} {})",
+            p.model.id,
+            rule.to,
+            rule.scope.as_str()
+        ),
+        text: rule.cite.clone(),
+    }
+}
+
 fn cite(p: &Policy, o: &Origin) -> Cite {
     match o {
-        Origin::Rule(r) => {
-            let rule = p.model.rule(*r);
-            Cite {
-                rule: format!(
-                    "{} ports[{}] ({} {})",
-                    p.model.id,
-                    r.0,
-                    rule.to,
-                    rule.scope.as_str()
-                ),
-                text: rule.cite.clone(),
-            }
-        }
+        Origin::Rule(r) => model_cite(p, r.0),
         Origin::Allowance(i) => Cite {
+            origin: CiteOrigin::Site,
             rule: format!("site {} allow[{i}]", p.site.name),
             text: p.site.allow[*i].reason.clone(),
         },
         Origin::Monitoring => Cite {
+            origin: CiteOrigin::Site,
             rule: format!("site {} monitoring", p.site.name),
             text: "scrapes the portwatch sensor".into(),
         },

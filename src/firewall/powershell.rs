@@ -1,6 +1,12 @@
-//! A [`Plan`] as `New-NetFirewallRule` commands for Windows Defender
-//! Firewall, all in the group `portwatch <site>` so they can be listed and
-//! removed together.
+//! A [`Plan`] as a PowerShell script for change control on a Windows node:
+//! `#Requires -RunAsAdministrator`, `$ErrorActionPreference = 'Stop'`,
+//! `[CmdletBinding(SupportsShouldProcess)]` so `-WhatIf` and `-Confirm`
+//! work, `-Stage Audit` (allow rules in force, block rules added disabled,
+//! connections logged) before `-Stage Enforce`, `-Profile` and
+//! `-PolicyStore` as parameters. Every rule is in the group
+//! `portwatch <site>`; a run exports the group's current rules (CliXml),
+//! adds the new rules, then removes the old ones by name, so there is no
+//! moment without rules.
 //!
 //! Windows applies block rules before allow rules, whatever their order, so
 //! "drop everyone else on this port" cannot be a block rule for any address:
@@ -8,6 +14,10 @@
 //! complement of the addresses allowed on its ports, as address ranges.
 //! Windows does not filter loopback traffic, so local-only ports blocked for
 //! every remote address stay open to the host itself.
+//!
+//! Text from the site and model only appears in `#` comments
+//! ([`comment`]) and single-quoted strings ([`powershell_string`]); the
+//! tests tokenize every script (`pwsh` is not on the build machines).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,23 +25,43 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::{Action, Plan, Remote, Rule, Way};
+use super::{Action, CiteOrigin, Plan, Remote, Rule, Way};
 use crate::quote::{comment, log_field, powershell_string};
 
-/// The `New-NetFirewallRule` parameters this renderer writes; the test
-/// checks each against Microsoft's documented list.
-pub const PARAMETERS: &[&str] = &[
-    "DisplayName",
-    "Group",
-    "Direction",
-    "Action",
-    "Protocol",
-    "LocalPort",
-    "RemotePort",
-    "RemoteAddress",
-    "Profile",
-    "Description",
+/// The cmdlets the script calls with the parameters it gives each; the
+/// test checks each against Microsoft's documented list.
+pub const CMDLETS: &[(&str, &[&str])] = &[
+    ("Get-NetFirewallRule", &["Group", "PolicyStore"]),
+    (
+        "New-NetFirewallRule",
+        &[
+            "DisplayName",
+            "Group",
+            "Direction",
+            "Action",
+            "Protocol",
+            "LocalPort",
+            "RemotePort",
+            "RemoteAddress",
+            "Profile",
+            "PolicyStore",
+            "Enabled",
+            "Description",
+        ],
+    ),
+    ("Remove-NetFirewallRule", &["Name", "PolicyStore"]),
+    (
+        "Set-NetFirewallProfile",
+        &["Name", "LogAllowed", "LogBlocked", "PolicyStore"],
+    ),
 ];
+
+/// The `New-NetFirewallRule` parameters this renderer writes.
+pub const PARAMETERS: &[&str] = CMDLETS[1].1;
+
+/// The longest rule description written, in characters: the vendor page
+/// by title and section, or the site's reason, cut with `...`.
+pub const DESCRIPTION_MAX: usize = 240;
 
 /// The `Set-NetFirewallProfile` parameters [`logging`] writes; the test
 /// checks each against Microsoft's documented list.
@@ -101,29 +131,96 @@ pub fn group(plan: &Plan) -> String {
 pub fn render(plan: &Plan) -> String {
     let g = group(plan);
     let gq = powershell_string(&g);
-    let mut s = String::new();
-    let header = [
+    let mut s = String::from(
+        "#Requires -Version 5.1\n#Requires -Modules NetSecurity\n#Requires -RunAsAdministrator\n",
+    );
+    // Lines with the site's and model's text, each one comment.
+    let named = [
         plan.title(),
         format!("Written by: {}", plan.command("powershell")),
+        format!("Vendor page: {}", plan.page),
+        String::new(),
         format!(
-            "Run in an elevated PowerShell on {}. Every rule is in the group {gq}.",
+            "Run in an elevated PowerShell on {}; every rule is in the group {gq}.",
             plan.node
         ),
-        format!("List them:   Get-NetFirewallRule -Group {gq}"),
-        format!("Remove them: Remove-NetFirewallRule -Group {gq}"),
-        String::new(),
-        "Block rules win over allow rules in Windows Defender Firewall, so each".into(),
-        "block rule lists every address its ports are NOT allowed from (the".into(),
-        "complement of the allow rules). Loopback traffic is not filtered.".into(),
-        "To log dropped connections: Set-NetFirewallProfile -LogBlocked True".into(),
     ];
-    for line in header {
+    for line in named {
         let _ = writeln!(s, "{}", comment(&line).trim_end());
     }
+    let blocks = match plan.blocks {
+        super::Blocks::Assigned => {
+            "Blocks only on the ports the model assigns to this node; the others\n\
+             # (80, 443, 445 on an engine...) with portwatch firewall --block-all-model-ports."
+        }
+        super::Blocks::AllKnown => {
+            "Blocks on every port the model knows, assigned to this node or not\n\
+             # (--block-all-model-ports)."
+        }
+    };
+    // portwatch's own text.
     let _ = writeln!(
         s,
-        "\n# Replace an earlier version of these rules.\n\
-         Remove-NetFirewallRule -Group {gq} -ErrorAction SilentlyContinue"
+        "#   -WhatIf            show what would change, change nothing (-Confirm: ask each step)\n\
+         #   -Stage Audit       (default) allow rules in force, block rules added disabled,\n\
+         #                      allowed and dropped connections logged: nothing is blocked.\n\
+         #                      Replay pfirewall.log with portwatch: its unexpected findings\n\
+         #                      are what Enforce would block.\n\
+         #   -Stage Enforce     the same rules, block rules enabled.\n\
+         #   -Profile P         Any (default), Domain, Private, Public; several allowed.\n\
+         #   -PolicyStore S     PersistentStore (default, this computer) or a GPO as\n\
+         #                      'DOMAIN\\GPO name'.\n\
+         #   -BackupDirectory D where the group's current rules are exported (CliXml)\n\
+         #                      before any change; default: the current directory.\n\
+         # The new rules are added before the old ones of the group are removed: there\n\
+         # is no moment without rules. To restore, run the script that wrote the old\n\
+         # rules again; the export shows what they were (Import-Clixml).\n\
+         #\n\
+         # {blocks}\n\
+         # Block rules win over allow rules in Windows Defender Firewall, so each\n\
+         # block rule lists every address its ports are NOT allowed from (the\n\
+         # complement of the allow rules). Loopback traffic is not filtered."
+    );
+    let _ = writeln!(
+        s,
+        "\n[CmdletBinding(SupportsShouldProcess)]\n\
+         param(\n\
+         \x20   [ValidateSet('Audit', 'Enforce')]\n\
+         \x20   [string] $Stage = 'Audit',\n\
+         \x20   [Alias('Profile')]\n\
+         \x20   [ValidateSet('Any', 'Domain', 'Private', 'Public')]\n\
+         \x20   [string[]] $FirewallProfile = @('Any'),\n\
+         \x20   [ValidateNotNullOrEmpty()]\n\
+         \x20   [string] $PolicyStore = 'PersistentStore',\n\
+         \x20   [ValidateNotNullOrEmpty()]\n\
+         \x20   [string] $BackupDirectory = (Get-Location).Path\n\
+         )\n\
+         \n\
+         $ErrorActionPreference = 'Stop'\n\
+         $Group = {gq}\n\
+         # Audit: the block rules are added disabled. Enforce: enabled.\n\
+         $Blocking = if ($Stage -eq 'Enforce') {{ 'True' }} else {{ 'False' }}\n\
+         \n\
+         # The rules of the group now: exported first, removed once the new ones are in.\n\
+         $Old = @(Get-NetFirewallRule -Group $Group -PolicyStore $PolicyStore -ErrorAction SilentlyContinue)\n\
+         $Backup = Join-Path $BackupDirectory ('portwatch-rules-' + (Get-Date -Format 'yyyyMMdd-HHmmss') + '.xml')\n\
+         if ($Old.Count -gt 0 -and $PSCmdlet.ShouldProcess($Backup, 'Export the current rules of the group')) {{\n\
+         \x20   $Old | ForEach-Object {{\n\
+         \x20       [pscustomobject]@{{\n\
+         \x20           Rule          = $_\n\
+         \x20           PortFilter    = $_ | Get-NetFirewallPortFilter\n\
+         \x20           AddressFilter = $_ | Get-NetFirewallAddressFilter\n\
+         \x20       }}\n\
+         \x20   }} | Export-Clixml -Path $Backup -Confirm:$false\n\
+         \x20   Write-Host ('Exported ' + $Old.Count + ' rules of the group to ' + $Backup)\n\
+         }}\n\
+         \n\
+         if ($Stage -eq 'Audit') {{\n\
+         \x20   # Log allowed and dropped connections of the profiles the rules apply to.\n\
+         \x20   $Profiles = @('Domain', 'Private', 'Public')\n\
+         \x20   if ($FirewallProfile -notcontains 'Any') {{ $Profiles = $FirewallProfile }}\n\
+         \x20   Set-NetFirewallProfile -Name $Profiles -LogAllowed True -LogBlocked True -PolicyStore $PolicyStore\n\
+         }}"
     );
     // Allowed address spans per (way, port): what each block rule leaves out.
     let mut allowed: BTreeMap<(Way, u16), Vec<Span>> = BTreeMap::new();
@@ -135,9 +232,11 @@ pub fn render(plan: &Plan) -> String {
                 .extend(spans(&r.remote));
         }
     }
+    // Allow rules first: on a node without the group yet, nothing allowed
+    // is blocked between two commands.
     for r in &plan.rules {
         match r.action {
-            Action::Allow => command(&mut s, &g, r, &r.ports, &address_list(&r.remote)),
+            Action::Allow => command(&mut s, plan, r, &r.ports, &address_list(&r.remote)),
             Action::Drop(_) => {
                 // Ports with the same allowed set share one block rule.
                 let mut by_set: BTreeMap<Vec<String>, Vec<u16>> = BTreeMap::new();
@@ -157,12 +256,53 @@ pub fn render(plan: &Plan) -> String {
                     } else {
                         quoted(ranges.iter())
                     };
-                    command(&mut s, &g, r, &ports, &addrs);
+                    command(&mut s, plan, r, &ports, &addrs);
                 }
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "\n# The earlier rules of the group, now that the new ones are in.\n\
+         if ($Old.Count -gt 0) {{\n\
+         \x20   Remove-NetFirewallRule -Name $Old.Name -PolicyStore $PolicyStore\n\
+         }}"
+    );
     s
+}
+
+/// A rule's `-Description`: the vendor page by title and section (or the
+/// site's reason), one line ([`log_field`]), at most [`DESCRIPTION_MAX`]
+/// characters.
+pub fn description(plan: &Plan, r: &Rule) -> String {
+    let mut sections: Vec<&str> = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
+    for c in &r.cites {
+        match c.origin {
+            CiteOrigin::Model => {
+                if !sections.contains(&c.section()) {
+                    sections.push(c.section());
+                }
+            }
+            CiteOrigin::Site => parts.push(format!("{}: {}", c.rule, c.text)),
+            CiteOrigin::Option => parts.push(c.rule.clone()),
+        }
+    }
+    if !sections.is_empty() {
+        let quoted: Vec<String> = sections.iter().map(|s| format!("\"{s}\"")).collect();
+        let word = if sections.len() == 1 {
+            "section"
+        } else {
+            "sections"
+        };
+        parts.insert(0, format!("{}, {word} {}", plan.page, quoted.join(", ")));
+    }
+    let text = log_field(&parts.join("; ")).into_owned();
+    if text.chars().count() <= DESCRIPTION_MAX {
+        return text;
+    }
+    let cut: String = text.chars().take(DESCRIPTION_MAX - 3).collect();
+    format!("{cut}...")
 }
 
 fn address_list(r: &Remote) -> String {
@@ -181,21 +321,16 @@ fn quoted<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
         .join(",")
 }
 
-fn command(s: &mut String, group: &str, r: &Rule, ports: &[u16], addrs: &str) {
+fn command(s: &mut String, plan: &Plan, r: &Rule, ports: &[u16], addrs: &str) {
+    let group = group(plan);
     let (direction, port_param) = match r.way {
         Way::Inbound => ("Inbound", "LocalPort"),
         Way::Outbound => ("Outbound", "RemotePort"),
     };
-    let action = match r.action {
-        Action::Allow => "Allow",
-        Action::Drop(_) => "Block",
+    let (action, enabled) = match r.action {
+        Action::Allow => ("Allow", "True"),
+        Action::Drop(_) => ("Block", "$Blocking"),
     };
-    let description = r
-        .cites
-        .iter()
-        .map(|c| format!("{}: {}", c.rule, c.text))
-        .collect::<Vec<_>>()
-        .join(" | ");
     let ports = ports
         .iter()
         .map(u16::to_string)
@@ -211,12 +346,12 @@ fn command(s: &mut String, group: &str, r: &Rule, ports: &[u16], addrs: &str) {
     }
     let _ = writeln!(
         s,
-        "New-NetFirewallRule -DisplayName {} -Group {} \
+        "New-NetFirewallRule -DisplayName {} -Group $Group \
          -Direction {direction} -Action {action} -Protocol TCP -{port_param} {ports} \
-         -RemoteAddress {addrs} -Profile Any -Description {} | Out-Null",
+         -RemoteAddress {addrs} -Profile $FirewallProfile -PolicyStore $PolicyStore \
+         -Enabled {enabled} -Description {} | Out-Null",
         powershell_string(&format!("{group}: {}", log_field(&summary))),
-        powershell_string(group),
-        powershell_string(&log_field(&description)),
+        powershell_string(&description(plan, r)),
     );
 }
 

@@ -3,6 +3,8 @@ use std::path::Path;
 use super::*;
 use crate::config::{load_policy, BUNDLED_SITES};
 use crate::policy::Expectation;
+use crate::quote::log_field;
+use crate::quote::tests::{powershell_tokens_checked, PsToken};
 
 fn policy(site: &str) -> Policy {
     load_policy(Path::new(site), None).unwrap().policy
@@ -14,7 +16,7 @@ fn every_expected_inbound_edge_has_one_allow_rule_citing_its_origins() {
         let p = policy(site);
         let exp = Expectation::of(&p);
         for n in &p.site.nodes {
-            let plan = Plan::derive(&p, &n.name, Direction::In).unwrap();
+            let plan = Plan::derive(&p, &n.name, Direction::In, Blocks::Assigned).unwrap();
             let allows: Vec<&Rule> = (plan.rules.iter())
                 .filter(|r| r.action == Action::Allow)
                 .collect();
@@ -47,7 +49,7 @@ fn local_only_ports_are_never_opened_and_drops_cover_every_known_port() {
     for (site, _, _) in BUNDLED_SITES {
         let p = policy(site);
         for n in &p.site.nodes {
-            let plan = Plan::derive(&p, &n.name, Direction::In).unwrap();
+            let plan = Plan::derive(&p, &n.name, Direction::In, Blocks::Assigned).unwrap();
             let allowed: BTreeSet<u16> = (plan.rules.iter())
                 .filter(|r| r.action == Action::Allow)
                 .flat_map(|r| r.ports.clone())
@@ -62,7 +64,96 @@ fn local_only_ports_are_never_opened_and_drops_cover_every_known_port() {
             assert!(local.is_disjoint(&allowed), "{site} {}", n.name);
             assert!(local.is_disjoint(&other));
             let all: BTreeSet<u16> = local.union(&other).copied().collect();
+            let id = p.node_id(&n.name).unwrap();
+            let assigned: BTreeSet<u16> = (assigned_ports(&p, id, Way::Inbound).into_keys())
+                .chain(allowed.iter().copied())
+                .collect();
+            assert_eq!(all, assigned, "{site} {}", n.name);
+            let every = Plan::derive(&p, &n.name, Direction::In, Blocks::AllKnown).unwrap();
+            let all: BTreeSet<u16> = (every.rules.iter())
+                .filter(|r| r.action != Action::Allow)
+                .flat_map(|r| r.ports.clone())
+                .collect();
             assert_eq!(all, known_ports(&p), "{site} {}", n.name);
+        }
+    }
+}
+
+/// The issue's engine: 80, 443 and 445 are ports the model knows, but on
+/// proxies and file shares, not on an engine. An engine's plan leaves them
+/// alone (SMB admin shares keep working) unless --block-all-model-ports
+/// asks for them, and then says so in the rule's citation.
+#[test]
+fn an_engine_blocks_only_the_ports_the_model_assigns_to_it() {
+    let p = policy("multi-node");
+    let dropped = |blocks| -> BTreeSet<u16> {
+        let plan = Plan::derive(&p, "engine1", Direction::In, blocks).unwrap();
+        (plan.rules.iter())
+            .filter(|r| r.action != Action::Allow)
+            .flat_map(|r| r.ports.clone())
+            .collect()
+    };
+    let assigned = dropped(Blocks::Assigned);
+    for port in [80, 443, 445, 4243, 4432, 5050] {
+        assert!(!assigned.contains(&port), "{port}: {assigned:?}");
+    }
+    // Its own listeners are still closed to hosts no edge allows.
+    for port in [4242, 4747, 4748] {
+        assert!(assigned.contains(&port), "{port}");
+    }
+    let all = dropped(Blocks::AllKnown);
+    assert!(all.contains(&80) && all.contains(&443) && all.contains(&445));
+    let plan = Plan::derive(&p, "engine1", Direction::In, Blocks::AllKnown).unwrap();
+    let opted = (plan.rules.iter())
+        .flat_map(|r| &r.cites)
+        .find(|c| c.origin == CiteOrigin::Option)
+        .unwrap();
+    assert!(opted.text.contains("80,443,445"), "{}", opted.text);
+    assert!(plan
+        .command("powershell")
+        .ends_with(" --block-all-model-ports"));
+}
+
+/// Every script for every node of every bundled site (both directions,
+/// both block scopes, with --enable-logging's part) tokenizes whole: every
+/// string and comment closed, every bracket balanced; its double-quoted
+/// strings (auditpol's subcategories) expand nothing. This is how the
+/// scripts are checked: pwsh is not on the build machines.
+#[test]
+fn every_powershell_script_tokenizes_balanced() {
+    for (site, _, _) in BUNDLED_SITES {
+        let p = policy(site);
+        for n in &p.site.nodes {
+            for (direction, blocks) in [
+                (Direction::In, Blocks::Assigned),
+                (Direction::Both, Blocks::AllKnown),
+            ] {
+                let plan = Plan::derive(&p, &n.name, direction, blocks).unwrap();
+                let script = format!(
+                    "{}\n{}",
+                    powershell::render(&plan),
+                    powershell::logging(&plan)
+                );
+                let tokens = powershell_tokens_checked(&script)
+                    .unwrap_or_else(|e| panic!("{site} {}: {e}\n{script}", n.name));
+                for t in &tokens {
+                    if let PsToken::Expandable(v) = t {
+                        assert!(!v.contains(['$', '`']), "{site} {}: {v}", n.name);
+                    }
+                }
+                let requires: Vec<&PsToken> = tokens.iter().take(6).collect();
+                assert_eq!(
+                    requires,
+                    [
+                        &PsToken::Comment("Requires -Version 5.1".into()),
+                        &PsToken::End,
+                        &PsToken::Comment("Requires -Modules NetSecurity".into()),
+                        &PsToken::End,
+                        &PsToken::Comment("Requires -RunAsAdministrator".into()),
+                        &PsToken::End,
+                    ]
+                );
+            }
         }
     }
 }
@@ -70,7 +161,7 @@ fn local_only_ports_are_never_opened_and_drops_cover_every_known_port() {
 #[test]
 fn central_of_multi_node_keeps_4244_local_and_allows_4242_from_each_rim_node() {
     let p = policy("multi-node");
-    let plan = Plan::derive(&p, "central", Direction::In).unwrap();
+    let plan = Plan::derive(&p, "central", Direction::In, Blocks::Assigned).unwrap();
     let local = plan
         .rules
         .iter()
@@ -92,17 +183,17 @@ fn central_of_multi_node_keeps_4244_local_and_allows_4242_from_each_rim_node() {
 #[test]
 fn outbound_rules_follow_edges_the_node_opens() {
     let p = policy("multi-node");
-    let plan = Plan::derive(&p, "engine1", Direction::Out).unwrap();
+    let plan = Plan::derive(&p, "engine1", Direction::Out, Blocks::Assigned).unwrap();
     assert!(plan.rules.iter().all(|r| r.way == Way::Outbound));
     assert!(plan
         .rules
         .iter()
         .any(|r| r.summary == "allow engine1 -> central 4432/tcp (qrd)"));
-    let both = Plan::derive(&p, "engine1", Direction::Both).unwrap();
+    let both = Plan::derive(&p, "engine1", Direction::Both, Blocks::Assigned).unwrap();
     assert_eq!(
         both.rules.len(),
         plan.rules.len()
-            + Plan::derive(&p, "engine1", Direction::In)
+            + Plan::derive(&p, "engine1", Direction::In, Blocks::Assigned)
                 .unwrap()
                 .rules
                 .len()
@@ -112,14 +203,14 @@ fn outbound_rules_follow_edges_the_node_opens() {
 #[test]
 fn unknown_node_is_an_error_naming_the_nodes() {
     let p = policy("multi-node");
-    let e = Plan::derive(&p, "corp-users", Direction::In).unwrap_err();
+    let e = Plan::derive(&p, "corp-users", Direction::In, Blocks::Assigned).unwrap_err();
     assert!(e.to_string().contains("proxy, engine1"), "{e}");
 }
 
 #[test]
 fn comments_fit_nftables_and_quote_nothing() {
     let p = policy("multi-node");
-    let plan = Plan::derive(&p, "central", Direction::Both).unwrap();
+    let plan = Plan::derive(&p, "central", Direction::Both, Blocks::Assigned).unwrap();
     let text = nftables::render(&plan);
     for line in text.lines().filter(|l| l.contains("comment \"")) {
         let c = line
@@ -146,7 +237,7 @@ fn a_site_allowance_is_allowed_and_cited_in_both_formats() {
     std::fs::write(&path, site).unwrap();
     let p = load_policy(&path, None).unwrap().policy;
     let _ = std::fs::remove_dir_all(&dir);
-    let plan = Plan::derive(&p, "central", Direction::In).unwrap();
+    let plan = Plan::derive(&p, "central", Direction::In, Blocks::Assigned).unwrap();
     let r = (plan.rules.iter())
         .find(|r| {
             r.summary
@@ -171,10 +262,10 @@ fn a_site_allowance_is_allowed_and_cited_in_both_formats() {
     }
     // PowerShell reads the description back exactly, quotes and all.
     let ps = powershell::render(&plan);
-    let described = crate::quote::tests::powershell_statements(&ps)
+    let described = powershell_tokens_checked(&ps)
+        .unwrap()
         .into_iter()
-        .flatten()
-        .any(|t| matches!(t, crate::quote::tests::PsToken::Verbatim(v) if v.contains(reason)));
+        .any(|t| matches!(t, PsToken::Verbatim(v) if v.contains(reason)));
     assert!(described, "{ps}");
 }
 
@@ -187,14 +278,24 @@ fn plan_named(text: &str) -> Plan {
         ports,
         remote: Remote::Nets(vec!["192.0.2.11/32".parse().unwrap()]),
         summary: text.to_string(),
-        cites: vec![Cite {
-            rule: text.to_string(),
-            text: text.to_string(),
-        }],
+        cites: vec![
+            Cite {
+                origin: CiteOrigin::Model,
+                rule: text.to_string(),
+                text: text.to_string(),
+            },
+            Cite {
+                origin: CiteOrigin::Site,
+                rule: text.to_string(),
+                text: text.to_string(),
+            },
+        ],
     };
     Plan {
         site: text.to_string(),
         model: text.to_string(),
+        page: text.to_string(),
+        blocks: Blocks::Assigned,
         node: text.to_string(),
         addresses: vec!["192.0.2.10".parse().unwrap()],
         direction: Direction::Both,
@@ -210,29 +311,57 @@ fn plan_named(text: &str) -> Plan {
     }
 }
 
-/// The statements a PowerShell script of `plan` must hold: the removal of
-/// the group, then one `New-NetFirewallRule` per rule, in the group.
+/// A script's structure: its tokens with the text of strings and comments
+/// left out.
+fn shape(tokens: &[PsToken]) -> Vec<PsToken> {
+    (tokens.iter())
+        .map(|t| match t {
+            PsToken::Verbatim(_) => PsToken::Verbatim(String::new()),
+            PsToken::Comment(_) => PsToken::Comment(String::new()),
+            t => t.clone(),
+        })
+        .collect()
+}
+
+/// What a PowerShell script of `plan` must be, whatever the texts in it:
+/// it tokenizes whole (strings closed, brackets balanced), has the shape of
+/// the same plan with every text `x` (so no text became code), names the
+/// group in one string, and writes one `New-NetFirewallRule` per rule,
+/// each in the group, its display name and description a string.
 fn powershell_holds_exactly_the_plan(plan: &Plan) -> Result<(), String> {
-    use crate::quote::tests::{powershell_statements, PsToken};
     let script = powershell::render(plan);
-    let statements = powershell_statements(&script);
-    let group = PsToken::Verbatim(powershell::group(plan));
+    let tokens = powershell_tokens_checked(&script).map_err(|e| format!("{e}:\n{script}"))?;
+    let plain = powershell::render(&plan_named("x"));
+    let plain = powershell_tokens_checked(&plain).map_err(|e| format!("{e}:\n{plain}"))?;
+    let fail = |why: &str| Err(format!("{why}:\n{script}\n{tokens:#?}"));
+    if shape(&tokens) != shape(&plain) {
+        return fail("not the shape of the plain script");
+    }
+    if tokens.iter().any(|t| matches!(t, PsToken::Expandable(_))) {
+        return fail("an expandable string");
+    }
     let word = |w: &str| PsToken::Word(w.to_string());
-    let fail = |why: &str| Err(format!("{why}:\n{script}\n{statements:#?}"));
-    if statements.len() != 1 + plan.rules.len() {
-        return fail("statements");
+    let group = [
+        PsToken::Variable("Group".into()),
+        word("="),
+        PsToken::Verbatim(powershell::group(plan)),
+    ];
+    if !tokens.windows(3).any(|w| w == group) {
+        return fail("$Group is the group");
     }
-    let remove = [word("Remove-NetFirewallRule"), word("-Group"), group];
-    if statements[0][..3] != remove {
-        return fail("the first statement removes the group");
+    let statements: Vec<&[PsToken]> = tokens.split(|t| *t == PsToken::End).collect();
+    let news: Vec<&&[PsToken]> = (statements.iter())
+        .filter(|s| s.first() == Some(&word("New-NetFirewallRule")))
+        .collect();
+    if news.len() != plan.rules.len() {
+        return fail("one New-NetFirewallRule per rule");
     }
-    for s in &statements[1..] {
+    for (s, r) in news.iter().zip(&plan.rules) {
         let at = |p: &str| s.iter().position(|t| *t == word(p)).map(|i| &s[i + 1]);
-        let ok = s[0] == word("New-NetFirewallRule")
-            && at("-Group") == Some(&remove[2])
-            && matches!(at("-DisplayName"), Some(PsToken::Verbatim(_)))
-            && matches!(at("-Description"), Some(PsToken::Verbatim(_)))
-            && s.iter().all(|t| !matches!(t, PsToken::Expandable(_)))
+        let display = format!("{}: {}", powershell::group(plan), log_field(&r.summary));
+        let ok = at("-Group") == Some(&PsToken::Variable("Group".into()))
+            && matches!(at("-DisplayName"), Some(PsToken::Verbatim(d)) if d.starts_with(&display))
+            && matches!(at("-Description"), Some(PsToken::Verbatim(d)) if d.chars().count() <= powershell::DESCRIPTION_MAX)
             && s.ends_with(&[word("|"), word("Out-Null")]);
         if !ok {
             return fail("a New-NetFirewallRule in the group");
