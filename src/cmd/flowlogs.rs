@@ -47,6 +47,11 @@ impl FlowLogs {
         }
     }
 
+    /// The time of the next item not yet fed.
+    pub fn next_ts(&self) -> Option<Timestamp> {
+        self.pending.last().map(FlowItem::ts)
+    }
+
     pub fn feed_rest(&mut self, pl: &mut Pipeline) {
         while let Some(item) = self.pending.pop() {
             feed(pl, &item);

@@ -30,10 +30,21 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let mut pl = Pipeline::new(policy.clone(), s.track);
     pl.set_decap(s.decap);
     pl.record_events(events.is_on());
+    // When the next flow or record item is due: frames before it pass
+    // with one comparison (a capture alone never feeds).
+    let next_due =
+        |flows: &FlowLogs, records: &mut Records| match (flows.next_ts(), records.next_ts()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    let mut due = next_due(&flows, &mut records);
     loop {
         let poll = input.source().poll(&mut |f| {
-            flows.feed_until(&mut pl, f.ts);
-            records.feed_until(&mut pl, Some(f.ts));
+            if due.is_some_and(|t| t <= f.ts) {
+                flows.feed_until(&mut pl, f.ts);
+                records.feed_until(&mut pl, Some(f.ts));
+                due = next_due(&flows, &mut records);
+            }
             pl.ingest(f);
         });
         events.write(&policy, &pl.drain_events());
