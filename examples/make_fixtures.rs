@@ -866,6 +866,48 @@ pub fn extra_legitimate_capture() -> Vec<u8> {
     pcap(Link::Ethernet, &pkts)
 }
 
+/// A host the multi-node site file does not mention.
+pub const ROGUE: [u8; 4] = [192, 0, 2, 99];
+
+/// The multi-node site's normal traffic plus what `propose` must not turn
+/// into allowances: the rogue host connecting once to central:4242, a user
+/// once to engine1:4747, twice to proxy:4747, engine1 three times to
+/// proxy:3389 refused; and a user four times to engine2:4747, which is
+/// proposed. Not a committed fixture: `tests/propose.rs` writes it at test
+/// time, as a pcap file.
+pub fn rogue_and_rare_capture() -> Vec<u8> {
+    let p = policy("multi-node");
+    let mut rng = Rng::new(SEED ^ 0x701);
+    let mut pkts = site_traffic(&p, &mut rng, None);
+    let mut cap = Capture::new(&mut rng);
+    let user = v4(198, 51, 100, 7);
+    cap.session(
+        &mut rng,
+        Session::new(ip(ROGUE), ip(CENTRAL), 4242, secs(100)),
+    );
+    cap.session(&mut rng, Session::new(user, ip(ENGINE1), 4747, secs(130)));
+    for i in 0..2 {
+        cap.session(
+            &mut rng,
+            Session::new(user, ip(PROXY), 4747, secs(150 + 60 * i)),
+        );
+    }
+    for i in 0..3 {
+        let mut s = Session::new(ip(ENGINE1), ip(PROXY), 3389, secs(160 + 60 * i));
+        s.answer = Answer::Rst;
+        cap.session(&mut rng, s);
+    }
+    for i in 0..4 {
+        cap.session(
+            &mut rng,
+            Session::new(user, ip(ENGINE2), 4747, secs(200 + 60 * i)),
+        );
+    }
+    pkts.extend(cap.into_packets());
+    pkts.sort_by_key(|p| p.t);
+    pcap(Link::Ethernet, &pkts)
+}
+
 /// Users on the central node's QPS (443 and 80), one SYN retransmission:
 /// the traffic every link-layer fixture carries. Over IPv6 it uses the
 /// multi-node site's IPv6 addresses (central 2001:db8::10, corp-users

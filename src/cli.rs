@@ -675,11 +675,15 @@ mod tests {
 const PROPOSE_HELP: &str = "\
 With --site, prints a patch: nodes for addresses that accept connections on a model
 role's ports, externals and user networks for the other addresses, and one `allow`
-entry per source, destination and port of unexpected flows that were established;
-evidence in comments. Apply it by appending each list to the site file's list of the
-same name. With --model, prints a whole site file inferred from the traffic.
-Never allowed: local-only ports, flows never established. Both directions of the
-traffic are needed (SYN-ACKs show who listens).
+entry per source, destination and port of unexpected flows that were established
+at least --min-attempts times over at least --min-days days; evidence in comments.
+Apply it by appending each list to the site file's list of the same name. With
+--model, prints a whole site file inferred from the traffic. Never allowed:
+local-only ports. Listed as suspicious, for review, and never proposed: flows below
+--min-attempts (a single attempt too) or --min-days, flows never established
+(refused or unanswered only), and hosts the site does not know that connect in
+(no external is proposed for them). Both directions of the traffic are needed
+(SYN-ACKs show who listens).
 
 Exit status:
   0  a proposal was printed
@@ -714,6 +718,16 @@ pub struct ProposeArgs {
     /// and the evidence side by side.
     #[arg(long, value_enum, default_value_t = ProposeFormat::Yaml)]
     pub format: ProposeFormat,
+    /// Fewest connection attempts (per source, destination and port) an
+    /// allowance needs; fewer are listed as suspicious.
+    #[arg(long, value_name = "N", default_value_t = crate::propose::Thresholds::DEFAULT.min_attempts,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_attempts: u64,
+    /// Fewest calendar days (UTC) from an allowance's first attempt to its
+    /// last, both counted; fewer are listed as suspicious.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::propose::Thresholds::DEFAULT.min_days,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

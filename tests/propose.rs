@@ -475,3 +475,124 @@ fn a_capture_name_cannot_add_a_key_to_the_patch() {
     assert!(!parse(&plain)["allow"].as_array().unwrap().is_empty());
     assert_eq!(parse(&evil), parse(&plain), "{evil}");
 }
+
+/// The reproducer: one attempt from a host the site does not know
+/// (192.0.2.99 to central:4242) was proposed as an external and an
+/// allowance. Now it, a single attempt, two attempts and refused-only
+/// attempts are listed as suspicious and nothing of them is in the patch;
+/// the four attempts of one flow are proposed. With --min-attempts 1 the
+/// single and double ones are proposed too, never the unknown host; with
+/// --min-days 2 nothing is (the capture spans minutes).
+#[test]
+fn rare_refused_and_unknown_host_traffic_is_suspicious_never_proposed() {
+    let dir = TempDir::new("propose-rogue");
+    let capture = dir.0.join("rogue.pcap");
+    std::fs::write(&capture, generator::rogue_and_rare_capture()).unwrap();
+    let capture = capture.to_string_lossy().into_owned();
+    let rogue = std::net::Ipv4Addr::from(generator::ROGUE).to_string();
+    let run = |extra: &[&str]| -> Value {
+        let args = [
+            &[
+                "propose",
+                capture.as_str(),
+                "--site",
+                "multi-node",
+                "--format",
+                "json",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let r = portwatch(&args);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let allowed = |j: &Value| -> BTreeSet<(String, String, u64)> {
+        (j["document"]["allow"].as_array().into_iter().flatten())
+            .map(|a| {
+                (
+                    a["from"].as_str().unwrap().to_string(),
+                    a["to"].as_str().unwrap().to_string(),
+                    a["port"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let held = |j: &Value| -> BTreeSet<(String, String, String, u64)> {
+        (j["suspicious"].as_array().unwrap().iter())
+            .map(|h| {
+                (
+                    h["reason"].as_str().unwrap().to_string(),
+                    h["src"].as_str().unwrap().to_string(),
+                    h["dst"].as_str().unwrap().to_string(),
+                    h["port"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let t = |a: &str, b: &str, c: &str, p: u64| (a.to_string(), b.to_string(), c.to_string(), p);
+    let a = |b: &str, c: &str, p: u64| (b.to_string(), c.to_string(), p);
+
+    let j = run(&[]);
+    assert_eq!(
+        allowed(&j),
+        [a("corp-users", "engine2", 4747)].into(),
+        "{j:#}"
+    );
+    assert_eq!(
+        held(&j),
+        [
+            t("unknown_host", &rogue, "central", 4242),
+            t("single", "corp-users", "engine1", 4747),
+            t("few_attempts", "corp-users", "proxy", 4747),
+            t("refused_only", "engine1", "proxy", 3389),
+        ]
+        .into(),
+        "{j:#}"
+    );
+    assert!(j["document"].get("externals").is_none(), "{j:#}");
+    assert!(!j["document"].to_string().contains(&rogue), "{j:#}");
+
+    let j = run(&["--min-attempts", "1"]);
+    assert_eq!(
+        allowed(&j),
+        [
+            a("corp-users", "engine1", 4747),
+            a("corp-users", "engine2", 4747),
+            a("corp-users", "proxy", 4747)
+        ]
+        .into()
+    );
+    assert_eq!(
+        held(&j),
+        [
+            t("unknown_host", &rogue, "central", 4242),
+            t("refused_only", "engine1", "proxy", 3389),
+        ]
+        .into()
+    );
+
+    let j = run(&["--min-days", "2"]);
+    assert!(allowed(&j).is_empty(), "{j:#}");
+    assert!(held(&j).contains(&t("few_days", "corp-users", "engine2", 4747)));
+
+    // The YAML lists them in comments, outside the document.
+    let yaml = portwatch(&["propose", &capture, "--site", "multi-node"]);
+    assert!(
+        yaml.stdout.contains(&format!(
+            "#   unknown_host {rogue} -> central:4242: 1 attempt"
+        )),
+        "{}",
+        yaml.stdout
+    );
+    assert!(parse(&yaml.stdout).get("externals").is_none());
+    let zero = portwatch(&[
+        "propose",
+        &capture,
+        "--site",
+        "multi-node",
+        "--min-attempts",
+        "0",
+    ]);
+    assert_eq!(zero.code, Some(2), "{}", zero.stderr);
+}

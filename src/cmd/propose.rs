@@ -3,6 +3,7 @@
 //! them; the second replays the captures against the proposed site, for the
 //! gaps between required-edge evidence and the findings left out.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -140,7 +141,43 @@ pub fn propose(s: ProposeSettings) -> Result<Status, Error> {
     }
     let site = propose::patched_site(&base, &model, &inferred, &[]);
     let without_allow = propose::compile(&model, site).map_err(Error::Proposal)?;
-    let (allow, allow_evidence) = propose::allow_entries(&without_allow, flows);
+    let mut found = propose::allow_entries(
+        &without_allow,
+        flows,
+        s.thresholds,
+        &inferred.unknown_clients,
+    );
+    // An external named after its address is there for an allowance: with
+    // none proposed it goes too, and what is held back names the address.
+    let named =
+        |name: &str| (found.allow.iter()).any(|a| a.entry.from == name || a.entry.to == name);
+    let unneeded: BTreeMap<String, String> = (inferred.externals.iter())
+        .filter(|x| x.entry.services.is_empty() && !named(&x.entry.name))
+        .map(|x| (x.entry.name.clone(), x.entry.addresses.join(",")))
+        .collect();
+    inferred
+        .externals
+        .retain(|x| !unneeded.contains_key(&x.entry.name));
+    for h in &mut found.suspicious {
+        for end in [&mut h.src, &mut h.dst] {
+            if let Some(addr) = unneeded.get(end.as_str()) {
+                *end = addr.clone();
+            }
+        }
+    }
+    if found.suspicious_left_off > 0 {
+        inferred.notes.push(format!(
+            "{} more suspicious observations not listed (at most {} are)",
+            found.suspicious_left_off,
+            propose::MAX_SUSPICIOUS
+        ));
+    }
+    let propose::Allowances {
+        allow,
+        evidence: allow_evidence,
+        suspicious,
+        ..
+    } = found;
     let entries: Vec<_> = allow.iter().map(|a| a.entry.clone()).collect();
     let site = propose::patched_site(&base, &model, &inferred, &entries);
     let patched = propose::compile(&model, site).map_err(Error::Proposal)?;
@@ -170,6 +207,7 @@ pub fn propose(s: ProposeSettings) -> Result<Status, Error> {
         allow,
         allow_evidence,
         required_edges: propose::edge_gaps(second.pipeline.policy(), &second.observer),
+        suspicious,
         left_out: propose::left_out(&report.findings),
         notes: inferred.notes,
     };

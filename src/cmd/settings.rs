@@ -54,6 +54,8 @@ pub struct ProposeSettings {
     /// The UDP tunnel ports opened.
     pub decap: Decap,
     pub format: ProposeFormat,
+    /// `--min-attempts`, `--min-days`.
+    pub thresholds: crate::propose::Thresholds,
 }
 
 pub struct ReplaySettings {
@@ -233,6 +235,10 @@ impl Task {
                 },
                 files: a.files,
                 format: a.format,
+                thresholds: crate::propose::Thresholds {
+                    min_attempts: a.min_attempts,
+                    min_days: a.min_days,
+                },
             }),
         })
     }

@@ -38,6 +38,9 @@ pub struct Inferred {
     pub nodes: Vec<Proposed<NodeEntry>>,
     pub user_networks: Vec<Proposed<NetworkEntry>>,
     pub externals: Vec<Proposed<ExternalEntry>>,
+    /// Clients the site cannot place that only connect in (not to a
+    /// user-facing port): not proposed, their flows held back for review.
+    pub unknown_clients: BTreeSet<IpAddr>,
     pub notes: Vec<String>,
 }
 
@@ -58,12 +61,14 @@ pub fn infer(p: &Policy, flows: &BTreeMap<FlowId, FlowStats>, mode: Mode) -> Inf
     };
     let mut out = Inferred::default();
     out.nodes = t.propose_nodes(mode, &mut taken, &mut out.notes);
-    let mut externals = t.server_externals();
+    let externals = t.server_externals();
     let (users, others) = t.clients(mode, &ports, &externals);
     if let Some(u) = users {
         out.user_networks.push(u.named(mode, &mut taken));
     }
-    externals.extend(others);
+    // A host the site does not know that connects in is never declared from
+    // traffic: its flows are listed as suspicious.
+    out.unknown_clients = others;
     out.externals = externals.into_iter().map(|d| d.named(&mut taken)).collect();
     out
 }
@@ -283,13 +288,14 @@ impl<'a> Traffic<'a> {
     }
 
     /// Clients the site cannot place: those of user-facing ports make a user
-    /// network; the others (they only connect out) become externals.
+    /// network; the others (they only connect out, into the site) are
+    /// returned as unknown hosts.
     fn clients(
         &self,
         mode: Mode,
         ports: &Ports,
         externals: &[ExternalDraft],
-    ) -> (Option<NetworkDraft>, Vec<ExternalDraft>) {
+    ) -> (Option<NetworkDraft>, BTreeSet<IpAddr>) {
         let placeable = |ip: &IpAddr| match mode {
             Mode::Model => !self.is_node(ip),
             Mode::Site => self.known(*ip) == Known::Unknown && !self.nodes.contains(ip),
@@ -297,8 +303,8 @@ impl<'a> Traffic<'a> {
         let taken: BTreeSet<IpAddr> = externals.iter().flat_map(|e| e.addresses.clone()).collect();
         let mut users: BTreeSet<IpAddr> = BTreeSet::new();
         let mut user_ports: BTreeSet<u16> = BTreeSet::new();
-        let mut others: BTreeMap<IpAddr, u64> = BTreeMap::new();
-        for (f, s) in &self.established {
+        let mut others: BTreeSet<IpAddr> = BTreeSet::new();
+        for (f, _) in &self.established {
             if !placeable(&f.client) || taken.contains(&f.client) {
                 continue;
             }
@@ -306,7 +312,7 @@ impl<'a> Traffic<'a> {
                 users.insert(f.client);
                 user_ports.insert(f.port);
             } else {
-                *others.entry(f.client).or_default() += s.attempts;
+                others.insert(f.client);
             }
         }
         let network = (!users.is_empty()).then(|| NetworkDraft {
@@ -320,21 +326,8 @@ impl<'a> Traffic<'a> {
             ),
             cidrs: covering_cidrs(&users),
         });
-        let externals = others
-            .into_iter()
-            .filter(|(ip, _)| !users.contains(ip))
-            .map(|(ip, attempts)| ExternalDraft {
-                base: host_name(ip),
-                addresses: vec![ip],
-                services: Vec::new(),
-                evidence: vec![format!(
-                    "only connects out: {attempts} established attempt{} to the site, none on a \
-                     user-facing port",
-                    if attempts == 1 { "" } else { "s" }
-                )],
-            })
-            .collect();
-        (network, externals)
+        let unknown = others.difference(&users).copied().collect();
+        (network, unknown)
     }
 }
 

@@ -17,7 +17,7 @@ mod roles;
 
 pub use infer::{covering_cidrs, infer, Inferred, Mode};
 pub use observe::{FlowId, FlowStats, Gaps, Observer, MAX_FLOWS};
-pub use patch::{allow_entries, compile, empty_site, patched_site};
+pub use patch::{allow_entries, compile, empty_site, patched_site, Allowances, MAX_SUSPICIOUS};
 pub use review::{edge_gaps, left_out};
 
 use std::collections::BTreeMap;
@@ -99,6 +99,76 @@ pub struct AllowEvidence {
     pub last_seen: String,
 }
 
+/// How much traffic an allowance needs before it is proposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Fewest attempts per (source, destination, port), at least 1.
+    pub min_attempts: u64,
+    /// Fewest calendar days (UTC) from the first attempt to the last, both
+    /// counted, at least 1.
+    pub min_days: u64,
+}
+
+impl Thresholds {
+    /// `--min-attempts 3 --min-days 1`: one attempt, or two, is no pattern.
+    pub const DEFAULT: Thresholds = Thresholds {
+        min_attempts: 3,
+        min_days: 1,
+    };
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds::DEFAULT
+    }
+}
+
+/// Why an observation is held back for review instead of proposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suspicion {
+    /// A host the site does not know connected in: never declared from
+    /// traffic alone, whatever its count.
+    UnknownHost,
+    /// Never established: refused or unanswered only.
+    RefusedOnly,
+    /// One attempt.
+    Single,
+    /// Fewer attempts than `--min-attempts`.
+    FewAttempts,
+    /// Over fewer days than `--min-days`.
+    FewDays,
+}
+
+impl Suspicion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suspicion::UnknownHost => "unknown_host",
+            Suspicion::RefusedOnly => "refused_only",
+            Suspicion::Single => "single",
+            Suspicion::FewAttempts => "few_attempts",
+            Suspicion::FewDays => "few_days",
+        }
+    }
+}
+
+/// An observation listed for review, never proposed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Suspicious {
+    pub reason: Suspicion,
+    /// The source endpoint, or the address of a host the site does not know.
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub attempts: u64,
+    pub established: u64,
+    pub source_addresses: usize,
+    pub days: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub why: String,
+}
+
 /// A required edge and how long it went without evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EdgeGap {
@@ -174,6 +244,8 @@ pub struct Proposal {
     #[serde(skip)]
     pub allow_evidence: Vec<AllowEvidence>,
     pub required_edges: Vec<EdgeGap>,
+    /// Held back for review: never part of the document.
+    pub suspicious: Vec<Suspicious>,
     pub left_out: Vec<LeftOut>,
     pub notes: Vec<String>,
 }

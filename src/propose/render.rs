@@ -135,6 +135,34 @@ pub fn yaml(p: &Proposal) -> String {
             .collect();
         comments(&mut out, "", &lines);
     }
+    if !p.suspicious.is_empty() {
+        out.push_str(
+            "\n# Suspicious, for review: not proposed. Declare or allow by hand what belongs.\n",
+        );
+        let lines: Vec<String> = (p.suspicious.iter())
+            .map(|h| {
+                format!(
+                    "  {} {} -> {}:{}: {} attempt{} ({} established) from {} address{} over {} \
+                     day{}, first {}, last {}: {}",
+                    h.reason.as_str(),
+                    h.src,
+                    h.dst,
+                    h.port,
+                    h.attempts,
+                    if h.attempts == 1 { "" } else { "s" },
+                    h.established,
+                    h.source_addresses,
+                    if h.source_addresses == 1 { "" } else { "es" },
+                    h.days,
+                    if h.days == 1 { "" } else { "s" },
+                    h.first_seen,
+                    h.last_seen,
+                    h.why
+                )
+            })
+            .collect();
+        comments(&mut out, "", &lines);
+    }
     if !p.left_out.is_empty() {
         out.push_str("\n# Left out: a replay against the patched site still reports these.\n");
         let lines: Vec<String> = (p.left_out.iter())
@@ -196,6 +224,7 @@ pub fn json(p: &Proposal) -> String {
         "evidence": evidence,
         "allow_evidence": p.allow_evidence,
         "required_edges": p.required_edges,
+        "suspicious": p.suspicious,
         "left_out": p.left_out,
         "notes": p.notes,
     });

@@ -63,7 +63,7 @@ pub fn left_out(findings: &[Finding]) -> Vec<LeftOut> {
                 FindingKind::Unexpected if f.src == f.dst => {
                     "both ends are the same endpoint: an allowance needs two".into()
                 }
-                _ => "not proposed: see the notes".to_string(),
+                _ => "held back for review: see suspicious".to_string(),
             };
             LeftOut {
                 kind: f.kind,
