@@ -207,6 +207,9 @@ pub enum SourceKind {
     /// Azure VNet flow logs and NSG flow logs: per-flow tuples with a
     /// state (begin, continuing, end, denied) and packet counts.
     AzureFlowLog,
+    /// NetFlow v5, v9 and IPFIX export records: per-direction (or biflow)
+    /// records with `tcpControlBits`, lost records told by sequence numbers.
+    FlowExport,
 }
 
 /// What a kind of source can see. `false` means the source is blind to it,
@@ -272,12 +275,13 @@ impl Fidelity {
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 5] = [
+    pub const ALL: [SourceKind; 6] = [
         SourceKind::Packets,
         SourceKind::FirewallLog,
         SourceKind::WfpEvents,
         SourceKind::VpcFlowLog,
         SourceKind::AzureFlowLog,
+        SourceKind::FlowExport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -287,13 +291,14 @@ impl SourceKind {
             SourceKind::WfpEvents => "wfp_events",
             SourceKind::VpcFlowLog => "vpc_flow_log",
             SourceKind::AzureFlowLog => "azure_flow_log",
+            SourceKind::FlowExport => "flow_export",
         }
     }
 
     /// The outcomes this kind of source can report.
     pub fn outcomes(self) -> &'static [Outcome] {
         match self {
-            SourceKind::Packets => &Outcome::PACKET,
+            SourceKind::Packets | SourceKind::FlowExport => &Outcome::PACKET,
             SourceKind::FirewallLog | SourceKind::WfpEvents => &Outcome::FIREWALL,
             SourceKind::VpcFlowLog => &Outcome::FLOW_FLAGS,
             SourceKind::AzureFlowLog => &Outcome::FLOW_COUNTS,
@@ -361,6 +366,20 @@ impl SourceKind {
                 process: false,
                 open_before: true,
                 losses: false,
+            },
+            // The flags ORed over each direction of a flow: the SYN, a
+            // SYN-ACK or RST back, no single retransmission; no firewall
+            // decision (an exporter on a firewall may drop what it
+            // records). Sequence numbers say how many records were lost.
+            SourceKind::FlowExport => Fidelity {
+                attempts: true,
+                handshake: true,
+                host_rst: true,
+                firewall_decision: false,
+                filter: false,
+                process: false,
+                open_before: true,
+                losses: true,
             },
         }
     }

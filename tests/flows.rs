@@ -187,3 +187,50 @@ fn a_flow_log_judges_only_the_edges_of_the_nodes_it_names() {
         "{edges:?}"
     );
 }
+
+fn netflow_sample(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/netflow")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn samples_replay_as_export_captures_with_their_record_counts() {
+    // Template before data (SOURCE.md): one decoder for the files, in order.
+    let files = [
+        ("akvorado_nfv5.pcap", 29),
+        ("akvorado_template.pcap", 0),
+        ("akvorado_data.pcap", 4),
+        ("akvorado_options-template.pcap", 0),
+        ("akvorado_options-data.pcap", 4),
+    ];
+    let paths: Vec<String> = files.iter().map(|(f, _)| netflow_sample(f)).collect();
+    let mut args = vec!["replay", "--format", "json", "--site", "multi-node"];
+    args.extend(paths.iter().map(String::as_str));
+    let run = portwatch(&args);
+    assert!(matches!(run.code, Some(0 | 1)), "{}", run.stderr);
+    let r = run.json();
+    let sources = r["capture"]["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), files.len(), "{sources:?}");
+    for (s, (name, records)) in sources.iter().zip(files) {
+        assert!(s["path"].as_str().unwrap().ends_with(name), "{s}");
+        assert_eq!(s["format"], "netflow-ipfix-capture", "{s}");
+        assert_eq!(s["fidelity"]["kind"], "flow_export", "{s}");
+        assert_eq!(s["packets"], records, "{name}: records");
+    }
+    // v5: 22 TCP records of connections open before (no SYN), 7 UDP.
+    let v5 = &sources[0]["fidelity"]["records"];
+    assert_eq!(v5["no_syn"], 22, "{v5}");
+    assert_eq!(v5["not_tcp"], 7, "{v5}");
+    let opts = &sources[4]["fidelity"]["records"];
+    assert_eq!(opts["options_record"], 4, "{opts}");
+    // No record opened a connection: nothing observed, no finding.
+    assert_eq!(
+        r["findings"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        r["findings"]
+    );
+}

@@ -1,20 +1,38 @@
 //! Flow log files given to `replay` among the captures: told apart by
 //! content, read in full, and fed to the pipeline merged in time order
 //! with the frames.
+//!
+//! A capture of NetFlow/IPFIX export traffic is a flow source too: a pcap
+//! or pcapng file whose first [`EXPORT_PROBE_FRAMES`] frames (or all, if
+//! fewer) are each a UDP datagram with a v5, v9 or IPFIX header. Its
+//! datagrams go through one decoder shared by all such files of the
+//! replay, in the order given (a template in one file serves the data of
+//! the next), each with its sender as the exporter and its frame's time;
+//! any other frame in it is counted (`not_export`). A capture that mixes
+//! export traffic with other packets is read as packets.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use crate::decode;
+use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{SourceFacts, Stopped};
-use crate::source::flows::{self, FlowFile, FlowFormat, FlowItem};
+use crate::source::file::FileSource;
+use crate::source::flows::netflow::{Collector, Version};
+use crate::source::flows::{self, FlowFile, FlowItem};
 use crate::source::SourceError;
 use crate::time::Timestamp;
+
+/// Frames looked at to tell a capture of export traffic.
+pub const EXPORT_PROBE_FRAMES: usize = 32;
 
 /// The flow logs of a replay and what is left of them to feed.
 #[derive(Default)]
 pub(super) struct FlowLogs {
-    files: Vec<(String, FlowFormat, FlowFile)>,
+    /// Path, format name, kind, contents.
+    files: Vec<(String, &'static str, SourceKind, FlowFile)>,
     /// Every file's items, latest first (fed from the back).
     pending: Vec<FlowItem>,
 }
@@ -24,15 +42,37 @@ impl FlowLogs {
     pub fn split(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, FlowLogs), SourceError> {
         let mut captures = Vec::new();
         let mut logs = FlowLogs::default();
+        let mut collector = Collector::new();
         for p in paths {
             match flows::detect_file(p)? {
+                None if is_export_capture(p)? => {
+                    let f = read_export_capture(p, &mut collector)?;
+                    logs.pending.extend(f.items.iter().cloned());
+                    let name = p.display().to_string();
+                    logs.files
+                        .push((name, EXPORT_FORMAT, SourceKind::FlowExport, f));
+                }
                 None => captures.push(p.clone()),
                 Some(format) => {
                     let f = flows::read_file(p, format)?;
                     logs.pending.extend(f.items.iter().cloned());
-                    logs.files.push((p.display().to_string(), format, f));
+                    let name = p.display().to_string();
+                    logs.files.push((name, format.name(), format.kind(), f));
                 }
             }
+        }
+        // What waited (a direction for the other, a set for its template)
+        // belongs to the last export file.
+        let mut rest = Vec::new();
+        let before = collector.counts.clone();
+        collector.finish(&mut rest);
+        if let Some((_, _, _, f)) = (logs.files.iter_mut())
+            .rev()
+            .find(|(_, _, k, _)| *k == SourceKind::FlowExport)
+        {
+            add_since(&mut f.counts, &before, &collector.counts);
+            logs.pending.extend(rest.iter().cloned());
+            f.items.extend(rest);
         }
         logs.pending.sort_by_key(|i| std::cmp::Reverse(i.ts()));
         Ok((captures, logs))
@@ -65,7 +105,7 @@ impl FlowLogs {
     /// `--sensor` names the watched nodes exactly.)
     pub fn nodes(&self, policy: &Policy) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
-        for (_, _, f) in &self.files {
+        for (_, _, _, f) in &self.files {
             for item in &f.items {
                 if let FlowItem::Observed(o) = item {
                     for ip in [o.key.client, o.key.server] {
@@ -92,10 +132,10 @@ impl FlowLogs {
     pub fn facts(&self) -> Vec<SourceFacts> {
         self.files
             .iter()
-            .map(|(path, format, f)| {
+            .map(|(path, format, kind, f)| {
                 SourceFacts {
                     path: path.clone(),
-                    format: format.name().into(),
+                    format: (*format).into(),
                     packets: f.records,
                     stopped: f.stopped.as_ref().map(|s| Stopped {
                         offset: s.offset,
@@ -103,7 +143,7 @@ impl FlowLogs {
                     }),
                     ..SourceFacts::default()
                 }
-                .with_fidelity(format.kind(), None, f.counts.clone())
+                .with_fidelity(*kind, None, f.counts.clone())
             })
             .collect()
     }
@@ -113,5 +153,75 @@ fn feed(pl: &mut Pipeline, item: &FlowItem) {
     match item {
         FlowItem::Observed(o) => pl.observe(o),
         FlowItem::Gap { to, .. } => pl.sensor_lost(*to),
+    }
+}
+
+/// The format name of a capture of export traffic.
+const EXPORT_FORMAT: &str = "netflow-ipfix-capture";
+
+/// Whether the capture at `path` holds export traffic only (see the module
+/// documentation). A file that is not a capture is left to the capture
+/// reader to refuse.
+fn is_export_capture(path: &Path) -> Result<bool, SourceError> {
+    if path.as_os_str() == "-" {
+        return Ok(false);
+    }
+    let mut file = match FileSource::open(path) {
+        Ok(f) => f,
+        Err(SourceError::NotACapture { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut seen = 0;
+    while seen < EXPORT_PROBE_FRAMES {
+        let Some(f) = file.next_frame() else { break };
+        seen += 1;
+        let export = decode::datagram(f.linktype, f.data)
+            .is_some_and(|d| Version::detect(d.payload).is_some());
+        if !export {
+            return Ok(false);
+        }
+    }
+    Ok(seen > 0)
+}
+
+/// Every export datagram of the capture at `path` through `collector`;
+/// its other frames counted.
+fn read_export_capture(path: &Path, collector: &mut Collector) -> Result<FlowFile, SourceError> {
+    let mut file = FileSource::open(path)?;
+    let mut f = FlowFile::default();
+    let records = collector.records;
+    let before = collector.counts.clone();
+    let mut not_export = 0u64;
+    while let Some(frame) = file.next_frame() {
+        match decode::datagram(frame.linktype, frame.data) {
+            Some(d) => collector.packet(d.src, frame.ts, d.payload, &mut f.items),
+            None => not_export += 1,
+        }
+    }
+    // A connection's two directions are in one capture.
+    collector.settle_joins(&mut f.items);
+    if not_export > 0 {
+        *collector.counts.entry("not_export").or_insert(0) += not_export;
+    }
+    f.records = collector.records - records;
+    add_since(&mut f.counts, &before, &collector.counts);
+    f.stopped = file.stopped().map(|s| flows::FlowStop {
+        offset: s.offset,
+        reason: s.reason.clone(),
+    });
+    Ok(f)
+}
+
+/// Add to `to` what `after` counts beyond `before`.
+fn add_since(
+    to: &mut BTreeMap<&'static str, u64>,
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+) {
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d > 0 {
+            *to.entry(k).or_insert(0) += d;
+        }
     }
 }

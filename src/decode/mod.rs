@@ -24,6 +24,7 @@ mod link;
 mod segment;
 mod tcp;
 mod tunnel;
+mod udp;
 
 #[cfg(test)]
 mod oracle;
@@ -41,6 +42,7 @@ pub use segment::{BadFlags, Control, Decoded, Segment, Skip};
 pub use tunnel::{
     Decap, Encap, EncapKind, Encaps, PortSet, MAX_ENCAPSULATIONS, MAX_MPLS_LABELS, MAX_TUNNEL_PORTS,
 };
+pub use udp::{datagram, Datagram};
 
 use std::net::IpAddr;
 

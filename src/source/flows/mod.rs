@@ -9,6 +9,7 @@
 //! their [`SourceKind`]).
 
 pub mod azure;
+pub mod netflow;
 pub mod vpc;
 
 #[cfg(test)]

@@ -1,0 +1,510 @@
+//! The samples of `../shared/sensors/netflow/` (record counts of its
+//! SOURCE.md, a hand-checked record), what records prove, bad input, and
+//! arbitrary bytes.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const EXPORTER: &str = "192.0.2.100";
+
+fn exporter() -> IpAddr {
+    EXPORTER.parse().unwrap()
+}
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs_nanos(secs, 0)
+}
+
+/// The UDP payload of the single packet of a sample (classic pcap,
+/// Ethernet, IPv4 without options).
+fn sample(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/netflow")
+        .join(name);
+    let b = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    const PCAP_HEADER: usize = 24;
+    const RECORD_HEADER: usize = 16;
+    let frame = &b[PCAP_HEADER + RECORD_HEADER..];
+    assert_eq!(&frame[12..14], &[0x08, 0x00], "{name}: IPv4");
+    assert_eq!(frame[14] & 0x0f, 5, "{name}: no IP options");
+    assert_eq!(frame[23], 17, "{name}: UDP");
+    frame[42..].to_vec()
+}
+
+fn feed(c: &mut Collector, now: u64, b: &[u8]) -> Vec<FlowItem> {
+    let mut out = Vec::new();
+    c.packet(exporter(), t(now), b, &mut out);
+    out
+}
+
+fn fin(c: &mut Collector) -> Vec<FlowItem> {
+    let mut out = Vec::new();
+    c.finish(&mut out);
+    out
+}
+
+fn count(c: &Collector, reason: &str) -> u64 {
+    c.counts.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn v5_sample_has_its_29_records_none_of_which_opens_a_connection() {
+    let b = sample("akvorado_nfv5.pcap");
+    assert_eq!(Version::detect(&b), Some(Version::V5));
+    let mut c = Collector::new();
+    let mut items = feed(&mut c, 1_000, &b);
+    items.extend(fin(&mut c));
+    assert_eq!(c.records, 29, "SOURCE.md: count 29");
+    // tshark: 7 UDP records, 22 TCP records all with ACK and no SYN
+    // (connections open before the capture).
+    assert_eq!(count(&c, "not_tcp"), 7, "{:?}", c.counts);
+    assert_eq!(count(&c, "no_syn"), 22, "{:?}", c.counts);
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[test]
+fn v5_hand_checked_record_with_its_flags_made_a_lone_syn_is_unanswered() {
+    let mut b = sample("akvorado_nfv5.pcap");
+    // Record 0: 161.202.212.212:30104 -> 202.152.70.24:11963, TCP, flags
+    // 0x18 (tshark); made a SYN alone.
+    let flags_at = V5_HEADER + 37;
+    assert_eq!(b[flags_at], 0x18);
+    b[flags_at] = 0x02;
+    let mut c = Collector::new();
+    let mut items = feed(&mut c, 1_000, &b);
+    items.extend(fin(&mut c));
+    let o: Vec<&Observation> = observed(&items).collect();
+    assert_eq!(o.len(), 1, "{items:?}");
+    let o = o[0];
+    assert_eq!(o.key.client, "161.202.212.212".parse::<IpAddr>().unwrap());
+    assert_eq!(o.key.client_port, 30104);
+    assert_eq!(o.key.server, "202.152.70.24".parse::<IpAddr>().unwrap());
+    assert_eq!(o.key.server_port, 11963);
+    assert_eq!(o.outcome(), Some(Outcome::Unanswered));
+    assert_eq!(o.initiator, Initiator::Syn);
+    assert_eq!(o.source, SourceKind::FlowExport);
+    // Start = export time - (uptime - first): header and record read by
+    // hand from the bytes.
+    let up = u64::from(be32(&b, 4).unwrap());
+    let secs = u64::from(be32(&b, 8).unwrap());
+    let nanos = u64::from(be32(&b, 12).unwrap());
+    let first = u64::from(be32(&b, V5_HEADER + 24).unwrap());
+    let ms = secs * 1000 + nanos / 1_000_000 - (up - first);
+    assert_eq!(o.ts.as_nanos(), ms * 1_000_000);
+}
+
+#[test]
+fn v9_samples_template_then_data_and_options() {
+    let mut c = Collector::new();
+    let template = sample("akvorado_template.pcap");
+    let data = sample("akvorado_data.pcap");
+    assert_eq!(Version::detect(&template), Some(Version::V9));
+    let mut items = feed(&mut c, 1_000, &template);
+    assert_eq!(c.records, 0);
+    items.extend(feed(&mut c, 1_001, &data));
+    assert_eq!(c.records, 4, "SOURCE.md: FlowSet 260 with 4 records");
+    // The two packets are 16 apart in sequence (44796985, 44797001): 15
+    // export packets lost between them, a gap.
+    assert_eq!(c.lost[&Some(exporter())].packets, 15);
+    assert!(items.iter().any(|i| matches!(i, FlowItem::Gap { .. })));
+    let before = c.records;
+    feed(&mut c, 1_002, &sample("akvorado_options-template.pcap"));
+    feed(&mut c, 1_003, &sample("akvorado_options-data.pcap"));
+    assert_eq!(c.records - before, 4, "options data: 4 records");
+    assert_eq!(count(&c, "options_record"), 4);
+    items.extend(fin(&mut c));
+    assert_eq!(count(&c, "no_template"), 0);
+}
+
+#[test]
+fn v9_hand_checked_record_of_the_data_sample() {
+    let mut c = Collector::new();
+    feed(&mut c, 1_000, &sample("akvorado_template.pcap"));
+    let data = sample("akvorado_data.pcap");
+    // Template 260: the first record's fields at their offsets (4 PKTS, 4
+    // BYTES, 4 src, 4 dst, 4+4 SNMP, 4 LAST, 4 FIRST, 2+2 ports, 4+4 AS,
+    // 4 next hop, 1+1 masks, 1 protocol, 1 flags, ...).
+    let rec = V9_HEADER + SET_HEADER;
+    let src = IpAddr::from(<[u8; 4]>::try_from(&data[rec + 8..rec + 12]).unwrap());
+    let sp = be16(&data, rec + 32).unwrap();
+    let dp = be16(&data, rec + 34).unwrap();
+    let proto = data[rec + 50];
+    let flags = data[rec + 51];
+    let mut raw = Raw::default();
+    let (_, t260) = c.domains.values().next().unwrap().templates[&260].clone();
+    t260.record(&data[rec..], &mut raw).unwrap();
+    assert_eq!(raw.src, Some(src));
+    assert_eq!((raw.src_port, raw.dst_port), (Some(sp), Some(dp)));
+    assert_eq!(raw.protocol, Some(proto));
+    assert_eq!(raw.flags, Some(u16::from(flags)));
+    let mut items = feed(&mut c, 1_001, &data);
+    items.extend(fin(&mut c));
+    let syn = u8::try_from(SYN).unwrap();
+    let expect = if proto != TCP {
+        "not_tcp"
+    } else if flags & syn == 0 {
+        "no_syn"
+    } else {
+        "observed"
+    };
+    assert!(count(&c, expect) >= 1, "{:?}", c.counts);
+}
+
+/// An IPFIX message builder.
+struct Ipfix {
+    seq: u32,
+    domain: u32,
+    sets: Vec<u8>,
+}
+
+/// Template 300: src, dst, sport, dport, proto, flags, start ms, end reason.
+const SPEC: [(u16, u16); 8] = [
+    (ie::SRC_V4, 4),
+    (ie::DST_V4, 4),
+    (ie::SRC_PORT, 2),
+    (ie::DST_PORT, 2),
+    (ie::PROTOCOL, 1),
+    (ie::TCP_FLAGS, 1),
+    (ie::START_MILLISECONDS, 8),
+    (ie::END_REASON, 1),
+];
+
+impl Ipfix {
+    fn new(seq: u32) -> Ipfix {
+        Ipfix {
+            seq,
+            domain: 1,
+            sets: Vec::new(),
+        }
+    }
+
+    fn set(mut self, id: u16, body: &[u8]) -> Ipfix {
+        self.sets.extend_from_slice(&id.to_be_bytes());
+        self.sets
+            .extend_from_slice(&u16::try_from(body.len() + 4).unwrap().to_be_bytes());
+        self.sets.extend_from_slice(body);
+        self
+    }
+
+    fn template(self, id: u16, fields: &[(u16, u16)]) -> Ipfix {
+        let mut b = Vec::new();
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&u16::try_from(fields.len()).unwrap().to_be_bytes());
+        for (f, l) in fields {
+            b.extend_from_slice(&f.to_be_bytes());
+            b.extend_from_slice(&l.to_be_bytes());
+        }
+        self.set(2, &b)
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = vec![0, 10];
+        b.extend_from_slice(&u16::try_from(16 + self.sets.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        b.extend_from_slice(&self.seq.to_be_bytes());
+        b.extend_from_slice(&self.domain.to_be_bytes());
+        b.extend_from_slice(&self.sets);
+        b
+    }
+}
+
+fn rec(src: &str, sp: u16, dst: &str, dp: u16, flags: u8, start_ms: u64) -> Vec<u8> {
+    let a = |s: &str| match s.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let mut b = Vec::new();
+    b.extend_from_slice(&a(src));
+    b.extend_from_slice(&a(dst));
+    b.extend_from_slice(&sp.to_be_bytes());
+    b.extend_from_slice(&dp.to_be_bytes());
+    b.push(TCP);
+    b.push(flags);
+    b.extend_from_slice(&start_ms.to_be_bytes());
+    b.push(3);
+    b
+}
+
+const C: &str = "10.0.0.1";
+const S: &str = "10.0.0.2";
+const START: u64 = 1_700_000_000_000;
+
+fn one(c: &mut Collector, m: &Ipfix) -> Vec<Observation> {
+    let mut items = feed(c, 1_700_000_001, &m.bytes());
+    items.extend(fin(c));
+    observed(&items).cloned().collect()
+}
+
+#[test]
+fn ipfix_directions_joined_give_each_outcome() {
+    let cases: [(&str, Vec<Vec<u8>>, Outcome, Initiator); 5] = [
+        (
+            "SYN-ACK back: established",
+            vec![
+                rec(C, 40000, S, 443, 0x1b, START),
+                rec(S, 443, C, 40000, 0x1b, START),
+            ],
+            Outcome::Established,
+            Initiator::Inferred,
+        ),
+        (
+            "RST back: refused",
+            vec![
+                rec(C, 40000, S, 443, 0x02, START),
+                rec(S, 443, C, 40000, 0x14, START),
+            ],
+            Outcome::Refused,
+            Initiator::Syn,
+        ),
+        (
+            "the reply first, then the SYN: refused all the same",
+            vec![
+                rec(S, 443, C, 40000, 0x14, START),
+                rec(C, 40000, S, 443, 0x02, START),
+            ],
+            Outcome::Refused,
+            Initiator::Syn,
+        ),
+        (
+            "SYN alone, nothing back: unanswered",
+            vec![rec(C, 40000, S, 443, 0x02, START)],
+            Outcome::Unanswered,
+            Initiator::Syn,
+        ),
+        (
+            "a SYN to a high port from a low one: the SYN says who began",
+            vec![
+                rec(S, 22, C, 40000, 0x02, START),
+                rec(C, 40000, S, 22, 0x12, START),
+            ],
+            Outcome::Established,
+            Initiator::Syn,
+        ),
+    ];
+    for (what, recs, outcome, how) in cases {
+        let mut c = Collector::new();
+        let mut m = Ipfix::new(0).template(300, &SPEC);
+        for r in &recs {
+            m = m.set(300, r);
+        }
+        let o = one(&mut c, &m);
+        assert_eq!(o.len(), 1, "{what}: {o:?}");
+        assert_eq!(o[0].outcome(), Some(outcome), "{what}");
+        assert_eq!(o[0].initiator, how, "{what}");
+        let client = if what.starts_with("a SYN to a high") {
+            S
+        } else {
+            C
+        };
+        assert_eq!(o[0].key.client, client.parse::<IpAddr>().unwrap(), "{what}");
+        assert_eq!(o[0].ts.as_nanos(), START * 1_000_000, "{what}");
+        assert_eq!(count(&c, "observed"), recs.len() as u64, "{what}");
+    }
+}
+
+#[test]
+fn ipfix_biflow_reverse_flags_and_forced_end() {
+    let mut spec = SPEC.to_vec();
+    let mut m = Ipfix::new(0);
+    // Reverse tcpControlBits: enterprise bit and 29305.
+    let mut b = Vec::new();
+    b.extend_from_slice(&301u16.to_be_bytes());
+    b.extend_from_slice(&u16::try_from(spec.len() + 1).unwrap().to_be_bytes());
+    for (f, l) in spec.drain(..) {
+        b.extend_from_slice(&f.to_be_bytes());
+        b.extend_from_slice(&l.to_be_bytes());
+    }
+    b.extend_from_slice(&(0x8000u16 | ie::TCP_FLAGS).to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    b.extend_from_slice(&REVERSE_PEN.to_be_bytes());
+    m = m.set(2, &b);
+    let mut established = rec(C, 40000, S, 443, 0x1b, START);
+    established.push(0x1b);
+    let mut lone = rec(C, 40001, S, 443, 0x02, START);
+    lone.push(0);
+    let mut forced = rec(C, 40002, S, 443, 0x02, START);
+    *forced.last_mut().unwrap() = END_FORCED;
+    forced.push(0);
+    let m = m.set(301, &[established, lone, forced].concat());
+    let mut c = Collector::new();
+    let o = one(&mut c, &m);
+    let got: Vec<(u16, Outcome, Initiator)> = o
+        .iter()
+        .map(|o| (o.key.client_port, o.outcome().unwrap(), o.initiator))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (40000, Outcome::Established, Initiator::Logged),
+            (40001, Outcome::Unanswered, Initiator::Logged),
+            (40002, Outcome::Unknown, Initiator::Logged),
+        ]
+    );
+}
+
+#[test]
+fn data_before_template_is_held_then_decoded_or_dropped() {
+    let mut c = Collector::new();
+    let data = Ipfix::new(0).set(300, &rec(C, 40000, S, 443, 0x02, START));
+    let items = feed(&mut c, 100, &data.bytes());
+    assert!(items.is_empty());
+    assert_eq!(count(&c, "held_for_template"), 1);
+    let items = feed(&mut c, 101, &Ipfix::new(0).template(300, &SPEC).bytes());
+    assert_eq!(count(&c, "held_decoded"), 1);
+    let mut items = items;
+    items.extend(fin(&mut c));
+    assert_eq!(observed(&items).count(), 1);
+
+    let mut c = Collector::new();
+    feed(&mut c, 100, &data.bytes());
+    let late = 100 + HOLD_FOR.as_secs();
+    feed(&mut c, late, &Ipfix::new(0).template(300, &SPEC).bytes());
+    assert_eq!(count(&c, "no_template"), 1, "{:?}", c.counts);
+    assert_eq!(count(&c, "held_decoded"), 0);
+}
+
+#[test]
+fn bad_input_is_counted_by_reason() {
+    // Truncated set: its length runs past the message.
+    let mut c = Collector::new();
+    let mut b = Ipfix::new(0).template(300, &SPEC).bytes();
+    b.extend_from_slice(&[1, 44, 0, 200, 1, 2, 3]);
+    let len = u16::try_from(b.len()).unwrap();
+    b[2..4].copy_from_slice(&len.to_be_bytes());
+    feed(&mut c, 1, &b);
+    assert_eq!(count(&c, "truncated_set"), 1, "{:?}", c.counts);
+
+    // A template that changes mid-stream: later records read the new way.
+    let mut c = Collector::new();
+    feed(&mut c, 1, &Ipfix::new(0).template(300, &SPEC).bytes());
+    let swapped = [
+        (ie::DST_V4, 4),
+        (ie::SRC_V4, 4),
+        (ie::DST_PORT, 2),
+        (ie::SRC_PORT, 2),
+        (ie::PROTOCOL, 1),
+        (ie::TCP_FLAGS, 1),
+        (ie::START_MILLISECONDS, 8),
+        (ie::END_REASON, 1),
+    ];
+    let m = Ipfix::new(0)
+        .template(300, &swapped)
+        .set(300, &rec(S, 443, C, 40000, 0x02, START));
+    let o = one(&mut c, &m);
+    assert_eq!(count(&c, "template_changed"), 1);
+    assert_eq!(o[0].key.client, C.parse::<IpAddr>().unwrap());
+
+    // A zero-length field is read as absent; a template of only those is
+    // refused.
+    let mut c = Collector::new();
+    let mut zero = SPEC.to_vec();
+    zero[5] = (ie::TCP_FLAGS, 0);
+    let mut r = rec(C, 40000, S, 443, 0x02, START);
+    r.remove(13);
+    let m = Ipfix::new(0).template(300, &zero).set(300, &r);
+    let o = one(&mut c, &m);
+    assert!(o.is_empty());
+    assert_eq!(count(&c, "zero_length_field"), 1);
+    assert_eq!(count(&c, "no_tcp_flags"), 1);
+    let mut c = Collector::new();
+    feed(
+        &mut c,
+        1,
+        &Ipfix::new(0).template(300, &[(ie::SRC_V4, 0)]).bytes(),
+    );
+    assert_eq!(count(&c, "zero_length_template"), 1);
+
+    // Not an export packet at all.
+    let mut c = Collector::new();
+    feed(&mut c, 1, b"GET / HTTP/1.1\r\n");
+    assert_eq!(count(&c, "bad_header"), 1);
+}
+
+#[test]
+fn sequence_gaps_are_lost_records_per_exporter_and_a_gap() {
+    let mut c = Collector::new();
+    let r = rec(C, 40000, S, 443, 0x02, START);
+    let m0 = Ipfix::new(0).template(300, &SPEC).set(300, &r);
+    assert!(feed(&mut c, 10, &m0.bytes())
+        .iter()
+        .all(|i| !matches!(i, FlowItem::Gap { .. })));
+    // The next message should be 1; it is 8: 7 records lost.
+    let m1 = Ipfix::new(8).set(300, &rec(C, 40001, S, 443, 0x02, START));
+    let items = feed(&mut c, 20, &m1.bytes());
+    assert_eq!(c.lost[&Some(exporter())].records, 7);
+    assert!(items.iter().any(|i| *i
+        == FlowItem::Gap {
+            from: t(10),
+            to: t(20)
+        }));
+    // Another exporter has its own numbers.
+    let mut out = Vec::new();
+    c.packet(
+        "192.0.2.7".parse().unwrap(),
+        t(21),
+        &Ipfix::new(500).template(300, &SPEC).bytes(),
+        &mut out,
+    );
+    assert!(!c.lost.contains_key(&Some("192.0.2.7".parse().unwrap())));
+}
+
+#[test]
+fn templates_are_scoped_per_exporter_and_domain() {
+    let mut c = Collector::new();
+    feed(&mut c, 1, &Ipfix::new(0).template(300, &SPEC).bytes());
+    let mut other = Ipfix::new(0).set(300, &rec(C, 40000, S, 443, 0x02, START));
+    other.domain = 2;
+    feed(&mut c, 2, &other.bytes());
+    assert_eq!(count(&c, "held_for_template"), 1, "another domain");
+    let mut out = Vec::new();
+    let same = Ipfix::new(0).set(300, &rec(C, 40000, S, 443, 0x02, START));
+    c.packet("192.0.2.9".parse().unwrap(), t(3), &same.bytes(), &mut out);
+    assert_eq!(count(&c, "held_for_template"), 2, "another exporter");
+}
+
+#[test]
+fn template_cache_is_bounded() {
+    let mut c = Collector::new();
+    for id in 0..(MAX_TEMPLATES_PER_DOMAIN as u16 + 10) {
+        feed(&mut c, 1, &Ipfix::new(0).template(256 + id, &SPEC).bytes());
+    }
+    assert_eq!(count(&c, "template_evicted"), 10);
+    assert!(c
+        .domains
+        .values()
+        .all(|d| d.templates.len() <= MAX_TEMPLATES_PER_DOMAIN));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        version in prop_oneof![Just(5u16), Just(9u16), Just(10u16), any::<u16>()],
+    ) {
+        let mut c = Collector::new();
+        // A template first, so data sets are read too.
+        feed(&mut c, 1, &Ipfix::new(0).template(300, &SPEC).bytes());
+        let mut b = version.to_be_bytes().to_vec();
+        b.extend_from_slice(&body);
+        let mut out = Vec::new();
+        c.packet(exporter(), t(2), &b, &mut out);
+        c.packet(exporter(), t(3), &body, &mut out);
+        c.finish(&mut out);
+    }
+
+    #[test]
+    fn arbitrary_sets_after_a_valid_header_never_panic(
+        sets in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        let mut c = Collector::new();
+        let mut m = Ipfix::new(0).template(300, &SPEC);
+        m.sets.extend_from_slice(&sets);
+        let mut out = Vec::new();
+        c.packet(exporter(), t(2), &m.bytes(), &mut out);
+        c.finish(&mut out);
+    }
+}
