@@ -231,7 +231,7 @@ Try: open http://127.0.0.1:9477/ in a browser, or
      curl -s 127.0.0.1:9477/metrics | grep ^portwatch_connections_total";
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "replay", "follow"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "replay", "follow", "flow_listen"])))]
 pub struct RunArgs {
     #[command(flatten)]
     pub site: SiteArgs,
@@ -256,6 +256,10 @@ pub struct RunArgs {
     pub follow: Vec<PathBuf>,
     #[command(flatten)]
     pub follow_opts: FollowArgs,
+    /// Receive NetFlow v5, v9 and IPFIX on this UDP address; repeat for
+    /// several, with -i, --follow or alone.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "replay", long_help = FLOW_LISTEN_HELP)]
+    pub flow_listen: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     pub web: WebArgs,
     #[command(flatten)]
@@ -497,6 +501,16 @@ pub enum FollowFrom {
     End,
     Start,
 }
+
+/// `--flow-listen` in `run --help`.
+pub const FLOW_LISTEN_HELP: &str = "Receive NetFlow v5, v9 and IPFIX export packets on this \
+UDP address (e.g. 0.0.0.0:2055 or [::]:4739); repeat for several, with -i, --follow or \
+alone. Templates are kept per exporter and observation domain; a data set waits 30 s for \
+its template, then is dropped and counted. A sequence-number gap is lost records: required \
+edges are not judged missing over it. Each connection's records (one per direction, or \
+a biflow) give its outcome from their TCP flags. Without a capture, the edges judged are \
+those of the site's nodes the records carry, and of --sensor nodes. Records are counted \
+in portwatch_records_total{format=\"flow_export\",reason}.";
 
 /// `--follow` in `run --help` and `watch --help`.
 pub const FOLLOW_HELP: &str = "Node logs to follow as they grow, with -i or alone: \

@@ -54,6 +54,10 @@
 //! - `flows`: flow logs in `replay`: a VPC flow log made from each verdict
 //!   scenario (tshark) gives the capture's findings; the samples of
 //!   `../shared/sensors/` with their fidelity in the report.
+//! - `netflow`: NetFlow/IPFIX: the samples of `../shared/sensors/netflow/`
+//!   replayed as captures of export packets; softflowd exporting each
+//!   scenario (v5, v9, IPFIX) to `run --flow-listen` gives the findings of
+//!   `replay`, each outcome difference named.
 //! - `follow`: `run --follow` on a growing `pfirewall.log` rotated twice and
 //!   truncated once counts every line once (metrics, event log); `watch
 //!   --follow` alone; EVTX refused.
@@ -87,6 +91,7 @@ mod layering;
 mod listeners;
 mod live;
 mod live_tunnels;
+mod netflow;
 mod nodelogs;
 mod package;
 mod prereq;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::eventlog::EventLog;
+use super::flowlisten::FlowListen;
 use super::follow::Follow;
 use super::input::Input;
 use super::page::Snapshot;
@@ -158,6 +159,10 @@ pub(super) struct Driver {
     follow: Option<Follow>,
     /// A followed file has more to read at once.
     follow_more: bool,
+    /// NetFlow/IPFIX received over UDP (`--flow-listen`).
+    flow: Option<FlowListen>,
+    /// The flow queue has more at once.
+    flow_more: bool,
     rec: Option<Recorder>,
     printer: Option<Printer>,
     events: EventLog,
@@ -195,6 +200,8 @@ impl Driver {
             vis,
             follow: None,
             follow_more: false,
+            flow: None,
+            flow_more: false,
             rec: None,
             printer: None,
             events: EventLog::off(),
@@ -231,12 +238,38 @@ impl Driver {
     /// beside the packets; without a capture, the edges judged are those
     /// of the logs' nodes.
     pub fn with_follow(mut self, follow: Follow) -> Driver {
-        self.vis = follow.visibility(self.base_vis.clone(), self.input.captures());
         self.follow = Some(follow);
+        self.vis = self.judged();
         if let Some(rec) = &mut self.rec {
             rec.set_policy(self.pl.policy(), &self.vis);
         }
         self
+    }
+
+    /// Receive flow records (`--flow-listen`): into the pipeline beside
+    /// the packets; without a capture, the edges judged are those of the
+    /// nodes the records carry.
+    pub fn with_flow_listen(mut self, flow: FlowListen) -> Driver {
+        self.flow = Some(flow);
+        self.vis = self.judged();
+        if let Some(rec) = &mut self.rec {
+            rec.set_policy(self.pl.policy(), &self.vis);
+        }
+        self
+    }
+
+    /// The edges judged: the command line's, widened by the followed
+    /// logs' nodes and the flow records' nodes.
+    fn judged(&self) -> Visibility {
+        let captures = self.input.captures();
+        let mut v = self.base_vis.clone();
+        if let Some(f) = &self.follow {
+            v = f.visibility(v, captures);
+        }
+        if let Some(f) = &self.flow {
+            v = f.visibility(v, captures);
+        }
+        v
     }
 
     /// Count into `rec` (the daemon's metrics).
@@ -293,7 +326,7 @@ impl Driver {
             // to look at the followed files).
             let wait = match (self.ended, self.input.captures()) {
                 (true, _) => Some(TICK),
-                (false, false) if !self.follow_more => Some(FOLLOW_WAIT),
+                (false, false) if !self.follow_more && !self.flow_more => Some(FOLLOW_WAIT),
                 (false, _) => None,
             };
             let first = match wait {
@@ -335,6 +368,9 @@ impl Driver {
                 next_tick = Instant::now() + TICK;
             }
         }
+        if let Some(f) = &mut self.flow {
+            f.finish(&mut self.pl);
+        }
         let end = self.now().unwrap_or_else(Timestamp::now);
         self.pl.finish(end);
         self.drain()?;
@@ -363,6 +399,9 @@ impl Driver {
         if let Some(f) = &self.follow {
             facts.extend(f.facts());
         }
+        if let Some(f) = &self.flow {
+            facts.push(f.facts());
+        }
         facts
     }
 
@@ -379,7 +418,24 @@ impl Driver {
         self.follow_more = polled.more;
         self.heard.any |= polled.records > 0;
         if f.take_new_nodes() {
-            self.vis = f.visibility(self.base_vis.clone(), self.input.captures());
+            self.vis = self.judged();
+            if let Some(rec) = &mut self.rec {
+                rec.set_policy(self.pl.policy(), &self.vis);
+            }
+        }
+    }
+
+    /// Decode the flow datagrams that arrived into the pipeline.
+    fn flow(&mut self) {
+        let Driver { flow, pl, rec, .. } = self;
+        let Some(f) = flow else {
+            return;
+        };
+        let polled = f.poll(pl, rec.as_mut());
+        self.flow_more = polled.more;
+        self.heard.any |= polled.datagrams > 0;
+        if f.take_new_nodes() {
+            self.vis = self.judged();
             if let Some(rec) = &mut self.rec {
                 rec.set_policy(self.pl.policy(), &self.vis);
             }
@@ -409,6 +465,7 @@ impl Driver {
             self.input.sync_interfaces(rec);
         }
         self.follow();
+        self.flow();
         if self.since.is_none() {
             self.since = self.pl.span().map(|(first, _)| first);
         }
@@ -538,8 +595,8 @@ impl Driver {
         self.vis = vis;
         if let Some(f) = &mut self.follow {
             f.set_policy(&policy);
-            self.vis = f.visibility(self.base_vis.clone(), self.input.captures());
         }
+        self.vis = self.judged();
         if let Some(rec) = &mut self.rec {
             rec.set_policy(&policy, &self.vis);
         }

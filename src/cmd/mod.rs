@@ -12,6 +12,7 @@ mod error;
 mod eventlog;
 mod expect;
 mod firewall;
+mod flowlisten;
 mod flowlogs;
 mod follow;
 mod input;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::capture::{Command, Driver, OnPrintError};
 use super::eventlog::EventLog;
+use super::flowlisten::{self, FlowListen};
 use super::follow::{Follow, FollowSpec};
 use super::input::{Input, InputSpec};
 use super::page::{live_page, Snapshot};
@@ -40,6 +41,7 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     // the addresses are the bound ones (port 0: the port the system chose),
     // so the site knows the sensor's own listeners.
     let listeners = bind_all(&s.listen)?;
+    let flow_sockets = flowlisten::bind(&s.flow_listen)?;
     s.listen = listeners.iter().map(|(addr, _)| *addr).collect();
     let (policy, vis) = prepare(&s.site, &s.sensors, &s.listen)?;
     let web = s
@@ -92,6 +94,7 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
         model = %policy.model.id,
         input = %input.interfaces().join(","),
         follow = ?s.follow.as_ref().map(|f| &f.paths),
+        flow_listen = ?s.flow_listen,
         listen = ?s.listen,
         tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
         basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
@@ -105,6 +108,9 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     if let Some(f) = follow {
         driver = driver.with_follow(f);
     }
+    if !s.flow_listen.is_empty() {
+        driver = driver.with_flow_listen(FlowListen::start(flow_sockets)?);
+    }
     let rec = Recorder::new(&metrics, &driver.interfaces()).with_finding_hold(s.finding_hold);
     driver = driver.with_recorder(rec).with_events(events);
     if s.print {
@@ -112,7 +118,11 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     }
     let snapshot = Arc::new(Snapshot::default());
     driver = driver.with_snapshot(snapshot.clone());
-    let subtitle = live_subtitle(&s.input, s.follow.as_ref());
+    let mut subtitle = live_subtitle(&s.input, s.follow.as_ref());
+    if !s.flow_listen.is_empty() {
+        let addrs: Vec<String> = s.flow_listen.iter().map(|a| a.to_string()).collect();
+        subtitle = format!("{subtitle}; flow records on udp {}", addrs.join(", "));
+    }
     let ready = readiness.clone();
     let thread = std::thread::Builder::new()
         .name("capture".into())

@@ -90,6 +90,8 @@ pub struct RunSettings {
     pub(super) input: InputSpec,
     /// `--follow`: node logs read as they grow.
     pub(super) follow: Option<FollowSpec>,
+    /// `--flow-listen`: UDP addresses receiving NetFlow/IPFIX.
+    pub flow_listen: Vec<SocketAddr>,
     pub listen: Vec<SocketAddr>,
     /// `--web.config.file`: TLS and basic auth.
     pub web_config: Option<PathBuf>,
@@ -164,6 +166,7 @@ impl Task {
                     }
                 },
                 follow: follow(a.follow, a.follow_opts)?,
+                flow_listen: a.flow_listen,
                 site: a.site,
                 listen: a.web.listen,
                 web_config: a.web.config_file,
@@ -199,6 +202,7 @@ impl Task {
                 },
                 listen: vec![a.listen],
                 follow: None,
+                flow_listen: Vec::new(),
                 web_config: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: TrackConfig::default(),

@@ -593,6 +593,21 @@ impl Recorder {
         }
     }
 
+    /// `n` records of a source without a node (a flow exporter) counted
+    /// under `reason`.
+    pub fn records_n(&mut self, format: &'static str, reason: &'static str, n: u64) {
+        let key = (None, format, reason);
+        if let Some(c) = self.records.get(&key) {
+            c.inc_by(n);
+            return;
+        }
+        let c = (self.m.records).with_label_values(&["unknown", format, reason]);
+        c.inc_by(n);
+        if self.records.len() < MAX_RECORD_SERIES {
+            self.records.insert(key, c);
+        }
+    }
+
     /// Something happened to a followed file (a [`crate::source::follow::Change`]).
     pub fn followed_change(&self, node: Option<&Arc<str>>, change: &'static str) {
         (self.m.followed_changes)

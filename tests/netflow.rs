@@ -1,0 +1,199 @@
+//! NetFlow v5, v9 and IPFIX from a real exporter: softflowd reads each scenario fixture and
+//! exports it in v5, v9 and IPFIX to `run --flow-listen`: the same
+//! unexpected, local-only and unknown-host findings as `replay` of the
+//! fixture, and per flow row the outcomes the fidelity table allows, each
+//! difference named in [`DIFFERENCES`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::golden::replay_fixture;
+use crate::prereq::needs;
+use crate::util::{fixture, sample, Daemon, TempDir};
+
+/// Where softflowd's export differs from the capture, per flow row:
+/// (capture's outcomes, export's outcomes, why). None on these scenarios:
+/// each connection's SYN, and its SYN-ACK or RST, are in the records'
+/// flags. A difference that appears must be named here, and an entry that
+/// no longer appears must go (the test checks both).
+const DIFFERENCES: &[(&str, &str, &str)] = &[];
+
+const SCENARIOS: [&str; 5] = [
+    "verdict-unexpected.pcap",
+    "verdict-local-only.pcap",
+    "verdict-unknown-host.pcap",
+    "blocked-refused.pcap",
+    "blocked-unanswered.pcap",
+];
+
+const FINDING_KINDS: [&str; 3] = ["unexpected", "local_only", "unknown_host"];
+
+fn finding_set(r: &Value) -> BTreeSet<String> {
+    r["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| FINDING_KINDS.iter().any(|k| f["kind"] == *k))
+        .map(|f| format!("{} {}->{}:{}", f["kind"], f["src"], f["dst"], f["port"]))
+        .collect()
+}
+
+/// Per flow row (src, dst, port): its non-zero outcomes.
+fn rows(r: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for f in r["flows"].as_array().expect("flows") {
+        let key = format!("{}->{}:{}", f["src"], f["dst"], f["port"]);
+        let outcomes: BTreeSet<String> = (f["outcomes"].as_object().expect("outcomes"))
+            .iter()
+            .filter(|(_, n)| n.as_u64() > Some(0))
+            .map(|(o, _)| o.clone())
+            .collect();
+        out.insert(key, outcomes);
+    }
+    out
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// softflowd reads `pcap` and exports version `v` to `port`; its flows are
+/// expired (sent) through its control socket once it has read the file.
+fn softflowd(dir: &Path, pcap: &Path, port: u16, v: &str) {
+    let ctl = dir.join(format!("softflowd-{v}.ctl"));
+    let pid = dir.join(format!("softflowd-{v}.pid"));
+    let mut child = Command::new("softflowd")
+        .args(["-d", "-r"])
+        .arg(pcap)
+        .args(["-n", &format!("127.0.0.1:{port}"), "-v", v, "-p"])
+        .arg(&pid)
+        .arg("-c")
+        .arg(&ctl)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("softflowd runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut expired = false;
+    while !expired {
+        assert!(Instant::now() < deadline, "softflowd: no flow expired");
+        std::thread::sleep(Duration::from_millis(200));
+        if !ctl.exists() {
+            continue;
+        }
+        let out = Command::new("softflowctl")
+            .arg("-c")
+            .arg(&ctl)
+            .arg("expire-all")
+            .output()
+            .expect("softflowctl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        expired = text.contains("Expired") && !text.contains("Expired 0 flows");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = Command::new("softflowctl")
+                .arg("-c")
+                .arg(&ctl)
+                .arg("shutdown")
+                .output();
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The JSON closing summary at the end of `run`'s stderr.
+fn summary(stderr: &str) -> Value {
+    let at = stderr.rfind("\n{\n").expect("a JSON summary");
+    serde_json::from_str(&stderr[at + 1..]).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+}
+
+#[test]
+fn softflowd_exports_of_each_scenario_give_the_captures_findings() {
+    if !needs(
+        "netflow::softflowd_exports",
+        false,
+        &["softflowd", "softflowctl"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("netflow-softflowd");
+    let mut differences: BTreeSet<(String, String)> = BTreeSet::new();
+    for file in SCENARIOS {
+        let (e, pcap_run) = replay_fixture(file);
+        let want = pcap_run.json();
+        for v in ["5", "9", "10"] {
+            let port = free_udp_port();
+            let mut d = Daemon::start(&[
+                "run",
+                "--site",
+                &e.site,
+                "--flow-listen",
+                &format!("127.0.0.1:{port}"),
+                "--format",
+                "json",
+            ]);
+            // Serving: the UDP sockets were bound before.
+            d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+            softflowd(&dir.0, &fixture(file), port, v);
+            d.wait_metrics("the exported records", |m| {
+                sample(
+                    m,
+                    r#"portwatch_records_total{format="flow_export",node="unknown",reason="observed"}"#,
+                )
+                .is_some()
+            });
+            // The other direction's record may wait out the join.
+            std::thread::sleep(Duration::from_millis(300));
+            d.signal("TERM");
+            let (status, _, stderr) = d.wait_exit();
+            assert!(status.success(), "{file} v{v}: {stderr}");
+            let got = summary(&stderr);
+            assert_eq!(
+                finding_set(&got),
+                finding_set(&want),
+                "{file} exported as v{v}"
+            );
+            let (a, b) = (rows(&want), rows(&got));
+            assert_eq!(
+                a.keys().collect::<Vec<_>>(),
+                b.keys().collect::<Vec<_>>(),
+                "{file} v{v}: flow rows"
+            );
+            for (k, outs) in &a {
+                let theirs = &b[k];
+                if outs == theirs {
+                    continue;
+                }
+                let pair = (
+                    outs.iter().cloned().collect::<Vec<_>>().join("+"),
+                    theirs.iter().cloned().collect::<Vec<_>>().join("+"),
+                );
+                assert!(
+                    DIFFERENCES
+                        .iter()
+                        .any(|(c, x, _)| (*c, *x) == (pair.0.as_str(), pair.1.as_str())),
+                    "{file} v{v} {k}: capture {} export {}: not in DIFFERENCES",
+                    pair.0,
+                    pair.1
+                );
+                differences.insert(pair);
+            }
+        }
+    }
+    let named: BTreeSet<(String, String)> = (DIFFERENCES.iter())
+        .map(|(c, x, _)| (c.to_string(), x.to_string()))
+        .collect();
+    assert_eq!(differences, named, "DIFFERENCES names exactly those seen");
+}
