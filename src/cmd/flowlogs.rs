@@ -19,7 +19,7 @@ use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{SourceFacts, Stopped};
-use crate::source::file::FileSource;
+use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::{self, FlowFile, FlowItem};
 use crate::source::SourceError;
@@ -166,7 +166,9 @@ fn is_export_capture(path: &Path) -> Result<bool, SourceError> {
     if path.as_os_str() == "-" {
         return Ok(false);
     }
-    let mut file = match FileSource::open(path) {
+    // Read on demand, no read-ahead thread: a few frames are looked at.
+    let probe = Savefile::Path(path.to_path_buf());
+    let mut file = match FileSource::open_savefile(&probe, false) {
         Ok(f) => f,
         Err(SourceError::NotACapture { .. }) => return Ok(false),
         Err(e) => return Err(e),
