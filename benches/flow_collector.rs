@@ -1,0 +1,139 @@
+//! `run --flow-listen` over loopback: the recorded NetFlow v5 packet of
+//! `../shared/sensors/netflow/akvorado_nfv5.pcap` (29 records) sent again
+//! and again, each with the next sequence number, to a `portwatch run`
+//! started for it; prints the records decoded per second and the drops.
+//! Not a timed test: it never fails on speed.
+//!
+//! `cargo bench --bench flow_collector` (PACKETS=N, default 200000;
+//! SYN=1 makes every TCP record a lone SYN of a new connection, so each
+//! goes through the pipeline as an attempt too).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PCAP_HEADER: usize = 24;
+const RECORD_HEADER: usize = 16;
+const ETH_IP_UDP: usize = 42;
+const V5_HEADER: usize = 24;
+const V5_RECORD: usize = 48;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn scrape(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// `portwatch_records_total{format="flow_export"}` by reason.
+fn records(metrics: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("portwatch_records_total{") && l.contains("flow_export"))
+        .filter_map(|l| {
+            let reason = l.split("reason=\"").nth(1)?.split('"').next()?.to_string();
+            let v = l.rsplit(' ').next()?.parse().ok()?;
+            Some((reason, v))
+        })
+        .collect()
+}
+
+fn main() {
+    let packets = env_u64("PACKETS", 200_000);
+    let syn = env_u64("SYN", 0) == 1;
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/netflow/akvorado_nfv5.pcap");
+    let file = std::fs::read(&sample).expect("the v5 sample");
+    let mut packet = file[PCAP_HEADER + RECORD_HEADER + ETH_IP_UDP..].to_vec();
+    let count = u64::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let (udp, http) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portwatch"))
+        .args(["run", "--site", "multi-node", "--flow-listen"])
+        .arg(format!("127.0.0.1:{udp}"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("portwatch runs");
+    let up = Instant::now();
+    while scrape(http).is_none() {
+        assert!(up.elapsed() < Duration::from_secs(30), "portwatch not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    let start = Instant::now();
+    for i in 0..packets {
+        let seq = (i * count) as u32;
+        packet[16..20].copy_from_slice(&seq.to_be_bytes());
+        if syn {
+            for r in 0..count as usize {
+                let at = V5_HEADER + r * V5_RECORD;
+                packet[at + 37] = 0x02;
+                // A new client port each packet and record.
+                let port = (1024 + (i * count + r as u64) % 60_000) as u16;
+                packet[at + 32..at + 34].copy_from_slice(&port.to_be_bytes());
+            }
+        }
+        let _ = tx.send_to(&packet, ("127.0.0.1", udp));
+    }
+    let sent_in = start.elapsed();
+    // Wait until the counts stop moving for a second.
+    let (mut last, mut last_change) = (-1.0, Instant::now());
+    let mut by_reason = Vec::new();
+    while last_change.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(100));
+        by_reason = records(&scrape(http).unwrap_or_default());
+        let total: f64 = (by_reason.iter())
+            .filter(|(r, _)| r != "queue_full" && !r.starts_with("lost_"))
+            .map(|(_, v)| v)
+            .sum();
+        if total != last {
+            last = total;
+            last_change = Instant::now();
+        }
+    }
+    let busy = last_change
+        .duration_since(start)
+        .saturating_sub(Duration::from_millis(100));
+    let _ = child.kill();
+    let _ = child.wait();
+    let get = |name: &str| {
+        (by_reason.iter())
+            .find(|(r, _)| r == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let sent = (packets * count) as f64;
+    println!(
+        "sent {packets} packets ({sent} records) in {:.2} s; decoded {last} records in {:.2} s: {:.0} records/s",
+        sent_in.as_secs_f64(),
+        busy.as_secs_f64(),
+        last / busy.as_secs_f64()
+    );
+    println!(
+        "drops: {} datagrams at the full queue, {} records lost by sequence gaps (queue and socket), {} records not decoded",
+        get("queue_full"),
+        get("lost_records"),
+        sent - last
+    );
+    println!("by reason: {by_reason:?}");
+}
