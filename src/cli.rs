@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::decode::{Decap, PortSet, MAX_TUNNEL_PORTS};
+use crate::time::{parse_time_bound, Timestamp};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -444,6 +445,24 @@ pub struct ReplayArgs {
     /// refused: its times are local.
     #[arg(long, value_name = "ZONE")]
     pub timezone: Option<String>,
+    /// Audit only what happened at or after TIME: RFC 3339 with its offset
+    /// (2026-01-05T09:00:00Z, 2026-01-05T10:00:00+01:00) or a date
+    /// (2026-01-05: 00:00 UTC). Frames and records before it are skipped
+    /// and counted; required edges are judged over the range only.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+    pub since: Option<Timestamp>,
+    /// Audit only what happened before TIME (exclusive), as --since.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+    pub until: Option<Timestamp>,
+    /// Audit only the frames this packet filter passes (tcpdump's syntax,
+    /// compiled by libpcap for each file's link type, e.g. `tcp port 4242`);
+    /// the others are skipped and counted. Also given as trailing words
+    /// after `--`. Records of logs are not packets: it does not apply to them.
+    #[arg(long, value_name = "EXPR", conflicts_with = "filter_words")]
+    pub filter: Option<String>,
+    /// The packet filter as tcpdump takes it: words after `--`.
+    #[arg(last = true, value_name = "EXPR")]
+    pub filter_words: Vec<String>,
     #[command(flatten)]
     pub site: SiteArgs,
     #[command(flatten)]

@@ -63,6 +63,91 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `replay --since/--until`: the part of the data to audit, `since`
+/// inclusive, `until` exclusive (either open). Frames and records outside
+/// are skipped and counted; the span the edges are judged over is the
+/// range's share of the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+impl TimeRange {
+    /// No bound: everything is inside.
+    pub fn is_open(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    #[inline]
+    pub fn contains(&self, ts: Timestamp) -> bool {
+        self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
+    }
+
+    /// A span of data cut to the range (`None` when they do not meet).
+    pub fn clip(&self, span: (Timestamp, Timestamp)) -> Option<(Timestamp, Timestamp)> {
+        let start = self.since.map_or(span.0, |s| span.0.max(s));
+        let end = self.until.map_or(span.1, |u| span.1.min(u));
+        (start <= end).then_some((start, end))
+    }
+}
+
+/// What a [`TimeRange`] left out: how many, and the times they spanned
+/// (with the span of what was kept, the whole data's span).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outside {
+    pub count: u64,
+    pub span: Option<(Timestamp, Timestamp)>,
+}
+
+impl Outside {
+    /// One more left out, at `ts`; `counted`: whether it counts (a record
+    /// that carried a connection, not a source's note of lost events).
+    pub fn note(&mut self, ts: Timestamp, counted: bool) {
+        self.count += u64::from(counted);
+        self.span = Some(widen(self.span, (ts, ts)));
+    }
+}
+
+/// The smallest span holding both.
+pub fn widen(
+    a: Option<(Timestamp, Timestamp)>,
+    b: (Timestamp, Timestamp),
+) -> (Timestamp, Timestamp) {
+    match a {
+        Some(a) => (a.0.min(b.0), a.1.max(b.1)),
+        None => b,
+    }
+}
+
+/// Why a `--since`/`--until` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimeBoundError {
+    #[error("`{0}`: expected an RFC 3339 time (2026-01-05T09:00:00Z, 2026-01-05T10:00:00+01:00) or a date (2026-01-05, midnight UTC)")]
+    Syntax(String),
+    #[error("`{0}`: before 1970 or too far ahead")]
+    OutOfRange(String),
+}
+
+/// A `--since`/`--until` value: an RFC 3339 time with its offset (`Z` or
+/// `±hh:mm`), or a plain date, meaning 00:00 UTC that day.
+pub fn parse_time_bound(s: &str) -> Result<Timestamp, TimeBoundError> {
+    let t = s.trim();
+    let ts: jiff::Timestamp = match t.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts,
+        Err(_) if t.len() == 10 => t
+            .parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+            .ok_or_else(|| TimeBoundError::Syntax(s.into()))?,
+        Err(_) => return Err(TimeBoundError::Syntax(s.into())),
+    };
+    let nanos =
+        u64::try_from(ts.as_nanosecond()).map_err(|_| TimeBoundError::OutOfRange(s.into()))?;
+    Ok(Timestamp(nanos))
+}
+
 /// How far ahead of the clock a frame may be and still move it at once;
 /// also how far behind it a frame may be and still count as in order.
 pub const JUMP_BOUND: Duration = Duration::from_secs(60);
@@ -270,6 +355,75 @@ mod tests {
 
     fn s(n: u64) -> Timestamp {
         Timestamp::from_secs_nanos(n, 0)
+    }
+
+    #[test]
+    fn time_bounds_parse_rfc3339_and_dates() {
+        assert_eq!(parse_time_bound("1970-01-01T00:00:01Z"), Ok(s(1)));
+        assert_eq!(
+            parse_time_bound("2026-01-05T10:00:00+01:00"),
+            parse_time_bound("2026-01-05T09:00:00Z")
+        );
+        assert_eq!(
+            parse_time_bound("2026-01-05T09:00:00.5Z").unwrap().0 % 1_000_000_000,
+            500_000_000
+        );
+        assert_eq!(
+            parse_time_bound("2026-01-05"),
+            parse_time_bound("2026-01-05T00:00:00Z")
+        );
+        for bad in ["", "yesterday", "2026-01-05T09:00:00", "2026-13-01", "-1h"] {
+            assert!(
+                matches!(parse_time_bound(bad), Err(TimeBoundError::Syntax(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_time_bound("1969-12-31T23:59:59Z"),
+            Err(TimeBoundError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn time_range_since_inclusive_until_exclusive() {
+        let r = TimeRange {
+            since: Some(s(10)),
+            until: Some(s(20)),
+        };
+        assert!(!r.contains(s(9)));
+        assert!(r.contains(s(10)));
+        assert!(r.contains(Timestamp(s(20).0 - 1)));
+        assert!(!r.contains(s(20)));
+        assert!(TimeRange::default().contains(s(0)));
+        assert!(TimeRange::default().is_open());
+        let since = TimeRange {
+            since: Some(s(10)),
+            until: None,
+        };
+        assert!(since.contains(s(u32::MAX as u64)) && !since.contains(s(9)));
+    }
+
+    #[test]
+    fn outside_counts_and_spans() {
+        let mut o = Outside::default();
+        o.note(s(30), true);
+        o.note(s(5), false);
+        assert_eq!(o.count, 1);
+        assert_eq!(o.span, Some((s(5), s(30))));
+        assert_eq!(widen(o.span, (s(10), s(40))), (s(5), s(40)));
+        assert_eq!(widen(None, (s(10), s(40))), (s(10), s(40)));
+    }
+
+    #[test]
+    fn time_range_clips_a_span() {
+        let r = TimeRange {
+            since: Some(s(10)),
+            until: Some(s(20)),
+        };
+        assert_eq!(r.clip((s(0), s(100))), Some((s(10), s(20))));
+        assert_eq!(r.clip((s(12), s(15))), Some((s(12), s(15))));
+        assert_eq!(r.clip((s(25), s(30))), None);
+        assert_eq!(TimeRange::default().clip((s(1), s(2))), Some((s(1), s(2))));
     }
 
     /// Feed frames; each comes back with the time it is processed at,

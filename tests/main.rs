@@ -68,6 +68,9 @@
 //!   logs and audit events its nodes would have written of it; the logs'
 //!   findings and required edges against the capture's, every difference
 //!   in a table with its reason.
+//! - `selection`: `replay --since/--until` against tshark on the same range,
+//!   `--filter` against tcpdump, node-log records outside the range, bad
+//!   bounds and filters, the HTML list of flows behind `unknown`.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -99,6 +102,7 @@ mod privileges;
 mod propose;
 mod readme;
 mod scenarios;
+mod selection;
 mod stdout;
 mod tunnels;
 mod util;

@@ -23,7 +23,7 @@ use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::{self, FlowFile, FlowItem};
 use crate::source::SourceError;
-use crate::time::Timestamp;
+use crate::time::{Outside, TimeRange, Timestamp};
 
 /// Frames looked at to tell a capture of export traffic.
 pub const EXPORT_PROBE_FRAMES: usize = 32;
@@ -76,6 +76,20 @@ impl FlowLogs {
         }
         logs.pending.sort_by_key(|i| std::cmp::Reverse(i.ts()));
         Ok((captures, logs))
+    }
+
+    /// Drop the items outside `range`; a record that carried a connection
+    /// counts.
+    pub fn keep_within(&mut self, range: TimeRange) -> Outside {
+        let mut out = Outside::default();
+        self.pending.retain(|i| {
+            let inside = range.contains(i.ts());
+            if !inside {
+                out.note(i.ts(), matches!(i, FlowItem::Observed(_)));
+            }
+            inside
+        });
+        out
     }
 
     /// Feed the items due by `ts` (a frame's time), then `ts` is the frame's.

@@ -17,7 +17,7 @@ use crate::source::live::{InterfaceChange, InterfaceStats, LiveOptions, LiveSour
 use crate::source::records::{self, NodeInfo, RecordContext, RecordFile, RecordFormat, RecordItem};
 use crate::source::replay::{Replay, ReplayOptions};
 use crate::source::{Poll, Source, SourceError};
-use crate::time::Timestamp;
+use crate::time::{Outside, TimeRange, Timestamp};
 
 /// What to capture from.
 pub(super) enum InputSpec {
@@ -287,6 +287,24 @@ impl Records {
             files,
             items: items.into_iter().peekable(),
         })
+    }
+
+    /// Drop the items outside `range`; a record that carried a connection
+    /// counts.
+    pub fn keep_within(&mut self, range: TimeRange) -> Outside {
+        let mut out = Outside::default();
+        let items: Vec<RecordItem> =
+            std::mem::replace(&mut self.items, Vec::new().into_iter().peekable())
+                .filter(|i| {
+                    let inside = range.contains(i.ts());
+                    if !inside {
+                        out.note(i.ts(), matches!(i, RecordItem::Observed(_)));
+                    }
+                    inside
+                })
+                .collect();
+        self.items = items.into_iter().peekable();
+        out
     }
 
     /// Apply the items due by `until` (all of them if `None`).

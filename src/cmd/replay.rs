@@ -9,14 +9,34 @@ use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
 use crate::cli::ReportFormat as Format;
 use crate::pipeline::Pipeline;
-use crate::report::{Report, SourceFacts};
+use crate::report::{Report, Selection, SourceFacts};
+use crate::source::filter::PacketFilter;
 use crate::source::Poll;
+use crate::time::{widen, Outside, Timestamp};
 
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let (captures, mut flows) = FlowLogs::split(&s.files)?;
     let (captures, logs) = split_files(&captures)?;
     let mut records = Records::open(&logs, &policy, s.timezone.clone(), &s.report.sensors)?;
+    let range = s.range;
+    let (flows_out, records_out) = match range.is_open() {
+        true => Default::default(),
+        false => (flows.keep_within(range), records.keep_within(range)),
+    };
+    let mut frames_out = Outside::default();
+    let mut filter = match &s.filter {
+        Some(expr) => Some(PacketFilter::new(expr).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
+    if filter.is_some() && !(logs.is_empty() && flows.is_empty()) {
+        eprintln!(
+            "warning: --filter applies to the frames of captures only, not to the records of logs"
+        );
+    }
+    let mut filter_error = None;
+    // One comparison a frame when neither is given.
+    let selecting = !range.is_open() || filter.is_some();
     let flow_nodes = (!flows.is_empty()).then(|| flows.nodes(&policy));
     let vis = records.visibility(vis, !captures.is_empty(), flow_nodes);
     let mut input = Input::open(&InputSpec::Files(captures))?;
@@ -40,6 +60,22 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let mut due = next_due(&flows, &mut records);
     loop {
         let poll = input.source().poll(&mut |f| {
+            if selecting {
+                if !range.contains(f.ts) {
+                    frames_out.note(f.ts, true);
+                    return;
+                }
+                if let Some(bpf) = &mut filter {
+                    match bpf.passes(f) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            filter_error.get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            }
             if due.is_some_and(|t| t <= f.ts) {
                 flows.feed_until(&mut pl, f.ts);
                 records.feed_until(&mut pl, Some(f.ts));
@@ -48,6 +84,9 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             pl.ingest(f);
         });
         events.write(&policy, &pl.drain_events());
+        if let Some(e) = filter_error.take() {
+            return Err(Error::Usage(e.to_string()));
+        }
         if poll? == Poll::End {
             break;
         }
@@ -58,8 +97,17 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     if let Some((_, end)) = span {
         pl.finish(end);
     }
+    // The required edges are judged over the range's share of the data.
+    let window = match range.is_open() {
+        true => span,
+        false => [frames_out.span, flows_out.span, records_out.span]
+            .into_iter()
+            .flatten()
+            .fold(span, |all, s| Some(widen(all, s)))
+            .and_then(|all| range.clip(all)),
+    };
     events.write(&policy, &pl.drain_events());
-    if let Some((start, end)) = span {
+    if let Some((start, end)) = window {
         events.judge_edges(&pl, &vis, start, end);
     }
     let logged = events.finish();
@@ -79,7 +127,17 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             );
         }
     }
-    let report = Report::build(&pl, facts, span, &vis);
+    let mut report = Report::build(&pl, facts, window, &vis);
+    if !range.is_open() || filter.is_some() {
+        report.capture.selection = Some(Selection {
+            since: range.since.map(Timestamp::rfc3339),
+            until: range.until.map(Timestamp::rfc3339),
+            frames_outside_range: frames_out.count,
+            records_outside_range: flows_out.count + records_out.count,
+            filter: filter.as_ref().map(|f| f.expr().to_string()),
+            frames_filtered_out: filter.as_ref().map(PacketFilter::dropped),
+        });
+    }
     for u in &report.capture.unconfigured_tunnels {
         eprintln!("warning: {}", u.warning());
     }

@@ -20,6 +20,7 @@ use crate::source::file::Savefile;
 use crate::source::follow::StartAt;
 use crate::source::replay::ReplayOptions;
 use crate::state::TrackConfig;
+use crate::time::TimeRange;
 
 /// A command with validated settings.
 pub enum Task {
@@ -67,6 +68,10 @@ pub struct ReplaySettings {
     /// The UDP tunnel ports opened.
     pub decap: Decap,
     pub report: ReportArgs,
+    /// `--since`/`--until`.
+    pub range: TimeRange,
+    /// `--filter`, or the words after `--`.
+    pub filter: Option<String>,
 }
 
 pub struct WatchSettings {
@@ -123,7 +128,17 @@ impl Task {
             Command::Check(site) => Task::Check(site),
             Command::Expect { site, format, node } => Task::Expect { site, format, node },
             Command::Firewall(a) => Task::Firewall(a),
+            Command::Replay(a) if a.since.zip(a.until).is_some_and(|(s, u)| s >= u) => {
+                return Err(Error::Usage("--since must be before --until".into()))
+            }
             Command::Replay(a) => Task::Replay(ReplaySettings {
+                filter: a.filter.or_else(|| {
+                    (!a.filter_words.is_empty()).then(|| a.filter_words.join(" "))
+                }),
+                range: TimeRange {
+                    since: a.since,
+                    until: a.until,
+                },
                 track: track(&a.track)?,
                 decap: a.track.decap.decap(),
                 timezone: a.timezone.map(time_zone).transpose()?,

@@ -87,6 +87,7 @@ pub fn render(r: &Report, page: &Page) -> String {
     diagram(&mut s, page);
     findings(&mut s, &r.findings);
     edges(&mut s, r);
+    unknown_flows(&mut s, r);
     capture(&mut s, r);
     let _ = write!(s, "</main>\n<script>{SCRIPT}</script>\n</body></html>\n");
     s
@@ -294,6 +295,39 @@ fn service_cell(e: &EdgeEntry) -> String {
     )
 }
 
+/// The flows behind the `unknown` outcome (attempts whose fate the
+/// sources could not tell), most attempts first; none, no section.
+fn unknown_flows(s: &mut String, r: &Report) {
+    let mut rows: Vec<(&super::FlowEntry, u64)> = (r.flows.iter())
+        .filter_map(|f| Some((f, *f.outcomes.get("unknown")?)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    s.push_str(
+        "<section id=\"unknown-flows\"><h2>Flows with outcome unknown</h2>\
+         <p class=\"note\">Attempts whose fate the sources could not tell (no SYN-ACK, RST or \
+         retransmission seen, e.g. a one-way capture).</p>\
+         <table class=\"sortable\"><thead><tr><th>Source</th><th>Destination</th><th>Port</th>\
+         <th>Service</th><th>Verdict</th><th>Unknown</th><th>Attempts</th></tr></thead><tbody>",
+    );
+    for (f, n) in rows {
+        let _ = write!(
+            s,
+            "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{n}</td><td>{}</td></tr>",
+            esc(&f.src),
+            esc(&f.dst),
+            f.port,
+            esc(&f.service),
+            f.verdict.as_str(),
+            f.attempts
+        );
+    }
+    s.push_str("</tbody></table></section>\n");
+}
+
 fn capture(s: &mut String, r: &Report) {
     let c = &r.capture;
     let nonzero = |m: &BTreeMap<&'static str, u64>| {
@@ -354,6 +388,29 @@ fn capture(s: &mut String, r: &Report) {
             c.duration_seconds
         ),
     );
+    if let Some(sel) = &c.selection {
+        if sel.since.is_some() || sel.until.is_some() {
+            row(
+                "time range",
+                format!(
+                    "from {} until {} (exclusive): skipped {} frames and {} records outside it",
+                    sel.since.as_deref().unwrap_or("the start"),
+                    sel.until.as_deref().unwrap_or("the end"),
+                    sel.frames_outside_range,
+                    sel.records_outside_range
+                ),
+            );
+        }
+        if let Some(f) = &sel.filter {
+            row(
+                "packet filter",
+                format!(
+                    "{f}: skipped {} frames it did not pass",
+                    sel.frames_filtered_out.unwrap_or(0)
+                ),
+            );
+        }
+    }
     row("packets", c.packets.to_string());
     row("control packets", nonzero(&c.control_packets));
     row("skipped packets", nonzero(&c.skipped_packets));

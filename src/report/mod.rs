@@ -160,6 +160,30 @@ pub struct Capture {
     pub flow_rows_refused: u64,
     pub findings_refused: u64,
     pub truncated: bool,
+    /// What `replay --since/--until` (and `--filter`) left out of the audit;
+    /// absent when neither was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// The part of the data a replay audited: the time range and the packet
+/// filter asked for, and what fell outside them.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Selection {
+    /// `--since`, inclusive (RFC 3339, UTC).
+    pub since: Option<String>,
+    /// `--until`, exclusive.
+    pub until: Option<String>,
+    /// Frames of the captures outside the range, skipped.
+    pub frames_outside_range: u64,
+    /// Records of flow logs and node logs outside the range, skipped.
+    pub records_outside_range: u64,
+    /// The packet filter (libpcap syntax), if one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Frames in the range the filter did not pass, skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_filtered_out: Option<u64>,
 }
 
 impl Capture {
@@ -535,6 +559,7 @@ impl Report {
                 flow_rows_refused: tally.rows_refused(),
                 findings_refused: tally.findings_refused(),
                 truncated,
+                selection: None,
             },
             summary: Summary {
                 site: p.site.name.clone(),

@@ -55,6 +55,28 @@ fn packet_lines(s: &mut String, c: &super::Capture) {
     }
 }
 
+/// What `--since/--until` and `--filter` left out.
+fn selection_lines(s: &mut String, sel: &super::Selection) {
+    if sel.since.is_some() || sel.until.is_some() {
+        let _ = writeln!(
+            s,
+            "  time range: from {} until {} (exclusive): skipped {} frames and {} records outside it",
+            sel.since.as_deref().unwrap_or("the start"),
+            sel.until.as_deref().unwrap_or("the end"),
+            sel.frames_outside_range,
+            sel.records_outside_range
+        );
+    }
+    if let Some(f) = &sel.filter {
+        let _ = writeln!(
+            s,
+            "  packet filter `{}`: skipped {} frames it did not pass",
+            field(f),
+            sel.frames_filtered_out.unwrap_or(0)
+        );
+    }
+}
+
 fn counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
     m.iter()
         .filter(|(_, v)| **v > 0)
@@ -127,6 +149,9 @@ impl Report {
             c.last_seen.as_deref().unwrap_or("-"),
             c.duration_seconds
         );
+        if let Some(sel) = &c.selection {
+            selection_lines(&mut s, sel);
+        }
         if !records_only {
             packet_lines(&mut s, c);
         }

@@ -5,6 +5,7 @@
 //! observations; `follow` tails growing files for them (`--follow`).
 
 pub mod file;
+pub mod filter;
 pub mod flows;
 pub mod follow;
 pub mod live;
