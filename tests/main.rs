@@ -70,7 +70,8 @@
 //!   in a table with its reason.
 //! - `selection`: `replay --since/--until` against tshark on the same range,
 //!   `--filter` against tcpdump, node-log records outside the range, bad
-//!   bounds and filters, the HTML list of flows behind `unknown`.
+//!   bounds and filters, the HTML list of flows behind `unknown`, the HTML
+//!   sign-off block against `sha256sum`.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 

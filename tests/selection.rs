@@ -246,3 +246,76 @@ fn html_lists_the_flows_behind_unknown_outcomes() {
     let whole = portwatch(&["replay", "--site", "multi-node", "--format", "html", DEMO]);
     assert!(!whole.stdout.contains("unknown-flows"));
 }
+
+#[test]
+fn html_signoff_block_names_files_hashes_span_and_version() {
+    let site = "fixtures/nodelogs/site.yaml";
+    let run = portwatch(&[
+        "replay",
+        "--site",
+        site,
+        "--format",
+        "html",
+        "--since",
+        SINCE,
+        "fixtures/nodelogs.pcap",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let html = run.stdout;
+    let start = html
+        .find("<section id=\"signoff\">")
+        .expect("sign-off section");
+    let block = &html[start..start + html[start..].find("</section>").unwrap()];
+    let json = portwatch(&[
+        "replay",
+        "--site",
+        site,
+        "--format",
+        "json",
+        "fixtures/nodelogs.pcap",
+    ])
+    .json();
+    let files = json["provenance"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0]["role"], "site");
+    assert_eq!(files[0]["path"], site);
+    assert_eq!(files[1]["role"], "model");
+    for f in files {
+        let path = f["path"].as_str().unwrap();
+        let bytes = std::fs::read(crate::golden::root().join(path)).unwrap();
+        let want = sha256_hex(&bytes);
+        assert_eq!(f["sha256"], want.as_str(), "{path}");
+        assert!(
+            block.contains(&format!("{path} (SHA-256 {want})")),
+            "{block}"
+        );
+    }
+    for needle in [
+        "<th>run by</th>",
+        "<th>run at</th>",
+        "<th>span</th>",
+        "from 2026-01-05T09:05:00.000000Z until the end (exclusive)",
+        &format!("<th>portwatch</th><td>{}</td>", env!("CARGO_PKG_VERSION")),
+        "Reviewed by (name)",
+        "Signature",
+    ] {
+        assert!(block.contains(needle), "no {needle} in {block}");
+    }
+}
+
+/// SHA-256 by `sha256sum`, the tool an auditor checks with.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum runs");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -12,7 +12,7 @@ use crate::export::graphviz;
 use crate::export::http::IndexPage;
 use crate::policy::Policy;
 use crate::report::diagram::Diagram;
-use crate::report::html::{render, Page};
+use crate::report::html::{render, Page, SignOff};
 use crate::report::Report;
 
 /// The latest report and the policy it was judged under, left by the
@@ -102,6 +102,7 @@ pub(super) fn report_page(
     subtitle: String,
     refresh_seconds: Option<u32>,
     links: Vec<(String, String)>,
+    signoff: Option<SignOff>,
 ) -> Result<String, graphviz::GraphvizError> {
     let (svg, layout) = diagram_svg(&Diagram::audit(p, r), layout)?;
     Ok(render(
@@ -112,8 +113,22 @@ pub(super) fn report_page(
             refresh_seconds,
             links,
             subtitle,
+            signoff,
         },
     ))
+}
+
+/// Who runs this command (`$USER`, `$LOGNAME`, else the uid) and the wall
+/// clock now: the HTML report's sign-off block.
+pub(super) fn signoff_now() -> SignOff {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    SignOff {
+        user,
+        at: crate::time::Timestamp::now(),
+    }
 }
 
 /// The live page at `/`: the HTML report of what was seen so far, with the
@@ -133,6 +148,7 @@ pub(super) fn live_page(
             subtitle.clone(),
             Some(PAGE_REFRESH_SECONDS),
             links.clone(),
+            None,
         )
         .ok()
     })

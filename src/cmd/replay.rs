@@ -4,7 +4,7 @@
 use super::eventlog::EventLog;
 use super::flowlogs::FlowLogs;
 use super::input::{split_files, Input, InputSpec, Records};
-use super::page::report_page;
+use super::page::{report_page, signoff_now};
 use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
 use crate::cli::ReportFormat as Format;
@@ -155,6 +155,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
                 format!("replay of {}", files.join(", ")),
                 None,
                 Vec::new(),
+                Some(signoff_now()),
             )?)?
         }
     }

@@ -5,7 +5,7 @@ use super::capture::{Driver, OnPrintError};
 use super::eventlog::EventLog;
 use super::follow::Follow;
 use super::input::{Input, InputSpec};
-use super::page::report_page;
+use super::page::{report_page, signoff_now};
 use super::settings::WatchSettings;
 use super::{prepare, print_summary, privileges, signals, Error, Status};
 use crate::cli::{Format, ReportFormat};
@@ -63,6 +63,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
                 subtitle(&s),
                 None,
                 Vec::new(),
+                Some(signoff_now()),
             )?
         ),
     }

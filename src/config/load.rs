@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::ConfigError;
 use crate::model::{load_model, BUNDLED_MODELS};
-use crate::policy::Policy;
+use crate::policy::{FileDigest, FileRole, Policy};
 use crate::site::{load_site, model_id_of};
 
 /// The example sites built into the binary: (name, path, text).
@@ -126,11 +126,13 @@ pub fn load_policy(site: &Path, rules: Option<&Path>) -> Result<Loaded, LoadErro
         (false, Some((path, text))) => (PathBuf::from(path), text.to_string()),
         _ => (site.to_path_buf(), read(site)?),
     };
+    let mut sources = vec![digest(FileRole::Site, &site_path, &site_text)];
     let (model, source) = match rules {
-        Some(r) => (
-            load_model(r, &read(r)?)?,
-            RulesSource::File(r.to_path_buf()),
-        ),
+        Some(r) => {
+            let text = read(r)?;
+            sources.push(digest(FileRole::Model, r, &text));
+            (load_model(r, &text)?, RulesSource::File(r.to_path_buf()))
+        }
         None => {
             let (id, line, column) =
                 model_id_of(&site_text).unwrap_or_else(|| ("qlik-sense-enterprise".into(), 0, 0));
@@ -148,16 +150,28 @@ pub fn load_policy(site: &Path, rules: Option<&Path>) -> Result<Loaded, LoadErro
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
+            sources.push(digest(FileRole::Model, Path::new(file), text));
             (load_model(Path::new(file), text)?, RulesSource::Bundled(id))
         }
     };
     let site = load_site(&site_path, &site_text, &model)?;
-    let policy = Policy::compile(model, site, &site_path)?;
+    let mut policy = Policy::compile(model, site, &site_path)?;
+    policy.sources = sources;
     Ok(Loaded {
         policy,
         site_path,
         rules: source,
     })
+}
+
+/// The SHA-256 of a file's text as read, in lowercase hex.
+fn digest(role: FileRole, path: &Path, text: &str) -> FileDigest {
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    FileDigest {
+        role,
+        path: path.display().to_string(),
+        sha256: d.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 fn bundled_site(name: &Path) -> Option<(&'static str, &'static str)> {

@@ -152,6 +152,34 @@ pub struct Policy {
     model_ports: Box<[u64; 1024]>,
     /// What the sensor itself adds to the traffic (set by the command).
     pub own: OwnTraffic,
+    /// The site and model files it was compiled from, with their digests
+    /// (set by the loader; empty for a policy compiled from text alone).
+    pub sources: Vec<FileDigest>,
+}
+
+/// A file the policy was compiled from: what it is, where it was read
+/// (a bundled file's name inside the binary) and its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FileDigest {
+    pub role: FileRole,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileRole {
+    Site,
+    Model,
+}
+
+impl FileRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRole::Site => "site",
+            FileRole::Model => "model",
+        }
+    }
 }
 
 /// The sensor's own part of the traffic it watches: set by the command,
@@ -237,6 +265,7 @@ impl Policy {
         let implicit_users = (!site.user_networks_declared).then(|| user_ids[0]);
 
         let mut p = Policy {
+            sources: Vec::new(),
             model,
             site,
             endpoints,

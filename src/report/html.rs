@@ -10,6 +10,7 @@ use super::{EdgeEntry, Finding, Report};
 use crate::quote::html as esc;
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
+use crate::time::Timestamp;
 
 /// What surrounds the report on the page.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +25,16 @@ pub struct Page {
     pub links: Vec<(String, String)>,
     /// What the page covers, e.g. "replay of fixtures/demo.pcap".
     pub subtitle: String,
+    /// Who ran the audit and when (`replay`, `watch`); none on the live page.
+    pub signoff: Option<SignOff>,
+}
+
+/// Who ran an audit (a user name from the environment, or a uid) and when
+/// (the wall clock, passed in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignOff {
+    pub user: String,
+    pub at: Timestamp,
 }
 
 const STYLE: &str = "
@@ -89,6 +100,7 @@ pub fn render(r: &Report, page: &Page) -> String {
     edges(&mut s, r);
     unknown_flows(&mut s, r);
     capture(&mut s, r);
+    signoff(&mut s, r, page);
     let _ = write!(s, "</main>\n<script>{SCRIPT}</script>\n</body></html>\n");
     s
 }
@@ -323,6 +335,62 @@ fn unknown_flows(s: &mut String, r: &Report) {
             esc(&f.service),
             f.verdict.as_str(),
             f.attempts
+        );
+    }
+    s.push_str("</tbody></table></section>\n");
+}
+
+/// The sign-off block: who ran the audit, when, over which span, against
+/// which site and model files (SHA-256) and portwatch version; lines to
+/// sign on.
+fn signoff(s: &mut String, r: &Report, page: &Page) {
+    s.push_str("<section id=\"signoff\"><h2>Sign-off</h2><table><tbody>");
+    let mut row = |k: &str, v: &str| {
+        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    };
+    if let Some(so) = &page.signoff {
+        row("run by", &so.user);
+        row("run at", &so.at.rfc3339());
+    }
+    let c = &r.capture;
+    row(
+        "span",
+        &format!(
+            "{} to {}",
+            c.first_seen.as_deref().unwrap_or("-"),
+            c.last_seen.as_deref().unwrap_or("-")
+        ),
+    );
+    if let Some(sel) = c
+        .selection
+        .as_ref()
+        .filter(|s| s.since.is_some() || s.until.is_some())
+    {
+        row(
+            "time range",
+            &format!(
+                "from {} until {} (exclusive)",
+                sel.since.as_deref().unwrap_or("the start"),
+                sel.until.as_deref().unwrap_or("the end")
+            ),
+        );
+    }
+    if let Some(f) = c.selection.as_ref().and_then(|s| s.filter.as_deref()) {
+        row("packet filter", f);
+    }
+    for f in &r.provenance.files {
+        row(
+            f.role.as_str(),
+            &format!("{} (SHA-256 {})", f.path, f.sha256),
+        );
+    }
+    row("portwatch", env!("CARGO_PKG_VERSION"));
+    s.push_str("</tbody></table><table class=\"sign\"><tbody>");
+    for line in ["Reviewed by (name)", "Role", "Date", "Signature"] {
+        let _ = write!(
+            s,
+            "<tr><th>{}</th><td style=\"border-bottom:1px solid #263238;width:60%\">&nbsp;</td></tr>",
+            esc(line)
         );
     }
     s.push_str("</tbody></table></section>\n");

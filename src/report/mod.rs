@@ -96,6 +96,9 @@ pub struct Stopped {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Report {
+    /// What the report was judged against: the site and model files with
+    /// their SHA-256 (who ran it and when are the HTML page's, not here).
+    pub provenance: Provenance,
     pub capture: Capture,
     pub summary: Summary,
     pub flows: Vec<FlowEntry>,
@@ -164,6 +167,11 @@ pub struct Capture {
     /// absent when neither was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Provenance {
+    pub files: Vec<crate::policy::FileDigest>,
 }
 
 /// The part of the data a replay audited: the time range and the packet
@@ -503,6 +511,9 @@ impl Report {
             None => (None, None),
         };
         Report {
+            provenance: Provenance {
+                files: p.sources.clone(),
+            },
             capture: Capture {
                 sources,
                 packets: stats.frames,
