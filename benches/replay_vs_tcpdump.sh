@@ -18,6 +18,14 @@
 #               of the inner frame); tcpdump's filter selects the VXLAN
 #               datagrams whose inner frame may hold a control segment, the
 #               clause portwatch's live filter uses
+#   foreign     other systems' traffic, as a sensor on a shared segment sees
+#               it: 25 client and 25 server hosts outside the site (every SYN
+#               an unknown host's), 5,000 connections open, 8% control
+#               packets; pcap, snaplen 128
+#   foreign-full  the same, whole frames (about 680 bytes on average)
+#   foreign-ng  the foreign shape as pcapng (snaplen 128)
+#   mixed       the header shape's site traffic as one packet in ten, inside
+#               foreign traffic; pcap, snaplen 128
 #
 # For each: the `dd bs=1M` floor for reading the file(s), then ROUNDS
 # alternating rounds of portwatch and tcpdump; it prints the medians in
@@ -42,7 +50,7 @@ trap 'exit 130' INT TERM # so that the EXIT trap below removes the captures
 cd "$(dirname "$0")/.."
 PACKETS=${PACKETS:-5000000}
 ROUNDS=${ROUNDS:-5}
-SHAPES=${SHAPES:-header header-ng full full-ng flood flood-ng merge4 vxlan}
+SHAPES=${SHAPES:-header header-ng full full-ng flood flood-ng merge4 vxlan foreign foreign-full foreign-ng mixed}
 MEMORY=${MEMORY:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
 FULL=262144
@@ -96,6 +104,10 @@ generate() {
     flood) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen $FULL --flood && echo "$DIR/bench-$shape.pcap" ;;
     flood-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --snaplen $FULL --flood --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
     vxlan) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --snaplen 178 --vxlan && echo "$DIR/bench-$shape.pcap" ;;
+    foreign) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --foreign && echo "$DIR/bench-$shape.pcap" ;;
+    foreign-full) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --foreign --snaplen $FULL && echo "$DIR/bench-$shape.pcap" ;;
+    foreign-ng) "$GENERATE" "$DIR/bench-$shape.pcapng" "$n" --foreign --pcapng && echo "$DIR/bench-$shape.pcapng" ;;
+    mixed) "$GENERATE" "$DIR/bench-$shape.pcap" "$n" --mixed && echo "$DIR/bench-$shape.pcap" ;;
     merge4)
         for seed in 1 2 3 4; do
             local ext=pcap opt=()
@@ -210,19 +222,21 @@ awk -v n="$PACKETS" '
         if ($4 > rss[s, $2]) rss[s, $2] = $4
     }
     END {
-        printf "%-9s %6s %8s %10s %10s %10s %7s %7s %8s %7s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw RSS", "td RSS", "c2c ns"
+        printf "%-12s %6s %8s %10s %10s %10s %7s %7s %7s %8s %7s %7s\n", "shape", "MB", "dd GB/s", "dd pkt/s", "portwatch", "tcpdump", "ratio", "cpu", "pw ns", "pw RSS", "td RSS", "c2c ns"
         for (i = 1; i <= shapes; i++) {
             s = order[i]; k = count[s, "portwatch"]
             for (r = 1; r <= k; r++) {
                 dd[r] = t[s, "dd", r]; pw[r] = t[s, "portwatch", r]; td[r] = t[s, "tcpdump", r]; c2c[r] = t[s, "c2c", r]
                 ratio[r] = td[r] / pw[r]
                 cpu[r] = c[s, "tcpdump", r] / (c[s, "portwatch", r] > 0 ? c[s, "portwatch", r] : 0.01)
+                pwcpu[r] = c[s, "portwatch", r]
             }
             mdd = median(dd, k); mpw = median(pw, k); mtd = median(td, k)
-            printf "%-9s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %5.1f MB %4.1f MB %7.0f\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024, median(c2c, k)
+            printf "%-12s %6.0f %8.2f %10.0f %10.0f %10.0f %6.2fx %6.2fx %7.1f %5.1f MB %4.1f MB %7.0f\n", s, bytes[s] / 1e6, bytes[s] / mdd / 1e9, n / mdd, n / mpw, n / mtd, median(ratio, k), median(cpu, k), median(pwcpu, k) * 1e9 / n, rss[s, "portwatch"] / 1024, rss[s, "tcpdump"] / 1024, median(c2c, k)
         }
         printf "packets/s: medians of wall time; ratio: median of the per-round ratios tcpdump/portwatch of wall time,\n"
-        printf "cpu: the same of CPU time (user + system); RSS: peak over the rounds (MB = 1024 KB);\n"
+        printf "cpu: the same of CPU time (user + system); pw ns: portwatch CPU time per packet (median, ns);\n"
+        printf "RSS: peak over the rounds (MB = 1024 KB);\n"
         printf "c2c: median over the rounds of a cache line from one core to the other and back (ns)\n"
         if ("memory-1x" in mem)
             printf "\nportwatch peak RSS on the flood shape: %.1f MB at %d packets, %.1f MB at %d, %.1f MB at %d\n", mem["memory-1x"] / 1024, n, mem["memory-2x"] / 1024, 2 * n, mem["memory-4x"] / 1024, 4 * n

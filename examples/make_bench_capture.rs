@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] [--vxlan]
+//!                    [--foreign | --mixed]
 //! make_bench_capture --print-filter [--vxlan]
 //! ```
 //!
@@ -26,6 +27,23 @@
 //! so 9 to 10% of all packets are control packets and the handshake table,
 //! flow rows and findings all reach their caps. Answered scan connections
 //! stay open (no FIN), as in a SYN flood that completes handshakes.
+//!
+//! `--foreign` writes other systems' traffic instead, as a sensor on a
+//! shared segment sees it: IPv4 over Ethernet between 25 client hosts
+//! (172.16.1.1 to .25) and 25 server hosts (172.16.2.1 to .25), none in the
+//! site's inventory, so every SYN is an unknown host's. 5,000 connections
+//! are open at a time (those of the first packets opened before the
+//! capture), 60% short (2 to 20 data/ACK segments), 40% long (40 to 154);
+//! server ports 443 (40%), 80, 22, 5432, 6379, 8080,
+//! 9090 and 3306 (6.5% each), and for 8% of the connections a random port
+//! from 1024 up, one in five of them refused (RST). About 8% of the packets
+//! are control packets; the server sends 1514-byte segments four times in
+//! five, shorter ones otherwise, the client ACKs and short requests (no
+//! jumbo frames): whole frames average about 680 bytes.
+//!
+//! `--mixed` interleaves the two: one packet in ten is the site's traffic
+//! (the default shape, with `--flood` if given), the other nine other
+//! systems' (`--foreign`).
 //!
 //! `--pcapng` writes pcapng (one section, one Ethernet interface, µs
 //! timestamps, Enhanced Packet Blocks), as dumpcap does, instead of pcap.
@@ -494,6 +512,127 @@ impl Flood {
     }
 }
 
+/// Other systems' traffic (`--foreign`): connections between hosts
+/// outside the site.
+struct Foreign {
+    conns: Vec<Conn>,
+    serial: u64,
+}
+
+const FOREIGN_ACTIVE: usize = 5000;
+const FOREIGN_HOSTS: u64 = 25;
+
+impl Foreign {
+    fn new(rng: &mut Rng) -> Self {
+        let mut f = Foreign {
+            conns: Vec::with_capacity(FOREIGN_ACTIVE),
+            serial: 0,
+        };
+        // Open before the capture starts, somewhere in their data, as in
+        // the steady state from the first packet: a connection is open at
+        // a given instant in proportion to its length (hence the rejection).
+        while f.conns.len() < FOREIGN_ACTIVE {
+            let mut c = f.new_conn(rng);
+            let n = u64::from(c.sseq & 0xff);
+            if rng.below(160) >= n + 4 {
+                continue;
+            }
+            c.stage = Stage::Data(1 + rng.below(n) as u32);
+            f.conns.push(c);
+        }
+        f
+    }
+
+    fn new_conn(&mut self, rng: &mut Rng) -> Conn {
+        self.serial += 1;
+        let client = Addr::V4([172, 16, 1, 1 + rng.below(FOREIGN_HOSTS) as u8]);
+        let server = Addr::V4([172, 16, 2, 1 + rng.below(FOREIGN_HOSTS) as u8]);
+        let pick = rng.below(1000);
+        let sport = match pick {
+            0..=399 => 443,
+            400..=464 => 80,
+            465..=529 => 22,
+            530..=594 => 5432,
+            595..=659 => 6379,
+            660..=724 => 8080,
+            725..=789 => 9090,
+            790..=919 => 3306,
+            _ => 1024 + rng.below(64_512) as u16,
+        };
+        let refused = pick >= 984;
+        let data = if rng.below(10) < 6 {
+            2 + rng.below(19)
+        } else {
+            40 + rng.below(115)
+        };
+        Conn {
+            client,
+            server,
+            cport: 1024 + (self.serial % 64_000) as u16,
+            sport,
+            vlan: None,
+            stage: Stage::Syn,
+            refused,
+            cseq: rng.next() as u32,
+            sseq: (rng.next() as u32 & !0xff) | data as u32,
+        }
+    }
+
+    /// Emits the next segment of one of the open connections.
+    fn next(&mut self, f: &mut Vec<u8>, rng: &mut Rng) -> usize {
+        let i = rng.below(FOREIGN_ACTIVE as u64) as usize;
+        let c = &mut self.conns[i];
+        let wire = match c.stage {
+            Stage::SynAck => {
+                // The number of data segments rides in the low byte of the
+                // server's initial sequence number.
+                let n = c.sseq & 0xff;
+                c.cseq = c.cseq.wrapping_add(1);
+                c.stage = Stage::Data(n);
+                tcp(f, c, false, SYN | ACK, 0)
+            }
+            Stage::Data(n) => {
+                c.stage = if n <= 1 {
+                    Stage::ClientFin
+                } else {
+                    Stage::Data(n - 1)
+                };
+                if n % 2 == 0 {
+                    let len = if rng.below(5) != 0 {
+                        1448
+                    } else {
+                        1 + rng.below(1447) as usize
+                    };
+                    let w = tcp(f, c, false, ACK | PSH, len);
+                    c.sseq = c.sseq.wrapping_add(len as u32);
+                    w
+                } else if n % 7 == 3 {
+                    let len = 200 + rng.below(300) as usize;
+                    let w = tcp(f, c, true, ACK | PSH, len);
+                    c.cseq = c.cseq.wrapping_add(len as u32);
+                    w
+                } else {
+                    tcp(f, c, true, ACK, 0)
+                }
+            }
+            _ => step(f, c, rng),
+        };
+        if self.conns[i].stage == Stage::Done {
+            self.conns[i] = self.new_conn(rng);
+        }
+        wire
+    }
+}
+
+/// What traffic the file holds.
+#[derive(Clone, Copy, PartialEq)]
+enum Traffic {
+    Site,
+    Foreign,
+    /// One packet in ten the site's, the rest foreign.
+    Mixed,
+}
+
 struct Options {
     path: String,
     packets: u64,
@@ -502,6 +641,7 @@ struct Options {
     flood: bool,
     pcapng: bool,
     vxlan: bool,
+    traffic: Traffic,
 }
 
 fn run(o: &Options) -> std::io::Result<()> {
@@ -528,9 +668,17 @@ fn run(o: &Options) -> std::io::Result<()> {
         pending: Vec::with_capacity(FLOOD_PENDING),
         next: 0,
     };
+    let mut foreign = (o.traffic != Traffic::Site).then(|| Foreign::new(&mut rng));
     let mut ts_us = START_SECS * 1_000_000;
     for _ in 0..o.packets {
         ts_us += 1 + rng.below(39);
+        if let Some(foreign) = foreign.as_mut() {
+            if o.traffic == Traffic::Foreign || rng.below(10) != 0 {
+                let wire = foreign.next(&mut w.frame, &mut rng);
+                w.record(ts_us, wire)?;
+                continue;
+            }
+        }
         let pick = rng.below(1000);
         let scan = if !o.flood {
             None
@@ -571,6 +719,7 @@ fn parse(args: &[String]) -> Option<Options> {
         flood: false,
         pcapng: false,
         vxlan: false,
+        traffic: Traffic::Site,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -579,6 +728,8 @@ fn parse(args: &[String]) -> Option<Options> {
             "--flood" => o.flood = true,
             "--pcapng" => o.pcapng = true,
             "--vxlan" => o.vxlan = true,
+            "--foreign" if o.traffic == Traffic::Site => o.traffic = Traffic::Foreign,
+            "--mixed" if o.traffic == Traffic::Site => o.traffic = Traffic::Mixed,
             _ if a.starts_with("--") => return None,
             _ => positional.push(a),
         }
@@ -604,7 +755,7 @@ fn main() -> ExitCode {
     }
     let Some(o) = parse(&args) else {
         eprintln!(
-            "usage: make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] [--vxlan] | --print-filter [--vxlan]"
+            "usage: make_bench_capture OUT PACKETS [SEED] [--snaplen N] [--flood] [--pcapng] [--vxlan] [--foreign | --mixed] | --print-filter [--vxlan]"
         );
         return ExitCode::from(2);
     };
