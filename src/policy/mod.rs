@@ -123,6 +123,50 @@ impl RuleEnds {
     }
 }
 
+/// Prefixes of externals and user networks, in the order they are tried,
+/// as integers split by family: an address is masked and compared with
+/// each prefix of its own family (one with no node's address is asked of
+/// every prefix, so this is on the path of each new connection of other
+/// systems' traffic). The same answer as [`IpNet::contains`] in order.
+#[derive(Debug, Default)]
+struct Nets {
+    /// (network, netmask, endpoint).
+    v4: Vec<(u32, u32, EndpointId)>,
+    v6: Vec<(u128, u128, EndpointId)>,
+}
+
+impl Nets {
+    fn new(nets: &[(IpNet, EndpointId)]) -> Nets {
+        let mut out = Nets::default();
+        for (n, id) in nets {
+            match n {
+                IpNet::V4(n) => out
+                    .v4
+                    .push((n.network().to_bits(), n.netmask().to_bits(), *id)),
+                IpNet::V6(n) => out
+                    .v6
+                    .push((n.network().to_bits(), n.netmask().to_bits(), *id)),
+            }
+        }
+        out
+    }
+
+    /// The endpoint of the first prefix that holds `ip`.
+    #[inline]
+    fn find(&self, ip: IpAddr) -> Option<EndpointId> {
+        match ip {
+            IpAddr::V4(a) => {
+                let a = a.to_bits();
+                self.v4.iter().find(|(n, m, _)| a & m == *n).map(|e| e.2)
+            }
+            IpAddr::V6(a) => {
+                let a = a.to_bits();
+                self.v6.iter().find(|(n, m, _)| a & m == *n).map(|e| e.2)
+            }
+        }
+    }
+}
+
 /// The compiled policy. Expected edges are known two ways: `edges` holds
 /// every edge something is attached to (a required rule, a site
 /// allowance, an override), with an [`EdgeId`]; an optional edge only a
@@ -140,7 +184,7 @@ pub struct Policy {
     rule_ends: Vec<Option<RuleEnds>>,
     node_addrs: FastMap<IpAddr, EndpointId>,
     /// Externals then declared user networks, most specific prefix first.
-    nets: Vec<(IpNet, EndpointId)>,
+    nets: Nets,
     implicit_users: Option<EndpointId>,
     edge_index: FastMap<(EndpointId, EndpointId, u16), EdgeId>,
     /// Per model rule, its service label; shared with every classification
@@ -272,7 +316,7 @@ impl Policy {
             edges: Vec::new(),
             rule_ends: Vec::new(),
             node_addrs,
-            nets,
+            nets: Nets::new(&nets),
             implicit_users,
             edge_index: FastMap::default(),
             rule_services: Vec::new(),
@@ -721,8 +765,8 @@ impl Policy {
         if ip.is_loopback() || ip.to_canonical().is_loopback() {
             return Peer::Localhost;
         }
-        if let Some((_, id)) = self.nets.iter().find(|(n, _)| n.contains(&ip)) {
-            return Peer::Endpoint(*id);
+        if let Some(id) = self.nets.find(ip) {
+            return Peer::Endpoint(id);
         }
         match self.implicit_users {
             Some(id) => Peer::Endpoint(id),
@@ -848,6 +892,62 @@ impl Diagnostics {
 mod tests {
     use super::*;
     use crate::config::{load_policy, BUNDLED_SITES};
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    proptest! {
+        /// The integer prefixes find what `IpNet::contains` finds, tried in
+        /// the same order, for addresses inside, next to and outside them,
+        /// of both families (an IPv4-mapped IPv6 address is IPv6).
+        #[test]
+        fn nets_find_what_ipnet_contains_finds(
+            v4 in prop::collection::vec((any::<u32>(), 0u8..=32), 0..6),
+            v6 in prop::collection::vec((any::<u128>(), 0u8..=128), 0..6),
+            order in any::<u64>(),
+            host in any::<u128>(),
+        ) {
+            let mut nets: Vec<(IpNet, EndpointId)> = Vec::new();
+            for (i, (a, len)) in v4.iter().enumerate() {
+                let n = ipnet::Ipv4Net::new(Ipv4Addr::from_bits(*a), *len).unwrap();
+                nets.push((IpNet::V4(n), EndpointId(i as u16)));
+            }
+            for (i, (a, len)) in v6.iter().enumerate() {
+                let n = ipnet::Ipv6Net::new(Ipv6Addr::from_bits(*a), *len).unwrap();
+                nets.push((IpNet::V6(n), EndpointId(100 + i as u16)));
+            }
+            // Families interleaved in an arbitrary order.
+            let k = nets.len().max(1);
+            nets.rotate_left(order as usize % k);
+            let compiled = Nets::new(&nets);
+            let mut addrs: Vec<IpAddr> = vec![
+                IpAddr::V4(Ipv4Addr::from_bits(host as u32)),
+                IpAddr::V6(Ipv6Addr::from_bits(host)),
+                IpAddr::V6(Ipv4Addr::from_bits(host as u32).to_ipv6_mapped()),
+            ];
+            for (n, _) in &nets {
+                match n {
+                    IpNet::V4(n) => {
+                        let net = n.network().to_bits();
+                        let inside = net | (host as u32 & !n.netmask().to_bits());
+                        addrs.push(IpAddr::V4(Ipv4Addr::from_bits(inside)));
+                        addrs.push(IpAddr::V4(Ipv4Addr::from_bits(n.broadcast().to_bits().wrapping_add(1))));
+                        addrs.push(IpAddr::V4(Ipv4Addr::from_bits(net.wrapping_sub(1))));
+                    }
+                    IpNet::V6(n) => {
+                        let net = n.network().to_bits();
+                        let inside = net | (host & !n.netmask().to_bits());
+                        addrs.push(IpAddr::V6(Ipv6Addr::from_bits(inside)));
+                        addrs.push(IpAddr::V6(Ipv6Addr::from_bits(n.broadcast().to_bits().wrapping_add(1))));
+                        addrs.push(IpAddr::V6(Ipv6Addr::from_bits(net.wrapping_sub(1))));
+                    }
+                }
+            }
+            for ip in addrs {
+                let want = nets.iter().find(|(n, _)| n.contains(&ip)).map(|(_, id)| *id);
+                prop_assert_eq!(compiled.find(ip), want, "{}", ip);
+            }
+        }
+    }
 
     /// The edges without an `EdgeId` are exactly the optional, rule-only
     /// ones; counting them agrees with listing them, and each is found by
