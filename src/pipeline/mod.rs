@@ -3,7 +3,6 @@
 //! capture), and nothing here touches the OS.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -846,15 +845,17 @@ fn on_table_event(
 /// A segment of a connection whose SYN was not seen: which expected edge
 /// it belongs to, trying both ends as the listener.
 fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
-    let edge = |client: IpAddr, server: IpAddr, port: u16| {
-        policy.find_edge(policy.peer_of(client), policy.peer_of(server), port)
-    };
+    if s.control == Control::Syn {
+        return None;
+    }
+    // Each end's peer once (an address outside the site is asked of every
+    // prefix), then the edge either way.
+    let (src, dst) = (policy.peer_of(s.src), policy.peer_of(s.dst));
     match s.control {
-        Control::SynAck => edge(s.dst, s.src, s.src_port),
-        Control::Fin | Control::Rst | Control::Ack => {
-            edge(s.src, s.dst, s.dst_port).or_else(|| edge(s.dst, s.src, s.src_port))
-        }
-        Control::Syn => None,
+        Control::SynAck => policy.find_edge(dst, src, s.src_port),
+        _ => policy
+            .find_edge(src, dst, s.dst_port)
+            .or_else(|| policy.find_edge(dst, src, s.src_port)),
     }
 }
 
