@@ -780,6 +780,11 @@ impl<T: Copy> HandshakeTable<T> {
                 continue; // a stale record: the entry was replaced or rescheduled
             }
             match e.judge(now, &cfg, || self.replied.contains(key)) {
+                // A closed entry that lingered has nothing left to settle:
+                // not sorted with those that do (most of what expires).
+                Some(Removal::Lingered) => {
+                    self.entries.remove(d.slot);
+                }
                 Some(why) if !matches!(why, Removal::Grace) => {
                     let (key, e) = self.entries.remove(d.slot);
                     removed.push((e.generation, key, e, why));
