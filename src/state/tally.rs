@@ -142,22 +142,24 @@ impl<K: std::hash::Hash + Eq, V> Capped<K, V> {
         }
     }
 
-    /// The row of `key`, made by `make` if new; `None` when refused.
-    fn upsert(&mut self, key: K, make: impl FnOnce() -> V) -> Option<&mut V> {
-        let id = match self.index.get(&key) {
-            Some(id) => *id,
-            None if self.rows.len() >= self.max => {
+    /// The row of `key` and its index, made by `make` if new; `None` when
+    /// refused. One hash of the key either way.
+    fn upsert(&mut self, key: K, make: impl FnOnce() -> V) -> Option<(u32, &mut V)> {
+        use std::collections::hash_map::Entry;
+        let id = match self.index.entry(key) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(_) if self.rows.len() >= self.max => {
                 self.refused += 1;
                 return None;
             }
-            None => {
+            Entry::Vacant(v) => {
                 let id = self.rows.len() as u32;
                 self.rows.push(make());
-                self.index.insert(key, id);
+                v.insert(id);
                 id
             }
         };
-        Some(&mut self.rows[id as usize])
+        Some((id, &mut self.rows[id as usize]))
     }
 
     fn id(&self, key: &K) -> Option<u32> {
@@ -241,18 +243,20 @@ impl Findings {
         key: FindingKey,
         make: impl FnOnce() -> FindingRow,
     ) -> Option<&mut FindingRow> {
-        if self.rows.id(&key).is_none() {
-            let group = (key.kind, key.src);
-            let in_group = self.per_source.get(&group).copied().unwrap_or(0);
-            if self.per_kind[key.kind as usize] >= self.per_kind_budget
-                || in_group >= self.per_source_budget
-            {
-                return None;
-            }
-            self.per_kind[key.kind as usize] += 1;
-            self.per_source.insert(group, in_group + 1);
+        // A finding seen before (the common case): one lookup.
+        if let Some(id) = self.rows.id(&key) {
+            return Some(&mut self.rows.rows[id as usize]);
         }
-        self.rows.upsert(key, make)
+        let group = (key.kind, key.src);
+        let in_group = self.per_source.get(&group).copied().unwrap_or(0);
+        if self.per_kind[key.kind as usize] >= self.per_kind_budget
+            || in_group >= self.per_source_budget
+        {
+            return None;
+        }
+        self.per_kind[key.kind as usize] += 1;
+        self.per_source.insert(group, in_group + 1);
+        self.rows.upsert(key, make).map(|(_, row)| row)
     }
 
     fn aggregate(&mut self, src: Peer, ts: Timestamp) -> &mut Aggregate {
@@ -358,7 +362,7 @@ impl Tally {
             port: c.port,
             verdict: c.verdict,
         };
-        let r = self.rows.upsert(key, || FlowRow {
+        let (id, r) = self.rows.upsert(key, || FlowRow {
             key,
             service: c.service.to_string(),
             basis: c.basis.clone(),
@@ -376,7 +380,7 @@ impl Tally {
         }
         r.first = r.first.min(ts);
         r.last = r.last.max(ts);
-        self.rows.id(&key)
+        Some(id)
     }
 
     /// Another record of an attempt already counted (its other end, or
