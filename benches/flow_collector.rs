@@ -6,7 +6,9 @@
 //!
 //! `cargo bench --bench flow_collector` (PACKETS=N, default 200000;
 //! SYN=1 makes every TCP record a lone SYN of a new connection, so each
-//! goes through the pipeline as an attempt too).
+//! goes through the pipeline as an attempt too). The decoder alone, in
+//! this process and without sockets, first: its records/s on the same
+//! packets.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -56,14 +58,78 @@ fn records(metrics: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The packet as sent: sequence number `i * count`, and with `syn` every
+/// record a lone SYN from its own client port.
+fn prepare(packet: &mut [u8], count: u64, i: u64, syn: bool) {
+    let seq = (i * count) as u32;
+    packet[16..20].copy_from_slice(&seq.to_be_bytes());
+    if syn {
+        for r in 0..count as usize {
+            let at = V5_HEADER + r * V5_RECORD;
+            packet[at + 37] = 0x02;
+            let port = (1024 + (i * count + r as u64) % 60_000) as u16;
+            packet[at + 32..at + 34].copy_from_slice(&port.to_be_bytes());
+        }
+    }
+}
+
+/// `Collector::packet` on the same packets, in this process.
+fn decoder_alone(packet: &[u8], count: u64, packets: u64, syn: bool) {
+    use portwatch::source::flows::netflow::Collector;
+    use portwatch::time::Timestamp;
+    let mut p = packet.to_vec();
+    let mut c = Collector::new();
+    let mut out = Vec::new();
+    let exporter = std::net::IpAddr::from([127, 0, 0, 1]);
+    let start = Instant::now();
+    for i in 0..packets {
+        prepare(&mut p, count, i, syn);
+        let now = Timestamp::from_secs_nanos(1_700_000_000 + i / 100_000, 0);
+        c.packet(exporter, now, &p, &mut out);
+        out.clear();
+    }
+    c.finish(&mut out);
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "decoder alone, v5: {} records in {t:.2} s: {:.0} records/s ({} observations)",
+        c.records,
+        c.records as f64 / t,
+        out.len()
+    );
+    // NetFlow v9: the data packet of the samples (4 records of 23 fields),
+    // after its template.
+    let template = sample_payload("akvorado_template.pcap");
+    let data = sample_payload("akvorado_data.pcap");
+    let mut c = Collector::new();
+    c.packet(exporter, Timestamp::ZERO, &template, &mut out);
+    let start = Instant::now();
+    for _ in 0..packets {
+        c.packet(exporter, Timestamp::ZERO, &data, &mut out);
+        out.clear();
+    }
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "decoder alone, v9: {} records in {t:.2} s: {:.0} records/s",
+        c.records,
+        c.records as f64 / t
+    );
+}
+
+/// The UDP payload of a sample's single packet.
+fn sample_payload(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/netflow")
+        .join(name);
+    let file = std::fs::read(&p).expect("a netflow sample");
+    file[PCAP_HEADER + RECORD_HEADER + ETH_IP_UDP..].to_vec()
+}
+
 fn main() {
     let packets = env_u64("PACKETS", 200_000);
     let syn = env_u64("SYN", 0) == 1;
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/sensors/netflow/akvorado_nfv5.pcap");
-    let file = std::fs::read(&sample).expect("the v5 sample");
-    let mut packet = file[PCAP_HEADER + RECORD_HEADER + ETH_IP_UDP..].to_vec();
+    let mut packet = sample_payload("akvorado_nfv5.pcap");
     let count = u64::from(u16::from_be_bytes([packet[2], packet[3]]));
+    decoder_alone(&packet, count, packets, syn);
     let (udp, http) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_portwatch"))
         .args(["run", "--site", "multi-node", "--flow-listen"])
@@ -83,17 +149,7 @@ fn main() {
     let tx = UdpSocket::bind("127.0.0.1:0").expect("a socket");
     let start = Instant::now();
     for i in 0..packets {
-        let seq = (i * count) as u32;
-        packet[16..20].copy_from_slice(&seq.to_be_bytes());
-        if syn {
-            for r in 0..count as usize {
-                let at = V5_HEADER + r * V5_RECORD;
-                packet[at + 37] = 0x02;
-                // A new client port each packet and record.
-                let port = (1024 + (i * count + r as u64) % 60_000) as u16;
-                packet[at + 32..at + 34].copy_from_slice(&port.to_be_bytes());
-            }
-        }
+        prepare(&mut packet, count, i, syn);
         let _ = tx.send_to(&packet, ("127.0.0.1", udp));
     }
     let sent_in = start.elapsed();

@@ -324,7 +324,7 @@ impl Metrics {
             ),
             records: counter_vec(
                 "portwatch_records_total",
-                "Records read from followed node logs (--follow), by the node whose log it is (unknown until found), the format, and what was made of them.",
+                "Records read from followed node logs (--follow) and received flow records (--flow-listen), by the node whose log it is (unknown until found; always for flow records), the format, and what was made of them.",
                 &["node", "format", "reason"],
             ),
             followed_changes: counter_vec(
