@@ -185,8 +185,17 @@ fn filter_audits_the_frames_tcpdump_passes() {
         for f in r["flows"].as_array().unwrap() {
             assert_eq!(f["port"], 4242, "{f}");
         }
+        // What the filter left out proves nothing missing: no edge judged.
+        assert_eq!(
+            r["edges"].as_array().map(Vec::len),
+            Some(0),
+            "{}",
+            r["edges"]
+        );
     }
     assert_eq!(by_flag, trailing);
+    let unfiltered = report(&["--site", "multi-node", DEMO]);
+    assert!(!unfiltered["edges"].as_array().unwrap().is_empty());
 }
 
 #[test]

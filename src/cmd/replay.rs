@@ -39,6 +39,17 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let selecting = !range.is_open() || filter.is_some();
     let flow_nodes = (!flows.is_empty()).then(|| flows.nodes(&policy));
     let vis = records.visibility(vis, !captures.is_empty(), flow_nodes);
+    // A filter can hide an edge's packets: its absence proves nothing.
+    let vis = match filter.is_some() {
+        true => {
+            eprintln!("note: with --filter, required edges are not judged (the filter may leave out their packets)");
+            crate::policy::Visibility {
+                nodes: Vec::new(),
+                limited: true,
+            }
+        }
+        false => vis,
+    };
     let mut input = Input::open(&InputSpec::Files(captures))?;
     let r = &s.report;
     let mut events = EventLog::open(
