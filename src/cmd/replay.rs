@@ -134,12 +134,15 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             };
             eprintln!(
                 "warning: {}: stopped at byte {} after {} {what}: {}; the report covers what was read",
-                f.path, st.offset, f.packets, st.reason
+                crate::quote::log_field(&f.path),
+                st.offset,
+                f.packets,
+                crate::quote::log_field(&st.reason)
             );
         }
     }
     let mut report = Report::build(&pl, facts, window, &vis);
-    if !range.is_open() || filter.is_some() {
+    if selecting {
         report.capture.selection = Some(Selection {
             since: range.since.map(Timestamp::rfc3339),
             until: range.until.map(Timestamp::rfc3339),
