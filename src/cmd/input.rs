@@ -307,12 +307,12 @@ impl Records {
         out
     }
 
-    /// Apply the items due by `until` (all of them if `None`).
     /// The time of the next item not yet fed.
     pub fn next_ts(&mut self) -> Option<Timestamp> {
         self.items.peek().map(RecordItem::ts)
     }
 
+    /// Apply the items due by `until` (all of them if `None`).
     pub fn feed_until(&mut self, pl: &mut Pipeline, until: Option<Timestamp>) {
         while let Some(item) = self.items.next_if(|i| until.is_none_or(|u| i.ts() <= u)) {
             Records::feed(pl, item);
