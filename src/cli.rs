@@ -292,6 +292,8 @@ pub struct RunArgs {
     /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
     #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
     pub events_format: EventsFormat,
+    #[command(flatten)]
+    pub evidence: EvidenceArgs,
     /// Format of the closing summary (on stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -469,6 +471,8 @@ pub struct ReplayArgs {
     pub track: TrackArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+    #[command(flatten)]
+    pub evidence: EvidenceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +501,8 @@ pub struct WatchArgs {
     pub track: TrackArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+    #[command(flatten)]
+    pub evidence: EvidenceArgs,
 }
 
 /// How `--follow` reads its files (`run`, `watch`).
@@ -575,6 +581,21 @@ pub struct ReportArgs {
     /// Shape of the event lines: Elastic Common Schema, or portwatch's flat objects.
     #[arg(long, value_enum, default_value_t = EventsFormat::Ecs, value_name = "FORMAT")]
     pub events_format: EventsFormat,
+}
+
+/// What `replay`, `watch` and `run` keep of each connection.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EvidenceArgs {
+    /// Write one ECS line per connection at its end to FILE, appended
+    /// (`-`: standard output): 4-tuple, Community ID, start and duration,
+    /// close reason (fin, rst_client, rst_server, syn_timeout,
+    /// idle_timeout, evicted, reused, capture_end; record for log and flow
+    /// records), outcome, verdict, the kind of source, and from packets
+    /// the control packets (SYN, SYN-ACK, FIN, RST) each way; data packets
+    /// and bytes are not counted. Written as --events is (whole lines,
+    /// reopened on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub conn_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -146,6 +146,46 @@ impl Outcome {
     }
 }
 
+/// How a connection left the tracker: the conn log's close reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Close {
+    /// Both ends sent a FIN.
+    Fin,
+    /// The client sent a RST (before an answer: it gave up).
+    RstClient,
+    /// The server sent a RST (before an answer: it refused).
+    RstServer,
+    /// No answer to the SYN within the SYN timeout.
+    SynTimeout,
+    /// Open, and no control packet for the idle timeout.
+    IdleTimeout,
+    /// Dropped to make room in the full handshake table.
+    Evicted,
+    /// A new SYN (another initial sequence number) took its 4-tuple.
+    Reused,
+    /// Still pending or open when the capture ended (or the daemon stopped).
+    CaptureEnd,
+    /// A record source's connection: the record is all it says (no close
+    /// seen), written when its merge window ends.
+    Record,
+}
+
+impl Close {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Close::Fin => "fin",
+            Close::RstClient => "rst_client",
+            Close::RstServer => "rst_server",
+            Close::SynTimeout => "syn_timeout",
+            Close::IdleTimeout => "idle_timeout",
+            Close::Evicted => "evicted",
+            Close::Reused => "reused",
+            Close::CaptureEnd => "capture_end",
+            Close::Record => "record",
+        }
+    }
+}
+
 /// Counts by [`Outcome::index`].
 pub type OutcomeCounts = [u64; Outcome::COUNT];
 

@@ -105,7 +105,7 @@ fn is_rfc3339_with_zone(s: &str) -> bool {
 }
 
 /// Check every line against ECS; returns the parsed documents.
-fn check_ecs(lines: &str) -> Vec<Value> {
+pub fn check_ecs(lines: &str) -> Vec<Value> {
     let Some(fields_csv) = shared("ecs/fields.csv") else {
         return parse_lines(lines);
     };

@@ -72,6 +72,9 @@
 //!   `--filter` against tcpdump, node-log records outside the range, bad
 //!   bounds and filters, the HTML list of flows behind `unknown`, the HTML
 //!   sign-off block against `sha256sum`.
+//! - `evidence`: `replay --conn-log` on a capture of known connections: one
+//!   ECS line per connection with its close reason (FIN, RST by each side,
+//!   timeout, capture end), outcome, control packets and Community ID.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
@@ -83,6 +86,7 @@ mod deploy;
 mod diagram;
 mod e2e;
 mod events;
+mod evidence;
 mod examples;
 mod faults;
 mod firewall;

@@ -166,6 +166,8 @@ pub(super) struct Driver {
     rec: Option<Recorder>,
     printer: Option<Printer>,
     events: EventLog,
+    /// `--conn-log`: one line per connection at its end.
+    conn_log: EventLog,
     /// Start of observation: first frame of a replay, start time live.
     since: Option<Timestamp>,
     /// The source ended (a replay without --loop): time stands still at
@@ -205,6 +207,7 @@ impl Driver {
             rec: None,
             printer: None,
             events: EventLog::off(),
+            conn_log: EventLog::off(),
             ended: false,
             end_ts: None,
             stdout_closed: false,
@@ -294,6 +297,13 @@ impl Driver {
         self
     }
 
+    /// Write each connection's end to `log` (`--conn-log`).
+    pub fn with_conn_log(mut self, log: EventLog) -> Driver {
+        self.pl.record_conns(log.is_on());
+        self.conn_log = log;
+        self
+    }
+
     /// Interface label values, by frame slot.
     pub fn interfaces(&self) -> Vec<String> {
         self.input.interfaces()
@@ -346,6 +356,7 @@ impl Driver {
             }
             if pending.reopen {
                 self.events.reopen();
+                self.conn_log.reopen();
             }
             if !self.ended {
                 let heard = self.heard.any;
@@ -375,9 +386,9 @@ impl Driver {
         self.pl.finish(end);
         self.drain()?;
         self.tick();
-        let events = self.events.finish();
+        let events = self.events.finish().and(self.conn_log.finish());
         if let Some(rec) = &self.rec {
-            rec.metrics().event_log_errors(self.events.lost());
+            rec.metrics().event_log_errors(self.lines_lost());
         }
         if self.closing_counters {
             for s in self.input.live_stats() {
@@ -511,6 +522,10 @@ impl Driver {
     }
 
     fn drain(&mut self) -> Result<(), Error> {
+        if self.conn_log.is_on() {
+            let conns = self.pl.drain_conns();
+            self.conn_log.write_conns(self.pl.policy(), &conns);
+        }
         let events = self.pl.drain_events();
         if events.is_empty() {
             return Ok(());
@@ -570,8 +585,9 @@ impl Driver {
                 .judge_edges(&self.pl, &self.vis, since, now.max(since));
         }
         self.events.flush();
+        self.conn_log.flush();
         if let Some(rec) = &self.rec {
-            rec.metrics().event_log_errors(self.events.lost());
+            rec.metrics().event_log_errors(self.lines_lost());
         }
         if let (Some(snapshot), Some(since), Some(now)) = (self.snapshot.clone(), self.since, now) {
             if snapshot.wanted() {
@@ -581,6 +597,11 @@ impl Driver {
                 snapshot.put(self.pl.policy().clone(), report);
             }
         }
+    }
+
+    /// Lines of the event log and the conn log not written so far.
+    fn lines_lost(&self) -> u64 {
+        self.events.lost() + self.conn_log.lost()
     }
 
     /// Switch to a new policy, keeping the handshake table: attempts still

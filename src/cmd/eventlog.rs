@@ -10,7 +10,7 @@ use super::Error;
 use crate::cli::EventsFormat;
 use crate::export::ecs::Observer;
 use crate::export::eventlog;
-use crate::pipeline::{Event, Pipeline};
+use crate::pipeline::{ConnEnd, Event, Pipeline};
 use crate::policy::{Policy, Visibility};
 use crate::time::Timestamp;
 
@@ -50,6 +50,13 @@ impl EventLog {
     pub fn write(&mut self, p: &Policy, events: &[Event]) {
         if let Some(w) = &mut self.0 {
             w.write(p, events);
+        }
+    }
+
+    /// One line per connection end (the conn log).
+    pub fn write_conns(&mut self, p: &Policy, conns: &[ConnEnd]) {
+        if let Some(w) = &mut self.0 {
+            w.write_conns(p, conns);
         }
     }
 

@@ -7,7 +7,7 @@ use super::input::{split_files, Input, InputSpec, Records};
 use super::page::{report_page, signoff_now};
 use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
-use crate::cli::ReportFormat as Format;
+use crate::cli::{EventsFormat, ReportFormat as Format};
 use crate::pipeline::Pipeline;
 use crate::report::{Report, Selection, SourceFacts};
 use crate::source::filter::PacketFilter;
@@ -58,9 +58,16 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         &r.sensors,
         s.track.capacity,
     )?;
+    let mut conn_log = EventLog::open(
+        s.evidence.conn_log.as_deref(),
+        EventsFormat::Ecs,
+        &r.sensors,
+        1,
+    )?;
     let mut pl = Pipeline::new(policy.clone(), s.track);
     pl.set_decap(s.decap);
     pl.record_events(events.is_on());
+    pl.record_conns(conn_log.is_on());
     // When the next flow or record item is due: frames before it pass
     // with one comparison (a capture alone never feeds).
     let next_due =
@@ -95,6 +102,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             pl.ingest(f);
         });
         events.write(&policy, &pl.drain_events());
+        conn_log.write_conns(&policy, &pl.drain_conns());
         if let Some(e) = filter_error.take() {
             return Err(Error::Usage(e.to_string()));
         }
@@ -118,10 +126,11 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             .and_then(|all| range.clip(all)),
     };
     events.write(&policy, &pl.drain_events());
+    conn_log.write_conns(&policy, &pl.drain_conns());
     if let Some((start, end)) = window {
         events.judge_edges(&pl, &vis, start, end);
     }
-    let logged = events.finish();
+    let logged = events.finish().and(conn_log.finish());
     let mut facts: Vec<SourceFacts> = input.facts();
     facts.extend(flows.facts());
     facts.extend(records.facts());

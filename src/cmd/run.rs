@@ -7,6 +7,7 @@
 //! [`Policy`]; an invalid one never reaches it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use super::privileges;
 use super::settings::RunSettings;
 use super::signals::{Early, Signal, Signals};
 use super::{prepare, print, print_summary, Error, Status};
+use crate::cli::EventsFormat;
 use crate::export::http::{links, router_at, HttpState, Readiness};
 use crate::export::metrics::{Metrics, Recorder};
 use crate::export::serve::{descriptor_limit, serve, Limits};
@@ -60,8 +62,15 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
         &s.sensors,
         s.track.capacity,
     )?;
+    let conn_log = EventLog::open(
+        s.evidence.conn_log.as_deref(),
+        EventsFormat::Ecs,
+        &s.sensors,
+        1,
+    )?;
     if let Some(user) = &s.user {
-        privileges::hand_over(user, events.file().as_slice())?;
+        let files: Vec<&Path> = events.file().into_iter().chain(conn_log.file()).collect();
+        privileges::hand_over(user, &files)?;
         let keep = match input.is_live() {
             true => privileges::LIVE_CAPS,
             false => &[],
@@ -112,7 +121,10 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
         driver = driver.with_flow_listen(FlowListen::start(flow_sockets)?);
     }
     let rec = Recorder::new(&metrics, &driver.interfaces()).with_finding_hold(s.finding_hold);
-    driver = driver.with_recorder(rec).with_events(events);
+    driver = driver
+        .with_recorder(rec)
+        .with_events(events)
+        .with_conn_log(conn_log);
     if s.print {
         driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));
     }

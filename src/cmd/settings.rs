@@ -11,8 +11,8 @@ use super::follow::FollowSpec;
 use super::input::InputSpec;
 use super::Error;
 use crate::cli::{
-    Cli, Command, EventsFormat, ExpectFormat, FirewallArgs, FollowArgs, FollowFrom, Format,
-    ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
+    Cli, Command, EventsFormat, EvidenceArgs, ExpectFormat, FirewallArgs, FollowArgs, FollowFrom,
+    Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
 };
 use crate::decode::Decap;
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
@@ -72,6 +72,7 @@ pub struct ReplaySettings {
     pub range: TimeRange,
     /// `--filter`, or the words after `--`.
     pub filter: Option<String>,
+    pub evidence: EvidenceArgs,
 }
 
 pub struct WatchSettings {
@@ -86,6 +87,7 @@ pub struct WatchSettings {
     /// The UDP tunnel ports opened.
     pub decap: Decap,
     pub report: ReportArgs,
+    pub evidence: EvidenceArgs,
     /// Who to become when started as root.
     pub user: String,
 }
@@ -111,6 +113,7 @@ pub struct RunSettings {
     pub format: Format,
     pub events: Option<PathBuf>,
     pub events_format: EventsFormat,
+    pub evidence: EvidenceArgs,
     /// Who to become when started as root (`None`: the demo stays as is).
     pub user: Option<String>,
     /// A line printed on stdout before starting (`demo`).
@@ -145,6 +148,7 @@ impl Task {
                 files: a.files,
                 site: a.site,
                 report: a.report,
+                evidence: a.evidence,
             }),
             Command::Watch(a) => Task::Watch(WatchSettings {
                 follow: follow(a.follow, a.follow_opts)?,
@@ -154,6 +158,7 @@ impl Task {
                 promisc: !a.no_promisc,
                 site: a.site,
                 report: a.report,
+                evidence: a.evidence,
                 user: a.user,
             }),
             Command::Run(a) if a.looping && a.replay.iter().any(|p| p.as_os_str() == "-") => {
@@ -192,6 +197,7 @@ impl Task {
                 format: a.format,
                 events: a.events,
                 events_format: a.events_format,
+                evidence: a.evidence,
                 user: Some(a.user),
                 banner: None,
             }),
@@ -228,6 +234,7 @@ impl Task {
                 format: Format::Table,
                 events: None,
                 events_format: EventsFormat::Ecs,
+                evidence: EvidenceArgs::default(),
                 user: None,
             }),
             Command::Completions { shell } => Task::Completions(shell),

@@ -8,7 +8,9 @@ use super::input::{Input, InputSpec};
 use super::page::{report_page, signoff_now};
 use super::settings::WatchSettings;
 use super::{prepare, print_summary, privileges, signals, Error, Status};
-use crate::cli::{Format, ReportFormat};
+use std::path::Path;
+
+use crate::cli::{EventsFormat, Format, ReportFormat};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
@@ -30,15 +32,22 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         &r.sensors,
         s.track.capacity,
     )?;
+    let conn_log = EventLog::open(
+        s.evidence.conn_log.as_deref(),
+        EventsFormat::Ecs,
+        &r.sensors,
+        1,
+    )?;
     // Before any thread starts: capabilities are per thread.
     let keep = match input.is_live() {
         true => privileges::LIVE_CAPS,
         false => &[],
     };
-    privileges::hand_over(&s.user, events.file().as_slice())?;
+    let files: Vec<&Path> = events.file().into_iter().chain(conn_log.file()).collect();
+    privileges::hand_over(&s.user, &files)?;
     privileges::drop_and_log(&s.user, keep)?;
     let (tx, rx) = std::sync::mpsc::channel();
-    signals::stop_on_signal(tx, events.is_on());
+    signals::stop_on_signal(tx, events.is_on() || conn_log.is_on());
     let following = s.follow.as_ref().map(|f| &f.paths);
     tracing::info!(interfaces = ?s.interfaces, follow = ?following, site = %policy.site.name, "capturing; Ctrl-C to stop");
     let mut driver = Driver::new(input, policy.clone(), vis, s.track);
@@ -49,6 +58,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         .with_decap(s.decap)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
+        .with_conn_log(conn_log)
         .with_closing_counters()
         .run(&rx, None)?;
     match s.report.format {

@@ -22,6 +22,7 @@ use crate::classify::{explain, Basis, Classification, Verdict};
 use crate::decode::Encap;
 use crate::model::RuleId;
 use crate::observation::Process;
+use crate::pipeline::ConnEnd;
 use crate::policy::{EdgeId, Origin, Policy};
 use crate::state::tally::FindingKind;
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
@@ -274,6 +275,60 @@ impl EcsFormatter {
             out.extend(self.finding(p, &f, flow_id.as_deref()));
         }
         out
+    }
+
+    /// A connection at its end, for the conn log: the 4-tuple, verdict and
+    /// rule as the connection line has them, joined to it by the same
+    /// `portwatch.flow_id`; `event.start`/`end`/`duration`; the close
+    /// reason, outcome and kind of source; the control packets counted
+    /// each way where the source is packets (never bytes: data segments
+    /// are skipped undecoded).
+    pub fn conn_end(&self, p: &Policy, c: &ConnEnd) -> Value {
+        let flow_id = self.flow_id(c.start, &c.key);
+        let mut doc = self.flow_doc(p, c.end, &c.class, &c.key, Some(&flow_id));
+        let result = match c.outcome {
+            Some(Outcome::Established) => "success",
+            Some(o) if o.is_blocked() => "failure",
+            _ => "unknown",
+        };
+        let id = format!("{flow_id}-e");
+        set_event(
+            &mut doc,
+            "event",
+            &["connection", "end"],
+            "connection-end",
+            result,
+            id,
+        );
+        let span = c.end.saturating_sub(c.start);
+        doc["event"]["start"] = c.start.rfc3339().into();
+        doc["event"]["end"] = c.end.rfc3339().into();
+        doc["event"]["duration"] = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX).into();
+        let outcome = c.outcome.map_or("none", Outcome::as_str);
+        doc["message"] = format!(
+            "connection {} -> {}:{} ended ({}) after {:.3} s: {outcome}",
+            p.peer_name(c.class.src),
+            p.peer_name(c.class.dst),
+            c.class.port,
+            c.close.as_str(),
+            span.as_secs_f64(),
+        )
+        .into();
+        let pw = portwatch(&mut doc);
+        pw.insert("close".into(), c.close.as_str().into());
+        if let Some(o) = c.outcome {
+            pw.insert("outcome".into(), o.as_str().into());
+        }
+        pw.insert("source_kind".into(), c.source.as_str().into());
+        if let Some(s) = &c.sensor {
+            pw.insert("sensor".into(), s.as_ref().into());
+        }
+        if let Some([client, server]) = c.controls {
+            let counts = json!({"client": client, "server": server});
+            pw.insert("control_packets".into(), counts);
+        }
+        set_mirror(&mut doc, c.mirror);
+        doc
     }
 
     /// A new policy: missing-edge state starts over.

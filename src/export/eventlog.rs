@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::ecs::{set_mirror, set_process, EcsFormatter, Observer};
 use super::events::write_event;
-use crate::pipeline::{Event, Pipeline};
+use crate::pipeline::{ConnEnd, Event, Pipeline};
 use crate::policy::{EdgeId, Policy, Visibility};
 use crate::time::Timestamp;
 
@@ -157,6 +157,15 @@ impl EventLog {
                     Event::Evidence { .. } => {}
                 },
             }
+        }
+    }
+
+    /// Write one ECS line per connection end (the conn log, in either
+    /// format: it has only the ECS shape).
+    pub fn write_conns(&mut self, p: &Policy, conns: &[ConnEnd]) {
+        for c in conns {
+            let doc = self.ecs.conn_end(p, c);
+            self.emit(&doc);
         }
     }
 

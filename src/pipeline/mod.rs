@@ -17,8 +17,8 @@ use crate::policy::{EdgeId, Peer, Policy};
 use crate::state::merge::{RecordMerge, Settled};
 use crate::state::tally::{RowId, Tally};
 use crate::state::{
-    EdgeClock, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
-    PORT_REQUIRED,
+    Close, EdgeClock, Ending, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig,
+    PORT_PENDING, PORT_REQUIRED,
 };
 use crate::time::{Admit, CaptureClock, Held, Timestamp};
 
@@ -102,6 +102,29 @@ fn bounded_count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, cap: usize) -> Opti
     }
     *map.entry(key).or_default() += 1;
     Some(())
+}
+
+/// One connection at its end, for the conn log ([`Pipeline::record_conns`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnEnd {
+    /// `client` is the initiator.
+    pub key: FlowKey,
+    pub class: Classification,
+    /// The first SYN (a record source: the first record).
+    pub start: Timestamp,
+    /// The last segment seen (a record source: the record that decided).
+    pub end: Timestamp,
+    pub outcome: Option<Outcome>,
+    pub close: Close,
+    /// Control segments (SYN, SYN-ACK, FIN, RST) from the client and from
+    /// the server: a packet source's only counts (data segments are mostly
+    /// skipped undecoded, so neither their packets nor any bytes are known).
+    pub controls: Option<[u32; 2]>,
+    pub source: SourceKind,
+    /// The node whose own log it is (record sources).
+    pub sensor: Option<Arc<str>>,
+    /// The encapsulation its SYN arrived in.
+    pub mirror: Option<Encap>,
 }
 
 /// Something that happened, for live printing, the event log and metrics.
@@ -266,6 +289,8 @@ pub struct Pipeline {
     /// [`crate::time::CONFIRM_FRAMES`]` - 1`), with those timestamps.
     held: Vec<(Timestamp, Segment)>,
     events: Option<Vec<Event>>,
+    /// Connections at their end, for the conn log (off by default).
+    conns: Option<Vec<ConnEnd>>,
 }
 
 impl Pipeline {
@@ -287,6 +312,7 @@ impl Pipeline {
             drops_seen: 0,
             held: Vec::new(),
             events: None,
+            conns: None,
         }
     }
 
@@ -308,6 +334,28 @@ impl Pipeline {
 
     pub fn drain_events(&mut self) -> Vec<Event> {
         self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The events kept since the last drain (to see what one frame did).
+    pub fn events(&self) -> &[Event] {
+        self.events.as_deref().unwrap_or_default()
+    }
+
+    /// Keep a [`ConnEnd`] of every connection at its end for
+    /// [`Pipeline::drain_conns`] (off by default: the table then makes
+    /// nothing of its ends).
+    pub fn record_conns(&mut self, on: bool) {
+        self.conns = on.then(Vec::new);
+        self.table.report_ends(on);
+    }
+
+    pub fn drain_conns(&mut self) -> Vec<ConnEnd> {
+        self.conns.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The connection ends kept since the last drain.
+    pub fn conns(&self) -> &[ConnEnd] {
+        self.conns.as_deref().unwrap_or_default()
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -532,13 +580,15 @@ impl Pipeline {
             tally,
             clock,
             events,
+            conns,
             ..
         } = self;
         let policy: &Policy = policy;
         // The tag is made inside `observe` for a new attempt only.
         let mut made: Option<(Classification, FlowKey)> = None;
         {
-            let mut sink = |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, ts, e);
+            let mut sink =
+                |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, conns, ts, e);
             let new_tag = |key: &FlowKey| {
                 let c = classify(policy, key.client, key.server, key.server_port);
                 made = Some((c, *key));
@@ -579,6 +629,7 @@ impl Pipeline {
                 tally,
                 clock,
                 events,
+                conns,
                 ..
             } = self;
             let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
@@ -588,7 +639,9 @@ impl Pipeline {
                 edge,
                 mirror: None,
             };
-            merge.insert(obs, tag, &mut |s| settle(policy, tally, clock, events, s));
+            merge.insert(obs, tag, &mut |s| {
+                settle(policy, tally, clock, events, conns, s)
+            });
         }
         if obs.ts >= self.next_expiry {
             self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
@@ -607,9 +660,10 @@ impl Pipeline {
             tally,
             clock,
             events,
+            conns,
             ..
         } = self;
-        let mut sink = |s| settle(policy, tally, clock, events, s);
+        let mut sink = |s| settle(policy, tally, clock, events, conns, s);
         match now {
             Some(now) => merge.expire(now, &mut sink),
             None => merge.finish(&mut sink),
@@ -666,10 +720,11 @@ impl Pipeline {
             tally,
             clock,
             events,
+            conns,
             ..
         } = self;
         f(table, &mut |e| {
-            on_table_event(policy, tally, clock, events, at, e)
+            on_table_event(policy, tally, clock, events, conns, at, e)
         });
     }
 
@@ -721,10 +776,25 @@ fn settle(
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
+    conns: &mut Option<Vec<ConnEnd>>,
     s: Settled<Tag>,
 ) {
     let k = s.obs.key;
     let c = classify(policy, k.client, k.server, k.server_port);
+    if let Some(v) = conns {
+        v.push(ConnEnd {
+            key: k,
+            class: c.clone(),
+            start: s.start,
+            end: s.obs.ts,
+            outcome: s.obs.outcome(),
+            close: Close::Record,
+            controls: None,
+            source: s.obs.source,
+            sensor: s.obs.sensor.clone(),
+            mirror: None,
+        });
+    }
     ended(tally, clock, events, s.tag, c, &s.obs);
 }
 
@@ -807,6 +877,7 @@ fn on_table_event(
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
+    conns: &mut Option<Vec<ConnEnd>>,
     ts: Timestamp,
     e: TableEvent<Tag>,
 ) {
@@ -839,6 +910,29 @@ fn on_table_event(
                 evidence(clock, events, edge, ts);
             }
         }
+        TableEvent::Ended { tag, key, ending } => {
+            if let Some(v) = conns {
+                v.push(packet_conn(policy, tag, key, ending));
+            }
+        }
+    }
+}
+
+/// A connection the handshake table saw end, classified again as its
+/// outcome was.
+#[cold]
+fn packet_conn(policy: &Policy, tag: Tag, key: FlowKey, e: Ending) -> ConnEnd {
+    ConnEnd {
+        key,
+        class: classify(policy, key.client, key.server, key.server_port),
+        start: e.start,
+        end: e.last,
+        outcome: Some(e.outcome),
+        close: e.close,
+        controls: Some(e.controls),
+        source: SourceKind::Packets,
+        sensor: None,
+        mirror: tag.mirror,
     }
 }
 

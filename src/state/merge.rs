@@ -66,6 +66,8 @@ struct Pending<T> {
 pub struct Settled<T> {
     pub obs: Observation,
     pub tag: T,
+    /// The first record's time (`obs.ts` is the deciding record's).
+    pub start: Timestamp,
 }
 
 /// What [`RecordMerge::join`] made of a record of a pending connection.
@@ -227,6 +229,7 @@ fn leaves_open(o: Outcome) -> bool {
 }
 
 fn settled<T>(p: Pending<T>) -> Settled<T> {
+    let start = p.first.ts;
     let mut obs = p.first;
     if let Some((outcome, at)) = p.outcome {
         obs.ts = at;
@@ -236,7 +239,11 @@ fn settled<T>(p: Pending<T>) -> Settled<T> {
         };
     }
     obs.filter = p.filter;
-    Settled { obs, tag: p.tag }
+    Settled {
+        obs,
+        tag: p.tag,
+        start,
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ pub mod tally;
 
 pub use edges::{EdgeClock, EdgeState, Unobserved};
 pub use handshake::{
-    Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig, PORT_PENDING,
-    PORT_REQUIRED,
+    Close, Ending, Eviction, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig,
+    PORT_PENDING, PORT_REQUIRED,
 };
 
 pub use crate::map::FastMap;

@@ -318,7 +318,7 @@ impl Metrics {
                 &registry,
                 IntCounter::new(
                     "portwatch_event_log_write_errors_total",
-                    "Event log lines (--events) that could not be written; capture goes on, and the log keeps whole lines only.",
+                    "Event log and conn log lines (--events, --conn-log) that could not be written; capture goes on, and the logs keep whole lines only.",
                 )
                 .expect("valid metric"),
             ),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::decode::{flow_hash_of, Control, Segment};
-pub use crate::observation::{FlowKey, Outcome};
+pub use crate::observation::{Close, FlowKey, Outcome};
 use crate::time::Timestamp;
 
 mod due;
@@ -117,6 +117,29 @@ pub enum TableEvent<T> {
     /// A segment of a connection this table never saw open (it was open
     /// before the capture started, or its SYN was missed).
     Untracked { segment: Segment },
+    /// The connection ended (closed, or left the table unclosed), once per
+    /// attempt, after its `Resolved` and `Closed`; only when asked for
+    /// ([`HandshakeTable::report_ends`]).
+    Ended {
+        tag: T,
+        key: FlowKey,
+        ending: Ending,
+    },
+}
+
+/// What the table knows of a connection at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    /// Its first SYN.
+    pub start: Timestamp,
+    /// Its last segment seen (control, or one decoded for evidence).
+    pub last: Timestamp,
+    /// Control segments (SYN, SYN-ACK, FIN, RST) from the client and from
+    /// the server, until the end. Data and pure ACKs are not counted: most
+    /// are skipped undecoded.
+    pub controls: [u32; 2],
+    pub close: Close,
+    pub outcome: Outcome,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +178,10 @@ struct Entry<T> {
     /// watched for one more SYN timeout: a client that ACKs in it had its
     /// SYN-ACK dropped by the capture, not by the network.
     grace: bool,
+    /// The first SYN's time, for [`Ending::start`].
+    start: Timestamp,
+    /// [`Ending::controls`] so far.
+    controls: [u32; 2],
 }
 
 const FIN_CLIENT: u8 = 1;
@@ -163,7 +190,41 @@ const FIN_SERVER: u8 = 2;
 /// Most (server, client) address pairs remembered as having shown a reply.
 pub const MAX_REPLY_PAIRS: usize = 65_536;
 
+impl<T: Copy> Entry<T> {
+    /// Its [`TableEvent::Ended`], sent to `sink` if `on`.
+    fn end(
+        &self,
+        on: bool,
+        key: FlowKey,
+        close: Close,
+        outcome: Outcome,
+        sink: &mut impl FnMut(TableEvent<T>),
+    ) {
+        if !on {
+            return;
+        }
+        let ending = Ending {
+            start: self.start,
+            last: self.last_activity,
+            controls: self.controls,
+            close,
+            outcome,
+        };
+        sink(TableEvent::Ended {
+            tag: self.tag,
+            key,
+            ending,
+        });
+    }
+}
+
 impl<T> Entry<T> {
+    /// A control segment from the server (`true`) or the client.
+    fn control_from(&mut self, server: bool) {
+        let n = &mut self.controls[usize::from(server)];
+        *n = n.saturating_add(1);
+    }
+
     /// The earliest time at which [`Entry::judge`] can remove the entry.
     fn due_at(&self, cfg: &TrackConfig) -> Timestamp {
         let (since, after) = match self.phase {
@@ -372,6 +433,8 @@ pub struct HandshakeTable<T> {
     pending: Pending,
     evictions: [u64; 3],
     peak: usize,
+    /// Send [`TableEvent::Ended`] (off: nothing is made of it).
+    report_ends: bool,
 }
 
 impl<T: Copy> HandshakeTable<T> {
@@ -389,7 +452,14 @@ impl<T: Copy> HandshakeTable<T> {
             pending: Pending::new(),
             evictions: [0; 3],
             peak: 0,
+            report_ends: false,
         }
+    }
+
+    /// Send a [`TableEvent::Ended`] for each connection at its end (the
+    /// conn log); off by default.
+    pub fn report_ends(&mut self, on: bool) {
+        self.report_ends = on;
     }
 
     pub fn config(&self) -> TrackConfig {
@@ -508,6 +578,7 @@ impl<T: Copy> HandshakeTable<T> {
                 // The same attempt again, answered or not yet.
                 Phase::SynSent | Phase::Open if e.isn == seg.seq => {
                     e.syns += 1;
+                    e.control_from(false);
                     if e.phase == Phase::SynSent {
                         e.last_syn = ts;
                         if !e.watched {
@@ -527,7 +598,7 @@ impl<T: Copy> HandshakeTable<T> {
                 // 4-tuple is reused by a new attempt.
                 _ => {
                     let (_, old) = self.entries.remove(slot);
-                    self.retire(key, old, None, sink);
+                    self.retire(key, old, None, Close::Reused, sink);
                 }
             }
         } else if let Some(slot) = self.entries.find(&FlowKey::from_server(seg)) {
@@ -537,6 +608,7 @@ impl<T: Copy> HandshakeTable<T> {
                 // The first SYN seen made the attempt; this is not a new one
                 // (its "server port" is the first SYN's ephemeral port).
                 e.last_activity = ts;
+                e.control_from(true);
                 return;
             }
         }
@@ -558,6 +630,8 @@ impl<T: Copy> HandshakeTable<T> {
             check_at: Timestamp::ZERO,
             watched: !self.replied.contains(&key),
             grace: false,
+            start: ts,
+            controls: [1, 0],
         };
         entry.check_at = entry.due_at(&self.config);
         let slot = self.entries.insert(key, entry);
@@ -606,6 +680,7 @@ impl<T: Copy> HandshakeTable<T> {
         if let Some(slot) = self.entries.find(&FlowKey::from_server(seg)) {
             let e = self.entries.value_mut(slot);
             e.last_activity = ts;
+            e.control_from(true);
             if e.phase == Phase::SynSent {
                 self.open(slot, false, sink);
             } else {
@@ -615,7 +690,9 @@ impl<T: Copy> HandshakeTable<T> {
             }
         } else if let Some(slot) = self.entries.find(&FlowKey::from_client(seg)) {
             // The first SYN's sender answering a simultaneous open.
-            self.entries.value_mut(slot).last_activity = ts;
+            let e = self.entries.value_mut(slot);
+            e.last_activity = ts;
+            e.control_from(false);
         } else {
             sink(TableEvent::Untracked { segment: *seg });
         }
@@ -675,10 +752,16 @@ impl<T: Copy> HandshakeTable<T> {
         };
         let e = self.entries.value_mut(slot);
         e.last_activity = ts;
+        e.control_from(by_server);
         if e.phase == Phase::SynSent && seg.control == Control::Fin && seg.has_ack() {
             // A FIN acknowledges the other end's SYN: the handshake completed.
             self.open(slot, true, sink);
         }
+        let on = self.report_ends;
+        let rst = match by_server {
+            true => Close::RstServer,
+            false => Close::RstClient,
+        };
         let (&key, e) = self.entries.get_mut(slot).expect("a live slot");
         match (e.phase, seg.control) {
             (Phase::SynSent, Control::Rst) => {
@@ -698,6 +781,7 @@ impl<T: Copy> HandshakeTable<T> {
                     outcome,
                     inferred: false,
                 });
+                e.end(on, key, rst, outcome, sink);
             }
             (Phase::Open, _) => {
                 if seg.control == Control::Fin {
@@ -707,6 +791,11 @@ impl<T: Copy> HandshakeTable<T> {
                 if seg.control == Control::Rst || e.fins == FIN_CLIENT | FIN_SERVER {
                     e.phase = Phase::Closed;
                     sink(TableEvent::Closed { tag: e.tag });
+                    let close = match seg.control {
+                        Control::Rst => rst,
+                        _ => Close::Fin,
+                    };
+                    e.end(on, key, close, Outcome::Established, sink);
                 }
             }
             // FIN before an answer, or anything after the close: nothing new.
@@ -718,12 +807,13 @@ impl<T: Copy> HandshakeTable<T> {
 
     /// An entry removed from the table: settle what its phase owes.
     /// `outcome` is the verdict on an attempt still waiting (default: what
-    /// its silence so far shows).
+    /// its silence so far shows); `close`, why it ends here.
     fn retire(
         &mut self,
         key: FlowKey,
         e: Entry<T>,
         outcome: Option<Outcome>,
+        close: Close,
         sink: &mut impl FnMut(TableEvent<T>),
     ) {
         match e.phase {
@@ -738,8 +828,12 @@ impl<T: Copy> HandshakeTable<T> {
                     outcome,
                     inferred: false,
                 });
+                e.end(self.report_ends, key, close, outcome, sink);
             }
-            Phase::Open => sink(TableEvent::Closed { tag: e.tag }),
+            Phase::Open => {
+                sink(TableEvent::Closed { tag: e.tag });
+                e.end(self.report_ends, key, close, Outcome::Established, sink);
+            }
             Phase::Closed => {}
         }
     }
@@ -751,7 +845,7 @@ impl<T: Copy> HandshakeTable<T> {
             if self.entries.value(slot).phase != Phase::Open {
                 let (key, e) = self.entries.remove(slot);
                 self.evictions[Eviction::CapacityHalfOpen as usize] += 1;
-                return self.retire(key, e, Some(Outcome::Unknown), sink);
+                return self.retire(key, e, Some(Outcome::Unknown), Close::Evicted, sink);
             }
             // Open: from now on it waits its turn in the open order only,
             // even once it closes.
@@ -760,7 +854,7 @@ impl<T: Copy> HandshakeTable<T> {
         if let Some(slot) = self.entries.front(Order::Opened) {
             let (key, e) = self.entries.remove(slot);
             self.evictions[Eviction::CapacityOpen as usize] += 1;
-            self.retire(key, e, Some(Outcome::Unknown), sink);
+            self.retire(key, e, Some(Outcome::Unknown), Close::Evicted, sink);
         }
     }
 
@@ -821,10 +915,12 @@ impl<T: Copy> HandshakeTable<T> {
         removed.sort_by_key(|r| r.0);
         for (_, key, e, why) in removed {
             match why {
-                Removal::Resolved(outcome) => self.retire(key, e, Some(outcome), sink),
+                Removal::Resolved(outcome) => {
+                    self.retire(key, e, Some(outcome), Close::SynTimeout, sink)
+                }
                 Removal::Idle => {
                     self.evictions[Eviction::Idle as usize] += 1;
-                    self.retire(key, e, None, sink);
+                    self.retire(key, e, None, Close::IdleTimeout, sink);
                 }
                 Removal::Lingered | Removal::Grace => {}
             }
@@ -858,33 +954,43 @@ impl<T: Copy> HandshakeTable<T> {
     /// replay of a live capture gives the live verdicts: a retried SYN is
     /// unanswered, a lone one unknown unless the pair's replies are
     /// visible. Open connections stay open as far as the caller knows (no
-    /// `Closed`).
+    /// `Closed`); with ends reported, every entry not closed yet gets its
+    /// `Ended` (`capture_end`).
     pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
         self.expire(end, sink);
         let replied = &self.replied;
-        let mut waiting: Vec<(u64, FlowKey, T, Outcome)> = self
+        let on = self.report_ends;
+        // Attempts waiting (with their outcome), and open connections when
+        // their ends are reported.
+        let mut left: Vec<(FlowKey, Entry<T>, Option<Outcome>)> = self
             .entries
             .iter()
-            .filter(|(_, _, e)| e.phase == Phase::SynSent)
+            .filter(|(_, _, e)| e.phase == Phase::SynSent || (on && e.phase == Phase::Open))
             .map(|(_, key, e)| {
-                let outcome = e.silence(|| e.grace || replied.contains(key));
-                (e.generation, *key, e.tag, outcome)
+                let waiting = e.phase == Phase::SynSent;
+                let outcome = waiting.then(|| e.silence(|| e.grace || replied.contains(key)));
+                (*key, *e, outcome)
             })
             .collect();
-        waiting.sort_by_key(|w| w.0);
+        left.sort_by_key(|(_, e, _)| e.generation);
         // Nothing is left to track: give the memory back (at the caps,
         // megabytes) before the caller builds its report.
         self.entries = Slots::new(self.config.capacity);
         self.due = Schedule::default();
         self.last_attempt = None;
         self.pending = Pending::new_like(&self.pending);
-        for (_, key, tag, outcome) in waiting {
+        for (key, e, outcome) in left {
+            let Some(outcome) = outcome else {
+                e.end(on, key, Close::CaptureEnd, Outcome::Established, sink);
+                continue;
+            };
             sink(TableEvent::Resolved {
-                tag,
+                tag: e.tag,
                 key,
                 outcome,
                 inferred: false,
             });
+            e.end(on, key, Close::CaptureEnd, outcome, sink);
         }
     }
 }

@@ -600,3 +600,127 @@ fn visible_pair_silence_gets_one_more_timeout_for_the_clients_ack() {
         vec![(0, Outcome::Established), (1, Outcome::Unanswered)]
     );
 }
+
+/// Feed (time in ms, segment) pairs with ends reported, finish at `end`:
+/// each [`TableEvent::Ended`] as (tag, close, outcome, controls, start ms,
+/// last ms).
+fn ends(
+    cfg: TrackConfig,
+    input: &[(u64, Segment)],
+    end: u64,
+) -> Vec<(u32, Close, Outcome, [u32; 2], u64, u64)> {
+    let mut t = HandshakeTable::new(cfg);
+    t.report_ends(true);
+    let mut events = Vec::new();
+    let mut next = 0;
+    for (at, s) in input {
+        t.expire(ms(*at), &mut |e| events.push(e));
+        let tag = |_: &FlowKey| {
+            next += 1;
+            next - 1
+        };
+        t.observe(ms(*at), s, tag, &mut |e| events.push(e));
+    }
+    t.finish(ms(end), &mut |e| events.push(e));
+    let ms_of = |t: Timestamp| t.as_nanos() / 1_000_000;
+    let mut out: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TableEvent::Ended { tag, ending: n, .. } => Some((
+                *tag,
+                n.close,
+                n.outcome,
+                n.controls,
+                ms_of(n.start),
+                ms_of(n.last),
+            )),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|e| e.0);
+    out
+}
+
+/// With ends reported, every attempt ends exactly once, with how it
+/// closed (FIN, RST by either side, SYN or idle timeout, the capture's
+/// end), its outcome, first SYN, last segment and control packets each way.
+#[test]
+fn each_attempt_ends_once_with_its_close_reason() {
+    let cfg = TrackConfig {
+        capacity: 64,
+        syn_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(60),
+    };
+    let c = |sport, control| seg(C, sport, S, 4242, control);
+    let input = [
+        (0, syn(1)),
+        (10, reply(1, Control::SynAck)),
+        (20, c(1, Control::Fin)),
+        (30, reply(1, Control::Fin)),
+        (100, syn(2)),
+        (110, reply(2, Control::SynAck)),
+        (120, c(2, Control::Rst)),
+        (200, syn(3)),
+        (210, reply(3, Control::SynAck)),
+        (220, reply(3, Control::Rst)),
+        (300, syn(4)),
+        (310, reply(4, Control::Rst)),
+        (400, syn(5)),
+        (1400, syn(5)),
+        (500, syn(6)),
+        (510, reply(6, Control::SynAck)),
+        (30_000, syn(7)),
+        (30_010, reply(7, Control::SynAck)),
+        (69_000, syn(8)),
+    ];
+    let mut input = input.to_vec();
+    input.sort_by_key(|i| i.0);
+    use Close::*;
+    use Outcome::*;
+    assert_eq!(
+        ends(cfg, &input, 70_000),
+        vec![
+            (0, Fin, Established, [2, 2], 0, 30),
+            (1, RstClient, Established, [2, 1], 100, 120),
+            (2, RstServer, Established, [1, 2], 200, 220),
+            (3, RstServer, Refused, [1, 1], 300, 310),
+            (4, SynTimeout, Unanswered, [2, 0], 400, 1400),
+            (5, IdleTimeout, Established, [1, 1], 500, 510),
+            (6, CaptureEnd, Established, [1, 1], 30_000, 30_010),
+            (7, CaptureEnd, Unanswered, [1, 0], 69_000, 69_000),
+        ]
+    );
+}
+
+/// An entry pushed out of a full table, or replaced by a new SYN on its
+/// 4-tuple, ends as `evicted` or `reused`; none ends twice, and with ends
+/// not asked for, none is sent.
+#[test]
+fn evicted_and_reused_entries_end_once() {
+    let one = TrackConfig {
+        capacity: 1,
+        ..TrackConfig::default()
+    };
+    let input = [(0, syn(1)), (10, syn(2))];
+    assert_eq!(
+        ends(one, &input, 20),
+        vec![
+            (0, Close::Evicted, Outcome::Unknown, [1, 0], 0, 0),
+            (1, Close::CaptureEnd, Outcome::Unknown, [1, 0], 10, 10),
+        ]
+    );
+    let input = [
+        (0, syn(1)),
+        (5, reply(1, Control::SynAck)),
+        (10, with_seq(syn(1), 99)),
+    ];
+    assert_eq!(
+        ends(TrackConfig::default(), &input, 20),
+        vec![
+            (0, Close::Reused, Outcome::Established, [1, 1], 0, 5),
+            (1, Close::CaptureEnd, Outcome::Unanswered, [1, 0], 10, 10),
+        ]
+    );
+    let (events, _) = run(TrackConfig::default(), &input, 20);
+    assert!(!events.iter().any(|e| matches!(e, TableEvent::Ended { .. })));
+}

@@ -1,0 +1,422 @@
+//! Evidence kept per connection: `replay --conn-log` on a capture of known
+//! connections (each way of closing one) writes one ECS line per
+//! connection with its close reason, outcome, span, control packets and
+//! Community ID.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+use crate::util::{bin, TempDir};
+
+/// 2026-01-05T09:00:00Z.
+const BASE_SECS: u64 = 1_767_603_600;
+const PROXY: [u8; 4] = [192, 0, 2, 11];
+const ENGINE1: [u8; 4] = [192, 0, 2, 21];
+const ENGINE2: [u8; 4] = [192, 0, 2, 22];
+/// A user's machine, outside the site.
+const USER: [u8; 4] = [198, 51, 100, 77];
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// One packet: milliseconds after [`BASE_SECS`], from (address, port) to
+/// (address, port), TCP flags, payload length.
+type Pkt = (u64, ([u8; 4], u16), ([u8; 4], u16), u8, usize);
+
+/// A connection of the capture and how the conn log must close it.
+struct Known {
+    client: ([u8; 4], u16),
+    server: ([u8; 4], u16),
+    close: &'static str,
+    outcome: &'static str,
+    verdict: &'static str,
+    /// Control packets (SYN, SYN-ACK, FIN, RST) from client and server.
+    controls: [u64; 2],
+    packets: Vec<Pkt>,
+}
+
+/// A handshake at `t` ms, then `rest` (ms after `t`, from the client?,
+/// flags, payload length).
+fn conn(
+    client: ([u8; 4], u16),
+    server: ([u8; 4], u16),
+    t: u64,
+    rest: &[(u64, bool, u8, usize)],
+) -> Vec<Pkt> {
+    let mut v = vec![
+        (t, client, server, SYN, 0),
+        (t + 1, server, client, SYN | ACK, 0),
+        (t + 2, client, server, ACK, 0),
+    ];
+    for &(dt, from_client, flags, len) in rest {
+        let (a, b) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        v.push((t + dt, a, b, flags, len));
+    }
+    v
+}
+
+/// The capture's connections: FIN, RST by the client, RST by the server,
+/// refused, unanswered (a retried SYN), still open at the end, and two
+/// findings (a user reaching an engine directly, engine to engine on RDP).
+fn known() -> Vec<Known> {
+    let k = |client, server, close, outcome, verdict, controls, packets| Known {
+        client,
+        server,
+        close,
+        outcome,
+        verdict,
+        controls,
+        packets,
+    };
+    let data = |dt, from_client| (dt, from_client, ACK, 100);
+    vec![
+        k(
+            (PROXY, 50001),
+            (ENGINE1, 4747),
+            "fin",
+            "established",
+            "expected",
+            [2, 2],
+            conn(
+                (PROXY, 50001),
+                (ENGINE1, 4747),
+                1_000,
+                &[
+                    data(10, true),
+                    data(20, false),
+                    (30, true, FIN | ACK, 0),
+                    (31, false, FIN | ACK, 0),
+                    (32, true, ACK, 0),
+                ],
+            ),
+        ),
+        k(
+            (PROXY, 50002),
+            (ENGINE2, 4747),
+            "rst_client",
+            "established",
+            "expected",
+            [2, 1],
+            conn(
+                (PROXY, 50002),
+                (ENGINE2, 4747),
+                2_000,
+                &[data(10, true), (20, true, RST, 0)],
+            ),
+        ),
+        k(
+            (PROXY, 50003),
+            (ENGINE1, 4747),
+            "rst_server",
+            "established",
+            "expected",
+            [1, 2],
+            conn(
+                (PROXY, 50003),
+                (ENGINE1, 4747),
+                3_000,
+                &[data(10, true), (20, false, RST | ACK, 0)],
+            ),
+        ),
+        k(
+            (PROXY, 50004),
+            (ENGINE2, 4747),
+            "rst_server",
+            "refused",
+            "expected",
+            [1, 1],
+            vec![
+                (4_000, (PROXY, 50004), (ENGINE2, 4747), SYN, 0),
+                (4_001, (ENGINE2, 4747), (PROXY, 50004), RST | ACK, 0),
+            ],
+        ),
+        k(
+            (PROXY, 50005),
+            (ENGINE1, 4747),
+            "syn_timeout",
+            "unanswered",
+            "expected",
+            [2, 0],
+            vec![
+                (5_000, (PROXY, 50005), (ENGINE1, 4747), SYN, 0),
+                (6_000, (PROXY, 50005), (ENGINE1, 4747), SYN, 0),
+            ],
+        ),
+        k(
+            (PROXY, 50006),
+            (ENGINE2, 4747),
+            "capture_end",
+            "established",
+            "expected",
+            [1, 1],
+            conn(
+                (PROXY, 50006),
+                (ENGINE2, 4747),
+                7_000,
+                &[data(13_000, true)],
+            ),
+        ),
+        k(
+            (USER, 50007),
+            (ENGINE1, 4747),
+            "fin",
+            "established",
+            "unexpected",
+            [2, 2],
+            conn(
+                (USER, 50007),
+                (ENGINE1, 4747),
+                8_000,
+                &[
+                    data(10, true),
+                    (20, false, FIN | ACK, 0),
+                    (21, true, FIN | ACK, 0),
+                ],
+            ),
+        ),
+        k(
+            (ENGINE2, 50008),
+            (ENGINE1, 3389),
+            "rst_server",
+            "refused",
+            "unexpected",
+            [1, 1],
+            vec![
+                (9_000, (ENGINE2, 50008), (ENGINE1, 3389), SYN, 0),
+                (9_001, (ENGINE1, 3389), (ENGINE2, 50008), RST | ACK, 0),
+            ],
+        ),
+    ]
+}
+
+/// Every packet of `conns` in time order, as an Ethernet pcap.
+fn pcap(conns: &[Known]) -> Vec<u8> {
+    let mut pkts: Vec<Pkt> = conns.iter().flat_map(|c| c.packets.clone()).collect();
+    pkts.sort_by_key(|p| p.0);
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for w in [0u32, 0, 262_144, 1] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    for (t, (sa, sp), (da, dp), flags, len) in pkts {
+        let mut b =
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, sa[3]], [2, 0, 0, 0, 0, da[3]])
+                .ipv4(sa, da, 64)
+                // One sequence number per sender: a SYN sent again is a retransmission.
+                .tcp(sp, dp, u32::from(sp) << 8, 64240);
+        if flags & SYN != 0 {
+            b = b.syn();
+        }
+        if flags & FIN != 0 {
+            b = b.fin();
+        }
+        if flags & RST != 0 {
+            b = b.rst();
+        }
+        if flags & ACK != 0 {
+            b = b.ack(1);
+        }
+        let mut frame = Vec::new();
+        b.write(&mut frame, &vec![0x61; len]).unwrap();
+        let (secs, usecs) = (BASE_SECS + t / 1000, (t % 1000) * 1000);
+        for w in [
+            secs as u32,
+            usecs as u32,
+            frame.len() as u32,
+            frame.len() as u32,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+/// Community ID v1 (seed 0) of a TCP flow, computed here from the
+/// specification, independently of portwatch's own.
+fn community_id(a: IpAddr, ap: u16, b: IpAddr, bp: u16) -> String {
+    let bytes = |ip: IpAddr| match ip {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    let (mut x, mut y) = ((bytes(a), ap), (bytes(b), bp));
+    if x > y {
+        std::mem::swap(&mut x, &mut y);
+    }
+    let mut h = Sha1::new();
+    h.update([0u8, 0]);
+    h.update(&x.0);
+    h.update(&y.0);
+    h.update([6u8, 0]);
+    h.update(x.1.to_be_bytes());
+    h.update(y.1.to_be_bytes());
+    let digest = h.finalize();
+    format!(
+        "1:{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// The helper above reproduces the published TCP vectors.
+fn check_community_id_helper() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/community-id/baseline_deflt.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        crate::util::skip(
+            "community id vectors",
+            &format!("{} is missing", path.display()),
+        );
+        return;
+    };
+    let vectors: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let tcp: Vec<&Value> = vectors.iter().filter(|v| v["proto"] == 6).collect();
+    assert!(!tcp.is_empty());
+    for v in tcp {
+        let ip = |k: &str| v[k].as_str().unwrap().parse::<IpAddr>().unwrap();
+        let port = |k: &str| v[k].as_u64().unwrap() as u16;
+        let got = community_id(ip("saddr"), port("sport"), ip("daddr"), port("dport"));
+        assert_eq!(got, v["communityid"].as_str().unwrap(), "{v}");
+    }
+}
+
+fn replay(args: &[&str]) -> std::process::Output {
+    let o = Command::new(bin())
+        .arg("replay")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn ip(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+/// One conn log line per connection, each closed as it was: FIN, RST by
+/// the client, RST by the server (open and refusing), SYN timeout, open
+/// at the end of the capture; with its outcome, verdict, control packets
+/// each way, span, Community ID, and the flow id of its connection line
+/// in `--events`; every field an ECS field of its type.
+#[test]
+fn conn_log_has_one_line_per_connection_with_its_close_reason() {
+    check_community_id_helper();
+    let dir = TempDir::new("connlog");
+    let conns = known();
+    let cap = dir.0.join("known.pcap");
+    std::fs::write(&cap, pcap(&conns)).unwrap();
+    let (log, events) = (dir.0.join("conn.jsonl"), dir.0.join("events.jsonl"));
+    let s = |p: &Path| p.display().to_string();
+    replay(&[
+        &s(&cap),
+        "--site",
+        "multi-node",
+        "--format",
+        "json",
+        "--conn-log",
+        &s(&log),
+        "--events",
+        &s(&events),
+    ]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let docs = crate::events::check_ecs(&text);
+    assert_eq!(docs.len(), conns.len(), "one line per connection:\n{text}");
+    let attempts: BTreeMap<String, Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|d| d["event"]["action"] == "connection-attempt")
+        .map(|d| (d["portwatch"]["flow_id"].as_str().unwrap().to_string(), d))
+        .collect();
+    for c in &conns {
+        let (cip, sip) = (ip(c.client.0), ip(c.server.0));
+        let d = docs
+            .iter()
+            .find(|d| d["source"]["port"] == c.client.1 && d["source"]["ip"] == cip.to_string())
+            .unwrap_or_else(|| panic!("no line for {:?}:\n{text}", c.client));
+        let pw = &d["portwatch"];
+        assert_eq!(d["destination"]["ip"], sip.to_string(), "{d}");
+        assert_eq!(d["destination"]["port"], c.server.1, "{d}");
+        assert_eq!(pw["close"], c.close, "{d}");
+        assert_eq!(pw["outcome"], c.outcome, "{d}");
+        assert_eq!(pw["verdict"], c.verdict, "{d}");
+        assert_eq!(pw["source_kind"], "packets", "{d}");
+        assert_eq!(pw["control_packets"]["client"], c.controls[0], "{d}");
+        assert_eq!(pw["control_packets"]["server"], c.controls[1], "{d}");
+        assert_eq!(d["event"]["action"], "connection-end");
+        assert_eq!(d["event"]["type"], serde_json::json!(["connection", "end"]));
+        let want = community_id(cip, c.client.1, sip, c.server.1);
+        assert_eq!(d["network"]["community_id"], want.as_str(), "{d}");
+        // From the first SYN to the last packet the table saw (the SYN
+        // timeout's: its last SYN; an open one's: its last control packet).
+        let first = c.packets.first().unwrap().0;
+        let last = c
+            .packets
+            .iter()
+            .filter(|p| p.3 & (SYN | FIN | RST) != 0)
+            .map(|p| p.0)
+            .max()
+            .unwrap();
+        assert_eq!(d["event"]["duration"], (last - first) * 1_000_000, "{d}");
+        let flow = pw["flow_id"].as_str().unwrap();
+        let attempt = attempts
+            .get(flow)
+            .unwrap_or_else(|| panic!("no connection line has flow id {flow}"));
+        assert_eq!(attempt["source"], d["source"]);
+    }
+}
+
+/// A node's firewall log in `replay --conn-log`: one line per connection
+/// the report counts, each the record's (`close: record`), with its node
+/// as `portwatch.sensor` and no packet counts (a log has none).
+#[test]
+fn conn_log_of_a_firewall_log_has_a_line_per_connection_counted() {
+    let dir = TempDir::new("connlog-records");
+    let log = dir.0.join("conn.jsonl");
+    let o = replay(&[
+        "fixtures/nodelogs/engine1-pfirewall.log",
+        "--site",
+        "fixtures/nodelogs/site.yaml",
+        "--format",
+        "json",
+        "--conn-log",
+        &log.display().to_string(),
+    ]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let counted: u64 = report["summary"]["connections"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let docs = crate::events::check_ecs(&std::fs::read_to_string(&log).unwrap());
+    assert!(counted > 0);
+    assert_eq!(docs.len() as u64, counted);
+    for d in &docs {
+        let pw = &d["portwatch"];
+        assert_eq!(pw["close"], "record", "{d}");
+        assert_eq!(pw["source_kind"], "firewall_log", "{d}");
+        assert_eq!(pw["sensor"], "engine1", "{d}");
+        assert!(pw.get("control_packets").is_none(), "{d}");
+        assert!(["permitted", "denied"].contains(&pw["outcome"].as_str().unwrap()));
+    }
+}
