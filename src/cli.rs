@@ -294,6 +294,16 @@ pub struct RunArgs {
     pub events_format: EventsFormat,
     #[command(flatten)]
     pub evidence: EvidenceArgs,
+    /// Keep state over restarts in DIR/state.json (DIR is made if missing and
+    /// must be writable by --user): required-edge evidence, findings with
+    /// their first and last sighting, and which were already reported. Read
+    /// back at start; a bad or foreign file is logged and set aside.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How often the state is written to --state-dir (also at once after a
+    /// new finding is reported, and at a clean stop).
+    #[arg(long, default_value = "30s", value_parser = parse_state_interval, value_name = "DURATION", requires = "state_dir")]
+    pub state_interval: std::time::Duration,
     /// Format of the closing summary (on stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -660,6 +670,16 @@ fn parse_max_flows(s: &str) -> Result<usize, String> {
 
 /// Longest `--syn-timeout` / `--idle-timeout`.
 pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// From a second (the driver's tick) to a day.
+fn parse_state_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::diag::parse_duration(s)?;
+    match (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400)).contains(&d)
+    {
+        true => Ok(d),
+        false => Err(format!("`{s}`: from 1s to 1d")),
+    }
+}
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     let d = crate::diag::parse_duration(s)?;

@@ -797,6 +797,56 @@ fn suggested_event_log_paths_are_writable_under_the_unit() {
     }
 }
 
+/// The unit keeps state over restarts where it may write it: every
+/// `--state-dir` the deployment files suggest (the unit's own default among
+/// them) is in the unit's `StateDirectory=` (`/var/lib/…`, the service
+/// user's under `ProtectSystem=strict`) or a `ReadWritePaths=`.
+#[test]
+fn suggested_state_dirs_are_writable_under_the_unit() {
+    let u = unit();
+    let mut writable: Vec<String> = directive(&u, "StateDirectory")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|d| format!("/var/lib/{d}"))
+        .collect();
+    writable.extend(
+        directive(&u, "ReadWritePaths")
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+            .map(|d| d.trim_start_matches('-').trim_end_matches('/').to_string()),
+    );
+    let env = directive(&u, "Environment").join("\n");
+    assert!(env.contains("--state-dir /var/lib/portwatch"), "{env}");
+    let mut suggested = Vec::new();
+    for doc in [
+        "README.md",
+        "debian/portwatch.default",
+        "systemd/portwatch.service",
+    ] {
+        let text = read(&deploy(doc));
+        for (i, _) in text.match_indices("--state-dir ") {
+            let path: String = text[i + "--state-dir ".len()..]
+                .chars()
+                .take_while(|c| {
+                    !c.is_whitespace() && !matches!(c, '"' | '`' | ')' | ';' | ',' | ':')
+                })
+                .collect();
+            if path.starts_with('/') {
+                suggested.push((doc, path.trim_end_matches('/').to_string()));
+            }
+        }
+    }
+    assert!(suggested.len() >= 3, "{suggested:?}");
+    for (doc, path) in &suggested {
+        assert!(
+            writable
+                .iter()
+                .any(|w| path == w || path.starts_with(&format!("{w}/"))),
+            "{doc}: --state-dir {path} is not writable under the unit ({writable:?})"
+        );
+    }
+}
+
 /// `systemd-analyze verify`, where systemd is installed, with ExecStart
 /// pointed at the built binary (verify insists the binary exists).
 #[test]

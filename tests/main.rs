@@ -24,6 +24,9 @@
 //! - `readme`: the README's marked console examples, run as written.
 //! - `layering`: no module of `src/` imports one above it in the layer list
 //!   of `src/lib.rs`.
+//! - `state`: `run --state-dir` killed with SIGKILL and started again: the
+//!   evidence, the findings and what was reported carry over; a corrupt
+//!   state file is set aside.
 //! - `stdout`: a closed stdout ends `replay`, `expect` and `check` quietly
 //!   and only silences `run --print`.
 //! - `firewall`: `firewall` goldens (`UPDATE_GOLDEN=1 cargo test --test main
@@ -108,6 +111,7 @@ mod propose;
 mod readme;
 mod scenarios;
 mod selection;
+mod state;
 mod stdout;
 mod tunnels;
 mod util;

@@ -19,6 +19,7 @@ use super::flowlisten::FlowListen;
 use super::follow::Follow;
 use super::input::Input;
 use super::page::Snapshot;
+use super::statedir::{self, StateDir};
 use super::Error;
 use crate::decode::{Decap, EncapKind};
 use crate::export::findings::FindingPrinter;
@@ -141,6 +142,16 @@ struct Printer {
     out: Box<dyn Write + Send>,
 }
 
+/// `--state-dir`: where the state goes, and when next.
+struct Keeper {
+    dir: StateDir,
+    every: Duration,
+    next: Instant,
+    /// Findings reported when last written: a new one is written at the
+    /// next tick, so a crash soon after cannot make it new again.
+    reported: usize,
+}
+
 /// What a capture that ran to its end leaves: the report, and whether the
 /// event log got every event (reported after the report).
 pub(super) struct Finished {
@@ -184,6 +195,7 @@ pub(super) struct Driver {
     /// Unconfigured tunnel ports already warned of (bounded by the
     /// pipeline's own cap on them).
     warned: BTreeSet<(EncapKind, u16)>,
+    state: Option<Keeper>,
 }
 
 impl Driver {
@@ -215,7 +227,20 @@ impl Driver {
             closing_counters: false,
             heard: Heard::new(live_slots),
             warned: BTreeSet::new(),
+            state: None,
         }
+    }
+
+    /// Keep the state in `dir` (`run --state-dir`): read back when the
+    /// capture starts, written every `every` and when it stops.
+    pub fn with_state(mut self, dir: StateDir, every: Duration) -> Driver {
+        self.state = Some(Keeper {
+            dir,
+            every,
+            next: Instant::now() + every,
+            reported: 0,
+        });
+        self
     }
 
     /// Open the UDP encapsulations on the ports of `decap`.
@@ -325,6 +350,7 @@ impl Driver {
         rx: &Receiver<Command>,
         ready: Option<&Readiness>,
     ) -> Result<Finished, Error> {
+        self.restore_state();
         let slots = self.input.interfaces().len();
         self.capture_up(slots, true);
         if let Some(r) = ready {
@@ -386,6 +412,7 @@ impl Driver {
         self.pl.finish(end);
         self.drain()?;
         self.tick();
+        self.save_state();
         let events = self.events.finish().and(self.conn_log.finish());
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
@@ -560,6 +587,56 @@ impl Driver {
         Ok(())
     }
 
+    /// Read the state kept in `--state-dir` back, if there is one to take.
+    fn restore_state(&mut self) {
+        let Some(k) = &self.state else {
+            return;
+        };
+        let want = crate::state::saved::Identity::of(self.pl.policy());
+        let Some(saved) = k.dir.load(&want, Timestamp::now()) else {
+            return;
+        };
+        let printed = self.printer.as_mut().map(|p| &mut p.findings.due);
+        statedir::restore(
+            &saved,
+            &k.dir.path(),
+            &mut self.pl,
+            &mut self.events,
+            printed,
+        );
+        let reported = self.reported();
+        if let Some(k) = &mut self.state {
+            k.reported = reported;
+        }
+    }
+
+    /// Write the state to `--state-dir` now.
+    fn save_state(&mut self) {
+        if self.state.is_none() {
+            return;
+        }
+        let now = self.now().unwrap_or_else(Timestamp::now);
+        let since = self.since.unwrap_or(now).min(now);
+        let printed = self.printer.as_ref().map(|p| &p.findings.due);
+        let saved =
+            statedir::snapshot(&self.pl, &self.vis, (since, now), &mut self.events, printed);
+        let reported = self.reported();
+        if let Some(k) = &mut self.state {
+            k.dir.write(&saved);
+            k.next = Instant::now() + k.every;
+            k.reported = reported;
+        }
+    }
+
+    /// Distinct findings reported so far (logged or printed), and edges
+    /// reported missing.
+    fn reported(&mut self) -> usize {
+        let logged =
+            (self.events.formatter()).map_or(0, |f| f.occurrences().len() + f.missing_count());
+        let printed = self.printer.as_ref().map_or(0, |p| p.findings.due.len());
+        logged.max(printed)
+    }
+
     /// Once a second: gauges, missing-edge alerts, the event log flushed.
     fn tick(&mut self) {
         let now = self.now();
@@ -588,6 +665,14 @@ impl Driver {
         self.conn_log.flush();
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
+        }
+        let reported = match self.state.is_some() {
+            true => self.reported(),
+            false => 0,
+        };
+        if (self.state.as_ref()).is_some_and(|k| Instant::now() >= k.next || reported != k.reported)
+        {
+            self.save_state();
         }
         if let (Some(snapshot), Some(since), Some(now)) = (self.snapshot.clone(), self.since, now) {
             if snapshot.wanted() {

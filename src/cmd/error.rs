@@ -32,6 +32,9 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error("{}: {source}", path.display())]
     Events { path: PathBuf, source: io::Error },
+    /// `--state-dir`: cannot be made, or not writable (by the service user).
+    #[error("state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: io::Error },
     /// The event log lost events (disk full, I/O error); it holds whole
     /// lines only, and the report was still printed.
     #[error("event log incomplete: {0}")]
@@ -78,6 +81,7 @@ impl Error {
             | Error::Layout(_)
             | Error::Source(_)
             | Error::Events { .. }
+            | Error::StateDir { .. }
             | Error::WebConfig(_)
             | Error::Privileges(_)
             | Error::Output { .. }

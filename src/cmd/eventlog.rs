@@ -73,6 +73,11 @@ impl EventLog {
         }
     }
 
+    /// The ECS lines' memory of what was reported (`None`: no event log).
+    pub fn formatter(&mut self) -> Option<&mut crate::export::ecs::EcsFormatter> {
+        self.0.as_mut().map(|w| w.formatter())
+    }
+
     pub fn set_policy(&mut self, p: &Policy) {
         if let Some(w) = &mut self.0 {
             w.set_policy(p);

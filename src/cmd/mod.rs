@@ -24,6 +24,7 @@ mod replay;
 mod run;
 pub mod settings;
 mod signals;
+mod statedir;
 mod watch;
 
 use std::io::Write;

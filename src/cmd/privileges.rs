@@ -156,6 +156,35 @@ pub fn hand_over(user: &str, files: &[&Path]) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
+/// Before [`drop_to`] `user`: the `--state-dir` it writes becomes `user`'s
+/// if this process just `made` it, and so does a state file in it owned by
+/// root (an existing directory is never given away: `/tmp` or `/var` must
+/// stay root's; one the user cannot write is an error at start). Nothing
+/// to do unless root and `user` is another user.
+pub fn hand_over_dir(user: &str, dir: &Path, made: bool) -> Result<(), PrivilegeError> {
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let u = User::from_name(user)
+        .map_err(|e| fail(user, "looking up the user", e))?
+        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
+    if u.uid.is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    let made = made.then(|| dir.to_path_buf());
+    for p in made.into_iter().chain([dir.join("state.json")]) {
+        let root_owned = std::fs::symlink_metadata(&p)
+            .is_ok_and(|m| m.uid() == 0 && (m.is_dir() || m.is_file()));
+        if root_owned {
+            if let Err(e) = std::os::unix::fs::chown(&p, Some(uid), Some(gid)) {
+                tracing::warn!(path = %crate::quote::log_field(&p.to_string_lossy()), %user, error = %e, "cannot give the state directory to the user");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a user `uid` whose only group is `gid` (as after [`drop_to`])
 /// may make a file in a directory of `mode`, owner `owner` and group
 /// `group`: write and search permission in the class that applies to it

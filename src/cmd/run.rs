@@ -21,6 +21,7 @@ use super::page::{live_page, Snapshot};
 use super::privileges;
 use super::settings::RunSettings;
 use super::signals::{Early, Signal, Signals};
+use super::statedir::StateDir;
 use super::{prepare, print, print_summary, Error, Status};
 use crate::cli::EventsFormat;
 use crate::export::http::{links, router_at, HttpState, Readiness};
@@ -68,14 +69,23 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
         &s.sensors,
         1,
     )?;
+    let state = (s.state.as_ref())
+        .map(|(dir, _)| StateDir::open(dir))
+        .transpose()?;
     if let Some(user) = &s.user {
         let files: Vec<&Path> = events.file().into_iter().chain(conn_log.file()).collect();
         privileges::hand_over(user, &files)?;
+        if let Some(st) = &state {
+            privileges::hand_over_dir(user, st.dir(), st.made())?;
+        }
         let keep = match input.is_live() {
             true => privileges::LIVE_CAPS,
             false => &[],
         };
         privileges::drop_and_log(user, keep)?;
+    }
+    if let Some(st) = &state {
+        st.check_writable()?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -125,6 +135,9 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
         .with_recorder(rec)
         .with_events(events)
         .with_conn_log(conn_log);
+    if let (Some(st), Some((_, every))) = (state, &s.state) {
+        driver = driver.with_state(st, *every);
+    }
     if s.print {
         driver = driver.with_printer(OnPrintError::Silence, Box::new(std::io::stdout()));
     }

@@ -118,6 +118,8 @@ pub struct RunSettings {
     pub user: Option<String>,
     /// A line printed on stdout before starting (`demo`).
     pub banner: Option<String>,
+    /// `--state-dir` and `--state-interval`.
+    pub state: Option<(PathBuf, std::time::Duration)>,
 }
 
 /// The demo capture (see fixtures/README.md), built into the binary.
@@ -200,6 +202,7 @@ impl Task {
                 evidence: a.evidence,
                 user: Some(a.user),
                 banner: None,
+                state: a.state_dir.map(|d| (d, a.state_interval)),
             }),
             Command::Demo(a) => Task::Run(RunSettings {
                 banner: Some(format!(
@@ -236,6 +239,7 @@ impl Task {
                 events_format: EventsFormat::Ecs,
                 evidence: EvidenceArgs::default(),
                 user: None,
+                state: None,
             }),
             Command::Completions { shell } => Task::Completions(shell),
             Command::Man { dir } => Task::Man(dir),

@@ -336,6 +336,26 @@ impl EcsFormatter {
         self.missing = vec![false; p.edges.len()];
     }
 
+    /// Which findings were counted, and how often (kept over a restart).
+    pub fn occurrences(&mut self) -> &mut Occurrences {
+        &mut self.due
+    }
+
+    /// Edges reported missing now.
+    pub fn missing_count(&self) -> usize {
+        self.missing.iter().filter(|m| **m).count()
+    }
+
+    /// `edge` was reported missing before a restart: no second alert.
+    pub fn reported_missing(&mut self, p: &Policy, edge: EdgeId) {
+        if self.missing.len() != p.edges.len() {
+            self.set_policy(p);
+        }
+        if let Some(m) = self.missing.get_mut(edge.0 as usize) {
+            *m = true;
+        }
+    }
+
     /// The state of each judged required edge at `now`: a `missing` alert
     /// when one turns missing, an event when it is seen again.
     pub fn edges(

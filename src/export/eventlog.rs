@@ -174,6 +174,12 @@ impl EventLog {
         self.ecs.set_policy(p);
     }
 
+    /// The alert lines' memory: which findings were already logged, and
+    /// which edges were reported missing (kept over a restart).
+    pub fn formatter(&mut self) -> &mut EcsFormatter {
+        &mut self.ecs
+    }
+
     /// Judge the required edges `vis` covers at `now` (observing since
     /// `since`) and write a `missing` alert for each that just turned
     /// missing. ECS lines only: the flat shape has no findings.

@@ -78,6 +78,33 @@ pub enum Due {
 const MAX_PRINTED_KEYS: usize = 10_000;
 
 impl Occurrences {
+    /// The findings counted: kind, source and destination names, port and
+    /// occurrences so far (what a restart must not report as new again).
+    pub fn entries(&self) -> impl Iterator<Item = (FindingKind, &str, &str, u16, u64)> {
+        (self.seen.iter()).map(|((k, s, d, port), n)| (*k, s.as_str(), d.as_str(), *port, *n))
+    }
+
+    /// Distinct findings counted.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Take back `n` occurrences of a finding counted before a restart;
+    /// past the cap, nothing (and false).
+    pub fn restore(&mut self, kind: FindingKind, src: &str, dst: &str, port: u16, n: u64) -> bool {
+        let id = (kind, src.to_string(), dst.to_string(), port);
+        if !self.seen.contains_key(&id) && self.seen.len() >= MAX_PRINTED_KEYS {
+            return false;
+        }
+        let was = self.seen.entry(id).or_insert(0);
+        *was = (*was).max(n);
+        true
+    }
+
     /// Count one occurrence of `f`.
     pub fn count(&mut self, p: &Policy, f: &Found<'_>) -> Due {
         let id = (
@@ -115,7 +142,7 @@ impl Occurrences {
 /// when its cap is reached.
 #[derive(Default)]
 pub struct FindingPrinter {
-    due: Occurrences,
+    pub due: Occurrences,
 }
 
 impl FindingPrinter {

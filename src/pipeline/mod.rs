@@ -748,6 +748,9 @@ fn carried_clock(new: &Policy, old: &Policy, old_clock: &EdgeClock) -> EdgeClock
         if let Some((first, last)) = old_clock.first_last(was) {
             clock.restore(EdgeId(i as u32), first, last, old_clock.count(was));
         }
+        if old_clock.is_held_missing(was) {
+            clock.hold_missing(EdgeId(i as u32));
+        }
     }
     clock.carry_drops(old_clock);
     clock
@@ -952,6 +955,9 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
             .or_else(|| policy.find_edge(dst, src, s.src_port)),
     }
 }
+
+mod saved;
+pub use saved::{saved_edge, Restored};
 
 #[cfg(test)]
 mod tests;

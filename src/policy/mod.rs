@@ -757,6 +757,15 @@ impl Policy {
         }
     }
 
+    /// The peer labelled `name` ([`Policy::peer_name`] backwards).
+    pub fn peer_named(&self, name: &str) -> Option<Peer> {
+        match name {
+            "localhost" => Some(Peer::Localhost),
+            "unknown" => Some(Peer::Unknown),
+            _ => self.endpoint_id(name).map(Peer::Endpoint),
+        }
+    }
+
     /// Which site endpoint an address belongs to.
     pub fn peer_of(&self, ip: IpAddr) -> Peer {
         if let Some(id) = self.node_addrs.get(&ip) {

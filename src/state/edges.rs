@@ -39,6 +39,9 @@ pub struct EdgeClock {
     open: Vec<u32>,
     /// The last time the capture was seen to drop packets.
     drops_at: Option<Timestamp>,
+    /// Judged missing before a restart: missing until evidence comes (the
+    /// time the sensor was down proves nothing either way).
+    held_missing: Vec<bool>,
 }
 
 /// Why an edge without evidence is `not_observed` rather than `missing`.
@@ -57,6 +60,7 @@ impl EdgeClock {
             counts: vec![0; p.edges.len()],
             open: vec![0; p.edges.len()],
             drops_at: None,
+            held_missing: vec![false; p.edges.len()],
         }
     }
 
@@ -72,6 +76,7 @@ impl EdgeClock {
             Some((first, last)) => (first.min(ts), last.max(ts)),
         });
         self.counts[i] += 1;
+        self.held_missing[i] = false;
         was
     }
 
@@ -122,6 +127,26 @@ impl EdgeClock {
         }
     }
 
+    /// `edge` was judged missing before a restart: it stays missing until
+    /// evidence of it comes.
+    pub fn hold_missing(&mut self, edge: EdgeId) {
+        if let Some(h) = self.held_missing.get_mut(edge.0 as usize) {
+            *h = true;
+        }
+    }
+
+    pub fn is_held_missing(&self, edge: EdgeId) -> bool {
+        self.held_missing
+            .get(edge.0 as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The last time the capture dropped packets.
+    pub fn drops_at(&self) -> Option<Timestamp> {
+        self.drops_at
+    }
+
     pub fn first_last(&self, edge: EdgeId) -> Option<(Timestamp, Timestamp)> {
         self.evidence.get(edge.0 as usize).copied().flatten()
     }
@@ -151,6 +176,7 @@ impl EdgeClock {
     ) -> (EdgeState, Option<Unobserved>) {
         match self.last_evidence(edge, now) {
             Some(last) if now.saturating_sub(last) <= window => (EdgeState::Seen, None),
+            _ if self.is_held_missing(edge) => (EdgeState::Missing, None),
             _ if now.saturating_sub(since) < window => {
                 (EdgeState::NotObserved, Some(Unobserved::TooShort))
             }
@@ -222,5 +248,27 @@ mod tests {
         );
         // The drops are older than the window: the silence is real.
         assert_eq!(c.state(e, w, s(0), s(161)), EdgeState::Missing);
+    }
+
+    /// Missing before a restart: missing from the first instant after it,
+    /// however short the observation, until evidence comes.
+    #[test]
+    fn a_held_missing_edge_stays_missing_until_evidence() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let e = EdgeId(0);
+        let mut c = EdgeClock::new(&p);
+        let w = Duration::from_secs(60);
+        let s = |n: u64| Timestamp::from_secs_nanos(n, 0);
+        c.hold_missing(e);
+        c.note_drops(s(100));
+        assert_eq!(c.state(e, w, s(100), s(101)), EdgeState::Missing);
+        c.observe(e, s(102));
+        assert_eq!(c.state(e, w, s(100), s(103)), EdgeState::Seen);
+        assert!(!c.is_held_missing(e));
+        // From then on the usual rule: drops in the window prove nothing.
+        c.note_drops(s(165));
+        assert_eq!(c.state(e, w, s(100), s(170)), EdgeState::NotObserved);
     }
 }

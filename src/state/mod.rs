@@ -4,6 +4,7 @@
 pub mod edges;
 pub mod handshake;
 pub mod merge;
+pub mod saved;
 pub mod tally;
 
 pub use edges::{EdgeClock, EdgeState, Unobserved};

@@ -26,7 +26,9 @@ pub const FINDINGS_PER_KIND: usize = 2_500;
 pub const FINDINGS_PER_SOURCE: usize = 500;
 /// Addresses and ports an aggregate keeps as examples.
 pub const AGGREGATE_SAMPLES: usize = 16;
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     Unexpected,
@@ -439,6 +441,13 @@ impl Tally {
         }
     }
 
+    /// A finding row carried over a restart (its key made from the
+    /// addresses classified under the policy in force). It goes through the
+    /// budgets as a new finding does; false when they refuse it.
+    pub fn restore_finding(&mut self, row: FindingRow) -> bool {
+        self.findings.row(row.key, || row).is_some()
+    }
+
     fn finding(
         &mut self,
         kind: FindingKind,
@@ -477,7 +486,8 @@ impl Tally {
     }
 }
 
-fn finding_key(kind: FindingKind, c: &Classification, src: IpAddr, dst: IpAddr) -> FindingKey {
+/// The key of a `kind` finding of classification `c` between `src` and `dst`.
+pub fn finding_key(kind: FindingKind, c: &Classification, src: IpAddr, dst: IpAddr) -> FindingKey {
     FindingKey {
         kind,
         src: c.src,
