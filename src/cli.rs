@@ -13,6 +13,7 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  no findings (check: the files are valid)
   1  findings: unexpected, local-only or unknown-host flows, blocked or missing edges
+     (not those the site's `accepted:` list accepts, nor with --baseline those it has)
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
   4  runtime failure: the capture failed, writing to stdout failed, or (replay,
@@ -67,9 +68,10 @@ impl LogLevel {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a site file (and rules file): every problem, with file, line and field;
-    /// when valid, the services each node runs and where they come from.
+    /// when valid, the services each node runs and where they come from, and
+    /// warnings on accepted deviations (expired, expiring soon, matching nothing).
     #[command(after_help = EXIT_CODES)]
-    Check(SiteArgs),
+    Check(CheckArgs),
     /// Print the ports each node needs open and every expected edge.
     Expect {
         #[command(flatten)]
@@ -363,6 +365,16 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// Warn about accepted deviations (the site's `accepted:` list) whose
+    /// last day is within this many days from today (UTC).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub expiry_warning_days: u32,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct SiteArgs {
     /// Site inventory: a YAML file, or the name of a bundled example site
     /// (single-node, multi-node, dmz-proxy, proxy-engine, ha-proxy-engine,
@@ -475,6 +487,11 @@ pub struct ReplayArgs {
     /// The packet filter as tcpdump takes it: words after `--`.
     #[arg(last = true, value_name = "EXPR")]
     pub filter_words: Vec<String>,
+    /// A previous report of `replay --format json`: list only the findings
+    /// it does not have, and say how many it had. Required edges are
+    /// reported in full; the exit status counts the new findings only.
+    #[arg(long, value_name = "REPORT.json")]
+    pub baseline: Option<PathBuf>,
     #[command(flatten)]
     pub site: SiteArgs,
     #[command(flatten)]

@@ -19,6 +19,8 @@
 //!   scrape plus one evaluation interval, and resolves for good.
 //! - `deploy`: Prometheus rules, promtool unit tests, the Grafana dashboard's
 //!   queries against a real Prometheus, and the systemd unit.
+//! - `accepted`: accepted deviations (one that holds, one expired, none) in
+//!   the report, the events and the finding metrics; `replay --baseline`.
 //! - `propose`: sites and patches inferred from traffic, applied and
 //!   replayed: the bundled sites round trip, a removed node, extra traffic.
 //! - `readme`: the README's marked console examples, run as written.
@@ -81,6 +83,7 @@
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 
+mod accepted;
 mod alerts;
 mod browser;
 mod corpus;

@@ -85,6 +85,14 @@ const RULES: &str = "model: tiny\ntitle: Tiny\nsource: test\nservices:\n  - id: 
 const TINY_SITE: &str =
     "site: t\nmodel: tiny\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [server]\n";
 
+/// An `accepted:` list of one entry (its `from` on line 2 of it).
+fn accepted(from: &str, to: &str, port: &str, ticket: &str, expires: &str) -> String {
+    format!(
+        "accepted:\n  - from: {from}\n    to: {to}\n    port: {port}\n    reason: known\n    \
+         ticket: {ticket}\n    owner: ops\n    expires: {expires}\n"
+    )
+}
+
 /// The file a case gets wrong.
 enum Bad {
     /// This site file, with the bundled model.
@@ -222,6 +230,48 @@ fn cases() -> Vec<Case> {
             (3, 13),
             "nodes[0].name",
             "character \u{2019} (U+2019) is not allowed in a name",
+        ),
+        case(
+            "accepted: an end that names nothing",
+            site(&format!("{NODE}{}", accepted("nowhere", "a", "4747", "T-1", "2027-01-31"))),
+            (7, 11),
+            "accepted[0].from",
+            "`nowhere` names no node, user network or external endpoint, and is not an address or CIDR",
+        ),
+        case(
+            "accepted: an end that is no identifier",
+            site(&format!("{NODE}{}", accepted("users", "a\u{2019}b", "4747", "T-1", "2027-01-31"))),
+            (8, 10),
+            "accepted[0].to",
+            "character \u{2019} (U+2019) is not allowed in a name",
+        ),
+        case(
+            "accepted: port 0",
+            site(&format!("{NODE}{}", accepted("users", "a", "0", "T-1", "2027-01-31"))),
+            (9, 11),
+            "accepted[0].port",
+            "port 0 is out of range 1-65535",
+        ),
+        case(
+            "accepted: an empty ticket",
+            site(&format!("{NODE}{}", accepted("users", "a", "4747", "\"\"", "2027-01-31"))),
+            (11, 13),
+            "accepted[0].ticket",
+            "an accepted deviation needs a ticket",
+        ),
+        case(
+            "accepted: an expiry that is no date",
+            site(&format!("{NODE}{}", accepted("users", "a", "4747", "T-1", "2027-02-30"))),
+            (13, 14),
+            "accepted[0].expires",
+            "`2027-02-30` is not a date (YYYY-MM-DD, its last day)",
+        ),
+        case(
+            "accepted: a field it does not have",
+            site(&format!("{NODE}{}    kind: unexpected\n", accepted("users", "a", "4747", "T-1", "2027-01-31"))),
+            (14, 5),
+            "accepted[0].kind",
+            "unknown field `kind`",
         ),
         case(
             "YAML syntax error",
@@ -620,4 +670,81 @@ fn file_names_with_line_breaks_stay_on_their_line() {
             "{what} forged a line:\n{text}"
         );
     }
+}
+
+/// `check` on a site whose acceptances expired, expire soon (within
+/// `--expiry-warning-days`), or cannot match: exit 0, one located warning
+/// each; none for one that is far off and can match.
+#[test]
+fn check_warns_about_acceptances_expired_expiring_or_matching_nothing() {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let day = |n: i64| {
+        today
+            .checked_add(jiff::Span::new().days(n))
+            .unwrap()
+            .to_string()
+    };
+    let entries = [
+        ("users", "a", "4747", day(-1)),  // expired yesterday
+        ("users", "a", "4747", day(10)),  // within 30 days
+        ("users", "a", "4747", day(300)), // fine
+        ("users", "a", "443", day(300)),  // users may reach the central node's proxy port
+        ("a", "a", "4747", day(300)),     // the same host on a port the model knows
+    ];
+    let mut text = NODE.to_string() + "accepted:\n";
+    for (from, to, port, date) in &entries {
+        text += &accepted(from, to, port, "T-1", date)["accepted:\n".len()..];
+    }
+    let f = write("site.yaml", &text);
+    let o = check(&f, None);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    let at = |i: usize| format!("{}:{}:11: accepted[{i}]: ", f.display(), 7 + 7 * i);
+    let want = [
+        (
+            0,
+            format!(
+                "users -> a:4747 (T-1) expired on {}: its findings alert again",
+                day(-1)
+            ),
+        ),
+        (
+            1,
+            format!("users -> a:4747 (T-1) expires on {} (in 10 days)", day(10)),
+        ),
+        (
+            3,
+            "users -> a:443: the policy already allows this flow".to_string(),
+        ),
+        (4, "a -> a:4747 can match nothing".to_string()),
+    ];
+    assert_eq!(warnings.len(), want.len(), "{err}");
+    for (w, (i, says)) in warnings.iter().zip(&want) {
+        assert!(
+            w.contains(&at(*i)) && w.contains(says.as_str()),
+            "`{w}` is not `{}{says}`",
+            at(*i)
+        );
+    }
+    // A longer warning period takes in the far one too.
+    let o = portwatch(&[
+        "check",
+        "--site",
+        f.to_str().unwrap(),
+        "--expiry-warning-days",
+        "400",
+    ]);
+    assert_eq!(
+        stderr(&o)
+            .lines()
+            .filter(|l| l.contains("expires on"))
+            .count(),
+        4
+    );
+    // No acceptance: no warning.
+    let o = check(&write("plain.yaml", NODE), None);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::RuleId;
-use crate::policy::{EdgeId, Origin, Peer, Policy};
+use crate::policy::{AcceptId, EdgeId, Origin, Peer, Policy};
+use crate::time::Timestamp;
 
 /// What the model says of a connection attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -72,6 +73,9 @@ pub struct Classification {
     /// The model's service on that port (or `other`).
     pub service: Arc<str>,
     pub basis: Basis,
+    /// The site's acceptance of this flow that held at the event's time
+    /// (set by [`classify_at`]): its finding is shown marked, not alerted.
+    pub accepted: Option<AcceptId>,
 }
 
 impl Classification {
@@ -116,7 +120,25 @@ pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classificati
         port,
         service: service(&basis),
         basis,
+        accepted: None,
     }
+}
+
+/// [`classify`], with the acceptance that holds at `ts` (the event's time)
+/// when the attempt can be a finding: any but an expected one, or an
+/// expected site edge (it is a finding if blocked).
+pub fn classify_at(
+    p: &Policy,
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    ts: Timestamp,
+) -> Classification {
+    let mut c = classify(p, src, dst, port);
+    if !p.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
+        c.accepted = p.accepted((c.src, src), (c.dst, dst), port, ts);
+    }
+    c
 }
 
 fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {

@@ -3,12 +3,18 @@
 
 use std::fmt::Write;
 
-use super::{load, print, Error, Status};
-use crate::cli::SiteArgs;
-use crate::site::{ServicesFrom, Site};
+use std::time::Duration;
 
-pub fn check(site: &SiteArgs) -> Result<Status, Error> {
-    let l = load(site)?;
+use super::{load, print, Error, Status};
+use crate::cli::CheckArgs;
+use crate::policy::Policy;
+use crate::quote::log_field;
+use crate::site::{ServicesFrom, Site};
+use crate::time::Timestamp;
+
+/// `now`: the wall clock, against which acceptances expire.
+pub fn check(args: &CheckArgs, now: Timestamp) -> Result<Status, Error> {
+    let l = load(&args.site)?;
     let p = &l.policy;
     let required = p.edges.iter().filter(|e| e.required).count();
     print(&format!(
@@ -21,7 +27,28 @@ pub fn check(site: &SiteArgs) -> Result<Status, Error> {
         required,
         services_table(&p.site)
     ))?;
+    let soon = Duration::from_secs(u64::from(args.expiry_warning_days) * 86_400);
+    for line in accept_warnings(p, &l.site_path.display().to_string(), now, soon) {
+        eprintln!("{line}");
+    }
     Ok(Status::Clean)
+}
+
+/// One `warning:` line per remark on an acceptance, located in the site
+/// file like a load error.
+pub fn accept_warnings(p: &Policy, file: &str, now: Timestamp, soon: Duration) -> Vec<String> {
+    (p.accept_notes(now, soon).into_iter())
+        .map(|(a, note)| {
+            format!(
+                "warning: {}:{}:{}: accepted[{}]: {}",
+                log_field(file),
+                a.pos.line,
+                a.pos.column,
+                a.index,
+                log_field(&note.message(a))
+            )
+        })
+        .collect()
 }
 
 /// Per node: where its services come from (its `services:` list or its

@@ -62,6 +62,9 @@ pub enum Error {
     /// A file or directory the command writes (`man DIR`).
     #[error("{}: {source}", path.display())]
     Output { path: PathBuf, source: io::Error },
+    /// `replay --baseline`: the file cannot be read or is not a report.
+    #[error("--baseline {}: {why}", crate::quote::log_field(&path.to_string_lossy()))]
+    Baseline { path: PathBuf, why: String },
     /// `propose`: the captures hold too little to infer from.
     #[error(transparent)]
     Shortfall(#[from] Shortfall),
@@ -85,6 +88,7 @@ impl Error {
             | Error::WebConfig(_)
             | Error::Privileges(_)
             | Error::Output { .. }
+            | Error::Baseline { .. }
             | Error::Shortfall(_) => exit::BAD_INPUT,
             Error::Stdout(_)
             | Error::Listen { .. }

@@ -37,6 +37,7 @@ use crate::cli::{Cli, Format, SiteArgs};
 use crate::config::{load_policy, Loaded};
 use crate::policy::{Policy, Visibility};
 use crate::report::Report;
+use crate::time::Timestamp;
 
 /// Exit statuses, as documented in `--help` and README.md.
 pub mod exit {
@@ -82,7 +83,7 @@ impl Status {
 /// Validate the command line and run the command it names.
 pub fn run(cli: Cli) -> Result<Status, Error> {
     match Task::from_cli(cli)? {
-        Task::Check(site) => check::check(&site),
+        Task::Check(a) => check::check(&a, Timestamp::now()),
         Task::Expect { site, format, node } => expect::expect(&site, format, node.as_deref()),
         Task::Firewall(a) => firewall::firewall(&a),
         Task::Replay(s) => replay::replay(s),

@@ -9,13 +9,14 @@ use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
 use crate::cli::{EventsFormat, ReportFormat as Format};
 use crate::pipeline::Pipeline;
-use crate::report::{Report, Selection, SourceFacts};
+use crate::report::{Known, Report, Selection, SourceFacts};
 use crate::source::filter::PacketFilter;
 use crate::source::Poll;
 use crate::time::{widen, Outside, Timestamp};
 
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
+    let baseline = s.baseline.as_deref().map(read_baseline).transpose()?;
     let (captures, mut flows) = FlowLogs::split(&s.files)?;
     let (captures, logs) = split_files(&captures)?;
     let mut records = Records::open(&logs, &policy, s.timezone.clone(), &s.report.sensors)?;
@@ -161,6 +162,9 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             frames_filtered_out: filter.as_ref().map(PacketFilter::dropped),
         });
     }
+    if let (Some(known), Some(path)) = (&baseline, &s.baseline) {
+        report.against(known, &path.display().to_string());
+    }
     for u in &report.capture.unconfigured_tunnels {
         eprintln!("warning: {}", u.warning());
     }
@@ -184,4 +188,14 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     }
     logged?;
     Ok(Status::of(&report))
+}
+
+/// The findings of a previous JSON report (`--baseline`).
+fn read_baseline(path: &std::path::Path) -> Result<Known, Error> {
+    let bad = |why: String| Error::Baseline {
+        path: path.to_path_buf(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    Known::parse(&text).map_err(|e| bad(e.to_string()))
 }

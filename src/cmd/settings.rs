@@ -11,8 +11,8 @@ use super::follow::FollowSpec;
 use super::input::InputSpec;
 use super::Error;
 use crate::cli::{
-    Cli, Command, EventsFormat, EvidenceArgs, ExpectFormat, FirewallArgs, FollowArgs, FollowFrom,
-    Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
+    CheckArgs, Cli, Command, EventsFormat, EvidenceArgs, ExpectFormat, FirewallArgs, FollowArgs,
+    FollowFrom, Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
 };
 use crate::decode::Decap;
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
@@ -24,7 +24,7 @@ use crate::time::TimeRange;
 
 /// A command with validated settings.
 pub enum Task {
-    Check(SiteArgs),
+    Check(CheckArgs),
     Expect {
         site: SiteArgs,
         format: ExpectFormat,
@@ -73,6 +73,8 @@ pub struct ReplaySettings {
     /// `--filter`, or the words after `--`.
     pub filter: Option<String>,
     pub evidence: EvidenceArgs,
+    /// `--baseline`: a previous JSON report.
+    pub baseline: Option<PathBuf>,
 }
 
 pub struct WatchSettings {
@@ -130,7 +132,7 @@ pub const DEMO_SITE: &str = "multi-node";
 impl Task {
     pub fn from_cli(cli: Cli) -> Result<Task, Error> {
         Ok(match cli.command {
-            Command::Check(site) => Task::Check(site),
+            Command::Check(a) => Task::Check(a),
             Command::Expect { site, format, node } => Task::Expect { site, format, node },
             Command::Firewall(a) => Task::Firewall(a),
             Command::Replay(a) if a.since.zip(a.until).is_some_and(|(s, u)| s >= u) => {
@@ -151,6 +153,7 @@ impl Task {
                 site: a.site,
                 report: a.report,
                 evidence: a.evidence,
+                baseline: a.baseline,
             }),
             Command::Watch(a) => Task::Watch(WatchSettings {
                 follow: follow(a.follow, a.follow_opts)?,

@@ -198,10 +198,25 @@ impl EcsFormatter {
             None => format!("{}-{suffix}", self.flow_id(f.ts, f.key)),
         };
         let mut alert = self.flow_doc(p, f.ts, c, f.key, flow_id);
-        set_event(&mut alert, "alert", types, action, result, id);
+        // An accepted deviation is recorded, not raised.
+        let kind = match c.accepted {
+            Some(_) => "event",
+            None => "alert",
+        };
+        set_event(&mut alert, kind, types, action, result, id);
         let pw = portwatch(&mut alert);
         pw.insert("finding".into(), f.kind.as_str().into());
         pw.insert("occurrence".into(), n.into());
+        if let Some(a) = c.accepted.map(|id| p.acceptance(id)) {
+            let accepted = json!({
+                "index": a.index,
+                "ticket": a.ticket,
+                "owner": a.owner,
+                "expires": a.expires,
+                "reason": a.reason,
+            });
+            pw.insert("accepted".into(), accepted);
+        }
         let what = match f.outcome {
             Some(o) => {
                 pw.insert("outcome".into(), o.as_str().into());

@@ -60,7 +60,9 @@ pub fn finding_of(e: &Event) -> Option<Found<'_>> {
 /// still count them).
 #[derive(Default)]
 pub struct Occurrences {
-    seen: HashMap<(FindingKind, String, String, u16), u64>,
+    /// By (kind, src, dst, port, accepted): the first occurrence after an
+    /// acceptance expires is reported again.
+    seen: HashMap<(FindingKind, String, String, u16, bool), u64>,
     /// Findings not reported because the cap was reached.
     pub refused: u64,
 }
@@ -112,6 +114,7 @@ impl Occurrences {
             p.peer_name(f.class.src).to_string(),
             p.peer_name(f.class.dst).to_string(),
             f.class.port,
+            f.class.accepted.is_some(),
         );
         let full = self.seen.len() >= MAX_PRINTED_KEYS;
         let n = match self.seen.get_mut(&id) {
@@ -180,8 +183,16 @@ impl FindingPrinter {
             Some(o) => format!("{} ", o.as_str()),
             None => String::new(),
         };
+        let accepted = match class.accepted.map(|id| p.acceptance(id)) {
+            Some(a) => format!(
+                "  [accepted until {} under {}]",
+                a.expires,
+                log_field(&a.ticket)
+            ),
+            None => String::new(),
+        };
         Some(format!(
-            "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}",
+            "{} {:<12} {} ({}) -> {} ({}:{}) [{}] {}x{n}  {}{accepted}",
             ts,
             kind.as_str(),
             log_field(p.peer_name(class.src)),

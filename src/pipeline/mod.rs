@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, explain, Classification};
+use crate::classify::{classify, classify_at, explain, Classification};
 use crate::decode::{
     decode_frame, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
@@ -590,7 +590,7 @@ impl Pipeline {
             let mut sink =
                 |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, conns, ts, e);
             let new_tag = |key: &FlowKey| {
-                let c = classify(policy, key.client, key.server, key.server_port);
+                let c = classify_at(policy, key.client, key.server, key.server_port, ts);
                 made = Some((c, *key));
                 Tag::default()
             };
@@ -632,7 +632,8 @@ impl Pipeline {
                 conns,
                 ..
             } = self;
-            let c = classify(policy, obs.key.client, obs.key.server, obs.key.server_port);
+            let k = obs.key;
+            let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
             let (row, edge) = attempted(tally, clock, events, c, obs, None);
             let tag = Tag {
                 row,
@@ -783,7 +784,7 @@ fn settle(
     s: Settled<Tag>,
 ) {
     let k = s.obs.key;
-    let c = classify(policy, k.client, k.server, k.server_port);
+    let c = classify_at(policy, k.client, k.server, k.server_port, s.obs.ts);
     if let Some(v) = conns {
         v.push(ConnEnd {
             key: k,
@@ -894,7 +895,7 @@ fn on_table_event(
             outcome,
             inferred,
         } => {
-            let c = classify(policy, key.client, key.server, key.server_port);
+            let c = classify_at(policy, key.client, key.server, key.server_port, ts);
             let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
             ended(tally, clock, events, tag, c, &obs);
         }

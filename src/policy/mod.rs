@@ -2,9 +2,11 @@
 //! edge (with required flag and window), and the address lookups the
 //! classifier needs. Built once per (re)load; read-only afterwards.
 
+mod accepted;
 mod expect;
 mod visibility;
 
+pub use accepted::AcceptNote;
 pub use expect::{Expectation, ExpectedEdge, NodePorts};
 pub use visibility::{UnknownSensor, Visibility};
 
@@ -18,7 +20,8 @@ use ipnet::IpNet;
 use crate::diag::{ConfigError, Diagnostics};
 use crate::map::FastMap;
 use crate::model::{Client, Model, RuleId, Scope, Selector};
-use crate::site::{EdgeSpec, Site};
+use crate::site::{Acceptance, EdgeSpec, Site};
+use crate::time::Timestamp;
 
 /// `--node` names no node of the site.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +88,10 @@ pub struct Edge {
     pub window: Duration,
     pub origins: Vec<Origin>,
 }
+
+/// Index into the site's `accepted` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AcceptId(pub u16);
 
 /// One side of a connection, as the site names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -700,6 +707,28 @@ impl Policy {
                 ),
             }
         }
+    }
+
+    /// The first acceptance of the flow from `src` to `dst` on `port`
+    /// (each end as the site names it, at its address) that holds at `ts`.
+    pub fn accepted(
+        &self,
+        (src, src_addr): (Peer, IpAddr),
+        (dst, dst_addr): (Peer, IpAddr),
+        port: u16,
+        ts: Timestamp,
+    ) -> Option<AcceptId> {
+        let ends = (
+            (self.peer_name(src), src_addr),
+            (self.peer_name(dst), dst_addr),
+        );
+        (self.site.accepted.iter())
+            .position(|a| a.holds_at(ts) && a.covers(ends.0, ends.1, port))
+            .map(|i| AcceptId(i as u16))
+    }
+
+    pub fn acceptance(&self, id: AcceptId) -> &Acceptance {
+        &self.site.accepted[usize::from(id.0)]
     }
 
     pub fn endpoint_id(&self, name: &str) -> Option<EndpointId> {

@@ -33,6 +33,7 @@ pub fn empty_site(name: &str, model: &Model) -> Site {
         allow: Vec::new(),
         overrides: Vec::new(),
         monitoring: None,
+        accepted: Vec::new(),
     }
 }
 

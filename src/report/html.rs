@@ -48,7 +48,7 @@ h2{font-size:16px;margin:0 0 10px}.tiles{display:flex;flex-wrap:wrap;gap:10px}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceff1;vertical-align:top}
 th{background:#f5f5f5;cursor:pointer;user-select:none}tbody.group th{background:#fff;cursor:default;font-size:13px;padding-top:10px}
 .kind{font-weight:bold;white-space:nowrap}.unexpected{color:#6a1b9a}.local_only{color:#ad1457}.unknown_host{color:#5d4037}
-.blocked{color:#ef6c00}.missing{color:#c62828}.seen{color:#2e7d32}.not_observed{color:#757575}
+.accepted{color:#2e7d32;font-style:italic}.blocked{color:#ef6c00}.missing{color:#c62828}.seen{color:#2e7d32}.not_observed{color:#757575}
 .diagram{overflow:auto;text-align:center}.diagram svg{max-width:100%;height:auto}
 .legend span{margin-right:14px;white-space:nowrap}.legend i{display:inline-block;width:22px;height:0;border-top:3px solid;vertical-align:middle;margin-right:4px}
 .legend i.dash{border-top-style:dashed}.note{color:#607d8b;font-size:12px}
@@ -97,6 +97,7 @@ pub fn render(r: &Report, page: &Page) -> String {
     summary(&mut s, r);
     diagram(&mut s, page);
     findings(&mut s, &r.findings);
+    acceptances(&mut s, r);
     edges(&mut s, r);
     unknown_flows(&mut s, r);
     capture(&mut s, r);
@@ -220,13 +221,63 @@ fn findings(s: &mut String, fs: &[Finding]) {
                 esc(&outcomes),
                 esc(f.first_seen.as_deref().unwrap_or("-")),
                 esc(f.last_seen.as_deref().unwrap_or("-")),
-                esc(&f.explanation),
+                explanation_cell(f),
                 k = kind.as_str(),
             );
         }
         s.push_str("</tbody>");
     }
     s.push_str("</table></section>\n");
+}
+
+/// A finding's explanation, and the acceptance it occurred under.
+fn explanation_cell(f: &Finding) -> String {
+    let Some(a) = &f.accepted else {
+        return esc(&f.explanation);
+    };
+    format!(
+        "{}<br><span class=\"accepted\" data-ticket=\"{}\">accepted until {} under {} (owner {}): {}</span>",
+        esc(&f.explanation),
+        esc(&a.ticket),
+        esc(&a.expires),
+        esc(&a.ticket),
+        esc(&a.owner),
+        esc(&a.reason)
+    )
+}
+
+/// The site's accepted deviations and what each matched.
+fn acceptances(s: &mut String, r: &Report) {
+    if r.acceptances.is_empty() {
+        return;
+    }
+    let _ = write!(
+        s,
+        "<section id=\"acceptances\"><h2>Accepted deviations ({})</h2><table><thead><tr><th>entry</th>\
+         <th>flow</th><th>ticket</th><th>owner</th><th>last day</th><th>matched</th></tr></thead><tbody>",
+        r.acceptances.len()
+    );
+    for u in &r.acceptances {
+        let matched = match u.unused() {
+            true => "no finding in the input".to_string(),
+            false => format!(
+                "{} findings ({} occurrences); {} after it expired",
+                u.findings, u.occurrences, u.findings_after_expiry
+            ),
+        };
+        let _ = write!(
+            s,
+            "<tr class=\"acceptance{}\"><td>accepted[{}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if u.unused() { " unused" } else { "" },
+            u.index,
+            esc(&u.flow),
+            esc(&u.ticket),
+            esc(&u.owner),
+            esc(&u.expires),
+            esc(&matched),
+        );
+    }
+    s.push_str("</tbody></table></section>\n");
 }
 
 fn edges(s: &mut String, r: &Report) {

@@ -3,6 +3,8 @@
 //! findings with an explanation citing the rule. The JSON shape is a public
 //! contract, documented in README.md.
 
+mod accepted;
+mod baseline;
 pub mod diagram;
 pub mod html;
 mod table;
@@ -22,6 +24,8 @@ use crate::state::{EdgeState, Eviction, Unobserved};
 use crate::time::Timestamp;
 
 pub use crate::policy::{UnknownSensor, Visibility};
+pub use accepted::{AcceptanceUse, AcceptedBy};
+pub use baseline::{Baseline, BaselineError, Known, MAX_BASELINE_FINDINGS};
 
 /// What the caller knows of its sources.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -104,6 +108,13 @@ pub struct Report {
     pub flows: Vec<FlowEntry>,
     pub edges: Vec<EdgeEntry>,
     pub findings: Vec<Finding>,
+    /// The site's accepted deviations and what each matched (absent when
+    /// the site has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acceptances: Vec<AcceptanceUse>,
+    /// `replay --baseline`: the findings it already had, left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -324,6 +335,10 @@ pub struct Finding {
     /// Unknown-host findings past their budget, folded into this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<Folded>,
+    /// The site's acceptance that held when it occurred: still a finding,
+    /// but a known deviation that does not alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptedBy>,
 }
 
 /// What a folded finding stands for: exact counts, example addresses.
@@ -401,6 +416,7 @@ impl Report {
                     port: f.key.port,
                     service: Arc::from(f.service.as_str()),
                     basis: f.basis.clone(),
+                    accepted: f.key.accepted,
                 };
                 let mut explanation = explain(p, &c);
                 if f.key.kind == FindingKind::Blocked {
@@ -420,6 +436,7 @@ impl Report {
                     last_seen: Some(ts(f.last)),
                     explanation,
                     folded: None,
+                    accepted: f.key.accepted.map(|id| AcceptedBy::of(p, id)),
                 }
             })
             .collect();
@@ -470,6 +487,7 @@ impl Report {
                         last_seen: entry.last_seen.clone(),
                         explanation: missing_text(p, e, last),
                         folded: None,
+                        accepted: None,
                     });
                 }
                 edges.push(entry);
@@ -593,11 +611,15 @@ impl Report {
             flows,
             edges,
             findings,
+            acceptances: accepted::uses(p, tally.findings()),
+            baseline: None,
         }
     }
 
+    /// Findings that count for the exit status: any not under an
+    /// acceptance that held.
     pub fn has_findings(&self) -> bool {
-        !self.findings.is_empty()
+        self.findings.iter().any(|f| f.accepted.is_none())
     }
 
     pub fn to_json(&self) -> String {
@@ -652,6 +674,7 @@ fn folded_finding(
             ports: a.ports.clone(),
             more: a.more,
         }),
+        accepted: None,
     }
 }
 

@@ -182,6 +182,16 @@ impl Report {
         }
 
         let _ = writeln!(s, "\nFINDINGS ({})", self.findings.len());
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(
+                s,
+                "  new since baseline {}: {}; already known, left out: {} ({})",
+                field(&b.path),
+                b.new,
+                b.known,
+                or_none(counts(&b.known_by_kind))
+            );
+        }
         if self.findings.is_empty() {
             let _ = writeln!(s, "  none");
         }
@@ -200,7 +210,18 @@ impl Report {
                 f.last_seen.as_deref().unwrap_or("never seen")
             );
             let _ = writeln!(s, "               {}", field(&f.explanation));
+            if let Some(a) = &f.accepted {
+                let _ = writeln!(
+                    s,
+                    "               ACCEPTED until {} under {} (owner {}): {}",
+                    a.expires,
+                    field(&a.ticket),
+                    field(&a.owner),
+                    field(&a.reason)
+                );
+            }
         }
+        accepted_lines(&mut s, &self.acceptances);
 
         let _ = writeln!(s, "\nREQUIRED EDGES ({})", self.edges.len());
         let rows: Vec<Vec<String>> = self
@@ -267,6 +288,33 @@ impl Report {
             &rows,
         );
         s
+    }
+}
+
+/// What each of the site's acceptances matched; those that matched no
+/// finding are named.
+fn accepted_lines(s: &mut String, uses: &[super::AcceptanceUse]) {
+    if uses.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nACCEPTED DEVIATIONS ({})", uses.len());
+    for u in uses {
+        let what = if u.unused() {
+            "matched no finding in the input".to_string()
+        } else {
+            format!(
+                "{} findings accepted ({} occurrences), {} after it expired",
+                u.findings, u.occurrences, u.findings_after_expiry
+            )
+        };
+        let _ = writeln!(
+            s,
+            "  accepted[{}] {} {} until {}: {what}",
+            u.index,
+            field(&u.flow),
+            field(&u.ticket),
+            u.expires
+        );
     }
 }
 

@@ -7,9 +7,10 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::raw::{RawEdgeSpec, RawSite};
+use super::raw::{RawAcceptance, RawEdgeSpec, RawSite};
 use super::{
-    EdgeSpec, External, Monitoring, Node, Pos, Site, UserNetwork, DEFAULT_SENSOR_PORT, MONITORING,
+    end_of, AcceptEnd, Acceptance, EdgeSpec, External, Monitoring, Node, Pos, Site, UserNetwork,
+    DEFAULT_SENSOR_PORT, MAX_ACCEPTANCES, MONITORING,
 };
 use crate::diag::{parse_duration, parse_port, parse_yaml_all, ConfigError, Diagnostics};
 use crate::model::{Model, Named};
@@ -344,6 +345,8 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
     });
     let allow = specs(&mut d, &raw.allow, "allow");
     let overrides = specs(&mut d, &raw.overrides, "overrides");
+    let is_name = |n: &str| names.contains_key(n) || (n == "users" && !user_networks_declared);
+    let accepted = acceptances(text, &mut d, &raw.accepted, &is_name);
 
     d.finish(Site {
         name: raw.site.value,
@@ -356,7 +359,105 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         allow,
         overrides,
         monitoring,
+        accepted,
     })
+}
+
+/// The `accepted:` list: ends named or given as addresses, a port, free
+/// text that must not be empty, and the last day as a date.
+fn acceptances(
+    text: &str,
+    d: &mut Diagnostics,
+    raw: &[RawAcceptance],
+    is_name: &dyn Fn(&str) -> bool,
+) -> Vec<Acceptance> {
+    if let Some(a) = raw.get(MAX_ACCEPTANCES) {
+        d.on(
+            &a.from,
+            format!("accepted[{MAX_ACCEPTANCES}]"),
+            format!("more than {MAX_ACCEPTANCES} accepted deviations; fix some instead"),
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, a) in raw.iter().enumerate() {
+        let at = |f: &str| format!("accepted[{i}].{f}");
+        let mut end = |v: &Spanned<String>, f: &str| accept_end(text, d, v, at(f), is_name);
+        let (from, to) = (end(&a.from, "from"), end(&a.to, "to"));
+        let port = parse_port(a.port.value)
+            .map_err(|m| d.on(&a.port, at("port"), m))
+            .ok();
+        for (v, f) in [
+            (&a.reason, "reason"),
+            (&a.ticket, "ticket"),
+            (&a.owner, "owner"),
+        ] {
+            if v.value.trim().is_empty() {
+                d.on(v, at(f), format!("an accepted deviation needs a {f}"));
+            }
+        }
+        let until = (a.expires.value.trim().parse::<jiff::civil::Date>().ok())
+            .filter(|_| a.expires.value.trim().len() == 10)
+            .and_then(end_of);
+        if until.is_none() {
+            d.on(
+                &a.expires,
+                at("expires"),
+                format!(
+                    "`{}` is not a date (YYYY-MM-DD, its last day)",
+                    a.expires.value
+                ),
+            );
+        }
+        if let (Some(from), Some(to), Some(port), Some(until)) = (from, to, port, until) {
+            out.push(Acceptance {
+                from,
+                to,
+                port,
+                reason: a.reason.value.clone(),
+                ticket: a.ticket.value.clone(),
+                owner: a.owner.value.clone(),
+                expires: a.expires.value.trim().to_string(),
+                until,
+                pos: Pos {
+                    line: a.from.referenced.line(),
+                    column: a.from.referenced.column(),
+                },
+                index: i,
+            });
+        }
+    }
+    out
+}
+
+/// One end of an accepted flow: an address or CIDR, or the name of an
+/// endpoint (an identifier, and one the site declares).
+fn accept_end(
+    text: &str,
+    d: &mut Diagnostics,
+    v: &Spanned<String>,
+    field: String,
+    is_name: &dyn Fn(&str) -> bool,
+) -> Option<AcceptEnd> {
+    if let Ok(net) = parse_net(&v.value) {
+        return Some(AcceptEnd::Net(net));
+    }
+    if is_name(&v.value) {
+        return Some(AcceptEnd::Name(v.value.clone()));
+    }
+    if crate::name::check(&v.value).is_err() {
+        d.name(text, v, field);
+    } else {
+        d.on(
+            v,
+            field,
+            format!(
+                "`{}` names no node, user network or external endpoint, and is not an address or CIDR",
+                v.value
+            ),
+        );
+    }
+    None
 }
 
 /// The model id of a node's `services:` entry (an id or a Windows service

@@ -2,10 +2,12 @@
 //! that may reach user-facing ports, the external endpoints nodes may reach,
 //! and site-specific allowances and overrides.
 
+mod accept;
 mod load;
 mod names;
 mod raw;
 
+pub use accept::{end_of, AcceptEnd, Acceptance, MAX_ACCEPTANCES};
 pub use load::{load_site, model_id_of};
 
 use std::net::IpAddr;
@@ -126,6 +128,8 @@ pub struct Site {
     /// Who scrapes the sensors: their connections to a node's sensor port
     /// are expected (service `portwatch`).
     pub monitoring: Option<Monitoring>,
+    /// Known deviations accepted until a date: still findings, marked.
+    pub accepted: Vec<Acceptance>,
 }
 
 /// The site's `monitoring` list.

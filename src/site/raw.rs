@@ -24,6 +24,23 @@ pub struct RawSite {
     pub overrides: Vec<RawEdgeSpec>,
     /// Who scrapes the portwatch sensors.
     pub monitoring: Option<RawMonitoring>,
+    /// Known deviations accepted until a date (not allowances).
+    #[serde(default)]
+    pub accepted: Vec<RawAcceptance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcceptance {
+    /// An endpoint name, or an address or CIDR (for hosts outside the site).
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub reason: Spanned<String>,
+    pub ticket: Spanned<String>,
+    pub owner: Spanned<String>,
+    /// The last day it holds (UTC), `YYYY-MM-DD`.
+    pub expires: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::classify::{Basis, Classification, Verdict};
 use crate::map::FastMap;
 use crate::observation::{Observation, Outcome, OutcomeCounts};
-use crate::policy::Peer;
+use crate::policy::{AcceptId, Peer};
 use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.
@@ -104,6 +104,9 @@ pub struct FindingKey {
     pub dst: Peer,
     pub dst_addr: IpAddr,
     pub port: u16,
+    /// The acceptance that held when it occurred: occurrences before and
+    /// after an acceptance expires are two rows.
+    pub accepted: Option<AcceptId>,
 }
 
 #[derive(Clone, Debug)]
@@ -495,6 +498,7 @@ pub fn finding_key(kind: FindingKind, c: &Classification, src: IpAddr, dst: IpAd
         dst: c.dst,
         dst_addr: dst,
         port: c.port,
+        accepted: c.accepted,
     }
 }
 

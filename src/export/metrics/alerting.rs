@@ -68,8 +68,9 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 /// then the oldest; each removal is counted.
 pub const MAX_SERIES: usize = 4096;
 
-/// Labels: src, dst, port, service, finding.
-type Labels = [String; 5];
+/// Labels: src, dst, port, service, finding, accepted (`true` while a
+/// site acceptance holds: the shipped alerts leave those out).
+type Labels = [String; 6];
 
 struct Series {
     labels: Labels,
@@ -89,7 +90,7 @@ pub(super) struct Held {
     series: Vec<Series>,
     /// Per policy: a finding's series by its policy labels, so a repeated
     /// finding (a scan) builds no label strings.
-    cache: FastMap<(FlowLabels, AlertKind), usize>,
+    cache: FastMap<(FlowLabels, AlertKind, bool), usize>,
 }
 
 impl Held {
@@ -119,7 +120,8 @@ impl Held {
         let Some(kind) = AlertKind::of(f) else {
             return;
         };
-        let key = (super::flow_labels(p, f.class), kind);
+        let accepted = f.class.accepted.is_some();
+        let key = (super::flow_labels(p, f.class), kind, accepted);
         let i = match self.cache.get(&key) {
             Some(i) => *i,
             None => {
@@ -129,6 +131,7 @@ impl Held {
                     super::port_label(p, f.class.port),
                     f.class.service.to_string(),
                     kind.as_str().to_string(),
+                    accepted.to_string(),
                 ];
                 let i = match self.by_labels.get(&labels) {
                     Some(i) => *i,

@@ -156,6 +156,8 @@ pub struct Faults {
 }
 
 const EDGE_LABELS: &[&str] = &["src", "dst", "port", "service"];
+/// `accepted` is `true` while an acceptance of the site file holds.
+const FINDING_LABELS: &[&str] = &["src", "dst", "port", "service", "finding", "accepted"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -218,13 +220,13 @@ impl Metrics {
             ),
             finding_active: int_gauge_vec(
                 "portwatch_finding_active",
-                "1 from a finding's first occurrence until the hold (run --finding-hold) after its latest, then 0: what the finding alerts fire on.",
-                &["src", "dst", "port", "service", "finding"],
+                "1 from a finding's first occurrence until the hold (run --finding-hold) after its latest, then 0: what the finding alerts fire on (accepted=\"false\" only).",
+                FINDING_LABELS,
             ),
             finding_last_seen: gauge_vec(
                 "portwatch_finding_last_seen_timestamp_seconds",
                 "Time of a finding's latest occurrence (capture time for replays).",
-                &["src", "dst", "port", "service", "finding"],
+                FINDING_LABELS,
             ),
             finding_evicted: reg(
                 &registry,

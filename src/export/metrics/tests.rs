@@ -235,7 +235,7 @@ fn a_finding_gauge_is_held_then_falls_back_to_zero() {
     pl.record_events(true);
     let user: IpAddr = "198.51.100.9".parse().unwrap();
     let central: IpAddr = "192.0.2.10".parse().unwrap();
-    let gauge = "portwatch_finding_active{dst=\"central\",finding=\"local_only\",port=\"4444\",service=\"qrs\",src=\"corp-users\"}";
+    let gauge = "portwatch_finding_active{accepted=\"false\",dst=\"central\",finding=\"local_only\",port=\"4444\",service=\"qrs\",src=\"corp-users\"}";
     let value = |m: &Metrics| {
         series(m)
             .into_iter()
