@@ -68,7 +68,7 @@ impl Policy {
     /// Whether the acceptance's flow is expected, or never judged.
     fn flow_note(&self, a: &Acceptance) -> Option<AcceptNote> {
         let (s, d) = (self.peer_of_end(&a.from)?, self.peer_of_end(&a.to)?);
-        let same_host = (s == d && self.is_node(s)) || (s == Peer::Localhost && d == s);
+        let same_host = s == d && (self.is_node(s) || s == Peer::Localhost);
         if same_host && self.knows_port(a.port) {
             return Some(AcceptNote::NeverAFinding);
         }
