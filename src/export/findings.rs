@@ -82,8 +82,12 @@ const MAX_PRINTED_KEYS: usize = 10_000;
 impl Occurrences {
     /// The findings counted: kind, source and destination names, port and
     /// occurrences so far (what a restart must not report as new again).
+    /// Occurrences under an acceptance are not alerts and are left out: one
+    /// may be written again (as an event) after a restart.
     pub fn entries(&self) -> impl Iterator<Item = (FindingKind, &str, &str, u16, u64)> {
-        (self.seen.iter()).map(|((k, s, d, port), n)| (*k, s.as_str(), d.as_str(), *port, *n))
+        (self.seen.iter())
+            .filter(|((.., accepted), _)| !accepted)
+            .map(|((k, s, d, port, _), n)| (*k, s.as_str(), d.as_str(), *port, *n))
     }
 
     /// Distinct findings counted.
@@ -98,7 +102,7 @@ impl Occurrences {
     /// Take back `n` occurrences of a finding counted before a restart;
     /// past the cap, nothing (and false).
     pub fn restore(&mut self, kind: FindingKind, src: &str, dst: &str, port: u16, n: u64) -> bool {
-        let id = (kind, src.to_string(), dst.to_string(), port);
+        let id = (kind, src.to_string(), dst.to_string(), port, false);
         if !self.seen.contains_key(&id) && self.seen.len() >= MAX_PRINTED_KEYS {
             return false;
         }
