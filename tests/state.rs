@@ -10,6 +10,12 @@
 //! with a 4 s window in the second, where it has no evidence: its going
 //! missing shows the second run has watched longer than a whole window of
 //! the 3 s edge. Every wait polls for a condition, with a deadline.
+//!
+//! Reported as new once: the event log's alert for the finding has
+//! occurrence 1 only once, the edge missing before the kill is not alerted
+//! again, and the finding's `portwatch_finding_active` series is at 1 from
+//! the restart on (its alert keeps firing instead of resolving and firing
+//! again).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -26,6 +32,8 @@ const HEADER: &str = "#Version: 1.5\r\n#Software: Microsoft Windows Firewall\r\n
 const EVIDENCED: &str = r#"{dst="central",port="4242",service="qrs",src="proxy"}"#;
 const NEVER: &str = r#"{dst="central",port="4432",service="qrd",src="proxy"}"#;
 const LATE: &str = r#"{dst="proxy",port="4242",service="qrs",src="central"}"#;
+const ACTIVE: &str = r#"portwatch_finding_active{accepted="false",dst="proxy",finding="unexpected",port="4747",service="qes",src="corp-users"}"#;
+const FINDING_SEEN: &str = r#"portwatch_finding_last_seen_timestamp_seconds{accepted="false",dst="proxy",finding="unexpected",port="4747",service="qes",src="corp-users"}"#;
 const UNEXPECTED: &str = r#"portwatch_connections_total{dst="proxy",port="4747",service="qes",src="corp-users",verdict="unexpected"}"#;
 
 /// The multi-node site with the windows above; `late` makes central ->
@@ -176,6 +184,8 @@ fn a_sigkilled_daemon_restarts_from_its_state_dir() {
         &m,
         &format!("portwatch_edge_last_seen_timestamp_seconds{EVIDENCED}"),
     );
+    let finding_seen = sample(&m, FINDING_SEEN);
+    assert_eq!(sample(&m, ACTIVE), Some(1.0), "{m}");
     // A state write that holds all three.
     wait_for(
         "a state write with the finding and the missing edge",
@@ -190,7 +200,8 @@ fn a_sigkilled_daemon_restarts_from_its_state_dir() {
                 .any(|e| e["port"] == 4242 && e["last_ns"].is_u64());
             let reported = v["reported"].as_array()?.iter().any(|r| r["port"] == 4747);
             let found = v["findings"].as_array()?.iter().any(|f| f["port"] == 4747);
-            (missing && seen && reported && found).then_some(())
+            let alert = v["alerts"].as_array()?.iter().any(|a| a["port"] == "4747");
+            (missing && seen && reported && found && alert).then_some(())
         },
     );
     d.signal("KILL");
@@ -211,10 +222,22 @@ fn a_sigkilled_daemon_restarts_from_its_state_dir() {
     // Second run, same directory, a new log: the finding happens again.
     let log2 = dir.0.join("run2.log");
     let mut d = start(&site(&dir.0, true), &log2, &events, &state);
+    // Before anything new: the finding's alert series is back, held at 1
+    // with its time (its alert goes on firing, it does not fire anew).
+    let m = d.wait_metrics("the finding's series", |m| sample(m, ACTIVE).is_some());
+    assert_eq!(sample(&m, ACTIVE), Some(1.0), "{m}");
+    assert_eq!(sample(&m, FINDING_SEEN), finding_seen, "{m}");
     append(&log2, &format!("{HEADER}{}", intrusion(40_003)));
+    // Judged once the log names its node: the restored evidence is the
+    // edge's last-seen time from then on (none came in this run).
     let m = d.wait_metrics("the finding again, the edges judged", |m| {
         sample(m, UNEXPECTED) == Some(1.0)
-            && sample(m, &format!("portwatch_edge_missing{EVIDENCED}")).is_some()
+            && sample(m, &format!("portwatch_edge_missing{NEVER}")) == Some(1.0)
+            && sample(
+                m,
+                &format!("portwatch_edge_last_seen_timestamp_seconds{EVIDENCED}"),
+            )
+            .is_some_and(|v| v > 0.0)
     });
     // The evidence of the first run is the edge's, no new evidence came.
     assert_eq!(

@@ -596,14 +596,13 @@ impl Driver {
         let Some(saved) = k.dir.load(&want, Timestamp::now()) else {
             return;
         };
-        let printed = self.printer.as_mut().map(|p| &mut p.findings.due);
-        statedir::restore(
-            &saved,
-            &k.dir.path(),
-            &mut self.pl,
-            &mut self.events,
-            printed,
-        );
+        let file = k.dir.path();
+        let reporters = statedir::Reporters {
+            events: &mut self.events,
+            printed: self.printer.as_mut().map(|p| &mut p.findings.due),
+            rec: self.rec.as_mut(),
+        };
+        statedir::restore(&saved, &file, &mut self.pl, reporters);
         let reported = self.reported();
         if let Some(k) = &mut self.state {
             k.reported = reported;
@@ -617,9 +616,12 @@ impl Driver {
         }
         let now = self.now().unwrap_or_else(Timestamp::now);
         let since = self.since.unwrap_or(now).min(now);
-        let printed = self.printer.as_ref().map(|p| &p.findings.due);
-        let saved =
-            statedir::snapshot(&self.pl, &self.vis, (since, now), &mut self.events, printed);
+        let reporters = statedir::Reporters {
+            events: &mut self.events,
+            printed: self.printer.as_mut().map(|p| &mut p.findings.due),
+            rec: self.rec.as_mut(),
+        };
+        let saved = statedir::snapshot(&self.pl, &self.vis, (since, now), reporters);
         let reported = self.reported();
         if let Some(k) = &mut self.state {
             k.dir.write(&saved);

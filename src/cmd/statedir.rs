@@ -17,12 +17,12 @@ use std::collections::BTreeMap;
 
 use super::eventlog::EventLog;
 use super::Error;
-use crate::export::findings::Occurrences;
+use crate::export::findings::{Counted, Occurrences};
+use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::quote::log_field;
 use crate::state::saved::{Identity, Saved, SavedReport, MAX_REPORTED};
-use crate::state::tally::FindingKind;
 use crate::time::Timestamp;
 
 /// The state file's name in its directory.
@@ -151,50 +151,81 @@ impl StateDir {
     }
 }
 
-/// The state at `now` (observing since `since`): the pipeline's, and
-/// which findings the event log and the printer already reported.
+/// What reported findings before a restart: the event log, the printer
+/// and the metrics' alert series.
+pub(super) struct Reporters<'a> {
+    pub events: &'a mut EventLog,
+    pub printed: Option<&'a mut Occurrences>,
+    pub rec: Option<&'a mut Recorder>,
+}
+
+/// The state at `now` (observing since `since`, capture time): the
+/// pipeline's, and what the reporters already reported.
 pub(super) fn snapshot(
     pl: &Pipeline,
     vis: &Visibility,
     (since, now): (Timestamp, Timestamp),
-    events: &mut EventLog,
-    printed: Option<&Occurrences>,
+    r: Reporters<'_>,
 ) -> Saved {
+    let Reporters {
+        events,
+        printed,
+        rec,
+    } = r;
+    let printed = printed.map(|p| &*p);
     let mut saved = Saved::new(Identity::of(pl.policy()), now.as_nanos());
     pl.save(&mut saved, vis, since, now);
-    let mut reported: BTreeMap<(FindingKind, &str, &str, u16), u64> = BTreeMap::new();
+    if let Some(rec) = rec {
+        saved.alerts = rec.saved_alerts(std::time::Instant::now(), Timestamp::now());
+    }
+    // Both count every finding; the larger count of each is kept.
+    let mut reported: BTreeMap<Counted<'_>, u64> = BTreeMap::new();
     let logged = events.formatter().map(|f| &*f.occurrences());
     for occ in [logged, printed].into_iter().flatten() {
-        for (kind, src, dst, port, n) in occ.entries() {
-            let was = reported.entry((kind, src, dst, port)).or_insert(0);
-            *was = (*was).max(n);
+        for c in occ.entries() {
+            let key = Counted {
+                occurrences: 0,
+                ..c
+            };
+            let was = reported.entry(key).or_insert(0);
+            *was = (*was).max(c.occurrences);
         }
     }
     saved.reported = (reported.into_iter().take(MAX_REPORTED))
-        .map(|((kind, src, dst, port), occurrences)| SavedReport {
-            kind,
-            src: src.to_string(),
-            dst: dst.to_string(),
-            port,
+        .map(|(c, occurrences)| SavedReport {
+            kind: c.kind,
+            src: c.src.to_string(),
+            dst: c.dst.to_string(),
+            port: c.port,
+            accepted: c.accepted,
             occurrences,
         })
         .collect();
     saved
 }
 
-/// Take `saved` back into the pipeline, the event log's and the printer's
-/// memory of what was reported; one log line says what was taken.
-pub(super) fn restore(
-    saved: &Saved,
-    file: &Path,
-    pl: &mut Pipeline,
-    events: &mut EventLog,
-    mut printed: Option<&mut Occurrences>,
-) {
-    let r = pl.restore(saved);
+/// Take `saved` back into the pipeline and the reporters' memory of what
+/// was reported; one log line says what was taken.
+pub(super) fn restore(saved: &Saved, file: &Path, pl: &mut Pipeline, r: Reporters<'_>) {
+    let Reporters {
+        events,
+        mut printed,
+        rec,
+    } = r;
+    let taken = pl.restore(saved);
     let p: std::sync::Arc<Policy> = pl.policy().clone();
     let mut reported = 0;
-    let mut skipped = r.skipped;
+    let mut skipped = taken.skipped;
+    let mut alerts = 0;
+    if let Some(rec) = rec {
+        let (wall, now) = (std::time::Instant::now(), Timestamp::now());
+        for a in &saved.alerts {
+            match rec.restore_alert(&p, a, wall, now) {
+                true => alerts += 1,
+                false => skipped += 1,
+            }
+        }
+    }
     if let Some(f) = events.formatter() {
         for e in saved.edges.iter().filter(|e| e.missing) {
             if let Some(id) = crate::pipeline::saved_edge(&p, e) {
@@ -208,19 +239,25 @@ pub(super) fn restore(
             skipped += 1;
             continue;
         }
-        let (k, s, d, port, n) = (rep.kind, &rep.src, &rep.dst, rep.port, rep.occurrences);
-        let logged = events
-            .formatter()
-            .map(|f| f.occurrences().restore(k, s, d, port, n));
-        let shown = printed.as_mut().map(|o| o.restore(k, s, d, port, n));
+        let c = Counted {
+            kind: rep.kind,
+            src: &rep.src,
+            dst: &rep.dst,
+            port: rep.port,
+            accepted: rep.accepted,
+            occurrences: rep.occurrences,
+        };
+        let logged = events.formatter().map(|f| f.occurrences().restore(&c));
+        let shown = printed.as_mut().map(|o| o.restore(&c));
         reported += usize::from(logged.or(shown).unwrap_or(true));
     }
     tracing::info!(
         file = %log_field(&file.to_string_lossy()),
         written = %Timestamp(saved.written_ns).rfc3339(),
-        edges = r.edges,
-        findings = r.findings,
+        edges = taken.edges,
+        findings = taken.findings,
         reported,
+        alerts,
         skipped,
         "state restored"
     );

@@ -67,6 +67,18 @@ pub struct Occurrences {
     pub refused: u64,
 }
 
+/// One finding as [`Occurrences`] counts it: kind, source and destination
+/// names, port, whether an acceptance held, and its occurrences so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Counted<'a> {
+    pub kind: FindingKind,
+    pub src: &'a str,
+    pub dst: &'a str,
+    pub port: u16,
+    pub accepted: bool,
+    pub occurrences: u64,
+}
+
 /// Whether to report one occurrence.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Due {
@@ -80,14 +92,17 @@ pub enum Due {
 const MAX_PRINTED_KEYS: usize = 10_000;
 
 impl Occurrences {
-    /// The findings counted: kind, source and destination names, port and
-    /// occurrences so far (what a restart must not report as new again).
-    /// Occurrences under an acceptance are not alerts and are left out: one
-    /// may be written again (as an event) after a restart.
-    pub fn entries(&self) -> impl Iterator<Item = (FindingKind, &str, &str, u16, u64)> {
-        (self.seen.iter())
-            .filter(|((.., accepted), _)| !accepted)
-            .map(|((k, s, d, port, _), n)| (*k, s.as_str(), d.as_str(), *port, *n))
+    /// The findings counted, with their occurrences so far (what a
+    /// restart must not report as new again).
+    pub fn entries(&self) -> impl Iterator<Item = Counted<'_>> {
+        (self.seen.iter()).map(|((kind, src, dst, port, accepted), n)| Counted {
+            kind: *kind,
+            src,
+            dst,
+            port: *port,
+            accepted: *accepted,
+            occurrences: *n,
+        })
     }
 
     /// Distinct findings counted.
@@ -99,15 +114,21 @@ impl Occurrences {
         self.seen.is_empty()
     }
 
-    /// Take back `n` occurrences of a finding counted before a restart;
+    /// Take back the occurrences of a finding counted before a restart;
     /// past the cap, nothing (and false).
-    pub fn restore(&mut self, kind: FindingKind, src: &str, dst: &str, port: u16, n: u64) -> bool {
-        let id = (kind, src.to_string(), dst.to_string(), port, false);
+    pub fn restore(&mut self, c: &Counted<'_>) -> bool {
+        let id = (
+            c.kind,
+            c.src.to_string(),
+            c.dst.to_string(),
+            c.port,
+            c.accepted,
+        );
         if !self.seen.contains_key(&id) && self.seen.len() >= MAX_PRINTED_KEYS {
             return false;
         }
         let was = self.seen.entry(id).or_insert(0);
-        *was = (*was).max(n);
+        *was = (*was).max(c.occurrences);
         true
     }
 

@@ -877,6 +877,14 @@ impl Policy {
     }
 
     /// The service label of a model rule.
+    /// Whether `s` is a service label a classification under this policy
+    /// can carry: a rule's, an edge's, or `other`.
+    pub fn knows_service(&self, s: &str) -> bool {
+        *self.other_service == *s
+            || self.rule_services.iter().any(|r| **r == *s)
+            || self.edges.iter().any(|e| *e.service == *s)
+    }
+
     pub fn rule_service(&self, r: RuleId) -> &Arc<str> {
         &self.rule_services[r.0]
     }

@@ -22,6 +22,8 @@ pub const FORMAT: &str = "portwatch-state";
 pub const VERSION: u32 = 1;
 /// Most reported-finding keys kept (the printed and logged findings' cap).
 pub const MAX_REPORTED: usize = 10_000;
+/// Most finding alert series kept (the metrics' own cap on them).
+pub const MAX_ALERTS: usize = 4096;
 /// Largest file read back: the tables at their caps fit well inside.
 pub const MAX_BYTES: u64 = 64 << 20;
 
@@ -77,6 +79,9 @@ pub struct SavedFinding {
     pub filters: Vec<u64>,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// The ticket of the site acceptance that held when it occurred.
+    #[serde(default)]
+    pub accepted: Option<String>,
 }
 
 /// A finding already reported (printed, logged as an alert): how many of
@@ -88,10 +93,33 @@ pub struct SavedReport {
     pub src: String,
     pub dst: String,
     pub port: u16,
+    /// A site acceptance held: counted apart from the same finding
+    /// unaccepted (reported again once the acceptance expires).
+    #[serde(default)]
+    pub accepted: bool,
     pub occurrences: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A finding's alert series (`portwatch_finding_active`), by its labels:
+/// the time of its latest occurrence (its last-seen gauge), and while the
+/// gauge is held at 1, the wall-clock time that occurrence was handled (the
+/// hold runs on the wall clock).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAlert {
+    pub src: String,
+    pub dst: String,
+    pub port: String,
+    pub service: String,
+    pub finding: String,
+    /// The `accepted` label: `true` or `false`.
+    #[serde(default = "not_accepted")]
+    pub accepted: String,
+    pub last_seen: f64,
+    pub held_since_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Saved {
     pub format: String,
@@ -104,6 +132,13 @@ pub struct Saved {
     pub edges: Vec<SavedEdge>,
     pub findings: Vec<SavedFinding>,
     pub reported: Vec<SavedReport>,
+    /// The finding alert series of the metrics.
+    #[serde(default)]
+    pub alerts: Vec<SavedAlert>,
+}
+
+fn not_accepted() -> String {
+    "false".to_string()
 }
 
 /// Why a state file is not taken.
@@ -166,6 +201,7 @@ impl Saved {
             edges: Vec::new(),
             findings: Vec::new(),
             reported: Vec::new(),
+            alerts: Vec::new(),
         }
     }
 
@@ -227,6 +263,7 @@ impl Saved {
                 FINDINGS_PER_KIND * FindingKind::ALL.len(),
             ),
             ("reported", self.reported.len(), MAX_REPORTED),
+            ("alerts", self.alerts.len(), MAX_ALERTS),
         ];
         for (what, n, max) in caps {
             if n > max {
@@ -278,13 +315,25 @@ mod tests {
             filters: vec![],
             first_ns: 1,
             last_ns: 9,
+            accepted: None,
         });
         s.reported.push(SavedReport {
             kind: FindingKind::Unexpected,
             src: "corp-users".into(),
             dst: "proxy".into(),
             port: 4747,
+            accepted: false,
             occurrences: 2,
+        });
+        s.alerts.push(SavedAlert {
+            src: "corp-users".into(),
+            dst: "proxy".into(),
+            port: "4747".into(),
+            service: "qes".into(),
+            finding: "unexpected".into(),
+            accepted: "false".into(),
+            last_seen: 9e-9,
+            held_since_ns: Some(11),
         });
         s
     }

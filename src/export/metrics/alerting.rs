@@ -18,8 +18,10 @@ use super::FlowLabels;
 use crate::export::findings::Found;
 use crate::map::FastMap;
 use crate::policy::Policy;
+use crate::state::saved::SavedAlert;
 use crate::state::tally::FindingKind;
 use crate::state::Outcome;
+use crate::time::Timestamp;
 
 /// The `finding` label: a finding kind, `blocked` split by its outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +47,20 @@ impl AlertKind {
         }
     }
 
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::Unexpected,
+        AlertKind::LocalOnly,
+        AlertKind::UnknownHost,
+        AlertKind::BlockedRefused,
+        AlertKind::BlockedUnanswered,
+        AlertKind::BlockedDenied,
+    ];
+
+    /// [`AlertKind::as_str`] backwards.
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// `missing` is not an event: its gauge is `portwatch_edge_missing`.
     pub fn of(f: &Found<'_>) -> Option<AlertKind> {
         Some(match (f.kind, f.outcome) {
@@ -66,7 +82,7 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
 /// Most finding series kept. Their labels are bounded by the policy, but
 /// reloads can add label sets: past the cap, series back at 0 go first,
 /// then the oldest; each removal is counted.
-pub const MAX_SERIES: usize = 4096;
+pub const MAX_SERIES: usize = crate::state::saved::MAX_ALERTS;
 
 /// Labels: src, dst, port, service, finding, accepted (`true` while a
 /// site acceptance holds: the shipped alerts leave those out).
@@ -187,6 +203,67 @@ impl Held {
         self.by_labels = (self.series.iter().enumerate())
             .map(|(i, s)| (s.labels.clone(), i))
             .collect();
+    }
+
+    /// The series to keep over a restart. `wall` and `now` are the same
+    /// instant on the monotonic and the system clock: a held gauge's start
+    /// is kept as a system time, which outlives the process.
+    pub fn save(&self, wall: Instant, now: Timestamp) -> Vec<SavedAlert> {
+        (self.series.iter())
+            .map(|s| {
+                let [src, dst, port, service, finding, accepted] = s.labels.clone();
+                let held = s.since.map(|t| wall.saturating_duration_since(t));
+                SavedAlert {
+                    src,
+                    dst,
+                    port,
+                    service,
+                    finding,
+                    accepted,
+                    last_seen: s.last_seen.get(),
+                    held_since_ns: held.map(|d| now.as_nanos().saturating_sub(d.as_nanos() as u64)),
+                }
+            })
+            .collect()
+    }
+
+    /// Take back a series kept over a restart, if its labels are all ones
+    /// `p` can give (a label never comes from the file alone): held at 1
+    /// for what is left of its hold at `wall` (`now` on the system clock),
+    /// else at 0 with its last-seen time.
+    pub fn restore(&mut self, p: &Policy, a: &SavedAlert, wall: Instant, now: Timestamp) -> bool {
+        let port_known = a.port == "other"
+            || (a.port.parse::<u16>().ok()).is_some_and(|n| p.port_label(n).is_some());
+        let known = p.peer_named(&a.src).is_some()
+            && p.peer_named(&a.dst).is_some()
+            && port_known
+            && p.knows_service(&a.service)
+            && AlertKind::parse(&a.finding).is_some()
+            && matches!(a.accepted.as_str(), "true" | "false");
+        if !known || !a.last_seen.is_finite() {
+            return false;
+        }
+        let labels: Labels = [
+            a.src.clone(),
+            a.dst.clone(),
+            a.port.clone(),
+            a.service.clone(),
+            a.finding.clone(),
+            a.accepted.clone(),
+        ];
+        let i = match self.by_labels.get(&labels) {
+            Some(i) => *i,
+            None => self.add(labels),
+        };
+        let held = (a.held_since_ns)
+            .map(|t| now.saturating_sub(Timestamp(t)))
+            .filter(|ago| *ago < self.hold)
+            .and_then(|ago| wall.checked_sub(ago));
+        let s = &mut self.series[i];
+        s.active.set(i64::from(held.is_some()));
+        s.last_seen.set(a.last_seen);
+        s.since = held;
+        true
     }
 
     /// Gauges whose latest occurrence is a hold old at `wall` go back to 0.

@@ -32,6 +32,7 @@ use crate::map::FastMap;
 use crate::pipeline::{Event, Ingested, Pipeline};
 use crate::policy::Visibility;
 use crate::policy::{EdgeId, Peer, Policy};
+use crate::state::saved::SavedAlert;
 use crate::state::{EdgeState, Eviction, Outcome};
 use crate::time::Timestamp;
 
@@ -692,6 +693,24 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// The finding alert series to keep over a restart (`wall` and `now`:
+    /// one instant on the monotonic and the system clock).
+    pub fn saved_alerts(&self, wall: Instant, now: Timestamp) -> Vec<SavedAlert> {
+        self.findings.save(wall, now)
+    }
+
+    /// Take back an alert series kept over a restart; false if `p` cannot
+    /// give its labels.
+    pub fn restore_alert(
+        &mut self,
+        p: &Policy,
+        a: &SavedAlert,
+        wall: Instant,
+        now: Timestamp,
+    ) -> bool {
+        self.findings.restore(p, a, wall, now)
     }
 
     /// Finding gauges whose hold has passed at `wall` go back to 0.

@@ -261,3 +261,92 @@ fn a_finding_gauge_is_held_then_falls_back_to_zero() {
     probe(&mut pl, &mut rec, 50_001, wall + hold * 11);
     assert_eq!(value(&m).as_deref(), Some("1"), "a new occurrence");
 }
+
+/// A finding's alert series over a restart: held at 1 for what is left of
+/// its hold (the downtime counts), with its last-seen time; past the hold
+/// at 0; labels the policy cannot give are refused.
+#[test]
+fn a_finding_gauge_is_held_over_a_restart() {
+    let p = multi_node();
+    let hold = Duration::from_secs(60);
+    let gauge = "portwatch_finding_active{accepted=\"false\",dst=\"central\",finding=\"local_only\",port=\"4444\",service=\"qrs\",src=\"corp-users\"}";
+    let last = "portwatch_finding_last_seen_timestamp_seconds{accepted=\"false\",dst=\"central\",finding=\"local_only\",port=\"4444\",service=\"qrs\",src=\"corp-users\"}";
+    let value = |m: &Metrics, name: &str| {
+        series(m)
+            .into_iter()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    let recorder = |m: &Metrics| {
+        let mut rec = Recorder::new(m, &["eth0".to_string()]).with_finding_hold(hold);
+        rec.set_policy(&p, &Visibility::default());
+        rec
+    };
+    // Before: the finding at wall `w0`, saved 10 s later (system time `t0`).
+    let m = Metrics::new();
+    let mut rec = recorder(&m);
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    let (user, central): (IpAddr, IpAddr) = (
+        "198.51.100.9".parse().unwrap(),
+        "192.0.2.10".parse().unwrap(),
+    );
+    pl.process(
+        Timestamp::from_secs_nanos(1_700_000_000, 0),
+        &seg(user, 50_000, central, 4444, Control::Syn),
+    );
+    let w0 = Instant::now();
+    for e in pl.drain_events() {
+        rec.observe(&p, &e, w0);
+    }
+    let t0 = Timestamp::from_secs_nanos(1_800_000_000, 0);
+    let saved = rec.saved_alerts(w0 + Duration::from_secs(10), t0);
+    assert_eq!(saved.len(), 1);
+    // After a restart 5 s later: 45 s of the hold are left.
+    let m = Metrics::new();
+    let mut rec = recorder(&m);
+    let w1 = Instant::now() + hold;
+    let t1 = t0.saturating_add(Duration::from_secs(5));
+    assert!(rec.restore_alert(&p, &saved[0], w1, t1));
+    assert_eq!(value(&m, gauge).as_deref(), Some("1"));
+    assert_eq!(value(&m, last).as_deref(), Some("1700000000"));
+    rec.expire_findings(w1 + Duration::from_secs(45) - Duration::from_millis(1));
+    assert_eq!(value(&m, gauge).as_deref(), Some("1"), "held");
+    rec.expire_findings(w1 + Duration::from_secs(45));
+    assert_eq!(
+        value(&m, gauge).as_deref(),
+        Some("0"),
+        "the hold has passed"
+    );
+    // Restarted after the hold: the series at 0, its time kept.
+    let m = Metrics::new();
+    let mut rec = recorder(&m);
+    assert!(rec.restore_alert(&p, &saved[0], w1, t0.saturating_add(hold)));
+    assert_eq!(value(&m, gauge).as_deref(), Some("0"));
+    assert_eq!(value(&m, last).as_deref(), Some("1700000000"));
+    // Labels the policy cannot give are not made series.
+    for bad in [
+        SavedAlert {
+            src: "evil\"}".into(),
+            ..saved[0].clone()
+        },
+        SavedAlert {
+            port: "31337".into(),
+            ..saved[0].clone()
+        },
+        SavedAlert {
+            service: "ssh".into(),
+            ..saved[0].clone()
+        },
+        SavedAlert {
+            finding: "missing".into(),
+            ..saved[0].clone()
+        },
+        SavedAlert {
+            accepted: "maybe".into(),
+            ..saved[0].clone()
+        },
+    ] {
+        assert!(!rec.restore_alert(&p, &bad, w1, t1), "{bad:?}");
+    }
+    assert_eq!(alerting::MAX_SERIES, crate::state::saved::MAX_ALERTS);
+}
