@@ -250,6 +250,13 @@ fn a_baseline_leaves_out_the_findings_it_has() {
         "{table}"
     );
 
+    let html = replay(
+        &site,
+        &["--format", "html", "--baseline", path.to_str().unwrap()],
+    )
+    .stdout;
+    assert!(html.contains("already known there, left out: 1."), "{html}");
+
     // Against itself: nothing new, exit 0.
     let same = dir.join("same.json");
     std::fs::write(&same, &first.stdout).unwrap();

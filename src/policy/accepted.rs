@@ -165,6 +165,45 @@ mod tests {
         );
     }
 
+    /// Occurrences of one flow before and after the last day are two
+    /// finding rows, one accepted.
+    #[test]
+    fn occurrences_across_the_expiry_are_two_findings() {
+        use crate::observation::{Fate, FlowKey, Initiator, Observation, Process, SourceKind};
+        use crate::state::tally::Tally;
+        let users = AcceptEnd::Name("corp-users".into());
+        let p = multi_node(vec![entry(users, "engine1", 4747, "2026-01-05")]);
+        let (user, engine) = (ip("198.51.100.7"), ip("192.0.2.21"));
+        let mut t = Tally::default();
+        for when in [
+            "2026-01-05T22:00:00Z",
+            "2026-01-05T23:00:00Z",
+            "2026-01-06T01:00:00Z",
+        ] {
+            let ts = at(when);
+            let obs = Observation {
+                ts,
+                key: FlowKey {
+                    client: user,
+                    client_port: 50_000,
+                    server: engine,
+                    server_port: 4747,
+                },
+                initiator: Initiator::Syn,
+                fate: Fate::Attempted,
+                sensor: None,
+                process: Process::default(),
+                filter: None,
+                source: SourceKind::Packets,
+            };
+            t.attempt(&classify_at(&p, user, engine, 4747, ts), &obs);
+        }
+        let rows: Vec<(bool, u64)> = (t.findings().iter())
+            .map(|f| (f.key.accepted.is_some(), f.count))
+            .collect();
+        assert_eq!(rows, [(true, 2), (false, 1)]);
+    }
+
     /// An unknown host is accepted by its address; an expected flow that
     /// can be blocked carries its acceptance too.
     #[test]

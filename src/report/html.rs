@@ -96,6 +96,7 @@ pub fn render(r: &Report, page: &Page) -> String {
     s.push_str("</header>\n<main>\n");
     summary(&mut s, r);
     diagram(&mut s, page);
+    baseline(&mut s, r);
     findings(&mut s, &r.findings);
     acceptances(&mut s, r);
     edges(&mut s, r);
@@ -244,6 +245,19 @@ fn explanation_cell(f: &Finding) -> String {
         esc(&a.owner),
         esc(&a.reason)
     )
+}
+
+/// `replay --baseline`: how many findings the earlier report had.
+fn baseline(s: &mut String, r: &Report) {
+    if let Some(b) = &r.baseline {
+        let _ = write!(
+            s,
+            "<section id=\"baseline\"><h2>Baseline</h2><p>Findings new since {}: {}; already known there, left out: {}.</p></section>\n",
+            esc(&b.path),
+            b.new,
+            b.known
+        );
+    }
 }
 
 /// The site's accepted deviations and what each matched.
