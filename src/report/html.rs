@@ -250,9 +250,9 @@ fn explanation_cell(f: &Finding) -> String {
 /// `replay --baseline`: how many findings the earlier report had.
 fn baseline(s: &mut String, r: &Report) {
     if let Some(b) = &r.baseline {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<section id=\"baseline\"><h2>Baseline</h2><p>Findings new since {}: {}; already known there, left out: {}.</p></section>\n",
+            "<section id=\"baseline\"><h2>Baseline</h2><p>Findings new since {}: {}; already known there, left out: {}.</p></section>",
             esc(&b.path),
             b.new,
             b.known
