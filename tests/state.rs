@@ -204,6 +204,20 @@ fn a_sigkilled_daemon_restarts_from_its_state_dir() {
             (missing && seen && reported && found && alert).then_some(())
         },
     );
+    let m = d.metrics();
+    assert!(
+        sample(&m, r#"portwatch_state_writes_total{result="written"}"#).is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"portwatch_state_writes_total{result="failed"}"#),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "portwatch_state_last_write_timestamp_seconds").is_some_and(|t| t > 1e9),
+        "{m}"
+    );
     d.signal("KILL");
     let (status, _, log) = d.wait_exit();
     assert_eq!(status.code(), None, "killed by a signal: {log}");
@@ -350,7 +364,18 @@ fn a_corrupt_state_file_is_set_aside_not_fatal() {
         .filter(|n| n.starts_with("state.json.bad-"))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
-    // It goes on writing its own state there.
+    // Counted by reason; it goes on writing its own state there.
+    let mut d = d;
+    d.wait_metrics("the rejection counted", |m| {
+        sample(
+            m,
+            r#"portwatch_state_files_rejected_total{reason="truncated"}"#,
+        ) == Some(1.0)
+            && sample(
+                m,
+                r#"portwatch_state_files_rejected_total{reason="other_model"}"#,
+            ) == Some(0.0)
+    });
     wait_for("a new state file", || {
         state.join("state.json").exists().then_some(())
     });

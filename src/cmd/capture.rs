@@ -593,7 +593,14 @@ impl Driver {
             return;
         };
         let want = crate::state::saved::Identity::of(self.pl.policy());
-        let Some(saved) = k.dir.load(&want, Timestamp::now()) else {
+        let loaded = k.dir.load(&want, Timestamp::now());
+        if let Some(rec) = &self.rec {
+            rec.metrics().state_kept();
+            if let statedir::Loaded::SetAside(reason) = loaded {
+                rec.metrics().state_rejected(reason);
+            }
+        }
+        let Some(saved) = loaded.saved() else {
             return;
         };
         let file = k.dir.path();
@@ -624,7 +631,10 @@ impl Driver {
         let saved = statedir::snapshot(&self.pl, &self.vis, (since, now), reporters);
         let reported = self.reported();
         if let Some(k) = &mut self.state {
-            k.dir.write(&saved);
+            let ok = k.dir.write(&saved);
+            if let Some(rec) = &self.rec {
+                rec.metrics().state_written(ok, Timestamp::now());
+            }
             k.next = Instant::now() + k.every;
             k.reported = reported;
         }

@@ -22,7 +22,9 @@ use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::quote::log_field;
-use crate::state::saved::{Identity, Saved, SavedReport, MAX_REPORTED};
+use crate::state::saved::{
+    Identity, Saved, SavedReport, StateError, MAX_BYTES, MAX_REPORTED, UNREADABLE,
+};
 use crate::time::Timestamp;
 
 /// The state file's name in its directory.
@@ -31,6 +33,25 @@ pub const FILE: &str = "state.json";
 pub const KEEP_BAD: usize = 5;
 /// Temporary files are named `.state.json.tmp-<pid>`.
 const TMP_PREFIX: &str = ".state.json.tmp-";
+
+/// What [`StateDir::load`] found.
+#[derive(Debug, PartialEq)]
+pub enum Loaded {
+    /// No state file: the first start.
+    Absent,
+    Taken(Box<Saved>),
+    /// Bad, and set aside, for this reason ([`REJECT_REASONS`]).
+    SetAside(&'static str),
+}
+
+impl Loaded {
+    pub fn saved(self) -> Option<Saved> {
+        match self {
+            Loaded::Taken(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
 
 pub struct StateDir {
     dir: PathBuf,
@@ -89,28 +110,30 @@ impl StateDir {
     }
 
     /// The state written for `want`, if there is one it can take; a bad
-    /// one is logged and set aside (`now` names it).
-    pub fn load(&self, want: &Identity, now: Timestamp) -> Option<Saved> {
+    /// one is logged and set aside (`now` names it), and why is returned.
+    pub fn load(&self, want: &Identity, now: Timestamp) -> Loaded {
         let path = self.path();
         let read = match fs::metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::info!(file = %log_field(&path.to_string_lossy()), "no state file yet: starting afresh");
-                return None;
+                return Loaded::Absent;
             }
-            Ok(m) if m.len() > crate::state::saved::MAX_BYTES => Err(format!(
-                "{} bytes, more than the {} a state file may have",
-                m.len(),
-                crate::state::saved::MAX_BYTES
-            )),
-            _ => fs::read(&path).map_err(|e| format!("cannot read it: {e}")),
+            Ok(m) if m.len() > MAX_BYTES => {
+                let e = StateError::TooLarge {
+                    size: m.len(),
+                    max: MAX_BYTES,
+                };
+                Err((e.reason(), e.to_string()))
+            }
+            _ => fs::read(&path).map_err(|e| (UNREADABLE, format!("cannot read it: {e}"))),
         };
-        let why = match read.map(|bytes| Saved::decode(&bytes, want)) {
-            Ok(Ok(saved)) => return Some(saved),
-            Ok(Err(e)) => e.to_string(),
+        let (reason, why) = match read.map(|bytes| Saved::decode(&bytes, want)) {
+            Ok(Ok(saved)) => return Loaded::Taken(Box::new(saved)),
+            Ok(Err(e)) => (e.reason(), e.to_string()),
             Err(e) => e,
         };
         self.set_aside(&path, &why, now);
-        None
+        Loaded::SetAside(reason)
     }
 
     /// Rename a bad state file out of the way, in one log line.
@@ -133,10 +156,12 @@ impl StateDir {
         prune_bad(&self.dir, KEEP_BAD);
     }
 
-    /// Write `saved` atomically. A failure is logged once (and its
-    /// recovery); the previous file stays whole.
-    pub fn write(&mut self, saved: &Saved) {
-        match write_atomic(&self.dir, FILE, &saved.encode()) {
+    /// Write `saved` atomically; whether it was written. A failure is
+    /// logged once (and its recovery); the previous file stays whole.
+    pub fn write(&mut self, saved: &Saved) -> bool {
+        let written = write_atomic(&self.dir, FILE, &saved.encode());
+        let ok = written.is_ok();
+        match written {
             Ok(()) if self.failing => {
                 self.failing = false;
                 tracing::info!(file = %log_field(&self.path().to_string_lossy()), "state written again");
@@ -148,6 +173,7 @@ impl StateDir {
             }
             Err(_) => {}
         }
+        ok
     }
 }
 
@@ -372,7 +398,10 @@ mod tests {
         sd.check_writable().unwrap();
         sd.write(&saved(1));
         sd.write(&saved(2));
-        assert_eq!(sd.load(&identity(), Timestamp(0)), Some(saved(2)));
+        assert_eq!(
+            sd.load(&identity(), Timestamp(0)),
+            Loaded::Taken(Box::new(saved(2)))
+        );
         assert_eq!(
             fs::read_dir(sd.dir()).unwrap().count(),
             1,
@@ -398,7 +427,10 @@ mod tests {
         fs::write(d.0.join(format!("{TMP_PREFIX}999999")), b"{\"form").unwrap();
         let sd = StateDir::open(&d.0).unwrap();
         assert_eq!(d.names(), ["blocked", FILE]);
-        assert_eq!(sd.load(&identity(), Timestamp(0)), Some(saved(1)));
+        assert_eq!(
+            sd.load(&identity(), Timestamp(0)),
+            Loaded::Taken(Box::new(saved(1)))
+        );
     }
 
     /// Truncated, corrupt, foreign and other-version files are set aside
@@ -411,28 +443,31 @@ mod tests {
         let text = String::from_utf8(good.clone()).unwrap();
         let other_site = text.replacen("multi-node", "single-node", 1);
         let v9 = text.replacen("\"version\":1", "\"version\":9", 1);
-        let cases: [&[u8]; 5] = [
-            &good[..good.len() - 9],
-            b"\xff\xfe not json",
-            b"{\"format\":\"zeek\"}",
-            v9.as_bytes(),
-            other_site.as_bytes(),
+        let cases: [(&[u8], &str); 5] = [
+            (&good[..good.len() - 9], "truncated"),
+            (b"\xff\xfe not json", "corrupt"),
+            (b"{\"format\":\"zeek\"}", "foreign"),
+            (v9.as_bytes(), "version"),
+            (other_site.as_bytes(), "other_site"),
         ];
-        for (i, bytes) in cases.iter().enumerate() {
+        for (i, (bytes, why)) in cases.iter().enumerate() {
             fs::write(sd.path(), bytes).unwrap();
             let now = Timestamp::from_secs_nanos(1_800_000_000 + i as u64, 0);
-            assert_eq!(sd.load(&identity(), now), None, "case {i}");
+            assert_eq!(sd.load(&identity(), now), Loaded::SetAside(why), "case {i}");
             assert!(!sd.path().exists(), "case {i}");
             let aside = d.0.join(format!("{FILE}.bad-{}", now.rfc3339()));
             assert_eq!(fs::read(&aside).unwrap(), *bytes, "case {i}");
         }
         fs::write(sd.path(), &good).unwrap();
         fs::write(sd.path(), b"").unwrap();
-        assert_eq!(sd.load(&identity(), Timestamp(1)), None);
+        assert_eq!(
+            sd.load(&identity(), Timestamp(1)),
+            Loaded::SetAside("truncated")
+        );
         let bad = d.names().iter().filter(|n| n.contains(".bad-")).count();
         assert_eq!(bad, KEEP_BAD);
         // No file at all: nothing to set aside.
-        assert_eq!(sd.load(&identity(), Timestamp(2)), None);
+        assert_eq!(sd.load(&identity(), Timestamp(2)), Loaded::Absent);
         assert_eq!(
             d.names().iter().filter(|n| n.contains(".bad-")).count(),
             KEEP_BAD

@@ -166,6 +166,22 @@ pub enum StateError {
     },
 }
 
+/// Every reason a state file is set aside: [`StateError::reason`], and a
+/// file that cannot be read at all.
+pub const REJECT_REASONS: [&str; 9] = [
+    "too_large",
+    "truncated",
+    "corrupt",
+    "foreign",
+    "version",
+    "other_site",
+    "other_model",
+    "too_many",
+    UNREADABLE,
+];
+/// A state file that exists but cannot be read.
+pub const UNREADABLE: &str = "unreadable";
+
 impl StateError {
     /// A bounded label for logs and metrics.
     pub fn reason(&self) -> &'static str {
@@ -372,6 +388,7 @@ mod tests {
         s.reported = vec![r; MAX_REPORTED + 1];
         let e = Saved::decode(&s.encode(), &identity()).unwrap_err();
         assert_eq!(e.reason(), "too_many");
+        assert!(REJECT_REASONS.contains(&e.reason()));
         assert!(e.to_string().starts_with("reported: 10001 entries"), "{e}");
     }
 }

@@ -138,6 +138,10 @@ pub struct Metrics {
     event_log_errors: IntCounter,
     records: IntCounterVec,
     followed_changes: IntCounterVec,
+    /// `run --state-dir`: no series without it.
+    state_writes: IntCounterVec,
+    state_last_write: GaugeVec,
+    state_rejected: IntCounterVec,
     /// Faults the process survives (README "Limits and faults").
     pub faults: Faults,
 }
@@ -335,6 +339,21 @@ impl Metrics {
                 "What happened to followed files (--follow): opened, rotated, truncated, missing, binary, unreadable; by the node whose log it is.",
                 &["node", "change"],
             ),
+            state_writes: counter_vec(
+                "portwatch_state_writes_total",
+                "Writes of the state file (run --state-dir), by result: written, or failed (the previous file stays).",
+                &["result"],
+            ),
+            state_last_write: gauge_vec(
+                "portwatch_state_last_write_timestamp_seconds",
+                "Wall-clock time of the last state file written (run --state-dir).",
+                &[],
+            ),
+            state_rejected: counter_vec(
+                "portwatch_state_files_rejected_total",
+                "State files not taken at start and set aside (run --state-dir), by reason.",
+                &["reason"],
+            ),
             faults: Faults {
                 capture_lost: reg(
                     &registry,
@@ -438,6 +457,32 @@ impl Metrics {
     pub fn event_log_errors(&self, total: u64) {
         let seen = self.event_log_errors.get();
         self.event_log_errors.inc_by(total.saturating_sub(seen));
+    }
+
+    /// `run --state-dir`: its series, at 0, for every result and reason.
+    pub fn state_kept(&self) {
+        for r in ["written", "failed"] {
+            self.state_writes.with_label_values(&[r]);
+        }
+        for r in crate::state::saved::REJECT_REASONS {
+            self.state_rejected.with_label_values(&[r]);
+        }
+    }
+
+    /// A state file write, at `wall` (system time).
+    pub fn state_written(&self, ok: bool, wall: Timestamp) {
+        let result = if ok { "written" } else { "failed" };
+        self.state_writes.with_label_values(&[result]).inc();
+        if ok {
+            let no_labels: [&str; 0] = [];
+            (self.state_last_write.with_label_values(&no_labels)).set(wall.as_secs_f64());
+        }
+    }
+
+    /// A state file set aside at start, for `reason`
+    /// ([`crate::state::saved::REJECT_REASONS`]).
+    pub fn state_rejected(&self, reason: &'static str) {
+        self.state_rejected.with_label_values(&[reason]).inc();
     }
 }
 
