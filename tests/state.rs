@@ -380,3 +380,42 @@ fn a_corrupt_state_file_is_set_aside_not_fatal() {
         state.join("state.json").exists().then_some(())
     });
 }
+
+/// Started as root, `run` goes on as `--user` (nobody): an existing state
+/// directory that user cannot write is bad input at start (exit 2, the
+/// directory named), not a surprise at the first write; it is not given
+/// away either (only a directory `run` made itself is).
+#[test]
+fn a_state_dir_the_user_cannot_write_is_refused_at_start() {
+    if !nix::unistd::Uid::effective().is_root() {
+        crate::util::skip(
+            "a_state_dir_the_user_cannot_write_is_refused_at_start",
+            "needs root (the switch to --user nobody)",
+        );
+        return;
+    }
+    let dir = TempDir::new("state-unwritable");
+    let state = dir.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let pcap = crate::util::fixture("demo.pcap");
+    let d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        "multi-node".as_ref(),
+        "--replay".as_ref(),
+        pcap.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    let (status, _, stderr) = d.wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let line = (stderr.lines())
+        .find(|l| l.contains("state directory"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains(&*state.to_string_lossy()) && line.contains("ermission denied"),
+        "{line}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&state).unwrap().uid(), 0, "still root's");
+}
