@@ -640,13 +640,14 @@ impl Driver {
         }
     }
 
-    /// Distinct findings reported so far (logged or printed), and edges
-    /// reported missing.
+    /// Distinct findings reported so far (logged, printed, or with an
+    /// alert series), and edges reported missing.
     fn reported(&mut self) -> usize {
         let logged =
             (self.events.formatter()).map_or(0, |f| f.occurrences().len() + f.missing_count());
         let printed = self.printer.as_ref().map_or(0, |p| p.findings.due.len());
-        logged.max(printed)
+        let alerts = self.rec.as_ref().map_or(0, |r| r.alert_series());
+        logged.max(printed) + alerts
     }
 
     /// Once a second: gauges, missing-edge alerts, the event log flushed.

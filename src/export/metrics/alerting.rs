@@ -205,6 +205,10 @@ impl Held {
             .collect();
     }
 
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
     /// The series to keep over a restart. `wall` and `now` are the same
     /// instant on the monotonic and the system clock: a held gauge's start
     /// is kept as a system time, which outlives the process.

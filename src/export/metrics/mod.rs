@@ -740,6 +740,11 @@ impl Recorder {
         }
     }
 
+    /// Finding alert series there are.
+    pub fn alert_series(&self) -> usize {
+        self.findings.len()
+    }
+
     /// The finding alert series to keep over a restart (`wall` and `now`:
     /// one instant on the monotonic and the system clock).
     pub fn saved_alerts(&self, wall: Instant, now: Timestamp) -> Vec<SavedAlert> {
