@@ -611,7 +611,7 @@ pub struct ReportArgs {
 }
 
 /// What `replay`, `watch` and `run` keep of each connection.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct EvidenceArgs {
     /// Write one ECS line per connection at its end to FILE, appended
     /// (`-`: standard output): 4-tuple, Community ID, start and duration,
@@ -623,6 +623,36 @@ pub struct EvidenceArgs {
     /// reopened on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub conn_log: Option<PathBuf>,
+    /// Write the packets of every connection that raised a finding to FILE
+    /// (pcap with the capture's link type, created or truncated), from its
+    /// SYN on: the first 16 packets of each new connection are held (8 MiB
+    /// in all) until its finding is decided, later ones written as they
+    /// come. The file stops at --write-findings-max; what did not fit is
+    /// counted (stderr, or the log for `run`).
+    #[arg(long, value_name = "FILE")]
+    pub write_findings: Option<PathBuf>,
+    /// Most bytes --write-findings writes: a number with an optional k, M
+    /// or G (powers of 1000).
+    #[arg(long, default_value = "100M", value_name = "SIZE", value_parser = parse_size, requires = "write_findings")]
+    pub write_findings_max: u64,
+}
+
+/// `--write-findings-max`: bytes, with an optional k, M or G (powers of
+/// 1000), at least a pcap header and one packet header.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1_000),
+        Some((i, 'M')) => (&t[..i], 1_000_000),
+        Some((i, 'G')) => (&t[..i], 1_000_000_000),
+        _ => (t, 1),
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) if n >= 40 => Ok(n),
+        _ => Err(format!(
+            "`{s}`: expected a size of at least 40 bytes, e.g. 100M, 2G, 500k or 65536"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -706,10 +736,31 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+impl Default for EvidenceArgs {
+    fn default() -> Self {
+        EvidenceArgs {
+            conn_log: None,
+            write_findings: None,
+            write_findings_max: crate::export::evidence::DEFAULT_CAP,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn sizes_take_decimal_units_and_refuse_what_cannot_hold_a_packet() {
+        assert_eq!(parse_size("100M"), Ok(100_000_000));
+        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_size("500k"), Ok(500_000));
+        assert_eq!(parse_size("65536"), Ok(65_536));
+        for bad in ["", "M", "39", "1.5M", "-1", "99999999999G", "10T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("portwatch").chain(args.iter().copied()))

@@ -1,7 +1,8 @@
 //! Evidence kept per connection: `replay --conn-log` on a capture of known
 //! connections (each way of closing one) writes one ECS line per
 //! connection with its close reason, outcome, span, control packets and
-//! Community ID.
+//! Community ID; `--write-findings` writes the packets of exactly the
+//! connections behind the report's findings, within its cap.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -419,4 +420,169 @@ fn conn_log_of_a_firewall_log_has_a_line_per_connection_counted() {
         assert!(pw.get("control_packets").is_none(), "{d}");
         assert!(["permitted", "denied"].contains(&pw["outcome"].as_str().unwrap()));
     }
+}
+
+/// A packet as tshark reads it: src, sport, dst, dport, SYN without ACK.
+type Seen = (String, u16, String, u16, bool);
+
+/// Each packet tshark reads from `file`.
+fn tshark_packets(file: &Path) -> Option<Vec<Seen>> {
+    let o = Command::new("tshark")
+        .args(["-r", &file.display().to_string(), "-T", "fields"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+        ])
+        .args(["-e", "tcp.flags.syn", "-e", "tcp.flags.ack"])
+        .output()
+        .ok()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let flag = |s: &str| s == "1" || s == "True";
+    Some(
+        text.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let syn = flag(f[4]) && !flag(f[5]);
+                (
+                    f[0].to_string(),
+                    f[1].parse().unwrap(),
+                    f[2].to_string(),
+                    f[3].parse().unwrap(),
+                    syn,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `--write-findings`: tshark finds in the file exactly the connections
+/// that raised the report's findings (unexpected, refused and unanswered
+/// expected edges), each from its SYN on with every packet the capture
+/// has of it, and no packet of any other connection; their (client,
+/// server, port) are the report's findings.
+#[test]
+fn write_findings_holds_exactly_the_findings_connections_from_their_syn() {
+    let dir = TempDir::new("findings-pcap");
+    let conns = known();
+    let cap = dir.0.join("known.pcap");
+    std::fs::write(&cap, pcap(&conns)).unwrap();
+    let out = dir.0.join("findings.pcap");
+    let s = |p: &Path| p.display().to_string();
+    let o = replay(&[
+        &s(&cap),
+        "--site",
+        "multi-node",
+        "--format",
+        "json",
+        "--write-findings",
+        &s(&out),
+    ]);
+    let Some(pkts) = tshark_packets(&out) else {
+        return crate::util::skip("write_findings", "tshark is not installed");
+    };
+    // The connections with a finding, by their client's port.
+    let finding =
+        |c: &Known| c.verdict != "expected" || ["refused", "unanswered"].contains(&c.outcome);
+    let want: BTreeMap<u16, &Known> = conns
+        .iter()
+        .filter(|c| finding(c))
+        .map(|c| (c.client.1, c))
+        .collect();
+    assert_eq!(want.len(), 4);
+    let mut got: BTreeMap<u16, Vec<bool>> = BTreeMap::new();
+    for (src, sport, dst, dport, syn) in &pkts {
+        let c = conns
+            .iter()
+            .find(|c| {
+                let (cip, sip) = (ip(c.client.0).to_string(), ip(c.server.0).to_string());
+                (src, *sport, dst, *dport) == (&cip, c.client.1, &sip, c.server.1)
+                    || (src, *sport, dst, *dport) == (&sip, c.server.1, &cip, c.client.1)
+            })
+            .unwrap_or_else(|| {
+                panic!("a packet of no known connection: {src}:{sport} -> {dst}:{dport}")
+            });
+        got.entry(c.client.1).or_default().push(*syn);
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{pkts:?}"
+    );
+    for (port, syns) in &got {
+        assert!(syns[0], "client port {port}: the first packet is its SYN");
+        assert_eq!(
+            syns.len(),
+            want[port].packets.len(),
+            "client port {port}: every packet"
+        );
+    }
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let findings: std::collections::BTreeSet<(String, String, u64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] != "missing")
+        .map(|f| {
+            let a = |k: &str| f[k].as_str().unwrap().to_string();
+            (a("src_addr"), a("dst_addr"), f["port"].as_u64().unwrap())
+        })
+        .collect();
+    let written: std::collections::BTreeSet<(String, String, u64)> = want
+        .values()
+        .map(|c| {
+            (
+                ip(c.client.0).to_string(),
+                ip(c.server.0).to_string(),
+                u64::from(c.server.1),
+            )
+        })
+        .collect();
+    assert_eq!(findings, written);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let total: usize = want.values().map(|c| c.packets.len()).sum();
+    assert!(
+        stderr.contains(&format!(
+            "{total} packet(s) of 4 connection(s) with findings written"
+        )),
+        "{stderr}"
+    );
+}
+
+/// `--write-findings-max`: the file stops at the cap (a whole packet
+/// short of it at most), tshark reads it, and the packets left out are
+/// counted on stderr.
+#[test]
+fn write_findings_stops_at_its_cap_and_counts_the_rest() {
+    let dir = TempDir::new("findings-cap");
+    let conns = known();
+    let cap = dir.0.join("known.pcap");
+    std::fs::write(&cap, pcap(&conns)).unwrap();
+    let out = dir.0.join("findings.pcap");
+    let s = |p: &Path| p.display().to_string();
+    let o = replay(&[
+        &s(&cap),
+        "--site",
+        "multi-node",
+        "--write-findings",
+        &s(&out),
+        "--write-findings-max",
+        "500",
+    ]);
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert!(len <= 500 && len > 24, "{len} bytes");
+    let Some(pkts) = tshark_packets(&out) else {
+        return crate::util::skip("write_findings_cap", "tshark is not installed");
+    };
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let total = 12;
+    let not = format!("{} not written past the 500-byte cap", total - pkts.len());
+    assert!(!pkts.is_empty() && pkts.len() < total, "{}", pkts.len());
+    assert!(stderr.contains(&not), "{not}: {stderr}");
 }

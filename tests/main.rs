@@ -79,7 +79,9 @@
 //!   sign-off block against `sha256sum`.
 //! - `evidence`: `replay --conn-log` on a capture of known connections: one
 //!   ECS line per connection with its close reason (FIN, RST by each side,
-//!   timeout, capture end), outcome, control packets and Community ID.
+//!   timeout, capture end), outcome, control packets and Community ID;
+//!   `--write-findings`: tshark reads exactly the findings' connections,
+//!   each from its SYN, and the cap holds.
 //! - `e2e`: a real Prometheus scraping `portwatch run --replay --loop`, every
 //!   dashboard and rule query, and the series the demo capture implies.
 

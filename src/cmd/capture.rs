@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::eventlog::EventLog;
+use super::eventlog::{decide_drained, EventLog};
 use super::flowlisten::FlowListen;
 use super::follow::Follow;
 use super::input::Input;
@@ -22,6 +22,7 @@ use super::page::Snapshot;
 use super::statedir::{self, StateDir};
 use super::Error;
 use crate::decode::{Decap, EncapKind};
+use crate::export::evidence::FindingsPcap;
 use crate::export::findings::FindingPrinter;
 use crate::export::http::Readiness;
 use crate::export::metrics::Recorder;
@@ -179,6 +180,8 @@ pub(super) struct Driver {
     events: EventLog,
     /// `--conn-log`: one line per connection at its end.
     conn_log: EventLog,
+    /// `--write-findings`: the packets of connections with findings.
+    findings_pcap: Option<FindingsPcap>,
     /// Start of observation: first frame of a replay, start time live.
     since: Option<Timestamp>,
     /// The source ended (a replay without --loop): time stands still at
@@ -220,6 +223,7 @@ impl Driver {
             printer: None,
             events: EventLog::off(),
             conn_log: EventLog::off(),
+            findings_pcap: None,
             ended: false,
             end_ts: None,
             stdout_closed: false,
@@ -324,8 +328,16 @@ impl Driver {
 
     /// Write each connection's end to `log` (`--conn-log`).
     pub fn with_conn_log(mut self, log: EventLog) -> Driver {
-        self.pl.record_conns(log.is_on());
+        self.pl
+            .record_conns(log.is_on() || self.findings_pcap.is_some());
         self.conn_log = log;
+        self
+    }
+
+    /// Write the packets of connections with findings (`--write-findings`).
+    pub fn with_findings_pcap(mut self, w: Option<FindingsPcap>) -> Driver {
+        self.pl.record_conns(w.is_some() || self.conn_log.is_on());
+        self.findings_pcap = w;
         self
     }
 
@@ -414,6 +426,10 @@ impl Driver {
         self.tick();
         self.save_state();
         let events = self.events.finish().and(self.conn_log.finish());
+        if let Some(w) = &mut self.findings_pcap {
+            w.finish();
+            tracing::info!("--write-findings {}", w.summary());
+        }
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
         }
@@ -490,9 +506,19 @@ impl Driver {
 
     /// One poll of the source.
     fn step(&mut self, slots: usize) -> Result<(), Error> {
-        let Driver { input, pl, rec, .. } = self;
+        let Driver {
+            input,
+            pl,
+            rec,
+            findings_pcap,
+            ..
+        } = self;
         let live = input.is_live();
         let poll = input.source().poll(&mut |f| {
+            if let Some(w) = findings_pcap {
+                w.decide(pl.events(), pl.conns());
+                w.frame(f);
+            }
             let what = pl.ingest(f);
             if let Some(rec) = rec.as_mut() {
                 let slot = if live { f.interface as usize } else { 0 };
@@ -549,10 +575,9 @@ impl Driver {
     }
 
     fn drain(&mut self) -> Result<(), Error> {
-        if self.conn_log.is_on() {
-            let conns = self.pl.drain_conns();
-            self.conn_log.write_conns(self.pl.policy(), &conns);
-        }
+        decide_drained(&mut self.findings_pcap, &self.pl);
+        let conns = self.pl.drain_conns();
+        self.conn_log.write_conns(self.pl.policy(), &conns);
         let events = self.pl.drain_events();
         if events.is_empty() {
             return Ok(());
@@ -676,6 +701,9 @@ impl Driver {
         }
         self.events.flush();
         self.conn_log.flush();
+        if let Some(w) = &mut self.findings_pcap {
+            w.flush();
+        }
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
         }

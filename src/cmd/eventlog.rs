@@ -1,5 +1,6 @@
-//! The `--events` file of `replay`, `watch` and `run`: opened up front (an
-//! unwritable path is bad input); whole lines, flushing, SIGHUP reopening
+//! The `--events` and `--conn-log` files of `replay`, `watch` and `run`,
+//! and the `--write-findings` pcap: opened up front (an unwritable path is
+//! bad input); whole lines, flushing, SIGHUP reopening
 //! and write errors are `export::eventlog`'s. The audit goes on after a
 //! failed write; [`EventLog::finish`] says at the end whether every line
 //! was logged.
@@ -7,9 +8,11 @@
 use std::path::Path;
 
 use super::Error;
-use crate::cli::EventsFormat;
+use crate::cli::{EventsFormat, EvidenceArgs};
+use crate::decode::Decap;
 use crate::export::ecs::Observer;
 use crate::export::eventlog;
+use crate::export::evidence::FindingsPcap;
 use crate::pipeline::{ConnEnd, Event, Pipeline};
 use crate::policy::{Policy, Visibility};
 use crate::time::Timestamp;
@@ -112,5 +115,29 @@ impl EventLog {
             Some(w) => Ok(w.finish()?),
             None => Ok(()),
         }
+    }
+}
+
+/// `--write-findings`: the file created (an unwritable path is bad input).
+pub(super) fn open_findings_pcap(
+    e: &EvidenceArgs,
+    decap: Decap,
+) -> Result<Option<FindingsPcap>, Error> {
+    let Some(path) = &e.write_findings else {
+        return Ok(None);
+    };
+    FindingsPcap::create(path, e.write_findings_max, decap)
+        .map(Some)
+        .map_err(|source| Error::Events {
+            path: path.clone(),
+            source,
+        })
+}
+
+/// Let the findings' packets see the events and ends about to be drained.
+pub(super) fn decide_drained(w: &mut Option<FindingsPcap>, pl: &Pipeline) {
+    if let Some(w) = w {
+        w.decide(pl.events(), pl.conns());
+        w.drained();
     }
 }

@@ -1,7 +1,7 @@
 //! `portwatch replay`: capture files read flat out through the pipeline,
 //! then the audit report and an exit status for CI.
 
-use super::eventlog::EventLog;
+use super::eventlog::{decide_drained, open_findings_pcap, EventLog};
 use super::flowlogs::FlowLogs;
 use super::input::{split_files, Input, InputSpec, Records};
 use super::page::{report_page, signoff_now};
@@ -36,8 +36,9 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         );
     }
     let mut filter_error = None;
-    // One comparison a frame when neither is given.
     let selecting = !range.is_open() || filter.is_some();
+    // One comparison a frame when none is given.
+    let hooked = selecting || s.evidence.write_findings.is_some();
     let flow_nodes = (!flows.is_empty()).then(|| flows.nodes(&policy));
     let vis = records.visibility(vis, !captures.is_empty(), flow_nodes);
     // A filter can hide an edge's packets: its absence proves nothing.
@@ -65,10 +66,12 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         &r.sensors,
         1,
     )?;
+    let mut findings_pcap = open_findings_pcap(&s.evidence, s.decap)?;
     let mut pl = Pipeline::new(policy.clone(), s.track);
     pl.set_decap(s.decap);
-    pl.record_events(events.is_on());
-    pl.record_conns(conn_log.is_on());
+    // The findings' packets are decided by the events and ends.
+    pl.record_events(events.is_on() || findings_pcap.is_some());
+    pl.record_conns(conn_log.is_on() || findings_pcap.is_some());
     // When the next flow or record item is due: frames before it pass
     // with one comparison (a capture alone never feeds).
     let next_due =
@@ -79,7 +82,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let mut due = next_due(&flows, &mut records);
     loop {
         let poll = input.source().poll(&mut |f| {
-            if selecting {
+            if hooked {
                 if !range.contains(f.ts) {
                     frames_out.note(f.ts, true);
                     return;
@@ -94,6 +97,10 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
                         }
                     }
                 }
+                if let Some(w) = &mut findings_pcap {
+                    w.decide(pl.events(), pl.conns());
+                    w.frame(f);
+                }
             }
             if due.is_some_and(|t| t <= f.ts) {
                 flows.feed_until(&mut pl, f.ts);
@@ -102,6 +109,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             }
             pl.ingest(f);
         });
+        decide_drained(&mut findings_pcap, &pl);
         events.write(&policy, &pl.drain_events());
         conn_log.write_conns(&policy, &pl.drain_conns());
         if let Some(e) = filter_error.take() {
@@ -126,6 +134,11 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             .fold(span, |all, s| Some(widen(all, s)))
             .and_then(|all| range.clip(all)),
     };
+    decide_drained(&mut findings_pcap, &pl);
+    if let Some(w) = &mut findings_pcap {
+        w.finish();
+        eprintln!("note: --write-findings {}", w.summary());
+    }
     events.write(&policy, &pl.drain_events());
     conn_log.write_conns(&policy, &pl.drain_conns());
     if let Some((start, end)) = window {

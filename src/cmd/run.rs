@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::capture::{Command, Driver, OnPrintError};
-use super::eventlog::EventLog;
+use super::eventlog::{open_findings_pcap, EventLog};
 use super::flowlisten::{self, FlowListen};
 use super::follow::{Follow, FollowSpec};
 use super::input::{Input, InputSpec};
@@ -72,6 +72,7 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     let state = (s.state.as_ref())
         .map(|(dir, _)| StateDir::open(dir))
         .transpose()?;
+    let findings_pcap = open_findings_pcap(&s.evidence, s.decap)?;
     if let Some(user) = &s.user {
         let files: Vec<&Path> = events.file().into_iter().chain(conn_log.file()).collect();
         privileges::hand_over(user, &files)?;
@@ -134,6 +135,7 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     driver = driver
         .with_recorder(rec)
         .with_events(events)
+        .with_findings_pcap(findings_pcap)
         .with_conn_log(conn_log);
     if let (Some(st), Some((_, every))) = (state, &s.state) {
         driver = driver.with_state(st, *every);

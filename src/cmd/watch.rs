@@ -2,7 +2,7 @@
 //! printed as they happen, the closing report on stderr at Ctrl-C.
 
 use super::capture::{Driver, OnPrintError};
-use super::eventlog::EventLog;
+use super::eventlog::{open_findings_pcap, EventLog};
 use super::follow::Follow;
 use super::input::{Input, InputSpec};
 use super::page::{report_page, signoff_now};
@@ -38,6 +38,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         &r.sensors,
         1,
     )?;
+    let findings_pcap = open_findings_pcap(&s.evidence, s.decap)?;
     // Before any thread starts: capabilities are per thread.
     let keep = match input.is_live() {
         true => privileges::LIVE_CAPS,
@@ -58,6 +59,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         .with_decap(s.decap)
         .with_printer(OnPrintError::Stop, Box::new(std::io::stdout()))
         .with_events(events)
+        .with_findings_pcap(findings_pcap)
         .with_conn_log(conn_log)
         .with_closing_counters()
         .run(&rx, None)?;

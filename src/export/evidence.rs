@@ -1,0 +1,508 @@
+//! `--write-findings FILE`: the packets of every connection that raised a
+//! finding, in a pcap file, from its SYN on.
+//!
+//! - **Held.** A finding is often decided after the SYN (a `blocked` one at
+//!   the answer or the SYN timeout), so the first packets of each new
+//!   connection are held ([`HELD_PACKETS`] a connection, [`HELD_BYTES`] in
+//!   all, the oldest connection dropped beyond, counted) until the
+//!   pipeline's events decide: a finding writes them and marks the
+//!   connection, whose later packets are written as they come; anything
+//!   else drops them. A connection's end forgets it.
+//! - **Bounded.** At most [`MARKED_FLOWS`] connections marked at once (the
+//!   oldest forgotten, counted), and at most `cap` bytes in the file: it
+//!   stops at the cap, and every packet after is counted, not written
+//!   (the first evidence is what an investigation starts from).
+//! - **Format.** Classic pcap with nanosecond timestamps, the capture's link
+//!   type (of the first packet written; packets of another link type are
+//!   counted, not written), snaplen 262144; each packet keeps its captured
+//!   and wire lengths. Within a connection packets are in order; a
+//!   connection held until its finding is written after packets of others.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::classify::Classification;
+use crate::decode::{decode_frame, Decap, Decoded, RawTuple, Wanted};
+use crate::frame::{Frame, LinkType};
+use crate::pipeline::{ConnEnd, Event};
+use crate::state::tally::FindingKind;
+use crate::state::{FastMap, FlowKey, Outcome};
+use crate::time::Timestamp;
+
+/// Packets held per connection until its finding is decided.
+pub const HELD_PACKETS: usize = 16;
+/// Bytes held in all (captured bytes).
+pub const HELD_BYTES: usize = 8 << 20;
+/// Connections whose packets are written as they come.
+pub const MARKED_FLOWS: usize = 65_536;
+/// The default `--write-findings-max`.
+pub const DEFAULT_CAP: u64 = 100_000_000;
+const SNAPLEN: u32 = 262_144;
+/// Classic pcap, nanosecond timestamps.
+const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+const FILE_HEADER: u64 = 24;
+const RECORD_HEADER: u64 = 16;
+
+/// What was and was not written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvidenceStats {
+    pub packets: u64,
+    /// Connections with a finding whose packets were (or would have been)
+    /// written.
+    pub connections: u64,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Packets not written because the file reached its cap.
+    pub over_cap: u64,
+    /// Connections whose held packets were dropped to stay in bounds.
+    pub held_dropped: u64,
+    /// Marked connections forgotten to stay in bounds.
+    pub marked_dropped: u64,
+    /// Packets of a link type other than the file's.
+    pub other_link_type: u64,
+    /// Packets lost to write errors.
+    pub write_errors: u64,
+}
+
+struct Held {
+    key: FlowKey,
+    frames: Vec<Owned>,
+}
+
+struct Owned {
+    linktype: LinkType,
+    ts: Timestamp,
+    wire_len: u32,
+    data: Vec<u8>,
+}
+
+impl Owned {
+    fn of(f: &Frame<'_>) -> Owned {
+        Owned {
+            linktype: f.linktype,
+            ts: f.ts,
+            wire_len: f.wire_len,
+            data: f.data.to_vec(),
+        }
+    }
+}
+
+/// Every TCP segment is wanted: a connection's data too.
+struct All;
+
+impl Wanted for All {
+    fn wants(&self, _: &RawTuple<'_>) -> bool {
+        true
+    }
+}
+
+pub struct FindingsPcap {
+    path: PathBuf,
+    out: BufWriter<File>,
+    linktype: Option<LinkType>,
+    cap: u64,
+    full: bool,
+    failing: bool,
+    decap: Decap,
+    /// Held packets by connection, in the order connections began.
+    held: FastMap<FlowKey, Held>,
+    held_order: VecDeque<FlowKey>,
+    held_bytes: usize,
+    marked: FastMap<FlowKey, ()>,
+    marked_order: VecDeque<FlowKey>,
+    /// How many of the pipeline's events and connection ends were looked at
+    /// since they were last drained.
+    seen: (usize, usize),
+    stats: EvidenceStats,
+}
+
+impl FindingsPcap {
+    /// Create (or truncate) `path`; at most `cap` bytes will be written.
+    pub fn create(path: &Path, cap: u64, decap: Decap) -> io::Result<FindingsPcap> {
+        let file = File::create(path)?;
+        Ok(FindingsPcap {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(64 << 10, file),
+            linktype: None,
+            cap,
+            full: false,
+            failing: false,
+            decap,
+            held: FastMap::default(),
+            held_order: VecDeque::new(),
+            held_bytes: 0,
+            marked: FastMap::default(),
+            marked_order: VecDeque::new(),
+            seen: (0, 0),
+            stats: EvidenceStats::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> EvidenceStats {
+        self.stats
+    }
+
+    /// A frame before the pipeline takes it: written if its connection is
+    /// marked, held if it is new (a SYN) or held already.
+    pub fn frame(&mut self, f: &Frame<'_>) {
+        let (Ok(Decoded::Control(seg)), _) = decode_frame(f.linktype, f.data, &All, &self.decap)
+        else {
+            return;
+        };
+        let keys = [FlowKey::from_client(&seg), FlowKey::from_server(&seg)];
+        if keys.iter().any(|k| self.marked.contains_key(k)) {
+            return self.write(f);
+        }
+        let held = keys.iter().find(|k| self.held.contains_key(k));
+        if let Some(h) = held.and_then(|k| self.held.get_mut(k)) {
+            if h.frames.len() < HELD_PACKETS {
+                self.held_bytes += f.data.len();
+                h.frames.push(Owned::of(f));
+                self.bound_held();
+            }
+            return;
+        }
+        if seg.control == crate::decode::Control::Syn {
+            let key = keys[0];
+            self.held_bytes += f.data.len();
+            let frames = vec![Owned::of(f)];
+            self.held.insert(key, Held { key, frames });
+            self.held_order.push_back(key);
+            self.bound_held();
+        }
+    }
+
+    /// Look at the pipeline's events and connection ends not looked at yet
+    /// (since the last [`FindingsPcap::drained`]): a finding writes its
+    /// connection's held packets and marks it; an outcome without one, or
+    /// an end, forgets it.
+    pub fn decide(&mut self, events: &[Event], ends: &[ConnEnd]) {
+        let (e0, c0) = self.seen;
+        for e in events.get(e0..).unwrap_or_default() {
+            match e {
+                Event::Connection { class, key, .. } if finding(class, None) => self.mark(key),
+                Event::Outcome {
+                    class,
+                    key,
+                    outcome,
+                    ..
+                } => match finding(class, Some(*outcome)) {
+                    true => self.mark(key),
+                    false => self.forget_held(key),
+                },
+                _ => {}
+            }
+        }
+        for c in ends.get(c0..).unwrap_or_default() {
+            self.forget_held(&c.key);
+            self.marked.remove(&c.key);
+        }
+        self.seen = (events.len(), ends.len());
+    }
+
+    /// The pipeline's events and ends were drained: count from the start.
+    pub fn drained(&mut self) {
+        self.seen = (0, 0);
+    }
+
+    /// Flush what is buffered to the file (once a second in `run`).
+    pub fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.failed(&e, 0);
+        }
+    }
+
+    /// A line for stderr or the log: what was and was not written.
+    pub fn summary(&self) -> String {
+        let st = &self.stats;
+        let mut s = format!(
+            "{}: {} packet(s) of {} connection(s) with findings written ({} bytes)",
+            crate::quote::log_field(&self.path.display().to_string()),
+            st.packets,
+            st.connections,
+            st.bytes
+        );
+        let left = [
+            (
+                st.over_cap,
+                format!("not written past the {}-byte cap", self.cap),
+            ),
+            (
+                st.held_dropped,
+                "connection(s)' first packets dropped to stay in bounds".into(),
+            ),
+            (
+                st.marked_dropped,
+                "connection(s) forgotten to stay in bounds".into(),
+            ),
+            (
+                st.other_link_type,
+                "packet(s) of another link type not written".into(),
+            ),
+            (st.write_errors, "packet(s) lost to write errors".into()),
+        ];
+        for (n, what) in left {
+            if n > 0 {
+                s.push_str(&format!("; {n} {what}"));
+            }
+        }
+        s
+    }
+
+    /// Flush to the file; the stats of what was written.
+    pub fn finish(&mut self) -> EvidenceStats {
+        if let Err(e) = self.out.flush() {
+            self.failed(&e, 0);
+        }
+        self.stats
+    }
+
+    fn mark(&mut self, key: &FlowKey) {
+        if self.marked.contains_key(key) {
+            return;
+        }
+        self.stats.connections += 1;
+        if let Some(h) = self.held.remove(key) {
+            self.held_bytes -= h.frames.iter().map(|o| o.data.len()).sum::<usize>();
+            for o in &h.frames {
+                self.write_owned(o);
+            }
+        }
+        self.marked.insert(*key, ());
+        self.marked_order.push_back(*key);
+        while self.marked.len() > MARKED_FLOWS {
+            let Some(old) = self.marked_order.pop_front() else {
+                break;
+            };
+            if self.marked.remove(&old).is_some() {
+                self.stats.marked_dropped += 1;
+            }
+        }
+        // Forgotten keys leave stale entries: keep the queue bounded too.
+        if self.marked_order.len() > 2 * MARKED_FLOWS {
+            let marked = &self.marked;
+            self.marked_order.retain(|k| marked.contains_key(k));
+        }
+    }
+
+    fn forget_held(&mut self, key: &FlowKey) {
+        if let Some(h) = self.held.remove(key) {
+            self.held_bytes -= h.frames.iter().map(|o| o.data.len()).sum::<usize>();
+        }
+        if self.held_order.len() > 2 * self.held.len() + 64 {
+            let held = &self.held;
+            self.held_order.retain(|k| held.contains_key(k));
+        }
+    }
+
+    /// Drop the oldest connections' held packets while over the bounds.
+    fn bound_held(&mut self) {
+        while self.held_bytes > HELD_BYTES || self.held.len() > MARKED_FLOWS {
+            let Some(old) = self.held_order.pop_front() else {
+                break;
+            };
+            if let Some(h) = self.held.remove(&old) {
+                self.held_bytes -= h.frames.iter().map(|o| o.data.len()).sum::<usize>();
+                self.stats.held_dropped += 1;
+                debug_assert_eq!(h.key, old);
+            }
+        }
+    }
+
+    fn write(&mut self, f: &Frame<'_>) {
+        self.record(f.linktype, f.ts, f.wire_len, f.data);
+    }
+
+    fn write_owned(&mut self, o: &Owned) {
+        self.record(o.linktype, o.ts, o.wire_len, &o.data);
+    }
+
+    fn record(&mut self, linktype: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) {
+        let header = match self.linktype {
+            None => FILE_HEADER,
+            Some(l) if l == linktype => 0,
+            Some(_) => {
+                self.stats.other_link_type += 1;
+                return;
+            }
+        };
+        let len = header + RECORD_HEADER + data.len() as u64;
+        if self.full || self.stats.bytes + len > self.cap {
+            self.full = true;
+            self.stats.over_cap += 1;
+            return;
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        if header > 0 {
+            for w in [
+                MAGIC_NANOS,
+                0x0004_0002,
+                0,
+                0,
+                SNAPLEN,
+                u32::from(linktype.0),
+            ] {
+                buf.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let nanos = ts.as_nanos();
+        let secs = u32::try_from(nanos / 1_000_000_000).unwrap_or(u32::MAX);
+        let sub = (nanos % 1_000_000_000) as u32;
+        for w in [secs, sub, data.len() as u32, wire_len] {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        buf.extend_from_slice(data);
+        match self.out.write_all(&buf) {
+            Ok(()) => {
+                self.linktype.get_or_insert(linktype);
+                self.stats.packets += 1;
+                self.stats.bytes += len;
+            }
+            Err(e) => self.failed(&e, 1),
+        }
+    }
+
+    fn failed(&mut self, e: &io::Error, packets: u64) {
+        self.stats.write_errors += packets;
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(file = %self.path.display(), error = %e, "writing the findings' packets failed; capture goes on");
+        }
+    }
+}
+
+/// Whether an attempt (`outcome` `None`) or its outcome raises a finding,
+/// as the tally counts them.
+fn finding(c: &Classification, outcome: Option<Outcome>) -> bool {
+    match (FindingKind::of(c.verdict), outcome) {
+        (Some(_), None) => true,
+        (None, Some(o)) => o.is_blocked() && c.is_site_edge(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Control;
+
+    const BASE: u64 = 1_767_603_600_000_000_000;
+
+    /// An Ethernet frame of a TCP segment.
+    fn frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, c: Control) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 7, 1000);
+        let b = match c {
+            Control::Syn => b.syn(),
+            Control::SynAck => b.syn().ack(8),
+            Control::Rst => b.rst(),
+            Control::Fin => b.fin().ack(1),
+            Control::Ack => b.ack(1),
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    }
+
+    fn feed(p: &mut FindingsPcap, ms: u64, data: &[u8]) {
+        p.frame(&Frame {
+            ts: Timestamp(BASE + ms * 1_000_000),
+            linktype: LinkType::ETHERNET,
+            wire_len: data.len() as u32,
+            data,
+            interface: 0,
+            ts_invalid: false,
+        });
+    }
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            client: [10, 0, 0, 1].into(),
+            client_port: sport,
+            server: [10, 0, 0, 2].into(),
+            server_port: 80,
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "portwatch-evidence-{}-{name}.pcap",
+            std::process::id()
+        ))
+    }
+
+    /// Held packets of a connection are written when it is marked, its
+    /// later packets as they come, nothing of another; the cap stops the
+    /// file and counts what did not fit.
+    #[test]
+    fn held_packets_are_written_on_a_finding_and_the_cap_stops_the_file() {
+        let path = scratch("cap");
+        let syn = frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Syn);
+        let per = RECORD_HEADER + syn.len() as u64;
+        // Room for the header and three packets.
+        let mut p = FindingsPcap::create(&path, FILE_HEADER + 3 * per, Decap::STANDARD).unwrap();
+        feed(&mut p, 0, &syn);
+        feed(
+            &mut p,
+            1,
+            &frame([10, 0, 0, 2], 80, [10, 0, 0, 1], 1000, Control::SynAck),
+        );
+        let other = frame([10, 0, 0, 1], 1001, [10, 0, 0, 2], 80, Control::Syn);
+        feed(&mut p, 2, &other);
+        assert_eq!(p.stats().packets, 0, "held until decided");
+        p.mark(&key(1000));
+        assert_eq!(p.stats().packets, 2);
+        p.forget_held(&key(1001));
+        feed(
+            &mut p,
+            3,
+            &frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Ack),
+        );
+        feed(
+            &mut p,
+            4,
+            &frame([10, 0, 0, 1], 1001, [10, 0, 0, 2], 80, Control::Ack),
+        );
+        feed(
+            &mut p,
+            5,
+            &frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Fin),
+        );
+        let st = p.finish();
+        assert_eq!((st.packets, st.over_cap, st.connections), (3, 1, 1));
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(len, st.bytes);
+        assert!(len <= FILE_HEADER + 3 * per);
+    }
+
+    /// Held packets stay within their bounds: per connection, and the
+    /// oldest connection's dropped (counted) past the byte budget.
+    #[test]
+    fn held_packets_are_bounded() {
+        let path = scratch("held");
+        let mut p = FindingsPcap::create(&path, DEFAULT_CAP, Decap::STANDARD).unwrap();
+        for i in 0..HELD_PACKETS as u64 + 5 {
+            let c = if i == 0 { Control::Syn } else { Control::Ack };
+            feed(&mut p, i, &frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, c));
+        }
+        assert_eq!(p.held[&key(1000)].frames.len(), HELD_PACKETS);
+        let big = vec![0u8; 1 << 20];
+        let syn = frame([10, 0, 0, 1], 2000, [10, 0, 0, 2], 80, Control::Syn);
+        for i in 0..(HELD_BYTES >> 20) as u16 + 2 {
+            let mut f = frame([10, 0, 0, 1], 2000 + i, [10, 0, 0, 2], 80, Control::Syn);
+            f.extend_from_slice(&big[..(1 << 20) - syn.len()]);
+            feed(&mut p, 100, &f);
+        }
+        assert!(p.held_bytes <= HELD_BYTES);
+        assert!(p.stats().held_dropped >= 2);
+        assert!(!p.held.contains_key(&key(1000)), "the oldest went first");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
