@@ -206,7 +206,7 @@ fn html_report_is_self_contained_and_holds_the_golden_report_without_a_browser()
     let html = String::from_utf8(out.stdout).unwrap();
     assert_self_contained(&html);
     assert!(
-        html.contains("Layout: portwatch&#39;s own layered layout")
+        html.contains("Layout: portwatch's own layered layout")
             && html.contains("`dot` is not installed"),
         "the page says which layout and why"
     );

@@ -9,7 +9,7 @@
 //! | YAML scalar                     | [`yaml_scalar`]           |
 //! | `#` comment (nft, PowerShell, YAML, shell) | [`comment`]    |
 //! | shell word                      | [`shell_word`]            |
-//! | HTML and SVG text or attribute  | [`html`]                  |
+//! | HTML and SVG text or double-quoted attribute | [`html`]     |
 //! | field of a text log or table    | [`log_field`]             |
 //!
 //! Pure; the property tests in `quote/tests.rs` (YAML, PowerShell, shell,
@@ -168,19 +168,13 @@ pub fn shell_word(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Text or a double- or single-quoted attribute value in HTML and SVG.
+/// Text or a double-quoted attribute value in HTML and SVG: `&`, `<`, `>`
+/// and `"` as entities. This is maud's escaping, which the report's
+/// templates (`report::html`, `report::diagram`) apply to every value they
+/// splice, so the property test of this function is theirs too.
 pub fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    let _ = maud::Escaper::new(&mut out).write_str(s);
     out
 }
 

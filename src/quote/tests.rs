@@ -87,12 +87,11 @@ fn unescape_log(s: &str) -> String {
     out
 }
 
-/// The inverse of [`html`], for the five entities it writes.
+/// The inverse of [`html`], for the four entities it writes.
 fn unescape_html(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
-        .replace("&#39;", "'")
         .replace("&amp;", "&")
 }
 
@@ -545,7 +544,7 @@ proptest! {
     #[test]
     fn html_text_has_no_markup_and_reads_back(s in hostile()) {
         let h = html(&s);
-        prop_assert!(!h.contains(['<', '>', '"', '\'']));
+        prop_assert!(!h.contains(['<', '>', '"']));
         prop_assert_eq!(unescape_html(&h), s);
     }
 

@@ -2,7 +2,8 @@
 //! expected edges, and what a capture showed on them. Pure: a [`Diagram`]
 //! is built from the policy (and a report), then written as Graphviz DOT
 //! (laid out by `dot` when the caller has it) or laid out here as SVG by a
-//! simple layered layout.
+//! simple layered layout: geometry first ([`Layout`]), then drawn with
+//! maud's `html!`, which escapes every value spliced in.
 //!
 //! Element ids are the same in both: `node:<name>` for an endpoint,
 //! `edge:<src>:<dst>:<port>` for an expected edge, `flow:<kind>:<src>:<dst>`
@@ -12,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use maud::{html, Markup, Render};
+
 use super::Report;
 use crate::policy::{EndpointKind, Policy};
-use crate::quote::html as esc;
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
 
@@ -407,18 +409,20 @@ impl Diagram {
     /// box edges, parallel lines spread apart, each label placed clear of
     /// the others.
     pub fn to_svg(&self) -> String {
-        const W: f64 = 150.0;
-        const GAP: f64 = 30.0;
-        const ROW: f64 = 150.0;
-        const LINE: f64 = 14.0;
-        // Rows of groups: sources (users, unknown hosts) on top, the role
-        // groups side by side (wrapped at MAX_ROW boxes), externals last.
+        self.draw(&self.layout()).into_string()
+    }
+
+    /// The endpoints of group `g`, in order.
+    fn members(&self, g: usize) -> Vec<usize> {
+        (0..self.endpoints.len())
+            .filter(|i| self.endpoints[*i].group == g)
+            .collect()
+    }
+
+    /// Rows of groups: sources (users, unknown hosts) on top, the role
+    /// groups side by side (wrapped at `MAX_ROW` boxes), externals last.
+    fn rows(&self) -> Vec<Vec<usize>> {
         const MAX_ROW: usize = 6;
-        let members = |g: usize| -> Vec<usize> {
-            (0..self.endpoints.len())
-                .filter(|i| self.endpoints[*i].group == g)
-                .collect()
-        };
         let mut rows: Vec<Vec<usize>> = Vec::new();
         for band in [
             &[GroupKind::Users, GroupKind::Unknown][..],
@@ -428,7 +432,7 @@ impl Diagram {
             let mut row: Vec<usize> = Vec::new();
             let mut boxes = 0;
             for g in (0..self.groups.len()).filter(|g| band.contains(&self.groups[*g].kind)) {
-                let n = members(g).len();
+                let n = self.members(g).len();
                 if n == 0 {
                     continue;
                 }
@@ -443,115 +447,97 @@ impl Diagram {
                 rows.push(row);
             }
         }
-        let height = |e: &Endpoint| 22.0 + LINE * e.addresses.len() as f64;
+        rows
+    }
+
+    /// Where every frame, box, line and label goes.
+    fn layout(&self) -> Layout {
+        let rows = self.rows();
         let row_width = |row: &[usize]| -> f64 {
             row.iter()
-                .map(|g| members(*g).len() as f64 * (W + GAP) - GAP + 24.0)
+                .map(|g| self.members(*g).len() as f64 * (BOX_W + GAP) - GAP + 24.0)
                 .sum::<f64>()
                 + GAP * (row.len() as f64 - 1.0)
         };
         let width = rows.iter().map(|r| row_width(r)).fold(500.0, f64::max) + 2.0 * GAP;
-        let mut pos = vec![(0.0, 0.0, 0.0); self.endpoints.len()]; // x, y, h
-        let mut svg_rows = String::new();
+        let mut frames = Vec::new();
+        let mut boxes = vec![(0.0, 0.0, 0.0); self.endpoints.len()];
         for (r, row) in rows.iter().enumerate() {
             let y = 50.0 + r as f64 * ROW;
             let mut x = (width - row_width(row)) / 2.0;
             for g in row {
-                let m = members(*g);
-                let span = m.len() as f64 * (W + GAP) - GAP;
-                let _ = writeln!(
-                    svg_rows,
-                    "<g class=\"group\" id=\"{}\"><rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"8\" fill=\"{}\" stroke=\"#b0bec5\"/>\
-                     <text x=\"{:.1}\" y=\"{:.1}\" class=\"group-label\">{}</text></g>",
-                    esc(&format!("group:{}", self.groups[*g].label)),
+                let m = self.members(*g);
+                let span = m.len() as f64 * (BOX_W + GAP) - GAP;
+                frames.push(Frame {
+                    group: *g,
                     x,
-                    y - 24.0,
-                    span + 24.0,
-                    ROW - 60.0,
-                    group_fill(self.groups[*g].kind),
-                    x + 6.0,
-                    y - 10.0,
-                    esc(&self.groups[*g].label)
-                );
+                    y,
+                    span,
+                });
                 for (k, i) in m.iter().enumerate() {
-                    pos[*i] = (
-                        x + 12.0 + k as f64 * (W + GAP),
-                        y,
-                        height(&self.endpoints[*i]),
-                    );
+                    let h = 22.0 + LINE * self.endpoints[*i].addresses.len() as f64;
+                    boxes[*i] = (x + 12.0 + k as f64 * (BOX_W + GAP), y, h);
                 }
                 x += span + 24.0 + GAP;
             }
         }
-        let curves = self.curves(&pos, W);
+        let curves = self.curves(&boxes, BOX_W);
         let labels = place_labels(&curves, &self.lines);
-        let total_h = (labels.iter().map(|b| b.y + LABEL_FONT))
+        let height = (labels.iter().map(|b| b.y + LABEL_FONT))
             .fold(50.0 + rows.len() as f64 * ROW, f64::max);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {total_h:.0}\" width=\"{width:.0}\" height=\"{total_h:.0}\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\
-             \n<title>{}</title>\n<defs>",
-            esc(&self.title)
-        );
+        Layout {
+            width,
+            height,
+            frames,
+            boxes,
+            curves,
+            labels,
+        }
+    }
+
+    /// The SVG of a layout: markers, group frames, lines, then boxes on top.
+    fn draw(&self, l: &Layout) -> Markup {
         let mut styles: Vec<Style> = self.lines.iter().map(|l| l.style).collect();
         styles.sort();
         styles.dedup();
-        for st in &styles {
-            let _ = writeln!(
-                s,
-                "<marker id=\"arrow-{}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"{}\"/></marker>",
-                st.class().replace(' ', "-"),
-                st.color()
-            );
-        }
-        s.push_str("</defs>\n");
-        s.push_str(&svg_rows);
-        for ((l, c), b) in self.lines.iter().zip(&curves).zip(&labels) {
-            let ((x1, y1), (cx, cy), (x2, y2)) = (c.from, c.via, c.to);
-            let _ = writeln!(
-                s,
-                "<g id=\"{}\" class=\"line {}\"><title>{}</title>\
-                 <path d=\"M{x1:.1},{y1:.1} Q{cx:.1},{cy:.1} {x2:.1},{y2:.1}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"{} marker-end=\"url(#arrow-{})\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"{LABEL_FONT}\" fill=\"{}\" class=\"line-label\">{}</text></g>",
-                esc(&l.id),
-                l.style.class(),
-                esc(&l.title),
-                l.style.color(),
-                if l.style.bold() { 2.2 } else { 1.2 },
-                if l.style.dashed() { " stroke-dasharray=\"6 4\"" } else { "" },
-                l.style.class().replace(' ', "-"),
-                b.x,
-                b.y,
-                l.style.color(),
-                esc(&l.label)
-            );
-        }
-        for (i, e) in self.endpoints.iter().enumerate() {
-            let (x, y, h) = pos[i];
-            let _ = write!(
-                s,
-                "<g id=\"{}\" class=\"endpoint\"><title>{}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{W}\" height=\"{h:.1}\" rx=\"6\" fill=\"#ffffff\" stroke=\"#546e7a\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
-                esc(&format!("node:{}", e.name)),
-                esc(&e.name),
-                x + W / 2.0,
-                y + 15.0,
-                esc(&e.name)
-            );
-            for (j, a) in e.addresses.iter().enumerate() {
-                let _ = write!(
-                    s,
-                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#455a64\">{}</text>",
-                    x + W / 2.0,
-                    y + 15.0 + LINE * (j + 1) as f64,
-                    esc(a)
-                );
+        let size = |v: f64| format!("{v:.0}");
+        html! {
+            svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {:.0} {:.0}", l.width, l.height))
+                width=(size(l.width)) height=(size(l.height))
+                font-family="Helvetica, Arial, sans-serif" font-size="11" {
+                "\n" title { (self.title) } "\n"
+                defs {
+                    "\n"
+                    @for st in &styles {
+                        marker id=(format!("arrow-{}", st.class().replace(' ', "-"))) viewBox="0 0 10 10" refX="10" refY="5"
+                            markerWidth="7" markerHeight="7" orient="auto-start-reverse" {
+                            path d="M0,0 L10,5 L0,10 z" fill=(st.color()) {}
+                        }
+                        "\n"
+                    }
+                }
+                "\n"
+                @for f in &l.frames { (self.draw_frame(f)) "\n" }
+                @for ((line, c), b) in self.lines.iter().zip(&l.curves).zip(&l.labels) {
+                    (draw_line(line, c, b)) "\n"
+                }
+                @for (e, b) in self.endpoints.iter().zip(&l.boxes) {
+                    (draw_endpoint(e, *b)) "\n"
+                }
             }
-            s.push_str("</g>\n");
+            "\n"
         }
-        s.push_str("</svg>\n");
-        s
+    }
+
+    fn draw_frame(&self, f: &Frame) -> Markup {
+        let g = &self.groups[f.group];
+        html! {
+            g class="group" id=(format!("group:{}", g.label)) {
+                rect x=(Px(f.x)) y=(Px(f.y - 24.0)) width=(Px(f.span + 24.0)) height=(Px(ROW - 60.0))
+                    rx="8" fill=(group_fill(g.kind)) stroke="#b0bec5" {}
+                text x=(Px(f.x + 6.0)) y=(Px(f.y - 10.0)) class="group-label" { (g.label) }
+            }
+        }
     }
 
     /// Each line as a curve between its boxes' edges (`pos`: x, y, height
@@ -649,6 +635,73 @@ fn place_labels(curves: &[Curve], lines: &[Line]) -> Vec<LabelBox> {
     placed
 }
 
+/// Box width, gap between boxes, row height and address line height of the
+/// own layout.
+const BOX_W: f64 = 150.0;
+const GAP: f64 = 30.0;
+const ROW: f64 = 150.0;
+const LINE: f64 = 14.0;
+
+/// The own layout's geometry, computed apart from the drawing.
+struct Layout {
+    width: f64,
+    height: f64,
+    frames: Vec<Frame>,
+    /// x, y and height of each endpoint's box, in endpoint order.
+    boxes: Vec<(f64, f64, f64)>,
+    /// Each line's curve and label, in line order.
+    curves: Vec<Curve>,
+    labels: Vec<LabelBox>,
+}
+
+/// A group's frame: its members' boxes side by side from `x`, in the row
+/// at `y`, `span` wide.
+struct Frame {
+    group: usize,
+    x: f64,
+    y: f64,
+    span: f64,
+}
+
+/// A coordinate as the SVG writes it: one decimal.
+struct Px(f64);
+
+impl Render for Px {
+    fn render_to(&self, w: &mut String) {
+        let _ = write!(w, "{:.1}", self.0);
+    }
+}
+
+fn draw_line(l: &Line, c: &Curve, b: &LabelBox) -> Markup {
+    let ((x1, y1), (cx, cy), (x2, y2)) = (c.from, c.via, c.to);
+    let class = l.style.class();
+    html! {
+        g id=(l.id) class=(format!("line {class}")) {
+            title { (l.title) }
+            path d=(format!("M{x1:.1},{y1:.1} Q{cx:.1},{cy:.1} {x2:.1},{y2:.1}")) fill="none"
+                stroke=(l.style.color()) stroke-width=(if l.style.bold() { "2.2" } else { "1.2" })
+                stroke-dasharray=[l.style.dashed().then_some("6 4")]
+                marker-end=(format!("url(#arrow-{})", class.replace(' ', "-"))) {}
+            text x=(Px(b.x)) y=(Px(b.y)) text-anchor="middle" font-size=(LABEL_FONT) fill=(l.style.color())
+                class="line-label" { (l.label) }
+        }
+    }
+}
+
+fn draw_endpoint(e: &Endpoint, (x, y, h): (f64, f64, f64)) -> Markup {
+    let mid = Px(x + BOX_W / 2.0);
+    html! {
+        g id=(format!("node:{}", e.name)) class="endpoint" {
+            title { (e.name) }
+            rect x=(Px(x)) y=(Px(y)) width=(BOX_W) height=(Px(h)) rx="6" fill="#ffffff" stroke="#546e7a" {}
+            text x=(mid) y=(Px(y + 15.0)) text-anchor="middle" font-weight="bold" { (e.name) }
+            @for (j, a) in e.addresses.iter().enumerate() {
+                text x=(mid) y=(Px(y + 15.0 + LINE * (j + 1) as f64)) text-anchor="middle" fill="#455a64" { (a) }
+            }
+        }
+    }
+}
+
 fn group_fill(kind: GroupKind) -> &'static str {
     match kind {
         GroupKind::Users => "#e3f2fd",
@@ -714,7 +767,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_for_html_and_dot() {
-        assert_eq!(esc("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+        assert_eq!(crate::quote::html("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c'");
         assert_eq!(q("say \"hi\"\nthere"), "\"say \\\"hi\\\"\\nthere\"");
     }
 }

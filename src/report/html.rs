@@ -2,12 +2,16 @@
 //! images from anywhere else, so it can be attached to a ticket and opened
 //! offline. The site diagram comes in as SVG (laid out by the caller); the
 //! rest is the report's own data. The same page is served live by `run`.
+//!
+//! Written with maud's `html!`: every value spliced in is escaped (as
+//! [`crate::quote::html`] does) unless it is wrapped in `PreEscaped`, which
+//! only the page's own style, script and the diagram's SVG are.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
-use super::{EdgeEntry, Finding, Report};
-use crate::quote::html as esc;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::{EdgeEntry, Finding, FlowEntry, Report};
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
 use crate::time::Timestamp;
@@ -71,437 +75,569 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 ";
 
 pub fn render(r: &Report, page: &Page) -> String {
-    let mut s = String::new();
     let title = format!("portwatch audit: site {}", r.summary.site);
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{}\
-         <title>{}</title><style>{STYLE}</style></head>\n<body>\n<header><h1>{}</h1><p>model {} · {}</p>",
-        page.refresh_seconds
-            .map(|n| format!("<meta http-equiv=\"refresh\" content=\"{n}\">"))
-            .unwrap_or_default(),
-        esc(&title),
-        esc(&title),
-        esc(&r.summary.model),
-        esc(&page.subtitle),
-    );
-    if !page.links.is_empty() {
-        s.push_str("<nav>");
-        for (href, text) in &page.links {
-            let _ = write!(s, "<a href=\"{}\">{}</a>", esc(href), esc(text));
+    html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(n) = page.refresh_seconds {
+                    meta http-equiv="refresh" content=(n);
+                }
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            "\n"
+            body {
+                "\n"
+                header {
+                    h1 { (title) }
+                    p { "model " (r.summary.model) " · " (page.subtitle) }
+                    @if !page.links.is_empty() {
+                        nav {
+                            @for (href, text) in &page.links {
+                                a href=(href) { (text) }
+                            }
+                        }
+                    }
+                }
+                "\n"
+                main {
+                    "\n"
+                    (summary(r))
+                    (diagram(page))
+                    (baseline(r))
+                    (findings(&r.findings))
+                    (acceptances(r))
+                    (edges(r))
+                    (unknown_flows(r))
+                    (capture(r))
+                    (signoff(r, page))
+                }
+                "\n"
+                script { (PreEscaped(SCRIPT)) }
+                "\n"
+            }
         }
-        s.push_str("</nav>");
+        "\n"
     }
-    s.push_str("</header>\n<main>\n");
-    summary(&mut s, r);
-    diagram(&mut s, page);
-    baseline(&mut s, r);
-    findings(&mut s, &r.findings);
-    acceptances(&mut s, r);
-    edges(&mut s, r);
-    unknown_flows(&mut s, r);
-    capture(&mut s, r);
-    signoff(&mut s, r, page);
-    let _ = write!(s, "</main>\n<script>{SCRIPT}</script>\n</body></html>\n");
-    s
+    .into_string()
 }
 
-fn tile(s: &mut String, label: &str, n: u64, bad: bool) {
-    let _ = write!(
-        s,
-        "<div class=\"tile{}\" data-count=\"{}\"><b>{n}</b><small>{}</small></div>",
-        if bad && n > 0 { " bad" } else { "" },
-        esc(label),
-        esc(label)
-    );
+fn tile(label: &str, n: u64, bad: bool) -> Markup {
+    html! {
+        div.tile.bad[bad && n > 0] data-count=(label) { b { (n) } small { (label) } }
+    }
 }
 
-fn summary(s: &mut String, r: &Report) {
-    s.push_str("<section id=\"summary\"><h2>Summary</h2><div class=\"tiles\">");
-    let total: u64 = r.summary.findings.values().sum();
-    tile(s, "findings", total, true);
-    for (k, n) in &r.summary.findings {
-        tile(s, k, *n, true);
+fn summary(r: &Report) -> Markup {
+    let s = &r.summary;
+    let total: u64 = s.findings.values().sum();
+    html! {
+        section id="summary" {
+            h2 { "Summary" }
+            div class="tiles" {
+                (tile("findings", total, true))
+                @for (k, n) in &s.findings {
+                    (tile(k, *n, true))
+                }
+            }
+            h2 style="margin-top:12px" { "Connections and required edges" }
+            div class="tiles" {
+                @for (k, n) in &s.connections {
+                    (tile(&format!("{k} connections"), *n, *k != "expected"))
+                }
+                @for (k, n) in &s.outcomes {
+                    (tile(k, *n, matches!(*k, "refused" | "unanswered" | "denied")))
+                }
+                @for (k, n) in &s.required_edges {
+                    (tile(&format!("required {k}"), *n, *k == "missing"))
+                }
+            }
+        }
+        "\n"
     }
-    s.push_str("</div><h2 style=\"margin-top:12px\">Connections and required edges</h2><div class=\"tiles\">");
-    for (k, n) in &r.summary.connections {
-        tile(s, &format!("{k} connections"), *n, *k != "expected");
-    }
-    for (k, n) in &r.summary.outcomes {
-        tile(s, k, *n, matches!(*k, "refused" | "unanswered" | "denied"));
-    }
-    for (k, n) in &r.summary.required_edges {
-        tile(s, &format!("required {k}"), *n, *k == "missing");
-    }
-    s.push_str("</div></section>\n");
 }
 
-fn diagram(s: &mut String, page: &Page) {
-    s.push_str("<section id=\"diagram\"><h2>Site diagram</h2><div class=\"legend\">");
-    for (class, text, dash) in [
-        ("seen", "required edge seen", false),
-        ("missing", "required edge missing", false),
-        ("not_observed", "required edge not observed yet", true),
-        (
-            "blocked",
-            "expected edge blocked (refused/unanswered/denied)",
-            false,
-        ),
-        ("unexpected", "unexpected flow (count)", true),
-        ("local_only", "local-only port reached", true),
-        ("unknown_host", "host outside the inventory", true),
-    ] {
-        let _ = write!(
-            s,
-            "<span class=\"{class}\"><i class=\"{}\"></i>{text}</span>",
-            if dash { "dash" } else { "" }
-        );
+/// The diagram's legend: class, text, whether the line is dashed.
+const LEGEND: [(&str, &str, bool); 7] = [
+    ("seen", "required edge seen", false),
+    ("missing", "required edge missing", false),
+    ("not_observed", "required edge not observed yet", true),
+    (
+        "blocked",
+        "expected edge blocked (refused/unanswered/denied)",
+        false,
+    ),
+    ("unexpected", "unexpected flow (count)", true),
+    ("local_only", "local-only port reached", true),
+    ("unknown_host", "host outside the inventory", true),
+];
+
+fn diagram(page: &Page) -> Markup {
+    html! {
+        section id="diagram" {
+            h2 { "Site diagram" }
+            div class="legend" {
+                @for (class, text, dash) in LEGEND {
+                    span class=(class) { i class=(if dash { "dash" } else { "" }) {} (text) }
+                }
+            }
+            // A CSS-only switch: the page works without its script.
+            input type="checkbox" id="hide-not-observed";
+            label for="hide-not-observed" class="note" {
+                " hide required edges not observed yet (drawn faint; hover one for why)"
+            }
+            // The SVG is markup already: portwatch's own layout escapes as
+            // this page does, Graphviz writes XML-escaped text.
+            div class="diagram" { (PreEscaped(&page.svg)) }
+            p class="note" { "Layout: " (page.layout) }
+        }
+        "\n"
     }
-    // A CSS-only switch: the page works without its script.
-    let _ = writeln!(
-        s,
-        "</div><input type=\"checkbox\" id=\"hide-not-observed\"><label for=\"hide-not-observed\" class=\"note\"> \
-         hide required edges not observed yet (drawn faint; hover one for why)</label>\
-         <div class=\"diagram\">{}</div><p class=\"note\">Layout: {}</p></section>",
-        page.svg,
-        esc(&page.layout)
-    );
 }
 
-fn findings(s: &mut String, fs: &[Finding]) {
-    let _ = write!(
-        s,
-        "<section id=\"findings\"><h2>Findings ({})</h2>",
-        fs.len()
-    );
-    if fs.is_empty() {
-        s.push_str("<p>None: every connection matched the model and every required edge was seen.</p></section>\n");
-        return;
-    }
-    s.push_str(
-        "<table class=\"sortable\"><thead><tr><th>kind</th><th>source</th><th>destination</th><th>port</th>\
-         <th>service</th><th>count</th><th>outcomes</th><th>first seen</th><th>last seen</th><th>explanation</th></tr></thead>",
-    );
+const FINDING_COLUMNS: [&str; 10] = [
+    "kind",
+    "source",
+    "destination",
+    "port",
+    "service",
+    "count",
+    "outcomes",
+    "first seen",
+    "last seen",
+    "explanation",
+];
+
+fn findings(fs: &[Finding]) -> Markup {
     let mut by_kind: BTreeMap<FindingKind, Vec<&Finding>> = BTreeMap::new();
     for f in fs {
         by_kind.entry(f.kind).or_default().push(f);
     }
-    for (kind, list) in by_kind {
-        let _ = write!(
-            s,
-            "<tbody class=\"group\"><tr><th colspan=\"10\" class=\"{k}\">{k} ({})</th></tr></tbody><tbody data-kind=\"{k}\">",
-            list.len(),
-            k = kind.as_str()
-        );
-        for f in list {
-            let end = |name: &str, addr: &Option<String>| match addr {
-                Some(a) => format!("{} <span class=\"note\">{}</span>", esc(name), esc(a)),
-                None => esc(name),
-            };
-            let outcomes = f
-                .outcomes
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let _ = write!(
-                s,
-                "<tr class=\"row finding\" data-finding=\"{}:{}:{}:{}\"><td class=\"kind {k}\">{k}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                kind.as_str(),
-                esc(&f.src),
-                esc(&f.dst),
-                f.port,
-                end(&f.src, &f.src_addr),
-                end(&f.dst, &f.dst_addr),
-                f.port,
-                esc(&f.service),
-                f.count,
-                esc(&outcomes),
-                esc(f.first_seen.as_deref().unwrap_or("-")),
-                esc(f.last_seen.as_deref().unwrap_or("-")),
-                explanation_cell(f),
-                k = kind.as_str(),
-            );
+    html! {
+        section id="findings" {
+            h2 { "Findings (" (fs.len()) ")" }
+            @if fs.is_empty() {
+                p { "None: every connection matched the model and every required edge was seen." }
+            } @else {
+                table class="sortable" {
+                    thead { tr { @for c in FINDING_COLUMNS { th { (c) } } } }
+                    @for (kind, list) in &by_kind {
+                        tbody class="group" {
+                            tr { th colspan="10" class=(kind.as_str()) { (kind.as_str()) " (" (list.len()) ")" } }
+                        }
+                        tbody data-kind=(kind.as_str()) {
+                            @for f in list {
+                                (finding_row(f))
+                            }
+                        }
+                    }
+                }
+            }
         }
-        s.push_str("</tbody>");
+        "\n"
     }
-    s.push_str("</table></section>\n");
+}
+
+fn finding_row(f: &Finding) -> Markup {
+    let k = f.kind.as_str();
+    let outcomes = (f.outcomes.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    html! {
+        tr class="row finding" data-finding=(format!("{k}:{}:{}:{}", f.src, f.dst, f.port)) {
+            td class=(format!("kind {k}")) { (k) }
+            td { (end(&f.src, f.src_addr.as_deref())) }
+            td { (end(&f.dst, f.dst_addr.as_deref())) }
+            td { (f.port) }
+            td { (f.service) }
+            td { (f.count) }
+            td { (outcomes) }
+            td { (f.first_seen.as_deref().unwrap_or("-")) }
+            td { (f.last_seen.as_deref().unwrap_or("-")) }
+            td { (explanation_cell(f)) }
+        }
+    }
 }
 
 /// A finding's explanation, and the acceptance it occurred under.
-fn explanation_cell(f: &Finding) -> String {
-    let Some(a) = &f.accepted else {
-        return esc(&f.explanation);
-    };
-    format!(
-        "{}<br><span class=\"accepted\" data-ticket=\"{}\">accepted until {} under {} (owner {}): {}</span>",
-        esc(&f.explanation),
-        esc(&a.ticket),
-        esc(&a.expires),
-        esc(&a.ticket),
-        esc(&a.owner),
-        esc(&a.reason)
-    )
+fn explanation_cell(f: &Finding) -> Markup {
+    html! {
+        (f.explanation)
+        @if let Some(a) = &f.accepted {
+            br;
+            span class="accepted" data-ticket=(a.ticket) {
+                "accepted until " (a.expires) " under " (a.ticket) " (owner " (a.owner) "): " (a.reason)
+            }
+        }
+    }
 }
 
 /// `replay --baseline`: how many findings the earlier report had.
-fn baseline(s: &mut String, r: &Report) {
-    if let Some(b) = &r.baseline {
-        let _ = writeln!(
-            s,
-            "<section id=\"baseline\"><h2>Baseline</h2><p>Findings new since {}: {}; already known there, left out: {}.</p></section>",
-            esc(&b.path),
-            b.new,
-            b.known
-        );
+fn baseline(r: &Report) -> Markup {
+    html! {
+        @if let Some(b) = &r.baseline {
+            section id="baseline" {
+                h2 { "Baseline" }
+                p {
+                    "Findings new since " (b.path) ": " (b.new) "; already known there, left out: "
+                    (b.known) "."
+                }
+            }
+            "\n"
+        }
     }
 }
 
 /// The site's accepted deviations and what each matched.
-fn acceptances(s: &mut String, r: &Report) {
-    if r.acceptances.is_empty() {
-        return;
+fn acceptances(r: &Report) -> Markup {
+    const COLUMNS: [&str; 6] = ["entry", "flow", "ticket", "owner", "last day", "matched"];
+    html! {
+        @if !r.acceptances.is_empty() {
+            section id="acceptances" {
+                h2 { "Accepted deviations (" (r.acceptances.len()) ")" }
+                table {
+                    thead { tr { @for c in COLUMNS { th { (c) } } } }
+                    tbody {
+                        @for u in &r.acceptances {
+                            tr.acceptance.unused[u.unused()] {
+                                td { "accepted[" (u.index) "]" }
+                                td { (u.flow) }
+                                td { (u.ticket) }
+                                td { (u.owner) }
+                                td { (u.expires) }
+                                td {
+                                    @if u.unused() {
+                                        "no finding in the input"
+                                    } @else {
+                                        (u.findings) " findings (" (u.occurrences) " occurrences); "
+                                        (u.findings_after_expiry) " after it expired"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "\n"
+        }
     }
-    let _ = write!(
-        s,
-        "<section id=\"acceptances\"><h2>Accepted deviations ({})</h2><table><thead><tr><th>entry</th>\
-         <th>flow</th><th>ticket</th><th>owner</th><th>last day</th><th>matched</th></tr></thead><tbody>",
-        r.acceptances.len()
-    );
-    for u in &r.acceptances {
-        let matched = match u.unused() {
-            true => "no finding in the input".to_string(),
-            false => format!(
-                "{} findings ({} occurrences); {} after it expired",
-                u.findings, u.occurrences, u.findings_after_expiry
-            ),
-        };
-        let _ = write!(
-            s,
-            "<tr class=\"acceptance{}\"><td>accepted[{}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if u.unused() { " unused" } else { "" },
-            u.index,
-            esc(&u.flow),
-            esc(&u.ticket),
-            esc(&u.owner),
-            esc(&u.expires),
-            esc(&matched),
-        );
-    }
-    s.push_str("</tbody></table></section>\n");
 }
 
-fn edges(s: &mut String, r: &Report) {
-    let _ = write!(
-        s,
-        "<section id=\"edges\"><h2>Required edges ({})</h2>",
-        r.edges.len()
-    );
-    if r.edges.is_empty() {
-        s.push_str("<p>None judged: the site has none, the sensor sees none, or nothing was read.</p></section>\n");
-        return;
+/// An endpoint's name, and the address seen when there is one.
+fn end(name: &str, addr: Option<&str>) -> Markup {
+    html! {
+        (name)
+        @if let Some(a) = addr {
+            " " span class="note" { (a) }
+        }
     }
+}
+
+fn edges(r: &Report) -> Markup {
     // Edges without a verdict yet crowd out the ones with one: they go
     // last, folded unless they are all there is.
     let (quiet, judged): (Vec<&EdgeEntry>, Vec<&EdgeEntry>) =
         (r.edges.iter()).partition(|e| e.state == EdgeState::NotObserved);
-    if !judged.is_empty() {
-        edge_table(s, r, &judged, false);
+    html! {
+        section id="edges" {
+            h2 { "Required edges (" (r.edges.len()) ")" }
+            @if r.edges.is_empty() {
+                p { "None judged: the site has none, the sensor sees none, or nothing was read." }
+            }
+            @if !judged.is_empty() {
+                (edge_table(r, &judged, false))
+            }
+            @if !quiet.is_empty() {
+                details id="not-observed" open[judged.is_empty()] {
+                    summary class="not_observed" {
+                        (quiet.len()) " not observed yet: no verdict, and why"
+                    }
+                    (edge_table(r, &quiet, true))
+                }
+            }
+        }
+        "\n"
     }
-    if !quiet.is_empty() {
-        let _ = write!(
-            s,
-            "<details id=\"not-observed\"{}><summary class=\"not_observed\">{} not observed yet: no verdict, and why</summary>",
-            if judged.is_empty() { " open" } else { "" },
-            quiet.len()
-        );
-        edge_table(s, r, &quiet, true);
-        s.push_str("</details>");
-    }
-    s.push_str("</section>\n");
 }
 
-fn edge_table(s: &mut String, r: &Report, rows: &[&EdgeEntry], why: bool) {
-    let _ = write!(
-        s,
-        "<table class=\"sortable\"><thead><tr><th>source</th><th>destination</th><th>port</th><th>service</th>\
-         <th>state</th><th>window</th><th>evidence</th><th>last seen</th>{}</tr></thead><tbody>",
-        if why { "<th>why not observed</th>" } else { "" }
-    );
-    for e in rows {
-        let blocked = r.findings.iter().any(|f| {
-            f.kind == FindingKind::Blocked && f.src == e.src && f.dst == e.dst && f.port == e.port
-        });
-        let reason = esc(e.reason.as_deref().unwrap_or(""));
-        let _ = write!(
-            s,
-            "<tr class=\"row edge\" data-edge=\"{}:{}:{}\" title=\"{reason}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td class=\"{st}\">{st}{}</td><td data-v=\"{}\">{}</td><td>{}</td><td>{}</td>{}</tr>",
-            esc(&e.src),
-            esc(&e.dst),
-            e.port,
-            esc(&e.src),
-            esc(&e.dst),
-            e.port,
-            service_cell(e),
-            if blocked { " <span class=\"blocked\">(blocked)</span>" } else { "" },
-            e.window_seconds,
-            humantime::format_duration(std::time::Duration::from_secs(e.window_seconds)),
-            e.evidence,
-            esc(e.last_seen.as_deref().unwrap_or("-")),
-            if why { format!("<td class=\"reason\">{reason}</td>") } else { String::new() },
-            st = e.state.as_str(),
-        );
+const EDGE_COLUMNS: [&str; 8] = [
+    "source",
+    "destination",
+    "port",
+    "service",
+    "state",
+    "window",
+    "evidence",
+    "last seen",
+];
+
+fn edge_table(r: &Report, rows: &[&EdgeEntry], why: bool) -> Markup {
+    html! {
+        table class="sortable" {
+            thead {
+                tr {
+                    @for c in EDGE_COLUMNS { th { (c) } }
+                    @if why { th { "why not observed" } }
+                }
+            }
+            tbody {
+                @for e in rows {
+                    (edge_row(r, e, why))
+                }
+            }
+        }
     }
-    s.push_str("</tbody></table>");
+}
+
+fn edge_row(r: &Report, e: &EdgeEntry, why: bool) -> Markup {
+    let blocked = (r.findings.iter()).any(|f| {
+        f.kind == FindingKind::Blocked && f.src == e.src && f.dst == e.dst && f.port == e.port
+    });
+    let reason = e.reason.as_deref().unwrap_or("");
+    let st = e.state.as_str();
+    let window = humantime::format_duration(std::time::Duration::from_secs(e.window_seconds));
+    html! {
+        tr class="row edge" data-edge=(format!("{}:{}:{}", e.src, e.dst, e.port)) title=(reason) {
+            td { (e.src) }
+            td { (e.dst) }
+            td { (e.port) }
+            td { (service_cell(e)) }
+            td class=(st) {
+                (st)
+                @if blocked { " " span class="blocked" { "(blocked)" } }
+            }
+            td data-v=(e.window_seconds) { (window) }
+            td { (e.evidence) }
+            td { (e.last_seen.as_deref().unwrap_or("-")) }
+            @if why { td class="reason" { (reason) } }
+        }
+    }
 }
 
 /// The service, and the executables the nodes' audit events named for it.
-fn service_cell(e: &EdgeEntry) -> String {
-    if e.executables.is_empty() {
-        return esc(&e.service);
+fn service_cell(e: &EdgeEntry) -> Markup {
+    html! {
+        (e.service)
+        @if !e.executables.is_empty() {
+            br;
+            small class="proc" title=(e.executables.join("\n")) {
+                (super::executable_names(&e.executables))
+            }
+        }
     }
-    format!(
-        "{}<br><small class=\"proc\" title=\"{}\">{}</small>",
-        esc(&e.service),
-        esc(&e.executables.join("\n")),
-        esc(&super::executable_names(&e.executables))
-    )
 }
 
 /// The flows behind the `unknown` outcome (attempts whose fate the
 /// sources could not tell), most attempts first; none, no section.
-fn unknown_flows(s: &mut String, r: &Report) {
-    let mut rows: Vec<(&super::FlowEntry, u64)> = (r.flows.iter())
+fn unknown_flows(r: &Report) -> Markup {
+    let mut rows: Vec<(&FlowEntry, u64)> = (r.flows.iter())
         .filter_map(|f| Some((f, *f.outcomes.get("unknown")?)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    if rows.is_empty() {
-        return;
-    }
     rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-    s.push_str(
-        "<section id=\"unknown-flows\"><h2>Flows with outcome unknown</h2>\
-         <p class=\"note\">Attempts whose fate the sources could not tell (no SYN-ACK, RST or \
-         retransmission seen, e.g. a one-way capture).</p>\
-         <table class=\"sortable\"><thead><tr><th>Source</th><th>Destination</th><th>Port</th>\
-         <th>Service</th><th>Verdict</th><th>Unknown</th><th>Attempts</th></tr></thead><tbody>",
-    );
-    for (f, n) in rows {
-        let _ = write!(
-            s,
-            "<tr class=\"row\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{n}</td><td>{}</td></tr>",
-            esc(&f.src),
-            esc(&f.dst),
-            f.port,
-            esc(&f.service),
-            f.verdict.as_str(),
-            f.attempts
-        );
+    html! {
+        @if !rows.is_empty() {
+            section id="unknown-flows" {
+                h2 { "Flows with outcome unknown" }
+                p class="note" {
+                    "Attempts whose fate the sources could not tell (no SYN-ACK, RST or \
+                     retransmission seen, e.g. a one-way capture)."
+                }
+                table class="sortable" {
+                    thead {
+                        tr {
+                            @for c in ["Source", "Destination", "Port", "Service", "Verdict", "Unknown", "Attempts"] {
+                                th { (c) }
+                            }
+                        }
+                    }
+                    tbody {
+                        @for (f, n) in &rows {
+                            tr class="row" {
+                                td { (f.src) }
+                                td { (f.dst) }
+                                td { (f.port) }
+                                td { (f.service) }
+                                td { (f.verdict.as_str()) }
+                                td { (n) }
+                                td { (f.attempts) }
+                            }
+                        }
+                    }
+                }
+            }
+            "\n"
+        }
     }
-    s.push_str("</tbody></table></section>\n");
+}
+
+/// Rows of a two-column table: what, and its value.
+fn key_values(rows: &[(&str, String)]) -> Markup {
+    html! {
+        table {
+            tbody {
+                @for (k, v) in rows {
+                    tr { th { (k) } td { (v) } }
+                }
+            }
+        }
+    }
 }
 
 /// The sign-off block: who ran the audit, when, over which span, against
 /// which site and model files (SHA-256) and portwatch version; lines to
 /// sign on.
-fn signoff(s: &mut String, r: &Report, page: &Page) {
-    s.push_str("<section id=\"signoff\"><h2>Sign-off</h2><table><tbody>");
-    let mut row = |k: &str, v: &str| {
-        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
-    };
+fn signoff(r: &Report, page: &Page) -> Markup {
+    html! {
+        section id="signoff" {
+            h2 { "Sign-off" }
+            (key_values(&signoff_rows(r, page)))
+            table class="sign" {
+                tbody {
+                    @for line in ["Reviewed by (name)", "Role", "Date", "Signature"] {
+                        tr {
+                            th { (line) }
+                            td style="border-bottom:1px solid #263238;width:60%" { (PreEscaped("&nbsp;")) }
+                        }
+                    }
+                }
+            }
+        }
+        "\n"
+    }
+}
+
+fn signoff_rows<'a>(r: &'a Report, page: &Page) -> Vec<(&'a str, String)> {
+    let mut rows = Vec::new();
     if let Some(so) = &page.signoff {
-        row("run by", &so.user);
-        row("run at", &so.at.rfc3339());
+        rows.push(("run by", so.user.clone()));
+        rows.push(("run at", so.at.rfc3339()));
     }
     let c = &r.capture;
-    row(
+    rows.push((
         "span",
-        &format!(
+        format!(
             "{} to {}",
             c.first_seen.as_deref().unwrap_or("-"),
             c.last_seen.as_deref().unwrap_or("-")
         ),
-    );
-    if let Some(sel) = c
-        .selection
-        .as_ref()
-        .filter(|s| s.since.is_some() || s.until.is_some())
-    {
-        row(
+    ));
+    if let Some(sel) = (c.selection.as_ref()).filter(|s| s.since.is_some() || s.until.is_some()) {
+        rows.push((
             "time range",
-            &format!(
+            format!(
                 "from {} until {} (exclusive)",
                 sel.since.as_deref().unwrap_or("the start"),
                 sel.until.as_deref().unwrap_or("the end")
             ),
-        );
+        ));
     }
     if let Some(f) = c.selection.as_ref().and_then(|s| s.filter.as_deref()) {
-        row("packet filter", f);
+        rows.push(("packet filter", f.to_string()));
     }
     for f in &r.provenance.files {
-        row(
+        rows.push((
             f.role.as_str(),
-            &format!("{} (SHA-256 {})", f.path, f.sha256),
-        );
+            format!("{} (SHA-256 {})", f.path, f.sha256),
+        ));
     }
-    row("portwatch", env!("CARGO_PKG_VERSION"));
-    s.push_str("</tbody></table><table class=\"sign\"><tbody>");
-    for line in ["Reviewed by (name)", "Role", "Date", "Signature"] {
-        let _ = write!(
-            s,
-            "<tr><th>{}</th><td style=\"border-bottom:1px solid #263238;width:60%\">&nbsp;</td></tr>",
-            esc(line)
-        );
-    }
-    s.push_str("</tbody></table></section>\n");
+    rows.push(("portwatch", env!("CARGO_PKG_VERSION").to_string()));
+    rows
 }
 
-fn capture(s: &mut String, r: &Report) {
+fn capture(r: &Report) -> Markup {
+    html! {
+        section id="capture" {
+            h2 { "Capture" }
+            (key_values(&capture_rows(r)))
+        }
+        "\n"
+    }
+}
+
+/// `k=n` of the counts above zero, or `none`.
+fn nonzero(m: &BTreeMap<&'static str, u64>) -> String {
+    let v: Vec<String> = (m.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn capture_rows(r: &Report) -> Vec<(&'static str, String)> {
     let c = &r.capture;
-    let nonzero = |m: &BTreeMap<&'static str, u64>| {
-        let v: Vec<String> = m
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    s.push_str("<section id=\"capture\"><h2>Capture</h2><table><tbody>");
-    let mut row = |k: &str, v: String| {
-        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
-    };
+    let mut rows = Vec::new();
     for src in &c.sources {
-        let stopped = match &src.stopped {
-            Some(st) => format!("; stopped at byte {}: {}", st.offset, st.reason),
-            None => String::new(),
-        };
-        if let Some(f) = &src.fidelity {
-            let (sees, blind) = f.sees.split();
-            let node = f.sensor.as_deref().unwrap_or("unknown");
-            let records = nonzero(&f.records);
-            row(
-                "source",
-                format!(
-                    "{} ({}, node {node}): {} records ({records}){stopped}",
-                    src.path, src.format, src.packets
-                ),
-            );
-            row(
-                "fidelity",
-                format!("sees {}; cannot see {}", sees.join(", "), blind.join(", ")),
-            );
-            continue;
-        }
-        row(
+        source_rows(&mut rows, src);
+    }
+    rows.push((
+        "span",
+        format!(
+            "{} to {} ({:.1} s)",
+            c.first_seen.as_deref().unwrap_or("-"),
+            c.last_seen.as_deref().unwrap_or("-"),
+            c.duration_seconds
+        ),
+    ));
+    if let Some(sel) = &c.selection {
+        selection_rows(&mut rows, sel);
+    }
+    rows.push(("packets", c.packets.to_string()));
+    rows.push(("control packets", nonzero(&c.control_packets)));
+    rows.push(("skipped packets", nonzero(&c.skipped_packets)));
+    rows.push(("decode errors", nonzero(&c.decode_errors)));
+    if !c.encapsulations.is_empty() {
+        rows.push(("encapsulations", nonzero(&c.encapsulations)));
+        rows.push(("mirror sessions", c.sessions_line()));
+    }
+    rows.push((
+        "replies visible",
+        if c.replies_visible {
+            "yes: silence after a SYN means unanswered".into()
+        } else {
+            "no SYN-ACK seen: one-way capture, silence is unknown".into()
+        },
+    ));
+    rows.push((
+        "flow table",
+        format!(
+            "capacity {}, peak {}, evictions: {}",
+            c.flow_table.capacity,
+            c.flow_table.peak_entries,
+            nonzero(&c.flow_table.evictions)
+        ),
+    ));
+    rows.push((
+        "refused at caps",
+        format!(
+            "{} flow rows, {} findings",
+            c.flow_rows_refused, c.findings_refused
+        ),
+    ));
+    rows.push((
+        "truncated",
+        if c.truncated { "yes" } else { "no" }.to_string(),
+    ));
+    rows
+}
+
+/// A source's row, and a record source's fidelity.
+fn source_rows(rows: &mut Vec<(&'static str, String)>, src: &super::SourceFacts) {
+    let stopped = match &src.stopped {
+        Some(st) => format!("; stopped at byte {}: {}", st.offset, st.reason),
+        None => String::new(),
+    };
+    let Some(f) = &src.fidelity else {
+        rows.push((
             "source",
             format!(
                 "{} ({}, {}): {} packets{stopped}",
@@ -510,75 +646,172 @@ fn capture(s: &mut String, r: &Report) {
                 src.link_types.join(", "),
                 src.packets
             ),
-        );
-    }
-    row(
-        "span",
+        ));
+        return;
+    };
+    let (sees, blind) = f.sees.split();
+    let node = f.sensor.as_deref().unwrap_or("unknown");
+    rows.push((
+        "source",
         format!(
-            "{} to {} ({:.1} s)",
-            c.first_seen.as_deref().unwrap_or("-"),
-            c.last_seen.as_deref().unwrap_or("-"),
-            c.duration_seconds
+            "{} ({}, node {node}): {} records ({}){stopped}",
+            src.path,
+            src.format,
+            src.packets,
+            nonzero(&f.records)
         ),
-    );
-    if let Some(sel) = &c.selection {
-        if sel.since.is_some() || sel.until.is_some() {
-            row(
-                "time range",
-                format!(
-                    "from {} until {} (exclusive): skipped {} frames and {} records outside it",
-                    sel.since.as_deref().unwrap_or("the start"),
-                    sel.until.as_deref().unwrap_or("the end"),
-                    sel.frames_outside_range,
-                    sel.records_outside_range
-                ),
-            );
+    ));
+    rows.push((
+        "fidelity",
+        format!("sees {}; cannot see {}", sees.join(", "), blind.join(", ")),
+    ));
+}
+
+/// The time range and packet filter asked for, and what they left out.
+fn selection_rows(rows: &mut Vec<(&'static str, String)>, sel: &super::Selection) {
+    if sel.since.is_some() || sel.until.is_some() {
+        rows.push((
+            "time range",
+            format!(
+                "from {} until {} (exclusive): skipped {} frames and {} records outside it",
+                sel.since.as_deref().unwrap_or("the start"),
+                sel.until.as_deref().unwrap_or("the end"),
+                sel.frames_outside_range,
+                sel.records_outside_range
+            ),
+        ));
+    }
+    if let Some(f) = &sel.filter {
+        rows.push((
+            "packet filter",
+            format!(
+                "{f}: skipped {} frames it did not pass",
+                sel.frames_filtered_out.unwrap_or(0)
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::classify::Verdict;
+    use crate::config::load_policy;
+    use crate::pipeline::Pipeline;
+    use crate::report::accepted::{AcceptanceUse, AcceptedBy};
+    use crate::report::diagram::Diagram;
+    use crate::time::Timestamp;
+
+    /// The page of a report in which every name, address, service, reason,
+    /// path and explanation is `s`.
+    fn page_naming(s: &str) -> String {
+        let p = Arc::new(load_policy(Path::new("multi-node"), None).unwrap().policy);
+        let pl = Pipeline::new(p.clone(), Default::default());
+        let mut r = Report::build(&pl, Vec::new(), None, &Default::default());
+        let text = || s.to_string();
+        r.findings.push(Finding {
+            kind: FindingKind::UnknownHost,
+            src: text(),
+            src_addr: Some(text()),
+            dst: text(),
+            dst_addr: None,
+            port: 1,
+            service: text(),
+            count: 1,
+            outcomes: BTreeMap::from([("refused", 1)]),
+            first_seen: Some(text()),
+            last_seen: None,
+            explanation: text(),
+            folded: None,
+            accepted: Some(AcceptedBy {
+                index: 0,
+                ticket: text(),
+                owner: text(),
+                expires: text(),
+                reason: text(),
+            }),
+        });
+        r.acceptances.push(AcceptanceUse {
+            index: 0,
+            flow: text(),
+            ticket: text(),
+            owner: text(),
+            expires: text(),
+            findings: 1,
+            occurrences: 1,
+            findings_after_expiry: 0,
+        });
+        r.edges.push(EdgeEntry {
+            src: text(),
+            dst: text(),
+            port: 2,
+            service: text(),
+            window_seconds: 60,
+            state: EdgeState::NotObserved,
+            reason: Some(text()),
+            evidence: 0,
+            open_connections: 0,
+            last_seen: Some(text()),
+            executables: vec![text(), text()],
+        });
+        r.flows.push(FlowEntry {
+            src: text(),
+            dst: text(),
+            port: 3,
+            service: text(),
+            verdict: Verdict::Unexpected,
+            attempts: 1,
+            syn_retransmissions: 0,
+            outcomes: BTreeMap::from([("unknown", 1)]),
+            established_inferred: 0,
+            executables: Vec::new(),
+            first_seen: text(),
+            last_seen: text(),
+        });
+        r.capture.first_seen = Some(text());
+        let page = Page {
+            svg: Diagram::audit(&p, &r).to_svg(),
+            layout: text(),
+            refresh_seconds: Some(5),
+            links: vec![(text(), text())],
+            subtitle: text(),
+            signoff: Some(SignOff {
+                user: text(),
+                at: Timestamp::ZERO,
+            }),
+        };
+        render(&r, &page)
+    }
+
+    /// The page's markup: each tag's name in order, and how many `"` it
+    /// holds (an attribute value broken open would add some).
+    fn markup(page: &str) -> (Vec<&str>, usize) {
+        let tags = (page.split('<').skip(1))
+            .map(|t| t.split([' ', '>', '\n']).next().unwrap_or(""))
+            .collect();
+        (tags, page.matches('"').count())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn no_text_adds_markup_to_the_page(s in crate::quote::tests::hostile()) {
+            let (page, plain) = (page_naming(&s), page_naming("x"));
+            prop_assert_eq!(markup(&page), markup(&plain));
         }
-        if let Some(f) = &sel.filter {
-            row(
-                "packet filter",
-                format!(
-                    "{f}: skipped {} frames it did not pass",
-                    sel.frames_filtered_out.unwrap_or(0)
-                ),
-            );
-        }
     }
-    row("packets", c.packets.to_string());
-    row("control packets", nonzero(&c.control_packets));
-    row("skipped packets", nonzero(&c.skipped_packets));
-    row("decode errors", nonzero(&c.decode_errors));
-    if !c.encapsulations.is_empty() {
-        row("encapsulations", nonzero(&c.encapsulations));
-        row("mirror sessions", c.sessions_line());
+
+    #[test]
+    fn names_are_on_the_page_escaped() {
+        let page = page_naming("<b>\"&");
+        assert!(page.contains("&lt;b&gt;&quot;&amp;"));
+        assert!(!page.contains("<b>\""));
     }
-    row(
-        "replies visible",
-        if c.replies_visible {
-            "yes: silence after a SYN means unanswered".into()
-        } else {
-            "no SYN-ACK seen: one-way capture, silence is unknown".into()
-        },
-    );
-    row(
-        "flow table",
-        format!(
-            "capacity {}, peak {}, evictions: {}",
-            c.flow_table.capacity,
-            c.flow_table.peak_entries,
-            nonzero(&c.flow_table.evictions)
-        ),
-    );
-    row(
-        "refused at caps",
-        format!(
-            "{} flow rows, {} findings",
-            c.flow_rows_refused, c.findings_refused
-        ),
-    );
-    row(
-        "truncated",
-        if c.truncated { "yes" } else { "no" }.to_string(),
-    );
-    s.push_str("</tbody></table></section>\n");
 }
