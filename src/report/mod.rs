@@ -18,7 +18,7 @@ use crate::classify::{explain, Classification, Verdict};
 use crate::decode::{Control, EncapKind, Skip};
 use crate::observation::{Fidelity, Outcome, OutcomeCounts, SourceKind};
 use crate::pipeline::Pipeline;
-use crate::policy::{EndpointKind, Peer, Policy};
+use crate::policy::{Edge, EdgeId, EndpointKind, Peer, Policy};
 use crate::state::tally::FindingKind;
 use crate::state::{EdgeState, Eviction, Unobserved};
 use crate::time::Timestamp;
@@ -361,135 +361,21 @@ impl Report {
         window: Option<(Timestamp, Timestamp)>,
         vis: &Visibility,
     ) -> Report {
-        let p: &Policy = pl.policy();
-        let tally = pl.tally();
-        let stats = pl.stats();
-        let span = pl.span();
-        let ts = |t: Timestamp| t.rfc3339();
-        // The outcomes the report's sources can tell (a packet capture's
-        // four when it has no sources at all).
-        let shown: Vec<Outcome> = Outcome::ALL
-            .into_iter()
-            .filter(|o| {
-                let kinds = sources.iter().map(|s| s.kind);
-                let mut kinds = kinds.chain(sources.is_empty().then_some(SourceKind::Packets));
-                kinds.any(|k| k.outcomes().contains(o))
-            })
-            .collect();
-        let outcomes = |o: &OutcomeCounts| counts_of(&shown, o);
-
-        let mut flows: Vec<FlowEntry> = tally
-            .rows()
-            .iter()
-            .map(|r| FlowEntry {
-                src: p.peer_name(r.key.src).to_string(),
-                dst: p.peer_name(r.key.dst).to_string(),
-                port: r.key.port,
-                service: r.service.clone(),
-                verdict: r.key.verdict,
-                attempts: r.attempts,
-                syn_retransmissions: r.retransmissions,
-                outcomes: outcomes(&r.outcomes),
-                established_inferred: r.inferred,
-                executables: r.executables.iter().map(|e| e.to_string()).collect(),
-                first_seen: ts(r.first),
-                last_seen: ts(r.last),
-            })
-            .collect();
-        flows.sort_by(|a, b| {
-            (&a.src, &a.dst, a.port, a.verdict).cmp(&(&b.src, &b.dst, b.port, b.verdict))
-        });
-
-        let mut findings: Vec<Finding> = tally
-            .findings()
-            .iter()
-            .map(|f| {
-                let c = Classification {
-                    verdict: match f.key.kind {
-                        FindingKind::LocalOnly => Verdict::LocalOnly,
-                        FindingKind::UnknownHost => Verdict::UnknownHost,
-                        FindingKind::Unexpected => Verdict::Unexpected,
-                        _ => Verdict::Expected,
-                    },
-                    src: f.key.src,
-                    dst: f.key.dst,
-                    port: f.key.port,
-                    service: Arc::from(f.service.as_str()),
-                    basis: f.basis.clone(),
-                    accepted: f.key.accepted,
-                };
-                let mut explanation = explain(p, &c);
-                if f.key.kind == FindingKind::Blocked {
-                    explanation = blocked_text(&f.outcomes, &f.filters, &explanation);
-                }
-                Finding {
-                    kind: f.key.kind,
-                    src: p.peer_name(f.key.src).to_string(),
-                    src_addr: Some(f.key.src_addr.to_string()),
-                    dst: p.peer_name(f.key.dst).to_string(),
-                    dst_addr: Some(f.key.dst_addr.to_string()),
-                    port: f.key.port,
-                    service: f.service.clone(),
-                    count: f.count,
-                    outcomes: outcomes(&f.outcomes),
-                    first_seen: Some(ts(f.first)),
-                    last_seen: Some(ts(f.last)),
-                    explanation,
-                    folded: None,
-                    accepted: f.key.accepted.map(|id| AcceptedBy::of(p, id)),
-                }
-            })
-            .collect();
-        findings.extend(
-            (tally.aggregates().iter())
-                .map(|a| folded_finding(p, a, counts_of(&shown, &a.outcomes))),
-        );
-
+        let b = Builder {
+            pl,
+            p: pl.policy(),
+            shown: shown_outcomes(&sources),
+        };
+        let flows = b.flows();
+        let mut findings = b.tally_findings();
         let mut edges = Vec::new();
         if let Some((since, now)) = window {
-            for (i, e) in p.edges.iter().enumerate() {
-                let id = crate::policy::EdgeId(i as u32);
-                if !vis.judges(p, e) {
+            for (i, e) in b.p.edges.iter().enumerate() {
+                if !vis.judges(b.p, e) {
                     continue;
                 }
-                let (state, why) = pl.clock().judge(id, e.window, since, now);
-                let last = pl.clock().last_evidence(id, now);
-                let entry = EdgeEntry {
-                    src: p.endpoint(e.src).name.clone(),
-                    dst: p.endpoint(e.dst).name.clone(),
-                    port: e.port,
-                    service: e.service.to_string(),
-                    window_seconds: e.window.as_secs(),
-                    state,
-                    reason: why.map(|w| unobserved_text(w, e.window)),
-                    evidence: pl.clock().count(id),
-                    open_connections: pl.clock().open_count(id),
-                    last_seen: last.map(ts),
-                    executables: executables_of(
-                        &flows,
-                        &p.endpoint(e.src).name,
-                        &p.endpoint(e.dst).name,
-                        e.port,
-                    ),
-                };
-                if state == EdgeState::Missing {
-                    findings.push(Finding {
-                        kind: FindingKind::Missing,
-                        src: entry.src.clone(),
-                        src_addr: first_addr(p, Peer::Endpoint(e.src)),
-                        dst: entry.dst.clone(),
-                        dst_addr: first_addr(p, Peer::Endpoint(e.dst)),
-                        port: e.port,
-                        service: e.service.to_string(),
-                        count: 0,
-                        outcomes: outcomes(&[0; Outcome::COUNT]),
-                        first_seen: None,
-                        last_seen: entry.last_seen.clone(),
-                        explanation: missing_text(p, e, last),
-                        folded: None,
-                        accepted: None,
-                    });
-                }
+                let (entry, missing) = b.edge(EdgeId(i as u32), e, &flows, since, now);
+                findings.extend(missing);
                 edges.push(entry);
             }
         }
@@ -504,114 +390,16 @@ impl Report {
                 &b.dst_addr,
             ))
         });
-
-        let count_findings = FindingKind::ALL
-            .iter()
-            .map(|k| {
-                (
-                    k.as_str(),
-                    findings.iter().filter(|f| f.kind == *k).count() as u64,
-                )
-            })
-            .collect();
-        let edge_states = [EdgeState::Seen, EdgeState::Missing, EdgeState::NotObserved]
-            .iter()
-            .map(|s| {
-                (
-                    s.as_str(),
-                    edges.iter().filter(|e| e.state == *s).count() as u64,
-                )
-            })
-            .collect();
-        let truncated = sources.iter().any(|s| s.stopped.is_some());
-        let (first, last) = match span {
-            Some((a, b)) => (Some(ts(a)), Some(ts(b))),
-            None => (None, None),
-        };
         Report {
             provenance: Provenance {
-                files: p.sources.clone(),
+                files: b.p.sources.clone(),
             },
-            capture: Capture {
-                sources,
-                packets: stats.frames,
-                first_seen: first,
-                last_seen: last,
-                duration_seconds: span
-                    .map(|(a, b)| b.saturating_sub(a).as_secs_f64())
-                    .unwrap_or(0.0),
-                control_packets: [Control::Syn, Control::SynAck, Control::Rst, Control::Fin]
-                    .iter()
-                    .map(|c| (c.as_str(), stats.control(*c)))
-                    .collect(),
-                skipped_packets: Skip::ALL
-                    .iter()
-                    .map(|s| (s.as_str(), stats.skipped(*s)))
-                    .collect(),
-                decode_errors: stats.errors.clone(),
-                encapsulations: (EncapKind::ALL.iter())
-                    .filter(|k| stats.encapsulated(**k) > 0)
-                    .map(|k| (k.as_str(), stats.encapsulated(*k)))
-                    .collect(),
-                mirror_sessions: (stats.sessions.iter())
-                    .filter_map(|(e, n)| {
-                        Some(MirrorSession {
-                            kind: e.kind.as_str(),
-                            session: e.session?,
-                            frames: *n,
-                        })
-                    })
-                    .collect(),
-                mirror_sessions_dropped: stats.sessions_dropped,
-                mirror_duplicates: stats.mirror_duplicates,
-                record_duplicates: pl.record_merge().duplicates(),
-                records_settled_early: pl.record_merge().settled_early(),
-                unconfigured_tunnels: (stats.unconfigured.iter())
-                    .map(|((kind, port), n)| UnconfiguredTunnel {
-                        kind: kind.as_str(),
-                        port: *port,
-                        frames: *n,
-                    })
-                    .collect(),
-                timestamp_anomalies: pl.time().anomalies(),
-                replies_visible: pl.table().replies_visible(),
-                reply_pairs: pl.table().reply_pairs(),
-                reply_pairs_dropped: pl.table().reply_pairs_dropped(),
-                flow_table: FlowTable {
-                    capacity: pl.table().config().capacity,
-                    peak_entries: pl.table().peak(),
-                    evictions: Eviction::ALL
-                        .iter()
-                        .map(|e| (e.as_str(), pl.table().evictions(*e)))
-                        .collect(),
-                },
-                flow_rows_refused: tally.rows_refused(),
-                findings_refused: tally.findings_refused(),
-                truncated,
-                selection: None,
-            },
-            summary: Summary {
-                site: p.site.name.clone(),
-                model: p.model.id.clone(),
-                connections: Verdict::ALL
-                    .iter()
-                    .map(|v| (v.as_str(), tally.by_verdict[*v as usize]))
-                    .collect(),
-                outcomes: outcomes(&tally.by_outcome),
-                established_inferred: tally.inferred,
-                syn_retransmissions: tally.retransmissions,
-                required_edges: edge_states,
-                findings: count_findings,
-                findings_refused: FindingKind::ALL
-                    .iter()
-                    .map(|k| (k.as_str(), tally.findings_refused_of(*k)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect(),
-            },
+            summary: b.summary(&edges, &findings),
+            capture: b.capture(sources),
             flows,
             edges,
             findings,
-            acceptances: accepted::uses(p, tally.findings()),
+            acceptances: accepted::uses(b.p, b.pl.tally().findings()),
             baseline: None,
         }
     }
@@ -633,6 +421,246 @@ impl Report {
         serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::from)?;
         w.write_all(b"\n")?;
         w.flush()
+    }
+}
+
+/// The outcomes the report's sources can tell (a packet capture's four
+/// when it has no sources at all).
+fn shown_outcomes(sources: &[SourceFacts]) -> Vec<Outcome> {
+    let none = sources.is_empty().then_some(SourceKind::Packets);
+    Outcome::ALL
+        .into_iter()
+        .filter(|o| {
+            let mut kinds = sources.iter().map(|s| s.kind).chain(none);
+            kinds.any(|k| k.outcomes().contains(o))
+        })
+        .collect()
+}
+
+/// What the parts of a report are built from: the pipeline after its
+/// last frame, and the outcomes the report shows.
+struct Builder<'a> {
+    pl: &'a Pipeline,
+    p: &'a Policy,
+    shown: Vec<Outcome>,
+}
+
+impl Builder<'_> {
+    fn outcomes(&self, o: &OutcomeCounts) -> BTreeMap<&'static str, u64> {
+        counts_of(&self.shown, o)
+    }
+
+    /// One row per flow of the tally, by ends, port and verdict.
+    fn flows(&self) -> Vec<FlowEntry> {
+        let p = self.p;
+        let mut flows: Vec<FlowEntry> = (self.pl.tally().rows().iter())
+            .map(|r| FlowEntry {
+                src: p.peer_name(r.key.src).to_string(),
+                dst: p.peer_name(r.key.dst).to_string(),
+                port: r.key.port,
+                service: r.service.clone(),
+                verdict: r.key.verdict,
+                attempts: r.attempts,
+                syn_retransmissions: r.retransmissions,
+                outcomes: self.outcomes(&r.outcomes),
+                established_inferred: r.inferred,
+                executables: r.executables.iter().map(|e| e.to_string()).collect(),
+                first_seen: r.first.rfc3339(),
+                last_seen: r.last.rfc3339(),
+            })
+            .collect();
+        flows.sort_by(|a, b| {
+            (&a.src, &a.dst, a.port, a.verdict).cmp(&(&b.src, &b.dst, b.port, b.verdict))
+        });
+        flows
+    }
+
+    /// The tally's findings with their explanations, then the folded
+    /// unknown-host aggregates.
+    fn tally_findings(&self) -> Vec<Finding> {
+        let tally = self.pl.tally();
+        let folded = (tally.aggregates().iter())
+            .map(|a| folded_finding(self.p, a, self.outcomes(&a.outcomes)));
+        (tally.findings().iter())
+            .map(|f| self.finding(f))
+            .chain(folded)
+            .collect()
+    }
+
+    fn finding(&self, f: &crate::state::tally::FindingRow) -> Finding {
+        let p = self.p;
+        let c = Classification {
+            verdict: match f.key.kind {
+                FindingKind::LocalOnly => Verdict::LocalOnly,
+                FindingKind::UnknownHost => Verdict::UnknownHost,
+                FindingKind::Unexpected => Verdict::Unexpected,
+                _ => Verdict::Expected,
+            },
+            src: f.key.src,
+            dst: f.key.dst,
+            port: f.key.port,
+            service: Arc::from(f.service.as_str()),
+            basis: f.basis.clone(),
+            accepted: f.key.accepted,
+        };
+        let mut explanation = explain(p, &c);
+        if f.key.kind == FindingKind::Blocked {
+            explanation = blocked_text(&f.outcomes, &f.filters, &explanation);
+        }
+        Finding {
+            kind: f.key.kind,
+            src: p.peer_name(f.key.src).to_string(),
+            src_addr: Some(f.key.src_addr.to_string()),
+            dst: p.peer_name(f.key.dst).to_string(),
+            dst_addr: Some(f.key.dst_addr.to_string()),
+            port: f.key.port,
+            service: f.service.clone(),
+            count: f.count,
+            outcomes: self.outcomes(&f.outcomes),
+            first_seen: Some(f.first.rfc3339()),
+            last_seen: Some(f.last.rfc3339()),
+            explanation,
+            folded: None,
+            accepted: f.key.accepted.map(|id| AcceptedBy::of(p, id)),
+        }
+    }
+
+    /// A required edge judged over `since..now`, and its finding when it
+    /// is missing.
+    fn edge(
+        &self,
+        id: EdgeId,
+        e: &Edge,
+        flows: &[FlowEntry],
+        since: Timestamp,
+        now: Timestamp,
+    ) -> (EdgeEntry, Option<Finding>) {
+        let (p, clock) = (self.p, self.pl.clock());
+        let (state, why) = clock.judge(id, e.window, since, now);
+        let last = clock.last_evidence(id, now);
+        let (src, dst) = (&p.endpoint(e.src).name, &p.endpoint(e.dst).name);
+        let entry = EdgeEntry {
+            src: src.clone(),
+            dst: dst.clone(),
+            port: e.port,
+            service: e.service.to_string(),
+            window_seconds: e.window.as_secs(),
+            state,
+            reason: why.map(|w| unobserved_text(w, e.window)),
+            evidence: clock.count(id),
+            open_connections: clock.open_count(id),
+            last_seen: last.map(Timestamp::rfc3339),
+            executables: executables_of(flows, src, dst, e.port),
+        };
+        let missing = (state == EdgeState::Missing).then(|| Finding {
+            kind: FindingKind::Missing,
+            src: entry.src.clone(),
+            src_addr: first_addr(p, Peer::Endpoint(e.src)),
+            dst: entry.dst.clone(),
+            dst_addr: first_addr(p, Peer::Endpoint(e.dst)),
+            port: e.port,
+            service: e.service.to_string(),
+            count: 0,
+            outcomes: self.outcomes(&[0; Outcome::COUNT]),
+            first_seen: None,
+            last_seen: entry.last_seen.clone(),
+            explanation: missing_text(p, e, last),
+            folded: None,
+            accepted: None,
+        });
+        (entry, missing)
+    }
+
+    fn summary(&self, edges: &[EdgeEntry], findings: &[Finding]) -> Summary {
+        let tally = self.pl.tally();
+        let count = |k: FindingKind| findings.iter().filter(|f| f.kind == k).count() as u64;
+        let states = [EdgeState::Seen, EdgeState::Missing, EdgeState::NotObserved];
+        Summary {
+            site: self.p.site.name.clone(),
+            model: self.p.model.id.clone(),
+            connections: (Verdict::ALL.iter())
+                .map(|v| (v.as_str(), tally.by_verdict[*v as usize]))
+                .collect(),
+            outcomes: self.outcomes(&tally.by_outcome),
+            established_inferred: tally.inferred,
+            syn_retransmissions: tally.retransmissions,
+            required_edges: (states.iter())
+                .map(|s| {
+                    (
+                        s.as_str(),
+                        edges.iter().filter(|e| e.state == *s).count() as u64,
+                    )
+                })
+                .collect(),
+            findings: (FindingKind::ALL.iter())
+                .map(|k| (k.as_str(), count(*k)))
+                .collect(),
+            findings_refused: (FindingKind::ALL.iter())
+                .map(|k| (k.as_str(), tally.findings_refused_of(*k)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+
+    fn capture(&self, sources: Vec<SourceFacts>) -> Capture {
+        let (pl, stats) = (self.pl, self.pl.stats());
+        let span = pl.span();
+        Capture {
+            truncated: sources.iter().any(|s| s.stopped.is_some()),
+            sources,
+            packets: stats.frames,
+            first_seen: span.map(|(a, _)| a.rfc3339()),
+            last_seen: span.map(|(_, b)| b.rfc3339()),
+            duration_seconds: span
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64())
+                .unwrap_or(0.0),
+            control_packets: [Control::Syn, Control::SynAck, Control::Rst, Control::Fin]
+                .iter()
+                .map(|c| (c.as_str(), stats.control(*c)))
+                .collect(),
+            skipped_packets: (Skip::ALL.iter())
+                .map(|s| (s.as_str(), stats.skipped(*s)))
+                .collect(),
+            decode_errors: stats.errors.clone(),
+            encapsulations: (EncapKind::ALL.iter())
+                .filter(|k| stats.encapsulated(**k) > 0)
+                .map(|k| (k.as_str(), stats.encapsulated(*k)))
+                .collect(),
+            mirror_sessions: (stats.sessions.iter())
+                .filter_map(|(e, n)| {
+                    Some(MirrorSession {
+                        kind: e.kind.as_str(),
+                        session: e.session?,
+                        frames: *n,
+                    })
+                })
+                .collect(),
+            mirror_sessions_dropped: stats.sessions_dropped,
+            mirror_duplicates: stats.mirror_duplicates,
+            record_duplicates: pl.record_merge().duplicates(),
+            records_settled_early: pl.record_merge().settled_early(),
+            unconfigured_tunnels: (stats.unconfigured.iter())
+                .map(|((kind, port), n)| UnconfiguredTunnel {
+                    kind: kind.as_str(),
+                    port: *port,
+                    frames: *n,
+                })
+                .collect(),
+            timestamp_anomalies: pl.time().anomalies(),
+            replies_visible: pl.table().replies_visible(),
+            reply_pairs: pl.table().reply_pairs(),
+            reply_pairs_dropped: pl.table().reply_pairs_dropped(),
+            flow_table: FlowTable {
+                capacity: pl.table().config().capacity,
+                peak_entries: pl.table().peak(),
+                evictions: (Eviction::ALL.iter())
+                    .map(|e| (e.as_str(), pl.table().evictions(*e)))
+                    .collect(),
+            },
+            flow_rows_refused: self.pl.tally().rows_refused(),
+            findings_refused: self.pl.tally().findings_refused(),
+            selection: None,
+        }
     }
 }
 
@@ -766,7 +794,7 @@ fn blocked_text(outcomes: &OutcomeCounts, filters: &[u64], expected: &str) -> St
     format!("blocked: {}; {expected}", how.unwrap_or_default())
 }
 
-fn missing_text(p: &Policy, e: &crate::policy::Edge, last: Option<Timestamp>) -> String {
+fn missing_text(p: &Policy, e: &Edge, last: Option<Timestamp>) -> String {
     let window = humantime::format_duration(e.window);
     let cite = e
         .origins
