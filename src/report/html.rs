@@ -704,8 +704,8 @@ mod tests {
     use crate::classify::Verdict;
     use crate::config::load_policy;
     use crate::pipeline::Pipeline;
-    use crate::report::accepted::{AcceptanceUse, AcceptedBy};
     use crate::report::diagram::Diagram;
+    use crate::report::{AcceptanceUse, AcceptedBy, Baseline};
     use crate::time::Timestamp;
 
     /// The page of a report in which every name, address, service, reason,
@@ -775,6 +775,12 @@ mod tests {
             last_seen: text(),
         });
         r.capture.first_seen = Some(text());
+        r.baseline = Some(Baseline {
+            path: text(),
+            known: 1,
+            known_by_kind: BTreeMap::new(),
+            new: 1,
+        });
         let page = Page {
             svg: Diagram::audit(&p, &r).to_svg(),
             layout: text(),
