@@ -235,7 +235,7 @@ fn hostile_flags_and_files_get_clear_errors_not_panics() {
         "{}",
         stderr(&o)
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(started.elapsed() < bound(Duration::from_secs(20)));
 }
 
 /// A pcap of `n` SYNs from pseudo-random spoofed sources outside the site
@@ -377,7 +377,11 @@ fn idle_connection_flood_under_nofile_1024() {
         "only {} connections opened",
         idle.len()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has taken the flood off its accept queue (kept or closed
+    // at the cap) before the scrapes are timed.
+    crate::util::poll_until("the flood accepted", Duration::from_secs(30), || {
+        crate::util::accept_queue(&mut Command::new("ss"), addr) == Some(0)
+    });
     for _ in 0..3 {
         let t = Instant::now();
         let got = crate::util::http_get(addr, "/metrics");
@@ -674,8 +678,9 @@ fn a_low_descriptor_limit_never_starves_the_capture() {
             t.elapsed()
         );
     }
-    let m = crate::util::http_get(addr, "/metrics").unwrap().1;
-    assert!(packets(&m) > before, "capture stalled");
+    let m = child.wait_metrics(&format!("more than {before} packets"), |m| {
+        packets(m) > before
+    });
     assert_eq!(crate::util::sample(&m, "portwatch_capture_up"), Some(1.0));
     drop(idle);
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -203,7 +203,16 @@ fn traffic(p: &Pair) {
             .expect("python3 listens")
     };
     let mut listeners = vec![listen(4242), listen(4570)];
-    std::thread::sleep(Duration::from_millis(500));
+    // Both listen before the first connection: one not yet there would
+    // refuse it, a different outcome.
+    for port in [4242, 4570] {
+        let at = std::net::SocketAddr::from((CENTRAL.parse::<std::net::Ipv4Addr>().unwrap(), port));
+        crate::util::poll_until(
+            &format!("a listener on {at}"),
+            Duration::from_secs(10),
+            || crate::util::accept_queue(&mut p.exec(&p.s, "ss"), at).is_some(),
+        );
+    }
     for port in [4242, 4570, 4243] {
         let out = p
             .exec(&p.c, "python3")
@@ -319,7 +328,7 @@ const OVERLAYS: &[Overlay] = &[
 fn live_underlay_watch_finds_what_overlay_watch_finds() {
     if !prerequisites(
         "live_underlay_watch_finds_what_overlay_watch_finds",
-        &["ip", "python3"],
+        &["ip", "ss", "python3"],
     ) {
         return;
     }

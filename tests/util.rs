@@ -317,6 +317,33 @@ pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Poll `f` until it holds, every 20 ms; panic naming `what` when it still
+/// does not after `within`. For waiting on a state (a socket listening, a
+/// counter moved), where a fixed sleep is either too short on a loaded
+/// machine or too long on an idle one.
+pub fn poll_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connections waiting in the accept queue of the TCP listener on `addr`
+/// (`ss`'s Recv-Q of a listening socket), in the namespace `ss` runs in;
+/// `None` when nothing listens there.
+pub fn accept_queue(ss: &mut Command, addr: SocketAddr) -> Option<u64> {
+    let out = ss.args(["-Hltn"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 4 && f[3] == addr.to_string()).then(|| f[1].parse().ok())?
+    })
+}
+
 /// A time bound for this machine, now: `d` on an idle machine, stretched
 /// by its load (the one-minute load average per core, when above 1). A
 /// claim such as "starts within 2 s" then holds where it is measured

@@ -403,15 +403,17 @@ fn guesses_in_flight_neither_starve_a_scrape_nor_tell_users_apart() {
     let idle: Vec<_> = (0..5).map(|_| scrape()).collect();
     let idle = median(idle.iter().map(|r| r.1).collect());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let guessers: Vec<_> = (0..200)
         .map(|i| {
-            let stop = stop.clone();
+            let (stop, answered) = (stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let mut statuses = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let user = if i % 2 == 0 { "prometheus" } else { "admin" };
                     let status = timed_get(addr, "/metrics", user, &format!("guess{i}")).0;
                     statuses.push(status);
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     // Refused unchecked: come back soon; else at once.
                     if status == 429 {
                         std::thread::sleep(Duration::from_millis(500));
@@ -421,7 +423,10 @@ fn guesses_in_flight_neither_starve_a_scrape_nor_tell_users_apart() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The guessing is under way: as many answers as guessers.
+    crate::util::poll_until("200 guesses answered", Duration::from_secs(60), || {
+        answered.load(std::sync::atomic::Ordering::SeqCst) >= 200
+    });
     let scrapes: Vec<_> = (0..5).map(|_| scrape()).collect();
     let threads = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
         .unwrap()
