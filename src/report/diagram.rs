@@ -226,90 +226,82 @@ impl Diagram {
     /// their counts.
     pub fn audit(p: &Policy, r: &Report) -> Diagram {
         let mut d = Diagram::endpoints_of(p);
-        let index = |d: &mut Diagram, name: &str| -> usize {
-            if let Some(i) = d.endpoints.iter().position(|e| e.name == name) {
-                return i;
-            }
-            let group = d.group("outside the inventory".into(), GroupKind::Unknown);
-            d.endpoints.push(Endpoint {
-                name: name.to_string(),
-                addresses: Vec::new(),
-                group,
-            });
-            d.endpoints.len() - 1
-        };
         for e in &r.edges {
-            let blocked = r.findings.iter().find(|f| {
-                f.kind == FindingKind::Blocked
-                    && f.src == e.src
-                    && f.dst == e.dst
-                    && f.port == e.port
-            });
-            let (style, note) = match blocked {
-                Some(f) => (Style::Blocked, format!(", blocked x{}", f.count)),
-                None => (Style::Required(e.state), String::new()),
-            };
-            let (src, dst) = (index(&mut d, &e.src), index(&mut d, &e.dst));
-            d.lines.push(Line {
-                id: format!("edge:{}:{}:{}", e.src, e.dst, e.port),
-                src,
-                dst,
-                label: e.port.to_string(),
-                style,
-                title: format!(
-                    "{} -> {}:{} {}: {}{note}{}",
-                    e.src,
-                    e.dst,
-                    e.port,
-                    e.service,
-                    e.state.as_str(),
-                    e.reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-            });
+            d.required_edge(r, e);
         }
-        // Other findings: one line per (kind, src, dst), ports with counts.
-        // (kind, src, dst) -> [(port, count)]
-        type Flows<'a> = BTreeMap<(FindingKind, &'a str, &'a str), Vec<(u16, u64)>>;
-        let mut flows: Flows = BTreeMap::new();
-        for f in &r.findings {
-            let drawn = matches!(f.kind, FindingKind::Missing)
-                || (f.kind == FindingKind::Blocked
-                    && r.edges
-                        .iter()
-                        .any(|e| e.src == f.src && e.dst == f.dst && e.port == f.port));
-            if !drawn {
-                let ports = flows.entry((f.kind, &f.src, &f.dst)).or_default();
-                match ports.iter_mut().find(|(p, _)| *p == f.port) {
-                    Some((_, n)) => *n += f.count,
-                    None => ports.push((f.port, f.count)),
-                }
-            }
-        }
-        for ((kind, src, dst), ports) in flows {
-            let label = ports
-                .iter()
-                .map(|(p, n)| format!("{p} x{n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let (s, t) = (index(&mut d, src), index(&mut d, dst));
-            d.lines.push(Line {
-                id: format!("flow:{}:{src}:{dst}", kind.as_str()),
-                src: s,
-                dst: t,
-                title: format!("{}: {src} -> {dst} port {label}", kind.as_str()),
-                label,
-                // A blocked flow off the required edges is still drawn as
-                // blocked, in the legend's colour, not as a finding flow.
-                style: match kind {
-                    FindingKind::Blocked => Style::Blocked,
-                    k => Style::Finding(k),
-                },
-            });
+        for ((kind, src, dst), ports) in finding_flows(r) {
+            d.finding_flow(kind, src, dst, &ports);
         }
         d
+    }
+
+    /// The index of the endpoint named `name`, added to the hosts outside
+    /// the inventory if it is not one of the site's.
+    fn index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.endpoints.iter().position(|e| e.name == name) {
+            return i;
+        }
+        let group = self.group("outside the inventory".into(), GroupKind::Unknown);
+        self.endpoints.push(Endpoint {
+            name: name.to_string(),
+            addresses: Vec::new(),
+            group,
+        });
+        self.endpoints.len() - 1
+    }
+
+    /// A required edge of the report, by its state (blocked when a blocked
+    /// finding is on it).
+    fn required_edge(&mut self, r: &Report, e: &super::EdgeEntry) {
+        let blocked = r.findings.iter().find(|f| {
+            f.kind == FindingKind::Blocked && f.src == e.src && f.dst == e.dst && f.port == e.port
+        });
+        let (style, note) = match blocked {
+            Some(f) => (Style::Blocked, format!(", blocked x{}", f.count)),
+            None => (Style::Required(e.state), String::new()),
+        };
+        let (src, dst) = (self.index(&e.src), self.index(&e.dst));
+        let reason = (e.reason.as_ref())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        self.lines.push(Line {
+            id: format!("edge:{}:{}:{}", e.src, e.dst, e.port),
+            src,
+            dst,
+            label: e.port.to_string(),
+            style,
+            title: format!(
+                "{} -> {}:{} {}: {}{note}{reason}",
+                e.src,
+                e.dst,
+                e.port,
+                e.service,
+                e.state.as_str(),
+            ),
+        });
+    }
+
+    /// One line for the findings of a kind between two endpoints, its
+    /// ports with their counts.
+    fn finding_flow(&mut self, kind: FindingKind, src: &str, dst: &str, ports: &[(u16, u64)]) {
+        let label = (ports.iter())
+            .map(|(p, n)| format!("{p} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (s, t) = (self.index(src), self.index(dst));
+        self.lines.push(Line {
+            id: format!("flow:{}:{src}:{dst}", kind.as_str()),
+            src: s,
+            dst: t,
+            title: format!("{}: {src} -> {dst} port {label}", kind.as_str()),
+            label,
+            // A blocked flow off the required edges is still drawn as
+            // blocked, in the legend's colour, not as a finding flow.
+            style: match kind {
+                FindingKind::Blocked => Style::Blocked,
+                k => Style::Finding(k),
+            },
+        });
     }
 
     /// Graphviz DOT, with the same ids and classes as [`Diagram::to_svg`].
@@ -324,6 +316,15 @@ impl Diagram {
             q(&self.title),
             q(&self.title)
         );
+        self.dot_clusters(&mut s);
+        self.dot_ranks(&mut s);
+        self.dot_lines(&mut s);
+        s.push_str("}\n");
+        s
+    }
+
+    /// One cluster per group, its endpoints inside.
+    fn dot_clusters(&self, s: &mut String) {
         for (gi, g) in self.groups.iter().enumerate() {
             let _ = writeln!(
                 s,
@@ -349,6 +350,9 @@ impl Diagram {
             }
             s.push_str("  }\n");
         }
+    }
+
+    fn dot_ranks(&self, s: &mut String) {
         // Sources on top, externals at the bottom, as the vendor page draws it.
         for (rank, kinds) in [
             ("min", &[GroupKind::Users, GroupKind::Unknown][..]),
@@ -378,6 +382,9 @@ impl Diagram {
                 );
             }
         }
+    }
+
+    fn dot_lines(&self, s: &mut String) {
         for l in &self.lines {
             let style = match (l.style.dashed(), l.style.bold()) {
                 (true, true) => "dashed,bold",
@@ -399,8 +406,6 @@ impl Diagram {
                 q(&l.title)
             );
         }
-        s.push_str("}\n");
-        s
     }
 
     /// A simple layered layout of its own, for when Graphviz is absent:
@@ -700,6 +705,29 @@ fn draw_endpoint(e: &Endpoint, (x, y, h): (f64, f64, f64)) -> Markup {
             }
         }
     }
+}
+
+/// The findings not drawn as required edges: (kind, src, dst) -> the
+/// ports with their counts, in order. Missing edges and blocked findings
+/// on a required edge are drawn as that edge.
+type Flows<'a> = BTreeMap<(FindingKind, &'a str, &'a str), Vec<(u16, u64)>>;
+
+fn finding_flows(r: &Report) -> Flows<'_> {
+    let mut flows: Flows = BTreeMap::new();
+    for f in &r.findings {
+        let drawn = matches!(f.kind, FindingKind::Missing)
+            || (f.kind == FindingKind::Blocked
+                && (r.edges.iter()).any(|e| e.src == f.src && e.dst == f.dst && e.port == f.port));
+        if drawn {
+            continue;
+        }
+        let ports = flows.entry((f.kind, &f.src, &f.dst)).or_default();
+        match ports.iter_mut().find(|(p, _)| *p == f.port) {
+            Some((_, n)) => *n += f.count,
+            None => ports.push((f.port, f.count)),
+        }
+    }
+    flows
 }
 
 fn group_fill(kind: GroupKind) -> &'static str {
