@@ -103,6 +103,16 @@ fn fidelity(s: &mut String, f: &super::SourceFidelity) {
 impl Report {
     pub fn to_table(&self) -> String {
         let mut s = String::new();
+        self.capture_section(&mut s);
+        self.summary_section(&mut s);
+        self.findings_section(&mut s);
+        self.edges_section(&mut s);
+        self.flows_section(&mut s);
+        s
+    }
+
+    /// The sources read, the span, and what the packets held.
+    fn capture_section(&self, s: &mut String) {
         let c = &self.capture;
         let _ = writeln!(s, "CAPTURE");
         for src in &c.sources {
@@ -132,7 +142,7 @@ impl Report {
                 );
             }
             if let Some(f) = &src.fidelity {
-                fidelity(&mut s, f);
+                fidelity(s, f);
             }
         }
         let records_only = c.packets == 0 && c.sources.iter().any(|s| s.fidelity.is_some());
@@ -150,11 +160,16 @@ impl Report {
             c.duration_seconds
         );
         if let Some(sel) = &c.selection {
-            selection_lines(&mut s, sel);
+            selection_lines(s, sel);
         }
         if !records_only {
-            packet_lines(&mut s, c);
+            packet_lines(s, c);
         }
+    }
+
+    /// Counts by verdict, outcome, edge state and finding kind.
+    fn summary_section(&self, s: &mut String) {
+        let c = &self.capture;
         let sm = &self.summary;
         let _ = writeln!(
             s,
@@ -180,7 +195,10 @@ impl Report {
         if c.packets == 0 && c.sources.iter().all(|src| src.fidelity.is_none()) {
             let _ = writeln!(s, "  the capture holds no packets: nothing was checked");
         }
+    }
 
+    /// Each finding with its explanation, then the acceptances.
+    fn findings_section(&self, s: &mut String) {
         let _ = writeln!(s, "\nFINDINGS ({})", self.findings.len());
         if let Some(b) = &self.baseline {
             let _ = writeln!(
@@ -221,8 +239,11 @@ impl Report {
                 );
             }
         }
-        accepted_lines(&mut s, &self.acceptances);
+        accepted_lines(s, &self.acceptances);
+    }
 
+    /// The required edges, and the processes named on them.
+    fn edges_section(&self, s: &mut String) {
         let _ = writeln!(s, "\nREQUIRED EDGES ({})", self.edges.len());
         let rows: Vec<Vec<String>> = self
             .edges
@@ -241,7 +262,7 @@ impl Report {
             })
             .collect();
         columns(
-            &mut s,
+            s,
             &[
                 "SRC",
                 "DST",
@@ -263,7 +284,10 @@ impl Report {
                 field(&executable_names(&e.executables))
             );
         }
+    }
 
+    /// One row per flow.
+    fn flows_section(&self, s: &mut String) {
         let _ = writeln!(s, "\nFLOWS ({})", self.flows.len());
         let rows: Vec<Vec<String>> = self
             .flows
@@ -281,13 +305,12 @@ impl Report {
             })
             .collect();
         columns(
-            &mut s,
+            s,
             &[
                 "SRC", "DST", "PORT", "SERVICE", "VERDICT", "ATTEMPTS", "OUTCOMES",
             ],
             &rows,
         );
-        s
     }
 }
 
