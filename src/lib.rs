@@ -22,7 +22,7 @@
 //! cmd                │ one module per command; signals, the capture driver
 //! cli                │ clap's raw arguments
 //! propose            │ site entries and allowances inferred from traffic
-//! report export firewall │ audit report, HTML page │ Prometheus, HTTP, event log, printed findings, Graphviz │ host firewall rules
+//! report export firewall │ audit report, HTML page │ Prometheus, HTTP, event log, conn log, findings' packets, printed findings, Graphviz │ host firewall rules
 //! pipeline           │ one frame through decode → classify → state
 //! state              │ handshake table, records of one connection merged, required-edge clocks, tallies
 //! config classify    │ loading site + rules │ verdicts
