@@ -263,6 +263,9 @@ pub struct RunArgs {
     /// several, with -i, --follow or alone.
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "replay", long_help = FLOW_LISTEN_HELP)]
     pub flow_listen: Vec<std::net::SocketAddr>,
+    /// The receive buffer asked of each --flow-listen socket, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, requires = "flow_listen", long_help = FLOW_RCVBUF_HELP)]
+    pub flow_rcvbuf: usize,
     #[command(flatten)]
     pub web: WebArgs,
     #[command(flatten)]
@@ -561,8 +564,18 @@ alone. Templates are kept per exporter and observation domain; a data set waits 
 its template, then is dropped and counted. A sequence-number gap is lost records: required \
 edges are not judged missing over it. Each connection's records (one per direction, or \
 a biflow) give its outcome from their TCP flags. Without a capture, the edges judged are \
-those of the site's nodes the records carry, and of --sensor nodes. Records are counted \
-in portwatch_records_total{format=\"flow_export\",reason}.";
+those an exporter covers and those of --sensor nodes: an exporter the site declares \
+(exporters: name, address, observation_domain, covers) covers what it declares; any other \
+covers the site's nodes its records carry, and is logged once and counted \
+(reason=\"undeclared_exporter\"). Records are counted in \
+portwatch_records_total{format=\"flow_export\",reason}.";
+
+/// `--flow-rcvbuf` in `run --help`.
+pub const FLOW_RCVBUF_HELP: &str = "The receive buffer (SO_RCVBUF) asked of each --flow-listen \
+socket, in bytes (default 8 MiB): exporters send in bursts, and a datagram that finds the buffer \
+full is lost before portwatch sees it. The kernel caps the size at net.core.rmem_max; started as \
+root, portwatch asks past the cap (SO_RCVBUFFORCE) before dropping privileges. The size the \
+kernel granted is logged at start.";
 
 /// `--follow` in `run --help` and `watch --help`.
 pub const FOLLOW_HELP: &str = "Node logs to follow as they grow, with -i or alone: \

@@ -197,3 +197,113 @@ fn softflowd_exports_of_each_scenario_give_the_captures_findings() {
         .collect();
     assert_eq!(differences, named, "DIFFERENCES names exactly those seen");
 }
+
+/// The multi-node site with two short required edges: engine2 -> central
+/// (4242) and proxy -> engine1 (4747), neither in the scenario's traffic;
+/// `exporters` appended as given.
+fn coverage_site(dir: &Path, exporters: &str) -> String {
+    let base = std::fs::read_to_string(crate::golden::root().join("deploy/sites/multi-node.yaml"))
+        .expect("the multi-node site");
+    let text = format!(
+        "{base}overrides:\n  - from: engine2\n    to: central\n    port: 4242\n    window: 1s\n  \
+         - from: proxy\n    to: engine1\n    port: 4747\n    required: true\n    window: 1s\n{exporters}"
+    );
+    let path = dir.join(format!("site-{}.yaml", exporters.len()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The state of each judged edge `src->dst:port` in a report.
+fn edge_states(r: &Value) -> BTreeMap<String, String> {
+    (r["edges"].as_array().expect("edges").iter())
+        .map(|e| {
+            let k = format!("{}->{}:{}", e["src"], e["dst"], e["port"]).replace('"', "");
+            (k, e["state"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// softflowd exports `verdict-unexpected.pcap` (corp-users, proxy and
+/// engine1 only) as v9 to a `run --flow-listen` of `site`; the closing
+/// report and the last metrics.
+fn export_scenario(dir: &Path, site: &str) -> (Value, String) {
+    let port = free_udp_port();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        site,
+        "--flow-listen",
+        &format!("127.0.0.1:{port}"),
+        "--format",
+        "json",
+    ]);
+    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    softflowd(dir, &fixture("verdict-unexpected.pcap"), port, "9");
+    let m = d.wait_metrics("the exported records", |m| {
+        sample(
+            m,
+            r#"portwatch_records_total{format="flow_export",node="unknown",reason="observed"}"#,
+        )
+        .is_some()
+    });
+    // Longer than the 1 s windows, and the join.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    (summary(&stderr), m)
+}
+
+/// A declared exporter covers exactly what the site says: a required edge
+/// between its nodes that no record shows is `missing`; one between nodes
+/// outside its coverage is not judged, though its records carry those
+/// nodes. Undeclared, the same exporter covers the nodes its records carry
+/// (and is counted as undeclared).
+#[test]
+fn a_declared_exporter_covers_what_the_site_says() {
+    if !needs(
+        "netflow::declared_exporter",
+        false,
+        &["softflowd", "softflowctl"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("netflow-coverage");
+    let declared = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: core-switch\n    address: 127.0.0.1\n    covers: [engine2, central]\n",
+    );
+    let (r, m) = export_scenario(&dir.0, &declared);
+    let states = edge_states(&r);
+    assert_eq!(
+        states.get("engine2->central:4242").map(String::as_str),
+        Some("missing"),
+        "{states:?}"
+    );
+    assert_eq!(states.get("proxy->engine1:4747"), None, "{states:?}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"portwatch_records_total{format="flow_export",node="unknown",reason="undeclared_exporter"}"#
+        ),
+        None
+    );
+
+    let undeclared = coverage_site(&dir.0, "");
+    let (r, m) = export_scenario(&dir.0, &undeclared);
+    let states = edge_states(&r);
+    assert_eq!(
+        states.get("proxy->engine1:4747").map(String::as_str),
+        Some("missing"),
+        "{states:?}"
+    );
+    assert_eq!(states.get("engine2->central:4242"), None, "{states:?}");
+    assert!(
+        sample(
+            &m,
+            r#"portwatch_records_total{format="flow_export",node="unknown",reason="undeclared_exporter"}"#
+        )
+        .is_some_and(|n| n > 0.0),
+        "{m}"
+    );
+}

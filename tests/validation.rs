@@ -85,6 +85,11 @@ const RULES: &str = "model: tiny\ntitle: Tiny\nsource: test\nservices:\n  - id: 
 const TINY_SITE: &str =
     "site: t\nmodel: tiny\nnodes:\n  - name: a\n    addresses: [192.0.2.1]\n    roles: [server]\n";
 
+/// An `exporters:` list of one entry, `sw1` (its name on line 2 of it).
+fn exporter(address: &str, covers: &str) -> String {
+    format!("exporters:\n  - name: sw1\n    address: {address}\n    covers: {covers}\n")
+}
+
 /// An `accepted:` list of one entry (its `from` on line 2 of it).
 fn accepted(from: &str, to: &str, port: &str, ticket: &str, expires: &str) -> String {
     format!(
@@ -272,6 +277,69 @@ fn cases() -> Vec<Case> {
             (14, 5),
             "accepted[0].kind",
             "unknown field `kind`",
+        ),
+        case(
+            "exporters: a cover that names nothing",
+            site(&format!("{NODE}{}", exporter("192.0.2.200", "[a, nowhere]"))),
+            (9, 17),
+            "exporters[0].covers[1]",
+            "`nowhere` names no node or user network, and is not an address or CIDR",
+        ),
+        case(
+            "exporters: a cover that is an external endpoint",
+            site(&format!(
+                "{NODE}externals:\n  - name: mail\n    addresses: [203.0.113.5]\n    services: []\n{}",
+                exporter("192.0.2.200", "[mail]")
+            )),
+            (13, 14),
+            "exporters[0].covers[0]",
+            "`mail` names no node or user network, and is not an address or CIDR",
+        ),
+        case(
+            "exporters: an address that is a host name",
+            site(&format!("{NODE}{}", exporter("sw1.example", "[a]"))),
+            (8, 14),
+            "exporters[0].address",
+            "`sw1.example` is not an address",
+        ),
+        case(
+            "exporters: a negative observation domain",
+            site(&format!(
+                "{NODE}{}    observation_domain: -1\n",
+                exporter("192.0.2.200", "[a]")
+            )),
+            (10, 25),
+            "exporters[0].observation_domain",
+            "-1 is not an observation domain (0 to 4294967295)",
+        ),
+        case(
+            "exporters: nothing covered",
+            site(&format!("{NODE}{}", exporter("192.0.2.200", "[]"))),
+            (7, 11),
+            "exporters[0].covers",
+            "an exporter covers at least one node, user network or CIDR block",
+        ),
+        case(
+            "exporters: two with one address and domain",
+            site(&format!(
+                "{NODE}{}{}",
+                exporter("192.0.2.200", "[a]"),
+                &exporter("192.0.2.200", "[192.0.2.0/24]")["exporters:\n".len()..]
+                    .replace("sw1", "sw2")
+            )),
+            (11, 14),
+            "exporters[1].address",
+            "exporter `sw1` already has this address and domain",
+        ),
+        case(
+            "exporters: the name of undeclared exporters",
+            site(&format!(
+                "{NODE}{}",
+                exporter("192.0.2.200", "[a]").replace("sw1", "undeclared")
+            )),
+            (7, 11),
+            "exporters[0].name",
+            "`undeclared` is taken; choose another name",
         ),
         case(
             "YAML syntax error",

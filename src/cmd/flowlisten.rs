@@ -5,6 +5,11 @@
 //! the same pipeline as the packets and followed logs. Records are counted
 //! in `portwatch_records_total{node="unknown",format="flow_export",reason}`
 //! (the exporter's address is never a label).
+//!
+//! Coverage: a datagram from an exporter the site declares (`exporters:`)
+//! covers what the declaration names; records from an address no
+//! declaration names cover the site's nodes they carry, and the address is
+//! logged once and counted (`undeclared_exporter`, per datagram).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,9 +20,10 @@ use std::time::Duration;
 use super::Error;
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
-use crate::policy::{Peer, Visibility};
+use crate::policy::{Policy, Visibility};
 use crate::report::SourceFacts;
-use crate::source::flows::netflow::Collector;
+use crate::site::exporter_of;
+use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::FlowItem;
 use crate::time::Timestamp;
 
@@ -41,17 +47,46 @@ struct Datagram {
 /// The bound sockets, not yet receiving (bound before root is dropped).
 pub(super) struct Bound(Vec<(SocketAddr, UdpSocket)>);
 
-/// Bind every `--flow-listen` address (all or nothing).
-pub(super) fn bind(addrs: &[SocketAddr]) -> Result<Bound, Error> {
+/// Bind every `--flow-listen` address (all or nothing), each socket with
+/// a receive buffer of `rcvbuf` bytes asked.
+pub(super) fn bind(addrs: &[SocketAddr], rcvbuf: usize) -> Result<Bound, Error> {
     addrs
         .iter()
         .map(|&addr| {
-            UdpSocket::bind(addr)
-                .and_then(|s| s.set_read_timeout(Some(STOP_CHECK)).map(|()| (addr, s)))
-                .map_err(|e| Error::Listen { addr, source: e })
+            let s = UdpSocket::bind(addr)
+                .and_then(|s| s.set_read_timeout(Some(STOP_CHECK)).map(|()| s))
+                .map_err(|e| Error::Listen { addr, source: e })?;
+            receive_buffer(&s, addr, rcvbuf);
+            Ok((addr, s))
         })
         .collect::<Result<_, _>>()
         .map(Bound)
+}
+
+/// Ask for a receive buffer of `want` bytes; past `net.core.rmem_max`,
+/// force it (SO_RCVBUFFORCE, which needs CAP_NET_ADMIN: root, before the
+/// privileges are dropped). What the kernel granted is logged.
+fn receive_buffer(s: &UdpSocket, addr: SocketAddr, want: usize) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if want == 0 {
+        return;
+    }
+    // Linux reports twice the size granted (its bookkeeping included).
+    let granted = || getsockopt(s, sockopt::RcvBuf).unwrap_or(0) / 2;
+    let _ = setsockopt(s, sockopt::RcvBuf, &want);
+    let mut forced = false;
+    if granted() < want {
+        forced = setsockopt(s, sockopt::RcvBufForce, &want).is_ok();
+    }
+    let got = granted();
+    if got < want {
+        tracing::warn!(
+            %addr, asked = want, granted = got,
+            "--flow-listen: receive buffer capped by net.core.rmem_max (raise it, or start as root); bursts may be lost"
+        );
+    } else {
+        tracing::info!(%addr, asked = want, granted = got, forced, "--flow-listen: receive buffer");
+    }
 }
 
 pub(super) struct FlowListen {
@@ -65,10 +100,21 @@ pub(super) struct FlowListen {
     /// Counts already handed to the metrics.
     reported: std::collections::BTreeMap<&'static str, u64>,
     reported_drops: u64,
-    /// The site's nodes the records carried (bounded by the site).
+    /// The site's endpoints covered: declared exporters' covers and the
+    /// nodes undeclared exporters' records carried (bounded by the site).
     nodes: Vec<String>,
     new_nodes: bool,
+    /// Declared exporters heard from, by name (bounded by the site).
+    heard: std::collections::BTreeSet<String>,
+    /// Undeclared exporters logged (at most [`MAX_UNDECLARED_LOGGED`]).
+    undeclared: std::collections::BTreeSet<IpAddr>,
+    /// Datagrams from undeclared exporters.
+    undeclared_datagrams: u64,
+    reported_undeclared: u64,
 }
+
+/// Undeclared exporter addresses logged once each; beyond, not logged.
+const MAX_UNDECLARED_LOGGED: usize = 1024;
 
 /// What one poll did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,6 +128,8 @@ impl FlowListen {
     /// Start receiving on the bound sockets.
     pub fn start(bound: Bound) -> Result<FlowListen, Error> {
         let (tx, rx) = sync_channel(QUEUE_DATAGRAMS);
+        let mut collector = Collector::new();
+        collector.origins = Some(Vec::new());
         let dropped = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut addrs = Vec::new();
@@ -98,7 +146,7 @@ impl FlowListen {
         }
         Ok(FlowListen {
             rx,
-            collector: Collector::new(),
+            collector,
             dropped,
             stop,
             addrs,
@@ -107,6 +155,10 @@ impl FlowListen {
             reported_drops: 0,
             nodes: Vec::new(),
             new_nodes: false,
+            heard: Default::default(),
+            undeclared: Default::default(),
+            undeclared_datagrams: 0,
+            reported_undeclared: 0,
         })
     }
 
@@ -116,6 +168,7 @@ impl FlowListen {
         while polled.datagrams < BATCH {
             let Ok(d) = self.rx.try_recv() else { break };
             polled.datagrams += 1;
+            self.sender(pl.policy(), d.from, Version::domain(&d.bytes));
             self.collector
                 .packet(d.from, d.at, &d.bytes, &mut self.items);
         }
@@ -126,6 +179,38 @@ impl FlowListen {
             self.report(rec);
         }
         polled
+    }
+
+    /// A datagram's sender: a declared exporter heard first covers its
+    /// declared set; an undeclared one is counted, and logged once.
+    fn sender(&mut self, policy: &Policy, from: IpAddr, domain: Option<u32>) {
+        match exporter_of(&policy.site.exporters, from, domain) {
+            Some(x) if self.heard.contains(&x.name) => {}
+            Some(x) => {
+                self.heard.insert(x.name.clone());
+                tracing::info!(exporter = %x.name, "--flow-listen: first datagram of a declared exporter");
+                for n in policy.exporter_covers(x) {
+                    self.cover(n);
+                }
+            }
+            None => {
+                self.undeclared_datagrams += 1;
+                if self.undeclared.len() < MAX_UNDECLARED_LOGGED && self.undeclared.insert(from) {
+                    tracing::warn!(
+                        exporter = %from,
+                        domain = ?domain,
+                        "--flow-listen: an exporter the site does not declare (exporters:); its records cover the nodes they carry"
+                    );
+                }
+            }
+        }
+    }
+
+    fn cover(&mut self, name: String) {
+        if !self.nodes.contains(&name) {
+            self.nodes.push(name);
+            self.new_nodes = true;
+        }
     }
 
     /// The counts since the last report into the metrics.
@@ -141,6 +226,11 @@ impl FlowListen {
             rec.records_n(FORMAT, "queue_full", drops - self.reported_drops);
             self.reported_drops = drops;
         }
+        let n = self.undeclared_datagrams - self.reported_undeclared;
+        if n > 0 {
+            rec.records_n(FORMAT, UNDECLARED_REASON, n);
+            self.reported_undeclared = self.undeclared_datagrams;
+        }
     }
 
     /// Everything still held is settled (the daemon stops).
@@ -151,16 +241,15 @@ impl FlowListen {
 
     fn feed(&mut self, pl: &mut Pipeline) {
         let policy = pl.policy().clone();
-        for item in self.items.drain(..) {
+        let origins = self.collector.origins.as_mut().map(std::mem::take);
+        let mut origins = origins.unwrap_or_default().into_iter();
+        for item in std::mem::take(&mut self.items) {
+            let from = origins.next();
             match item {
                 FlowItem::Observed(o) => {
-                    for ip in [o.key.client, o.key.server] {
-                        if let p @ Peer::Endpoint(id) = policy.peer_of(ip) {
-                            let name = &policy.endpoint(id).name;
-                            if policy.is_node(p) && !self.nodes.iter().any(|n| **n == **name) {
-                                self.nodes.push(name.to_string());
-                                self.new_nodes = true;
-                            }
+                    if from.is_some_and(|a| !declared(&policy, a)) {
+                        for id in policy.nodes_carried(&o) {
+                            self.cover(policy.endpoint(id).name.clone());
                         }
                     }
                     pl.observe(&o)
@@ -176,9 +265,10 @@ impl FlowListen {
     }
 
     /// Which required edges are judged: a capture of the whole site sees
-    /// them all; otherwise the exporters cover the site's nodes their
-    /// records carry (as a flow log given to `replay` without `--sensor`),
-    /// added to those named otherwise.
+    /// them all; otherwise the declared exporters heard from cover what
+    /// the site says, and undeclared ones the site's nodes their records
+    /// carry (as a flow log given to `replay` without `--sensor`), added
+    /// to those named otherwise.
     pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
         if captures && !vis.limited {
             return vis;
@@ -198,6 +288,9 @@ impl FlowListen {
     /// What the report says of the collector.
     pub fn facts(&self) -> SourceFacts {
         let mut counts = self.collector.counts.clone();
+        if self.undeclared_datagrams > 0 {
+            counts.insert(UNDECLARED_REASON, self.undeclared_datagrams);
+        }
         let drops = self.dropped.load(Ordering::Relaxed);
         if drops > 0 {
             counts.insert("queue_full", drops);
@@ -218,6 +311,14 @@ impl Drop for FlowListen {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// Whether a declared exporter sends from `addr` (records carry no domain).
+fn declared(policy: &Policy, addr: IpAddr) -> bool {
+    (policy.site.exporters.iter()).any(|x| x.address.to_canonical() == addr.to_canonical())
+}
+
+/// The `reason` label of datagrams from exporters the site does not declare.
+const UNDECLARED_REASON: &str = "undeclared_exporter";
 
 /// A receiving thread: datagrams into the queue until told to stop.
 fn receive(socket: &UdpSocket, tx: &SyncSender<Datagram>, dropped: &AtomicU64, stop: &AtomicBool) {

@@ -122,13 +122,7 @@ impl FlowLogs {
         for (_, _, _, f) in &self.files {
             for item in &f.items {
                 if let FlowItem::Observed(o) = item {
-                    for ip in [o.key.client, o.key.server] {
-                        if let p @ crate::policy::Peer::Endpoint(id) = policy.peer_of(ip) {
-                            if policy.is_node(p) {
-                                seen.insert(id);
-                            }
-                        }
-                    }
+                    seen.extend(policy.nodes_carried(o));
                 }
             }
         }

@@ -44,7 +44,7 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     // the addresses are the bound ones (port 0: the port the system chose),
     // so the site knows the sensor's own listeners.
     let listeners = bind_all(&s.listen)?;
-    let flow_sockets = flowlisten::bind(&s.flow_listen)?;
+    let flow_sockets = flowlisten::bind(&s.flow_listen, s.flow_rcvbuf)?;
     s.listen = listeners.iter().map(|(addr, _)| *addr).collect();
     let (policy, vis) = prepare(&s.site, &s.sensors, &s.listen)?;
     let web = s

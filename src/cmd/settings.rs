@@ -101,6 +101,8 @@ pub struct RunSettings {
     pub(super) follow: Option<FollowSpec>,
     /// `--flow-listen`: UDP addresses receiving NetFlow/IPFIX.
     pub flow_listen: Vec<SocketAddr>,
+    /// `--flow-rcvbuf`: each socket's receive buffer asked, in bytes.
+    pub flow_rcvbuf: usize,
     pub listen: Vec<SocketAddr>,
     /// `--web.config.file`: TLS and basic auth.
     pub web_config: Option<PathBuf>,
@@ -192,6 +194,7 @@ impl Task {
                 },
                 follow: follow(a.follow, a.follow_opts)?,
                 flow_listen: a.flow_listen,
+                flow_rcvbuf: a.flow_rcvbuf,
                 site: a.site,
                 listen: a.web.listen,
                 web_config: a.web.config_file,
@@ -230,6 +233,7 @@ impl Task {
                 listen: vec![a.listen],
                 follow: None,
                 flow_listen: Vec::new(),
+                flow_rcvbuf: 0,
                 web_config: None,
                 telemetry_path: DEFAULT_TELEMETRY_PATH.into(),
                 track: TrackConfig::default(),

@@ -1,7 +1,9 @@
 //! Which required edges a sensor can see: the `--sensor` nodes, checked
 //! against the site. Used by the report and the exporter alike.
 
-use super::{Edge, Peer, Policy};
+use super::{Edge, EndpointId, EndpointKind, Peer, Policy};
+use crate::observation::Observation;
+use crate::site::{Covered, Exporter};
 
 /// A `--sensor` name that is not a node of the site.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,5 +51,56 @@ impl Visibility {
             || [src, dst]
                 .iter()
                 .any(|e| self.nodes.iter().any(|n| p.peer_name(*e) == n))
+    }
+}
+
+impl Policy {
+    /// The site's nodes at either end of an observed connection: what a
+    /// flow record of an undeclared exporter, or a flow log, is taken to
+    /// cover.
+    pub fn nodes_carried(&self, o: &Observation) -> impl Iterator<Item = EndpointId> + '_ {
+        [o.key.client, o.key.server]
+            .into_iter()
+            .filter_map(|ip| match self.peer_of(ip) {
+                p @ Peer::Endpoint(id) if self.is_node(p) => Some(id),
+                _ => None,
+            })
+    }
+
+    /// The endpoint names a declared exporter covers: those named, and the
+    /// nodes with an address in a covered block and the user networks
+    /// whose blocks all lie inside one.
+    pub fn exporter_covers(&self, x: &Exporter) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |n: &str| {
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        };
+        for c in &x.covers {
+            match c {
+                Covered::Name(n) => add(n),
+                Covered::Net(net) => {
+                    for e in &self.endpoints {
+                        if self.endpoint_inside(e.kind, e.index, net) {
+                            add(&e.name);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn endpoint_inside(&self, kind: EndpointKind, index: usize, net: &ipnet::IpNet) -> bool {
+        match kind {
+            EndpointKind::Node => (self.site.nodes[index].addresses.iter())
+                .any(|a| net.contains(a) || net.contains(&a.to_canonical())),
+            EndpointKind::UserNetwork => {
+                let cidrs = &self.site.user_networks[index].cidrs;
+                !cidrs.is_empty() && cidrs.iter().all(|c| net.contains(c))
+            }
+            EndpointKind::External => false,
+        }
     }
 }

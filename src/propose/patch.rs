@@ -34,6 +34,7 @@ pub fn empty_site(name: &str, model: &Model) -> Site {
         overrides: Vec::new(),
         monitoring: None,
         accepted: Vec::new(),
+        exporters: Vec::new(),
     }
 }
 

@@ -347,6 +347,11 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
     let overrides = specs(&mut d, &raw.overrides, "overrides");
     let is_name = |n: &str| names.contains_key(n) || (n == "users" && !user_networks_declared);
     let accepted = acceptances(text, &mut d, &raw.accepted, &is_name);
+    let is_covered = |n: &str| {
+        names.get(n).is_some_and(|k| *k != "external endpoint")
+            || (n == "users" && !user_networks_declared)
+    };
+    let exporters = super::exporter::exporters(text, &mut d, &raw.exporters, &is_covered);
 
     d.finish(Site {
         name: raw.site.value,
@@ -360,6 +365,7 @@ pub fn load_site(file: &Path, text: &str, model: &Model) -> Result<Site, ConfigE
         overrides,
         monitoring,
         accepted,
+        exporters,
     })
 }
 
@@ -486,7 +492,7 @@ fn node_service(
     None
 }
 
-fn parse_net(s: &str) -> Result<IpNet, String> {
+pub(super) fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<IpNet>() {
         if n.trunc() != n {

@@ -3,11 +3,13 @@
 //! and site-specific allowances and overrides.
 
 mod accept;
+mod exporter;
 mod load;
 mod names;
 mod raw;
 
 pub use accept::{end_of, AcceptEnd, Acceptance, MAX_ACCEPTANCES};
+pub use exporter::{exporter_of, Covered, Exporter, MAX_DECLARED_EXPORTERS, UNDECLARED};
 pub use load::{load_site, model_id_of};
 
 use std::net::IpAddr;
@@ -130,6 +132,8 @@ pub struct Site {
     pub monitoring: Option<Monitoring>,
     /// Known deviations accepted until a date: still findings, marked.
     pub accepted: Vec<Acceptance>,
+    /// Flow exporters and what each covers.
+    pub exporters: Vec<Exporter>,
 }
 
 /// The site's `monitoring` list.

@@ -27,6 +27,21 @@ pub struct RawSite {
     /// Known deviations accepted until a date (not allowances).
     #[serde(default)]
     pub accepted: Vec<RawAcceptance>,
+    /// NetFlow/IPFIX exporters and what passes their observation points.
+    #[serde(default)]
+    pub exporters: Vec<RawExporter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExporter {
+    pub name: Spanned<String>,
+    /// The source address of its datagrams.
+    pub address: Spanned<String>,
+    /// NetFlow v9 source id or IPFIX observation domain id.
+    pub observation_domain: Option<Spanned<i64>>,
+    /// Node names, user network names, addresses or CIDR blocks.
+    pub covers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -121,6 +121,16 @@ impl Version {
         }
     }
 
+    /// The observation domain an export packet names: v9's source id,
+    /// IPFIX's observation domain id; v5 has none.
+    pub fn domain(b: &[u8]) -> Option<u32> {
+        match Version::detect(b)? {
+            Version::V5 => None,
+            Version::V9 => be32(b, 16),
+            Version::Ipfix => be32(b, 12),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Version::V5 => "netflow-v5",
@@ -448,6 +458,7 @@ struct Half {
 /// Both directions of one connection, by the unordered 4-tuple.
 #[derive(Clone, Copy, Debug)]
 struct Join {
+    exporter: IpAddr,
     first: Half,
     second: Option<Half>,
     held_at: Timestamp,
@@ -484,6 +495,9 @@ pub struct Collector {
     /// Losses by exporter (at most [`MAX_EXPORTERS`]; the rest under
     /// `None`).
     pub lost: BTreeMap<Option<IpAddr>, Lost>,
+    /// When `Some`: the exporter of each item put out, in the items'
+    /// order (the caller drains both together).
+    pub origins: Option<Vec<IpAddr>>,
 }
 
 impl Collector {
@@ -627,6 +641,9 @@ impl Collector {
             from: since.min(now),
             to: now,
         });
+        if let Some(origins) = &mut self.origins {
+            origins.push(k.exporter);
+        }
     }
 
     fn v5(&mut self, exporter: IpAddr, now: Timestamp, b: &[u8], out: &mut Vec<FlowItem>) {
@@ -924,6 +941,7 @@ impl Collector {
             // A biflow needs no join.
             return self.settle(
                 Join {
+                    exporter,
                     first: half,
                     second: None,
                     held_at: now,
@@ -946,6 +964,7 @@ impl Collector {
         self.joins.insert(
             jk,
             Join {
+                exporter,
                 first: half,
                 second: None,
                 held_at: now,
@@ -962,6 +981,9 @@ impl Collector {
             Ok(o) => {
                 self.count_n("observed", n);
                 out.push(FlowItem::Observed(o));
+                if let Some(origins) = &mut self.origins {
+                    origins.push(j.exporter);
+                }
             }
             Err(reason) => self.count_n(reason, n),
         }
