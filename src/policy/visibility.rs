@@ -104,3 +104,29 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_policy;
+    use crate::site::{Covered, Exporter, Pos};
+
+    #[test]
+    fn an_exporter_covers_named_endpoints_and_what_lies_in_its_blocks() {
+        let p = (load_policy(std::path::Path::new("multi-node"), None).unwrap()).policy;
+        let x = Exporter {
+            name: "sw".into(),
+            address: "192.0.2.250".parse().unwrap(),
+            observation_domain: None,
+            covers: vec![
+                Covered::Name("proxy".into()),
+                // engine1 and engine2 (.21, .22); not central (.10) nor scheduler (.31).
+                Covered::Net("192.0.2.16/29".parse().unwrap()),
+                // corp-users has an IPv6 block too: not wholly inside.
+                Covered::Net("198.51.100.0/24".parse().unwrap()),
+                Covered::Name("proxy".into()),
+            ],
+            pos: Pos { line: 1, column: 1 },
+        };
+        assert_eq!(p.exporter_covers(&x), ["proxy", "engine1", "engine2"]);
+    }
+}
