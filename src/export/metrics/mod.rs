@@ -116,6 +116,7 @@ pub struct Metrics {
     registry: Registry,
     connections: IntCounterVec,
     handshakes: IntCounterVec,
+    accepted_handshakes: IntCounterVec,
     edge_last_seen: GaugeVec,
     edge_window: GaugeVec,
     edge_missing: IntGaugeVec,
@@ -206,6 +207,11 @@ impl Metrics {
             handshakes: counter_vec(
                 "portwatch_handshakes_total",
                 "Connection attempts whose outcome is known, by outcome.",
+                &["src", "dst", "port", "service", "outcome"],
+            ),
+            accepted_handshakes: counter_vec(
+                "portwatch_accepted_handshakes_total",
+                "Blocked attempts (refused, unanswered, denied) an acceptance of the site file covers: a part of portwatch_handshakes_total the failure alerts leave out.",
                 &["src", "dst", "port", "service", "outcome"],
             ),
             edge_last_seen: gauge_vec(
@@ -522,6 +528,7 @@ pub struct Recorder {
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
+    accepted_handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
     edges: Vec<Option<EdgeSeries>>,
     findings: alerting::Held,
 }
@@ -559,6 +566,7 @@ impl Recorder {
             lost,
             connections: FastMap::default(),
             handshakes: FastMap::default(),
+            accepted_handshakes: FastMap::default(),
             edges: Vec::new(),
             findings: alerting::Held::new(
                 m.finding_active.clone(),
@@ -586,6 +594,7 @@ impl Recorder {
     pub fn set_policy(&mut self, p: &Policy, vis: &Visibility) {
         self.connections.clear();
         self.handshakes.clear();
+        self.accepted_handshakes.clear();
         self.findings.set_policy();
         self.m.edge_last_seen.reset();
         self.m.edge_window.reset();
@@ -715,20 +724,14 @@ impl Recorder {
                     .inc();
             }
             Event::Outcome { class, outcome, .. } => {
-                let key = (flow_labels(p, class), *outcome);
-                self.handshakes
-                    .entry(key)
-                    .or_insert_with(|| {
-                        let port = port_label(p, class.port);
-                        self.m.handshakes.with_label_values(&[
-                            p.peer_name(class.src),
-                            p.peer_name(class.dst),
-                            port.as_str(),
-                            &*class.service,
-                            outcome.as_str(),
-                        ])
-                    })
-                    .inc();
+                let (cache, vec) = (&mut self.handshakes, &self.m.handshakes);
+                outcome_counter(cache, vec, p, class, *outcome).inc();
+                // Accepted failures apart too: the failure ratio alert
+                // leaves them out.
+                if class.accepted.is_some() && outcome.is_blocked() {
+                    let (cache, vec) = (&mut self.accepted_handshakes, &self.m.accepted_handshakes);
+                    outcome_counter(cache, vec, p, class, *outcome).inc();
+                }
             }
             Event::Evidence { ts, edge } => {
                 if let Some(Some(s)) = self.edges.get(edge.0 as usize) {
@@ -801,6 +804,28 @@ impl Recorder {
             s.missing.set(i64::from(missing));
         }
     }
+}
+
+/// The counter of `outcome` on `class`'s flow in `vec`, cached.
+fn outcome_counter<'a>(
+    cache: &'a mut FastMap<(FlowLabels, Outcome), IntCounter>,
+    vec: &IntCounterVec,
+    p: &Policy,
+    class: &Classification,
+    outcome: Outcome,
+) -> &'a IntCounter {
+    cache
+        .entry((flow_labels(p, class), outcome))
+        .or_insert_with(|| {
+            let port = port_label(p, class.port);
+            vec.with_label_values(&[
+                p.peer_name(class.src),
+                p.peer_name(class.dst),
+                port.as_str(),
+                &*class.service,
+                outcome.as_str(),
+            ])
+        })
 }
 
 fn flow_labels(p: &Policy, c: &Classification) -> FlowLabels {

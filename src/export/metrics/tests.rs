@@ -350,3 +350,48 @@ fn a_finding_gauge_is_held_over_a_restart() {
     }
     assert_eq!(alerting::MAX_SERIES, crate::state::saved::MAX_ALERTS);
 }
+
+/// A refusal an acceptance covers is counted among the handshakes and,
+/// apart, among the accepted ones; a refusal it does not cover is not.
+#[test]
+fn accepted_refusals_are_counted_apart() {
+    use crate::site::{end_of, AcceptEnd, Acceptance, Pos};
+    let mut p = load_policy(Path::new("multi-node"), None).unwrap().policy;
+    p.site.accepted = vec![Acceptance {
+        from: AcceptEnd::Name("proxy".into()),
+        to: AcceptEnd::Name("central".into()),
+        port: 4242,
+        reason: "r".into(),
+        ticket: "CHG-1".into(),
+        owner: "o".into(),
+        expires: "2030-01-01".into(),
+        until: end_of("2030-01-01".parse().unwrap()).unwrap(),
+        pos: Pos { line: 1, column: 1 },
+        index: 0,
+    }];
+    let p = Arc::new(p);
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["replay".to_string()]);
+    rec.set_policy(&p, &Visibility::default());
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    let central: IpAddr = "192.0.2.10".parse().unwrap();
+    let t = Timestamp::from_secs_nanos(1_700_000_000, 0);
+    for (client, port) in [("192.0.2.11", 50000), ("192.0.2.31", 50001)] {
+        let client: IpAddr = client.parse().unwrap();
+        pl.process(t, &seg(client, port, central, 4242, Control::Syn));
+        pl.process(t, &seg(central, 4242, client, port, Control::Rst));
+    }
+    for e in pl.drain_events() {
+        rec.observe(&p, &e, std::time::Instant::now());
+    }
+    let all = series(&m);
+    let of = |name: &str| -> Vec<&String> { all.iter().filter(|l| l.starts_with(name)).collect() };
+    let refused = of("portwatch_handshakes_total{");
+    assert_eq!(refused.len(), 2, "{all:#?}");
+    assert_eq!(
+        of("portwatch_accepted_handshakes_total{"),
+        ["portwatch_accepted_handshakes_total{dst=\"central\",outcome=\"refused\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1"],
+        "{all:#?}"
+    );
+}
