@@ -200,6 +200,37 @@ fn an_expired_acceptance_alerts_again() {
     );
 }
 
+/// The HTML summary tiles say how many findings are accepted, and only
+/// those no acceptance covers make a tile red (what alerts).
+#[test]
+fn html_summary_tiles_tell_accepted_findings_apart() {
+    let tile = |html: &str, key: &str| -> String {
+        let at = html
+            .find(&format!("data-count=\"{key}\""))
+            .unwrap_or_else(|| panic!("no {key} tile: {html}"));
+        let start = html[..at].rfind("<div").unwrap();
+        let end = at + html[at..].find("</div>").unwrap();
+        html[start..end].to_string()
+    };
+    let all = site("tiles-all", Some("2026-01-05"));
+    let html = replay(&all, &["--format", "html"]).stdout;
+    assert_eq!(
+        tile(&html, "findings"),
+        "<div class=\"tile\" data-count=\"findings\"><b>2</b><small>findings, 2 accepted</small>"
+    );
+    assert_eq!(
+        tile(&html, "unexpected"),
+        "<div class=\"tile\" data-count=\"unexpected\"><b>2</b><small>unexpected, 2 accepted</small>"
+    );
+    // Expired: corp-users' finding alerts again (engine1's is accepted by address).
+    let one = site("tiles-one", Some("2026-01-04"));
+    let html = replay(&one, &["--format", "html"]).stdout;
+    assert_eq!(
+        tile(&html, "findings"),
+        "<div class=\"tile bad\" data-count=\"findings\"><b>2</b><small>findings, 1 accepted</small>"
+    );
+}
+
 #[test]
 fn without_an_acceptance_the_finding_is_as_before() {
     let site = site("none", None);

@@ -126,21 +126,41 @@ pub fn render(r: &Report, page: &Page) -> String {
 }
 
 fn tile(label: &str, n: u64, bad: bool) -> Markup {
+    tile_of(label, n, label, bad && n > 0)
+}
+
+/// A tile whose `text` says more than its `label` (the `data-count` key).
+fn tile_of(label: &str, n: u64, text: &str, bad: bool) -> Markup {
     html! {
-        div.tile.bad[bad && n > 0] data-count=(label) { b { (n) } small { (label) } }
+        div.tile.bad[bad] data-count=(label) { b { (n) } small { (text) } }
     }
+}
+
+/// A findings tile: red only for findings no acceptance covers, which
+/// alert; the accepted ones are said apart.
+fn findings_tile(label: &str, n: u64, accepted: u64) -> Markup {
+    let text = match accepted {
+        0 => label.to_string(),
+        a => format!("{label}, {a} accepted"),
+    };
+    tile_of(label, n, &text, n > accepted)
 }
 
 fn summary(r: &Report) -> Markup {
     let s = &r.summary;
     let total: u64 = s.findings.values().sum();
+    let mut accepted: BTreeMap<&str, u64> = BTreeMap::new();
+    for f in r.findings.iter().filter(|f| f.accepted.is_some()) {
+        *accepted.entry(f.kind.as_str()).or_default() += 1;
+    }
+    let accepted_of = |k: &str| accepted.get(k).copied().unwrap_or(0);
     html! {
         section id="summary" {
             h2 { "Summary" }
             div class="tiles" {
-                (tile("findings", total, true))
+                (findings_tile("findings", total, accepted.values().sum()))
                 @for (k, n) in &s.findings {
-                    (tile(k, *n, true))
+                    (findings_tile(k, *n, accepted_of(k)))
                 }
             }
             h2 style="margin-top:12px" { "Connections and required edges" }
