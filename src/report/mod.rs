@@ -702,7 +702,7 @@ fn folded_finding(
             ports: a.ports.clone(),
             more: a.more,
         }),
-        accepted: None,
+        accepted: a.accepted.map(|id| AcceptedBy::of(p, id)),
     }
 }
 

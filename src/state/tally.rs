@@ -173,10 +173,13 @@ impl<K: std::hash::Hash + Eq, V> Capped<K, V> {
 }
 
 /// Unknown-host findings of one source group past their budget, folded
-/// into one: exact counts, example addresses and ports.
+/// into one: exact counts, example addresses and ports. Those an
+/// acceptance held for are folded apart, one per acceptance: they do not
+/// alert.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Aggregate {
     pub src: Peer,
+    pub accepted: Option<AcceptId>,
     /// Connection attempts folded in.
     pub attempts: u64,
     pub outcomes: OutcomeCounts,
@@ -223,7 +226,8 @@ struct Findings {
     per_source: FastMap<(FindingKind, Peer), usize>,
     /// Occurrences refused by a budget, per kind.
     refused: [u64; 5],
-    /// Folded unknown-host findings, by source group.
+    /// Folded unknown-host findings, by source group and acceptance (at
+    /// most the policy's endpoints times its acceptances and one).
     aggregates: Vec<Aggregate>,
     per_kind_budget: usize,
     per_source_budget: usize,
@@ -264,12 +268,15 @@ impl Findings {
         self.rows.upsert(key, make).map(|(_, row)| row)
     }
 
-    fn aggregate(&mut self, src: Peer, ts: Timestamp) -> &mut Aggregate {
-        let i = match self.aggregates.iter().position(|a| a.src == src) {
+    fn aggregate(&mut self, c: &Classification, ts: Timestamp) -> &mut Aggregate {
+        let (src, accepted) = (c.src, c.accepted);
+        let at = (self.aggregates.iter()).position(|a| a.src == src && a.accepted == accepted);
+        let i = match at {
             Some(i) => i,
             None => {
                 self.aggregates.push(Aggregate {
                     src,
+                    accepted,
                     attempts: 0,
                     outcomes: [0; Outcome::COUNT],
                     first: ts,
@@ -436,7 +443,8 @@ impl Tally {
                 if let Some(id) = f.rows.id(&key) {
                     f.rows.rows[id as usize].outcomes[o.index()] += 1;
                 } else if kind == FindingKind::UnknownHost {
-                    if let Some(a) = f.aggregates.iter_mut().find(|a| a.src == c.src) {
+                    let mut all = f.aggregates.iter_mut();
+                    if let Some(a) = all.find(|a| a.src == c.src && a.accepted == c.accepted) {
                         a.outcomes[o.index()] += 1;
                     }
                 }
@@ -471,7 +479,7 @@ impl Tally {
             last: ts,
         }) else {
             if kind == FindingKind::UnknownHost {
-                self.findings.aggregate(c.src, ts).add(ts, src, dst, c.port);
+                self.findings.aggregate(c, ts).add(ts, src, dst, c.port);
             } else {
                 self.findings.refused[kind as usize] += 1;
             }
@@ -617,5 +625,47 @@ mod tests {
         assert_eq!(kinds(&t, FindingKind::Unexpected), 10, "per-source budget");
         assert_eq!(t.findings_refused_of(FindingKind::Unexpected), 20);
         assert_eq!(t.findings_refused_of(FindingKind::UnknownHost), 0);
+    }
+
+    /// Unknown-host findings past the budget keep their acceptance: the
+    /// accepted ones fold apart from those that alert.
+    #[test]
+    fn folding_keeps_accepted_and_alerting_apart() {
+        use crate::classify::classify_at;
+        use crate::policy::AcceptId;
+        use crate::site::{end_of, AcceptEnd, Acceptance, Pos};
+        let mut p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        p.site.accepted = vec![Acceptance {
+            from: AcceptEnd::Net("100.64.0.0/10".parse().unwrap()),
+            to: AcceptEnd::Name("engine1".into()),
+            port: 4747,
+            reason: "r".into(),
+            ticket: "CHG-1".into(),
+            owner: "o".into(),
+            expires: "2030-01-01".into(),
+            until: end_of("2030-01-01".parse().unwrap()).unwrap(),
+            pos: Pos { line: 1, column: 1 },
+            index: 0,
+        }];
+        let engine: IpAddr = "192.0.2.21".parse().unwrap();
+        let mut t = Tally::with_budgets(100, 20, 10);
+        for (net, n) in [([100, 64], 30u8), ([10, 9], 25)] {
+            for i in 0..n {
+                let src = IpAddr::from([net[0], net[1], 0, i]);
+                let ts = Timestamp(u64::from(i));
+                let c = classify_at(&p, src, engine, 4747, ts);
+                assert_eq!(c.verdict, Verdict::UnknownHost);
+                t.attempt(&c, &attempt(ts, src, engine, 4747));
+            }
+        }
+        // 10 rows (the source group's budget, all accepted), then folded.
+        assert_eq!(t.findings().len(), 10);
+        assert!(t.findings().iter().all(|f| f.key.accepted.is_some()));
+        let folded: Vec<(Option<AcceptId>, u64)> = (t.aggregates().iter())
+            .map(|a| (a.accepted, a.attempts))
+            .collect();
+        assert_eq!(folded, [(Some(AcceptId(0)), 20), (None, 25)]);
     }
 }
