@@ -231,6 +231,29 @@ fn html_summary_tiles_tell_accepted_findings_apart() {
     );
 }
 
+/// The conn log's record of an accepted connection names the acceptance;
+/// one whose acceptance expired does not.
+#[test]
+fn the_conn_log_names_the_acceptance() {
+    let record = |name: &str, expires: &str| -> Value {
+        let site = site(name, Some(expires));
+        let log = scratch(name).join("conns.json");
+        let run = replay(&site, &["--conn-log", log.to_str().unwrap()]);
+        assert!(run.code.is_some(), "{}", run.stderr);
+        let text = std::fs::read_to_string(&log).unwrap();
+        (text.lines())
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|d| d["portwatch"]["src"] == "corp-users" && d["destination"]["port"] == 4747)
+            .unwrap_or_else(|| panic!("no conn record corp-users -> engine1:4747:\n{text}"))
+    };
+    let doc = record("conns-holds", "2026-01-05");
+    assert_eq!(doc["event"]["action"], "connection-end", "{doc}");
+    assert_eq!(doc["portwatch"]["accepted"]["ticket"], "CHG-123", "{doc}");
+    assert_eq!(doc["portwatch"]["accepted"]["expires"], "2026-01-05");
+    let doc = record("conns-expired", "2026-01-04");
+    assert!(doc["portwatch"].get("accepted").is_none(), "{doc}");
+}
+
 #[test]
 fn without_an_acceptance_the_finding_is_as_before() {
     let site = site("none", None);

@@ -207,15 +207,8 @@ impl EcsFormatter {
         let pw = portwatch(&mut alert);
         pw.insert("finding".into(), f.kind.as_str().into());
         pw.insert("occurrence".into(), n.into());
-        if let Some(a) = c.accepted.map(|id| p.acceptance(id)) {
-            let accepted = json!({
-                "index": a.index,
-                "ticket": a.ticket,
-                "owner": a.owner,
-                "expires": a.expires,
-                "reason": a.reason,
-            });
-            pw.insert("accepted".into(), accepted);
+        if let Some(a) = accepted_doc(p, c) {
+            pw.insert("accepted".into(), a);
         }
         let what = match f.outcome {
             Some(o) => {
@@ -341,6 +334,9 @@ impl EcsFormatter {
         if let Some([client, server]) = c.controls {
             let counts = json!({"client": client, "server": server});
             pw.insert("control_packets".into(), counts);
+        }
+        if let Some(a) = accepted_doc(p, &c.class) {
+            pw.insert("accepted".into(), a);
         }
         set_mirror(&mut doc, c.mirror);
         doc
@@ -569,6 +565,18 @@ fn portwatch(doc: &mut Value) -> &mut Map<String, Value> {
     doc["portwatch"]
         .as_object_mut()
         .expect("every document has a portwatch object")
+}
+
+/// The acceptance that held for `c`, as `portwatch.accepted`.
+fn accepted_doc(p: &Policy, c: &Classification) -> Option<Value> {
+    let a = p.acceptance(c.accepted?);
+    Some(json!({
+        "index": a.index,
+        "ticket": a.ticket,
+        "owner": a.owner,
+        "expires": a.expires,
+        "reason": a.reason,
+    }))
 }
 
 /// Which rule judged a connection, as `rule.name` and `rule.ruleset`.

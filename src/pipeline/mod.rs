@@ -923,12 +923,12 @@ fn on_table_event(
 }
 
 /// A connection the handshake table saw end, classified again as its
-/// outcome was.
+/// outcome was, with the acceptance that held at its start.
 #[cold]
 fn packet_conn(policy: &Policy, tag: Tag, key: FlowKey, e: Ending) -> ConnEnd {
     ConnEnd {
         key,
-        class: classify(policy, key.client, key.server, key.server_port),
+        class: classify_at(policy, key.client, key.server, key.server_port, e.start),
         start: e.start,
         end: e.last,
         outcome: Some(e.outcome),
