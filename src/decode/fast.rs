@@ -4,17 +4,23 @@
 //! options allowed; IPv6 with TCP as the next header) it reads the TCP flags
 //! at a computed offset with a few bounds-checked reads.
 //!
-//! Invariant (tested by proptest): [`is_skipped`] returns `true` only
-//! when the full decode would return `Ok(Skipped(NotControl))`; for anything
-//! else, including every error, it returns `false` and the caller defers to
-//! the full decode.
+//! A mirror session's VXLAN (outer Ethernet with at most one 802.1Q tag,
+//! IPv4, UDP to a configured VXLAN port) around one of those layouts gets
+//! the same treatment ([`vxlan_skipped`]).
+//!
+//! Invariant (tested by proptest): [`is_skipped`] returns `true`, and
+//! [`vxlan_skipped`] an encapsulation, only when the full decode would
+//! return `Ok(Skipped(NotControl))` (having opened that encapsulation); for
+//! anything else, including every error, they return `false` or `None` and
+//! the caller defers to the full decode.
 
-use super::bytes::{be16, u8_at};
+use super::bytes::{array, be16, u8_at};
 use super::ip::{IPV4_MIN_LEN, IPV6_LEN, PROTO_TCP};
 use super::link::{
     ETHERNET_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, SLL2_LEN, SLL_LEN, VLAN_TAG_LEN,
 };
 use super::tcp::{CONTROL_FLAGS, TCP_MIN_LEN};
+use super::tunnel::{Decap, Encap, EncapKind, PROTO_UDP, UDP_LEN, VXLAN_FLAG_VNI, VXLAN_LEN};
 use super::{RawTuple, Wanted};
 use crate::frame::LinkType;
 
@@ -33,19 +39,71 @@ pub(super) fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) 
         })
 }
 
+/// A non-control segment on ports the caller does not want, inside VXLAN
+/// on one of `decap`'s ports: the encapsulation the full decode opens
+/// (its VNI as the session), for the caller to count as that decode would.
+#[inline(always)]
+pub(super) fn vxlan_skipped(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+) -> Option<Encap> {
+    // Most frames that come here are plain control segments: out after two
+    // reads (Ethernet type, IPv4 protocol), the rest checked in full below.
+    if linktype != LinkType::ETHERNET {
+        return None;
+    }
+    let protocol_at = match be16(data, 12)? {
+        ETHERTYPE_IPV4 => ETHERNET_LEN + 9,
+        ETHERTYPE_VLAN => ETHERNET_LEN + VLAN_TAG_LEN + 9,
+        _ => return None,
+    };
+    if u8_at(data, protocol_at)? != PROTO_UDP {
+        return None;
+    }
+    vxlan_inner_skipped(data, wanted, decap)
+}
+
+#[inline(never)]
+fn vxlan_inner_skipped(data: &[u8], wanted: &impl Wanted, decap: &Decap) -> Option<Encap> {
+    let (ETHERTYPE_IPV4, ip) = ethernet(data)? else {
+        return None;
+    };
+    let udp = ipv4_payload(ip, PROTO_UDP)?;
+    if !decap.vxlan.contains(be16(udp, 2)?) {
+        return None;
+    }
+    let vxlan = udp.get(UDP_LEN..)?;
+    let head: [u8; VXLAN_LEN] = array(vxlan, 0)?;
+    let vni = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) >> 8;
+    let session = (head[0] & VXLAN_FLAG_VNI != 0).then_some(vni);
+    let inner = vxlan.get(VXLAN_LEN..)?;
+    is_skipped(LinkType::ETHERNET, inner, wanted).then_some(Encap {
+        kind: EncapKind::Vxlan,
+        session,
+    })
+}
+
+/// The Ethernet type after at most one 802.1Q tag, and what follows it.
+#[inline(always)]
+fn ethernet(data: &[u8]) -> Option<(u16, &[u8])> {
+    Some(match be16(data, 12)? {
+        ETHERTYPE_VLAN => (
+            be16(data, ETHERNET_LEN + 2)?,
+            data.get(ETHERNET_LEN + VLAN_TAG_LEN..)?,
+        ),
+        ethertype => (ethertype, data.get(ETHERNET_LEN..)?),
+    })
+}
+
 /// The source and destination addresses and the fixed TCP header, if the
 /// frame is one of the common layouts and is well-formed up to and
 /// including it.
 #[inline(always)]
 fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TCP_MIN_LEN])> {
     let (version, ip) = match linktype {
-        LinkType::ETHERNET => match be16(data, 12)? {
-            ETHERTYPE_VLAN => (
-                be16(data, ETHERNET_LEN + 2)?,
-                data.get(ETHERNET_LEN + VLAN_TAG_LEN..)?,
-            ),
-            ethertype => (ethertype, data.get(ETHERNET_LEN..)?),
-        },
+        LinkType::ETHERNET => ethernet(data)?,
         LinkType::LINUX_SLL => (be16(data, 14)?, data.get(SLL_LEN..)?),
         LinkType::LINUX_SLL2 => (be16(data, 0)?, data.get(SLL2_LEN..)?),
         LinkType::RAW | LinkType::RAW_BSD | LinkType::RAW_OPENBSD => match u8_at(data, 0)? >> 4 {
@@ -56,7 +114,11 @@ fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TC
         _ => return None,
     };
     let (src, dst, tcp) = match version {
-        ETHERTYPE_IPV4 => (ip.get(12..16)?, ip.get(16..20)?, ipv4_payload(ip)?),
+        ETHERTYPE_IPV4 => (
+            ip.get(12..16)?,
+            ip.get(16..20)?,
+            ipv4_payload(ip, PROTO_TCP)?,
+        ),
         ETHERTYPE_IPV6 => (ip.get(8..24)?, ip.get(24..40)?, ipv6_payload(ip)?),
         _ => return None,
     };
@@ -67,14 +129,15 @@ fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TC
     Some((src, dst, tcp))
 }
 
+/// The payload of an unfragmented IPv4 packet carrying `protocol`.
 #[inline(always)]
-fn ipv4_payload(ip: &[u8]) -> Option<&[u8]> {
+fn ipv4_payload(ip: &[u8], protocol: u8) -> Option<&[u8]> {
     let first = u8_at(ip, 0)?;
     let header_len = usize::from(first & 0x0f) * 4;
     if first >> 4 != 4 || header_len < IPV4_MIN_LEN || ip.len() < header_len {
         return None;
     }
-    if u8_at(ip, 9)? != PROTO_TCP || be16(ip, 6)? & 0x1fff != 0 {
+    if u8_at(ip, 9)? != protocol || be16(ip, 6)? & 0x1fff != 0 {
         return None;
     }
     let end = match usize::from(be16(ip, 2)?) {

@@ -6,7 +6,8 @@
 //! - reads headers only: a snaplen-truncated frame decodes as long as the
 //!   fixed 20-byte TCP header was captured (a 128-byte snaplen suffices);
 //! - allocation-free; a fixed-offset pre-check ([`fast`]) rejects the common
-//!   non-control TCP segments and must agree with the full decode;
+//!   non-control TCP segments, bare or in a mirror session's VXLAN, and must
+//!   agree with the full decode;
 //! - a non-control segment (data, pure ACK) is decoded only when the caller
 //!   wants one of its ports ([`Wanted`]); the pre-check reads the ports at
 //!   fixed offsets, so unwanted ones still cost a few reads;
@@ -189,8 +190,26 @@ pub fn decode_frame(
     if is_skipped(linktype, data, wanted) {
         return (Ok(Decoded::Skipped(Skip::NotControl)), encaps);
     }
-    let r = decode_full(linktype, data, wanted, decap, &mut encaps);
+    let r = decode_deferred(linktype, data, wanted, decap, &mut encaps);
     (r, encaps)
+}
+
+/// [`decode_frame`] of a frame [`is_skipped`] declined, the encapsulations
+/// opened written to `encaps` (empty on entry): the pre-check of a mirror
+/// session's VXLAN, then the full decode.
+#[inline]
+pub fn decode_deferred(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+    encaps: &mut Encaps,
+) -> Result<Decoded, DecodeError> {
+    if let Some(vxlan) = fast::vxlan_skipped(linktype, data, wanted, decap) {
+        *encaps = Encaps::one(vxlan);
+        return Ok(Decoded::Skipped(Skip::NotControl));
+    }
+    decode_full(linktype, data, wanted, decap, encaps)
 }
 
 /// The full decode, without the pre-check: through the link layer, then

@@ -166,3 +166,102 @@ proptest! {
         prop_assert_eq!(decode(linktype, &data), full(linktype, &data, &ControlOnly));
     }
 }
+
+/// A VXLAN frame as a mirror session sends it, in the layouts the
+/// pre-check knows and a few it defers on: outer tag (none, 802.1Q,
+/// QinQ), outer IPv4 options, UDP port, VXLAN flags and VNI, inner frame
+/// (IPv4, IPv6, tagged IPv4, QinQ-tagged IPv4) and TCP flags and ports.
+/// Returns the frame and whether it is one of the known layouts.
+fn vxlan_frame() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    let flags = prop_oneof![
+        Just(0x10u8),
+        Just(0x18),
+        Just(0x02),
+        Just(0x11),
+        any::<u8>()
+    ];
+    let port = prop_oneof![Just(4789u16), Just(8472), any::<u16>()];
+    let vxlan_flags = prop_oneof![Just(0x08u8), Just(0), any::<u8>()];
+    (
+        (flags, any::<u16>(), 0usize..4),
+        (0usize..3, 0usize..3, port),
+        (vxlan_flags, any::<u32>()),
+    )
+        .prop_map(
+            |((flags, sport, inner), (tag, words, dport), (vflags, vni))| {
+                let mut tcp = [tcp_header(flags), vec![0xab; 16]].concat();
+                tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+                let tagged = |tpid: u16, ip: &[u8]| {
+                    let mut t = vec![0, 5, 0x08, 0x00];
+                    t.extend_from_slice(ip);
+                    ethernet(tpid, &t)
+                };
+                let v4 = ipv4_packet(6, 0, &[], &tcp);
+                let inner_frame = match inner {
+                    0 => ethernet(0x0800, &v4),
+                    1 => ethernet(0x86dd, &ipv6_packet(6, &tcp)),
+                    2 => tagged(0x8100, &v4),
+                    _ => tagged(0x88a8, &v4),
+                };
+                let mut vx = vxlan(vni & 0xff_ffff, &inner_frame);
+                vx[0] = vflags;
+                let ip = ipv4_packet(17, 0, &vec![1; words * 4], &udp(dport, &vx));
+                let frame = match tag {
+                    0 => ethernet(0x0800, &ip),
+                    1 => tagged(0x8100, &ip),
+                    _ => tagged(0x88a8, &ip),
+                };
+                (frame, tag < 2 && inner < 3)
+            },
+        )
+}
+
+/// VXLAN on the standard port, on 8472 instead, or on both.
+fn decap() -> impl Strategy<Value = Decap> {
+    let on = |ports: &[u16]| Decap {
+        vxlan: PortSet::new(ports).expect("within the bound"),
+        ..Decap::STANDARD
+    };
+    proptest::sample::select(vec![Decap::STANDARD, on(&[8472]), on(&[4789, 8472])])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The VXLAN pre-check skips only what the full decode skips, with the
+    /// same encapsulation and VNI; on the known layouts it skips every
+    /// non-control segment on an unwanted port.
+    #[test]
+    fn vxlan_pre_check_agrees_with_full_decode(
+        (frame, known) in vxlan_frame(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+        decap in decap(),
+    ) {
+        let mut frame = frame;
+        let pristine = edits.is_empty() && cut.is_none();
+        for (at, byte) in edits {
+            let i = at.index(frame.len());
+            frame[i] = byte;
+        }
+        if let Some(cut) = cut {
+            frame.truncate(cut.index(frame.len() + 1));
+        }
+        let lt = LinkType::ETHERNET;
+        let ports = [40000u16];
+        for wanted in [&Ports(&[]), &Ports(&ports)] {
+            let mut encaps = Encaps::default();
+            let full = decode_full(lt, &frame, wanted, &decap, &mut encaps);
+            let pre = fast::vxlan_skipped(lt, &frame, wanted, &decap);
+            if let Some(e) = pre {
+                prop_assert_eq!(full, Ok(Decoded::Skipped(Skip::NotControl)));
+                prop_assert_eq!(encaps, Encaps::one(e));
+            }
+            prop_assert_eq!(decode_frame(lt, &frame, wanted, &decap), (full, encaps));
+            let skipped = full == Ok(Decoded::Skipped(Skip::NotControl));
+            if pristine && known && skipped && encaps.outer().is_some() {
+                prop_assert!(pre.is_some(), "a known layout decoded in full");
+            }
+        }
+    }
+}

@@ -26,9 +26,9 @@ pub(super) const PROTO_IPV6: u8 = 41;
 pub(super) const PROTO_UDP: u8 = 17;
 pub(super) const PROTO_GRE: u8 = 47;
 
-const UDP_LEN: usize = 8;
-const VXLAN_LEN: usize = 8;
-const VXLAN_FLAG_VNI: u8 = 0x08;
+pub(super) const UDP_LEN: usize = 8;
+pub(super) const VXLAN_LEN: usize = 8;
+pub(super) const VXLAN_FLAG_VNI: u8 = 0x08;
 const GENEVE_LEN: usize = 8;
 const GRE_MIN_LEN: usize = 4;
 const GRE_CHECKSUM: u16 = 0x8000;
@@ -118,6 +118,23 @@ impl Encaps {
         self.layers.iter().flatten()
     }
 
+    /// Just `e` (what a frame in one encapsulation comes out with).
+    pub(super) fn one(e: Encap) -> Encaps {
+        let mut layers = [None; MAX_ENCAPSULATIONS];
+        layers[0] = Some(e);
+        Encaps {
+            layers,
+            unconfigured: None,
+        }
+    }
+
+    /// Whether nothing was opened and no tunnel found on another port.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        // Layers are filled outermost first.
+        self.layers[0].is_none() && self.unconfigured.is_none()
+    }
+
     /// The outermost encapsulation: the mirror session's.
     pub fn outer(&self) -> Option<Encap> {
         self.layers[0]
@@ -167,7 +184,10 @@ impl PortSet {
 
     #[inline]
     pub fn contains(&self, port: u16) -> bool {
-        self.as_slice().contains(&port)
+        // Every frame of a mirror session asks: a loop over the few ports
+        // set, not a call.
+        let len = usize::from(self.len);
+        self.ports.iter().take(len).any(|&p| p == port)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::classify::{classify, classify_at, explain, Classification};
 use crate::decode::{
-    decode_frame, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
+    decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
 };
 use crate::frame::Frame;
@@ -48,7 +48,7 @@ pub struct DecodeStats {
     pub encapsulated: [u64; EncapKind::ALL.len()],
     /// Frames by encapsulation and session (VNI, ERSPAN session id, GRE
     /// key), at most [`MAX_MIRROR_SESSIONS`].
-    pub sessions: BTreeMap<Encap, u64>,
+    pub sessions: SessionCounts,
     /// Frames of sessions beyond that cap.
     pub sessions_dropped: u64,
     /// UDP that looks like a tunnel on a port not configured for it:
@@ -79,19 +79,63 @@ impl DecodeStats {
     }
 
     /// Count the encapsulations one frame was opened from.
-    #[cold]
     fn encaps(&mut self, e: &Encaps) {
         for layer in e.iter() {
-            self.encapsulated[layer.kind as usize] += 1;
-            if layer.session.is_some() {
-                bounded_count(&mut self.sessions, *layer, MAX_MIRROR_SESSIONS)
-                    .unwrap_or_else(|| self.sessions_dropped += 1);
-            }
+            self.encap(*layer);
         }
         if let Some(u) = e.unconfigured {
             // Beyond the cap the frame is still in `skipped`.
             let _ = bounded_count(&mut self.unconfigured, u, MAX_UNCONFIGURED_PORTS);
         }
+    }
+
+    /// Count one encapsulation layer and its session.
+    #[inline]
+    fn encap(&mut self, layer: Encap) {
+        self.encapsulated[layer.kind as usize] += 1;
+        if layer.session.is_some() && !self.sessions.count(layer) {
+            self.sessions_dropped += 1;
+        }
+    }
+}
+
+/// Frames by mirror session, at most [`MAX_MIRROR_SESSIONS`] sessions, in
+/// order. A short sorted list rather than a tree: every frame of a mirror
+/// is counted here, and a capture has one session or a few, found by the
+/// first comparisons.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts(Vec<(Encap, u64)>);
+
+impl SessionCounts {
+    pub fn iter(&self) -> impl Iterator<Item = (&Encap, &u64)> {
+        self.0.iter().map(|(e, n)| (e, n))
+    }
+
+    pub fn get(&self, e: &Encap) -> Option<&u64> {
+        self.0.iter().find(|(k, _)| k == e).map(|(_, n)| n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Count a frame of `e`; false if `e` is new and the list is full.
+    #[inline]
+    fn count(&mut self, e: Encap) -> bool {
+        if let Some((_, n)) = self.0.iter_mut().find(|(k, _)| *k == e) {
+            *n += 1;
+            return true;
+        }
+        if self.0.len() >= MAX_MIRROR_SESSIONS {
+            return false;
+        }
+        let at = self.0.partition_point(|(k, _)| *k < e);
+        self.0.insert(at, (e, 1));
+        true
     }
 }
 
@@ -406,7 +450,10 @@ impl Pipeline {
         if frame.ts_invalid || !self.time.admit_in_order(frame.ts) {
             return self.ingest_unordered(frame);
         }
-        if frame.ts < self.next_expiry {
+        // The plain pre-check is tried only here (the out-of-line path
+        // tries the others); its answer is passed on so it is not asked twice.
+        let checked = frame.ts < self.next_expiry;
+        if checked {
             let wanted = Interest {
                 table: &self.table,
                 recent: &self.recent,
@@ -422,7 +469,7 @@ impl Pipeline {
             at: Some(frame.ts),
             held: Held::Keep,
         };
-        self.ingest_admitted(frame, admit)
+        self.ingest_admitted(frame, admit, checked)
     }
 
     /// A frame whose timestamp is invalid or not simply in order.
@@ -436,21 +483,33 @@ impl Pipeline {
             return Ingested::Malformed;
         }
         let admit = self.time.admit(frame.ts);
-        self.ingest_admitted(frame, admit)
+        self.ingest_admitted(frame, admit, false)
     }
 
     /// Decode a frame the clock has taken and apply it at the time `admit`
-    /// says (or hold it), then expire what is due.
+    /// says (or hold it), then expire what is due. `checked`: the plain
+    /// pre-check already declined it.
     #[inline(never)]
-    fn ingest_admitted(&mut self, frame: &Frame<'_>, admit: Admit) -> Ingested {
+    fn ingest_admitted(&mut self, frame: &Frame<'_>, admit: Admit, checked: bool) -> Ingested {
         self.stats.frames += 1;
         let wanted = Interest {
             table: &self.table,
             recent: &self.recent,
             now: admit.at.unwrap_or(frame.ts),
         };
-        let (decoded, encaps) = decode_frame(frame.linktype, frame.data, &wanted, &self.decap);
-        if encaps != Encaps::default() {
+        let mut encaps = Encaps::default();
+        let decoded = if checked || !is_skipped(frame.linktype, frame.data, &wanted) {
+            decode_deferred(
+                frame.linktype,
+                frame.data,
+                &wanted,
+                &self.decap,
+                &mut encaps,
+            )
+        } else {
+            Ok(Decoded::Skipped(Skip::NotControl))
+        };
+        if !encaps.is_empty() {
             self.stats.encaps(&encaps);
         }
         let (what, seg) = match decoded {

@@ -150,6 +150,72 @@ fn an_encapsulated_handshake_gives_what_the_plain_one_gives() {
     assert_eq!(plain.stats().encapsulated, [0; EncapKind::ALL.len()]);
 }
 
+/// Data segments in VXLAN on ports nobody wants take the pre-check, and
+/// are counted as the full decode counts them: frame, encapsulation and
+/// session (the VNI, and a frame whose VXLAN header has no I flag under no
+/// session).
+#[test]
+fn skipped_vxlan_segments_count_their_encapsulation_and_session() {
+    let mut pl = pipeline();
+    let [syn, ..] = handshake();
+    ingest(&mut pl, 0, &in_vxlan(42, &syn));
+    let mut data = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(PROXY, CENTRAL, 64)
+        .tcp(50_001, 9_999, 7, 1024)
+        .ack(1)
+        .write(&mut data, &[0; 100])
+        .unwrap();
+    let mut no_vni = in_vxlan(42, &data);
+    no_vni[42] = 0; // the VXLAN flags: I cleared
+    for ms in 1..=5 {
+        let got = ingest(&mut pl, ms, &in_vxlan(42, &data));
+        assert_eq!(got, Ingested::Skipped(Skip::NotControl));
+    }
+    let got = ingest(&mut pl, 6, &no_vni);
+    assert_eq!(got, Ingested::Skipped(Skip::NotControl));
+    let s = pl.stats();
+    assert_eq!((s.frames, s.skipped(Skip::NotControl)), (7, 6));
+    assert_eq!(s.encapsulated(EncapKind::Vxlan), 7);
+    let session = Encap {
+        kind: EncapKind::Vxlan,
+        session: Some(42),
+    };
+    assert_eq!(s.sessions.get(&session), Some(&6));
+    assert_eq!(s.sessions.len(), 1);
+}
+
+/// Sessions are listed in order, at most [`MAX_MIRROR_SESSIONS`]: the
+/// first ones seen; the frames of later ones are counted as dropped (and
+/// still under their encapsulation).
+#[test]
+fn mirror_sessions_are_listed_in_order_up_to_their_cap() {
+    let mut pl = pipeline();
+    let extra = 6;
+    let total = (MAX_MIRROR_SESSIONS + extra) as u32;
+    let [syn, _, ack] = handshake();
+    ingest(&mut pl, 0, &in_vxlan(total, &syn));
+    for (ms, vni) in (0..total).rev().enumerate() {
+        // Twice each, the second time from the list.
+        for _ in 0..2 {
+            ingest(&mut pl, 1 + ms as u64, &in_vxlan(vni, &ack));
+        }
+    }
+    let s = pl.stats();
+    let listed: Vec<(Option<u32>, u64)> =
+        (s.sessions.iter()).map(|(e, n)| (e.session, *n)).collect();
+    // The SYN's session came first (one frame), then 69 down to 7.
+    let first_kept = total - MAX_MIRROR_SESSIONS as u32 + 1;
+    let expected: Vec<(Option<u32>, u64)> = (first_kept..total)
+        .map(|v| (Some(v), 2))
+        .chain([(Some(total), 1)])
+        .collect();
+    assert_eq!(listed.len(), MAX_MIRROR_SESSIONS);
+    assert_eq!(listed, expected);
+    assert_eq!(s.sessions_dropped, 2 * (extra as u64 + 1));
+    assert_eq!(s.encapsulated(EncapKind::Vxlan), 1 + 2 * u64::from(total));
+}
+
 /// A reload between the SYN and its answer keeps the attempt's mirror
 /// session: the outcome event still names it.
 #[test]
