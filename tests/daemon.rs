@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{demo_run, fixture, sample, Daemon, TempDir};
+use crate::util::{demo_run, fixture, replay_ended, sample, Daemon, TempDir};
 
 fn demo_pcap() -> String {
     fixture("demo.pcap").display().to_string()
@@ -142,9 +142,7 @@ fn replay_without_loop_ends_and_keeps_serving() {
         "--speed",
         "1000",
     ]);
-    let m = d.wait_metrics("end of replay", |m| {
-        m.contains("portwatch_capture_up{interface=\"replay\"} 0")
-    });
+    let m = d.wait_replay_end();
     assert!(sample(
         &m,
         "portwatch_packets_total{interface=\"replay\",result=\"control\"}"
@@ -372,9 +370,7 @@ fn run_metrics_follow_the_real_traffic_shapes() {
             "--speed",
             "10000",
         ]);
-        d.wait_metrics("end of replay", |m| {
-            m.contains("portwatch_capture_up{interface=\"replay\"} 0")
-        });
+        d.wait_replay_end();
         // The gauges follow at the next tick after the end: polled for,
         // and the last scrape shown if they never come.
         d.wait_metrics(&format!("{file}: {want:?}"), |m| {
@@ -411,7 +407,7 @@ fn reloads_mid_flood_keep_every_counter_equal_to_the_report() {
     let mut during = 0;
     loop {
         let m = d.metrics();
-        if m.contains("portwatch_capture_up{interface=\"replay\"} 0") {
+        if replay_ended(&m) {
             break;
         }
         let before = reloaded(&m);

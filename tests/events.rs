@@ -277,9 +277,7 @@ fn run_events_stdout_are_ecs_documents() {
         ],
         std::fs::File::create(&stdout).unwrap().into(),
     );
-    d.wait_metrics("the replay to end", |m| {
-        m.contains("portwatch_capture_up{interface=\"replay\"} 0")
-    });
+    d.wait_replay_end();
     d.signal("TERM");
     let (status, _, err) = d.wait_exit();
     assert!(status.success(), "{err}");

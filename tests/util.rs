@@ -197,6 +197,13 @@ impl Daemon {
         }
     }
 
+    /// The replay has ended: the capture is down *after* frames were read.
+    /// `capture_up` alone is 0 before the capture starts too, and a test
+    /// that took that for the end stopped the daemon before its events.
+    pub fn wait_replay_end(&mut self) -> String {
+        self.wait_metrics("the end of the replay", replay_ended)
+    }
+
     /// The process has not exited.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -306,6 +313,16 @@ fn dechunk(mut s: &str) -> Option<String> {
         out.push_str(rest.get(..n)?);
         s = rest.get(n + 2..)?;
     }
+}
+
+/// `capture_up` of the replay is 0 and it has read frames (it is 0 before
+/// the capture starts as well).
+pub fn replay_ended(m: &str) -> bool {
+    m.contains("portwatch_capture_up{interface=\"replay\"} 0")
+        && m.lines().any(|l| {
+            l.starts_with("portwatch_packets_total{interface=\"replay\"")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+        })
 }
 
 /// The value of the first sample line starting with `prefix`.
