@@ -1098,3 +1098,24 @@ fn compressed_captures_read_as_the_plain_ones() {
         }
     }
 }
+
+/// A plain capture read through `decompressed` gives its bytes unchanged,
+/// and the first read is a whole buffer (the sniffed head and the file's
+/// next bytes), so later reads start at multiples of the buffer's size.
+#[test]
+fn a_plain_file_is_read_whole_and_chunk_aligned_after_its_head() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut r = decompressed(Box::new(std::io::Cursor::new(data.clone()))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let first = r.read(&mut buf).unwrap();
+    assert_eq!(first, 4096, "the head and the next bytes in one read");
+    let mut all = buf[..first].to_vec();
+    loop {
+        let k = r.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..k]);
+    }
+    assert_eq!(all, data);
+}
