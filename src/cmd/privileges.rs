@@ -117,16 +117,12 @@ pub fn drop_and_log(user: &str, keep: &[Capability]) -> Result<(), PrivilegeErro
 /// without `create`, SIGHUP keeps writing to the moved file. Nothing to do
 /// unless root and `user` is another user.
 pub fn hand_over(user: &str, files: &[&Path]) -> Result<(), PrivilegeError> {
-    if !Uid::effective().is_root() || files.is_empty() {
+    if files.is_empty() {
         return Ok(());
     }
-    let u = User::from_name(user)
-        .map_err(|e| fail(user, "looking up the user", e))?
-        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
-    if u.uid.is_root() {
+    let Some((uid, gid)) = other_user(user)? else {
         return Ok(());
-    }
-    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    };
     for &f in files {
         let shown = crate::quote::log_field(&f.to_string_lossy()).into_owned();
         match std::fs::metadata(f) {
@@ -162,16 +158,9 @@ pub fn hand_over(user: &str, files: &[&Path]) -> Result<(), PrivilegeError> {
 /// stay root's; one the user cannot write is an error at start). Nothing
 /// to do unless root and `user` is another user.
 pub fn hand_over_dir(user: &str, dir: &Path, made: bool) -> Result<(), PrivilegeError> {
-    if !Uid::effective().is_root() {
+    let Some((uid, gid)) = other_user(user)? else {
         return Ok(());
-    }
-    let u = User::from_name(user)
-        .map_err(|e| fail(user, "looking up the user", e))?
-        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
-    if u.uid.is_root() {
-        return Ok(());
-    }
-    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    };
     let made = made.then(|| dir.to_path_buf());
     for p in made.into_iter().chain([dir.join("state.json")]) {
         let root_owned = std::fs::symlink_metadata(&p)
@@ -183,6 +172,18 @@ pub fn hand_over_dir(user: &str, dir: &Path, made: bool) -> Result<(), Privilege
         }
     }
     Ok(())
+}
+
+/// `user`'s uid and gid when files are to be handed to it: this process is
+/// root and `user` is another user; `None` otherwise.
+fn other_user(user: &str) -> Result<Option<(u32, u32)>, PrivilegeError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let u = User::from_name(user)
+        .map_err(|e| fail(user, "looking up the user", e))?
+        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
+    Ok((!u.uid.is_root()).then(|| (u.uid.as_raw(), u.gid.as_raw())))
 }
 
 /// Whether a user `uid` whose only group is `gid` (as after [`drop_to`])
