@@ -252,6 +252,53 @@ pub enum SourceKind {
     FlowExport,
 }
 
+/// The `sensor_kind` metric label: the kinds of source a site's verdict
+/// combines, coarser than [`SourceKind`] (the three flow formats are one
+/// kind: each says the same about a connection's fate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorKind {
+    /// Packets (pcap, pcapng, a live interface).
+    Packets,
+    /// The Windows Defender Firewall log.
+    FirewallLog,
+    /// Windows Filtering Platform audit events.
+    Wfp,
+    /// NetFlow/IPFIX export, AWS VPC and Azure flow logs.
+    Flow,
+}
+
+impl SensorKind {
+    pub const ALL: [SensorKind; 4] = [
+        SensorKind::Packets,
+        SensorKind::FirewallLog,
+        SensorKind::Wfp,
+        SensorKind::Flow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorKind::Packets => "packets",
+            SensorKind::FirewallLog => "firewall_log",
+            SensorKind::Wfp => "wfp",
+            SensorKind::Flow => "flow",
+        }
+    }
+}
+
+impl From<SourceKind> for SensorKind {
+    fn from(k: SourceKind) -> SensorKind {
+        match k {
+            SourceKind::Packets => SensorKind::Packets,
+            SourceKind::FirewallLog => SensorKind::FirewallLog,
+            SourceKind::WfpEvents => SensorKind::Wfp,
+            SourceKind::VpcFlowLog | SourceKind::AzureFlowLog | SourceKind::FlowExport => {
+                SensorKind::Flow
+            }
+        }
+    }
+}
+
 /// What a kind of source can see. `false` means the source is blind to it,
 /// so its silence proves nothing there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

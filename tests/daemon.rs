@@ -91,7 +91,8 @@ fn run_replay_serves_endpoints_and_contract_labels() {
         // 3389 is outside the model: labelled `other`, never the number.
         "portwatch_connections_total{dst=\"engine1\",port=\"other\",service=\"other\",src=\"engine2\",verdict=\"unexpected\"}",
         "src=\"unknown\"",
-        "portwatch_handshakes_total{dst=\"central\",outcome=\"refused\",port=\"4242\",service=\"qrs\",src=\"scheduler\"}",
+        "portwatch_handshakes_total{dst=\"central\",outcome=\"refused\",port=\"4242\",sensor_kind=\"packets\",service=\"qrs\",src=\"scheduler\"}",
+        "portwatch_sensor_source_info{sensor_kind=\"packets\"} 1",
         "portwatch_packets_total{interface=\"replay\",result=\"control\"}",
         "portwatch_capture_up{interface=\"replay\"} 1",
         "portwatch_edge_window_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"scheduler\"} 900",
@@ -307,7 +308,7 @@ fn run_metrics_follow_the_real_traffic_shapes() {
         format!("portwatch_edge_missing{{dst=\"{dst}\",port=\"{port}\",service=\"{service}\",src=\"{src}\"}}")
     };
     let flow = |metric: &str, src: &str, dst: &str, port: u16, label: &str| {
-        format!("portwatch_{metric}{{dst=\"{dst}\",{label},port=\"{port}\",service=\"qes\",src=\"{src}\"}}")
+        format!("portwatch_{metric}{{dst=\"{dst}\",{label},port=\"{port}\",sensor_kind=\"packets\",service=\"qes\",src=\"{src}\"}}")
     };
     // (fixture, [(series, value; None: absent)])
     type Want = Vec<(String, Option<f64>)>;

@@ -26,6 +26,7 @@ use crate::export::evidence::FindingsPcap;
 use crate::export::findings::FindingPrinter;
 use crate::export::http::Readiness;
 use crate::export::metrics::Recorder;
+use crate::observation::SensorKind;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::report::{Report, SourceFacts, UnconfiguredTunnel};
@@ -307,6 +308,12 @@ impl Driver {
     /// Count into `rec` (the daemon's metrics).
     pub fn with_recorder(mut self, mut rec: Recorder) -> Driver {
         rec.set_policy(self.pl.policy(), &self.vis);
+        if self.input.captures() {
+            rec.source_read(SensorKind::Packets);
+        }
+        if self.flow.is_some() {
+            rec.source_read(SensorKind::Flow);
+        }
         self.rec = Some(rec);
         self
     }

@@ -103,6 +103,9 @@ impl Follow {
                     Followed::Record { format, counted } => {
                         polled.records += 1;
                         if let Some(rec) = rec.as_deref_mut() {
+                            if let Some(f) = format {
+                                rec.source_read(f.kind().into());
+                            }
                             let format = format.map_or(UNKNOWN, RecordFormat::name);
                             rec.record(counted.node.as_ref(), format, counted.reason);
                         }

@@ -148,6 +148,7 @@ impl EventLog {
                         key,
                         outcome,
                         mirror,
+                        ..
                     } => {
                         for mut doc in self.ecs.outcome(p, *ts, class, key, *outcome) {
                             set_mirror(&mut doc, *mirror);

@@ -49,6 +49,7 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
             key,
             outcome,
             mirror,
+            ..
         } => (ts, class, key, "outcome", Some(outcome.as_str()), mirror),
         Event::Evidence { .. } => return Ok(()),
     };

@@ -191,6 +191,8 @@ pub enum Event {
         key: FlowKey,
         outcome: Outcome,
         mirror: Option<Encap>,
+        /// The kind of source that told the outcome.
+        source: SourceKind,
     },
     /// Evidence that a required edge is in use.
     Evidence { ts: Timestamp, edge: EdgeId },
@@ -931,6 +933,7 @@ fn ended(
             key: obs.key,
             outcome,
             mirror: tag.mirror,
+            source: obs.source,
         },
     );
 }

@@ -96,6 +96,7 @@ fn bare(events: Vec<Event>) -> Vec<Event> {
                 class,
                 key,
                 outcome,
+                source,
                 ..
             } => Event::Outcome {
                 ts,
@@ -103,6 +104,7 @@ fn bare(events: Vec<Event>) -> Vec<Event> {
                 key,
                 outcome,
                 mirror: None,
+                source,
             },
             e => e,
         })

@@ -29,6 +29,7 @@ use crate::classify::{Basis, Classification, Verdict};
 use crate::decode::{EncapKind, Skip};
 use crate::export::findings::finding_of;
 use crate::map::FastMap;
+use crate::observation::SensorKind;
 use crate::pipeline::{Event, Ingested, Pipeline};
 use crate::policy::Visibility;
 use crate::policy::{EdgeId, Peer, Policy};
@@ -116,6 +117,7 @@ pub struct Metrics {
     registry: Registry,
     connections: IntCounterVec,
     handshakes: IntCounterVec,
+    sensor_sources: IntGaugeVec,
     accepted_handshakes: IntCounterVec,
     edge_last_seen: GaugeVec,
     edge_window: GaugeVec,
@@ -206,8 +208,13 @@ impl Metrics {
             ),
             handshakes: counter_vec(
                 "portwatch_handshakes_total",
-                "Connection attempts whose outcome is known, by outcome.",
-                &["src", "dst", "port", "service", "outcome"],
+                "Connection attempts whose outcome is known, by outcome and the kind of source that told it.",
+                &["src", "dst", "port", "service", "outcome", "sensor_kind"],
+            ),
+            sensor_sources: int_gauge_vec(
+                "portwatch_sensor_source_info",
+                "Always 1; one series per kind of source this sensor reads (packets, firewall_log, wfp, flow).",
+                &["sensor_kind"],
             ),
             accepted_handshakes: counter_vec(
                 "portwatch_accepted_handshakes_total",
@@ -492,6 +499,15 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// This sensor reads a source of `kind`.
+    pub fn source_read(&self, kind: SensorKind) {
+        self.sensor_sources
+            .with_label_values(&[kind.as_str()])
+            .set(1);
+    }
+}
+
 /// Most record counter handles kept (label values are bounded anyway).
 const MAX_RECORD_SERIES: usize = 1024;
 
@@ -527,8 +543,10 @@ pub struct Recorder {
     records: FastMap<(Option<Arc<str>>, &'static str, &'static str), IntCounter>,
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
-    handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
-    accepted_handshakes: FastMap<(FlowLabels, Outcome), IntCounter>,
+    handshakes: FastMap<OutcomeLabels, IntCounter>,
+    accepted_handshakes: FastMap<OutcomeLabels, IntCounter>,
+    /// Kinds of source marked in `portwatch_sensor_source_info`.
+    sources: [bool; SensorKind::ALL.len()],
     edges: Vec<Option<EdgeSeries>>,
     findings: alerting::Held,
 }
@@ -567,6 +585,7 @@ impl Recorder {
             connections: FastMap::default(),
             handshakes: FastMap::default(),
             accepted_handshakes: FastMap::default(),
+            sources: [false; SensorKind::ALL.len()],
             edges: Vec::new(),
             findings: alerting::Held::new(
                 m.finding_active.clone(),
@@ -665,6 +684,13 @@ impl Recorder {
         }
     }
 
+    /// This sensor reads a source of `kind` (marked once).
+    pub fn source_read(&mut self, kind: SensorKind) {
+        if !std::mem::replace(&mut self.sources[kind as usize], true) {
+            self.m.source_read(kind);
+        }
+    }
+
     /// Something happened to a followed file (a [`crate::source::follow::Change`]).
     pub fn followed_change(&self, node: Option<&Arc<str>>, change: &'static str) {
         (self.m.followed_changes)
@@ -723,14 +749,21 @@ impl Recorder {
                     })
                     .inc();
             }
-            Event::Outcome { class, outcome, .. } => {
+            Event::Outcome {
+                class,
+                outcome,
+                source,
+                ..
+            } => {
+                let kind = SensorKind::from(*source);
+                self.source_read(kind);
                 let (cache, vec) = (&mut self.handshakes, &self.m.handshakes);
-                outcome_counter(cache, vec, p, class, *outcome).inc();
+                outcome_counter(cache, vec, p, class, *outcome, Some(kind)).inc();
                 // Accepted failures apart too: the failure ratio alert
                 // leaves them out.
                 if class.accepted.is_some() && outcome.is_blocked() {
                     let (cache, vec) = (&mut self.accepted_handshakes, &self.m.accepted_handshakes);
-                    outcome_counter(cache, vec, p, class, *outcome).inc();
+                    outcome_counter(cache, vec, p, class, *outcome, None).inc();
                 }
             }
             Event::Evidence { ts, edge } => {
@@ -806,25 +839,33 @@ impl Recorder {
     }
 }
 
-/// The counter of `outcome` on `class`'s flow in `vec`, cached.
+/// An outcome counter's labels: the flow's, the outcome, and the kind of
+/// source where the family has that label.
+type OutcomeLabels = (FlowLabels, Outcome, Option<SensorKind>);
+
+/// The counter of `outcome` on `class`'s flow in `vec` (with a
+/// `sensor_kind` label if `kind` is given), cached.
 fn outcome_counter<'a>(
-    cache: &'a mut FastMap<(FlowLabels, Outcome), IntCounter>,
+    cache: &'a mut FastMap<OutcomeLabels, IntCounter>,
     vec: &IntCounterVec,
     p: &Policy,
     class: &Classification,
     outcome: Outcome,
+    kind: Option<SensorKind>,
 ) -> &'a IntCounter {
     cache
-        .entry((flow_labels(p, class), outcome))
+        .entry((flow_labels(p, class), outcome, kind))
         .or_insert_with(|| {
             let port = port_label(p, class.port);
-            vec.with_label_values(&[
+            let mut labels = vec![
                 p.peer_name(class.src),
                 p.peer_name(class.dst),
                 port.as_str(),
                 &*class.service,
                 outcome.as_str(),
-            ])
+            ];
+            labels.extend(kind.map(SensorKind::as_str));
+            vec.with_label_values(&labels)
         })
 }
 

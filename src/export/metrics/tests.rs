@@ -153,7 +153,7 @@ fn connection_outcome_and_edge_series() {
         "portwatch_connections_total{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\",verdict=\"expected\"} 1"
     ), "{text}");
     assert!(text.contains(
-        "portwatch_handshakes_total{dst=\"central\",outcome=\"established\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1"
+        "portwatch_handshakes_total{dst=\"central\",outcome=\"established\",port=\"4242\",sensor_kind=\"packets\",service=\"qrs\",src=\"proxy\"} 1"
     ), "{text}");
     assert!(text.contains(
         "portwatch_edge_last_seen_timestamp_seconds{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1700000000"
@@ -393,5 +393,64 @@ fn accepted_refusals_are_counted_apart() {
         of("portwatch_accepted_handshakes_total{"),
         ["portwatch_accepted_handshakes_total{dst=\"central\",outcome=\"refused\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1"],
         "{all:#?}"
+    );
+}
+
+/// Outcomes are counted by the kind of source that told them, and each
+/// kind read is named once in `portwatch_sensor_source_info`.
+#[test]
+fn outcomes_carry_their_sensor_kind() {
+    use crate::observation::{FlowKey, Observation, SourceKind};
+    let p = multi_node();
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["replay".to_string()]);
+    rec.set_policy(&p, &Visibility::default());
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    let (proxy, central): (IpAddr, IpAddr) =
+        ("192.0.2.11".parse().unwrap(), "192.0.2.10".parse().unwrap());
+    let t = Timestamp::from_secs_nanos(1_700_000_000, 0);
+    pl.process(t, &seg(proxy, 50000, central, 4242, Control::Syn));
+    pl.process(t, &seg(central, 4242, proxy, 50000, Control::SynAck));
+    let key = FlowKey {
+        client: proxy,
+        client_port: 50001,
+        server: central,
+        server_port: 4242,
+    };
+    pl.observe(&Observation::record(
+        t,
+        key,
+        Outcome::Denied,
+        SourceKind::FirewallLog,
+    ));
+    pl.finish(t);
+    for e in pl.drain_events() {
+        rec.observe(&p, &e, std::time::Instant::now());
+    }
+    let all = series(&m);
+    let edge = "port=\"4242\",sensor_kind";
+    let of = |prefix: &str| -> Vec<&String> {
+        (all.iter())
+            .filter(|l| l.starts_with(prefix) && l.contains(edge))
+            .collect()
+    };
+    assert_eq!(
+        of("portwatch_handshakes_total{dst=\"central\""),
+        [
+            "portwatch_handshakes_total{dst=\"central\",outcome=\"denied\",port=\"4242\",sensor_kind=\"firewall_log\",service=\"qrs\",src=\"proxy\"} 1",
+            "portwatch_handshakes_total{dst=\"central\",outcome=\"established\",port=\"4242\",sensor_kind=\"packets\",service=\"qrs\",src=\"proxy\"} 1",
+        ],
+        "{all:#?}"
+    );
+    let info: Vec<&String> = (all.iter())
+        .filter(|l| l.starts_with("portwatch_sensor_source_info"))
+        .collect();
+    assert_eq!(
+        info,
+        [
+            "portwatch_sensor_source_info{sensor_kind=\"firewall_log\"} 1",
+            "portwatch_sensor_source_info{sensor_kind=\"packets\"} 1",
+        ]
     );
 }
