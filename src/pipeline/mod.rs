@@ -740,6 +740,15 @@ impl Pipeline {
         self.clock.note_drops(at);
     }
 
+    /// A flow exporter lost records at `at`: only `edges`, those it covers,
+    /// cannot be declared missing over a window that includes `at`.
+    pub fn exporter_lost(&mut self, edges: &[EdgeId], at: Timestamp) {
+        self.covered(at);
+        for &e in edges {
+            self.clock.note_gap(e, at);
+        }
+    }
+
     /// A record source was alive at `at` (a record that is not an
     /// observation): the span reaches this far.
     pub fn covered(&mut self, at: Timestamp) {
@@ -812,6 +821,9 @@ fn carried_clock(new: &Policy, old: &Policy, old_clock: &EdgeClock) -> EdgeClock
         }
         if old_clock.is_held_missing(was) {
             clock.hold_missing(EdgeId(i as u32));
+        }
+        if let Some(g) = old_clock.gap_at(was) {
+            clock.note_gap(EdgeId(i as u32), g);
         }
     }
     clock.carry_drops(old_clock);

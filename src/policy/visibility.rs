@@ -1,7 +1,7 @@
 //! Which required edges a sensor can see: the `--sensor` nodes, checked
 //! against the site. Used by the report and the exporter alike.
 
-use super::{Edge, EndpointId, EndpointKind, Peer, Policy};
+use super::{Edge, EdgeId, EndpointId, EndpointKind, Peer, Policy};
 use crate::observation::Observation;
 use crate::site::{Covered, Exporter};
 
@@ -92,6 +92,21 @@ impl Policy {
         out
     }
 
+    /// The required edges a declared exporter's records cover: those
+    /// touching what it covers. A sequence gap of that exporter leaves
+    /// these, and no others, unjudged over the windows that hold it.
+    pub fn exporter_edges(&self, x: &Exporter) -> Vec<EdgeId> {
+        let mut covered = vec![false; self.endpoints.len()];
+        for id in (self.exporter_covers(x).iter()).filter_map(|n| self.endpoint_id(n)) {
+            covered[usize::from(id.0)] = true;
+        }
+        let touches = |id: EndpointId| covered[usize::from(id.0)];
+        (self.edges.iter().enumerate())
+            .filter(|(_, e)| e.required && (touches(e.src) || touches(e.dst)))
+            .map(|(i, _)| EdgeId(i as u32))
+            .collect()
+    }
+
     fn endpoint_inside(&self, kind: EndpointKind, index: usize, net: &ipnet::IpNet) -> bool {
         match kind {
             EndpointKind::Node => (self.site.nodes[index].addresses.iter())
@@ -107,8 +122,81 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::load_policy;
+    use crate::policy::{EdgeId, Policy};
     use crate::site::{Covered, Exporter, Pos};
+    use crate::state::edges::{EdgeClock, Unobserved};
+    use crate::state::EdgeState;
+    use crate::time::Timestamp;
+
+    fn exporter(name: &str, covers: &[&str]) -> Exporter {
+        Exporter {
+            name: name.into(),
+            address: "192.0.2.250".parse().unwrap(),
+            observation_domain: None,
+            covers: covers
+                .iter()
+                .map(|c| Covered::Name(c.to_string()))
+                .collect(),
+            pos: Pos { line: 1, column: 1 },
+        }
+    }
+
+    /// A required edge whose both ends are among `inside` and none among
+    /// `outside`.
+    fn edge_between(p: &Policy, inside: &[&str], outside: &[&str]) -> EdgeId {
+        let name = |id| p.endpoint(id).name.as_str();
+        let i = (p.edges.iter())
+            .position(|e| {
+                e.required
+                    && [e.src, e.dst].iter().all(|&n| inside.contains(&name(n)))
+                    && [e.src, e.dst].iter().all(|&n| !outside.contains(&name(n)))
+            })
+            .expect("such a required edge");
+        EdgeId(i as u32)
+    }
+
+    /// Exporter A covers engine1, B engine2 (every required edge of the
+    /// site touches central): a gap of B makes B's edges `not_observed` and
+    /// leaves A's `missing`; a gap of A within the window of A's edge makes
+    /// it `not_observed`, and once the window has passed the gap, `missing`.
+    #[test]
+    fn a_gap_unjudges_only_the_gapped_exporters_edges() {
+        let p = (load_policy(std::path::Path::new("multi-node"), None).unwrap()).policy;
+        let a = exporter("a", &["engine1"]);
+        let b = exporter("b", &["engine2"]);
+        let a_edge = edge_between(&p, &["engine1", "central"], &["engine2"]);
+        let b_edge = edge_between(&p, &["engine2", "central"], &["engine1"]);
+        let (a_edges, b_edges) = (p.exporter_edges(&a), p.exporter_edges(&b));
+        assert!(a_edges.contains(&a_edge) && !a_edges.contains(&b_edge));
+        assert!(b_edges.contains(&b_edge) && !b_edges.contains(&a_edge));
+        assert!(a_edges
+            .iter()
+            .chain(&b_edges)
+            .all(|e| p.edges[e.0 as usize].required));
+
+        let s = |n: u64| Timestamp::from_secs_nanos(n, 0);
+        let w = Duration::from_secs(60);
+        let mut clock = EdgeClock::new(&p);
+        for &e in &b_edges {
+            clock.note_gap(e, s(100));
+        }
+        assert_eq!(clock.state(a_edge, w, s(0), s(120)), EdgeState::Missing);
+        assert_eq!(
+            clock.judge(b_edge, w, s(0), s(120)),
+            (EdgeState::NotObserved, Some(Unobserved::Gap(s(100))))
+        );
+        for &e in &a_edges {
+            clock.note_gap(e, s(110));
+        }
+        assert_eq!(
+            clock.judge(a_edge, w, s(0), s(170)),
+            (EdgeState::NotObserved, Some(Unobserved::Gap(s(110))))
+        );
+        assert_eq!(clock.state(a_edge, w, s(0), s(171)), EdgeState::Missing);
+    }
 
     #[test]
     fn an_exporter_covers_named_endpoints_and_what_lies_in_its_blocks() {

@@ -733,6 +733,9 @@ fn unobserved_text(why: Unobserved, window: std::time::Duration) -> String {
         Unobserved::Drops(at) => format!(
             "the capture dropped packets within the window (last drop noticed {at}): no evidence proves nothing"
         ),
+        Unobserved::Gap(at) => format!(
+            "a flow exporter covering the edge lost records within the window (last gap noticed {at}): no record proves nothing"
+        ),
     }
 }
 

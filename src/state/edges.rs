@@ -39,6 +39,9 @@ pub struct EdgeClock {
     open: Vec<u32>,
     /// The last time the capture was seen to drop packets.
     drops_at: Option<Timestamp>,
+    /// Per edge: the last sequence gap of a flow exporter covering it (the
+    /// other edges are not that exporter's to judge).
+    gaps: Vec<Option<Timestamp>>,
     /// Judged missing before a restart: missing until evidence comes (the
     /// time the sensor was down proves nothing either way).
     held_missing: Vec<bool>,
@@ -51,6 +54,9 @@ pub enum Unobserved {
     TooShort,
     /// The capture dropped packets within the edge's last window.
     Drops(Timestamp),
+    /// A flow exporter covering the edge lost records within its last
+    /// window.
+    Gap(Timestamp),
 }
 
 impl EdgeClock {
@@ -60,6 +66,7 @@ impl EdgeClock {
             counts: vec![0; p.edges.len()],
             open: vec![0; p.edges.len()],
             drops_at: None,
+            gaps: vec![None; p.edges.len()],
             held_missing: vec![false; p.edges.len()],
         }
     }
@@ -107,6 +114,18 @@ impl EdgeClock {
     /// The capture reported new drops at `at`.
     pub fn note_drops(&mut self, at: Timestamp) {
         self.drops_at = Some(self.drops_at.map_or(at, |d| d.max(at)));
+    }
+
+    /// A flow exporter covering `edge` lost records at `at`.
+    pub fn note_gap(&mut self, edge: EdgeId, at: Timestamp) {
+        if let Some(g) = self.gaps.get_mut(edge.0 as usize) {
+            *g = Some(g.map_or(at, |g| g.max(at)));
+        }
+    }
+
+    /// The last gap of a flow exporter covering `edge`.
+    pub fn gap_at(&self, edge: EdgeId) -> Option<Timestamp> {
+        self.gaps.get(edge.0 as usize).copied().flatten()
     }
 
     /// The last evidence of `edge` as of `now`: `now` while a connection of
@@ -180,9 +199,12 @@ impl EdgeClock {
             _ if now.saturating_sub(since) < window => {
                 (EdgeState::NotObserved, Some(Unobserved::TooShort))
             }
-            _ => match self.drops_at {
-                Some(d) if now.saturating_sub(d) <= window => {
+            _ => match (self.drops_at, self.gap_at(edge)) {
+                (Some(d), _) if now.saturating_sub(d) <= window => {
                     (EdgeState::NotObserved, Some(Unobserved::Drops(d)))
+                }
+                (_, Some(g)) if now.saturating_sub(g) <= window => {
+                    (EdgeState::NotObserved, Some(Unobserved::Gap(g)))
                 }
                 _ => (EdgeState::Missing, None),
             },
