@@ -307,3 +307,103 @@ fn a_declared_exporter_covers_what_the_site_says() {
         "{m}"
     );
 }
+
+/// A NetFlow v5 export packet: sequence `seq`, one UDP record (counted
+/// `not_tcp`, no observation).
+fn v5_packet(seq: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24 + 48);
+    b.extend_from_slice(&5u16.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes()); // records
+    b.extend_from_slice(&60_000u32.to_be_bytes()); // uptime, ms
+    b.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&[0; 4]); // engine type and id, sampling
+    let mut r = [0u8; 48];
+    r[0..4].copy_from_slice(&[192, 0, 2, 22]);
+    r[4..8].copy_from_slice(&[192, 0, 2, 10]);
+    r[32..34].copy_from_slice(&5353u16.to_be_bytes());
+    r[34..36].copy_from_slice(&53u16.to_be_bytes());
+    r[38] = 17;
+    b.extend_from_slice(&r);
+    b
+}
+
+/// A NetFlow v9 export packet of source id `source`: sequence `seq`, one
+/// template and no data.
+fn v9_packet(seq: u32, source: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&9u16.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes()); // records in the packet
+    b.extend_from_slice(&60_000u32.to_be_bytes());
+    b.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&source.to_be_bytes());
+    // Template flowset: id 0, length 12; template 256 of one field
+    // (sourceIPv4Address, 4 bytes).
+    for w in [0u16, 12, 256, 1, 8, 4] {
+        b.extend_from_slice(&w.to_be_bytes());
+    }
+    b
+}
+
+/// Sequence gaps show up under the exporter's name in the site: a v5
+/// exporter skipping 4 records and a v9 observation domain of the same
+/// address skipping 2 packets, each counted under its own declaration;
+/// nothing under `undeclared`.
+#[test]
+fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
+    let dir = TempDir::new("netflow-lost");
+    let site = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy]\n  \
+         - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2]\n",
+    );
+    let port = free_udp_port();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        &site,
+        "--flow-listen",
+        &format!("127.0.0.1:{port}"),
+        "--format",
+        "json",
+    ]);
+    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{port}");
+    // v5 counts records: 0 (1 record), then 5: 4 lost. v9 counts packets:
+    // 10, then 13: 2 lost.
+    for p in [
+        v5_packet(0),
+        v9_packet(10, 7),
+        v5_packet(5),
+        v9_packet(13, 7),
+    ] {
+        sock.send_to(&p, &to).unwrap();
+    }
+    let lost = |m: &str, what: &str, name: &str| {
+        sample(
+            m,
+            &format!("portwatch_flow_export_{what}_total{{exporter=\"{name}\"}}"),
+        )
+    };
+    let m = d.wait_metrics("both gaps counted", |m| {
+        lost(m, "lost_records", "edge-v5").is_some_and(|n| n > 0.0)
+            && lost(m, "lost_packets", "core-v9").is_some_and(|n| n > 0.0)
+    });
+    assert_eq!(lost(&m, "lost_records", "edge-v5"), Some(4.0), "{m}");
+    assert_eq!(lost(&m, "lost_packets", "edge-v5"), Some(0.0), "{m}");
+    assert_eq!(lost(&m, "lost_packets", "core-v9"), Some(2.0), "{m}");
+    assert_eq!(lost(&m, "lost_records", "core-v9"), Some(0.0), "{m}");
+    assert_eq!(lost(&m, "datagrams", "edge-v5"), Some(2.0), "{m}");
+    assert_eq!(lost(&m, "datagrams", "core-v9"), Some(2.0), "{m}");
+    assert_eq!(lost(&m, "datagrams", "undeclared"), Some(0.0), "{m}");
+    assert!(
+        !m.contains("exporter=\"127.0.0.1\""),
+        "an address as a label: {m}"
+    );
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+}

@@ -9,7 +9,13 @@
 //! Coverage: a datagram from an exporter the site declares (`exporters:`)
 //! covers what the declaration names; records from an address no
 //! declaration names cover the site's nodes they carry, and the address is
-//! logged once and counted (`undeclared_exporter`, per datagram).
+//! logged once and counted (`undeclared_exporter`, per datagram). A
+//! sequence gap of a declared exporter leaves only the required edges it
+//! covers unjudged over the gap's window; one of an undeclared exporter,
+//! every edge.
+//!
+//! Per exporter, datagrams and losses are counted under its declared name,
+//! or `undeclared` (`portwatch_flow_export_*_total{exporter}`).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Error;
-use crate::export::metrics::Recorder;
+use crate::export::metrics::{ExporterCounts, Recorder};
 use crate::pipeline::Pipeline;
-use crate::policy::{Policy, Visibility};
+use crate::policy::{EdgeId, Policy, Visibility};
 use crate::report::SourceFacts;
-use crate::site::exporter_of;
-use crate::source::flows::netflow::{Collector, Version};
+use crate::site::{exporter_index, UNDECLARED};
+use crate::source::flows::netflow::{Collector, Origin, Version};
 use crate::source::flows::FlowItem;
 use crate::time::Timestamp;
 
@@ -111,6 +117,15 @@ pub(super) struct FlowListen {
     /// Datagrams from undeclared exporters.
     undeclared_datagrams: u64,
     reported_undeclared: u64,
+    /// The policy the per-exporter state below is indexed by.
+    policy: Option<Arc<Policy>>,
+    /// Not yet in the metrics, per declared exporter (by position in the
+    /// site's `exporters:`) and, last, the undeclared ones.
+    pending: Vec<ExporterCounts>,
+    /// The per-exporter series exist (at 0) for `policy`.
+    labelled: bool,
+    /// The required edges each declared exporter covers, once needed.
+    gap_edges: Vec<Option<Vec<EdgeId>>>,
 }
 
 /// Undeclared exporter addresses logged once each; beyond, not logged.
@@ -159,12 +174,37 @@ impl FlowListen {
             undeclared: Default::default(),
             undeclared_datagrams: 0,
             reported_undeclared: 0,
+            policy: None,
+            pending: Vec::new(),
+            labelled: false,
+            gap_edges: Vec::new(),
         })
+    }
+
+    /// Index the per-exporter state by `policy` (at start and after a
+    /// reload; what is pending was reported under the one before).
+    fn follow_policy(&mut self, policy: &Arc<Policy>) {
+        if self.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, policy)) {
+            return;
+        }
+        let n = policy.site.exporters.len();
+        self.pending = vec![ExporterCounts::default(); n + 1];
+        self.gap_edges = vec![None; n];
+        self.labelled = false;
+        self.policy = Some(policy.clone());
+    }
+
+    /// The pending counts of the declared exporter at `index`, or of the
+    /// undeclared ones.
+    fn pending(&mut self, index: Option<usize>) -> &mut ExporterCounts {
+        let last = self.pending.len() - 1;
+        &mut self.pending[index.unwrap_or(last).min(last)]
     }
 
     /// Decode what has arrived into the pipeline and the metrics.
     pub fn poll(&mut self, pl: &mut Pipeline, rec: Option<&mut Recorder>) -> Polled {
         let mut polled = Polled::default();
+        self.follow_policy(pl.policy());
         while polled.datagrams < BATCH {
             let Ok(d) = self.rx.try_recv() else { break };
             polled.datagrams += 1;
@@ -175,8 +215,9 @@ impl FlowListen {
         polled.more = polled.datagrams == BATCH;
         self.collector.expire(Timestamp::now(), &mut self.items);
         self.feed(pl);
-        if let Some(rec) = rec {
-            self.report(rec);
+        match rec {
+            Some(rec) => self.report(rec),
+            None => self.pending.fill(ExporterCounts::default()),
         }
         polled
     }
@@ -184,7 +225,9 @@ impl FlowListen {
     /// A datagram's sender: a declared exporter heard first covers its
     /// declared set; an undeclared one is counted, and logged once.
     fn sender(&mut self, policy: &Policy, from: IpAddr, domain: Option<u32>) {
-        match exporter_of(&policy.site.exporters, from, domain) {
+        let index = exporter_index(&policy.site.exporters, from, domain);
+        self.pending(index).datagrams += 1;
+        match index.map(|i| &policy.site.exporters[i]) {
             Some(x) if self.heard.contains(&x.name) => {}
             Some(x) => {
                 self.heard.insert(x.name.clone());
@@ -215,6 +258,17 @@ impl FlowListen {
 
     /// The counts since the last report into the metrics.
     fn report(&mut self, rec: &mut Recorder) {
+        if let Some(policy) = self.policy.clone() {
+            let names = (policy.site.exporters.iter().map(|x| x.name.as_str()))
+                .chain(std::iter::once(UNDECLARED));
+            for (name, n) in names.zip(&mut self.pending) {
+                if self.labelled && *n == ExporterCounts::default() {
+                    continue;
+                }
+                rec.flow_exporter(name, std::mem::take(n));
+            }
+            self.labelled = true;
+        }
         for (&reason, &n) in &self.collector.counts {
             let before = self.reported.insert(reason, n).unwrap_or(0);
             if n > before {
@@ -241,22 +295,49 @@ impl FlowListen {
 
     fn feed(&mut self, pl: &mut Pipeline) {
         let policy = pl.policy().clone();
+        self.follow_policy(&policy);
         let origins = self.collector.origins.as_mut().map(std::mem::take);
         let mut origins = origins.unwrap_or_default().into_iter();
         for item in std::mem::take(&mut self.items) {
-            let from = origins.next();
+            let Some(from) = origins.next() else {
+                debug_assert!(false, "an item without its origin");
+                continue;
+            };
+            let index = exporter_index(&policy.site.exporters, from.exporter, from.domain);
             match item {
                 FlowItem::Observed(o) => {
-                    if from.is_some_and(|a| !declared(&policy, a)) {
+                    if index.is_none() {
                         for id in policy.nodes_carried(&o) {
                             self.cover(policy.endpoint(id).name.clone());
                         }
                     }
                     pl.observe(&o)
                 }
-                FlowItem::Gap { to, .. } => pl.sensor_lost(to),
+                FlowItem::Gap { to, .. } => self.gap(pl, &policy, from, index, to),
             }
         }
+    }
+
+    /// A sequence gap: counted under its exporter; the edges a declared
+    /// exporter covers (every edge, for an undeclared one) cannot be
+    /// missing over a window that holds it.
+    fn gap(
+        &mut self,
+        pl: &mut Pipeline,
+        policy: &Policy,
+        from: Origin,
+        index: Option<usize>,
+        at: Timestamp,
+    ) {
+        let n = self.pending(index);
+        n.lost_records += from.lost.records;
+        n.lost_packets += from.lost.packets;
+        let Some(i) = index else {
+            return pl.sensor_lost(at);
+        };
+        let edges = self.gap_edges[i]
+            .get_or_insert_with(|| policy.exporter_edges(&policy.site.exporters[i]));
+        pl.exporter_lost(edges, at);
     }
 
     /// Whether the records named a node not named before, since the last call.
@@ -310,11 +391,6 @@ impl Drop for FlowListen {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Whether a declared exporter sends from `addr` (records carry no domain).
-fn declared(policy: &Policy, addr: IpAddr) -> bool {
-    (policy.site.exporters.iter()).any(|x| x.address.to_canonical() == addr.to_canonical())
 }
 
 /// The `reason` label of datagrams from exporters the site does not declare.

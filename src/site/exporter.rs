@@ -50,9 +50,15 @@ impl Exporter {
 /// The declared exporter a datagram from `from` in `domain` comes from: one
 /// naming its domain before one for the whole address.
 pub fn exporter_of(list: &[Exporter], from: IpAddr, domain: Option<u32>) -> Option<&Exporter> {
-    (list.iter())
-        .filter(|e| e.sent(from, domain))
-        .max_by_key(|e| e.observation_domain.is_some())
+    exporter_index(list, from, domain).map(|i| &list[i])
+}
+
+/// As [`exporter_of`], its position in `list`.
+pub fn exporter_index(list: &[Exporter], from: IpAddr, domain: Option<u32>) -> Option<usize> {
+    (list.iter().enumerate())
+        .filter(|(_, e)| e.sent(from, domain))
+        .max_by_key(|(_, e)| e.observation_domain.is_some())
+        .map(|(i, _)| i)
 }
 
 /// The `exporters:` list: identifier names, unique; an address; a domain

@@ -9,7 +9,9 @@ mod names;
 mod raw;
 
 pub use accept::{end_of, AcceptEnd, Acceptance, MAX_ACCEPTANCES};
-pub use exporter::{exporter_of, Covered, Exporter, MAX_DECLARED_EXPORTERS, UNDECLARED};
+pub use exporter::{
+    exporter_index, exporter_of, Covered, Exporter, MAX_DECLARED_EXPORTERS, UNDECLARED,
+};
 pub use load::{load_site, model_id_of};
 
 use std::net::IpAddr;

@@ -140,6 +140,9 @@ pub struct Metrics {
     reload_failures: IntCounter,
     event_log_errors: IntCounter,
     records: IntCounterVec,
+    /// Per flow exporter (`run --flow-listen`): datagrams, lost records,
+    /// lost export packets.
+    flow_exporter: [IntCounterVec; 3],
     followed_changes: IntCounterVec,
     /// `run --state-dir`: no series without it.
     state_writes: IntCounterVec,
@@ -347,6 +350,23 @@ impl Metrics {
                 "Records read from followed node logs (--follow) and received flow records (--flow-listen), by the node whose log it is (unknown until found; always for flow records), the format, and what was made of them.",
                 &["node", "format", "reason"],
             ),
+            flow_exporter: [
+                counter_vec(
+                    "portwatch_flow_export_datagrams_total",
+                    "Export datagrams received on --flow-listen, by the exporter's name in the site (exporters:), or undeclared.",
+                    &["exporter"],
+                ),
+                counter_vec(
+                    "portwatch_flow_export_lost_records_total",
+                    "Flow records an exporter's sequence numbers say were lost (NetFlow v5, IPFIX), by the exporter's name in the site, or undeclared.",
+                    &["exporter"],
+                ),
+                counter_vec(
+                    "portwatch_flow_export_lost_packets_total",
+                    "Export packets an exporter's sequence numbers say were lost (NetFlow v9), by the exporter's name in the site, or undeclared.",
+                    &["exporter"],
+                ),
+            ],
             followed_changes: counter_vec(
                 "portwatch_followed_file_changes_total",
                 "What happened to followed files (--follow): opened, rotated, truncated, missing, binary, unreadable; by the node whose log it is.",
@@ -525,6 +545,27 @@ struct EdgeSeries {
     window: Duration,
 }
 
+/// What one flow exporter sent and lost (`run --flow-listen`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExporterCounts {
+    pub datagrams: u64,
+    /// Records lost by sequence gaps (NetFlow v5, IPFIX).
+    pub lost_records: u64,
+    /// Export packets lost by sequence gaps (NetFlow v9).
+    pub lost_packets: u64,
+}
+
+impl ExporterCounts {
+    pub fn add(&mut self, o: ExporterCounts) {
+        self.datagrams += o.datagrams;
+        self.lost_records += o.lost_records;
+        self.lost_packets += o.lost_packets;
+    }
+}
+
+/// Flow exporter series kept: the most a site declares, and `undeclared`.
+const MAX_EXPORTER_SERIES: usize = crate::site::MAX_DECLARED_EXPORTERS + 1;
+
 /// The capture thread's side: cached handles, fed with pipeline events.
 pub struct Recorder {
     m: Metrics,
@@ -541,6 +582,9 @@ pub struct Recorder {
     /// Record counters by node, format and reason (each a closed set or
     /// the site's node names; capped all the same).
     records: FastMap<(Option<Arc<str>>, &'static str, &'static str), IntCounter>,
+    /// Flow exporter counters by label value (a declared name or
+    /// `undeclared`).
+    flow_exporters: FastMap<String, [IntCounter; 3]>,
     // Per policy:
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<OutcomeLabels, IntCounter>,
@@ -576,6 +620,7 @@ impl Recorder {
             encapsulated_seen: [0; EncapKind::ALL.len()],
             anomalies_seen: 0,
             records: FastMap::default(),
+            flow_exporters: FastMap::default(),
             m: m.clone(),
             packets,
             dropped,
@@ -688,6 +733,28 @@ impl Recorder {
     pub fn source_read(&mut self, kind: SensorKind) {
         if !std::mem::replace(&mut self.sources[kind as usize], true) {
             self.m.source_read(kind);
+        }
+    }
+
+    /// `n` more of the flow exporter labelled `exporter`: a name the site
+    /// declares, or `undeclared` (never an address). All zero makes the
+    /// series, so a rate over it starts from 0.
+    pub fn flow_exporter(&mut self, exporter: &str, n: ExporterCounts) {
+        let series = match self.flow_exporters.get(exporter) {
+            Some(s) => s.clone(),
+            None => {
+                let s = (self.m.flow_exporter.each_ref()).map(|v| v.with_label_values(&[exporter]));
+                if self.flow_exporters.len() < MAX_EXPORTER_SERIES {
+                    self.flow_exporters.insert(exporter.to_string(), s.clone());
+                }
+                s
+            }
+        };
+        for (c, by) in series
+            .iter()
+            .zip([n.datagrams, n.lost_records, n.lost_packets])
+        {
+            c.inc_by(by);
         }
     }
 

@@ -221,6 +221,45 @@ fn drops_follow_libpcap_totals() {
     ));
 }
 
+/// Per flow exporter: a series at 0 once named, then the running totals;
+/// none without a flow listener (a replay's metrics).
+#[test]
+fn flow_exporter_counts_add_up_under_their_label() {
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["replay".to_string()]);
+    assert!(!m
+        .render()
+        .contains("portwatch_flow_export_datagrams_total{"));
+    rec.flow_exporter("core-switch", ExporterCounts::default());
+    let zero = series(&m);
+    for name in ["datagrams", "lost_records", "lost_packets"] {
+        let line = format!("portwatch_flow_export_{name}_total{{exporter=\"core-switch\"}} 0");
+        assert!(zero.contains(&line), "{zero:?}");
+    }
+    let n = ExporterCounts {
+        datagrams: 3,
+        lost_records: 7,
+        lost_packets: 0,
+    };
+    rec.flow_exporter("core-switch", n);
+    rec.flow_exporter("core-switch", n);
+    rec.flow_exporter(
+        "undeclared",
+        ExporterCounts {
+            lost_packets: 2,
+            ..ExporterCounts::default()
+        },
+    );
+    let text = series(&m);
+    for line in [
+        "portwatch_flow_export_datagrams_total{exporter=\"core-switch\"} 6",
+        "portwatch_flow_export_lost_records_total{exporter=\"core-switch\"} 14",
+        "portwatch_flow_export_lost_packets_total{exporter=\"undeclared\"} 2",
+    ] {
+        assert!(text.contains(&line.to_string()), "{line}: {text:?}");
+    }
+}
+
 /// One finding's gauge: 1 from its first occurrence (no earlier sample is
 /// needed for an alert), 0 once the hold has passed on the wall clock, and
 /// 1 again only with a new occurrence.

@@ -168,6 +168,14 @@ struct DomainKey {
     domain: u32,
 }
 
+impl DomainKey {
+    /// The domain a site's `exporters:` entry can name: v5's engine id is
+    /// not one (as [`Version::domain`]).
+    fn declared_domain(&self) -> Option<u32> {
+        (self.version != Version::V5).then_some(self.domain)
+    }
+}
+
 /// A field a template reads, by position in the record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
@@ -443,6 +451,16 @@ pub struct Lost {
     pub packets: u64,
 }
 
+/// Where an item put out came from: the exporter's address, the
+/// observation domain a site's `exporters:` entry can name (v9 source id,
+/// IPFIX observation domain; none for v5), and for a gap what it lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub exporter: IpAddr,
+    pub domain: Option<u32>,
+    pub lost: Lost,
+}
+
 /// One direction's record (or a biflow), held to be joined.
 #[derive(Clone, Copy, Debug)]
 struct Half {
@@ -459,6 +477,7 @@ struct Half {
 #[derive(Clone, Copy, Debug)]
 struct Join {
     exporter: IpAddr,
+    domain: Option<u32>,
     first: Half,
     second: Option<Half>,
     held_at: Timestamp,
@@ -495,9 +514,9 @@ pub struct Collector {
     /// Losses by exporter (at most [`MAX_EXPORTERS`]; the rest under
     /// `None`).
     pub lost: BTreeMap<Option<IpAddr>, Lost>,
-    /// When `Some`: the exporter of each item put out, in the items'
-    /// order (the caller drains both together).
-    pub origins: Option<Vec<IpAddr>>,
+    /// When `Some`: the origin of each item put out, in the items' order
+    /// (the caller drains both together).
+    pub origins: Option<Vec<Origin>>,
 }
 
 impl Collector {
@@ -629,20 +648,31 @@ impl Collector {
         } else {
             None
         };
+        let this = match k.version {
+            Version::V9 => Lost {
+                records: 0,
+                packets: u64::from(gap),
+            },
+            _ => Lost {
+                records: u64::from(gap),
+                packets: 0,
+            },
+        };
         let lost = self.lost.entry(slot).or_default();
-        if k.version == Version::V9 {
-            lost.packets += u64::from(gap);
-            self.count_n("lost_packets", u64::from(gap));
-        } else {
-            lost.records += u64::from(gap);
-            self.count_n("lost_records", u64::from(gap));
-        }
+        lost.records += this.records;
+        lost.packets += this.packets;
+        self.count_n("lost_packets", this.packets);
+        self.count_n("lost_records", this.records);
         out.push(FlowItem::Gap {
             from: since.min(now),
             to: now,
         });
         if let Some(origins) = &mut self.origins {
-            origins.push(k.exporter);
+            origins.push(Origin {
+                exporter: k.exporter,
+                domain: k.declared_domain(),
+                lost: this,
+            });
         }
     }
 
@@ -682,7 +712,7 @@ impl Collector {
                 packets: be32(r, 16).map(u64::from),
                 ..Raw::default()
             };
-            self.record(exporter, now, &clock, &raw, out);
+            self.record(k, now, &clock, &raw, out);
         }
     }
 
@@ -895,7 +925,7 @@ impl Collector {
                 self.count("options_record");
                 continue;
             }
-            self.record(k.exporter, now, clock, &raw, out);
+            self.record(k, now, clock, &raw, out);
         }
         complete
     }
@@ -904,7 +934,7 @@ impl Collector {
     /// counted.
     fn record(
         &mut self,
-        exporter: IpAddr,
+        k: DomainKey,
         now: Timestamp,
         clock: &Clock,
         r: &Raw,
@@ -941,7 +971,8 @@ impl Collector {
             // A biflow needs no join.
             return self.settle(
                 Join {
-                    exporter,
+                    exporter: k.exporter,
+                    domain: k.declared_domain(),
                     first: half,
                     second: None,
                     held_at: now,
@@ -949,7 +980,7 @@ impl Collector {
                 out,
             );
         }
-        let jk = join_key(exporter, &half);
+        let jk = join_key(k.exporter, &half);
         if let Some(j) = self.joins.get_mut(&jk) {
             if j.second.is_none() && j.first.src != half.src {
                 j.second = Some(half);
@@ -964,7 +995,8 @@ impl Collector {
         self.joins.insert(
             jk,
             Join {
-                exporter,
+                exporter: k.exporter,
+                domain: k.declared_domain(),
                 first: half,
                 second: None,
                 held_at: now,
@@ -982,7 +1014,11 @@ impl Collector {
                 self.count_n("observed", n);
                 out.push(FlowItem::Observed(o));
                 if let Some(origins) = &mut self.origins {
-                    origins.push(j.exporter);
+                    origins.push(Origin {
+                        exporter: j.exporter,
+                        domain: j.domain,
+                        lost: Lost::default(),
+                    });
                 }
             }
             Err(reason) => self.count_n(reason, n),
