@@ -506,7 +506,7 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "follow"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["interfaces", "follow", "flow_listen"])))]
 pub struct WatchArgs {
     /// Interface to capture on; repeat for several, or `any`.
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
@@ -516,6 +516,13 @@ pub struct WatchArgs {
     pub follow: Vec<PathBuf>,
     #[command(flatten)]
     pub follow_opts: FollowArgs,
+    /// Receive NetFlow v5, v9 and IPFIX on this UDP address; repeat for
+    /// several, with -i, --follow or alone.
+    #[arg(long, value_name = "ADDR:PORT", long_help = FLOW_LISTEN_HELP)]
+    pub flow_listen: Vec<std::net::SocketAddr>,
+    /// The receive buffer asked of each --flow-listen socket, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, requires = "flow_listen", long_help = FLOW_RCVBUF_HELP)]
+    pub flow_rcvbuf: usize,
     /// Leave named interfaces out of promiscuous mode: only frames
     /// addressed to this host are seen (not a mirror port's). `any` never is.
     #[arg(long)]
@@ -557,7 +564,7 @@ pub enum FollowFrom {
     Start,
 }
 
-/// `--flow-listen` in `run --help`.
+/// `--flow-listen` in `run --help` and `watch --help`.
 pub const FLOW_LISTEN_HELP: &str = "Receive NetFlow v5, v9 and IPFIX export packets on this \
 UDP address (e.g. 0.0.0.0:2055 or [::]:4739); repeat for several, with -i, --follow or \
 alone. Templates are kept per exporter and observation domain; a data set waits 30 s for \
@@ -567,10 +574,12 @@ a biflow) give its outcome from their TCP flags. Without a capture, the edges ju
 those an exporter covers and those of --sensor nodes: an exporter the site declares \
 (exporters: name, address, observation_domain, covers) covers what it declares; any other \
 covers the site's nodes its records carry, and is logged once and counted \
-(reason=\"undeclared_exporter\"). Records are counted in \
-portwatch_records_total{format=\"flow_export\",reason}.";
+(reason=\"undeclared_exporter\"). In `run`, records are counted in \
+portwatch_records_total{format=\"flow_export\",reason}, and datagrams and losses per \
+exporter in portwatch_flow_export_{datagrams,lost_records,lost_packets}_total{exporter} \
+(its declared name, or undeclared).";
 
-/// `--flow-rcvbuf` in `run --help`.
+/// `--flow-rcvbuf` in `run --help` and `watch --help`.
 pub const FLOW_RCVBUF_HELP: &str = "The receive buffer (SO_RCVBUF) asked of each --flow-listen \
 socket, in bytes (default 8 MiB): exporters send in bursts, and a datagram that finds the buffer \
 full is lost before portwatch sees it. The kernel caps the size at net.core.rmem_max; started as \

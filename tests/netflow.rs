@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::golden::replay_fixture;
 use crate::prereq::needs;
-use crate::util::{fixture, sample, Daemon, TempDir};
+use crate::util::{bin, fixture, sample, Daemon, TempDir};
 
 /// Where softflowd's export differs from the capture, per flow row:
 /// (capture's outcomes, export's outcomes, why). None on these scenarios:
@@ -406,4 +406,110 @@ fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
     d.signal("TERM");
     let (status, _, stderr) = d.wait_exit();
     assert!(status.success(), "{stderr}");
+}
+
+/// Whether `watch` printed a line for the report finding `f`: its kind,
+/// `SRC (addr) -> DST (addr:PORT)`.
+fn printed(lines: &str, f: &Value) -> bool {
+    let s = |k: &str| {
+        f[k].as_str()
+            .map(str::to_string)
+            .unwrap_or(f[k].to_string())
+    };
+    let (kind, src, dst, port) = (s("kind"), s("src"), s("dst"), s("port"));
+    lines.lines().any(|l| {
+        let mut w = l.split_whitespace().skip(1);
+        w.next() == Some(kind.as_str())
+            && w.next() == Some(src.as_str())
+            && l.contains(&format!(" -> {dst} ("))
+            && l.contains(&format!(":{port}) "))
+    })
+}
+
+/// `watch --flow-listen` is the same collector as `run`'s: softflowd
+/// exports each verdict scenario (IPFIX) to it on loopback, and it prints
+/// a line for every unexpected, local-only and unknown-host finding
+/// `replay` of the capture reports, no other such line, and closes with
+/// the same findings.
+#[test]
+fn watch_flow_listen_prints_the_exported_findings() {
+    if !needs(
+        "netflow::watch_flow_listen",
+        false,
+        &["softflowd", "softflowctl"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("netflow-watch");
+    for file in [
+        "verdict-unexpected.pcap",
+        "verdict-local-only.pcap",
+        "verdict-unknown-host.pcap",
+    ] {
+        let (e, pcap_run) = replay_fixture(file);
+        let want = pcap_run.json();
+        let wanted: Vec<&Value> = (want["findings"].as_array().expect("findings").iter())
+            .filter(|f| FINDING_KINDS.iter().any(|k| f["kind"] == *k))
+            .collect();
+        assert!(!wanted.is_empty(), "{file}: no finding to print");
+        let port = free_udp_port();
+        let out = dir.0.join(format!("{file}.stdout"));
+        let mut child = Command::new(bin())
+            .args([
+                "watch",
+                "--site",
+                &e.site,
+                "--format",
+                "json",
+                "--flow-listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bound before it logs that it captures; softflowd's first
+        // datagram would be lost to a socket not yet there.
+        std::thread::sleep(Duration::from_millis(500));
+        softflowd(&dir.0, &fixture(file), port, "10");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if wanted.iter().all(|f| printed(&text, f)) || Instant::now() > deadline {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{file}: watch exited ({status}) before printing");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The other direction's record may wait out the join.
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        let text = std::fs::read_to_string(&out).unwrap();
+        for f in &wanted {
+            assert!(
+                printed(&text, f),
+                "{file}: not printed: {f}\n{text}\n{stderr}"
+            );
+        }
+        for l in text.lines() {
+            let kind = l.split_whitespace().nth(1).unwrap_or_default();
+            if FINDING_KINDS.contains(&kind) {
+                assert!(
+                    wanted.iter().any(|f| printed(l, f)),
+                    "{file}: printed, not in the capture's report: {l}"
+                );
+            }
+        }
+        assert_eq!(finding_set(&summary(&stderr)), finding_set(&want), "{file}");
+        assert_eq!(done.status.code(), Some(1), "{file}: findings: {stderr}");
+    }
 }

@@ -82,6 +82,10 @@ pub struct WatchSettings {
     pub interfaces: Vec<String>,
     /// `--follow`: node logs read as they grow.
     pub(super) follow: Option<FollowSpec>,
+    /// `--flow-listen`: UDP addresses receiving NetFlow/IPFIX.
+    pub flow_listen: Vec<SocketAddr>,
+    /// `--flow-rcvbuf`: each socket's receive buffer asked, in bytes.
+    pub flow_rcvbuf: usize,
     /// Named interfaces in promiscuous mode.
     pub promisc: bool,
     pub site: SiteArgs,
@@ -159,6 +163,8 @@ impl Task {
             }),
             Command::Watch(a) => Task::Watch(WatchSettings {
                 follow: follow(a.follow, a.follow_opts)?,
+                flow_listen: a.flow_listen,
+                flow_rcvbuf: a.flow_rcvbuf,
                 track: track(&a.track)?,
                 decap: a.track.decap.decap(),
                 interfaces: a.interfaces,

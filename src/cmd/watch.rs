@@ -1,8 +1,10 @@
-//! `portwatch watch`: the capture driver on live interfaces, findings
-//! printed as they happen, the closing report on stderr at Ctrl-C.
+//! `portwatch watch`: the capture driver on live interfaces, followed
+//! node logs and received flow records (the same collector as `run`'s),
+//! findings printed as they happen, the closing report on stderr at Ctrl-C.
 
 use super::capture::{Driver, OnPrintError};
 use super::eventlog::{open_findings_pcap, EventLog};
+use super::flowlisten::{self, FlowListen};
 use super::follow::Follow;
 use super::input::{Input, InputSpec};
 use super::page::{report_page, signoff_now};
@@ -13,6 +15,8 @@ use std::path::Path;
 use crate::cli::{EventsFormat, Format, ReportFormat};
 
 pub fn watch(s: WatchSettings) -> Result<Status, Error> {
+    // Bound before dropping root (a port below 1024 needs it).
+    let flow_sockets = flowlisten::bind(&s.flow_listen, s.flow_rcvbuf)?;
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let spec = match s.interfaces.is_empty() {
         true => InputSpec::NoCapture,
@@ -50,10 +54,13 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     signals::stop_on_signal(tx, events.is_on() || conn_log.is_on());
     let following = s.follow.as_ref().map(|f| &f.paths);
-    tracing::info!(interfaces = ?s.interfaces, follow = ?following, site = %policy.site.name, "capturing; Ctrl-C to stop");
+    tracing::info!(interfaces = ?s.interfaces, follow = ?following, flow_listen = ?s.flow_listen, site = %policy.site.name, "capturing; Ctrl-C to stop");
     let mut driver = Driver::new(input, policy.clone(), vis, s.track);
     if let Some(f) = follow {
         driver = driver.with_follow(f);
+    }
+    if !s.flow_listen.is_empty() {
+        driver = driver.with_flow_listen(FlowListen::start(flow_sockets)?);
     }
     let done = driver
         .with_decap(s.decap)
@@ -92,6 +99,10 @@ fn subtitle(s: &WatchSettings) -> String {
     if let Some(f) = &s.follow {
         let files: Vec<String> = f.paths.iter().map(|p| p.display().to_string()).collect();
         parts.push(format!("following {}", files.join(", ")));
+    }
+    if !s.flow_listen.is_empty() {
+        let addrs: Vec<String> = s.flow_listen.iter().map(|a| a.to_string()).collect();
+        parts.push(format!("flow records on udp {}", addrs.join(", ")));
     }
     parts.join("; ")
 }
