@@ -32,7 +32,7 @@ pub(crate) fn read(path: &Path) -> String {
 }
 
 /// A tool from the environment override, or its Debian path, if present.
-fn tool(env: &str, default: &str) -> Option<PathBuf> {
+pub(crate) fn tool(env: &str, default: &str) -> Option<PathBuf> {
     let p = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
     p.is_file().then_some(p)
 }
@@ -58,7 +58,7 @@ pub(crate) fn need(bin: Option<PathBuf>, name: &str) -> Option<PathBuf> {
 }
 
 /// A fresh, empty directory under the system temp dir; removed by its owner.
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,7 +72,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -214,7 +214,7 @@ fn dechunk(mut rest: &str) -> std::io::Result<String> {
     }
 }
 
-fn url_encode(s: &str) -> String {
+pub(crate) fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -49,6 +49,10 @@
 //!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
 //! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
 //!   site verdict per required edge.
+//! - `fleet_store`: two sites, each with a packet and a flow sensor and its
+//!   own Prometheus remote-writing the rules' series into one
+//!   VictoriaMetrics: the fleet dashboard's queries, the overview per site
+//!   and state, findings counted once, vmalert's global alerts.
 //! - `live_tunnels`: kernel-made VXLAN (and GENEVE, gretap, ERSPAN where the
 //!   kernel has them) between two namespaces: `watch` on the underlay finds
 //!   what `watch` on the overlay finds (root).
@@ -99,6 +103,7 @@ mod examples;
 mod faults;
 mod firewall;
 mod fleet;
+mod fleet_store;
 mod flows;
 mod follow;
 mod golden;

@@ -58,7 +58,7 @@ fn rows(r: &Value) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -68,7 +68,7 @@ fn free_udp_port() -> u16 {
 
 /// softflowd reads `pcap` and exports version `v` to `port`; its flows are
 /// expired (sent) through its control socket once it has read the file.
-fn softflowd(dir: &Path, pcap: &Path, port: u16, v: &str) {
+pub(crate) fn softflowd(dir: &Path, pcap: &Path, port: u16, v: &str) {
     let ctl = dir.join(format!("softflowd-{v}.ctl"));
     let pid = dir.join(format!("softflowd-{v}.pid"));
     let mut child = Command::new("softflowd")
