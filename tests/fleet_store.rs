@@ -12,7 +12,8 @@
 //!   multi-node 4 seen, 1 missing (proxy -> central:4432, cut from the proxy
 //!   sensor's capture, the only sensor that judges it, which covers it),
 //!   1 unverifiable (engine1 -> central:4242, cut from the export, judged
-//!   only by the flow sensor, which cannot vouch for an absence);
+//!   only by the flow sensor, which cannot vouch for an absence: softflowd's
+//!   IPFIX export has a sequence gap, counted as lost records);
 //!   proxy-engine 3 seen, each judged by both its sensors and counted once;
 //! - the unknown host on the proxy, seen by both sensors of multi-node, is
 //!   one finding;
@@ -499,6 +500,42 @@ fn two_sites_two_sensor_kinds_one_victoriametrics() {
         ])
     );
 
+    // Why: the proxy's packet sensor covers, multi-node's flow sensor lost
+    // records and does not.
+    let a = fleet.site("multi-node").prom.port;
+    let [packets, flows] = [0, 1].map(|i| fleet.site("multi-node").sensors[i].addr.to_string());
+    let covering = |inst: &str| {
+        !values(
+            a,
+            &format!("portwatch:sensor_covering{{instance=\"{inst}\"}}"),
+            None,
+        )
+        .is_empty()
+    };
+    assert!(covering(&packets), "the packet sensor covers");
+    assert!(!covering(&flows), "the flow sensor does not");
+    let lost = values(a, "portwatch:sensor_records_lost:1h", None);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].0.get("instance"), Some(&flows), "{lost:?}");
+
+    // Two sensors of two kinds per site.
+    let kinds: BTreeSet<String> = (fleet_dashboard_exprs("Sensors per site and kind").iter())
+        .flat_map(|e| values(vm, e, None))
+        .filter_map(|(l, v)| Some(format!("{} {} {v}", l["site"], l.get("sensor_kind")?)))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(
+            [
+                "multi-node flow 1",
+                "multi-node packets 1",
+                "proxy-engine flow 1",
+                "proxy-engine packets 1"
+            ]
+            .map(String::from)
+        )
+    );
+
     // proxy-engine: each required edge is judged by both sensors, and is
     // one edge in the store.
     let b = fleet.site("proxy-engine").prom.port;
@@ -518,7 +555,6 @@ fn two_sites_two_sensor_kinds_one_victoriametrics() {
 
     // multi-node: the unknown host on the proxy, seen by both sensors, is
     // one finding.
-    let a = fleet.site("multi-node").prom.port;
     let both = values(
         a,
         "portwatch_finding_active{finding=\"unknown_host\",dst=\"proxy\"} == 1",
@@ -707,7 +743,7 @@ fn fleet_dashboard_has_the_site_dashboards_conventions() {
     for t in [
         "Required edges per site and state",
         "Findings by site",
-        "Sensors per site",
+        "Sensors per site and kind",
     ] {
         assert!(titles.contains(t), "no panel {t}");
     }
