@@ -814,3 +814,22 @@ fn global_alerts_read_only_shipped_series_and_have_runbooks() {
         assert!(readme.lines().any(|l| l == format!("### {name}")), "{name}");
     }
 }
+
+/// The site-side records for the store pass `promtool check rules`.
+#[test]
+fn promtool_checks_the_fleet_records() {
+    let Some(promtool) = crate::deploy::need(crate::deploy::promtool_bin(), "promtool") else {
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(deploy("victoriametrics/portwatch.fleet.rules.yml"))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

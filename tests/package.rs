@@ -96,6 +96,10 @@ fn deb_installs_runs_and_its_unit_verifies() {
         "./etc/default/portwatch",
         "./usr/share/portwatch/rules/qlik-sense-enterprise.yaml",
         "./usr/share/portwatch/sites/multi-node.yaml",
+        // deploy/victoriametrics/prometheus.yml loads it from here.
+        "./usr/share/portwatch/victoriametrics/portwatch.fleet.rules.yml",
+        "./usr/share/portwatch/victoriametrics/portwatch.global.rules.yml",
+        "./usr/share/portwatch/grafana/portwatch-fleet.json",
         "./usr/share/man/man1/portwatch.1.gz",
         "./usr/share/man/man1/portwatch-run.1.gz",
         "./usr/share/bash-completion/completions/portwatch",
