@@ -513,3 +513,79 @@ fn watch_flow_listen_prints_the_exported_findings() {
         assert_eq!(done.status.code(), Some(1), "{file}: findings: {stderr}");
     }
 }
+
+/// A sequence gap unjudges only the gapped exporter's edges: exporter
+/// `edge-v5` (proxy, engine1) keeps losing records while `core-v9`
+/// (engine2, central) loses none. At the stop, proxy -> engine1:4747
+/// (edge-v5's, 1 s window) is `not_observed` for the gap, and
+/// engine2 -> central:4242 (core-v9's, 1 s window) is `missing`: a gap of
+/// one exporter says nothing of what another covers.
+#[test]
+fn a_gap_leaves_other_exporters_edges_missing() {
+    let dir = TempDir::new("netflow-gap-coverage");
+    let site = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy, engine1]\n  \
+         - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
+    );
+    let port = free_udp_port();
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        &site,
+        "--flow-listen",
+        &format!("127.0.0.1:{port}"),
+        "--format",
+        "json",
+    ]);
+    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = format!("127.0.0.1:{port}");
+    sock.send_to(&v9_packet(10, 7), &to).unwrap();
+    sock.send_to(&v9_packet(11, 7), &to).unwrap();
+    // edge-v5 skips 4 records in every packet, until the daemon stops;
+    // the observation outlasts the 1 s windows meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, to) = (stop.clone(), to.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sock.send_to(&v5_packet(seq), &to);
+                seq += 5;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    d.wait_metrics("edge-v5's losses", |m| {
+        sample(
+            m,
+            r#"portwatch_flow_export_lost_records_total{exporter="edge-v5"}"#,
+        )
+        .is_some_and(|n| n > 0.0)
+    });
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    let r = summary(&stderr);
+    let states = edge_states(&r);
+    assert_eq!(
+        states.get("engine2->central:4242").map(String::as_str),
+        Some("missing"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.get("proxy->engine1:4747").map(String::as_str),
+        Some("not_observed"),
+        "{states:?}"
+    );
+    let reason = (r["edges"].as_array().unwrap().iter())
+        .find(|e| e["src"] == "proxy" && e["dst"] == "engine1" && e["port"] == 4747)
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("flow exporter"), "{reason}");
+}
