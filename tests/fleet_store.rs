@@ -569,7 +569,8 @@ fn two_sites_two_sensor_kinds_one_victoriametrics() {
     // Only the rules' series and the info series left the sites.
     let raw = values(
         vm,
-        "count by (__name__) ({__name__=~\"portwatch_.+\",__name__!~\"portwatch_(site|build|sensor_source)_info\"})",
+        "count by (name) (label_replace({__name__=~\"portwatch_.+\",\
+         __name__!~\"portwatch_(site|build|sensor_source)_info\"}, \"name\", \"$1\", \"__name__\", \"(.+)\"))",
         None,
     );
     assert_eq!(raw, vec![], "raw series in the store");
