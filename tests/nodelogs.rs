@@ -489,3 +489,78 @@ fn every_expected_difference_says_why() {
         assert!(why.len() > 20, "{d}: {why:?}");
     }
 }
+
+/// The capture and a node's firewall log replayed together: each
+/// connection both saw is one attempt (the capture's count), and a log
+/// line that denies what the capture saw established is listed under
+/// `disagreements` with both kinds' outcomes, in the table and the HTML
+/// page too. The unchanged log has none.
+#[test]
+fn a_capture_and_a_log_count_once_and_report_where_they_disagree() {
+    let attempts = |r: &Value| -> u64 {
+        (r["flows"].as_array().unwrap().iter())
+            .map(|f| f["attempts"].as_u64().unwrap())
+            .sum()
+    };
+    let capture = attempts(&replay(&[PCAP.to_string()]).json());
+    let central = "fixtures/nodelogs/central-pfirewall.log".to_string();
+    let both = replay(&[PCAP.to_string(), central.clone()]).json();
+    assert_eq!(attempts(&both), capture);
+    assert!(both["capture"]["kinds_joined"].as_u64().unwrap() > 0);
+    assert!(
+        both.get("disagreements").is_none(),
+        "{}",
+        both["disagreements"]
+    );
+
+    let dir = std::env::temp_dir().join(format!("portwatch-disagree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::read_to_string(&central).unwrap();
+    let allowed = "ALLOW TCP 192.0.2.31 192.0.2.10 50553 4432";
+    assert!(log.contains(allowed));
+    let denied = dir.join("central-pfirewall.log");
+    std::fs::write(
+        &denied,
+        log.replacen(allowed, "DROP TCP 192.0.2.31 192.0.2.10 50553 4432", 1),
+    )
+    .unwrap();
+    let denied = denied.display().to_string();
+    let files = [PCAP.to_string(), denied.clone()];
+    let r = replay(&files).json();
+    assert_eq!(attempts(&r), capture);
+    let d = r["disagreements"].as_array().expect("disagreements");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (
+            &d[0]["src"],
+            &d[0]["dst"],
+            &d[0]["port"],
+            &d[0]["connections"]
+        ),
+        (
+            &"scheduler".into(),
+            &"central".into(),
+            &4432.into(),
+            &1.into()
+        )
+    );
+    assert_eq!(
+        d[0]["outcomes"],
+        serde_json::json!({"packets": "established", "firewall_log": "denied"})
+    );
+    let mut args = vec!["replay", "--format", "table", "--site", SITE];
+    args.extend(files.iter().map(String::as_str));
+    let table = portwatch(&args).stdout;
+    assert!(
+        table.contains("SOURCES DISAGREE (1)")
+            && table.contains("firewall_log=denied packets=established"),
+        "{table}"
+    );
+    args[2] = "html";
+    let html = portwatch(&args).stdout;
+    assert!(
+        html.contains("id=\"disagreements\""),
+        "no disagreements section"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -271,6 +271,11 @@ impl Driver {
     /// beside the packets; without a capture, the edges judged are those
     /// of the logs' nodes.
     pub fn with_follow(mut self, follow: Follow) -> Driver {
+        // Logs of two formats, or beside packets or flow records: kinds
+        // to join.
+        if self.input.captures() || self.flow.is_some() || follow.files() > 1 {
+            self.pl.join_kinds();
+        }
         self.follow = Some(follow);
         self.vis = self.judged();
         if let Some(rec) = &mut self.rec {
@@ -283,6 +288,9 @@ impl Driver {
     /// the packets; without a capture, the edges judged are those of the
     /// nodes the records carry.
     pub fn with_flow_listen(mut self, flow: FlowListen) -> Driver {
+        if self.input.captures() || self.follow.is_some() {
+            self.pl.join_kinds();
+        }
         self.flow = Some(flow);
         self.vis = self.judged();
         if let Some(rec) = &mut self.rec {

@@ -86,6 +86,11 @@ impl Follow {
         })
     }
 
+    /// How many files are followed.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
     /// Read what is new in each file (each looked at when due at `now`),
     /// into the pipeline and the metrics.
     pub fn poll(

@@ -52,6 +52,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         }
         false => vis,
     };
+    let has_captures = !captures.is_empty();
     let mut input = Input::open(&InputSpec::Files(captures))?;
     let r = &s.report;
     let mut events = EventLog::open(
@@ -69,6 +70,11 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let mut findings_pcap = open_findings_pcap(&s.evidence, s.decap)?;
     let mut pl = Pipeline::new(policy.clone(), s.track);
     pl.set_decap(s.decap);
+    // A connection two kinds of source saw is one attempt.
+    let log_kinds: std::collections::BTreeSet<_> = logs.iter().map(|(_, f)| f.kind()).collect();
+    if usize::from(has_captures) + log_kinds.len() + usize::from(!flows.is_empty()) > 1 {
+        pl.join_kinds();
+    }
     // The findings' packets are decided by the events and ends.
     pl.record_events(events.is_on() || findings_pcap.is_some());
     pl.record_conns(conn_log.is_on() || findings_pcap.is_some());

@@ -155,7 +155,7 @@ impl EventLog {
                             self.emit(&doc);
                         }
                     }
-                    Event::Evidence { .. } => {}
+                    Event::Evidence { .. } | Event::Disagreement { .. } => {}
                 },
             }
         }

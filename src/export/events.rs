@@ -51,7 +51,7 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
             mirror,
             ..
         } => (ts, class, key, "outcome", Some(outcome.as_str()), mirror),
-        Event::Evidence { .. } => return Ok(()),
+        Event::Evidence { .. } | Event::Disagreement { .. } => return Ok(()),
     };
     let line = Line {
         timestamp: ts.rfc3339(),

@@ -12,8 +12,9 @@ use crate::decode::{
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
 };
 use crate::frame::Frame;
-use crate::observation::{Fate, Initiator, Observation, Process, SourceKind};
+use crate::observation::{Fate, Initiator, Observation, Process, SensorKind, SourceKind};
 use crate::policy::{EdgeId, Peer, Policy};
+use crate::state::kinds::{Disagreement, KindJoin};
 use crate::state::merge::{RecordMerge, Settled};
 use crate::state::tally::{RowId, Tally};
 use crate::state::{
@@ -196,6 +197,15 @@ pub enum Event {
     },
     /// Evidence that a required edge is in use.
     Evidence { ts: Timestamp, edge: EdgeId },
+    /// Two kinds of source this process reads told different fates of one
+    /// connection (one saw it established, the other says it was not):
+    /// both outcomes stand, this says they disagree.
+    Disagreement {
+        ts: Timestamp,
+        class: Classification,
+        key: FlowKey,
+        disagreement: Disagreement,
+    },
 }
 
 /// What [`Pipeline::ingest`] made of one frame: a closed set, so per-packet
@@ -325,6 +335,9 @@ pub struct Pipeline {
     /// Record observations of one connection (both ends, both formats,
     /// repeated drops) merged into one attempt.
     merge: RecordMerge<Tag>,
+    /// One connection seen by two kinds of source counted once, their
+    /// outcomes compared (off until [`Pipeline::join_kinds`]).
+    kinds: KindJoin<Tag>,
     tally: Tally,
     clock: EdgeClock,
     time: CaptureClock,
@@ -351,6 +364,7 @@ impl Pipeline {
             policy,
             table,
             merge: RecordMerge::default(),
+            kinds: KindJoin::default(),
             tally: Tally::default(),
             time: CaptureClock::default(),
             stats: DecodeStats::default(),
@@ -370,6 +384,19 @@ impl Pipeline {
 
     pub fn decap(&self) -> &Decap {
         &self.decap
+    }
+
+    /// Sources of several kinds feed this pipeline (packets and node logs
+    /// or flow records): a connection two kinds see is one attempt, and
+    /// their outcomes are compared ([`Event::Disagreement`]). Off by
+    /// default: one kind pays nothing for it.
+    pub fn join_kinds(&mut self) {
+        self.kinds.enable();
+    }
+
+    /// Connections two kinds of source saw, joined.
+    pub fn kind_join(&self) -> &KindJoin<Tag> {
+        &self.kinds
     }
 
     /// Keep [`Event`]s for [`Pipeline::drain_events`] (off by default: a
@@ -620,6 +647,7 @@ impl Pipeline {
         self.clock = clock;
         self.table.set_required_ports(&policy.required_ports());
         self.tally = Tally::default();
+        self.kinds.clear();
         self.policy = policy;
     }
 
@@ -638,6 +666,7 @@ impl Pipeline {
         let Pipeline {
             policy,
             table,
+            kinds,
             tally,
             clock,
             events,
@@ -648,8 +677,9 @@ impl Pipeline {
         // The tag is made inside `observe` for a new attempt only.
         let mut made: Option<(Classification, FlowKey)> = None;
         {
-            let mut sink =
-                |e: TableEvent<Tag>| on_table_event(policy, tally, clock, events, conns, ts, e);
+            let mut sink = |e: TableEvent<Tag>| {
+                on_table_event(policy, tally, clock, kinds, events, conns, ts, e)
+            };
             let new_tag = |key: &FlowKey| {
                 let c = classify_at(policy, key.client, key.server, key.server_port, ts);
                 made = Some((c, *key));
@@ -658,10 +688,24 @@ impl Pipeline {
             table.observe(ts, seg, new_tag, &mut sink);
         }
         if let Some((c, key)) = made {
-            let obs = packet_observation(ts, key, Fate::Attempted);
             let mirror = seg.mirror;
-            let (row, edge) = attempted(tally, clock, events, c, &obs, mirror);
-            table.set_tag(&key, Tag { row, edge, mirror });
+            let tag = match kinds.join(&key, SensorKind::Packets, ts) {
+                // Another kind of source counted it: evidence only.
+                Some(t) => {
+                    if let Some(edge) = t.edge {
+                        evidence(clock, events, edge, ts);
+                    }
+                    Tag { mirror, ..t }
+                }
+                None => {
+                    let obs = packet_observation(ts, key, Fate::Attempted);
+                    let (row, edge) = attempted(tally, clock, events, c, &obs, mirror);
+                    let tag = Tag { row, edge, mirror };
+                    kinds.insert(key, SensorKind::Packets, ts, tag);
+                    tag
+                }
+            };
+            table.set_tag(&key, tag);
         }
     }
 
@@ -678,15 +722,18 @@ impl Pipeline {
     /// time.
     pub fn observe(&mut self, obs: &Observation) {
         self.time.note_record(obs.ts);
+        let kind = SensorKind::from(obs.source);
         if let Some(joined) = self.merge.join(obs) {
             if joined.retransmission {
                 self.tally.retransmission(joined.tag.row);
             }
             self.tally.named(joined.tag.row, obs);
+            self.kinds.join(&obs.key, kind, obs.ts);
         } else {
             let Pipeline {
                 policy,
                 merge,
+                kinds,
                 tally,
                 clock,
                 events,
@@ -694,16 +741,37 @@ impl Pipeline {
                 ..
             } = self;
             let k = obs.key;
-            let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
-            let (row, edge) = attempted(tally, clock, events, c, obs, None);
-            let tag = Tag {
-                row,
-                edge,
-                mirror: None,
+            let tag = match kinds.join(&k, kind, obs.ts) {
+                // Another kind of source counted it: evidence only.
+                Some(t) => {
+                    if let Some(edge) = t.edge {
+                        evidence(clock, events, edge, obs.ts);
+                    }
+                    Tag { mirror: None, ..t }
+                }
+                None => {
+                    let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
+                    let (row, edge) = attempted(tally, clock, events, c, obs, None);
+                    let tag = Tag {
+                        row,
+                        edge,
+                        mirror: None,
+                    };
+                    kinds.insert(k, kind, obs.ts, tag);
+                    tag
+                }
             };
             merge.insert(obs, tag, &mut |s| {
                 settle(policy, tally, clock, events, conns, s)
             });
+        }
+        // A record's own outcome, before the merge settles on one.
+        if let Some(o) = obs.outcome() {
+            if let Some(d) = self.kinds.outcome(&obs.key, kind, o) {
+                let k = obs.key;
+                let c = classify_at(&self.policy, k.client, k.server, k.server_port, obs.ts);
+                disagreed(&mut self.tally, &mut self.events, c, k, d, obs.ts);
+            }
         }
         if obs.ts >= self.next_expiry {
             self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
@@ -788,6 +856,7 @@ impl Pipeline {
         let Pipeline {
             policy,
             table,
+            kinds,
             tally,
             clock,
             events,
@@ -795,7 +864,7 @@ impl Pipeline {
             ..
         } = self;
         f(table, &mut |e| {
-            on_table_event(policy, tally, clock, events, conns, at, e)
+            on_table_event(policy, tally, clock, kinds, events, conns, at, e)
         });
     }
 
@@ -950,10 +1019,33 @@ fn ended(
     );
 }
 
+/// Two kinds of source disagree on the fate of `key`'s connection.
+fn disagreed(
+    tally: &mut Tally,
+    events: &mut Option<Vec<Event>>,
+    c: Classification,
+    key: FlowKey,
+    d: Disagreement,
+    ts: Timestamp,
+) {
+    tally.disagreement(&c, d, ts);
+    push(
+        events,
+        Event::Disagreement {
+            ts,
+            class: c,
+            key,
+            disagreement: d,
+        },
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
 fn on_table_event(
     policy: &Policy,
     tally: &mut Tally,
     clock: &mut EdgeClock,
+    kinds: &mut KindJoin<Tag>,
     events: &mut Option<Vec<Event>>,
     conns: &mut Option<Vec<ConnEnd>>,
     ts: Timestamp,
@@ -970,6 +1062,9 @@ fn on_table_event(
             inferred,
         } => {
             let c = classify_at(policy, key.client, key.server, key.server_port, ts);
+            if let Some(d) = kinds.outcome(&key, SensorKind::Packets, outcome) {
+                disagreed(tally, events, c.clone(), key, d, ts);
+            }
             let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
             ended(tally, clock, events, tag, c, &obs);
         }

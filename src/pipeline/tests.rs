@@ -500,3 +500,82 @@ fn both_ends_logging_one_connection_count_it_once() {
         assert_eq!(outcomes, [Outcome::Denied, Outcome::Permitted]);
     }
 }
+
+/// One process reading a capture and a node's firewall log: the
+/// connection both saw is one attempt; when the log says denied what the
+/// capture saw established, both outcomes stand and a disagreement is
+/// reported, once. A connection they agree on is no disagreement, and
+/// without `join_kinds` the two kinds count apart.
+#[test]
+fn two_kinds_count_a_connection_once_and_report_their_disagreement() {
+    use crate::observation::{FlowKey, Observation, Outcome, SensorKind, SourceKind};
+    let run = |join: bool| {
+        let mut pl = Pipeline::new(multi_node(), track());
+        pl.record_events(true);
+        if join {
+            pl.join_kinds();
+        }
+        let ip = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+        let key = |sport| FlowKey {
+            client: ip(PROXY),
+            client_port: sport,
+            server: ip(CENTRAL),
+            server_port: QRS_PORT,
+        };
+        // The log's record (whole seconds) comes before the SYN.
+        let log = |sport, outcome| {
+            Observation::record(at(10), key(sport), outcome, SourceKind::FirewallLog)
+        };
+        pl.observe(&log(50_000, Outcome::Denied));
+        pl.observe(&log(50_001, Outcome::Permitted));
+        for sport in [50_000, 50_001] {
+            ingest(
+                &mut pl,
+                10,
+                &tcp(PROXY, sport, CENTRAL, QRS_PORT, Flags::Syn),
+            );
+            ingest(
+                &mut pl,
+                10,
+                &tcp(CENTRAL, QRS_PORT, PROXY, sport, Flags::SynAck),
+            );
+        }
+        pl.finish(at(11));
+        pl
+    };
+    let mut pl = run(true);
+    let t = pl.tally();
+    assert_eq!(t.by_verdict[Verdict::Expected as usize], 2);
+    assert_eq!(t.by_outcome[Outcome::Established.index()], 2);
+    assert_eq!(t.by_outcome[Outcome::Denied.index()], 1);
+    assert_eq!(t.by_outcome[Outcome::Permitted.index()], 1);
+    let [d] = t.disagreements() else {
+        panic!("{:?}", t.disagreements())
+    };
+    assert_eq!(d.count, 1);
+    assert_eq!(
+        (d.key.established, d.key.other, d.key.outcome),
+        (
+            SensorKind::Packets,
+            SensorKind::FirewallLog,
+            Outcome::Denied
+        )
+    );
+    assert_eq!(pl.kind_join().joined(), 2);
+    let events = pl.drain_events();
+    let connections = (events.iter())
+        .filter(|e| matches!(e, Event::Connection { .. }))
+        .count();
+    assert_eq!(connections, 2);
+    let disagreed: Vec<u16> = (events.iter())
+        .filter_map(|e| match e {
+            Event::Disagreement { key, .. } => Some(key.client_port),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(disagreed, [50_000]);
+
+    let apart = run(false);
+    assert_eq!(apart.tally().by_verdict[Verdict::Expected as usize], 4);
+    assert!(apart.tally().disagreements().is_empty());
+}

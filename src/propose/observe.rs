@@ -100,6 +100,7 @@ impl Observer {
                     s.outcomes[outcome.index()] += 1;
                 }
             }
+            Event::Disagreement { .. } => {}
             Event::Evidence { ts, edge } => {
                 if let Some(g) = self.gaps.get_mut(edge.0 as usize) {
                     g.count += 1;

@@ -109,6 +109,7 @@ pub fn render(r: &Report, page: &Page) -> String {
                     (diagram(page))
                     (baseline(r))
                     (findings(&r.findings))
+                    (disagreements(r))
                     (acceptances(r))
                     (edges(r))
                     (unknown_flows(r))
@@ -293,6 +294,51 @@ fn explanation_cell(f: &Finding) -> Markup {
             span class="accepted" data-ticket=(a.ticket) {
                 "accepted until " (a.expires) " under " (a.ticket) " (owner " (a.owner) "): " (a.reason)
             }
+        }
+    }
+}
+
+/// Connections two kinds of source told different fates of.
+fn disagreements(r: &Report) -> Markup {
+    const COLUMNS: [&str; 7] = [
+        "src",
+        "dst",
+        "port",
+        "service",
+        "connections",
+        "outcomes by kind of source",
+        "last seen",
+    ];
+    html! {
+        @if !r.disagreements.is_empty() {
+            section id="disagreements" {
+                h2 { "Sources disagree (" (r.disagreements.len()) ")" }
+                p {
+                    "One kind of source saw these connections established, another says they were "
+                    "refused, unanswered or denied. Neither is taken as the truth."
+                }
+                table {
+                    thead { tr { @for c in COLUMNS { th { (c) } } } }
+                    tbody {
+                        @for d in &r.disagreements {
+                            tr.disagreement {
+                                td { (d.src) }
+                                td { (d.dst) }
+                                td { (d.port) }
+                                td { (d.service) }
+                                td { (d.connections) }
+                                td {
+                                    @for (k, o) in &d.outcomes {
+                                        (k) ": " (o) " "
+                                    }
+                                }
+                                td { (d.last_seen) }
+                            }
+                        }
+                    }
+                }
+            }
+            "\n"
         }
     }
 }

@@ -112,9 +112,30 @@ pub struct Report {
     /// the site has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub acceptances: Vec<AcceptanceUse>,
+    /// Connections two kinds of source told different fates of (one saw
+    /// them established, the other refused, unanswered or denied), by flow
+    /// and outcomes; absent when none did. Neither outcome is dropped: both
+    /// are in the flow's outcomes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<DisagreementEntry>,
     /// `replay --baseline`: the findings it already had, left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+}
+
+/// Connections of one flow two kinds of source disagree on.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DisagreementEntry {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub service: String,
+    pub connections: u64,
+    /// Each kind's outcome, by `sensor_kind`: the one that saw them
+    /// established and the one that says otherwise.
+    pub outcomes: BTreeMap<&'static str, &'static str>,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -156,6 +177,18 @@ pub struct Capture {
     /// when some were.
     #[serde(skip_serializing_if = "is_zero")]
     pub records_settled_early: u64,
+    /// Observations of a connection another kind of source already
+    /// counted (a capture and a node's log of the same connection): joined,
+    /// not a new attempt.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kinds_joined: u64,
+    /// Connections the join let go at its cap before their hold ended (a
+    /// later observation of one by another kind counts again).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kinds_join_evicted: u64,
+    /// Disagreements past the row cap, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disagreements_refused: u64,
     /// Frames whose timestamp did not move the capture clock (far behind
     /// it, or far ahead and not confirmed by the frames after); they are
     /// classified at the clock's time and left out of the span.
@@ -400,6 +433,7 @@ impl Report {
             edges,
             findings,
             acceptances: accepted::uses(b.p, b.pl.tally().findings()),
+            disagreements: b.disagreements(),
             baseline: None,
         }
     }
@@ -451,6 +485,27 @@ impl Builder<'_> {
     }
 
     /// One row per flow of the tally, by ends, port and verdict.
+    fn disagreements(&self) -> Vec<DisagreementEntry> {
+        let p = self.p;
+        let mut out: Vec<DisagreementEntry> = (self.pl.tally().disagreements().iter())
+            .map(|d| DisagreementEntry {
+                src: p.peer_name(d.key.src).to_string(),
+                dst: p.peer_name(d.key.dst).to_string(),
+                port: d.key.port,
+                service: d.service.clone(),
+                connections: d.count,
+                outcomes: BTreeMap::from([
+                    (d.key.established.as_str(), Outcome::Established.as_str()),
+                    (d.key.other.as_str(), d.key.outcome.as_str()),
+                ]),
+                first_seen: d.first.rfc3339(),
+                last_seen: d.last.rfc3339(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));
+        out
+    }
+
     fn flows(&self) -> Vec<FlowEntry> {
         let p = self.p;
         let mut flows: Vec<FlowEntry> = (self.pl.tally().rows().iter())
@@ -638,6 +693,9 @@ impl Builder<'_> {
             mirror_sessions_dropped: stats.sessions_dropped,
             mirror_duplicates: stats.mirror_duplicates,
             record_duplicates: pl.record_merge().duplicates(),
+            kinds_joined: pl.kind_join().joined(),
+            kinds_join_evicted: pl.kind_join().evicted(),
+            disagreements_refused: pl.tally().disagreements_refused(),
             records_settled_early: pl.record_merge().settled_early(),
             unconfigured_tunnels: (stats.unconfigured.iter())
                 .map(|((kind, port), n)| UnconfiguredTunnel {

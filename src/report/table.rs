@@ -106,6 +106,7 @@ impl Report {
         self.capture_section(&mut s);
         self.summary_section(&mut s);
         self.findings_section(&mut s);
+        self.disagreements_section(&mut s);
         self.edges_section(&mut s);
         self.flows_section(&mut s);
         s
@@ -240,6 +241,47 @@ impl Report {
             }
         }
         accepted_lines(s, &self.acceptances);
+    }
+
+    /// Connections two kinds of source disagree on (none: no section).
+    fn disagreements_section(&self, s: &mut String) {
+        if self.disagreements.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\nSOURCES DISAGREE ({}): one kind saw these established, another says not",
+            self.disagreements.len()
+        );
+        let rows: Vec<Vec<String>> = (self.disagreements.iter())
+            .map(|d| {
+                let outcomes: Vec<String> = (d.outcomes.iter())
+                    .map(|(k, o)| format!("{k}={o}"))
+                    .collect();
+                vec![
+                    d.src.clone(),
+                    d.dst.clone(),
+                    d.port.to_string(),
+                    d.service.clone(),
+                    d.connections.to_string(),
+                    outcomes.join(" "),
+                    d.last_seen.clone(),
+                ]
+            })
+            .collect();
+        columns(
+            s,
+            &[
+                "SRC",
+                "DST",
+                "PORT",
+                "SERVICE",
+                "CONNECTIONS",
+                "OUTCOMES",
+                "LAST SEEN",
+            ],
+            &rows,
+        );
     }
 
     /// The required edges, and the processes named on them.

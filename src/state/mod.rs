@@ -3,6 +3,7 @@
 
 pub mod edges;
 pub mod handshake;
+pub mod kinds;
 pub mod merge;
 pub mod saved;
 pub mod tally;

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::map::FastMap;
-use crate::observation::{Observation, Outcome, OutcomeCounts};
+use crate::observation::{Observation, Outcome, OutcomeCounts, SensorKind};
 use crate::policy::{AcceptId, Peer};
+use crate::state::kinds::Disagreement;
 use crate::time::Timestamp;
 
 /// Default caps; each row is a few hundred bytes.
@@ -26,6 +27,9 @@ pub const FINDINGS_PER_KIND: usize = 2_500;
 pub const FINDINGS_PER_SOURCE: usize = 500;
 /// Addresses and ports an aggregate keeps as examples.
 pub const AGGREGATE_SAMPLES: usize = 16;
+/// Most disagreement rows (edge and the two kinds' outcomes); past that
+/// new ones are refused and counted.
+pub const MAX_DISAGREEMENT_ROWS: usize = 1_024;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -293,9 +297,33 @@ impl Findings {
     }
 }
 
+/// Connections of one flow on which two kinds of source told different
+/// fates, the same two outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DisagreementKey {
+    pub src: Peer,
+    pub dst: Peer,
+    pub port: u16,
+    /// The kind that saw them established.
+    pub established: SensorKind,
+    /// The kind that says otherwise, and what it says.
+    pub other: SensorKind,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug)]
+pub struct DisagreementRow {
+    pub key: DisagreementKey,
+    pub service: String,
+    pub count: u64,
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
 #[derive(Debug)]
 pub struct Tally {
     rows: Capped<FlowRowKey, FlowRow>,
+    disagreements: Capped<DisagreementKey, DisagreementRow>,
     findings: Findings,
     pub by_verdict: [u64; 4],
     pub by_outcome: OutcomeCounts,
@@ -321,6 +349,7 @@ impl Tally {
     pub fn with_budgets(max_rows: usize, per_kind: usize, per_source: usize) -> Self {
         Tally {
             rows: Capped::new(max_rows),
+            disagreements: Capped::new(MAX_DISAGREEMENT_ROWS),
             findings: Findings::new(per_kind, per_source),
             by_verdict: [0; 4],
             by_outcome: [0; Outcome::COUNT],
@@ -344,6 +373,41 @@ impl Tally {
 
     pub fn row(&self, id: u32) -> &FlowRow {
         &self.rows.rows[id as usize]
+    }
+
+    /// Connections two kinds of source told different fates of, by flow
+    /// and outcomes, first seen first.
+    pub fn disagreements(&self) -> &[DisagreementRow] {
+        &self.disagreements.rows
+    }
+
+    /// Disagreement rows refused at [`MAX_DISAGREEMENT_ROWS`].
+    pub fn disagreements_refused(&self) -> u64 {
+        self.disagreements.refused
+    }
+
+    /// A connection of `c` two kinds of source disagree on, at `ts`.
+    pub fn disagreement(&mut self, c: &Classification, d: Disagreement, ts: Timestamp) {
+        let key = DisagreementKey {
+            src: c.src,
+            dst: c.dst,
+            port: c.port,
+            established: d.established,
+            other: d.blocked.0,
+            outcome: d.blocked.1,
+        };
+        let row = self.disagreements.upsert(key, || DisagreementRow {
+            key,
+            service: c.service.to_string(),
+            count: 0,
+            first: ts,
+            last: ts,
+        });
+        if let Some((_, r)) = row {
+            r.count += 1;
+            r.first = r.first.min(ts);
+            r.last = r.last.max(ts);
+        }
     }
 
     /// Flow rows refused because the cap was reached.

@@ -118,6 +118,7 @@ pub struct Metrics {
     connections: IntCounterVec,
     handshakes: IntCounterVec,
     sensor_sources: IntGaugeVec,
+    disagreements: IntCounterVec,
     accepted_handshakes: IntCounterVec,
     edge_last_seen: GaugeVec,
     edge_window: GaugeVec,
@@ -213,6 +214,11 @@ impl Metrics {
                 "portwatch_handshakes_total",
                 "Connection attempts whose outcome is known, by outcome and the kind of source that told it.",
                 &["src", "dst", "port", "service", "outcome", "sensor_kind"],
+            ),
+            disagreements: counter_vec(
+                "portwatch_outcome_disagreements_total",
+                "Connections two kinds of source this sensor reads told different fates of: one saw it established, the other refused, unanswered or denied.",
+                EDGE_LABELS,
             ),
             sensor_sources: int_gauge_vec(
                 "portwatch_sensor_source_info",
@@ -589,6 +595,7 @@ pub struct Recorder {
     connections: FastMap<FlowLabels, IntCounter>,
     handshakes: FastMap<OutcomeLabels, IntCounter>,
     accepted_handshakes: FastMap<OutcomeLabels, IntCounter>,
+    disagreements: FastMap<FlowLabels, IntCounter>,
     /// Kinds of source marked in `portwatch_sensor_source_info`.
     sources: [bool; SensorKind::ALL.len()],
     edges: Vec<Option<EdgeSeries>>,
@@ -630,6 +637,7 @@ impl Recorder {
             connections: FastMap::default(),
             handshakes: FastMap::default(),
             accepted_handshakes: FastMap::default(),
+            disagreements: FastMap::default(),
             sources: [false; SensorKind::ALL.len()],
             edges: Vec::new(),
             findings: alerting::Held::new(
@@ -659,6 +667,7 @@ impl Recorder {
         self.connections.clear();
         self.handshakes.clear();
         self.accepted_handshakes.clear();
+        self.disagreements.clear();
         self.findings.set_policy();
         self.m.edge_last_seen.reset();
         self.m.edge_window.reset();
@@ -832,6 +841,21 @@ impl Recorder {
                     let (cache, vec) = (&mut self.accepted_handshakes, &self.m.accepted_handshakes);
                     outcome_counter(cache, vec, p, class, *outcome, None).inc();
                 }
+            }
+            Event::Disagreement { class, .. } => {
+                let key = flow_labels(p, class);
+                self.disagreements
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let port = port_label(p, class.port);
+                        self.m.disagreements.with_label_values(&[
+                            p.peer_name(class.src),
+                            p.peer_name(class.dst),
+                            port.as_str(),
+                            &*class.service,
+                        ])
+                    })
+                    .inc();
             }
             Event::Evidence { ts, edge } => {
                 if let Some(Some(s)) = self.edges.get(edge.0 as usize) {

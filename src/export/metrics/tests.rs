@@ -493,3 +493,40 @@ fn outcomes_carry_their_sensor_kind() {
         ]
     );
 }
+
+/// A connection a capture saw established and a firewall log says was
+/// denied, in one process: counted once as an attempt, each outcome under
+/// its kind, and once as a disagreement.
+#[test]
+fn a_disagreement_of_two_kinds_is_counted() {
+    use crate::observation::{FlowKey, Observation, SourceKind};
+    let p = multi_node();
+    let m = Metrics::new();
+    let mut rec = Recorder::new(&m, &["replay".to_string()]);
+    rec.set_policy(&p, &Visibility::default());
+    let mut pl = Pipeline::new(p.clone(), TrackConfig::default());
+    pl.record_events(true);
+    pl.join_kinds();
+    let (proxy, central): (IpAddr, IpAddr) =
+        ("192.0.2.11".parse().unwrap(), "192.0.2.10".parse().unwrap());
+    let t = Timestamp::from_secs_nanos(1_700_000_000, 0);
+    pl.process(t, &seg(proxy, 50000, central, 4242, Control::Syn));
+    pl.process(t, &seg(central, 4242, proxy, 50000, Control::SynAck));
+    let key = FlowKey {
+        client: proxy,
+        client_port: 50000,
+        server: central,
+        server_port: 4242,
+    };
+    let denied = Observation::record(t, key, Outcome::Denied, SourceKind::FirewallLog);
+    pl.observe(&denied);
+    pl.finish(t);
+    for e in pl.drain_events() {
+        rec.observe(&p, &e, std::time::Instant::now());
+    }
+    let all = series(&m);
+    let has = |l: &str| all.iter().any(|s| s == l);
+    assert!(has("portwatch_outcome_disagreements_total{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\"} 1"), "{all:#?}");
+    assert!(has("portwatch_connections_total{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\",verdict=\"expected\"} 1"), "{all:#?}");
+    assert!(has("portwatch_handshakes_total{dst=\"central\",outcome=\"denied\",port=\"4242\",sensor_kind=\"firewall_log\",service=\"qrs\",src=\"proxy\"} 1"), "{all:#?}");
+}
