@@ -11,6 +11,7 @@
 //! classify (pure: model + site → Verdict)   ──▶
 //! state (pure: required-edge clocks, tallies; time passed in) ──▶
 //! report / export (audit report, Prometheus, event log)
+//! store (the fleet's metrics store) ──▶ report (`report --prometheus`)
 //! ```
 //!
 //! Layers, top to bottom. A module may use the modules on the lines below
@@ -29,15 +30,15 @@
 //! policy             │ model × site: roles, expected edges, visibility
 //! site               │ the site inventory
 //! model              │ the product's port model
-//! decode source      │ bytes → Segment │ files, live capture, paced replay, record readers
+//! decode source store │ bytes → Segment │ files, live capture, paced replay, record readers │ the metrics store's query API (`report --prometheus`)
 //! observation        │ what a sensor saw of one connection: 4-tuple, initiator, fate, fidelity
 //! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
 //! time               │ capture timestamps
 //! name quote         │ the identifiers of site and model files │ text into each output format
 //! ```
 //!
-//! Only `source`, `export`, `config` (it reads the site and rules files)
-//! and `cmd` touch the operating system. `run` keeps the hot path on one
+//! Only `source`, `export`, `store` (it asks the metrics store), `config`
+//! (it reads the site and rules files) and `cmd` touch the operating system. `run` keeps the hot path on one
 //! capture thread; tokio only serves HTTP and handles signals.
 #![forbid(unsafe_code)]
 
@@ -62,4 +63,5 @@ pub mod report;
 pub mod site;
 pub mod source;
 pub mod state;
+pub mod store;
 pub mod time;
