@@ -113,6 +113,94 @@ pub enum Command {
     /// Print the host firewall rules the model implies for one node (nftables or PowerShell).
     #[command(after_help = FIREWALL_HELP)]
     Firewall(FirewallArgs),
+    /// The audit report of a site drawn from the metrics store (Prometheus, VictoriaMetrics) instead of a capture.
+    #[command(after_help = REPORT_HELP)]
+    Report(StoreReportArgs),
+}
+
+const REPORT_HELP: &str = "\
+The store is asked instant queries at --at for the series a fleet store keeps: the
+shipped recording rules (portwatch:*), portwatch_site_info and up. The site file
+gives the required edges and the diagram; the store gives their states:
+  seen          the site's edge_missing is 0 and some sensor has evidence
+  missing       edge_missing is 1 and a covering sensor vouches for it
+  not_observed  unverifiable (missing, but no covering sensor), unwatched (no
+                sensor reports it now), or not yet watched for a whole window
+Findings are the unexpected, local-only and unknown-host connections and the
+blocked expected edges with series in --range before --at, and the missing
+edges; their counts are estimated from the 5-minute rates the store keeps (a
+series that exists counts at least 1). The store keeps no addresses, no flow
+rows and no acceptances: those parts of a replay's report are empty.
+
+HTTPS: the store's certificate is checked against --ca-file, else the system's
+CA bundle. Basic auth as Prometheus' basic_auth: the user, and the password
+read from a file (never given on the command line).
+
+Exit status:
+  0  no findings
+  1  findings (as replay: a CI gate)
+  2  bad input: bad arguments or site file; the store unreachable, refusing
+     (HTTP 4xx/5xx, basic auth) or holding no series of the site
+  4  writing to stdout failed";
+
+#[derive(Debug, Args)]
+pub struct StoreReportArgs {
+    /// The store's query API base URL: http(s)://HOST:PORT[/PREFIX], e.g.
+    /// http://prometheus:9090 or http://victoria-metrics:8428.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// The `site` label of the site's series in the store; default: the
+    /// site file's `name`.
+    #[arg(long, value_name = "NAME")]
+    pub site_name: Option<String>,
+    /// The time the report is as of: RFC 3339 (2024-05-01T12:00:00Z) or
+    /// Unix seconds; default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<Timestamp>,
+    /// How far back from --at findings are gathered and counted.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_range)]
+    pub range: std::time::Duration,
+    /// Report format, as replay's.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// How the HTML report's diagram is laid out, as replay's.
+    #[arg(long, value_enum, default_value_t = DiagramLayout::Auto)]
+    pub layout: DiagramLayout,
+    /// Basic auth towards the store: the user name.
+    #[arg(long, value_name = "USER", requires = "basic_auth_password_file")]
+    pub basic_auth_user: Option<String>,
+    /// Basic auth towards the store: a file holding the password (a final
+    /// newline is not part of it).
+    #[arg(long, value_name = "FILE", requires = "basic_auth_user")]
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign the store's HTTPS certificate;
+    /// default: the system's CA bundle.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `--at`: RFC 3339, or Unix seconds (with a fraction).
+fn parse_at(s: &str) -> Result<Timestamp, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return match (0.0..1e11).contains(&secs) {
+            true => Ok(Timestamp((secs * 1e9) as u64)),
+            false => Err(format!("`{s}`: Unix seconds out of range")),
+        };
+    }
+    parse_time_bound(s).map_err(|e| e.to_string())
+}
+
+/// `--range`: from a minute (the rules' resolution) to a year.
+fn parse_range(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::diag::parse_duration(s)?;
+    match (std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(366 * 86_400))
+        .contains(&d)
+    {
+        true => Ok(d),
+        false => Err(format!("`{s}`: from 1m to 366d")),
+    }
 }
 
 const FIREWALL_HELP: &str = "\

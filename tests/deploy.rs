@@ -110,6 +110,12 @@ impl Drop for PromGuard {
 /// Prometheus is missing or not ready within 30 s; check `prometheus_bin()`
 /// first to skip instead.
 pub fn start_prometheus(config_yaml: &str) -> PromGuard {
+    start_prometheus_with(config_yaml, None)
+}
+
+/// [`start_prometheus`] with `--web.config.file=<web_config>` (TLS): ready
+/// once it answers at all (a plain request gets its 400).
+pub fn start_prometheus_with(config_yaml: &str, web_config: Option<&Path>) -> PromGuard {
     let bin = prometheus_bin().expect("prometheus binary (see prometheus_bin)");
     let mut last_log = String::new();
     // The port is free when chosen but could be taken before Prometheus binds
@@ -128,6 +134,7 @@ pub fn start_prometheus(config_yaml: &str) -> PromGuard {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
+            .args(web_config.map(|w| format!("--web.config.file={}", w.display())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -140,8 +147,10 @@ pub fn start_prometheus(config_yaml: &str) -> PromGuard {
                 last_log = format!("prometheus exited with {status}:\n{}", guard.log());
                 break;
             }
-            if let Ok((200, _)) = http_get(port, "/-/ready") {
-                return guard;
+            match http_get(port, "/-/ready") {
+                Ok((200, _)) => return guard,
+                Ok(_) if web_config.is_some() => return guard,
+                _ => {}
             }
             if Instant::now() > deadline {
                 panic!("prometheus not ready in 30 s:\n{}", guard.log());

@@ -53,6 +53,9 @@
 //!   own Prometheus remote-writing the rules' series into one
 //!   VictoriaMetrics: the fleet dashboard's queries, the overview per site
 //!   and state, findings counted once, vmalert's global alerts.
+//! - `report`: `report --prometheus` against a real Prometheus fed by two
+//!   sensors gives the required-edge states and findings `replay` of the
+//!   site's capture gives; over TLS with basic auth; the store's errors.
 //! - `live_tunnels`: kernel-made VXLAN (and GENEVE, gretap, ERSPAN where the
 //!   kernel has them) between two namespaces: `watch` on the underlay finds
 //!   what `watch` on the overlay finds (root).
@@ -119,6 +122,7 @@ mod prereq;
 mod privileges;
 mod propose;
 mod readme;
+mod report;
 mod scenarios;
 mod selection;
 mod state;

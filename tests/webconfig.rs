@@ -12,7 +12,7 @@ use crate::deploy::{prometheus_bin, query, start_prometheus};
 use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
 
 /// `name` on PATH, or skip (fail under CI).
-fn have(name: &str) -> bool {
+pub(crate) fn have(name: &str) -> bool {
     let ok = Command::new(name)
         .arg("--version")
         .stdout(Stdio::null())
@@ -43,7 +43,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it.
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     openssl(
         dir,
         &[

@@ -68,6 +68,17 @@ pub enum Error {
     /// `propose`: the captures hold too little to infer from.
     #[error(transparent)]
     Shortfall(#[from] Shortfall),
+    /// `report`: the store cannot be reached, refuses, or answers nonsense.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// `report`: the store has no series of the site in the range.
+    #[error("the store at {url} has no series of site {site:?} (portwatch_site_info) in the {range} before {at}: check --site-name and --range")]
+    NoSite {
+        url: String,
+        site: String,
+        range: String,
+        at: String,
+    },
     /// `propose` built a site that does not compile: a bug, not bad input.
     #[error("the proposed site does not compile (a bug in propose): {0}")]
     Proposal(#[source] ConfigError),
@@ -89,7 +100,9 @@ impl Error {
             | Error::Privileges(_)
             | Error::Output { .. }
             | Error::Baseline { .. }
-            | Error::Shortfall(_) => exit::BAD_INPUT,
+            | Error::Shortfall(_)
+            | Error::Store(_)
+            | Error::NoSite { .. } => exit::BAD_INPUT,
             Error::Stdout(_)
             | Error::Listen { .. }
             | Error::Start { .. }

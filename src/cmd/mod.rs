@@ -21,6 +21,7 @@ mod page;
 pub mod privileges;
 mod propose;
 mod replay;
+mod report;
 mod run;
 pub mod settings;
 mod signals;
@@ -92,6 +93,7 @@ pub fn run(cli: Cli) -> Result<Status, Error> {
         Task::Completions(shell) => manual::completions(shell),
         Task::Man(dir) => manual::man(&dir),
         Task::Propose(s) => propose::propose(s),
+        Task::Report(a) => report::report(&a, Timestamp::now()),
     }
 }
 

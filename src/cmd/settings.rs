@@ -12,7 +12,7 @@ use super::input::InputSpec;
 use super::Error;
 use crate::cli::{
     CheckArgs, Cli, Command, EventsFormat, EvidenceArgs, ExpectFormat, FirewallArgs, FollowArgs,
-    FollowFrom, Format, ProposeFormat, ReportArgs, SiteArgs, TrackArgs,
+    FollowFrom, Format, ProposeFormat, ReportArgs, SiteArgs, StoreReportArgs, TrackArgs,
 };
 use crate::decode::Decap;
 use crate::export::http::DEFAULT_TELEMETRY_PATH;
@@ -38,6 +38,8 @@ pub enum Task {
     Completions(clap_complete::Shell),
     Man(PathBuf),
     Propose(ProposeSettings),
+    /// `report`: the audit report drawn from the metrics store.
+    Report(StoreReportArgs),
 }
 
 /// What `propose` starts from.
@@ -141,6 +143,7 @@ impl Task {
             Command::Check(a) => Task::Check(a),
             Command::Expect { site, format, node } => Task::Expect { site, format, node },
             Command::Firewall(a) => Task::Firewall(a),
+            Command::Report(a) => Task::Report(a),
             Command::Replay(a) if a.since.zip(a.until).is_some_and(|(s, u)| s >= u) => {
                 return Err(Error::Usage("--since must be before --until".into()))
             }

@@ -113,7 +113,7 @@ pub fn render(r: &Report, page: &Page) -> String {
                     (acceptances(r))
                     (edges(r))
                     (unknown_flows(r))
-                    (capture(r))
+                    @if r.store.is_some() { (store(r)) } @else { (capture(r)) }
                     (signoff(r, page))
                 }
                 "\n"
@@ -614,6 +614,40 @@ fn signoff_rows<'a>(r: &'a Report, page: &Page) -> Vec<(&'a str, String)> {
     }
     rows.push(("portwatch", env!("CARGO_PKG_VERSION").to_string()));
     rows
+}
+
+/// `report --prometheus`: the store, the time and range, the sensors.
+fn store(r: &Report) -> Markup {
+    let mut rows = Vec::new();
+    if let Some(s) = &r.store {
+        rows.push(("store", s.url.clone()));
+        rows.push(("site label", s.site.clone()));
+        rows.push(("as of", s.at.clone()));
+        rows.push((
+            "range",
+            humantime::format_duration(std::time::Duration::from_secs(s.range_seconds)).to_string(),
+        ));
+    }
+    html! {
+        section id="store" {
+            h2 { "Store and sensors (" (r.sensors.len()) ")" }
+            (key_values(&rows))
+            table {
+                thead { tr { th { "job" } th { "instance" } th { "scraped" } th { "covering" } th { "reads" } } }
+                tbody {
+                    @for s in &r.sensors {
+                        tr {
+                            td { (s.job) } td { (s.instance) }
+                            td { (if s.up { "yes" } else { "no" }) }
+                            td { (if s.covering { "yes" } else { "no: cannot vouch for an absence" }) }
+                            td { (s.kinds.join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+        "\n"
+    }
 }
 
 fn capture(r: &Report) -> Markup {

@@ -7,6 +7,7 @@ mod accepted;
 mod baseline;
 pub mod diagram;
 pub mod html;
+mod store;
 mod table;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::time::Timestamp;
 pub use crate::policy::{UnknownSensor, Visibility};
 pub use accepted::{AcceptanceUse, AcceptedBy};
 pub use baseline::{Baseline, BaselineError, Known, MAX_BASELINE_FINDINGS};
+pub use store::{SensorEntry, StoreAnswers, StoreFacts, MAX_STORE_FINDINGS};
 
 /// What the caller knows of its sources.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -121,6 +123,13 @@ pub struct Report {
     /// `replay --baseline`: the findings it already had, left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// `report --prometheus`: the store it was drawn from (absent for a
+    /// capture's report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreFacts>,
+    /// `report --prometheus`: the site's sensors and their coverage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<SensorEntry>,
 }
 
 /// Connections of one flow two kinds of source disagree on.
@@ -138,7 +147,7 @@ pub struct DisagreementEntry {
     pub last_seen: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Capture {
     pub sources: Vec<SourceFacts>,
     pub packets: u64,
@@ -287,7 +296,7 @@ impl UnconfiguredTunnel {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct FlowTable {
     pub capacity: usize,
     pub peak_entries: usize,
@@ -435,6 +444,8 @@ impl Report {
             acceptances: accepted::uses(b.p, b.pl.tally().findings()),
             disagreements: b.disagreements(),
             baseline: None,
+            store: None,
+            sensors: Vec::new(),
         }
     }
 
@@ -628,8 +639,6 @@ impl Builder<'_> {
 
     fn summary(&self, edges: &[EdgeEntry], findings: &[Finding]) -> Summary {
         let tally = self.pl.tally();
-        let count = |k: FindingKind| findings.iter().filter(|f| f.kind == k).count() as u64;
-        let states = [EdgeState::Seen, EdgeState::Missing, EdgeState::NotObserved];
         Summary {
             site: self.p.site.name.clone(),
             model: self.p.model.id.clone(),
@@ -639,17 +648,8 @@ impl Builder<'_> {
             outcomes: self.outcomes(&tally.by_outcome),
             established_inferred: tally.inferred,
             syn_retransmissions: tally.retransmissions,
-            required_edges: (states.iter())
-                .map(|s| {
-                    (
-                        s.as_str(),
-                        edges.iter().filter(|e| e.state == *s).count() as u64,
-                    )
-                })
-                .collect(),
-            findings: (FindingKind::ALL.iter())
-                .map(|k| (k.as_str(), count(*k)))
-                .collect(),
+            required_edges: edge_counts(edges),
+            findings: finding_counts(findings),
             findings_refused: (FindingKind::ALL.iter())
                 .map(|k| (k.as_str(), tally.findings_refused_of(*k)))
                 .filter(|(_, n)| *n > 0)
@@ -720,6 +720,31 @@ impl Builder<'_> {
             selection: None,
         }
     }
+}
+
+/// Required edges by state.
+fn edge_counts(edges: &[EdgeEntry]) -> BTreeMap<&'static str, u64> {
+    let states = [EdgeState::Seen, EdgeState::Missing, EdgeState::NotObserved];
+    (states.iter())
+        .map(|s| {
+            (
+                s.as_str(),
+                edges.iter().filter(|e| e.state == *s).count() as u64,
+            )
+        })
+        .collect()
+}
+
+/// Findings listed, by kind.
+fn finding_counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
+    (FindingKind::ALL.iter())
+        .map(|k| {
+            (
+                k.as_str(),
+                findings.iter().filter(|f| f.kind == *k).count() as u64,
+            )
+        })
+        .collect()
 }
 
 /// The finding standing for unknown-host findings folded past a budget.

@@ -103,13 +103,49 @@ fn fidelity(s: &mut String, f: &super::SourceFidelity) {
 impl Report {
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        self.capture_section(&mut s);
+        match self.store.is_some() {
+            true => self.store_section(&mut s),
+            false => self.capture_section(&mut s),
+        }
         self.summary_section(&mut s);
         self.findings_section(&mut s);
         self.disagreements_section(&mut s);
         self.edges_section(&mut s);
         self.flows_section(&mut s);
         s
+    }
+
+    /// `report --prometheus`: the store, the time and range, the sensors.
+    fn store_section(&self, s: &mut String) {
+        let Some(st) = &self.store else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "STORE {} (site label {}), as of {}, range {}",
+            field(&st.url),
+            field(&st.site),
+            st.at,
+            humantime::format_duration(std::time::Duration::from_secs(st.range_seconds))
+        );
+        for x in &self.sensors {
+            let _ = writeln!(
+                s,
+                "  sensor {} {}: {}, {}{}",
+                field(&x.job),
+                field(&x.instance),
+                if x.up { "scraped" } else { "NOT scraped" },
+                if x.covering {
+                    "covering"
+                } else {
+                    "not covering"
+                },
+                match x.kinds.is_empty() {
+                    true => String::new(),
+                    false => format!(", reads {}", field(&x.kinds.join(", "))),
+                }
+            );
+        }
     }
 
     /// The sources read, the span, and what the packets held.
@@ -193,7 +229,10 @@ impl Report {
                 counts(&sm.findings_refused)
             );
         }
-        if c.packets == 0 && c.sources.iter().all(|src| src.fidelity.is_none()) {
+        if self.store.is_none()
+            && c.packets == 0
+            && c.sources.iter().all(|src| src.fidelity.is_none())
+        {
             let _ = writeln!(s, "  the capture holds no packets: nothing was checked");
         }
     }

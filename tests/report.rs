@@ -1,0 +1,359 @@
+//! `portwatch report --prometheus`: the audit report drawn from a real
+//! Prometheus with the shipped rules, fed by two packet sensors of
+//! different coverage (one sees the whole site, one only the central
+//! node), gives the required-edge states and the findings (kinds, edges)
+//! that `replay` of the site's capture gives. Then the store's errors, and
+//! TLS with basic auth against a Prometheus started with
+//! `--web.config.file`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::deploy::{deploy, prometheus_bin, start_prometheus_with, PromGuard};
+use crate::util::{bin, fixture, skip, Daemon, TempDir};
+
+const CENTRAL: &str = "192.0.2.10";
+const ENGINE1: &str = "192.0.2.21";
+
+/// `tcpdump -r demo.pcap -w <name>.pcap <filter>`.
+fn split(dir: &Path, name: &str, filter: &str) -> String {
+    let out = dir.join(format!("{name}.pcap"));
+    let st = Command::new("tcpdump")
+        .arg("-r")
+        .arg(fixture("demo.pcap"))
+        .arg("-w")
+        .arg(&out)
+        .arg(filter)
+        .output()
+        .expect("tcpdump");
+    assert!(
+        st.status.success(),
+        "tcpdump: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out.display().to_string()
+}
+
+fn portwatch(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("portwatch")
+}
+
+/// Required edges as (src, dst, port, state).
+fn edge_states(r: &Value) -> Vec<(String, String, u64, String)> {
+    (r["edges"].as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["src"].as_str().unwrap().into(),
+                e["dst"].as_str().unwrap().into(),
+                e["port"].as_u64().unwrap(),
+                e["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// Findings as (kind, src, dst, port), once each; a port the model does
+/// not know (service `other`) is 0, as the store's `other` label.
+fn finding_edges(r: &Value) -> BTreeSet<(String, String, String, u64)> {
+    (r["findings"].as_array().unwrap().iter())
+        .map(|f| {
+            let port = match f["service"] == "other" {
+                true => 0,
+                false => f["port"].as_u64().unwrap(),
+            };
+            (
+                f["kind"].as_str().unwrap().into(),
+                f["src"].as_str().unwrap().into(),
+                f["dst"].as_str().unwrap().into(),
+                port,
+            )
+        })
+        .collect()
+}
+
+/// Two looping sensors of the site capture: `span` sees it all, `central`
+/// only its node's part.
+fn sensors(tmp: &Path, site_pcap: &str) -> Vec<Daemon> {
+    let central = split(
+        tmp,
+        "central",
+        &format!("host {CENTRAL} and not {}", unused()),
+    );
+    [
+        ("span", site_pcap.to_string(), None),
+        ("central", central, Some("central")),
+    ]
+    .into_iter()
+    .map(|(name, pcap, node)| {
+        let mut args = vec![
+            "run",
+            "--site",
+            "multi-node",
+            "--replay",
+            &pcap,
+            "--loop",
+            "--speed",
+            "200",
+        ];
+        if let Some(n) = node {
+            args.extend(["--sensor", n]);
+        }
+        let mut d = Daemon::start_logged(&args, &tmp.join(format!("{name}.log")));
+        d.wait_ready();
+        d
+    })
+    .collect()
+}
+
+/// engine1 -> central:4242, cut from every capture: a missing edge.
+fn unused() -> String {
+    format!(
+        "((src host {ENGINE1} and dst host {CENTRAL} and dst port 4242) or \
+         (src host {CENTRAL} and dst host {ENGINE1} and src port 4242))"
+    )
+}
+
+fn prometheus(sensors: &[Daemon], web_config: Option<&Path>) -> PromGuard {
+    let targets: Vec<String> = sensors.iter().map(|d| format!("'{}'", d.addr)).collect();
+    start_prometheus_with(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: portwatch\n    static_configs:\n      - targets: [{}]\n",
+            deploy("prometheus/portwatch.rules.yml").display(),
+            targets.join(", ")
+        ),
+        web_config,
+    )
+}
+
+fn have_tools(test: &str) -> bool {
+    let tcpdump = Command::new("tcpdump").arg("--version").output().is_ok();
+    if prometheus_bin().is_none() || !tcpdump {
+        skip(test, "prometheus and tcpdump are needed");
+        return false;
+    }
+    true
+}
+
+/// Runs `report` until `done` holds of its output, for at most 90 s.
+fn report_until(args: &[&str], what: &str, done: impl Fn(&Output) -> bool) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = portwatch(args);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held; last: {:?}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+#[test]
+fn the_report_from_the_store_agrees_with_the_replay_of_the_site() {
+    if !have_tools("report::the_report_from_the_store_agrees_with_the_replay_of_the_site") {
+        return;
+    }
+    let tmp = TempDir::new("report");
+    let site_pcap = split(&tmp.0, "site", &format!("not {}", unused()));
+    let replay = portwatch(&[
+        "replay",
+        "--site",
+        "multi-node",
+        &site_pcap,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let want: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    // The comparison means something: a missing edge, findings of four kinds.
+    assert!(edge_states(&want).iter().any(|e| e.3 == "missing"));
+    let kinds: BTreeSet<String> = finding_edges(&want).into_iter().map(|f| f.0).collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+
+    let sensors = sensors(&tmp.0, &site_pcap);
+    let prom = prometheus(&sensors, None);
+    let url = format!("http://127.0.0.1:{}", prom.port);
+    let args = [
+        "report",
+        "--prometheus",
+        &url,
+        "--site",
+        "multi-node",
+        "--format",
+        "json",
+    ];
+    let out = report_until(&args, "the store's report matching the replay", |out| {
+        let Ok(got) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return false;
+        };
+        edge_states(&got) == edge_states(&want) && finding_edges(&got) == finding_edges(&want)
+    });
+    assert_eq!(out.status.code(), Some(1), "findings: exit 1, as replay");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sensors_seen: Vec<(bool, bool)> = (got["sensors"].as_array().unwrap().iter())
+        .map(|s| (s["up"].as_bool().unwrap(), s["covering"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        sensors_seen,
+        [(true, true), (true, true)],
+        "{}",
+        got["sensors"]
+    );
+    assert_eq!(got["store"]["site"], "multi-node");
+    assert!((got["findings"].as_array().unwrap().iter())
+        .filter(|f| f["kind"] != "missing")
+        .all(|f| f["count"].as_u64().unwrap() >= 1));
+
+    // The same report as a table and as the HTML page with the diagram.
+    let html = portwatch(&[
+        "report",
+        "--prometheus",
+        &url,
+        "--site",
+        "multi-node",
+        "--format",
+        "html",
+        "--layout",
+        "builtin",
+    ]);
+    let page = String::from_utf8_lossy(&html.stdout);
+    assert_eq!(html.status.code(), Some(1));
+    assert!(
+        page.contains("<svg") && page.contains("Store and sensors (2)"),
+        "{page}"
+    );
+    let table = portwatch(&["report", "--prometheus", &url, "--site", "multi-node"]);
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with(&format!("STORE {url}")));
+
+    // A site the store does not know, a wrong path, nobody listening: exit 2.
+    let nosite = portwatch(&[
+        "report",
+        "--prometheus",
+        &url,
+        "--site",
+        "multi-node",
+        "--site-name",
+        "elsewhere",
+    ]);
+    let err = String::from_utf8_lossy(&nosite.stderr);
+    assert_eq!(nosite.status.code(), Some(2), "{err}");
+    assert!(err.contains("no series of site \"elsewhere\""), "{err}");
+    let path = portwatch(&[
+        "report",
+        "--prometheus",
+        &format!("{url}/nowhere"),
+        "--site",
+        "multi-node",
+    ]);
+    let err = String::from_utf8_lossy(&path.stderr);
+    assert_eq!(path.status.code(), Some(2), "{err}");
+    assert!(err.contains("HTTP 404"), "{err}");
+    let port = prom.port;
+    drop(prom);
+    let gone = portwatch(&[
+        "report",
+        "--prometheus",
+        &format!("http://127.0.0.1:{port}"),
+        "--site",
+        "multi-node",
+    ]);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!(gone.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot reach the store"), "{err}");
+}
+
+#[test]
+fn the_report_asks_a_store_over_tls_with_basic_auth() {
+    let test = "report::the_report_asks_a_store_over_tls_with_basic_auth";
+    if !have_tools(test) || !crate::webconfig::have("openssl") {
+        return;
+    }
+    let tmp = TempDir::new("report-tls");
+    crate::webconfig::make_certs(&tmp.0);
+    let hash = bcrypt::hash("audit-secret", 6).unwrap();
+    let web = tmp.0.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\n\
+             basic_auth_users:\n  auditor: '{hash}'\n",
+            tmp.0.display()
+        ),
+    )
+    .unwrap();
+    let pw = tmp.0.join("password");
+    std::fs::write(&pw, "audit-secret\n").unwrap();
+    let wrong = tmp.0.join("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let site_pcap = split(&tmp.0, "site", &format!("not {}", unused()));
+    let sensors = sensors(&tmp.0, &site_pcap);
+    let prom = prometheus(&sensors, Some(&web));
+    let url = format!("https://127.0.0.1:{}", prom.port);
+    let ca = tmp.0.join("ca.crt").display().to_string();
+    let (pw, wrong) = (pw.display().to_string(), wrong.display().to_string());
+    let with = |pwfile: &str| {
+        portwatch(&[
+            "report",
+            "--prometheus",
+            &url,
+            "--site",
+            "multi-node",
+            "--format",
+            "json",
+            "--ca-file",
+            &ca,
+            "--basic-auth-user",
+            "auditor",
+            "--basic-auth-password-file",
+            pwfile,
+        ])
+    };
+    // Prometheus scrapes itself nothing over TLS: the sensors' series arrive
+    // after a few scrapes.
+    let out = report_until(
+        &[
+            "report",
+            "--prometheus",
+            &url,
+            "--site",
+            "multi-node",
+            "--format",
+            "json",
+            "--ca-file",
+            &ca,
+            "--basic-auth-user",
+            "auditor",
+            "--basic-auth-password-file",
+            &pw,
+        ],
+        "a report over TLS",
+        |o| o.status.code() == Some(1),
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["sensors"].as_array().unwrap().len(), 2, "{got}");
+    let bad = with(&wrong);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    // Without the test CA the certificate is not trusted.
+    let untrusted = portwatch(&["report", "--prometheus", &url, "--site", "multi-node"]);
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(2), "{err}");
+    assert!(err.contains("TLS") || err.contains("--ca-file"), "{err}");
+}
