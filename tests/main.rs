@@ -49,6 +49,10 @@
 //!   CAP_NET_RAW/CAP_NET_ADMIN, read from /proc (root only).
 //! - `fleet`: three node sensors, one Prometheus, the shipped rules: one
 //!   site verdict per required edge.
+//! - `mixed`: a packet sensor and two node-log sensors of one site, one
+//!   Prometheus with the shipped rules: counted once across kinds, missing
+//!   where a covering log sensor saw nothing, unverifiable where the only
+//!   sensor lost events, and the kinds' disagreement.
 //! - `fleet_store`: two sites, each with a packet and a flow sensor and its
 //!   own Prometheus remote-writing the rules' series into one
 //!   VictoriaMetrics: the fleet dashboard's queries, the overview per site
@@ -115,6 +119,7 @@ mod layering;
 mod listeners;
 mod live;
 mod live_tunnels;
+mod mixed;
 mod netflow;
 mod nodelogs;
 mod package;
