@@ -19,6 +19,10 @@
 //!   proxy-engine 3 seen, each judged by both its sensors and counted once;
 //! - the unknown host on the proxy, seen by both sensors of multi-node, is
 //!   one finding;
+//! - `portwatch report --prometheus` against VictoriaMetrics gives, per
+//!   site, the report it gives against the site's Prometheus, with these
+//!   states and the findings of `replay` of the sensors' captures
+//!   (`report::fleet_reports_agree`);
 //! - vmalert with deploy/victoriametrics/portwatch.global.rules.yml fires
 //!   the missing and the unverifiable edge's alerts, and
 //!   PortwatchSiteNotReporting once a site's Prometheus is stopped.
@@ -592,6 +596,9 @@ fn two_sites_two_sensor_kinds_one_victoriametrics() {
     wait_for(&fleet, "the dashboard's answers", || {
         dashboard_agrees(&fleet, &sites)
     });
+
+    // `portwatch report --prometheus` against the store, per site.
+    crate::report::fleet_reports_agree(&fleet);
 
     // The global alerts in vmalert, against the store.
     global_alerts_fire(&mut fleet);
