@@ -159,8 +159,13 @@ fn main() {
     while last_change.elapsed() < Duration::from_secs(1) {
         std::thread::sleep(Duration::from_millis(100));
         by_reason = records(&scrape(http).unwrap_or_default());
+        // Reasons of records only: datagrams (the queue's, undeclared
+        // exporters') and losses are counted apart.
         let total: f64 = (by_reason.iter())
-            .filter(|(r, _)| r != "queue_full" && !r.starts_with("lost_"))
+            .filter(|(r, _)| {
+                !["queue_full", "undeclared_exporter"].contains(&r.as_str())
+                    && !r.starts_with("lost_")
+            })
             .map(|(_, v)| v)
             .sum();
         if total != last {
