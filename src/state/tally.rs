@@ -202,10 +202,21 @@ impl Aggregate {
         self.attempts += 1;
         self.first = self.first.min(ts);
         self.last = self.last.max(ts);
+        if self.more && self.is_full() {
+            // Nothing more can be kept (most folded attempts of a busy
+            // segment): the three scans would change nothing.
+            return;
+        }
         let kept = sample(&mut self.src_addrs, src)
             & sample(&mut self.dst_addrs, dst)
             & sample(&mut self.ports, port);
         self.more |= !kept;
+    }
+
+    fn is_full(&self) -> bool {
+        self.src_addrs.len() >= AGGREGATE_SAMPLES
+            && self.dst_addrs.len() >= AGGREGATE_SAMPLES
+            && self.ports.len() >= AGGREGATE_SAMPLES
     }
 }
 
