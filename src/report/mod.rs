@@ -20,7 +20,7 @@ use crate::decode::{Control, EncapKind, Skip};
 use crate::observation::{Fidelity, Outcome, OutcomeCounts, SourceKind};
 use crate::pipeline::Pipeline;
 use crate::policy::{Edge, EdgeId, EndpointKind, Peer, Policy};
-use crate::state::tally::FindingKind;
+use crate::state::tally::{FindingKind, FlowRow};
 use crate::state::{EdgeState, Eviction, Unobserved};
 use crate::time::Timestamp;
 
@@ -519,8 +519,23 @@ impl Builder<'_> {
 
     fn flows(&self) -> Vec<FlowEntry> {
         let p = self.p;
-        let mut flows: Vec<FlowEntry> = (self.pl.tally().rows().iter())
-            .map(|r| FlowEntry {
+        // Sorted by names as integer keys before the entries are made: a
+        // capture of other systems' traffic has thousands of rows, whose
+        // ends are a few peers; comparing their names and moving whole
+        // entries in the sort cost more than making the entries.
+        let rows = self.pl.tally().rows();
+        let rank = NameRank::new(p, rows.iter().flat_map(|r| [r.key.src, r.key.dst]));
+        let mut rows: Vec<(SortKey, &FlowRow)> = (rows.iter())
+            .map(|r| {
+                let k = &r.key;
+                ((rank.of(k.src), rank.of(k.dst), k.port, k.verdict), r)
+            })
+            .collect();
+        // Stable, as the sort of entries was: rows of equal keys keep
+        // the tally's order.
+        rows.sort_by_key(|(k, _)| *k);
+        (rows.into_iter())
+            .map(|(_, r)| FlowEntry {
                 src: p.peer_name(r.key.src).to_string(),
                 dst: p.peer_name(r.key.dst).to_string(),
                 port: r.key.port,
@@ -534,11 +549,7 @@ impl Builder<'_> {
                 first_seen: r.first.rfc3339(),
                 last_seen: r.last.rfc3339(),
             })
-            .collect();
-        flows.sort_by(|a, b| {
-            (&a.src, &a.dst, a.port, a.verdict).cmp(&(&b.src, &b.dst, b.port, b.verdict))
-        });
-        flows
+            .collect()
     }
 
     /// The tally's findings with their explanations, then the folded
@@ -828,6 +839,41 @@ fn counts_of(shown: &[Outcome], counts: &OutcomeCounts) -> BTreeMap<&'static str
         .iter()
         .map(|x| (x.as_str(), counts[x.index()]))
         .collect()
+}
+
+/// A flow row's place: its ends' name ranks, port and verdict.
+type SortKey = (u32, u32, u16, Verdict);
+
+/// Peers ranked by name (equal names, equal ranks), so rows sort by
+/// integers in the order their names would.
+struct NameRank(Vec<(Peer, u32)>);
+
+impl NameRank {
+    fn new(p: &Policy, peers: impl Iterator<Item = Peer>) -> NameRank {
+        let mut peers: Vec<Peer> = peers.collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let mut by_name: Vec<(&str, Peer)> = peers.iter().map(|&x| (p.peer_name(x), x)).collect();
+        by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut ranks = Vec::with_capacity(by_name.len());
+        let mut rank = 0;
+        for (i, (name, peer)) in by_name.iter().enumerate() {
+            if i > 0 && by_name[i - 1].0 != *name {
+                rank += 1;
+            }
+            ranks.push((*peer, rank));
+        }
+        ranks.sort_unstable();
+        NameRank(ranks)
+    }
+
+    /// The rank of a peer given to [`NameRank::new`] (any other: last).
+    fn of(&self, peer: Peer) -> u32 {
+        match self.0.binary_search_by_key(&peer, |(x, _)| *x) {
+            Ok(i) => self.0[i].1,
+            Err(_) => u32::MAX,
+        }
+    }
 }
 
 /// Executables by file name (`\\device\\...\\svchost.exe` is `svchost.exe`), in order.
