@@ -562,5 +562,23 @@ fn a_capture_and_a_log_count_once_and_report_where_they_disagree() {
         html.contains("id=\"disagreements\""),
         "no disagreements section"
     );
+    // The flat event log has it as one line.
+    let events = dir.join("events.ndjson").display().to_string();
+    args[2] = "json";
+    args.extend(["--events", &events, "--events-format", "flat"]);
+    assert_eq!(portwatch(&args).code, Some(1));
+    let lines: Vec<Value> = (std::fs::read_to_string(&events).unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["event"] == "disagreement")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (
+            &lines[0]["src_port"],
+            &lines[0]["dst_port"],
+            &lines[0]["outcomes"]["firewall_log"]
+        ),
+        (&50553.into(), &4432.into(), &"denied".into())
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

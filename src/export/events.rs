@@ -1,6 +1,8 @@
 //! One JSON object per line for SIEMs: every connection attempt with its
-//! verdict, and every outcome. Field names are stable (see README.md).
+//! verdict, every outcome, and every connection two kinds of source told
+//! different fates of. Field names are stable (see README.md).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -17,6 +19,9 @@ struct Line<'a> {
     verdict: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'static str>,
+    /// A disagreement's outcomes, by `sensor_kind`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcomes: Option<BTreeMap<&'static str, &'static str>>,
     src: &'a str,
     src_addr: String,
     src_port: u16,
@@ -35,6 +40,7 @@ struct Line<'a> {
 /// Write `e` as one line; evidence events are not logged (the connection
 /// line already carries them).
 pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Result<()> {
+    let mut outcomes = None;
     let (ts, class, key, event, outcome, mirror) = match e {
         Event::Connection {
             ts,
@@ -51,7 +57,19 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
             mirror,
             ..
         } => (ts, class, key, "outcome", Some(outcome.as_str()), mirror),
-        Event::Evidence { .. } | Event::Disagreement { .. } => return Ok(()),
+        Event::Disagreement {
+            ts,
+            class,
+            key,
+            disagreement: d,
+        } => {
+            outcomes = Some(BTreeMap::from([
+                (d.established.as_str(), "established"),
+                (d.blocked.0.as_str(), d.blocked.1.as_str()),
+            ]));
+            (ts, class, key, "disagreement", None, &None)
+        }
+        Event::Evidence { .. } => return Ok(()),
     };
     let line = Line {
         timestamp: ts.rfc3339(),
@@ -59,6 +77,7 @@ pub fn write_event(out: &mut impl Write, p: &Policy, e: &Event) -> std::io::Resu
         site: &p.site.name,
         verdict: class.verdict.as_str(),
         outcome,
+        outcomes,
         src: p.peer_name(class.src),
         src_addr: key.client.to_string(),
         src_port: key.client_port,

@@ -1,5 +1,7 @@
 //! Pure state: the handshake table, the records of one connection merged,
-//! the required-edge clocks and the aggregates a report is made from. Time always comes in as an argument.
+//! one connection seen by two kinds of source joined, the required-edge
+//! clocks and the aggregates a report is made from. Time always comes in
+//! as an argument.
 
 pub mod edges;
 pub mod handshake;

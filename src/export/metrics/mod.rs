@@ -14,9 +14,10 @@
 //!
 //! Label values come only from the model and the site: endpoint names,
 //! `localhost` and `unknown` for `src`/`dst`; ports the model or site names,
-//! else `other`; closed enums for `verdict`, `outcome`, `result`, `where`
-//! and `reason`. So the number of series is bounded by the policy, never by
-//! traffic: a port scan from thousands of addresses adds none beyond that.
+//! else `other`; closed enums for `verdict`, `outcome`, `sensor_kind`,
+//! `result`, `where` and `reason`. So the number of series is bounded by
+//! the policy, never by traffic: a port scan from thousands of addresses
+//! adds none beyond that.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
