@@ -129,8 +129,10 @@ gives the required edges and the diagram; the store gives their states:
 Findings are the unexpected, local-only and unknown-host connections and the
 blocked expected edges with series in --range before --at, and the missing
 edges; their counts are estimated from the 5-minute rates the store keeps (a
-series that exists counts at least 1). The store keeps no addresses, no flow
-rows and no acceptances: those parts of a replay's report are empty.
+series that exists counts at least 1). Disagreements: the edges
+portwatch:edge_disagreement:site flagged in the range, with the kinds of sensor
+on each side. The store keeps no addresses, no flow rows and no acceptances:
+those parts of a replay's report are empty.
 
 HTTPS: the store's certificate is checked against --ca-file, else the system's
 CA bundle. Basic auth as Prometheus' basic_auth: the user, and the password

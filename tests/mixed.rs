@@ -18,7 +18,9 @@
 //! - engine2 -> central:4242, judged only by the sensor that lost events:
 //!   unverifiable (missing, no covering sensor);
 //! - engine1 -> central:4242: `portwatch:edge_disagreement:site` 1, the
-//!   packet sensor's own central -> engine1:4242 0.
+//!   packet sensor's own central -> engine1:4242 0;
+//! - `portwatch report --prometheus` shows these states and the
+//!   disagreement (`report::mixed_report_agrees`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -290,6 +292,9 @@ fn a_packet_and_a_node_log_sensor_make_one_site_verdict() {
         "site {site_rate}, sensors {per_sensor:?}"
     );
     assert!(site_rate < sum, "site {site_rate}, sensors {per_sensor:?}");
+
+    // The report drawn from the store says the same.
+    crate::report::mixed_report_agrees(prom.port, &site);
 
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -510,3 +510,67 @@ pub(crate) fn fleet_reports_agree(fleet: &crate::fleet_store::Fleet) {
         }
     }
 }
+
+/// `report --prometheus` against the Prometheus of `tests/mixed.rs` (a
+/// packet sensor and two node-log sensors of multi-node): the missing and
+/// the unverifiable edge, and the disagreement of the capture (established)
+/// and engine1's firewall log (denied) on engine1 -> central:4242.
+pub(crate) fn mixed_report_agrees(prom_port: u16, site: &str) {
+    let url = format!("http://127.0.0.1:{prom_port}");
+    let out = portwatch(&[
+        "report",
+        "--prometheus",
+        &url,
+        "--site",
+        site,
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "a missing edge is a finding");
+    let state = |src: &str, dst: &str, port: u64| {
+        (edge_states(&r).into_iter())
+            .find(|e| (e.0.as_str(), e.1.as_str(), e.2) == (src, dst, port))
+            .map(|e| e.3)
+    };
+    assert_eq!(
+        state("scheduler", "central", 5050).as_deref(),
+        Some("missing")
+    );
+    assert!(reasons(&r).contains(&(
+        "engine2".into(),
+        "central".into(),
+        4242,
+        "unverifiable".into()
+    )));
+    let d: Vec<(String, u64, Value)> = (r["disagreements"].as_array().unwrap().iter())
+        .map(|d| {
+            (
+                format!(
+                    "{}->{}",
+                    d["src"].as_str().unwrap(),
+                    d["dst"].as_str().unwrap()
+                ),
+                d["port"].as_u64().unwrap(),
+                d["outcomes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        d,
+        [(
+            "engine1->central".to_string(),
+            4242,
+            serde_json::json!({"packets": "established", "firewall_log": "denied"})
+        )],
+        "{}",
+        r["disagreements"]
+    );
+    assert!(r["disagreements"][0]["connections"].as_u64().unwrap() >= 1);
+    let kinds: BTreeSet<&str> = (r["sensors"].as_array().unwrap().iter())
+        .flat_map(|x| x["kinds"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["firewall_log", "packets"]));
+}

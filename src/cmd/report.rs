@@ -78,5 +78,7 @@ fn ask(store: &Store, q: &SiteQueries, at: Timestamp) -> Result<StoreAnswers, Er
         sensors_up: get(q.sensors_up())?,
         sensors_covering: get(q.sensors_covering())?,
         sensor_kinds: get(q.sensor_kinds())?,
+        disagreements: get(q.disagreements())?,
+        handshakes_by_kind: get(q.handshakes_by_kind())?,
     })
 }

@@ -332,7 +332,7 @@ fn disagreements(r: &Report) -> Markup {
                                         (k) ": " (o) " "
                                     }
                                 }
-                                td { (d.last_seen) }
+                                td { (d.last_seen.as_deref().unwrap_or("-")) }
                             }
                         }
                     }

@@ -143,8 +143,11 @@ pub struct DisagreementEntry {
     /// Each kind's outcome, by `sensor_kind`: the one that saw them
     /// established and the one that says otherwise.
     pub outcomes: BTreeMap<&'static str, &'static str>,
-    pub first_seen: String,
-    pub last_seen: String,
+    /// Absent in a report from the store, which keeps no sighting times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -509,8 +512,8 @@ impl Builder<'_> {
                     (d.key.established.as_str(), Outcome::Established.as_str()),
                     (d.key.other.as_str(), d.key.outcome.as_str()),
                 ]),
-                first_seen: d.first.rfc3339(),
-                last_seen: d.last.rfc3339(),
+                first_seen: Some(d.first.rfc3339()),
+                last_seen: Some(d.last.rfc3339()),
             })
             .collect();
         out.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));

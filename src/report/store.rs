@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use super::{
     blocked_text, edge_counts, finding_counts, first_addr, missing_text, shown_outcomes, Capture,
-    EdgeEntry, Finding, Provenance, Report, Summary,
+    DisagreementEntry, EdgeEntry, Finding, Provenance, Report, Summary,
 };
 use crate::classify::Verdict;
-use crate::observation::{Outcome, OutcomeCounts};
+use crate::observation::{Outcome, OutcomeCounts, SensorKind};
 use crate::policy::{Peer, Policy};
 use crate::state::tally::FindingKind;
 use crate::state::EdgeState;
@@ -42,6 +42,8 @@ pub struct StoreAnswers {
     pub sensors_up: Vec<Sample>,
     pub sensors_covering: Vec<Sample>,
     pub sensor_kinds: Vec<Sample>,
+    pub disagreements: Vec<Sample>,
+    pub handshakes_by_kind: Vec<Sample>,
 }
 
 /// Where the report was drawn from (the URL without credentials).
@@ -100,6 +102,7 @@ impl Report {
         let shown = store_outcomes(&a.handshakes);
         let outcomes = outcome_counts(&a.handshakes);
         let mut refused = 0;
+        let disagreements = disagreements(a, &mut refused);
         let mut findings = verdict_findings(a, &outcomes, &shown, &mut refused);
         findings.extend(blocked_findings(p, a, &outcomes, &shown, &mut refused));
         let mut edges = Vec::new();
@@ -141,7 +144,7 @@ impl Report {
             edges,
             findings,
             acceptances: Vec::new(),
-            disagreements: Vec::new(),
+            disagreements,
             baseline: None,
             store: Some(facts),
             sensors: sensors(a),
@@ -405,6 +408,61 @@ fn edge_state(
     }
 }
 
+/// Edges the site's sensors of different kinds disagreed on in the range:
+/// a kind that saw connections established, one that saw them fail, and
+/// the failures counted (estimated from the 5-minute increases).
+fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> {
+    let mut out = Vec::new();
+    for d in &a.disagreements {
+        let k = key(d);
+        let seen = |failed: bool| {
+            (a.handshakes_by_kind.iter())
+                .filter(|s| key(s) == k && s.value > 0.0)
+                .filter_map(|s| {
+                    let kind = SensorKind::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == s.label("sensor_kind"))?;
+                    let o = Outcome::ALL
+                        .into_iter()
+                        .find(|o| o.as_str() == s.label("outcome"))?;
+                    ((o != Outcome::Established) == failed).then_some((kind, o, s.value))
+                })
+                .collect::<Vec<_>>()
+        };
+        let (ok, failed) = (seen(false), seen(true));
+        let pair = ok
+            .iter()
+            .find_map(|e| failed.iter().find(|f| f.0 != e.0).map(|f| (e, f)));
+        let Ok(port) = d.label("port").parse::<u16>() else {
+            *refused += 1;
+            continue;
+        };
+        if out.len() >= MAX_STORE_FINDINGS {
+            *refused += 1;
+            continue;
+        }
+        out.push(DisagreementEntry {
+            src: d.label("src").to_string(),
+            dst: d.label("dst").to_string(),
+            port,
+            service: d.label("service").to_string(),
+            // No pair of kinds in the range's increases (a sensor reading
+            // two kinds counts its own): the rule's word alone.
+            connections: pair.map_or(0, |(_, f)| estimate(f.2)),
+            outcomes: pair.map_or_else(BTreeMap::new, |(e, f)| {
+                BTreeMap::from([
+                    (e.0.as_str(), Outcome::Established.as_str()),
+                    (f.0.as_str(), f.1.as_str()),
+                ])
+            }),
+            first_seen: None,
+            last_seen: None,
+        });
+    }
+    out.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));
+    out
+}
+
 /// The site's sensors: those with site info in the range.
 fn sensors(a: &StoreAnswers) -> Vec<SensorEntry> {
     let id = |s: &Sample| (s.label("job").to_string(), s.label("instance").to_string());
@@ -475,6 +533,40 @@ mod tests {
                 .collect(),
             value,
         }
+    }
+
+    #[test]
+    fn a_disagreement_names_the_kind_that_saw_it_established_and_the_one_that_did_not() {
+        let edge = [
+            ("src", "engine1"),
+            ("dst", "central"),
+            ("port", "4242"),
+            ("service", "qrs"),
+        ];
+        let by_kind = |kind, outcome, v| {
+            let mut l = edge.to_vec();
+            l.extend([("sensor_kind", kind), ("outcome", outcome)]);
+            sample(&l, v)
+        };
+        let a = StoreAnswers {
+            disagreements: vec![sample(&edge, 1.0), sample(&[("port", "other")], 1.0)],
+            handshakes_by_kind: vec![
+                by_kind("packets", "established", 40.0),
+                by_kind("packets", "refused", 0.0),
+                by_kind("firewall_log", "denied", 12.4),
+                by_kind("no_such_kind", "denied", 3.0),
+            ],
+            ..Default::default()
+        };
+        let mut refused = 0;
+        let d = disagreements(&a, &mut refused);
+        assert_eq!(refused, 1, "the bad port is counted, not listed");
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].connections, d[0].first_seen.as_deref()), (12, None));
+        assert_eq!(
+            d[0].outcomes,
+            BTreeMap::from([("firewall_log", "denied"), ("packets", "established")])
+        );
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Report {
                     d.service.clone(),
                     d.connections.to_string(),
                     outcomes.join(" "),
-                    d.last_seen.clone(),
+                    d.last_seen.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();

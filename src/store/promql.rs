@@ -97,6 +97,28 @@ impl SiteQueries {
         )
     }
 
+    /// Edges whose connections sensors of different kinds saw with
+    /// different fates, at some time in the range.
+    pub fn disagreements(&self) -> String {
+        format!(
+            "max_over_time({}[{}]) == 1",
+            self.sel("portwatch:edge_disagreement:site", ""),
+            self.range
+        )
+    }
+
+    /// Handshakes per edge, kind of sensor and outcome over the range: the
+    /// 5-minute increases read every 5 minutes and summed, else (no step
+    /// fell on the series yet) its largest increase.
+    pub fn handshakes_by_kind(&self) -> String {
+        let series = self.sel(
+            "portwatch:handshakes_by_kind:increase5m",
+            ",outcome=~\"established|refused|unanswered|denied\"",
+        );
+        let r = &self.range;
+        format!("sum_over_time({series}[{r}:300s]) or max_over_time({series}[{r}])")
+    }
+
     /// The site's sensors' `portwatch:up` now (1 scraped, 0 not).
     pub fn sensors_up(&self) -> String {
         format!("portwatch:up and on (job, instance) {}", self.site_info())
