@@ -7,6 +7,7 @@ mod accepted;
 mod baseline;
 pub mod diagram;
 pub mod html;
+mod json;
 mod store;
 mod table;
 
@@ -466,7 +467,7 @@ impl Report {
     /// report at the row and finding caps is about 10 MB of JSON, which
     /// `to_json` would hold (and grow by doubling) in memory.
     pub fn write_json(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut w, self).map_err(std::io::Error::from)?;
+        json::write_pretty(&mut w, self)?;
         w.write_all(b"\n")?;
         w.flush()
     }
