@@ -151,8 +151,13 @@ pub struct StoreReportArgs {
     /// http://prometheus:9090 or http://victoria-metrics:8428.
     #[arg(long, value_name = "URL")]
     pub prometheus: String,
-    #[command(flatten)]
-    pub site: SiteArgs,
+    /// Site inventory: a YAML file, or the name of a bundled example site;
+    /// its required edges and diagram.
+    #[arg(long, value_name = "FILE")]
+    pub site: PathBuf,
+    /// Port model file; default: the bundled model the site names.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     /// The `site` label of the site's series in the store; default: the
     /// site file's `name`.
     #[arg(long, value_name = "NAME")]
@@ -191,7 +196,7 @@ fn parse_at(s: &str) -> Result<Timestamp, String> {
             false => Err(format!("`{s}`: Unix seconds out of range")),
         };
     }
-    parse_time_bound(s).map_err(|e| e.to_string())
+    parse_time_bound(s).map_err(|e| format!("{e}, or Unix seconds"))
 }
 
 /// `--range`: from a minute (the rules' resolution) to a year.

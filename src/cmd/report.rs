@@ -4,14 +4,19 @@
 
 use super::page::{report_page, signoff_now};
 use super::{load, print, print_json, Error, Status};
-use crate::cli::{ReportFormat, StoreReportArgs};
+use crate::cli::{ReportFormat, SiteArgs, StoreReportArgs};
 use crate::report::{Report, StoreAnswers, StoreFacts};
 use crate::store::promql::SiteQueries;
 use crate::store::{Store, StoreConfig};
 use crate::time::Timestamp;
 
 pub fn report(a: &StoreReportArgs, now: Timestamp) -> Result<Status, Error> {
-    let policy = load(&a.site)?.policy;
+    let policy = load(&SiteArgs {
+        site: a.site.clone(),
+        rules: a.rules.clone(),
+        strict_loopback: false,
+    })?
+    .policy;
     let site = a
         .site_name
         .clone()
