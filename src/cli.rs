@@ -346,7 +346,8 @@ pub struct RunArgs {
     /// Replay N times faster than captured (e.g. 10, or 0.5 for half speed).
     #[arg(long, default_value_t = 1.0, value_name = "N", requires = "replay", value_parser = parse_speed)]
     pub speed: f64,
-    /// Replay the files again and again; timestamps keep increasing.
+    /// Replay the files again and again; timestamps keep increasing, and each
+    /// pass counts its connections anew (those left open close at its end).
     #[arg(long = "loop", requires = "replay")]
     pub looping: bool,
     /// Node logs to follow as they grow (firewall logs, WFP NDJSON), with -i or alone.

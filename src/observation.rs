@@ -163,7 +163,8 @@ pub enum Close {
     Evicted,
     /// A new SYN (another initial sequence number) took its 4-tuple.
     Reused,
-    /// Still pending or open when the capture ended (or the daemon stopped).
+    /// Still pending or open when the capture ended (or the daemon stopped,
+    /// or a looped replay started its capture again).
     CaptureEnd,
     /// A record source's connection: the record is all it says (no close
     /// seen), written when its merge window ends.

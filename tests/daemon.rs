@@ -129,6 +129,30 @@ fn loop_keeps_capture_time_increasing() {
     });
 }
 
+/// Each pass of a loop counts its connections, the capture's first one
+/// too: long-lived.pcap is one connection (its first frame a SYN) never
+/// closed, which a table kept over the loop's seam took the next pass's
+/// identical SYN for a retransmission of, counting it once in all.
+#[test]
+fn every_loop_counts_a_connection_left_open_at_its_end() {
+    let pcap = fixture("long-lived.pcap").display().to_string();
+    // 40 minutes of capture: about a second a pass.
+    let mut d = Daemon::start(&[
+        "run",
+        "--site",
+        "multi-node",
+        "--replay",
+        &pcap,
+        "--loop",
+        "--speed",
+        "2400",
+    ]);
+    let conns = "portwatch_connections_total{dst=\"central\",port=\"4242\",service=\"qrs\",src=\"proxy\",verdict=\"expected\"}";
+    d.wait_metrics("a third pass counting the connection", |m| {
+        sample(m, conns).is_some_and(|v| v >= 3.0)
+    });
+}
+
 /// Without --loop the replay ends, capture_up drops to 0, and the daemon
 /// keeps serving what it counted.
 #[test]

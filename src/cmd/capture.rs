@@ -556,6 +556,11 @@ impl Driver {
                     self.pl.advance(now);
                 }
             }
+            Poll::Restarted => {
+                if let Some((_, end)) = self.pl.span() {
+                    self.pl.restart_capture(end);
+                }
+            }
             Poll::End => {
                 self.end_ts = self.pl.span().map(|(_, end)| end).or(self.input.now());
                 if let Some(end) = self.end_ts {

@@ -847,6 +847,14 @@ impl Pipeline {
         self.drive(end, |table, mut sink| table.finish(end, &mut sink));
     }
 
+    /// A looped replay starts its capture again; its last frame was at
+    /// `end`. The handshake table ends as at [`Self::finish`] and its open
+    /// connections close, so each pass counts its connections afresh.
+    /// Records (node logs, flow records) are not the capture's and go on.
+    pub fn restart_capture(&mut self, end: Timestamp) {
+        self.drive(end, |table, mut sink| table.restart(end, &mut sink));
+    }
+
     /// Run `f` on the table with a sink that applies its events at `at`.
     fn drive(
         &mut self,

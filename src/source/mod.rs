@@ -26,6 +26,10 @@ pub enum Poll {
     Idle,
     /// No more frames will come (end of all files).
     End,
+    /// A looping replay reached the end of its files and starts them
+    /// again: the frames that follow are a new pass of the same capture,
+    /// whose connections are not the ones still open from the last pass.
+    Restarted,
 }
 
 /// A source of frames. Frames are lent to `sink` one at a time because they

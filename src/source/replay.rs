@@ -154,7 +154,7 @@ impl Source for Replay {
             return Ok(match self.restart() {
                 Ok(true) => {
                     self.reopen_failing = false;
-                    Poll::Idle
+                    Poll::Restarted
                 }
                 Ok(false) => Poll::End,
                 Err(e) => {

@@ -60,7 +60,7 @@ fn drain(src: &mut dyn Source) -> Vec<Got> {
         match src.poll(&mut sink).unwrap() {
             Poll::Frames(_) => {}
             Poll::End => return out,
-            Poll::Idle => panic!("a file never idles"),
+            Poll::Idle | Poll::Restarted => panic!("a file never idles or restarts"),
         }
     }
 }

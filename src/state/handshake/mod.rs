@@ -957,15 +957,29 @@ impl<T: Copy> HandshakeTable<T> {
     /// `Closed`); with ends reported, every entry not closed yet gets its
     /// `Ended` (`capture_end`).
     pub fn finish(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
+        self.end_all(end, false, sink);
+    }
+
+    /// A looped replay starts its capture again after `end`: as
+    /// [`Self::finish`], and the open connections are `Closed` too. The
+    /// next pass sends the same SYNs (same 4-tuples, same initial sequence
+    /// numbers); left open, a connection the capture never closes would
+    /// take its SYN for a retransmission and count once over all passes.
+    pub fn restart(&mut self, end: Timestamp, sink: &mut impl FnMut(TableEvent<T>)) {
+        self.end_all(end, true, sink);
+    }
+
+    fn end_all(&mut self, end: Timestamp, close_open: bool, sink: &mut impl FnMut(TableEvent<T>)) {
         self.expire(end, sink);
         let replied = &self.replied;
         let on = self.report_ends;
+        let open_too = on || close_open;
         // Attempts waiting (with their outcome), and open connections when
-        // their ends are reported.
+        // their ends are reported or they close here.
         let mut left: Vec<(FlowKey, Entry<T>, Option<Outcome>)> = self
             .entries
             .iter()
-            .filter(|(_, _, e)| e.phase == Phase::SynSent || (on && e.phase == Phase::Open))
+            .filter(|(_, _, e)| e.phase == Phase::SynSent || (open_too && e.phase == Phase::Open))
             .map(|(_, key, e)| {
                 let waiting = e.phase == Phase::SynSent;
                 let outcome = waiting.then(|| e.silence(|| e.grace || replied.contains(key)));
@@ -981,6 +995,9 @@ impl<T: Copy> HandshakeTable<T> {
         self.pending = Pending::new_like(&self.pending);
         for (key, e, outcome) in left {
             let Some(outcome) = outcome else {
+                if close_open {
+                    sink(TableEvent::Closed { tag: e.tag });
+                }
                 e.end(on, key, Close::CaptureEnd, Outcome::Established, sink);
                 continue;
             };

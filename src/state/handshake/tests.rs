@@ -724,3 +724,36 @@ fn evicted_and_reused_entries_end_once() {
     let (events, _) = run(TrackConfig::default(), &input, 20);
     assert!(!events.iter().any(|e| matches!(e, TableEvent::Ended { .. })));
 }
+
+/// A looped replay's next pass sends the same SYN again: after `restart`
+/// it is a new attempt, and the connection left open closed at the seam.
+#[test]
+fn after_a_restart_the_same_syn_is_a_new_attempt() {
+    let mut t = HandshakeTable::new(TrackConfig::default());
+    let mut events = Vec::new();
+    let mut next = 0u32;
+    let mut pass = |t: &mut HandshakeTable<u32>, start: u64, events: &mut Vec<_>| {
+        for (at, s) in [(start, syn(7)), (start + 1, reply(7, Control::SynAck))] {
+            let tag = |_: &FlowKey| {
+                next += 1;
+                next - 1
+            };
+            t.observe(ms(at), &with_seq(s, 99), tag, &mut |e| events.push(e));
+        }
+    };
+    pass(&mut t, 0, &mut events);
+    t.restart(ms(10), &mut |e| events.push(e));
+    assert!(
+        matches!(events[..], [.., TableEvent::Closed { tag: 0 }]),
+        "{events:?}"
+    );
+    pass(&mut t, 20, &mut events);
+    let retransmitted = events
+        .iter()
+        .any(|e| matches!(e, TableEvent::Retransmission { .. }));
+    assert!(!retransmitted, "{events:?}");
+    assert_eq!(
+        outcomes(&events),
+        [(0, Outcome::Established), (1, Outcome::Established)]
+    );
+}
