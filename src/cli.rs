@@ -684,8 +684,9 @@ kernel granted is logged at start.";
 
 /// `--follow` in `run --help` and `watch --help`.
 pub const FOLLOW_HELP: &str = "Node logs to follow as they grow, with -i or alone: \
-Windows Firewall logs (pfirewall.log) and Filtering Platform events as NDJSON \
-(Winlogbeat, NXLog), told apart by content.
+Windows Firewall logs (pfirewall.log), Filtering Platform events as NDJSON \
+(Winlogbeat, NXLog) and AWS VPC flow logs as plain text (format vpc_flow), told apart \
+by content.
 
 Read as `tail -F` does: a file rotated to FILE.old is read to its end before the new \
 FILE (one rotated twice between two looks is read from FILE.old), a truncated file again \
@@ -698,8 +699,9 @@ else --sensor); a firewall log's time zone is its node's `timezone:`, else --tim
 Records are counted in portwatch_records_total{node,format,reason}. Without -i (or with \
 --sensor), the required edges judged include those of the logs' nodes.
 
-EVTX files cannot be followed (they are not written line by line): refused, exit \
-status 2. Replay them, or follow the NDJSON a shipper writes.";
+EVTX files, gzip files and Azure flow logs cannot be followed (they are not written \
+line by line): refused, exit status 2. Replay them, or follow the NDJSON a shipper \
+writes.";
 
 /// What `replay` and `watch` report, and for which sensor.
 #[derive(Debug, Args)]

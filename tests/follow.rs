@@ -3,7 +3,8 @@
 //! rotates the log to `.old` twice back to back and truncates it once;
 //! `/metrics` and the event log count every line exactly once. Also: a
 //! followed EVTX file is refused, and `watch --follow` alone prints what
-//! the log shows.
+//! the log shows. An AWS VPC flow log followed as it is written gives what
+//! `replay` of the whole file gives.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -220,6 +221,132 @@ fn an_evtx_file_or_too_many_files_cannot_be_followed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("at most 64 files"), "{err}");
+    // A gzip flow log is written whole: refused, naming the file.
+    let gz = dir.0.join("vpc.log.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--site", "multi-node", "--follow"])
+        .arg(&gz)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("vpc.log.gz: a gzip file cannot be followed"),
+        "{err}"
+    );
+}
+
+/// A VPC flow log: the tcp-flags sample, then the default format's sample
+/// after its header (a header again in the middle), with NODATA and
+/// SKIPDATA records.
+fn vpc_log() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sensors/vpcflow");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    format!(
+        "{}version account-id interface-id srcaddr dstaddr srcport dstport protocol packets \
+         bytes start end action log-status\n{}",
+        read("awsdocs_v3_tcp_flags.log"),
+        read("awsdocs_v2_default.log")
+    )
+}
+
+/// The connection and outcome events of a flat event log: what was
+/// observed, whatever the order.
+fn observed_events(path: &Path) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for l in std::fs::read_to_string(path).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v["event"] == "connection" || v["event"] == "outcome" {
+            let key = ["event", "verdict", "outcome", "src_addr", "src_port"]
+                .into_iter()
+                .chain(["dst_addr", "dst_port"])
+                .map(|k| v[k].to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[test]
+fn run_follow_reads_a_growing_vpc_flow_log_as_replay_reads_it_whole() {
+    let dir = TempDir::new("follow-vpc");
+    let whole = dir.0.join("whole.log");
+    let text = vpc_log();
+    std::fs::write(&whole, &text).unwrap();
+    let replay_events = dir.0.join("replay.ndjson");
+    let replay = crate::golden::portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        "multi-node",
+        "--events",
+        replay_events.to_str().unwrap(),
+        "--events-format",
+        "flat",
+        whole.to_str().unwrap(),
+    ]);
+    let report = replay.json();
+    let counts = report["capture"]["sources"][0]["fidelity"]["records"].clone();
+    let want = counts.as_object().expect("record counts").clone();
+    assert!(want["observed"].as_u64() > Some(0), "{counts}");
+
+    let log = dir.0.join("vpc.log");
+    let events = dir.0.join("events.ndjson");
+    let mut d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        "multi-node".as_ref(),
+        "--follow".as_ref(),
+        log.as_os_str(),
+        "--events".as_ref(),
+        events.as_os_str(),
+        "--events-format".as_ref(),
+        "flat".as_ref(),
+    ]);
+    // Not there yet when following starts: read from its start.
+    let missing = r#"portwatch_followed_file_changes_total{change="missing",node="unknown"}"#;
+    d.wait_metrics("the missing log", |m| sample(m, missing) == Some(1.0));
+    // Written in pieces, cut inside lines, while the daemon reads it.
+    for piece in text.as_bytes().chunks(97) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let series = |reason: &str| {
+        format!(r#"portwatch_records_total{{format="vpc_flow",node="unknown",reason="{reason}"}}"#)
+    };
+    let m = d.wait_metrics("the connections observed", |m| {
+        sample(m, &series("observed")).map(|n| n as u64) == want["observed"].as_u64()
+    });
+    for (reason, n) in &want {
+        assert_eq!(
+            sample(&m, &series(reason)).map(|n| n as u64),
+            n.as_u64(),
+            "{reason}:\n{m}"
+        );
+    }
+    for (reason, n) in [("header_again", 1), ("nodata", 1), ("skipdata", 1)] {
+        assert_eq!(want[reason].as_u64(), Some(n), "{counts}");
+    }
+    assert_eq!(
+        sample(&m, r#"portwatch_sensor_source_info{sensor_kind="flow"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    let followed = observed_events(&events);
+    assert!(!followed.is_empty());
+    assert_eq!(followed, observed_events(&replay_events));
 }
 
 #[test]

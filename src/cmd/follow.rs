@@ -1,8 +1,9 @@
 //! `--follow` for `watch` and `run`: node logs (Windows Firewall logs, WFP
-//! events as NDJSON) read as they grow, their records fed to the same
+//! events as NDJSON) and AWS VPC flow logs read as they grow, their records fed to the same
 //! pipeline as the packets, counted in the metrics by node, format and
-//! reason. The files are checked when following starts (an EVTX file, or
-//! one that is neither, is refused); a file not there yet is waited for.
+//! reason. The files are checked when following starts (an EVTX file, a
+//! gzip file, an Azure flow log, or one that is none of these, is refused);
+//! a file not there yet is waited for.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,10 @@ use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::quote::log_field;
 use crate::report::SourceFacts;
+use crate::source::flows::{FlowFormat, GZIP_MAGIC};
 use crate::source::follow::{Change, StartAt, MAX_FOLLOWED};
 use crate::source::records::follow::{Followed, FollowedFile};
-use crate::source::records::{RecordContext, RecordFormat};
+use crate::source::records::{RecordContext, RecordFormat, RecordItem};
 use crate::source::wfp::evtx::MAGIC as EVTX_MAGIC;
 use crate::source::SourceError;
 
@@ -101,6 +103,7 @@ impl Follow {
     ) -> Polled {
         let mut polled = Polled::default();
         for f in &mut self.files {
+            let known = self.nodes.len();
             self.out.clear();
             polled.more |= f.poll(now, &self.ctx, &mut self.out);
             for e in self.out.drain(..) {
@@ -113,6 +116,9 @@ impl Follow {
                             }
                             let format = format.map_or(UNKNOWN, RecordFormat::name);
                             rec.record(counted.node.as_ref(), format, counted.reason);
+                        }
+                        if format == Some(RecordFormat::VpcFlow) {
+                            note_carried(&self.ctx, counted.item.as_ref(), &mut self.nodes);
                         }
                         if let Some(item) = counted.item {
                             Records::feed(pl, item);
@@ -129,9 +135,9 @@ impl Follow {
             if let Some(s) = f.sensor() {
                 if !self.nodes.contains(s) {
                     self.nodes.push(s.clone());
-                    self.new_nodes = true;
                 }
             }
+            self.new_nodes |= self.nodes.len() > known;
         }
         polled
     }
@@ -188,8 +194,25 @@ impl Follow {
     }
 }
 
-/// A file given to `--follow`, if there: a firewall log or NDJSON (or
-/// empty so far). EVTX is refused: it is not a file that grows by lines.
+/// The site nodes an observation of a VPC flow log carries: a flow log is
+/// written per network interface, so these are the nodes it watches (as
+/// `replay` takes them). Bounded by the site.
+fn note_carried(ctx: &RecordContext, item: Option<&RecordItem>, nodes: &mut Vec<Arc<str>>) {
+    let Some(RecordItem::Observed(o)) = item else {
+        return;
+    };
+    for ip in [o.key.client, o.key.server] {
+        if let Some(n) = ctx.node_of(ip) {
+            if !nodes.contains(&n.name) {
+                nodes.push(n.name.clone());
+            }
+        }
+    }
+}
+
+/// A file given to `--follow`, if there: a firewall log, NDJSON or a VPC
+/// flow log (or empty so far). EVTX, gzip and Azure flow logs are refused:
+/// they are not files that grow by lines.
 fn check(path: &Path) -> Result<(), SourceError> {
     let name = path.display().to_string();
     let mut head = Vec::with_capacity(512);
@@ -208,13 +231,33 @@ fn check(path: &Path) -> Result<(), SourceError> {
             path: name,
         });
     }
-    if head.iter().all(u8::is_ascii_whitespace) || RecordFormat::detect(&head).is_some() {
+    if head.starts_with(&GZIP_MAGIC) {
+        return Err(SourceError::Refused {
+            what: format!(
+                "{name}: a gzip file cannot be followed (it is written whole, not line by line): \
+                 replay it, or follow the plain text log"
+            ),
+            path: name,
+        });
+    }
+    let flow = FlowFormat::detect(&head);
+    if flow == Some(FlowFormat::AzureFlowLog) {
+        return Err(SourceError::Refused {
+            what: format!(
+                "{name}: an Azure flow log cannot be followed (its blob is one JSON document \
+                 rewritten as it grows, not appended lines): replay each hour's PT1H.json"
+            ),
+            path: name,
+        });
+    }
+    let empty = head.iter().all(u8::is_ascii_whitespace);
+    if empty || RecordFormat::detect(&head).is_some() || flow == Some(FlowFormat::VpcFlowLog) {
         return Ok(());
     }
     Err(SourceError::Refused {
         what: format!(
-            "{name}: --follow reads Windows Firewall logs (pfirewall.log) and WFP events as NDJSON; \
-             this is neither (captures go to -i or replay)"
+            "{name}: --follow reads Windows Firewall logs (pfirewall.log), WFP events as NDJSON \
+             and AWS VPC flow logs (plain text); this is none of these (captures go to -i or replay)"
         ),
         path: name,
     })
@@ -311,7 +354,20 @@ mod tests {
         let evtx = refused(&file("Security.evtx", b"ElfFile\0rest"));
         assert!(evtx.contains("EVTX file cannot be followed"), "{evtx}");
         let pcap = refused(&file("capture.pcap", &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]));
-        assert!(pcap.contains("this is neither"), "{pcap}");
+        assert!(pcap.contains("none of these"), "{pcap}");
+        let vpc = "version account-id interface-id srcaddr dstaddr srcport dstport protocol \
+                   packets bytes start end action log-status\n";
+        assert!(check(&file("vpc.log", vpc.as_bytes())).is_ok());
+        let gz = refused(&file("vpc.log.gz", &[0x1f, 0x8b, 8, 0, 0, 0]));
+        assert!(
+            gz.contains("vpc.log.gz: a gzip file cannot be followed"),
+            "{gz}"
+        );
+        let azure = refused(&file("PT1H.json", b"{\"records\": [{\"flowLogVersion\": 4"));
+        assert!(
+            azure.contains("Azure flow log cannot be followed"),
+            "{azure}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

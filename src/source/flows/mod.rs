@@ -155,7 +155,7 @@ fn by_ports(src_port: u16, dst_port: u16) -> (bool, Initiator) {
     (src_port >= dst_port, Initiator::Inferred)
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The bytes of a file, gunzipped when gzip (AWS delivers `.log.gz`); a
 /// stream cut short keeps what it gave, with the reason.

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use super::{by_ports, key, FlowFile, FlowItem, FlowStop};
 use crate::observation::{FlowKey, Initiator, Observation, Outcome, SourceKind};
@@ -38,7 +39,7 @@ const ACK: u8 = 16;
 const JOIN_CAPACITY: usize = 1 << 20;
 
 /// A first line in this format: a header, or a default-format record.
-pub(super) fn looks_like(first: &str) -> bool {
+pub fn looks_like(first: &str) -> bool {
     let t: Vec<&str> = first.split_whitespace().collect();
     if t.first() == Some(&"version") {
         return t.contains(&"srcaddr") || t.contains(&"log-status");
@@ -267,18 +268,34 @@ impl Joins {
         self.order[i].1.add(r, forward, initiator);
     }
 
-    fn flush(&mut self, f: &mut FlowFile) {
+    /// Every join held, as an observation (`None`: an interval that
+    /// continues an older connection).
+    fn flush(&mut self, emit: &mut dyn FnMut(Option<Observation>)) {
         self.at.clear();
         for ((k, ts), j) in self.order.drain(..) {
-            match j.outcome() {
-                None => f.count("continued"),
-                Some(outcome) => f.observe(Observation {
-                    initiator: j.initiator,
-                    ..Observation::record(ts, k, outcome, SourceKind::VpcFlowLog)
-                }),
-            }
+            emit(j.outcome().map(|outcome| Observation {
+                initiator: j.initiator,
+                ..Observation::record(ts, k, outcome, SourceKind::VpcFlowLog)
+            }));
         }
     }
+}
+
+fn flush_into(joins: &mut Joins, f: &mut FlowFile) {
+    joins.flush(&mut |o| match o {
+        None => f.count("continued"),
+        Some(o) => f.observe(o),
+    });
+}
+
+/// What one line is, by its fields: a header (its columns taken), or data.
+fn header(cols: &mut Columns, headers: &mut u32, line: &str, t: &[&str]) -> Option<bool> {
+    if t[0] != "version" {
+        return None;
+    }
+    *headers += 1;
+    *cols = Columns::parse(line);
+    Some(*headers > 1)
 }
 
 /// Read a VPC flow log's text.
@@ -300,12 +317,10 @@ pub fn read(bytes: &[u8]) -> FlowFile {
         if t.is_empty() {
             continue;
         }
-        if t[0] == "version" {
-            headers += 1;
-            if headers > 1 {
+        if let Some(again) = header(&mut cols, &mut headers, line, &t) {
+            if again {
                 f.count("header_again");
             }
-            cols = Columns::parse(line);
             continue;
         }
         f.records += 1;
@@ -322,7 +337,7 @@ pub fn read(bytes: &[u8]) -> FlowFile {
                 f.count("tcp");
                 if joins.order.len() >= JOIN_CAPACITY {
                     f.count("join_full");
-                    joins.flush(&mut f);
+                    flush_into(&mut joins, &mut f);
                 }
                 joins.add(&r);
             }
@@ -333,6 +348,125 @@ pub fn read(bytes: &[u8]) -> FlowFile {
             Line::Skip(reason) => f.count(reason),
         }
     }
-    joins.flush(&mut f);
+    flush_into(&mut joins, &mut f);
     f
+}
+
+/// How long a followed log's records wait for the other direction of
+/// their connection: AWS delivers an interval's records together.
+pub const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// What a followed line or a released join gives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Followed {
+    /// One line, counted by `reason`; a TCP line carries its two ends (for
+    /// the node), a `NODATA`/`SKIPDATA` line its gap.
+    Line {
+        reason: &'static str,
+        ends: Option<(IpAddr, IpAddr)>,
+        gap: Option<FlowItem>,
+    },
+    /// A connection's joined records: counted by `reason` (`observed`,
+    /// `continued`, `join_full`), not a line.
+    Joined {
+        reason: &'static str,
+        observation: Option<Observation>,
+    },
+}
+
+/// The reasons that count something other than a record (a connection,
+/// a header line), as [`read`] counts them beside its records.
+pub const NOT_RECORDS: [&str; 4] = ["observed", "continued", "join_full", "header_again"];
+
+/// A VPC flow log read line by line as it grows (`--follow`), as [`read`]
+/// reads it whole: the same columns, counts and joins. Joins are held
+/// until the oldest has waited [`JOIN_WAIT`] (or [`JOIN_CAPACITY`] are
+/// held), then all go out.
+pub struct Follow {
+    cols: Columns,
+    headers: u32,
+    joins: Joins,
+    held_since: Option<Instant>,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Follow {
+            cols: Columns::parse(DEFAULT_FIELDS),
+            headers: 0,
+            joins: Joins::default(),
+            held_since: None,
+        }
+    }
+}
+
+impl Follow {
+    /// A new file starts (rotation, truncation): its own header, if any.
+    pub fn new_file(&mut self) {
+        self.cols = Columns::parse(DEFAULT_FIELDS);
+        self.headers = 0;
+    }
+
+    /// One whole line read at `now`; `history`: read for its header only.
+    pub fn line(&mut self, line: &str, history: bool, now: Instant, out: &mut Vec<Followed>) {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.is_empty() {
+            return;
+        }
+        if let Some(again) = header(&mut self.cols, &mut self.headers, line, &t) {
+            if again && !history {
+                out.push(Followed::Line {
+                    reason: "header_again",
+                    ends: None,
+                    gap: None,
+                });
+            }
+            return;
+        }
+        if history {
+            return;
+        }
+        let (reason, ends, gap) = match parse_line(&self.cols, &t) {
+            Line::Tcp(r) => {
+                if self.joins.order.len() >= JOIN_CAPACITY {
+                    self.release(out);
+                    out.push(Followed::Joined {
+                        reason: "join_full",
+                        observation: None,
+                    });
+                }
+                self.joins.add(&r);
+                self.held_since.get_or_insert(now);
+                ("tcp", Some((r.src.0, r.dst.0)), None)
+            }
+            Line::Gap { from, to, status } => (status, None, Some(FlowItem::Gap { from, to })),
+            Line::Skip(reason) => (reason, None, None),
+        };
+        out.push(Followed::Line { reason, ends, gap });
+    }
+
+    /// Joins that waited [`JOIN_WAIT`] by `now` go out.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Followed>) {
+        if self
+            .held_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= JOIN_WAIT)
+        {
+            self.release(out);
+        }
+    }
+
+    fn release(&mut self, out: &mut Vec<Followed>) {
+        self.held_since = None;
+        self.joins.flush(&mut |observation| {
+            let reason = if observation.is_some() {
+                "observed"
+            } else {
+                "continued"
+            };
+            out.push(Followed::Joined {
+                reason,
+                observation,
+            });
+        });
+    }
 }

@@ -28,6 +28,9 @@ pub enum RecordFormat {
     /// Filtering Platform audit events: `.evtx`, or NDJSON (Winlogbeat
     /// ECS, flat NXLog).
     WfpEvents,
+    /// An AWS VPC flow log followed as it grows (`--follow`); `replay`
+    /// reads it as a flow log ([`crate::source::flows`]), never as this.
+    VpcFlow,
 }
 
 impl RecordFormat {
@@ -35,6 +38,7 @@ impl RecordFormat {
         match self {
             RecordFormat::FirewallLog => SourceKind::FirewallLog,
             RecordFormat::WfpEvents => SourceKind::WfpEvents,
+            RecordFormat::VpcFlow => SourceKind::VpcFlowLog,
         }
     }
 
@@ -42,6 +46,7 @@ impl RecordFormat {
         match self {
             RecordFormat::FirewallLog => "pfirewall",
             RecordFormat::WfpEvents => "wfp_events",
+            RecordFormat::VpcFlow => "vpc_flow",
         }
     }
 
@@ -202,9 +207,16 @@ pub fn read_file(
     format: RecordFormat,
     ctx: &RecordContext,
 ) -> Result<RecordFile, SourceError> {
-    // EVTX is read chunk by chunk, NDJSON line by line, from the file.
-    if format == RecordFormat::WfpEvents {
-        return wfp::read_file(path, ctx);
+    match format {
+        // EVTX is read chunk by chunk, NDJSON line by line, from the file.
+        RecordFormat::WfpEvents => return wfp::read_file(path, ctx),
+        RecordFormat::VpcFlow => {
+            return Err(SourceError::Refused {
+                path: path.display().to_string(),
+                what: "a VPC flow log is read as a flow log, not a node log".into(),
+            })
+        }
+        RecordFormat::FirewallLog => {}
     }
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| SourceError::Io {

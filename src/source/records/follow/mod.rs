@@ -1,6 +1,7 @@
 //! A node's log followed as it grows (`--follow`): the lines of [`Tail`]
 //! read by the incremental reader of the file's format, told from its
-//! first line (`#`: a Windows Firewall log, `{`: WFP events as NDJSON).
+//! first line (`#`: a Windows Firewall log, `{`: WFP events as NDJSON, a
+//! VPC flow log's header or default-format record: an AWS VPC flow log).
 //! Each record comes out [`Counted`], by the same reasons `replay` counts;
 //! what only following has is counted here: `line_too_long` (longer than
 //! [`crate::source::follow::MAX_LINE`]), `cut_line` (a file rotated or
@@ -8,11 +9,13 @@
 //! was told).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{pfirewall, wfp, Counted, RecordContext, RecordFormat};
+use super::{pfirewall, wfp, Counted, RecordContext, RecordFormat, RecordItem};
+use crate::source::flows::vpc;
 use crate::source::follow::{Change, StartAt, Tail, TailEvent};
 
 /// The reasons counted here.
@@ -27,6 +30,7 @@ enum Reader {
     Unknown,
     Firewall(pfirewall::Follow),
     Wfp(wfp::Follow),
+    Vpc(vpc::Follow),
 }
 
 impl Reader {
@@ -35,6 +39,7 @@ impl Reader {
             Reader::Unknown => None,
             Reader::Firewall(_) => Some(RecordFormat::FirewallLog),
             Reader::Wfp(_) => Some(RecordFormat::WfpEvents),
+            Reader::Vpc(_) => Some(RecordFormat::VpcFlow),
         }
     }
 }
@@ -106,6 +111,7 @@ impl FollowedFile {
         let FollowedFile { tail, reader, .. } = self;
         let from = out.len();
         let mut counted = Vec::new();
+        let mut flows = Vec::new();
         let push = |format: Option<RecordFormat>, c: &mut Vec<Counted>, out: &mut Vec<_>| {
             out.extend(
                 c.drain(..)
@@ -115,8 +121,10 @@ impl FollowedFile {
         let more = tail.poll(now, &mut |e| {
             match e {
                 TailEvent::Change(c) => {
-                    if let (Change::Opened, Reader::Firewall(f)) = (c, &mut *reader) {
-                        f.new_file();
+                    match (c, &mut *reader) {
+                        (Change::Opened, Reader::Firewall(f)) => f.new_file(),
+                        (Change::Opened, Reader::Vpc(v)) => v.new_file(),
+                        _ => {}
                     }
                     out.push(Followed::Change(c));
                 }
@@ -125,6 +133,9 @@ impl FollowedFile {
                         match text.trim_start().as_bytes().first() {
                             Some(b'#') => *reader = Reader::Firewall(pfirewall::Follow::default()),
                             Some(b'{') => *reader = Reader::Wfp(wfp::Follow::default()),
+                            Some(_) if vpc::looks_like(text) => {
+                                *reader = Reader::Vpc(vpc::Follow::default())
+                            }
                             Some(_) if !history => {
                                 counted.push(Counted::new(None, reason::UNKNOWN_FORMAT, None))
                             }
@@ -135,6 +146,10 @@ impl FollowedFile {
                         Reader::Unknown => {}
                         Reader::Firewall(f) => f.line(text, history, now, ctx, &mut counted),
                         Reader::Wfp(w) => w.line(text.as_bytes(), history, ctx, &mut counted),
+                        Reader::Vpc(v) => {
+                            v.line(text, history, now, &mut flows);
+                            counted.extend(flows.drain(..).map(|f| vpc_counted(f, ctx)));
+                        }
                     }
                 }
                 TailEvent::TooLong { history: false } => {
@@ -145,8 +160,13 @@ impl FollowedFile {
             }
             push(reader.format(), &mut counted, out);
         });
-        if let Reader::Firewall(f) = reader {
-            f.tick(now, ctx, &mut counted);
+        match reader {
+            Reader::Firewall(f) => f.tick(now, ctx, &mut counted),
+            Reader::Vpc(v) => {
+                v.tick(now, &mut flows);
+                counted.extend(flows.drain(..).map(|f| vpc_counted(f, ctx)));
+            }
+            _ => {}
         }
         push(reader.format(), &mut counted, out);
         // A record of a line the file's own reader could not place is the
@@ -157,7 +177,10 @@ impl FollowedFile {
                 if counted.node.is_none() && matches!(self.reader, Reader::Firewall(_)) {
                     counted.node = known.clone();
                 }
-                self.records += 1;
+                // A VPC connection (or header) is counted, not a record.
+                let record = !matches!(self.reader, Reader::Vpc(_))
+                    || !vpc::NOT_RECORDS.contains(&counted.reason);
+                self.records += u64::from(record);
                 *self.counts.entry(counted.reason).or_default() += 1;
                 if self.sensor.is_none() {
                     self.sensor = counted.node.clone();
@@ -165,6 +188,32 @@ impl FollowedFile {
             }
         }
         more
+    }
+}
+
+/// A VPC flow log's line or connection as a record: its node is the site
+/// node owning one of its ends (the interface logged), the client's first.
+fn vpc_counted(f: vpc::Followed, ctx: &RecordContext) -> Counted {
+    let node = |ends: Option<(IpAddr, IpAddr)>| {
+        let (a, b) = ends?;
+        let n = ctx.node_of(a).or_else(|| ctx.node_of(b))?;
+        Some(n.name.clone())
+    };
+    match f {
+        vpc::Followed::Line { reason, ends, gap } => {
+            let item = gap.map(|g| RecordItem::Lost {
+                at: g.ts(),
+                events: 0,
+            });
+            Counted::new(node(ends), reason, item)
+        }
+        vpc::Followed::Joined {
+            reason,
+            observation,
+        } => {
+            let ends = observation.as_ref().map(|o| (o.key.client, o.key.server));
+            Counted::new(node(ends), reason, observation.map(RecordItem::Observed))
+        }
     }
 }
 

@@ -328,3 +328,94 @@ fn wfp_ndjson_followed_gives_what_replay_reads() {
     assert_eq!(f.file.records(), replay.records);
     assert_eq!(f.file.format(), Some(RecordFormat::WfpEvents));
 }
+
+fn vpc_sample(name: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sensors/vpcflow");
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+/// Observations in time order (replay sorts its items by time, stably).
+fn by_time(mut o: Vec<Observation>) -> Vec<Observation> {
+    o.sort_by_key(|o| o.ts);
+    o
+}
+
+#[test]
+fn a_vpc_flow_log_followed_in_pieces_gives_what_replay_reads() {
+    use crate::source::flows::{self, vpc::JOIN_WAIT, FlowFormat, FlowItem};
+    for name in [
+        "awsdocs_v2_default.log",
+        "awsdocs_v3_tcp_flags.log",
+        "awsdocs_v3_transit_gateway.log",
+        "awsdocs_v5_flow_direction.log",
+        "elastic_beats_accept-reject-traffic.log",
+    ] {
+        let bytes = vpc_sample(name);
+        let s = Scratch::new("vpc");
+        let log = s.0.join(name);
+        let mut f = Follower::new(&log, ctx(false));
+        let mut got = Vec::new();
+        for piece in bytes.chunks(41) {
+            append(&log, piece);
+            got.extend(f.poll());
+        }
+        got.extend(f.wait(JOIN_WAIT));
+        assert_eq!(f.file.format(), Some(RecordFormat::VpcFlow), "{name}");
+        let replay = flows::read(FlowFormat::VpcFlowLog, bytes.clone());
+        let items: Vec<RecordItem> = records(&got)
+            .into_iter()
+            .filter_map(|c| c.item.clone())
+            .collect();
+        let want: Vec<Observation> = replay.observations().cloned().collect();
+        // The transit gateway's records have no start: none is placed.
+        assert_eq!(want.is_empty(), name.contains("transit"), "{name}");
+        assert_eq!(by_time(observed(items.clone())), want, "{name}");
+        assert_eq!(f.file.counts(), &replay.counts, "{name}");
+        assert_eq!(f.file.records(), replay.records, "{name}");
+        // NODATA and SKIPDATA are gaps, at the end of their interval.
+        let gaps: Vec<_> = (items.iter())
+            .filter_map(|i| match i {
+                RecordItem::Lost { at, .. } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let want_gaps: Vec<_> = (replay.items.iter())
+            .filter_map(|i| match i {
+                FlowItem::Gap { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps, want_gaps, "{name}");
+    }
+}
+
+#[test]
+fn a_vpc_flow_log_waits_for_the_other_direction_and_counts_a_header_again() {
+    let bytes = vpc_sample("awsdocs_v3_tcp_flags.log");
+    let text = String::from_utf8(bytes).unwrap();
+    let header = text.lines().next().unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let s = Scratch::new("vpc-again");
+    let log = s.0.join("vpc.log");
+    // The SYN's record, then (within the wait) the SYN-ACK's: one
+    // connection, established.
+    append(&log, format!("{header}\n{}\n", lines[0]).as_bytes());
+    let mut f = Follower::new(&log, ctx(false));
+    let first = f.poll();
+    assert!(records(&first).iter().all(|c| c.item.is_none()));
+    append(&log, format!("{header}\n{}\n", lines[1]).as_bytes());
+    let mut got = f.poll();
+    got.extend(f.wait(crate::source::flows::vpc::JOIN_WAIT));
+    let counted = records(&got);
+    let reasons: Vec<&str> = counted.iter().map(|c| c.reason).collect();
+    assert_eq!(reasons, ["header_again", "tcp", "observed"]);
+    match &counted[2].item {
+        Some(RecordItem::Observed(o)) => {
+            assert_eq!(o.outcome(), Some(crate::observation::Outcome::Established));
+            assert_eq!(o.key.server_port, 5001);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A header and a connection are counted, not records: the two lines are.
+    assert_eq!(f.file.records(), 2);
+}
