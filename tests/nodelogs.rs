@@ -580,5 +580,35 @@ fn a_capture_and_a_log_count_once_and_report_where_they_disagree() {
         ),
         (&50553.into(), &4432.into(), &"denied".into())
     );
+    // The ECS event log (the default) has it as one alert, its fields ECS's.
+    let ecs = dir.join("events.ecs.ndjson").display().to_string();
+    let n = args.len();
+    args[n - 3] = &ecs;
+    args[n - 1] = "ecs";
+    assert_eq!(portwatch(&args).code, Some(1));
+    let docs = crate::events::check_ecs(&std::fs::read_to_string(&ecs).unwrap());
+    let lines: Vec<&Value> = (docs.iter())
+        .filter(|d| d["event"]["action"] == "outcome-disagreement")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let d = lines[0];
+    assert_eq!(
+        (
+            &d["event"]["kind"],
+            &d["event"]["type"],
+            &d["source"]["port"],
+            &d["destination"]["port"],
+            &d["portwatch"]["src"],
+            &d["portwatch"]["outcomes"],
+        ),
+        (
+            &"alert".into(),
+            &serde_json::json!(["connection", "info"]),
+            &50553.into(),
+            &4432.into(),
+            &"scheduler".into(),
+            &serde_json::json!({"packets": "established", "firewall_log": "denied"}),
+        )
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

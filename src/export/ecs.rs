@@ -1,12 +1,13 @@
 //! Event lines in the Elastic Common Schema: what Filebeat/Elastic Agent,
 //! Logstash or a Loki pipeline ingest with no parsing rules of their own.
 //!
-//! Three kinds of line: a connection attempt and its outcome
-//! (`event.kind: event`, joined by `portwatch.flow_id`), and findings
+//! Four kinds of line: a connection attempt and its outcome
+//! (`event.kind: event`, joined by `portwatch.flow_id`), findings
 //! (`event.kind: alert`): an unexpected, local-only or unknown-host attempt,
 //! an expected flow refused or unanswered (`blocked`), each deduplicated
 //! as printed findings are, and a required edge with no evidence for a
-//! whole window (`missing`). portwatch's own fields live under `portwatch.*`; every
+//! whole window (`missing`); and a connection two kinds of source told
+//! different fates of (an alert too, `outcome-disagreement`). portwatch's own fields live under `portwatch.*`; every
 //! other field is an ECS field of ECS's type (checked by a test against
 //! ECS's field list).
 
@@ -24,6 +25,7 @@ use crate::model::RuleId;
 use crate::observation::Process;
 use crate::pipeline::ConnEnd;
 use crate::policy::{EdgeId, Origin, Policy};
+use crate::state::kinds::Disagreement;
 use crate::state::tally::FindingKind;
 use crate::state::{EdgeState, FastMap, FlowKey, Outcome};
 use crate::time::Timestamp;
@@ -283,6 +285,49 @@ impl EcsFormatter {
             out.extend(self.finding(p, &f, flow_id.as_deref()));
         }
         out
+    }
+
+    /// A connection two kinds of source told different fates of (one saw
+    /// it established, the other refused, unanswered or denied): an alert
+    /// with each kind's outcome in `portwatch.outcomes`. Its `ts` is the
+    /// later outcome's, not the SYN's, so it carries no `portwatch.flow_id`;
+    /// `network.community_id` joins it to the flow's lines.
+    pub fn disagreement(
+        &self,
+        p: &Policy,
+        ts: Timestamp,
+        c: &Classification,
+        key: &FlowKey,
+        d: &Disagreement,
+    ) -> Value {
+        let mut doc = self.flow_doc(p, ts, c, key, None);
+        let id = format!("{}-d", self.flow_id(ts, key));
+        let types = ["connection", "info"];
+        set_event(
+            &mut doc,
+            "alert",
+            &types,
+            "outcome-disagreement",
+            "unknown",
+            id,
+        );
+        let (blocked_kind, blocked) = d.blocked;
+        doc["message"] = format!(
+            "sources disagree on {} -> {}:{}: {} saw it established, {} says {}",
+            p.peer_name(c.src),
+            p.peer_name(c.dst),
+            c.port,
+            d.established.as_str(),
+            blocked_kind.as_str(),
+            blocked.as_str()
+        )
+        .into();
+        let outcomes = json!({
+            d.established.as_str(): Outcome::Established.as_str(),
+            blocked_kind.as_str(): blocked.as_str(),
+        });
+        portwatch(&mut doc).insert("outcomes".into(), outcomes);
+        doc
     }
 
     /// A connection at its end, for the conn log: the 4-tuple, verdict and

@@ -155,7 +155,16 @@ impl EventLog {
                             self.emit(&doc);
                         }
                     }
-                    Event::Evidence { .. } | Event::Disagreement { .. } => {}
+                    Event::Disagreement {
+                        ts,
+                        class,
+                        key,
+                        disagreement,
+                    } => {
+                        let doc = self.ecs.disagreement(p, *ts, class, key, disagreement);
+                        self.emit(&doc);
+                    }
+                    Event::Evidence { .. } => {}
                 },
             }
         }
