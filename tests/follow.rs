@@ -396,3 +396,43 @@ fn watch_follow_alone_prints_the_logs_findings() {
     assert!(printed.contains("192.0.2.11"), "{printed}");
     assert_eq!(done.status.code(), Some(1), "a finding: {stderr}");
 }
+
+#[test]
+fn watch_follow_prints_a_vpc_flow_logs_findings_and_counts() {
+    let dir = TempDir::new("follow-vpc-watch");
+    let log = dir.0.join("vpc.log");
+    std::fs::write(&log, vpc_log()).unwrap();
+    let out = dir.0.join("stdout");
+    let child = Command::new(bin())
+        .args(["watch", "--site", "multi-node", "--follow"])
+        .arg(&log)
+        .args(["--follow-from", "start"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The connections' joins go out after their wait; then the finding.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let printed = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("52.213.180.42") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(printed.contains("unknown_host"), "{printed}\n{stderr}");
+    assert_eq!(done.status.code(), Some(1), "a finding: {stderr}");
+    // The closing summary: the format, the header again and the gaps.
+    assert!(stderr.contains("vpc.log (vpc_flow): "), "{stderr}");
+    for want in ["header_again=1", "nodata=1", "skipdata=1"] {
+        assert!(stderr.contains(want), "no {want} in {stderr}");
+    }
+}
