@@ -15,6 +15,8 @@
 //! - **Sequence numbers**: a gap is lost records (v5 and IPFIX count
 //!   records, v9 counts export packets). It is counted per exporter and is a
 //!   [`FlowItem::Gap`], so required edges are not judged missing over it.
+//!   An IPFIX stream numbered [`SeqRule::Through`] (softflowd) is
+//!   recognised and checked by its own rule, so it shows no phantom gaps.
 //! - **What a record proves.** A flow record is not a handshake. From
 //!   `tcpControlBits` per direction: SYN from the initiator and nothing back
 //!   is `unanswered`; SYN-ACK back is `established`; RST back without
@@ -417,12 +419,53 @@ struct Held {
     body: Vec<u8>,
 }
 
+/// How an exporter numbers its IPFIX messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeqRule {
+    /// RFC 7011: the data records sent before this message.
+    #[default]
+    Before,
+    /// The flow records sent up to and including this message's, options
+    /// records not counted (softflowd: 24 on a first message of 24 flow
+    /// records and an options record, 56 on the next of 32).
+    Through,
+}
+
+impl SeqRule {
+    fn other(self) -> SeqRule {
+        match self {
+            SeqRule::Before => SeqRule::Through,
+            SeqRule::Through => SeqRule::Before,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SeqRule::Before => "records before the message (RFC 7011)",
+            SeqRule::Through => "records through the message",
+        }
+    }
+}
+
+/// Messages in a row that fit only the other [`SeqRule`] before a stream
+/// is switched to it.
+const SWITCH_AFTER: u8 = 2;
+
 /// Per-domain state.
 #[derive(Debug)]
 struct Domain {
     templates: HashMap<u16, (u64, Template)>,
     next_stamp: u64,
+    /// The next sequence number by [`SeqRule::Before`].
     expected: Option<u32>,
+    /// The last sequence number: [`SeqRule::Through`] adds to it.
+    last_seq: Option<u32>,
+    rule: SeqRule,
+    /// Messages in a row that fit only the other rule.
+    against: u8,
+    /// The gap by `rule` of a message that fit only the other rule:
+    /// counted if the next telling message fits `rule` after all.
+    pending: Option<(u32, Timestamp, Timestamp)>,
     /// When the last sequence number was checked: where a gap begins.
     checked: Timestamp,
     last_seen: Timestamp,
@@ -435,6 +478,10 @@ impl Domain {
             templates: HashMap::new(),
             next_stamp: 0,
             expected: None,
+            last_seq: None,
+            rule: SeqRule::Before,
+            against: 0,
+            pending: None,
             checked: now,
             last_seen: now,
             held: VecDeque::new(),
@@ -508,6 +555,8 @@ pub struct Collector {
     pub packets: u64,
     /// Data records read.
     pub records: u64,
+    /// Of them, options records.
+    options_records: u64,
     /// Records and packets by what was made of them (`observed`, `not_tcp`,
     /// `no_syn`, ... and the bad-input reasons).
     pub counts: BTreeMap<&'static str, u64>,
@@ -620,20 +669,69 @@ impl Collector {
         d
     }
 
-    /// Check a sequence number against the one expected; a gap is lost.
+    /// Check a sequence number: by [`SeqRule::Before`] against `next` of
+    /// the message before; by [`SeqRule::Through`] against the last number
+    /// plus `flows`, this message's flow records (IPFIX only). A gap is
+    /// lost. A stream whose messages fit only the other rule
+    /// [`SWITCH_AFTER`] times in a row is switched to it.
     fn sequence(
         &mut self,
         k: DomainKey,
         now: Timestamp,
         seq: u32,
-        next: Option<u32>,
+        (next, flows): (Option<u32>, Option<u32>),
         out: &mut Vec<FlowItem>,
     ) {
         let d = self.domain(k, now);
-        let since = std::mem::replace(&mut d.checked, now);
-        let expected = std::mem::replace(&mut d.expected, next);
-        let Some(expected) = expected else { return };
+        let since = std::mem::replace(&mut d.checked, now).min(now);
+        let before = std::mem::replace(&mut d.expected, next);
+        let through = d.last_seq.zip(flows).map(|(s, n)| s.wrapping_add(n));
+        d.last_seq = Some(seq);
+        let (by_rule, by_other) = match d.rule {
+            SeqRule::Before => (before, through),
+            SeqRule::Through => (through, before),
+        };
+        let telling = by_rule.is_some() && by_other.is_some() && by_rule != by_other;
+        let Some(expected) = by_rule else { return };
         let gap = seq.wrapping_sub(expected);
+        if telling && by_other == Some(seq) {
+            d.against += 1;
+            if d.against < SWITCH_AFTER {
+                d.pending = Some((gap, since, now));
+                return;
+            }
+            let (from, to) = (d.rule, d.rule.other());
+            d.rule = to;
+            d.against = 0;
+            d.pending = None;
+            self.count("sequence_rule_switched");
+            tracing::warn!(
+                exporter = %k.exporter,
+                domain = k.domain,
+                from = from.name(),
+                to = to.name(),
+                "an IPFIX exporter numbers its messages by another rule; checked by it from now on"
+            );
+            return;
+        }
+        if telling && gap == 0 {
+            d.against = 0;
+            if let Some((gap, from, to)) = d.pending.take() {
+                self.gap(k, gap, from, to, out);
+            }
+        }
+        self.gap(k, gap, since, now, out);
+    }
+
+    /// A gap of `gap` between `from` and `to`: lost, or behind.
+    fn gap(
+        &mut self,
+        k: DomainKey,
+        gap: u32,
+        from: Timestamp,
+        to: Timestamp,
+        out: &mut Vec<FlowItem>,
+    ) {
         if gap == 0 {
             return;
         }
@@ -663,10 +761,7 @@ impl Collector {
         lost.packets += this.packets;
         self.count_n("lost_packets", this.packets);
         self.count_n("lost_records", this.records);
-        out.push(FlowItem::Gap {
-            from: since.min(now),
-            to: now,
-        });
+        out.push(FlowItem::Gap { from, to });
         if let Some(origins) = &mut self.origins {
             origins.push(Origin {
                 exporter: k.exporter,
@@ -688,7 +783,13 @@ impl Collector {
             version: Version::V5,
             domain: engine,
         };
-        self.sequence(k, now, seq, Some(seq.wrapping_add(u32::from(n))), out);
+        self.sequence(
+            k,
+            now,
+            seq,
+            (Some(seq.wrapping_add(u32::from(n))), None),
+            out,
+        );
         let clock = Clock {
             export_ms: u64::from(secs) * 1000 + u64::from(nanos / 1_000_000),
             uptime_ms: Some(u64::from(uptime)),
@@ -727,7 +828,7 @@ impl Collector {
             version: Version::V9,
             domain: source,
         };
-        self.sequence(k, now, seq, Some(seq.wrapping_add(1)), out);
+        self.sequence(k, now, seq, (Some(seq.wrapping_add(1)), None), out);
         let clock = Clock {
             export_ms: u64::from(secs) * 1000,
             uptime_ms: Some(u64::from(uptime)),
@@ -751,13 +852,14 @@ impl Collector {
             uptime_ms: None,
         };
         let body = &b[IPFIX_HEADER..usize::from(len).min(b.len())];
-        let before = self.records;
+        let (records, options) = (self.records, self.options_records);
         let complete = self.sets(k, now, &clock, body, out);
-        // The sequence counts data records: the next is known only when
-        // every data set of this message could be read.
-        let read = (self.records - before) as u32;
+        // The sequence counts data records: known only when every data set
+        // of this message could be read.
+        let read = (self.records - records) as u32;
+        let flows = read - (self.options_records - options) as u32;
         let next = complete.then(|| seq.wrapping_add(read));
-        self.sequence(k, now, seq, next, out);
+        self.sequence(k, now, seq, (next, complete.then_some(flows)), out);
     }
 
     /// The sets of a v9 or IPFIX message. False when a data set could not
@@ -922,6 +1024,7 @@ impl Collector {
             at += n;
             self.records += 1;
             if t.options {
+                self.options_records += 1;
                 self.count("options_record");
                 continue;
             }

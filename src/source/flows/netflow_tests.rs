@@ -452,6 +452,112 @@ fn sequence_gaps_are_lost_records_per_exporter_and_a_gap() {
     assert!(!c.lost.contains_key(&Some("192.0.2.7".parse().unwrap())));
 }
 
+/// An IPFIX message of `n` flow records numbered `seq`; the first of a
+/// stream also carries the templates and one options record (as
+/// softflowd's do).
+fn numbered(seq: u32, n: u16, first: bool) -> Vec<u8> {
+    let mut m = Ipfix::new(seq);
+    if first {
+        // Options template 301: scope observationDomainId (149), 4 bytes.
+        m = m
+            .template(300, &SPEC)
+            .set(3, &[1, 45, 0, 1, 0, 1, 0, 149, 0, 4])
+            .set(301, &[0, 0, 0, 1]);
+    }
+    let mut body = Vec::new();
+    for i in 0..n {
+        body.extend(rec(C, 40000 + i, S, 443, 0x12, START));
+    }
+    m.set(300, &body).bytes()
+}
+
+/// Feeds messages of these flow record counts and sequence numbers,
+/// leaving out those `dropped`; the records lost, the rule at the end.
+fn stream(msgs: &[(u16, u32)], dropped: &[usize]) -> (Collector, u64, SeqRule) {
+    let mut c = Collector::new();
+    for (i, &(n, seq)) in msgs.iter().enumerate() {
+        if !dropped.contains(&i) {
+            feed(&mut c, 10 + i as u64, &numbered(seq, n, i == 0));
+        }
+    }
+    let lost = c.lost.get(&Some(exporter())).map_or(0, |l| l.records);
+    let rule = c.domains.values().next().expect("a domain").rule;
+    (c, lost, rule)
+}
+
+/// RFC 7011 numbers: the data records (options records too) before.
+fn rfc(counts: &[u16]) -> Vec<(u16, u32)> {
+    let mut seq = 0u32;
+    let mut out = Vec::new();
+    for (i, &n) in counts.iter().enumerate() {
+        out.push((n, seq));
+        seq += u32::from(n) + u32::from(i == 0);
+    }
+    out
+}
+
+/// softflowd's numbers: the flow records through this message.
+fn through(counts: &[u16]) -> Vec<(u16, u32)> {
+    let mut seq = 0u32;
+    (counts.iter().map(|&n| {
+        seq += u32::from(n);
+        (n, seq)
+    }))
+    .collect()
+}
+
+#[test]
+fn an_rfc_stream_with_a_dropped_message_loses_its_records_and_keeps_its_rule() {
+    let counts = [24, 32, 32, 6, 17, 5];
+    let (c, lost, rule) = stream(&rfc(&counts), &[]);
+    assert_eq!((lost, rule), (0, SeqRule::Before), "{:?}", c.counts);
+    let (c, lost, rule) = stream(&rfc(&counts), &[3]);
+    assert_eq!((lost, rule), (6, SeqRule::Before), "{:?}", c.counts);
+    assert_eq!(count(&c, "sequence_rule_switched"), 0);
+}
+
+#[test]
+fn a_stream_numbered_through_its_messages_loses_nothing_and_is_recognised() {
+    // softflowd -v 10 of demo.pcap: 24 (with an options record), 32 x 6,
+    // 6, numbered 24, 56, ..., 216, 222.
+    let counts = [24, 32, 32, 32, 32, 32, 32, 6];
+    let (c, lost, rule) = stream(&through(&counts), &[]);
+    assert_eq!((lost, rule), (0, SeqRule::Through), "{:?}", c.counts);
+    assert_eq!(count(&c, "sequence_rule_switched"), 1);
+    assert_eq!(count(&c, "sequence_behind"), 0);
+}
+
+#[test]
+fn a_stream_numbered_through_its_messages_loses_a_dropped_messages_records() {
+    let counts = [3, 5, 2, 4, 1, 7, 7];
+    // Recognised by the third message; the fourth (4 records) dropped.
+    let (c, lost, rule) = stream(&through(&counts), &[3]);
+    assert_eq!((lost, rule), (4, SeqRule::Through), "{:?}", c.counts);
+    // Between two messages of equal counts: still 7.
+    let (c, lost, _) = stream(&through(&counts), &[5]);
+    assert_eq!(lost, 7, "{:?}", c.counts);
+}
+
+#[test]
+fn equal_counts_cannot_tell_the_rules_apart_so_nothing_switches() {
+    let (c, lost, rule) = stream(&through(&[4, 4, 4, 4, 4]), &[]);
+    // The first message's options record makes the second's number one
+    // short of RFC's; once only, so no switch, and not a loss.
+    assert_eq!(rule, SeqRule::Before, "{:?}", c.counts);
+    assert_eq!(count(&c, "sequence_rule_switched"), 0);
+    assert_eq!(lost, 0, "{:?}", c.counts);
+}
+
+#[test]
+fn a_message_fitting_the_other_rule_once_then_an_rfc_one_was_a_real_loss() {
+    // RFC: 2 records at 0, 1 at 3 (dropped), 3 at 4, 2 at 7. Without the
+    // dropped one, the third looks numbered through itself (1 + 3 = 4),
+    // the fourth fits RFC: the gap was real.
+    let msgs = [(2, 0), (1, 3), (3, 4), (2, 7)];
+    let (c, lost, rule) = stream(&msgs, &[1]);
+    assert_eq!((lost, rule), (1, SeqRule::Before), "{:?}", c.counts);
+}
+
 #[test]
 fn templates_are_scoped_per_exporter_and_domain() {
     let mut c = Collector::new();
