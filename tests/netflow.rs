@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -111,6 +113,94 @@ pub(crate) fn softflowd(dir: &Path, pcap: &Path, port: u16, v: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A lossy network between an exporter and the collector: each datagram
+/// sent to `port` goes on to the collector's port, but the `drop`-th (from
+/// 0). Stop it once the exporter is done.
+pub(crate) struct Relay {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Vec<u8>>>>,
+}
+
+impl Relay {
+    pub(crate) fn start(to: u16, drop: usize) -> Relay {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        if seen.len() != drop {
+                            sock.send_to(&buf[..n], ("127.0.0.1", to)).unwrap();
+                        }
+                        seen.push(buf[..n].to_vec());
+                    }
+                    // Idle: what was sent before the stop has been relayed.
+                    Err(_) if stopped.load(Ordering::Relaxed) => return seen,
+                    Err(_) => {}
+                }
+            }
+        });
+        Relay {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every datagram the exporter sent, the dropped one too.
+    pub(crate) fn stop(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The data records of each IPFIX message, by the lengths its templates
+/// give (fixed-length fields, as softflowd's).
+pub(crate) fn ipfix_records(messages: &[Vec<u8>]) -> Vec<usize> {
+    let be16 = |b: &[u8], at: usize| usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+    let mut lens: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for m in messages {
+        assert_eq!(be16(m, 0), 10, "IPFIX");
+        let (mut at, end, mut n) = (16, be16(m, 2), 0);
+        while at + 4 <= end {
+            let (id, len) = (be16(m, at), be16(m, at + 2));
+            let body = &m[at + 4..at + len];
+            if id == 2 || id == 3 {
+                let mut t = 0;
+                while t + 4 <= body.len() {
+                    let (tid, fields) = (be16(body, t), be16(body, t + 2));
+                    t += if id == 3 { 6 } else { 4 };
+                    let mut rec = 0;
+                    for _ in 0..fields {
+                        rec += be16(body, t + 2);
+                        t += if body[t] & 0x80 != 0 { 8 } else { 4 };
+                    }
+                    lens.insert(tid, rec);
+                }
+            } else if id >= 256 {
+                n += body.len() / lens[&id];
+            }
+            at += len;
+        }
+        out.push(n);
+    }
+    out
 }
 
 /// The JSON closing summary at the end of `run`'s stderr.
@@ -406,6 +496,76 @@ fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
     d.signal("TERM");
     let (status, _, stderr) = d.wait_exit();
     assert!(status.success(), "{stderr}");
+}
+
+/// softflowd -v 10 numbers each IPFIX message by the flow records through
+/// it (RFC 7011: before it), so every message whose count differs from the
+/// one before looked like lost records. Of demo.pcap (messages of 24, 32,
+/// ..., 6 records) under the exporter's declared name: nothing lost, the
+/// rule recognised; with the third datagram dropped on the way, that
+/// message's records lost, no more.
+#[test]
+fn softflowd_ipfix_loses_no_records_unless_a_datagram_is_dropped() {
+    if !needs(
+        "netflow::softflowd_ipfix_sequence",
+        false,
+        &["softflowd", "softflowctl"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("netflow-ipfix-seq");
+    let site = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: core-switch\n    address: 127.0.0.1\n    covers: [engine2]\n",
+    );
+    for drop in [None, Some(2)] {
+        let port = free_udp_port();
+        let mut d = Daemon::start(&[
+            "run",
+            "--site",
+            &site,
+            "--flow-listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+        let relay = Relay::start(port, drop.unwrap_or(usize::MAX));
+        softflowd(&dir.0, &fixture("demo.pcap"), relay.port, "10");
+        let sent = relay.stop();
+        let records = ipfix_records(&sent);
+        assert!(records.len() > 4, "{records:?}");
+        let delivered = sent.len() - usize::from(drop.is_some());
+        let m = d.wait_metrics("every datagram counted", |m| {
+            sample(
+                m,
+                r#"portwatch_flow_export_datagrams_total{exporter="core-switch"}"#,
+            ) == Some(delivered as f64)
+        });
+        let lost = sample(
+            &m,
+            r#"portwatch_flow_export_lost_records_total{exporter="core-switch"}"#,
+        );
+        let want = drop.map_or(0, |i| records[i]);
+        assert_eq!(
+            lost,
+            Some(want as f64),
+            "dropped {drop:?} of {records:?}: {m}"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                r#"portwatch_records_total{format="flow_export",node="unknown",reason="sequence_rule_switched"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+        d.signal("TERM");
+        let (status, _, stderr) = d.wait_exit();
+        assert!(status.success(), "{stderr}");
+        assert!(
+            stderr.contains("numbers its messages by another rule"),
+            "{stderr}"
+        );
+    }
 }
 
 /// Whether `watch` printed a line for the report finding `f`: its kind,
