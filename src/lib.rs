@@ -60,6 +60,8 @@ pub mod policy;
 pub mod propose;
 pub mod quote;
 pub mod report;
+#[cfg(test)]
+mod scratch_tests;
 pub mod site;
 pub mod source;
 pub mod state;

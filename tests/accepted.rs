@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::golden::{portwatch, root, Run};
+use crate::util::TempDir;
 use portwatch::config::load_policy;
 use portwatch::export::metrics::{Metrics, Recorder};
 use portwatch::pipeline::Pipeline;
@@ -21,17 +22,22 @@ use portwatch::state::TrackConfig;
 
 const PCAP: &str = "fixtures/verdict-unexpected.pcap";
 
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("portwatch-accepted-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A test's directory, removed when dropped, with the site file in it.
+struct SiteDir {
+    dir: TempDir,
+    site: PathBuf,
+}
+
+impl SiteDir {
+    fn join(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
 }
 
 /// The multi-node site with `corp-users -> engine1:4747` accepted until
 /// `expires` (none if `None`), an acceptance by address that always holds
 /// (`engine1 -> proxy:4243`) and one that matches nothing.
-fn site(name: &str, expires: Option<&str>) -> PathBuf {
+fn site(name: &str, expires: Option<&str>) -> SiteDir {
     let base = std::fs::read_to_string(root().join("deploy/sites/multi-node.yaml")).unwrap();
     let base = base.split("\naccepted:").next().unwrap().trim_end();
     let mut text = format!("{base}\naccepted:\n");
@@ -47,9 +53,10 @@ fn site(name: &str, expires: Option<&str>) -> PathBuf {
          - from: 192.0.2.21\n    to: proxy\n    port: 4243\n    reason: health check\n    ticket: CHG-7\n    \
          owner: ops\n    expires: 2030-01-01\n",
     );
-    let path = scratch(name).join("site.yaml");
+    let dir = TempDir::new(&format!("accepted-{name}"));
+    let path = dir.0.join("site.yaml");
     std::fs::write(&path, text).unwrap();
-    path
+    SiteDir { dir, site: path }
 }
 
 fn replay(site: &Path, extra: &[&str]) -> Run {
@@ -105,8 +112,8 @@ fn finding_series(site: &Path, src: &str) -> Vec<String> {
 
 #[test]
 fn an_acceptance_that_holds_on_the_day_marks_the_finding_everywhere() {
-    let site = site("holds", Some("2026-01-05"));
-    let events = scratch("holds").join("events.json");
+    let dir = site("holds", Some("2026-01-05"));
+    let (site, events) = (dir.site.clone(), dir.join("events.json"));
     let run = replay(
         &site,
         &["--format", "json", "--events", events.to_str().unwrap()],
@@ -178,8 +185,8 @@ fn an_acceptance_that_holds_on_the_day_marks_the_finding_everywhere() {
 
 #[test]
 fn an_expired_acceptance_alerts_again() {
-    let site = site("expired", Some("2026-01-04"));
-    let events = scratch("expired").join("events.json");
+    let dir = site("expired", Some("2026-01-04"));
+    let (site, events) = (dir.site.clone(), dir.join("events.json"));
     let run = replay(
         &site,
         &["--format", "json", "--events", events.to_str().unwrap()],
@@ -213,7 +220,7 @@ fn html_summary_tiles_tell_accepted_findings_apart() {
         html[start..end].to_string()
     };
     let all = site("tiles-all", Some("2026-01-05"));
-    let html = replay(&all, &["--format", "html"]).stdout;
+    let html = replay(&all.site, &["--format", "html"]).stdout;
     assert_eq!(
         tile(&html, "findings"),
         "<div class=\"tile\" data-count=\"findings\"><b>2</b><small>findings, 2 accepted</small>"
@@ -224,7 +231,7 @@ fn html_summary_tiles_tell_accepted_findings_apart() {
     );
     // Expired: corp-users' finding alerts again (engine1's is accepted by address).
     let one = site("tiles-one", Some("2026-01-04"));
-    let html = replay(&one, &["--format", "html"]).stdout;
+    let html = replay(&one.site, &["--format", "html"]).stdout;
     assert_eq!(
         tile(&html, "findings"),
         "<div class=\"tile bad\" data-count=\"findings\"><b>2</b><small>findings, 1 accepted</small>"
@@ -236,8 +243,8 @@ fn html_summary_tiles_tell_accepted_findings_apart() {
 #[test]
 fn the_conn_log_names_the_acceptance() {
     let record = |name: &str, expires: &str| -> Value {
-        let site = site(name, Some(expires));
-        let log = scratch(name).join("conns.json");
+        let dir = site(name, Some(expires));
+        let (site, log) = (dir.site.clone(), dir.join("conns.json"));
         let run = replay(&site, &["--conn-log", log.to_str().unwrap()]);
         assert!(run.code.is_some(), "{}", run.stderr);
         let text = std::fs::read_to_string(&log).unwrap();
@@ -256,8 +263,8 @@ fn the_conn_log_names_the_acceptance() {
 
 #[test]
 fn without_an_acceptance_the_finding_is_as_before() {
-    let site = site("none", None);
-    let events = scratch("none").join("events.json");
+    let dir = site("none", None);
+    let (site, events) = (dir.site.clone(), dir.join("events.json"));
     let run = replay(
         &site,
         &["--format", "json", "--events", events.to_str().unwrap()],
@@ -271,8 +278,8 @@ fn without_an_acceptance_the_finding_is_as_before() {
 
 #[test]
 fn a_baseline_leaves_out_the_findings_it_has() {
-    let site = site("baseline", None);
-    let dir = scratch("baseline");
+    let dir = site("baseline", None);
+    let site = dir.site.clone();
     let first = replay(&site, &["--format", "json"]);
     let mut old = first.json();
     let all_edges = old["edges"].clone();

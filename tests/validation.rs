@@ -7,24 +7,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::util::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portwatch");
 
-/// A fresh directory per call, unique across tests and test runs.
-fn scratch() -> PathBuf {
+/// A fresh directory per call, unique across tests and test runs, removed
+/// when dropped.
+fn scratch() -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "portwatch-validation-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir::new(&format!("validation-{}", N.fetch_add(1, Ordering::SeqCst)))
 }
 
-fn write(name: &str, text: &str) -> PathBuf {
-    let f = scratch().join(name);
-    std::fs::write(&f, text).unwrap();
-    f
+/// A file written in a [`scratch`] directory, which goes with it.
+struct Scratch {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn write(name: &str, text: &str) -> Scratch {
+    let dir = scratch();
+    let path = dir.0.join(name);
+    std::fs::write(&path, text).unwrap();
+    Scratch { _dir: dir, path }
 }
 
 fn portwatch(args: &[&str]) -> Output {
@@ -418,7 +435,8 @@ fn assert_exactly(o: &Output, file: &Path, want: &[(u64, u64, &str, &str)]) {
 
 #[test]
 fn missing_file() {
-    let f = scratch().join("does-not-exist.yaml");
+    let dir = scratch();
+    let f = dir.0.join("does-not-exist.yaml");
     let o = check(&f, None);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -722,11 +740,11 @@ fn file_names_with_line_breaks_stay_on_their_line() {
     let dir = scratch();
     let forged = "ERROR forged";
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.pcap");
-    let capture = dir.join(format!("demo\n{forged}.pcap"));
+    let capture = dir.0.join(format!("demo\n{forged}.pcap"));
     std::fs::copy(&demo, &capture).unwrap();
     let capture = capture.to_str().unwrap();
     let table = portwatch(&["replay", "--site", "multi-node", capture]);
-    let missing = dir.join(format!("none\n{forged}.pcap"));
+    let missing = dir.0.join(format!("none\n{forged}.pcap"));
     let error = portwatch(&["replay", "--site", "multi-node", missing.to_str().unwrap()]);
     let site = write(&format!("s\n{forged}.yaml"), "site: t\nnodes: []\n");
     let diag = check(&site, None);

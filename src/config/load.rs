@@ -185,17 +185,16 @@ fn bundled_site(name: &Path) -> Option<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch_tests::Scratch;
 
     /// An unknown `model:` is located like every other site problem:
     /// file, line, column and field.
     #[test]
     fn unknown_model_names_line_column_and_field() {
-        let dir = std::env::temp_dir().join(format!("portwatch-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("unknown-model.yaml");
+        let dir = Scratch::new("unknown-model");
+        let f = dir.path().join("unknown-model.yaml");
         std::fs::write(&f, "site: t\nmodel: nope\nnodes: []\n").unwrap();
         let e = load_policy(&f, None).unwrap_err();
-        let _ = std::fs::remove_file(&f);
         let text = e.to_string();
         let want = format!("{}:2:8: model: no bundled model `nope`", f.display());
         assert!(text.starts_with(&want), "{text}");
@@ -213,15 +212,13 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("/dev/zero: larger than 65536 bytes"));
-        let dir = std::env::temp_dir().join(format!("portwatch-big-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("big.yaml");
+        let dir = Scratch::new("big");
+        let f = dir.path().join("big.yaml");
         std::fs::write(&f, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
         let e = load_policy(&f, None).unwrap_err();
-        let at_limit = dir.join("ok.yaml");
+        let at_limit = dir.path().join("ok.yaml");
         std::fs::write(&at_limit, vec![b'#'; 10]).unwrap();
         assert_eq!(read_limited(&at_limit, 10).unwrap().len(), 10);
-        let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
     }
 }

@@ -502,18 +502,16 @@ async fn require_auth(State(web): State<Arc<LiveWeb>>, req: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch_tests::Scratch;
 
     fn load(yaml: &str) -> Result<WebConfig, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("portwatch-webconfig-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(format!(
+        let dir = Scratch::new("webconfig");
+        let p = dir.path().join(format!(
             "web-{:x}.yml",
             yaml.len() * 31 + yaml.as_bytes()[0] as usize
         ));
         std::fs::write(&p, yaml).unwrap();
-        let r = WebConfig::load(&p);
-        let _ = std::fs::remove_file(&p);
-        r
+        WebConfig::load(&p)
     }
 
     #[test]
