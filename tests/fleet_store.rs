@@ -21,7 +21,10 @@
 //! - `portwatch report --prometheus` against VictoriaMetrics gives, per
 //!   site, the report it gives against the site's Prometheus, with these
 //!   states and the findings of `replay` of the sensors' captures
-//!   (`report::fleet_reports_agree`);
+//!   (`report::fleet_reports_agree`), the same ones: the flow sensor's
+//!   blocked scheduler -> central:4242 too (softflowd exports each refused
+//!   attempt as a SYN record and an ACK,RST record back), once the merge
+//!   window of its records ended, 30 s after they came;
 //! - vmalert with deploy/victoriametrics/portwatch.global.rules.yml fires
 //!   the missing and the unverifiable edge's alerts, and
 //!   PortwatchSiteNotReporting once a site's Prometheus is stopped.
