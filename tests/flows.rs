@@ -134,25 +134,31 @@ fn samples_replay_with_their_fidelity_in_the_report() {
     }
 }
 
-/// A flow log covers the nodes its records carry (a flow log is written per
-/// network interface): required edges between nodes it never names are not
-/// judged, so they cannot be `missing` on its word.
+/// A flow log covers the node owning its interface (the one address at an
+/// end of every record), not the peers its records carry: engine1's log
+/// names central, but central's edges with engine2 are not its to judge,
+/// so they cannot be `missing` on its word.
 #[test]
-fn a_flow_log_judges_only_the_edges_of_the_nodes_it_names() {
+fn a_flow_log_judges_only_the_edges_of_the_node_owning_its_interface() {
     let dir = TempDir::new("flows-coverage");
-    let mut log = format!("{HEADER}\n");
-    // proxy (192.0.2.11) and engine1 (192.0.2.21) only, over three hours.
+    let mut log = String::from(
+        "version interface-id srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n",
+    );
+    // engine1 (192.0.2.21) with central (192.0.2.10) and proxy (192.0.2.11),
+    // over three hours.
     for t in [1_767_603_600u64, 1_767_607_200, 1_767_610_800] {
-        log += &format!(
-            "3 192.0.2.11 192.0.2.21 50001 4747 6 {t} {} ACCEPT 2 OK\n",
-            t + 60
-        );
-        log += &format!(
-            "3 192.0.2.21 192.0.2.11 4747 50001 6 {t} {} ACCEPT 18 OK\n",
-            t + 60
-        );
+        for (peer, port) in [("192.0.2.10", 4242), ("192.0.2.11", 4747)] {
+            let end = t + 60;
+            let (c, s) = if port == 4242 {
+                ("192.0.2.21", peer)
+            } else {
+                (peer, "192.0.2.21")
+            };
+            log += &format!("3 eni-e1 {c} {s} 50001 {port} 6 {t} {end} ACCEPT 2 OK\n");
+            log += &format!("3 eni-e1 {s} {c} {port} 50001 6 {t} {end} ACCEPT 18 OK\n");
+        }
     }
-    let path = dir.0.join("two-nodes.log");
+    let path = dir.0.join("engine1.log");
     std::fs::write(&path, log).unwrap();
     let judged = |extra: &[&str]| {
         let mut args = vec!["replay", "--format", "json", "--site", "multi-node"];
@@ -160,30 +166,46 @@ fn a_flow_log_judges_only_the_edges_of_the_nodes_it_names() {
         args.push(path.to_str().unwrap());
         let run = portwatch(&args);
         let r = run.json();
-        let edges: Vec<(String, String, String)> = (r["edges"].as_array().expect("edges").iter())
-            .map(|e| {
-                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                (s("src"), s("dst"), s("state"))
-            })
-            .collect();
+        let edges: Vec<(String, String, String, String)> =
+            (r["edges"].as_array().expect("edges").iter())
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    (s("src"), s("dst"), e["port"].to_string(), s("state"))
+                })
+                .collect();
         edges
     };
     let edges = judged(&[]);
-    assert!(!edges.is_empty());
-    for (src, dst, state) in &edges {
-        let named = ["proxy", "engine1"];
+    let state = |src: &str, dst: &str, port: &str| {
+        (edges.iter())
+            .find(|(s, d, p, _)| s == src && d == dst && p == port)
+            .map(|e| e.3.clone())
+    };
+    // Its own: one edge seen, one with no record in its window.
+    assert_eq!(
+        state("engine1", "central", "4242").as_deref(),
+        Some("seen"),
+        "{edges:?}"
+    );
+    assert_eq!(
+        state("engine1", "central", "4432").as_deref(),
+        Some("missing"),
+        "{edges:?}"
+    );
+    // Its peer central's edge with engine2: not judged.
+    assert_eq!(state("central", "engine2", "4242"), None, "{edges:?}");
+    for (src, dst, _, st) in &edges {
         assert!(
-            named.contains(&src.as_str()) || named.contains(&dst.as_str()),
-            "{src} -> {dst} ({state}) judged on a log that never names either"
+            src == "engine1" || dst == "engine1",
+            "{src} -> {dst} ({st}) judged on engine1's log"
         );
     }
-    assert!(edges.iter().any(|(_, _, s)| s == "missing"), "{edges:?}");
     // --sensor names the watched nodes exactly.
     let edges = judged(&["--sensor", "engine2"]);
     assert!(
         edges
             .iter()
-            .all(|(s, d, _)| s == "engine2" || d == "engine2"),
+            .all(|(s, d, _, _)| s == "engine2" || d == "engine2"),
         "{edges:?}"
     );
 }

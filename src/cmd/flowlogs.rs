@@ -112,18 +112,27 @@ impl FlowLogs {
         }
     }
 
-    /// The site's nodes whose addresses the flow logs' records carry, in
-    /// site order. A flow log is written per network interface, so these
-    /// are the nodes it watched: required edges between other nodes are not
-    /// its to judge. (A node seen only as a logged node's peer counts too:
-    /// `--sensor` names the watched nodes exactly.)
+    /// The site's nodes the flow logs cover, in site order. A flow log is
+    /// written per network interface and covers the node owning it: the
+    /// one whose address is an end of every record of the interface (none
+    /// while all its records have the same two ends, nor when no node of
+    /// the site has that address). A capture of export packets covers the
+    /// nodes its records carry.
     pub fn nodes(&self, policy: &Policy) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
-        for (_, _, _, f) in &self.files {
-            for item in &f.items {
-                if let FlowItem::Observed(o) = item {
-                    seen.extend(policy.nodes_carried(o));
-                }
+        for (path, _, kind, f) in &self.files {
+            if *kind == SourceKind::FlowExport {
+                seen.extend(f.observations().flat_map(|o| policy.nodes_carried(o)));
+                continue;
+            }
+            seen.extend(f.interfaces.owners(|a| policy.interface_owner(a)));
+            if f.interfaces.untracked > 0 {
+                eprintln!(
+                    "warning: {}: {} records of interfaces beyond the first {} cover nothing",
+                    crate::quote::log_field(path),
+                    f.interfaces.untracked,
+                    flows::INTERFACE_CAPACITY
+                );
             }
         }
         seen.into_iter()

@@ -331,7 +331,7 @@ impl Records {
     /// Which required edges the sources judge: a capture sees what its
     /// `--sensor` nodes (or the whole site) see; logs alone cover the edges
     /// touching their nodes, and flow logs those touching `flow_nodes`
-    /// (the nodes their records carry) unless `--sensor` named nodes.
+    /// (the nodes owning their interfaces) unless `--sensor` named nodes.
     pub fn visibility(
         &self,
         vis: Visibility,

@@ -1,6 +1,8 @@
 //! Which required edges a sensor can see: the `--sensor` nodes, checked
 //! against the site. Used by the report and the exporter alike.
 
+use std::net::IpAddr;
+
 use super::{Edge, EdgeId, EndpointId, EndpointKind, Peer, Policy};
 use crate::observation::Observation;
 use crate::site::{Covered, Exporter};
@@ -55,16 +57,28 @@ impl Visibility {
 }
 
 impl Policy {
+    /// The site node owning a logged interface whose records all have an
+    /// end among `addrs` (see `source::flows::Ends`): the one node with an
+    /// address there; `None` when no node, or more than one, has.
+    pub fn interface_owner(&self, addrs: &[IpAddr]) -> Option<EndpointId> {
+        let mut nodes = addrs.iter().filter_map(|ip| self.node_at(*ip));
+        let first = nodes.next()?;
+        nodes.all(|n| n == first).then_some(first)
+    }
+
+    fn node_at(&self, ip: IpAddr) -> Option<EndpointId> {
+        match self.peer_of(ip) {
+            p @ Peer::Endpoint(id) if self.is_node(p) => Some(id),
+            _ => None,
+        }
+    }
+
     /// The site's nodes at either end of an observed connection: what a
-    /// flow record of an undeclared exporter, or a flow log, is taken to
-    /// cover.
+    /// flow record of an undeclared exporter is taken to cover.
     pub fn nodes_carried(&self, o: &Observation) -> impl Iterator<Item = EndpointId> + '_ {
         [o.key.client, o.key.server]
             .into_iter()
-            .filter_map(|ip| match self.peer_of(ip) {
-                p @ Peer::Endpoint(id) if self.is_node(p) => Some(id),
-                _ => None,
-            })
+            .filter_map(|ip| self.node_at(ip))
     }
 
     /// The endpoint names a declared exporter covers: those named, and the
@@ -124,6 +138,7 @@ impl Policy {
 mod tests {
     use std::time::Duration;
 
+    use super::Visibility;
     use crate::config::load_policy;
     use crate::policy::{EdgeId, Policy};
     use crate::site::{Covered, Exporter, Pos};
@@ -196,6 +211,79 @@ mod tests {
             (EdgeState::NotObserved, Some(Unobserved::Gap(s(110))))
         );
         assert_eq!(clock.state(a_edge, w, s(0), s(171)), EdgeState::Missing);
+    }
+
+    /// The nodes a VPC flow log of `records` (interface, src, dst) covers,
+    /// by name, and the visibility they give.
+    fn log_covers(p: &Policy, records: &[(&str, &str, &str)]) -> (Vec<String>, Visibility) {
+        let mut log = String::from(
+            "version interface-id srcaddr dstaddr srcport dstport protocol start end action log-status\n",
+        );
+        for (eni, src, dst) in records {
+            log += &format!("3 {eni} {src} {dst} 50001 4747 6 1767603600 1767603660 ACCEPT OK\n");
+        }
+        let f = crate::source::flows::vpc::read(log.as_bytes());
+        let names: Vec<String> = (f.interfaces.owners(|a| p.interface_owner(a)).into_iter())
+            .map(|id| p.endpoint(id).name.clone())
+            .collect();
+        let vis = Visibility {
+            nodes: names.clone(),
+            limited: true,
+        };
+        (names, vis)
+    }
+
+    const CENTRAL: &str = "192.0.2.10";
+    const PROXY: &str = "192.0.2.11";
+    const ENGINE1: &str = "192.0.2.21";
+    const ENGINE2: &str = "192.0.2.22";
+
+    /// engine1's interface: its peers central and proxy are ends of its
+    /// records, but central's edges with the other nodes are not its to
+    /// judge.
+    #[test]
+    fn a_flow_log_covers_the_owner_of_its_interface_once_two_peers_tell_it() {
+        let p = (load_policy(std::path::Path::new("multi-node"), None).unwrap()).policy;
+        let one_peer = [("eni-e", ENGINE1, CENTRAL), ("eni-e", CENTRAL, ENGINE1)];
+        let (names, vis) = log_covers(&p, &one_peer);
+        assert!(names.is_empty(), "undecided yet: {names:?}");
+        assert!(!p.edges.iter().any(|e| vis.judges(&p, e)));
+
+        let two_peers = [one_peer[0], one_peer[1], ("eni-e", PROXY, ENGINE1)];
+        let (names, vis) = log_covers(&p, &two_peers);
+        assert_eq!(names, ["engine1"]);
+        let own = edge_between(&p, &["central", "engine1"], &[]);
+        let peers = edge_between(&p, &["central", "engine2"], &[]);
+        assert!(vis.judges(&p, &p.edges[own.0 as usize]));
+        assert!(!vis.judges(&p, &p.edges[peers.0 as usize]));
+        let mut judged = p.edges.iter().filter(|e| vis.judges(&p, e));
+        assert!(judged.all(|e| [e.src, e.dst]
+            .iter()
+            .any(|&n| p.endpoint(n).name == "engine1")));
+    }
+
+    #[test]
+    fn a_flow_log_of_an_interface_no_node_owns_covers_nothing() {
+        let p = (load_policy(std::path::Path::new("multi-node"), None).unwrap()).policy;
+        let outsider = "10.9.9.9";
+        let log = [("eni-x", outsider, ENGINE1), ("eni-x", outsider, PROXY)];
+        let (names, vis) = log_covers(&p, &log);
+        assert!(names.is_empty(), "{names:?}");
+        assert!(!p.edges.iter().any(|e| vis.judges(&p, e)));
+    }
+
+    #[test]
+    fn a_flow_log_of_two_interfaces_covers_both_owners() {
+        let p = (load_policy(std::path::Path::new("multi-node"), None).unwrap()).policy;
+        let log = [
+            ("eni-c", ENGINE1, CENTRAL),
+            ("eni-e", PROXY, ENGINE2),
+            ("eni-c", CENTRAL, PROXY),
+            ("eni-e", ENGINE2, CENTRAL),
+        ];
+        let (mut names, _) = log_covers(&p, &log);
+        names.sort();
+        assert_eq!(names, ["central", "engine2"]);
     }
 
     #[test]

@@ -132,12 +132,13 @@ impl Reader {
         *self.f.denied_by.entry(name.to_string()).or_insert(0) += 1;
     }
 
-    fn tuple(&mut self, layout: Layout, rule: &str, s: &str) {
+    fn tuple(&mut self, layout: Layout, nic: &str, rule: &str, s: &str) {
         self.f.records += 1;
         let t = match parse_tuple(layout, s) {
             Ok(t) => t,
             Err(reason) => return self.f.count(reason),
         };
+        (self.f.interfaces).note(nic, &[t.key.client, t.key.server]);
         if !t.tcp {
             return self.f.count("not_tcp");
         }
@@ -182,10 +183,16 @@ impl Reader {
     }
 
     fn record(&mut self, r: &Value) {
+        // The logged NIC: its MAC, else the resource the log targets.
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let target = (text(r, "macAddress"))
+            .or_else(|| text(r, "targetResourceID"))
+            .or_else(|| text(r, "resourceId"))
+            .unwrap_or_default();
         if let Some(flows) = r.pointer("/flowRecords/flows").and_then(Value::as_array) {
             for acl in flows {
                 for g in array(acl, "flowGroups") {
-                    self.tuples(Layout::Vnet, g);
+                    self.tuples(Layout::Vnet, &target, g);
                 }
             }
         } else if let Some(flows) = r.pointer("/properties/flows").and_then(Value::as_array) {
@@ -196,7 +203,8 @@ impl Reader {
                     if let Some(o) = g.as_object_mut() {
                         o.insert("rule".into(), rule_name);
                     }
-                    self.tuples(Layout::Nsg, &g);
+                    let nic = text(&g, "mac").unwrap_or_else(|| target.clone());
+                    self.tuples(Layout::Nsg, &nic, &g);
                 }
             }
         } else {
@@ -205,7 +213,7 @@ impl Reader {
     }
 
     /// A group's tuples, under its rule.
-    fn tuples(&mut self, layout: Layout, g: &Value) {
+    fn tuples(&mut self, layout: Layout, nic: &str, g: &Value) {
         let rule = g
             .get("rule")
             .and_then(Value::as_str)
@@ -216,7 +224,7 @@ impl Reader {
             Some(ts) => {
                 for t in ts {
                     match t.as_str() {
-                        Some(s) => self.tuple(layout, &rule, s),
+                        Some(s) => self.tuple(layout, nic, &rule, s),
                         None => {
                             self.f.records += 1;
                             self.f.count("malformed_tuple_fields");

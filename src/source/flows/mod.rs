@@ -9,8 +9,11 @@
 //! their [`SourceKind`]).
 
 pub mod azure;
+mod interfaces;
 pub mod netflow;
 pub mod vpc;
+
+pub use interfaces::{Ends, Interfaces, INTERFACE_CAPACITY};
 
 #[cfg(test)]
 mod tests;
@@ -112,6 +115,9 @@ pub struct FlowFile {
     pub counts: BTreeMap<&'static str, u64>,
     /// Denied connections by the rule that denied them (Azure).
     pub denied_by: BTreeMap<String, u64>,
+    /// The addresses at an end of every record, per logged interface: its
+    /// owner's (see [`Ends`]).
+    pub interfaces: Interfaces,
     pub stopped: Option<FlowStop>,
 }
 

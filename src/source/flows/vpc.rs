@@ -51,6 +51,7 @@ pub fn looks_like(first: &str) -> bool {
 #[derive(Clone, Debug)]
 struct Columns {
     count: usize,
+    interface_id: Option<usize>,
     srcaddr: Option<usize>,
     dstaddr: Option<usize>,
     srcport: Option<usize>,
@@ -71,6 +72,7 @@ impl Columns {
         let at = |n: &str| names.iter().position(|x| *x == n);
         Columns {
             count: names.len(),
+            interface_id: at("interface-id"),
             srcaddr: at("srcaddr"),
             dstaddr: at("dstaddr"),
             srcport: at("srcport"),
@@ -142,6 +144,18 @@ fn parse_line(c: &Columns, t: &[&str]) -> Line {
         _ => return Line::Skip("malformed_protocol"),
     }
     record(c, t).map_or_else(Line::Skip, Line::Tcp)
+}
+
+/// A record's interface and the addresses at its ends (the packet's own
+/// too, where logged), for telling whose interface it is.
+fn note_ends(c: &Columns, t: &[&str], f: &mut FlowFile) {
+    let ends: Vec<IpAddr> = [c.srcaddr, c.dstaddr, c.pkt_srcaddr, c.pkt_dstaddr]
+        .into_iter()
+        .filter_map(|at| field(t, at)?.parse().ok())
+        .collect();
+    if !ends.is_empty() {
+        (f.interfaces).note(field(t, c.interface_id).unwrap_or(""), &ends);
+    }
 }
 
 /// An address column, or the packet's own (`pkt-...`) where logged.
@@ -332,7 +346,11 @@ pub fn read(bytes: &[u8]) -> FlowFile {
             f.count("truncated");
             break;
         }
-        match parse_line(&cols, &t) {
+        let line = parse_line(&cols, &t);
+        if matches!(line, Line::Tcp(_) | Line::Skip("not_tcp")) {
+            note_ends(&cols, &t, &mut f);
+        }
+        match line {
             Line::Tcp(r) => {
                 f.count("tcp");
                 if joins.order.len() >= JOIN_CAPACITY {

@@ -1,0 +1,110 @@
+//! Which addresses a logged interface's records all share: a flow log is
+//! written per network interface, and the interface's own address is an
+//! end of each of its records. Pure: the site decides whose address it is.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Interfaces tracked per file; the records of any further interface are
+/// counted (`untracked`) and decide nothing, so its log covers nothing.
+pub const INTERFACE_CAPACITY: usize = 4096;
+
+/// The addresses at an end of every record of one interface so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    /// At most four (source, destination and the packet's own pair).
+    pub common: Vec<IpAddr>,
+    /// A record has had other ends than the first: until then the two
+    /// ends of one conversation cannot be told apart.
+    pub narrowed: bool,
+}
+
+impl Ends {
+    fn add(&mut self, ends: &[IpAddr]) {
+        let before = self.common.len();
+        self.common.retain(|a| ends.contains(a));
+        self.narrowed |= self.common.len() < before;
+    }
+
+    /// The addresses that can still be the interface's own, once told
+    /// apart from its peers'; `None` while undecided.
+    pub fn decided(&self) -> Option<&[IpAddr]> {
+        self.narrowed.then_some(self.common.as_slice())
+    }
+}
+
+/// The interfaces of one flow file, by the id the log gives them (AWS
+/// `interface-id`, Azure NIC MAC or target resource; empty if none).
+#[derive(Clone, Debug, Default)]
+pub struct Interfaces {
+    pub by_id: BTreeMap<String, Ends>,
+    /// Records of interfaces beyond [`INTERFACE_CAPACITY`].
+    pub untracked: u64,
+}
+
+impl Interfaces {
+    /// A record of interface `id` between `ends` (unparsed ones left out).
+    pub fn note(&mut self, id: &str, ends: &[IpAddr]) {
+        if let Some(e) = self.by_id.get_mut(id) {
+            return e.add(ends);
+        }
+        if self.by_id.len() >= INTERFACE_CAPACITY {
+            self.untracked += 1;
+            return;
+        }
+        let mut common = Vec::with_capacity(ends.len());
+        for a in ends {
+            if !common.contains(a) {
+                common.push(*a);
+            }
+        }
+        let ends = Ends {
+            common,
+            narrowed: false,
+        };
+        self.by_id.insert(id.to_string(), ends);
+    }
+
+    /// The owner of each decided interface, by `owner_of` its common
+    /// addresses (none for the undecided and the unowned).
+    pub fn owners<T>(&self, owner_of: impl Fn(&[IpAddr]) -> Option<T>) -> Vec<T> {
+        (self.by_id.values())
+            .filter_map(|e| e.decided().and_then(&owner_of))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_interface_is_decided_once_a_record_has_another_peer() {
+        let mut i = Interfaces::default();
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        i.note("eni-1", &[a, b]);
+        i.note("eni-1", &[b, a]);
+        assert_eq!(i.by_id["eni-1"].decided(), None);
+        i.note("eni-1", &[c, a, c]);
+        assert_eq!(i.by_id["eni-1"].decided(), Some(&[a][..]));
+        // A record of no end in common leaves no address at all.
+        i.note("eni-1", &[b, c]);
+        assert_eq!(i.by_id["eni-1"].decided(), Some(&[][..]));
+    }
+
+    #[test]
+    fn interfaces_beyond_the_capacity_are_counted_not_tracked() {
+        let mut i = Interfaces::default();
+        let a = ip("10.0.0.1");
+        for n in 0..INTERFACE_CAPACITY + 3 {
+            i.note(&format!("eni-{n}"), &[a]);
+        }
+        i.note("eni-0", &[a]);
+        assert_eq!(i.by_id.len(), INTERFACE_CAPACITY);
+        assert_eq!(i.untracked, 3);
+    }
+}
