@@ -26,6 +26,7 @@ use crate::export::evidence::FindingsPcap;
 use crate::export::findings::FindingPrinter;
 use crate::export::http::Readiness;
 use crate::export::metrics::Recorder;
+use crate::frame::Frame;
 use crate::observation::SensorKind;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
@@ -200,6 +201,26 @@ pub(super) struct Driver {
     /// pipeline's own cap on them).
     warned: BTreeSet<(EncapKind, u16)>,
     state: Option<Keeper>,
+}
+
+/// One frame into the pipeline, its packet counted and, when findings'
+/// packets are written, offered to that file.
+fn ingest(
+    pl: &mut Pipeline,
+    rec: Option<&mut Recorder>,
+    findings_pcap: &mut Option<FindingsPcap>,
+    live: bool,
+    f: &Frame<'_>,
+) {
+    if let Some(w) = findings_pcap {
+        w.decide(pl.events(), pl.conns());
+        w.frame(f);
+    }
+    let what = pl.ingest(f);
+    if let Some(rec) = rec {
+        let slot = if live { f.interface as usize } else { 0 };
+        rec.packet(slot, what);
+    }
 }
 
 impl Driver {
@@ -432,6 +453,9 @@ impl Driver {
                 next_tick = Instant::now() + TICK;
             }
         }
+        if !self.ended {
+            self.flush_capture();
+        }
         if let Some(f) = &mut self.flow {
             f.finish(&mut self.pl);
         }
@@ -519,6 +543,24 @@ impl Driver {
         }
     }
 
+    /// Stopped: the frames the live capture already holds still go
+    /// through, so the findings of its last packets reach the closing
+    /// summary and the event log.
+    fn flush_capture(&mut self) {
+        let Driver {
+            input,
+            pl,
+            rec,
+            findings_pcap,
+            ..
+        } = self;
+        let live = input.is_live();
+        let flushed = input.flush(&mut |f| ingest(pl, rec.as_mut(), findings_pcap, live, f));
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e, "reading the capture's last frames failed");
+        }
+    }
+
     /// One poll of the source.
     fn step(&mut self, slots: usize) -> Result<(), Error> {
         let Driver {
@@ -529,17 +571,9 @@ impl Driver {
             ..
         } = self;
         let live = input.is_live();
-        let poll = input.source().poll(&mut |f| {
-            if let Some(w) = findings_pcap {
-                w.decide(pl.events(), pl.conns());
-                w.frame(f);
-            }
-            let what = pl.ingest(f);
-            if let Some(rec) = rec.as_mut() {
-                let slot = if live { f.interface as usize } else { 0 };
-                rec.packet(slot, what);
-            }
-        });
+        let poll = input
+            .source()
+            .poll(&mut |f| ingest(pl, rec.as_mut(), findings_pcap, live, f));
         if let Some(rec) = &self.rec {
             self.input.sync_interfaces(rec);
         }

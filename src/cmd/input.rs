@@ -128,6 +128,18 @@ impl Input {
         }
     }
 
+    /// Stopping: the frames a live capture already holds (see
+    /// [`LiveSource::flush`]); files and replays hold none.
+    pub fn flush(
+        &mut self,
+        sink: &mut dyn FnMut(&crate::frame::Frame<'_>),
+    ) -> Result<usize, SourceError> {
+        match self {
+            Input::Live(l) => l.flush(sink),
+            _ => Ok(0),
+        }
+    }
+
     /// The clock windows are judged on: a paced replay's capture time, or
     /// the wall clock live. Files read flat out have no clock but their own
     /// frames.

@@ -551,6 +551,34 @@ impl LiveSource {
         result
     }
 
+    /// The capture stops: hand `sink` what the rings captured until now and
+    /// every frame the reorder buffer holds, in timestamp order. A ring
+    /// hands a batch over up to the capture timeout late, so this reads
+    /// for that long.
+    pub fn flush(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<usize, SourceError> {
+        let until = Instant::now() + self.timeout;
+        let mut reorder = self.reorder.take();
+        let mut n = 0;
+        loop {
+            n += match &mut reorder {
+                Some(r) => {
+                    self.drain(&mut |f| r.push(f))?;
+                    0
+                }
+                None => self.drain(sink)?,
+            };
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            self.wait(left)?;
+        }
+        if let Some(r) = &mut reorder {
+            n += r.release_all(sink);
+        }
+        self.reorder = reorder;
+        Ok(n)
+    }
+
     /// Wait up to `timeout` for an interface to become readable; false
     /// when a signal interrupted the wait.
     fn wait(&mut self, timeout: Duration) -> Result<bool, SourceError> {

@@ -93,6 +93,12 @@ impl Reorder {
             .map(|Reverse(h)| h.ts.saturating_add(self.hold))
     }
 
+    /// Hand `sink` every frame held, due or not, in timestamp order: the
+    /// capture stops and no earlier frame will come.
+    pub fn release_all(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> usize {
+        self.release(Timestamp(u64::MAX), sink)
+    }
+
     /// Hand `sink` the frames older than `hold` at `now` (and the oldest
     /// beyond [`MAX_HELD`]), in timestamp order; equal timestamps in the
     /// order they were read.
