@@ -160,12 +160,14 @@ fn a_flow_log_judges_only_the_edges_of_the_node_owning_its_interface() {
     }
     let path = dir.0.join("engine1.log");
     std::fs::write(&path, log).unwrap();
-    let judged = |extra: &[&str]| {
+    let run_json = |extra: &[&str]| {
         let mut args = vec!["replay", "--format", "json", "--site", "multi-node"];
         args.extend_from_slice(extra);
         args.push(path.to_str().unwrap());
-        let run = portwatch(&args);
-        let r = run.json();
+        portwatch(&args).json()
+    };
+    let judged = |extra: &[&str]| {
+        let r = run_json(extra);
         let edges: Vec<(String, String, String, String)> =
             (r["edges"].as_array().expect("edges").iter())
                 .map(|e| {
@@ -192,11 +194,24 @@ fn a_flow_log_judges_only_the_edges_of_the_node_owning_its_interface() {
         Some("missing"),
         "{edges:?}"
     );
-    // Its peer central's edge with engine2: not judged.
-    assert_eq!(state("central", "engine2", "4242"), None, "{edges:?}");
+    // Its peer central's edge with engine2: listed, not judged.
+    assert_eq!(
+        state("central", "engine2", "4242").as_deref(),
+        Some("not_observed"),
+        "{edges:?}"
+    );
+    let reason = (run_json(&[])["edges"].as_array().unwrap().iter())
+        .find(|e| e["src"] == "central" && e["dst"] == "engine2" && e["port"] == 4242)
+        .map(|e| e["reason"].to_string());
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("the interfaces of engine1")),
+        "{reason:?}"
+    );
     for (src, dst, _, st) in &edges {
         assert!(
-            src == "engine1" || dst == "engine1",
+            src == "engine1" || dst == "engine1" || st == "not_observed",
             "{src} -> {dst} ({st}) judged on engine1's log"
         );
     }

@@ -363,6 +363,7 @@ impl FlowListen {
         Visibility {
             nodes,
             limited: true,
+            unjudged: None,
         }
     }
 

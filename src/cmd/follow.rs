@@ -168,6 +168,7 @@ impl Follow {
         Visibility {
             nodes,
             limited: true,
+            unjudged: None,
         }
     }
 
@@ -316,6 +317,7 @@ mod tests {
         let central = Visibility {
             nodes: vec!["central".into()],
             limited: true,
+            unjudged: None,
         };
         assert_eq!(
             judged(&f.visibility(central, true)),

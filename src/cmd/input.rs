@@ -354,7 +354,11 @@ impl Records {
             return vis;
         }
         let mut nodes = vis.nodes;
+        let mut unjudged = None;
         if !vis.limited {
+            if let Some(owners) = &flow_nodes {
+                unjudged = Some(flow_coverage(owners));
+            }
             for n in flow_nodes.into_iter().flatten() {
                 if !nodes.contains(&n) {
                     nodes.push(n);
@@ -374,6 +378,7 @@ impl Records {
         Visibility {
             nodes,
             limited: true,
+            unjudged,
         }
     }
 
@@ -421,5 +426,16 @@ pub(super) fn record_context(
             [one] => Some(one.as_str().into()),
             _ => None,
         },
+    }
+}
+
+/// Why a required edge outside the flow logs' coverage is not judged.
+fn flow_coverage(owners: &[String]) -> String {
+    match owners {
+        [] => "outside what the flow logs cover: no logged interface is a site node's".into(),
+        _ => format!(
+            "outside what the flow logs cover: the interfaces of {}",
+            owners.join(", ")
+        ),
     }
 }

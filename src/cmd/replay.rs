@@ -48,6 +48,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             crate::policy::Visibility {
                 nodes: Vec::new(),
                 limited: true,
+                unjudged: None,
             }
         }
         false => vis,

@@ -24,6 +24,10 @@ pub struct Visibility {
     /// node is unknown cover nothing); otherwise no nodes means the whole
     /// site (a SPAN).
     pub limited: bool,
+    /// Why the required edges outside `nodes` are not judged, when the
+    /// report lists them (`not_observed`) rather than leaving them out: what
+    /// the flow logs cover.
+    pub unjudged: Option<String>,
 }
 
 impl Visibility {
@@ -38,6 +42,7 @@ impl Visibility {
             None => Ok(Visibility {
                 nodes: sensors.to_vec(),
                 limited: !sensors.is_empty(),
+                unjudged: None,
             }),
         }
     }
@@ -229,6 +234,7 @@ mod tests {
         let vis = Visibility {
             nodes: names.clone(),
             limited: true,
+            unjudged: None,
         };
         (names, vis)
     }

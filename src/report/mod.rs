@@ -418,6 +418,9 @@ impl Report {
         if let Some((since, now)) = window {
             for (i, e) in b.p.edges.iter().enumerate() {
                 if !vis.judges(b.p, e) {
+                    if let (true, Some(why)) = (e.required, &vis.unjudged) {
+                        edges.push(b.unjudged(EdgeId(i as u32), e, &flows, (since, now), why));
+                    }
                     continue;
                 }
                 let (entry, missing) = b.edge(EdgeId(i as u32), e, &flows, since, now);
@@ -650,6 +653,24 @@ impl Builder<'_> {
             accepted: None,
         });
         (entry, missing)
+    }
+
+    /// A required edge no source covers, listed: `not_observed` for `why`
+    /// unless some record of it was seen after all.
+    fn unjudged(
+        &self,
+        id: EdgeId,
+        e: &Edge,
+        flows: &[FlowEntry],
+        (since, now): (Timestamp, Timestamp),
+        why: &str,
+    ) -> EdgeEntry {
+        let (mut entry, _) = self.edge(id, e, flows, since, now);
+        if entry.state != EdgeState::Seen {
+            entry.state = EdgeState::NotObserved;
+            entry.reason = Some(why.to_string());
+        }
+        entry
     }
 
     fn summary(&self, edges: &[EdgeEntry], findings: &[Finding]) -> Summary {
