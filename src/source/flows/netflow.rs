@@ -29,6 +29,11 @@
 //!   connection (an exporter sends one per direction) are joined for at
 //!   most [`JOIN_FOR`]. `flowEndReason` 4 or 5 (forced end, lack of
 //!   resources) on a lone SYN makes it `unknown`, not `unanswered`.
+//! - **Time**: a record is placed at its own start (v5/v9 uptime offsets,
+//!   IPFIX absolute fields, or IPFIX uptime from the stream's
+//!   `systemInitTimeMilliseconds`, kept per domain). Where that is unknown
+//!   (`time_from_export`) or implausible (`time_implausible`: more than
+//!   [`MAX_AHEAD`] after export, or before 1970) the export time is used.
 //! - **Bad input** is counted by reason, never fatal: a bad header, a
 //!   truncated set, a template with a zero-length field (read as absent) or
 //!   of zero length (refused), a record too short for its template.
@@ -379,6 +384,10 @@ impl Raw {
     }
 }
 
+/// How far after the export time a record's own time may lie before it
+/// is judged implausible (a bad clock or field) and the export time used.
+pub const MAX_AHEAD: Duration = Duration::from_secs(3600);
+
 /// What an export packet's header says of time.
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -386,26 +395,43 @@ struct Clock {
     export_ms: u64,
     /// The exporter's uptime at export (v5, v9), milliseconds.
     uptime_ms: Option<u64>,
+    /// The exporter's init time (IPFIX `systemInitTimeMilliseconds`, from
+    /// an options record of the stream), Unix milliseconds.
+    init_ms: Option<u64>,
 }
 
 impl Clock {
     /// A record's start time: an absolute field, else its uptime offset,
-    /// else the export time.
-    fn start(&self, r: &Raw) -> Timestamp {
-        let ms = if let Some(ms) = r.start_ms {
-            ms
+    /// else the export time. With the reason counted when the record's own
+    /// time was there but could not be used.
+    fn start(&self, r: &Raw) -> (Timestamp, Option<&'static str>) {
+        let own = if let Some(ms) = r.start_ms {
+            Some(ms)
         } else if let Some(s) = r.start_secs {
-            s.saturating_mul(1000)
-        } else if let (Some(first), Some(init)) = (r.start_uptime_ms, r.system_init_ms) {
-            init.saturating_add(first)
-        } else if let (Some(first), Some(up)) = (r.start_uptime_ms, self.uptime_ms) {
-            // Uptime wraps after 49.7 days: a start "after" export is
-            // from before the wrap.
-            let behind = (up as u32).wrapping_sub(first as u32);
-            self.export_ms.saturating_sub(u64::from(behind))
+            s.checked_mul(1000)
+        } else if let Some(first) = r.start_uptime_ms {
+            match (r.system_init_ms.or(self.init_ms), self.uptime_ms) {
+                (Some(init), _) => init.checked_add(first),
+                (None, Some(up)) => {
+                    // Uptime wraps after 49.7 days: a start "after" export
+                    // is from before the wrap.
+                    let behind = (up as u32).wrapping_sub(first as u32);
+                    // None: before 1970.
+                    self.export_ms.checked_sub(u64::from(behind))
+                }
+                (None, None) => return (self.at(self.export_ms), Some("time_from_export")),
+            }
         } else {
-            self.export_ms
+            return (self.at(self.export_ms), None);
         };
+        let latest = self.export_ms.saturating_add(MAX_AHEAD.as_millis() as u64);
+        match own {
+            Some(ms) if ms <= latest => (self.at(ms), None),
+            _ => (self.at(self.export_ms), Some("time_implausible")),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Timestamp {
         Timestamp::from_secs_nanos(ms / 1000, ((ms % 1000) * 1_000_000) as u32)
     }
 }
@@ -470,6 +496,9 @@ struct Domain {
     checked: Timestamp,
     last_seen: Timestamp,
     held: VecDeque<Held>,
+    /// IPFIX `systemInitTimeMilliseconds` from the stream's options
+    /// records: what its uptime fields count from.
+    system_init_ms: Option<u64>,
 }
 
 impl Domain {
@@ -485,6 +514,7 @@ impl Domain {
             checked: now,
             last_seen: now,
             held: VecDeque::new(),
+            system_init_ms: None,
         }
     }
 }
@@ -793,6 +823,7 @@ impl Collector {
         let clock = Clock {
             export_ms: u64::from(secs) * 1000 + u64::from(nanos / 1_000_000),
             uptime_ms: Some(u64::from(uptime)),
+            init_ms: None,
         };
         for i in 0..usize::from(n) {
             let at = V5_HEADER + i * V5_RECORD;
@@ -832,6 +863,7 @@ impl Collector {
         let clock = Clock {
             export_ms: u64::from(secs) * 1000,
             uptime_ms: Some(u64::from(uptime)),
+            init_ms: None,
         };
         self.sets(k, now, &clock, &b[V9_HEADER..], out);
     }
@@ -850,6 +882,7 @@ impl Collector {
         let clock = Clock {
             export_ms: u64::from(secs) * 1000,
             uptime_ms: None,
+            init_ms: None,
         };
         let body = &b[IPFIX_HEADER..usize::from(len).min(b.len())];
         let (records, options) = (self.records, self.options_records);
@@ -1026,9 +1059,16 @@ impl Collector {
             if t.options {
                 self.options_records += 1;
                 self.count("options_record");
+                if let Some(init) = raw.system_init_ms {
+                    self.domain(k, now).system_init_ms = Some(init);
+                }
                 continue;
             }
-            self.record(k, now, clock, &raw, out);
+            let clock = Clock {
+                init_ms: self.domains.get(&k).and_then(|d| d.system_init_ms),
+                ..*clock
+            };
+            self.record(k, now, &clock, &raw, out);
         }
         complete
     }
@@ -1057,6 +1097,10 @@ impl Collector {
         let Some(flags) = r.flags else {
             return self.count("no_tcp_flags");
         };
+        let (start, reason) = clock.start(r);
+        if let Some(reason) = reason {
+            self.count(reason);
+        }
         let reverse = match (r.reverse_flags, r.reverse_packets) {
             (Some(f), _) => Some(f),
             (None, Some(0)) => Some(0),
@@ -1065,7 +1109,7 @@ impl Collector {
         let half = Half {
             src: (src, sp),
             dst: (dst, dp),
-            start: clock.start(r),
+            start,
             flags,
             reverse,
             end_reason: r.end_reason,

@@ -614,3 +614,145 @@ proptest! {
         c.finish(&mut out);
     }
 }
+
+/// Template 301: as [`SPEC`] but the start as flowStartSysUpTime.
+const UPTIME_SPEC: [(u16, u16); 7] = [
+    (ie::SRC_V4, 4),
+    (ie::DST_V4, 4),
+    (ie::SRC_PORT, 2),
+    (ie::DST_PORT, 2),
+    (ie::PROTOCOL, 1),
+    (ie::TCP_FLAGS, 1),
+    (ie::START_UPTIME, 4),
+];
+
+/// A record of template 301: a lone SYN from `sp`, `up` ms after init.
+fn uptime_rec(sp: u16, up: u32) -> Vec<u8> {
+    let mut b = rec(C, sp, S, 80, 0x02, 0);
+    b.truncate(14);
+    b.extend_from_slice(&up.to_be_bytes());
+    b
+}
+
+/// Options template 400 (scope: observation domain) and its record
+/// carrying systemInitTimeMilliseconds.
+fn with_init(m: Ipfix, init_ms: u64) -> Ipfix {
+    let mut t = Vec::new();
+    for v in [400u16, 2, 1, 149, 4, ie::SYSTEM_INIT_MILLISECONDS, 8] {
+        t.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut r = 1u32.to_be_bytes().to_vec();
+    r.extend_from_slice(&init_ms.to_be_bytes());
+    m.set(3, &t).set(400, &r)
+}
+
+fn ms(o: &Observation) -> u64 {
+    o.ts.as_nanos() / 1_000_000
+}
+
+#[test]
+fn ipfix_uptime_counts_from_the_streams_options_record_else_the_export_time() {
+    let export_ms = 1_700_000_000_000;
+    let mut c = Collector::new();
+    let m = Ipfix::new(0)
+        .template(301, &UPTIME_SPEC)
+        .set(301, &uptime_rec(40_001, 5_000));
+    let o = one(&mut c, &m);
+    assert_eq!(o.len(), 1, "{:?}", c.counts);
+    assert_eq!(ms(&o[0]), export_ms, "init not yet known");
+    assert_eq!(count(&c, "time_from_export"), 1);
+    let init = START - 600_000;
+    let m = with_init(Ipfix::new(1), init).set(301, &uptime_rec(40_002, 5_000));
+    let o = one(&mut c, &m);
+    assert_eq!(o.len(), 1, "{:?}", c.counts);
+    assert_eq!(ms(&o[0]), init + 5_000);
+    // Kept for the stream: a later message without options uses it.
+    let o = one(&mut c, &Ipfix::new(3).set(301, &uptime_rec(40_003, 7_250)));
+    assert_eq!(ms(&o[0]), init + 7_250);
+    assert_eq!(count(&c, "time_from_export"), 1);
+    // Not another domain's.
+    let mut m = Ipfix::new(0)
+        .template(301, &UPTIME_SPEC)
+        .set(301, &uptime_rec(40_004, 1));
+    m.domain = 2;
+    let o = one(&mut c, &m);
+    assert_eq!(ms(&o[0]), export_ms);
+    assert_eq!(count(&c, "time_from_export"), 2);
+}
+
+#[test]
+fn ipfix_absolute_start_more_than_an_hour_after_export_is_the_export_time() {
+    let export_ms = 1_700_000_000_000;
+    let mut c = Collector::new();
+    let ahead = MAX_AHEAD.as_millis() as u64;
+    let m = Ipfix::new(0)
+        .template(300, &SPEC)
+        .set(300, &rec(C, 40_001, S, 80, 0x02, export_ms + ahead))
+        .set(300, &rec(C, 40_002, S, 80, 0x02, export_ms + ahead + 1));
+    let mut o = one(&mut c, &m);
+    o.sort_by_key(|o| o.key.client_port);
+    assert_eq!(ms(&o[0]), export_ms + ahead, "within the bound");
+    assert_eq!(ms(&o[1]), export_ms, "past it");
+    assert_eq!(count(&c, "time_implausible"), 1);
+}
+
+/// A v5 packet of one lone SYN record: export `secs`, uptime `up`, the
+/// record's First `first`.
+fn v5_one(secs: u32, up: u32, first: u32) -> Vec<u8> {
+    let mut b = vec![0, 5, 0, 1];
+    b.extend_from_slice(&up.to_be_bytes());
+    b.extend_from_slice(&secs.to_be_bytes());
+    b.extend_from_slice(&250_000_000u32.to_be_bytes());
+    b.extend_from_slice(&[0; 8]);
+    let r = rec(C, 40_000, S, 80, 0x02, 0);
+    let mut record = [0u8; V5_RECORD];
+    record[0..8].copy_from_slice(&r[0..8]);
+    record[24..28].copy_from_slice(&first.to_be_bytes());
+    record[32..36].copy_from_slice(&r[8..12]);
+    record[37] = 0x02;
+    record[38] = TCP;
+    b.extend_from_slice(&record);
+    b
+}
+
+#[test]
+fn v5_first_is_placed_by_the_headers_uptime_and_a_start_before_1970_is_not() {
+    let mut c = Collector::new();
+    let mut items = feed(&mut c, 1_000, &v5_one(1_700_000_000, 90_000, 30_000));
+    items.extend(fin(&mut c));
+    let o: Vec<&Observation> = observed(&items).collect();
+    assert_eq!(ms(o[0]), 1_700_000_000_250 - 60_000);
+    // Uptime 3 h at an export 1000 s after 1970: First 0 is before 1970.
+    let mut items = feed(&mut c, 1_001, &v5_one(1_000, 10_800_000, 0));
+    items.extend(fin(&mut c));
+    let o: Vec<&Observation> = observed(&items).collect();
+    assert_eq!(ms(o[0]), 1_000_250);
+    assert_eq!(count(&c, "time_implausible"), 1);
+}
+
+#[test]
+fn v9_first_switched_is_export_time_less_the_uptime_since() {
+    let clock = Clock {
+        export_ms: 1_700_000_000_000,
+        uptime_ms: Some(3_600_000),
+        init_ms: None,
+    };
+    let r = Raw {
+        start_uptime_ms: Some(3_000_000),
+        ..Raw::default()
+    };
+    let (ts, reason) = clock.start(&r);
+    assert_eq!(ts.as_nanos() / 1_000_000, 1_700_000_000_000 - 600_000);
+    assert_eq!(reason, None);
+    // Across the 32-bit uptime wrap: First just before it, uptime after.
+    let clock = Clock {
+        uptime_ms: Some(1_000),
+        ..clock
+    };
+    let r = Raw {
+        start_uptime_ms: Some(u64::from(u32::MAX) - 999),
+        ..Raw::default()
+    };
+    let (ts, _) = clock.start(&r);
+    assert_eq!(ts.as_nanos() / 1_000_000, 1_700_000_000_000 - 2_000);
+}
