@@ -71,12 +71,19 @@ pub(crate) fn free_udp_port() -> u16 {
 /// softflowd reads `pcap` and exports version `v` to `port`; its flows are
 /// expired (sent) through its control socket once it has read the file.
 pub(crate) fn softflowd(dir: &Path, pcap: &Path, port: u16, v: &str) {
+    softflowd_with(dir, pcap, port, v, &[]);
+}
+
+/// [`softflowd`] with `extra` arguments.
+fn softflowd_with(dir: &Path, pcap: &Path, port: u16, v: &str, extra: &[&str]) {
     let ctl = dir.join(format!("softflowd-{v}.ctl"));
     let pid = dir.join(format!("softflowd-{v}.pid"));
     let mut child = Command::new("softflowd")
         .args(["-d", "-r"])
         .arg(pcap)
-        .args(["-n", &format!("127.0.0.1:{port}"), "-v", v, "-p"])
+        .args(["-n", &format!("127.0.0.1:{port}"), "-v", v])
+        .args(extra)
+        .arg("-p")
         .arg(&pid)
         .arg("-c")
         .arg(&ctl)
@@ -748,4 +755,99 @@ fn a_gap_leaves_other_exporters_edges_missing() {
         .unwrap_or_default()
         .to_string();
     assert!(reason.contains("flow exporter"), "{reason}");
+}
+
+/// An Ethernet frame of one UDP datagram 127.0.0.1:40000 -> :4739.
+fn udp_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&4739u16.to_be_bytes());
+    f.extend_from_slice(&(total - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Milliseconds since 1970 of a report's RFC 3339 time.
+fn unix_ms(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("a time: {v}"));
+    let out = Command::new("date")
+        .args(["-u", "-d", s, "+%s%3N"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// softflowd's IPFIX records carry flowStartSysUpTime, the init time only
+/// in its options record: `replay` of a capture of its export places each
+/// flow row where the fixture's own replay does (the export took well
+/// under a second; the fixture spans over three hours). `-a`: softflowd
+/// keeps the capture's clock (else its uptime counts from its own start,
+/// and the capture's times are lost to it).
+#[test]
+fn replay_of_softflowds_ipfix_export_keeps_the_captures_times() {
+    if !needs(
+        "netflow::softflowd_ipfix_times",
+        false,
+        &["softflowd", "softflowctl"],
+    ) {
+        return;
+    }
+    let file = "quiet-gap.pcap";
+    let dir = TempDir::new("netflow-ipfix-times");
+    let relay = Relay::start(free_udp_port(), usize::MAX);
+    softflowd_with(&dir.0, &fixture(file), relay.port, "10", &["-a"]);
+    let frames: Vec<(u32, Vec<u8>)> = (relay.stop().iter().enumerate())
+        .map(|(i, d)| (i as u32, udp_frame(d)))
+        .collect();
+    assert!(frames.len() > 1, "{} datagrams", frames.len());
+    let export = dir.0.join("export.pcap");
+    crate::live::write_pcap_at(&export, &frames);
+    let (e, pcap_run) = replay_fixture(file);
+    let want = pcap_run.json();
+    let run = crate::golden::portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        &e.site,
+        export.to_str().unwrap(),
+    ]);
+    assert!(matches!(run.code, Some(0 | 1)), "{}", run.stderr);
+    let got = run.json();
+    let source = &got["capture"]["sources"][0]["fidelity"]["records"];
+    assert_eq!(source.get("time_from_export"), None, "{source}");
+    assert_eq!(source.get("time_implausible"), None, "{source}");
+    let times = |r: &Value| -> BTreeMap<String, (i64, i64)> {
+        (r["flows"].as_array().expect("flows").iter())
+            .map(|f| {
+                let k = format!("{}->{}:{}", f["src"], f["dst"], f["port"]);
+                (k, (unix_ms(&f["first_seen"]), unix_ms(&f["last_seen"])))
+            })
+            .collect()
+    };
+    let (a, b) = (times(&want), times(&got));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "flow rows"
+    );
+    let span = |t: &BTreeMap<String, (i64, i64)>| {
+        t.values().map(|v| v.1).max().unwrap() - t.values().map(|v| v.0).min().unwrap()
+    };
+    assert!(span(&a) > 3_600_000, "fixture spans {} ms", span(&a));
+    for (k, (first, last)) in &a {
+        let (f, l) = b[k];
+        // softflowd keeps milliseconds; the capture microseconds.
+        assert!(
+            (f - first).abs() <= 1,
+            "{k} first: capture {first} export {f}"
+        );
+        assert!((l - last).abs() <= 1, "{k} last: capture {last} export {l}");
+    }
 }
