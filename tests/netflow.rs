@@ -320,11 +320,48 @@ fn edge_states(r: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// tcpdump writing the UDP datagrams to a loopback port into a capture.
+struct Tcpdump(std::process::Child);
+
+impl Tcpdump {
+    /// Capturing once this returns.
+    fn start(path: &Path, port: u16) -> Tcpdump {
+        use std::io::BufRead;
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-n", "-U", "-w"])
+            .arg(path)
+            .args(["udp", "dst", "port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump runs");
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let n = err.read_line(&mut line).unwrap();
+            assert!(n > 0, "tcpdump ended before capturing");
+        }
+        // Drained, so that its closing lines find a reader.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Tcpdump(child)
+    }
+
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "tcpdump stopped");
+        self.0.wait().unwrap();
+    }
+}
+
 /// softflowd exports `verdict-unexpected.pcap` (corp-users, proxy and
-/// engine1 only) as v9 to a `run --flow-listen` of `site`; the closing
-/// report and the last metrics.
-fn export_scenario(dir: &Path, site: &str) -> (Value, String) {
+/// engine1 only) as v9 to a `run --flow-listen` of `site` (the datagrams
+/// captured into `capture` when given); the closing report and the last
+/// metrics.
+fn export_scenario(dir: &Path, site: &str, capture: Option<&Path>) -> (Value, String) {
     let port = free_udp_port();
+    let tcpdump = capture.map(|path| Tcpdump::start(path, port));
     let mut d = Daemon::start(&[
         "run",
         "--site",
@@ -348,6 +385,9 @@ fn export_scenario(dir: &Path, site: &str) -> (Value, String) {
     d.signal("TERM");
     let (status, _, stderr) = d.wait_exit();
     assert!(status.success(), "{stderr}");
+    if let Some(t) = tcpdump {
+        t.stop();
+    }
     (summary(&stderr), m)
 }
 
@@ -370,7 +410,7 @@ fn a_declared_exporter_covers_what_the_site_says() {
         &dir.0,
         "exporters:\n  - name: core-switch\n    address: 127.0.0.1\n    covers: [engine2, central]\n",
     );
-    let (r, m) = export_scenario(&dir.0, &declared);
+    let (r, m) = export_scenario(&dir.0, &declared, None);
     let states = edge_states(&r);
     assert_eq!(
         states.get("engine2->central:4242").map(String::as_str),
@@ -387,7 +427,7 @@ fn a_declared_exporter_covers_what_the_site_says() {
     );
 
     let undeclared = coverage_site(&dir.0, "");
-    let (r, m) = export_scenario(&dir.0, &undeclared);
+    let (r, m) = export_scenario(&dir.0, &undeclared, None);
     let states = edge_states(&r);
     assert_eq!(
         states.get("proxy->engine1:4747").map(String::as_str),
@@ -402,6 +442,63 @@ fn a_declared_exporter_covers_what_the_site_says() {
         )
         .is_some_and(|n| n > 0.0),
         "{m}"
+    );
+}
+
+/// `replay` of a capture of the export datagrams covers as `run
+/// --flow-listen` does: the declared exporter covers engine2 and central,
+/// so the required edge proxy -> engine1, which its records carry, is
+/// `not_observed` (an undeclared exporter's records would make it
+/// `missing`), and every edge run judged has the same state.
+#[test]
+fn replay_of_an_export_capture_covers_as_the_site_declares() {
+    if !needs(
+        "netflow::replay_export_capture",
+        true,
+        &["softflowd", "softflowctl", "tcpdump"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("netflow-replay-cover");
+    let declared = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: core-switch\n    address: 127.0.0.1\n    covers: [engine2, central]\n",
+    );
+    let pcap = dir.0.join("export.pcap");
+    let (r, _) = export_scenario(&dir.0, &declared, Some(&pcap));
+    let run = edge_states(&r);
+    let replay_states = |site: &str| {
+        let out = Command::new(bin())
+            .args(["replay", "--format", "json", "--site", site])
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+        let r: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(
+            r["capture"]["sources"][0]["format"], "netflow-ipfix-capture",
+            "{r}"
+        );
+        edge_states(&r)
+    };
+    let replayed = replay_states(&declared);
+    assert_eq!(
+        replayed.get("proxy->engine1:4747").map(String::as_str),
+        Some("not_observed"),
+        "{replayed:?}"
+    );
+    assert_eq!(run.get("proxy->engine1:4747"), None, "{run:?}");
+    for (edge, state) in &run {
+        assert_eq!(replayed.get(edge), Some(state), "{edge}: {replayed:?}");
+    }
+    // Undeclared, the same records cover the nodes they carry.
+    let undeclared = replay_states(&coverage_site(&dir.0, ""));
+    assert_eq!(
+        undeclared.get("proxy->engine1:4747").map(String::as_str),
+        Some("missing"),
+        "{undeclared:?}"
     );
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use super::Error;
 use crate::export::metrics::{ExporterCounts, Recorder};
+use crate::observation::Observation;
 use crate::pipeline::Pipeline;
 use crate::policy::{EdgeId, Policy, Visibility};
 use crate::report::SourceFacts;
@@ -106,12 +107,8 @@ pub(super) struct FlowListen {
     /// Counts already handed to the metrics.
     reported: std::collections::BTreeMap<&'static str, u64>,
     reported_drops: u64,
-    /// The site's endpoints covered: declared exporters' covers and the
-    /// nodes undeclared exporters' records carried (bounded by the site).
-    nodes: Vec<String>,
+    cover: Cover,
     new_nodes: bool,
-    /// Declared exporters heard from, by name (bounded by the site).
-    heard: std::collections::BTreeSet<String>,
     /// Undeclared exporters logged (at most [`MAX_UNDECLARED_LOGGED`]).
     undeclared: std::collections::BTreeSet<IpAddr>,
     /// Datagrams from undeclared exporters.
@@ -168,9 +165,8 @@ impl FlowListen {
             items: Vec::new(),
             reported: Default::default(),
             reported_drops: 0,
-            nodes: Vec::new(),
+            cover: Cover::default(),
             new_nodes: false,
-            heard: Default::default(),
             undeclared: Default::default(),
             undeclared_datagrams: 0,
             reported_undeclared: 0,
@@ -225,34 +221,19 @@ impl FlowListen {
     /// A datagram's sender: a declared exporter heard first covers its
     /// declared set; an undeclared one is counted, and logged once.
     fn sender(&mut self, policy: &Policy, from: IpAddr, domain: Option<u32>) {
-        let index = exporter_index(&policy.site.exporters, from, domain);
+        let before = self.cover.nodes.len();
+        let index = self.cover.sender(policy, from, domain);
+        self.new_nodes |= self.cover.nodes.len() > before;
         self.pending(index).datagrams += 1;
-        match index.map(|i| &policy.site.exporters[i]) {
-            Some(x) if self.heard.contains(&x.name) => {}
-            Some(x) => {
-                self.heard.insert(x.name.clone());
-                tracing::info!(exporter = %x.name, "--flow-listen: first datagram of a declared exporter");
-                for n in policy.exporter_covers(x) {
-                    self.cover(n);
-                }
+        if index.is_none() {
+            self.undeclared_datagrams += 1;
+            if self.undeclared.len() < MAX_UNDECLARED_LOGGED && self.undeclared.insert(from) {
+                tracing::warn!(
+                    exporter = %from,
+                    domain = ?domain,
+                    "--flow-listen: an exporter the site does not declare (exporters:); its records cover the nodes they carry"
+                );
             }
-            None => {
-                self.undeclared_datagrams += 1;
-                if self.undeclared.len() < MAX_UNDECLARED_LOGGED && self.undeclared.insert(from) {
-                    tracing::warn!(
-                        exporter = %from,
-                        domain = ?domain,
-                        "--flow-listen: an exporter the site does not declare (exporters:); its records cover the nodes they carry"
-                    );
-                }
-            }
-        }
-    }
-
-    fn cover(&mut self, name: String) {
-        if !self.nodes.contains(&name) {
-            self.nodes.push(name);
-            self.new_nodes = true;
         }
     }
 
@@ -306,11 +287,9 @@ impl FlowListen {
             let index = exporter_index(&policy.site.exporters, from.exporter, from.domain);
             match item {
                 FlowItem::Observed(o) => {
-                    if index.is_none() {
-                        for id in policy.nodes_carried(&o) {
-                            self.cover(policy.endpoint(id).name.clone());
-                        }
-                    }
+                    let before = self.cover.nodes.len();
+                    self.cover.observed(&policy, index, &o);
+                    self.new_nodes |= self.cover.nodes.len() > before;
                     pl.observe(&o)
                 }
                 FlowItem::Gap { to, .. } => self.gap(pl, &policy, from, index, to),
@@ -355,7 +334,7 @@ impl FlowListen {
             return vis;
         }
         let mut nodes = vis.nodes;
-        for n in &self.nodes {
+        for n in &self.cover.nodes {
             if !nodes.contains(n) {
                 nodes.push(n.clone());
             }
@@ -391,6 +370,50 @@ impl FlowListen {
 impl Drop for FlowListen {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The site's endpoints export datagrams cover (`run --flow-listen`, and
+/// `replay` of a capture of them): a declared exporter heard from covers
+/// what the site says; an undeclared one, the site's nodes its records
+/// carry. Bounded by the site.
+#[derive(Debug, Default)]
+pub(super) struct Cover {
+    /// In the order first covered.
+    pub nodes: Vec<String>,
+    /// Declared exporters heard from, by position in `exporters:`.
+    heard: std::collections::BTreeSet<usize>,
+}
+
+impl Cover {
+    /// A datagram from `from` (observation `domain`): the position of the
+    /// declared exporter it is from, whose cover it adds when first heard.
+    pub fn sender(&mut self, policy: &Policy, from: IpAddr, domain: Option<u32>) -> Option<usize> {
+        let index = exporter_index(&policy.site.exporters, from, domain)?;
+        if self.heard.insert(index) {
+            let x = &policy.site.exporters[index];
+            tracing::info!(exporter = %x.name, "first datagram of a declared exporter");
+            for n in policy.exporter_covers(x) {
+                self.add(n);
+            }
+        }
+        Some(index)
+    }
+
+    /// An observation from the exporter at `index` (none: undeclared,
+    /// whose records cover the nodes they carry).
+    pub fn observed(&mut self, policy: &Policy, index: Option<usize>, o: &Observation) {
+        if index.is_none() {
+            for id in policy.nodes_carried(o) {
+                self.add(policy.endpoint(id).name.clone());
+            }
+        }
+    }
+
+    fn add(&mut self, name: String) {
+        if !self.nodes.contains(&name) {
+            self.nodes.push(name);
+        }
     }
 }
 

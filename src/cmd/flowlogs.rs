@@ -14,11 +14,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::flowlisten::Cover;
 use crate::decode;
 use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::report::{SourceFacts, Stopped};
+use crate::site::exporter_index;
 use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::{self, FlowFile, FlowItem};
@@ -35,18 +37,24 @@ pub(super) struct FlowLogs {
     files: Vec<(String, &'static str, SourceKind, FlowFile)>,
     /// Every file's items, latest first (fed from the back).
     pending: Vec<FlowItem>,
+    /// What the captures of export packets cover, by run's rule.
+    export_cover: Cover,
 }
 
 impl FlowLogs {
     /// Split `paths` into captures (returned) and flow logs (read).
-    pub fn split(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, FlowLogs), SourceError> {
+    pub fn split(
+        paths: &[PathBuf],
+        policy: &Policy,
+    ) -> Result<(Vec<PathBuf>, FlowLogs), SourceError> {
         let mut captures = Vec::new();
         let mut logs = FlowLogs::default();
         let mut collector = Collector::new();
+        collector.origins = Some(Vec::new());
         for p in paths {
             match flows::detect_file(p)? {
                 None if is_export_capture(p)? => {
-                    let f = read_export_capture(p, &mut collector)?;
+                    let f = read_export_capture(p, &mut collector, policy, &mut logs.export_cover)?;
                     logs.pending.extend(f.items.iter().cloned());
                     let name = p.display().to_string();
                     logs.files
@@ -66,6 +74,7 @@ impl FlowLogs {
         let mut rest = Vec::new();
         let before = collector.counts.clone();
         collector.finish(&mut rest);
+        cover_items(&mut collector, policy, &mut logs.export_cover, &rest);
         if let Some((_, _, _, f)) = (logs.files.iter_mut())
             .rev()
             .find(|(_, _, k, _)| *k == SourceKind::FlowExport)
@@ -116,13 +125,12 @@ impl FlowLogs {
     /// written per network interface and covers the node owning it: the
     /// one whose address is an end of every record of the interface (none
     /// while all its records have the same two ends, nor when no node of
-    /// the site has that address). A capture of export packets covers the
-    /// nodes its records carry.
+    /// the site has that address). A capture of export packets covers as
+    /// `run --flow-listen` does (see [`Cover`]).
     pub fn nodes(&self, policy: &Policy) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
         for (path, _, kind, f) in &self.files {
             if *kind == SourceKind::FlowExport {
-                seen.extend(f.observations().flat_map(|o| policy.nodes_carried(o)));
                 continue;
             }
             seen.extend(f.interfaces.owners(|a| policy.interface_owner(a)));
@@ -135,9 +143,15 @@ impl FlowLogs {
                 );
             }
         }
-        seen.into_iter()
+        let mut nodes: Vec<String> = (seen.into_iter())
             .map(|id| policy.endpoint(id).name.to_string())
-            .collect()
+            .collect();
+        for n in &self.export_cover.nodes {
+            if !nodes.contains(n) {
+                nodes.push(n.clone());
+            }
+        }
+        nodes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,9 +217,14 @@ fn is_export_capture(path: &Path) -> Result<bool, SourceError> {
     Ok(seen > 0)
 }
 
-/// Every export datagram of the capture at `path` through `collector`;
-/// its other frames counted.
-fn read_export_capture(path: &Path, collector: &mut Collector) -> Result<FlowFile, SourceError> {
+/// Every export datagram of the capture at `path` through `collector`,
+/// its sender and items into `cover`; its other frames counted.
+fn read_export_capture(
+    path: &Path,
+    collector: &mut Collector,
+    policy: &Policy,
+    cover: &mut Cover,
+) -> Result<FlowFile, SourceError> {
     let mut file = FileSource::open(path)?;
     let mut f = FlowFile::default();
     let records = collector.records;
@@ -213,12 +232,16 @@ fn read_export_capture(path: &Path, collector: &mut Collector) -> Result<FlowFil
     let mut not_export = 0u64;
     while let Some(frame) = file.next_frame() {
         match decode::datagram(frame.linktype, frame.data) {
-            Some(d) => collector.packet(d.src, frame.ts, d.payload, &mut f.items),
+            Some(d) => {
+                cover.sender(policy, d.src, Version::domain(d.payload));
+                collector.packet(d.src, frame.ts, d.payload, &mut f.items);
+            }
             None => not_export += 1,
         }
     }
     // A connection's two directions are in one capture.
     collector.settle_joins(&mut f.items);
+    cover_items(collector, policy, cover, &f.items);
     if not_export > 0 {
         *collector.counts.entry("not_export").or_insert(0) += not_export;
     }
@@ -229,6 +252,18 @@ fn read_export_capture(path: &Path, collector: &mut Collector) -> Result<FlowFil
         reason: s.reason.clone(),
     });
     Ok(f)
+}
+
+/// The records of `items` (all the collector put out since the last call,
+/// whose origins it holds) into `cover`.
+fn cover_items(collector: &mut Collector, policy: &Policy, cover: &mut Cover, items: &[FlowItem]) {
+    let origins = collector.origins.as_mut().map(std::mem::take);
+    for (item, from) in items.iter().zip(origins.unwrap_or_default()) {
+        if let FlowItem::Observed(o) = item {
+            let index = exporter_index(&policy.site.exporters, from.exporter, from.domain);
+            cover.observed(policy, index, o);
+        }
+    }
 }
 
 /// Add to `to` what `after` counts beyond `before`.

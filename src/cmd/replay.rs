@@ -17,7 +17,7 @@ use crate::time::{widen, Outside, Timestamp};
 pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     let (policy, vis) = prepare(&s.site, &s.report.sensors, &[])?;
     let baseline = s.baseline.as_deref().map(read_baseline).transpose()?;
-    let (captures, mut flows) = FlowLogs::split(&s.files)?;
+    let (captures, mut flows) = FlowLogs::split(&s.files, &policy)?;
     let (captures, logs) = split_files(&captures)?;
     let mut records = Records::open(&logs, &policy, s.timezone.clone(), &s.report.sensors)?;
     let range = s.range;
