@@ -6,7 +6,10 @@
 //!
 //! `cargo bench --bench flow_collector` (PACKETS=N, default 200000;
 //! SYN=1 makes every TCP record a lone SYN of a new connection, so each
-//! goes through the pipeline as an attempt too). The decoder alone, in
+//! goes through the pipeline as an attempt too; RATE=N sends N records a
+//! second, evenly, instead of as fast as the socket takes them: whether
+//! the collector keeps up with a given rate is its drops at that rate,
+//! not its records/s under a flood). The decoder alone, in
 //! this process and without sockets, first: its records/s on the same
 //! packets.
 
@@ -26,6 +29,23 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Wait until `sent` records are due at `rate` a second since `start`:
+/// sleeps for most of a wait, spins for the rest (a sleep overshoots).
+fn pace(start: Instant, sent: u64, rate: u64) {
+    let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        if due - now > Duration::from_millis(2) {
+            std::thread::sleep(due - now - Duration::from_millis(1));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -127,6 +147,7 @@ fn sample_payload(name: &str) -> Vec<u8> {
 fn main() {
     let packets = env_u64("PACKETS", 200_000);
     let syn = env_u64("SYN", 0) == 1;
+    let rate = env_u64("RATE", 0);
     let mut packet = sample_payload("akvorado_nfv5.pcap");
     let count = u64::from(u16::from_be_bytes([packet[2], packet[3]]));
     decoder_alone(&packet, count, packets, syn);
@@ -151,6 +172,9 @@ fn main() {
     for i in 0..packets {
         prepare(&mut packet, count, i, syn);
         let _ = tx.send_to(&packet, ("127.0.0.1", udp));
+        if rate > 0 {
+            pace(start, (i + 1) * count, rate);
+        }
     }
     let sent_in = start.elapsed();
     // Wait until the counts stop moving for a second.
