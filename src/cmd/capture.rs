@@ -298,10 +298,7 @@ impl Driver {
             self.pl.join_kinds();
         }
         self.follow = Some(follow);
-        self.vis = self.judged();
-        if let Some(rec) = &mut self.rec {
-            rec.set_policy(self.pl.policy(), &self.vis);
-        }
+        self.rejudge();
         self
     }
 
@@ -313,11 +310,16 @@ impl Driver {
             self.pl.join_kinds();
         }
         self.flow = Some(flow);
+        self.rejudge();
+        self
+    }
+
+    /// A source added: the edges judged again, and the metrics told.
+    fn rejudge(&mut self) {
         self.vis = self.judged();
         if let Some(rec) = &mut self.rec {
             rec.set_policy(self.pl.policy(), &self.vis);
         }
-        self
     }
 
     /// The edges judged: the command line's, widened by the followed
@@ -511,10 +513,7 @@ impl Driver {
         self.follow_more = polled.more;
         self.heard.any |= polled.records > 0;
         if f.take_new_nodes() {
-            self.vis = self.judged();
-            if let Some(rec) = &mut self.rec {
-                rec.set_policy(self.pl.policy(), &self.vis);
-            }
+            self.rejudge();
         }
     }
 
@@ -528,10 +527,7 @@ impl Driver {
         self.flow_more = polled.more;
         self.heard.any |= polled.datagrams > 0;
         if f.take_new_nodes() {
-            self.vis = self.judged();
-            if let Some(rec) = &mut self.rec {
-                rec.set_policy(self.pl.policy(), &self.vis);
-            }
+            self.rejudge();
         }
     }
 

@@ -195,9 +195,9 @@ impl Follow {
     }
 }
 
-/// The site nodes an observation of a VPC flow log carries: a flow log is
-/// written per network interface, so these are the nodes it watches (as
-/// `replay` takes them). Bounded by the site.
+/// The site nodes an observation of a VPC flow log carries, taken as the
+/// nodes it watches: wider than `replay`, which takes only the node owning
+/// each logged interface (`source::flows::Interfaces`). Bounded by the site.
 fn note_carried(ctx: &RecordContext, item: Option<&RecordItem>, nodes: &mut Vec<Arc<str>>) {
     let Some(RecordItem::Observed(o)) = item else {
         return;
