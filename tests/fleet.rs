@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::deploy::{deploy, prometheus_bin, query, start_prometheus};
-use crate::util::{fixture, Daemon, TempDir};
+use crate::util::{split_demo, Daemon, TempDir};
 
 const CENTRAL: &str = "192.0.2.10";
 const PROXY: &str = "192.0.2.11";
@@ -32,24 +32,6 @@ fn edge(client: &str, server: &str, port: u16) -> String {
         "((src host {client} and dst host {server} and dst port {port}) or \
          (src host {server} and dst host {client} and src port {port}))"
     )
-}
-
-fn split(dir: &std::path::Path, name: &str, filter: &str) -> String {
-    let out = dir.join(format!("{name}.pcap"));
-    let st = Command::new("tcpdump")
-        .arg("-r")
-        .arg(fixture("demo.pcap"))
-        .arg("-w")
-        .arg(&out)
-        .arg(filter)
-        .output()
-        .expect("tcpdump");
-    assert!(
-        st.status.success(),
-        "tcpdump: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    out.display().to_string()
 }
 
 fn series(port: u16, expr: &str) -> Vec<(BTreeMap<String, String>, f64)> {
@@ -94,7 +76,7 @@ fn three_sensors_one_prometheus_one_site_verdict() {
     let captures = [
         (
             "central",
-            split(
+            split_demo(
                 &tmp.0,
                 "central",
                 &format!("host {CENTRAL} and not {unused}"),
@@ -102,7 +84,7 @@ fn three_sensors_one_prometheus_one_site_verdict() {
         ),
         (
             "proxy",
-            split(
+            split_demo(
                 &tmp.0,
                 "proxy",
                 &format!("host {PROXY} and not {unused} and not {blind}"),
@@ -110,7 +92,7 @@ fn three_sensors_one_prometheus_one_site_verdict() {
         ),
         (
             "engine1",
-            split(
+            split_demo(
                 &tmp.0,
                 "engine1",
                 &format!("host {ENGINE1} and not {unused}"),

@@ -14,29 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::deploy::{deploy, prometheus_bin, start_prometheus_with, PromGuard};
-use crate::util::{bin, fixture, skip, Daemon, TempDir};
+use crate::util::{bin, skip, split_demo, Daemon, TempDir};
 
 const CENTRAL: &str = "192.0.2.10";
 const ENGINE1: &str = "192.0.2.21";
-
-/// `tcpdump -r demo.pcap -w <name>.pcap <filter>`.
-fn split(dir: &Path, name: &str, filter: &str) -> String {
-    let out = dir.join(format!("{name}.pcap"));
-    let st = Command::new("tcpdump")
-        .arg("-r")
-        .arg(fixture("demo.pcap"))
-        .arg("-w")
-        .arg(&out)
-        .arg(filter)
-        .output()
-        .expect("tcpdump");
-    assert!(
-        st.status.success(),
-        "tcpdump: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    out.display().to_string()
-}
 
 fn portwatch(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("portwatch")
@@ -93,7 +74,7 @@ fn sensor_states(r: &Value) -> Vec<(bool, bool)> {
 /// Two looping sensors of the site capture: `span` sees it all, `central`
 /// only its node's part.
 fn sensors(tmp: &Path, site_pcap: &str) -> Vec<Daemon> {
-    let central = split(
+    let central = split_demo(
         tmp,
         "central",
         &format!("host {CENTRAL} and not {}", unused()),
@@ -180,7 +161,7 @@ fn the_report_from_the_store_agrees_with_the_replay_of_the_site() {
         return;
     }
     let tmp = TempDir::new("report");
-    let site_pcap = split(&tmp.0, "site", &format!("not {}", unused()));
+    let site_pcap = split_demo(&tmp.0, "site", &format!("not {}", unused()));
     let replay = portwatch(&[
         "replay",
         "--site",
@@ -309,7 +290,7 @@ fn the_report_asks_a_store_over_tls_with_basic_auth() {
     std::fs::write(&pw, "audit-secret\n").unwrap();
     let wrong = tmp.0.join("wrong");
     std::fs::write(&wrong, "guess\n").unwrap();
-    let site_pcap = split(&tmp.0, "site", &format!("not {}", unused()));
+    let site_pcap = split_demo(&tmp.0, "site", &format!("not {}", unused()));
     let sensors = sensors(&tmp.0, &site_pcap);
     let prom = prometheus(&sensors, Some(&web));
     let url = format!("https://127.0.0.1:{}", prom.port);

@@ -385,3 +385,23 @@ pub fn skip(test: &str, why: &str) {
     );
     eprintln!("SKIPPED {test}: {why}");
 }
+
+/// `tcpdump -r demo.pcap -w <dir>/<name>.pcap <filter>`: the part of the demo
+/// capture one node sees; returns the written path.
+pub fn split_demo(dir: &Path, name: &str, filter: &str) -> String {
+    let out = dir.join(format!("{name}.pcap"));
+    let st = Command::new("tcpdump")
+        .arg("-r")
+        .arg(fixture("demo.pcap"))
+        .arg("-w")
+        .arg(&out)
+        .arg(filter)
+        .output()
+        .expect("tcpdump");
+    assert!(
+        st.status.success(),
+        "tcpdump: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out.display().to_string()
+}
