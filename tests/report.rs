@@ -296,41 +296,28 @@ fn the_report_asks_a_store_over_tls_with_basic_auth() {
     let url = format!("https://127.0.0.1:{}", prom.port);
     let ca = tmp.0.join("ca.crt").display().to_string();
     let (pw, wrong) = (pw.display().to_string(), wrong.display().to_string());
-    let with = |pwfile: &str| {
-        portwatch(&[
+    // `report` over TLS as auditor, the password read from `pwfile`.
+    fn with<'a>(url: &'a str, ca: &'a str, pwfile: &'a str) -> Vec<&'a str> {
+        vec![
             "report",
             "--prometheus",
-            &url,
+            url,
             "--site",
             "multi-node",
             "--format",
             "json",
             "--ca-file",
-            &ca,
+            ca,
             "--basic-auth-user",
             "auditor",
             "--basic-auth-password-file",
             pwfile,
-        ])
-    };
+        ]
+    }
     // Prometheus scrapes itself nothing over TLS: the sensors' series arrive
     // after a few scrapes.
     let out = report_until(
-        &[
-            "report",
-            "--prometheus",
-            &url,
-            "--site",
-            "multi-node",
-            "--format",
-            "json",
-            "--ca-file",
-            &ca,
-            "--basic-auth-user",
-            "auditor",
-            "--basic-auth-password-file",
-            &pw,
-        ],
+        &with(&url, &ca, &pw),
         "a report over TLS with both sensors",
         |o| {
             let sensors = serde_json::from_slice::<Value>(&o.stdout)
@@ -340,7 +327,7 @@ fn the_report_asks_a_store_over_tls_with_basic_auth() {
     );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["store"]["url"], url.as_str());
-    let bad = with(&wrong);
+    let bad = portwatch(&with(&url, &ca, &wrong));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("HTTP 401"), "{err}");
