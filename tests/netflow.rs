@@ -60,6 +60,17 @@ fn rows(r: &Value) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// `run --site <site> --flow-listen 127.0.0.1:<port> <extra>`, serving: its
+/// UDP sockets are bound before its metrics answer.
+fn flow_daemon(site: &str, port: u16, extra: &[&str]) -> Daemon {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["run", "--site", site, "--flow-listen", &listen];
+    args.extend_from_slice(extra);
+    let mut d = Daemon::start(&args);
+    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    d
+}
+
 pub(crate) fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -232,17 +243,7 @@ fn softflowd_exports_of_each_scenario_give_the_captures_findings() {
         let want = pcap_run.json();
         for v in ["5", "9", "10"] {
             let port = free_udp_port();
-            let mut d = Daemon::start(&[
-                "run",
-                "--site",
-                &e.site,
-                "--flow-listen",
-                &format!("127.0.0.1:{port}"),
-                "--format",
-                "json",
-            ]);
-            // Serving: the UDP sockets were bound before.
-            d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+            let mut d = flow_daemon(&e.site, port, &["--format", "json"]);
             softflowd(&dir.0, &fixture(file), port, v);
             d.wait_metrics("the exported records", |m| {
                 sample(
@@ -362,16 +363,7 @@ impl Tcpdump {
 fn export_scenario(dir: &Path, site: &str, capture: Option<&Path>) -> (Value, String) {
     let port = free_udp_port();
     let tcpdump = capture.map(|path| Tcpdump::start(path, port));
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        site,
-        "--flow-listen",
-        &format!("127.0.0.1:{port}"),
-        "--format",
-        "json",
-    ]);
-    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    let mut d = flow_daemon(site, port, &["--format", "json"]);
     softflowd(dir, &fixture("verdict-unexpected.pcap"), port, "9");
     let m = d.wait_metrics("the exported records", |m| {
         sample(
@@ -554,16 +546,7 @@ fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
          - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2]\n",
     );
     let port = free_udp_port();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        &site,
-        "--flow-listen",
-        &format!("127.0.0.1:{port}"),
-        "--format",
-        "json",
-    ]);
-    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    let mut d = flow_daemon(&site, port, &["--format", "json"]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = format!("127.0.0.1:{port}");
     // v5 counts records: 0 (1 record), then 5: 4 lost. v9 counts packets:
@@ -624,14 +607,7 @@ fn softflowd_ipfix_loses_no_records_unless_a_datagram_is_dropped() {
     );
     for drop in [None, Some(2)] {
         let port = free_udp_port();
-        let mut d = Daemon::start(&[
-            "run",
-            "--site",
-            &site,
-            "--flow-listen",
-            &format!("127.0.0.1:{port}"),
-        ]);
-        d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+        let mut d = flow_daemon(&site, port, &[]);
         let relay = Relay::start(port, drop.unwrap_or(usize::MAX));
         softflowd(&dir.0, &fixture("demo.pcap"), relay.port, "10");
         let sent = relay.stop();
@@ -793,16 +769,7 @@ fn a_gap_leaves_other_exporters_edges_missing() {
          - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
     );
     let port = free_udp_port();
-    let mut d = Daemon::start(&[
-        "run",
-        "--site",
-        &site,
-        "--flow-listen",
-        &format!("127.0.0.1:{port}"),
-        "--format",
-        "json",
-    ]);
-    d.wait_metrics("the daemon up", |m| m.contains("portwatch_build_info"));
+    let mut d = flow_daemon(&site, port, &["--format", "json"]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = format!("127.0.0.1:{port}");
     sock.send_to(&v9_packet(10, 7), &to).unwrap();
