@@ -462,6 +462,29 @@ fn tshark_packets(file: &Path) -> Option<Vec<Seen>> {
     )
 }
 
+/// `replay` of a capture of `conns` on multi-node with `--write-findings`
+/// and `extra`: the findings file's path and the run's output.
+fn write_findings(
+    dir: &TempDir,
+    conns: &[Known],
+    extra: &[&str],
+) -> (std::path::PathBuf, std::process::Output) {
+    let cap = dir.0.join("known.pcap");
+    std::fs::write(&cap, pcap(conns)).unwrap();
+    let out = dir.0.join("findings.pcap");
+    let s = |p: &Path| p.display().to_string();
+    let (cap_arg, out_arg) = (s(&cap), s(&out));
+    let mut args = vec![
+        cap_arg.as_str(),
+        "--site",
+        "multi-node",
+        "--write-findings",
+        out_arg.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    (out, replay(&args))
+}
+
 /// `--write-findings`: tshark finds in the file exactly the connections
 /// that raised the report's findings (unexpected, refused and unanswered
 /// expected edges), each from its SYN on with every packet the capture
@@ -471,19 +494,7 @@ fn tshark_packets(file: &Path) -> Option<Vec<Seen>> {
 fn write_findings_holds_exactly_the_findings_connections_from_their_syn() {
     let dir = TempDir::new("findings-pcap");
     let conns = known();
-    let cap = dir.0.join("known.pcap");
-    std::fs::write(&cap, pcap(&conns)).unwrap();
-    let out = dir.0.join("findings.pcap");
-    let s = |p: &Path| p.display().to_string();
-    let o = replay(&[
-        &s(&cap),
-        "--site",
-        "multi-node",
-        "--format",
-        "json",
-        "--write-findings",
-        &s(&out),
-    ]);
+    let (out, o) = write_findings(&dir, &conns, &["--format", "json"]);
     let Some(pkts) = tshark_packets(&out) else {
         return crate::util::skip("write_findings", "tshark is not installed");
     };
@@ -561,20 +572,7 @@ fn write_findings_holds_exactly_the_findings_connections_from_their_syn() {
 #[test]
 fn write_findings_stops_at_its_cap_and_counts_the_rest() {
     let dir = TempDir::new("findings-cap");
-    let conns = known();
-    let cap = dir.0.join("known.pcap");
-    std::fs::write(&cap, pcap(&conns)).unwrap();
-    let out = dir.0.join("findings.pcap");
-    let s = |p: &Path| p.display().to_string();
-    let o = replay(&[
-        &s(&cap),
-        "--site",
-        "multi-node",
-        "--write-findings",
-        &s(&out),
-        "--write-findings-max",
-        "500",
-    ]);
+    let (out, o) = write_findings(&dir, &known(), &["--write-findings-max", "500"]);
     let len = std::fs::metadata(&out).unwrap().len();
     assert!(len <= 500 && len > 24, "{len} bytes");
     let Some(pkts) = tshark_packets(&out) else {
