@@ -349,6 +349,40 @@ fn run_follow_reads_a_growing_vpc_flow_log_as_replay_reads_it_whole() {
     assert_eq!(followed, observed_events(&replay_events));
 }
 
+/// Runs `watch` (its stdout into `dir`/stdout) until it prints `needle` or
+/// `within` passes, then stops it with SIGINT: what it printed, and its exit.
+fn watch_until(
+    mut watch: Command,
+    dir: &Path,
+    needle: &str,
+    within: Duration,
+) -> (String, std::process::Output) {
+    let out = dir.join("stdout");
+    let mut child = watch
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let printed = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("watch exited ({status}) before printing {needle}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    (printed, child.wait_with_output().unwrap())
+}
+
 #[test]
 fn watch_follow_alone_prints_the_logs_findings() {
     let dir = TempDir::new("follow-watch");
@@ -362,35 +396,14 @@ fn watch_follow_alone_prints_the_logs_findings() {
             "{HEADER}2026-01-05 10:00:00 ALLOW TCP 192.0.2.11 192.0.2.10 40000 9999 0 - 0 0 0 - - - SEND\r\n"
         ),
     );
-    let out = dir.0.join("stdout");
-    let mut child = Command::new(bin())
+    let mut watch = Command::new(bin());
+    watch
         .args(["watch", "--site"])
         .arg(&site)
         .arg("--follow")
         .arg(&log)
-        .args(["--follow-from", "start", "--timezone", "UTC"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let printed = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if text.contains("unexpected") || Instant::now() > deadline {
-            break text;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("watch exited ({status}) before printing the finding");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stopped = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let done = child.wait_with_output().unwrap();
+        .args(["--follow-from", "start", "--timezone", "UTC"]);
+    let (printed, done) = watch_until(watch, &dir.0, "unexpected", Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(printed.contains("unexpected"), "{printed}\n{stderr}");
     assert!(printed.contains("192.0.2.11"), "{printed}");
@@ -402,31 +415,13 @@ fn watch_follow_prints_a_vpc_flow_logs_findings_and_counts() {
     let dir = TempDir::new("follow-vpc-watch");
     let log = dir.0.join("vpc.log");
     std::fs::write(&log, vpc_log()).unwrap();
-    let out = dir.0.join("stdout");
-    let child = Command::new(bin())
+    let mut watch = Command::new(bin());
+    watch
         .args(["watch", "--site", "multi-node", "--follow"])
         .arg(&log)
-        .args(["--follow-from", "start"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(["--follow-from", "start"]);
     // The connections' joins go out after their wait; then the finding.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let printed = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if text.contains("52.213.180.42") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stopped = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let done = child.wait_with_output().unwrap();
+    let (printed, done) = watch_until(watch, &dir.0, "52.213.180.42", Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(printed.contains("unknown_host"), "{printed}\n{stderr}");
     assert_eq!(done.status.code(), Some(1), "a finding: {stderr}");
