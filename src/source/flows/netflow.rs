@@ -1039,6 +1039,12 @@ impl Collector {
             self.count("held_for_template");
             return false;
         };
+        // A set holds options or data records, never both: the data
+        // records' clock is fixed for the set.
+        let data_clock = Clock {
+            init_ms: d.system_init_ms,
+            ..*clock
+        };
         // Decode against a copy: `record` needs `self` mutably.
         let t = t.clone();
         let mut at = 0usize;
@@ -1064,11 +1070,7 @@ impl Collector {
                 }
                 continue;
             }
-            let clock = Clock {
-                init_ms: self.domains.get(&k).and_then(|d| d.system_init_ms),
-                ..*clock
-            };
-            self.record(k, now, &clock, &raw, out);
+            self.record(k, now, &data_clock, &raw, out);
         }
         complete
     }
