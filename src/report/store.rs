@@ -414,6 +414,14 @@ fn edge_state(
 fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> {
     let mut out = Vec::new();
     for d in &a.disagreements {
+        let Ok(port) = d.label("port").parse::<u16>() else {
+            *refused += 1;
+            continue;
+        };
+        if out.len() >= MAX_STORE_FINDINGS {
+            *refused += 1;
+            continue;
+        }
         let k = key(d);
         let seen = |failed: bool| {
             (a.handshakes_by_kind.iter())
@@ -433,14 +441,6 @@ fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> 
         let pair = ok
             .iter()
             .find_map(|e| failed.iter().find(|f| f.0 != e.0).map(|f| (e, f)));
-        let Ok(port) = d.label("port").parse::<u16>() else {
-            *refused += 1;
-            continue;
-        };
-        if out.len() >= MAX_STORE_FINDINGS {
-            *refused += 1;
-            continue;
-        }
         out.push(DisagreementEntry {
             src: d.label("src").to_string(),
             dst: d.label("dst").to_string(),
