@@ -101,8 +101,9 @@ impl Report {
     ) -> Report {
         let shown = store_outcomes(&a.handshakes);
         let outcomes = outcome_counts(&a.handshakes);
+        let mut disagreements_refused = 0;
+        let disagreements = disagreements(a, &mut disagreements_refused);
         let mut refused = 0;
-        let disagreements = disagreements(a, &mut refused);
         let mut findings = verdict_findings(a, &outcomes, &shown, &mut refused);
         findings.extend(blocked_findings(p, a, &outcomes, &shown, &mut refused));
         let mut edges = Vec::new();
@@ -138,6 +139,7 @@ impl Report {
                 last_seen: Some(at.rfc3339()),
                 duration_seconds: range.as_secs_f64(),
                 findings_refused: refused,
+                disagreements_refused,
                 ..Capture::default()
             },
             flows: Vec::new(),
@@ -605,6 +607,7 @@ mod tests {
                 conn("x", "y", "not a port", "unexpected", 3.0),
             ],
             handshakes: vec![hs("established", 7.0), hs("refused", 2.4)],
+            disagreements: vec![sample(&[("port", "not a port")], 1.0)],
             ..Default::default()
         };
         let facts = StoreFacts {
@@ -636,6 +639,8 @@ mod tests {
             ]
         );
         assert_eq!(r.capture.findings_refused, 1);
+        // A refused disagreement is counted as one, not as a finding.
+        assert_eq!(r.capture.disagreements_refused, 1);
         assert_eq!(r.summary.connections["expected"], 10);
         assert_eq!(r.summary.outcomes["refused"], 2);
         // Nothing reported: every required edge is unwatched, none missing.
