@@ -43,7 +43,7 @@ use crate::deploy::{
     temp_dir, tool, url_encode, yaml, PromGuard,
 };
 use crate::netflow::{free_udp_port, softflowd, Relay};
-use crate::util::{fixture, skip, Daemon, TempDir};
+use crate::util::{fixture, skip, tcpdump_cut, Daemon, TempDir};
 
 pub fn victoria_metrics_bin() -> Option<PathBuf> {
     tool("PORTWATCH_VICTORIA_METRICS", "/usr/bin/victoria-metrics")
@@ -274,22 +274,6 @@ pub fn fleet_prerequisites(test: &str) -> bool {
     false
 }
 
-fn tcpdump(from: &Path, to: &Path, filter: &str) {
-    let out = Command::new("tcpdump")
-        .arg("-r")
-        .arg(from)
-        .arg("-w")
-        .arg(to)
-        .arg(filter)
-        .output()
-        .expect("tcpdump");
-    assert!(
-        out.status.success(),
-        "tcpdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// deploy/victoriametrics/prometheus.yml as shipped, with this site's
 /// external label, sensors, rule files, store and 1 s intervals.
 fn site_prometheus_config(site: &str, targets: &[String], vm: &Served) -> String {
@@ -315,9 +299,9 @@ fn start_site(spec: &SiteSpec, tmp: &Path, vm: &Served) -> FleetSite {
     let site_file = tmp.join(format!("{}.yaml", spec.site));
     std::fs::write(&site_file, format!("{base}{}", spec.extra)).unwrap();
     let packets_pcap = tmp.join(format!("{}-packets.pcap", spec.site));
-    tcpdump(&fixture(spec.pcap), &packets_pcap, &spec.packet_filter);
+    tcpdump_cut(&fixture(spec.pcap), &packets_pcap, &spec.packet_filter);
     let flows_pcap = tmp.join(format!("{}-flows.pcap", spec.site));
-    tcpdump(&fixture(spec.pcap), &flows_pcap, &spec.flow_filter);
+    tcpdump_cut(&fixture(spec.pcap), &flows_pcap, &spec.flow_filter);
 
     let site_arg = site_file.display().to_string();
     let mut packets = Daemon::start_logged(

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::deploy::{deploy, http_get, prometheus_bin, start_prometheus, url_encode};
-use crate::util::{fixture, skip, Daemon, TempDir};
+use crate::util::{fixture, skip, tcpdump_cut, Daemon, TempDir};
 
 const HEADER: &str = "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n\
 #Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn tcpack tcpwin icmptype icmpcode info path\n";
@@ -108,19 +108,7 @@ fn a_packet_and_a_node_log_sensor_make_one_site_verdict() {
     .unwrap();
     let site = site.display().to_string();
     let pcap = tmp.0.join("engine1.pcap");
-    let st = Command::new("tcpdump")
-        .arg("-r")
-        .arg(fixture("demo.pcap"))
-        .arg("-w")
-        .arg(&pcap)
-        .arg(format!("host {engine1}"))
-        .output()
-        .expect("tcpdump");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    tcpdump_cut(&fixture("demo.pcap"), &pcap, &format!("host {engine1}"));
 
     // The logs, each naming its node from its first line.
     let (e1, sch, e2) = (

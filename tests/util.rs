@@ -386,15 +386,14 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-/// `tcpdump -r demo.pcap -w <dir>/<name>.pcap <filter>`: the part of the demo
-/// capture one node sees; returns the written path.
-pub fn split_demo(dir: &Path, name: &str, filter: &str) -> String {
-    let out = dir.join(format!("{name}.pcap"));
+/// `tcpdump -r <from> -w <to> <filter>`: the packets of a capture `filter`
+/// passes, written to `to`.
+pub fn tcpdump_cut(from: &Path, to: &Path, filter: &str) {
     let st = Command::new("tcpdump")
         .arg("-r")
-        .arg(fixture("demo.pcap"))
+        .arg(from)
         .arg("-w")
-        .arg(&out)
+        .arg(to)
         .arg(filter)
         .output()
         .expect("tcpdump");
@@ -403,5 +402,12 @@ pub fn split_demo(dir: &Path, name: &str, filter: &str) -> String {
         "tcpdump: {}",
         String::from_utf8_lossy(&st.stderr)
     );
+}
+
+/// `tcpdump -r demo.pcap -w <dir>/<name>.pcap <filter>`: the part of the demo
+/// capture one node sees; returns the written path.
+pub fn split_demo(dir: &Path, name: &str, filter: &str) -> String {
+    let out = dir.join(format!("{name}.pcap"));
+    tcpdump_cut(&fixture("demo.pcap"), &out, filter);
     out.display().to_string()
 }
