@@ -915,3 +915,90 @@ fn replay_of_softflowds_ipfix_export_keeps_the_captures_times() {
         assert!((l - last).abs() <= 1, "{k} last: capture {last} export {l}");
     }
 }
+
+/// A NetFlow v5 export packet sent `ms` after the capture's start (as
+/// [`crate::live::write_pcap_at`] counts): sequence `seq`, one TCP SYN
+/// corp-users -> proxy:443 at that time.
+fn v5_syn_at(seq: u32, ms: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24 + 48);
+    b.extend_from_slice(&5u16.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes()); // records
+    b.extend_from_slice(&60_000u32.to_be_bytes()); // uptime, ms
+    b.extend_from_slice(&(1_767_225_600 + ms / 1000).to_be_bytes());
+    b.extend_from_slice(&(ms % 1000 * 1_000_000).to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&[0; 4]); // engine type and id, sampling
+    let mut r = [0u8; 48];
+    r[0..4].copy_from_slice(&[198, 51, 100, 7]);
+    r[4..8].copy_from_slice(&[192, 0, 2, 11]);
+    r[16..20].copy_from_slice(&1u32.to_be_bytes()); // packets
+    r[24..28].copy_from_slice(&60_000u32.to_be_bytes()); // first, uptime
+    r[28..32].copy_from_slice(&60_000u32.to_be_bytes()); // last
+    r[32..34].copy_from_slice(&50_000u16.to_be_bytes());
+    r[34..36].copy_from_slice(&443u16.to_be_bytes());
+    r[37] = 0x02; // SYN
+    r[38] = 6;
+    b.extend_from_slice(&r);
+    b
+}
+
+/// `replay` of a capture of two exporters' datagrams judges a sequence
+/// gap as `run --flow-listen` does (see
+/// [`a_gap_leaves_other_exporters_edges_missing`]): `edge-v5` (proxy,
+/// engine1) loses 4 records half a second before the capture ends, and
+/// only its edge proxy -> engine1:4747 is `not_observed` for the gap;
+/// `core-v9`'s engine2 -> central:4242, with no gap, is `missing`.
+#[test]
+fn replay_of_an_export_capture_unjudges_only_the_gapped_exporters_edges() {
+    let dir = TempDir::new("netflow-replay-gap");
+    let site = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy, engine1]\n  \
+         - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
+    );
+    // v5 numbers records: 0 (one), then 5 (4 lost), then 6.
+    let datagrams = [
+        (0, v9_packet(10, 7)),
+        (0, v5_syn_at(0, 0)),
+        (1000, v9_packet(11, 7)),
+        (2000, v9_packet(12, 7)),
+        (2500, v5_syn_at(5, 2500)),
+        (3000, v9_packet(13, 7)),
+        (3000, v5_syn_at(6, 3000)),
+    ];
+    let frames: Vec<(u32, Vec<u8>)> = (datagrams.iter())
+        .map(|(ms, d)| (*ms, udp_frame(d)))
+        .collect();
+    let export = dir.0.join("export.pcap");
+    crate::live::write_pcap_at(&export, &frames);
+    let run = crate::golden::portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        &site,
+        export.to_str().unwrap(),
+    ]);
+    assert!(matches!(run.code, Some(0 | 1)), "{}", run.stderr);
+    let r = run.json();
+    let source = &r["capture"]["sources"][0];
+    assert_eq!(source["format"], "netflow-ipfix-capture", "{r}");
+    assert_eq!(source["fidelity"]["records"]["lost_records"], 4, "{source}");
+    let states = edge_states(&r);
+    assert_eq!(
+        states.get("engine2->central:4242").map(String::as_str),
+        Some("missing"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.get("proxy->engine1:4747").map(String::as_str),
+        Some("not_observed"),
+        "{states:?}"
+    );
+    let reason = (r["edges"].as_array().unwrap().iter())
+        .find(|e| e["src"] == "proxy" && e["dst"] == "engine1" && e["port"] == 4747)
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("flow exporter"), "{reason}");
+}

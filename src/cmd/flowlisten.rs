@@ -279,12 +279,13 @@ impl FlowListen {
         self.follow_policy(&policy);
         let origins = self.collector.origins.as_mut().map(std::mem::take);
         let mut origins = origins.unwrap_or_default().into_iter();
+        let mut exporter = ExporterIndex::default();
         for item in std::mem::take(&mut self.items) {
             let Some(from) = origins.next() else {
                 debug_assert!(false, "an item without its origin");
                 continue;
             };
-            let index = exporter_index(&policy.site.exporters, from.exporter, from.domain);
+            let index = exporter.of(&policy, &from);
             match item {
                 FlowItem::Observed(o) => {
                     let before = self.cover.nodes.len();
@@ -413,6 +414,28 @@ impl Cover {
     fn add(&mut self, name: String) {
         if !self.nodes.contains(&name) {
             self.nodes.push(name);
+        }
+    }
+}
+
+/// The declared exporter an item's origin names, looked up once per run
+/// of items from one exporter and domain (a datagram's records), not per
+/// record.
+#[derive(Default)]
+pub(super) struct ExporterIndex {
+    last: Option<(IpAddr, Option<u32>, Option<usize>)>,
+}
+
+impl ExporterIndex {
+    /// The position in the site's `exporters:` of the one `from` names.
+    pub fn of(&mut self, policy: &Policy, from: &Origin) -> Option<usize> {
+        match self.last {
+            Some((a, d, i)) if a == from.exporter && d == from.domain => i,
+            _ => {
+                let i = exporter_index(&policy.site.exporters, from.exporter, from.domain);
+                self.last = Some((from.exporter, from.domain, i));
+                i
+            }
         }
     }
 }

@@ -9,18 +9,19 @@
 //! replay, in the order given (a template in one file serves the data of
 //! the next), each with its sender as the exporter and its frame's time;
 //! any other frame in it is counted (`not_export`). A capture that mixes
-//! export traffic with other packets is read as packets.
+//! export traffic with other packets is read as packets. A sequence gap
+//! of a declared exporter leaves only the edges it covers unjudged, as in
+//! `run --flow-listen`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::flowlisten::Cover;
+use super::flowlisten::{Cover, ExporterIndex};
 use crate::decode;
 use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
-use crate::policy::Policy;
+use crate::policy::{EdgeId, Policy};
 use crate::report::{SourceFacts, Stopped};
-use crate::site::exporter_index;
 use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::{self, FlowFile, FlowItem};
@@ -39,6 +40,9 @@ pub(super) struct FlowLogs {
     pending: Vec<FlowItem>,
     /// What the captures of export packets cover, by run's rule.
     export_cover: Cover,
+    /// The required edges each declared exporter covers, once one of its
+    /// gaps needs them (by position in the site's `exporters:`).
+    gap_edges: Vec<Option<Vec<EdgeId>>>,
 }
 
 impl FlowLogs {
@@ -74,7 +78,7 @@ impl FlowLogs {
         let mut rest = Vec::new();
         let before = collector.counts.clone();
         collector.finish(&mut rest);
-        cover_items(&mut collector, policy, &mut logs.export_cover, &rest);
+        cover_items(&mut collector, policy, &mut logs.export_cover, &mut rest);
         if let Some((_, _, _, f)) = (logs.files.iter_mut())
             .rev()
             .find(|(_, _, k, _)| *k == SourceKind::FlowExport)
@@ -105,7 +109,7 @@ impl FlowLogs {
     pub fn feed_until(&mut self, pl: &mut Pipeline, ts: Timestamp) {
         while self.pending.last().is_some_and(|i| i.ts() <= ts) {
             if let Some(item) = self.pending.pop() {
-                feed(pl, &item);
+                self.feed(pl, &item);
             }
         }
     }
@@ -117,7 +121,31 @@ impl FlowLogs {
 
     pub fn feed_rest(&mut self, pl: &mut Pipeline) {
         while let Some(item) = self.pending.pop() {
-            feed(pl, &item);
+            self.feed(pl, &item);
+        }
+    }
+
+    /// A gap of a declared exporter leaves only the edges it covers
+    /// unjudged, as `run --flow-listen` does; any other gap, every edge.
+    fn feed(&mut self, pl: &mut Pipeline, item: &FlowItem) {
+        match item {
+            FlowItem::Observed(o) => pl.observe(o),
+            FlowItem::Gap {
+                to,
+                exporter: Some(i),
+                ..
+            } => {
+                let policy = pl.policy().clone();
+                let Some(x) = policy.site.exporters.get(*i) else {
+                    return pl.sensor_lost(*to);
+                };
+                if self.gap_edges.len() < policy.site.exporters.len() {
+                    self.gap_edges.resize(policy.site.exporters.len(), None);
+                }
+                let edges = self.gap_edges[*i].get_or_insert_with(|| policy.exporter_edges(x));
+                pl.exporter_lost(edges, *to);
+            }
+            FlowItem::Gap { to, .. } => pl.sensor_lost(*to),
         }
     }
 
@@ -180,13 +208,6 @@ impl FlowLogs {
     }
 }
 
-fn feed(pl: &mut Pipeline, item: &FlowItem) {
-    match item {
-        FlowItem::Observed(o) => pl.observe(o),
-        FlowItem::Gap { to, .. } => pl.sensor_lost(*to),
-    }
-}
-
 /// The format name of a capture of export traffic.
 const EXPORT_FORMAT: &str = "netflow-ipfix-capture";
 
@@ -241,7 +262,7 @@ fn read_export_capture(
     }
     // A connection's two directions are in one capture.
     collector.settle_joins(&mut f.items);
-    cover_items(collector, policy, cover, &f.items);
+    cover_items(collector, policy, cover, &mut f.items);
     if not_export > 0 {
         *collector.counts.entry("not_export").or_insert(0) += not_export;
     }
@@ -255,13 +276,21 @@ fn read_export_capture(
 }
 
 /// The records of `items` (all the collector put out since the last call,
-/// whose origins it holds) into `cover`.
-fn cover_items(collector: &mut Collector, policy: &Policy, cover: &mut Cover, items: &[FlowItem]) {
+/// whose origins it holds) into `cover`; each gap told its declared
+/// exporter.
+fn cover_items(
+    collector: &mut Collector,
+    policy: &Policy,
+    cover: &mut Cover,
+    items: &mut [FlowItem],
+) {
     let origins = collector.origins.as_mut().map(std::mem::take);
-    for (item, from) in items.iter().zip(origins.unwrap_or_default()) {
-        if let FlowItem::Observed(o) = item {
-            let index = exporter_index(&policy.site.exporters, from.exporter, from.domain);
-            cover.observed(policy, index, o);
+    let mut index = ExporterIndex::default();
+    for (item, from) in items.iter_mut().zip(origins.unwrap_or_default()) {
+        let i = index.of(policy, &from);
+        match item {
+            FlowItem::Observed(o) => cover.observed(policy, i, o),
+            FlowItem::Gap { exporter, .. } => *exporter = i,
         }
     }
 }

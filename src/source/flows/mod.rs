@@ -87,10 +87,16 @@ pub struct FlowStop {
 pub enum FlowItem {
     Observed(Observation),
     /// The source declares it did not record this interval (AWS `NODATA`,
-    /// `SKIPDATA`): required edges are not judged missing over it.
+    /// `SKIPDATA`, an exporter's sequence gap): required edges are not
+    /// judged missing over it.
     Gap {
         from: Timestamp,
         to: Timestamp,
+        /// The declared exporter (its position in the site's `exporters:`)
+        /// whose records were lost, once the site tells it: only the edges
+        /// it covers go unjudged. `None`: every edge (a flow log's gap, an
+        /// undeclared exporter's).
+        exporter: Option<usize>,
     },
 }
 

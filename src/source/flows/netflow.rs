@@ -791,7 +791,11 @@ impl Collector {
         lost.packets += this.packets;
         self.count_n("lost_packets", this.packets);
         self.count_n("lost_records", this.records);
-        out.push(FlowItem::Gap { from, to });
+        out.push(FlowItem::Gap {
+            from,
+            to,
+            exporter: None,
+        });
         if let Some(origins) = &mut self.origins {
             origins.push(Origin {
                 exporter: k.exporter,

@@ -439,7 +439,8 @@ fn sequence_gaps_are_lost_records_per_exporter_and_a_gap() {
     assert!(items.iter().any(|i| *i
         == FlowItem::Gap {
             from: t(10),
-            to: t(20)
+            to: t(20),
+            exporter: None,
         }));
     // Another exporter has its own numbers.
     let mut out = Vec::new();

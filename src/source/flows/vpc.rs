@@ -361,7 +361,11 @@ pub fn read(bytes: &[u8]) -> FlowFile {
             }
             Line::Gap { from, to, status } => {
                 f.count(status);
-                f.items.push(FlowItem::Gap { from, to });
+                f.items.push(FlowItem::Gap {
+                    from,
+                    to,
+                    exporter: None,
+                });
             }
             Line::Skip(reason) => f.count(reason),
         }
@@ -457,7 +461,14 @@ impl Follow {
                 self.held_since.get_or_insert(now);
                 ("tcp", Some((r.src.0, r.dst.0)), None)
             }
-            Line::Gap { from, to, status } => (status, None, Some(FlowItem::Gap { from, to })),
+            Line::Gap { from, to, status } => {
+                let gap = FlowItem::Gap {
+                    from,
+                    to,
+                    exporter: None,
+                };
+                (status, None, Some(gap))
+            }
             Line::Skip(reason) => (reason, None, None),
         };
         out.push(Followed::Line { reason, ends, gap });
