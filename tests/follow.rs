@@ -431,3 +431,128 @@ fn watch_follow_prints_a_vpc_flow_logs_findings_and_counts() {
         assert!(stderr.contains(want), "no {want} in {stderr}");
     }
 }
+
+/// The JSON closing summary at the end of `run --format json`'s stderr.
+fn closing_summary(stderr: &str) -> Value {
+    let at = stderr.rfind("\n{\n").expect("a JSON summary");
+    serde_json::from_str(&stderr[at + 1..]).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+}
+
+/// Each listed edge `src->dst:port` of a report: its state and reason.
+fn edge_verdicts(r: &Value) -> BTreeMap<String, (String, String)> {
+    (r["edges"].as_array().expect("edges").iter())
+        .map(|e| {
+            let k = format!("{}->{}:{}", e["src"], e["dst"], e["port"]).replace('"', "");
+            let s = |f: &str| e[f].as_str().unwrap_or_default().to_string();
+            (k, (s("state"), s("reason")))
+        })
+        .collect()
+}
+
+/// A VPC flow log of engine1's interface covers engine1, not the peers its
+/// records carry: `run --follow` of the growing log judges only engine1's
+/// edges (proxy -> engine1:4747, 1 s window, is `missing`) and lists
+/// central's engine2 -> central:4242 as `not_observed`, outside what the
+/// log covers, as `replay` of the whole file does.
+#[test]
+fn run_follow_of_a_vpc_flow_log_covers_the_owner_of_its_interface_as_replay_does() {
+    let dir = TempDir::new("follow-vpc-cover");
+    let base = std::fs::read_to_string(crate::golden::root().join("deploy/sites/multi-node.yaml"))
+        .expect("the multi-node site");
+    let site = dir.0.join("site.yaml");
+    std::fs::write(
+        &site,
+        format!(
+            "{base}overrides:\n  - from: engine2\n    to: central\n    port: 4242\n    window: 1s\n  \
+             - from: proxy\n    to: engine1\n    port: 4747\n    required: true\n    window: 1s\n"
+        ),
+    )
+    .unwrap();
+    let site = site.to_str().unwrap();
+    // Ten seconds of engine1's interface: central and proxy are its peers
+    // (on a port no edge is about), engine1 the end of every record.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 10;
+    let mut text = String::from(
+        "version interface-id srcaddr dstaddr srcport dstport protocol start end action log-status\n",
+    );
+    for (dt, src, dst, sport, dport) in [
+        (0, "192.0.2.21", "192.0.2.10", 50001, 5555),
+        (0, "192.0.2.10", "192.0.2.21", 5555, 50001),
+        (10, "192.0.2.11", "192.0.2.21", 50002, 5555),
+    ] {
+        let t = t0 + dt;
+        text += &format!("3 eni-e {src} {dst} {sport} {dport} 6 {t} {t} ACCEPT OK\n");
+    }
+    let whole = dir.0.join("whole.log");
+    std::fs::write(&whole, &text).unwrap();
+    let replay = crate::golden::portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        site,
+        whole.to_str().unwrap(),
+    ]);
+    assert!(matches!(replay.code, Some(0 | 1)), "{}", replay.stderr);
+    let replayed = edge_verdicts(&replay.json());
+
+    let log = dir.0.join("vpc.log");
+    let mut d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        site.as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--follow".as_ref(),
+        log.as_os_str(),
+    ]);
+    let missing = r#"portwatch_followed_file_changes_total{change="missing",node="unknown"}"#;
+    d.wait_metrics("the missing log", |m| sample(m, missing) == Some(1.0));
+    append_split(&log, &text);
+    // Once the joins are out, every observation has been fed.
+    let observed = |m: &str| -> f64 {
+        (m.lines())
+            .filter(|l| l.starts_with("portwatch_records_total{"))
+            .filter(|l| l.contains(r#"format="vpc_flow""#) && l.contains(r#"reason="observed""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let m = d.wait_metrics("the two connections observed", |m| observed(m) == 2.0);
+    let judged = edges(&m);
+    assert!(
+        judged.iter().all(|e| e.contains(r#""engine1""#)),
+        "only engine1's edges: {judged:?}"
+    );
+    // Longer than the 1 s windows.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    let followed = edge_verdicts(&closing_summary(&stderr));
+
+    let outside = (
+        "not_observed".to_string(),
+        "outside what the flow logs cover: the interfaces of engine1".to_string(),
+    );
+    for (name, got) in [("replay", &replayed), ("run --follow", &followed)] {
+        assert_eq!(
+            got.get("proxy->engine1:4747").map(|v| v.0.as_str()),
+            Some("missing"),
+            "{name}: {got:?}"
+        );
+        assert_eq!(
+            got.get("engine2->central:4242"),
+            Some(&outside),
+            "{name}: {got:?}"
+        );
+    }
+    assert_eq!(
+        followed.keys().collect::<Vec<_>>(),
+        replayed.keys().collect::<Vec<_>>(),
+        "the same required edges listed"
+    );
+}

@@ -4,6 +4,11 @@
 //! reason. The files are checked when following starts (an EVTX file, a
 //! gzip file, an Azure flow log, or one that is none of these, is refused);
 //! a file not there yet is waited for.
+//!
+//! Coverage: a node log covers its node; a VPC flow log covers the nodes
+//! owning its logged interfaces, told as `replay` tells them
+//! (`source::flows::Interfaces`), and lists the required edges outside
+//! them as `not_observed` as `replay` does.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,7 +17,7 @@ use std::time::Instant;
 
 use jiff::tz::TimeZone;
 
-use super::input::{record_context, Records};
+use super::input::{flow_coverage, record_context, Records};
 use crate::export::metrics::Recorder;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
@@ -21,7 +26,7 @@ use crate::report::SourceFacts;
 use crate::source::flows::{FlowFormat, GZIP_MAGIC};
 use crate::source::follow::{Change, StartAt, MAX_FOLLOWED};
 use crate::source::records::follow::{Followed, FollowedFile};
-use crate::source::records::{RecordContext, RecordFormat, RecordItem};
+use crate::source::records::{RecordContext, RecordFormat};
 use crate::source::wfp::evtx::MAGIC as EVTX_MAGIC;
 use crate::source::SourceError;
 
@@ -43,11 +48,26 @@ pub(super) struct Follow {
     timezone: Option<(String, TimeZone)>,
     sensors: Vec<String>,
     out: Vec<Followed>,
-    /// The nodes whose logs these are, as found from their content (site
-    /// nodes only, so bounded by the site).
+    /// The nodes whose logs these are (firewall logs, WFP events), as
+    /// found from their content (site nodes only, so bounded by the site).
     nodes: Vec<Arc<str>>,
-    /// `nodes` grew since [`Follow::take_new_nodes`].
+    /// The nodes owning the VPC flow logs' interfaces, in site order
+    /// (bounded by the site).
+    owners: Vec<String>,
+    /// Per file, what of its interfaces `owners` was told from (`None`:
+    /// not a VPC flow log, or not known to be yet).
+    told: Vec<Option<Told>>,
+    /// `nodes` or `owners` changed since [`Follow::take_new_nodes`].
     new_nodes: bool,
+}
+
+/// What of a VPC flow log's interfaces was looked at.
+#[derive(Clone, Copy, Debug, Default)]
+struct Told {
+    /// [`crate::source::flows::Interfaces::changes`] then.
+    changes: u64,
+    /// Interfaces beyond the capacity were warned of.
+    untracked: bool,
 }
 
 /// What one poll of the followed files did.
@@ -84,6 +104,8 @@ impl Follow {
             sensors: sensors.to_vec(),
             out: Vec::new(),
             nodes: Vec::new(),
+            owners: Vec::new(),
+            told: vec![None; spec.paths.len()],
             new_nodes: false,
         })
     }
@@ -117,9 +139,6 @@ impl Follow {
                             let format = format.map_or(UNKNOWN, RecordFormat::name);
                             rec.record(counted.node.as_ref(), format, counted.reason);
                         }
-                        if format == Some(RecordFormat::VpcFlow) {
-                            note_carried(&self.ctx, counted.item.as_ref(), &mut self.nodes);
-                        }
                         if let Some(item) = counted.item {
                             Records::feed(pl, item);
                         }
@@ -132,14 +151,63 @@ impl Follow {
                     }
                 }
             }
-            if let Some(s) = f.sensor() {
+            // A VPC flow log's first record's node is only a label: it
+            // covers the owners of its interfaces.
+            if let (Some(s), false) = (f.sensor(), f.interfaces().is_some()) {
                 if !self.nodes.contains(s) {
                     self.nodes.push(s.clone());
                 }
             }
             self.new_nodes |= self.nodes.len() > known;
         }
+        if self.interfaces_changed() {
+            self.tell_owners(pl.policy());
+        }
         polled
+    }
+
+    /// Whether a VPC flow log was found, or its interfaces narrowed, since
+    /// the owners were told; warns (once a file) of interfaces beyond the
+    /// capacity.
+    fn interfaces_changed(&mut self) -> bool {
+        let (mut changed, mut found) = (false, false);
+        for (f, told) in self.files.iter().zip(&mut self.told) {
+            let Some(i) = f.interfaces() else { continue };
+            let t = told.get_or_insert_with(|| {
+                found = true;
+                Told::default()
+            });
+            changed |= found || i.changes != t.changes;
+            if i.untracked > 0 && !t.untracked {
+                t.untracked = true;
+                let file = f.path().display().to_string();
+                tracing::warn!(
+                    file = %log_field(&file),
+                    capacity = crate::source::flows::INTERFACE_CAPACITY,
+                    "records of interfaces beyond the capacity cover nothing"
+                );
+            }
+        }
+        // What is judged changes: the edges outside it are listed.
+        self.new_nodes |= found;
+        changed
+    }
+
+    /// The owners of the VPC flow logs' interfaces, by `policy`.
+    fn tell_owners(&mut self, policy: &Policy) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (f, told) in self.files.iter().zip(&mut self.told) {
+            let Some(i) = f.interfaces() else { continue };
+            seen.extend(i.owners(|a| policy.interface_owner(a)));
+            told.get_or_insert_with(Told::default).changes = i.changes;
+        }
+        let owners: Vec<String> = (seen.into_iter())
+            .map(|id| policy.endpoint(id).name.to_string())
+            .collect();
+        if owners != self.owners {
+            self.owners = owners;
+            self.new_nodes = true;
+        }
     }
 
     /// Whether a file's node was found since the last call.
@@ -147,28 +215,36 @@ impl Follow {
         std::mem::take(&mut self.new_nodes)
     }
 
-    /// A new site: nodes, addresses and time zones from now on.
+    /// A new site: nodes, addresses, time zones and interface owners from
+    /// now on.
     pub fn set_policy(&mut self, policy: &Policy) {
         self.ctx = record_context(policy, self.timezone.clone(), &self.sensors);
+        self.tell_owners(policy);
     }
 
     /// Which required edges are judged: a capture of the whole site sees
-    /// them all; otherwise those touching the capture's `--sensor` nodes and
-    /// the logs' nodes (a log covers none until it names its node).
+    /// them all; otherwise those touching the capture's `--sensor` nodes
+    /// and the logs' nodes (a log covers none until it names its node).
+    /// As in `replay`, without `--sensor` a VPC flow log covers the owners
+    /// of its interfaces and lists the other required edges as not judged,
+    /// saying what it covers; `--sensor` names what it covers instead.
     pub fn visibility(&self, vis: Visibility, captures: bool) -> Visibility {
         if captures && !vis.limited {
             return vis;
         }
+        let vpc = !vis.limited && self.told.iter().any(Option::is_some);
+        let unjudged = vpc.then(|| flow_coverage(&self.owners));
+        let owners = self.owners.iter().filter(|_| vpc).map(String::as_str);
         let mut nodes = vis.nodes;
-        for n in &self.nodes {
-            if !nodes.iter().any(|m| m == &**n) {
+        for n in self.nodes.iter().map(|n| &**n).chain(owners) {
+            if !nodes.iter().any(|m| m == n) {
                 nodes.push(n.to_string());
             }
         }
         Visibility {
             nodes,
             limited: true,
-            unjudged: None,
+            unjudged,
         }
     }
 
@@ -192,22 +268,6 @@ impl Follow {
             }
         });
         facts.collect()
-    }
-}
-
-/// The site nodes an observation of a VPC flow log carries, taken as the
-/// nodes it watches: wider than `replay`, which takes only the node owning
-/// each logged interface (`source::flows::Interfaces`). Bounded by the site.
-fn note_carried(ctx: &RecordContext, item: Option<&RecordItem>, nodes: &mut Vec<Arc<str>>) {
-    let Some(RecordItem::Observed(o)) = item else {
-        return;
-    };
-    for ip in [o.key.client, o.key.server] {
-        if let Some(n) = ctx.node_of(ip) {
-            if !nodes.contains(&n.name) {
-                nodes.push(n.name.clone());
-            }
-        }
     }
 }
 
@@ -297,6 +357,8 @@ mod tests {
             sensors: Vec::new(),
             out: Vec::new(),
             nodes: nodes.iter().map(|n| Arc::from(*n)).collect(),
+            owners: Vec::new(),
+            told: Vec::new(),
             new_nodes: false,
         }
     }
@@ -333,6 +395,31 @@ mod tests {
             (vec![], true),
             "a log that named no node yet covers nothing"
         );
+    }
+
+    #[test]
+    fn a_vpc_flow_log_covers_its_interfaces_owners_and_lists_the_rest() {
+        let mut f = following(&[]);
+        f.owners = vec!["engine1".into()];
+        f.told = vec![Some(Told::default())];
+        let v = f.visibility(Visibility::default(), false);
+        assert_eq!(judged(&v), (vec!["engine1"], true));
+        assert_eq!(
+            v.unjudged.as_deref(),
+            Some("outside what the flow logs cover: the interfaces of engine1")
+        );
+        let sensor = Visibility {
+            nodes: vec!["proxy".into()],
+            limited: true,
+            unjudged: None,
+        };
+        let v = f.visibility(sensor, false);
+        assert_eq!(
+            judged(&v),
+            (vec!["proxy"], true),
+            "--sensor names what is covered"
+        );
+        assert_eq!(v.unjudged, None);
     }
 
     #[test]

@@ -430,7 +430,7 @@ pub(super) fn record_context(
 }
 
 /// Why a required edge outside the flow logs' coverage is not judged.
-fn flow_coverage(owners: &[String]) -> String {
+pub(super) fn flow_coverage(owners: &[String]) -> String {
     match owners {
         [] => "outside what the flow logs cover: no logged interface is a site node's".into(),
         _ => format!(

@@ -20,10 +20,13 @@ pub struct Ends {
 }
 
 impl Ends {
-    fn add(&mut self, ends: &[IpAddr]) {
+    /// Whether the addresses left changed.
+    fn add(&mut self, ends: &[IpAddr]) -> bool {
         let before = self.common.len();
         self.common.retain(|a| ends.contains(a));
-        self.narrowed |= self.common.len() < before;
+        let changed = self.common.len() < before;
+        self.narrowed |= changed;
+        changed
     }
 
     /// The addresses that can still be the interface's own, once told
@@ -40,13 +43,17 @@ pub struct Interfaces {
     pub by_id: BTreeMap<String, Ends>,
     /// Records of interfaces beyond [`INTERFACE_CAPACITY`].
     pub untracked: u64,
+    /// How often an interface's addresses narrowed: while it stands
+    /// still, its owners are what they were (a followed log asks often).
+    pub changes: u64,
 }
 
 impl Interfaces {
     /// A record of interface `id` between `ends` (unparsed ones left out).
     pub fn note(&mut self, id: &str, ends: &[IpAddr]) {
         if let Some(e) = self.by_id.get_mut(id) {
-            return e.add(ends);
+            self.changes += u64::from(e.add(ends));
+            return;
         }
         if self.by_id.len() >= INTERFACE_CAPACITY {
             self.untracked += 1;
@@ -89,8 +96,12 @@ mod tests {
         i.note("eni-1", &[a, b]);
         i.note("eni-1", &[b, a]);
         assert_eq!(i.by_id["eni-1"].decided(), None);
+        assert_eq!(i.changes, 0);
         i.note("eni-1", &[c, a, c]);
         assert_eq!(i.by_id["eni-1"].decided(), Some(&[a][..]));
+        assert_eq!(i.changes, 1);
+        i.note("eni-1", &[a, c]);
+        assert_eq!(i.changes, 1, "nothing narrowed");
         // A record of no end in common leaves no address at all.
         i.note("eni-1", &[b, c]);
         assert_eq!(i.by_id["eni-1"].decided(), Some(&[][..]));

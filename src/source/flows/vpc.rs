@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{by_ports, key, FlowFile, FlowItem, FlowStop};
+use super::{by_ports, key, FlowFile, FlowItem, FlowStop, Interfaces};
 use crate::observation::{FlowKey, Initiator, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
 
@@ -148,13 +148,18 @@ fn parse_line(c: &Columns, t: &[&str]) -> Line {
 
 /// A record's interface and the addresses at its ends (the packet's own
 /// too, where logged), for telling whose interface it is.
-fn note_ends(c: &Columns, t: &[&str], f: &mut FlowFile) {
-    let ends: Vec<IpAddr> = [c.srcaddr, c.dstaddr, c.pkt_srcaddr, c.pkt_dstaddr]
-        .into_iter()
-        .filter_map(|at| field(t, at)?.parse().ok())
-        .collect();
-    if !ends.is_empty() {
-        (f.interfaces).note(field(t, c.interface_id).unwrap_or(""), &ends);
+fn note_ends(c: &Columns, t: &[&str], interfaces: &mut Interfaces) {
+    // On the stack: this is done for every line.
+    let mut ends = [IpAddr::from([0u8; 4]); 4];
+    let mut n = 0;
+    for at in [c.srcaddr, c.dstaddr, c.pkt_srcaddr, c.pkt_dstaddr] {
+        if let Some(a) = field(t, at).and_then(|a| a.parse().ok()) {
+            ends[n] = a;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        interfaces.note(field(t, c.interface_id).unwrap_or(""), &ends[..n]);
     }
 }
 
@@ -348,7 +353,7 @@ pub fn read(bytes: &[u8]) -> FlowFile {
         }
         let line = parse_line(&cols, &t);
         if matches!(line, Line::Tcp(_) | Line::Skip("not_tcp")) {
-            note_ends(&cols, &t, &mut f);
+            note_ends(&cols, &t, &mut f.interfaces);
         }
         match line {
             Line::Tcp(r) => {
@@ -401,14 +406,17 @@ pub enum Followed {
 pub const NOT_RECORDS: [&str; 4] = ["observed", "continued", "join_full", "header_again"];
 
 /// A VPC flow log read line by line as it grows (`--follow`), as [`read`]
-/// reads it whole: the same columns, counts and joins. Joins are held
-/// until the oldest has waited [`JOIN_WAIT`] (or [`JOIN_CAPACITY`] are
-/// held), then all go out.
+/// reads it whole: the same columns, counts, joins and interfaces. Joins
+/// are held until the oldest has waited [`JOIN_WAIT`] (or
+/// [`JOIN_CAPACITY`] are held), then all go out.
 pub struct Follow {
     cols: Columns,
     headers: u32,
     joins: Joins,
     held_since: Option<Instant>,
+    /// The logged interfaces, across rotations (the same interfaces'
+    /// log), bounded by [`super::INTERFACE_CAPACITY`].
+    interfaces: Interfaces,
 }
 
 impl Default for Follow {
@@ -418,11 +426,18 @@ impl Default for Follow {
             headers: 0,
             joins: Joins::default(),
             held_since: None,
+            interfaces: Interfaces::default(),
         }
     }
 }
 
 impl Follow {
+    /// The addresses each logged interface's records share so far: whose
+    /// interface it is, as [`FlowFile::interfaces`] tells for `replay`.
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.interfaces
+    }
+
     /// A new file starts (rotation, truncation): its own header, if any.
     pub fn new_file(&mut self) {
         self.cols = Columns::parse(DEFAULT_FIELDS);
@@ -448,7 +463,11 @@ impl Follow {
         if history {
             return;
         }
-        let (reason, ends, gap) = match parse_line(&self.cols, &t) {
+        let line = parse_line(&self.cols, &t);
+        if matches!(line, Line::Tcp(_) | Line::Skip("not_tcp")) {
+            note_ends(&self.cols, &t, &mut self.interfaces);
+        }
+        let (reason, ends, gap) = match line {
             Line::Tcp(r) => {
                 if self.joins.order.len() >= JOIN_CAPACITY {
                     self.release(out);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{pfirewall, wfp, Counted, RecordContext, RecordFormat, RecordItem};
-use crate::source::flows::vpc;
+use crate::source::flows::{vpc, Interfaces};
 use crate::source::follow::{Change, StartAt, Tail, TailEvent};
 
 /// The reasons counted here.
@@ -98,6 +98,15 @@ impl FollowedFile {
 
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// A VPC flow log's interfaces so far (`None` for other formats): the
+    /// node owning one is the node the log covers, as for `replay`.
+    pub fn interfaces(&self) -> Option<&Interfaces> {
+        match &self.reader {
+            Reader::Vpc(v) => Some(v.interfaces()),
+            _ => None,
+        }
     }
 
     pub fn counts(&self) -> &BTreeMap<&'static str, u64> {

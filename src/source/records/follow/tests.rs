@@ -372,6 +372,14 @@ fn a_vpc_flow_log_followed_in_pieces_gives_what_replay_reads() {
         assert_eq!(by_time(observed(items.clone())), want, "{name}");
         assert_eq!(f.file.counts(), &replay.counts, "{name}");
         assert_eq!(f.file.records(), replay.records, "{name}");
+        // The same interfaces, told from the same ends: the same coverage.
+        let interfaces = f.file.interfaces().expect("a VPC flow log's interfaces");
+        assert_eq!(interfaces.by_id, replay.interfaces.by_id, "{name}");
+        assert_eq!(
+            interfaces.by_id.is_empty(),
+            name.contains("transit"),
+            "{name}"
+        );
         // NODATA and SKIPDATA are gaps, at the end of their interval.
         let gaps: Vec<_> = (items.iter())
             .filter_map(|i| match i {
