@@ -697,7 +697,8 @@ at most 64.
 Each log's node is found as replay finds it (its addresses, the events' host names, \
 else --sensor); a firewall log's time zone is its node's `timezone:`, else --timezone. \
 Records are counted in portwatch_records_total{node,format,reason}. Without -i (or with \
---sensor), the required edges judged include those of the logs' nodes.
+--sensor), the required edges judged include those of the logs' nodes; a VPC flow log's, \
+without --sensor, are the nodes owning its interfaces, as replay tells them.
 
 EVTX files, gzip files and Azure flow logs cannot be followed (they are not written \
 line by line): refused, exit status 2. Replay them, or follow the NDJSON a shipper \
