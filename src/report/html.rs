@@ -628,6 +628,16 @@ fn store(r: &Report) -> Markup {
             humantime::format_duration(std::time::Duration::from_secs(s.range_seconds)).to_string(),
         ));
     }
+    if r.sensors_left_out > 0 {
+        rows.push((
+            "sensors not listed",
+            format!(
+                "{} past the cap of {}",
+                r.sensors_left_out,
+                super::MAX_STORE_SENSORS
+            ),
+        ));
+    }
     html! {
         section id="store" {
             h2 { "Store and sensors (" (r.sensors.len()) ")" }

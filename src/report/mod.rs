@@ -28,7 +28,7 @@ use crate::time::Timestamp;
 pub use crate::policy::{UnknownSensor, Visibility};
 pub use accepted::{AcceptanceUse, AcceptedBy};
 pub use baseline::{Baseline, BaselineError, Known, MAX_BASELINE_FINDINGS};
-pub use store::{SensorEntry, StoreAnswers, StoreFacts, MAX_STORE_FINDINGS};
+pub use store::{SensorEntry, StoreAnswers, StoreFacts, MAX_STORE_FINDINGS, MAX_STORE_SENSORS};
 
 /// What the caller knows of its sources.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -131,6 +131,9 @@ pub struct Report {
     /// `report --prometheus`: the site's sensors and their coverage.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sensors: Vec<SensorEntry>,
+    /// Sensors past [`MAX_STORE_SENSORS`], not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sensors_left_out: u64,
 }
 
 /// Connections of one flow two kinds of source disagree on.
@@ -453,6 +456,7 @@ impl Report {
             baseline: None,
             store: None,
             sensors: Vec::new(),
+            sensors_left_out: 0,
         }
     }
 

@@ -29,6 +29,10 @@ use crate::time::Timestamp;
 /// are bounded by its model and inventory, so more means a foreign store.
 pub const MAX_STORE_FINDINGS: usize = 4096;
 
+/// Sensors listed at most: one per node of the largest site. Past it, the
+/// first by (job, instance) are kept and the rest counted.
+pub const MAX_STORE_SENSORS: usize = crate::policy::MAX_NODES;
+
 /// What the store answered to each of the site's queries.
 #[derive(Clone, Debug, Default)]
 pub struct StoreAnswers {
@@ -117,6 +121,7 @@ impl Report {
             (a.kind, &a.src, &a.dst, a.port).cmp(&(b.kind, &b.src, &b.dst, b.port))
         });
         let since = Timestamp(at.as_nanos().saturating_sub(range.as_nanos() as u64));
+        let (sensors, sensors_left_out) = sensors(a, MAX_STORE_SENSORS);
         Report {
             provenance: Provenance {
                 files: p.sources.clone(),
@@ -149,7 +154,8 @@ impl Report {
             disagreements,
             baseline: None,
             store: Some(facts),
-            sensors: sensors(a),
+            sensors,
+            sensors_left_out,
         }
     }
 }
@@ -465,20 +471,30 @@ fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> 
     out
 }
 
-/// The site's sensors: those with site info in the range.
-fn sensors(a: &StoreAnswers) -> Vec<SensorEntry> {
+/// The site's sensors: those with site info in the range, at most `cap`
+/// (the first by job and instance), and how many more there were.
+fn sensors(a: &StoreAnswers, cap: usize) -> (Vec<SensorEntry>, u64) {
     let id = |s: &Sample| (s.label("job").to_string(), s.label("instance").to_string());
-    let mut out: BTreeMap<(String, String), SensorEntry> = BTreeMap::new();
-    for s in &a.site_info {
-        let (job, instance) = id(s);
-        out.entry(id(s)).or_insert(SensorEntry {
-            job,
-            instance,
-            up: false,
-            covering: false,
-            kinds: Vec::new(),
-        });
-    }
+    // The answer is held already; its distinct ids, sorted, tell which
+    // sensors fit under the cap whatever order the store answered in.
+    let mut ids: Vec<(&str, &str)> = (a.site_info.iter())
+        .map(|s| (s.label("job"), s.label("instance")))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let left_out = ids.len().saturating_sub(cap) as u64;
+    let mut out: BTreeMap<(String, String), SensorEntry> = (ids.into_iter().take(cap))
+        .map(|(job, instance)| {
+            let entry = SensorEntry {
+                job: job.to_string(),
+                instance: instance.to_string(),
+                up: false,
+                covering: false,
+                kinds: Vec::new(),
+            };
+            ((job.to_string(), instance.to_string()), entry)
+        })
+        .collect();
     for s in &a.sensors_up {
         if let Some(e) = out.get_mut(&id(s)) {
             e.up = s.value == 1.0;
@@ -491,13 +507,15 @@ fn sensors(a: &StoreAnswers) -> Vec<SensorEntry> {
     }
     for s in &a.sensor_kinds {
         if let Some(e) = out.get_mut(&id(s)) {
-            let k = s.label("sensor_kind").to_string();
-            if !k.is_empty() && !e.kinds.contains(&k) {
-                e.kinds.push(k);
+            // Known kinds only: the list stays within their closed set.
+            let k = s.label("sensor_kind");
+            let known = SensorKind::ALL.iter().any(|x| x.as_str() == k);
+            if known && !e.kinds.iter().any(|x| x == k) {
+                e.kinds.push(k.to_string());
             }
         }
     }
-    out.into_values().collect()
+    (out.into_values().collect(), left_out)
 }
 
 #[cfg(test)]
@@ -569,6 +587,40 @@ mod tests {
             d[0].outcomes,
             BTreeMap::from([("firewall_log", "denied"), ("packets", "established")])
         );
+    }
+
+    #[test]
+    fn sensors_past_the_cap_are_counted_not_listed() {
+        let info = |job, instance| sample(&[("job", job), ("instance", instance)], 1.0);
+        let a = StoreAnswers {
+            // Unsorted, and one sensor twice (two series of its site info).
+            site_info: vec![
+                info("pw", "c:9"),
+                info("pw", "a:9"),
+                info("pw", "c:9"),
+                info("pw", "b:9"),
+            ],
+            sensor_kinds: vec![
+                sample(
+                    &[
+                        ("job", "pw"),
+                        ("instance", "a:9"),
+                        ("sensor_kind", "packets"),
+                    ],
+                    1.0,
+                ),
+                sample(
+                    &[("job", "pw"), ("instance", "a:9"), ("sensor_kind", "x\ny")],
+                    1.0,
+                ),
+            ],
+            ..Default::default()
+        };
+        let (kept, left_out) = sensors(&a, 2);
+        let names: Vec<&str> = kept.iter().map(|s| s.instance.as_str()).collect();
+        assert_eq!((names, left_out), (vec!["a:9", "b:9"], 1));
+        assert_eq!(kept[0].kinds, ["packets"], "an unknown kind is not listed");
+        assert_eq!(sensors(&a, 3).1, 0);
     }
 
     #[test]

@@ -146,6 +146,14 @@ impl Report {
                 }
             );
         }
+        if self.sensors_left_out > 0 {
+            let _ = writeln!(
+                s,
+                "  {} more sensors past the cap of {}, not listed",
+                self.sensors_left_out,
+                super::MAX_STORE_SENSORS
+            );
+        }
     }
 
     /// The sources read, the span, and what the packets held.
