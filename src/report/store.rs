@@ -420,55 +420,92 @@ fn edge_state(
 /// a kind that saw connections established, one that saw them fail, and
 /// the failures counted (estimated from the 5-minute increases).
 fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> {
-    let mut out = Vec::new();
+    let mut listed = Vec::new();
     for d in &a.disagreements {
         let Ok(port) = d.label("port").parse::<u16>() else {
             *refused += 1;
             continue;
         };
-        if out.len() >= MAX_STORE_FINDINGS {
+        if listed.len() >= MAX_STORE_FINDINGS {
             *refused += 1;
             continue;
         }
-        let k = key(d);
-        let seen = |failed: bool| {
-            (a.handshakes_by_kind.iter())
-                .filter(|s| key(s) == k && s.value > 0.0)
-                .filter_map(|s| {
-                    let kind = SensorKind::ALL
-                        .into_iter()
-                        .find(|x| x.as_str() == s.label("sensor_kind"))?;
-                    let o = Outcome::ALL
-                        .into_iter()
-                        .find(|o| o.as_str() == s.label("outcome"))?;
-                    ((o != Outcome::Established) == failed).then_some((kind, o, s.value))
-                })
-                .collect::<Vec<_>>()
-        };
-        let (ok, failed) = (seen(false), seen(true));
-        let pair = ok
-            .iter()
-            .find_map(|e| failed.iter().find(|f| f.0 != e.0).map(|f| (e, f)));
-        out.push(DisagreementEntry {
-            src: d.label("src").to_string(),
-            dst: d.label("dst").to_string(),
-            port,
-            service: d.label("service").to_string(),
-            // No pair of kinds in the range's increases (a sensor reading
-            // two kinds counts its own): the rule's word alone.
-            connections: pair.map_or(0, |(_, f)| estimate(f.2)),
-            outcomes: pair.map_or_else(BTreeMap::new, |(e, f)| {
-                BTreeMap::from([
-                    (e.0.as_str(), Outcome::Established.as_str()),
-                    (f.0.as_str(), f.1.as_str()),
-                ])
-            }),
-            first_seen: None,
-            last_seen: None,
-        });
+        listed.push((d, port));
     }
+    // One pass over the kinds' series for all the listed edges (at most
+    // the cap of them).
+    let mut seen: HashMap<EdgeRef, KindsSeen> = (listed.iter())
+        .map(|(d, _)| (edge_ref(d), KindsSeen::default()))
+        .collect();
+    for s in a.handshakes_by_kind.iter().filter(|s| s.value > 0.0) {
+        if let Some(k) = seen.get_mut(&edge_ref(s)) {
+            k.note(s);
+        }
+    }
+    let mut out: Vec<DisagreementEntry> = (listed.into_iter())
+        .map(|(d, port)| {
+            let k = &seen[&edge_ref(d)];
+            let pair = (k.established.iter())
+                .find_map(|e| k.failed.iter().find(|f| f.0 != *e).map(|f| (e, f)));
+            DisagreementEntry {
+                src: d.label("src").to_string(),
+                dst: d.label("dst").to_string(),
+                port,
+                service: d.label("service").to_string(),
+                // No pair of kinds in the range's increases (a sensor
+                // reading two kinds counts its own): the rule's word alone.
+                connections: pair.map_or(0, |(_, f)| estimate(f.2)),
+                outcomes: pair.map_or_else(BTreeMap::new, |(e, f)| {
+                    BTreeMap::from([
+                        (e.as_str(), Outcome::Established.as_str()),
+                        (f.0.as_str(), f.1.as_str()),
+                    ])
+                }),
+                first_seen: None,
+                last_seen: None,
+            }
+        })
+        .collect();
     out.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));
     out
+}
+
+/// An edge's labels borrowed from its sample: (src, dst, port, service).
+type EdgeRef<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+fn edge_ref(s: &Sample) -> EdgeRef<'_> {
+    (
+        s.label("src"),
+        s.label("dst"),
+        s.label("port"),
+        s.label("service"),
+    )
+}
+
+/// What the kinds of sensor saw of one edge, in the store's order: those
+/// that saw connections established, and each (kind, outcome) of failure
+/// with its increase. Each kind or pair once: bounded by the closed sets.
+#[derive(Default)]
+struct KindsSeen {
+    established: Vec<SensorKind>,
+    failed: Vec<(SensorKind, Outcome, f64)>,
+}
+
+impl KindsSeen {
+    fn note(&mut self, s: &Sample) {
+        let kind = (SensorKind::ALL.into_iter()).find(|x| x.as_str() == s.label("sensor_kind"));
+        let outcome = (Outcome::ALL.into_iter()).find(|o| o.as_str() == s.label("outcome"));
+        let (Some(kind), Some(o)) = (kind, outcome) else {
+            return;
+        };
+        if o == Outcome::Established {
+            if !self.established.contains(&kind) {
+                self.established.push(kind);
+            }
+        } else if !self.failed.iter().any(|f| (f.0, f.1) == (kind, o)) {
+            self.failed.push((kind, o, s.value));
+        }
+    }
 }
 
 /// The site's sensors: those with site info in the range, at most `cap`
