@@ -309,13 +309,19 @@ fn disagreements(r: &Report) -> Markup {
         "outcomes by kind of source",
         "last seen",
     ];
+    let refused = r.capture.disagreements_refused;
     html! {
-        @if !r.disagreements.is_empty() {
+        @if !r.disagreements.is_empty() || refused > 0 {
             section id="disagreements" {
                 h2 { "Sources disagree (" (r.disagreements.len()) ")" }
                 p {
                     "One kind of source saw these connections established, another says they were "
                     "refused, unanswered or denied. Neither is taken as the truth."
+                }
+                @if refused > 0 {
+                    p.refused data-count="disagreements_refused" {
+                        (refused) " more past the row cap, not listed."
+                    }
                 }
                 table {
                     thead { tr { @for c in COLUMNS { th { (c) } } } }
@@ -626,6 +632,16 @@ fn store(r: &Report) -> Markup {
         rows.push((
             "range",
             humantime::format_duration(std::time::Duration::from_secs(s.range_seconds)).to_string(),
+        ));
+    }
+    if r.capture.findings_refused > 0 {
+        rows.push((
+            "findings refused",
+            format!(
+                "{} (no port, or past the cap of {})",
+                r.capture.findings_refused,
+                super::MAX_STORE_FINDINGS
+            ),
         ));
     }
     if r.sensors_left_out > 0 {

@@ -730,6 +730,35 @@ mod tests {
         assert_eq!(r.capture.findings_refused, 1);
         // A refused disagreement is counted as one, not as a finding.
         assert_eq!(r.capture.disagreements_refused, 1);
+        // The table and the page say both counts too.
+        let table = r.to_table();
+        assert!(
+            table.contains("  1 more past the row cap, not listed"),
+            "{table}"
+        );
+        assert!(
+            table.contains("findings refused (no port, or past the cap of 4096): 1"),
+            "{table}"
+        );
+        let page = super::super::html::render(
+            &r,
+            &super::super::html::Page {
+                svg: String::new(),
+                layout: String::new(),
+                refresh_seconds: None,
+                links: Vec::new(),
+                subtitle: String::new(),
+                signoff: None,
+            },
+        );
+        assert!(
+            page.contains("1 more past the row cap, not listed."),
+            "{page}"
+        );
+        assert!(
+            page.contains("1 (no port, or past the cap of 4096)"),
+            "{page}"
+        );
         assert_eq!(r.summary.connections["expected"], 10);
         assert_eq!(r.summary.outcomes["refused"], 2);
         // Nothing reported: every required edge is unwatched, none missing.

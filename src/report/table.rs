@@ -237,6 +237,15 @@ impl Report {
                 counts(&sm.findings_refused)
             );
         }
+        // The store's are not by kind: no port, or past the cap.
+        if self.store.is_some() && c.findings_refused > 0 {
+            let _ = writeln!(
+                s,
+                "  findings refused (no port, or past the cap of {}): {}",
+                super::MAX_STORE_FINDINGS,
+                c.findings_refused
+            );
+        }
         if self.store.is_none()
             && c.packets == 0
             && c.sources.iter().all(|src| src.fidelity.is_none())
@@ -292,7 +301,8 @@ impl Report {
 
     /// Connections two kinds of source disagree on (none: no section).
     fn disagreements_section(&self, s: &mut String) {
-        if self.disagreements.is_empty() {
+        let refused = self.capture.disagreements_refused;
+        if self.disagreements.is_empty() && refused == 0 {
             return;
         }
         let _ = writeln!(
@@ -300,6 +310,9 @@ impl Report {
             "\nSOURCES DISAGREE ({}): one kind saw these established, another says not",
             self.disagreements.len()
         );
+        if refused > 0 {
+            let _ = writeln!(s, "  {refused} more past the row cap, not listed");
+        }
         let rows: Vec<Vec<String>> = (self.disagreements.iter())
             .map(|d| {
                 let outcomes: Vec<String> = (d.outcomes.iter())
