@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::golden::replay_fixture;
 use crate::prereq::needs;
-use crate::util::{bin, fixture, sample, Daemon, TempDir};
+use crate::util::{bin, fixture, poll_until, sample, Daemon, TempDir};
 
 /// Where softflowd's export differs from the capture, per flow row:
 /// (capture's outcomes, export's outcomes, why). None on these scenarios:
@@ -694,6 +694,7 @@ fn watch_flow_listen_prints_the_exported_findings() {
         assert!(!wanted.is_empty(), "{file}: no finding to print");
         let port = free_udp_port();
         let out = dir.0.join(format!("{file}.stdout"));
+        let err = dir.0.join(format!("{file}.stderr"));
         let mut child = Command::new(bin())
             .args([
                 "watch",
@@ -706,12 +707,17 @@ fn watch_flow_listen_prints_the_exported_findings() {
             .arg(format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
         // Bound before it logs that it captures; softflowd's first
         // datagram would be lost to a socket not yet there.
-        std::thread::sleep(Duration::from_millis(500));
+        poll_until("watch capturing", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{file}: watch exited ({status}) before capturing");
+            }
+            std::fs::read_to_string(&err).is_ok_and(|t| t.contains("capturing"))
+        });
         softflowd(&dir.0, &fixture(file), port, "10");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -731,8 +737,8 @@ fn watch_flow_listen_prints_the_exported_findings() {
             .status()
             .unwrap();
         assert!(stopped.success());
-        let done = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&done.stderr);
+        let status = child.wait().unwrap();
+        let stderr = std::fs::read_to_string(&err).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         for f in &wanted {
             assert!(
@@ -750,7 +756,7 @@ fn watch_flow_listen_prints_the_exported_findings() {
             }
         }
         assert_eq!(finding_set(&summary(&stderr)), finding_set(&want), "{file}");
-        assert_eq!(done.status.code(), Some(1), "{file}: findings: {stderr}");
+        assert_eq!(status.code(), Some(1), "{file}: findings: {stderr}");
     }
 }
 
