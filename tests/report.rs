@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::deploy::{deploy, prometheus_bin, start_prometheus_with, PromGuard};
-use crate::util::{bin, skip, split_demo, Daemon, TempDir};
+use crate::util::{bin, have_tcpdump, skip, split_demo, Daemon, TempDir};
 
 const CENTRAL: &str = "192.0.2.10";
 const ENGINE1: &str = "192.0.2.21";
@@ -128,8 +128,7 @@ fn prometheus(sensors: &[Daemon], web_config: Option<&Path>) -> PromGuard {
 }
 
 fn have_tools(test: &str) -> bool {
-    let tcpdump = Command::new("tcpdump").arg("--version").output().is_ok();
-    if prometheus_bin().is_none() || !tcpdump {
+    if prometheus_bin().is_none() || !have_tcpdump() {
         skip(test, "prometheus and tcpdump are needed");
         return false;
     }
@@ -270,7 +269,7 @@ fn the_report_from_the_store_agrees_with_the_replay_of_the_site() {
 #[test]
 fn the_report_asks_a_store_over_tls_with_basic_auth() {
     let test = "report::the_report_asks_a_store_over_tls_with_basic_auth";
-    if !have_tools(test) || !crate::webconfig::have("openssl") {
+    if !have_tools(test) || !crate::prereq::needs(test, false, &["openssl"]) {
         return;
     }
     let tmp = TempDir::new("report-tls");

@@ -24,12 +24,7 @@ fn tunnels_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{} is missing",
-        dir.display()
-    );
-    eprintln!("skipped: {} is missing", dir.display());
+    crate::util::skip("tunnels", &format!("{} is missing", dir.display()));
     None
 }
 

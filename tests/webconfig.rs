@@ -5,28 +5,16 @@
 //! credentials is refused). Plus the other exporter flags.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::deploy::{prometheus_bin, query, start_prometheus};
-use crate::util::{bin, demo_run, fixture, Daemon, TempDir};
+use crate::prereq::needs;
+use crate::util::{bin, demo_run, fixture, skip, Daemon, TempDir};
 
-/// `name` on PATH, or skip (fail under CI).
-pub(crate) fn have(name: &str) -> bool {
-    let ok = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is not installed"
-        );
-        eprintln!("SKIP: {name} not installed");
-    }
-    ok
+/// openssl and curl on PATH, or skip `test` (fail under CI).
+fn have_tls_tools(test: &str) -> bool {
+    needs(test, false, &["openssl", "curl"])
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -146,16 +134,12 @@ fn wait_https(dir: &Path, url: &str, d: &mut Daemon) {
 
 #[test]
 fn tls_and_basic_auth_with_a_real_prometheus() {
-    if !have("openssl") || !have("curl") {
+    let test = "webconfig::tls_and_basic_auth_with_a_real_prometheus";
+    if !have_tls_tools(test) {
         return;
     }
     let Some(_) = prometheus_bin() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is not installed"
-        );
-        eprintln!("SKIP: prometheus not installed");
-        return;
+        return skip(test, "prometheus is not installed");
     };
     let tmp = TempDir::new("webconfig");
     let dir = &tmp.0;
@@ -489,7 +473,9 @@ fn curl_get(ca: &Path, url: &str, user: &str) -> (u16, String) {
 /// warned about at start.
 #[test]
 fn sighup_rereads_certificate_key_and_users_keeping_them_when_invalid() {
-    if !have("openssl") || !have("curl") {
+    if !have_tls_tools(
+        "webconfig::sighup_rereads_certificate_key_and_users_keeping_them_when_invalid",
+    ) {
         return;
     }
     let tmp = TempDir::new("webconfig-reload");
