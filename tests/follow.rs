@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, sample, Daemon, TempDir};
+use crate::util::{bin, poll_until, sample, Daemon, TempDir};
 use crate::windows::site;
 
 const HEADER: &str = "#Version: 1.5\r\n#Software: Microsoft Windows Firewall\r\n#Time Format: Local\r\n\
@@ -408,6 +408,49 @@ fn watch_follow_alone_prints_the_logs_findings() {
     assert!(printed.contains("unexpected"), "{printed}\n{stderr}");
     assert!(printed.contains("192.0.2.11"), "{printed}");
     assert_eq!(done.status.code(), Some(1), "a finding: {stderr}");
+}
+
+/// A record appended just before SIGINT is read at the stop: its finding
+/// is in the closing report (the file is looked at every 250 ms, so
+/// without that last read it would be missed).
+#[test]
+fn watch_follow_reads_what_was_appended_before_the_stop() {
+    let dir = TempDir::new("follow-watch-stop");
+    let site = site(&dir.0, None);
+    let log = dir.0.join("pfirewall.log");
+    let finding = |port: u16| {
+        format!("2026-01-05 10:00:00 ALLOW TCP 192.0.2.11 192.0.2.10 40000 {port} 0 - 0 0 0 - - - SEND\r\n")
+    };
+    append(&log, &format!("{HEADER}{}", finding(9999)));
+    let out = dir.0.join("stdout");
+    let child = Command::new(bin())
+        .args(["watch", "--site"])
+        .arg(&site)
+        .arg("--follow")
+        .arg(&log)
+        .args(["--follow-from", "start", "--timezone", "UTC"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll_until("the first finding printed", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("9999"))
+    });
+    append(&log, &finding(9998));
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("port 9999 ["), "{stderr}");
+    assert!(
+        stderr.contains("port 9998 ["),
+        "the last record's finding: {stderr}"
+    );
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
 }
 
 #[test]

@@ -31,7 +31,10 @@ use crate::observation::SensorKind;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::report::{Report, SourceFacts, UnconfiguredTunnel};
+use crate::source::flows::vpc::JOIN_WAIT;
+use crate::source::follow::POLL_EVERY;
 use crate::source::live::InterfaceStats;
+use crate::source::records::pfirewall::HOLD_FOR;
 use crate::source::Poll;
 use crate::state::TrackConfig;
 use crate::time::Timestamp;
@@ -42,6 +45,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long the loop waits for a command between two looks at followed
 /// files when there is no capture to wait on.
 const FOLLOW_WAIT: Duration = Duration::from_millis(50);
+
+/// Most polls of a followed file or the flow queue at the stop: a file
+/// written faster than it is read must not keep the process from ending.
+const FINISH_POLLS: usize = 64;
 
 /// How long a live interface may deliver nothing before it is logged as
 /// silent.
@@ -458,9 +465,8 @@ impl Driver {
         if !self.ended {
             self.flush_capture();
         }
-        if let Some(f) = &mut self.flow {
-            f.finish(&mut self.pl);
-        }
+        self.finish_follow();
+        self.finish_flow();
         let end = self.now().unwrap_or_else(Timestamp::now);
         self.pl.finish(end);
         self.drain()?;
@@ -554,6 +560,51 @@ impl Driver {
         let flushed = input.flush(&mut |f| ingest(pl, rec.as_mut(), findings_pcap, live, f));
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "reading the capture's last frames failed");
+        }
+    }
+
+    /// Stopped: what the followed logs hold is read now, and the lines
+    /// waiting for their node or for their connection's other direction go
+    /// out as if their waits had ended; else a record written just before
+    /// the stop would miss the closing report.
+    fn finish_follow(&mut self) {
+        let Driver {
+            follow, pl, rec, ..
+        } = self;
+        let Some(f) = follow else {
+            return;
+        };
+        // A look is due once the poll interval has passed; a second one,
+        // past the longest wait, releases what the first read.
+        let read = Instant::now() + POLL_EVERY;
+        let release = read + POLL_EVERY + HOLD_FOR.max(JOIN_WAIT);
+        for at in [read, release] {
+            for _ in 0..FINISH_POLLS {
+                if !f.poll(at, pl, rec.as_mut()).more {
+                    break;
+                }
+            }
+        }
+        if f.take_new_nodes() {
+            self.rejudge();
+        }
+    }
+
+    /// Stopped: the flow datagrams already received are decoded, then
+    /// everything the collector holds is settled.
+    fn finish_flow(&mut self) {
+        let Driver { flow, pl, rec, .. } = self;
+        let Some(f) = flow else {
+            return;
+        };
+        for _ in 0..FINISH_POLLS {
+            if !f.poll(pl, rec.as_mut()).more {
+                break;
+            }
+        }
+        f.finish(pl);
+        if f.take_new_nodes() {
+            self.rejudge();
         }
     }
 
