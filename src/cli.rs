@@ -17,7 +17,8 @@ Exit status:
   2  bad input: unreadable or invalid rules, site or capture file, bad arguments
   3  a capture file is truncated or corrupt: the report covers what was read
   4  runtime failure: the capture failed, writing to stdout failed, or (replay,
-     watch) the --events file could not be written in full: it holds whole lines only
+     watch) the --events file could not be written in full: it holds whole lines only;
+     or the --write-findings file could not be written in full
 
 A closed stdout (`| head`) is not a failure: the command stops quietly, with
 the status its work earned (replay: the report's).";
@@ -749,7 +750,8 @@ pub struct EvidenceArgs {
     /// SYN on: the first 16 packets of each new connection are held (8 MiB
     /// in all) until its finding is decided, later ones written as they
     /// come. The file stops at --write-findings-max; what did not fit is
-    /// counted (stderr, or the log for `run`).
+    /// counted (stderr, or the log for `run`). A write error (disk full)
+    /// ends replay and watch with exit status 4, after the report.
     #[arg(long, value_name = "FILE")]
     pub write_findings: Option<PathBuf>,
     /// Most bytes --write-findings writes: a number with an optional k, M

@@ -584,3 +584,32 @@ fn write_findings_stops_at_its_cap_and_counts_the_rest() {
     assert!(!pkts.is_empty() && pkts.len() < total, "{}", pkts.len());
     assert!(stderr.contains(&not), "{not}: {stderr}");
 }
+
+/// A `--write-findings` file that cannot be written (`/dev/full`): the
+/// report is still printed, the error names the file, and the exit status
+/// is 4, as for an event log that could not be written.
+#[test]
+fn write_findings_write_errors_exit_4() {
+    if !Path::new("/dev/full").exists() {
+        return crate::util::skip("write_findings_write_errors", "no /dev/full");
+    }
+    let dir = TempDir::new("findings-full");
+    let cap = dir.0.join("known.pcap");
+    std::fs::write(&cap, pcap(&known())).unwrap();
+    let o = Command::new(bin())
+        .arg("replay")
+        .arg(&cap)
+        .args(["--site", "multi-node", "--format", "json"])
+        .args(["--write-findings", "/dev/full"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("error: --write-findings incomplete: /dev/full: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("writing failed ("), "{stderr}");
+    let report: Value = serde_json::from_slice(&o.stdout).expect("the report, printed");
+    assert!(report["findings"].as_array().is_some_and(|f| !f.is_empty()));
+}

@@ -163,10 +163,12 @@ struct Keeper {
 }
 
 /// What a capture that ran to its end leaves: the report, and whether the
-/// event log got every event (reported after the report).
+/// event log got every event and `--write-findings` every packet (reported
+/// after the report).
 pub(super) struct Finished {
     pub report: Report,
     pub events: Result<(), Error>,
+    pub evidence: Result<(), Error>,
 }
 
 pub(super) struct Driver {
@@ -473,10 +475,14 @@ impl Driver {
         self.tick();
         self.save_state();
         let events = self.events.finish().and(self.conn_log.finish());
-        if let Some(w) = &mut self.findings_pcap {
-            w.finish();
-            tracing::info!("--write-findings {}", w.summary());
-        }
+        let evidence = match &mut self.findings_pcap {
+            Some(w) => {
+                w.finish();
+                tracing::info!("--write-findings {}", w.summary());
+                w.result().map_err(Error::from)
+            }
+            None => Ok(()),
+        };
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
         }
@@ -490,6 +496,7 @@ impl Driver {
         Ok(Finished {
             report: Report::build(&self.pl, facts, window, &self.vis),
             events,
+            evidence,
         })
     }
 

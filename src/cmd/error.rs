@@ -39,6 +39,10 @@ pub enum Error {
     /// lines only, and the report was still printed.
     #[error("event log incomplete: {0}")]
     EventLog(#[from] crate::export::eventlog::EventLogError),
+    /// `--write-findings` lost packets (disk full, I/O error); the report
+    /// was still printed.
+    #[error("--write-findings incomplete: {0}")]
+    Evidence(#[from] crate::export::evidence::EvidenceError),
     /// Not a closed pipe: that ends a command quietly.
     #[error("writing to standard output: {0}")]
     Stdout(#[source] io::Error),
@@ -108,6 +112,7 @@ impl Error {
             | Error::Start { .. }
             | Error::Capture(_)
             | Error::EventLog(_)
+            | Error::Evidence(_)
             | Error::CapturePanicked
             | Error::Proposal(_) => exit::RUNTIME,
         }

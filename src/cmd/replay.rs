@@ -151,10 +151,14 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
             .and_then(|all| range.clip(all)),
     };
     decide_drained(&mut findings_pcap, &pl);
-    if let Some(w) = &mut findings_pcap {
-        w.finish();
-        eprintln!("note: --write-findings {}", w.summary());
-    }
+    let evidence = match &mut findings_pcap {
+        Some(w) => {
+            w.finish();
+            eprintln!("note: --write-findings {}", w.summary());
+            w.result()
+        }
+        None => Ok(()),
+    };
     events.write(&policy, &pl.drain_events());
     conn_log.write_conns(&policy, &pl.drain_conns());
     if let Some((start, end)) = window {
@@ -216,6 +220,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         }
     }
     logged?;
+    evidence?;
     Ok(Status::of(&report))
 }
 

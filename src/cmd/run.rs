@@ -178,6 +178,9 @@ pub fn run(mut s: RunSettings) -> Result<Status, Error> {
     if let Err(e) = done.events {
         tracing::warn!(error = %e, "event log incomplete");
     }
+    if let Err(e) = done.evidence {
+        tracing::warn!(error = %e, "--write-findings incomplete");
+    }
     Ok(Status::Clean)
 }
 

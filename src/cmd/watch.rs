@@ -87,6 +87,7 @@ pub fn watch(s: WatchSettings) -> Result<Status, Error> {
         ),
     }
     done.events?;
+    done.evidence?;
     Ok(Status::of(&done.report))
 }
 

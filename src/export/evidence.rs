@@ -66,6 +66,19 @@ pub struct EvidenceStats {
     pub write_errors: u64,
 }
 
+/// `--write-findings` could not write everything: for the closing message
+/// and the exit status, as the event log's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {lost} packet(s) not written{}; first error: {first}", if *.flush_failed { ", and a flush failed: packets counted as written may be missing" } else { "" })]
+pub struct EvidenceError {
+    pub path: String,
+    /// Packets refused by a failed write.
+    pub lost: u64,
+    /// A flush failed: what was buffered may not have reached the file.
+    pub flush_failed: bool,
+    pub first: String,
+}
+
 struct Held {
     key: FlowKey,
     frames: Vec<Owned>,
@@ -104,7 +117,9 @@ pub struct FindingsPcap {
     linktype: Option<LinkType>,
     cap: u64,
     full: bool,
-    failing: bool,
+    /// The first write error, once there was one.
+    first_error: Option<String>,
+    flush_failed: bool,
     decap: Decap,
     /// Held packets by connection, in the order connections began.
     held: FastMap<FlowKey, Held>,
@@ -128,7 +143,8 @@ impl FindingsPcap {
             linktype: None,
             cap,
             full: false,
-            failing: false,
+            first_error: None,
+            flush_failed: false,
             decap,
             held: FastMap::default(),
             held_order: VecDeque::new(),
@@ -214,6 +230,7 @@ impl FindingsPcap {
     /// Flush what is buffered to the file (once a second in `run`).
     pub fn flush(&mut self) {
         if let Err(e) = self.out.flush() {
+            self.flush_failed = true;
             self.failed(&e, 0);
         }
     }
@@ -252,15 +269,33 @@ impl FindingsPcap {
                 s.push_str(&format!("; {n} {what}"));
             }
         }
+        if let Some(e) = &self.first_error {
+            s.push_str(&format!("; writing failed ({e}): the file is incomplete"));
+        }
         s
     }
 
     /// Flush to the file; the stats of what was written.
     pub fn finish(&mut self) -> EvidenceStats {
         if let Err(e) = self.out.flush() {
+            self.flush_failed = true;
             self.failed(&e, 0);
         }
         self.stats
+    }
+
+    /// After [`FindingsPcap::finish`]: whether every packet meant for the
+    /// file reached it.
+    pub fn result(&self) -> Result<(), EvidenceError> {
+        match &self.first_error {
+            None => Ok(()),
+            Some(first) => Err(EvidenceError {
+                path: self.path.display().to_string(),
+                lost: self.stats.write_errors,
+                flush_failed: self.flush_failed,
+                first: first.clone(),
+            }),
+        }
     }
 
     fn mark(&mut self, key: &FlowKey) {
@@ -370,7 +405,8 @@ impl FindingsPcap {
 
     fn failed(&mut self, e: &io::Error, packets: u64) {
         self.stats.write_errors += packets;
-        if !std::mem::replace(&mut self.failing, true) {
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
             tracing::error!(file = %self.path.display(), error = %e, "writing the findings' packets failed; capture goes on");
         }
     }
@@ -480,6 +516,28 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(len, st.bytes);
         assert!(len <= FILE_HEADER + 3 * per);
+    }
+
+    /// A file that cannot be written (`/dev/full`: the buffer's flush
+    /// fails) is an error naming it, not a quiet summary.
+    #[test]
+    fn a_failed_flush_is_an_error() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let mut p = FindingsPcap::create(full, DEFAULT_CAP, Decap::STANDARD).unwrap();
+        feed(
+            &mut p,
+            0,
+            &frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Syn),
+        );
+        p.mark(&key(1000));
+        assert_eq!(p.result(), Ok(()), "buffered, not written yet");
+        p.finish();
+        let e = p.result().unwrap_err();
+        assert!(e.flush_failed && e.path == "/dev/full", "{e:?}");
+        assert!(p.summary().contains("the file is incomplete"));
     }
 
     /// Held packets stay within their bounds: per connection, and the
