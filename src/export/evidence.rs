@@ -426,6 +426,7 @@ fn finding(c: &Classification, outcome: Option<Outcome>) -> bool {
 mod tests {
     use super::*;
     use crate::decode::Control;
+    use crate::scratch_tests::Scratch;
 
     const BASE: u64 = 1_767_603_600_000_000_000;
 
@@ -466,19 +467,13 @@ mod tests {
         }
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!(
-            "portwatch-evidence-{}-{name}.pcap",
-            std::process::id()
-        ))
-    }
-
     /// Held packets of a connection are written when it is marked, its
     /// later packets as they come, nothing of another; the cap stops the
     /// file and counts what did not fit.
     #[test]
     fn held_packets_are_written_on_a_finding_and_the_cap_stops_the_file() {
-        let path = scratch("cap");
+        let scratch = Scratch::new("evidence-cap");
+        let path = scratch.path().join("findings.pcap");
         let syn = frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Syn);
         let per = RECORD_HEADER + syn.len() as u64;
         // Room for the header and three packets.
@@ -513,7 +508,6 @@ mod tests {
         let st = p.finish();
         assert_eq!((st.packets, st.over_cap, st.connections), (3, 1, 1));
         let len = std::fs::metadata(&path).unwrap().len();
-        std::fs::remove_file(&path).unwrap();
         assert_eq!(len, st.bytes);
         assert!(len <= FILE_HEADER + 3 * per);
     }
@@ -544,7 +538,8 @@ mod tests {
     /// oldest connection's dropped (counted) past the byte budget.
     #[test]
     fn held_packets_are_bounded() {
-        let path = scratch("held");
+        let scratch = Scratch::new("evidence-held");
+        let path = scratch.path().join("findings.pcap");
         let mut p = FindingsPcap::create(&path, DEFAULT_CAP, Decap::STANDARD).unwrap();
         for i in 0..HELD_PACKETS as u64 + 5 {
             let c = if i == 0 { Control::Syn } else { Control::Ack };
@@ -561,6 +556,5 @@ mod tests {
         assert!(p.held_bytes <= HELD_BYTES);
         assert!(p.stats().held_dropped >= 2);
         assert!(!p.held.contains_key(&key(1000)), "the oldest went first");
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -251,8 +251,8 @@ mod tests {
 
     #[test]
     fn loops_shift_time_forward_and_keep_pace() {
-        let dir = std::env::temp_dir().join(format!("portwatch-replay-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch_tests::Scratch::new("replay-loops");
+        let dir = scratch.path();
         let path = dir.join("two.pcap");
         std::fs::write(&path, pcap_at(&[100, 101])).unwrap();
         let opts = ReplayOptions {
@@ -269,13 +269,12 @@ mod tests {
         // Span 1 s + 1 s gap: each loop starts 2 s after the previous one.
         assert_eq!(seen, [100, 101, 102, 103, 104, 105]);
         assert_eq!(r.loops(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn without_loop_the_replay_ends() {
-        let dir = std::env::temp_dir().join(format!("portwatch-replay1-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch_tests::Scratch::new("replay-ends");
+        let dir = scratch.path();
         let path = dir.join("one.pcap");
         std::fs::write(&path, pcap_at(&[7])).unwrap();
         let mut r = Replay::open(&[Savefile::Path(path)], ReplayOptions::default()).unwrap();
@@ -283,15 +282,14 @@ mod tests {
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::Frames(1));
         assert_eq!(r.poll(&mut |_| n += 1).unwrap(), Poll::End);
         assert_eq!(n, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A stray far-future timestamp is delivered at once without moving
     /// the pace; two in a row (a real jump) restart the pace from there.
     #[test]
     fn far_future_timestamps_do_not_stall_the_replay() {
-        let dir = std::env::temp_dir().join(format!("portwatch-replay2-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch_tests::Scratch::new("replay-far-future");
+        let dir = scratch.path();
         let stray = dir.join("stray.pcap");
         std::fs::write(&stray, pcap_at(&[100, 101, 2_000_000_000, 102, 103])).unwrap();
         let jump = dir.join("jump.pcap");
@@ -321,7 +319,6 @@ mod tests {
         assert_eq!(seen, [100, 2_000_000_000, 2_000_000_001]);
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert!(now >= Timestamp::from_secs_nanos(2_000_000_000, 0), "{now}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A loop reads its files from the descriptors opened at the start:
@@ -329,8 +326,8 @@ mod tests {
     /// after a privilege drop in `tests/privileges.rs`) loops all the same.
     #[test]
     fn loops_read_the_files_opened_at_the_start() {
-        let dir = std::env::temp_dir().join(format!("portwatch-replay4-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch_tests::Scratch::new("replay-opened");
+        let dir = scratch.path();
         let path = dir.join("one.pcap");
         std::fs::write(&path, pcap_at(&[7])).unwrap();
         let opts = ReplayOptions {
@@ -338,7 +335,7 @@ mod tests {
             looping: true,
         };
         let mut r = Replay::open(&[Savefile::Path(path.clone())], opts).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
         let mut n = 0;
         let deadline = Instant::now() + Duration::from_secs(5);
         while n < 3 && Instant::now() < deadline {
@@ -354,8 +351,8 @@ mod tests {
     /// being rewritten) waits and retries instead of failing the capture.
     #[test]
     fn a_failed_restart_is_retried_not_fatal() {
-        let dir = std::env::temp_dir().join(format!("portwatch-replay3-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::scratch_tests::Scratch::new("replay-restart");
+        let dir = scratch.path();
         let path = dir.join("one.pcap");
         std::fs::write(&path, pcap_at(&[7])).unwrap();
         let opts = ReplayOptions {
@@ -388,6 +385,5 @@ mod tests {
         }
         assert_eq!(n, 2);
         assert_eq!(r.loops(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
