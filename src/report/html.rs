@@ -309,19 +309,17 @@ fn disagreements(r: &Report) -> Markup {
         "outcomes by kind of source",
         "last seen",
     ];
-    let refused = r.capture.disagreements_refused;
+    let refused = r.disagreements_refused_note();
     html! {
-        @if !r.disagreements.is_empty() || refused > 0 {
+        @if !r.disagreements.is_empty() || refused.is_some() {
             section id="disagreements" {
                 h2 { "Sources disagree (" (r.disagreements.len()) ")" }
                 p {
                     "One kind of source saw these connections established, another says they were "
                     "refused, unanswered or denied. Neither is taken as the truth."
                 }
-                @if refused > 0 {
-                    p.refused data-count="disagreements_refused" {
-                        (refused) " more past the row cap, not listed."
-                    }
+                @if let Some(refused) = refused {
+                    p.refused data-count="disagreements_refused" { (refused) "." }
                 }
                 table {
                     thead { tr { @for c in COLUMNS { th { (c) } } } }

@@ -460,6 +460,18 @@ impl Report {
         }
     }
 
+    /// What the table and the page say of the disagreements not listed:
+    /// a report from the store refuses those without a port too.
+    pub(crate) fn disagreements_refused_note(&self) -> Option<String> {
+        let n = self.capture.disagreements_refused;
+        (n > 0).then(|| match self.store {
+            Some(_) => {
+                format!("{n} more not listed (no port, or past the cap of {MAX_STORE_FINDINGS})")
+            }
+            None => format!("{n} more past the row cap, not listed"),
+        })
+    }
+
     /// Findings that count for the exit status: any not under an
     /// acceptance that held.
     pub fn has_findings(&self) -> bool {

@@ -733,7 +733,7 @@ mod tests {
         // The table and the page say both counts too.
         let table = r.to_table();
         assert!(
-            table.contains("  1 more past the row cap, not listed"),
+            table.contains("  1 more not listed (no port, or past the cap of 4096)"),
             "{table}"
         );
         assert!(
@@ -752,12 +752,21 @@ mod tests {
             },
         );
         assert!(
-            page.contains("1 more past the row cap, not listed."),
+            page.contains("1 more not listed (no port, or past the cap of 4096)."),
             "{page}"
         );
         assert!(
             page.contains("1 (no port, or past the cap of 4096)"),
             "{page}"
+        );
+        // A capture's report refuses disagreements only past its row cap.
+        let capture = Report {
+            store: None,
+            ..r.clone()
+        };
+        assert_eq!(
+            capture.disagreements_refused_note().as_deref(),
+            Some("1 more past the row cap, not listed")
         );
         assert_eq!(r.summary.connections["expected"], 10);
         assert_eq!(r.summary.outcomes["refused"], 2);

@@ -301,8 +301,8 @@ impl Report {
 
     /// Connections two kinds of source disagree on (none: no section).
     fn disagreements_section(&self, s: &mut String) {
-        let refused = self.capture.disagreements_refused;
-        if self.disagreements.is_empty() && refused == 0 {
+        let refused = self.disagreements_refused_note();
+        if self.disagreements.is_empty() && refused.is_none() {
             return;
         }
         let _ = writeln!(
@@ -310,8 +310,8 @@ impl Report {
             "\nSOURCES DISAGREE ({}): one kind saw these established, another says not",
             self.disagreements.len()
         );
-        if refused > 0 {
-            let _ = writeln!(s, "  {refused} more past the row cap, not listed");
+        if let Some(refused) = refused {
+            let _ = writeln!(s, "  {refused}");
         }
         let rows: Vec<Vec<String>> = (self.disagreements.iter())
             .map(|d| {
