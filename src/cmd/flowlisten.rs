@@ -121,8 +121,7 @@ pub(super) struct FlowListen {
     pending: Vec<ExporterCounts>,
     /// The per-exporter series exist (at 0) for `policy`.
     labelled: bool,
-    /// The required edges each declared exporter covers, once needed.
-    gap_edges: Vec<Option<Vec<EdgeId>>>,
+    gap_edges: GapEdges,
 }
 
 /// Undeclared exporter addresses logged once each; beyond, not logged.
@@ -173,7 +172,7 @@ impl FlowListen {
             policy: None,
             pending: Vec::new(),
             labelled: false,
-            gap_edges: Vec::new(),
+            gap_edges: GapEdges::default(),
         })
     }
 
@@ -185,7 +184,7 @@ impl FlowListen {
         }
         let n = policy.site.exporters.len();
         self.pending = vec![ExporterCounts::default(); n + 1];
-        self.gap_edges = vec![None; n];
+        self.gap_edges = GapEdges::default();
         self.labelled = false;
         self.policy = Some(policy.clone());
     }
@@ -312,12 +311,7 @@ impl FlowListen {
         let n = self.pending(index);
         n.lost_records += from.lost.records;
         n.lost_packets += from.lost.packets;
-        let Some(i) = index else {
-            return pl.sensor_lost(at);
-        };
-        let edges = self.gap_edges[i]
-            .get_or_insert_with(|| policy.exporter_edges(&policy.site.exporters[i]));
-        pl.exporter_lost(edges, at);
+        self.gap_edges.lost(pl, policy, index, at);
     }
 
     /// Whether the records named a node not named before, since the last call.
@@ -415,6 +409,34 @@ impl Cover {
         if !self.nodes.contains(&name) {
             self.nodes.push(name);
         }
+    }
+}
+
+/// The required edges each declared exporter covers (by position in the
+/// site's `exporters:`), found once one of its gaps needs them. Bounded by
+/// the site; a new site starts it anew.
+#[derive(Default)]
+pub(super) struct GapEdges(Vec<Option<Vec<EdgeId>>>);
+
+impl GapEdges {
+    /// A sequence gap up to `at` of the declared exporter at `index`
+    /// leaves only the edges it covers unjudged; of any other, every edge.
+    pub fn lost(
+        &mut self,
+        pl: &mut Pipeline,
+        policy: &Policy,
+        index: Option<usize>,
+        at: Timestamp,
+    ) {
+        let declared = index.and_then(|i| Some((i, policy.site.exporters.get(i)?)));
+        let Some((i, x)) = declared else {
+            return pl.sensor_lost(at);
+        };
+        if self.0.len() <= i {
+            self.0.resize(policy.site.exporters.len(), None);
+        }
+        let edges = self.0[i].get_or_insert_with(|| policy.exporter_edges(x));
+        pl.exporter_lost(edges, at);
     }
 }
 

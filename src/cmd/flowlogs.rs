@@ -16,11 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::flowlisten::{Cover, ExporterIndex};
+use super::flowlisten::{Cover, ExporterIndex, GapEdges};
 use crate::decode;
 use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
-use crate::policy::{EdgeId, Policy};
+use crate::policy::Policy;
 use crate::report::{SourceFacts, Stopped};
 use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
@@ -40,9 +40,7 @@ pub(super) struct FlowLogs {
     pending: Vec<FlowItem>,
     /// What the captures of export packets cover, by run's rule.
     export_cover: Cover,
-    /// The required edges each declared exporter covers, once one of its
-    /// gaps needs them (by position in the site's `exporters:`).
-    gap_edges: Vec<Option<Vec<EdgeId>>>,
+    gap_edges: GapEdges,
 }
 
 impl FlowLogs {
@@ -125,27 +123,14 @@ impl FlowLogs {
         }
     }
 
-    /// A gap of a declared exporter leaves only the edges it covers
-    /// unjudged, as `run --flow-listen` does; any other gap, every edge.
+    /// A gap is judged as `run --flow-listen` judges it.
     fn feed(&mut self, pl: &mut Pipeline, item: &FlowItem) {
         match item {
             FlowItem::Observed(o) => pl.observe(o),
-            FlowItem::Gap {
-                to,
-                exporter: Some(i),
-                ..
-            } => {
+            FlowItem::Gap { to, exporter, .. } => {
                 let policy = pl.policy().clone();
-                let Some(x) = policy.site.exporters.get(*i) else {
-                    return pl.sensor_lost(*to);
-                };
-                if self.gap_edges.len() < policy.site.exporters.len() {
-                    self.gap_edges.resize(policy.site.exporters.len(), None);
-                }
-                let edges = self.gap_edges[*i].get_or_insert_with(|| policy.exporter_edges(x));
-                pl.exporter_lost(edges, *to);
+                self.gap_edges.lost(pl, &policy, *exporter, *to);
             }
-            FlowItem::Gap { to, .. } => pl.sensor_lost(*to),
         }
     }
 
