@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, demo_run, fixture, have_tcpdump, skip, Daemon, TempDir};
+use crate::util::{bin, demo_run, fixture, skip, Daemon, TempDir};
 
 fn shared(rel: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -481,7 +481,7 @@ fn run_events_file_appends_flushes_and_reopens_on_sighup() {
 /// the report the file gives.
 #[test]
 fn replay_reads_a_capture_from_stdin() {
-    if !have_tcpdump() {
+    if !crate::prereq::have("tcpdump") {
         return skip(
             "events::replay_reads_a_capture_from_stdin",
             "tcpdump is not installed",
@@ -522,8 +522,10 @@ fn replay_reads_a_capture_from_stdin() {
 #[test]
 fn event_log_write_errors_are_counted_and_capture_goes_on() {
     if !Path::new("/dev/full").exists() {
-        eprintln!("SKIP: no /dev/full");
-        return;
+        return skip(
+            "events::event_log_write_errors_are_counted_and_capture_goes_on",
+            "no /dev/full",
+        );
     }
     let mut d = Daemon::start(&demo_run("100", &["--events", "/dev/full"]));
     let m = d.wait_metrics("event log write errors", |m| {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::deploy::{deploy, prometheus_bin, query, start_prometheus};
-use crate::util::{have_tcpdump, skip, split_demo, Daemon, TempDir};
+use crate::util::{skip, split_demo, Daemon, TempDir};
 
 const CENTRAL: &str = "192.0.2.10";
 const PROXY: &str = "192.0.2.11";
@@ -61,7 +61,7 @@ fn one(port: u16, expr: &str) -> Option<f64> {
 
 #[test]
 fn three_sensors_one_prometheus_one_site_verdict() {
-    if prometheus_bin().is_none() || !have_tcpdump() {
+    if prometheus_bin().is_none() || !crate::prereq::have("tcpdump") {
         return skip(
             "fleet::three_sensors_one_prometheus_one_site_verdict",
             "prometheus and tcpdump are needed",

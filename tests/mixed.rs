@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::deploy::{deploy, http_get, prometheus_bin, start_prometheus, url_encode};
-use crate::util::{fixture, have_tcpdump, skip, tcpdump_cut, Daemon, TempDir};
+use crate::util::{fixture, skip, tcpdump_cut, Daemon, TempDir};
 
 const HEADER: &str = "#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n\
 #Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn tcpack tcpwin icmptype icmpcode info path\n";
@@ -89,7 +89,7 @@ fn one(port: u16, expr: &str) -> Option<f64> {
 #[test]
 fn a_packet_and_a_node_log_sensor_make_one_site_verdict() {
     let test = "mixed::a_packet_and_a_node_log_sensor_make_one_site_verdict";
-    if prometheus_bin().is_none() || !have_tcpdump() {
+    if prometheus_bin().is_none() || !crate::prereq::have("tcpdump") {
         return skip(test, "prometheus and tcpdump are needed");
     }
     let tmp = TempDir::new("mixed");

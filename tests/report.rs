@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::deploy::{deploy, prometheus_bin, start_prometheus_with, PromGuard};
-use crate::util::{bin, have_tcpdump, skip, split_demo, Daemon, TempDir};
+use crate::util::{bin, skip, split_demo, Daemon, TempDir};
 
 const CENTRAL: &str = "192.0.2.10";
 const ENGINE1: &str = "192.0.2.21";
@@ -128,7 +128,7 @@ fn prometheus(sensors: &[Daemon], web_config: Option<&Path>) -> PromGuard {
 }
 
 fn have_tools(test: &str) -> bool {
-    if prometheus_bin().is_none() || !have_tcpdump() {
+    if prometheus_bin().is_none() || !crate::prereq::have("tcpdump") {
         skip(test, "prometheus and tcpdump are needed");
         return false;
     }

@@ -386,11 +386,6 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-/// Whether `tcpdump` runs here (`tcpdump --version`).
-pub fn have_tcpdump() -> bool {
-    Command::new("tcpdump").arg("--version").output().is_ok()
-}
-
 /// `tcpdump -r <from> -w <to> <filter>`: the packets of a capture `filter`
 /// passes, written to `to`.
 pub fn tcpdump_cut(from: &Path, to: &Path, filter: &str) {
