@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, poll_until, sample, Daemon, TempDir};
+use crate::util::{bin, closing_summary, poll_until, sample, Daemon, TempDir};
 use crate::windows::site;
 
 const HEADER: &str = "#Version: 1.5\r\n#Software: Microsoft Windows Firewall\r\n#Time Format: Local\r\n\
@@ -473,12 +473,6 @@ fn watch_follow_prints_a_vpc_flow_logs_findings_and_counts() {
     for want in ["header_again=1", "nodata=1", "skipdata=1"] {
         assert!(stderr.contains(want), "no {want} in {stderr}");
     }
-}
-
-/// The JSON closing summary at the end of `run --format json`'s stderr.
-fn closing_summary(stderr: &str) -> Value {
-    let at = stderr.rfind("\n{\n").expect("a JSON summary");
-    serde_json::from_str(&stderr[at + 1..]).unwrap_or_else(|e| panic!("{e}: {stderr}"))
 }
 
 /// Each listed edge `src->dst:port` of a report: its state and reason.

@@ -386,6 +386,12 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// The JSON closing summary at the end of `run --format json`'s stderr.
+pub fn closing_summary(stderr: &str) -> serde_json::Value {
+    let at = stderr.rfind("\n{\n").expect("a JSON summary");
+    serde_json::from_str(&stderr[at + 1..]).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+}
+
 /// `tcpdump -r <from> -w <to> <filter>`: the packets of a capture `filter`
 /// passes, written to `to`.
 pub fn tcpdump_cut(from: &Path, to: &Path, filter: &str) {
