@@ -443,28 +443,7 @@ fn disagreements(a: &StoreAnswers, refused: &mut u64) -> Vec<DisagreementEntry> 
         }
     }
     let mut out: Vec<DisagreementEntry> = (listed.into_iter())
-        .map(|(d, port)| {
-            let k = &seen[&edge_ref(d)];
-            let pair = (k.established.iter())
-                .find_map(|e| k.failed.iter().find(|f| f.0 != *e).map(|f| (e, f)));
-            DisagreementEntry {
-                src: d.label("src").to_string(),
-                dst: d.label("dst").to_string(),
-                port,
-                service: d.label("service").to_string(),
-                // No pair of kinds in the range's increases (a sensor
-                // reading two kinds counts its own): the rule's word alone.
-                connections: pair.map_or(0, |(_, f)| estimate(f.2)),
-                outcomes: pair.map_or_else(BTreeMap::new, |(e, f)| {
-                    BTreeMap::from([
-                        (e.as_str(), Outcome::Established.as_str()),
-                        (f.0.as_str(), f.1.as_str()),
-                    ])
-                }),
-                first_seen: None,
-                last_seen: None,
-            }
-        })
+        .map(|(d, port)| seen[&edge_ref(d)].entry(d, port))
         .collect();
     out.sort_by(|a, b| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)));
     out
@@ -504,6 +483,31 @@ impl KindsSeen {
             }
         } else if !self.failed.iter().any(|f| (f.0, f.1) == (kind, o)) {
             self.failed.push((kind, o, s.value));
+        }
+    }
+
+    /// The row of disagreement `d`: the first kind that saw its
+    /// connections established, and the first other kind that saw them
+    /// fail.
+    fn entry(&self, d: &Sample, port: u16) -> DisagreementEntry {
+        let pair = (self.established.iter())
+            .find_map(|e| self.failed.iter().find(|f| f.0 != *e).map(|f| (e, f)));
+        DisagreementEntry {
+            src: d.label("src").to_string(),
+            dst: d.label("dst").to_string(),
+            port,
+            service: d.label("service").to_string(),
+            // No pair of kinds in the range's increases (a sensor reading
+            // two kinds counts its own): the rule's word alone.
+            connections: pair.map_or(0, |(_, f)| estimate(f.2)),
+            outcomes: pair.map_or_else(BTreeMap::new, |(e, f)| {
+                BTreeMap::from([
+                    (e.as_str(), Outcome::Established.as_str()),
+                    (f.0.as_str(), f.1.as_str()),
+                ])
+            }),
+            first_seen: None,
+            last_seen: None,
         }
     }
 }
