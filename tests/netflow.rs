@@ -775,11 +775,7 @@ fn watch_flow_listen_prints_the_exported_findings() {
 #[test]
 fn a_gap_leaves_other_exporters_edges_missing() {
     let dir = TempDir::new("netflow-gap-coverage");
-    let site = coverage_site(
-        &dir.0,
-        "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy, engine1]\n  \
-         - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
-    );
+    let site = coverage_site(&dir.0, TWO_EXPORTERS);
     let port = free_udp_port();
     let mut d = flow_daemon(&site, port, &["--format", "json"]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -817,10 +813,14 @@ fn a_gap_leaves_other_exporters_edges_missing() {
     only_edge_v5s_edge_unjudged(&r);
 }
 
-/// A report of `coverage_site` with edge-v5 (proxy, engine1) and core-v9
-/// (engine2, central) declared, where only edge-v5 lost records: its edge
-/// proxy -> engine1:4747 is `not_observed` for its gap; engine2 ->
-/// central:4242 is `missing`.
+/// edge-v5 (a v5 exporter) covering proxy and engine1, core-v9 (a v9
+/// observation domain of the same address) engine2 and central.
+const TWO_EXPORTERS: &str = "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy, engine1]\n  \
+     - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n";
+
+/// A report of `coverage_site` with [`TWO_EXPORTERS`], where only
+/// edge-v5 lost records: its edge proxy -> engine1:4747 is `not_observed`
+/// for its gap; engine2 -> central:4242 is `missing`.
 fn only_edge_v5s_edge_unjudged(r: &Value) {
     let states = edge_states(r);
     assert_eq!(
@@ -962,11 +962,7 @@ fn v5_syn_at(seq: u32, ms: u32) -> Vec<u8> {
 #[test]
 fn replay_of_an_export_capture_unjudges_only_the_gapped_exporters_edges() {
     let dir = TempDir::new("netflow-replay-gap");
-    let site = coverage_site(
-        &dir.0,
-        "exporters:\n  - name: edge-v5\n    address: 127.0.0.1\n    covers: [proxy, engine1]\n  \
-         - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
-    );
+    let site = coverage_site(&dir.0, TWO_EXPORTERS);
     // v5 numbers records: 0 (one), then 5 (4 lost), then 6.
     let datagrams = [
         (0, v9_packet(10, 7)),
