@@ -475,6 +475,49 @@ fn watch_follow_prints_a_vpc_flow_logs_findings_and_counts() {
     }
 }
 
+/// A VPC record read just before SIGTERM, whose connection's other
+/// direction is not logged yet (held up to 5 s for it), goes out at the
+/// stop: its unknown-host finding is in the closing report.
+#[test]
+fn run_follow_releases_a_held_vpc_record_at_the_stop() {
+    let dir = TempDir::new("follow-vpc-stop");
+    let log = dir.0.join("vpc.log");
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 10;
+    std::fs::write(
+        &log,
+        format!(
+            "version interface-id srcaddr dstaddr srcport dstport protocol start end action log-status\n\
+             3 eni-c 52.213.180.42 192.0.2.10 50001 443 6 {t} {t} ACCEPT OK\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        "multi-node".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--follow".as_ref(),
+        log.as_os_str(),
+        "--follow-from".as_ref(),
+        "start".as_ref(),
+    ]);
+    let held = r#"portwatch_records_total{format="vpc_flow",node="central",reason="tcp"}"#;
+    d.wait_metrics("the record read and held", |m| sample(m, held) == Some(1.0));
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    let r = closing_summary(&stderr);
+    let unknown = (r["findings"].as_array().expect("findings").iter())
+        .filter(|f| f["kind"] == "unknown_host" && f["src_addr"] == "52.213.180.42")
+        .count();
+    assert_eq!(unknown, 1, "{r}");
+}
+
 /// Each listed edge `src->dst:port` of a report: its state and reason.
 fn edge_verdicts(r: &Value) -> BTreeMap<String, (String, String)> {
     (r["edges"].as_array().expect("edges").iter())
