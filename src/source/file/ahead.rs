@@ -20,6 +20,9 @@ pub(super) const CHUNK: usize = 768 << 10;
 /// end. Larger than any record of a common capture (a 9 KB jumbo frame);
 /// a longer one (up to `MAX_PCAPNG_BLOCK`) takes the copying path.
 pub(super) const HEAD: usize = 64 << 10;
+/// Length of a chunk buffer: the head room, up to a page of slack so the
+/// read can start on a page boundary ([`super::aligned`]), and the chunk.
+const BUF_LEN: usize = HEAD + super::READ_ALIGN + CHUNK;
 /// Chunks read but not yet taken: enough to keep the reader busy while the
 /// pipeline handles one.
 const IN_FLIGHT: usize = 2;
@@ -31,8 +34,8 @@ const IN_FLIGHT: usize = 2;
 const BUFFERS: usize = IN_FLIGHT + 2;
 
 enum Chunk {
-    /// A buffer of `HEAD + CHUNK` bytes, `k` of them read at `HEAD..`.
-    Data(Vec<u8>, usize),
+    /// A chunk buffer, `k` bytes read at `at..` (`at` at least [`HEAD`]).
+    Data(Vec<u8>, usize, usize),
     Failed(io::Error),
 }
 
@@ -57,7 +60,7 @@ impl ReadAhead {
                     Ok(buf) => buf,
                     Err(_) if allocated < BUFFERS => {
                         allocated += 1;
-                        vec![0; HEAD + CHUNK]
+                        vec![0; BUF_LEN]
                     }
                     // Wait for the window to hand one back (or to close).
                     Err(_) => match spare_rx.recv() {
@@ -65,10 +68,11 @@ impl ReadAhead {
                         Err(_) => return,
                     },
                 };
+                let at = super::aligned(&buf, HEAD);
                 let msg = loop {
-                    match file.read(&mut buf[HEAD..]) {
+                    match file.read(&mut buf[at..at + CHUNK]) {
                         Ok(0) => return, // the end: the channel closes
-                        Ok(k) => break Chunk::Data(buf, k),
+                        Ok(k) => break Chunk::Data(buf, at, k),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => break Chunk::Failed(e),
                     }
@@ -81,11 +85,12 @@ impl ReadAhead {
         Ok(ReadAhead { chunks, spare })
     }
 
-    /// The next chunk (`HEAD + CHUNK` bytes, `k` read at `HEAD..`), a read
-    /// error, or `None` at the end of the file.
-    pub(super) fn next(&mut self) -> Option<io::Result<(Vec<u8>, usize)>> {
+    /// The next chunk (a buffer with `k` bytes read at `at..`, `at` at
+    /// least [`HEAD`]) as `(buffer, at, k)`, a read error, or `None` at the
+    /// end of the file.
+    pub(super) fn next(&mut self) -> Option<io::Result<(Vec<u8>, usize, usize)>> {
         match self.chunks.recv().ok()? {
-            Chunk::Data(buf, k) => Some(Ok((buf, k))),
+            Chunk::Data(buf, at, k) => Some(Ok((buf, at, k))),
             Chunk::Failed(e) => Some(Err(e)),
         }
     }
@@ -95,7 +100,7 @@ impl ReadAhead {
     /// longer than the head room). The channel holds every chunk buffer
     /// there is, so it is never full.
     pub(super) fn give_back(&self, buf: Vec<u8>) {
-        if buf.len() == HEAD + CHUNK {
+        if buf.len() == BUF_LEN {
             // Fails only once the reader has ended (end of file, error).
             let _ = self.spare.try_send(buf);
         }

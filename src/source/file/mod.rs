@@ -61,6 +61,12 @@ use ahead::ReadAhead;
 /// Size of the read buffer of a file read on demand. Large reads keep
 /// replay I/O-cheap.
 pub const READ_BUFFER_BYTES: usize = 128 << 10;
+/// Reads land on an address that is a multiple of this (a page) in their
+/// buffer: the kernel's copy from the page cache into a destination off a
+/// 64-byte boundary ran 2 to 5 times slower on an AMD EPYC guest
+/// (benches/README.md), and the allocator returns large buffers 16 bytes
+/// past a page boundary.
+const READ_ALIGN: usize = 4096;
 /// A pcap record claiming more captured bytes than this stops the file.
 /// It is libpcap's own limit (`MAXIMUM_SNAPLEN`, 262144).
 pub const MAX_PCAP_CAPLEN: u32 = 256 * 1024;
@@ -256,7 +262,7 @@ impl Window {
     fn new(file: Box<dyn Read + Send>) -> Self {
         Window {
             feed: Feed::Direct(file),
-            buf: vec![0; READ_BUFFER_BYTES],
+            buf: vec![0; READ_BUFFER_BYTES + READ_ALIGN],
             pos: 0,
             len: 0,
         }
@@ -298,13 +304,17 @@ impl Window {
         } = self;
         match feed {
             Feed::Direct(file) => {
-                buf.copy_within(*pos..*len, 0);
-                *len -= *pos;
-                *pos = 0;
-                if buf.len() < n {
-                    buf.resize(n, 0);
+                // The unconsumed bytes go just before a page boundary,
+                // where the reads then start.
+                if buf.len() < n + READ_ALIGN {
+                    buf.resize(n + READ_ALIGN, 0);
                 }
-                while *len < n {
+                let tail = *len - *pos;
+                let start = aligned(buf, tail) - tail;
+                buf.copy_within(*pos..*len, start);
+                *pos = start;
+                *len = start + tail;
+                while *len - start < n {
                     match file.read(&mut buf[*len..]) {
                         Ok(0) => break,
                         Ok(k) => *len += k,
@@ -337,30 +347,37 @@ impl Window {
     }
 }
 
+/// The first offset at or after `from` whose address in `buf` is a multiple
+/// of [`READ_ALIGN`] (it may lie past the end of `buf`).
+fn aligned(buf: &[u8], from: usize) -> usize {
+    let addr = buf.as_ptr().addr().wrapping_add(from);
+    from + (READ_ALIGN - addr % READ_ALIGN) % READ_ALIGN
+}
+
 /// Continues the unconsumed bytes `buf[pos..len]` with a read-ahead chunk
-/// (`k` bytes at [`ahead::HEAD`]): they go in the chunk's head room, and it
-/// becomes the buffer. Only unconsumed bytes longer than the head room (a
-/// record larger than it, cut by the chunk's start) are joined by copying
-/// the chunk instead. Returns the buffer no longer used.
+/// (`k` bytes at `at`, at least [`ahead::HEAD`]): they go in the chunk's
+/// head room, and it becomes the buffer. Only unconsumed bytes longer than
+/// the head room (a record larger than it, cut by the chunk's start) are
+/// joined by copying the chunk instead. Returns the buffer no longer used.
 fn splice(
     buf: &mut Vec<u8>,
     pos: &mut usize,
     len: &mut usize,
-    (mut chunk, k): (Vec<u8>, usize),
+    (mut chunk, at, k): (Vec<u8>, usize, usize),
 ) -> Vec<u8> {
     let tail = *len - *pos;
-    if tail <= ahead::HEAD {
-        let start = ahead::HEAD - tail;
-        chunk[start..ahead::HEAD].copy_from_slice(&buf[*pos..*len]);
+    if tail <= at {
+        let start = at - tail;
+        chunk[start..at].copy_from_slice(&buf[*pos..*len]);
         *pos = start;
-        *len = ahead::HEAD + k;
+        *len = at + k;
         std::mem::replace(buf, chunk)
     } else {
         buf.copy_within(*pos..*len, 0);
         if buf.len() < tail + k {
             buf.resize(tail + k, 0);
         }
-        buf[tail..tail + k].copy_from_slice(&chunk[ahead::HEAD..ahead::HEAD + k]);
+        buf[tail..tail + k].copy_from_slice(&chunk[at..at + k]);
         *pos = 0;
         *len = tail + k;
         chunk
