@@ -55,11 +55,8 @@ MEMORY=${MEMORY:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
 FULL=262144
 
-cargo build --release --bin portwatch --example make_bench_capture --example core_to_core
-PORTWATCH=$TARGET/release/portwatch
-GENERATE=$TARGET/release/examples/make_bench_capture
-CORE_TO_CORE=$TARGET/release/examples/core_to_core
-
+# The tools first (.ci/deps installs them too), so that nothing is
+# installed once timing has begun.
 if ! command -v tcpdump >/dev/null; then
     echo "error: tcpdump is not installed" >&2
     exit 2
@@ -72,6 +69,11 @@ if ! command -v vmtouch >/dev/null; then
     echo "vmtouch not found; installing it (apt-get install -y vmtouch)" >&2
     apt-get install -y vmtouch >/dev/null
 fi
+
+cargo build --release --bin portwatch --example make_bench_capture --example core_to_core
+PORTWATCH=$TARGET/release/portwatch
+GENERATE=$TARGET/release/examples/make_bench_capture
+CORE_TO_CORE=$TARGET/release/examples/core_to_core
 
 DIR=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/portwatch-bench.XXXXXX")}
 mkdir -p "$DIR"
