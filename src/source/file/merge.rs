@@ -11,10 +11,13 @@ use crate::frame::Frame;
 use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
-/// Most files merged with a read-ahead thread each: beyond it, threads and
-/// their chunks (about 3.3 MB a file) would outgrow what they save, and
-/// every file is read on demand.
-pub const MAX_READ_AHEAD_FILES: usize = 8;
+/// Most files read ahead, each by a thread of its own: one, so a merge
+/// reads its files on demand on the pipeline's thread, which then parses
+/// records its own core has just copied. Read ahead, each record's first
+/// bytes came from another core's cache, and with four whole-frame files
+/// the pipeline's thread alone took longer than the whole merge on demand
+/// (2M packets: CPU 760 -> 340 ms, wall 1.19 -> 0.70 s; benches/README.md).
+pub const MAX_READ_AHEAD_FILES: usize = 1;
 
 /// Several savefiles read as one, in timestamp order: a k-way merge over
 /// one [`FileSource`] per file. Frames with equal timestamps come in the
@@ -32,9 +35,9 @@ pub struct MergedFiles {
 }
 
 impl MergedFiles {
-    /// Opens every file, to be read flat out (each read ahead by a thread
-    /// of its own, up to [`MAX_READ_AHEAD_FILES`]); the first that cannot
-    /// be opened is the error (it names the file).
+    /// Opens every file, to be read flat out (a single file read ahead by a
+    /// thread of its own, several on demand: [`MAX_READ_AHEAD_FILES`]); the
+    /// first that cannot be opened is the error (it names the file).
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<MergedFiles, SourceError> {
         let savefiles: Vec<Savefile> = paths
             .iter()
