@@ -149,10 +149,11 @@ impl FlowLogs {
             seen.extend(f.interfaces.owners(|a| policy.interface_owner(a)));
             if f.interfaces.untracked > 0 {
                 eprintln!(
-                    "warning: {}: {} records of interfaces beyond the first {} cover nothing",
+                    "warning: {}: {} records of interfaces beyond the first {}, or of an id over {} bytes, cover nothing",
                     crate::quote::log_field(path),
                     f.interfaces.untracked,
-                    flows::INTERFACE_CAPACITY
+                    flows::INTERFACE_CAPACITY,
+                    flows::MAX_INTERFACE_ID
                 );
             }
         }

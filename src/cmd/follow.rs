@@ -168,7 +168,7 @@ impl Follow {
 
     /// Whether a VPC flow log was found, or its interfaces narrowed, since
     /// the owners were told; warns (once a file) of interfaces beyond the
-    /// capacity.
+    /// capacity or with an overlong id.
     fn interfaces_changed(&mut self) -> bool {
         let (mut changed, mut found) = (false, false);
         for (f, told) in self.files.iter().zip(&mut self.told) {
@@ -184,7 +184,8 @@ impl Follow {
                 tracing::warn!(
                     file = %log_field(&file),
                     capacity = crate::source::flows::INTERFACE_CAPACITY,
-                    "records of interfaces beyond the capacity cover nothing"
+                    max_id_bytes = crate::source::flows::MAX_INTERFACE_ID,
+                    "records of interfaces beyond the capacity, or of an overlong id, cover nothing"
                 );
             }
         }

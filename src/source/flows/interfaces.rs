@@ -9,6 +9,11 @@ use std::net::IpAddr;
 /// counted (`untracked`) and decide nothing, so its log covers nothing.
 pub const INTERFACE_CAPACITY: usize = 4096;
 
+/// Longest interface id kept, in bytes (an Azure resource id is a few
+/// hundred): the map is bounded in bytes too, whatever a line holds. The
+/// records of a longer one are counted as `untracked`.
+pub const MAX_INTERFACE_ID: usize = 1024;
+
 /// The addresses at an end of every record of one interface so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ends {
@@ -41,7 +46,8 @@ impl Ends {
 #[derive(Clone, Debug, Default)]
 pub struct Interfaces {
     pub by_id: BTreeMap<String, Ends>,
-    /// Records of interfaces beyond [`INTERFACE_CAPACITY`].
+    /// Records of interfaces beyond [`INTERFACE_CAPACITY`], or of an id
+    /// longer than [`MAX_INTERFACE_ID`].
     pub untracked: u64,
     /// How often an interface's addresses narrowed: while it stands
     /// still, its owners are what they were (a followed log asks often).
@@ -55,7 +61,7 @@ impl Interfaces {
             self.changes += u64::from(e.add(ends));
             return;
         }
-        if self.by_id.len() >= INTERFACE_CAPACITY {
+        if self.by_id.len() >= INTERFACE_CAPACITY || id.len() > MAX_INTERFACE_ID {
             self.untracked += 1;
             return;
         }
@@ -117,5 +123,15 @@ mod tests {
         i.note("eni-0", &[a]);
         assert_eq!(i.by_id.len(), INTERFACE_CAPACITY);
         assert_eq!(i.untracked, 3);
+    }
+
+    #[test]
+    fn an_overlong_interface_id_is_counted_not_kept() {
+        let mut i = Interfaces::default();
+        let a = ip("10.0.0.1");
+        i.note(&"e".repeat(MAX_INTERFACE_ID + 1), &[a]);
+        i.note(&"e".repeat(MAX_INTERFACE_ID), &[a]);
+        assert_eq!(i.by_id.len(), 1);
+        assert_eq!(i.untracked, 1);
     }
 }

@@ -13,7 +13,7 @@ mod interfaces;
 pub mod netflow;
 pub mod vpc;
 
-pub use interfaces::{Ends, Interfaces, INTERFACE_CAPACITY};
+pub use interfaces::{Ends, Interfaces, INTERFACE_CAPACITY, MAX_INTERFACE_ID};
 
 #[cfg(test)]
 mod tests;
