@@ -861,8 +861,10 @@ fn suggested_state_dirs_are_writable_under_the_unit() {
 #[test]
 fn systemd_unit_verifies() {
     let Some(analyze) = tool("PORTWATCH_SYSTEMD_ANALYZE", "/usr/bin/systemd-analyze") else {
-        eprintln!("SKIP: systemd-analyze not installed");
-        return;
+        return crate::util::skip(
+            "deploy::systemd_unit_verifies",
+            "systemd-analyze not installed (.ci/deps installs systemd)",
+        );
     };
     let dir = temp_dir("systemd");
     let bin = env!("CARGO_BIN_EXE_portwatch");
