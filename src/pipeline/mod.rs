@@ -1124,8 +1124,13 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
         return None;
     }
     // Each end's peer once (an address outside the site is asked of every
-    // prefix), then the edge either way.
-    let (src, dst) = (policy.peer_of(s.src), policy.peer_of(s.dst));
+    // prefix), then the edge either way. Edges join two endpoints: a
+    // source outside them (other systems' traffic) ends it there.
+    let src = policy.peer_of(s.src);
+    if !matches!(src, Peer::Endpoint(_)) {
+        return None;
+    }
+    let dst = policy.peer_of(s.dst);
     match s.control {
         Control::SynAck => policy.find_edge(dst, src, s.src_port),
         _ => policy
