@@ -74,7 +74,7 @@ impl FindingKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowRowKey {
     pub src: Peer,
     pub dst: Peer,
@@ -100,7 +100,7 @@ pub struct FlowRow {
     pub last: Timestamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FindingKey {
     pub kind: FindingKind,
     pub src: Peer,
@@ -125,6 +125,60 @@ pub struct FindingRow {
     pub filters: Vec<u64>,
     pub first: Timestamp,
     pub last: Timestamp,
+}
+
+/// A peer as 18 bits, for the keys' hashes below.
+#[inline]
+fn peer_bits(p: Peer) -> u64 {
+    match p {
+        Peer::Endpoint(id) => u64::from(id.0),
+        Peer::Localhost => 1 << 16,
+        Peer::Unknown => 2 << 16,
+    }
+}
+
+/// Written by hand, as [`crate::observation::FlowKey`]'s: every attempt
+/// and outcome looks its rows up, and the derived hash fed the hasher
+/// field by field (an address as a tag, a length and its bytes).
+impl std::hash::Hash for FlowRowKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(
+            peer_bits(self.src)
+                | peer_bits(self.dst) << 18
+                | u64::from(self.port) << 36
+                | (self.verdict as u64) << 52,
+        );
+    }
+}
+
+impl std::hash::Hash for FindingKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(
+            peer_bits(self.src)
+                | peer_bits(self.dst) << 18
+                | u64::from(self.port) << 36
+                | (self.kind as u64) << 52,
+        );
+        h.write_u32(self.accepted.map_or(0, |a| u32::from(a.0) + 1));
+        match (self.src_addr, self.dst_addr) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                h.write_u64(u64::from(s.to_bits()) << 32 | u64::from(d.to_bits()));
+            }
+            (s, d) => {
+                h.write_u128(address_bits(s));
+                h.write_u128(address_bits(d));
+            }
+        }
+    }
+}
+
+fn address_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
 }
 
 /// Index of a flow row; `None` when the row cap refused it.
