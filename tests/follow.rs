@@ -237,6 +237,63 @@ fn an_evtx_file_or_too_many_files_cannot_be_followed() {
     );
 }
 
+/// A followed path not there at start that appears as a gzip file or an
+/// Azure flow log is refused as one there at start is: said once, naming
+/// the file, and nothing of it read (it was read as text, `unknown_format`).
+#[test]
+fn a_file_appearing_as_gzip_or_an_azure_flow_log_is_refused() {
+    let dir = TempDir::new("follow-refused-later");
+    let gz = dir.0.join("later.log.gz");
+    let azure = dir.0.join("PT1H.json");
+    let mut d = Daemon::start(&[
+        "run".as_ref(),
+        "--site".as_ref(),
+        "multi-node".as_ref(),
+        "--follow".as_ref(),
+        gz.as_os_str(),
+        azure.as_os_str(),
+    ]);
+    d.wait_metrics("both waited for", |m| {
+        sample(
+            m,
+            r#"portwatch_followed_file_changes_total{change="missing",node="unknown"}"#,
+        ) == Some(2.0)
+    });
+    let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0];
+    bytes.extend(b"\nnot text\nat all\n");
+    std::fs::write(&gz, &bytes).unwrap();
+    let blob = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/azure/elastic_integrations_vnet_sample_logs_testdata.json");
+    std::fs::copy(blob, &azure).unwrap();
+    let change = |m: &str, c: &str| {
+        sample(
+            m,
+            &format!(r#"portwatch_followed_file_changes_total{{change="{c}",node="unknown"}}"#),
+        )
+    };
+    d.wait_metrics("both refused", |m| {
+        change(m, "gzip") == Some(1.0) && change(m, "azure_flow_log") == Some(1.0)
+    });
+    // Looked at again, said no more.
+    std::thread::sleep(POLL * 4);
+    append(&gz, "more\n");
+    std::thread::sleep(POLL * 4);
+    let m = d.metrics();
+    assert_eq!(change(&m, "gzip"), Some(1.0), "{m}");
+    assert!(!m.contains("unknown_format"), "{m}");
+    d.signal("TERM");
+    let (status, _, stderr) = d.wait_exit();
+    assert!(status.success(), "{stderr}");
+    for (file, why) in [
+        ("later.log.gz", "a gzip file cannot be followed"),
+        ("PT1H.json", "an Azure flow log cannot be followed"),
+    ] {
+        let said: Vec<&str> = (stderr.lines()).filter(|l| l.contains(why)).collect();
+        assert_eq!(said.len(), 1, "{file}: {stderr}");
+        assert!(said[0].contains(file), "{file}: {stderr}");
+    }
+}
+
 /// A VPC flow log: the tcp-flags sample, then the default format's sample
 /// after its header (a header again in the middle), with NODATA and
 /// SKIPDATA records.

@@ -3,7 +3,8 @@
 //! pipeline as the packets, counted in the metrics by node, format and
 //! reason. The files are checked when following starts (an EVTX file, a
 //! gzip file, an Azure flow log, or one that is none of these, is refused);
-//! a file not there yet is waited for.
+//! a file not there yet is waited for, and refused when it appears as one
+//! of the first three (logged once, not read until replaced).
 //!
 //! Coverage: a node log covers its node; a VPC flow log covers the nodes
 //! owning its logged interfaces, told as `replay` tells them
@@ -23,11 +24,10 @@ use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::quote::log_field;
 use crate::report::SourceFacts;
-use crate::source::flows::{FlowFormat, GZIP_MAGIC};
-use crate::source::follow::{Change, StartAt, MAX_FOLLOWED};
+use crate::source::flows::FlowFormat;
+use crate::source::follow::{Change, Head, StartAt, HEAD, MAX_FOLLOWED};
 use crate::source::records::follow::{Followed, FollowedFile};
 use crate::source::records::{RecordContext, RecordFormat};
-use crate::source::wfp::evtx::MAGIC as EVTX_MAGIC;
 use crate::source::SourceError;
 
 /// What to follow, validated.
@@ -277,41 +277,20 @@ impl Follow {
 /// they are not files that grow by lines.
 fn check(path: &Path) -> Result<(), SourceError> {
     let name = path.display().to_string();
-    let mut head = Vec::with_capacity(512);
-    let opened = std::fs::File::open(path).and_then(|f| f.take(512).read_to_end(&mut head));
+    let mut head = Vec::with_capacity(HEAD);
+    let opened = std::fs::File::open(path).and_then(|f| f.take(HEAD as u64).read_to_end(&mut head));
     match opened {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => return Err(SourceError::Io { path: name, source }),
     }
-    if head.starts_with(EVTX_MAGIC) {
+    if let Head::Refused(r) = Head::of(&head, true) {
         return Err(SourceError::Refused {
-            what: format!(
-                "{name}: an EVTX file cannot be followed (it is not written line by line): \
-                 follow the NDJSON a shipper writes (Winlogbeat, NXLog), or replay the .evtx"
-            ),
-            path: name,
-        });
-    }
-    if head.starts_with(&GZIP_MAGIC) {
-        return Err(SourceError::Refused {
-            what: format!(
-                "{name}: a gzip file cannot be followed (it is written whole, not line by line): \
-                 replay it, or follow the plain text log"
-            ),
+            what: format!("{name}: {}", r.why()),
             path: name,
         });
     }
     let flow = FlowFormat::detect(&head);
-    if flow == Some(FlowFormat::AzureFlowLog) {
-        return Err(SourceError::Refused {
-            what: format!(
-                "{name}: an Azure flow log cannot be followed (its blob is one JSON document \
-                 rewritten as it grows, not appended lines): replay each hour's PT1H.json"
-            ),
-            path: name,
-        });
-    }
     let empty = head.iter().all(u8::is_ascii_whitespace);
     if empty || RecordFormat::detect(&head).is_some() || flow == Some(FlowFormat::VpcFlowLog) {
         return Ok(());
@@ -336,10 +315,9 @@ fn say(path: &Path, c: Change) {
         Change::Opened => tracing::info!(%file, "followed file opened"),
         Change::Rotated => tracing::info!(%file, "rotated: the old file was read to its end"),
         Change::Truncated => tracing::warn!(%file, "truncated: read again from its start"),
-        Change::Binary => tracing::error!(
-            %file,
-            "not text (an EVTX file?): not followed until replaced; follow the NDJSON a shipper writes"
-        ),
+        // Said once a file: a refused file is not looked at again until
+        // replaced.
+        Change::Refused(r) => tracing::error!(%file, "{}; not followed until replaced", r.why()),
         Change::Unreadable(kind) => {
             tracing::warn!(%file, error = %std::io::Error::from(kind), "cannot read; trying again")
         }

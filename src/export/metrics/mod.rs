@@ -376,7 +376,7 @@ impl Metrics {
             ],
             followed_changes: counter_vec(
                 "portwatch_followed_file_changes_total",
-                "What happened to followed files (--follow): opened, rotated, truncated, missing, binary, unreadable; by the node whose log it is.",
+                "What happened to followed files (--follow): opened, rotated, truncated, missing, unreadable, or refused as binary (EVTX), gzip or azure_flow_log; by the node whose log it is.",
                 &["node", "change"],
             ),
             state_writes: counter_vec(

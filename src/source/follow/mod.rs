@@ -15,7 +15,8 @@
 //!   skipped to its end; a line a file ended in (rotated or truncated
 //!   before its end came) is reported as cut. Each file's encoding (UTF-8,
 //!   UTF-16 LE, with or without a byte-order mark) is told from its first
-//!   bytes; a binary file (EVTX) is refused until it is replaced.
+//!   bytes; a file that does not grow by lines ([`Refusal`]: EVTX, gzip, an
+//!   Azure flow log) is refused until it is replaced, whenever it appears.
 //!
 //! Poll-based: [`Tail::poll`] looks at the file at most every
 //! [`POLL_EVERY`] of the time passed in, reading at most
@@ -28,6 +29,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::flows::{FlowFormat, GZIP_MAGIC};
 use super::records::text::{self, Encoding};
 use super::wfp::evtx::MAGIC as EVTX_MAGIC;
 
@@ -52,6 +54,85 @@ pub enum StartAt {
     /// delivered as history (for their headers and the node they name),
     /// not as records.
     End,
+}
+
+/// Bytes of a file's head that tell whether it is refused.
+pub const HEAD: usize = 512;
+
+/// Why a file cannot be followed: it is not written line by line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Windows writes EVTX in chunks rewritten in place.
+    Evtx,
+    /// A gzip file is written whole (AWS's `.log.gz`).
+    Gzip,
+    /// An Azure flow log blob is one JSON document rewritten as it grows.
+    AzureFlowLog,
+}
+
+impl Refusal {
+    /// The change label of a file refused for this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Evtx => "binary",
+            Refusal::Gzip => "gzip",
+            Refusal::AzureFlowLog => "azure_flow_log",
+        }
+    }
+
+    /// Why, and what to do instead.
+    pub fn why(self) -> &'static str {
+        match self {
+            Refusal::Evtx => {
+                "an EVTX file cannot be followed (it is not written line by line): \
+                 follow the NDJSON a shipper writes (Winlogbeat, NXLog), or replay the .evtx"
+            }
+            Refusal::Gzip => {
+                "a gzip file cannot be followed (it is written whole, not line by line): \
+                 replay it, or follow the plain text log"
+            }
+            Refusal::AzureFlowLog => {
+                "an Azure flow log cannot be followed (its blob is one JSON document \
+                 rewritten as it grows, not appended lines): replay each hour's PT1H.json"
+            }
+        }
+    }
+}
+
+/// What a file's first bytes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    Refused(Refusal),
+    /// Followed as text.
+    Text,
+    /// Too few bytes yet to tell.
+    Short,
+}
+
+impl Head {
+    /// The verdict on a file starting with `head`. `whole`: no more bytes
+    /// will be waited for (a file checked at start: its first [`HEAD`]
+    /// bytes). A JSON head is told once it holds [`HEAD`] bytes or a line
+    /// end; its lines wait for their ends anyway.
+    pub fn of(head: &[u8], whole: bool) -> Head {
+        if head.starts_with(EVTX_MAGIC) {
+            return Head::Refused(Refusal::Evtx);
+        }
+        if head.starts_with(&GZIP_MAGIC) {
+            return Head::Refused(Refusal::Gzip);
+        }
+        if FlowFormat::detect(head) == Some(FlowFormat::AzureFlowLog) {
+            return Head::Refused(Refusal::AzureFlowLog);
+        }
+        let prefix = |magic: &[u8]| head.len() < magic.len() && magic.starts_with(head);
+        let json = head.trim_ascii_start().starts_with(b"{")
+            && head.len() < HEAD
+            && !head.contains(&b'\n');
+        if !whole && (prefix(EVTX_MAGIC) || prefix(&GZIP_MAGIC) || json) {
+            return Head::Short;
+        }
+        Head::Text
+    }
 }
 
 /// A file's identity: it stays the same through renames.
@@ -85,8 +166,8 @@ pub enum Change {
     /// The file got shorter than what was read of it: read again from its
     /// start (an [`Change::Opened`] follows).
     Truncated,
-    /// The file is not text (an EVTX file): not read until replaced.
-    Binary,
+    /// The file does not grow by lines: not read until replaced.
+    Refused(Refusal),
     /// Looking at or reading the file failed (a share gone away): said once
     /// until it works again.
     Unreadable(io::ErrorKind),
@@ -99,7 +180,7 @@ impl Change {
             Change::Opened => "opened",
             Change::Rotated => "rotated",
             Change::Truncated => "truncated",
-            Change::Binary => "binary",
+            Change::Refused(r) => r.as_str(),
             Change::Unreadable(_) => "unreadable",
         }
     }
@@ -141,8 +222,8 @@ struct Open {
     skipping: bool,
     /// Lines ending at or before this offset are history.
     history_until: u64,
-    /// Not text: nothing more is read from it.
-    binary: bool,
+    /// Refused: nothing more is read from it.
+    refused: bool,
 }
 
 impl Open {
@@ -156,7 +237,7 @@ impl Open {
             partial_at: 0,
             skipping: false,
             history_until,
-            binary: false,
+            refused: false,
         }
     }
 
@@ -170,7 +251,9 @@ impl Open {
 
     /// Whether the file ended inside a line.
     fn cut(&self) -> bool {
-        !self.binary && !self.skipping && self.encoding.is_some() && !self.partial.is_empty()
+        // A head still being told is text of two bytes or more.
+        let text = self.encoding.is_some() || self.partial.len() >= 2;
+        !self.refused && !self.skipping && text && !self.partial.is_empty()
     }
 
     /// Read up to `budget` bytes; `true` at the end of the file.
@@ -203,7 +286,7 @@ impl Open {
     fn feed(&mut self, chunk: &[u8], sink: &mut dyn FnMut(TailEvent<'_>)) {
         let mut at = self.offset;
         self.offset += chunk.len() as u64;
-        if self.binary {
+        if self.refused {
             return;
         }
         let mut chunk = chunk;
@@ -213,14 +296,15 @@ impl Open {
                 self.partial.extend_from_slice(chunk);
                 chunk = &[];
                 let head = &self.partial[..];
-                if head.starts_with(EVTX_MAGIC) {
-                    self.binary = true;
-                    self.partial = Vec::new();
-                    sink(TailEvent::Change(Change::Binary));
-                    return;
-                }
-                if head.len() < EVTX_MAGIC.len() && EVTX_MAGIC.starts_with(head) {
-                    return;
+                match Head::of(head, false) {
+                    Head::Refused(r) => {
+                        self.refused = true;
+                        self.partial = Vec::new();
+                        sink(TailEvent::Change(Change::Refused(r)));
+                        return;
+                    }
+                    Head::Short => return,
+                    Head::Text => {}
                 }
                 let Some(e) = Encoding::sniff(head) else {
                     return;

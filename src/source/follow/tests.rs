@@ -281,6 +281,35 @@ fn an_evtx_file_is_refused_until_replaced() {
 }
 
 #[test]
+fn a_file_appearing_as_gzip_or_an_azure_flow_log_is_refused_until_replaced() {
+    let s = Scratch::new("refused-later");
+    let mut c = Clock::new(&s.log(), StartAt::End);
+    assert_eq!(c.poll(), strs(&["MISSING"]));
+    append(&s.log(), &[0x1f]);
+    assert_eq!(c.poll(), strs(&["OPENED"]), "too short to tell");
+    append(&s.log(), b"\x8b\x08\nline\n");
+    assert_eq!(c.poll(), strs(&["GZIP"]));
+    append(&s.log(), b"more\n");
+    assert_eq!(c.poll(), strs(&[]));
+    // An Azure blob written in pieces: told once its head holds a marker.
+    rotate(&s.log());
+    append(
+        &s.log(),
+        b"{\"records\":[{\"time\":\"2022-09-14T09:00:52Z\",",
+    );
+    assert_eq!(c.poll(), strs(&["ROTATED", "OPENED"]));
+    append(&s.log(), b"\"flowLogVersion\":4}]}\n");
+    assert_eq!(c.poll(), strs(&["AZURE_FLOW_LOG"]));
+    // NDJSON events are read as they come.
+    rotate(&s.log());
+    append(&s.log(), b"{\"EventID\": 5156}\n");
+    assert_eq!(
+        c.poll(),
+        strs(&["ROTATED", "OPENED", "{\"EventID\": 5156}"])
+    );
+}
+
+#[test]
 fn a_long_file_is_read_over_several_polls() {
     let s = Scratch::new("long");
     let line = [b'z'; 1023];
