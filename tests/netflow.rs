@@ -993,3 +993,60 @@ fn replay_of_an_export_capture_unjudges_only_the_gapped_exporters_edges() {
     assert_eq!(source["fidelity"]["records"]["lost_records"], 4, "{source}");
     only_edge_v5s_edge_unjudged(&r);
 }
+
+/// `replay` of a capture of export datagrams lists each exporter's losses
+/// as `run --flow-listen` counts them
+/// (`portwatch_flow_export_lost_*_total{exporter}`): under the declared
+/// name, or `undeclared` (a v5 stream from an address whose declaration
+/// names a v9 observation domain), in the JSON and the table.
+#[test]
+fn replay_of_an_export_capture_lists_losses_per_exporter() {
+    let dir = TempDir::new("netflow-replay-lost");
+    let site = coverage_site(
+        &dir.0,
+        "exporters:\n  - name: core-v9\n    address: 127.0.0.1\n    observation_domain: 7\n    covers: [engine2, central]\n",
+    );
+    // v9 numbers packets: 10, then 13 (2 lost); v5 records: 0, then 5 (4).
+    let datagrams = [
+        (0, v9_packet(10, 7)),
+        (0, v5_syn_at(0, 0)),
+        (1000, v9_packet(13, 7)),
+        (2000, v5_syn_at(5, 2000)),
+    ];
+    let frames: Vec<(u32, Vec<u8>)> = (datagrams.iter())
+        .map(|(ms, d)| (*ms, udp_frame(d)))
+        .collect();
+    let export = dir.0.join("export.pcap");
+    crate::live::write_pcap_at(&export, &frames);
+    let replay = |format: &str| {
+        let run = crate::golden::portwatch(&[
+            "replay",
+            "--format",
+            format,
+            "--site",
+            &site,
+            export.to_str().unwrap(),
+        ]);
+        assert!(matches!(run.code, Some(0 | 1)), "{}", run.stderr);
+        run
+    };
+    let r = replay("json").json();
+    let source = &r["capture"]["sources"][0];
+    assert_eq!(source["fidelity"]["records"]["lost_records"], 4, "{source}");
+    assert_eq!(source["fidelity"]["records"]["lost_packets"], 2, "{source}");
+    assert_eq!(
+        source["exporters"],
+        serde_json::json!([
+            {"name": "core-v9", "lost_records": 0, "lost_packets": 2},
+            {"name": "undeclared", "lost_records": 4, "lost_packets": 0},
+        ]),
+        "{source}"
+    );
+    let table = replay("table").stdout;
+    for line in [
+        "    exporter core-v9: 0 records lost, 2 packets lost",
+        "    exporter undeclared: 4 records lost, 0 packets lost",
+    ] {
+        assert!(table.lines().any(|l| l == line), "{line}\n{table}");
+    }
+}

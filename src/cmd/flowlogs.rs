@@ -11,17 +11,20 @@
 //! any other frame in it is counted (`not_export`). A capture that mixes
 //! export traffic with other packets is read as packets. A sequence gap
 //! of a declared exporter leaves only the edges it covers unjudged, as in
-//! `run --flow-listen`.
+//! `run --flow-listen`; the report lists each capture's losses per
+//! exporter, by its declared name or `undeclared`, as run's metrics do.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::flowlisten::{Cover, ExporterIndex, GapEdges};
 use crate::decode;
+use crate::export::metrics::ExporterCounts;
 use crate::observation::SourceKind;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
-use crate::report::{SourceFacts, Stopped};
+use crate::report::{ExporterFacts, SourceFacts, Stopped};
+use crate::site::UNDECLARED;
 use crate::source::file::{FileSource, Savefile};
 use crate::source::flows::netflow::{Collector, Version};
 use crate::source::flows::{self, FlowFile, FlowItem};
@@ -31,11 +34,21 @@ use crate::time::{Outside, TimeRange, Timestamp};
 /// Frames looked at to tell a capture of export traffic.
 pub const EXPORT_PROBE_FRAMES: usize = 32;
 
+/// One flow file of a replay.
+struct LogFile {
+    path: String,
+    format: &'static str,
+    kind: SourceKind,
+    file: FlowFile,
+    /// A capture of export packets: per declared exporter (by position in
+    /// the site's `exporters:`), then the undeclared ones. Empty otherwise.
+    exporters: Vec<ExporterCounts>,
+}
+
 /// The flow logs of a replay and what is left of them to feed.
 #[derive(Default)]
 pub(super) struct FlowLogs {
-    /// Path, format name, kind, contents.
-    files: Vec<(String, &'static str, SourceKind, FlowFile)>,
+    files: Vec<LogFile>,
     /// Every file's items, latest first (fed from the back).
     pending: Vec<FlowItem>,
     /// What the captures of export packets cover, by run's rule.
@@ -56,18 +69,30 @@ impl FlowLogs {
         for p in paths {
             match flows::detect_file(p)? {
                 None if is_export_capture(p)? => {
-                    let f = read_export_capture(p, &mut collector, policy, &mut logs.export_cover)?;
+                    let mut exporters =
+                        vec![ExporterCounts::default(); policy.site.exporters.len() + 1];
+                    let cover = &mut logs.export_cover;
+                    let f = read_export_capture(p, &mut collector, policy, cover, &mut exporters)?;
                     logs.pending.extend(f.items.iter().cloned());
-                    let name = p.display().to_string();
-                    logs.files
-                        .push((name, EXPORT_FORMAT, SourceKind::FlowExport, f));
+                    logs.files.push(LogFile {
+                        path: p.display().to_string(),
+                        format: EXPORT_FORMAT,
+                        kind: SourceKind::FlowExport,
+                        file: f,
+                        exporters,
+                    });
                 }
                 None => captures.push(p.clone()),
                 Some(format) => {
                     let f = flows::read_file(p, format)?;
                     logs.pending.extend(f.items.iter().cloned());
-                    let name = p.display().to_string();
-                    logs.files.push((name, format.name(), format.kind(), f));
+                    logs.files.push(LogFile {
+                        path: p.display().to_string(),
+                        format: format.name(),
+                        kind: format.kind(),
+                        file: f,
+                        exporters: Vec::new(),
+                    });
                 }
             }
         }
@@ -76,11 +101,19 @@ impl FlowLogs {
         let mut rest = Vec::new();
         let before = collector.counts.clone();
         collector.finish(&mut rest);
-        cover_items(&mut collector, policy, &mut logs.export_cover, &mut rest);
-        if let Some((_, _, _, f)) = (logs.files.iter_mut())
+        if let Some(last) = (logs.files.iter_mut())
             .rev()
-            .find(|(_, _, k, _)| *k == SourceKind::FlowExport)
+            .find(|f| f.kind == SourceKind::FlowExport)
         {
+            let cover = &mut logs.export_cover;
+            cover_items(
+                &mut collector,
+                policy,
+                cover,
+                &mut last.exporters,
+                &mut rest,
+            );
+            let f = &mut last.file;
             add_since(&mut f.counts, &before, &collector.counts);
             logs.pending.extend(rest.iter().cloned());
             f.items.extend(rest);
@@ -142,7 +175,13 @@ impl FlowLogs {
     /// `run --flow-listen` does (see [`Cover`]).
     pub fn nodes(&self, policy: &Policy) -> Vec<String> {
         let mut seen = std::collections::BTreeSet::new();
-        for (path, _, kind, f) in &self.files {
+        for LogFile {
+            path,
+            kind,
+            file: f,
+            ..
+        } in &self.files
+        {
             if *kind == SourceKind::FlowExport {
                 continue;
             }
@@ -174,21 +213,32 @@ impl FlowLogs {
 
     /// What the report says of each flow log: records, fidelity, where it
     /// stopped.
-    pub fn facts(&self) -> Vec<SourceFacts> {
+    pub fn facts(&self, policy: &Policy) -> Vec<SourceFacts> {
+        let names: Vec<&str> = (policy.site.exporters.iter().map(|x| x.name.as_str()))
+            .chain(std::iter::once(UNDECLARED))
+            .collect();
         self.files
             .iter()
-            .map(|(path, format, kind, f)| {
+            .map(|l| {
+                let f = &l.file;
                 SourceFacts {
-                    path: path.clone(),
-                    format: (*format).into(),
+                    path: l.path.clone(),
+                    format: l.format.into(),
                     packets: f.records,
                     stopped: f.stopped.as_ref().map(|s| Stopped {
                         offset: s.offset,
                         reason: s.reason.clone(),
                     }),
+                    exporters: (names.iter().zip(&l.exporters))
+                        .map(|(name, n)| ExporterFacts {
+                            name: name.to_string(),
+                            lost_records: n.lost_records,
+                            lost_packets: n.lost_packets,
+                        })
+                        .collect(),
                     ..SourceFacts::default()
                 }
-                .with_fidelity(*kind, None, f.counts.clone())
+                .with_fidelity(l.kind, None, f.counts.clone())
             })
             .collect()
     }
@@ -225,12 +275,14 @@ fn is_export_capture(path: &Path) -> Result<bool, SourceError> {
 }
 
 /// Every export datagram of the capture at `path` through `collector`,
-/// its sender and items into `cover`; its other frames counted.
+/// its sender and items into `cover`, its losses into `exporters` (see
+/// [`LogFile::exporters`]); its other frames counted.
 fn read_export_capture(
     path: &Path,
     collector: &mut Collector,
     policy: &Policy,
     cover: &mut Cover,
+    exporters: &mut [ExporterCounts],
 ) -> Result<FlowFile, SourceError> {
     let mut file = FileSource::open(path)?;
     let mut f = FlowFile::default();
@@ -248,7 +300,7 @@ fn read_export_capture(
     }
     // A connection's two directions are in one capture.
     collector.settle_joins(&mut f.items);
-    cover_items(collector, policy, cover, &mut f.items);
+    cover_items(collector, policy, cover, exporters, &mut f.items);
     if not_export > 0 {
         *collector.counts.entry("not_export").or_insert(0) += not_export;
     }
@@ -263,20 +315,28 @@ fn read_export_capture(
 
 /// The records of `items` (all the collector put out since the last call,
 /// whose origins it holds) into `cover`; each gap told its declared
-/// exporter.
+/// exporter and counted under it in `exporters` (the undeclared last).
 fn cover_items(
     collector: &mut Collector,
     policy: &Policy,
     cover: &mut Cover,
+    exporters: &mut [ExporterCounts],
     items: &mut [FlowItem],
 ) {
     let origins = collector.origins.as_mut().map(std::mem::take);
     let mut index = ExporterIndex::default();
+    let undeclared = exporters.len().saturating_sub(1);
     for (item, from) in items.iter_mut().zip(origins.unwrap_or_default()) {
         let i = index.of(policy, &from);
         match item {
             FlowItem::Observed(o) => cover.observed(policy, i, o),
-            FlowItem::Gap { exporter, .. } => *exporter = i,
+            FlowItem::Gap { exporter, .. } => {
+                *exporter = i;
+                if let Some(n) = exporters.get_mut(i.unwrap_or(undeclared)) {
+                    n.lost_records += from.lost.records;
+                    n.lost_packets += from.lost.packets;
+                }
+            }
         }
     }
 }

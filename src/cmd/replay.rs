@@ -166,7 +166,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
     }
     let logged = events.finish().and(conn_log.finish());
     let mut facts: Vec<SourceFacts> = input.facts();
-    facts.extend(flows.facts());
+    facts.extend(flows.facts(&policy));
     facts.extend(records.facts());
     for f in &facts {
         if let Some(st) = &f.stopped {

@@ -189,6 +189,15 @@ impl Report {
             if let Some(f) = &src.fidelity {
                 fidelity(s, f);
             }
+            for x in &src.exporters {
+                let _ = writeln!(
+                    s,
+                    "    exporter {}: {} records lost, {} packets lost",
+                    field(&x.name),
+                    x.lost_records,
+                    x.lost_packets
+                );
+            }
         }
         let records_only = c.packets == 0 && c.sources.iter().any(|s| s.fidelity.is_some());
         let _ = writeln!(
