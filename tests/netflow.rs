@@ -998,7 +998,9 @@ fn replay_of_an_export_capture_unjudges_only_the_gapped_exporters_edges() {
 /// as `run --flow-listen` counts them
 /// (`portwatch_flow_export_lost_*_total{exporter}`): under the declared
 /// name, or `undeclared` (a v5 stream from an address whose declaration
-/// names a v9 observation domain), in the JSON and the table.
+/// names a v9 observation domain), in the JSON and the table; with the
+/// datagrams of each, those of undeclared exporters counted
+/// (`undeclared_exporter`) as run counts them.
 #[test]
 fn replay_of_an_export_capture_lists_losses_per_exporter() {
     let dir = TempDir::new("netflow-replay-lost");
@@ -1035,17 +1037,21 @@ fn replay_of_an_export_capture_lists_losses_per_exporter() {
     assert_eq!(source["fidelity"]["records"]["lost_records"], 4, "{source}");
     assert_eq!(source["fidelity"]["records"]["lost_packets"], 2, "{source}");
     assert_eq!(
+        source["fidelity"]["records"]["undeclared_exporter"], 2,
+        "{source}"
+    );
+    assert_eq!(
         source["exporters"],
         serde_json::json!([
-            {"name": "core-v9", "lost_records": 0, "lost_packets": 2},
-            {"name": "undeclared", "lost_records": 4, "lost_packets": 0},
+            {"name": "core-v9", "datagrams": 2, "lost_records": 0, "lost_packets": 2},
+            {"name": "undeclared", "datagrams": 2, "lost_records": 4, "lost_packets": 0},
         ]),
         "{source}"
     );
     let table = replay("table").stdout;
     for line in [
-        "    exporter core-v9: 0 records lost, 2 packets lost",
-        "    exporter undeclared: 4 records lost, 0 packets lost",
+        "    exporter core-v9: 2 datagrams, 0 records lost, 2 packets lost",
+        "    exporter undeclared: 2 datagrams, 4 records lost, 0 packets lost",
     ] {
         assert!(table.lines().any(|l| l == line), "{line}\n{table}");
     }

@@ -463,7 +463,7 @@ impl ExporterIndex {
 }
 
 /// The `reason` label of datagrams from exporters the site does not declare.
-const UNDECLARED_REASON: &str = "undeclared_exporter";
+pub(super) const UNDECLARED_REASON: &str = "undeclared_exporter";
 
 /// A receiving thread: datagrams into the queue until told to stop.
 fn receive(socket: &UdpSocket, tx: &SyncSender<Datagram>, dropped: &AtomicU64, stop: &AtomicBool) {

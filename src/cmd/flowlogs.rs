@@ -11,13 +11,15 @@
 //! any other frame in it is counted (`not_export`). A capture that mixes
 //! export traffic with other packets is read as packets. A sequence gap
 //! of a declared exporter leaves only the edges it covers unjudged, as in
-//! `run --flow-listen`; the report lists each capture's losses per
-//! exporter, by its declared name or `undeclared`, as run's metrics do.
+//! `run --flow-listen`; the report lists each capture's datagrams and
+//! losses per exporter, by its declared name or `undeclared`, as run's
+//! metrics do, and counts the datagrams of undeclared exporters
+//! (`undeclared_exporter`) as run does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::flowlisten::{Cover, ExporterIndex, GapEdges};
+use super::flowlisten::{Cover, ExporterIndex, GapEdges, UNDECLARED_REASON};
 use crate::decode;
 use crate::export::metrics::ExporterCounts;
 use crate::observation::SourceKind;
@@ -232,6 +234,7 @@ impl FlowLogs {
                     exporters: (names.iter().zip(&l.exporters))
                         .map(|(name, n)| ExporterFacts {
                             name: name.to_string(),
+                            datagrams: n.datagrams,
                             lost_records: n.lost_records,
                             lost_packets: n.lost_packets,
                         })
@@ -275,8 +278,8 @@ fn is_export_capture(path: &Path) -> Result<bool, SourceError> {
 }
 
 /// Every export datagram of the capture at `path` through `collector`,
-/// its sender and items into `cover`, its losses into `exporters` (see
-/// [`LogFile::exporters`]); its other frames counted.
+/// its sender and items into `cover`, its datagrams and losses into
+/// `exporters` (see [`LogFile::exporters`]); its other frames counted.
 fn read_export_capture(
     path: &Path,
     collector: &mut Collector,
@@ -288,11 +291,16 @@ fn read_export_capture(
     let mut f = FlowFile::default();
     let records = collector.records;
     let before = collector.counts.clone();
-    let mut not_export = 0u64;
+    let (mut not_export, mut undeclared) = (0u64, 0u64);
+    let last = exporters.len().saturating_sub(1);
     while let Some(frame) = file.next_frame() {
         match decode::datagram(frame.linktype, frame.data) {
             Some(d) => {
-                cover.sender(policy, d.src, Version::domain(d.payload));
+                let i = cover.sender(policy, d.src, Version::domain(d.payload));
+                undeclared += u64::from(i.is_none());
+                if let Some(n) = exporters.get_mut(i.unwrap_or(last)) {
+                    n.datagrams += 1;
+                }
                 collector.packet(d.src, frame.ts, d.payload, &mut f.items);
             }
             None => not_export += 1,
@@ -301,8 +309,10 @@ fn read_export_capture(
     // A connection's two directions are in one capture.
     collector.settle_joins(&mut f.items);
     cover_items(collector, policy, cover, exporters, &mut f.items);
-    if not_export > 0 {
-        *collector.counts.entry("not_export").or_insert(0) += not_export;
+    for (reason, n) in [("not_export", not_export), (UNDECLARED_REASON, undeclared)] {
+        if n > 0 {
+            *collector.counts.entry(reason).or_insert(0) += n;
+        }
     }
     f.records = collector.records - records;
     add_since(&mut f.counts, &before, &collector.counts);

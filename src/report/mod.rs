@@ -53,17 +53,18 @@ pub struct SourceFacts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<SourceFidelity>,
     /// A capture of export packets: per exporter, by its name in the site
-    /// (every one declared, then `undeclared`), what it lost.
+    /// (every one declared, then `undeclared`), what it sent and lost.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exporters: Vec<ExporterFacts>,
 }
 
-/// What one flow exporter lost, as `run --flow-listen` counts it in
-/// `portwatch_flow_export_*_total{exporter}`.
+/// What one flow exporter sent and lost, as `run --flow-listen` counts it
+/// in `portwatch_flow_export_*_total{exporter}`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ExporterFacts {
     /// Its name in the site's `exporters:`, or `undeclared`.
     pub name: String,
+    pub datagrams: u64,
     /// Records lost by sequence gaps (NetFlow v5, IPFIX).
     pub lost_records: u64,
     /// Export packets lost by sequence gaps (NetFlow v9).

@@ -192,8 +192,9 @@ impl Report {
             for x in &src.exporters {
                 let _ = writeln!(
                     s,
-                    "    exporter {}: {} records lost, {} packets lost",
+                    "    exporter {}: {} datagrams, {} records lost, {} packets lost",
                     field(&x.name),
+                    x.datagrams,
                     x.lost_records,
                     x.lost_packets
                 );
