@@ -477,6 +477,9 @@ impl SourceKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub ts: Timestamp,
+    /// The connection's last packet, where the source tells it apart from
+    /// `ts` (a flow record's end); not before `ts`.
+    pub end: Option<Timestamp>,
     /// `client` is the initiator.
     pub key: FlowKey,
     pub initiator: Initiator,
@@ -495,6 +498,7 @@ impl Observation {
     pub fn record(ts: Timestamp, key: FlowKey, outcome: Outcome, source: SourceKind) -> Self {
         Observation {
             ts,
+            end: None,
             key,
             initiator: Initiator::Logged,
             fate: Fate::Ended {

@@ -867,18 +867,65 @@ fn unix_ms(v: &Value) -> i64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// softflowd's IPFIX records carry flowStartSysUpTime, the init time only
-/// in its options record: `replay` of a capture of its export places each
-/// flow row where the fixture's own replay does (the export took well
-/// under a second; the fixture spans over three hours). `-a`: softflowd
-/// keeps the capture's clock (else its uptime counts from its own start,
-/// and the capture's times are lost to it).
+/// The time of each connection's last packet in `pcap` (tshark), by its
+/// unordered 4-tuple, Unix milliseconds.
+fn last_packets(pcap: &Path) -> BTreeMap<String, i64> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "tcp", "-T", "fields", "-e", "frame.time_epoch"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut last = BTreeMap::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        let ms = (f[0].parse::<f64>().unwrap() * 1000.0).floor() as i64;
+        let t = last.entry(conn_id(f[1], f[2], f[3], f[4])).or_insert(ms);
+        *t = (*t).max(ms);
+    }
+    last
+}
+
+/// A connection's unordered 4-tuple.
+fn conn_id(a: &str, ap: &str, b: &str, bp: &str) -> String {
+    let (x, y) = (format!("{a}:{ap}"), format!("{b}:{bp}"));
+    if x <= y {
+        format!("{x} {y}")
+    } else {
+        format!("{y} {x}")
+    }
+}
+
+/// softflowd's IPFIX records carry flowStartSysUpTime and flowEndSysUpTime,
+/// the init time only in its options record: `replay` of a capture of its
+/// export places each flow row where the fixture's own replay does (the
+/// export took well under a second; the fixture spans over three hours),
+/// and its last time at the record's end: the last packet of the row's
+/// connections in the fixture (tshark; the fixture's conn log says which
+/// connections are the row's). `-a`: softflowd keeps the capture's clock
+/// (else its uptime counts from its own start, and the capture's times are
+/// lost to it).
 #[test]
 fn replay_of_softflowds_ipfix_export_keeps_the_captures_times() {
     if !needs(
         "netflow::softflowd_ipfix_times",
         false,
-        &["softflowd", "softflowctl"],
+        &["softflowd", "softflowctl", "tshark"],
     ) {
         return;
     }
@@ -892,7 +939,19 @@ fn replay_of_softflowds_ipfix_export_keeps_the_captures_times() {
     assert!(frames.len() > 1, "{} datagrams", frames.len());
     let export = dir.0.join("export.pcap");
     crate::live::write_pcap_at(&export, &frames);
-    let (e, pcap_run) = replay_fixture(file);
+    let (e, _) = replay_fixture(file);
+    let conns = dir.0.join("conn.ndjson");
+    let pcap_run = crate::golden::portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        &e.site,
+        "--conn-log",
+        conns.to_str().unwrap(),
+        fixture(file).to_str().unwrap(),
+    ]);
+    assert!(matches!(pcap_run.code, Some(0 | 1)), "{}", pcap_run.stderr);
     let want = pcap_run.json();
     let run = crate::golden::portwatch(&[
         "replay",
@@ -925,15 +984,39 @@ fn replay_of_softflowds_ipfix_export_keeps_the_captures_times() {
         t.values().map(|v| v.1).max().unwrap() - t.values().map(|v| v.0).min().unwrap()
     };
     assert!(span(&a) > 3_600_000, "fixture spans {} ms", span(&a));
-    for (k, (first, last)) in &a {
+    // Each row's last packet: the latest of its connections'.
+    let packets = last_packets(&fixture(file));
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for l in std::fs::read_to_string(&conns).unwrap().lines() {
+        let c: Value = serde_json::from_str(l).unwrap();
+        let (pw, s, d) = (&c["portwatch"], &c["source"], &c["destination"]);
+        let row = format!("{}->{}:{}", pw["src"], pw["dst"], d["port"]);
+        let id = conn_id(
+            s["ip"].as_str().unwrap(),
+            &s["port"].to_string(),
+            d["ip"].as_str().unwrap(),
+            &d["port"].to_string(),
+        );
+        let t = packets[&id];
+        let e = last.entry(row).or_insert(t);
+        *e = (*e).max(t);
+    }
+    let mut later = 0;
+    for (k, (first, start)) in &a {
         let (f, l) = b[k];
         // softflowd keeps milliseconds; the capture microseconds.
         assert!(
             (f - first).abs() <= 1,
             "{k} first: capture {first} export {f}"
         );
-        assert!((l - last).abs() <= 1, "{k} last: capture {last} export {l}");
+        let end = last[k];
+        assert!(
+            (l - end).abs() <= 1,
+            "{k} last: last packet {end} export {l}"
+        );
+        later += usize::from(end > start + 1);
     }
+    assert!(later > 0, "no row's last packet is after its last SYN");
 }
 
 /// A NetFlow v5 export packet sent `ms` after the capture's start (as

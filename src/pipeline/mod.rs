@@ -957,6 +957,7 @@ fn settle(
 fn packet_observation(ts: Timestamp, key: FlowKey, fate: Fate) -> Observation {
     Observation {
         ts,
+        end: None,
         key,
         initiator: Initiator::Syn,
         fate,

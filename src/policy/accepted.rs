@@ -183,6 +183,7 @@ mod tests {
             let ts = at(when);
             let obs = Observation {
                 ts,
+                end: None,
                 key: FlowKey {
                     client: user,
                     client_port: 50_000,

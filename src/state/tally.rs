@@ -492,7 +492,7 @@ impl Tally {
 
     /// A new connection attempt; returns its row for later outcomes.
     pub fn attempt(&mut self, c: &Classification, obs: &Observation) -> RowId {
-        let ts = obs.ts;
+        let (ts, end) = (obs.ts, last_of(obs));
         self.by_verdict[c.verdict as usize] += 1;
         if let Some(kind) = FindingKind::of(c.verdict) {
             self.finding(kind, c, obs, None);
@@ -513,24 +513,28 @@ impl Tally {
             inferred: 0,
             executables: Vec::new(),
             first: ts,
-            last: ts,
+            last: end,
         })?;
         r.attempts += 1;
         if let Some(exe) = &obs.process.executable {
             sample(&mut r.executables, exe.clone());
         }
         r.first = r.first.min(ts);
-        r.last = r.last.max(ts);
+        r.last = r.last.max(end);
         Some(id)
     }
 
     /// Another record of an attempt already counted (its other end, or
     /// another log of the same node): the executable it names joins the
-    /// row's.
+    /// row's, its end the row's last.
     pub fn named(&mut self, row: RowId, obs: &Observation) {
-        if let (Some(id), Some(exe)) = (row, &obs.process.executable) {
-            sample(&mut self.rows.rows[id as usize].executables, exe.clone());
+        let Some(r) = row.and_then(|id| self.rows.rows.get_mut(id as usize)) else {
+            return;
+        };
+        if let Some(exe) = &obs.process.executable {
+            sample(&mut r.executables, exe.clone());
         }
+        r.last = r.last.max(last_of(obs));
     }
 
     pub fn retransmission(&mut self, row: RowId) {
@@ -595,7 +599,7 @@ impl Tally {
         obs: &Observation,
         o: Option<Outcome>,
     ) {
-        let (ts, src, dst) = (obs.ts, obs.key.client, obs.key.server);
+        let (ts, end, src, dst) = (obs.ts, last_of(obs), obs.key.client, obs.key.server);
         let key = finding_key(kind, c, src, dst);
         let Some(f) = self.findings.row(key, || FindingRow {
             key,
@@ -605,7 +609,7 @@ impl Tally {
             outcomes: [0; Outcome::COUNT],
             filters: Vec::new(),
             first: ts,
-            last: ts,
+            last: end,
         }) else {
             if kind == FindingKind::UnknownHost {
                 self.findings.aggregate(c, ts).add(ts, src, dst, c.port);
@@ -616,7 +620,7 @@ impl Tally {
         };
         f.count += 1;
         f.first = f.first.min(ts);
-        f.last = f.last.max(ts);
+        f.last = f.last.max(end);
         if let Some(o) = o {
             f.outcomes[o.index()] += 1;
         }
@@ -624,6 +628,12 @@ impl Tally {
             sample(&mut f.filters, id);
         }
     }
+}
+
+/// The time an observation was last seen: its end where its source tells
+/// one (a flow record's), else its time.
+fn last_of(obs: &Observation) -> Timestamp {
+    obs.end.map_or(obs.ts, |e| e.max(obs.ts))
 }
 
 /// The key of a `kind` finding of classification `c` between `src` and `dst`.
@@ -650,6 +660,7 @@ mod tests {
     fn attempt(ts: Timestamp, src: IpAddr, dst: IpAddr, port: u16) -> Observation {
         Observation {
             ts,
+            end: None,
             key: FlowKey {
                 client: src,
                 client_port: 50_000,

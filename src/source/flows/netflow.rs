@@ -34,6 +34,9 @@
 //!   `systemInitTimeMilliseconds`, kept per domain). Where that is unknown
 //!   (`time_from_export`) or implausible (`time_implausible`: more than
 //!   [`MAX_AHEAD`] after export, or before 1970) the export time is used.
+//!   Its end (v5/v9 Last, IPFIX 151/153/21) is read by the same rules, and
+//!   is also implausible before the start; an end not known is the start.
+//!   A record counts each reason once, for its start or its end.
 //! - **Bad input** is counted by reason, never fatal: a bad header, a
 //!   truncated set, a template with a zero-length field (read as absent) or
 //!   of zero length (refused), a record too short for its template.
@@ -88,12 +91,15 @@ mod ie {
     pub const SRC_V4: u16 = 8;
     pub const DST_PORT: u16 = 11;
     pub const DST_V4: u16 = 12;
+    pub const END_UPTIME: u16 = 21;
     pub const START_UPTIME: u16 = 22;
     pub const SRC_V6: u16 = 27;
     pub const DST_V6: u16 = 28;
     pub const END_REASON: u16 = 136;
     pub const START_SECONDS: u16 = 150;
+    pub const END_SECONDS: u16 = 151;
     pub const START_MILLISECONDS: u16 = 152;
+    pub const END_MILLISECONDS: u16 = 153;
     pub const SYSTEM_INIT_MILLISECONDS: u16 = 160;
 }
 
@@ -201,6 +207,9 @@ enum Field {
     StartSeconds,
     StartMilliseconds,
     StartUptime,
+    EndSeconds,
+    EndMilliseconds,
+    EndUptime,
     SystemInit,
 }
 
@@ -230,6 +239,9 @@ impl Field {
             ie::START_SECONDS => Field::StartSeconds,
             ie::START_MILLISECONDS => Field::StartMilliseconds,
             ie::START_UPTIME => Field::StartUptime,
+            ie::END_SECONDS => Field::EndSeconds,
+            ie::END_MILLISECONDS => Field::EndMilliseconds,
+            ie::END_UPTIME => Field::EndUptime,
             ie::SYSTEM_INIT_MILLISECONDS => Field::SystemInit,
             _ => return None,
         })
@@ -339,6 +351,9 @@ struct Raw {
     start_secs: Option<u64>,
     start_ms: Option<u64>,
     start_uptime_ms: Option<u64>,
+    end_secs: Option<u64>,
+    end_ms: Option<u64>,
+    end_uptime_ms: Option<u64>,
     system_init_ms: Option<u64>,
 }
 
@@ -379,6 +394,9 @@ impl Raw {
             Field::StartSeconds => self.start_secs = n,
             Field::StartMilliseconds => self.start_ms = n,
             Field::StartUptime => self.start_uptime_ms = n,
+            Field::EndSeconds => self.end_secs = n,
+            Field::EndMilliseconds => self.end_ms = n,
+            Field::EndUptime => self.end_uptime_ms = n,
             Field::SystemInit => self.system_init_ms = n,
         }
     }
@@ -400,34 +418,67 @@ struct Clock {
     init_ms: Option<u64>,
 }
 
+/// A record's own time (its start or its end), as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Own {
+    /// The record has no such field.
+    Absent,
+    /// Unix milliseconds.
+    At(u64),
+    /// There, but not usable: the reason.
+    Unusable(&'static str),
+}
+
 impl Clock {
     /// A record's start time: an absolute field, else its uptime offset,
     /// else the export time. With the reason counted when the record's own
     /// time was there but could not be used.
     fn start(&self, r: &Raw) -> (Timestamp, Option<&'static str>) {
-        let own = if let Some(ms) = r.start_ms {
+        match self.own(r.start_ms, r.start_secs, r.start_uptime_ms, r) {
+            Own::At(ms) => (self.at(ms), None),
+            Own::Absent => (self.at(self.export_ms), None),
+            Own::Unusable(why) => (self.at(self.export_ms), Some(why)),
+        }
+    }
+
+    /// A record's end time, read as its start is; not known, or before
+    /// `start`, it is `start`.
+    fn end(&self, r: &Raw, start: Timestamp) -> (Timestamp, Option<&'static str>) {
+        match self.own(r.end_ms, r.end_secs, r.end_uptime_ms, r) {
+            Own::At(ms) if self.at(ms) >= start => (self.at(ms), None),
+            Own::At(_) => (start, Some("time_implausible")),
+            Own::Absent => (start, None),
+            Own::Unusable(why) => (start, Some(why)),
+        }
+    }
+
+    /// A time from its absolute fields (milliseconds, else seconds), else
+    /// its uptime offset; implausible more than [`MAX_AHEAD`] after export
+    /// or before 1970.
+    fn own(&self, ms: Option<u64>, secs: Option<u64>, uptime: Option<u64>, r: &Raw) -> Own {
+        let own = if let Some(ms) = ms {
             Some(ms)
-        } else if let Some(s) = r.start_secs {
+        } else if let Some(s) = secs {
             s.checked_mul(1000)
-        } else if let Some(first) = r.start_uptime_ms {
+        } else if let Some(t) = uptime {
             match (r.system_init_ms.or(self.init_ms), self.uptime_ms) {
-                (Some(init), _) => init.checked_add(first),
+                (Some(init), _) => init.checked_add(t),
                 (None, Some(up)) => {
-                    // Uptime wraps after 49.7 days: a start "after" export
+                    // Uptime wraps after 49.7 days: a time "after" export
                     // is from before the wrap.
-                    let behind = (up as u32).wrapping_sub(first as u32);
+                    let behind = (up as u32).wrapping_sub(t as u32);
                     // None: before 1970.
                     self.export_ms.checked_sub(u64::from(behind))
                 }
-                (None, None) => return (self.at(self.export_ms), Some("time_from_export")),
+                (None, None) => return Own::Unusable("time_from_export"),
             }
         } else {
-            return (self.at(self.export_ms), None);
+            return Own::Absent;
         };
         let latest = self.export_ms.saturating_add(MAX_AHEAD.as_millis() as u64);
         match own {
-            Some(ms) if ms <= latest => (self.at(ms), None),
-            _ => (self.at(self.export_ms), Some("time_implausible")),
+            Some(ms) if ms <= latest => Own::At(ms),
+            _ => Own::Unusable("time_implausible"),
         }
     }
 
@@ -544,6 +595,8 @@ struct Half {
     src: (IpAddr, u16),
     dst: (IpAddr, u16),
     start: Timestamp,
+    /// Not before `start`.
+    end: Timestamp,
     flags: u16,
     /// Biflow: the reverse direction's flags, `Some(0)` when it sent none.
     reverse: Option<u16>,
@@ -841,6 +894,7 @@ impl Collector {
                 src: Some(ip(0)),
                 dst: Some(ip(4)),
                 start_uptime_ms: be32(r, 24).map(u64::from),
+                end_uptime_ms: be32(r, 28).map(u64::from),
                 src_port: be16(r, 32),
                 dst_port: be16(r, 34),
                 flags: Some(u16::from(r[37])),
@@ -1103,8 +1157,13 @@ impl Collector {
         let Some(flags) = r.flags else {
             return self.count("no_tcp_flags");
         };
-        let (start, reason) = clock.start(r);
-        if let Some(reason) = reason {
+        let (start, why) = clock.start(r);
+        let (end, why_end) = clock.end(r, start);
+        // Once a record per reason.
+        for reason in [why, why_end.filter(|e| why != Some(*e))]
+            .into_iter()
+            .flatten()
+        {
             self.count(reason);
         }
         let reverse = match (r.reverse_flags, r.reverse_packets) {
@@ -1116,6 +1175,7 @@ impl Collector {
             src: (src, sp),
             dst: (dst, dp),
             start,
+            end,
             flags,
             reverse,
             end_reason: r.end_reason,
@@ -1226,7 +1286,7 @@ fn judge(j: &Join) -> Result<Observation, &'static str> {
                         fb,
                         Some(fa),
                         how,
-                        b.start.min(a.start),
+                        (b.start.min(a.start), b.end.max(a.end)),
                         b,
                     ));
                 }
@@ -1238,7 +1298,8 @@ fn judge(j: &Join) -> Result<Observation, &'static str> {
         }
     };
     let start = j.second.map_or(a.start, |b| b.start.min(a.start));
-    Ok(observation(src, dst, init, reply, how, start, a))
+    let end = j.second.map_or(a.end, |b| b.end.max(a.end));
+    Ok(observation(src, dst, init, reply, how, (start, end), a))
 }
 
 fn observation(
@@ -1247,7 +1308,7 @@ fn observation(
     init: u16,
     reply: Option<u16>,
     how: Initiator,
-    start: Timestamp,
+    (start, end): (Timestamp, Timestamp),
     a: &Half,
 ) -> Observation {
     let cut_off = matches!(a.end_reason, Some(END_FORCED | END_LACK_OF_RESOURCES));
@@ -1267,6 +1328,7 @@ fn observation(
     let mut o = Observation::record(start, key(src, dst, true), outcome, SourceKind::FlowExport);
     o.initiator = how;
     o.fate = Fate::Ended { outcome, inferred };
+    o.end = Some(end);
     o
 }
 

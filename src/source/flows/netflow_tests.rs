@@ -709,6 +709,7 @@ fn v5_one(secs: u32, up: u32, first: u32) -> Vec<u8> {
     let mut record = [0u8; V5_RECORD];
     record[0..8].copy_from_slice(&r[0..8]);
     record[24..28].copy_from_slice(&first.to_be_bytes());
+    record[28..32].copy_from_slice(&first.to_be_bytes());
     record[32..36].copy_from_slice(&r[8..12]);
     record[37] = 0x02;
     record[38] = TCP;
@@ -756,4 +757,74 @@ fn v9_first_switched_is_export_time_less_the_uptime_since() {
     };
     let (ts, _) = clock.start(&r);
     assert_eq!(ts.as_nanos() / 1_000_000, 1_700_000_000_000 - 2_000);
+}
+
+#[test]
+fn a_records_end_is_read_as_its_start_and_not_before_it() {
+    let clock = Clock {
+        export_ms: 1_700_000_000_000,
+        uptime_ms: Some(3_600_000),
+        init_ms: None,
+    };
+    // v9 First and Last: 10 min and 5 min before export.
+    let r = Raw {
+        start_uptime_ms: Some(3_000_000),
+        end_uptime_ms: Some(3_300_000),
+        ..Raw::default()
+    };
+    let (start, _) = clock.start(&r);
+    let (end, why) = clock.end(&r, start);
+    assert_eq!(end.as_nanos() / 1_000_000, 1_700_000_000_000 - 300_000);
+    assert_eq!(why, None);
+    // IPFIX flowEndMilliseconds over flowEndSeconds.
+    let r = Raw {
+        start_ms: Some(1_699_999_999_000),
+        end_ms: Some(1_699_999_999_500),
+        end_secs: Some(1_699_999_990),
+        ..Raw::default()
+    };
+    let (start, _) = clock.start(&r);
+    assert_eq!(
+        clock.end(&r, start).0.as_nanos() / 1_000_000,
+        1_699_999_999_500
+    );
+    // Before the start, or hours after export: the start, counted.
+    for end_ms in [1_699_999_998_000, 1_700_000_000_000 + 2 * 3_600_000] {
+        let r = Raw {
+            end_ms: Some(end_ms),
+            ..r
+        };
+        assert_eq!(clock.end(&r, start), (start, Some("time_implausible")));
+    }
+    // No end: the start; an uptime end with no clock to read it by.
+    let r = Raw {
+        end_ms: None,
+        end_secs: None,
+        ..r
+    };
+    assert_eq!(clock.end(&r, start), (start, None));
+    let ipfix = Clock {
+        uptime_ms: None,
+        ..clock
+    };
+    let r = Raw {
+        end_uptime_ms: Some(5),
+        ..r
+    };
+    assert_eq!(ipfix.end(&r, start), (start, Some("time_from_export")));
+}
+
+#[test]
+fn a_v5_observation_ends_at_its_records_last() {
+    let mut b = v5_one(1_700_000_000, 90_000, 30_000);
+    // Last: 20 s after First.
+    b[V5_HEADER + 28..V5_HEADER + 32].copy_from_slice(&50_000u32.to_be_bytes());
+    let mut c = Collector::new();
+    let mut items = feed(&mut c, 1_000, &b);
+    items.extend(fin(&mut c));
+    let o: Vec<&Observation> = observed(&items).collect();
+    assert_eq!(ms(o[0]), 1_700_000_000_250 - 60_000);
+    let end = o[0].end.expect("an end");
+    assert_eq!(end.as_nanos() / 1_000_000, 1_700_000_000_250 - 40_000);
+    assert_eq!(count(&c, "time_implausible"), 0);
 }
