@@ -9,6 +9,7 @@
 //! their [`SourceKind`]).
 
 pub mod azure;
+mod holding;
 mod interfaces;
 pub mod netflow;
 pub mod vpc;

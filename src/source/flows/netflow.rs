@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use super::holding::{Holding, Keyed};
 use super::{by_ports, key, FlowItem};
 use crate::observation::{Fate, Initiator, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
@@ -603,14 +604,27 @@ struct Half {
     end_reason: Option<u8>,
 }
 
-/// Both directions of one connection, by the unordered 4-tuple.
+/// A connection's first record, held for its other direction (by the
+/// unordered 4-tuple), or a biflow record.
 #[derive(Clone, Copy, Debug)]
 struct Join {
     exporter: IpAddr,
     domain: Option<u32>,
     first: Half,
-    second: Option<Half>,
     held_at: Timestamp,
+}
+
+impl Keyed for Join {
+    type Key = JoinKey;
+    fn key(&self) -> JoinKey {
+        join_key(self.exporter, &self.first)
+    }
+}
+
+impl Default for Holding<Join> {
+    fn default() -> Self {
+        Holding::new(MAX_JOINS)
+    }
 }
 
 type JoinKey = (IpAddr, (IpAddr, u16), (IpAddr, u16));
@@ -629,9 +643,8 @@ fn join_key(exporter: IpAddr, h: &Half) -> JoinKey {
 #[derive(Debug, Default)]
 pub struct Collector {
     domains: HashMap<DomainKey, Domain>,
-    joins: HashMap<JoinKey, Join>,
-    /// Join keys in holding order (a key may be stale: then skipped).
-    join_order: VecDeque<(Timestamp, JoinKey)>,
+    /// Records waiting for their other direction, in holding order.
+    joins: Holding<Join>,
     /// Held sets are looked at once a second, not per packet.
     next_held_check: Timestamp,
     /// Export packets read.
@@ -683,17 +696,12 @@ impl Collector {
     /// Release what has waited long enough as of `now`: joins past
     /// [`JOIN_FOR`] (observed alone), held sets past [`HOLD_FOR`] (dropped).
     pub fn expire(&mut self, now: Timestamp, out: &mut Vec<FlowItem>) {
-        while let Some(&(at, k)) = self.join_order.front() {
-            if now.saturating_sub(at) < JOIN_FOR && self.joins.len() <= MAX_JOINS {
+        while let Some(j) = self.joins.oldest() {
+            if now.saturating_sub(j.held_at) < JOIN_FOR {
                 break;
             }
-            self.join_order.pop_front();
-            if let Some(j) = self.joins.get(&k) {
-                if j.held_at == at {
-                    let j = self.joins.remove(&k).expect("just seen");
-                    self.settle(j, out);
-                }
-            }
+            let j = self.joins.pop_oldest().expect("just seen");
+            self.settle(j, None, out);
         }
         if now < self.next_held_check {
             return;
@@ -716,11 +724,11 @@ impl Collector {
     /// Every record waiting for its other direction is settled alone (the
     /// end of a capture file).
     pub fn settle_joins(&mut self, out: &mut Vec<FlowItem>) {
-        let mut joins: Vec<Join> = self.joins.drain().map(|(_, j)| j).collect();
+        let mut joins = self.joins.drain();
+        // Held in arrival order; stable, so ties keep it.
         joins.sort_by_key(|j| j.held_at);
-        self.join_order.clear();
         for j in joins {
-            self.settle(j, out);
+            self.settle(j, None, out);
         }
     }
 
@@ -1187,42 +1195,37 @@ impl Collector {
                     exporter: k.exporter,
                     domain: k.declared_domain(),
                     first: half,
-                    second: None,
                     held_at: now,
                 },
+                None,
                 out,
             );
         }
-        let jk = join_key(k.exporter, &half);
-        if let Some(j) = self.joins.get_mut(&jk) {
-            if j.second.is_none() && j.first.src != half.src {
-                j.second = Some(half);
-                let j = self.joins.remove(&jk).expect("just seen");
-                return self.settle(j, out);
+        if let Some(j) = self.joins.take(&join_key(k.exporter, &half)) {
+            if j.first.src != half.src {
+                return self.settle(j, Some(half), out);
             }
             // The same direction again (a later record of the flow):
             // settle the one held, hold this.
-            let j = self.joins.remove(&jk).expect("just seen");
-            self.settle(j, out);
+            self.settle(j, None, out);
         }
-        self.joins.insert(
-            jk,
-            Join {
-                exporter: k.exporter,
-                domain: k.declared_domain(),
-                first: half,
-                second: None,
-                held_at: now,
-            },
-        );
-        self.join_order.push_back((now, jk));
+        let evicted = self.joins.push(Join {
+            exporter: k.exporter,
+            domain: k.declared_domain(),
+            first: half,
+            held_at: now,
+        });
+        // At the cap the oldest is released early.
+        if let Some(j) = evicted {
+            self.settle(j, None, out);
+        }
     }
 
     /// A connection's records, joined or alone: an observation, or counted.
     /// Counted per record: one or two.
-    fn settle(&mut self, j: Join, out: &mut Vec<FlowItem>) {
-        let n = 1 + u64::from(j.second.is_some());
-        match judge(&j) {
+    fn settle(&mut self, j: Join, second: Option<Half>, out: &mut Vec<FlowItem>) {
+        let n = 1 + u64::from(second.is_some());
+        match judge(&j, second.as_ref()) {
             Ok(o) => {
                 self.count_n("observed", n);
                 out.push(FlowItem::Observed(o));
@@ -1240,12 +1243,12 @@ impl Collector {
 }
 
 /// What a connection's records prove. See the module documentation.
-fn judge(j: &Join) -> Result<Observation, &'static str> {
+fn judge(j: &Join, second: Option<&Half>) -> Result<Observation, &'static str> {
     let a = &j.first;
     let syn_only = |f: u16| f & SYN != 0 && f & ACK == 0;
     // (initiator's half as (src, dst), its flags, the reply's flags, how
     // the initiator is known, start)
-    let (src, dst, init, reply, how) = match (a.reverse, &j.second) {
+    let (src, dst, init, reply, how) = match (a.reverse, second) {
         (Some(rev), _) => (a.src, a.dst, a.flags, Some(rev), Initiator::Logged),
         (None, None) => {
             if a.flags & SYN == 0 {
@@ -1297,8 +1300,8 @@ fn judge(j: &Join) -> Result<Observation, &'static str> {
             }
         }
     };
-    let start = j.second.map_or(a.start, |b| b.start.min(a.start));
-    let end = j.second.map_or(a.end, |b| b.end.max(a.end));
+    let start = second.map_or(a.start, |b| b.start.min(a.start));
+    let end = second.map_or(a.end, |b| b.end.max(a.end));
     Ok(observation(src, dst, init, reply, how, (start, end), a))
 }
 

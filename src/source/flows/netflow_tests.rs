@@ -828,3 +828,93 @@ fn a_v5_observation_ends_at_its_records_last() {
     assert_eq!(end.as_nanos() / 1_000_000, 1_700_000_000_250 - 40_000);
     assert_eq!(count(&c, "time_implausible"), 0);
 }
+
+/// A record of template 300 from client `i` (its own address) to `S`:443.
+fn numbered_rec(i: u32, flags: u8, start_ms: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(0x0a00_0000 | i).to_be_bytes());
+    b.extend_from_slice(&[10, 0, 0, 2]);
+    b.extend_from_slice(&40_000u16.to_be_bytes());
+    b.extend_from_slice(&443u16.to_be_bytes());
+    b.push(TCP);
+    b.push(flags);
+    b.extend_from_slice(&start_ms.to_be_bytes());
+    b.push(3);
+    b
+}
+
+/// The reverse of [`numbered_rec`]: from `S`:443 back to client `i`.
+fn numbered_reply(i: u32, flags: u8, start_ms: u64) -> Vec<u8> {
+    let mut b = numbered_rec(i, flags, start_ms);
+    let (src, dst) = b.split_at_mut(4);
+    src.swap_with_slice(&mut dst[..4]);
+    let (sp, dp) = b[8..12].split_at_mut(2);
+    sp.swap_with_slice(dp);
+    b
+}
+
+/// (client address's last 24 bits, outcome) of each observation.
+fn outcomes(items: &[FlowItem]) -> Vec<(u32, Outcome)> {
+    observed(items)
+        .map(|o| match o.key.client {
+            IpAddr::V4(a) => (u32::from(a) & 0x00ff_ffff, o.outcome().unwrap()),
+            IpAddr::V6(_) => unreachable!(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_direction_waits_join_for_its_reverse_then_is_settled_alone() {
+    let mut c = Collector::new();
+    let mut seq = 0;
+    let mut send = |c: &mut Collector, now: u64, r: Vec<u8>| {
+        let m = Ipfix::new(seq).template(300, &SPEC).set(300, &r);
+        seq += 1;
+        outcomes(&feed(c, now, &m.bytes()))
+    };
+    assert_eq!(send(&mut c, 100, numbered_rec(1, 0x02, START)), []);
+    assert_eq!(send(&mut c, 101, numbered_rec(2, 0x02, START)), []);
+    // JOIN_FOR after the first: it is settled alone; the second waits on.
+    assert_eq!(
+        send(&mut c, 105, numbered_rec(3, 0x02, START)),
+        [(1, Outcome::Unanswered)]
+    );
+    assert_eq!(
+        send(&mut c, 105, numbered_reply(2, 0x12, START)),
+        [(2, Outcome::Established)]
+    );
+    assert_eq!(outcomes(&fin(&mut c)), [(3, Outcome::Unanswered)]);
+    assert_eq!(count(&c, "observed"), 4);
+}
+
+#[test]
+fn at_the_cap_the_oldest_direction_is_settled_alone() {
+    let mut c = Collector::new();
+    let mut items = Vec::new();
+    // MAX_JOINS + 1 lone SYNs, 2,000 records a message.
+    let n = MAX_JOINS as u32 + 1;
+    let mut seq = 0;
+    for from in (0..n).step_by(2_000) {
+        let to = n.min(from + 2_000);
+        let recs: Vec<u8> = (from..to)
+            .flat_map(|i| numbered_rec(i, 0x02, START))
+            .collect();
+        let m = Ipfix::new(seq).template(300, &SPEC).set(300, &recs);
+        seq += to - from;
+        c.packet(exporter(), t(1_000), &m.bytes(), &mut items);
+    }
+    assert_eq!(outcomes(&items), [(0, Outcome::Unanswered)]);
+    assert_eq!(c.joins.len(), MAX_JOINS);
+    // The first's answer comes too late; it is held itself, and the
+    // second makes room for it. The third's joins.
+    let m = Ipfix::new(seq)
+        .template(300, &SPEC)
+        .set(300, &[numbered_reply(0, 0x12, START), numbered_reply(2, 0x12, START)].concat());
+    let items = feed(&mut c, 1_000, &m.bytes());
+    assert_eq!(
+        outcomes(&items),
+        [(1, Outcome::Unanswered), (2, Outcome::Established)]
+    );
+    assert_eq!(c.joins.len(), MAX_JOINS - 1);
+    assert_eq!(count(&c, "lost_records"), 0);
+}

@@ -1,0 +1,279 @@
+//! Records held for their connection's other direction: a slab of slots,
+//! an index from the connection's key to its slot, and the holding order as
+//! a list threaded through the slots.
+//!
+//! At a million lone SYNs a second the table stays at its cap and every
+//! record is a miss, an insert and an eviction of the oldest. A map from
+//! key to entry made each of those a probe among buckets of a few hundred
+//! bytes (key and entry in every bucket, empty ones included), hashed with
+//! SipHash, and a queue of keys in holding order (stale ones skipped).
+//! Here the index holds 4-byte slots (a probe touches the control bytes
+//! and, on a tag match, one entry), the key is derived from the entry
+//! rather than stored twice, the order costs 8 bytes an entry and has no
+//! stale records, and the slot the oldest frees is the one the next record
+//! fills (reused newest-freed first, so the live entries stay dense).
+
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+
+type Slot = u32;
+
+/// The end of the list.
+const NIL: Slot = Slot::MAX;
+
+/// An entry that knows its key.
+pub(super) trait Keyed {
+    type Key: Hash + Eq;
+    fn key(&self) -> Self::Key;
+}
+
+struct Node<V> {
+    value: V,
+    /// Neighbours in holding order: `prev` is older.
+    prev: Slot,
+    next: Slot,
+}
+
+/// Entries by key in holding order, at most `limit` at once: holding one
+/// more releases the oldest.
+pub(super) struct Holding<V> {
+    nodes: Vec<Option<Node<V>>>,
+    /// Free slots below `nodes.len()`, the last freed last.
+    free: Vec<Slot>,
+    index: HashTable<Slot>,
+    /// Per-process random seed, as [`crate::map::FastMap`]'s.
+    hasher: foldhash::fast::RandomState,
+    /// Oldest and newest.
+    head: Slot,
+    tail: Slot,
+    limit: usize,
+}
+
+impl<V: Keyed> Holding<V> {
+    /// Empty; grows with use, never past `limit` entries.
+    pub fn new(limit: usize) -> Self {
+        Holding {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            head: NIL,
+            tail: NIL,
+            limit: limit.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Take out the entry of `key`, if one is held.
+    pub fn take(&mut self, key: &V::Key) -> Option<V> {
+        let hash = self.hasher.hash_one(key);
+        let nodes = &self.nodes;
+        let found = self
+            .index
+            .find_entry(hash, |&s| live(nodes, s).value.key() == *key)
+            .ok()?;
+        let (slot, _) = found.remove();
+        Some(self.release(slot))
+    }
+
+    /// Hold `value`, whose key is not held, as the newest. At the limit the
+    /// oldest is taken out first and returned.
+    pub fn push(&mut self, value: V) -> Option<V> {
+        let evicted = (self.len() >= self.limit)
+            .then(|| self.pop_oldest())
+            .flatten();
+        let key = value.key();
+        let hash = self.hasher.hash_one(&key);
+        debug_assert!(self.not_held(hash, &key));
+        let new = Some(Node {
+            value,
+            prev: self.tail,
+            next: NIL,
+        });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = new;
+                slot
+            }
+            None => {
+                if self.nodes.len() == self.nodes.capacity() {
+                    // Doubling, as `push` would, but never past the limit.
+                    let room = self.limit.saturating_sub(self.nodes.len());
+                    self.nodes
+                        .reserve_exact(self.nodes.len().clamp(16, room.max(16)));
+                }
+                self.nodes.push(new);
+                Slot::try_from(self.nodes.len() - 1).expect("fewer than 2^32 slots")
+            }
+        };
+        match self.tail {
+            NIL => self.head = slot,
+            tail => self.node_mut(tail).next = slot,
+        }
+        self.tail = slot;
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| {
+            hasher.hash_one(live(nodes, s).value.key())
+        });
+        evicted
+    }
+
+    /// The oldest entry.
+    pub fn oldest(&self) -> Option<&V> {
+        (self.head != NIL).then(|| &live(&self.nodes, self.head).value)
+    }
+
+    /// Take out the oldest entry.
+    pub fn pop_oldest(&mut self) -> Option<V> {
+        let slot = self.head;
+        if slot == NIL {
+            return None;
+        }
+        let hash = self.hasher.hash_one(live(&self.nodes, slot).value.key());
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        Some(self.release(slot))
+    }
+
+    /// Every entry, oldest first; the table is left empty.
+    pub fn drain(&mut self) -> Vec<V> {
+        let mut out = Vec::with_capacity(self.len());
+        while let Some(v) = self.pop_oldest() {
+            out.push(v);
+        }
+        self.nodes = Vec::new();
+        self.free = Vec::new();
+        self.index = HashTable::new();
+        out
+    }
+
+    /// Unlink a slot already out of the index and free it.
+    fn release(&mut self, slot: Slot) -> V {
+        let n = self.nodes[slot as usize].take().expect("a live slot");
+        match n.prev {
+            NIL => self.head = n.next,
+            prev => self.node_mut(prev).next = n.next,
+        }
+        match n.next {
+            NIL => self.tail = n.prev,
+            next => self.node_mut(next).prev = n.prev,
+        }
+        self.free.push(slot);
+        n.value
+    }
+
+    fn node_mut(&mut self, slot: Slot) -> &mut Node<V> {
+        self.nodes[slot as usize].as_mut().expect("a live slot")
+    }
+
+    /// For a debug assertion: `key` is not held.
+    fn not_held(&self, hash: u64, key: &V::Key) -> bool {
+        let nodes = &self.nodes;
+        self.index
+            .find(hash, |&s| live(nodes, s).value.key() == *key)
+            .is_none()
+    }
+}
+
+impl<V> std::fmt::Debug for Holding<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holding")
+            .field("len", &self.index.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+fn live<V>(nodes: &[Option<Node<V>>], slot: Slot) -> &Node<V> {
+    nodes[slot as usize].as_ref().expect("indexed slots are live")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct E {
+        key: u8,
+        stamp: u32,
+    }
+
+    impl Keyed for E {
+        type Key = u8;
+        fn key(&self) -> u8 {
+            self.key
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Take(u8),
+        /// Take the key's entry if held, then hold a new one.
+        Push(u8),
+        PopOldest,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0u8..24).prop_map(Op::Take),
+            4 => (0u8..24).prop_map(Op::Push),
+            1 => Just(Op::PopOldest),
+        ]
+    }
+
+    proptest! {
+        /// The same entries come out, in the same order, as from a list
+        /// kept in holding order and searched one by one.
+        #[test]
+        fn holds_as_a_list_in_holding_order(
+            ops in proptest::collection::vec(op(), 0..400),
+            limit in 1usize..12,
+        ) {
+            let mut h = Holding::new(limit);
+            let mut model: Vec<E> = Vec::new();
+            for (stamp, op) in (0u32..).zip(ops) {
+                match op {
+                    Op::Take(k) => {
+                        let want = model.iter().position(|e| e.key == k).map(|i| model.remove(i));
+                        prop_assert_eq!(h.take(&k), want);
+                    }
+                    Op::Push(k) => {
+                        let want = model.iter().position(|e| e.key == k).map(|i| model.remove(i));
+                        prop_assert_eq!(h.take(&k), want);
+                        let e = E { key: k, stamp };
+                        let evicted = (model.len() >= limit).then(|| model.remove(0));
+                        model.push(e);
+                        prop_assert_eq!(h.push(e), evicted);
+                    }
+                    Op::PopOldest => {
+                        let want = (!model.is_empty()).then(|| model.remove(0));
+                        prop_assert_eq!(h.pop_oldest(), want);
+                    }
+                }
+                prop_assert_eq!(h.len(), model.len());
+                prop_assert_eq!(h.oldest(), model.first());
+                prop_assert!(h.nodes.len() <= limit);
+            }
+            prop_assert_eq!(h.drain(), model);
+            prop_assert_eq!(h.len(), 0);
+        }
+    }
+
+    #[test]
+    fn the_slot_the_oldest_frees_is_the_next_filled() {
+        let mut h = Holding::new(2);
+        assert_eq!(h.push(E { key: 1, stamp: 0 }), None);
+        assert_eq!(h.push(E { key: 2, stamp: 1 }), None);
+        assert_eq!(h.push(E { key: 3, stamp: 2 }), Some(E { key: 1, stamp: 0 }));
+        assert_eq!(h.nodes.len(), 2);
+        assert_eq!(h.take(&2), Some(E { key: 2, stamp: 1 }));
+        assert_eq!(h.take(&2), None);
+        assert_eq!(h.oldest(), Some(&E { key: 3, stamp: 2 }));
+    }
+}
