@@ -12,6 +12,10 @@
 //! not its records/s under a flood). The decoder alone, in
 //! this process and without sockets, first: its records/s on the same
 //! packets.
+//!
+//! `PCAP=FILE` writes the packets it would send (as Ethernet frames, one
+//! every `29 / RATE` s, `RATE` 1000000 unless set) to a pcap file instead
+//! and stops: an export capture for `portwatch replay` under a profiler.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -135,12 +139,45 @@ fn decoder_alone(packet: &[u8], count: u64, packets: u64, syn: bool) {
     );
 }
 
-/// The UDP payload of a sample's single packet.
-fn sample_payload(name: &str) -> Vec<u8> {
+/// The packets as a pcap file at `path`, `rate` records a second, each
+/// behind the sample's own Ethernet, IPv4 and UDP headers.
+fn write_pcap(path: &str, packet: &[u8], count: u64, packets: u64, syn: bool, rate: u64) {
+    let frame = sample_frame("akvorado_nfv5.pcap");
+    let mut p = packet.to_vec();
+    let mut out = Vec::with_capacity(PCAP_HEADER + packets as usize * (RECORD_HEADER + frame.len()));
+    out.extend_from_slice(&frame_file_header(&frame));
+    let start_ns = 1_700_000_000u64 * 1_000_000_000;
+    for i in 0..packets {
+        prepare(&mut p, count, i, syn);
+        let ns = start_ns + i * count * 1_000_000_000 / rate;
+        let len = (ETH_IP_UDP + p.len()) as u32;
+        out.extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((ns % 1_000_000_000 / 1000) as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&frame[PCAP_HEADER + RECORD_HEADER..][..ETH_IP_UDP]);
+        out.extend_from_slice(&p);
+    }
+    std::fs::write(path, out).expect("the pcap written");
+    println!("wrote {packets} packets ({} records) to {path}", packets * count);
+}
+
+/// The sample's pcap file header (the first 24 bytes of `file`).
+fn frame_file_header(file: &[u8]) -> [u8; PCAP_HEADER] {
+    file[..PCAP_HEADER].try_into().expect("a pcap header")
+}
+
+/// A sample's file: pcap header, one record header, the frame.
+fn sample_frame(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/sensors/netflow")
         .join(name);
-    let file = std::fs::read(&p).expect("a netflow sample");
+    std::fs::read(&p).expect("a netflow sample")
+}
+
+/// The UDP payload of a sample's single packet.
+fn sample_payload(name: &str) -> Vec<u8> {
+    let file = sample_frame(name);
     file[PCAP_HEADER + RECORD_HEADER + ETH_IP_UDP..].to_vec()
 }
 
@@ -150,6 +187,10 @@ fn main() {
     let rate = env_u64("RATE", 0);
     let mut packet = sample_payload("akvorado_nfv5.pcap");
     let count = u64::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if let Ok(path) = std::env::var("PCAP") {
+        let rate = if rate > 0 { rate } else { 1_000_000 };
+        return write_pcap(&path, &packet, count, packets, syn, rate);
+    }
     decoder_alone(&packet, count, packets, syn);
     let (udp, http) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_portwatch"))
