@@ -41,12 +41,13 @@
 //!   truncated set, a template with a zero-length field (read as absent) or
 //!   of zero length (refused), a record too short for its template.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::holding::{Holding, Keyed};
 use super::{by_ports, key, FlowItem};
+use crate::map::FastMap;
 use crate::observation::{Fate, Initiator, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
 
@@ -532,7 +533,7 @@ const SWITCH_AFTER: u8 = 2;
 /// Per-domain state.
 #[derive(Debug)]
 struct Domain {
-    templates: HashMap<u16, (u64, Template)>,
+    templates: FastMap<u16, (u64, Template)>,
     next_stamp: u64,
     /// The next sequence number by [`SeqRule::Before`].
     expected: Option<u32>,
@@ -556,7 +557,7 @@ struct Domain {
 impl Domain {
     fn new(now: Timestamp) -> Domain {
         Domain {
-            templates: HashMap::new(),
+            templates: FastMap::default(),
             next_stamp: 0,
             expected: None,
             last_seq: None,
@@ -627,7 +628,42 @@ impl Default for Holding<Join> {
     }
 }
 
-type JoinKey = (IpAddr, (IpAddr, u16), (IpAddr, u16));
+/// A connection's two directions at one exporter: the unordered 4-tuple,
+/// lower end first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct JoinKey {
+    exporter: IpAddr,
+    a: (IpAddr, u16),
+    b: (IpAddr, u16),
+}
+
+/// By hand, as [`crate::observation::FlowKey`]'s: the derived hash feeds
+/// each `IpAddr` as a discriminant and a length-prefixed byte slice, eleven
+/// writes where an IPv4 key needs two words.
+impl std::hash::Hash for JoinKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let ports = u32::from(self.a.1) << 16 | u32::from(self.b.1);
+        match (self.exporter, self.a.0, self.b.0) {
+            (IpAddr::V4(x), IpAddr::V4(a), IpAddr::V4(b)) => {
+                h.write_u64(u64::from(a.to_bits()) << 32 | u64::from(b.to_bits()));
+                h.write_u64(u64::from(x.to_bits()) << 32 | u64::from(ports));
+            }
+            (x, a, b) => {
+                h.write_u128(address_bits(x));
+                h.write_u128(address_bits(a));
+                h.write_u128(address_bits(b));
+                h.write_u32(ports);
+            }
+        }
+    }
+}
+
+fn address_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
 
 fn join_key(exporter: IpAddr, h: &Half) -> JoinKey {
     let (a, b) = if h.src <= h.dst {
@@ -635,14 +671,14 @@ fn join_key(exporter: IpAddr, h: &Half) -> JoinKey {
     } else {
         (h.dst, h.src)
     };
-    (exporter, a, b)
+    JoinKey { exporter, a, b }
 }
 
 /// The decoder of every exporter's packets: templates, held sets,
 /// sequence numbers, joins; and the counts.
 #[derive(Debug, Default)]
 pub struct Collector {
-    domains: HashMap<DomainKey, Domain>,
+    domains: FastMap<DomainKey, Domain>,
     /// Records waiting for their other direction, in holding order.
     joins: Holding<Join>,
     /// Held sets are looked at once a second, not per packet.
