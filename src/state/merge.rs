@@ -55,8 +55,11 @@ struct Pending<T> {
     /// The outcome so far and the time of the record that gave it.
     outcome: Option<(Outcome, Timestamp)>,
     filter: Option<u64>,
-    /// Records per log, and the most any log wrote.
-    logs: Vec<(Log, u32)>,
+    /// Records of the first record's log, of the other logs (empty, so
+    /// not allocated, until a second log writes), and the most any log
+    /// wrote.
+    first_log: u32,
+    other_logs: Vec<(Log, u32)>,
     most: u32,
 }
 
@@ -134,17 +137,24 @@ impl<T: Copy> RecordMerge<T> {
             return None;
         }
         self.duplicates += 1;
-        let log = (obs.sensor.clone(), obs.source);
-        let retransmission = match p.logs.iter_mut().find(|(l, _)| *l == log) {
-            Some((_, n)) => {
+        let of_log = |sensor: &Option<Arc<str>>, source| *sensor == obs.sensor && source == obs.source;
+        let n = if of_log(&p.first.sensor, p.first.source) {
+            Some(&mut p.first_log)
+        } else {
+            (p.other_logs.iter_mut())
+                .find(|((sensor, source), _)| of_log(sensor, *source))
+                .map(|(_, n)| n)
+        };
+        let retransmission = match n {
+            Some(n) => {
                 *n += 1;
                 let more = *n > p.most;
                 p.most = p.most.max(*n);
                 more
             }
             None => {
-                if p.logs.len() < LOGS_PER_CONNECTION {
-                    p.logs.push((log, 1));
+                if 1 + p.other_logs.len() < LOGS_PER_CONNECTION {
+                    p.other_logs.push(((obs.sensor.clone(), obs.source), 1));
                 }
                 false
             }
@@ -185,7 +195,8 @@ impl<T: Copy> RecordMerge<T> {
             tag,
             outcome: obs.outcome().map(|o| (o, obs.ts)),
             filter: obs.filter,
-            logs: vec![((obs.sensor.clone(), obs.source), 1)],
+            first_log: 1,
+            other_logs: Vec::new(),
             most: 1,
         };
         self.pending.insert(obs.key, p);
