@@ -144,7 +144,8 @@ fn decoder_alone(packet: &[u8], count: u64, packets: u64, syn: bool) {
 fn write_pcap(path: &str, packet: &[u8], count: u64, packets: u64, syn: bool, rate: u64) {
     let frame = sample_frame("akvorado_nfv5.pcap");
     let mut p = packet.to_vec();
-    let mut out = Vec::with_capacity(PCAP_HEADER + packets as usize * (RECORD_HEADER + frame.len()));
+    let mut out =
+        Vec::with_capacity(PCAP_HEADER + packets as usize * (RECORD_HEADER + frame.len()));
     out.extend_from_slice(&frame_file_header(&frame));
     let start_ns = 1_700_000_000u64 * 1_000_000_000;
     for i in 0..packets {
@@ -159,7 +160,10 @@ fn write_pcap(path: &str, packet: &[u8], count: u64, packets: u64, syn: bool, ra
         out.extend_from_slice(&p);
     }
     std::fs::write(path, out).expect("the pcap written");
-    println!("wrote {packets} packets ({} records) to {path}", packets * count);
+    println!(
+        "wrote {packets} packets ({} records) to {path}",
+        packets * count
+    );
 }
 
 /// The sample's pcap file header (the first 24 bytes of `file`).

@@ -137,7 +137,8 @@ impl<T: Copy> RecordMerge<T> {
             return None;
         }
         self.duplicates += 1;
-        let of_log = |sensor: &Option<Arc<str>>, source| *sensor == obs.sensor && source == obs.source;
+        let of_log =
+            |sensor: &Option<Arc<str>>, source| *sensor == obs.sensor && source == obs.source;
         let n = if of_log(&p.first.sensor, p.first.source) {
             Some(&mut p.first_log)
         } else {

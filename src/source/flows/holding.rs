@@ -116,9 +116,8 @@ impl<V: Keyed> Holding<V> {
         }
         self.tail = slot;
         let (nodes, hasher) = (&self.nodes, &self.hasher);
-        self.index.insert_unique(hash, slot, |&s| {
-            hasher.hash_one(live(nodes, s).value.key())
-        });
+        self.index
+            .insert_unique(hash, slot, |&s| hasher.hash_one(live(nodes, s).value.key()));
         evicted
     }
 
@@ -190,7 +189,9 @@ impl<V> std::fmt::Debug for Holding<V> {
 }
 
 fn live<V>(nodes: &[Option<Node<V>>], slot: Slot) -> &Node<V> {
-    nodes[slot as usize].as_ref().expect("indexed slots are live")
+    nodes[slot as usize]
+        .as_ref()
+        .expect("indexed slots are live")
 }
 
 #[cfg(test)]

@@ -907,9 +907,14 @@ fn at_the_cap_the_oldest_direction_is_settled_alone() {
     assert_eq!(c.joins.len(), MAX_JOINS);
     // The first's answer comes too late; it is held itself, and the
     // second makes room for it. The third's joins.
-    let m = Ipfix::new(seq)
-        .template(300, &SPEC)
-        .set(300, &[numbered_reply(0, 0x12, START), numbered_reply(2, 0x12, START)].concat());
+    let m = Ipfix::new(seq).template(300, &SPEC).set(
+        300,
+        &[
+            numbered_reply(0, 0x12, START),
+            numbered_reply(2, 0x12, START),
+        ]
+        .concat(),
+    );
     let items = feed(&mut c, 1_000, &m.bytes());
     assert_eq!(
         outcomes(&items),
