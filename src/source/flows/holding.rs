@@ -89,27 +89,12 @@ impl<V: Keyed> Holding<V> {
         let key = value.key();
         let hash = self.hasher.hash_one(&key);
         debug_assert!(self.not_held(hash, &key));
-        let new = Some(Node {
+        let new = Node {
             value,
             prev: self.tail,
             next: NIL,
-        });
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.nodes[slot as usize] = new;
-                slot
-            }
-            None => {
-                if self.nodes.len() == self.nodes.capacity() {
-                    // Doubling, as `push` would, but never past the limit.
-                    let room = self.limit.saturating_sub(self.nodes.len());
-                    self.nodes
-                        .reserve_exact(self.nodes.len().clamp(16, room.max(16)));
-                }
-                self.nodes.push(new);
-                Slot::try_from(self.nodes.len() - 1).expect("fewer than 2^32 slots")
-            }
         };
+        let slot = crate::map::place(&mut self.nodes, &mut self.free, self.limit, new);
         match self.tail {
             NIL => self.head = slot,
             tail => self.node_mut(tail).next = slot,

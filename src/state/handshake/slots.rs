@@ -98,28 +98,13 @@ impl<K: Hash + Eq, V> Slots<K, V> {
     /// Add an entry whose key is not in the table, last in creation order.
     pub fn insert(&mut self, key: K, value: V) -> Slot {
         let hash = self.hasher.hash_one(&key);
-        let new = Some(Node {
+        let new = Node {
             key,
             value,
             links: [UNLINKED; 2],
             linked: [false; 2],
-        });
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.nodes[slot as usize] = new;
-                slot
-            }
-            None => {
-                if self.nodes.len() == self.nodes.capacity() {
-                    // Doubling, as `push` would, but never past the limit.
-                    let room = self.limit.saturating_sub(self.nodes.len());
-                    self.nodes
-                        .reserve_exact(self.nodes.len().clamp(16, room.max(16)));
-                }
-                self.nodes.push(new);
-                Slot::try_from(self.nodes.len() - 1).expect("fewer than 2^32 slots")
-            }
         };
+        let slot = crate::map::place(&mut self.nodes, &mut self.free, self.limit, new);
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
             hasher.hash_one(&node(nodes, s).expect("indexed slots are live").key)
