@@ -16,7 +16,7 @@ use crate::time::Timestamp;
 /// records its own core has just copied. Read ahead, each record's first
 /// bytes came from another core's cache, and with four whole-frame files
 /// the pipeline's thread alone took longer than the whole merge on demand
-/// (2M packets: CPU 760 -> 340 ms, wall 1.19 -> 0.70 s; benches/README.md).
+/// (benches/README.md, "The read path on whole frames").
 pub const MAX_READ_AHEAD_FILES: usize = 1;
 
 /// Several savefiles read as one, in timestamp order: a k-way merge over
