@@ -137,30 +137,27 @@ fn peer_bits(p: Peer) -> u64 {
     }
 }
 
+/// Both peers, the port and a key's kind (its verdict or finding kind) as
+/// one word, for the keys' hashes below.
+#[inline]
+fn edge_bits(src: Peer, dst: Peer, port: u16, kind: u8) -> u64 {
+    peer_bits(src) | peer_bits(dst) << 18 | u64::from(port) << 36 | u64::from(kind) << 52
+}
+
 /// Written by hand, as [`crate::observation::FlowKey`]'s: every attempt
 /// and outcome looks its rows up, and the derived hash fed the hasher
 /// field by field (an address as a tag, a length and its bytes).
 impl std::hash::Hash for FlowRowKey {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64(
-            peer_bits(self.src)
-                | peer_bits(self.dst) << 18
-                | u64::from(self.port) << 36
-                | (self.verdict as u64) << 52,
-        );
+        h.write_u64(edge_bits(self.src, self.dst, self.port, self.verdict as u8));
     }
 }
 
 impl std::hash::Hash for FindingKey {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64(
-            peer_bits(self.src)
-                | peer_bits(self.dst) << 18
-                | u64::from(self.port) << 36
-                | (self.kind as u64) << 52,
-        );
+        h.write_u64(edge_bits(self.src, self.dst, self.port, self.kind as u8));
         h.write_u32(self.accepted.map_or(0, |a| u32::from(a.0) + 1));
         match (self.src_addr, self.dst_addr) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
