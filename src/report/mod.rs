@@ -64,6 +64,7 @@ pub struct SourceFacts {
 pub struct ExporterFacts {
     /// Its name in the site's `exporters:`, or `undeclared`.
     pub name: String,
+    /// Export datagrams it sent.
     pub datagrams: u64,
     /// Records lost by sequence gaps (NetFlow v5, IPFIX).
     pub lost_records: u64,
