@@ -48,20 +48,29 @@ pub struct FlowKey {
 /// words. Equal keys write the same words, as `Eq` requires.
 impl std::hash::Hash for FlowKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        match (self.client, self.server) {
-            (IpAddr::V4(c), IpAddr::V4(s)) => {
-                h.write_u64(u64::from(c.to_bits()) << 32 | u64::from(s.to_bits()));
-            }
-            (c, s) => {
-                h.write_u128(address_bits(c));
-                h.write_u128(address_bits(s));
-            }
-        }
+        hash_addresses(h, self.client, self.server);
         h.write_u32(u32::from(self.client_port) << 16 | u32::from(self.server_port));
     }
 }
 
-fn address_bits(a: IpAddr) -> u128 {
+/// Two addresses into `h` for a hash written by hand: one word when both
+/// are IPv4.
+#[inline]
+pub(crate) fn hash_addresses<H: std::hash::Hasher>(h: &mut H, a: IpAddr, b: IpAddr) {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            h.write_u64(u64::from(a.to_bits()) << 32 | u64::from(b.to_bits()));
+        }
+        (a, b) => {
+            h.write_u128(address_bits(a));
+            h.write_u128(address_bits(b));
+        }
+    }
+}
+
+/// An address as 128 bits, IPv4 mapped, for a hash written by hand.
+#[inline]
+pub(crate) fn address_bits(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
         IpAddr::V6(a) => a.to_bits(),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::classify::{Basis, Classification, Verdict};
 use crate::map::FastMap;
-use crate::observation::{Observation, Outcome, OutcomeCounts, SensorKind};
+use crate::observation::{hash_addresses, Observation, Outcome, OutcomeCounts, SensorKind};
 use crate::policy::{AcceptId, Peer};
 use crate::state::kinds::Disagreement;
 use crate::time::Timestamp;
@@ -159,22 +159,7 @@ impl std::hash::Hash for FindingKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         h.write_u64(edge_bits(self.src, self.dst, self.port, self.kind as u8));
         h.write_u32(self.accepted.map_or(0, |a| u32::from(a.0) + 1));
-        match (self.src_addr, self.dst_addr) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                h.write_u64(u64::from(s.to_bits()) << 32 | u64::from(d.to_bits()));
-            }
-            (s, d) => {
-                h.write_u128(address_bits(s));
-                h.write_u128(address_bits(d));
-            }
-        }
-    }
-}
-
-fn address_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(a) => a.to_bits(),
+        hash_addresses(h, self.src_addr, self.dst_addr);
     }
 }
 

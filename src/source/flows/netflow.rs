@@ -48,7 +48,7 @@ use std::time::Duration;
 use super::holding::{Holding, Keyed};
 use super::{by_ports, key, FlowItem};
 use crate::map::FastMap;
-use crate::observation::{Fate, Initiator, Observation, Outcome, SourceKind};
+use crate::observation::{address_bits, Fate, Initiator, Observation, Outcome, SourceKind};
 use crate::time::Timestamp;
 
 /// Exporter domains (exporter address, version, observation domain) with
@@ -655,13 +655,6 @@ impl std::hash::Hash for JoinKey {
                 h.write_u32(ports);
             }
         }
-    }
-}
-
-fn address_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(a) => a.to_bits(),
     }
 }
 
