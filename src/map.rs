@@ -9,7 +9,8 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// A slot for `value` in a slab of at most `limit` entries, for the tables
 /// that index a slab with a hash table of slot numbers: the last freed
 /// slot first (so the live entries stay dense), else a new one at the end,
-/// the slab doubling as `push` would but never past `limit`.
+/// the slab doubling as `push` would but to fewer than `limit + 16` slots
+/// (16 at least are reserved, so a small limit is passed).
 #[inline]
 pub fn place<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<u32>, limit: usize, value: T) -> u32 {
     match free.pop() {
