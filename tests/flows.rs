@@ -5,13 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::golden::{portwatch, replay_fixture};
 use crate::prereq::needs;
-use crate::util::{fixture, TempDir};
+use crate::util::{fixture, tshark, TempDir};
 
 const HEADER: &str =
     "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status";
@@ -19,27 +18,25 @@ const HEADER: &str =
 /// The control packets of `pcap` as VPC flow log records: one per packet,
 /// in the 60-second interval holding it.
 fn vpc_log_of(pcap: &Path) -> String {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args([
-            "-Y",
-            "tcp.flags.syn == 1 || tcp.flags.reset == 1",
-            "-T",
-            "fields",
-        ])
-        .args(["-e", "frame.time_epoch", "-e", "ip.src", "-e", "ipv6.src"])
-        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.srcport"])
-        .args(["-e", "tcp.dstport", "-e", "tcp.flags"])
-        .output()
-        .expect("tshark runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fields = [
+        "frame.time_epoch",
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.flags",
+    ];
+    let mut args = vec![
+        "-Y",
+        "tcp.flags.syn == 1 || tcp.flags.reset == 1",
+        "-T",
+        "fields",
+    ];
+    args.extend(fields.iter().flat_map(|f| ["-e", *f]));
     let mut log = format!("{HEADER}\n");
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in tshark(pcap, &args).lines() {
         let f: Vec<&str> = line.split('\t').collect();
         let secs: u64 = f[0].split('.').next().unwrap().parse().unwrap();
         let start = secs - secs % 60;

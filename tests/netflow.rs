@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::golden::replay_fixture;
 use crate::prereq::needs;
-use crate::util::{bin, closing_summary, fixture, poll_until, sample, Daemon, TempDir};
+use crate::util::{bin, closing_summary, fixture, poll_until, sample, tshark, Daemon, TempDir};
 
 /// Where softflowd's export differs from the capture, per flow row:
 /// (capture's outcomes, export's outcomes, why). None on these scenarios:
@@ -870,29 +870,17 @@ fn unix_ms(v: &Value) -> i64 {
 /// The time of each connection's last packet in `pcap` (tshark), by its
 /// unordered 4-tuple, Unix milliseconds.
 fn last_packets(pcap: &Path) -> BTreeMap<String, i64> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args(["-Y", "tcp", "-T", "fields", "-e", "frame.time_epoch"])
-        .args([
-            "-e",
-            "ip.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "ip.dst",
-            "-e",
-            "tcp.dstport",
-        ])
-        .output()
-        .expect("tshark runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fields = [
+        "frame.time_epoch",
+        "ip.src",
+        "tcp.srcport",
+        "ip.dst",
+        "tcp.dstport",
+    ];
+    let mut args = vec!["-Y", "tcp", "-T", "fields"];
+    args.extend(fields.iter().flat_map(|f| ["-e", *f]));
     let mut last = BTreeMap::new();
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
+    for l in tshark(pcap, &args).lines() {
         let f: Vec<&str> = l.split('\t').collect();
         let ms = (f[0].parse::<f64>().unwrap() * 1000.0).floor() as i64;
         let t = last.entry(conn_id(f[1], f[2], f[3], f[4])).or_insert(ms);

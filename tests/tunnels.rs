@@ -13,6 +13,8 @@ use std::process::Command;
 use portwatch::decode::{decode_frame, Control, ControlOnly, Decap, Decoded, EncapKind};
 use portwatch::source::file::FileSource;
 
+use crate::util::tshark;
+
 /// Where our count knowingly differs from tshark's, and why.
 const EXPLAINED: &[(&str, &str)] = &[(
     "akvorado_sflow_data-encap-vxlan.pcap",
@@ -38,22 +40,11 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn tshark(args: &[&str], file: &Path) -> String {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("tshark runs");
-    assert!(out.status.success(), "tshark {args:?} {}", file.display());
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 /// Frames per protocol in tshark's hierarchy (a protocol met at several
 /// places of the tree, or twice in one frame, is summed, as we count).
 fn hierarchy(file: &Path) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
-    for line in tshark(&["-q", "-z", "io,phs"], file).lines() {
+    for line in tshark(file, &["-q", "-z", "io,phs"]).lines() {
         let mut words = line.split_whitespace();
         let (Some(proto), Some(frames)) = (words.next(), words.next()) else {
             continue;
@@ -95,6 +86,7 @@ type Handshakes = BTreeMap<(IpAddr, IpAddr, u16, u16, bool), u64>;
 /// SYNs and SYN-ACKs by innermost (src, dst, sport, dport, ack).
 fn their_handshakes(file: &Path) -> Handshakes {
     let text = tshark(
+        file,
         &[
             "-Y",
             "tcp.flags.syn==1",
@@ -117,7 +109,6 @@ fn their_handshakes(file: &Path) -> Handshakes {
             "-e",
             "tcp.flags.ack",
         ],
-        file,
     );
     let mut m = Handshakes::new();
     for line in text.lines() {

@@ -417,3 +417,21 @@ pub fn split_demo(dir: &Path, name: &str, filter: &str) -> String {
     tcpdump_cut(&fixture("demo.pcap"), &out, filter);
     out.display().to_string()
 }
+
+/// What tshark prints reading `file` with `args` (the test's oracle);
+/// panics naming the arguments if it fails.
+pub fn tshark(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("tshark runs");
+    assert!(
+        out.status.success(),
+        "tshark {args:?} {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
