@@ -229,10 +229,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
         by_reason = records(&scrape(http).unwrap_or_default());
         // Reasons of records only: datagrams (the queue's, undeclared
-        // exporters') and losses are counted apart.
+        // exporters'), losses and the joins' evictions (their records are
+        // counted `observed`) are counted apart.
         let total: f64 = (by_reason.iter())
             .filter(|(r, _)| {
-                !["queue_full", "undeclared_exporter"].contains(&r.as_str())
+                !["queue_full", "undeclared_exporter", "join_evicted"].contains(&r.as_str())
                     && !r.starts_with("lost_")
             })
             .map(|(_, v)| v)

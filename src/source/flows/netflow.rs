@@ -1244,8 +1244,9 @@ impl Collector {
             first: half,
             held_at: now,
         });
-        // At the cap the oldest is released early.
+        // At the cap the oldest is released early, and said so.
         if let Some(j) = evicted {
+            self.count("join_evicted");
             self.settle(j, None, out);
         }
     }

@@ -921,5 +921,6 @@ fn at_the_cap_the_oldest_direction_is_settled_alone() {
         [(1, Outcome::Unanswered), (2, Outcome::Established)]
     );
     assert_eq!(c.joins.len(), MAX_JOINS - 1);
+    assert_eq!(count(&c, "join_evicted"), 2);
     assert_eq!(count(&c, "lost_records"), 0);
 }
