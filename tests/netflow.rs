@@ -538,7 +538,7 @@ fn v9_packet(seq: u32, source: u32) -> Vec<u8> {
 /// Sequence gaps show up under the exporter's name in the site: a v5
 /// exporter skipping 4 records and a v9 observation domain of the same
 /// address skipping 2 packets, each counted under its own declaration;
-/// nothing under `undeclared`.
+/// nothing under `undeclared`; the closing report lists the same.
 #[test]
 fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
     let dir = TempDir::new("netflow-lost");
@@ -585,6 +585,17 @@ fn a_sequence_gap_is_counted_under_the_exporters_declared_name() {
     d.signal("TERM");
     let (status, _, stderr) = d.wait_exit();
     assert!(status.success(), "{stderr}");
+    // The closing report lists them as replay of a capture of them does.
+    let r = closing_summary(&stderr);
+    assert_eq!(
+        r["capture"]["sources"][0]["exporters"],
+        serde_json::json!([
+            {"name": "edge-v5", "datagrams": 2, "lost_records": 4, "lost_packets": 0},
+            {"name": "core-v9", "datagrams": 2, "lost_records": 0, "lost_packets": 2},
+            {"name": "undeclared", "datagrams": 0, "lost_records": 0, "lost_packets": 0},
+        ]),
+        "{r}"
+    );
 }
 
 /// softflowd -v 10 numbers each IPFIX message by the flow records through

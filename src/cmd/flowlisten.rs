@@ -23,6 +23,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::flowlogs::ExporterTotals;
 use super::Error;
 use crate::export::metrics::{ExporterCounts, Recorder};
 use crate::observation::Observation;
@@ -121,6 +122,8 @@ pub(super) struct FlowListen {
     pending: Vec<ExporterCounts>,
     /// The per-exporter series exist (at 0) for `policy`.
     labelled: bool,
+    /// Per exporter since the start, for the closing report.
+    totals: ExporterTotals,
     gap_edges: GapEdges,
 }
 
@@ -172,6 +175,7 @@ impl FlowListen {
             policy: None,
             pending: Vec::new(),
             labelled: false,
+            totals: ExporterTotals::default(),
             gap_edges: GapEdges::default(),
         })
     }
@@ -210,6 +214,9 @@ impl FlowListen {
         polled.more = polled.datagrams == BATCH;
         self.collector.expire(Timestamp::now(), &mut self.items);
         self.feed(pl);
+        if let Some(policy) = &self.policy {
+            self.totals.add(policy, &self.pending);
+        }
         match rec {
             Some(rec) => self.report(rec),
             None => self.pending.fill(ExporterCounts::default()),
@@ -356,6 +363,9 @@ impl FlowListen {
             path: format!("udp:{}", addrs.join(",")),
             format: "netflow-ipfix".into(),
             packets: self.collector.records,
+            exporters: (self.policy.as_ref())
+                .map(|p| self.totals.facts(p, &self.pending))
+                .unwrap_or_default(),
             ..SourceFacts::default()
         }
         .with_fidelity(crate::observation::SourceKind::FlowExport, None, counts)

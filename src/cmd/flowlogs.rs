@@ -216,9 +216,7 @@ impl FlowLogs {
     /// What the report says of each flow log: records, fidelity, where it
     /// stopped.
     pub fn facts(&self, policy: &Policy) -> Vec<SourceFacts> {
-        let names: Vec<&str> = (policy.site.exporters.iter().map(|x| x.name.as_str()))
-            .chain(std::iter::once(UNDECLARED))
-            .collect();
+        let names: Vec<&str> = exporter_names(policy).collect();
         self.files
             .iter()
             .map(|l| {
@@ -232,12 +230,7 @@ impl FlowLogs {
                         reason: s.reason.clone(),
                     }),
                     exporters: (names.iter().zip(&l.exporters))
-                        .map(|(name, n)| ExporterFacts {
-                            name: name.to_string(),
-                            datagrams: n.datagrams,
-                            lost_records: n.lost_records,
-                            lost_packets: n.lost_packets,
-                        })
+                        .map(|(name, n)| exporter_facts(name, n))
                         .collect(),
                     ..SourceFacts::default()
                 }
@@ -245,6 +238,89 @@ impl FlowLogs {
             })
             .collect()
     }
+}
+
+/// One exporter's line of the report, for `replay` and `run` alike.
+fn exporter_facts(name: &str, n: &ExporterCounts) -> ExporterFacts {
+    ExporterFacts {
+        name: name.to_string(),
+        datagrams: n.datagrams,
+        lost_records: n.lost_records,
+        lost_packets: n.lost_packets,
+    }
+}
+
+/// Exporter names `run --flow-listen` keeps totals of: every name of a few
+/// reloaded sites, and `undeclared`.
+pub const MAX_EXPORTER_TOTALS: usize = 4 * (crate::site::MAX_DECLARED_EXPORTERS + 1);
+
+/// What `run --flow-listen` heard of each exporter since it started, by
+/// name, across site reloads (the metrics' counts, for its closing report).
+/// Bounded by [`MAX_EXPORTER_TOTALS`]; a name past it is not kept, its
+/// datagrams counted in `left_out` and logged once.
+#[derive(Debug, Default)]
+pub(super) struct ExporterTotals {
+    by_name: BTreeMap<String, ExporterCounts>,
+    pub left_out: u64,
+}
+
+impl ExporterTotals {
+    /// Add `counts`: per exporter `policy` declares (by position), then
+    /// the undeclared ones.
+    pub fn add(&mut self, policy: &Policy, counts: &[ExporterCounts]) {
+        for (name, n) in exporter_names(policy).zip(counts) {
+            if *n == ExporterCounts::default() {
+                continue;
+            }
+            let room = self.by_name.len() < MAX_EXPORTER_TOTALS;
+            match self.by_name.get_mut(name) {
+                Some(t) => t.add(*n),
+                None if room => {
+                    self.by_name.insert(name.to_string(), *n);
+                }
+                None => {
+                    if self.left_out == 0 {
+                        tracing::warn!(
+                            cap = MAX_EXPORTER_TOTALS,
+                            "--flow-listen: more exporter names than the closing report keeps; the metrics count them all"
+                        );
+                    }
+                    self.left_out += n.datagrams;
+                }
+            }
+        }
+    }
+
+    /// The report's list: every exporter `policy` declares, then those
+    /// only an earlier site declared, then `undeclared`; `pending` (as
+    /// for [`Self::add`]) counted in.
+    pub fn facts(&self, policy: &Policy, pending: &[ExporterCounts]) -> Vec<ExporterFacts> {
+        let total = |name: &str, n: Option<&ExporterCounts>| {
+            let mut t = self.by_name.get(name).copied().unwrap_or_default();
+            t.add(n.copied().unwrap_or_default());
+            exporter_facts(name, &t)
+        };
+        let declared = policy.site.exporters.iter().enumerate();
+        let mut out: Vec<ExporterFacts> = declared
+            .map(|(i, x)| total(&x.name, pending.get(i)))
+            .collect();
+        let earlier = (self.by_name.iter())
+            .filter(|(name, _)| {
+                name.as_str() != UNDECLARED
+                    && !policy.site.exporters.iter().any(|x| &x.name == *name)
+            })
+            .map(|(name, n)| exporter_facts(name, n));
+        out.extend(earlier);
+        let undeclared = pending.get(policy.site.exporters.len());
+        out.push(total(UNDECLARED, undeclared));
+        out
+    }
+}
+
+/// The exporters' names in the order per-exporter counts are kept: each
+/// the site declares, then `undeclared`.
+fn exporter_names(policy: &Policy) -> impl Iterator<Item = &str> {
+    (policy.site.exporters.iter().map(|x| x.name.as_str())).chain(std::iter::once(UNDECLARED))
 }
 
 /// The format name of a capture of export traffic.
@@ -362,5 +438,65 @@ fn add_since(
         if d > 0 {
             *to.entry(k).or_insert(0) += d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multi-node site with `exporters` (name, covered node) declared.
+    fn site(exporters: &[(&str, &str)]) -> Policy {
+        let base = std::fs::read_to_string("deploy/sites/multi-node.yaml").unwrap();
+        let mut text = format!("{base}exporters:\n");
+        for (name, covers) in exporters {
+            text += &format!("  - name: {name}\n    address: 192.0.2.200\n    observation_domain: {}\n    covers: [{covers}]\n", text.len());
+        }
+        let dir = std::env::temp_dir().join(format!("portwatch-totals-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.yaml", exporters[0].0));
+        std::fs::write(&path, text).unwrap();
+        let policy = crate::config::load_policy(&path, None).unwrap().policy;
+        let _ = std::fs::remove_dir_all(&dir);
+        policy
+    }
+
+    fn counts(datagrams: u64, lost_records: u64) -> ExporterCounts {
+        ExporterCounts {
+            datagrams,
+            lost_records,
+            lost_packets: 0,
+        }
+    }
+
+    fn line(name: &str, datagrams: u64, lost_records: u64) -> ExporterFacts {
+        exporter_facts(name, &counts(datagrams, lost_records))
+    }
+
+    /// Counts add up by name across a reload; an exporter only the earlier
+    /// site declared keeps its line, after the current site's; what is
+    /// pending is counted in.
+    #[test]
+    fn exporter_totals_sum_by_name_across_a_reload() {
+        let a = site(&[("edge", "proxy"), ("core", "engine1")]);
+        let b = site(&[("core", "engine1"), ("spine", "central")]);
+        let mut t = ExporterTotals::default();
+        t.add(&a, &[counts(3, 1), counts(2, 0), counts(1, 0)]);
+        t.add(&b, &[counts(4, 2), ExporterCounts::default(), counts(1, 5)]);
+        let pending = [
+            ExporterCounts::default(),
+            counts(1, 0),
+            ExporterCounts::default(),
+        ];
+        assert_eq!(
+            t.facts(&b, &pending),
+            vec![
+                line("core", 6, 2),
+                line("spine", 1, 0),
+                line("edge", 3, 1),
+                line(UNDECLARED, 2, 5),
+            ]
+        );
+        assert_eq!(t.left_out, 0);
     }
 }

@@ -52,8 +52,9 @@ pub struct SourceFacts {
     pub kind: SourceKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<SourceFidelity>,
-    /// A capture of export packets: per exporter, by its name in the site
-    /// (every one declared, then `undeclared`), what it sent and lost.
+    /// A capture of export packets, or `run --flow-listen`: per exporter,
+    /// by its name in the site (every one declared, then `undeclared`),
+    /// what it sent and lost.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exporters: Vec<ExporterFacts>,
 }
