@@ -754,7 +754,8 @@ fn capture_rows(r: &Report) -> Vec<(&'static str, String)> {
     rows
 }
 
-/// A source's row, and a record source's fidelity.
+/// A source's row, and a record source's fidelity (with an export
+/// source's line per exporter, as the table's).
 fn source_rows(rows: &mut Vec<(&'static str, String)>, src: &super::SourceFacts) {
     let stopped = match &src.stopped {
         Some(st) => format!("; stopped at byte {}: {}", st.offset, st.reason),
@@ -789,6 +790,15 @@ fn source_rows(rows: &mut Vec<(&'static str, String)>, src: &super::SourceFacts)
         "fidelity",
         format!("sees {}; cannot see {}", sees.join(", "), blind.join(", ")),
     ));
+    for x in &src.exporters {
+        rows.push((
+            "exporter",
+            format!(
+                "{}: {} datagrams, {} records lost, {} packets lost",
+                x.name, x.datagrams, x.lost_records, x.lost_packets
+            ),
+        ));
+    }
 }
 
 /// The time range and packet filter asked for, and what they left out.
@@ -827,9 +837,10 @@ mod tests {
     use super::*;
     use crate::classify::Verdict;
     use crate::config::load_policy;
+    use crate::observation::SourceKind;
     use crate::pipeline::Pipeline;
     use crate::report::diagram::Diagram;
-    use crate::report::{AcceptanceUse, AcceptedBy, Baseline};
+    use crate::report::{AcceptanceUse, AcceptedBy, Baseline, ExporterFacts, SourceFacts};
     use crate::time::Timestamp;
 
     /// The page of a report in which every name, address, service, reason,
@@ -899,6 +910,20 @@ mod tests {
             last_seen: text(),
         });
         r.capture.first_seen = Some(text());
+        r.capture.sources.push(
+            SourceFacts {
+                path: text(),
+                format: "netflow-ipfix-capture".into(),
+                exporters: vec![ExporterFacts {
+                    name: text(),
+                    datagrams: 2,
+                    lost_records: 4,
+                    lost_packets: 0,
+                }],
+                ..SourceFacts::default()
+            }
+            .with_fidelity(SourceKind::FlowExport, None, BTreeMap::new()),
+        );
         r.baseline = Some(Baseline {
             path: text(),
             known: 1,
@@ -943,5 +968,15 @@ mod tests {
         let page = page_naming("<b>\"&");
         assert!(page.contains("&lt;b&gt;&quot;&amp;"));
         assert!(!page.contains("<b>\""));
+    }
+
+    /// An export source's exporters are listed beside its fidelity.
+    #[test]
+    fn exporters_are_listed_beside_the_fidelity() {
+        let page = page_naming("core<v9>");
+        let row =
+            "<th>exporter</th><td>core&lt;v9&gt;: 2 datagrams, 4 records lost, 0 packets lost</td>";
+        assert!(page.contains(row), "{page}");
+        assert!(page.find("<th>fidelity</th>") < page.find(row));
     }
 }
