@@ -222,6 +222,32 @@ fn a_flow_log_judges_only_the_edges_of_the_node_owning_its_interface() {
     );
 }
 
+/// A VPC flow row lasts to its records' latest `end` (the SYN-ACK's
+/// record ends later than the SYN's), as a flow export row does.
+#[test]
+fn a_vpc_flow_rows_last_seen_is_its_records_end() {
+    let dir = TempDir::new("flows-end");
+    let log = "version interface-id srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n\
+               3 eni-e1 192.0.2.21 192.0.2.10 50001 4242 6 1767603600 1767603645 ACCEPT 2 OK\n\
+               3 eni-e1 192.0.2.10 192.0.2.21 4242 50001 6 1767603600 1767603650 ACCEPT 18 OK\n";
+    let path = dir.0.join("engine1.log");
+    std::fs::write(&path, log).unwrap();
+    let run = portwatch(&[
+        "replay",
+        "--format",
+        "json",
+        "--site",
+        "multi-node",
+        path.to_str().unwrap(),
+    ]);
+    let r = run.json();
+    let row = (r["flows"].as_array().expect("flows").iter())
+        .find(|f| f["src"] == "engine1" && f["dst"] == "central" && f["port"] == 4242)
+        .unwrap_or_else(|| panic!("no row in {r}"));
+    assert_eq!(row["first_seen"], "2026-01-05T09:00:00.000000Z", "{row}");
+    assert_eq!(row["last_seen"], "2026-01-05T09:00:50.000000Z", "{row}");
+}
+
 fn netflow_sample(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/sensors/netflow")

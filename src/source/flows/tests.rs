@@ -106,6 +106,44 @@ fn vpc_v3_tcp_flags_join_both_directions() {
     find(&f, obs("52.213.180.42", 43638, "10.0.0.62", 5001));
 }
 
+/// A connection's end is its records' latest `end`, as a flow export
+/// record's is.
+#[test]
+fn vpc_end_is_the_observations_end() {
+    let f = read_sample("vpcflow", "awsdocs_v3_tcp_flags.log");
+    let o = find(&f, obs("52.213.180.42", 43416, "10.0.0.62", 5001));
+    assert_eq!(o.end, Some(Timestamp::from_secs_nanos(1566848933, 0)));
+    // The two directions' ends differ: the later one.
+    let text =
+        "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n\
+                3 10.0.0.1 10.0.0.2 40000 443 6 100 150 ACCEPT 2 OK\n\
+                3 10.0.0.2 10.0.0.1 443 40000 6 100 160 ACCEPT 18 OK\n";
+    let f = read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    let o = find(&f, obs("10.0.0.1", 40000, "10.0.0.2", 443));
+    assert_eq!(o.end, Some(Timestamp::from_secs_nanos(160, 0)));
+    assert_eq!(counts(&f).get("time_implausible"), None);
+}
+
+/// An `end` before the start, past the longest interval, or not a time is
+/// counted and not used: the connection ends at its start.
+#[test]
+fn vpc_implausible_end_is_counted_and_the_start_stands() {
+    let text = "version srcaddr dstaddr srcport dstport protocol start end action log-status\n\
+                2 10.0.0.1 10.0.0.2 40000 443 6 100 99 ACCEPT OK\n\
+                2 10.0.0.1 10.0.0.2 40001 443 6 100 761 ACCEPT OK\n\
+                2 10.0.0.1 10.0.0.2 40002 443 6 100 - ACCEPT OK\n\
+                2 10.0.0.1 10.0.0.2 40003 443 6 100 760 ACCEPT OK\n";
+    let f = read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    let c = counts(&f);
+    assert_eq!((f.records, c["tcp"], c["time_implausible"]), (4, 4, 3));
+    for port in [40000, 40001, 40002] {
+        let o = find(&f, obs("10.0.0.1", port, "10.0.0.2", 443));
+        assert_eq!(o.end, Some(o.ts), "{port}");
+    }
+    let o = find(&f, obs("10.0.0.1", 40003, "10.0.0.2", 443));
+    assert_eq!(o.end, Some(Timestamp::from_secs_nanos(760, 0)));
+}
+
 #[test]
 fn vpc_transit_gateway_records_have_no_time() {
     let f = read_sample("vpcflow", "awsdocs_v3_transit_gateway.log");

@@ -16,6 +16,10 @@
 //! - `NODATA`, `SKIPDATA`: the interval is a gap (counted).
 //! - `pkt-srcaddr` / `pkt-dstaddr`, where logged, are the packet's own
 //!   addresses (through a NAT or transit gateway) and are used instead.
+//! - `end` (the interval's last packet) is the connection's last sign of
+//!   life, as a flow export record's end is; one that is not a time,
+//!   before `start` or more than [`MAX_SPAN`] after it is not used
+//!   (counted `time_implausible`), and the start stands.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +37,10 @@ const DEFAULT_FIELDS: &str = "version account-id interface-id srcaddr dstaddr sr
 const SYN: u8 = 2;
 const RST: u8 = 4;
 const ACK: u8 = 16;
+
+/// The longest a record can span: AWS aggregates at most 10 minutes, and
+/// may stamp each end up to 60 s late.
+pub const MAX_SPAN: Duration = Duration::from_secs(11 * 60);
 
 /// Connections of one file held for joining their two directions; beyond
 /// this, all held are observed early (counted).
@@ -95,6 +103,10 @@ struct Record {
     src: (IpAddr, u16),
     dst: (IpAddr, u16),
     start: Timestamp,
+    /// Its `end`, or the start where that is not logged or not usable.
+    end: Timestamp,
+    /// The `end` was logged but is not usable.
+    implausible_end: bool,
     reject: bool,
     flags: Option<u8>,
 }
@@ -182,6 +194,12 @@ fn record(c: &Columns, t: &[&str]) -> Result<Record, &'static str> {
         return Err("no_time");
     }
     let start = secs(field(t, c.start)).ok_or("malformed_time")?;
+    let latest = start.saturating_add(MAX_SPAN);
+    let (end, implausible_end) = match c.end.map(|_| secs(field(t, c.end))) {
+        None => (start, false),
+        Some(Some(end)) if start <= end && end <= latest => (end, false),
+        Some(_) => (start, true),
+    };
     let reject = match field(t, c.action) {
         Some("ACCEPT") => false,
         Some("REJECT") => true,
@@ -195,6 +213,8 @@ fn record(c: &Columns, t: &[&str]) -> Result<Record, &'static str> {
         src: (src, sp),
         dst: (dst, dp),
         start,
+        end,
+        implausible_end,
         reject,
         flags,
     })
@@ -214,6 +234,8 @@ fn orient(r: &Record) -> (bool, Initiator) {
 #[derive(Clone, Copy, Debug)]
 struct Join {
     initiator: Initiator,
+    /// The latest end of its records.
+    end: Timestamp,
     reject: bool,
     flags_known: bool,
     syn: bool,
@@ -233,6 +255,7 @@ impl Join {
             self.initiator = initiator;
         }
         self.reject |= r.reject;
+        self.end = self.end.max(r.end);
         let Some(f) = r.flags else { return };
         self.flags_known = true;
         self.syn |= f & SYN != 0;
@@ -275,6 +298,7 @@ impl Joins {
                 k,
                 Join {
                     initiator,
+                    end: r.end,
                     reject: false,
                     flags_known: false,
                     syn: false,
@@ -294,6 +318,7 @@ impl Joins {
         for ((k, ts), j) in self.order.drain(..) {
             emit(j.outcome().map(|outcome| Observation {
                 initiator: j.initiator,
+                end: Some(j.end),
                 ..Observation::record(ts, k, outcome, SourceKind::VpcFlowLog)
             }));
         }
@@ -358,6 +383,9 @@ pub fn read(bytes: &[u8]) -> FlowFile {
         match line {
             Line::Tcp(r) => {
                 f.count("tcp");
+                if r.implausible_end {
+                    f.count(IMPLAUSIBLE_END);
+                }
                 if joins.order.len() >= JOIN_CAPACITY {
                     f.count("join_full");
                     flush_into(&mut joins, &mut f);
@@ -402,8 +430,18 @@ pub enum Followed {
 }
 
 /// The reasons that count something other than a record (a connection,
-/// a header line), as [`read`] counts them beside its records.
-pub const NOT_RECORDS: [&str; 4] = ["observed", "continued", "join_full", "header_again"];
+/// a header line, a record's unusable end), as [`read`] counts them beside
+/// its records.
+pub const NOT_RECORDS: [&str; 5] = [
+    "observed",
+    "continued",
+    "join_full",
+    "header_again",
+    IMPLAUSIBLE_END,
+];
+
+/// Counted beside `tcp` for a record whose `end` is not used.
+const IMPLAUSIBLE_END: &str = "time_implausible";
 
 /// A VPC flow log read line by line as it grows (`--follow`), as [`read`]
 /// reads it whole: the same columns, counts, joins and interfaces. Joins
@@ -473,6 +511,12 @@ impl Follow {
                     self.release(out);
                     out.push(Followed::Joined {
                         reason: "join_full",
+                        observation: None,
+                    });
+                }
+                if r.implausible_end {
+                    out.push(Followed::Joined {
+                        reason: IMPLAUSIBLE_END,
                         observation: None,
                     });
                 }

@@ -427,3 +427,27 @@ fn a_vpc_flow_log_waits_for_the_other_direction_and_counts_a_header_again() {
     // A header and a connection are counted, not records: the two lines are.
     assert_eq!(f.file.records(), 2);
 }
+
+/// A record's end, and an end not used (counted beside the record, not as
+/// one), are followed as replay reads them.
+#[test]
+fn a_vpc_records_end_is_followed_as_replay_reads_it() {
+    use crate::source::flows::{self, vpc::JOIN_WAIT, FlowFormat};
+    let text = "version srcaddr dstaddr srcport dstport protocol start end action log-status\n\
+                2 10.0.0.1 10.0.0.2 40000 443 6 100 99 ACCEPT OK\n\
+                2 10.0.0.1 10.0.0.2 40003 443 6 100 760 ACCEPT OK\n";
+    let s = Scratch::new("vpc-end");
+    let log = s.0.join("vpc.log");
+    append(&log, text.as_bytes());
+    let mut f = Follower::new(&log, ctx(false));
+    let mut got = f.poll();
+    got.extend(f.wait(JOIN_WAIT));
+    let replay = flows::read(FlowFormat::VpcFlowLog, text.as_bytes().to_vec());
+    assert_eq!(replay.counts["time_implausible"], 1);
+    assert_eq!(f.file.counts(), &replay.counts);
+    assert_eq!(f.file.records(), 2);
+    let items = records(&got).into_iter().filter_map(|c| c.item.clone());
+    let want: Vec<Observation> = replay.observations().cloned().collect();
+    assert_eq!(by_time(observed(items)), want);
+    assert!(want.iter().any(|o| o.end > Some(o.ts)));
+}
