@@ -273,8 +273,8 @@ impl Follow {
 }
 
 /// A file given to `--follow`, if there: a firewall log, NDJSON or a VPC
-/// flow log (or empty so far). EVTX, gzip and Azure flow logs are refused:
-/// they are not files that grow by lines.
+/// flow log (or empty so far). EVTX, gzip, Azure flow logs and JSON
+/// documents over lines are refused: they are not files that grow by lines.
 fn check(path: &Path) -> Result<(), SourceError> {
     let name = path.display().to_string();
     let mut head = Vec::with_capacity(HEAD);
@@ -435,6 +435,11 @@ mod tests {
         assert!(
             azure.contains("Azure flow log cannot be followed"),
             "{azure}"
+        );
+        let pretty = refused(&file("PT1H-pretty.json", b"{\n  \"records\": [\n"));
+        assert!(
+            pretty.contains("JSON document over several lines cannot be followed"),
+            "{pretty}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -242,6 +242,37 @@ fn array<'a>(v: &'a Value, name: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// How JSON text is laid out, by its first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonShape {
+    /// The first line is a whole value: one value a line (NDJSON), or a
+    /// document written on one line.
+    Lines,
+    /// The first line opens a value the next lines continue: a document
+    /// over lines (pretty-printed), which names its kind where it likes and
+    /// cannot be read line by line.
+    Document,
+}
+
+/// The shape of text starting (after blanks or a UTF-8 byte-order mark)
+/// with `{`; `None` for other text, or before the first line's end.
+pub fn json_shape(head: &[u8]) -> Option<JsonShape> {
+    let t = head.trim_ascii_start();
+    let t = t
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(t)
+        .trim_ascii_start();
+    if !t.starts_with(b"{") {
+        return None;
+    }
+    let line = &t[..t.iter().position(|b| *b == b'\n')?];
+    // Cut short is a document's first line; broken is a bad line of NDJSON.
+    match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+        Err(e) if e.is_eof() => Some(JsonShape::Document),
+        _ => Some(JsonShape::Lines),
+    }
+}
+
 /// Read an Azure flow log's text: JSON documents one after another.
 pub fn read(bytes: &[u8]) -> FlowFile {
     let mut r = Reader::default();

@@ -197,23 +197,35 @@ pub fn detect_file(path: &Path) -> Result<Option<FlowFormat>, SourceError> {
         path: path.display().to_string(),
         source,
     };
-    let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)
-        .map_err(io_err)?
-        .take(512)
-        .read_to_end(&mut head)
-        .map_err(io_err)?;
-    if head.starts_with(&GZIP_MAGIC) {
-        let mut plain = Vec::with_capacity(512);
-        let file = std::fs::File::open(path).map_err(io_err)?;
-        // A short or broken stream gives what it has: detection only.
-        let _ = flate2::read::MultiGzDecoder::new(file)
-            .take(512)
-            .read_to_end(&mut plain);
-        head = plain;
+    let read_head = |n: u64| -> Result<Vec<u8>, SourceError> {
+        let mut head = Vec::with_capacity(512);
+        std::fs::File::open(path)
+            .map_err(io_err)?
+            .take(n)
+            .read_to_end(&mut head)
+            .map_err(io_err)?;
+        if head.starts_with(&GZIP_MAGIC) {
+            let mut plain = Vec::with_capacity(512);
+            let file = std::fs::File::open(path).map_err(io_err)?;
+            // A short or broken stream gives what it has: detection only.
+            let _ = flate2::read::MultiGzDecoder::new(file)
+                .take(n)
+                .read_to_end(&mut plain);
+            head = plain;
+        }
+        Ok(head)
+    };
+    let head = read_head(512)?;
+    let format = FlowFormat::detect(&head);
+    // A pretty-printed document may name its kind further in.
+    if format.is_none() && azure::json_shape(&head) == Some(azure::JsonShape::Document) {
+        return Ok(FlowFormat::detect(&read_head(DOCUMENT_HEAD)?));
     }
-    Ok(FlowFormat::detect(&head))
+    Ok(format)
 }
+
+/// Bytes of a JSON document over lines looked at for its kind.
+pub const DOCUMENT_HEAD: u64 = 64 * 1024;
 
 /// Read the flow file at `path` (of `format`) in full.
 pub fn read_file(path: &Path, format: FlowFormat) -> Result<FlowFile, SourceError> {

@@ -289,6 +289,59 @@ fn azure_bad_input_is_counted_never_fatal() {
     assert_eq!(stop.offset as usize, text.rfind("\n{").unwrap());
 }
 
+/// `json` pretty-printed (two-space indents), a long first field pushing
+/// its kind's marks past the first look of detection.
+fn pretty_with_long_first_field(json: &[u8]) -> String {
+    let doc: serde_json::Value = serde_json::from_slice(json.trim_ascii()).unwrap();
+    let pretty = serde_json::to_string_pretty(&doc).unwrap();
+    let rest = pretty.strip_prefix("{\n").unwrap();
+    format!("{{\n  \"note\": \"{}\",\n{rest}\n", "x".repeat(600))
+}
+
+/// A pretty-printed Azure blob is one JSON document over lines, not NDJSON:
+/// told apart, detected though its kind is named past the first 512 bytes,
+/// and read as the compact sample is.
+#[test]
+fn a_pretty_printed_azure_blob_is_a_document_not_ndjson() {
+    let dir = std::env::temp_dir().join(format!("portwatch-pretty-azure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "elastic_integrations_vnet_sample_logs_testdata.json",
+        "elastic_integrations_test-nsg.ndjson",
+    ] {
+        let compact = sample("azure", name);
+        let pretty = pretty_with_long_first_field(&compact);
+        assert!(pretty.find("FlowEvent").unwrap() > 512, "{name}");
+        assert_eq!(azure::json_shape(&compact), Some(azure::JsonShape::Lines));
+        assert_eq!(
+            azure::json_shape(pretty.as_bytes()),
+            Some(azure::JsonShape::Document)
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, &pretty).unwrap();
+        assert_eq!(
+            detect_file(&path).unwrap(),
+            Some(FlowFormat::AzureFlowLog),
+            "{name}"
+        );
+        let (a, b) = (
+            read(FlowFormat::AzureFlowLog, compact),
+            read(FlowFormat::AzureFlowLog, pretty.into_bytes()),
+        );
+        assert!(a.records > 0, "{name}");
+        assert_eq!((b.records, &b.counts), (a.records, &a.counts), "{name}");
+        assert_eq!(b.items, a.items, "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // NDJSON with a broken first line is still lines; text is no JSON.
+    assert_eq!(
+        azure::json_shape(b"{\"EventID\": 5156,,}\n{}\n"),
+        Some(azure::JsonShape::Lines)
+    );
+    assert_eq!(azure::json_shape(b"{\"EventID\": 5156"), None);
+    assert_eq!(azure::json_shape(b"version srcaddr\n"), None);
+}
+
 #[test]
 fn detection_tells_flow_logs_from_others() {
     assert_eq!(FlowFormat::detect(b"#Version: 1.5\n"), None);

@@ -16,7 +16,7 @@
 //!   before its end came) is reported as cut. Each file's encoding (UTF-8,
 //!   UTF-16 LE, with or without a byte-order mark) is told from its first
 //!   bytes; a file that does not grow by lines ([`Refusal`]: EVTX, gzip, an
-//!   Azure flow log) is refused until it is replaced, whenever it appears.
+//!   Azure flow log, a JSON document over lines) is refused until it is replaced, whenever it appears.
 //!
 //! Poll-based: [`Tail::poll`] looks at the file at most every
 //! [`POLL_EVERY`] of the time passed in, reading at most
@@ -29,6 +29,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::flows::azure::{json_shape, JsonShape};
 use super::flows::{FlowFormat, GZIP_MAGIC};
 use super::records::text::{self, Encoding};
 use super::wfp::evtx::MAGIC as EVTX_MAGIC;
@@ -68,6 +69,8 @@ pub enum Refusal {
     Gzip,
     /// An Azure flow log blob is one JSON document rewritten as it grows.
     AzureFlowLog,
+    /// A JSON document over lines (pretty-printed) is not one value a line.
+    JsonDocument,
 }
 
 impl Refusal {
@@ -77,6 +80,7 @@ impl Refusal {
             Refusal::Evtx => "binary",
             Refusal::Gzip => "gzip",
             Refusal::AzureFlowLog => "azure_flow_log",
+            Refusal::JsonDocument => "json_document",
         }
     }
 
@@ -95,6 +99,10 @@ impl Refusal {
                 "an Azure flow log cannot be followed (its blob is one JSON document \
                  rewritten as it grows, not appended lines): replay each hour's PT1H.json"
             }
+            Refusal::JsonDocument => {
+                "a JSON document over several lines cannot be followed (it is not one \
+                 value a line, as NDJSON is): replay it (an Azure flow log blob is one)"
+            }
         }
     }
 }
@@ -112,8 +120,10 @@ pub enum Head {
 impl Head {
     /// The verdict on a file starting with `head`. `whole`: no more bytes
     /// will be waited for (a file checked at start: its first [`HEAD`]
-    /// bytes). A JSON head is told once it holds [`HEAD`] bytes or a line
-    /// end; its lines wait for their ends anyway.
+    /// bytes). A JSON head is told once its first line is whole (one
+    /// value a line: text) or it holds [`HEAD`] bytes: a first line that
+    /// opens a document the next lines continue waits for an Azure flow
+    /// log's marks until then, and is refused as a JSON document after.
     pub fn of(head: &[u8], whole: bool) -> Head {
         if head.starts_with(EVTX_MAGIC) {
             return Head::Refused(Refusal::Evtx);
@@ -124,11 +134,15 @@ impl Head {
         if FlowFormat::detect(head) == Some(FlowFormat::AzureFlowLog) {
             return Head::Refused(Refusal::AzureFlowLog);
         }
+        let full = whole || head.len() >= HEAD;
+        let json = match json_shape(head) {
+            Some(JsonShape::Document) if full => return Head::Refused(Refusal::JsonDocument),
+            Some(JsonShape::Document) => true,
+            Some(JsonShape::Lines) => false,
+            None => head.trim_ascii_start().starts_with(b"{") && !head.contains(&b'\n'),
+        };
         let prefix = |magic: &[u8]| head.len() < magic.len() && magic.starts_with(head);
-        let json = head.trim_ascii_start().starts_with(b"{")
-            && head.len() < HEAD
-            && !head.contains(&b'\n');
-        if !whole && (prefix(EVTX_MAGIC) || prefix(&GZIP_MAGIC) || json) {
+        if !full && (prefix(EVTX_MAGIC) || prefix(&GZIP_MAGIC) || json) {
             return Head::Short;
         }
         Head::Text

@@ -309,6 +309,57 @@ fn a_file_appearing_as_gzip_or_an_azure_flow_log_is_refused_until_replaced() {
     );
 }
 
+/// A pretty-printed copy of the Azure VNet sample: a long first field
+/// (`marks_late`) puts its kind past the first [`HEAD`] bytes.
+fn pretty_azure(marks_late: bool) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sensors/azure/elastic_integrations_vnet_sample_logs_testdata.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    let pretty = serde_json::to_string_pretty(&doc).unwrap();
+    let note = if marks_late {
+        "x".repeat(600)
+    } else {
+        String::new()
+    };
+    let rest = pretty.strip_prefix("{\n").unwrap();
+    format!("{{\n  \"note\": \"{note}\",\n{rest}\n").into_bytes()
+}
+
+/// A pretty-printed Azure blob written in pieces, its first piece `{` and
+/// a line end, is not taken for NDJSON: it waits for its marks (refused
+/// as an Azure flow log), or is refused as a JSON document once [`HEAD`]
+/// bytes show none.
+#[test]
+fn a_pretty_printed_azure_blob_is_refused_not_read_as_lines() {
+    let s = Scratch::new("pretty-azure");
+    let mut c = Clock::new(&s.log(), StartAt::End);
+    assert_eq!(c.poll(), strs(&["MISSING"]));
+    let early = pretty_azure(false);
+    append(&s.log(), &early[..2]);
+    assert_eq!(&early[..2], b"{\n");
+    assert_eq!(c.poll(), strs(&["OPENED"]), "a document's first line");
+    append(&s.log(), &early[2..]);
+    assert_eq!(c.poll(), strs(&["AZURE_FLOW_LOG"]));
+    let late = pretty_azure(true);
+    rotate(&s.log());
+    append(&s.log(), &late[..HEAD - 1]);
+    assert_eq!(c.poll(), strs(&["ROTATED", "OPENED"]));
+    append(&s.log(), &late[HEAD - 1..]);
+    assert_eq!(c.poll(), strs(&["AZURE_FLOW_LOG"]));
+    // Another document over lines: refused once its head is full.
+    rotate(&s.log());
+    let other = format!(
+        "{{\n  \"EventID\": 5156,\n  \"note\": \"{}\"\n}}\n",
+        "x".repeat(HEAD)
+    );
+    append(&s.log(), other.as_bytes());
+    assert_eq!(c.poll(), strs(&["ROTATED", "OPENED", "JSON_DOCUMENT"]));
+    // A head checked whole: told at once.
+    assert_eq!(Head::of(b"{\n", false), Head::Short);
+    assert_eq!(Head::of(b"{\n", true), Head::Refused(Refusal::JsonDocument));
+    assert_eq!(Head::of(b"{\"EventID\": 5156}\n", false), Head::Text);
+}
+
 #[test]
 fn a_long_file_is_read_over_several_polls() {
     let s = Scratch::new("long");
