@@ -215,6 +215,25 @@ fn vpc_bad_input_is_counted_never_fatal() {
     assert_eq!(stop.offset as usize, text.rfind('\n').unwrap() + 1);
 }
 
+/// A format wider than the fields a line is split into: lines are still
+/// told by their whole field count, and the columns past are absent.
+#[test]
+fn a_vpc_format_of_more_than_64_fields_is_counted_whole() {
+    let extra: String = (0..60).map(|i| format!(" x{i}")).collect();
+    let dashes = " -".repeat(60);
+    let text = format!(
+        "version srcaddr dstaddr srcport dstport protocol start end action log-status{extra}\n\
+         2 10.0.0.1 10.0.0.2 40000 443 6 100 160 ACCEPT OK{dashes}\n\
+         2 10.0.0.1 10.0.0.2 40001 443 6 100 160 ACCEPT OK{dashes} -\n\
+         2 10.0.0.1 10.0.0.2 40002 443 6 100 160 ACCEPT OK{}\n",
+        " -".repeat(59)
+    );
+    let f = read(FlowFormat::VpcFlowLog, text.into_bytes());
+    let c = counts(&f);
+    assert_eq!((f.records, c["tcp"], c["malformed_field_count"]), (3, 1, 2));
+    find(&f, obs("10.0.0.1", 40000, "10.0.0.2", 443));
+}
+
 #[test]
 fn vpc_gzip_reads_like_plain_and_a_cut_stream_says_so() {
     let plain = sample("vpcflow", "awsdocs_v3_tcp_flags.log");

@@ -48,11 +48,58 @@ const JOIN_CAPACITY: usize = 1 << 20;
 
 /// A first line in this format: a header, or a default-format record.
 pub fn looks_like(first: &str) -> bool {
-    let t: Vec<&str> = first.split_whitespace().collect();
-    if t.first() == Some(&"version") {
-        return t.contains(&"srcaddr") || t.contains(&"log-status");
+    let t = Fields::split(first);
+    if t.get(0) == Some("version") {
+        return t
+            .kept()
+            .iter()
+            .any(|f| matches!(*f, "srcaddr" | "log-status"));
     }
-    t.len() == 14 && t[0].parse::<u8>().is_ok() && t[2].starts_with("eni-")
+    t.len() == 14
+        && t.get(0).is_some_and(|v| v.parse::<u8>().is_ok())
+        && t.get(2).is_some_and(|i| i.starts_with("eni-"))
+}
+
+/// Fields a line is split into: AWS defines about 40; a format naming more
+/// has the columns past these read as absent.
+const MAX_FIELDS: usize = 64;
+
+/// A line's space-separated fields, split on the stack (this is done for
+/// every line): the first [`MAX_FIELDS`] kept, all counted.
+struct Fields<'a> {
+    kept: [&'a str; MAX_FIELDS],
+    len: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn split(line: &'a str) -> Fields<'a> {
+        let mut kept = [""; MAX_FIELDS];
+        let mut len = 0;
+        for f in line.split_whitespace() {
+            if let Some(slot) = kept.get_mut(len) {
+                *slot = f;
+            }
+            len += 1;
+        }
+        Fields { kept, len }
+    }
+
+    /// How many fields the line has.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn kept(&self) -> &[&'a str] {
+        &self.kept[..self.len.min(MAX_FIELDS)]
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        self.kept().get(i).copied()
+    }
 }
 
 /// Column positions of the fields this reader uses.
@@ -76,8 +123,8 @@ struct Columns {
 
 impl Columns {
     fn parse(header: &str) -> Columns {
-        let names: Vec<&str> = header.split_whitespace().collect();
-        let at = |n: &str| names.iter().position(|x| *x == n);
+        let names = Fields::split(header);
+        let at = |n: &str| names.kept().iter().position(|x| *x == n);
         Columns {
             count: names.len(),
             interface_id: at("interface-id"),
@@ -124,8 +171,8 @@ enum Line {
     Skip(&'static str),
 }
 
-fn field<'a>(t: &[&'a str], at: Option<usize>) -> Option<&'a str> {
-    at.and_then(|i| t.get(i).copied())
+fn field<'a>(t: &Fields<'a>, at: Option<usize>) -> Option<&'a str> {
+    at.and_then(|i| t.get(i))
 }
 
 fn secs(s: Option<&str>) -> Option<Timestamp> {
@@ -134,7 +181,7 @@ fn secs(s: Option<&str>) -> Option<Timestamp> {
         .map(|s| Timestamp::from_secs_nanos(s, 0))
 }
 
-fn parse_line(c: &Columns, t: &[&str]) -> Line {
+fn parse_line(c: &Columns, t: &Fields) -> Line {
     if t.len() != c.count {
         return Line::Skip("malformed_field_count");
     }
@@ -160,7 +207,7 @@ fn parse_line(c: &Columns, t: &[&str]) -> Line {
 
 /// A record's interface and the addresses at its ends (the packet's own
 /// too, where logged), for telling whose interface it is.
-fn note_ends(c: &Columns, t: &[&str], interfaces: &mut Interfaces) {
+fn note_ends(c: &Columns, t: &Fields, interfaces: &mut Interfaces) {
     // On the stack: this is done for every line.
     let mut ends = [IpAddr::from([0u8; 4]); 4];
     let mut n = 0;
@@ -176,14 +223,14 @@ fn note_ends(c: &Columns, t: &[&str], interfaces: &mut Interfaces) {
 }
 
 /// An address column, or the packet's own (`pkt-...`) where logged.
-fn address(t: &[&str], at: Option<usize>, pkt: Option<usize>) -> Option<IpAddr> {
+fn address(t: &Fields, at: Option<usize>, pkt: Option<usize>) -> Option<IpAddr> {
     match field(t, pkt) {
         Some(a) if a != "-" => a.parse().ok(),
         _ => field(t, at)?.parse().ok(),
     }
 }
 
-fn record(c: &Columns, t: &[&str]) -> Result<Record, &'static str> {
+fn record(c: &Columns, t: &Fields) -> Result<Record, &'static str> {
     let src = address(t, c.srcaddr, c.pkt_srcaddr).ok_or("malformed_address")?;
     let dst = address(t, c.dstaddr, c.pkt_dstaddr).ok_or("malformed_address")?;
     let port = |i| field(t, i)?.parse::<u16>().ok();
@@ -333,8 +380,8 @@ fn flush_into(joins: &mut Joins, f: &mut FlowFile) {
 }
 
 /// What one line is, by its fields: a header (its columns taken), or data.
-fn header(cols: &mut Columns, headers: &mut u32, line: &str, t: &[&str]) -> Option<bool> {
-    if t[0] != "version" {
+fn header(cols: &mut Columns, headers: &mut u32, line: &str, t: &Fields) -> Option<bool> {
+    if t.get(0) != Some("version") {
         return None;
     }
     *headers += 1;
@@ -357,7 +404,7 @@ pub fn read(bytes: &[u8]) -> FlowFile {
             f.count("malformed_encoding");
             continue;
         };
-        let t: Vec<&str> = line.split_whitespace().collect();
+        let t = Fields::split(line);
         if t.is_empty() {
             continue;
         }
@@ -484,7 +531,7 @@ impl Follow {
 
     /// One whole line read at `now`; `history`: read for its header only.
     pub fn line(&mut self, line: &str, history: bool, now: Instant, out: &mut Vec<Followed>) {
-        let t: Vec<&str> = line.split_whitespace().collect();
+        let t = Fields::split(line);
         if t.is_empty() {
             return;
         }
