@@ -31,10 +31,8 @@ use crate::observation::SensorKind;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::report::{Report, SourceFacts, UnconfiguredTunnel};
-use crate::source::flows::vpc::JOIN_WAIT;
-use crate::source::follow::POLL_EVERY;
+use crate::source::follow::{POLL_EVERY, READ_PER_POLL};
 use crate::source::live::InterfaceStats;
-use crate::source::records::pfirewall::HOLD_FOR;
 use crate::source::Poll;
 use crate::state::TrackConfig;
 use crate::time::Timestamp;
@@ -581,16 +579,14 @@ impl Driver {
         let Some(f) = follow else {
             return;
         };
-        // A look is due once the poll interval has passed; a second one,
-        // past the longest wait, releases what the first read.
+        // A look is due once the poll interval has passed.
         let read = Instant::now() + POLL_EVERY;
-        let release = read + POLL_EVERY + HOLD_FOR.max(JOIN_WAIT);
-        for at in [read, release] {
-            for _ in 0..FINISH_POLLS {
-                if !f.poll(at, pl, rec.as_mut()).more {
-                    break;
-                }
-            }
+        if f.finish(read, FINISH_POLLS, pl, rec.as_mut()) {
+            tracing::warn!(
+                polls = FINISH_POLLS,
+                bytes_a_poll = READ_PER_POLL,
+                "stopped with more of a followed file unread; the closing report covers what was read"
+            );
         }
         if f.take_new_nodes() {
             self.rejudge();

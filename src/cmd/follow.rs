@@ -24,9 +24,11 @@ use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::quote::log_field;
 use crate::report::SourceFacts;
+use crate::source::flows::vpc::JOIN_WAIT;
 use crate::source::flows::FlowFormat;
 use crate::source::follow::{Change, Head, StartAt, HEAD, MAX_FOLLOWED};
 use crate::source::records::follow::{Followed, FollowedFile};
+use crate::source::records::pfirewall::HOLD_FOR;
 use crate::source::records::{RecordContext, RecordFormat};
 use crate::source::SourceError;
 
@@ -124,46 +126,90 @@ impl Follow {
         mut rec: Option<&mut Recorder>,
     ) -> Polled {
         let mut polled = Polled::default();
-        for f in &mut self.files {
-            let known = self.nodes.len();
+        for i in 0..self.files.len() {
             self.out.clear();
-            polled.more |= f.poll(now, &self.ctx, &mut self.out);
-            for e in self.out.drain(..) {
-                match e {
-                    Followed::Record { format, counted } => {
-                        polled.records += 1;
-                        if let Some(rec) = rec.as_deref_mut() {
-                            if let Some(f) = format {
-                                rec.source_read(f.kind().into());
-                            }
-                            let format = format.map_or(UNKNOWN, RecordFormat::name);
-                            rec.record(counted.node.as_ref(), format, counted.reason);
-                        }
-                        if let Some(item) = counted.item {
-                            Records::feed(pl, item);
-                        }
-                    }
-                    Followed::Change(c) => {
-                        say(f.path(), c);
-                        if let Some(rec) = rec.as_deref_mut() {
-                            rec.followed_change(f.sensor(), c.as_str());
-                        }
-                    }
-                }
-            }
-            // A VPC flow log's first record's node is only a label: it
-            // covers the owners of its interfaces.
-            if let (Some(s), false) = (f.sensor(), f.interfaces().is_some()) {
-                if !self.nodes.contains(s) {
-                    self.nodes.push(s.clone());
-                }
-            }
-            self.new_nodes |= self.nodes.len() > known;
+            polled.more |= self.files[i].poll(now, &self.ctx, &mut self.out);
+            polled.records += self.deliver(i, pl, rec.as_deref_mut());
         }
         if self.interfaces_changed() {
             self.tell_owners(pl.policy());
         }
         polled
+    }
+
+    /// Release, without reading, what each file holds that waited long
+    /// enough by `now` (at the stop: everything read).
+    pub fn settle(&mut self, now: Instant, pl: &mut Pipeline, mut rec: Option<&mut Recorder>) {
+        for i in 0..self.files.len() {
+            self.out.clear();
+            self.files[i].settle(now, &self.ctx, &mut self.out);
+            self.deliver(i, pl, rec.as_deref_mut());
+        }
+        if self.interfaces_changed() {
+            self.tell_owners(pl.policy());
+        }
+    }
+
+    /// Stopped: what the files hold is read, at most `polls` looks each
+    /// (a file written faster than it is read must not keep the process
+    /// from ending), due at `read`; then, without reading more, what waits
+    /// for its node or its connection's other direction goes out as if its
+    /// wait had ended. Returns whether a file had more left unread.
+    pub fn finish(
+        &mut self,
+        read: Instant,
+        polls: usize,
+        pl: &mut Pipeline,
+        mut rec: Option<&mut Recorder>,
+    ) -> bool {
+        let mut more = false;
+        for _ in 0..polls {
+            more = self.poll(read, pl, rec.as_deref_mut()).more;
+            if !more {
+                break;
+            }
+        }
+        self.settle(read + HOLD_FOR.max(JOIN_WAIT), pl, rec);
+        more
+    }
+
+    /// What file `i` put out: its records into the pipeline and the
+    /// metrics, its changes logged, its node noted. Returns the records.
+    fn deliver(&mut self, i: usize, pl: &mut Pipeline, mut rec: Option<&mut Recorder>) -> usize {
+        let f = &self.files[i];
+        let mut records = 0;
+        for e in self.out.drain(..) {
+            match e {
+                Followed::Record { format, counted } => {
+                    records += 1;
+                    if let Some(rec) = rec.as_deref_mut() {
+                        if let Some(f) = format {
+                            rec.source_read(f.kind().into());
+                        }
+                        let format = format.map_or(UNKNOWN, RecordFormat::name);
+                        rec.record(counted.node.as_ref(), format, counted.reason);
+                    }
+                    if let Some(item) = counted.item {
+                        Records::feed(pl, item);
+                    }
+                }
+                Followed::Change(c) => {
+                    say(f.path(), c);
+                    if let Some(rec) = rec.as_deref_mut() {
+                        rec.followed_change(f.sensor(), c.as_str());
+                    }
+                }
+            }
+        }
+        // A VPC flow log's first record's node is only a label: it covers
+        // the owners of its interfaces.
+        if let (Some(s), false) = (f.sensor(), f.interfaces().is_some()) {
+            if !self.nodes.contains(s) {
+                self.nodes.push(s.clone());
+                self.new_nodes = true;
+            }
+        }
+        records
     }
 
     /// Whether a VPC flow log was found, or its interfaces narrowed, since
@@ -399,6 +445,42 @@ mod tests {
             "--sensor names what is covered"
         );
         assert_eq!(v.unjudged, None);
+    }
+
+    /// At the stop, a file longer than the looks allowed: what was read
+    /// all goes out (every connection's SYN released, none held), the rest
+    /// is said to be unread.
+    #[test]
+    fn the_stop_releases_everything_it_read() {
+        let dir = std::env::temp_dir().join(format!("portwatch-finish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vpc.log");
+        let mut log = String::from(
+            "version srcaddr dstaddr srcport dstport protocol start end action tcp-flags log-status\n",
+        );
+        let mut n = 0u32;
+        while log.len() <= crate::source::follow::READ_PER_POLL * 13 / 4 {
+            let (a, port) = (n / 60_000, 1024 + n % 60_000);
+            log += &format!("3 10.1.{a}.1 10.2.0.2 {port} 443 6 100 160 ACCEPT 2 OK\n");
+            n += 1;
+        }
+        std::fs::write(&path, log).unwrap();
+        let policy = crate::config::load_policy(Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let spec = FollowSpec {
+            paths: vec![path],
+            start_at: StartAt::Start,
+            timezone: None,
+        };
+        let mut f = Follow::open(&spec, &policy, &[]).unwrap();
+        let mut pl = Pipeline::new(Arc::new(policy), Default::default());
+        let unread = f.finish(Instant::now(), 2, &mut pl, None);
+        let counts = f.files[0].counts();
+        let tcp = counts["tcp"];
+        assert_eq!(counts.get("observed"), Some(&tcp), "{counts:?}");
+        assert!(unread && tcp < u64::from(n), "{counts:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -117,17 +117,28 @@ impl FollowedFile {
     /// that waited long enough for their node); returns whether more is
     /// waiting to be read at once.
     pub fn poll(&mut self, now: Instant, ctx: &RecordContext, out: &mut Vec<Followed>) -> bool {
-        let FollowedFile { tail, reader, .. } = self;
         let from = out.len();
+        let more = self.read(now, ctx, out);
+        self.release(now, ctx, out);
+        self.account(from, out);
+        more
+    }
+
+    /// Release, without reading, what waited long enough by `now` for
+    /// its node or its connection's other direction (at the stop: `now`
+    /// past the longest wait releases everything read).
+    pub fn settle(&mut self, now: Instant, ctx: &RecordContext, out: &mut Vec<Followed>) {
+        let from = out.len();
+        self.release(now, ctx, out);
+        self.account(from, out);
+    }
+
+    /// The tail's new lines through the file's reader.
+    fn read(&mut self, now: Instant, ctx: &RecordContext, out: &mut Vec<Followed>) -> bool {
+        let FollowedFile { tail, reader, .. } = self;
         let mut counted = Vec::new();
         let mut flows = Vec::new();
-        let push = |format: Option<RecordFormat>, c: &mut Vec<Counted>, out: &mut Vec<_>| {
-            out.extend(
-                c.drain(..)
-                    .map(|counted| Followed::Record { format, counted }),
-            );
-        };
-        let more = tail.poll(now, &mut |e| {
+        tail.poll(now, &mut |e| {
             match e {
                 TailEvent::Change(c) => {
                     match (c, &mut *reader) {
@@ -168,16 +179,26 @@ impl FollowedFile {
                 TailEvent::Cut => counted.push(Counted::new(None, reason::CUT_LINE, None)),
             }
             push(reader.format(), &mut counted, out);
-        });
-        match reader {
+        })
+    }
+
+    /// What the reader held that waited long enough by `now`.
+    fn release(&mut self, now: Instant, ctx: &RecordContext, out: &mut Vec<Followed>) {
+        let mut counted = Vec::new();
+        match &mut self.reader {
             Reader::Firewall(f) => f.tick(now, ctx, &mut counted),
             Reader::Vpc(v) => {
+                let mut flows = Vec::new();
                 v.tick(now, &mut flows);
-                counted.extend(flows.drain(..).map(|f| vpc_counted(f, ctx)));
+                counted.extend(flows.into_iter().map(|f| vpc_counted(f, ctx)));
             }
             _ => {}
         }
-        push(reader.format(), &mut counted, out);
+        push(self.reader.format(), &mut counted, out);
+    }
+
+    /// The records put out since `from`, counted.
+    fn account(&mut self, from: usize, out: &mut [Followed]) {
         // A record of a line the file's own reader could not place is the
         // file's node's, once known.
         let known = self.sensor().cloned();
@@ -196,8 +217,15 @@ impl FollowedFile {
                 }
             }
         }
-        more
     }
+}
+
+/// `c`'s records out, read as `format`.
+fn push(format: Option<RecordFormat>, c: &mut Vec<Counted>, out: &mut Vec<Followed>) {
+    out.extend(
+        c.drain(..)
+            .map(|counted| Followed::Record { format, counted }),
+    );
 }
 
 /// A VPC flow log's line or connection as a record: its node is the site
