@@ -463,7 +463,8 @@ fn edge_ref(s: &Sample) -> EdgeRef<'_> {
 
 /// What the kinds of sensor saw of one edge, in the store's order: those
 /// that saw connections established, and each (kind, outcome) of failure
-/// with its increase. Each kind or pair once: bounded by the closed sets.
+/// with its increase (the largest of its series). Each kind or pair once:
+/// bounded by the closed sets.
 #[derive(Default)]
 struct KindsSeen {
     established: Vec<SensorKind>,
@@ -481,8 +482,17 @@ impl KindsSeen {
             if !self.established.contains(&kind) {
                 self.established.push(kind);
             }
-        } else if !self.failed.iter().any(|f| (f.0, f.1) == (kind, o)) {
-            self.failed.push((kind, o, s.value));
+        } else {
+            // The recording rule keeps one series per kind and outcome, the
+            // max over the site's sensors (two see the same connections);
+            // more (a label the rule keeps, such as an HA replica's) are
+            // views of the same connections: the max, as the rule takes,
+            // whatever order the store answered in. A sum would count them
+            // twice.
+            match self.failed.iter_mut().find(|f| (f.0, f.1) == (kind, o)) {
+                Some(f) => f.2 = f.2.max(s.value),
+                None => self.failed.push((kind, o, s.value)),
+            }
         }
     }
 
@@ -628,6 +638,43 @@ mod tests {
             d[0].outcomes,
             BTreeMap::from([("firewall_log", "denied"), ("packets", "established")])
         );
+    }
+
+    /// Series of one kind and outcome beyond the one the recording rule
+    /// makes (a replica's label kept) are views of the same connections:
+    /// counted once, at the largest increase, in either order.
+    #[test]
+    fn a_kinds_series_of_one_outcome_count_at_their_largest_in_any_order() {
+        let edge = [
+            ("src", "engine1"),
+            ("dst", "central"),
+            ("port", "4242"),
+            ("service", "qrs"),
+        ];
+        let by_kind = |kind, outcome, replica, v| {
+            let mut l = edge.to_vec();
+            l.extend([
+                ("sensor_kind", kind),
+                ("outcome", outcome),
+                ("replica", replica),
+            ]);
+            sample(&l, v)
+        };
+        let mut series = vec![
+            by_kind("packets", "established", "a", 40.0),
+            by_kind("firewall_log", "denied", "a", 5.2),
+            by_kind("firewall_log", "denied", "b", 12.4),
+        ];
+        for _ in 0..2 {
+            let a = StoreAnswers {
+                disagreements: vec![sample(&edge, 1.0)],
+                handshakes_by_kind: series.clone(),
+                ..Default::default()
+            };
+            let d = disagreements(&a, &mut 0);
+            assert_eq!(d[0].connections, 12, "{series:?}");
+            series.reverse();
+        }
     }
 
     #[test]
