@@ -613,3 +613,30 @@ fn write_findings_write_errors_exit_4() {
     let report: Value = serde_json::from_slice(&o.stdout).expect("the report, printed");
     assert!(report["findings"].as_array().is_some_and(|f| !f.is_empty()));
 }
+
+/// `run --write-findings` on a full disk (`/dev/full`): the packets lost
+/// are counted in a metric by reason (a closed set), as the event log's
+/// lines are, and capture goes on.
+#[test]
+fn run_counts_the_findings_packets_it_could_not_write() {
+    if !Path::new("/dev/full").exists() {
+        return crate::util::skip("write_findings_metric", "no /dev/full");
+    }
+    let args = crate::util::demo_run("100", &["--write-findings", "/dev/full"]);
+    let mut d = crate::util::Daemon::start(&args);
+    let lost = |m: &str, why: &str| {
+        crate::util::sample(
+            m,
+            &format!("portwatch_findings_packets_not_written_total{{reason=\"{why}\"}}"),
+        )
+    };
+    let m = d.wait_metrics("findings' packets not written", |m| {
+        lost(m, "write_error").is_some_and(|v| v > 0.0)
+    });
+    assert_eq!(lost(&m, "over_cap"), Some(0.0), "{m}");
+    assert_eq!(lost(&m, "other_link_type"), Some(0.0), "{m}");
+    assert_eq!(d.get("/-/ready").map(|r| r.0), Some(200));
+    d.signal("TERM");
+    let (_, _, err) = d.wait_exit();
+    assert!(err.contains("--write-findings incomplete"), "{err}");
+}

@@ -483,6 +483,9 @@ impl Driver {
         };
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
+            if let Some(w) = &self.findings_pcap {
+                rec.metrics().findings_not_written(&w.stats());
+            }
         }
         if self.closing_counters {
             for s in self.input.live_stats() {
@@ -810,6 +813,9 @@ impl Driver {
         }
         if let Some(rec) = &self.rec {
             rec.metrics().event_log_errors(self.lines_lost());
+            if let Some(w) = &self.findings_pcap {
+                rec.metrics().findings_not_written(&w.stats());
+            }
         }
         let reported = match self.state.is_some() {
             true => self.reported(),

@@ -363,7 +363,7 @@ const BUFFER: usize = 64 * 1024;
 
 /// Write as much of `buf` as goes: the bytes written, and the error that
 /// stopped the rest (`write_all` would not say how far it got).
-fn write_some(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+pub(super) fn write_some(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
     let mut n = 0;
     while n < buf.len() {
         match w.write(&buf[n..]) {

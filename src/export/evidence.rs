@@ -17,10 +17,16 @@
 //!   counted, not written), snaplen 262144; each packet keeps its captured
 //!   and wire lengths. Within a connection packets are in order; a
 //!   connection held until its finding is written after packets of others.
+//! - **Whole records.** Records are buffered whole and each flush is one
+//!   write; a write that stops short (a full disk) keeps the whole records
+//!   that fit and the file is cut back after the last of them, as the event
+//!   log keeps whole lines. A packet counts as written once it reached the
+//!   file; the others are counted lost (`write_errors`), and a file header
+//!   that did not reach it is written again with the next record.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::classify::Classification;
@@ -69,14 +75,79 @@ pub struct EvidenceStats {
 /// `--write-findings` could not write everything: for the closing message
 /// and the exit status, as the event log's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {lost} packet(s) not written{}; first error: {first}", if *.flush_failed { ", and a flush failed: packets counted as written may be missing" } else { "" })]
+#[error("{path}: {lost} packet(s) not written; first error: {first}")]
 pub struct EvidenceError {
     pub path: String,
-    /// Packets refused by a failed write.
+    /// Packets that did not reach the file.
     pub lost: u64,
-    /// A flush failed: what was buffered may not have reached the file.
-    pub flush_failed: bool,
     pub first: String,
+}
+
+/// Why a packet meant for the file is not in it: a closed set (the
+/// `reason` of `portwatch_findings_packets_not_written_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotWritten {
+    /// A write failed (a full disk).
+    WriteError,
+    /// The file reached `--write-findings-max`.
+    OverCap,
+    /// Of a link type other than the file's.
+    OtherLinkType,
+}
+
+impl NotWritten {
+    pub const ALL: [NotWritten; 3] = [
+        NotWritten::WriteError,
+        NotWritten::OverCap,
+        NotWritten::OtherLinkType,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotWritten::WriteError => "write_error",
+            NotWritten::OverCap => "over_cap",
+            NotWritten::OtherLinkType => "other_link_type",
+        }
+    }
+}
+
+impl EvidenceStats {
+    /// Packets not written for `why`, so far.
+    pub fn not_written(&self, why: NotWritten) -> u64 {
+        match why {
+            NotWritten::WriteError => self.write_errors,
+            NotWritten::OverCap => self.over_cap,
+            NotWritten::OtherLinkType => self.other_link_type,
+        }
+    }
+}
+
+/// Where the records go: a file, cut back after a short write.
+pub(crate) trait Sink: Write + Send {
+    /// Cut the output back to `len` bytes and write on from there.
+    fn cut(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl Sink for File {
+    fn cut(&mut self, len: u64) -> io::Result<()> {
+        // A device such as /dev/full cannot be cut: nothing reached it.
+        let cut = self.set_len(len);
+        self.seek(SeekFrom::Start(len))?;
+        cut
+    }
+}
+
+/// Buffered bytes past this are written at once (besides `flush`).
+const BUFFER: usize = 64 << 10;
+
+/// Write `buf`, whole records ending at `ends`, as far as it goes: the
+/// bytes of the whole records that reached `w`, how many records they
+/// are, and the error that stopped the rest.
+fn write_records(w: &mut impl Write, buf: &[u8], ends: &[usize]) -> (usize, usize, io::Result<()>) {
+    let (n, r) = super::eventlog::write_some(w, buf);
+    let records = ends.partition_point(|&e| e <= n);
+    let kept = records.checked_sub(1).map_or(0, |i| ends[i]);
+    (kept, records, r)
 }
 
 struct Held {
@@ -113,13 +184,18 @@ impl Wanted for All {
 
 pub struct FindingsPcap {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Box<dyn Sink>,
+    /// Whole records not yet written; `ends[i]` is where the i-th ends.
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    /// The first buffered record carries the file header.
+    header_buffered: bool,
+    header_in_file: bool,
     linktype: Option<LinkType>,
     cap: u64,
     full: bool,
     /// The first write error, once there was one.
     first_error: Option<String>,
-    flush_failed: bool,
     decap: Decap,
     /// Held packets by connection, in the order connections began.
     held: FastMap<FlowKey, Held>,
@@ -137,14 +213,21 @@ impl FindingsPcap {
     /// Create (or truncate) `path`; at most `cap` bytes will be written.
     pub fn create(path: &Path, cap: u64, decap: Decap) -> io::Result<FindingsPcap> {
         let file = File::create(path)?;
-        Ok(FindingsPcap {
+        Ok(FindingsPcap::to_sink(path, Box::new(file), cap, decap))
+    }
+
+    fn to_sink(path: &Path, out: Box<dyn Sink>, cap: u64, decap: Decap) -> FindingsPcap {
+        FindingsPcap {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(64 << 10, file),
+            out,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            header_buffered: false,
+            header_in_file: false,
             linktype: None,
             cap,
             full: false,
             first_error: None,
-            flush_failed: false,
             decap,
             held: FastMap::default(),
             held_order: VecDeque::new(),
@@ -153,7 +236,7 @@ impl FindingsPcap {
             marked_order: VecDeque::new(),
             seen: (0, 0),
             stats: EvidenceStats::default(),
-        })
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -227,12 +310,31 @@ impl FindingsPcap {
         self.seen = (0, 0);
     }
 
-    /// Flush what is buffered to the file (once a second in `run`).
+    /// Write what is buffered to the file (once a second in `run`, and
+    /// when the buffer fills): the whole records that reach it count as
+    /// written, the file is cut back after the last of them, the rest are
+    /// lost.
     pub fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.flush_failed = true;
-            self.failed(&e, 0);
+        if self.buf.is_empty() {
+            return;
         }
+        let (kept, records, r) = write_records(&mut self.out, &self.buf, &self.ends);
+        let r = r.and_then(|()| self.out.flush());
+        if records > 0 {
+            self.stats.packets += records as u64;
+            self.stats.bytes += kept as u64;
+            self.header_in_file |= self.header_buffered;
+        }
+        if let Err(e) = r {
+            if kept < self.buf.len() {
+                // Whatever part of a record went out is cut away.
+                let _ = self.out.cut(self.stats.bytes);
+            }
+            self.failed(&e, (self.ends.len() - records) as u64);
+        }
+        self.buf.clear();
+        self.ends.clear();
+        self.header_buffered = false;
     }
 
     /// A line for stderr or the log: what was and was not written.
@@ -277,10 +379,7 @@ impl FindingsPcap {
 
     /// Flush to the file; the stats of what was written.
     pub fn finish(&mut self) -> EvidenceStats {
-        if let Err(e) = self.out.flush() {
-            self.flush_failed = true;
-            self.failed(&e, 0);
-        }
+        self.flush();
         self.stats
     }
 
@@ -292,7 +391,6 @@ impl FindingsPcap {
             Some(first) => Err(EvidenceError {
                 path: self.path.display().to_string(),
                 lost: self.stats.write_errors,
-                flush_failed: self.flush_failed,
                 first: first.clone(),
             }),
         }
@@ -359,22 +457,25 @@ impl FindingsPcap {
     }
 
     fn record(&mut self, linktype: LinkType, ts: Timestamp, wire_len: u32, data: &[u8]) {
-        let header = match self.linktype {
-            None => FILE_HEADER,
-            Some(l) if l == linktype => 0,
-            Some(_) => {
-                self.stats.other_link_type += 1;
-                return;
-            }
+        if self.linktype.is_some_and(|l| l != linktype) {
+            self.stats.other_link_type += 1;
+            return;
+        }
+        // The header goes with the first record until it reached the file.
+        let header = match self.header_in_file || self.header_buffered {
+            true => 0,
+            false => FILE_HEADER,
         };
         let len = header + RECORD_HEADER + data.len() as u64;
-        if self.full || self.stats.bytes + len > self.cap {
+        if self.full || self.stats.bytes + self.buf.len() as u64 + len > self.cap {
             self.full = true;
             self.stats.over_cap += 1;
             return;
         }
-        let mut buf = Vec::with_capacity(len as usize);
+        self.linktype.get_or_insert(linktype);
+        let buf = &mut self.buf;
         if header > 0 {
+            self.header_buffered = true;
             for w in [
                 MAGIC_NANOS,
                 0x0004_0002,
@@ -393,13 +494,9 @@ impl FindingsPcap {
             buf.extend_from_slice(&w.to_le_bytes());
         }
         buf.extend_from_slice(data);
-        match self.out.write_all(&buf) {
-            Ok(()) => {
-                self.linktype.get_or_insert(linktype);
-                self.stats.packets += 1;
-                self.stats.bytes += len;
-            }
-            Err(e) => self.failed(&e, 1),
+        self.ends.push(buf.len());
+        if buf.len() >= BUFFER {
+            self.flush();
         }
     }
 
@@ -488,6 +585,8 @@ mod tests {
         feed(&mut p, 2, &other);
         assert_eq!(p.stats().packets, 0, "held until decided");
         p.mark(&key(1000));
+        assert_eq!(p.stats().packets, 0, "buffered, not in the file yet");
+        p.flush();
         assert_eq!(p.stats().packets, 2);
         p.forget_held(&key(1001));
         feed(
@@ -528,10 +627,115 @@ mod tests {
         );
         p.mark(&key(1000));
         assert_eq!(p.result(), Ok(()), "buffered, not written yet");
-        p.finish();
+        let st = p.finish();
         let e = p.result().unwrap_err();
-        assert!(e.flush_failed && e.path == "/dev/full", "{e:?}");
+        assert!(e.lost == 1 && e.path == "/dev/full", "{e:?}");
+        assert_eq!((st.packets, st.bytes, st.write_errors), (0, 0, 1));
         assert!(p.summary().contains("the file is incomplete"));
+    }
+
+    /// A disk with `room` bytes, taking at most `chunk` a write, then
+    /// failing as a full disk does; shared with the test.
+    #[derive(Clone, Default)]
+    struct Disk(std::sync::Arc<std::sync::Mutex<(Vec<u8>, usize, usize)>>);
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut d = self.0.lock().unwrap();
+            let n = buf.len().min(d.1.saturating_sub(d.0.len())).min(d.2);
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            d.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for Disk {
+        fn cut(&mut self, len: u64) -> io::Result<()> {
+            self.0.lock().unwrap().0.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    impl Disk {
+        fn room(&self, room: usize) {
+            let mut d = self.0.lock().unwrap();
+            (d.1, d.2) = (room, 7);
+        }
+        fn got(&self) -> Vec<u8> {
+            self.0.lock().unwrap().0.clone()
+        }
+    }
+
+    /// The records of a pcap file, checked whole: its header, then each
+    /// record to the last byte.
+    fn pcap_records(b: &[u8]) -> usize {
+        assert_eq!(b[..4], MAGIC_NANOS.to_le_bytes(), "a file header first");
+        let (mut at, mut n) = (FILE_HEADER as usize, 0);
+        while at < b.len() {
+            let len = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+            at += RECORD_HEADER as usize + len;
+            n += 1;
+        }
+        assert_eq!(at, b.len(), "no half record");
+        n
+    }
+
+    /// A write that stops short keeps the whole records that fit: the file
+    /// is cut back after them, only those count as written, the rest are
+    /// lost; a header that did not fit goes with the next record.
+    #[test]
+    fn a_short_write_keeps_whole_records() {
+        let syn = frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Syn);
+        let ack = frame([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, Control::Ack);
+        let per = RECORD_HEADER as usize + syn.len();
+        assert_eq!(syn.len(), ack.len());
+        let disk = Disk::default();
+        disk.room(FILE_HEADER as usize + per + per / 2);
+        let mut p = FindingsPcap::to_sink(
+            Path::new("disk"),
+            Box::new(disk.clone()),
+            DEFAULT_CAP,
+            Decap::STANDARD,
+        );
+        feed(&mut p, 0, &syn);
+        p.mark(&key(1000));
+        feed(&mut p, 1, &ack);
+        feed(&mut p, 2, &ack);
+        p.flush();
+        let st = p.stats();
+        assert_eq!((st.packets, st.write_errors), (1, 2));
+        assert_eq!(st.bytes, disk.got().len() as u64);
+        assert_eq!(pcap_records(&disk.got()), 1);
+        assert_eq!(p.result().unwrap_err().lost, 2);
+        // Room again: later records follow, with no second header.
+        disk.room(1 << 20);
+        feed(&mut p, 3, &ack);
+        let st = p.finish();
+        assert_eq!((st.packets, st.write_errors), (2, 2));
+        assert_eq!(pcap_records(&disk.got()), 2);
+        // Not even the header fits: it is written again with the next one.
+        let disk = Disk::default();
+        disk.room(10);
+        let mut p = FindingsPcap::to_sink(
+            Path::new("disk"),
+            Box::new(disk.clone()),
+            DEFAULT_CAP,
+            Decap::STANDARD,
+        );
+        feed(&mut p, 0, &syn);
+        p.mark(&key(1000));
+        p.flush();
+        assert!(disk.got().is_empty());
+        disk.room(1 << 20);
+        feed(&mut p, 1, &ack);
+        let st = p.finish();
+        assert_eq!((st.packets, st.write_errors), (1, 1));
+        assert_eq!(pcap_records(&disk.got()), 1);
     }
 
     /// Held packets stay within their bounds: per connection, and the

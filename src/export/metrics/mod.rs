@@ -141,6 +141,8 @@ pub struct Metrics {
     last_reload: Gauge,
     reload_failures: IntCounter,
     event_log_errors: IntCounter,
+    /// `--write-findings`: no series without it.
+    findings_not_written: IntCounterVec,
     records: IntCounterVec,
     /// Per flow exporter (`run --flow-listen`): datagrams, lost records,
     /// lost export packets.
@@ -291,6 +293,11 @@ impl Metrics {
                     "Connection attempts and open connections currently tracked.",
                 )
                 .expect("valid metric"),
+            ),
+            findings_not_written: counter_vec(
+                "portwatch_findings_packets_not_written_total",
+                "Packets of connections with findings not in the --write-findings file, by reason (write_error: a write failed, the file keeps whole records; over_cap: past --write-findings-max; other_link_type).",
+                &["reason"],
             ),
             evictions: counter_vec(
                 "portwatch_flow_table_evictions_total",
@@ -491,6 +498,14 @@ impl Metrics {
     pub fn config_rejected(&self) {
         self.reload_success.set(0);
         self.reload_failures.inc();
+    }
+
+    /// What `--write-findings` could not write so far (running totals).
+    pub fn findings_not_written(&self, stats: &crate::export::evidence::EvidenceStats) {
+        for why in crate::export::evidence::NotWritten::ALL {
+            let c = self.findings_not_written.with_label_values(&[why.as_str()]);
+            c.inc_by(stats.not_written(why).saturating_sub(c.get()));
+        }
     }
 
     /// The event log's write errors so far (a running total).
