@@ -701,9 +701,9 @@ Records are counted in portwatch_records_total{node,format,reason}. Without -i (
 --sensor), the required edges judged include those of the logs' nodes; a VPC flow log's, \
 without --sensor, are the nodes owning its interfaces, as replay tells them.
 
-EVTX files, gzip files and Azure flow logs cannot be followed (they are not written \
-line by line): refused, exit status 2. Replay them, or follow the NDJSON a shipper \
-writes.";
+EVTX files, gzip files, Azure flow logs and JSON documents over several lines \
+(pretty-printed) cannot be followed (they are not written line by line): refused, exit \
+status 2. Replay them, or follow the NDJSON a shipper writes.";
 
 /// What `replay` and `watch` report, and for which sensor.
 #[derive(Debug, Args)]
@@ -750,8 +750,9 @@ pub struct EvidenceArgs {
     /// SYN on: the first 16 packets of each new connection are held (8 MiB
     /// in all) until its finding is decided, later ones written as they
     /// come. The file stops at --write-findings-max; what did not fit is
-    /// counted (stderr, or the log for `run`). A write error (disk full)
-    /// ends replay and watch with exit status 4, after the report.
+    /// counted (stderr, or the log and metrics for `run`). The file holds
+    /// whole records only: a write error (disk full) keeps those that fit,
+    /// and ends replay and watch with exit status 4, after the report.
     #[arg(long, value_name = "FILE")]
     pub write_findings: Option<PathBuf>,
     /// Most bytes --write-findings writes: a number with an optional k, M
