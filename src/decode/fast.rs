@@ -12,14 +12,18 @@
 //! [`vxlan_skipped`] an encapsulation, only when the full decode would
 //! return `Ok(Skipped(NotControl))` (having opened that encapsulation); for
 //! anything else, including every error, they return `false` or `None` and
-//! the caller defers to the full decode.
+//! the caller defers to the full decode. [`plain`] returns `Some` only with
+//! what the full decode returns.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::bytes::{array, be16, u8_at};
 use super::ip::{IPV4_MIN_LEN, IPV6_LEN, PROTO_TCP};
 use super::link::{
     ETHERNET_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, SLL2_LEN, SLL_LEN, VLAN_TAG_LEN,
 };
-use super::tcp::{CONTROL_FLAGS, TCP_MIN_LEN};
+use super::segment::{Control, Decoded, Segment, Skip};
+use super::tcp::{bad_flags, control, CONTROL_FLAGS, TCP_MIN_LEN};
 use super::tunnel::{Decap, Encap, EncapKind, PROTO_UDP, UDP_LEN, VXLAN_FLAG_VNI, VXLAN_LEN};
 use super::{RawTuple, Wanted};
 use crate::frame::LinkType;
@@ -37,6 +41,50 @@ pub(super) fn is_skipped(linktype: LinkType, data: &[u8], wanted: &impl Wanted) 
             src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
             dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
         })
+}
+
+/// A frame of the pre-check's layouts decoded at its fixed offsets, as the
+/// full decode would (control packets are most of the frames the pre-check
+/// declines, and the full decode walks every layer again to reach the same
+/// header); `None` for anything else, errors included, which the full
+/// decode reports.
+#[inline]
+pub(super) fn plain(linktype: LinkType, data: &[u8], wanted: &impl Wanted) -> Option<Decoded> {
+    let (src, dst, tcp) = tcp_header(linktype, data)?;
+    let flags = tcp[13];
+    if bad_flags(flags).is_some() {
+        return None;
+    }
+    let tuple = RawTuple {
+        src,
+        dst,
+        src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+    };
+    let control = match control(flags) {
+        Some(c) => c,
+        None if wanted.wants(&tuple) => Control::Ack,
+        None => return Some(Decoded::Skipped(Skip::NotControl)),
+    };
+    Some(Decoded::Control(Segment {
+        src: address(src)?,
+        dst: address(dst)?,
+        src_port: tuple.src_port,
+        dst_port: tuple.dst_port,
+        control,
+        flags,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        mirror: None,
+    }))
+}
+
+/// An address of 4 or 16 bytes, as [`tcp_header`] returns them.
+#[inline]
+fn address(b: &[u8]) -> Option<IpAddr> {
+    Some(match b.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?)),
+        _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?)),
+    })
 }
 
 /// A non-control segment on ports the caller does not want, inside VXLAN

@@ -196,7 +196,9 @@ pub fn decode_frame(
 
 /// [`decode_frame`] of a frame [`is_skipped`] declined, the encapsulations
 /// opened written to `encaps` (empty on entry): the pre-check of a mirror
-/// session's VXLAN, then the full decode.
+/// session's VXLAN (out after two reads for other frames), a plain frame
+/// at its fixed offsets (a control packet, most often), then the full
+/// decode.
 #[inline]
 pub fn decode_deferred(
     linktype: LinkType,
@@ -208,6 +210,9 @@ pub fn decode_deferred(
     if let Some(vxlan) = fast::vxlan_skipped(linktype, data, wanted, decap) {
         *encaps = Encaps::one(vxlan);
         return Ok(Decoded::Skipped(Skip::NotControl));
+    }
+    if let Some(d) = fast::plain(linktype, data, wanted) {
+        return Ok(d);
     }
     decode_full(linktype, data, wanted, decap, encaps)
 }

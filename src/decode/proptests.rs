@@ -165,6 +165,47 @@ proptest! {
     fn fast_path_agrees_on_random_bytes(linktype in linktype(), data in proptest::collection::vec(any::<u8>(), 0..100)) {
         prop_assert_eq!(decode(linktype, &data), full(linktype, &data, &ControlOnly));
     }
+
+    #[test]
+    fn plain_decode_defers_or_agrees((linktype, frame) in mutated_frame(), port in prop_oneof![Just(443u16), any::<u16>()]) {
+        let ports = [port];
+        for wanted in [&Ports(&[]), &Ports(&ports)] {
+            if let Some(d) = fast::plain(linktype, &frame, wanted) {
+                prop_assert_eq!(Ok(d), full(linktype, &frame, wanted));
+            }
+        }
+    }
+}
+
+/// Every flags byte in each plain layout (Ethernet, 802.1Q, IPv4 with
+/// options, IPv6, raw IP): the fixed-offset decode takes the frame, and
+/// gives what the full decode gives, unless the flags are an error.
+#[test]
+fn plain_decode_takes_the_plain_layouts() {
+    let ports = [super::tests::DPORT];
+    for flags in 0..=u8::MAX {
+        let tcp = [tcp_header(flags), vec![0xab; 16]].concat();
+        let v4 = ipv4_packet(6, 0, &[1; 8], &tcp);
+        let v6 = ipv6_packet(6, &tcp);
+        let tagged = [vec![0, 5, 0x08, 0x00], v4.clone()].concat();
+        let frames = [
+            (LinkType::ETHERNET, ethernet(0x0800, &v4)),
+            (LinkType::ETHERNET, ethernet(0x86dd, &v6)),
+            (LinkType::ETHERNET, ethernet(0x8100, &tagged)),
+            (LinkType::RAW, v4.clone()),
+            (LinkType::RAW, v6),
+        ];
+        for (lt, frame) in frames {
+            for wanted in [&Ports(&[]), &Ports(&ports)] {
+                let whole = full(lt, &frame, wanted);
+                let plain = fast::plain(lt, &frame, wanted);
+                match tcp::bad_flags(flags) {
+                    Some(_) => assert_eq!(plain, None, "{flags:#x}"),
+                    None => assert_eq!(plain.map(Ok), Some(whole), "{flags:#x}"),
+                }
+            }
+        }
+    }
 }
 
 /// A VXLAN frame as a mirror session sends it, in the layouts the

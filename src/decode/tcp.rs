@@ -70,7 +70,7 @@ pub(super) fn segment(
 }
 
 /// SYN with RST or FIN: no handshake sends it (scanners and broken stacks do).
-fn bad_flags(flags: u8) -> Option<BadFlags> {
+pub(super) fn bad_flags(flags: u8) -> Option<BadFlags> {
     match (flags & SYN != 0, flags & RST != 0, flags & FIN != 0) {
         (true, true, _) => Some(BadFlags::SynRst),
         (true, false, true) => Some(BadFlags::SynFin),
