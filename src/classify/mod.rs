@@ -95,7 +95,20 @@ impl Classification {
 
 /// Judge a connection attempt from `src` to `dst:port`.
 pub fn classify(p: &Policy, src: IpAddr, dst: IpAddr, port: u16) -> Classification {
-    let (s, d) = (p.peer_of(src), p.peer_of(dst));
+    classify_peers(p, (p.peer_of(src), src), (p.peer_of(dst), dst), port)
+}
+
+/// [`classify`] with each end's peer already known (what
+/// [`Policy::peer_of`] says of its address): an outcome is judged again
+/// with the peers of its attempt's flow row, and an address outside the
+/// site is asked of every prefix.
+pub fn classify_peers(
+    p: &Policy,
+    (s, src): (Peer, IpAddr),
+    (d, dst): (Peer, IpAddr),
+    port: u16,
+) -> Classification {
+    debug_assert_eq!((s, d), (p.peer_of(src), p.peer_of(dst)));
     let service = |basis: &Basis| match basis {
         Basis::Edge(e) => p.edge(*e).service.clone(),
         Basis::Rule(r) => p.rule_service(*r).clone(),
@@ -134,9 +147,30 @@ pub fn classify_at(
     port: u16,
     ts: Timestamp,
 ) -> Classification {
-    let mut c = classify(p, src, dst, port);
+    accepted_at(p, classify(p, src, dst, port), src, dst, ts)
+}
+
+/// [`classify_peers`], with the acceptance as [`classify_at`] sets it.
+pub fn classify_peers_at(
+    p: &Policy,
+    src: (Peer, IpAddr),
+    dst: (Peer, IpAddr),
+    port: u16,
+    ts: Timestamp,
+) -> Classification {
+    accepted_at(p, classify_peers(p, src, dst, port), src.1, dst.1, ts)
+}
+
+#[inline]
+fn accepted_at(
+    p: &Policy,
+    mut c: Classification,
+    src: IpAddr,
+    dst: IpAddr,
+    ts: Timestamp,
+) -> Classification {
     if !p.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
-        c.accepted = p.accepted((c.src, src), (c.dst, dst), port, ts);
+        c.accepted = p.accepted((c.src, src), (c.dst, dst), c.port, ts);
     }
     c
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, classify_at, explain, Classification};
+use crate::classify::{classify, classify_at, classify_peers_at, explain, Classification};
 use crate::decode::{
     decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
@@ -1070,7 +1070,7 @@ fn on_table_event(
             outcome,
             inferred,
         } => {
-            let c = classify_at(policy, key.client, key.server, key.server_port, ts);
+            let c = reclassify(policy, tally, tag, key, ts);
             if let Some(d) = kinds.outcome(&key, SensorKind::Packets, outcome) {
                 disagreed(tally, events, c.clone(), key, d, ts);
             }
@@ -1098,6 +1098,30 @@ fn on_table_event(
             }
         }
     }
+}
+
+/// An attempt classified again at its outcome: with the peers of its flow
+/// row where it has one (the row's key holds the peers its attempt's
+/// classification found for these addresses, under the same policy: a
+/// reload starts a new tally and clears the tags' rows).
+fn reclassify(
+    policy: &Policy,
+    tally: &Tally,
+    tag: Tag,
+    key: FlowKey,
+    ts: Timestamp,
+) -> Classification {
+    let Some(row) = tag.row else {
+        return classify_at(policy, key.client, key.server, key.server_port, ts);
+    };
+    let k = tally.row(row).key;
+    classify_peers_at(
+        policy,
+        (k.src, key.client),
+        (k.dst, key.server),
+        key.server_port,
+        ts,
+    )
 }
 
 /// A connection the handshake table saw end, classified again as its
