@@ -541,7 +541,9 @@ impl Pipeline {
         if !encaps.is_empty() {
             self.stats.encaps(&encaps);
         }
-        let (what, seg) = match decoded {
+        // The segment is used where it was decoded (each move of it cost
+        // a dozen instructions or more a control packet).
+        let (what, seg) = match &decoded {
             Ok(Decoded::Control(seg)) => {
                 self.stats.controls[seg.control as usize] += 1;
                 match seg.control {
@@ -556,8 +558,8 @@ impl Pipeline {
                 }
             }
             Ok(Decoded::Skipped(s)) => {
-                self.stats.skipped[s as usize] += 1;
-                (Ingested::Skipped(s), None)
+                self.stats.skipped[*s as usize] += 1;
+                (Ingested::Skipped(*s), None)
             }
             Err(e) => {
                 *self.stats.errors.entry(e.reason()).or_default() += 1;
@@ -570,7 +572,7 @@ impl Pipeline {
         let seg = seg.filter(|s| !self.mirror_copy(s, frame.ts));
         match (admit.at, seg) {
             (Some(ts), Some(seg)) => {
-                self.process(ts, &seg);
+                self.process(ts, seg);
                 if seg.control == Control::SynAck {
                     let h = either_way_hash_of(seg.src, seg.dst, seg.src_port, seg.dst_port);
                     let hold = OPEN_SKIP.min(self.table.config().idle_timeout / 2);
@@ -578,7 +580,7 @@ impl Pipeline {
                 }
             }
             // A suspect timestamp: held until the frames after it decide.
-            (None, Some(seg)) => self.held.push((frame.ts, seg)),
+            (None, Some(seg)) => self.held.push((frame.ts, *seg)),
             _ => {}
         }
         if let Some(ts) = admit.at {
