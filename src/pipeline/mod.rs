@@ -641,7 +641,7 @@ impl Pipeline {
             // The mirror session is a fact of the packets, not of the
             // policy: a pending attempt's outcome keeps it.
             Tag {
-                row: None,
+                row: RowId::NONE,
                 edge,
                 mirror: old.mirror,
             }
@@ -1113,7 +1113,7 @@ fn reclassify(
     key: FlowKey,
     ts: Timestamp,
 ) -> Classification {
-    let Some(row) = tag.row else {
+    let Some(row) = tag.row.flow() else {
         return classify_at(policy, key.client, key.server, key.server_port, ts);
     };
     let k = tally.row(row).key;

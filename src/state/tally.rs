@@ -163,8 +163,65 @@ impl std::hash::Hash for FindingKey {
     }
 }
 
-/// Index of a flow row; `None` when the row cap refused it.
-pub type RowId = Option<u32>;
+/// What an attempt left in the tally, for its later records: its flow
+/// row (none when the row cap refused it) and where its finding went, so
+/// its outcome does not look the finding up again. Eight bytes, as the
+/// `Option<u32>` it replaces: the handshake table keeps one per attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowId {
+    flow: u32,
+    finding: u32,
+}
+
+/// No flow row, or no finding slot.
+const NONE: u32 = u32::MAX;
+/// A finding slot's bit for a folded one (the aggregate's index below it).
+const FOLDED: u32 = 1 << 31;
+
+/// Where an attempt's finding went, as [`RowId`] packs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// None, or not told: the outcome looks it up.
+    Unknown,
+    Row(u32),
+    /// Folded into this aggregate (an unknown-host finding past its budgets).
+    Folded(u32),
+}
+
+impl Default for RowId {
+    fn default() -> Self {
+        RowId::NONE
+    }
+}
+
+impl RowId {
+    pub const NONE: RowId = RowId {
+        flow: NONE,
+        finding: NONE,
+    };
+
+    /// The flow row, if the cap did not refuse it.
+    pub fn flow(self) -> Option<u32> {
+        (self.flow != NONE).then_some(self.flow)
+    }
+
+    fn slot(self) -> Slot {
+        match self.finding {
+            NONE => Slot::Unknown,
+            f if f & FOLDED != 0 => Slot::Folded(f & !FOLDED),
+            f => Slot::Row(f),
+        }
+    }
+
+    /// `slot` packed; an index too large to pack is left unknown.
+    fn pack(slot: Slot) -> u32 {
+        match slot {
+            Slot::Row(i) if i < FOLDED => i,
+            Slot::Folded(i) if i < FOLDED - 1 => i | FOLDED,
+            _ => NONE,
+        }
+    }
+}
 
 /// Rows in first-seen order with an index by key, capped: past `max`, new
 /// keys are refused and counted (keeping the first-seen rows is what an
@@ -297,15 +354,16 @@ impl Findings {
         }
     }
 
-    /// The row of `key` if it has one or the budgets allow a new one.
+    /// The row of `key` and its index if it has one or the budgets allow a
+    /// new one.
     fn row(
         &mut self,
         key: FindingKey,
         make: impl FnOnce() -> FindingRow,
-    ) -> Option<&mut FindingRow> {
+    ) -> Option<(u32, &mut FindingRow)> {
         // A finding seen before (the common case): one lookup.
         if let Some(id) = self.rows.id(&key) {
-            return Some(&mut self.rows.rows[id as usize]);
+            return Some((id, &mut self.rows.rows[id as usize]));
         }
         let group = (key.kind, key.src);
         let in_group = self.per_source.get(&group).copied().unwrap_or(0);
@@ -316,10 +374,11 @@ impl Findings {
         }
         self.per_kind[key.kind as usize] += 1;
         self.per_source.insert(group, in_group + 1);
-        self.rows.upsert(key, make).map(|(_, row)| row)
+        self.rows.upsert(key, make)
     }
 
-    fn aggregate(&mut self, c: &Classification, ts: Timestamp) -> &mut Aggregate {
+    /// The aggregate of `c`'s source group and acceptance, and its index.
+    fn aggregate(&mut self, c: &Classification, ts: Timestamp) -> (u32, &mut Aggregate) {
         let (src, accepted) = (c.src, c.accepted);
         let at = (self.aggregates.iter()).position(|a| a.src == src && a.accepted == accepted);
         let i = match at {
@@ -340,7 +399,7 @@ impl Findings {
                 self.aggregates.len() - 1
             }
         };
-        &mut self.aggregates[i]
+        (i as u32, &mut self.aggregates[i])
     }
 }
 
@@ -476,16 +535,21 @@ impl Tally {
     pub fn attempt(&mut self, c: &Classification, obs: &Observation) -> RowId {
         let (ts, end) = (obs.ts, last_of(obs));
         self.by_verdict[c.verdict as usize] += 1;
-        if let Some(kind) = FindingKind::of(c.verdict) {
-            self.finding(kind, c, obs, None);
-        }
+        let slot = match FindingKind::of(c.verdict) {
+            Some(kind) => self.finding(kind, c, obs, None),
+            None => Slot::Unknown,
+        };
+        let mut id = RowId {
+            flow: NONE,
+            finding: RowId::pack(slot),
+        };
         let key = FlowRowKey {
             src: c.src,
             dst: c.dst,
             port: c.port,
             verdict: c.verdict,
         };
-        let (id, r) = self.rows.upsert(key, || FlowRow {
+        let Some((row, r)) = self.rows.upsert(key, || FlowRow {
             key,
             service: c.service.to_string(),
             basis: c.basis.clone(),
@@ -496,21 +560,27 @@ impl Tally {
             executables: Vec::new(),
             first: ts,
             last: end,
-        })?;
+        }) else {
+            return id;
+        };
         r.attempts += 1;
         if let Some(exe) = &obs.process.executable {
             sample(&mut r.executables, exe.clone());
         }
         r.first = r.first.min(ts);
         r.last = r.last.max(end);
-        Some(id)
+        id.flow = row;
+        id
     }
 
     /// Another record of an attempt already counted (its other end, or
     /// another log of the same node): the executable it names joins the
     /// row's, its end the row's last.
     pub fn named(&mut self, row: RowId, obs: &Observation) {
-        let Some(r) = row.and_then(|id| self.rows.rows.get_mut(id as usize)) else {
+        let Some(r) = row
+            .flow()
+            .and_then(|id| self.rows.rows.get_mut(id as usize))
+        else {
             return;
         };
         if let Some(exe) = &obs.process.executable {
@@ -521,7 +591,7 @@ impl Tally {
 
     pub fn retransmission(&mut self, row: RowId) {
         self.retransmissions += 1;
-        if let Some(id) = row {
+        if let Some(id) = row.flow() {
             self.rows.rows[id as usize].retransmissions += 1;
         }
     }
@@ -540,7 +610,7 @@ impl Tally {
         let (src, dst) = (obs.key.client, obs.key.server);
         self.by_outcome[o.index()] += 1;
         self.inferred += u64::from(inferred);
-        if let Some(id) = row {
+        if let Some(id) = row.flow() {
             let r = &mut self.rows.rows[id as usize];
             r.outcomes[o.index()] += 1;
             r.inferred += u64::from(inferred);
@@ -549,12 +619,36 @@ impl Tally {
             // Only site edges are blocked; a refused same-host port is a
             // stopped service, not a firewall.
             (None, o) if o.is_blocked() && c.is_site_edge() => {
-                self.finding(FindingKind::Blocked, c, obs, Some(o))
+                self.finding(FindingKind::Blocked, c, obs, Some(o));
             }
             (None, _) => {}
             (Some(kind), _) => {
                 let key = finding_key(kind, c, src, dst);
                 let f = &mut self.findings;
+                // Where the attempt's finding went, if it is this one (the
+                // acceptance may have changed since; `row` is of these
+                // addresses, under this policy).
+                match row.slot() {
+                    Slot::Row(id) => {
+                        if let Some(r) = f.rows.rows.get_mut(id as usize) {
+                            if r.key == key {
+                                r.outcomes[o.index()] += 1;
+                                return;
+                            }
+                        }
+                    }
+                    Slot::Folded(i) if kind == FindingKind::UnknownHost => {
+                        if let Some(a) = f.aggregates.get_mut(i as usize) {
+                            if (a.src, a.accepted) == (c.src, c.accepted) {
+                                // Past its group's budgets it never gets a row.
+                                debug_assert_eq!(f.rows.index.get(&key), None);
+                                a.outcomes[o.index()] += 1;
+                                return;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
                 if let Some(id) = f.rows.id(&key) {
                     f.rows.rows[id as usize].outcomes[o.index()] += 1;
                 } else if kind == FindingKind::UnknownHost {
@@ -574,16 +668,17 @@ impl Tally {
         self.findings.row(row.key, || row).is_some()
     }
 
+    /// A `kind` finding of `c` counted; returns where it went.
     fn finding(
         &mut self,
         kind: FindingKind,
         c: &Classification,
         obs: &Observation,
         o: Option<Outcome>,
-    ) {
+    ) -> Slot {
         let (ts, end, src, dst) = (obs.ts, last_of(obs), obs.key.client, obs.key.server);
         let key = finding_key(kind, c, src, dst);
-        let Some(f) = self.findings.row(key, || FindingRow {
+        let Some((id, f)) = self.findings.row(key, || FindingRow {
             key,
             service: c.service.to_string(),
             basis: c.basis.clone(),
@@ -594,11 +689,12 @@ impl Tally {
             last: end,
         }) else {
             if kind == FindingKind::UnknownHost {
-                self.findings.aggregate(c, ts).add(ts, src, dst, c.port);
-            } else {
-                self.findings.refused[kind as usize] += 1;
+                let (i, a) = self.findings.aggregate(c, ts);
+                a.add(ts, src, dst, c.port);
+                return Slot::Folded(i);
             }
-            return;
+            self.findings.refused[kind as usize] += 1;
+            return Slot::Unknown;
         };
         f.count += 1;
         f.first = f.first.min(ts);
@@ -606,9 +702,10 @@ impl Tally {
         if let Some(o) = o {
             f.outcomes[o.index()] += 1;
         }
-        if let Some(id) = obs.filter {
-            sample(&mut f.filters, id);
+        if let Some(filter) = obs.filter {
+            sample(&mut f.filters, filter);
         }
+        Slot::Row(id)
     }
 }
 
@@ -684,7 +781,7 @@ mod tests {
         // A known key still counts after the cap is reached.
         let c = classify(&p, user, ip("192.0.2.11"), 443);
         let row = t.attempt(&c, &attempt(Timestamp(2), user, ip("192.0.2.11"), 443));
-        assert_eq!(t.row(row.unwrap()).attempts, 2);
+        assert_eq!(t.row(row.flow().unwrap()).attempts, 2);
     }
 
     /// A flood of unknown-host findings fills its own budget and is folded;
@@ -747,6 +844,47 @@ mod tests {
         assert_eq!(kinds(&t, FindingKind::Unexpected), 10, "per-source budget");
         assert_eq!(t.findings_refused_of(FindingKind::Unexpected), 20);
         assert_eq!(t.findings_refused_of(FindingKind::UnknownHost), 0);
+    }
+
+    /// An outcome counts in the finding row or aggregate its attempt went
+    /// to; classified under another acceptance since, where that key is.
+    #[test]
+    fn an_outcome_counts_where_its_attempt_went() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let engine: IpAddr = "192.0.2.21".parse().unwrap();
+        let mut t = Tally::with_budgets(100, 20, 2);
+        let attempts: Vec<_> = (0..4u8)
+            .map(|i| {
+                let src = IpAddr::from([100, 64, 0, i]);
+                let c = classify(&p, src, engine, 4747);
+                let obs = attempt(Timestamp(u64::from(i)), src, engine, 4747);
+                (t.attempt(&c, &obs), c, obs)
+            })
+            .collect();
+        for (row, c, obs) in &attempts {
+            t.outcome(*row, c, obs, Outcome::Refused, false);
+        }
+        let refused = Outcome::Refused.index();
+        assert_eq!(t.findings().len(), 2);
+        assert!(t.findings().iter().all(|f| f.outcomes[refused] == 1));
+        let [a] = t.aggregates() else {
+            panic!("{:?}", t.aggregates())
+        };
+        assert_eq!((a.attempts, a.outcomes[refused]), (2, 2));
+
+        // Accepted since its attempt: neither its row nor its aggregate is
+        // that key's, and no aggregate holds that acceptance.
+        let established = Outcome::Established.index();
+        for (row, c, obs) in [&attempts[0], &attempts[3]] {
+            let mut later = c.clone();
+            later.accepted = Some(AcceptId(0));
+            t.outcome(*row, &later, obs, Outcome::Established, false);
+        }
+        assert!(t.findings().iter().all(|f| f.outcomes[established] == 0));
+        assert_eq!(t.aggregates()[0].outcomes[established], 0);
+        assert_eq!(t.by_outcome[established], 2);
     }
 
     /// Unknown-host findings past the budget keep their acceptance: the
