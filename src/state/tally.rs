@@ -325,13 +325,25 @@ fn sample<T: PartialEq>(v: &mut Vec<T>, x: T) -> bool {
     }
 }
 
+/// A source group's place in [`Findings::per_source`]'s lists.
+#[inline]
+fn group_index(p: Peer) -> usize {
+    match p {
+        Peer::Localhost => 0,
+        Peer::Unknown => 1,
+        Peer::Endpoint(id) => 2 + usize::from(id.0),
+    }
+}
+
 /// Findings with their budgets.
 #[derive(Debug)]
 struct Findings {
     rows: Capped<FindingKey, FindingRow>,
     per_kind: [usize; 5],
-    /// Rows per (kind, source group): bounded by the policy's endpoints.
-    per_source: FastMap<(FindingKind, Peer), usize>,
+    /// Rows per kind and source group, by [`group_index`]: a direct index,
+    /// as the groups are the policy's endpoints (grown to the largest seen,
+    /// so bounded by them) and two more.
+    per_source: [Vec<usize>; 5],
     /// Occurrences refused by a budget, per kind.
     refused: [u64; 5],
     /// Folded unknown-host findings, by source group and acceptance (at
@@ -346,7 +358,7 @@ impl Findings {
         Findings {
             rows: Capped::new(usize::MAX),
             per_kind: [0; 5],
-            per_source: FastMap::default(),
+            per_source: Default::default(),
             refused: [0; 5],
             aggregates: Vec::new(),
             per_kind_budget: per_kind,
@@ -365,15 +377,17 @@ impl Findings {
         if let Some(id) = self.rows.id(&key) {
             return Some((id, &mut self.rows.rows[id as usize]));
         }
-        let group = (key.kind, key.src);
-        let in_group = self.per_source.get(&group).copied().unwrap_or(0);
-        if self.per_kind[key.kind as usize] >= self.per_kind_budget
-            || in_group >= self.per_source_budget
-        {
+        let (kind, group) = (key.kind as usize, group_index(key.src));
+        let in_group = self.per_source[kind].get(group).copied().unwrap_or(0);
+        if self.per_kind[kind] >= self.per_kind_budget || in_group >= self.per_source_budget {
             return None;
         }
-        self.per_kind[key.kind as usize] += 1;
-        self.per_source.insert(group, in_group + 1);
+        self.per_kind[kind] += 1;
+        let counts = &mut self.per_source[kind];
+        if counts.len() <= group {
+            counts.resize(group + 1, 0);
+        }
+        counts[group] = in_group + 1;
         self.rows.upsert(key, make)
     }
 
