@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, classify_at, classify_peers_at, explain, Classification};
+use crate::classify::{classify, classify_at, classify_peers_at, explain, Classification, Verdict};
 use crate::decode::{
     decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
@@ -15,7 +15,7 @@ use crate::frame::Frame;
 use crate::observation::{Fate, Initiator, Observation, Process, SensorKind, SourceKind};
 use crate::policy::{EdgeId, Peer, Policy};
 use crate::state::kinds::{Disagreement, KindJoin};
-use crate::state::merge::{RecordMerge, Settled};
+use crate::state::merge::{Miss, RecordMerge, Settled};
 use crate::state::tally::{RowId, Tally};
 use crate::state::{
     Close, EdgeClock, Ending, FlowKey, HandshakeTable, Outcome, TableEvent, TrackConfig,
@@ -227,6 +227,17 @@ pub struct Tag {
     pub mirror: Option<Encap>,
 }
 
+/// A record attempt pending in the merge: its tag and its classification,
+/// which its settled outcome is judged by again (only the site's
+/// acceptance, which has time bounds, is asked again at the outcome's
+/// time; the policy cannot change meanwhile: a reload settles the merge
+/// first).
+#[derive(Clone, Debug)]
+pub struct MergedAttempt {
+    pub tag: Tag,
+    pub class: Classification,
+}
+
 /// Which non-control segments are worth a full decode: those of an attempt
 /// waiting for its answer (the client's ACK proves the handshake
 /// completed), and on a port of a required edge those of a 4-tuple not
@@ -334,7 +345,7 @@ pub struct Pipeline {
     table: HandshakeTable<Tag>,
     /// Record observations of one connection (both ends, both formats,
     /// repeated drops) merged into one attempt.
-    merge: RecordMerge<Tag>,
+    merge: RecordMerge<MergedAttempt>,
     /// One connection seen by two kinds of source counted once, their
     /// outcomes compared (off until [`Pipeline::join_kinds`]).
     kinds: KindJoin<Tag>,
@@ -453,7 +464,7 @@ impl Pipeline {
 
     /// Record observations merged into a connection already observed, and
     /// connections settled early to make room.
-    pub fn record_merge(&self) -> &RecordMerge<Tag> {
+    pub fn record_merge(&self) -> &RecordMerge<MergedAttempt> {
         &self.merge
     }
 
@@ -701,7 +712,7 @@ impl Pipeline {
                 }
                 None => {
                     let obs = packet_observation(ts, key, Fate::Attempted);
-                    let (row, edge) = attempted(tally, clock, events, c, &obs, mirror);
+                    let (row, edge) = attempted(tally, clock, events, &c, &obs, mirror);
                     let tag = Tag { row, edge, mirror };
                     kinds.insert(key, SensorKind::Packets, ts, tag);
                     tag
@@ -725,47 +736,18 @@ impl Pipeline {
     pub fn observe(&mut self, obs: &Observation) {
         self.time.note_record(obs.ts);
         let kind = SensorKind::from(obs.source);
-        if let Some(joined) = self.merge.join(obs) {
-            if joined.retransmission {
-                self.tally.retransmission(joined.tag.row);
+        // One hash of the 4-tuple for the merge's lookup and its insert.
+        let hash = self.merge.hash(&obs.key);
+        match self.merge.join(hash, obs) {
+            Ok(joined) => {
+                let row = joined.tag.tag.row;
+                if joined.retransmission {
+                    self.tally.retransmission(row);
+                }
+                self.tally.named(row, obs);
+                self.kinds.join(&obs.key, kind, obs.ts);
             }
-            self.tally.named(joined.tag.row, obs);
-            self.kinds.join(&obs.key, kind, obs.ts);
-        } else {
-            let Pipeline {
-                policy,
-                merge,
-                kinds,
-                tally,
-                clock,
-                events,
-                conns,
-                ..
-            } = self;
-            let k = obs.key;
-            let tag = match kinds.join(&k, kind, obs.ts) {
-                // Another kind of source counted it: evidence only.
-                Some(t) => {
-                    if let Some(edge) = t.edge {
-                        evidence(clock, events, edge, obs.ts);
-                    }
-                    Tag { mirror: None, ..t }
-                }
-                None => {
-                    let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
-                    let (row, edge) = attempted(tally, clock, events, c, obs, None);
-                    let tag = Tag {
-                        row,
-                        edge,
-                        mirror: None,
-                    };
-                    kinds.insert(k, kind, obs.ts, tag);
-                    tag
-                }
-            };
-            merge.insert(obs, tag, &mut |s| {
-                settle(policy, tally, clock, events, conns, s)
-            });
+            Err(miss) => self.attempt(hash, miss, obs, kind),
         }
         // A record's own outcome, before the merge settles on one.
         if let Some(o) = obs.outcome() {
@@ -778,6 +760,48 @@ impl Pipeline {
         if obs.ts >= self.next_expiry {
             self.expire_to(obs.ts.max(self.time.now().unwrap_or(obs.ts)));
         }
+    }
+
+    /// A record that is a new attempt: classified, tallied (unless another
+    /// kind of source counted it) and held in the merge.
+    fn attempt(&mut self, hash: u64, miss: Miss, obs: &Observation, kind: SensorKind) {
+        let Pipeline {
+            policy,
+            merge,
+            kinds,
+            tally,
+            clock,
+            events,
+            conns,
+            ..
+        } = self;
+        let k = obs.key;
+        let attempt = match kinds.join(&k, kind, obs.ts) {
+            // Another kind of source counted it: evidence only.
+            Some(t) => {
+                if let Some(edge) = t.edge {
+                    evidence(clock, events, edge, obs.ts);
+                }
+                MergedAttempt {
+                    tag: Tag { mirror: None, ..t },
+                    class: classify_at(policy, k.client, k.server, k.server_port, obs.ts),
+                }
+            }
+            None => {
+                let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
+                let (row, edge) = attempted(tally, clock, events, &c, obs, None);
+                let tag = Tag {
+                    row,
+                    edge,
+                    mirror: None,
+                };
+                kinds.insert(k, kind, obs.ts, tag);
+                MergedAttempt { tag, class: c }
+            }
+        };
+        merge.insert(hash, miss, obs, attempt, &mut |s| {
+            settle(policy, tally, clock, events, conns, s)
+        });
     }
 
     /// Apply the outcomes of the merged records whose window has passed at
@@ -925,18 +949,19 @@ fn evidence(clock: &mut EdgeClock, events: &mut Option<Vec<Event>>, edge: EdgeId
     }
 }
 
-/// A merged record connection's outcome, classified again as the table's
-/// outcomes are.
+/// A merged record connection's outcome, judged as its attempt was with
+/// the acceptance that holds at the outcome's time (as the table's
+/// outcomes are classified at theirs).
 fn settle(
     policy: &Policy,
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     conns: &mut Option<Vec<ConnEnd>>,
-    s: Settled<Tag>,
+    s: Settled<MergedAttempt>,
 ) {
     let k = s.obs.key;
-    let c = classify_at(policy, k.client, k.server, k.server_port, s.obs.ts);
+    let c = accepted_at(policy, s.tag.class, &k, s.obs.ts);
     if let Some(v) = conns {
         v.push(ConnEnd {
             key: k,
@@ -951,7 +976,27 @@ fn settle(
             mirror: None,
         });
     }
-    ended(tally, clock, events, s.tag, c, &s.obs);
+    ended(tally, clock, events, s.tag.tag, &c, &s.obs);
+}
+
+/// `c`, made by [`classify_at`] for `key` at another time, with the site's
+/// acceptance that holds at `ts`: the rest of a classification depends on
+/// the policy and the 4-tuple alone. The condition is `classify_at`'s.
+fn accepted_at(
+    policy: &Policy,
+    mut c: Classification,
+    key: &FlowKey,
+    ts: Timestamp,
+) -> Classification {
+    if !policy.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
+        c.accepted = policy.accepted(
+            (c.src, key.client),
+            (c.dst, key.server),
+            key.server_port,
+            ts,
+        );
+    }
+    c
 }
 
 /// The handshake tracker's observation of `key` at `ts`.
@@ -977,25 +1022,25 @@ fn attempted(
     tally: &mut Tally,
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
-    c: Classification,
+    c: &Classification,
     obs: &Observation,
     mirror: Option<Encap>,
 ) -> (RowId, Option<EdgeId>) {
-    let row = tally.attempt(&c, obs);
+    let row = tally.attempt(c, obs);
     let edge = c.edge();
     if let Some(edge) = edge {
         evidence(clock, events, edge, obs.ts);
     }
-    push(
-        events,
-        Event::Connection {
+    // Built only when kept: the clones are not free per attempt.
+    if let Some(v) = events {
+        v.push(Event::Connection {
             ts: obs.ts,
-            class: c,
+            class: c.clone(),
             key: obs.key,
             mirror,
             process: obs.process.clone(),
-        },
-    );
+        });
+    }
     (row, edge)
 }
 
@@ -1007,27 +1052,26 @@ fn ended(
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     tag: Tag,
-    c: Classification,
+    c: &Classification,
     obs: &Observation,
 ) {
     let Fate::Ended { outcome, inferred } = obs.fate else {
         return;
     };
-    tally.outcome(tag.row, &c, obs, outcome, inferred);
+    tally.outcome(tag.row, c, obs, outcome, inferred);
     if let (Outcome::Established, Some(edge)) = (outcome, tag.edge) {
         clock.opened(edge);
     }
-    push(
-        events,
-        Event::Outcome {
+    if let Some(v) = events {
+        v.push(Event::Outcome {
             ts: obs.ts,
-            class: c,
+            class: c.clone(),
             key: obs.key,
             outcome,
             mirror: tag.mirror,
             source: obs.source,
-        },
-    );
+        });
+    }
 }
 
 /// Two kinds of source disagree on the fate of `key`'s connection.
@@ -1077,7 +1121,7 @@ fn on_table_event(
                 disagreed(tally, events, c.clone(), key, d, ts);
             }
             let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
-            ended(tally, clock, events, tag, c, &obs);
+            ended(tally, clock, events, tag, &c, &obs);
         }
         TableEvent::Activity { tag } => {
             if let Some(edge) = tag.edge {

@@ -23,12 +23,11 @@
 //!   oldest is settled early (counted in [`RecordMerge::settled_early`]), so
 //!   a record of it after that is counted again.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::map::FastMap;
 use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
+use crate::source::flows::holding::{Holding, Keyed};
 use crate::time::Timestamp;
 
 /// How long after a connection's first record another record of the same
@@ -73,6 +72,14 @@ pub struct Settled<T> {
     pub start: Timestamp,
 }
 
+/// A record [`RecordMerge::join`] turned down: a new attempt, to
+/// [`RecordMerge::insert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Miss {
+    /// A connection of its 4-tuple is pending, its window passed.
+    held: bool,
+}
+
 /// What [`RecordMerge::join`] made of a record of a pending connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Joined<T> {
@@ -82,29 +89,47 @@ pub struct Joined<T> {
 }
 
 /// Pending connections by 4-tuple, settled in the order they began.
-#[derive(Debug)]
+///
+/// At a million attempts a second (flow records of lone SYNs) the merge is
+/// at capacity and every record is a miss, an insert and the settling of
+/// the oldest: the connections are held as the flow joins are
+/// ([`Holding`]: a slab indexed by 4-byte slots, the order threaded
+/// through it, the slot the oldest frees the one the next fills), and the
+/// key is hashed once per record ([`RecordMerge::hash`]).
 pub struct RecordMerge<T> {
-    pending: FastMap<FlowKey, Pending<T>>,
-    /// Keys with the time of their first record, oldest first.
-    order: VecDeque<(Timestamp, FlowKey)>,
-    capacity: usize,
+    pending: Holding<Pending<T>>,
     within: Duration,
     duplicates: u64,
     settled_early: u64,
 }
 
-impl<T: Copy> Default for RecordMerge<T> {
+impl<T> Keyed for Pending<T> {
+    type Key = FlowKey;
+    fn key(&self) -> FlowKey {
+        self.first.key
+    }
+}
+
+impl<T> std::fmt::Debug for RecordMerge<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordMerge")
+            .field("pending", &self.pending)
+            .field("duplicates", &self.duplicates)
+            .field("settled_early", &self.settled_early)
+            .finish()
+    }
+}
+
+impl<T> Default for RecordMerge<T> {
     fn default() -> Self {
         RecordMerge::new(MERGE_CAPACITY, MERGE_WITHIN)
     }
 }
 
-impl<T: Copy> RecordMerge<T> {
+impl<T> RecordMerge<T> {
     pub fn new(capacity: usize, within: Duration) -> Self {
         RecordMerge {
-            pending: FastMap::default(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
+            pending: Holding::new(capacity.max(1)),
             within,
             duplicates: 0,
             settled_early: 0,
@@ -126,15 +151,24 @@ impl<T: Copy> RecordMerge<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.len() == 0
     }
 
-    /// Merge `obs` into the pending connection of its 4-tuple, if there is
-    /// one and `obs` is within its window; `None` means a new attempt.
-    pub fn join(&mut self, obs: &Observation) -> Option<Joined<T>> {
-        let p = self.pending.get_mut(&obs.key)?;
+    /// The hash of `key` that [`Self::join`] and [`Self::insert`] take.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.pending.hash(key)
+    }
+
+    /// Merge `obs` into the pending connection of its 4-tuple (whose
+    /// [`Self::hash`] is `hash`), if there is one and `obs` is within its
+    /// window; a [`Miss`] is a new attempt.
+    pub fn join(&mut self, hash: u64, obs: &Observation) -> Result<Joined<&T>, Miss> {
+        let Some(p) = self.pending.get_mut(hash, &obs.key) else {
+            return Err(Miss { held: false });
+        };
         if obs.ts.saturating_sub(p.first.ts) >= self.within {
-            return None;
+            return Err(Miss { held: true });
         }
         self.duplicates += 1;
         let of_log =
@@ -169,26 +203,27 @@ impl<T: Copy> RecordMerge<T> {
         if p.filter.is_none() && obs.outcome() == Some(Outcome::Denied) {
             p.filter = obs.filter;
         }
-        Some(Joined {
-            tag: p.tag,
+        Ok(Joined {
+            tag: &p.tag,
             retransmission,
         })
     }
 
-    /// A new attempt `obs` (one [`Self::join`] turned down), with its tag.
-    /// A pending connection of the same 4-tuple whose window has passed is
-    /// settled first; at capacity the oldest is settled early.
-    pub fn insert(&mut self, obs: &Observation, tag: T, settle: &mut dyn FnMut(Settled<T>)) {
-        if let Some(old) = self.pending.remove(&obs.key) {
-            settle(settled(old));
-        }
-        while self.pending.len() >= self.capacity {
-            let Some((_, key)) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(p) = self.pending.remove(&key) {
-                self.settled_early += 1;
-                settle(settled(p));
+    /// A new attempt `obs` (one [`Self::join`] turned down with `miss`;
+    /// `hash` its key's [`Self::hash`]), with its tag. A pending connection
+    /// of the same 4-tuple whose window has passed is settled first; at
+    /// capacity the oldest is settled early.
+    pub fn insert(
+        &mut self,
+        hash: u64,
+        miss: Miss,
+        obs: &Observation,
+        tag: T,
+        settle: &mut dyn FnMut(Settled<T>),
+    ) {
+        if miss.held {
+            if let Some(old) = self.pending.take_hashed(hash, &obs.key) {
+                settle(settled(old));
             }
         }
         let p = Pending {
@@ -200,36 +235,29 @@ impl<T: Copy> RecordMerge<T> {
             other_logs: Vec::new(),
             most: 1,
         };
-        self.pending.insert(obs.key, p);
-        self.order.push_back((obs.ts, obs.key));
+        if let Some(oldest) = self.pending.push_hashed(hash, p) {
+            self.settled_early += 1;
+            settle(settled(oldest));
+        }
     }
 
     /// Settle the connections whose window has passed at `now`, oldest
     /// first (one begun after an older, still open one waits for it).
     pub fn expire(&mut self, now: Timestamp, settle: &mut dyn FnMut(Settled<T>)) {
-        while let Some(&(first, key)) = self.order.front() {
-            if now.saturating_sub(first) < self.within {
+        while let Some(p) = self.pending.oldest() {
+            if now.saturating_sub(p.first.ts) < self.within {
                 break;
             }
-            self.order.pop_front();
-            self.settle_key(first, key, settle);
+            if let Some(p) = self.pending.pop_oldest() {
+                settle(settled(p));
+            }
         }
     }
 
     /// Settle every pending connection (the sources ended).
     pub fn finish(&mut self, settle: &mut dyn FnMut(Settled<T>)) {
-        while let Some((first, key)) = self.order.pop_front() {
-            self.settle_key(first, key, settle);
-        }
-    }
-
-    /// Settle `key` if its pending entry is the one begun at `first` (an
-    /// entry replaced by a later attempt keeps its own place in `order`).
-    fn settle_key(&mut self, first: Timestamp, key: FlowKey, settle: &mut dyn FnMut(Settled<T>)) {
-        if self.pending.get(&key).is_some_and(|p| p.first.ts == first) {
-            if let Some(p) = self.pending.remove(&key) {
-                settle(settled(p));
-            }
+        while let Some(p) = self.pending.pop_oldest() {
+            settle(settled(p));
         }
     }
 }
@@ -291,10 +319,11 @@ mod tests {
         let (mut retrans, mut out) = (Vec::new(), Vec::new());
         for (i, r) in recs.iter().enumerate() {
             m.expire(r.ts, &mut |s| out.push(s));
-            match m.join(r) {
-                Some(j) if j.retransmission => retrans.push(j.tag),
-                Some(_) => {}
-                None => m.insert(r, i, &mut |s| out.push(s)),
+            let h = m.hash(&r.key);
+            match m.join(h, r) {
+                Ok(j) if j.retransmission => retrans.push(*j.tag),
+                Ok(_) => {}
+                Err(miss) => m.insert(h, miss, r, i, &mut |s| out.push(s)),
             }
         }
         m.finish(&mut |s| out.push(s));
@@ -411,13 +440,15 @@ mod tests {
         let mut out = Vec::new();
         for (i, r) in recs.iter().enumerate() {
             if i < 3 {
-                assert!(m.join(r).is_none());
-                m.insert(r, i, &mut |s| out.push(s.tag));
+                let h = m.hash(&r.key);
+                let miss = m.join(h, r).expect_err("a new attempt");
+                m.insert(h, miss, r, i, &mut |s| out.push(s.tag));
             }
         }
         assert_eq!(out, [0]);
         assert_eq!(m.settled_early(), 1);
         assert_eq!(m.len(), 2);
-        assert!(m.join(&recs[3]).is_none(), "settled: a new attempt");
+        let h = m.hash(&recs[3].key);
+        assert!(m.join(h, &recs[3]).is_err(), "settled: a new attempt");
     }
 }

@@ -1,6 +1,8 @@
-//! Records held for their connection's other direction: a slab of slots,
-//! an index from the connection's key to its slot, and the holding order as
-//! a list threaded through the slots.
+//! Entries held in the order they came, at most a limit: a slab of slots,
+//! an index from the entry's key to its slot, and the holding order as a
+//! list threaded through the slots. The flow records waiting for their
+//! connection's other direction are held so, and the record merge's
+//! pending connections ([`crate::state::merge`]).
 //!
 //! At a million lone SYNs a second the table stays at its cap and every
 //! record is a miss, an insert and an eviction of the oldest. A map from
@@ -23,13 +25,16 @@ type Slot = u32;
 const NIL: Slot = Slot::MAX;
 
 /// An entry that knows its key.
-pub(super) trait Keyed {
+pub(crate) trait Keyed {
     type Key: Hash + Eq;
     fn key(&self) -> Self::Key;
 }
 
 struct Node<V> {
     value: V,
+    /// The key's hash, kept so that taking out the oldest or growing the
+    /// index does not hash the key again.
+    hash: u64,
     /// Neighbours in holding order: `prev` is older.
     prev: Slot,
     next: Slot,
@@ -37,7 +42,7 @@ struct Node<V> {
 
 /// Entries by key in holding order, at most `limit` at once: holding one
 /// more releases the oldest.
-pub(super) struct Holding<V> {
+pub(crate) struct Holding<V> {
     nodes: Vec<Option<Node<V>>>,
     /// Free slots below `nodes.len()`, the last freed last.
     free: Vec<Slot>,
@@ -68,13 +73,34 @@ impl<V: Keyed> Holding<V> {
         self.index.len()
     }
 
+    /// The hash the index files `key` under: computed once by a caller
+    /// that looks a key up and then holds it.
+    #[inline]
+    pub fn hash(&self, key: &V::Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The entry of `key` (whose [`Self::hash`] is `hash`), if one is held.
+    #[inline]
+    pub fn get_mut(&mut self, hash: u64, key: &V::Key) -> Option<&mut V> {
+        let nodes = &self.nodes;
+        let slot = *self
+            .index
+            .find(hash, |&s| same(live(nodes, s), hash, key))?;
+        Some(&mut self.node_mut(slot).value)
+    }
+
     /// Take out the entry of `key`, if one is held.
     pub fn take(&mut self, key: &V::Key) -> Option<V> {
-        let hash = self.hasher.hash_one(key);
+        self.take_hashed(self.hash(key), key)
+    }
+
+    /// [`Self::take`] with the key's [`Self::hash`].
+    pub fn take_hashed(&mut self, hash: u64, key: &V::Key) -> Option<V> {
         let nodes = &self.nodes;
         let found = self
             .index
-            .find_entry(hash, |&s| live(nodes, s).value.key() == *key)
+            .find_entry(hash, |&s| same(live(nodes, s), hash, key))
             .ok()?;
         let (slot, _) = found.remove();
         Some(self.release(slot))
@@ -83,14 +109,20 @@ impl<V: Keyed> Holding<V> {
     /// Hold `value`, whose key is not held, as the newest. At the limit the
     /// oldest is taken out first and returned.
     pub fn push(&mut self, value: V) -> Option<V> {
+        let hash = self.hash(&value.key());
+        self.push_hashed(hash, value)
+    }
+
+    /// [`Self::push`] with the value's key's [`Self::hash`].
+    pub fn push_hashed(&mut self, hash: u64, value: V) -> Option<V> {
         let evicted = (self.len() >= self.limit)
             .then(|| self.pop_oldest())
             .flatten();
-        let key = value.key();
-        let hash = self.hasher.hash_one(&key);
-        debug_assert!(self.not_held(hash, &key));
+        debug_assert_eq!(hash, self.hash(&value.key()));
+        debug_assert!(self.not_held(hash, &value.key()));
         let new = Node {
             value,
+            hash,
             prev: self.tail,
             next: NIL,
         };
@@ -100,9 +132,9 @@ impl<V: Keyed> Holding<V> {
             tail => self.node_mut(tail).next = slot,
         }
         self.tail = slot;
-        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        let nodes = &self.nodes;
         self.index
-            .insert_unique(hash, slot, |&s| hasher.hash_one(live(nodes, s).value.key()));
+            .insert_unique(hash, slot, |&s| live(nodes, s).hash);
         evicted
     }
 
@@ -117,7 +149,7 @@ impl<V: Keyed> Holding<V> {
         if slot == NIL {
             return None;
         }
-        let hash = self.hasher.hash_one(live(&self.nodes, slot).value.key());
+        let hash = live(&self.nodes, slot).hash;
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
@@ -171,6 +203,13 @@ impl<V> std::fmt::Debug for Holding<V> {
             .field("limit", &self.limit)
             .finish()
     }
+}
+
+/// Whether `n` holds `key` (whose hash is `hash`): the whole hash first,
+/// which rules out most other entries without deriving their key.
+#[inline]
+fn same<V: Keyed>(n: &Node<V>, hash: u64, key: &V::Key) -> bool {
+    n.hash == hash && n.value.key() == *key
 }
 
 fn live<V>(nodes: &[Option<Node<V>>], slot: Slot) -> &Node<V> {

@@ -9,7 +9,7 @@
 //! their [`SourceKind`]).
 
 pub mod azure;
-mod holding;
+pub(crate) mod holding;
 mod interfaces;
 pub mod netflow;
 pub mod vpc;
