@@ -189,6 +189,7 @@ impl FlowListen {
         let n = policy.site.exporters.len();
         self.pending = vec![ExporterCounts::default(); n + 1];
         self.gap_edges = GapEdges::default();
+        self.cover.new_policy();
         self.labelled = false;
         self.policy = Some(policy.clone());
     }
@@ -388,7 +389,16 @@ pub(super) struct Cover {
     pub nodes: Vec<String>,
     /// Declared exporters heard from, by position in `exporters:`.
     heard: std::collections::BTreeSet<usize>,
+    /// Address pairs of undeclared exporters' records whose nodes are in
+    /// `nodes` already, direct-mapped ([`CARRIED_SLOTS`], made on first
+    /// use): a record of a pair seen before asks the policy nothing (a
+    /// collision only asks again). Valid for one policy.
+    carried: Vec<Option<(IpAddr, IpAddr)>>,
 }
+
+/// Slots of [`Cover`]'s address pairs: every record of an undeclared
+/// exporter looks here, and a site's traffic is mostly between few pairs.
+const CARRIED_SLOTS: usize = 1024;
 
 impl Cover {
     /// A datagram from `from` (observation `domain`): the position of the
@@ -408,11 +418,26 @@ impl Cover {
     /// An observation from the exporter at `index` (none: undeclared,
     /// whose records cover the nodes they carry).
     pub fn observed(&mut self, policy: &Policy, index: Option<usize>, o: &Observation) {
-        if index.is_none() {
-            for id in policy.nodes_carried(o) {
-                self.add(policy.endpoint(id).name.clone());
-            }
+        if index.is_some() {
+            return;
         }
+        let pair = (o.key.client, o.key.server);
+        if self.carried.is_empty() {
+            self.carried = vec![None; CARRIED_SLOTS];
+        }
+        let slot = &mut self.carried[carried_slot(pair)];
+        if *slot == Some(pair) {
+            return;
+        }
+        *slot = Some(pair);
+        for id in policy.nodes_carried(o) {
+            self.add(policy.endpoint(id).name.clone());
+        }
+    }
+
+    /// Another policy is in force: its nodes are asked of again.
+    pub fn new_policy(&mut self) {
+        self.carried.clear();
     }
 
     fn add(&mut self, name: String) {
@@ -420,6 +445,16 @@ impl Cover {
             self.nodes.push(name);
         }
     }
+}
+
+/// The slot of an address pair in [`Cover`]'s direct-mapped pairs.
+fn carried_slot((a, b): (IpAddr, IpAddr)) -> usize {
+    use crate::observation::address_bits;
+    // A multiplicative mix, not a keyed hash: the slots are a cache's,
+    // which crafted pairs can only make miss.
+    let x = address_bits(a) ^ address_bits(b).rotate_left(47);
+    let h = ((x >> 64) as u64 ^ x as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 54) as usize % CARRIED_SLOTS
 }
 
 /// The required edges each declared exporter covers (by position in the
