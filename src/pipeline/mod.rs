@@ -819,7 +819,8 @@ impl Pipeline {
             conns,
             ..
         } = self;
-        let mut sink = |s| settle(policy, tally, clock, events, conns, s);
+        let mut sink =
+            |s: &mut Settled<MergedAttempt>| settle(policy, tally, clock, events, conns, s);
         match now {
             Some(now) => merge.expire(now, &mut sink),
             None => merge.finish(&mut sink),
@@ -958,10 +959,11 @@ fn settle(
     clock: &mut EdgeClock,
     events: &mut Option<Vec<Event>>,
     conns: &mut Option<Vec<ConnEnd>>,
-    s: Settled<MergedAttempt>,
+    s: &mut Settled<MergedAttempt>,
 ) {
     let k = s.obs.key;
-    let c = accepted_at(policy, s.tag.class, &k, s.obs.ts);
+    accept_at(policy, &mut s.tag.class, &k, s.obs.ts);
+    let c = &s.tag.class;
     if let Some(v) = conns {
         v.push(ConnEnd {
             key: k,
@@ -976,18 +978,14 @@ fn settle(
             mirror: None,
         });
     }
-    ended(tally, clock, events, s.tag.tag, &c, &s.obs);
+    ended(tally, clock, events, s.tag.tag, c, &s.obs);
 }
 
-/// `c`, made by [`classify_at`] for `key` at another time, with the site's
-/// acceptance that holds at `ts`: the rest of a classification depends on
-/// the policy and the 4-tuple alone. The condition is `classify_at`'s.
-fn accepted_at(
-    policy: &Policy,
-    mut c: Classification,
-    key: &FlowKey,
-    ts: Timestamp,
-) -> Classification {
+/// Give `c`, made by [`classify_at`] for `key` at another time, the
+/// site's acceptance that holds at `ts`: the rest of a classification
+/// depends on the policy and the 4-tuple alone. The condition is
+/// `classify_at`'s.
+fn accept_at(policy: &Policy, c: &mut Classification, key: &FlowKey, ts: Timestamp) {
     if !policy.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
         c.accepted = policy.accepted(
             (c.src, key.client),
@@ -996,7 +994,6 @@ fn accepted_at(
             ts,
         );
     }
-    c
 }
 
 /// The handshake tracker's observation of `key` at `ts`.

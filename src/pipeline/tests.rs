@@ -579,3 +579,51 @@ fn two_kinds_count_a_connection_once_and_report_their_disagreement() {
     assert_eq!(apart.tally().by_verdict[Verdict::Expected as usize], 4);
     assert!(apart.tally().disagreements().is_empty());
 }
+
+/// A record attempt keeps its classification until its outcome settles,
+/// but the site's acceptance is asked again at the outcome's time: the
+/// multi-node site accepts corp-users → central:3389 to the end of
+/// 2027-06-30, so an attempt 10 s before that is accepted and the denial
+/// that decides it 5 s after is not.
+#[test]
+fn a_settled_record_outcome_is_accepted_as_at_its_own_time() {
+    let end = 1_814_400_000; // 2027-07-01T00:00:00Z
+    let key = FlowKey {
+        client: IpAddr::from(USER),
+        client_port: 50_000,
+        server: IpAddr::from(CENTRAL),
+        server_port: 3389,
+    };
+    let fw = SourceKind::FirewallLog;
+    let mut pl = Pipeline::new(multi_node(), track());
+    pl.record_events(true);
+    let at = |s| Timestamp::from_secs_nanos(s, 0);
+    pl.observe(&Observation::record(
+        at(end - 10),
+        key,
+        Outcome::Permitted,
+        fw,
+    ));
+    pl.observe(&Observation::record(at(end + 5), key, Outcome::Denied, fw));
+    pl.finish(at(end + 60));
+    let events = pl.drain_events();
+    let attempt = events.iter().find_map(|e| match e {
+        Event::Connection { class, .. } => Some(class),
+        _ => None,
+    });
+    let outcome = events.iter().find_map(|e| match e {
+        Event::Outcome { class, outcome, .. } => Some((class, *outcome)),
+        _ => None,
+    });
+    let (attempt, (outcome, o)) = (attempt.unwrap(), outcome.unwrap());
+    assert_eq!(o, Outcome::Denied);
+    assert!(attempt.accepted.is_some(), "{attempt:?}");
+    assert!(outcome.accepted.is_none(), "{outcome:?}");
+    assert_eq!(
+        Classification {
+            accepted: None,
+            ..attempt.clone()
+        },
+        *outcome
+    );
+}

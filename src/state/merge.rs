@@ -48,12 +48,12 @@ type Log = (Option<Arc<str>>, SourceKind);
 /// A connection whose window is open.
 #[derive(Clone, Debug)]
 struct Pending<T> {
-    /// The first record (its key, initiator, sensor, process).
-    first: Observation,
-    tag: T,
+    /// The first record (its key, initiator, sensor, process) with the
+    /// filter so far, and the tag: the settled connection once the outcome
+    /// is written in (settled where it is held, not moved out).
+    settled: Settled<T>,
     /// The outcome so far and the time of the record that gave it.
     outcome: Option<(Outcome, Timestamp)>,
-    filter: Option<u64>,
     /// Records of the first record's log, of the other logs (empty, so
     /// not allocated, until a second log writes), and the most any log
     /// wrote.
@@ -106,7 +106,7 @@ pub struct RecordMerge<T> {
 impl<T> Keyed for Pending<T> {
     type Key = FlowKey;
     fn key(&self) -> FlowKey {
-        self.first.key
+        self.settled.obs.key
     }
 }
 
@@ -167,13 +167,14 @@ impl<T> RecordMerge<T> {
         let Some(p) = self.pending.get_mut(hash, &obs.key) else {
             return Err(Miss { held: false });
         };
-        if obs.ts.saturating_sub(p.first.ts) >= self.within {
+        if obs.ts.saturating_sub(p.settled.start) >= self.within {
             return Err(Miss { held: true });
         }
         self.duplicates += 1;
         let of_log =
             |sensor: &Option<Arc<str>>, source| *sensor == obs.sensor && source == obs.source;
-        let n = if of_log(&p.first.sensor, p.first.source) {
+        let first = &p.settled.obs;
+        let n = if of_log(&first.sensor, first.source) {
             Some(&mut p.first_log)
         } else {
             (p.other_logs.iter_mut())
@@ -200,11 +201,12 @@ impl<T> RecordMerge<T> {
                 p.outcome = Some((o, obs.ts));
             }
         }
-        if p.filter.is_none() && obs.outcome() == Some(Outcome::Denied) {
-            p.filter = obs.filter;
+        let filter = &mut p.settled.obs.filter;
+        if filter.is_none() && obs.outcome() == Some(Outcome::Denied) {
+            *filter = obs.filter;
         }
         Ok(Joined {
-            tag: &p.tag,
+            tag: &p.settled.tag,
             retransmission,
         })
     }
@@ -219,46 +221,71 @@ impl<T> RecordMerge<T> {
         miss: Miss,
         obs: &Observation,
         tag: T,
-        settle: &mut dyn FnMut(Settled<T>),
+        settle: &mut dyn FnMut(&mut Settled<T>),
     ) {
         if miss.held {
-            if let Some(old) = self.pending.take_hashed(hash, &obs.key) {
-                settle(settled(old));
+            if let Some(mut old) = self.pending.take_hashed(hash, &obs.key) {
+                settle(old.settle());
             }
         }
+        if self.pending.len() >= self.pending.limit() {
+            self.settled_early += 1;
+            self.settle_oldest(settle);
+        }
         let p = Pending {
-            first: obs.clone(),
-            tag,
+            settled: Settled {
+                obs: obs.clone(),
+                tag,
+                start: obs.ts,
+            },
             outcome: obs.outcome().map(|o| (o, obs.ts)),
-            filter: obs.filter,
             first_log: 1,
             other_logs: Vec::new(),
             most: 1,
         };
-        if let Some(oldest) = self.pending.push_hashed(hash, p) {
-            self.settled_early += 1;
-            settle(settled(oldest));
-        }
+        let evicted = self.pending.push_hashed(hash, p);
+        debug_assert!(evicted.is_none(), "room was made");
     }
 
     /// Settle the connections whose window has passed at `now`, oldest
     /// first (one begun after an older, still open one waits for it).
-    pub fn expire(&mut self, now: Timestamp, settle: &mut dyn FnMut(Settled<T>)) {
+    pub fn expire(&mut self, now: Timestamp, settle: &mut dyn FnMut(&mut Settled<T>)) {
         while let Some(p) = self.pending.oldest() {
-            if now.saturating_sub(p.first.ts) < self.within {
+            if now.saturating_sub(p.settled.start) < self.within {
                 break;
             }
-            if let Some(p) = self.pending.pop_oldest() {
-                settle(settled(p));
-            }
+            self.settle_oldest(settle);
         }
     }
 
     /// Settle every pending connection (the sources ended).
-    pub fn finish(&mut self, settle: &mut dyn FnMut(Settled<T>)) {
-        while let Some(p) = self.pending.pop_oldest() {
-            settle(settled(p));
+    pub fn finish(&mut self, settle: &mut dyn FnMut(&mut Settled<T>)) {
+        while self.pending.len() > 0 {
+            self.settle_oldest(settle);
         }
+    }
+
+    /// Settle the oldest connection where it is held, then drop it.
+    fn settle_oldest(&mut self, settle: &mut dyn FnMut(&mut Settled<T>)) {
+        if let Some(p) = self.pending.oldest_mut() {
+            settle(p.settle());
+        }
+        self.pending.drop_oldest();
+    }
+}
+
+impl<T> Pending<T> {
+    /// The connection settled: the merged outcome written into the first
+    /// record, at the time of the record that gave it.
+    fn settle(&mut self) -> &mut Settled<T> {
+        if let Some((outcome, at)) = self.outcome.take() {
+            self.settled.obs.ts = at;
+            self.settled.obs.fate = crate::observation::Fate::Ended {
+                outcome,
+                inferred: false,
+            };
+        }
+        &mut self.settled
     }
 }
 
@@ -266,24 +293,6 @@ impl<T> RecordMerge<T> {
 /// through (the other's may drop it), or nothing is known.
 fn leaves_open(o: Outcome) -> bool {
     matches!(o, Outcome::Permitted | Outcome::Unknown)
-}
-
-fn settled<T>(p: Pending<T>) -> Settled<T> {
-    let start = p.first.ts;
-    let mut obs = p.first;
-    if let Some((outcome, at)) = p.outcome {
-        obs.ts = at;
-        obs.fate = crate::observation::Fate::Ended {
-            outcome,
-            inferred: false,
-        };
-    }
-    obs.filter = p.filter;
-    Settled {
-        obs,
-        tag: p.tag,
-        start,
-    }
 }
 
 #[cfg(test)]
@@ -318,15 +327,15 @@ mod tests {
     fn feed(m: &mut RecordMerge<usize>, recs: &[Observation]) -> (Vec<usize>, Vec<Settled<usize>>) {
         let (mut retrans, mut out) = (Vec::new(), Vec::new());
         for (i, r) in recs.iter().enumerate() {
-            m.expire(r.ts, &mut |s| out.push(s));
+            m.expire(r.ts, &mut |s| out.push(s.clone()));
             let h = m.hash(&r.key);
             match m.join(h, r) {
                 Ok(j) if j.retransmission => retrans.push(*j.tag),
                 Ok(_) => {}
-                Err(miss) => m.insert(h, miss, r, i, &mut |s| out.push(s)),
+                Err(miss) => m.insert(h, miss, r, i, &mut |s| out.push(s.clone())),
             }
         }
-        m.finish(&mut |s| out.push(s));
+        m.finish(&mut |s| out.push(s.clone()));
         (retrans, out)
     }
 

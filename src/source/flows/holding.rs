@@ -73,6 +73,11 @@ impl<V: Keyed> Holding<V> {
         self.index.len()
     }
 
+    /// The most entries held at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// The hash the index files `key` under: computed once by a caller
     /// that looks a key up and then holds it.
     #[inline]
@@ -143,8 +148,31 @@ impl<V: Keyed> Holding<V> {
         (self.head != NIL).then(|| &live(&self.nodes, self.head).value)
     }
 
+    /// The oldest entry, to change where it is held (before
+    /// [`Self::drop_oldest`]: a large entry is not moved out).
+    pub fn oldest_mut(&mut self) -> Option<&mut V> {
+        match self.head {
+            NIL => None,
+            head => Some(&mut self.node_mut(head).value),
+        }
+    }
+
     /// Take out the oldest entry.
     pub fn pop_oldest(&mut self) -> Option<V> {
+        let slot = self.unindex_oldest()?;
+        Some(self.release(slot))
+    }
+
+    /// Drop the oldest entry where it is held.
+    pub fn drop_oldest(&mut self) {
+        if let Some(slot) = self.unindex_oldest() {
+            self.unlink(slot);
+            self.nodes[slot as usize] = None;
+        }
+    }
+
+    /// Take the oldest entry's slot out of the index.
+    fn unindex_oldest(&mut self) -> Option<Slot> {
         let slot = self.head;
         if slot == NIL {
             return None;
@@ -153,7 +181,7 @@ impl<V: Keyed> Holding<V> {
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
-        Some(self.release(slot))
+        Some(slot)
     }
 
     /// Every entry, oldest first; the table is left empty.
@@ -168,19 +196,28 @@ impl<V: Keyed> Holding<V> {
         out
     }
 
-    /// Unlink a slot already out of the index and free it.
+    /// Unlink a slot already out of the index, free it and move its
+    /// entry out.
     fn release(&mut self, slot: Slot) -> V {
+        self.unlink(slot);
         let n = self.nodes[slot as usize].take().expect("a live slot");
-        match n.prev {
-            NIL => self.head = n.next,
-            prev => self.node_mut(prev).next = n.next,
+        n.value
+    }
+
+    /// Unlink a slot already out of the index from the order and free it
+    /// (its entry is still there, for the caller to move out or drop).
+    fn unlink(&mut self, slot: Slot) {
+        let n = live(&self.nodes, slot);
+        let (prev, next) = (n.prev, n.next);
+        match prev {
+            NIL => self.head = next,
+            prev => self.node_mut(prev).next = next,
         }
-        match n.next {
-            NIL => self.tail = n.prev,
-            next => self.node_mut(next).prev = n.prev,
+        match next {
+            NIL => self.tail = prev,
+            next => self.node_mut(next).prev = prev,
         }
         self.free.push(slot);
-        n.value
     }
 
     fn node_mut(&mut self, slot: Slot) -> &mut Node<V> {
@@ -242,6 +279,10 @@ mod tests {
         /// Take the key's entry if held, then hold a new one.
         Push(u8),
         PopOldest,
+        /// Change the key's entry where it is held, if held.
+        Touch(u8),
+        /// Change the oldest where it is held, then drop it.
+        DropOldest,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -249,6 +290,8 @@ mod tests {
             1 => (0u8..24).prop_map(Op::Take),
             4 => (0u8..24).prop_map(Op::Push),
             1 => Just(Op::PopOldest),
+            1 => (0u8..24).prop_map(Op::Touch),
+            1 => Just(Op::DropOldest),
         ]
     }
 
@@ -279,6 +322,30 @@ mod tests {
                     Op::PopOldest => {
                         let want = (!model.is_empty()).then(|| model.remove(0));
                         prop_assert_eq!(h.pop_oldest(), want);
+                    }
+                    Op::Touch(k) => {
+                        let hash = h.hash(&k);
+                        let got = h.get_mut(hash, &k).map(|e| {
+                            e.stamp += 1_000;
+                            *e
+                        });
+                        let want = model.iter_mut().find(|e| e.key == k).map(|e| {
+                            e.stamp += 1_000;
+                            *e
+                        });
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::DropOldest => {
+                        if let Some(e) = h.oldest_mut() {
+                            e.stamp += 1;
+                        }
+                        if let Some(first) = model.first_mut() {
+                            first.stamp += 1;
+                        }
+                        h.drop_oldest();
+                        if !model.is_empty() {
+                            model.remove(0);
+                        }
                     }
                 }
                 prop_assert_eq!(h.len(), model.len());
