@@ -13,17 +13,23 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// (16 at least are reserved, so a small limit is passed).
 #[inline]
 pub fn place<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<u32>, limit: usize, value: T) -> u32 {
+    let slot = vacant(slab, free, limit);
+    slab[slot as usize] = Some(value);
+    slot
+}
+
+/// The empty slot [`place`] would fill, for a caller that makes a large
+/// entry in it (rather than moving it in).
+#[inline]
+pub fn vacant<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<u32>, limit: usize) -> u32 {
     match free.pop() {
-        Some(slot) => {
-            slab[slot as usize] = Some(value);
-            slot
-        }
+        Some(slot) => slot,
         None => {
             if slab.len() == slab.capacity() {
                 let room = limit.saturating_sub(slab.len());
                 slab.reserve_exact(slab.len().clamp(16, room.max(16)));
             }
-            slab.push(Some(value));
+            slab.push(None);
             u32::try_from(slab.len() - 1).expect("fewer than 2^32 slots")
         }
     }

@@ -232,7 +232,7 @@ impl<T> RecordMerge<T> {
             self.settled_early += 1;
             self.settle_oldest(settle);
         }
-        let p = Pending {
+        self.pending.hold_with(hash, || Pending {
             settled: Settled {
                 obs: obs.clone(),
                 tag,
@@ -242,9 +242,7 @@ impl<T> RecordMerge<T> {
             first_log: 1,
             other_logs: Vec::new(),
             most: 1,
-        };
-        let evicted = self.pending.push_hashed(hash, p);
-        debug_assert!(evicted.is_none(), "room was made");
+        });
     }
 
     /// Settle the connections whose window has passed at `now`, oldest

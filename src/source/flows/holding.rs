@@ -123,16 +123,29 @@ impl<V: Keyed> Holding<V> {
         let evicted = (self.len() >= self.limit)
             .then(|| self.pop_oldest())
             .flatten();
-        debug_assert_eq!(hash, self.hash(&value.key()));
-        debug_assert!(self.not_held(hash, &value.key()));
-        let new = Node {
-            value,
+        self.hold_with(hash, || value);
+        evicted
+    }
+
+    /// Hold the value `make` makes as the newest: its key (whose
+    /// [`Self::hash`] is `hash`) is not held, and there is room (below
+    /// [`Self::limit`]). The value is made where it is held (a large one
+    /// is not moved in).
+    #[inline]
+    pub fn hold_with(&mut self, hash: u64, make: impl FnOnce() -> V) {
+        debug_assert!(self.len() < self.limit);
+        let slot = crate::map::vacant(&mut self.nodes, &mut self.free, self.limit);
+        let prev = self.tail;
+        let node = &mut self.nodes[slot as usize];
+        *node = Some(Node {
+            value: make(),
             hash,
-            prev: self.tail,
+            prev,
             next: NIL,
-        };
-        let slot = crate::map::place(&mut self.nodes, &mut self.free, self.limit, new);
-        match self.tail {
+        });
+        debug_assert_eq!(hash, self.hash(&live(&self.nodes, slot).value.key()));
+        debug_assert!(self.not_held(hash, &live(&self.nodes, slot).value.key()));
+        match prev {
             NIL => self.head = slot,
             tail => self.node_mut(tail).next = slot,
         }
@@ -140,7 +153,6 @@ impl<V: Keyed> Holding<V> {
         let nodes = &self.nodes;
         self.index
             .insert_unique(hash, slot, |&s| live(nodes, s).hash);
-        evicted
     }
 
     /// The oldest entry.
