@@ -106,10 +106,15 @@ impl<T: Copy> KindJoin<T> {
     /// The tag of the connection `key` another kind saw within
     /// [`MERGE_WITHIN`] before `ts` (or after: records' times are coarse);
     /// `kind` joins it. `None`: a new attempt.
+    #[inline]
     pub fn join(&mut self, key: &FlowKey, kind: SensorKind, ts: Timestamp) -> Option<T> {
         if !self.on {
             return None;
         }
+        self.join_on(key, kind, ts)
+    }
+
+    fn join_on(&mut self, key: &FlowKey, kind: SensorKind, ts: Timestamp) -> Option<T> {
         let s = self.seen.get_mut(key)?;
         let apart = ts.saturating_sub(s.first).max(s.first.saturating_sub(ts));
         if apart >= MERGE_WITHIN || s.kinds[kind as usize].is_some() {
@@ -121,10 +126,14 @@ impl<T: Copy> KindJoin<T> {
     }
 
     /// A new attempt of `key` seen by `kind` at `ts`, with its tag.
+    #[inline]
     pub fn insert(&mut self, key: FlowKey, kind: SensorKind, ts: Timestamp, tag: T) {
-        if !self.on {
-            return;
+        if self.on {
+            self.insert_on(key, kind, ts, tag);
         }
+    }
+
+    fn insert_on(&mut self, key: FlowKey, kind: SensorKind, ts: Timestamp, tag: T) {
         self.expire(ts);
         while self.seen.len() >= self.capacity {
             let Some((first, old)) = self.order.pop_front() else {
@@ -149,6 +158,7 @@ impl<T: Copy> KindJoin<T> {
     /// `kind` told the outcome of `key`: a disagreement the first time
     /// one kind's `established` meets another's refused, unanswered or
     /// denied.
+    #[inline]
     pub fn outcome(
         &mut self,
         key: &FlowKey,
@@ -158,6 +168,15 @@ impl<T: Copy> KindJoin<T> {
         if !self.on {
             return None;
         }
+        self.outcome_on(key, kind, outcome)
+    }
+
+    fn outcome_on(
+        &mut self,
+        key: &FlowKey,
+        kind: SensorKind,
+        outcome: Outcome,
+    ) -> Option<Disagreement> {
         let s = self.seen.get_mut(key)?;
         let slot = s.kinds.get_mut(kind as usize)?;
         if slot.is_none() {
