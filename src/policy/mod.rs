@@ -862,6 +862,11 @@ impl Policy {
             }
             _ => &[],
         };
+        // No services and none hosted (an address outside the site, a
+        // user network): no rule can name it, so the rules are not scanned.
+        if services.is_empty() && !self.hosts_services(dst) {
+            return &self.other_service;
+        }
         let on_port =
             || (self.model.rules.iter().zip(&self.rule_services)).filter(|(r, _)| r.port == port);
         on_port()
