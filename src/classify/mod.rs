@@ -147,7 +147,9 @@ pub fn classify_at(
     port: u16,
     ts: Timestamp,
 ) -> Classification {
-    accepted_at(p, classify(p, src, dst, port), src, dst, ts)
+    let mut c = classify(p, src, dst, port);
+    accept_at(p, &mut c, src, dst, ts);
+    c
 }
 
 /// [`classify_peers`], with the acceptance as [`classify_at`] sets it.
@@ -158,21 +160,20 @@ pub fn classify_peers_at(
     port: u16,
     ts: Timestamp,
 ) -> Classification {
-    accepted_at(p, classify_peers(p, src, dst, port), src.1, dst.1, ts)
+    let mut c = classify_peers(p, src, dst, port);
+    accept_at(p, &mut c, src.1, dst.1, ts);
+    c
 }
 
+/// Give `c` (of `src` to `dst`) the site's acceptance that holds at `ts`,
+/// as [`classify_at`] does: the rest of a classification depends on the
+/// policy and the addresses alone, so one made at another time needs only
+/// this.
 #[inline]
-fn accepted_at(
-    p: &Policy,
-    mut c: Classification,
-    src: IpAddr,
-    dst: IpAddr,
-    ts: Timestamp,
-) -> Classification {
+pub fn accept_at(p: &Policy, c: &mut Classification, src: IpAddr, dst: IpAddr, ts: Timestamp) {
     if !p.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
         c.accepted = p.accepted((c.src, src), (c.dst, dst), c.port, ts);
     }
-    c
 }
 
 fn judge(p: &Policy, same_addr: bool, s: Peer, d: Peer, port: u16) -> Basis {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{classify, classify_at, classify_peers_at, explain, Classification, Verdict};
+use crate::classify::{
+    accept_at, classify, classify_at, classify_peers_at, explain, Classification,
+};
 use crate::decode::{
     decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
@@ -962,7 +964,7 @@ fn settle(
     s: &mut Settled<MergedAttempt>,
 ) {
     let k = s.obs.key;
-    accept_at(policy, &mut s.tag.class, &k, s.obs.ts);
+    accept_at(policy, &mut s.tag.class, k.client, k.server, s.obs.ts);
     let c = &s.tag.class;
     if let Some(v) = conns {
         v.push(ConnEnd {
@@ -979,21 +981,6 @@ fn settle(
         });
     }
     ended(tally, clock, events, s.tag.tag, c, &s.obs);
-}
-
-/// Give `c`, made by [`classify_at`] for `key` at another time, the
-/// site's acceptance that holds at `ts`: the rest of a classification
-/// depends on the policy and the 4-tuple alone. The condition is
-/// `classify_at`'s.
-fn accept_at(policy: &Policy, c: &mut Classification, key: &FlowKey, ts: Timestamp) {
-    if !policy.site.accepted.is_empty() && (c.verdict != Verdict::Expected || c.is_site_edge()) {
-        c.accepted = policy.accepted(
-            (c.src, key.client),
-            (c.dst, key.server),
-            key.server_port,
-            ts,
-        );
-    }
 }
 
 /// The handshake tracker's observation of `key` at `ts`.
