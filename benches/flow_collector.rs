@@ -246,6 +246,7 @@ fn main() {
     let busy = last_change
         .duration_since(start)
         .saturating_sub(Duration::from_millis(100));
+    let threads = thread_cpu(child.id());
     let _ = child.kill();
     let _ = child.wait();
     let get = |name: &str| {
@@ -261,10 +262,38 @@ fn main() {
         last / busy.as_secs_f64()
     );
     println!(
-        "drops: {} datagrams at the full queue, {} records lost by sequence gaps (queue and socket), {} records not decoded",
+        "drops: {} datagrams at the full queue, {} records lost by sequence gaps (queue and socket); {} records not settled yet (held for their other half, the joins at most {}, or not decoded)",
         get("queue_full"),
         get("lost_records"),
-        sent - last
+        sent - last - get("lost_records"),
+        portwatch::source::flows::netflow::MAX_JOINS
     );
     println!("by reason: {by_reason:?}");
+    // Whether it kept up on one core: the busiest thread's CPU time.
+    let total: f64 = threads.iter().map(|(_, t)| t).sum();
+    if let Some((name, t)) = threads.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        println!(
+            "daemon CPU since start: {total:.2} s in all, busiest thread {name} {t:.2} s (of {:.2} s sending and draining)",
+            busy.as_secs_f64()
+        );
+    }
+}
+
+/// Each thread of process `pid`: its name and CPU time (user + system,
+/// seconds) from /proc; empty where /proc cannot be read.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // The name is in parentheses and may hold spaces.
+            let name = stat.split_once('(')?.1.rsplit_once(')')?.0.to_string();
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+            Some((name, ticks / tick))
+        })
+        .collect()
 }
