@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
-use crate::source::flows::holding::{Holding, Keyed};
+use crate::state::holding::{Holding, Keyed};
 use crate::time::Timestamp;
 
 /// How long after a connection's first record another record of the same

@@ -9,7 +9,6 @@
 //! their [`SourceKind`]).
 
 pub mod azure;
-pub(crate) mod holding;
 mod interfaces;
 pub mod netflow;
 pub mod vpc;
