@@ -8,6 +8,7 @@ use std::path::Path;
 use super::ndjson::{parse_line, MAX_LINE};
 use super::{evtx, Reason, Tally, WfpEvent};
 use crate::source::file::Stopped;
+use crate::source::flows::azure::{json_shape, JsonShape};
 use crate::source::SourceError;
 
 /// How a file of WFP events is written.
@@ -67,6 +68,17 @@ pub fn read(path: &Path) -> Result<WfpFile, SourceError> {
         path: name.clone(),
         what: "neither EVTX nor NDJSON".into(),
     })?;
+    // One JSON value over many lines is not one event a line: refused
+    // rather than every line counted `not_json`.
+    if shape == Shape::Ndjson && json_shape(&head[..n]) == Some(JsonShape::Document) {
+        return Err(SourceError::Refused {
+            what: format!(
+                "{name}: a JSON document over lines (pretty-printed): neither WFP events one a \
+                 line (NDJSON) nor an Azure flow log"
+            ),
+            path: name,
+        });
+    }
     let f = File::open(path).map_err(io_err)?;
     let mut out = WfpFile {
         path: name.clone(),

@@ -3,6 +3,7 @@ use std::io::Cursor;
 use super::ndjson::{parse_line, MAX_LINE};
 use super::read::{lines, sniff, Shape};
 use super::*;
+use crate::source::SourceError;
 
 /// A 5157 of the OTRF covenant sample (`_wfp_only.ndjson`, line 10) with its
 /// `Message` left out: NXLog's flat shape through Logstash.
@@ -139,6 +140,34 @@ fn shapes_are_told_by_content() {
     assert_eq!(sniff(b"\xEF\xBB\xBF\n {\"a\":1}"), Some(Shape::Ndjson));
     assert_eq!(sniff(b"#Version: 1.5\n"), None);
     assert_eq!(sniff(b"\xd4\xc3\xb2\xa1"), None);
+}
+
+/// A pretty-printed JSON document is refused by name, not read line by
+/// line with every line counted `not_json`; the same object on one line
+/// is read as one.
+#[test]
+fn a_pretty_printed_document_is_refused_not_read_as_lines() {
+    let dir = std::env::temp_dir().join(format!("portwatch-wfp-pretty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let event = serde_json::json!({
+        "EventID": 5156,
+        "TimeCreated": "2026-01-05T09:00:00Z",
+        "SourceAddress": "192.0.2.21",
+        "DestAddress": "192.0.2.10",
+    });
+    let (pretty, compact) = (dir.join("pretty.json"), dir.join("compact.ndjson"));
+    std::fs::write(&pretty, serde_json::to_string_pretty(&event).unwrap()).unwrap();
+    std::fs::write(&compact, format!("{event}\n")).unwrap();
+    let refused = super::read::read(&pretty).unwrap_err();
+    assert!(
+        matches!(&refused, SourceError::Refused { what, .. } if what.contains("pretty-printed")),
+        "{refused}"
+    );
+    let read = super::read::read(&compact).expect("one event a line is NDJSON");
+    assert_eq!(read.shape, Shape::Ndjson);
+    let t = &read.tally;
+    assert_eq!(t.events.values().sum::<u64>() + t.other + t.bad_total(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn event(dir: Direction, layer: Layer, src: &str, dst: &str) -> WfpEvent {
