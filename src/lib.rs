@@ -32,7 +32,7 @@
 //! model              │ the product's port model
 //! decode source store │ bytes → Segment │ files, live capture, paced replay, record readers │ the metrics store's query API (`report --prometheus`)
 //! observation        │ what a sensor saw of one connection: 4-tuple, initiator, fate, fidelity
-//! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher
+//! frame diag map     │ Frame/LinkType │ located diagnostics │ the per-packet hasher, entries held in arrival order up to a limit
 //! time               │ capture timestamps
 //! name quote         │ the identifiers of site and model files │ text into each output format
 //! ```

@@ -26,8 +26,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::map::holding::{Holding, Keyed};
 use crate::observation::{FlowKey, Observation, Outcome, SourceKind};
-use crate::state::holding::{Holding, Keyed};
 use crate::time::Timestamp;
 
 /// How long after a connection's first record another record of the same

@@ -1,12 +1,10 @@
 //! Pure state: the handshake table, the records of one connection merged,
-//! one connection seen by two kinds of source joined, entries held in
-//! order up to a limit (flow joins, the record merge), the required-edge
+//! one connection seen by two kinds of source joined, the required-edge
 //! clocks and the aggregates a report is made from. Time always comes in
 //! as an argument.
 
 pub mod edges;
 pub mod handshake;
-pub(crate) mod holding;
 pub mod kinds;
 pub mod merge;
 pub mod saved;

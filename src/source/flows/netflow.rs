@@ -46,9 +46,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::{by_ports, key, FlowItem};
+use crate::map::holding::{Holding, Keyed};
 use crate::map::FastMap;
 use crate::observation::{address_bits, Fate, Initiator, Observation, Outcome, SourceKind};
-use crate::state::holding::{Holding, Keyed};
 use crate::time::Timestamp;
 
 /// Exporter domains (exporter address, version, observation domain) with

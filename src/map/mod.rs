@@ -1,5 +1,8 @@
 //! The per-packet maps: their hasher, and where the slab tables (a slab
-//! indexed by a hash table of slot numbers) put a new entry.
+//! indexed by a hash table of slot numbers) put a new entry, and the
+//! holding: entries in arrival order up to a limit.
+
+pub(crate) mod holding;
 
 /// The map of the per-packet paths: foldhash is several times faster than
 /// SipHash on these small keys, and its per-process random seed keeps

@@ -2,7 +2,7 @@
 //! an index from the entry's key to its slot, and the holding order as a
 //! list threaded through the slots. The flow records waiting for their
 //! connection's other direction are held so, and the record merge's
-//! pending connections ([`super::merge`]).
+//! pending connections ([`crate::state::merge`]).
 //!
 //! At a million lone SYNs a second the table stays at its cap and every
 //! record is a miss, an insert and an eviction of the oldest. A map from
