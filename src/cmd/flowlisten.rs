@@ -23,14 +23,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::flowlogs::ExporterTotals;
+use super::flowlogs::{exporter_names, ExporterTotals};
 use super::Error;
 use crate::export::metrics::{ExporterCounts, Recorder};
 use crate::observation::Observation;
 use crate::pipeline::Pipeline;
 use crate::policy::{EdgeId, Policy, Visibility};
 use crate::report::SourceFacts;
-use crate::site::{exporter_index, UNDECLARED};
+use crate::site::exporter_index;
 use crate::source::flows::netflow::{Collector, Origin, Version};
 use crate::source::flows::FlowItem;
 use crate::time::Timestamp;
@@ -247,9 +247,7 @@ impl FlowListen {
     /// The counts since the last report into the metrics.
     fn report(&mut self, rec: &mut Recorder) {
         if let Some(policy) = self.policy.clone() {
-            let names = (policy.site.exporters.iter().map(|x| x.name.as_str()))
-                .chain(std::iter::once(UNDECLARED));
-            for (name, n) in names.zip(&mut self.pending) {
+            for (name, n) in exporter_names(&policy).zip(&mut self.pending) {
                 if self.labelled && *n == ExporterCounts::default() {
                     continue;
                 }

@@ -319,7 +319,7 @@ impl ExporterTotals {
 
 /// The exporters' names in the order per-exporter counts are kept: each
 /// the site declares, then `undeclared`.
-fn exporter_names(policy: &Policy) -> impl Iterator<Item = &str> {
+pub(super) fn exporter_names(policy: &Policy) -> impl Iterator<Item = &str> {
     (policy.site.exporters.iter().map(|x| x.name.as_str())).chain(std::iter::once(UNDECLARED))
 }
 
