@@ -791,13 +791,7 @@ fn source_rows(rows: &mut Vec<(&'static str, String)>, src: &super::SourceFacts)
         format!("sees {}; cannot see {}", sees.join(", "), blind.join(", ")),
     ));
     for x in &src.exporters {
-        rows.push((
-            "exporter",
-            format!(
-                "{}: {} datagrams, {} records lost, {} packets lost",
-                x.name, x.datagrams, x.lost_records, x.lost_packets
-            ),
-        ));
+        rows.push(("exporter", format!("{}: {}", x.name, x.counts())));
     }
 }
 

@@ -73,6 +73,16 @@ pub struct ExporterFacts {
     pub lost_packets: u64,
 }
 
+impl ExporterFacts {
+    /// Its counts as the table and the page write them after its name.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} datagrams, {} records lost, {} packets lost",
+            self.datagrams, self.lost_records, self.lost_packets
+        )
+    }
+}
+
 /// A record source's kind and fidelity, as the report shows it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct SourceFidelity {

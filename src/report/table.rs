@@ -190,14 +190,7 @@ impl Report {
                 fidelity(s, f);
             }
             for x in &src.exporters {
-                let _ = writeln!(
-                    s,
-                    "    exporter {}: {} datagrams, {} records lost, {} packets lost",
-                    field(&x.name),
-                    x.datagrams,
-                    x.lost_records,
-                    x.lost_packets
-                );
+                let _ = writeln!(s, "    exporter {}: {}", field(&x.name), x.counts());
             }
         }
         let records_only = c.packets == 0 && c.sources.iter().any(|s| s.fidelity.is_some());
