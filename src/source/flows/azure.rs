@@ -59,16 +59,8 @@ enum Layout {
 }
 
 fn parse_tuple(layout: Layout, s: &str) -> Result<Tuple, &'static str> {
-    // Split on the stack (this is done for every tuple): the first 13
-    // fields kept, all counted.
-    let mut t = [""; 13];
-    let mut n = 0;
-    for f in s.split(',') {
-        if let Some(slot) = t.get_mut(n) {
-            *slot = f;
-        }
-        n += 1;
-    }
+    let fields = super::Fields::<13>::of(s.split(','));
+    let (t, n) = (fields.kept(), fields.len());
     let ok = match layout {
         Layout::Vnet => n == 13,
         Layout::Nsg => n == 8 || n == 13,

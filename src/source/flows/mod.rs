@@ -187,6 +187,45 @@ fn decompressed(bytes: Vec<u8>) -> (Vec<u8>, Option<String>) {
     }
 }
 
+/// A line's (or a tuple's) fields, split on the stack (this is done for
+/// every one): the first `N` kept, all counted.
+pub(crate) struct Fields<'a, const N: usize> {
+    kept: [&'a str; N],
+    len: usize,
+}
+
+impl<'a, const N: usize> Fields<'a, N> {
+    pub fn of(parts: impl Iterator<Item = &'a str>) -> Self {
+        let mut kept = [""; N];
+        let mut len = 0;
+        for f in parts {
+            if let Some(slot) = kept.get_mut(len) {
+                *slot = f;
+            }
+            len += 1;
+        }
+        Fields { kept, len }
+    }
+
+    /// How many fields there are (kept or not).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The fields kept.
+    pub fn kept(&self) -> &[&'a str] {
+        &self.kept[..self.len.min(N)]
+    }
+
+    pub fn get(&self, i: usize) -> Option<&'a str> {
+        self.kept().get(i).copied()
+    }
+}
+
 /// The flow format of the file at `path`, by its first bytes.
 pub fn detect_file(path: &Path) -> Result<Option<FlowFormat>, SourceError> {
     if path.as_os_str() == "-" {

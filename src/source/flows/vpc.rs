@@ -48,7 +48,7 @@ const JOIN_CAPACITY: usize = 1 << 20;
 
 /// A first line in this format: a header, or a default-format record.
 pub fn looks_like(first: &str) -> bool {
-    let t = Fields::split(first);
+    let t = Fields::of(first.split_whitespace());
     if t.get(0) == Some("version") {
         return t
             .kept()
@@ -64,43 +64,8 @@ pub fn looks_like(first: &str) -> bool {
 /// has the columns past these read as absent.
 const MAX_FIELDS: usize = 64;
 
-/// A line's space-separated fields, split on the stack (this is done for
-/// every line): the first [`MAX_FIELDS`] kept, all counted.
-struct Fields<'a> {
-    kept: [&'a str; MAX_FIELDS],
-    len: usize,
-}
-
-impl<'a> Fields<'a> {
-    fn split(line: &'a str) -> Fields<'a> {
-        let mut kept = [""; MAX_FIELDS];
-        let mut len = 0;
-        for f in line.split_whitespace() {
-            if let Some(slot) = kept.get_mut(len) {
-                *slot = f;
-            }
-            len += 1;
-        }
-        Fields { kept, len }
-    }
-
-    /// How many fields the line has.
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn kept(&self) -> &[&'a str] {
-        &self.kept[..self.len.min(MAX_FIELDS)]
-    }
-
-    fn get(&self, i: usize) -> Option<&'a str> {
-        self.kept().get(i).copied()
-    }
-}
+/// A line's space-separated fields (the first [`MAX_FIELDS`] kept).
+type Fields<'a> = super::Fields<'a, MAX_FIELDS>;
 
 /// Column positions of the fields this reader uses.
 #[derive(Clone, Debug)]
@@ -123,7 +88,7 @@ struct Columns {
 
 impl Columns {
     fn parse(header: &str) -> Columns {
-        let names = Fields::split(header);
+        let names = Fields::of(header.split_whitespace());
         let at = |n: &str| names.kept().iter().position(|x| *x == n);
         Columns {
             count: names.len(),
@@ -404,7 +369,7 @@ pub fn read(bytes: &[u8]) -> FlowFile {
             f.count("malformed_encoding");
             continue;
         };
-        let t = Fields::split(line);
+        let t = Fields::of(line.split_whitespace());
         if t.is_empty() {
             continue;
         }
@@ -531,7 +496,7 @@ impl Follow {
 
     /// One whole line read at `now`; `history`: read for its header only.
     pub fn line(&mut self, line: &str, history: bool, now: Instant, out: &mut Vec<Followed>) {
-        let t = Fields::split(line);
+        let t = Fields::of(line.split_whitespace());
         if t.is_empty() {
             return;
         }
