@@ -685,6 +685,16 @@ mod tests {
         n
     }
 
+    /// A findings file writing onto `disk`.
+    fn onto(disk: &Disk) -> FindingsPcap {
+        FindingsPcap::to_sink(
+            Path::new("disk"),
+            Box::new(disk.clone()),
+            DEFAULT_CAP,
+            Decap::STANDARD,
+        )
+    }
+
     /// A write that stops short keeps the whole records that fit: the file
     /// is cut back after them, only those count as written, the rest are
     /// lost; a header that did not fit goes with the next record.
@@ -696,12 +706,7 @@ mod tests {
         assert_eq!(syn.len(), ack.len());
         let disk = Disk::default();
         disk.room(FILE_HEADER as usize + per + per / 2);
-        let mut p = FindingsPcap::to_sink(
-            Path::new("disk"),
-            Box::new(disk.clone()),
-            DEFAULT_CAP,
-            Decap::STANDARD,
-        );
+        let mut p = onto(&disk);
         feed(&mut p, 0, &syn);
         p.mark(&key(1000));
         feed(&mut p, 1, &ack);
@@ -721,12 +726,7 @@ mod tests {
         // Not even the header fits: it is written again with the next one.
         let disk = Disk::default();
         disk.room(10);
-        let mut p = FindingsPcap::to_sink(
-            Path::new("disk"),
-            Box::new(disk.clone()),
-            DEFAULT_CAP,
-            Decap::STANDARD,
-        );
+        let mut p = onto(&disk);
         feed(&mut p, 0, &syn);
         p.mark(&key(1000));
         p.flush();

@@ -732,13 +732,18 @@ fn v5_first_is_placed_by_the_headers_uptime_and_a_start_before_1970_is_not() {
     assert_eq!(count(&c, "time_implausible"), 1);
 }
 
-#[test]
-fn v9_first_switched_is_export_time_less_the_uptime_since() {
-    let clock = Clock {
+/// An exporter's clock at a v9 export an hour after it booted.
+fn an_hour_up() -> Clock {
+    Clock {
         export_ms: 1_700_000_000_000,
         uptime_ms: Some(3_600_000),
         init_ms: None,
-    };
+    }
+}
+
+#[test]
+fn v9_first_switched_is_export_time_less_the_uptime_since() {
+    let clock = an_hour_up();
     let r = Raw {
         start_uptime_ms: Some(3_000_000),
         ..Raw::default()
@@ -761,11 +766,7 @@ fn v9_first_switched_is_export_time_less_the_uptime_since() {
 
 #[test]
 fn a_records_end_is_read_as_its_start_and_not_before_it() {
-    let clock = Clock {
-        export_ms: 1_700_000_000_000,
-        uptime_ms: Some(3_600_000),
-        init_ms: None,
-    };
+    let clock = an_hour_up();
     // v9 First and Last: 10 min and 5 min before export.
     let r = Raw {
         start_uptime_ms: Some(3_000_000),
