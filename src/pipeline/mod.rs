@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{
-    accept_at, classify, classify_at, classify_peers_at, explain, Classification,
-};
+use crate::classify::{accept_at, classify, classify_at, classify_peers, explain, Classification};
 use crate::decode::{
     decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
     EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
@@ -363,6 +361,9 @@ pub struct Pipeline {
     events: Option<Vec<Event>>,
     /// Connections at their end, for the conn log (off by default).
     conns: Option<Vec<ConnEnd>>,
+    /// Recent classifications, for the control packets (emptied when the
+    /// policy changes).
+    verdicts: Verdicts,
 }
 
 impl Pipeline {
@@ -386,6 +387,7 @@ impl Pipeline {
             held: Vec::new(),
             events: None,
             conns: None,
+            verdicts: Verdicts::default(),
         }
     }
 
@@ -462,6 +464,11 @@ impl Pipeline {
 
     pub fn table(&self) -> &HandshakeTable<Tag> {
         &self.table
+    }
+
+    /// The recent classifications the control packets are judged from.
+    pub fn verdicts(&self) -> &Verdicts {
+        &self.verdicts
     }
 
     /// Record observations merged into a connection already observed, and
@@ -663,6 +670,7 @@ impl Pipeline {
         self.table.set_required_ports(&policy.required_ports());
         self.tally = Tally::default();
         self.kinds.clear();
+        self.verdicts.clear();
         self.policy = policy;
     }
 
@@ -686,23 +694,24 @@ impl Pipeline {
             clock,
             events,
             conns,
+            verdicts,
             ..
         } = self;
         let policy: &Policy = policy;
-        // The tag is made inside `observe` for a new attempt only.
-        let mut made: Option<(Classification, FlowKey)> = None;
+        // A new attempt's key: its tag is made once `observe` returns.
+        let mut made: Option<FlowKey> = None;
         {
             let mut sink = |e: TableEvent<Tag>| {
-                on_table_event(policy, tally, clock, kinds, events, conns, ts, e)
+                on_table_event(policy, verdicts, tally, clock, kinds, events, conns, ts, e)
             };
             let new_tag = |key: &FlowKey| {
-                let c = classify_at(policy, key.client, key.server, key.server_port, ts);
-                made = Some((c, *key));
+                made = Some(*key);
                 Tag::default()
             };
             table.observe(ts, seg, new_tag, &mut sink);
         }
-        if let Some((c, key)) = made {
+        if let Some(key) = made {
+            let v = verdicts.classify_at(policy, key.client, key.server, key.server_port, ts);
             let mirror = seg.mirror;
             let tag = match kinds.join(&key, SensorKind::Packets, ts) {
                 // Another kind of source counted it: evidence only.
@@ -714,7 +723,9 @@ impl Pipeline {
                 }
                 None => {
                     let obs = packet_observation(ts, key, Fate::Attempted);
-                    let (row, edge) = attempted(tally, clock, events, &c, &obs, mirror);
+                    let (row, edge) =
+                        attempted(tally, clock, events, &v.class, &obs, mirror, v.row);
+                    v.row = row;
                     let tag = Tag { row, edge, mirror };
                     kinds.insert(key, SensorKind::Packets, ts, tag);
                     tag
@@ -791,7 +802,7 @@ impl Pipeline {
             }
             None => {
                 let c = classify_at(policy, k.client, k.server, k.server_port, obs.ts);
-                let (row, edge) = attempted(tally, clock, events, &c, obs, None);
+                let (row, edge) = attempted(tally, clock, events, &c, obs, None, RowId::NONE);
                 let tag = Tag {
                     row,
                     edge,
@@ -898,10 +909,11 @@ impl Pipeline {
             clock,
             events,
             conns,
+            verdicts,
             ..
         } = self;
         f(table, &mut |e| {
-            on_table_event(policy, tally, clock, kinds, events, conns, at, e)
+            on_table_event(policy, verdicts, tally, clock, kinds, events, conns, at, e)
         });
     }
 
@@ -1001,7 +1013,7 @@ fn packet_observation(ts: Timestamp, key: FlowKey, fate: Fate) -> Observation {
 
 /// A new attempt, classified as `c`: tallied, evidence for its edge, an
 /// event (with the encapsulation its SYN arrived in). Returns its flow
-/// row and edge.
+/// row and edge. `hint`: see [`Tally::attempt_hinted`].
 fn attempted(
     tally: &mut Tally,
     clock: &mut EdgeClock,
@@ -1009,8 +1021,9 @@ fn attempted(
     c: &Classification,
     obs: &Observation,
     mirror: Option<Encap>,
+    hint: RowId,
 ) -> (RowId, Option<EdgeId>) {
-    let row = tally.attempt(c, obs);
+    let row = tally.attempt_hinted(c, obs, hint);
     let edge = c.edge();
     if let Some(edge) = edge {
         evidence(clock, events, edge, obs.ts);
@@ -1082,6 +1095,7 @@ fn disagreed(
 #[allow(clippy::too_many_arguments)]
 fn on_table_event(
     policy: &Policy,
+    verdicts: &mut Verdicts,
     tally: &mut Tally,
     clock: &mut EdgeClock,
     kinds: &mut KindJoin<Tag>,
@@ -1100,12 +1114,12 @@ fn on_table_event(
             outcome,
             inferred,
         } => {
-            let c = reclassify(policy, tally, tag, key, ts);
+            let c = reclassify(policy, verdicts, tally, tag, key, ts);
             if let Some(d) = kinds.outcome(&key, SensorKind::Packets, outcome) {
                 disagreed(tally, events, c.clone(), key, d, ts);
             }
             let obs = packet_observation(ts, key, Fate::Ended { outcome, inferred });
-            ended(tally, clock, events, tag, &c, &obs);
+            ended(tally, clock, events, tag, c, &obs);
         }
         TableEvent::Activity { tag } => {
             if let Some(edge) = tag.edge {
@@ -1130,28 +1144,32 @@ fn on_table_event(
     }
 }
 
-/// An attempt classified again at its outcome: with the peers of its flow
-/// row where it has one (the row's key holds the peers its attempt's
-/// classification found for these addresses, under the same policy: a
-/// reload starts a new tally and clears the tags' rows).
-fn reclassify(
+/// An attempt classified again at its outcome: as recently, else with the
+/// peers of its flow row where it has one (the row's key holds the peers
+/// its attempt's classification found for these addresses, under the same
+/// policy: a reload starts a new tally and clears the tags' rows).
+fn reclassify<'v>(
     policy: &Policy,
+    verdicts: &'v mut Verdicts,
     tally: &Tally,
     tag: Tag,
     key: FlowKey,
     ts: Timestamp,
-) -> Classification {
-    let Some(row) = tag.row.flow() else {
-        return classify_at(policy, key.client, key.server, key.server_port, ts);
+) -> &'v Classification {
+    let (client, server, port) = (key.client, key.server, key.server_port);
+    let make = || match tag.row.flow() {
+        Some(row) => {
+            let k = tally.row(row).key;
+            classify_peers(policy, (k.src, client), (k.dst, server), port)
+        }
+        None => classify(policy, client, server, port),
     };
-    let k = tally.row(row).key;
-    classify_peers_at(
-        policy,
-        (k.src, key.client),
-        (k.dst, key.server),
-        key.server_port,
-        ts,
-    )
+    let r = verdicts.get(policy, client, server, port, ts, make);
+    if r.row == RowId::NONE {
+        // The attempt's rows are these addresses' under this policy.
+        r.row = tag.row;
+    }
+    &r.class
 }
 
 /// A connection the handshake table saw end, classified again as its
@@ -1195,7 +1213,9 @@ fn edge_of_untracked(policy: &Policy, s: &Segment) -> Option<EdgeId> {
 }
 
 mod saved;
+mod verdicts;
 pub use saved::{saved_edge, Restored};
+pub use verdicts::{Remembered, Verdicts, VERDICT_SLOTS};
 
 #[cfg(test)]
 mod tests;

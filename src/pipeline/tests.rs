@@ -298,8 +298,12 @@ fn swap_policy_keeps_pending_attempts_and_open_connections() {
     std::fs::write(&site, format!("{text}{allow}")).unwrap();
     let new_p = Arc::new(load_policy(&site, None).unwrap().policy);
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(!pl.verdicts().is_empty());
     pl.swap_policy(new_p.clone());
     assert_eq!(pl.table().len(), 2, "the table survives the reload");
+    // The old policy's verdicts go with it: the pending attempt's answer
+    // below is judged under the new one.
+    assert!(pl.verdicts().is_empty());
 
     ingest(
         &mut pl,

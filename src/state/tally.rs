@@ -377,11 +377,11 @@ impl Findings {
         if let Some(id) = self.rows.id(&key) {
             return Some((id, &mut self.rows.rows[id as usize]));
         }
-        let (kind, group) = (key.kind as usize, group_index(key.src));
-        let in_group = self.per_source[kind].get(group).copied().unwrap_or(0);
-        if self.per_kind[kind] >= self.per_kind_budget || in_group >= self.per_source_budget {
+        if self.full(&key) {
             return None;
         }
+        let (kind, group) = (key.kind as usize, group_index(key.src));
+        let in_group = self.per_source[kind].get(group).copied().unwrap_or(0);
         self.per_kind[kind] += 1;
         let counts = &mut self.per_source[kind];
         if counts.len() <= group {
@@ -389,6 +389,13 @@ impl Findings {
         }
         counts[group] = in_group + 1;
         self.rows.upsert(key, make)
+    }
+
+    /// Whether the budgets refuse `key`'s kind and source group a new row.
+    fn full(&self, key: &FindingKey) -> bool {
+        let (kind, group) = (key.kind as usize, group_index(key.src));
+        let in_group = self.per_source[kind].get(group).copied().unwrap_or(0);
+        self.per_kind[kind] >= self.per_kind_budget || in_group >= self.per_source_budget
     }
 
     /// The aggregate of `c`'s source group and acceptance, and its index.
@@ -547,10 +554,19 @@ impl Tally {
 
     /// A new connection attempt; returns its row for later outcomes.
     pub fn attempt(&mut self, c: &Classification, obs: &Observation) -> RowId {
+        self.attempt_hinted(c, obs, RowId::NONE)
+    }
+
+    /// [`Tally::attempt`], given what it returned for an earlier attempt
+    /// between the same addresses classified the same (acceptance aside)
+    /// by this tally's policy, or [`RowId::NONE`]: rows never move, so
+    /// where the hint's rows still have this attempt's keys, they are
+    /// counted without looking the keys up.
+    pub fn attempt_hinted(&mut self, c: &Classification, obs: &Observation, hint: RowId) -> RowId {
         let (ts, end) = (obs.ts, last_of(obs));
         self.by_verdict[c.verdict as usize] += 1;
         let slot = match FindingKind::of(c.verdict) {
-            Some(kind) => self.finding(kind, c, obs, None),
+            Some(kind) => self.finding(kind, c, obs, None, hint.slot()),
             None => Slot::Unknown,
         };
         let mut id = RowId {
@@ -563,18 +579,24 @@ impl Tally {
             port: c.port,
             verdict: c.verdict,
         };
-        let Some((row, r)) = self.rows.upsert(key, || FlowRow {
-            key,
-            service: c.service.to_string(),
-            basis: c.basis.clone(),
-            attempts: 0,
-            retransmissions: 0,
-            outcomes: [0; Outcome::COUNT],
-            inferred: 0,
-            executables: Vec::new(),
-            first: ts,
-            last: end,
-        }) else {
+        let rows = &mut self.rows.rows;
+        let known = (hint.flow()).filter(|&i| rows.get(i as usize).is_some_and(|r| r.key == key));
+        let found = match known {
+            Some(i) => Some((i, &mut rows[i as usize])),
+            None => self.rows.upsert(key, || FlowRow {
+                key,
+                service: c.service.to_string(),
+                basis: c.basis.clone(),
+                attempts: 0,
+                retransmissions: 0,
+                outcomes: [0; Outcome::COUNT],
+                inferred: 0,
+                executables: Vec::new(),
+                first: ts,
+                last: end,
+            }),
+        };
+        let Some((row, r)) = found else {
             return id;
         };
         r.attempts += 1;
@@ -633,7 +655,7 @@ impl Tally {
             // Only site edges are blocked; a refused same-host port is a
             // stopped service, not a firewall.
             (None, o) if o.is_blocked() && c.is_site_edge() => {
-                self.finding(FindingKind::Blocked, c, obs, Some(o));
+                self.finding(FindingKind::Blocked, c, obs, Some(o), Slot::Unknown);
             }
             (None, _) => {}
             (Some(kind), _) => {
@@ -682,26 +704,52 @@ impl Tally {
         self.findings.row(row.key, || row).is_some()
     }
 
-    /// A `kind` finding of `c` counted; returns where it went.
+    /// A `kind` finding of `c` counted; returns where it went. `hint`:
+    /// where the same finding went before (see [`Tally::attempt_hinted`]).
     fn finding(
         &mut self,
         kind: FindingKind,
         c: &Classification,
         obs: &Observation,
         o: Option<Outcome>,
+        hint: Slot,
     ) -> Slot {
         let (ts, end, src, dst) = (obs.ts, last_of(obs), obs.key.client, obs.key.server);
         let key = finding_key(kind, c, src, dst);
-        let Some((id, f)) = self.findings.row(key, || FindingRow {
-            key,
-            service: c.service.to_string(),
-            basis: c.basis.clone(),
-            count: 0,
-            outcomes: [0; Outcome::COUNT],
-            filters: Vec::new(),
-            first: ts,
-            last: end,
-        }) else {
+        let f = &mut self.findings;
+        let hinted = match hint {
+            Slot::Row(id) if f.rows.rows.get(id as usize).is_some_and(|r| r.key == key) => {
+                debug_assert_eq!(f.rows.id(&key), Some(id));
+                Some(id)
+            }
+            // Folded once, always: the budgets only fill, and a key that
+            // has no row gets none past them.
+            Slot::Folded(i)
+                if kind == FindingKind::UnknownHost
+                    && f.full(&key)
+                    && (f.aggregates.get(i as usize))
+                        .is_some_and(|a| (a.src, a.accepted) == (c.src, c.accepted)) =>
+            {
+                debug_assert_eq!(f.rows.id(&key), None);
+                f.aggregates[i as usize].add(ts, src, dst, c.port);
+                return Slot::Folded(i);
+            }
+            _ => None,
+        };
+        let found = match hinted {
+            Some(id) => Some((id, &mut f.rows.rows[id as usize])),
+            None => f.row(key, || FindingRow {
+                key,
+                service: c.service.to_string(),
+                basis: c.basis.clone(),
+                count: 0,
+                outcomes: [0; Outcome::COUNT],
+                filters: Vec::new(),
+                first: ts,
+                last: end,
+            }),
+        };
+        let Some((id, f)) = found else {
             if kind == FindingKind::UnknownHost {
                 let (i, a) = self.findings.aggregate(c, ts);
                 a.add(ts, src, dst, c.port);
@@ -899,6 +947,62 @@ mod tests {
         assert!(t.findings().iter().all(|f| f.outcomes[established] == 0));
         assert_eq!(t.aggregates()[0].outcomes[established], 0);
         assert_eq!(t.by_outcome[established], 2);
+    }
+
+    /// An attempt given where the last one of its addresses went counts
+    /// as one looked up does: in rows, findings and aggregates, with
+    /// hints that are its own, stale (another key's) or none.
+    #[test]
+    fn a_hinted_attempt_counts_as_a_looked_up_one() {
+        let p = load_policy(std::path::Path::new("multi-node"), None)
+            .unwrap()
+            .policy;
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let engine = ip("192.0.2.21");
+        let user = ip("198.51.100.7");
+        // Unknown hosts past their budgets (folded), users (unexpected,
+        // some past the per-source budget: refused), expected flows.
+        let mut pairs = Vec::new();
+        for i in 0..12u8 {
+            pairs.push((IpAddr::from([100, 64, 0, i]), engine, 4747));
+            pairs.push((IpAddr::from([198, 51, 100, i]), engine, 4747));
+        }
+        pairs.push((user, ip("192.0.2.11"), 443));
+        pairs.push((ip("192.0.2.11"), ip("192.0.2.10"), 4242));
+        let (mut plain, mut hinted) = (Tally::new(40, 20), Tally::new(40, 20));
+        let mut hints = std::collections::HashMap::new();
+        for round in 0..3u64 {
+            for (n, &(src, dst, port)) in pairs.iter().enumerate() {
+                let c = classify(&p, src, dst, port);
+                let obs = attempt(Timestamp(round * 100 + n as u64), src, dst, port);
+                let want = plain.attempt(&c, &obs);
+                // A stale hint in the second round: the previous pair's.
+                let hint = match round {
+                    1 => hints.get(&pairs[n.saturating_sub(1)]),
+                    _ => hints.get(&(src, dst, port)),
+                };
+                let got = hinted.attempt_hinted(&c, &obs, hint.copied().unwrap_or_default());
+                assert_eq!(got, want, "{src} {dst} {port}, round {round}");
+                hints.insert((src, dst, port), got);
+            }
+        }
+        let rows = |t: &Tally| {
+            (t.rows().iter())
+                .map(|r| (r.key, r.attempts, r.first, r.last))
+                .collect::<Vec<_>>()
+        };
+        let findings = |t: &Tally| {
+            (t.findings().iter())
+                .map(|f| (f.key, f.count, f.first, f.last))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(&hinted), rows(&plain));
+        assert_eq!(findings(&hinted), findings(&plain));
+        assert_eq!(hinted.aggregates(), plain.aggregates());
+        assert!(!plain.aggregates().is_empty(), "some were folded");
+        assert!(plain.findings_refused() > 0, "some were refused");
+        assert_eq!(hinted.findings_refused(), plain.findings_refused());
+        assert_eq!(hinted.by_verdict, plain.by_verdict);
     }
 
     /// Unknown-host findings past the budget keep their acceptance: the
