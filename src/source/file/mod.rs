@@ -182,6 +182,24 @@ struct PcapState {
     linktype: LinkType,
 }
 
+impl PcapState {
+    /// Whether the sub-second field `frac` is below one second. (The
+    /// product fits: `frac_scale` is 1 or 1000.)
+    #[inline(always)]
+    fn frac_in_range(&self, frac: u32) -> bool {
+        u64::from(frac) * self.frac_scale < NANOS_PER_SEC
+    }
+
+    /// Whether this file's records may take the fast path at all: plain
+    /// 16-byte headers, lengths not swapped, and its link type set up by
+    /// the general path (`seen`). These hold per file, so they are asked
+    /// once per poll, not per record.
+    #[inline]
+    fn fast(&self, seen: LinkType) -> bool {
+        self.record_header_len == 16 && self.lengths == Lengths::Normal && self.linktype == seen
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     Pcap(PcapState),
@@ -856,7 +874,7 @@ impl FileSource {
         // A fraction of a second or more (0xFFFFFFFF µs is 71 minutes) is
         // damage, not time: the frame keeps the previous timestamp and is
         // counted as a decode error downstream.
-        let ts_invalid = !frac_in_range(frac, st.frac_scale);
+        let ts_invalid = !st.frac_in_range(frac);
         let ts = match (ts_invalid, self.last_ts) {
             (false, _) => pcap_timestamp(secs, frac, st.frac_scale),
             (true, Some(last)) => last,
@@ -892,13 +910,9 @@ impl FileSource {
     }
 }
 
-/// Whether a record's sub-second field is below one second.
-fn frac_in_range(frac: u32, frac_scale: u64) -> bool {
-    u64::from(frac).saturating_mul(frac_scale) < NANOS_PER_SEC
-}
-
+/// `frac_scale` is 1 or 1000, so nothing overflows.
 fn pcap_timestamp(secs: u32, frac: u32, frac_scale: u64) -> Timestamp {
-    Timestamp(u64::from(secs) * NANOS_PER_SEC + u64::from(frac).saturating_mul(frac_scale))
+    Timestamp(u64::from(secs) * NANOS_PER_SEC + u64::from(frac) * frac_scale)
 }
 
 impl FileSource {
@@ -919,9 +933,10 @@ impl FileSource {
 
     /// The record at `pos` on the fast path of the file's format.
     #[inline]
-    fn buffered_record(&self, pos: usize) -> Option<(Current, usize)> {
+    fn buffered_record(&self, pos: usize) -> Option<(Current, &[u8], usize)> {
         let fast = self.fast_view()?;
         match &self.kind {
+            Kind::Pcap(st) if !st.fast(fast.linktype) => None,
             Kind::Pcap(st) if st.endian == Endian::Big => fast.pcap_record::<true>(st, pos),
             Kind::Pcap(st) => fast.pcap_record::<false>(st, pos),
             Kind::PcapNg(st) if st.big_endian() => fast.pcapng_record::<true>(st, pos),
@@ -934,7 +949,7 @@ impl FileSource {
     #[inline]
     fn advance_buffered(&mut self) -> bool {
         let pos = self.win.pos;
-        let Some((c, next)) = self.buffered_record(pos) else {
+        let Some((c, _, next)) = self.buffered_record(pos) else {
             return false;
         };
         self.win.pos = next;
@@ -961,9 +976,10 @@ impl FileSource {
         let Some(fast) = self.fast_view() else {
             return 0;
         };
-        // The format (and a pcap file's byte order) is chosen here once,
-        // not per record.
+        // The format (and a pcap file's byte order and fitness for the
+        // fast path) is judged here once, not per record.
         let run = match &self.kind {
+            Kind::Pcap(st) if !st.fast(fast.linktype) => return 0,
             Kind::Pcap(st) => {
                 let st = *st;
                 if st.endian == Endian::Big {
@@ -1034,39 +1050,41 @@ struct Run {
     held: Option<(Current, usize)>,
 }
 
-impl Fast<'_> {
-    /// The pcap record at `pos` of the buffer, and where the next one
-    /// starts, if it lies whole in the buffer and needs none of the general
-    /// path's care: plain 16-byte headers, caplen within bounds, on the link
-    /// type already seen. `None` leaves it to `read_pcap_record`, which
-    /// gives the same frame or stops. `BIG`: the file is big-endian
-    /// (`st.endian`), a constant of the loop instead of a test per field.
+impl<'a> Fast<'a> {
+    /// The pcap record at `pos` of the buffer, its bytes, and where the
+    /// next one starts, if it lies whole in the buffer with its caplen
+    /// within bounds and its time valid. `None` leaves it to
+    /// `read_pcap_record`, which gives the same frame or stops. The caller
+    /// has checked [`PcapState::fast`] for the file. `BIG`: the file is
+    /// big-endian (`st.endian`), a constant of the loop instead of a test
+    /// per field.
     #[inline(always)]
-    fn pcap_record<const BIG: bool>(&self, st: &PcapState, pos: usize) -> Option<(Current, usize)> {
-        if st.record_header_len != 16
-            || st.lengths != Lengths::Normal
-            || self.linktype != st.linktype
-        {
-            return None;
-        }
-        let hdr: &[u8; 16] = self.buf.get(pos..)?.first_chunk()?;
+    fn pcap_record<const BIG: bool>(
+        &self,
+        st: &PcapState,
+        pos: usize,
+    ) -> Option<(Current, &'a [u8], usize)> {
+        let (hdr, rest) = self.buf.get(pos..)?.split_first_chunk::<16>()?;
         let field = |i: usize| u32_in::<BIG>([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let caplen = field(8);
-        let end = pos + 16 + caplen as usize;
         let frac = field(4);
-        if caplen > MAX_PCAP_CAPLEN || end > self.buf.len() || !frac_in_range(frac, st.frac_scale) {
+        if caplen > MAX_PCAP_CAPLEN || !st.frac_in_range(frac) {
             return None;
         }
+        // Sliced from what follows the header: one length check.
+        let data = rest.get(..caplen as usize)?;
+        let start = pos + 16;
+        let end = start + data.len();
         let c = Current {
             ts: pcap_timestamp(field(0), frac, st.frac_scale),
             linktype: st.linktype,
             wire_len: field(12),
-            start: pos + 16,
+            start,
             end,
             interface: self.interface_base,
             ts_invalid: false,
         };
-        Some((c, end))
+        Some((c, data, end))
     }
 
     /// Hands the sink the records `record` parses from `pos` on, up to
@@ -1079,11 +1097,11 @@ impl Fast<'_> {
         sink: &mut dyn FnMut(&Frame<'_>),
         budget: usize,
         until: Option<Timestamp>,
-        record: impl Fn(usize) -> Option<(Current, usize)>,
+        record: impl Fn(usize) -> Option<(Current, &'a [u8], usize)>,
     ) -> Run {
-        let (mut n, mut last, mut held) = (0, None, None);
+        let (mut n, mut last, mut held) = (0, Timestamp::ZERO, None);
         while n < budget {
-            let Some((c, next)) = record(pos) else {
+            let Some((c, data, next)) = record(pos) else {
                 break;
             };
             if until.is_some_and(|u| c.ts > u) {
@@ -1095,14 +1113,15 @@ impl Fast<'_> {
                 ts: c.ts,
                 linktype: c.linktype,
                 wire_len: c.wire_len,
-                data: &self.buf[c.start..c.end],
+                data,
                 interface: c.interface,
                 ts_invalid: c.ts_invalid,
             });
-            last = Some(c.ts);
+            last = c.ts;
             pos = next;
             n += 1;
         }
+        let last = (n > 0).then_some(last);
         Run { pos, n, last, held }
     }
 }

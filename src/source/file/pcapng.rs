@@ -379,7 +379,7 @@ impl FileSource {
     }
 }
 
-impl Fast<'_> {
+impl<'a> Fast<'a> {
     /// The pcapng twin of `pcap_record`: an Enhanced Packet Block at `pos`
     /// that lies whole in the buffer, is sane, and is on an interface of
     /// the link type of the last frame. Any other block is left to
@@ -390,7 +390,7 @@ impl Fast<'_> {
         &self,
         st: &PcapNgState,
         pos: usize,
-    ) -> Option<(Current, usize)> {
+    ) -> Option<(Current, &'a [u8], usize)> {
         let buf = self.buf;
         let hdr: &[u8; 28] = buf.get(pos..)?.first_chunk()?;
         let at = |i: usize| u32_in::<BIG>([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
@@ -408,16 +408,17 @@ impl Fast<'_> {
             return None;
         }
         let ticks = (u64::from(at(12)) << 32) | u64::from(at(16));
+        let (start, data_end) = (pos + 28, pos + 28 + caplen);
         // Out of range: left to the general path, which flags it.
         let c = Current {
             ts: iface.timestamp(ticks)?,
             linktype: self.linktype,
             wire_len: at(24),
-            start: pos + 28,
-            end: pos + 28 + caplen,
+            start,
+            end: data_end,
             interface: self.interface_base + iface.seq,
             ts_invalid: false,
         };
-        Some((c, end))
+        Some((c, buf.get(start..data_end)?, end))
     }
 }
