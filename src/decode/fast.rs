@@ -145,11 +145,60 @@ fn ethernet(data: &[u8]) -> Option<(u16, &[u8])> {
     })
 }
 
+/// What [`tcp_header`] returns: the source and destination addresses (4 or
+/// 16 bytes) and the fixed TCP header.
+type TcpHeader<'a> = (&'a [u8], &'a [u8], &'a [u8; TCP_MIN_LEN]);
+
+/// Ethernet, IPv4 without options and the fixed TCP header.
+const ETHERNET_IPV4_TCP: usize = ETHERNET_LEN + IPV4_MIN_LEN + TCP_MIN_LEN;
+
 /// The source and destination addresses and the fixed TCP header, if the
 /// frame is one of the common layouts and is well-formed up to and
 /// including it.
 #[inline(always)]
-fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TCP_MIN_LEN])> {
+fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<TcpHeader<'_>> {
+    // The usual frame first, read after one length check; anything it
+    // declines takes the layer-by-layer way, which gives the same answer.
+    let usual = match linktype {
+        LinkType::ETHERNET => data.first_chunk().and_then(ethernet_ipv4_tcp),
+        _ => None,
+    };
+    let (src, dst, tcp) = match usual {
+        Some(header) => header,
+        None => layered(linktype, data)?,
+    };
+    if tcp[12] >> 4 < 5 {
+        return None;
+    }
+    Some((src, dst, tcp))
+}
+
+/// [`tcp_header`] of an untagged Ethernet frame carrying unfragmented IPv4
+/// without options (version and header length byte 0x45) and TCP, whose
+/// total length (0 for "as captured", as `ipv4_payload` takes it) leaves
+/// room for the fixed TCP header; `None` for anything else.
+#[inline(always)]
+pub(super) fn ethernet_ipv4_tcp(h: &[u8; ETHERNET_IPV4_TCP]) -> Option<TcpHeader<'_>> {
+    const IP: usize = ETHERNET_LEN;
+    const TCP: usize = IP + IPV4_MIN_LEN;
+    let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let total = usize::from(be16(IP + 2));
+    let usual = be16(12) == ETHERTYPE_IPV4
+        && h[IP] == 0x45
+        && h[IP + 9] == PROTO_TCP
+        && be16(IP + 6) & 0x1fff == 0
+        && (total == 0 || total >= IPV4_MIN_LEN + TCP_MIN_LEN);
+    if !usual {
+        return None;
+    }
+    let (_, tcp) = h.split_last_chunk::<TCP_MIN_LEN>()?;
+    Some((&h[IP + 12..IP + 16], &h[IP + 16..TCP], tcp))
+}
+
+/// [`tcp_header`] for every layout it reads, layer by layer (before the
+/// TCP data offset check).
+#[inline(always)]
+pub(super) fn layered(linktype: LinkType, data: &[u8]) -> Option<TcpHeader<'_>> {
     let (version, ip) = match linktype {
         LinkType::ETHERNET => ethernet(data)?,
         LinkType::LINUX_SLL => (be16(data, 14)?, data.get(SLL_LEN..)?),
@@ -170,11 +219,7 @@ fn tcp_header(linktype: LinkType, data: &[u8]) -> Option<(&[u8], &[u8], &[u8; TC
         ETHERTYPE_IPV6 => (ip.get(8..24)?, ip.get(24..40)?, ipv6_payload(ip)?),
         _ => return None,
     };
-    let tcp = tcp.first_chunk::<TCP_MIN_LEN>()?;
-    if tcp[12] >> 4 < 5 {
-        return None;
-    }
-    Some((src, dst, tcp))
+    Some((src, dst, tcp.first_chunk::<TCP_MIN_LEN>()?))
 }
 
 /// The payload of an unfragmented IPv4 packet carrying `protocol`.

@@ -68,18 +68,27 @@ impl RawTuple<'_> {
 
     /// The same for both directions of a connection (the two ends' hashes
     /// combined by a commutative sum, then mixed).
-    #[inline]
+    #[inline(always)]
     pub fn either_way_hash(&self) -> u32 {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let end = |a: &[u8], p: u16| {
-            let mut h = u64::from(p).wrapping_mul(K);
-            for c in a.chunks_exact(4) {
-                let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-                h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
-            }
-            h
+        let mix = |h: u64, w: [u8; 4]| {
+            (h ^ u64::from(u32::from_be_bytes(w)))
+                .wrapping_mul(K)
+                .rotate_left(29)
         };
-        let h = end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port));
+        let port = |p: u16| u64::from(p).wrapping_mul(K);
+        // Two IPv4 addresses (most segments asked on the per-packet path):
+        // each end's one word, as the loop below would mix it.
+        let h = match (<[u8; 4]>::try_from(self.src), <[u8; 4]>::try_from(self.dst)) {
+            (Ok(s), Ok(d)) => mix(port(self.src_port), s).wrapping_add(mix(port(self.dst_port), d)),
+            _ => {
+                let end = |a: &[u8], p: u16| {
+                    a.chunks_exact(4)
+                        .fold(port(p), |h, c| mix(h, [c[0], c[1], c[2], c[3]]))
+                };
+                end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port))
+            }
+        };
         (h.wrapping_mul(K) >> 32) as u32
     }
 }

@@ -183,9 +183,44 @@ proptest! {
             }
             (h >> 32) as u32
         }
+        /// `RawTuple::either_way_hash` as the loop over each end's words.
+        fn either_way_by_words(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
+            const K: u64 = 0x9e37_79b9_7f4a_7c15;
+            let end = |a: &[u8], p: u16| {
+                let mut h = u64::from(p).wrapping_mul(K);
+                for c in a.chunks_exact(4) {
+                    let w = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                    h = (h ^ u64::from(w)).wrapping_mul(K).rotate_left(29);
+                }
+                h
+            };
+            let h = end(src, src_port).wrapping_add(end(dst, dst_port));
+            (h.wrapping_mul(K) >> 32) as u32
+        }
         let (sp, dp) = ports;
         prop_assert_eq!(flow_hash(&v4.0, &v4.1, sp, dp), by_words(&v4.0, &v4.1, sp, dp));
         prop_assert_eq!(flow_hash(&v6.0, &v6.1, sp, dp), by_words(&v6.0, &v6.1, sp, dp));
+        for (src, dst) in [(&v4.0[..], &v4.1[..]), (&v6.0[..], &v6.1[..])] {
+            let t = RawTuple { src, dst, src_port: sp, dst_port: dp };
+            prop_assert_eq!(t.either_way_hash(), either_way_by_words(src, dst, sp, dp));
+        }
+    }
+
+    /// The usual frame's reading of the TCP header (one length check) gives
+    /// what the layer-by-layer reading gives, total lengths near the
+    /// fixed headers' included.
+    #[test]
+    fn usual_tcp_header_is_the_layered_one(
+        (_, mut frame) in mutated_frame(),
+        total in prop_oneof![0u16..64, any::<u16>()],
+        set_total in any::<bool>(),
+    ) {
+        if set_total && frame.len() >= 18 {
+            frame[16..18].copy_from_slice(&total.to_be_bytes());
+        }
+        if let Some(usual) = frame.first_chunk().and_then(fast::ethernet_ipv4_tcp) {
+            prop_assert_eq!(Some(usual), fast::layered(LinkType::ETHERNET, &frame));
+        }
     }
 
     #[test]
