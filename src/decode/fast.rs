@@ -241,7 +241,7 @@ fn ipv4_payload(ip: &[u8], protocol: u8) -> Option<&[u8]> {
     ip.get(header_len..end)
 }
 
-#[inline]
+#[inline(always)]
 fn ipv6_payload(ip: &[u8]) -> Option<&[u8]> {
     if ip.len() < IPV6_LEN || u8_at(ip, 0)? >> 4 != 6 || u8_at(ip, 6)? != PROTO_TCP {
         return None;

@@ -83,8 +83,11 @@ impl RawTuple<'_> {
             (Ok(s), Ok(d)) => mix(port(self.src_port), s).wrapping_add(mix(port(self.dst_port), d)),
             _ => {
                 let end = |a: &[u8], p: u16| {
-                    a.chunks_exact(4)
-                        .fold(port(p), |h, c| mix(h, [c[0], c[1], c[2], c[3]]))
+                    let mut h = port(p);
+                    for c in a.chunks_exact(4) {
+                        h = mix(h, [c[0], c[1], c[2], c[3]]);
+                    }
+                    h
                 };
                 end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port))
             }
@@ -95,7 +98,7 @@ impl RawTuple<'_> {
 
 /// A cheap, fixed hash of a directed 4-tuple (not for maps exposed to
 /// crafted keys: only for filters whose worst case is a wasted decode).
-#[inline]
+#[inline(always)]
 pub fn flow_hash(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mix = |h: u64, w: [u8; 4]| {

@@ -514,6 +514,14 @@ impl Pipeline {
                 return Ingested::Skipped(Skip::NotControl);
             }
         }
+        self.ingest_in_order(frame, checked)
+    }
+
+    /// A frame in order that the inline path did not skip. Its arguments
+    /// fit in registers, so the inline path ends in a jump here rather
+    /// than a call with an `Admit` on its stack.
+    #[inline(never)]
+    fn ingest_in_order(&mut self, frame: &Frame<'_>, checked: bool) -> Ingested {
         let admit = Admit {
             at: Some(frame.ts),
             held: Held::Keep,
