@@ -261,11 +261,11 @@ impl CaptureClock {
     /// changes nothing.
     #[inline]
     pub fn admit_in_order(&mut self, ts: Timestamp) -> bool {
-        if let (Some(now), None) = (self.now, &self.suspect) {
+        if let (Some(now), None) = (&mut self.now, &self.suspect) {
             // One comparison: a `ts` before `now` wraps to far past the bound.
             if ts.0.wrapping_sub(now.0) <= JUMP_BOUND.as_nanos() as u64 {
+                *now = ts;
                 self.agreed += 1;
-                self.now = Some(ts);
                 return true;
             }
         }
