@@ -115,6 +115,41 @@ pub(super) fn vxlan_skipped(
 
 #[inline(never)]
 fn vxlan_inner_skipped(data: &[u8], wanted: &impl Wanted, decap: &Decap) -> Option<Encap> {
+    let (encap, inner) = vxlan_inner(data, decap)?;
+    is_skipped(LinkType::ETHERNET, inner, wanted).then_some(encap)
+}
+
+/// A control segment (or a wanted one) in a mirror session's VXLAN of the
+/// layouts [`vxlan_skipped`] reads, decoded at fixed offsets as the full
+/// decode would, with the encapsulation it opened; `None` for anything
+/// else, which the full decode reports.
+#[inline(never)]
+pub(super) fn vxlan_plain(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+) -> Option<(Decoded, Encap)> {
+    if linktype != LinkType::ETHERNET {
+        return None;
+    }
+    let (encap, inner) = vxlan_inner(data, decap)?;
+    match plain(LinkType::ETHERNET, inner, wanted)? {
+        Decoded::Control(seg) => Some((
+            Decoded::Control(Segment {
+                mirror: Some(encap),
+                ..seg
+            }),
+            encap,
+        )),
+        skipped => Some((skipped, encap)),
+    }
+}
+
+/// The VXLAN encapsulation of an Ethernet frame (at most one 802.1Q tag,
+/// unfragmented IPv4, UDP to a port of `decap`), and the inner frame.
+#[inline(always)]
+fn vxlan_inner<'a>(data: &'a [u8], decap: &Decap) -> Option<(Encap, &'a [u8])> {
     let (ETHERTYPE_IPV4, ip) = ethernet(data)? else {
         return None;
     };
@@ -127,10 +162,11 @@ fn vxlan_inner_skipped(data: &[u8], wanted: &impl Wanted, decap: &Decap) -> Opti
     let vni = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) >> 8;
     let session = (head[0] & VXLAN_FLAG_VNI != 0).then_some(vni);
     let inner = vxlan.get(VXLAN_LEN..)?;
-    is_skipped(LinkType::ETHERNET, inner, wanted).then_some(Encap {
+    let encap = Encap {
         kind: EncapKind::Vxlan,
         session,
-    })
+    };
+    Some((encap, inner))
 }
 
 /// The Ethernet type after at most one 802.1Q tag, and what follows it.

@@ -232,7 +232,37 @@ pub fn decode_deferred(
         *encaps = Encaps::one(vxlan);
         return Ok(Decoded::Skipped(Skip::NotControl));
     }
+    decode_checked(linktype, data, wanted, decap, encaps)
+}
+
+/// The pre-check of a mirror session's VXLAN alone: the encapsulation of a
+/// frame [`decode_deferred`] would return as `Skipped(NotControl)` having
+/// opened it, `None` to defer to [`decode_checked`].
+#[inline]
+pub fn vxlan_skipped(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+) -> Option<Encap> {
+    fast::vxlan_skipped(linktype, data, wanted, decap)
+}
+
+/// [`decode_deferred`] of a frame both pre-checks ([`is_skipped`],
+/// [`vxlan_skipped`]) declined.
+#[inline]
+pub fn decode_checked(
+    linktype: LinkType,
+    data: &[u8],
+    wanted: &impl Wanted,
+    decap: &Decap,
+    encaps: &mut Encaps,
+) -> Result<Decoded, DecodeError> {
     if let Some(d) = fast::plain(linktype, data, wanted) {
+        return Ok(d);
+    }
+    if let Some((d, vxlan)) = fast::vxlan_plain(linktype, data, wanted, decap) {
+        *encaps = Encaps::one(vxlan);
         return Ok(d);
     }
     decode_full(linktype, data, wanted, decap, encaps)

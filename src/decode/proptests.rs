@@ -360,6 +360,15 @@ proptest! {
             if pristine && known && skipped && encaps.outer().is_some() {
                 prop_assert!(pre.is_some(), "a known layout decoded in full");
             }
+            let plain = fast::vxlan_plain(lt, &frame, wanted, &decap);
+            if let Some((d, e)) = plain {
+                prop_assert_eq!(full, Ok(d));
+                prop_assert_eq!(encaps, Encaps::one(e));
+            }
+            let control = matches!(full, Ok(Decoded::Control(_)));
+            if pristine && known && control && encaps.outer().is_some() {
+                prop_assert!(plain.is_some(), "a known layout's control segment decoded in full");
+            }
         }
     }
 }

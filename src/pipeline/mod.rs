@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::classify::{accept_at, classify, classify_at, classify_peers, explain, Classification};
 use crate::decode::{
-    decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, Control, Decap, Decoded, Encap,
-    EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
+    decode_checked, decode_deferred, either_way_hash_of, flow_hash_of, is_skipped, vxlan_skipped,
+    Control, Decap, Decoded, Encap, EncapKind, Encaps, RawTuple, Segment, Skip, Wanted,
 };
 use crate::frame::Frame;
 use crate::observation::{Fate, Initiator, Observation, Process, SensorKind, SourceKind};
@@ -127,6 +127,13 @@ impl SessionCounts {
     /// Count a frame of `e`; false if `e` is new and the list is full.
     #[inline]
     fn count(&mut self, e: Encap) -> bool {
+        // One session is the common case: its entry is asked first.
+        if let Some((k, n)) = self.0.first_mut() {
+            if *k == e {
+                *n += 1;
+                return true;
+            }
+        }
         if let Some((_, n)) = self.0.iter_mut().find(|(k, _)| *k == e) {
             *n += 1;
             return true;
@@ -513,20 +520,45 @@ impl Pipeline {
                 self.stats.skipped[Skip::NotControl as usize] += 1;
                 return Ingested::Skipped(Skip::NotControl);
             }
+            return self.ingest_checked(frame);
         }
-        self.ingest_in_order(frame, checked)
+        self.ingest_in_order(frame)
     }
 
-    /// A frame in order that the inline path did not skip. Its arguments
-    /// fit in registers, so the inline path ends in a jump here rather
-    /// than a call with an `Admit` on its stack.
+    /// A frame in order with an expiry due. Its arguments fit in
+    /// registers, so the inline path ends in a jump here rather than a
+    /// call with an `Admit` on its stack.
     #[inline(never)]
-    fn ingest_in_order(&mut self, frame: &Frame<'_>, checked: bool) -> Ingested {
+    fn ingest_in_order(&mut self, frame: &Frame<'_>) -> Ingested {
         let admit = Admit {
             at: Some(frame.ts),
             held: Held::Keep,
         };
-        self.ingest_admitted(frame, admit, checked)
+        self.ingest_admitted(frame, admit, false)
+    }
+
+    /// A frame in order, with no expiry due, that the plain pre-check
+    /// declined: a mirror session's VXLAN around a segment nobody wants
+    /// (a cloud sensor's every frame) is counted here, without the
+    /// general path's bookkeeping; anything else goes on to it.
+    #[inline(never)]
+    fn ingest_checked(&mut self, frame: &Frame<'_>) -> Ingested {
+        let wanted = Interest {
+            table: &self.table,
+            recent: &self.recent,
+            now: frame.ts,
+        };
+        if let Some(vxlan) = vxlan_skipped(frame.linktype, frame.data, &wanted, &self.decap) {
+            self.stats.frames += 1;
+            self.stats.encap(vxlan);
+            self.stats.skipped[Skip::NotControl as usize] += 1;
+            return Ingested::Skipped(Skip::NotControl);
+        }
+        let admit = Admit {
+            at: Some(frame.ts),
+            held: Held::Keep,
+        };
+        self.ingest_admitted(frame, admit, true)
     }
 
     /// A frame whose timestamp is invalid or not simply in order.
@@ -544,8 +576,8 @@ impl Pipeline {
     }
 
     /// Decode a frame the clock has taken and apply it at the time `admit`
-    /// says (or hold it), then expire what is due. `checked`: the plain
-    /// pre-check already declined it.
+    /// says (or hold it), then expire what is due. `checked`: both
+    /// pre-checks (plain, VXLAN) already declined it.
     #[inline(never)]
     fn ingest_admitted(&mut self, frame: &Frame<'_>, admit: Admit, checked: bool) -> Ingested {
         self.stats.frames += 1;
@@ -555,14 +587,11 @@ impl Pipeline {
             now: admit.at.unwrap_or(frame.ts),
         };
         let mut encaps = Encaps::default();
-        let decoded = if checked || !is_skipped(frame.linktype, frame.data, &wanted) {
-            decode_deferred(
-                frame.linktype,
-                frame.data,
-                &wanted,
-                &self.decap,
-                &mut encaps,
-            )
+        let (linktype, data) = (frame.linktype, frame.data);
+        let decoded = if checked {
+            decode_checked(linktype, data, &wanted, &self.decap, &mut encaps)
+        } else if !is_skipped(linktype, data, &wanted) {
+            decode_deferred(linktype, data, &wanted, &self.decap, &mut encaps)
         } else {
             Ok(Decoded::Skipped(Skip::NotControl))
         };
