@@ -130,23 +130,17 @@ mod tests {
     use super::*;
     use crate::classify::classify_at;
     use crate::config::load_policy;
-    use crate::site::{end_of, AcceptEnd, Acceptance, Pos};
+    use crate::site::{AcceptEnd, Acceptance};
 
     /// multi-node, with users accepted on engine1's QES until 2030.
     fn policy() -> Policy {
         let mut p = load_policy(Path::new("multi-node"), None).unwrap().policy;
-        p.site.accepted = vec![Acceptance {
-            from: AcceptEnd::Net("198.51.100.0/24".parse().unwrap()),
-            to: AcceptEnd::Name("engine1".into()),
-            port: 4747,
-            reason: "r".into(),
-            ticket: "CHG-1".into(),
-            owner: "o".into(),
-            expires: "2030-01-01".into(),
-            until: end_of("2030-01-01".parse().unwrap()).unwrap(),
-            pos: Pos { line: 1, column: 1 },
-            index: 0,
-        }];
+        p.site.accepted = vec![Acceptance::for_test(
+            AcceptEnd::Net("198.51.100.0/24".parse().unwrap()),
+            AcceptEnd::Name("engine1".into()),
+            4747,
+            "2030-01-01",
+        )];
         p
     }
 

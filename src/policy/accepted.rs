@@ -103,25 +103,13 @@ mod tests {
 
     use super::*;
     use crate::classify::{classify_at, Verdict};
-    use crate::site::{end_of, Pos};
 
     fn at(s: &str) -> Timestamp {
         crate::time::parse_time_bound(s).unwrap()
     }
 
     fn entry(from: AcceptEnd, to: &str, port: u16, expires: &str) -> Acceptance {
-        Acceptance {
-            from,
-            to: AcceptEnd::Name(to.into()),
-            port,
-            reason: "r".into(),
-            ticket: "CHG-1".into(),
-            owner: "o".into(),
-            expires: expires.into(),
-            until: end_of(expires.parse().unwrap()).unwrap(),
-            pos: Pos { line: 1, column: 1 },
-            index: 0,
-        }
+        Acceptance::for_test(from, AcceptEnd::Name(to.into()), port, expires)
     }
 
     fn multi_node(accepted: Vec<Acceptance>) -> Policy {

@@ -66,6 +66,25 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
+    /// An entry of `from` to `to` on `port` through `expires` (a date), with
+    /// placeholder text and position: what tests accept flows with.
+    #[cfg(test)]
+    pub fn for_test(from: AcceptEnd, to: AcceptEnd, port: u16, expires: &str) -> Acceptance {
+        let date: jiff::civil::Date = expires.parse().unwrap();
+        Acceptance {
+            from,
+            to,
+            port,
+            reason: "r".into(),
+            ticket: "CHG-1".into(),
+            owner: "o".into(),
+            expires: expires.into(),
+            until: end_of(date).unwrap(),
+            pos: Pos { line: 1, column: 1 },
+            index: 0,
+        }
+    }
+
     /// Whether it still holds at `ts`: through the whole of its last day.
     pub fn holds_at(&self, ts: Timestamp) -> bool {
         ts < self.until
@@ -103,19 +122,7 @@ mod tests {
     use super::*;
 
     fn acceptance(from: AcceptEnd, to: &str, port: u16, expires: &str) -> Acceptance {
-        let date: jiff::civil::Date = expires.parse().unwrap();
-        Acceptance {
-            from,
-            to: AcceptEnd::Name(to.into()),
-            port,
-            reason: "r".into(),
-            ticket: "CHG-1".into(),
-            owner: "o".into(),
-            expires: expires.into(),
-            until: end_of(date).unwrap(),
-            pos: Pos { line: 1, column: 1 },
-            index: 0,
-        }
+        Acceptance::for_test(from, AcceptEnd::Name(to.into()), port, expires)
     }
 
     fn at(s: &str) -> Timestamp {

@@ -1011,22 +1011,16 @@ mod tests {
     fn folding_keeps_accepted_and_alerting_apart() {
         use crate::classify::classify_at;
         use crate::policy::AcceptId;
-        use crate::site::{end_of, AcceptEnd, Acceptance, Pos};
+        use crate::site::{AcceptEnd, Acceptance};
         let mut p = load_policy(std::path::Path::new("multi-node"), None)
             .unwrap()
             .policy;
-        p.site.accepted = vec![Acceptance {
-            from: AcceptEnd::Net("100.64.0.0/10".parse().unwrap()),
-            to: AcceptEnd::Name("engine1".into()),
-            port: 4747,
-            reason: "r".into(),
-            ticket: "CHG-1".into(),
-            owner: "o".into(),
-            expires: "2030-01-01".into(),
-            until: end_of("2030-01-01".parse().unwrap()).unwrap(),
-            pos: Pos { line: 1, column: 1 },
-            index: 0,
-        }];
+        p.site.accepted = vec![Acceptance::for_test(
+            AcceptEnd::Net("100.64.0.0/10".parse().unwrap()),
+            AcceptEnd::Name("engine1".into()),
+            4747,
+            "2030-01-01",
+        )];
         let engine: IpAddr = "192.0.2.21".parse().unwrap();
         let mut t = Tally::with_budgets(100, 20, 10);
         for (net, n) in [([100, 64], 30u8), ([10, 9], 25)] {

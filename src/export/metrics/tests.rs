@@ -394,20 +394,14 @@ fn a_finding_gauge_is_held_over_a_restart() {
 /// apart, among the accepted ones; a refusal it does not cover is not.
 #[test]
 fn accepted_refusals_are_counted_apart() {
-    use crate::site::{end_of, AcceptEnd, Acceptance, Pos};
+    use crate::site::{AcceptEnd, Acceptance};
     let mut p = load_policy(Path::new("multi-node"), None).unwrap().policy;
-    p.site.accepted = vec![Acceptance {
-        from: AcceptEnd::Name("proxy".into()),
-        to: AcceptEnd::Name("central".into()),
-        port: 4242,
-        reason: "r".into(),
-        ticket: "CHG-1".into(),
-        owner: "o".into(),
-        expires: "2030-01-01".into(),
-        until: end_of("2030-01-01".parse().unwrap()).unwrap(),
-        pos: Pos { line: 1, column: 1 },
-        index: 0,
-    }];
+    p.site.accepted = vec![Acceptance::for_test(
+        AcceptEnd::Name("proxy".into()),
+        AcceptEnd::Name("central".into()),
+        4242,
+        "2030-01-01",
+    )];
     let p = Arc::new(p);
     let m = Metrics::new();
     let mut rec = Recorder::new(&m, &["replay".to_string()]);
