@@ -69,3 +69,17 @@ pub struct Frame<'a> {
     /// counts the frame as a decode error without letting it move time.
     pub ts_invalid: bool,
 }
+
+/// What takes the frames a source reads. Any closure is one; a type of
+/// its own (`replay`'s pipeline) has its work inlined into the source's
+/// record loop, which a closure's is not always.
+pub trait FrameSink {
+    fn frame(&mut self, frame: &Frame<'_>);
+}
+
+impl<F: FnMut(&Frame<'_>) + ?Sized> FrameSink for F {
+    #[inline(always)]
+    fn frame(&mut self, frame: &Frame<'_>) {
+        self(frame)
+    }
+}

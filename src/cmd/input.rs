@@ -9,6 +9,7 @@ use jiff::tz::TimeZone;
 
 use crate::decode::Decap;
 use crate::export::metrics::Recorder;
+use crate::frame::FrameSink;
 use crate::pipeline::Pipeline;
 use crate::policy::{Policy, Visibility};
 use crate::report::{Drops, SourceFacts, Stopped};
@@ -117,6 +118,15 @@ impl Input {
     /// Whether there is a capture at all.
     pub fn captures(&self) -> bool {
         !matches!(self, Input::NoCapture(_))
+    }
+
+    /// [`Source::poll`] of [`Input::source`]; capture files with `sink`
+    /// inlined into their record loop ([`MergedFiles::poll_with`]).
+    pub fn poll_with<S: FrameSink>(&mut self, sink: &mut S) -> Result<Poll, SourceError> {
+        match self {
+            Input::Files(f) => f.poll_with(sink),
+            other => other.source().poll(&mut |f| sink.frame(f)),
+        }
     }
 
     pub fn source(&mut self) -> &mut dyn Source {

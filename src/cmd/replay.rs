@@ -8,6 +8,7 @@ use super::page::{report_page, signoff_now};
 use super::settings::ReplaySettings;
 use super::{prepare, print, print_json, Error, Status};
 use crate::cli::{EventsFormat, ReportFormat as Format};
+use crate::frame::{Frame, FrameSink};
 use crate::pipeline::Pipeline;
 use crate::report::{Known, Report, Selection, SourceFacts};
 use crate::source::filter::PacketFilter;
@@ -92,9 +93,7 @@ pub fn replay(s: ReplaySettings) -> Result<Status, Error> {
         // alone, or every record fed): the frames go straight in, without
         // the checks below (8 instructions a frame).
         let poll = if !hooked && due.is_none() {
-            input.source().poll(&mut |f| {
-                pl.ingest(f);
-            })
+            input.poll_with(&mut Ingest(&mut pl))
         } else {
             input.source().poll(&mut |f| {
                 if hooked {
@@ -232,4 +231,15 @@ fn read_baseline(path: &std::path::Path) -> Result<Known, Error> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     Known::parse(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// The pipeline as the files' sink, its inline path inlined into their
+/// record loop (see [`FrameSink`]).
+struct Ingest<'a>(&'a mut Pipeline);
+
+impl FrameSink for Ingest<'_> {
+    #[inline(always)]
+    fn frame(&mut self, frame: &Frame<'_>) {
+        self.0.ingest(frame);
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{
     not_a_capture, FileFacts, FileSource, Savefile, BATCH_FRAMES, MAX_INTERFACES_PER_FILE,
 };
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameSink};
 use crate::source::{Poll, Source, SourceError};
 use crate::time::Timestamp;
 
@@ -83,11 +83,19 @@ impl MergedFiles {
 
 impl Source for MergedFiles {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        self.poll_with(sink)
+    }
+}
+
+impl MergedFiles {
+    /// [`Source::poll`] with a sink the compiler can see (see
+    /// [`FileSource::poll_with`]).
+    pub fn poll_with<S: FrameSink + ?Sized>(&mut self, sink: &mut S) -> Result<Poll, SourceError> {
         // One file needs no merge heap (the common replay): read it directly.
         if let (false, [file]) = (self.primed, self.files.as_mut_slice()) {
-            return file.poll(sink);
+            return file.poll_with(sink);
         }
-        Ok(self.poll_until(None, sink))
+        Ok(self.poll_bounded(None, BATCH_FRAMES, sink))
     }
 }
 
@@ -131,11 +139,11 @@ impl MergedFiles {
         self.poll_bounded(None, 1, sink)
     }
 
-    fn poll_bounded(
+    fn poll_bounded<S: FrameSink + ?Sized>(
         &mut self,
         until: Option<Timestamp>,
         max: usize,
-        sink: &mut dyn FnMut(&Frame<'_>),
+        sink: &mut S,
     ) -> Poll {
         self.prime();
         let mut n = 0;
@@ -149,7 +157,7 @@ impl MergedFiles {
             self.heap.pop();
             let file = &mut self.files[i];
             if let Some(frame) = file.current_frame() {
-                sink(&frame);
+                sink.frame(&frame);
                 n += 1;
             }
             file.current = None;

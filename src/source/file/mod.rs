@@ -54,7 +54,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::{Poll, Source, SourceError};
-use crate::frame::{Frame, LinkType};
+use crate::frame::{Frame, FrameSink, LinkType};
 use crate::time::Timestamp;
 use ahead::ReadAhead;
 
@@ -966,9 +966,9 @@ impl FileSource {
     /// else is left to [`Self::advance`], so both paths give the same
     /// frames. `replay` spends most of its time here. The first frame
     /// later than `until` is loaded as `current`, as `advance` would.
-    fn poll_buffered(
+    fn poll_buffered<S: FrameSink + ?Sized>(
         &mut self,
-        sink: &mut dyn FnMut(&Frame<'_>),
+        sink: &mut S,
         budget: usize,
         until: Option<Timestamp>,
     ) -> usize {
@@ -1091,10 +1091,10 @@ impl<'a> Fast<'a> {
     /// `budget`, stopping at the first it cannot parse or (held back) the
     /// first later than `until`.
     #[inline(always)]
-    fn run(
+    fn run<S: FrameSink + ?Sized>(
         &self,
         mut pos: usize,
-        sink: &mut dyn FnMut(&Frame<'_>),
+        sink: &mut S,
         budget: usize,
         until: Option<Timestamp>,
         record: impl Fn(usize) -> Option<(Current, &'a [u8], usize)>,
@@ -1109,7 +1109,7 @@ impl<'a> Fast<'a> {
                 held = Some((c, next));
                 break;
             }
-            sink(&Frame {
+            sink.frame(&Frame {
                 ts: c.ts,
                 linktype: c.linktype,
                 wire_len: c.wire_len,
@@ -1128,6 +1128,15 @@ impl<'a> Fast<'a> {
 
 impl Source for FileSource {
     fn poll(&mut self, sink: &mut dyn FnMut(&Frame<'_>)) -> Result<Poll, SourceError> {
+        self.poll_with(sink)
+    }
+}
+
+impl FileSource {
+    /// [`Source::poll`] with a sink the compiler can see: `replay`'s, whose
+    /// work on each frame is then inlined into the record loop instead of
+    /// called through a pointer.
+    pub fn poll_with<S: FrameSink + ?Sized>(&mut self, sink: &mut S) -> Result<Poll, SourceError> {
         let mut n = 0;
         while n < BATCH_FRAMES {
             n += self.poll_buffered(sink, BATCH_FRAMES - n, None);
@@ -1135,7 +1144,7 @@ impl Source for FileSource {
                 break;
             }
             match self.next_frame() {
-                Some(frame) => sink(&frame),
+                Some(frame) => sink.frame(&frame),
                 None => break,
             }
             n += 1;
