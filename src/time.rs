@@ -238,6 +238,16 @@ pub struct Admit {
     pub held: Held,
 }
 
+impl Admit {
+    /// Process the frame at `ts`; the suspects held (if any) stay held.
+    pub fn at(ts: Timestamp) -> Admit {
+        Admit {
+            at: Some(ts),
+            held: Held::Keep,
+        }
+    }
+}
+
 /// The fate of the frames held as suspects, decided by this frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
@@ -275,20 +285,13 @@ impl CaptureClock {
     /// Take a frame's timestamp.
     pub fn admit(&mut self, ts: Timestamp) -> Admit {
         if self.admit_in_order(ts) {
-            return Admit {
-                at: Some(ts),
-                held: Held::Keep,
-            };
+            return Admit::at(ts);
         }
-        let at = |t| Admit {
-            at: Some(t),
-            held: Held::Keep,
-        };
         let Some(now) = self.now else {
             self.now = Some(ts);
             self.first = Some(ts);
             self.agreed = 1;
-            return at(ts);
+            return Admit::at(ts);
         };
         if near(ts, now) {
             self.agreed += 1;
@@ -313,7 +316,7 @@ impl CaptureClock {
         }
         if ts < now && self.agreed >= CONFIRM_FRAMES {
             self.anomalies += 1;
-            return at(now);
+            return Admit::at(now);
         }
         match &mut self.suspect {
             Some(s) if near(ts, s.last) => {

@@ -70,13 +70,7 @@ impl RawTuple<'_> {
     /// combined by a commutative sum, then mixed).
     #[inline(always)]
     pub fn either_way_hash(&self) -> u32 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mix = |h: u64, w: [u8; 4]| {
-            (h ^ u64::from(u32::from_be_bytes(w)))
-                .wrapping_mul(K)
-                .rotate_left(29)
-        };
-        let port = |p: u16| u64::from(p).wrapping_mul(K);
+        let port = |p: u16| u64::from(p).wrapping_mul(HASH_K);
         // Two IPv4 addresses (most segments asked on the per-packet path):
         // each end's one word, as the loop below would mix it.
         let h = match (<[u8; 4]>::try_from(self.src), <[u8; 4]>::try_from(self.dst)) {
@@ -92,21 +86,26 @@ impl RawTuple<'_> {
                 end(self.src, self.src_port).wrapping_add(end(self.dst, self.dst_port))
             }
         };
-        (h.wrapping_mul(K) >> 32) as u32
+        (h.wrapping_mul(HASH_K) >> 32) as u32
     }
+}
+
+/// The multiplier of the tuple hashes (the golden ratio's 64 bits).
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One address word mixed into a tuple hash.
+#[inline(always)]
+fn mix(h: u64, w: [u8; 4]) -> u64 {
+    (h ^ u64::from(u32::from_be_bytes(w)))
+        .wrapping_mul(HASH_K)
+        .rotate_left(29)
 }
 
 /// A cheap, fixed hash of a directed 4-tuple (not for maps exposed to
 /// crafted keys: only for filters whose worst case is a wasted decode).
 #[inline(always)]
 pub fn flow_hash(src: &[u8], dst: &[u8], src_port: u16, dst_port: u16) -> u32 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mix = |h: u64, w: [u8; 4]| {
-        (h ^ u64::from(u32::from_be_bytes(w)))
-            .wrapping_mul(K)
-            .rotate_left(29)
-    };
-    let mut h = (u64::from(src_port) << 16 | u64::from(dst_port)).wrapping_mul(K);
+    let mut h = (u64::from(src_port) << 16 | u64::from(dst_port)).wrapping_mul(HASH_K);
     // Two IPv4 addresses (most segments asked on the per-packet path): the
     // same two words the loop would mix, without its iterator.
     if let (Ok(s), Ok(d)) = (<[u8; 4]>::try_from(src), <[u8; 4]>::try_from(dst)) {

@@ -530,11 +530,7 @@ impl Pipeline {
     /// call with an `Admit` on its stack.
     #[inline(never)]
     fn ingest_in_order(&mut self, frame: &Frame<'_>) -> Ingested {
-        let admit = Admit {
-            at: Some(frame.ts),
-            held: Held::Keep,
-        };
-        self.ingest_admitted(frame, admit, false)
+        self.ingest_admitted(frame, Admit::at(frame.ts), false)
     }
 
     /// A frame in order, with no expiry due, that the plain pre-check
@@ -554,11 +550,7 @@ impl Pipeline {
             self.stats.skipped[Skip::NotControl as usize] += 1;
             return Ingested::Skipped(Skip::NotControl);
         }
-        let admit = Admit {
-            at: Some(frame.ts),
-            held: Held::Keep,
-        };
-        self.ingest_admitted(frame, admit, true)
+        self.ingest_admitted(frame, Admit::at(frame.ts), true)
     }
 
     /// A frame whose timestamp is invalid or not simply in order.
